@@ -1,0 +1,405 @@
+import { randomBytes } from 'node:crypto';
+import { readFileSync, statSync } from 'node:fs';
+import type { Duplex, Writable } from 'node:stream';
+import * as grpc from '@grpc/grpc-js';
+import { type BuildkitAddress, parseAddress } from './address.js';
+import { type ControlClient, collect, createControlClient, unary } from './control.js';
+import { BuildkitConnectionError, BuildkitError, CanceledError, InvalidArgumentError, SolveError, UnsupportedError } from './errors.js';
+import type { ExportSink } from './session/filesend.js';
+import { Session } from './session/session.js';
+import { BytesMessageTunnel } from './session/tunnel.js';
+import { type RawStatusResponse, type StatusEvent, StatusTracker } from './status.js';
+import { dockerUpgrade } from './transport/docker-upgrade.js';
+import { startUpgradeProxy, type UpgradeProxy } from './transport/upgrade-proxy.js';
+import { decodeBytesMessage, encodeBytesMessage } from './wire/messages.js';
+
+export interface TlsOptions {
+  /** PEM text or a file path. */
+  ca?: string | Buffer;
+  cert?: string | Buffer;
+  key?: string | Buffer;
+  /** Name to verify the server certificate against (buildctl's --tlsservername). */
+  serverName?: string;
+}
+
+export interface ConnectOptions {
+  tls?: TlsOptions;
+  /** How long connect() may take before it gives up; default 5 s. */
+  timeoutMs?: number;
+  /**
+   * How the session reaches the daemon: `control` tunnels it through Control.Session (works
+   * everywhere), `upgrade` uses a Docker daemon's `POST /session` (docker:// only, ~3x faster).
+   */
+  sessionTransport?: 'control' | 'upgrade';
+}
+
+export type ByteExportType = 'tar' | 'oci' | 'docker';
+export type ExportEntry =
+  | {
+      type: ByteExportType;
+      attrs?: Record<string, string>;
+      /** Receives the exporter's bytes; ended by the client when the export is complete. */
+      output: Writable | ((metadata: Record<string, string>) => Writable | Promise<Writable>);
+    }
+  | { type: 'local'; attrs?: Record<string, string>; dir: string }
+  | { type: string; attrs?: Record<string, string> };
+
+export interface CacheEntry {
+  type: string;
+  attrs?: Record<string, string>;
+}
+
+export interface SolveOptions {
+  /** Frontend name; `dockerfile.v0` builds a Dockerfile. */
+  frontend: string;
+  frontendAttrs?: Record<string, string>;
+  /** Local directories the frontend may ask for by name (`context`, `dockerfile`). */
+  localDirs?: Record<string, string>;
+  /** At most one export: daemons before BuildKit v0.13 take a single exporter. */
+  exports?: ExportEntry[];
+  cacheImports?: CacheEntry[];
+  cacheExports?: CacheEntry[];
+  /** Reuse across builds of the same context so BuildKit sends only changed files. */
+  sharedKey?: string;
+  signal?: AbortSignal;
+  /** Build reference; random when omitted. */
+  ref?: string;
+}
+
+export interface SolveResult {
+  ref: string;
+  exporterResponse: Record<string, string>;
+}
+
+export interface WorkerInfo {
+  id: string;
+  labels: Record<string, string>;
+  platforms: Array<{ os: string; architecture: string; variant?: string }>;
+  buildkitVersion?: { package: string; version: string; revision: string };
+}
+
+export interface UsageRecord {
+  id: string;
+  mutable: boolean;
+  inUse: boolean;
+  size: number;
+  description: string;
+  recordType: string;
+  shared: boolean;
+  createdAt?: Date;
+  lastUsedAt?: Date;
+  usageCount: number;
+}
+
+export interface PruneOptions {
+  all?: boolean;
+  filter?: string[];
+  keepDurationSeconds?: number;
+  keepBytes?: number;
+}
+
+/** Connects to a BuildKit daemon (`unix://`, `tcp://`, `docker://`; default `$BUILDKIT_HOST`). */
+export async function connect(address?: string, options: ConnectOptions = {}): Promise<BuildkitClient> {
+  const addr = parseAddress(address);
+  const timeoutMs = options.timeoutMs ?? 5000;
+  await precheck(addr, timeoutMs);
+  let proxy: UpgradeProxy | undefined;
+  let target: string;
+  let credentials = grpc.credentials.createInsecure();
+  const channelOptions: grpc.ChannelOptions = {
+    'grpc.max_receive_message_length': -1,
+    'grpc.max_send_message_length': -1,
+    'grpc-node.flow_control_window': 4 * 1024 * 1024,
+  };
+  if (addr.kind === 'docker') {
+    proxy = await startUpgradeProxy(addr.socketPath);
+    target = proxy.address;
+  } else if (addr.kind === 'unix') {
+    target = `unix://${addr.path}`;
+  } else {
+    target = `${addr.host}:${addr.port}`;
+    if (options.tls) {
+      const pem = (v: string | Buffer | undefined) =>
+        v === undefined ? null : Buffer.isBuffer(v) || v.includes('-----BEGIN') ? Buffer.from(v) : readFileSync(v);
+      credentials = grpc.credentials.createSsl(pem(options.tls.ca), pem(options.tls.key), pem(options.tls.cert));
+      if (options.tls.serverName) {
+        channelOptions['grpc.ssl_target_name_override'] = options.tls.serverName;
+        channelOptions['grpc.default_authority'] = options.tls.serverName;
+      }
+    }
+  }
+  const control = createControlClient(target, credentials, channelOptions);
+  try {
+    await new Promise<void>((resolve, reject) =>
+      control.waitForReady(Date.now() + timeoutMs, (err) => (err ? reject(err) : resolve())),
+    );
+  } catch (err) {
+    control.close();
+    await proxy?.close();
+    throw new BuildkitConnectionError(
+      `cannot reach BuildKit at ${addr.raw} within ${timeoutMs} ms: ${(err as Error).message}. ${hint(addr)}`,
+      addr.raw,
+      { cause: err },
+    );
+  }
+  const transport = options.sessionTransport ?? (addr.kind === 'docker' ? 'upgrade' : 'control');
+  if (transport === 'upgrade' && addr.kind !== 'docker') {
+    control.close();
+    throw new InvalidArgumentError('sessionTransport "upgrade" needs a docker:// address');
+  }
+  return new BuildkitClient(addr, control, proxy, transport);
+}
+
+function hint(addr: BuildkitAddress): string {
+  switch (addr.kind) {
+    case 'unix':
+      return `Check that buildkitd is running and listening on ${addr.path}, and that this process may open it.`;
+    case 'tcp':
+      return 'Check the host and port, that buildkitd listens on TCP (--addr tcp://0.0.0.0:PORT), and the TLS settings: a daemon with --tlscacert needs ca, cert and key.';
+    case 'docker':
+      return `Check that the Docker daemon is running at ${addr.socketPath} and is 20.10 or newer.`;
+  }
+}
+
+/** Fails fast, with the real reason, where a socket path is wrong or a Docker daemon refuses the upgrade. */
+async function precheck(addr: BuildkitAddress, timeoutMs: number): Promise<void> {
+  const path = addr.kind === 'unix' ? addr.path : addr.kind === 'docker' ? addr.socketPath : undefined;
+  if (path === undefined) return;
+  try {
+    if (!statSync(path).isSocket()) throw new Error(`${path} is not a socket`);
+    if (addr.kind === 'docker') (await dockerUpgrade({ socketPath: path, path: '/grpc', timeoutMs })).destroy();
+  } catch (err) {
+    const reason = (err as NodeJS.ErrnoException).code === 'ENOENT' ? `${path} does not exist` : (err as Error).message;
+    throw new BuildkitConnectionError(`cannot reach BuildKit at ${addr.raw}: ${reason}. ${hint(addr)}`, addr.raw, {
+      cause: err,
+    });
+  }
+}
+
+export class BuildkitClient {
+  /** @internal use connect() */
+  constructor(
+    readonly address: BuildkitAddress,
+    private readonly control: ControlClient,
+    private readonly proxy: UpgradeProxy | undefined,
+    private readonly sessionTransport: 'control' | 'upgrade',
+  ) {}
+
+  async listWorkers(): Promise<WorkerInfo[]> {
+    type Raw = {
+      record: Array<{
+        ID: string;
+        Labels: Record<string, string>;
+        platforms: Array<{ OS: string; Architecture: string; Variant: string }>;
+        BuildkitVersion?: { package: string; version: string; revision: string } | null;
+      }>;
+    };
+    const res = await this.call<Raw>('ListWorkers', { filter: [] });
+    return res.record.map((r) => ({
+      id: r.ID,
+      labels: r.Labels,
+      platforms: r.platforms.map((p) => ({
+        os: p.OS,
+        architecture: p.Architecture,
+        ...(p.Variant ? { variant: p.Variant } : {}),
+      })),
+      ...(r.BuildkitVersion?.version ? { buildkitVersion: r.BuildkitVersion } : {}),
+    }));
+  }
+
+  /** Daemon version (Control.Info, BuildKit >= 0.11); UnsupportedError on older daemons such as Docker 20.10's. */
+  async info(): Promise<{ buildkitVersion: { package: string; version: string; revision: string } }> {
+    return this.call('Info', {});
+  }
+
+  async diskUsage(filter: string[] = []): Promise<UsageRecord[]> {
+    const res = await this.call<{ record: RawUsage[] }>('DiskUsage', { filter });
+    return res.record.map(toUsage);
+  }
+
+  async prune(opts: PruneOptions = {}): Promise<UsageRecord[]> {
+    const records = await collect<RawUsage>(this.control, 'Prune', {
+      filter: opts.filter ?? [],
+      all: opts.all ?? false,
+      keepDuration: (opts.keepDurationSeconds ?? 0) * 1e9,
+      keepBytes: opts.keepBytes ?? 0,
+    }).catch((err: unknown) => {
+      throw this.wrapCallError(err, 'Prune');
+    });
+    return records.map(toUsage);
+  }
+
+  /**
+   * Runs one build: opens a session that serves the local dirs and receives the export, asks
+   * the frontend to solve, and reports status events. Resolves once the export is complete.
+   */
+  async solve(opts: SolveOptions, onStatus?: (event: StatusEvent) => void): Promise<SolveResult> {
+    const exports = opts.exports ?? [];
+    if (exports.length > 1) {
+      throw new InvalidArgumentError('only one export per solve is supported (older daemons accept a single exporter)');
+    }
+    const exp = exports[0];
+    const session = new Session({
+      localDirs: opts.localDirs ?? {},
+      ...(opts.sharedKey !== undefined ? { sharedKey: opts.sharedKey } : {}),
+      ...(exp ? sinkFor(exp) : {}),
+    });
+    const ref = opts.ref ?? randomBytes(16).toString('hex');
+    const tracker = new StatusTracker();
+    const signal = opts.signal;
+    if (signal?.aborted) throw new CanceledError();
+
+    let connection: Duplex | undefined;
+    let statusCall: grpc.ClientReadableStream<RawStatusResponse> | undefined;
+    let solveCall: grpc.ClientUnaryCall | undefined;
+    const onAbort = () => {
+      solveCall?.cancel();
+      statusCall?.cancel();
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      connection = await this.openSession(session);
+      session.serve(connection);
+
+      const statusCallLocal = (this.control.Status as (r: object) => grpc.ClientReadableStream<RawStatusResponse>).call(
+        this.control,
+        { Ref: ref },
+      );
+      statusCall = statusCallLocal;
+      const statusEnded = new Promise<void>((resolve) => {
+        statusCallLocal.on('data', (res: RawStatusResponse) => {
+          for (const ev of tracker.update(res)) onStatus?.(ev);
+        });
+        statusCallLocal.on('end', resolve);
+        statusCallLocal.on('error', () => resolve());
+      });
+
+      const request = {
+        Ref: ref,
+        Exporter: exp?.type ?? '',
+        ExporterAttrs: exp?.attrs ?? {},
+        Session: session.id,
+        Frontend: opts.frontend,
+        FrontendAttrs: opts.frontendAttrs ?? {},
+        Cache: {
+          Imports: (opts.cacheImports ?? []).map((c) => ({ Type: c.type, Attrs: c.attrs ?? {} })),
+          Exports: (opts.cacheExports ?? []).map((c) => ({ Type: c.type, Attrs: c.attrs ?? {} })),
+        },
+      };
+      const response = await new Promise<{ ExporterResponse: Record<string, string> }>((resolve, reject) => {
+        solveCall = (
+          this.control.Solve as (
+            r: object,
+            cb: (e: grpc.ServiceError | null, r: { ExporterResponse: Record<string, string> }) => void,
+          ) => grpc.ClientUnaryCall
+        ).call(this.control, request, (err, res) => (err ? reject(err) : resolve(res)));
+        if (signal?.aborted) solveCall.cancel();
+      });
+      await session.exportsSettled();
+      // The status stream ends with the build; give trailing logs a moment, never hang on it.
+      await Promise.race([statusEnded, new Promise((r) => setTimeout(r, 2000).unref())]);
+      return { ref, exporterResponse: response.ExporterResponse };
+    } catch (err) {
+      if (signal?.aborted) throw new CanceledError('build canceled', { cause: err });
+      if (err instanceof BuildkitError) throw err;
+      const se = err as grpc.ServiceError;
+      if (se.code === grpc.status.UNAVAILABLE) {
+        throw new BuildkitConnectionError(`lost the BuildKit daemon at ${this.address.raw}: ${se.details}`, this.address.raw, {
+          cause: err,
+        });
+      }
+      const failed = tracker.failedVertex();
+      const message = se.details ?? (err as Error).message;
+      throw new SolveError(failed ? `${failed.name}: ${message}` : message, failed?.name, message, { cause: err });
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+      statusCall?.cancel();
+      session.close();
+    }
+  }
+
+  private async openSession(session: Session): Promise<Duplex> {
+    if (this.sessionTransport === 'upgrade' && this.address.kind === 'docker') {
+      return dockerUpgrade({ socketPath: this.address.socketPath, path: '/session', headers: session.headers() });
+    }
+    const call = this.control.makeBidiStreamRequest(
+      '/moby.buildkit.v1.Control/Session',
+      encodeBytesMessage,
+      decodeBytesMessage,
+      session.metadata(),
+    );
+    return new BytesMessageTunnel(call);
+  }
+
+  private async call<T>(method: string, request: object): Promise<T> {
+    try {
+      return await unary<T>(this.control, method, request);
+    } catch (err) {
+      throw this.wrapCallError(err, method);
+    }
+  }
+
+  private wrapCallError(err: unknown, method: string): Error {
+    const se = err as grpc.ServiceError;
+    if (se.code === grpc.status.UNIMPLEMENTED) {
+      return new UnsupportedError(`the daemon at ${this.address.raw} does not implement Control.${method}`, { cause: err });
+    }
+    if (se.code === grpc.status.UNAVAILABLE) {
+      return new BuildkitConnectionError(`BuildKit at ${this.address.raw} is unavailable: ${se.details}`, this.address.raw, {
+        cause: err,
+      });
+    }
+    return err as Error;
+  }
+
+  async close(): Promise<void> {
+    this.control.close();
+    await this.proxy?.close();
+  }
+}
+
+type RawUsage = {
+  ID: string;
+  Mutable: boolean;
+  InUse: boolean;
+  Size: number;
+  Description: string;
+  RecordType: string;
+  Shared: boolean;
+  UsageCount: number;
+  CreatedAt?: { seconds: number; nanos: number } | null;
+  LastUsedAt?: { seconds: number; nanos: number } | null;
+};
+
+function toUsage(r: RawUsage): UsageRecord {
+  const date = (t: RawUsage['CreatedAt']) => (t ? new Date(Number(t.seconds) * 1000 + t.nanos / 1e6) : undefined);
+  const createdAt = date(r.CreatedAt);
+  const lastUsedAt = date(r.LastUsedAt);
+  return {
+    id: r.ID,
+    mutable: r.Mutable,
+    inUse: r.InUse,
+    size: Number(r.Size),
+    description: r.Description,
+    recordType: r.RecordType,
+    shared: r.Shared,
+    usageCount: Number(r.UsageCount),
+    ...(createdAt ? { createdAt } : {}),
+    ...(lastUsedAt ? { lastUsedAt } : {}),
+  };
+}
+
+function sinkFor(exp: ExportEntry): { exportSink?: ExportSink } {
+  if (exp.type === 'local') {
+    if (!('dir' in exp) || typeof exp.dir !== 'string') throw new InvalidArgumentError('a local export needs `dir`');
+    return { exportSink: { kind: 'dir', dir: exp.dir } };
+  }
+  if ('output' in exp) {
+    const output = exp.output;
+    return { exportSink: { kind: 'bytes', open: typeof output === 'function' ? output : () => output } };
+  }
+  if (['tar', 'oci', 'docker'].includes(exp.type)) {
+    throw new InvalidArgumentError(`a ${exp.type} export needs \`output\` (a Writable or a function returning one)`);
+  }
+  return {};
+}

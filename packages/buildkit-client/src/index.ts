@@ -1,0 +1,27 @@
+export { type BuildkitAddress, parseAddress } from './address.js';
+export {
+  BuildkitClient,
+  type ByteExportType,
+  type CacheEntry,
+  type ConnectOptions,
+  connect,
+  type ExportEntry,
+  type PruneOptions,
+  type SolveOptions,
+  type SolveResult,
+  type TlsOptions,
+  type UsageRecord,
+  type WorkerInfo,
+} from './client.js';
+export {
+  BuildkitConnectionError,
+  BuildkitError,
+  CanceledError,
+  InvalidArgumentError,
+  SolveError,
+  UnsupportedError,
+} from './errors.js';
+export { PatternMatcher, parseDockerignore } from './fs/index.js';
+export { parseCsvAttrs } from './output-spec.js';
+export { PlainProgressRenderer } from './progress.js';
+export type { StatusEvent, VertexInfo } from './status.js';

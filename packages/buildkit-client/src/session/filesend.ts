@@ -1,0 +1,67 @@
+import type { Writable } from 'node:stream';
+import * as grpc from '@grpc/grpc-js';
+import { decodeBytesMessage } from '../wire/messages.js';
+import { receiveLocal } from './local-receiver.js';
+
+/** Where one export goes: a byte stream (tar, oci, docker) or a directory (local). */
+export type ExportSink =
+  | { kind: 'bytes'; open: (metadata: Record<string, string>) => Writable | Promise<Writable> }
+  | { kind: 'dir'; dir: string };
+
+/**
+ * Serves `moby.filesync.v1.FileSend/DiffCopy`, through which the daemon pushes an export to
+ * the client: BytesMessages for tarball exporters, fsutil packets for the local exporter.
+ * `track` receives a promise that settles once the export is complete on this side.
+ */
+export function fileSendDiffCopy(sink: ExportSink, track: (done: Promise<void>) => void) {
+  return (call: grpc.ServerDuplexStream<Buffer, Buffer>) => {
+    const done = sink.kind === 'dir' ? receiveLocal(call, sink.dir) : receiveBytes(call, sink);
+    track(done);
+    done.catch((err: unknown) => {
+      if (!call.destroyed) {
+        call.destroy({
+          code: grpc.status.INTERNAL,
+          details: err instanceof Error ? err.message : String(err),
+        } as grpc.ServiceError);
+      }
+    });
+  };
+}
+
+async function receiveBytes(
+  call: grpc.ServerDuplexStream<Buffer, Buffer>,
+  sink: Extract<ExportSink, { kind: 'bytes' }>,
+): Promise<void> {
+  call.pause();
+  const md: Record<string, string> = {};
+  for (const [k, v] of Object.entries(call.metadata.getMap())) md[k] = String(v);
+  const out = await sink.open(md);
+  await new Promise<void>((resolve, reject) => {
+    let settled = false;
+    const fail = (err: Error) => {
+      if (settled) return;
+      settled = true;
+      out.destroy(err);
+      reject(err);
+    };
+    call.on('data', (msg: Buffer) => {
+      // The daemon waits for more flow-control credit while we are paused: a slow sink slows BuildKit.
+      if (!out.write(decodeBytesMessage(msg))) {
+        call.pause();
+        out.once('drain', () => call.resume());
+      }
+    });
+    call.on('end', () => out.end());
+    call.on('error', (err: Error) => fail(err));
+    call.on('cancelled', () => fail(new Error('export canceled by the daemon')));
+    out.on('error', (err: Error) => fail(err));
+    out.on('finish', () => {
+      if (settled) return;
+      settled = true;
+      // Only now let the daemon's Close() return: the bytes are in the caller's hands.
+      call.end();
+      resolve();
+    });
+    call.resume();
+  });
+}

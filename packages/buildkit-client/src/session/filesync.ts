@@ -1,0 +1,146 @@
+import { createReadStream } from 'node:fs';
+import * as grpc from '@grpc/grpc-js';
+import { walk } from '../fs/index.js';
+import { encodePacket, decodePacket, PacketType, type Stat } from '../wire/messages.js';
+import { readRepeated, readSingle } from './metadata.js';
+import { writeWithBackpressure } from './stream-io.js';
+
+export interface LocalDir {
+  /** Directory on this machine. */
+  path: string;
+}
+
+/** File contents travel in ~1 MiB DATA packets: fewer, larger messages are what make the transfer fast. */
+const CHUNK = 1024 * 1024;
+const GO_MODE_TYPE = (1 << 31) | (1 << 27) | (1 << 26) | (1 << 25) | (1 << 24) | (1 << 21) | (1 << 19);
+
+/**
+ * Serves `moby.filesync.v1.FileSync/DiffCopy`: BuildKit asks for a named local directory and
+ * this side walks it (with the patterns BuildKit sends), streams one STAT per entry, then
+ * file contents on request. Implements the sender half of the fsutil protocol.
+ */
+export function fileSyncDiffCopy(dirs: ReadonlyMap<string, LocalDir>) {
+  return (call: grpc.ServerDuplexStream<Buffer, Buffer>) => {
+    const dirName = readSingle(call.metadata, 'dir-name') ?? '';
+    const dir = dirs.get(dirName);
+    if (!dir) {
+      call.destroy({
+        code: grpc.status.NOT_FOUND,
+        details: `no local directory named "${dirName}" in this session (have: ${[...dirs.keys()].join(', ')})`,
+      } as grpc.ServiceError);
+      return;
+    }
+    const includePatterns = readRepeated(call.metadata, 'include-patterns');
+    const excludePatterns = readRepeated(call.metadata, 'exclude-patterns');
+    const followPaths = readRepeated(call.metadata, 'followpaths');
+    sendDir(call, dir.path, {
+      // Old frontends name the Dockerfile and .dockerignore only through followpaths.
+      includePatterns: includePatterns.length === 0 && followPaths.length > 0 ? followPaths : includePatterns,
+      excludePatterns,
+      followPaths,
+    }).catch((err: unknown) => {
+      const message = err instanceof Error ? err.message : String(err);
+      if (!call.destroyed) {
+        call.write(encodePacket({ type: PacketType.ERR, id: 0, data: Buffer.from(message) }));
+        call.destroy({ code: grpc.status.INTERNAL, details: message } as grpc.ServiceError);
+      }
+    });
+  };
+}
+
+async function sendDir(
+  call: grpc.ServerDuplexStream<Buffer, Buffer>,
+  root: string,
+  opts: { includePatterns: string[]; excludePatterns: string[]; followPaths: string[] },
+): Promise<void> {
+  const files = new Map<number, string>();
+  const requests: number[] = [];
+  let wake: (() => void) | undefined;
+  let finished = false;
+  let failure: Error | undefined;
+
+  call.on('data', (buf: Buffer) => {
+    const p = decodePacket(buf);
+    if (p.type === PacketType.REQ) requests.push(p.id);
+    else if (p.type === PacketType.FIN) finished = true;
+    else if (p.type === PacketType.ERR) failure = new Error(`error from receiver: ${p.data?.toString() ?? ''}`);
+    wake?.();
+  });
+  const ended = new Promise<void>((resolve) => {
+    const stop = () => {
+      failure ??= finished ? undefined : new Error('BuildKit closed the file transfer early');
+      wake?.();
+      resolve();
+    };
+    call.on('end', stop);
+    call.on('close', stop);
+    call.on('error', stop);
+  });
+
+  const walking = (async () => {
+    let index = 0;
+    for await (const entry of walk(root, opts)) {
+      const stat: Stat = {
+        path: entry.path,
+        mode: entry.mode,
+        uid: entry.uid,
+        gid: entry.gid,
+        size: entry.size,
+        modTime: entry.modTime,
+        linkname: entry.linkname,
+        devmajor: entry.devmajor,
+        devminor: entry.devminor,
+      };
+      if ((entry.mode & GO_MODE_TYPE) === 0) files.set(index, entry.absPath);
+      index++;
+      await writeWithBackpressure(call, encodePacket({ type: PacketType.STAT, id: 0, stat }));
+    }
+    await writeWithBackpressure(call, encodePacket({ type: PacketType.STAT, id: 0 }));
+  })();
+
+  // Serve requests as they come, also while the walk is still streaming stats.
+  let walkDone = false;
+  walking.then(
+    () => {
+      walkDone = true;
+      wake?.();
+    },
+    (err: unknown) => {
+      walkDone = true;
+      failure ??= err instanceof Error ? err : new Error(String(err));
+      wake?.();
+    },
+  );
+  for (;;) {
+    if (failure) throw failure;
+    const id = requests.shift();
+    if (id !== undefined) {
+      const file = files.get(id);
+      if (file === undefined) throw new Error(`BuildKit requested unknown file id ${id}`);
+      files.delete(id);
+      await sendFile(call, id, file);
+      continue;
+    }
+    if (finished && walkDone) break;
+    await new Promise<void>((resolve) => {
+      wake = resolve;
+    });
+    wake = undefined;
+  }
+  await walking;
+  await writeWithBackpressure(call, encodePacket({ type: PacketType.FIN, id: 0 }));
+  call.end();
+  await ended;
+}
+
+async function sendFile(call: grpc.ServerDuplexStream<Buffer, Buffer>, id: number, file: string): Promise<void> {
+  const stream = createReadStream(file, { highWaterMark: CHUNK });
+  try {
+    for await (const chunk of stream) {
+      await writeWithBackpressure(call, encodePacket({ type: PacketType.DATA, id, data: chunk as Buffer }));
+    }
+  } finally {
+    stream.destroy();
+  }
+  await writeWithBackpressure(call, encodePacket({ type: PacketType.DATA, id }));
+}

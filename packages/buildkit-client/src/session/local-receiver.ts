@@ -1,0 +1,135 @@
+import { createWriteStream, type WriteStream } from 'node:fs';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import type * as grpc from '@grpc/grpc-js';
+import { unixModeFromGo } from '../fs/index.js';
+import { decodePacket, encodePacket, PacketType, type Stat } from '../wire/messages.js';
+import { writeWithBackpressure } from './stream-io.js';
+
+/** Files requested from the daemon at once; each holds an open file descriptor. */
+const MAX_IN_FLIGHT = 8;
+
+/**
+ * Receiver half of the fsutil protocol for the `local` exporter: the daemon sends one STAT
+ * per entry, this side creates the tree under `dest` and requests regular files' contents.
+ */
+export async function receiveLocal(call: grpc.ServerDuplexStream<Buffer, Buffer>, dest: string): Promise<void> {
+  const root = path.resolve(dest);
+  await fs.mkdir(root, { recursive: true });
+  const stats: Stat[] = [];
+  const wanted: Array<{ id: number; target: string }> = [];
+  const open = new Map<number, { stream: WriteStream; done: Promise<void> }>();
+  let statsDone = false;
+  let finSent = false;
+  let index = 0;
+  let chain = Promise.resolve();
+  let failure: Error | undefined;
+
+  const target = (rel: string): string => {
+    const p = path.resolve(root, rel);
+    if (p !== root && !p.startsWith(root + path.sep)) throw new Error(`export path escapes destination: ${rel}`);
+    return p;
+  };
+
+  const requestMore = async () => {
+    while (open.size < MAX_IN_FLIGHT && wanted.length > 0) {
+      const next = wanted.shift() as { id: number; target: string };
+      const stream = createWriteStream(next.target);
+      const done = new Promise<void>((resolve, reject) => {
+        stream.on('finish', resolve);
+        stream.on('error', reject);
+      });
+      open.set(next.id, { stream, done });
+      await writeWithBackpressure(call, encodePacket({ type: PacketType.REQ, id: next.id }));
+    }
+  };
+
+  const handle = async (p: ReturnType<typeof decodePacket>) => {
+    if (p.type === PacketType.STAT) {
+      if (!p.stat) {
+        statsDone = true;
+      } else {
+        const id = index++;
+        stats.push(p.stat);
+        const kind = unixModeFromGo(p.stat.mode);
+        const abs = target(p.stat.path);
+        if (kind.type === 'dir') {
+          await fs.mkdir(abs, { recursive: true });
+        } else if (kind.type === 'symlink') {
+          await fs.rm(abs, { force: true });
+          await fs.symlink(p.stat.linkname, abs);
+        } else if (kind.type === 'file' && p.stat.linkname) {
+          await fs.rm(abs, { force: true });
+          await fs.link(target(p.stat.linkname), abs);
+        } else if (kind.type === 'file') {
+          wanted.push({ id, target: abs });
+        } else {
+          throw new Error(`local export of special file ${p.stat.path} is not supported`);
+        }
+      }
+    } else if (p.type === PacketType.DATA) {
+      const file = open.get(p.id);
+      if (!file) throw new Error(`daemon sent data for unrequested file id ${p.id}`);
+      if (p.data && p.data.length > 0) {
+        await writeWithBackpressure(file.stream, p.data);
+      } else {
+        file.stream.end();
+        await file.done;
+        open.delete(p.id);
+      }
+    } else if (p.type === PacketType.ERR) {
+      throw new Error(`error from daemon: ${p.data?.toString() ?? ''}`);
+    }
+    await requestMore();
+    if (statsDone && !finSent && wanted.length === 0 && open.size === 0) {
+      finSent = true;
+      await applyMetadata(stats, target);
+      await writeWithBackpressure(call, encodePacket({ type: PacketType.FIN, id: 0 }));
+    }
+  };
+
+  await new Promise<void>((resolve, reject) => {
+    const fail = (err: Error) => {
+      failure ??= err;
+      for (const f of open.values()) f.stream.destroy();
+      reject(failure);
+    };
+    call.on('data', (buf: Buffer) => {
+      const p = decodePacket(buf);
+      if (p.type === PacketType.FIN) {
+        chain = chain.then(() => {
+          call.end();
+          resolve();
+        });
+        return;
+      }
+      // Packets must be applied in order; the chain keeps them serial without blocking the socket reader.
+      call.pause();
+      chain = chain.then(() => handle(p)).then(
+        () => {
+          call.resume();
+        },
+        fail,
+      );
+    });
+    call.on('error', fail);
+    call.on('end', () => chain.then(() => (failure ? undefined : resolve())));
+  });
+}
+
+/** Modes, owners and times are set last, deepest first, so writing children does not bump a directory's mtime. */
+async function applyMetadata(stats: Stat[], target: (rel: string) => string): Promise<void> {
+  const asRoot = process.getuid?.() === 0;
+  for (const s of [...stats].reverse()) {
+    const abs = target(s.path);
+    const kind = unixModeFromGo(s.mode);
+    const seconds = Number(s.modTime / 1_000_000n) / 1000;
+    if (asRoot) await fs.lchown(abs, s.uid, s.gid);
+    if (kind.type === 'symlink') {
+      await fs.lutimes(abs, seconds, seconds);
+      continue;
+    }
+    if (!(kind.type === 'file' && s.linkname)) await fs.chmod(abs, kind.perm);
+    await fs.utimes(abs, seconds, seconds);
+  }
+}

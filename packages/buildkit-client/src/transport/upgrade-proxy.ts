@@ -1,0 +1,64 @@
+import { randomBytes } from 'node:crypto';
+import { rmSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { dockerUpgrade } from './docker-upgrade.js';
+
+export interface UpgradeProxy {
+  /** unix:// address grpc-js can dial. */
+  address: string;
+  close(): Promise<void>;
+}
+
+/**
+ * grpc-js has no public hook for a custom dialer, so each connection it opens lands on a
+ * private unix socket here and is spliced onto a freshly upgraded `POST /grpc` connection
+ * to the Docker daemon.
+ */
+export async function startUpgradeProxy(dockerSocket: string): Promise<UpgradeProxy> {
+  const sockPath = path.join(os.tmpdir(), `bkc-${process.pid}-${randomBytes(6).toString('hex')}.sock`);
+  const live = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    live.add(client);
+    client.on('close', () => live.delete(client));
+    client.on('error', () => client.destroy());
+    client.pause();
+    dockerUpgrade({ socketPath: dockerSocket, path: '/grpc' }).then(
+      (upstream) => {
+        if (client.destroyed) {
+          upstream.destroy();
+          return;
+        }
+        live.add(upstream);
+        upstream.on('close', () => {
+          live.delete(upstream);
+          client.destroy();
+        });
+        upstream.on('error', () => upstream.destroy());
+        client.on('close', () => upstream.destroy());
+        upstream.pipe(client);
+        client.pipe(upstream);
+        client.resume();
+      },
+      () => client.destroy(),
+    );
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(sockPath, () => resolve());
+  });
+  // Keep the process free to exit when the caller forgets close(); connections hold it open anyway.
+  server.unref();
+  return {
+    address: `unix://${sockPath}`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const s of live) s.destroy();
+        server.close(() => {
+          rmSync(sockPath, { force: true });
+          resolve();
+        });
+      }),
+  };
+}

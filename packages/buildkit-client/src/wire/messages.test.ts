@@ -1,0 +1,60 @@
+import assert from 'node:assert/strict';
+import { fileURLToPath } from 'node:url';
+import { test } from 'node:test';
+import protobuf from 'protobufjs';
+import { decodePacket, encodeBytesMessage, decodeBytesMessage, encodePacket, PacketType, type Stat } from './messages.js';
+
+const root = protobuf.loadSync(fileURLToPath(new URL('../../proto/fsutil/types/wire.proto', import.meta.url)));
+const PacketProto = root.lookupType('fsutil.types.Packet');
+
+const stat: Stat = {
+  path: 'sub/dir/ä file',
+  mode: ((1 << 31) | 0o755) >>> 0,
+  uid: 1000,
+  gid: 4294967294,
+  size: 52_428_800,
+  modTime: 1_764_000_000_123_456_789n,
+  linkname: '../target',
+  devmajor: 0,
+  devminor: 7,
+  xattrs: { 'user.b': Buffer.from('2'), 'user.a': Buffer.from([0, 1]) },
+};
+
+test('hand-written Packet codec matches the vendored proto (protobufjs) both ways', () => {
+  const packet = { type: PacketType.DATA, id: 42, stat, data: Buffer.from('hello') };
+  const ours = encodePacket(packet);
+  const theirs = PacketProto.decode(ours) as unknown as {
+    type: number;
+    ID: number;
+    data: Buffer;
+    stat: { path: string; mode: number; modTime: { toString(): string }; gid: number; xattrs: Record<string, Buffer> };
+  };
+  assert.equal(theirs.type, PacketType.DATA);
+  assert.equal(theirs.ID, 42);
+  assert.equal(theirs.stat.path, stat.path);
+  assert.equal(theirs.stat.mode, stat.mode);
+  assert.equal(theirs.stat.gid, stat.gid);
+  assert.equal(theirs.stat.modTime.toString(), stat.modTime.toString());
+  assert.deepEqual(Object.keys(theirs.stat.xattrs).sort(), ['user.a', 'user.b']);
+
+  const encodedByProtobufjs = Buffer.from(
+    PacketProto.encode(
+      PacketProto.fromObject({ type: 2, ID: 42, data: Buffer.from('hello'), stat: { ...stat, modTime: stat.modTime.toString() } }),
+    ).finish(),
+  );
+  assert.deepEqual(decodePacket(encodedByProtobufjs), packet);
+});
+
+test('empty STAT packet (end of stats) encodes to zero bytes and decodes without stat', () => {
+  const buf = encodePacket({ type: PacketType.STAT, id: 0 });
+  assert.equal(buf.length, 0);
+  assert.deepEqual(decodePacket(buf), { type: PacketType.STAT, id: 0 });
+});
+
+test('BytesMessage round trip keeps bytes and ignores unknown fields', () => {
+  const data = Buffer.alloc(300_000, 7);
+  const enc = encodeBytesMessage(data);
+  assert.deepEqual(decodeBytesMessage(enc), data);
+  const withId = Buffer.concat([enc, Buffer.from([0x12, 0x02, 0x68, 0x69])]); // field 2 "hi"
+  assert.deepEqual(decodeBytesMessage(withId), data);
+});

@@ -1,0 +1,128 @@
+import { ProtoWriter, readFields } from './protobuf.js';
+
+/** fsutil.types.Packet.PacketType */
+export const PacketType = { STAT: 0, REQ: 1, DATA: 2, FIN: 3, ERR: 4 } as const;
+export type PacketType = (typeof PacketType)[keyof typeof PacketType];
+
+/** fsutil.types.Stat */
+export interface Stat {
+  path: string;
+  mode: number;
+  uid: number;
+  gid: number;
+  size: number;
+  modTime: bigint;
+  linkname: string;
+  devmajor: number;
+  devminor: number;
+  xattrs?: Record<string, Buffer>;
+}
+
+export interface Packet {
+  type: PacketType;
+  stat?: Stat;
+  id: number;
+  data?: Buffer;
+}
+
+export function encodeStat(s: Stat): Buffer {
+  const w = new ProtoWriter()
+    .string(1, s.path)
+    .uint32(2, s.mode)
+    .uint32(3, s.uid)
+    .uint32(4, s.gid)
+    .int64(5, s.size)
+    .int64(6, s.modTime)
+    .string(7, s.linkname)
+    .int64(8, s.devmajor)
+    .int64(9, s.devminor);
+  // Deterministic (sorted) map order, as fsutil marshals it: stats are compared across rebuilds.
+  for (const key of Object.keys(s.xattrs ?? {}).sort()) {
+    const entry = new ProtoWriter()
+      .string(1, key)
+      .bytes(2, (s.xattrs as Record<string, Buffer>)[key] as Buffer)
+      .finish();
+    w.bytes(10, entry, true);
+  }
+  return w.finish();
+}
+
+export function decodeStat(buf: Buffer): Stat {
+  const s: Stat = { path: '', mode: 0, uid: 0, gid: 0, size: 0, modTime: 0n, linkname: '', devmajor: 0, devminor: 0 };
+  for (const f of readFields(buf)) {
+    switch (f.field) {
+      case 1:
+        s.path = f.bytes?.toString('utf8') ?? '';
+        break;
+      case 2:
+        s.mode = Number(BigInt.asUintN(32, f.varint ?? 0n));
+        break;
+      case 3:
+        s.uid = Number(BigInt.asUintN(32, f.varint ?? 0n));
+        break;
+      case 4:
+        s.gid = Number(BigInt.asUintN(32, f.varint ?? 0n));
+        break;
+      case 5:
+        s.size = Number(BigInt.asIntN(64, f.varint ?? 0n));
+        break;
+      case 6:
+        s.modTime = BigInt.asIntN(64, f.varint ?? 0n);
+        break;
+      case 7:
+        s.linkname = f.bytes?.toString('utf8') ?? '';
+        break;
+      case 8:
+        s.devmajor = Number(BigInt.asIntN(64, f.varint ?? 0n));
+        break;
+      case 9:
+        s.devminor = Number(BigInt.asIntN(64, f.varint ?? 0n));
+        break;
+      case 10: {
+        let key = '';
+        let value = Buffer.alloc(0);
+        for (const e of readFields(f.bytes ?? Buffer.alloc(0))) {
+          if (e.field === 1) key = e.bytes?.toString('utf8') ?? '';
+          else if (e.field === 2) value = Buffer.from(e.bytes ?? Buffer.alloc(0));
+        }
+        s.xattrs = { ...s.xattrs, [key]: value };
+        break;
+      }
+    }
+  }
+  return s;
+}
+
+export function encodePacket(p: Packet): Buffer {
+  return new ProtoWriter()
+    .uint32(1, p.type)
+    .message(2, p.stat === undefined ? undefined : encodeStat(p.stat))
+    .uint32(3, p.id)
+    .bytes(4, p.data ?? Buffer.alloc(0))
+    .finish();
+}
+
+export function decodePacket(buf: Buffer): Packet {
+  const p: Packet = { type: PacketType.STAT, id: 0 };
+  for (const f of readFields(buf)) {
+    if (f.field === 1) p.type = Number(f.varint ?? 0n) as PacketType;
+    else if (f.field === 2) p.stat = decodeStat(f.bytes ?? Buffer.alloc(0));
+    else if (f.field === 3) p.id = Number(BigInt.asUintN(32, f.varint ?? 0n));
+    else if (f.field === 4) p.data = f.bytes;
+  }
+  return p;
+}
+
+/** moby.buildkit.v1.BytesMessage / moby.filesync.v1.BytesMessage (field 1: data). */
+export function encodeBytesMessage(data: Buffer): Buffer {
+  return new ProtoWriter().bytes(1, data).finish();
+}
+
+export function decodeBytesMessage(buf: Buffer): Buffer {
+  let data: Buffer = Buffer.alloc(0);
+  for (const f of readFields(buf)) if (f.field === 1 && f.bytes) data = f.bytes;
+  return data;
+}
+
+/** grpc.health.v1.HealthCheckResponse{status: SERVING} */
+export const HEALTH_SERVING = new ProtoWriter().uint32(1, 1).finish();

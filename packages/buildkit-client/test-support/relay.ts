@@ -1,0 +1,116 @@
+// A stand-in for a standalone buildkitd: listens on a unix socket, a loopback TCP port, or
+// TLS with client certificates, and relays each connection to a Docker daemon's embedded
+// BuildKit (POST /grpc upgraded to h2c). No buildkitd binary can be installed here, so this
+// is how the unix://, tcp:// and mTLS paths of the client meet a real BuildKit.
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import tls from 'node:tls';
+import { dockerUpgrade } from '../src/transport/docker-upgrade.js';
+
+export interface Relay {
+  address: string;
+  close(): Promise<void>;
+}
+
+export type RelayListen =
+  | { unixPath: string }
+  | { tcp: true }
+  | { tcp: true; tls: { key: Buffer; cert: Buffer; ca: Buffer } };
+
+export async function startRelay(dockerSocket: string, listen: RelayListen): Promise<Relay> {
+  const live = new Set<net.Socket>();
+  const onConnection = (client: net.Socket) => {
+    live.add(client);
+    client.on('close', () => live.delete(client));
+    client.on('error', () => client.destroy());
+    client.pause();
+    dockerUpgrade({ socketPath: dockerSocket, path: '/grpc' }).then(
+      (upstream) => {
+        live.add(upstream);
+        upstream.on('error', () => upstream.destroy());
+        upstream.on('close', () => client.destroy());
+        client.on('close', () => upstream.destroy());
+        upstream.pipe(client);
+        client.pipe(upstream);
+        client.resume();
+      },
+      () => client.destroy(),
+    );
+  };
+  const server =
+    'tls' in listen
+      ? tls.createServer(
+          { ...listen.tls, requestCert: true, rejectUnauthorized: true, ALPNProtocols: ['h2'] },
+          onConnection,
+        )
+      : net.createServer(onConnection);
+  // TLS handshake failures (a client without a certificate) must not crash the relay.
+  server.on('tlsClientError', () => undefined);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    if ('unixPath' in listen) server.listen(listen.unixPath, resolve);
+    else server.listen(0, '127.0.0.1', resolve);
+  });
+  const addr = server.address();
+  const address =
+    'unixPath' in listen ? `unix://${listen.unixPath}` : `tcp://127.0.0.1:${(addr as net.AddressInfo).port}`;
+  return {
+    address,
+    close: () =>
+      new Promise((resolve) => {
+        for (const s of live) s.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+export interface TestPki {
+  dir: string;
+  ca: string;
+  serverCert: string;
+  serverKey: string;
+  clientCert: string;
+  clientKey: string;
+  /** A second CA that signed nothing the server trusts. */
+  otherCa: string;
+  otherClientCert: string;
+  otherClientKey: string;
+  cleanup(): void;
+}
+
+/** A throwaway CA with a server certificate for 127.0.0.1/localhost and client certificates, made by openssl. */
+export function makeTestPki(): TestPki {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bkc-pki-'));
+  const ssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
+  const ca = (name: string) => {
+    ssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', `/CN=${name}`,
+      '-keyout', `${name}.key`, '-out', `${name}.crt`);
+  };
+  const leaf = (name: string, signer: string, ext: string) => {
+    fs.writeFileSync(path.join(dir, `${name}.ext`), ext);
+    ssl('req', '-newkey', 'rsa:2048', '-nodes', '-subj', `/CN=${name}`, '-keyout', `${name}.key`, '-out', `${name}.csr`);
+    ssl('x509', '-req', '-in', `${name}.csr`, '-CA', `${signer}.crt`, '-CAkey', `${signer}.key`, '-CAcreateserial',
+      '-days', '2', '-extfile', `${name}.ext`, '-out', `${name}.crt`);
+  };
+  ca('ca');
+  ca('otherca');
+  leaf('server', 'ca', 'subjectAltName=DNS:buildkitd.test,DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n');
+  leaf('client', 'ca', 'extendedKeyUsage=clientAuth\n');
+  leaf('otherclient', 'otherca', 'extendedKeyUsage=clientAuth\n');
+  const p = (f: string) => path.join(dir, f);
+  return {
+    dir,
+    ca: p('ca.crt'),
+    serverCert: p('server.crt'),
+    serverKey: p('server.key'),
+    clientCert: p('client.crt'),
+    clientKey: p('client.key'),
+    otherCa: p('otherca.crt'),
+    otherClientCert: p('otherclient.crt'),
+    otherClientKey: p('otherclient.key'),
+    cleanup: () => fs.rmSync(dir, { recursive: true, force: true }),
+  };
+}

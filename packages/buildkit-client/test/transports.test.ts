@@ -1,0 +1,84 @@
+// The unix://, tcp:// and tcp:// + mTLS paths against a real BuildKit, reached through a
+// relay (see test-support/relay.ts). These use the Control.Session tunnel, like buildkitd.
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Writable } from 'node:stream';
+import { after, before, describe, test } from 'node:test';
+import { BuildkitConnectionError, connect, type ConnectOptions } from '../src/index.js';
+import { makeContext } from '../test-support/context.js';
+import { makeTestPki, type Relay, startRelay, type TestPki } from '../test-support/relay.js';
+
+const socket = process.env.KILN_TEST_DOCKER_SOCK;
+if (!socket) throw new Error('KILN_TEST_DOCKER_SOCK is not set: run through `npm test`');
+
+async function buildOnce(address: string, options: ConnectOptions = {}): Promise<Buffer> {
+  const client = await connect(address, options);
+  const ctx = await makeContext({ Dockerfile: 'FROM scratch\nCOPY data /data\n', data: Buffer.alloc(2 * 1024 * 1024, 9) });
+  try {
+    const chunks: Buffer[] = [];
+    await client.solve({
+      frontend: 'dockerfile.v0',
+      localDirs: { context: ctx.dir, dockerfile: ctx.dir },
+      exports: [{ type: 'tar', output: new Writable({ write: (c, _e, cb) => (chunks.push(c), cb()) }) }],
+    });
+    return Buffer.concat(chunks);
+  } finally {
+    await ctx.cleanup();
+    await client.close();
+  }
+}
+
+describe('transports', () => {
+  let pki: TestPki;
+  const relays: Relay[] = [];
+  before(() => {
+    pki = makeTestPki();
+  });
+  after(async () => {
+    for (const r of relays) await r.close();
+    pki.cleanup();
+  });
+
+  test('unix:// address', async () => {
+    const relay = await startRelay(socket, { unixPath: path.join(os.tmpdir(), `bkc-relay-${process.pid}.sock`) });
+    relays.push(relay);
+    const tar = await buildOnce(relay.address);
+    assert.equal(tar.subarray(0, 4).toString(), 'data');
+  });
+
+  test('tcp:// address', async () => {
+    const relay = await startRelay(socket, { tcp: true });
+    relays.push(relay);
+    const tar = await buildOnce(relay.address);
+    assert.ok(tar.length > 2 * 1024 * 1024);
+  });
+
+  test('tcp:// with mTLS: right certificates build; missing or foreign ones are refused with a TLS hint', async () => {
+    const relay = await startRelay(socket, {
+      tcp: true,
+      tls: { key: fs.readFileSync(pki.serverKey), cert: fs.readFileSync(pki.serverCert), ca: fs.readFileSync(pki.ca) },
+    });
+    relays.push(relay);
+    const tar = await buildOnce(relay.address, {
+      tls: { ca: pki.ca, cert: pki.clientCert, key: pki.clientKey, serverName: 'buildkitd.test' },
+    });
+    assert.ok(tar.length > 2 * 1024 * 1024);
+
+    await assert.rejects(connect(relay.address, { tls: { ca: pki.ca }, timeoutMs: 1500 }), (err: Error) => {
+      assert.ok(err instanceof BuildkitConnectionError);
+      assert.match(err.message, /TLS/);
+      return true;
+    });
+    await assert.rejects(
+      connect(relay.address, {
+        tls: { ca: pki.otherCa, cert: pki.otherClientCert, key: pki.otherClientKey },
+        timeoutMs: 1500,
+      }),
+      BuildkitConnectionError,
+    );
+    // Plain-text client against the TLS port.
+    await assert.rejects(connect(relay.address, { timeoutMs: 1500 }), BuildkitConnectionError);
+  });
+});
