@@ -25,7 +25,8 @@ export function parseAddress(address: string | undefined = process.env.BUILDKIT_
   const rest = match[2] as string;
   switch (scheme) {
     case 'unix':
-      if (!rest.startsWith('/')) throw new InvalidArgumentError(`invalid unix address "${raw}": the path must be absolute`);
+      if (!rest.startsWith('/'))
+        throw new InvalidArgumentError(`invalid unix address "${raw}": the path must be absolute`);
       return { kind: 'unix', path: rest, raw };
     case 'docker':
       return { kind: 'docker', socketPath: rest.length > 0 ? rest : DEFAULT_DOCKER_SOCKET, raw };

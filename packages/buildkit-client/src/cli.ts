@@ -1,6 +1,6 @@
 import { createWriteStream } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { type ExportEntry, connect } from './client.js';
+import { connect, type ExportEntry } from './client.js';
 import { BuildkitError } from './errors.js';
 import { parseCsvAttrs } from './output-spec.js';
 import { PlainProgressRenderer } from './progress.js';
@@ -79,7 +79,7 @@ export async function main(argv: string[]): Promise<number> {
       await client.close();
     }
   } catch (err) {
-    const message = err instanceof BuildkitError ? err.message : (err as Error).stack ?? String(err);
+    const message = err instanceof BuildkitError ? err.message : ((err as Error).stack ?? String(err));
     process.stderr.write(`error: ${message}\n`);
     return 1;
   }

@@ -4,8 +4,16 @@ import type { Duplex, Writable } from 'node:stream';
 import * as grpc from '@grpc/grpc-js';
 import { type BuildkitAddress, parseAddress } from './address.js';
 import { type ControlClient, collect, createControlClient, unary } from './control.js';
-import { BuildkitConnectionError, BuildkitError, CanceledError, InvalidArgumentError, SolveError, UnsupportedError } from './errors.js';
+import {
+  BuildkitConnectionError,
+  BuildkitError,
+  CanceledError,
+  InvalidArgumentError,
+  SolveError,
+  UnsupportedError,
+} from './errors.js';
 import type { ExportSink } from './session/filesend.js';
+import type { LocalDir } from './session/filesync.js';
 import { Session } from './session/session.js';
 import { BytesMessageTunnel } from './session/tunnel.js';
 import { type RawStatusResponse, type StatusEvent, StatusTracker } from './status.js';
@@ -53,8 +61,11 @@ export interface SolveOptions {
   /** Frontend name; `dockerfile.v0` builds a Dockerfile. */
   frontend: string;
   frontendAttrs?: Record<string, string>;
-  /** Local directories the frontend may ask for by name (`context`, `dockerfile`). */
-  localDirs?: Record<string, string>;
+  /**
+   * Local directories the frontend may ask for by name (`context`, `dockerfile`). Give
+   * `{ path, resetOwnership: true }` to send files as owned by root, like the docker CLI.
+   */
+  localDirs?: Record<string, string | LocalDir>;
   /** At most one export: daemons before BuildKit v0.13 take a single exporter. */
   exports?: ExportEntry[];
   cacheImports?: CacheEntry[];
@@ -120,8 +131,16 @@ export async function connect(address?: string, options: ConnectOptions = {}): P
     target = `${addr.host}:${addr.port}`;
     if (options.tls) {
       const pem = (v: string | Buffer | undefined) =>
-        v === undefined ? null : Buffer.isBuffer(v) || v.includes('-----BEGIN') ? Buffer.from(v) : readFileSync(v);
-      credentials = grpc.credentials.createSsl(pem(options.tls.ca), pem(options.tls.key), pem(options.tls.cert));
+        v === undefined
+          ? null
+          : Buffer.isBuffer(v) || v.includes('-----BEGIN')
+            ? Buffer.from(v)
+            : readFileSync(v);
+      credentials = grpc.credentials.createSsl(
+        pem(options.tls.ca),
+        pem(options.tls.key),
+        pem(options.tls.cert),
+      );
       if (options.tls.serverName) {
         channelOptions['grpc.ssl_target_name_override'] = options.tls.serverName;
         channelOptions['grpc.default_authority'] = options.tls.serverName;
@@ -167,12 +186,18 @@ async function precheck(addr: BuildkitAddress, timeoutMs: number): Promise<void>
   if (path === undefined) return;
   try {
     if (!statSync(path).isSocket()) throw new Error(`${path} is not a socket`);
-    if (addr.kind === 'docker') (await dockerUpgrade({ socketPath: path, path: '/grpc', timeoutMs })).destroy();
+    if (addr.kind === 'docker')
+      (await dockerUpgrade({ socketPath: path, path: '/grpc', timeoutMs })).destroy();
   } catch (err) {
-    const reason = (err as NodeJS.ErrnoException).code === 'ENOENT' ? `${path} does not exist` : (err as Error).message;
-    throw new BuildkitConnectionError(`cannot reach BuildKit at ${addr.raw}: ${reason}. ${hint(addr)}`, addr.raw, {
-      cause: err,
-    });
+    const reason =
+      (err as NodeJS.ErrnoException).code === 'ENOENT' ? `${path} does not exist` : (err as Error).message;
+    throw new BuildkitConnectionError(
+      `cannot reach BuildKit at ${addr.raw}: ${reason}. ${hint(addr)}`,
+      addr.raw,
+      {
+        cause: err,
+      },
+    );
   }
 }
 
@@ -236,7 +261,9 @@ export class BuildkitClient {
   async solve(opts: SolveOptions, onStatus?: (event: StatusEvent) => void): Promise<SolveResult> {
     const exports = opts.exports ?? [];
     if (exports.length > 1) {
-      throw new InvalidArgumentError('only one export per solve is supported (older daemons accept a single exporter)');
+      throw new InvalidArgumentError(
+        'only one export per solve is supported (older daemons accept a single exporter)',
+      );
     }
     const exp = exports[0];
     const session = new Session({
@@ -261,10 +288,9 @@ export class BuildkitClient {
       connection = await this.openSession(session);
       session.serve(connection);
 
-      const statusCallLocal = (this.control.Status as (r: object) => grpc.ClientReadableStream<RawStatusResponse>).call(
-        this.control,
-        { Ref: ref },
-      );
+      const statusCallLocal = (
+        this.control.Status as (r: object) => grpc.ClientReadableStream<RawStatusResponse>
+      ).call(this.control, { Ref: ref });
       statusCall = statusCallLocal;
       const statusEnded = new Promise<void>((resolve) => {
         statusCallLocal.on('data', (res: RawStatusResponse) => {
@@ -304,13 +330,19 @@ export class BuildkitClient {
       if (err instanceof BuildkitError) throw err;
       const se = err as grpc.ServiceError;
       if (se.code === grpc.status.UNAVAILABLE) {
-        throw new BuildkitConnectionError(`lost the BuildKit daemon at ${this.address.raw}: ${se.details}`, this.address.raw, {
-          cause: err,
-        });
+        throw new BuildkitConnectionError(
+          `lost the BuildKit daemon at ${this.address.raw}: ${se.details}`,
+          this.address.raw,
+          {
+            cause: err,
+          },
+        );
       }
       const failed = tracker.failedVertex();
       const message = se.details ?? (err as Error).message;
-      throw new SolveError(failed ? `${failed.name}: ${message}` : message, failed?.name, message, { cause: err });
+      throw new SolveError(failed ? `${failed.name}: ${message}` : message, failed?.name, message, {
+        cause: err,
+      });
     } finally {
       signal?.removeEventListener('abort', onAbort);
       statusCall?.cancel();
@@ -320,7 +352,11 @@ export class BuildkitClient {
 
   private async openSession(session: Session): Promise<Duplex> {
     if (this.sessionTransport === 'upgrade' && this.address.kind === 'docker') {
-      return dockerUpgrade({ socketPath: this.address.socketPath, path: '/session', headers: session.headers() });
+      return dockerUpgrade({
+        socketPath: this.address.socketPath,
+        path: '/session',
+        headers: session.headers(),
+      });
     }
     const call = this.control.makeBidiStreamRequest(
       '/moby.buildkit.v1.Control/Session',
@@ -342,12 +378,18 @@ export class BuildkitClient {
   private wrapCallError(err: unknown, method: string): Error {
     const se = err as grpc.ServiceError;
     if (se.code === grpc.status.UNIMPLEMENTED) {
-      return new UnsupportedError(`the daemon at ${this.address.raw} does not implement Control.${method}`, { cause: err });
-    }
-    if (se.code === grpc.status.UNAVAILABLE) {
-      return new BuildkitConnectionError(`BuildKit at ${this.address.raw} is unavailable: ${se.details}`, this.address.raw, {
+      return new UnsupportedError(`the daemon at ${this.address.raw} does not implement Control.${method}`, {
         cause: err,
       });
+    }
+    if (se.code === grpc.status.UNAVAILABLE) {
+      return new BuildkitConnectionError(
+        `BuildKit at ${this.address.raw} is unavailable: ${se.details}`,
+        this.address.raw,
+        {
+          cause: err,
+        },
+      );
     }
     return err as Error;
   }
@@ -372,7 +414,8 @@ type RawUsage = {
 };
 
 function toUsage(r: RawUsage): UsageRecord {
-  const date = (t: RawUsage['CreatedAt']) => (t ? new Date(Number(t.seconds) * 1000 + t.nanos / 1e6) : undefined);
+  const date = (t: RawUsage['CreatedAt']) =>
+    t ? new Date(Number(t.seconds) * 1000 + t.nanos / 1e6) : undefined;
   const createdAt = date(r.CreatedAt);
   const lastUsedAt = date(r.LastUsedAt);
   return {
@@ -391,7 +434,8 @@ function toUsage(r: RawUsage): UsageRecord {
 
 function sinkFor(exp: ExportEntry): { exportSink?: ExportSink } {
   if (exp.type === 'local') {
-    if (!('dir' in exp) || typeof exp.dir !== 'string') throw new InvalidArgumentError('a local export needs `dir`');
+    if (!('dir' in exp) || typeof exp.dir !== 'string')
+      throw new InvalidArgumentError('a local export needs `dir`');
     return { exportSink: { kind: 'dir', dir: exp.dir } };
   }
   if ('output' in exp) {
@@ -399,7 +443,9 @@ function sinkFor(exp: ExportEntry): { exportSink?: ExportSink } {
     return { exportSink: { kind: 'bytes', open: typeof output === 'function' ? output : () => output } };
   }
   if (['tar', 'oci', 'docker'].includes(exp.type)) {
-    throw new InvalidArgumentError(`a ${exp.type} export needs \`output\` (a Writable or a function returning one)`);
+    throw new InvalidArgumentError(
+      `a ${exp.type} export needs \`output\` (a Writable or a function returning one)`,
+    );
   }
   return {};
 }

@@ -24,4 +24,5 @@ export {
 export { PatternMatcher, parseDockerignore } from './fs/index.js';
 export { parseCsvAttrs } from './output-spec.js';
 export { PlainProgressRenderer } from './progress.js';
+export type { LocalDir } from './session/filesync.js';
 export type { StatusEvent, VertexInfo } from './status.js';

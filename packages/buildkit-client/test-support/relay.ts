@@ -86,18 +86,61 @@ export function makeTestPki(): TestPki {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bkc-pki-'));
   const ssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
   const ca = (name: string) => {
-    ssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', `/CN=${name}`,
-      '-keyout', `${name}.key`, '-out', `${name}.crt`);
+    ssl(
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-days',
+      '2',
+      '-subj',
+      `/CN=${name}`,
+      '-keyout',
+      `${name}.key`,
+      '-out',
+      `${name}.crt`,
+    );
   };
   const leaf = (name: string, signer: string, ext: string) => {
     fs.writeFileSync(path.join(dir, `${name}.ext`), ext);
-    ssl('req', '-newkey', 'rsa:2048', '-nodes', '-subj', `/CN=${name}`, '-keyout', `${name}.key`, '-out', `${name}.csr`);
-    ssl('x509', '-req', '-in', `${name}.csr`, '-CA', `${signer}.crt`, '-CAkey', `${signer}.key`, '-CAcreateserial',
-      '-days', '2', '-extfile', `${name}.ext`, '-out', `${name}.crt`);
+    ssl(
+      'req',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-subj',
+      `/CN=${name}`,
+      '-keyout',
+      `${name}.key`,
+      '-out',
+      `${name}.csr`,
+    );
+    ssl(
+      'x509',
+      '-req',
+      '-in',
+      `${name}.csr`,
+      '-CA',
+      `${signer}.crt`,
+      '-CAkey',
+      `${signer}.key`,
+      '-CAcreateserial',
+      '-days',
+      '2',
+      '-extfile',
+      `${name}.ext`,
+      '-out',
+      `${name}.crt`,
+    );
   };
   ca('ca');
   ca('otherca');
-  leaf('server', 'ca', 'subjectAltName=DNS:buildkitd.test,DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n');
+  leaf(
+    'server',
+    'ca',
+    'subjectAltName=DNS:buildkitd.test,DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n',
+  );
   leaf('client', 'ca', 'extendedKeyUsage=clientAuth\n');
   leaf('otherclient', 'otherca', 'extendedKeyUsage=clientAuth\n');
   const p = (f: string) => path.join(dir, f);

@@ -2,7 +2,6 @@
 // failures with the messages a user needs, cancellation, backpressure and the CLI.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { createWriteStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -10,8 +9,8 @@ import { Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import {
-  BuildkitConnectionError,
   type BuildkitClient,
+  BuildkitConnectionError,
   CanceledError,
   connect,
   SolveError,
@@ -47,7 +46,10 @@ async function tree(root: string): Promise<string[]> {
       else if (e.isDirectory()) {
         out.push(`${r}/ ${mode}`);
         await walk(r);
-      } else out.push(`${r} ${mode} ${st.size} ${(await fs.readFile(path.join(root, r))).toString('base64').slice(0, 40)}`);
+      } else
+        out.push(
+          `${r} ${mode} ${st.size} ${(await fs.readFile(path.join(root, r))).toString('base64').slice(0, 40)}`,
+        );
     }
   };
   await walk('');
@@ -79,12 +81,15 @@ describe('solve against a real dockerd', () => {
       'a/b/c.txt': 'c',
       'x.sh': { content: '#!/bin/sh\n', mode: 0o755 },
       'p.conf': { content: 'p', mode: 0o640 },
-      'l': { symlink: 'a/b/c.txt' },
+      l: { symlink: 'a/b/c.txt' },
     });
     const work = await fs.mkdtemp(path.join(os.tmpdir(), 'bkc-local-'));
     try {
       await dockerBuildLocal({ socket, contextDir: ctx.dir, dest: path.join(work, 'docker') });
-      await client.solve({ ...dockerfileSolve(ctx.dir), exports: [{ type: 'local', dir: path.join(work, 'client') }] });
+      await client.solve({
+        ...dockerfileSolve(ctx.dir),
+        exports: [{ type: 'local', dir: path.join(work, 'client') }],
+      });
       const expected = await tree(path.join(work, 'docker'));
       assert.ok(expected.some((l) => l.startsWith('a/b/c.txt ')));
       assert.deepEqual(await tree(path.join(work, 'client')), expected);
@@ -96,12 +101,25 @@ describe('solve against a real dockerd', () => {
 
   test('session tunnelled through Control.Session (the buildkitd path) gives the same output', async () => {
     const tunnelled = await connect(`docker://${socket}`, { sessionTransport: 'control' });
-    const ctx = await makeContext({ Dockerfile: 'FROM scratch\nCOPY f /f\n', f: Buffer.alloc(3 * 1024 * 1024, 1) });
+    const ctx = await makeContext({
+      Dockerfile: 'FROM scratch\nCOPY f /f\n',
+      f: Buffer.alloc(3 * 1024 * 1024, 1),
+    });
     try {
       const chunks: Buffer[] = [];
       await tunnelled.solve({
         ...dockerfileSolve(ctx.dir),
-        exports: [{ type: 'tar', output: new Writable({ write: (c, _e, cb) => (chunks.push(c), cb()) }) }],
+        exports: [
+          {
+            type: 'tar',
+            output: new Writable({
+              write(c: Buffer, _e, cb) {
+                chunks.push(c);
+                cb();
+              },
+            }),
+          },
+        ],
       });
       const tar = Buffer.concat(chunks);
       assert.equal(tar.subarray(0, 1).toString(), 'f');
@@ -120,9 +138,13 @@ describe('solve against a real dockerd', () => {
     try {
       const events: StatusEvent[] = [];
       await client.solve({ ...dockerfileSolve(ctx.dir, { 'no-cache': '' }) }, (e) => events.push(e));
-      const logs = events.filter((e) => e.type === 'log').map((e) => (e.type === 'log' ? e.data.toString() : ''));
+      const logs = events
+        .filter((e) => e.type === 'log')
+        .map((e) => (e.type === 'log' ? e.data.toString() : ''));
       assert.ok(logs.join('').includes('marker-42'), logs.join(''));
-      const run = events.find((e) => e.type === 'vertex' && e.state === 'completed' && e.vertex.name.includes('marker'));
+      const run = events.find(
+        (e) => e.type === 'vertex' && e.state === 'completed' && e.vertex.name.includes('marker'),
+      );
       assert.ok(run, 'RUN vertex completed');
       const { PlainProgressRenderer } = await import('../src/index.js');
       let text = '';
@@ -179,7 +201,10 @@ describe('solve against a real dockerd', () => {
   });
 
   test('a failing RUN: SolveError with the vertex and the exit code', async () => {
-    const ctx = await makeContext({ busybox, Dockerfile: `FROM scratch\nCOPY busybox /bin/busybox\n${RUN('exit 3')}\n` });
+    const ctx = await makeContext({
+      busybox,
+      Dockerfile: `FROM scratch\nCOPY busybox /bin/busybox\n${RUN('exit 3')}\n`,
+    });
     try {
       await assert.rejects(client.solve(dockerfileSolve(ctx.dir)), (err: Error) => {
         assert.ok(err instanceof SolveError);
@@ -193,15 +218,21 @@ describe('solve against a real dockerd', () => {
   });
 
   test('cancel during a sleeping RUN: CanceledError and the process is gone from the host', async () => {
-    const ctx = await makeContext({ busybox, Dockerfile: `FROM scratch\nCOPY busybox /bin/busybox\n${RUN('sleep 317')}\n` });
+    const ctx = await makeContext({
+      busybox,
+      Dockerfile: `FROM scratch\nCOPY busybox /bin/busybox\n${RUN('sleep 317')}\n`,
+    });
     const controller = new AbortController();
     const started = Date.now();
     try {
-      const solving = client.solve({ ...dockerfileSolve(ctx.dir, { 'no-cache': '' }), signal: controller.signal }, (e) => {
-        if (e.type === 'vertex' && e.state === 'started' && e.vertex.name.includes('sleep 317')) {
-          setTimeout(() => controller.abort(), 1000);
-        }
-      });
+      const solving = client.solve(
+        { ...dockerfileSolve(ctx.dir, { 'no-cache': '' }), signal: controller.signal },
+        (e) => {
+          if (e.type === 'vertex' && e.state === 'started' && e.vertex.name.includes('sleep 317')) {
+            setTimeout(() => controller.abort(), 1000);
+          }
+        },
+      );
       await assert.rejects(solving, CanceledError);
       assert.ok(Date.now() - started < 60_000);
       // The daemon tears the container down asynchronously; give it a few seconds.
@@ -267,9 +298,13 @@ describe('solve against a real dockerd', () => {
       ]);
       assert.match(stderr, /#\d+ /);
       assert.equal((await fs.readFile(dest)).subarray(0, 1).toString(), 'a');
-      const bad = await run(process.execPath, [bin, '--addr', 'unix:///nonexistent.sock', 'debug', 'workers']).catch(
-        (e: { code: number; stderr: string }) => e,
-      );
+      const bad = await run(process.execPath, [
+        bin,
+        '--addr',
+        'unix:///nonexistent.sock',
+        'debug',
+        'workers',
+      ]).catch((e: { code: number; stderr: string }) => e);
       assert.equal((bad as { code: number }).code, 1);
       assert.match((bad as { stderr: string }).stderr, /does not exist/);
     } finally {

@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
-import { BuildkitConnectionError, connect, type ConnectOptions } from '../src/index.js';
+import { BuildkitConnectionError, type ConnectOptions, connect } from '../src/index.js';
 import { makeContext } from '../test-support/context.js';
 import { makeTestPki, type Relay, startRelay, type TestPki } from '../test-support/relay.js';
 
@@ -15,13 +15,26 @@ if (!socket) throw new Error('KILN_TEST_DOCKER_SOCK is not set: run through `npm
 
 async function buildOnce(address: string, options: ConnectOptions = {}): Promise<Buffer> {
   const client = await connect(address, options);
-  const ctx = await makeContext({ Dockerfile: 'FROM scratch\nCOPY data /data\n', data: Buffer.alloc(2 * 1024 * 1024, 9) });
+  const ctx = await makeContext({
+    Dockerfile: 'FROM scratch\nCOPY data /data\n',
+    data: Buffer.alloc(2 * 1024 * 1024, 9),
+  });
   try {
     const chunks: Buffer[] = [];
     await client.solve({
       frontend: 'dockerfile.v0',
       localDirs: { context: ctx.dir, dockerfile: ctx.dir },
-      exports: [{ type: 'tar', output: new Writable({ write: (c, _e, cb) => (chunks.push(c), cb()) }) }],
+      exports: [
+        {
+          type: 'tar',
+          output: new Writable({
+            write(c: Buffer, _e, cb) {
+              chunks.push(c);
+              cb();
+            },
+          }),
+        },
+      ],
     });
     return Buffer.concat(chunks);
   } finally {
@@ -42,7 +55,9 @@ describe('transports', () => {
   });
 
   test('unix:// address', async () => {
-    const relay = await startRelay(socket, { unixPath: path.join(os.tmpdir(), `bkc-relay-${process.pid}.sock`) });
+    const relay = await startRelay(socket, {
+      unixPath: path.join(os.tmpdir(), `bkc-relay-${process.pid}.sock`),
+    });
     relays.push(relay);
     const tar = await buildOnce(relay.address);
     assert.equal(tar.subarray(0, 4).toString(), 'data');
@@ -58,7 +73,11 @@ describe('transports', () => {
   test('tcp:// with mTLS: right certificates build; missing or foreign ones are refused with a TLS hint', async () => {
     const relay = await startRelay(socket, {
       tcp: true,
-      tls: { key: fs.readFileSync(pki.serverKey), cert: fs.readFileSync(pki.serverCert), ca: fs.readFileSync(pki.ca) },
+      tls: {
+        key: fs.readFileSync(pki.serverKey),
+        cert: fs.readFileSync(pki.serverCert),
+        ca: fs.readFileSync(pki.ca),
+      },
     });
     relays.push(relay);
     const tar = await buildOnce(relay.address, {

@@ -1,13 +1,18 @@
 import { createReadStream } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
-import { walk } from '../fs/index.js';
-import { encodePacket, decodePacket, PacketType, type Stat } from '../wire/messages.js';
+import { type WalkOptions, walk } from '../fs/index.js';
+import { decodePacket, encodePacket, PacketType, type Stat } from '../wire/messages.js';
 import { readRepeated, readSingle } from './metadata.js';
 import { writeWithBackpressure } from './stream-io.js';
 
 export interface LocalDir {
   /** Directory on this machine. */
   path: string;
+  /**
+   * Send every entry as owned by 0:0, as the docker CLI does (buildctl sends real owners).
+   * With it, `COPY` gives the same files as `docker build`.
+   */
+  resetOwnership?: boolean;
 }
 
 /** File contents travel in ~1 MiB DATA packets: fewer, larger messages are what make the transfer fast. */
@@ -30,14 +35,13 @@ export function fileSyncDiffCopy(dirs: ReadonlyMap<string, LocalDir>) {
       } as grpc.ServiceError);
       return;
     }
-    const includePatterns = readRepeated(call.metadata, 'include-patterns');
-    const excludePatterns = readRepeated(call.metadata, 'exclude-patterns');
-    const followPaths = readRepeated(call.metadata, 'followpaths');
-    sendDir(call, dir.path, {
-      // Old frontends name the Dockerfile and .dockerignore only through followpaths.
-      includePatterns: includePatterns.length === 0 && followPaths.length > 0 ? followPaths : includePatterns,
-      excludePatterns,
-      followPaths,
+    // An absent followpaths header differs from an empty one to fsutil (it dedupes includes).
+    const followPaths =
+      call.metadata.get('followpaths').length > 0 ? readRepeated(call.metadata, 'followpaths') : undefined;
+    sendDir(call, dir, {
+      includePatterns: readRepeated(call.metadata, 'include-patterns'),
+      excludePatterns: readRepeated(call.metadata, 'exclude-patterns'),
+      ...(followPaths ? { followPaths } : {}),
     }).catch((err: unknown) => {
       const message = err instanceof Error ? err.message : String(err);
       if (!call.destroyed) {
@@ -50,8 +54,8 @@ export function fileSyncDiffCopy(dirs: ReadonlyMap<string, LocalDir>) {
 
 async function sendDir(
   call: grpc.ServerDuplexStream<Buffer, Buffer>,
-  root: string,
-  opts: { includePatterns: string[]; excludePatterns: string[]; followPaths: string[] },
+  dir: LocalDir,
+  opts: WalkOptions,
 ): Promise<void> {
   const files = new Map<number, string>();
   const requests: number[] = [];
@@ -63,7 +67,8 @@ async function sendDir(
     const p = decodePacket(buf);
     if (p.type === PacketType.REQ) requests.push(p.id);
     else if (p.type === PacketType.FIN) finished = true;
-    else if (p.type === PacketType.ERR) failure = new Error(`error from receiver: ${p.data?.toString() ?? ''}`);
+    else if (p.type === PacketType.ERR)
+      failure = new Error(`error from receiver: ${p.data?.toString() ?? ''}`);
     wake?.();
   });
   const ended = new Promise<void>((resolve) => {
@@ -79,12 +84,12 @@ async function sendDir(
 
   const walking = (async () => {
     let index = 0;
-    for await (const entry of walk(root, opts)) {
+    for await (const entry of walk(dir.path, opts)) {
       const stat: Stat = {
         path: entry.path,
         mode: entry.mode,
-        uid: entry.uid,
-        gid: entry.gid,
+        uid: dir.resetOwnership ? 0 : entry.uid,
+        gid: dir.resetOwnership ? 0 : entry.gid,
         size: entry.size,
         modTime: entry.modTime,
         linkname: entry.linkname,
@@ -133,7 +138,11 @@ async function sendDir(
   await ended;
 }
 
-async function sendFile(call: grpc.ServerDuplexStream<Buffer, Buffer>, id: number, file: string): Promise<void> {
+async function sendFile(
+  call: grpc.ServerDuplexStream<Buffer, Buffer>,
+  id: number,
+  file: string,
+): Promise<void> {
   const stream = createReadStream(file, { highWaterMark: CHUNK });
   try {
     for await (const chunk of stream) {

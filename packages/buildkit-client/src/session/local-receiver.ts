@@ -13,7 +13,10 @@ const MAX_IN_FLIGHT = 8;
  * Receiver half of the fsutil protocol for the `local` exporter: the daemon sends one STAT
  * per entry, this side creates the tree under `dest` and requests regular files' contents.
  */
-export async function receiveLocal(call: grpc.ServerDuplexStream<Buffer, Buffer>, dest: string): Promise<void> {
+export async function receiveLocal(
+  call: grpc.ServerDuplexStream<Buffer, Buffer>,
+  dest: string,
+): Promise<void> {
   const root = path.resolve(dest);
   await fs.mkdir(root, { recursive: true });
   const stats: Stat[] = [];
@@ -27,7 +30,8 @@ export async function receiveLocal(call: grpc.ServerDuplexStream<Buffer, Buffer>
 
   const target = (rel: string): string => {
     const p = path.resolve(root, rel);
-    if (p !== root && !p.startsWith(root + path.sep)) throw new Error(`export path escapes destination: ${rel}`);
+    if (p !== root && !p.startsWith(root + path.sep))
+      throw new Error(`export path escapes destination: ${rel}`);
     return p;
   };
 
@@ -105,12 +109,11 @@ export async function receiveLocal(call: grpc.ServerDuplexStream<Buffer, Buffer>
       }
       // Packets must be applied in order; the chain keeps them serial without blocking the socket reader.
       call.pause();
-      chain = chain.then(() => handle(p)).then(
-        () => {
+      chain = chain
+        .then(() => handle(p))
+        .then(() => {
           call.resume();
-        },
-        fail,
-      );
+        }, fail);
     });
     call.on('error', fail);
     call.on('end', () => chain.then(() => (failure ? undefined : resolve())));

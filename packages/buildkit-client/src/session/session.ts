@@ -53,7 +53,8 @@ export class Session {
   constructor(opts: SessionOptions = {}) {
     this.name = opts.name ?? 'kiln-buildkit-client';
     const dirs = new Map<string, LocalDir>();
-    for (const [name, d] of Object.entries(opts.localDirs ?? {})) dirs.set(name, typeof d === 'string' ? { path: d } : d);
+    for (const [name, d] of Object.entries(opts.localDirs ?? {}))
+      dirs.set(name, typeof d === 'string' ? { path: d } : d);
     this.sharedKey =
       opts.sharedKey ??
       createHash('sha256')
@@ -139,7 +140,8 @@ export class Session {
 export const SESSION_STREAM_WINDOW = 8 * 1024 * 1024;
 
 function widenFlowControlWindows(server: grpc.Server): boolean {
-  const servers = (server as unknown as { http2Servers?: Map<import('node:http2').Http2Server, unknown> }).http2Servers;
+  const servers = (server as unknown as { http2Servers?: Map<import('node:http2').Http2Server, unknown> })
+    .http2Servers;
   if (!(servers instanceof Map)) return false;
   for (const h2 of servers.keys()) {
     h2.on('session', (session) => {

@@ -50,7 +50,8 @@ export class BytesMessageTunnel extends Duplex {
         size += part.length;
       }
     }
-    if (pending.length > 0) messages.push(pending.length === 1 ? (pending[0] as Buffer) : Buffer.concat(pending, size));
+    if (pending.length > 0)
+      messages.push(pending.length === 1 ? (pending[0] as Buffer) : Buffer.concat(pending, size));
     let ok = true;
     for (const m of messages) ok = this.call.write(m) && ok;
     if (ok) cb();

@@ -38,7 +38,10 @@ export function dockerUpgrade(opts: UpgradeOptions): Promise<net.Socket> {
       const status = /^HTTP\/1\.[01] (\d{3})/.exec(head)?.[1];
       if (status !== '101') {
         const firstLine = head.split('\r\n', 1)[0];
-        const body = received.subarray(end + 4, end + 4 + 500).toString('utf8').trim();
+        const body = received
+          .subarray(end + 4, end + 4 + 500)
+          .toString('utf8')
+          .trim();
         fail(new Error(`POST ${path} on ${socketPath} answered "${firstLine}"${body ? `: ${body}` : ''}`));
         return;
       }

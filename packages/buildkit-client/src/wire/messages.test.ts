@@ -1,10 +1,19 @@
 import assert from 'node:assert/strict';
-import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import protobuf from 'protobufjs';
-import { decodePacket, encodeBytesMessage, decodeBytesMessage, encodePacket, PacketType, type Stat } from './messages.js';
+import {
+  decodeBytesMessage,
+  decodePacket,
+  encodeBytesMessage,
+  encodePacket,
+  PacketType,
+  type Stat,
+} from './messages.js';
 
-const root = protobuf.loadSync(fileURLToPath(new URL('../../proto/fsutil/types/wire.proto', import.meta.url)));
+const root = protobuf.loadSync(
+  fileURLToPath(new URL('../../proto/fsutil/types/wire.proto', import.meta.url)),
+);
 const PacketProto = root.lookupType('fsutil.types.Packet');
 
 const stat: Stat = {
@@ -27,7 +36,13 @@ test('hand-written Packet codec matches the vendored proto (protobufjs) both way
     type: number;
     ID: number;
     data: Buffer;
-    stat: { path: string; mode: number; modTime: { toString(): string }; gid: number; xattrs: Record<string, Buffer> };
+    stat: {
+      path: string;
+      mode: number;
+      modTime: { toString(): string };
+      gid: number;
+      xattrs: Record<string, Buffer>;
+    };
   };
   assert.equal(theirs.type, PacketType.DATA);
   assert.equal(theirs.ID, 42);
@@ -39,7 +54,12 @@ test('hand-written Packet codec matches the vendored proto (protobufjs) both way
 
   const encodedByProtobufjs = Buffer.from(
     PacketProto.encode(
-      PacketProto.fromObject({ type: 2, ID: 42, data: Buffer.from('hello'), stat: { ...stat, modTime: stat.modTime.toString() } }),
+      PacketProto.fromObject({
+        type: 2,
+        ID: 42,
+        data: Buffer.from('hello'),
+        stat: { ...stat, modTime: stat.modTime.toString() },
+      }),
     ).finish(),
   );
   assert.deepEqual(decodePacket(encodedByProtobufjs), packet);

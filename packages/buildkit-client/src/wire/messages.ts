@@ -48,7 +48,17 @@ export function encodeStat(s: Stat): Buffer {
 }
 
 export function decodeStat(buf: Buffer): Stat {
-  const s: Stat = { path: '', mode: 0, uid: 0, gid: 0, size: 0, modTime: 0n, linkname: '', devmajor: 0, devminor: 0 };
+  const s: Stat = {
+    path: '',
+    mode: 0,
+    uid: 0,
+    gid: 0,
+    size: 0,
+    modTime: 0n,
+    linkname: '',
+    devmajor: 0,
+    devminor: 0,
+  };
   for (const f of readFields(buf)) {
     switch (f.field) {
       case 1:

@@ -58,7 +58,9 @@ export class ProtoWriter {
       this.smallVarint((field << 3) | WIRE_LEN);
       this.smallVarint(value.length);
       this.flushHead();
-      this.parts.push(Buffer.isBuffer(value) ? value : Buffer.from(value.buffer, value.byteOffset, value.length));
+      this.parts.push(
+        Buffer.isBuffer(value) ? value : Buffer.from(value.buffer, value.byteOffset, value.length),
+      );
     }
     return this;
   }

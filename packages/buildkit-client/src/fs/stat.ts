@@ -1,0 +1,68 @@
+import type { BigIntStats } from 'node:fs';
+import { lstat, readlink } from 'node:fs/promises';
+import { goFileMode, MODE_DIR, MODE_SOCKET, MODE_SYMLINK, S_IFBLK, S_IFCHR } from './filemode.js';
+
+/** One entry of a walk: the fields of fsutil's `types.Stat` (minus xattrs) plus where to read it. */
+export interface WalkEntry {
+  /** Relative to the walk root, `/`-separated, no leading slash. */
+  path: string;
+  /** Absolute path on disk, for reading the data later. */
+  absPath: string;
+  /** Go `os.FileMode` bits as an unsigned 32-bit number (socket bit cleared, as fsutil does). */
+  mode: number;
+  uid: number;
+  gid: number;
+  /** `lstat` size for everything but directories, which get 0. Hardlink repeats keep their size. */
+  size: number;
+  /** Nanoseconds since the Unix epoch. */
+  modTime: bigint;
+  /** Symlink target, or for a later hardlink to an already walked inode, that first entry's path. */
+  linkname: string;
+  devmajor: number;
+  devminor: number;
+}
+
+/** Inode number to the path of the first walked entry with it; fsutil keys on the inode alone. */
+export type HardlinkMap = Map<bigint, string>;
+
+/**
+ * fsutil's `mkstat` for an entry the walk keeps, from `stats` when its lstat was started
+ * earlier. Files are recorded in `hardlinks` even when they have a single link, like fsutil does.
+ */
+export async function statEntry(
+  path: string,
+  absPath: string,
+  hardlinks: HardlinkMap,
+  stats: Promise<BigIntStats> = lstat(absPath, { bigint: true }),
+): Promise<WalkEntry> {
+  const st = await stats;
+  const mode = goFileMode(st);
+  const entry: WalkEntry = {
+    path,
+    absPath,
+    // tar's FileInfoHeader cannot represent sockets, so fsutil strips the bit (the rest stays).
+    mode: (mode & ~MODE_SOCKET) >>> 0,
+    uid: Number(st.uid),
+    gid: Number(st.gid),
+    size: 0,
+    modTime: st.mtimeNs,
+    linkname: '',
+    devmajor: 0,
+    devminor: 0,
+  };
+  if (mode & MODE_DIR) return entry;
+
+  // fsutil tests the st_mode bits one by one, so symlinks and sockets (whose type bits overlap
+  // S_IFBLK) also take rdev's numbers; the split is the old 8/12-bit Linux encoding it uses.
+  if ((Number(st.mode) & (S_IFBLK | S_IFCHR)) !== 0) {
+    entry.devmajor = Number((st.rdev >> 8n) & 0xfffn);
+    entry.devminor = Number((st.rdev & 0xffn) | ((st.rdev >> 12n) & 0xfff00n));
+  }
+  const first = st.nlink > 1n ? hardlinks.get(st.ino) : undefined;
+  if (first !== undefined) entry.linkname = first;
+  else hardlinks.set(st.ino, path);
+  // fsutil zeroes a hardlink repeat's size and then overwrites it with the real one.
+  entry.size = Number(st.size);
+  if (mode & MODE_SYMLINK) entry.linkname = await readlink(absPath);
+  return entry;
+}

@@ -1,0 +1,66 @@
+// Temporary build contexts for integration tests.
+import { chmod, link, mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, isAbsolute, join, normalize } from 'node:path';
+
+export interface ContextEntry {
+  /** Applied after everything is created, so read-only directories still get their children. */
+  mode?: number;
+  content?: string | Buffer;
+  /** Target of a symlink, stored as given. */
+  symlink?: string;
+  /** Context-relative path of an earlier or later regular file to hard-link to. */
+  hardlinkTo?: string;
+  dir?: true;
+}
+
+export type ContextFile = string | Buffer | ContextEntry;
+
+export interface BuildContext {
+  dir: string;
+  cleanup(): Promise<void>;
+}
+
+/** Static busybox (Debian busybox-static): runs in FROM scratch images, which tests must use since nothing can be pulled. */
+export function busyboxPath(): string {
+  return '/usr/bin/busybox';
+}
+
+function resolveInside(root: string, path: string): string {
+  const relative = normalize(path);
+  if (isAbsolute(relative) || relative === '..' || relative.startsWith('../')) {
+    throw new Error(`context path escapes the context: ${path}`);
+  }
+  return join(root, relative);
+}
+
+/**
+ * Creates a temporary directory holding `files` (paths relative to it; parents are
+ * created as needed). Hard links are made last so their targets exist.
+ */
+export async function makeContext(files: Record<string, ContextFile>): Promise<BuildContext> {
+  const dir = await mkdtemp(join(tmpdir(), 'kiln-ctx-'));
+  const cleanup = (): Promise<void> => rm(dir, { recursive: true, force: true });
+  try {
+    const entries = Object.entries(files).map(([path, file]): [string, ContextEntry] => [
+      resolveInside(dir, path),
+      typeof file === 'string' || Buffer.isBuffer(file) ? { content: file } : file,
+    ]);
+    const hardlinks: [string, string][] = [];
+    for (const [path, entry] of entries) {
+      await mkdir(dirname(path), { recursive: true });
+      if (entry.dir) await mkdir(path, { recursive: true });
+      else if (entry.symlink !== undefined) await symlink(entry.symlink, path);
+      else if (entry.hardlinkTo !== undefined) hardlinks.push([resolveInside(dir, entry.hardlinkTo), path]);
+      else await writeFile(path, entry.content ?? '');
+    }
+    for (const [target, path] of hardlinks) await link(target, path);
+    for (const [path, entry] of entries) {
+      if (entry.mode !== undefined && entry.symlink === undefined) await chmod(path, entry.mode);
+    }
+  } catch (error) {
+    await cleanup();
+    throw error;
+  }
+  return { dir, cleanup };
+}

@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# Builds the workspace and runs every *.test.ts against two private Docker daemons.
+#   npm test                         # all tests
+#   npm test -- path/to/a.test.ts    # only these files
+#   KILN_TEST_SKIP_BUILD=1 npm test  # skip `npm run build`
+# Tests find the daemons through KILN_TEST_DOCKER_SOCK and KILN_TEST_DOCKER_SOCK_2.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# npm runs scripts from the root; INIT_CWD is where the user typed `npm test`.
+CALLER_CWD=${INIT_CWD:-$PWD}
+# shellcheck source=lib/ensure-deps.sh
+source "$ROOT/scripts/lib/ensure-deps.sh"
+# shellcheck source=lib/dockerd.sh
+source "$ROOT/scripts/lib/dockerd.sh"
+
+log() { printf 'test.sh: %s\n' "$*" >&2; }
+
+TEMP_DIRS=()
+TEST_RUNNER_PID=
+
+cleanup() {
+	local rc=$? dir
+	# Interrupted mid-run: stop the runner before the daemons its tests talk to.
+	if [[ -n $TEST_RUNNER_PID ]] && kill -TERM "$TEST_RUNNER_PID" 2>/dev/null; then
+		wait "$TEST_RUNNER_PID" || true
+	fi
+	for dir in "${TEMP_DIRS[@]}"; do
+		kiln_dockerd_stop "$dir" || rc=1
+		# --one-file-system: never descend into a mount the daemon may have left.
+		rm -rf --one-file-system "$dir" || rc=1
+	done
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+elapsed_ms() {
+	local now=$EPOCHREALTIME
+	echo $(((${now/./} - ${1/./}) / 1000))
+}
+
+# Short paths: unix socket paths under these must stay below ~107 bytes.
+start_daemon() {
+	local dir
+	dir=$(mktemp -d /tmp/kiln-XXXX)
+	TEMP_DIRS+=("$dir")
+	kiln_dockerd_start "$dir"
+	REPLY=$dir
+}
+
+# Prints the test files to run, one per line: the arguments (relative to the caller's
+# directory) or, without arguments, every test file in the workspace.
+list_test_files() {
+	local arg
+	if (($# > 0)); then
+		for arg in "$@"; do
+			[[ $arg == /* ]] || arg=$CALLER_CWD/$arg
+			[[ -f $arg ]] || { log "no such test file: $arg"; return 1; }
+			echo "$arg"
+		done
+		return 0
+	fi
+	local -a roots=()
+	local dir
+	for dir in packages/*/src packages/*/test packages/*/test-support apps/*/src apps/*/test test; do
+		[[ -d $dir ]] && roots+=("$dir")
+	done
+	((${#roots[@]} > 0)) || return 0
+	find "${roots[@]}" -name node_modules -prune -o -name '*.test.ts' -type f -print | sort
+}
+
+main() {
+	cd "$ROOT"
+	kiln_ensure_deps
+	local listing
+	local -a files
+	listing=$(list_test_files "$@")
+	[[ -n $listing ]] || { log "no test files found"; return 1; }
+	mapfile -t files <<<"$listing"
+
+	# Tests run from source through tsx; skipping the build only saves time while iterating.
+	if [[ ${KILN_TEST_SKIP_BUILD:-} == 1 ]]; then
+		log "KILN_TEST_SKIP_BUILD=1: not building"
+	else
+		log "building"
+		npm run build --silent
+	fi
+
+	local started=$EPOCHREALTIME
+	start_daemon
+	export KILN_TEST_DOCKERD_DIR=$REPLY
+	export KILN_TEST_DOCKER_SOCK=$REPLY/docker.sock
+	start_daemon
+	export KILN_TEST_DOCKERD_DIR_2=$REPLY
+	export KILN_TEST_DOCKER_SOCK_2=$REPLY/docker.sock
+	log "private dockerds up in $(elapsed_ms "$started") ms: $KILN_TEST_DOCKER_SOCK $KILN_TEST_DOCKER_SOCK_2"
+
+	# The summary reporter writes to a file so its line is printed after everything else.
+	local summary="$KILN_TEST_DOCKERD_DIR/test-summary.txt" rc=0
+	# In the background so that INT/TERM traps run at once instead of after the tests.
+	node --import tsx --test --test-concurrency=1 \
+		--test-reporter=spec --test-reporter-destination=stdout \
+		--test-reporter="$ROOT/scripts/test-summary-reporter.mjs" --test-reporter-destination="$summary" \
+		"${files[@]}" &
+	TEST_RUNNER_PID=$!
+	wait "$TEST_RUNNER_PID" || rc=$?
+	TEST_RUNNER_PID=
+	if [[ ! -s $summary ]]; then
+		log "the test runner wrote no summary"
+		rc=1
+	else
+		cat "$summary"
+		if ((rc == 0)) && [[ $(<"$summary") == "0 passed, 0 failed"* ]]; then
+			log "no tests ran"
+			rc=1
+		fi
+	fi
+	return "$rc"
+}
+
+main "$@"
