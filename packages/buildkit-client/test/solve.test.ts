@@ -159,6 +159,37 @@ describe('solve against a real dockerd', () => {
     }
   });
 
+  test('cache exports reach the daemon; an exporter the daemon lacks is a clear SolveError', async () => {
+    const ctx = await makeContext({ Dockerfile: 'FROM scratch\nCOPY a /a\n', a: 'a' });
+    const discard = () =>
+      new Writable({
+        write(_c, _e, cb) {
+          cb();
+        },
+      });
+    try {
+      await client.solve({
+        ...dockerfileSolve(ctx.dir),
+        exports: [{ type: 'tar', output: discard() }],
+        cacheExports: [{ type: 'inline' }],
+      });
+      // Docker 20.10's BuildKit has no local cache exporter: its refusal proves the entry arrived.
+      await assert.rejects(
+        client.solve({
+          ...dockerfileSolve(ctx.dir),
+          cacheExports: [{ type: 'local', attrs: { dest: '/tmp/x' } }],
+        }),
+        (err: Error) => err instanceof SolveError && /unknown cache exporter: "local"/.test(err.message),
+      );
+      await assert.rejects(
+        client.solve({ ...dockerfileSolve(ctx.dir), exports: [{ type: 'oci', output: discard() }] }),
+        (err: Error) => err instanceof SolveError && /exporter "oci" could not be found/.test(err.message),
+      );
+    } finally {
+      await ctx.cleanup();
+    }
+  });
+
   test('Dockerfile syntax error: SolveError whose message names the line', async () => {
     const ctx = await makeContext({ Dockerfile: 'FROM scratch\nCOPY a /a\nFROBNICATE now\n', a: 'a' });
     try {

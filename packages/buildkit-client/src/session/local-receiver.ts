@@ -17,8 +17,8 @@ export async function receiveLocal(
   call: grpc.ServerDuplexStream<Buffer, Buffer>,
   dest: string,
 ): Promise<void> {
-  const root = path.resolve(dest);
-  await fs.mkdir(root, { recursive: true });
+  await fs.mkdir(dest, { recursive: true });
+  const root = await fs.realpath(dest);
   const stats: Stat[] = [];
   const wanted: Array<{ id: number; target: string }> = [];
   const open = new Map<number, { stream: WriteStream; done: Promise<void> }>();
@@ -28,9 +28,16 @@ export async function receiveLocal(
   let chain = Promise.resolve();
   let failure: Error | undefined;
 
+  const inside = (p: string) => p === root || p.startsWith(root + path.sep);
   const target = (rel: string): string => {
     const p = path.resolve(root, rel);
-    if (p !== root && !p.startsWith(root + path.sep))
+    if (!inside(p)) throw new Error(`export path escapes destination: ${rel}`);
+    return p;
+  };
+  /** Like target(), and the parent must resolve inside too: nothing is written through a symlink. */
+  const creatable = async (rel: string): Promise<string> => {
+    const p = target(rel);
+    if (!inside(await fs.realpath(path.dirname(p))))
       throw new Error(`export path escapes destination: ${rel}`);
     return p;
   };
@@ -56,7 +63,7 @@ export async function receiveLocal(
         const id = index++;
         stats.push(p.stat);
         const kind = unixModeFromGo(p.stat.mode);
-        const abs = target(p.stat.path);
+        const abs = await creatable(p.stat.path);
         if (kind.type === 'dir') {
           await fs.mkdir(abs, { recursive: true });
         } else if (kind.type === 'symlink') {
@@ -64,7 +71,7 @@ export async function receiveLocal(
           await fs.symlink(p.stat.linkname, abs);
         } else if (kind.type === 'file' && p.stat.linkname) {
           await fs.rm(abs, { force: true });
-          await fs.link(target(p.stat.linkname), abs);
+          await fs.link(await creatable(p.stat.linkname), abs);
         } else if (kind.type === 'file') {
           wanted.push({ id, target: abs });
         } else {

@@ -1,0 +1,26 @@
+import assert from 'node:assert/strict';
+import { PassThrough } from 'node:stream';
+import { test } from 'node:test';
+import { Session } from './session.js';
+
+test('the session widens its HTTP/2 flow-control windows (a grpc-js upgrade must not silently undo it)', () => {
+  const session = new Session({ localDirs: { context: '/tmp' } });
+  session.serve(new PassThrough());
+  try {
+    assert.equal(session.windowsWidened, true);
+  } finally {
+    session.close();
+  }
+});
+
+test('session headers announce id, name, shared key and every hosted method', () => {
+  const session = new Session({ localDirs: { context: '/tmp' }, sharedKey: 'k' });
+  const headers = session.headers();
+  assert.match(session.id, /^[0-9a-z]{25}$/);
+  assert.deepEqual(
+    headers.filter(([k]) => k.endsWith('Grpc-Method')).map(([, v]) => v),
+    ['/moby.filesync.v1.FileSync/DiffCopy', '/grpc.health.v1.Health/Check'],
+  );
+  assert.ok(headers.some(([k, v]) => k === 'X-Docker-Expose-Session-Sharedkey' && v === 'k'));
+  assert.equal(session.metadata().get('x-docker-expose-session-uuid')[0], session.id);
+});
