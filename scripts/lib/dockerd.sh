@@ -3,7 +3,8 @@
 #
 #   scripts/lib/dockerd.sh start DIR    # DIR must be short, e.g. from mktemp -d /tmp/kiln-XXXX
 #   scripts/lib/dockerd.sh stop DIR
-# or source it and call kiln_dockerd_start DIR / kiln_dockerd_stop DIR.
+# or source it and call kiln_dockerd_start DIR / kiln_dockerd_stop DIR (the daemons are
+# then children of your shell, so wait for specific pids only: a bare `wait` never returns).
 #
 # The daemon listens on unix://DIR/docker.sock. It gets its own containerd that we start
 # ourselves: left alone, dockerd 20.10 silently reuses the host's containerd whenever

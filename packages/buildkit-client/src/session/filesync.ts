@@ -1,4 +1,4 @@
-import { createReadStream } from 'node:fs';
+import { open } from 'node:fs/promises';
 import * as grpc from '@grpc/grpc-js';
 import { type WalkOptions, walk } from '../fs/index.js';
 import { decodePacket, encodePacket, PacketType, type Stat } from '../wire/messages.js';
@@ -17,6 +17,8 @@ export interface LocalDir {
 
 /** File contents travel in ~1 MiB DATA packets: fewer, larger messages are what make the transfer fast. */
 const CHUNK = 1024 * 1024;
+/** Files read and sent concurrently, as fsutil's sender does. */
+const SENDERS = 4;
 const GO_MODE_TYPE = (1 << 31) | (1 << 27) | (1 << 26) | (1 << 25) | (1 << 24) | (1 << 21) | (1 << 19);
 
 /**
@@ -59,8 +61,15 @@ async function sendDir(
 ): Promise<void> {
   const files = new Map<number, string>();
   const requests: number[] = [];
-  let wake: (() => void) | undefined;
+  let waiters: Array<() => void> = [];
+  const notify = () => {
+    const w = waiters;
+    waiters = [];
+    for (const resolve of w) resolve();
+  };
+  const nextEvent = () => new Promise<void>((resolve) => waiters.push(resolve));
   let finished = false;
+  let walkDone = false;
   let failure: Error | undefined;
 
   call.on('data', (buf: Buffer) => {
@@ -69,12 +78,12 @@ async function sendDir(
     else if (p.type === PacketType.FIN) finished = true;
     else if (p.type === PacketType.ERR)
       failure = new Error(`error from receiver: ${p.data?.toString() ?? ''}`);
-    wake?.();
+    notify();
   });
   const ended = new Promise<void>((resolve) => {
     const stop = () => {
       failure ??= finished ? undefined : new Error('BuildKit closed the file transfer early');
-      wake?.();
+      notify();
       resolve();
     };
     call.on('end', stop);
@@ -101,55 +110,63 @@ async function sendDir(
       await writeWithBackpressure(call, encodePacket({ type: PacketType.STAT, id: 0, stat }));
     }
     await writeWithBackpressure(call, encodePacket({ type: PacketType.STAT, id: 0 }));
-  })();
-
-  // Serve requests as they come, also while the walk is still streaming stats.
-  let walkDone = false;
-  walking.then(
+  })().then(
     () => {
       walkDone = true;
-      wake?.();
+      notify();
     },
     (err: unknown) => {
       walkDone = true;
       failure ??= err instanceof Error ? err : new Error(String(err));
-      wake?.();
+      notify();
     },
   );
-  for (;;) {
-    if (failure) throw failure;
-    const id = requests.shift();
-    if (id !== undefined) {
-      const file = files.get(id);
-      if (file === undefined) throw new Error(`BuildKit requested unknown file id ${id}`);
-      files.delete(id);
-      await sendFile(call, id, file);
-      continue;
+
+  // Requests are served as they come, also while the walk still streams stats, by a few
+  // senders at once so that opening and reading small files overlaps with sending.
+  const serveRequests = async (scratch: Buffer): Promise<void> => {
+    for (;;) {
+      if (failure) throw failure;
+      const id = requests.shift();
+      if (id !== undefined) {
+        const file = files.get(id);
+        if (file === undefined) throw new Error(`BuildKit requested unknown file id ${id}`);
+        files.delete(id);
+        await sendFile(call, id, file, scratch);
+      } else if (finished && walkDone) {
+        return;
+      } else {
+        await nextEvent();
+      }
     }
-    if (finished && walkDone) break;
-    await new Promise<void>((resolve) => {
-      wake = resolve;
-    });
-    wake = undefined;
-  }
+  };
+  await Promise.all(Array.from({ length: SENDERS }, () => serveRequests(Buffer.allocUnsafe(CHUNK))));
   await walking;
+  if (failure) throw failure;
   await writeWithBackpressure(call, encodePacket({ type: PacketType.FIN, id: 0 }));
   call.end();
   await ended;
 }
 
+/** Reads through one reusable buffer: encodePacket copies the bytes, so nothing is allocated per chunk but the packet. */
 async function sendFile(
   call: grpc.ServerDuplexStream<Buffer, Buffer>,
   id: number,
   file: string,
+  scratch: Buffer,
 ): Promise<void> {
-  const stream = createReadStream(file, { highWaterMark: CHUNK });
+  const handle = await open(file, 'r');
   try {
-    for await (const chunk of stream) {
-      await writeWithBackpressure(call, encodePacket({ type: PacketType.DATA, id, data: chunk as Buffer }));
+    for (;;) {
+      const { bytesRead } = await handle.read(scratch, 0, scratch.length, null);
+      if (bytesRead === 0) break;
+      await writeWithBackpressure(
+        call,
+        encodePacket({ type: PacketType.DATA, id, data: scratch.subarray(0, bytesRead) }),
+      );
     }
   } finally {
-    stream.destroy();
+    await handle.close();
   }
   await writeWithBackpressure(call, encodePacket({ type: PacketType.DATA, id }));
 }
