@@ -13,10 +13,16 @@ CALLER_CWD=${INIT_CWD:-$PWD}
 source "$ROOT/scripts/lib/ensure-deps.sh"
 # shellcheck source=lib/dockerd.sh
 source "$ROOT/scripts/lib/dockerd.sh"
+# shellcheck source=lib/postgres.sh
+source "$ROOT/scripts/lib/postgres.sh"
+# shellcheck source=lib/redis.sh
+source "$ROOT/scripts/lib/redis.sh"
 
 log() { printf 'test.sh: %s\n' "$*" >&2; }
 
 TEMP_DIRS=()
+PG_DIR=
+REDIS_DIR=
 TEST_RUNNER_PID=
 
 cleanup() {
@@ -71,6 +77,11 @@ list_test_files() {
 	find "${roots[@]}" -name node_modules -prune -o -name '*.test.ts' -type f -print | sort
 }
 
+# A port nothing listens on now (the kernel's pick); tests start their services on it.
+free_port() {
+	node -e "const s=require('net').createServer().listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})"
+}
+
 main() {
 	cd "$ROOT"
 	kiln_ensure_deps
@@ -96,6 +107,20 @@ main() {
 	export KILN_TEST_DOCKERD_DIR_2=$REPLY
 	export KILN_TEST_DOCKER_SOCK_2=$REPLY/docker.sock
 	log "private dockerds up in $(elapsed_ms "$started") ms: $KILN_TEST_DOCKER_SOCK $KILN_TEST_DOCKER_SOCK_2"
+
+	started=$EPOCHREALTIME
+	PG_DIR=$(mktemp -d /tmp/kiln-pg-XXXX)
+	TEMP_DIRS+=("$PG_DIR")
+	kiln_pg_start "$PG_DIR" "$(free_port)"
+	export KILN_TEST_DATABASE_URL=$REPLY
+	REDIS_DIR=$(mktemp -d /tmp/kiln-redis-XXXX)
+	TEMP_DIRS+=("$REDIS_DIR")
+	local redis_port
+	redis_port=$(free_port)
+	kiln_redis_start "$REDIS_DIR" "$redis_port"
+	export KILN_TEST_REDIS_URL=redis://127.0.0.1:$redis_port
+	export KILN_TEST_REDIS_DIR=$REDIS_DIR
+	log "postgresql and redis up in $(elapsed_ms "$started") ms: $KILN_TEST_DATABASE_URL $KILN_TEST_REDIS_URL"
 
 	# The summary reporter writes to a file so its line is printed after everything else.
 	local summary="$KILN_TEST_DOCKERD_DIR/test-summary.txt" rc=0

@@ -1,0 +1,55 @@
+import multipart from '@fastify/multipart';
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import { authenticator } from './auth.js';
+import type { ApiDeps } from './deps.js';
+import { registerErrorHandling } from './errors.js';
+import { buildRoutes } from './routes/builds.js';
+import { fileRoutes } from './routes/files.js';
+import { createMetrics, opsRoutes } from './routes/ops.js';
+
+/** The HTTP API as a Fastify instance, not yet listening (tests use `inject` or `listen({port: 0})`). */
+export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
+  const app = Fastify({
+    loggerInstance: deps.logger as unknown as FastifyBaseLogger,
+    // A slow or stalled upload must not hold a connection forever.
+    requestTimeout: 10 * 60_000,
+    connectionTimeout: 60_000,
+    bodyLimit: 1024 * 1024,
+  });
+  registerErrorHandling(app);
+  await app.register(multipart, {
+    limits: {
+      fileSize: deps.config.limits.maxContextBytes,
+      files: 1,
+      fields: 20,
+      fieldSize: 1024 * 1024,
+      parts: 25,
+    },
+    throwFileSizeLimit: true,
+  });
+  await app.register(swagger, {
+    openapi: {
+      info: { title: 'Kiln', version: '1', description: 'docker build --output as a service' },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+      security: [{ bearer: [] }],
+    },
+  });
+  await app.register(swaggerUi, { routePrefix: '/docs' });
+
+  const metrics = createMetrics(deps);
+  await app.register(opsRoutes(deps, metrics));
+  if (deps.config.storage.kind === 'local')
+    await app.register(fileRoutes(deps.storage, deps.config.storage.signingKey));
+  await app.register(async (authed) => {
+    authed.addHook('onRequest', authenticator(deps));
+    authed.addHook('onResponse', async (req, reply) => {
+      if (req.method === 'POST' && req.routeOptions.url === '/v1/builds' && reply.statusCode < 300) {
+        metrics.uploadSeconds.observe(reply.elapsedTime / 1000);
+      }
+    });
+    await authed.register(buildRoutes(deps));
+  });
+  return app;
+}

@@ -1,0 +1,36 @@
+import type { Build, ObjectStorage } from '@kiln/core';
+
+/** The JSON a caller sees for a build; a finished one carries a freshly signed download URL. */
+export async function buildView(
+  build: Build,
+  storage: ObjectStorage,
+  urlTtlSeconds: number,
+  publicUrl: string,
+) {
+  const spec = build.spec as { output?: { dest?: string } };
+  const self = `${publicUrl}/v1/builds/${build.id}`;
+  const view: Record<string, unknown> = {
+    id: build.id,
+    status: build.status,
+    spec: build.spec,
+    context: { digest: build.contextDigest, size: Number(build.contextSize) },
+    attempts: build.attempts,
+    builder: build.builder,
+    createdAt: build.createdAt.toISOString(),
+    startedAt: build.startedAt?.toISOString() ?? null,
+    finishedAt: build.finishedAt?.toISOString() ?? null,
+    links: { self, logs: `${self}/logs`, artifact: `${self}/artifact`, cancel: `${self}/cancel` },
+  };
+  if (build.errorCode) view.error = { code: build.errorCode, message: build.errorMessage ?? '' };
+  if (build.status === 'succeeded' && build.artifactKey) {
+    const filename = spec.output?.dest ?? 'output.tar';
+    view.artifact = {
+      filename,
+      size: Number(build.artifactSize ?? 0),
+      digest: build.artifactDigest,
+      url: await storage.signedUrl(build.artifactKey, { expiresInSeconds: urlTtlSeconds, filename }),
+      expiresAt: new Date(Date.now() + urlTtlSeconds * 1000).toISOString(),
+    };
+  }
+  return view;
+}

@@ -1,0 +1,4 @@
+export { buildApp } from './app.js';
+export { bootstrapProject } from './bootstrap.js';
+export type { ApiDeps } from './deps.js';
+export { createApiDeps } from './services.js';

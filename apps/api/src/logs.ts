@@ -1,0 +1,88 @@
+import { type Build, FINAL_STATUSES, logStreamKey } from '@kiln/core';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { ApiDeps } from './deps.js';
+
+type StreamEntries = Array<[id: string, fields: string[]]>;
+
+function entryFields(fields: string[]): { kind: string; data: string } {
+  const map: Record<string, string> = {};
+  for (let i = 0; i + 1 < fields.length; i += 2) map[fields[i] as string] = fields[i + 1] as string;
+  return { kind: map.k ?? 'log', data: map.d ?? '' };
+}
+
+/** The whole log as text: the stored object once the build is done, else what the live stream holds. */
+export async function readLogs(deps: ApiDeps, build: Build, reply: FastifyReply) {
+  reply.type('text/plain; charset=utf-8');
+  if (build.logKey) {
+    const object = await deps.storage.get(build.logKey).catch(() => undefined);
+    if (object) return reply.send(object.body);
+  }
+  const entries = (await deps.redis.xrange(logStreamKey(build.id), '-', '+')) as StreamEntries;
+  return reply.send(
+    entries
+      .map(([, f]) => entryFields(f))
+      .filter((e) => e.kind === 'log')
+      .map((e) => e.data)
+      .join(''),
+  );
+}
+
+/**
+ * Server-sent events: every log chunk as it arrives (`event: log`), then `event: end` with
+ * the final status, and the response closes. A blocking XREAD on its own connection per
+ * follower; the loop stops when the client goes away.
+ */
+export async function followLogs(deps: ApiDeps, build: Build, req: FastifyRequest, reply: FastifyReply) {
+  reply.hijack();
+  const res = reply.raw;
+  res.writeHead(200, {
+    'content-type': 'text/event-stream; charset=utf-8',
+    'cache-control': 'no-cache',
+    connection: 'keep-alive',
+    'x-accel-buffering': 'no',
+  });
+  const reader = deps.redis.duplicate();
+  let open = true;
+  req.raw.on('close', () => {
+    open = false;
+    reader.disconnect();
+  });
+  const send = (event: string, data: string) => {
+    res.write(
+      `event: ${event}\n${data
+        .split('\n')
+        .map((l) => `data: ${l}`)
+        .join('\n')}\n\n`,
+    );
+  };
+  try {
+    let cursor = '0';
+    for (let idle = 0; open; ) {
+      const result = (await reader
+        .xread('COUNT', 500, 'BLOCK', 5000, 'STREAMS', logStreamKey(build.id), cursor)
+        .catch(() => null)) as Array<[string, StreamEntries]> | null;
+      const entries = result?.[0]?.[1] ?? [];
+      for (const [id, fields] of entries) {
+        cursor = id;
+        const e = entryFields(fields);
+        if (e.kind === 'end') {
+          send('end', e.data);
+          return;
+        }
+        send('log', e.data);
+      }
+      if (entries.length > 0) continue;
+      // No stream entries: the build may have ended long ago (stream expired) or not started.
+      idle++;
+      const current = await deps.db.build.findUnique({ where: { id: build.id }, select: { status: true } });
+      if (!current || (FINAL_STATUSES.has(current.status) && idle > 1)) {
+        send('end', current?.status ?? 'unknown');
+        return;
+      }
+      res.write(': keep-alive\n\n');
+    }
+  } finally {
+    reader.disconnect();
+    res.end();
+  }
+}

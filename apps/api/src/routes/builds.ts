@@ -1,0 +1,266 @@
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+import {
+  AppError,
+  BUILD_STATUSES,
+  type BuildSpecInput,
+  CHANNEL_CANCEL,
+  FINAL_STATUSES,
+  logStreamKey,
+  parseBuildSpec,
+} from '@kiln/core';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { buildView } from '../build-view.js';
+import { checkIdempotencyKey, createBuild } from '../create-build.js';
+import type { ApiDeps } from '../deps.js';
+import { followLogs, readLogs } from '../logs.js';
+import { receiveContext } from '../upload.js';
+
+export const RAW_CONTEXT_TYPES = [
+  'application/x-tar',
+  'application/tar',
+  'application/gzip',
+  'application/x-gzip',
+  'application/octet-stream',
+];
+const SPEC_FIELDS = [
+  'output',
+  'target',
+  'source',
+  'file',
+  'buildArgs',
+  'platform',
+  'labels',
+  'noCache',
+  'network',
+];
+
+const idParams = {
+  type: 'object',
+  properties: { id: { type: 'string', pattern: '^[0-9A-Za-z]{1,64}$' } },
+  required: ['id'],
+} as const;
+const errorResponse = {
+  type: 'object',
+  properties: {
+    error: { type: 'object', properties: { code: { type: 'string' }, message: { type: 'string' } } },
+  },
+} as const;
+
+/** docker-style repeatable `build-arg=K=V` / `label=K=V` query parameters become the spec's maps. */
+function specFromQuery(query: Record<string, unknown>): BuildSpecInput {
+  const spec: Record<string, unknown> = {};
+  const list = (v: unknown) => (Array.isArray(v) ? v : v === undefined ? [] : [v]);
+  for (const [k, v] of Object.entries(query)) {
+    if (k === 'build-arg') spec.buildArgs = list(v);
+    else if (k === 'label') spec.labels = list(v);
+    else if (SPEC_FIELDS.includes(k)) {
+      if (Array.isArray(v)) throw new AppError('invalid_spec', `${k} is given more than once`);
+      spec[k] = v;
+    } else throw new AppError('invalid_spec', `unknown parameter "${k.slice(0, 100)}"`);
+  }
+  return spec as BuildSpecInput;
+}
+
+export function buildRoutes(deps: ApiDeps) {
+  const { db, storage, config } = deps;
+  const view = (b: Parameters<typeof buildView>[0]) =>
+    buildView(b, storage, config.urlTtlSeconds, config.publicUrl);
+  const uploadOptions = (dockerfilePath: string) => ({
+    storage,
+    tmpDir: path.join(config.dataDir, 'tmp'),
+    limits: {
+      maxUncompressedBytes: config.limits.maxContextBytes,
+      maxCompressedBytes: config.limits.maxContextBytes,
+      maxEntries: config.limits.maxContextEntries,
+    },
+    dockerfilePath,
+  });
+
+  const findBuild = async (req: FastifyRequest<{ Params: { id: string } }>) => {
+    const build = await db.build.findFirst({ where: { id: req.params.id, projectId: req.projectId } });
+    // Another project's build is indistinguishable from a missing one.
+    if (!build) throw new AppError('not_found', `no build ${req.params.id}`);
+    return build;
+  };
+
+  return async (app: FastifyInstance) => {
+    for (const type of RAW_CONTEXT_TYPES) {
+      app.addContentTypeParser(type, (_req, payload, done) => done(null, payload));
+    }
+
+    app.post(
+      '/v1/builds',
+      {
+        schema: {
+          summary: 'Start a build from an uploaded context (tar, gzip or multipart) and an export spec',
+          querystring: { type: 'object', additionalProperties: true },
+          headers: { type: 'object', properties: { 'idempotency-key': { type: 'string' } } },
+          response: { 202: { type: 'object', additionalProperties: true }, '4xx': errorResponse },
+        },
+      },
+      async (req, reply) => {
+        const idempotencyKey = checkIdempotencyKey(req.headers['idempotency-key'] as string | undefined);
+        let spec: ReturnType<typeof parseBuildSpec>;
+        let context: Awaited<ReturnType<typeof receiveContext>>;
+        if (req.isMultipart()) {
+          const fields: Record<string, unknown> = {};
+          let stored: typeof context | undefined;
+          let parsed: typeof spec | undefined;
+          for await (const part of req.parts()) {
+            if (part.type === 'file') {
+              if (part.fieldname !== 'context' || stored) {
+                part.file.resume();
+                throw new AppError(
+                  'invalid_request',
+                  `unexpected file part "${part.fieldname}": send one part named "context"`,
+                );
+              }
+              parsed = parseBuildSpec({ ...fields, ...specFromQuery(req.query as Record<string, unknown>) });
+              stored = await receiveContext(part.file, uploadOptions(parsed.file));
+            } else {
+              if (stored)
+                throw new AppError(
+                  'invalid_request',
+                  `field "${part.fieldname}" must come before the context part`,
+                );
+              if (part.fieldname === 'spec') Object.assign(fields, parseSpecJson(String(part.value)));
+              else fields[part.fieldname] = part.value;
+            }
+          }
+          if (!stored || !parsed) throw new AppError('invalid_context', 'no "context" file part in the form');
+          spec = parsed;
+          context = stored;
+        } else {
+          if (!isStream(req.body)) {
+            throw new AppError(
+              'unsupported_media_type',
+              `send the context as ${RAW_CONTEXT_TYPES.slice(0, 3).join(', ')} or multipart/form-data`,
+            );
+          }
+          spec = parseBuildSpec(specFromQuery(req.query as Record<string, unknown>));
+          context = await receiveContext(req.body, uploadOptions(spec.file));
+        }
+        const { build, created } = await createBuild(deps, req.projectId, spec, context, idempotencyKey);
+        const body = await view(build);
+        reply.header('Location', `/v1/builds/${build.id}`);
+        return reply.code(created ? 202 : 200).send(body);
+      },
+    );
+
+    app.get(
+      '/v1/builds',
+      {
+        schema: {
+          summary: 'List builds, newest first',
+          querystring: {
+            type: 'object',
+            properties: {
+              status: { type: 'string', enum: [...BUILD_STATUSES] },
+              cursor: { type: 'string', pattern: '^[0-9A-Za-z]{1,64}$' },
+              limit: { type: 'integer', minimum: 1, maximum: 100, default: 20 },
+            },
+            additionalProperties: false,
+          },
+        },
+      },
+      async (req) => {
+        const q = req.query as { status?: (typeof BUILD_STATUSES)[number]; cursor?: string; limit: number };
+        const builds = await db.build.findMany({
+          where: {
+            projectId: req.projectId,
+            ...(q.status ? { status: q.status } : {}),
+            ...(q.cursor ? { id: { lt: q.cursor } } : {}),
+          },
+          orderBy: { id: 'desc' },
+          take: q.limit + 1,
+        });
+        const page = builds.slice(0, q.limit);
+        return {
+          items: await Promise.all(page.map(view)),
+          nextCursor: builds.length > q.limit ? (page.at(-1)?.id ?? null) : null,
+        };
+      },
+    );
+
+    app.get(
+      '/v1/builds/:id',
+      { schema: { summary: 'A build and, once done, its download URL', params: idParams } },
+      async (req) => view(await findBuild(req as FastifyRequest<{ Params: { id: string } }>)),
+    );
+
+    app.post(
+      '/v1/builds/:id/cancel',
+      { schema: { summary: 'Cancel a queued or running build', params: idParams } },
+      async (req, reply) => {
+        const build = await findBuild(req as FastifyRequest<{ Params: { id: string } }>);
+        if (FINAL_STATUSES.has(build.status)) {
+          throw new AppError('conflict', `build ${build.id} is already ${build.status}`);
+        }
+        // A queued build is canceled here; a running one by its worker, which aborts the solve.
+        const updated = await db.build.updateMany({
+          where: { id: build.id, status: 'queued' },
+          data: {
+            status: 'canceled',
+            finishedAt: new Date(),
+            errorCode: 'canceled',
+            errorMessage: 'canceled by request',
+          },
+        });
+        if (updated.count === 1) {
+          await deps.queue.remove(build.id).catch(() => undefined);
+          await deps.redis
+            .xadd(logStreamKey(build.id), '*', 'k', 'end', 'd', 'canceled')
+            .catch(() => undefined);
+        }
+        await deps.redis.publish(CHANNEL_CANCEL, build.id);
+        return reply
+          .code(202)
+          .send(await view((await db.build.findUnique({ where: { id: build.id } })) ?? build));
+      },
+    );
+
+    app.get(
+      '/v1/builds/:id/logs',
+      { schema: { summary: 'Build log: text/plain, or text/event-stream to follow', params: idParams } },
+      async (req, reply) => {
+        const build = await findBuild(req as FastifyRequest<{ Params: { id: string } }>);
+        if ((req.headers.accept ?? '').includes('text/event-stream'))
+          return followLogs(deps, build, req, reply);
+        return readLogs(deps, build, reply);
+      },
+    );
+
+    app.get(
+      '/v1/builds/:id/artifact',
+      { schema: { summary: 'Redirect (302) to a signed download URL', params: idParams } },
+      async (req, reply) => {
+        const build = await findBuild(req as FastifyRequest<{ Params: { id: string } }>);
+        if (build.status === 'expired')
+          throw new AppError('gone', `the artifact of build ${build.id} has expired`);
+        if (build.status !== 'succeeded' || !build.artifactKey) {
+          throw new AppError('conflict', `build ${build.id} is ${build.status}: there is no artifact`);
+        }
+        const filename = (build.spec as { output?: { dest?: string } }).output?.dest ?? 'output.tar';
+        return reply.redirect(
+          await storage.signedUrl(build.artifactKey, { expiresInSeconds: config.urlTtlSeconds, filename }),
+          302,
+        );
+      },
+    );
+  };
+}
+
+function isStream(body: unknown): body is Readable {
+  return typeof body === 'object' && body !== null && typeof (body as Readable).pipe === 'function';
+}
+
+function parseSpecJson(text: string): Record<string, unknown> {
+  try {
+    const v = JSON.parse(text) as unknown;
+    if (typeof v === 'object' && v !== null && !Array.isArray(v)) return v as Record<string, unknown>;
+  } catch {
+    // reported below
+  }
+  throw new AppError('invalid_spec', 'the "spec" field must be a JSON object');
+}

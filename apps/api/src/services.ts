@@ -1,0 +1,41 @@
+import {
+  createLogger,
+  createPrismaClient,
+  createStorage,
+  type KilnConfig,
+  migrateDatabase,
+  QUEUE_BUILDS,
+} from '@kiln/core';
+import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
+import type { ApiDeps } from './deps.js';
+
+/** Connects what the API needs, from the config; `close()` releases all of it. */
+export async function createApiDeps(config: KilnConfig): Promise<ApiDeps & { close(): Promise<void> }> {
+  const logger = createLogger('kiln-api', config.logLevel);
+  await migrateDatabase(config.databaseUrl, logger);
+  const db = createPrismaClient(config.databaseUrl);
+  const storage = createStorage(config.storage);
+  // Requests fail fast while Redis is down instead of queueing forever.
+  const redis = new Redis(config.redisUrl, {
+    maxRetriesPerRequest: 1,
+    enableOfflineQueue: false,
+    lazyConnect: false,
+  });
+  redis.on('error', (err) => logger.warn({ err: err.message }, 'redis'));
+  const queue = new Queue(QUEUE_BUILDS, { connection: { url: config.redisUrl, maxRetriesPerRequest: 1 } });
+  queue.on('error', (err) => logger.warn({ err: err.message }, 'queue'));
+  return {
+    config,
+    db,
+    storage,
+    redis,
+    queue,
+    logger,
+    async close() {
+      await queue.close().catch(() => undefined);
+      redis.disconnect();
+      await db.$disconnect();
+    },
+  };
+}

@@ -1,0 +1,244 @@
+// The HTTP API against real PostgreSQL, Redis and a local storage directory (no worker:
+// builds stay queued here; the end-to-end tests run them).
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { gzipSync } from 'node:zlib';
+import { loadConfig, QUEUE_BUILDS } from '@kiln/core';
+import { Redis } from 'ioredis';
+import {
+  createTestDatabase,
+  type TestDatabase,
+  testRedisUrl,
+} from '../../../packages/core/test-support/services.js';
+import { bootstrapProject, buildApp, createApiDeps } from '../src/index.js';
+
+/** A tar of the given files made by GNU tar, as a user's `tar -C dir -cf - .` would. */
+function tarOf(files: Record<string, string>): Buffer {
+  const dir = execFileSync('mktemp', ['-d']).toString().trim();
+  for (const [name, content] of Object.entries(files)) {
+    execFileSync('mkdir', ['-p', path.dirname(path.join(dir, name))]);
+    execFileSync('sh', ['-c', 'cat > "$1"', 'sh', path.join(dir, name)], { input: content });
+  }
+  const tar = execFileSync('tar', ['-C', dir, '-cf', '-', '.']);
+  execFileSync('rm', ['-rf', dir]);
+  return tar;
+}
+
+describe('API', () => {
+  let db: TestDatabase;
+  let dataDir: string;
+  let base: string;
+  let token: string;
+  let otherToken: string;
+  let close: () => Promise<void>;
+  let redis: Redis;
+  const ctx = tarOf({ Dockerfile: 'FROM scratch\nCOPY a /a\n', a: 'hello' });
+
+  const api = (p: string, init: RequestInit & { auth?: string | null } = {}) => {
+    const headers = new Headers(init.headers);
+    if (init.auth !== null) headers.set('authorization', `Bearer ${init.auth ?? token}`);
+    return fetch(`${base}${p}`, { ...init, headers, redirect: 'manual' });
+  };
+  const post = (
+    query: string,
+    body: BodyInit,
+    type = 'application/x-tar',
+    extra: Record<string, string> = {},
+  ) => api(`/v1/builds${query}`, { method: 'POST', body, headers: { 'content-type': type, ...extra } });
+
+  before(async () => {
+    db = await createTestDatabase();
+    dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'kiln-api-'));
+    const redisUrl = testRedisUrl();
+    redis = new Redis(redisUrl);
+    await redis.flushdb();
+    const config = loadConfig({
+      DATABASE_URL: db.url,
+      REDIS_URL: redisUrl,
+      KILN_DATA_DIR: dataDir,
+      KILN_SIGNING_KEY: 's'.repeat(40),
+      KILN_LOG_LEVEL: 'silent',
+      KILN_MAX_CONTEXT_BYTES: String(1024 * 1024),
+    });
+    const deps = await createApiDeps(config);
+    const app = await buildApp(deps);
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    const port = (app.server.address() as { port: number }).port;
+    base = `http://127.0.0.1:${port}`;
+    deps.config.publicUrl = base;
+    token = await bootstrapProject(db.url, 'alpha');
+    otherToken = await bootstrapProject(db.url, 'beta');
+    close = async () => {
+      await app.close();
+      await deps.close();
+    };
+  });
+  after(async () => {
+    await close();
+    redis.disconnect();
+    await db.drop();
+    await fs.rm(dataDir, { recursive: true, force: true });
+  });
+
+  const queueLength = async () => redis.llen(`bull:${QUEUE_BUILDS}:wait`);
+
+  test('POST a tar: 202 queued, Location, job enqueued with the build id; GET and list show it', async () => {
+    const before = await queueLength();
+    const res = await post('?output=type=tar,dest=app.tar&target=builder&build-arg=A=1', ctx);
+    assert.equal(res.status, 202);
+    const body = (await res.json()) as {
+      id: string;
+      status: string;
+      spec: { output: { dest: string }; target: string };
+    };
+    assert.equal(body.status, 'queued');
+    assert.equal(body.spec.output.dest, 'app.tar');
+    assert.equal(body.spec.target, 'builder');
+    assert.equal(res.headers.get('location'), `/v1/builds/${body.id}`);
+    assert.equal(await queueLength(), before + 1);
+    assert.ok(await redis.exists(`bull:${QUEUE_BUILDS}:${body.id}`));
+
+    const got = (await (await api(`/v1/builds/${body.id}`)).json()) as {
+      id: string;
+      context: { digest: string };
+    };
+    assert.equal(got.id, body.id);
+    assert.match(got.context.digest, /^sha256:[0-9a-f]{64}$/);
+    const list = (await (await api('/v1/builds?status=queued&limit=1')).json()) as {
+      items: unknown[];
+      nextCursor: string | null;
+    };
+    assert.equal(list.items.length, 1);
+  });
+
+  test('gzip and multipart uploads; the same context is stored once (content-addressed)', async () => {
+    const gz = await post('?output=type=tar,dest=x.tar', gzipSync(ctx), 'application/gzip');
+    assert.equal(gz.status, 202);
+    const form = new FormData();
+    form.set('spec', JSON.stringify({ output: 'type=tar,dest=m.tar', buildArgs: { V: '2' } }));
+    form.set('context', new Blob([ctx]), 'ctx.tar');
+    const mp = await api('/v1/builds', { method: 'POST', body: form });
+    assert.equal(mp.status, 202, await mp.clone().text());
+    const a = (await gz.json()) as { context: { digest: string } };
+    const b = (await mp.json()) as {
+      context: { digest: string };
+      spec: { buildArgs: Record<string, string> };
+    };
+    assert.equal(a.context.digest, b.context.digest);
+    assert.deepEqual(b.spec.buildArgs, { V: '2' });
+    const stored = await fs.readdir(path.join(dataDir, 'objects/contexts/sha256'));
+    assert.equal(stored.filter((f) => f.endsWith('.tar')).length, 1);
+  });
+
+  test("auth: missing, wrong and another project's token", async () => {
+    assert.equal((await api('/v1/builds', { auth: null })).status, 401);
+    const wrong = await api('/v1/builds', { auth: 'kiln_not-a-real-token' });
+    assert.equal(wrong.status, 401);
+    assert.equal(((await wrong.json()) as { error: { code: string } }).error.code, 'unauthorized');
+    const mine = (await (await post('', ctx)).json()) as { id: string };
+    for (const p of [
+      `/v1/builds/${mine.id}`,
+      `/v1/builds/${mine.id}/logs`,
+      `/v1/builds/${mine.id}/artifact`,
+    ]) {
+      const res = await api(p, { auth: otherToken });
+      assert.equal(res.status, 404, p);
+    }
+    assert.equal(
+      (await api(`/v1/builds/${mine.id}/cancel`, { method: 'POST', auth: otherToken })).status,
+      404,
+    );
+    const theirs = (await (await api('/v1/builds', { auth: otherToken })).json()) as {
+      items: Array<{ id: string }>;
+    };
+    assert.ok(!theirs.items.some((b) => b.id === mine.id));
+  });
+
+  test('Idempotency-Key: same request → same build; same key, other body → 409; oversized key → 400', async () => {
+    const key = { 'idempotency-key': 'deploy-42' };
+    const first = (await (
+      await post('?output=type=tar,dest=i.tar', ctx, 'application/x-tar', key)
+    ).json()) as { id: string };
+    const again = await post('?output=type=tar,dest=i.tar', ctx, 'application/x-tar', key);
+    assert.equal(again.status, 200);
+    assert.equal(((await again.json()) as { id: string }).id, first.id);
+    const other = await post('?output=type=tar,dest=other.tar', ctx, 'application/x-tar', key);
+    assert.equal(other.status, 409);
+    assert.equal(((await other.json()) as { error: { code: string } }).error.code, 'conflict');
+    const huge = await post('', ctx, 'application/x-tar', { 'idempotency-key': 'k'.repeat(10_000) });
+    assert.equal(huge.status, 400);
+  });
+
+  test('bad uploads and specs: 4xx with stable codes, nothing enqueued, no temp files left', async () => {
+    const before = await queueLength();
+    const cases: Array<[string, BodyInit, string, number, string]> = [
+      [
+        '',
+        Buffer.from('this is not a tar at all, not even close'.repeat(20)),
+        'application/x-tar',
+        400,
+        'invalid_context',
+      ],
+      ['', Buffer.alloc(0), 'application/x-tar', 400, 'invalid_context'],
+      ['', tarOf({ 'Dockerfile.dev': 'FROM scratch\n' }), 'application/x-tar', 400, 'invalid_context'],
+      [
+        '',
+        Buffer.concat([ctx, Buffer.alloc(2 * 1024 * 1024)]),
+        'application/x-tar',
+        413,
+        'context_too_large',
+      ],
+      ['?output=type=tar,mode=max', ctx, 'application/x-tar', 400, 'invalid_spec'],
+      ['?output=type=zip', ctx, 'application/x-tar', 400, 'invalid_spec'],
+      ['?platform=amd64', ctx, 'application/x-tar', 400, 'invalid_spec'],
+      ['?surprise=1', ctx, 'application/x-tar', 400, 'invalid_spec'],
+      ['', '{"context": "x"}', 'application/json', 415, 'unsupported_media_type'],
+      ['', 'x', 'text/plain', 415, 'unsupported_media_type'],
+    ];
+    for (const [query, body, type, status, code] of cases) {
+      const res = await post(query, body, type);
+      const json = (await res.json()) as { error: { code: string; message: string } };
+      assert.equal(res.status, status, `${query} ${type}: ${JSON.stringify(json)}`);
+      assert.equal(json.error.code, code);
+      assert.ok(json.error.message.length > 5);
+    }
+    assert.equal(await queueLength(), before);
+    assert.deepEqual(await fs.readdir(path.join(dataDir, 'tmp')), []);
+  });
+
+  test('cancel a queued build; a final build cannot be canceled again', async () => {
+    const b = (await (await post('', ctx)).json()) as { id: string };
+    const res = await api(`/v1/builds/${b.id}/cancel`, { method: 'POST' });
+    assert.equal(res.status, 202);
+    assert.equal(((await res.json()) as { status: string }).status, 'canceled');
+    assert.equal(await redis.exists(`bull:${QUEUE_BUILDS}:${b.id}`), 0);
+    assert.equal((await api(`/v1/builds/${b.id}/cancel`, { method: 'POST' })).status, 409);
+    assert.equal((await api(`/v1/builds/${b.id}/artifact`)).status, 409);
+  });
+
+  test('health, readiness, metrics and OpenAPI docs', async () => {
+    assert.equal((await api('/healthz', { auth: null })).status, 200);
+    const ready = await api('/readyz', { auth: null });
+    assert.equal(ready.status, 200, await ready.clone().text());
+    const metrics = await (await api('/metrics', { auth: null })).text();
+    assert.match(metrics, /kiln_builds\{status="queued"\} \d+/);
+    assert.match(metrics, /kiln_queue_jobs\{state="waiting"\} \d+/);
+    const doc = (await (await api('/docs/json', { auth: null })).json()) as {
+      paths: Record<string, unknown>;
+    };
+    assert.ok(doc.paths['/v1/builds']);
+    assert.ok(doc.paths['/v1/builds/{id}/cancel']);
+  });
+
+  test('unknown route and malformed id give JSON errors', async () => {
+    const res = await api('/v1/nope');
+    assert.equal(res.status, 404);
+    assert.equal(((await res.json()) as { error: { code: string } }).error.code, 'not_found');
+    const bad = await api('/v1/builds/..%2F..%2Fetc');
+    assert.equal(bad.status, 400);
+  });
+});

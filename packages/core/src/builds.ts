@@ -1,0 +1,40 @@
+/** Build lifecycle: queued → running → succeeded | failed | canceled; expired once retention deletes the artifact. */
+export const BUILD_STATUSES = ['queued', 'running', 'succeeded', 'failed', 'canceled', 'expired'] as const;
+export type BuildStatusName = (typeof BUILD_STATUSES)[number];
+export const FINAL_STATUSES: ReadonlySet<BuildStatusName> = new Set([
+  'succeeded',
+  'failed',
+  'canceled',
+  'expired',
+]);
+
+/** BullMQ queue of builds; a job's id is its build's id, so a build is queued at most once. */
+export const QUEUE_BUILDS = 'kiln-builds';
+export interface BuildJobData {
+  buildId: string;
+}
+/** Job options shared by the API (enqueue) and the worker's reconciler (re-enqueue). */
+export function buildJobOptions(buildId: string, attempts: number) {
+  return {
+    jobId: buildId,
+    attempts,
+    backoff: { type: 'exponential', delay: 2000 },
+    removeOnComplete: { age: 3600, count: 10_000 },
+    removeOnFail: { age: 24 * 3600 },
+  } as const;
+}
+
+/** Pub/sub channel carrying build ids to cancel; the worker running one aborts its solve. */
+export const CHANNEL_CANCEL = 'kiln:cancel';
+
+/**
+ * Redis stream of a build's progress text, for live SSE: entries `{k: 'log', d: text}` while
+ * it runs, then one `{k: 'end', d: status}`. Kept a day after the end; the stored log object
+ * (logKey) is the permanent copy.
+ */
+export const logStreamKey = (buildId: string) => `kiln:logs:${buildId}`;
+export const LOG_STREAM_TTL_SECONDS = 24 * 3600;
+
+export const contextKey = (sha256: string) => `contexts/sha256/${sha256}.tar`;
+export const artifactKey = (buildId: string, dest: string) => `artifacts/${buildId}/${dest}`;
+export const logKey = (buildId: string) => `logs/${buildId}.log`;

@@ -1,0 +1,46 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { ConfigError, loadConfig } from './config.js';
+
+const base = {
+  DATABASE_URL: 'postgresql://u@127.0.0.1:5432/kiln',
+  REDIS_URL: 'redis://127.0.0.1:6379',
+  KILN_SIGNING_KEY: 'k'.repeat(32),
+};
+
+test('defaults for one machine', () => {
+  const c = loadConfig(base);
+  assert.equal(c.port, 8080);
+  assert.equal(c.publicUrl, 'http://localhost:8080');
+  assert.equal(c.storage.kind, 'local');
+  assert.deepEqual(c.builders, [{ address: 'docker:///var/run/docker.sock', concurrency: 2 }]);
+});
+
+test('S3 storage when a bucket is set; builders with their own concurrency', () => {
+  const c = loadConfig({
+    ...base,
+    KILN_SIGNING_KEY: undefined,
+    KILN_S3_BUCKET: 'b',
+    KILN_S3_ENDPOINT: 'http://127.0.0.1:9000',
+    KILN_BUILDERS: 'tcp://a:1234=4, unix:///run/buildkit/buildkitd.sock',
+  });
+  assert.equal(c.storage.kind, 's3');
+  assert.deepEqual(c.builders, [
+    { address: 'tcp://a:1234', concurrency: 4 },
+    { address: 'unix:///run/buildkit/buildkitd.sock', concurrency: 2 },
+  ]);
+});
+
+test('a bad value names the variable and the value', () => {
+  const bad = (env: Record<string, string | undefined>, variable: string, pattern: RegExp) =>
+    assert.throws(
+      () => loadConfig({ ...base, ...env }),
+      (e: unknown) => e instanceof ConfigError && e.variable === variable && pattern.test(e.message),
+    );
+  bad({ KILN_PORT: 'eighty' }, 'KILN_PORT', /got "eighty"/);
+  bad({ DATABASE_URL: undefined }, 'DATABASE_URL', /not set/);
+  bad({ REDIS_URL: 'http://x' }, 'REDIS_URL', /redis:\/\//);
+  bad({ KILN_SIGNING_KEY: undefined }, 'KILN_SIGNING_KEY', /local directory/);
+  bad({ KILN_BUILDERS: 'ftp://x' }, 'KILN_BUILDERS', /not a unix/);
+  bad({ KILN_S3_FORCE_PATH_STYLE: 'yes' }, 'KILN_S3_FORCE_PATH_STYLE', /got "yes"/);
+});

@@ -1,0 +1,153 @@
+import { z } from 'zod';
+
+/** A bad or missing environment variable; start-up stops with this message. */
+export class ConfigError extends Error {
+  constructor(
+    readonly variable: string,
+    message: string,
+  ) {
+    super(`${variable}: ${message}`);
+    this.name = 'ConfigError';
+  }
+}
+
+const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+const bool = z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1');
+
+/** Every variable Kiln reads, with defaults for the one-machine setup. docker-compose sets the same names. */
+const ENV = z.object({
+  KILN_PORT: int(1, 65535).default(8080),
+  KILN_HOST: z.string().min(1).default('0.0.0.0'),
+  KILN_PUBLIC_URL: z.url().optional(),
+  KILN_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  DATABASE_URL: z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgresql:// URL'),
+  REDIS_URL: z.string().regex(/^rediss?:\/\//, 'must be a redis:// URL'),
+  KILN_DATA_DIR: z.string().min(1).default('.kiln/data'),
+  KILN_SIGNING_KEY: z.string().min(32, 'must be at least 32 characters').optional(),
+  KILN_S3_BUCKET: z.string().min(1).optional(),
+  KILN_S3_ENDPOINT: z.url().optional(),
+  KILN_S3_REGION: z.string().min(1).default('us-east-1'),
+  KILN_S3_FORCE_PATH_STYLE: bool.default(true),
+  AWS_ACCESS_KEY_ID: z.string().optional(),
+  AWS_SECRET_ACCESS_KEY: z.string().optional(),
+  KILN_BUILDERS: z.string().optional(),
+  BUILDKIT_HOST: z.string().optional(),
+  KILN_BUILDER_CONCURRENCY: int(1, 64).default(2),
+  KILN_WORKER_CONCURRENCY: int(1, 256).default(4),
+  KILN_BUILD_TIMEOUT_SECONDS: int(10, 86_400).default(3600),
+  KILN_BUILD_ATTEMPTS: int(1, 10).default(3),
+  KILN_URL_TTL_SECONDS: int(10, 7 * 86_400).default(900),
+  KILN_MAX_CONTEXT_BYTES: int(1024, 64 * 1024 ** 3).default(2 * 1024 ** 3),
+  KILN_MAX_CONTEXT_ENTRIES: int(1, 10_000_000).default(200_000),
+});
+
+export type StorageConfig =
+  | { kind: 'local'; root: string; publicBaseUrl: string; signingKey: string }
+  | {
+      kind: 's3';
+      bucket: string;
+      region: string;
+      endpoint?: string;
+      forcePathStyle: boolean;
+      accessKeyId?: string;
+      secretAccessKey?: string;
+    };
+
+export interface KilnConfig {
+  port: number;
+  host: string;
+  publicUrl: string;
+  logLevel: string;
+  databaseUrl: string;
+  redisUrl: string;
+  dataDir: string;
+  storage: StorageConfig;
+  /** BuildKit addresses (`docker://`, `unix://`, `tcp://`), each with its own concurrency. */
+  builders: Array<{ address: string; concurrency: number }>;
+  workerConcurrency: number;
+  buildTimeoutSeconds: number;
+  buildAttempts: number;
+  urlTtlSeconds: number;
+  limits: { maxContextBytes: number; maxContextEntries: number };
+}
+
+/** Reads and validates the environment once; the first bad variable throws a ConfigError naming it. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): KilnConfig {
+  const parsed = ENV.safeParse(env);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    const variable = String(issue?.path[0] ?? 'environment');
+    const value = env[variable];
+    throw new ConfigError(
+      variable,
+      `${issue?.message ?? 'invalid'}${value === undefined ? ' (not set)' : ` (got "${value}")`}`,
+    );
+  }
+  const e = parsed.data;
+  const publicUrl = (e.KILN_PUBLIC_URL ?? `http://localhost:${e.KILN_PORT}`).replace(/\/$/, '');
+  let storage: StorageConfig;
+  if (e.KILN_S3_BUCKET) {
+    storage = {
+      kind: 's3',
+      bucket: e.KILN_S3_BUCKET,
+      region: e.KILN_S3_REGION,
+      forcePathStyle: e.KILN_S3_FORCE_PATH_STYLE,
+      ...(e.KILN_S3_ENDPOINT ? { endpoint: e.KILN_S3_ENDPOINT } : {}),
+      ...(e.AWS_ACCESS_KEY_ID ? { accessKeyId: e.AWS_ACCESS_KEY_ID } : {}),
+      ...(e.AWS_SECRET_ACCESS_KEY ? { secretAccessKey: e.AWS_SECRET_ACCESS_KEY } : {}),
+    };
+  } else {
+    if (!e.KILN_SIGNING_KEY) {
+      throw new ConfigError(
+        'KILN_SIGNING_KEY',
+        'required when storage is a local directory (no KILN_S3_BUCKET)',
+      );
+    }
+    storage = {
+      kind: 'local',
+      root: `${e.KILN_DATA_DIR}/objects`,
+      publicBaseUrl: publicUrl,
+      signingKey: e.KILN_SIGNING_KEY,
+    };
+  }
+  return {
+    port: e.KILN_PORT,
+    host: e.KILN_HOST,
+    publicUrl,
+    logLevel: e.KILN_LOG_LEVEL,
+    databaseUrl: e.DATABASE_URL,
+    redisUrl: e.REDIS_URL,
+    dataDir: e.KILN_DATA_DIR,
+    storage,
+    builders: parseBuilders(
+      e.KILN_BUILDERS ?? e.BUILDKIT_HOST ?? 'docker:///var/run/docker.sock',
+      e.KILN_BUILDER_CONCURRENCY,
+    ),
+    workerConcurrency: e.KILN_WORKER_CONCURRENCY,
+    buildTimeoutSeconds: e.KILN_BUILD_TIMEOUT_SECONDS,
+    buildAttempts: e.KILN_BUILD_ATTEMPTS,
+    urlTtlSeconds: e.KILN_URL_TTL_SECONDS,
+    limits: { maxContextBytes: e.KILN_MAX_CONTEXT_BYTES, maxContextEntries: e.KILN_MAX_CONTEXT_ENTRIES },
+  };
+}
+
+/** `docker:///var/run/docker.sock,tcp://b:1234=4`: an optional `=N` sets that builder's concurrency. */
+function parseBuilders(value: string, defaultConcurrency: number): KilnConfig['builders'] {
+  const builders = value
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)
+    .map((item) => {
+      const m = /^(.+?)(?:=(\d+))?$/.exec(item);
+      const address = m?.[1] ?? item;
+      if (!/^(unix|tcp|docker):\/\//.test(address)) {
+        throw new ConfigError('KILN_BUILDERS', `"${address}" is not a unix://, tcp:// or docker:// address`);
+      }
+      const concurrency = m?.[2] ? Number(m[2]) : defaultConcurrency;
+      if (concurrency < 1)
+        throw new ConfigError('KILN_BUILDERS', `concurrency of ${address} must be at least 1`);
+      return { address, concurrency };
+    });
+  if (builders.length === 0) throw new ConfigError('KILN_BUILDERS', 'no builder address given');
+  return builders;
+}

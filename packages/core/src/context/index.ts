@@ -1,0 +1,11 @@
+export { type ExtractOptions, type ExtractSummary, extractContext } from './extract.js';
+export { type ContextLimits, DEFAULT_CONTEXT_LIMITS, resolveContextLimits } from './limits.js';
+export type { EntryType, TarEntry } from './tar.js';
+export {
+  type ContextSummary,
+  ContextValidationStream,
+  type ContextValidator,
+  type ContextValidatorOptions,
+  createContextValidator,
+  normalizeDockerfilePath,
+} from './validate.js';

@@ -1,0 +1,50 @@
+/**
+ * Every error Kiln raises on purpose has a stable `code`; `httpStatusFor` is the one place
+ * codes become HTTP statuses. Messages are written for the caller: what was wrong and what
+ * to do about it.
+ */
+export const ERROR_STATUS = {
+  invalid_spec: 400,
+  invalid_context: 400,
+  invalid_request: 400,
+  unauthorized: 401,
+  forbidden: 403,
+  not_found: 404,
+  conflict: 409,
+  gone: 410,
+  context_too_large: 413,
+  unsupported_media_type: 415,
+  rate_limited: 429,
+  internal: 500,
+  unavailable: 503,
+  no_builder_available: 503,
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_STATUS;
+
+export class AppError extends Error {
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'AppError';
+  }
+
+  get status(): number {
+    return ERROR_STATUS[this.code];
+  }
+
+  toJSON(): { error: { code: ErrorCode; message: string } } {
+    return { error: { code: this.code, message: this.message } };
+  }
+}
+
+export function httpStatusFor(code: ErrorCode): number {
+  return ERROR_STATUS[code];
+}
+
+export function isAppError(err: unknown): err is AppError {
+  return err instanceof AppError;
+}

@@ -1,0 +1,18 @@
+export * from './builds.js';
+export { ConfigError, type KilnConfig, loadConfig, type StorageConfig } from './config.js';
+export * from './context/index.js';
+export * from './db/index.js';
+export { AppError, ERROR_STATUS, type ErrorCode, httpStatusFor, isAppError } from './errors.js';
+export { createLogger, type Logger } from './logger.js';
+export {
+  type BuildSpec,
+  type BuildSpecInput,
+  frontendAttrsFor,
+  OUTPUT_TYPES,
+  type OutputSpec,
+  type OutputType,
+  parseBuildSpec,
+  parseCsvPairs,
+} from './spec.js';
+export * from './storage/index.js';
+export { generateToken, hashToken, safeEqual } from './tokens.js';

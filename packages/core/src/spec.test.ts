@@ -1,0 +1,78 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { AppError } from './errors.js';
+import { frontendAttrsFor, parseBuildSpec } from './spec.js';
+
+const rejects = (input: object, pattern: RegExp) =>
+  assert.throws(
+    () => parseBuildSpec(input),
+    (err: unknown) => err instanceof AppError && err.code === 'invalid_spec' && pattern.test(err.message),
+  );
+
+describe('parseBuildSpec', () => {
+  test('docker --output syntax, defaults', () => {
+    const s = parseBuildSpec({ output: 'type=tar,dest=app.tar' });
+    assert.deepEqual(s, {
+      output: { type: 'tar', dest: 'app.tar', attrs: {} },
+      file: 'Dockerfile',
+      buildArgs: {},
+      labels: {},
+      noCache: false,
+      network: 'default',
+    });
+    assert.equal(parseBuildSpec({}).output.dest, 'output.tar');
+  });
+
+  test('JSON output object and string, source alias, file normalization, args', () => {
+    const s = parseBuildSpec({
+      output: '{"type":"oci","dest":"img.tar","name":"x"}',
+      source: 'builder',
+      file: './docker/../build/App.dockerfile',
+      buildArgs: ['A=1', 'B=x=y'],
+      platform: 'linux/arm64/v8',
+      noCache: 'true',
+      network: 'none',
+    });
+    assert.equal(s.output.type, 'oci');
+    assert.deepEqual(s.output.attrs, { name: 'x' });
+    assert.equal(s.target, 'builder');
+    assert.equal(s.file, 'build/App.dockerfile');
+    assert.deepEqual(s.buildArgs, { A: '1', B: 'x=y' });
+    assert.deepEqual(frontendAttrsFor(s), {
+      filename: 'App.dockerfile',
+      target: 'builder',
+      platform: 'linux/arm64/v8',
+      'no-cache': '',
+      'force-network-mode': 'none',
+      'build-arg:A': '1',
+      'build-arg:B': 'x=y',
+    });
+  });
+
+  test('mode on a tar output is explained as a cache-export option', () => {
+    rejects({ output: 'type=tar,dest=a.tar,mode=max' }, /cache export/);
+  });
+
+  test('bad input gets a message naming the field', () => {
+    rejects({ output: 'type=zip' }, /output type "zip" is not supported/);
+    rejects({ output: 'type=tar,dest=../x.tar' }, /plain file name/);
+    rejects({ output: 'type=tar,dest' }, /not key=value/);
+    rejects({ output: 42 }, /output must be/);
+    rejects({ platform: 'amd64' }, /os\/arch/);
+    rejects({ buildArgs: { 'A=B': 'x' } }, /buildArgs name "A=B"/);
+    rejects({ buildArgs: { 'A\nB': 'x' } }, /buildArgs name/);
+    rejects({ buildArgs: { A: 1 } }, /buildArgs.A must be a string/);
+    rejects({ file: '../Dockerfile' }, /inside the context/);
+    rejects({ file: '/etc/Dockerfile' }, /inside the context/);
+    rejects({ target: 'a b' }, /valid stage name/);
+    rejects({ target: 'a', source: 'b' }, /disagree/);
+    rejects({ network: 'host' }, /network/);
+    rejects({ noCache: 'maybe' }, /noCache/);
+    rejects({ surprise: 1 }, /unknown spec field "surprise"/);
+    rejects(
+      { buildArgs: Object.fromEntries(Array.from({ length: 300 }, (_, i) => [`A${i}`, 'x'])) },
+      /more than 200/,
+    );
+    rejects({ labels: { a: 'x'.repeat(70_000) } }, /longer than/);
+  });
+});

@@ -1,0 +1,247 @@
+import path from 'node:path/posix';
+import { AppError } from './errors.js';
+
+/** What a build produces, in `docker build --output` terms. */
+export type OutputType = 'tar' | 'local' | 'oci' | 'docker';
+export const OUTPUT_TYPES: readonly OutputType[] = ['tar', 'local', 'oci', 'docker'];
+
+export interface OutputSpec {
+  type: OutputType;
+  /** Artifact file name the caller downloads (docker's `dest`), a base name only. */
+  dest: string;
+  /** Exporter attributes passed through to BuildKit (e.g. `name` for oci/docker). */
+  attrs: Record<string, string>;
+}
+
+export interface BuildSpec {
+  output: OutputSpec;
+  /** Dockerfile path inside the context. */
+  file: string;
+  target?: string;
+  buildArgs: Record<string, string>;
+  platform?: string;
+  labels: Record<string, string>;
+  noCache: boolean;
+  network: 'default' | 'none';
+}
+
+/** Loose input as it arrives from a query string, form fields or JSON. */
+export interface BuildSpecInput {
+  output?: unknown;
+  target?: unknown;
+  source?: unknown;
+  file?: unknown;
+  buildArgs?: unknown;
+  platform?: unknown;
+  labels?: unknown;
+  noCache?: unknown;
+  network?: unknown;
+}
+
+const SPEC_KEYS = new Set([
+  'output',
+  'target',
+  'source',
+  'file',
+  'buildArgs',
+  'platform',
+  'labels',
+  'noCache',
+  'network',
+]);
+const OUTPUT_ATTRS: Record<OutputType, ReadonlySet<string>> = {
+  tar: new Set([]),
+  local: new Set([]),
+  oci: new Set(['name', 'compression', 'compression-level', 'force-compression', 'oci-mediatypes']),
+  docker: new Set(['name', 'compression', 'compression-level', 'force-compression', 'oci-mediatypes']),
+};
+const ARG_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+const STAGE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
+const PLATFORM = /^[a-z0-9]+\/[a-z0-9_]+(\/[a-z0-9]+)?$/;
+const LABEL_KEY = /^[A-Za-z0-9][A-Za-z0-9._/-]{0,254}$/;
+const MAX_VALUE = 64 * 1024;
+const MAX_ENTRIES = 200;
+
+function invalid(message: string): never {
+  throw new AppError('invalid_spec', message);
+}
+
+function str(value: unknown, field: string, max = 1024): string | undefined {
+  if (value === undefined || value === null || value === '') return undefined;
+  if (typeof value !== 'string') invalid(`${field} must be a string`);
+  if (value.length > max) invalid(`${field} is longer than ${max} characters`);
+  if (value.includes('\0')) invalid(`${field} contains a NUL character`);
+  return value;
+}
+
+function bool(value: unknown, field: string): boolean {
+  if (value === undefined || value === null || value === '') return false;
+  if (typeof value === 'boolean') return value;
+  if (value === 'true' || value === '1') return true;
+  if (value === 'false' || value === '0') return false;
+  return invalid(`${field} must be true or false`);
+}
+
+/** Splits docker's CSV syntax (`type=tar,dest=app.tar`), honouring "quoted, values". */
+export function parseCsvPairs(spec: string, field: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  const fields: string[] = [];
+  let cur = '';
+  let quoted = false;
+  for (const c of spec) {
+    if (c === '"') quoted = !quoted;
+    else if (c === ',' && !quoted) {
+      fields.push(cur);
+      cur = '';
+    } else cur += c;
+  }
+  if (quoted) invalid(`${field}: unterminated quote in "${spec}"`);
+  fields.push(cur);
+  for (const f of fields.map((x) => x.trim()).filter(Boolean)) {
+    const eq = f.indexOf('=');
+    if (eq <= 0) invalid(`${field}: "${f}" is not key=value (expected e.g. type=tar,dest=app.tar)`);
+    const key = f.slice(0, eq).trim().toLowerCase();
+    if (key in out) invalid(`${field}: "${key}" is given twice`);
+    out[key] = f.slice(eq + 1).trim();
+  }
+  return out;
+}
+
+function parseOutput(value: unknown): OutputSpec {
+  let raw: Record<string, unknown>;
+  if (value === undefined || value === null || value === '') raw = { type: 'tar' };
+  else if (typeof value === 'string') {
+    const text = value.trim();
+    raw = text.startsWith('{') ? parseJsonObject(text, 'output') : parseCsvPairs(text, 'output');
+  } else if (typeof value === 'object' && !Array.isArray(value)) raw = value as Record<string, unknown>;
+  else return invalid('output must be a string like "type=tar,dest=app.tar" or an object {type, dest}');
+
+  const { type = 'tar', dest, ...rest } = raw;
+  if (typeof type !== 'string' || !OUTPUT_TYPES.includes(type as OutputType)) {
+    invalid(`output type "${String(type)}" is not supported; use one of ${OUTPUT_TYPES.join(', ')}`);
+  }
+  const t = type as OutputType;
+  const attrs: Record<string, string> = {};
+  for (const [k, v] of Object.entries(rest)) {
+    if (k === 'mode') {
+      invalid(
+        `"mode" is not an option of the ${t} output: mode=min|max belongs to cache export (docker's --cache-to), not to --output`,
+      );
+    }
+    if (!OUTPUT_ATTRS[t].has(k)) {
+      const allowed = [...OUTPUT_ATTRS[t]];
+      invalid(
+        `"${k}" is not an option of the ${t} output${allowed.length ? ` (accepted: ${allowed.join(', ')})` : ''}`,
+      );
+    }
+    attrs[k] = str(v, `output.${k}`) ?? '';
+  }
+  const name = str(dest, 'output.dest', 255) ?? 'output.tar';
+  if (
+    name === '-' ||
+    name !== path.basename(name) ||
+    name === '.' ||
+    name === '..' ||
+    !/^[\w.+@-]+$/.test(name)
+  ) {
+    invalid(`output dest "${name}" must be a plain file name (letters, digits, . _ - + @), e.g. app.tar`);
+  }
+  return { type: t, dest: name, attrs };
+}
+
+function parseJsonObject(text: string, field: string): Record<string, unknown> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    return invalid(`${field} is not valid JSON`);
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
+    invalid(`${field} must be a JSON object`);
+  return parsed as Record<string, unknown>;
+}
+
+/** `{K: V}`, a JSON string of one, or docker-style `["K=V", ...]`. */
+function parseMap(
+  value: unknown,
+  field: string,
+  keyPattern: RegExp,
+  keyHint: string,
+): Record<string, string> {
+  if (value === undefined || value === null || value === '') return {};
+  let entries: Array<[string, unknown]>;
+  if (typeof value === 'string') return parseMap(parseJsonObject(value, field), field, keyPattern, keyHint);
+  if (Array.isArray(value)) {
+    entries = value.map((item) => {
+      if (typeof item !== 'string' || item.indexOf('=') <= 0) invalid(`${field} entries must be "KEY=VALUE"`);
+      const s = item as string;
+      return [s.slice(0, s.indexOf('=')), s.slice(s.indexOf('=') + 1)];
+    });
+  } else if (typeof value === 'object') entries = Object.entries(value as Record<string, unknown>);
+  else return invalid(`${field} must be an object of strings`);
+  if (entries.length > MAX_ENTRIES) invalid(`${field} has more than ${MAX_ENTRIES} entries`);
+  const out: Record<string, string> = {};
+  for (const [k, v] of entries) {
+    if (!keyPattern.test(k)) invalid(`${field} name "${k.slice(0, 100)}" is invalid: ${keyHint}`);
+    if (typeof v !== 'string') invalid(`${field}.${k} must be a string`);
+    out[k] = str(v, `${field}.${k}`, MAX_VALUE) ?? '';
+  }
+  return out;
+}
+
+/** Validates and normalizes a build spec; every problem is an AppError('invalid_spec') naming the field. */
+export function parseBuildSpec(input: BuildSpecInput): BuildSpec {
+  if (typeof input !== 'object' || input === null || Array.isArray(input))
+    invalid('the build spec must be an object');
+  for (const key of Object.keys(input)) {
+    if (!SPEC_KEYS.has(key))
+      invalid(`unknown spec field "${key.slice(0, 100)}" (accepted: ${[...SPEC_KEYS].join(', ')})`);
+  }
+  const target = str(input.target, 'target', 128);
+  const source = str(input.source, 'source', 128);
+  if (target && source && target !== source) invalid('target and source (its alias) disagree');
+  const stage = target ?? source;
+  if (stage !== undefined && !STAGE_NAME.test(stage)) invalid(`target "${stage}" is not a valid stage name`);
+
+  const fileRaw = str(input.file, 'file', 1024) ?? 'Dockerfile';
+  const file = path.normalize(fileRaw.replace(/^\.\//, ''));
+  if (file.startsWith('/') || file === '..' || file.startsWith('../') || file.endsWith('/') || file === '.') {
+    invalid(`file "${fileRaw}" must be a path inside the context, e.g. Dockerfile or docker/app.Dockerfile`);
+  }
+
+  const platform = str(input.platform, 'platform', 64);
+  if (platform !== undefined && !PLATFORM.test(platform)) {
+    invalid(`platform "${platform}" is not os/arch[/variant], e.g. linux/amd64 or linux/arm64/v8`);
+  }
+  const network = str(input.network, 'network', 16) ?? 'default';
+  if (network !== 'default' && network !== 'none')
+    invalid(`network must be "default" or "none", not "${network}"`);
+
+  return {
+    output: parseOutput(input.output),
+    file,
+    ...(stage !== undefined ? { target: stage } : {}),
+    buildArgs: parseMap(
+      input.buildArgs,
+      'buildArgs',
+      ARG_NAME,
+      'letters, digits and _ only, not starting with a digit',
+    ),
+    ...(platform !== undefined ? { platform } : {}),
+    labels: parseMap(input.labels, 'labels', LABEL_KEY, 'letters, digits and . _ / - only'),
+    noCache: bool(input.noCache, 'noCache'),
+    network,
+  };
+}
+
+/** The Dockerfile frontend's attributes for a spec (what `docker build` sends for the same flags). */
+export function frontendAttrsFor(spec: BuildSpec): Record<string, string> {
+  const attrs: Record<string, string> = { filename: path.basename(spec.file) };
+  if (spec.target) attrs.target = spec.target;
+  if (spec.platform) attrs.platform = spec.platform;
+  if (spec.noCache) attrs['no-cache'] = '';
+  if (spec.network === 'none') attrs['force-network-mode'] = 'none';
+  for (const [k, v] of Object.entries(spec.buildArgs)) attrs[`build-arg:${k}`] = v;
+  for (const [k, v] of Object.entries(spec.labels)) attrs[`label:${k}`] = v;
+  return attrs;
+}

@@ -1,0 +1,44 @@
+// Per-test-file resources on the services `npm test` starts: a fresh PostgreSQL database
+// (migrated) and a Redis database number of its own, so test files never see each other's data.
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+import { migrateDatabase } from '../src/db/index.js';
+
+function required(name: string): string {
+  const v = process.env[name];
+  if (!v)
+    throw new Error(`${name} is not set: run the tests through \`npm test\`, which starts the services`);
+  return v;
+}
+
+export interface TestDatabase {
+  url: string;
+  drop(): Promise<void>;
+}
+
+export async function createTestDatabase(): Promise<TestDatabase> {
+  const base = required('KILN_TEST_DATABASE_URL');
+  const name = `kiln_t_${randomBytes(6).toString('hex')}`;
+  const admin = async (sql: string) => {
+    const c = new pg.Client({ connectionString: base });
+    await c.connect();
+    try {
+      await c.query(sql);
+    } finally {
+      await c.end();
+    }
+  };
+  await admin(`CREATE DATABASE ${name}`);
+  const url = new URL(base);
+  url.pathname = `/${name}`;
+  await migrateDatabase(url.toString());
+  return { url: url.toString(), drop: () => admin(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`) };
+}
+
+let nextRedisDb = 1 + (process.pid % 8);
+/** A Redis URL on a database number no other test file in this run uses (16 available). */
+export function testRedisUrl(): string {
+  const url = new URL(required('KILN_TEST_REDIS_URL'));
+  url.pathname = `/${nextRedisDb++ % 16}`;
+  return url.toString();
+}
