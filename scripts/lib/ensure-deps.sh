@@ -13,6 +13,8 @@ _kiln_missing_apt_packages() {
 	dpkg-query -W -f '${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' || echo busybox-static
 	[[ -x /usr/bin/redis-server ]] || echo redis-server
 	compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || echo postgresql
+	# Only to validate docker-compose.yml in the tests: no engine runs it on these machines.
+	[[ -x /usr/bin/docker-compose ]] || echo docker-compose
 }
 
 kiln_ensure_apt_packages() {

@@ -41,6 +41,9 @@ const ENV = z.object({
   KILN_MAX_CONTEXT_ENTRIES: int(1, 10_000_000).default(200_000),
 });
 
+/** The names of every environment variable Kiln reads (docker-compose.yml is checked against it). */
+export const CONFIG_VARIABLES: readonly string[] = Object.keys(ENV.shape);
+
 export type StorageConfig =
   | { kind: 'local'; root: string; publicBaseUrl: string; signingKey: string }
   | {

@@ -1,5 +1,5 @@
 export * from './builds.js';
-export { ConfigError, type KilnConfig, loadConfig, type StorageConfig } from './config.js';
+export { CONFIG_VARIABLES, ConfigError, type KilnConfig, loadConfig, type StorageConfig } from './config.js';
 export * from './context/index.js';
 export * from './db/index.js';
 export { AppError, ERROR_STATUS, type ErrorCode, httpStatusFor, isAppError } from './errors.js';

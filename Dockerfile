@@ -1,0 +1,16 @@
+# Kiln's image: API and worker share it (the command picks which).
+FROM node:20-bookworm-slim AS build
+WORKDIR /app
+COPY package.json package-lock.json turbo.json tsconfig.base.json prisma.config.ts ./
+COPY prisma ./prisma
+COPY packages ./packages
+COPY apps ./apps
+RUN npm ci && npm run build && npm prune --omit=dev
+
+FROM node:20-bookworm-slim
+ENV NODE_ENV=production
+WORKDIR /app
+COPY --from=build /app /app
+USER node
+EXPOSE 8080
+CMD ["node", "apps/api/dist/main.js"]
