@@ -3,8 +3,8 @@
 // config loader accepts, with no variable Kiln does not read.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { CONFIG_VARIABLES, loadConfig } from '@kiln/core';
 
 const compose = fileURLToPath(new URL('../docker-compose.yml', import.meta.url));
@@ -12,10 +12,14 @@ const compose = fileURLToPath(new URL('../docker-compose.yml', import.meta.url))
 test('docker-compose.yml is valid and its Kiln environment is what the config reads', () => {
   const yaml = execFileSync('docker-compose', ['-f', compose, 'config'], { encoding: 'utf8' });
   // docker-compose 1.29 prints YAML only; it runs on Debian's Python with PyYAML, so that reads it back.
-  const json = execFileSync('/usr/bin/python3', ['-c', 'import json,sys,yaml; print(json.dumps(yaml.safe_load(sys.stdin)))'], {
-    input: yaml,
-    encoding: 'utf8',
-  });
+  const json = execFileSync(
+    '/usr/bin/python3',
+    ['-c', 'import json,sys,yaml; print(json.dumps(yaml.safe_load(sys.stdin)))'],
+    {
+      input: yaml,
+      encoding: 'utf8',
+    },
+  );
   const config = JSON.parse(json) as { services: Record<string, { environment?: Record<string, string> }> };
   for (const service of ['api', 'worker']) {
     const env = config.services[service]?.environment ?? {};
@@ -25,5 +29,7 @@ test('docker-compose.yml is valid and its Kiln environment is what the config re
     assert.equal(parsed.storage.kind, 's3');
     assert.deepEqual(parsed.builders, [{ address: 'tcp://buildkitd:1234', concurrency: 4 }]);
   }
-  assert.ok(config.services.buildkitd && config.services.minio && config.services.postgres && config.services.redis);
+  assert.ok(
+    config.services.buildkitd && config.services.minio && config.services.postgres && config.services.redis,
+  );
 });

@@ -41,7 +41,8 @@ export async function followLogs(deps: ApiDeps, build: Build, req: FastifyReques
     connection: 'keep-alive',
     'x-accel-buffering': 'no',
   });
-  const reader = deps.redis.duplicate();
+  // Its own connection (a blocking XREAD holds it); queue commands until it is connected.
+  const reader = deps.redis.duplicate({ enableOfflineQueue: true });
   let open = true;
   req.raw.on('close', () => {
     open = false;

@@ -11,6 +11,7 @@ import { loadConfig, QUEUE_BUILDS } from '@kiln/core';
 import { Redis } from 'ioredis';
 import {
   createTestDatabase,
+  freePort,
   type TestDatabase,
   testRedisUrl,
 } from '../../../packages/core/test-support/services.js';
@@ -56,7 +57,11 @@ describe('API', () => {
     const redisUrl = testRedisUrl();
     redis = new Redis(redisUrl);
     await redis.flushdb();
+    const port = await freePort();
+    base = `http://127.0.0.1:${port}`;
     const config = loadConfig({
+      KILN_PORT: String(port),
+      KILN_PUBLIC_URL: base,
       DATABASE_URL: db.url,
       REDIS_URL: redisUrl,
       KILN_DATA_DIR: dataDir,
@@ -66,10 +71,7 @@ describe('API', () => {
     });
     const deps = await createApiDeps(config);
     const app = await buildApp(deps);
-    await app.listen({ port: 0, host: '127.0.0.1' });
-    const port = (app.server.address() as { port: number }).port;
-    base = `http://127.0.0.1:${port}`;
-    deps.config.publicUrl = base;
+    await app.listen({ port, host: '127.0.0.1' });
     token = await bootstrapProject(db.url, 'alpha');
     otherToken = await bootstrapProject(db.url, 'beta');
     close = async () => {

@@ -10,6 +10,8 @@ export const FINAL_STATUSES: ReadonlySet<BuildStatusName> = new Set([
 
 /** BullMQ queue of builds; a job's id is its build's id, so a build is queued at most once. */
 export const QUEUE_BUILDS = 'kiln-builds';
+/** Name of every job in the queue (BullMQ names jobs; the id is what identifies the build). */
+export const BUILD_JOB_NAME = 'build';
 export interface BuildJobData {
   buildId: string;
 }

@@ -39,6 +39,8 @@ const ENV = z.object({
   KILN_URL_TTL_SECONDS: int(10, 7 * 86_400).default(900),
   KILN_MAX_CONTEXT_BYTES: int(1024, 64 * 1024 ** 3).default(2 * 1024 ** 3),
   KILN_MAX_CONTEXT_ENTRIES: int(1, 10_000_000).default(200_000),
+  KILN_RECONCILE_INTERVAL_SECONDS: int(1, 3600).default(15),
+  KILN_SHUTDOWN_GRACE_SECONDS: int(0, 86_400).default(30),
 });
 
 /** The names of every environment variable Kiln reads (docker-compose.yml is checked against it). */
@@ -72,6 +74,10 @@ export interface KilnConfig {
   buildAttempts: number;
   urlTtlSeconds: number;
   limits: { maxContextBytes: number; maxContextEntries: number };
+  /** How often the worker re-enqueues builds Redis lost. */
+  reconcileIntervalSeconds: number;
+  /** How long a stopping worker lets running builds finish before handing them back. */
+  shutdownGraceSeconds: number;
 }
 
 /** Reads and validates the environment once; the first bad variable throws a ConfigError naming it. */
@@ -131,6 +137,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): KilnConfig {
     buildAttempts: e.KILN_BUILD_ATTEMPTS,
     urlTtlSeconds: e.KILN_URL_TTL_SECONDS,
     limits: { maxContextBytes: e.KILN_MAX_CONTEXT_BYTES, maxContextEntries: e.KILN_MAX_CONTEXT_ENTRIES },
+    reconcileIntervalSeconds: e.KILN_RECONCILE_INTERVAL_SECONDS,
+    shutdownGraceSeconds: e.KILN_SHUTDOWN_GRACE_SECONDS,
   };
 }
 

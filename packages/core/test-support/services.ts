@@ -42,3 +42,15 @@ export function testRedisUrl(): string {
   url.pathname = `/${nextRedisDb++ % 16}`;
   return url.toString();
 }
+
+/** A loopback port free right now, for a server whose public URL must be known before it listens. */
+export async function freePort(): Promise<number> {
+  const { createServer } = await import('node:net');
+  return new Promise((resolve, reject) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+    s.on('error', reject);
+  });
+}

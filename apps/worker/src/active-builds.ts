@@ -1,0 +1,77 @@
+/** Why a running build's AbortController was aborted. */
+export type AbortKind = 'cancel' | 'timeout' | 'shutdown' | 'storage';
+
+export class BuildAbort extends Error {
+  constructor(
+    readonly kind: AbortKind,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'BuildAbort';
+  }
+}
+
+/** The reason a signal was aborted with, when it is one of ours. */
+export function abortOf(signal: AbortSignal): BuildAbort | undefined {
+  return signal.aborted && signal.reason instanceof BuildAbort ? signal.reason : undefined;
+}
+
+/**
+ * The builds this process runs, by build id, each with its AbortController. A cancel that
+ * arrives just before its build registers (the job was being picked up) is remembered for a
+ * while and applied at registration.
+ */
+export class ActiveBuilds {
+  private readonly running = new Map<string, AbortController>();
+  private readonly recentCancels = new Map<string, number>();
+  private readonly idleWaiters: Array<() => void> = [];
+
+  constructor(private readonly rememberCancelsMs = 10 * 60_000) {}
+
+  get size(): number {
+    return this.running.size;
+  }
+
+  ids(): string[] {
+    return [...this.running.keys()];
+  }
+
+  register(buildId: string): AbortController {
+    const controller = new AbortController();
+    this.running.set(buildId, controller);
+    if (this.recentCancels.delete(buildId)) {
+      controller.abort(new BuildAbort('cancel', 'build canceled'));
+    }
+    return controller;
+  }
+
+  unregister(buildId: string, controller: AbortController): void {
+    if (this.running.get(buildId) === controller) this.running.delete(buildId);
+    if (this.running.size === 0) for (const wake of this.idleWaiters.splice(0)) wake();
+  }
+
+  /** Aborts `buildId` if it runs here (true), else remembers the request for a while (false). */
+  cancel(buildId: string): boolean {
+    const controller = this.running.get(buildId);
+    if (controller) {
+      if (!controller.signal.aborted) controller.abort(new BuildAbort('cancel', 'build canceled'));
+      return true;
+    }
+    const now = Date.now();
+    for (const [id, at] of this.recentCancels)
+      if (now - at > this.rememberCancelsMs) this.recentCancels.delete(id);
+    this.recentCancels.set(buildId, now);
+    return false;
+  }
+
+  abortAll(reason: BuildAbort): void {
+    for (const controller of this.running.values()) if (!controller.signal.aborted) controller.abort(reason);
+  }
+
+  /** Resolves once nothing runs. */
+  whenIdle(): Promise<void> {
+    if (this.running.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+}

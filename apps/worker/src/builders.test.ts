@@ -1,0 +1,218 @@
+// BuilderPool against a real Redis, with fake BuildKit clients; plus the small cancel helpers.
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { after, before, describe, test } from 'node:test';
+import type { BuildkitClient } from '@kiln/buildkit-client';
+import { Redis } from 'ioredis';
+import { sleep, testLogger } from '../test-support/helpers.js';
+import { ActiveBuilds, abortOf } from './active-builds.js';
+import { BuilderPool, type BuilderPoolOptions, NoBuilderAvailableError } from './builders.js';
+import { parseCancelMessage } from './cancel.js';
+
+const redisUrl = process.env.KILN_TEST_REDIS_URL ?? '';
+const skip = redisUrl === '' ? 'needs KILN_TEST_REDIS_URL' : false;
+
+type Behaviour = 'ok' | 'unreachable' | 'hang';
+
+/** Fake daemons: what each address does, and how often it was dialed. */
+function fakes(behaviour: Record<string, Behaviour>) {
+  const dials: Record<string, number> = {};
+  const closed: string[] = [];
+  const connectBuilder = async (address: string): Promise<BuildkitClient> => {
+    dials[address] = (dials[address] ?? 0) + 1;
+    if (behaviour[address] === 'unreachable') throw new Error(`cannot reach ${address}`);
+    return {
+      listWorkers: () =>
+        behaviour[address] === 'hang'
+          ? new Promise(() => {})
+          : Promise.resolve([{ id: 'w', labels: {}, platforms: [] }]),
+      close: async () => {
+        closed.push(address);
+      },
+    } as unknown as BuildkitClient;
+  };
+  return { dials, closed, connectBuilder };
+}
+
+describe('BuilderPool', { skip }, () => {
+  let redis: Redis;
+  const pools: BuilderPool[] = [];
+
+  before(() => {
+    redis = new Redis(redisUrl);
+  });
+  after(async () => {
+    for (const p of pools) await p.close();
+    await redis.quit();
+  });
+
+  function pool(
+    builders: BuilderPoolOptions['builders'],
+    over: Partial<BuilderPoolOptions> & { keyPrefix: string },
+  ): BuilderPool {
+    const p = new BuilderPool({
+      builders,
+      redis,
+      logger: testLogger(),
+      healthIntervalMs: 0,
+      healthTimeoutMs: 300,
+      connectBuilder: fakes({}).connectBuilder,
+      ...over,
+    });
+    pools.push(p);
+    return p;
+  }
+  const prefix = () => `kt-pool-${randomBytes(4).toString('hex')}`;
+
+  test('capacity is shared by every process through Redis', async () => {
+    const keyPrefix = prefix();
+    const a = pool([{ address: 'x', concurrency: 1 }], { keyPrefix });
+    const b = pool([{ address: 'x', concurrency: 1 }], { keyPrefix });
+    const lease = await a.acquire({ buildId: 'b1' });
+    assert.equal(lease.address, 'x');
+    await assert.rejects(b.acquire({ buildId: 'b2' }), (err: unknown) => {
+      assert.ok(err instanceof NoBuilderAvailableError);
+      assert.equal(err.code, 'no_builder_available');
+      assert.equal(err.reason, 'capacity');
+      assert.match(err.message, /x 1\/1/);
+      return true;
+    });
+    // The holder may acquire again (idempotent), others may not.
+    assert.equal((await a.acquire({ buildId: 'b1' })).address, 'x');
+    await lease.release();
+    assert.equal((await b.acquire({ buildId: 'b2' })).address, 'x');
+    assert.deepEqual(await a.loads(), [1]);
+  });
+
+  test('the least-loaded builder is chosen, the project’s last builder first', async () => {
+    const keyPrefix = prefix();
+    const p = pool(
+      [
+        { address: 'x', concurrency: 2 },
+        { address: 'y', concurrency: 2 },
+      ],
+      { keyPrefix },
+    );
+    await p.checkAll();
+    const picks = [];
+    for (const id of ['1', '2', '3']) picks.push((await p.acquire({ buildId: id })).address);
+    assert.deepEqual(picks, ['x', 'y', 'x']);
+    for (const id of ['1', '2', '3']) await p.releaseLease(id === '2' ? 'y' : 'x', id);
+
+    await p.setAffinity('proj', 'y');
+    assert.equal((await p.acquire({ buildId: 'a1', projectId: 'proj' })).address, 'y');
+    assert.equal((await p.acquire({ buildId: 'a2', projectId: 'proj' })).address, 'y');
+    // y is full now: affinity gives way to capacity.
+    assert.equal((await p.acquire({ buildId: 'a3', projectId: 'proj' })).address, 'x');
+  });
+
+  test('builders that failed this build are avoided while others have room', async () => {
+    const keyPrefix = prefix();
+    const p = pool(
+      [
+        { address: 'x', concurrency: 1 },
+        { address: 'y', concurrency: 1 },
+      ],
+      { keyPrefix },
+    );
+    assert.equal((await p.acquire({ buildId: 'r1', avoid: ['x'] })).address, 'y');
+    // Only the avoided builder has room: better there than not at all.
+    assert.equal((await p.acquire({ buildId: 'r2', avoid: ['x'] })).address, 'x');
+  });
+
+  test('expired leases free their slot; running leases are renewed', async () => {
+    const keyPrefix = prefix();
+    const p = pool([{ address: 'x', concurrency: 1 }], { keyPrefix, leaseTtlMs: 300 });
+    // A lease left by a dead process, expired.
+    await redis.zadd(p.leaseKey('x'), (await p.now()) - 1, 'ghost');
+    const lease = await p.acquire({ buildId: 'live' });
+    assert.equal(await redis.zscore(p.leaseKey('x'), 'ghost'), null);
+    await sleep(700);
+    const expiry = await p.leaseExpiry('x', 'live');
+    assert.ok(expiry !== undefined && expiry > (await p.now()), 'the lease was renewed');
+    await lease.release();
+    assert.equal(await p.leaseExpiry('x', 'live'), undefined);
+  });
+
+  test('unhealthy builders are skipped; none healthy is a typed error', async () => {
+    const keyPrefix = prefix();
+    const f = fakes({ x: 'unreachable', y: 'hang', z: 'ok' });
+    const p = pool(
+      [
+        { address: 'x', concurrency: 4 },
+        { address: 'y', concurrency: 4 },
+        { address: 'z', concurrency: 1 },
+      ],
+      { keyPrefix, connectBuilder: f.connectBuilder },
+    );
+    const t0 = Date.now();
+    await p.checkAll();
+    assert.ok(Date.now() - t0 < 1500, 'health checks are bounded');
+    const status = await p.status();
+    assert.deepEqual(
+      status.map((s) => [s.address, s.healthy]),
+      [
+        ['x', false],
+        ['y', false],
+        ['z', true],
+      ],
+    );
+    assert.match(status[1]?.lastError ?? '', /did not answer within 300 ms/);
+    assert.equal((await p.acquire({ buildId: 'h1' })).address, 'z');
+    await assert.rejects(p.acquire({ buildId: 'h2' }), {
+      name: 'NoBuilderAvailableError',
+      reason: 'capacity',
+    });
+
+    const down = pool([{ address: 'x', concurrency: 1 }], { keyPrefix, connectBuilder: f.connectBuilder });
+    await down.checkAll();
+    await assert.rejects(down.acquire({ buildId: 'h3' }), (err: unknown) => {
+      assert.ok(err instanceof NoBuilderAvailableError);
+      assert.equal(err.reason, 'unhealthy');
+      assert.match(err.message, /no healthy builder \(x: cannot reach x\)/);
+      return true;
+    });
+  });
+
+  test('a failed builder gets a new client; the old one closes when its last build ends', async () => {
+    const keyPrefix = prefix();
+    const f = fakes({ x: 'ok' });
+    const p = pool([{ address: 'x', concurrency: 2 }], { keyPrefix, connectBuilder: f.connectBuilder });
+    const lease = await p.acquire({ buildId: 'c1' });
+    const first = await lease.client();
+    assert.equal(f.dials.x, 1);
+    p.reportFailure('x', new Error('lost it'));
+    await p.probe('x');
+    assert.equal(f.dials.x, 2);
+    assert.notEqual(await p.clientFor('x'), first);
+    assert.deepEqual(f.closed, [], 'still used by the running build');
+    await lease.release();
+    assert.deepEqual(f.closed, ['x']);
+  });
+});
+
+describe('cancel helpers', () => {
+  test('parseCancelMessage takes a plain id or JSON', () => {
+    assert.equal(parseCancelMessage('01ABC\n'), '01ABC');
+    assert.equal(parseCancelMessage('{"buildId":"01ABC"}'), '01ABC');
+    assert.equal(parseCancelMessage('{"nope":1}'), undefined);
+    assert.equal(parseCancelMessage('{broken'), undefined);
+    assert.equal(parseCancelMessage('  '), undefined);
+  });
+
+  test('ActiveBuilds aborts running builds and remembers early cancels', async () => {
+    const active = new ActiveBuilds();
+    const c = active.register('a');
+    assert.equal(active.cancel('a'), true);
+    assert.equal(abortOf(c.signal)?.kind, 'cancel');
+    // A cancel that arrives before the build registers is applied when it does.
+    assert.equal(active.cancel('b'), false);
+    const d = active.register('b');
+    assert.equal(abortOf(d.signal)?.kind, 'cancel');
+    const idle = active.whenIdle();
+    active.unregister('a', c);
+    active.unregister('b', d);
+    await idle;
+    assert.equal(active.size, 0);
+  });
+});

@@ -1,0 +1,20 @@
+export { type AbortKind, ActiveBuilds, BuildAbort } from './active-builds.js';
+export { BuildLog } from './build-log.js';
+export {
+  BuilderPool,
+  type BuilderPoolOptions,
+  type BuilderStatus,
+  Lease,
+  NoBuilderAvailableError,
+} from './builders.js';
+export { CancelListener, parseCancelMessage } from './cancel.js';
+export { type ReconcileReport, Reconciler, type ReconcilerOptions } from './reconciler.js';
+export {
+  type AttemptInfo,
+  HandBackError,
+  type RunBuildDeps,
+  type RunBuildResult,
+  readSpec,
+  runBuild,
+} from './run-build.js';
+export { createWorker, KilnWorker, type WorkerDeps } from './worker.js';

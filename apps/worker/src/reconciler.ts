@@ -1,0 +1,245 @@
+/**
+ * Makes the queue agree with the database, so an accepted build is never lost:
+ * - a `queued` row (older than a few seconds, so the API had time to enqueue it) whose BullMQ job
+ *   is missing — Redis lost it — or already final is enqueued again;
+ * - a `running` row whose builder lease has been gone for longer than the lease TTL — the worker
+ *   running it died — goes back to `queued` and is enqueued again (or fails, once it has used up
+ *   its attempts).
+ * Every worker process runs one; they may overlap: `queue.add` with the build's id as job id is
+ * idempotent, and row updates are conditional.
+ */
+import {
+  BUILD_JOB_NAME,
+  type BuildJobData,
+  buildJobOptions,
+  LOG_STREAM_TTL_SECONDS,
+  type Logger,
+  logStreamKey,
+  type PrismaClient,
+} from '@kiln/core';
+import type { Job, Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { BuilderPool } from './builders.js';
+
+export interface ReconcilerOptions {
+  prisma: PrismaClient;
+  queue: Queue<BuildJobData>;
+  redis: Redis;
+  pool: BuilderPool;
+  logger: Logger;
+  /** BullMQ attempts of a (re-)enqueued job, and most attempts a build gets in all. */
+  attempts: number;
+  /** Period; default 15 s; 0 turns the timer off (runOnce() still works). */
+  intervalMs?: number;
+  /** A queued row younger than this is left alone (the API may be enqueueing it); default 5 s. */
+  queuedGraceMs?: number;
+  /** Rows looked at per pass and state; default 500. */
+  batchSize?: number;
+}
+
+export interface ReconcileReport {
+  /** Queued rows whose job was missing or final, enqueued again. */
+  requeued: string[];
+  /** Running rows whose worker was lost, back to queued and enqueued again. */
+  recovered: string[];
+  /** Rows failed because they had used up their attempts. */
+  failed: string[];
+}
+
+/** Name of the jobs this reconciler adds (the worker processes every name). */
+
+const FINAL_JOB_STATES = new Set(['completed', 'failed']);
+
+export class Reconciler {
+  private readonly o: Required<Omit<ReconcilerOptions, 'queue' | 'prisma' | 'redis' | 'pool' | 'logger'>> &
+    ReconcilerOptions;
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<ReconcileReport> | undefined;
+  /** Running builds seen without a lease: since when (Redis time, ms). */
+  private readonly leaseMissingSince = new Map<string, number>();
+
+  constructor(options: ReconcilerOptions) {
+    this.o = { intervalMs: 15_000, queuedGraceMs: 5000, batchSize: 500, ...options };
+  }
+
+  start(): void {
+    if (this.timer || this.o.intervalMs <= 0) return;
+    this.timer = setInterval(() => {
+      void this.runOnce().catch((err: unknown) => {
+        this.o.logger.warn({ err: (err as Error).message }, 'reconciler pass failed');
+      });
+    }, this.o.intervalMs);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    this.timer = undefined;
+    await this.running?.catch(() => {});
+  }
+
+  /** One pass (passes never overlap within a process). */
+  runOnce(): Promise<ReconcileReport> {
+    this.running ??= this.pass().finally(() => {
+      this.running = undefined;
+    });
+    return this.running;
+  }
+
+  private async pass(): Promise<ReconcileReport> {
+    const report: ReconcileReport = { requeued: [], recovered: [], failed: [] };
+    await this.reconcileQueued(report);
+    await this.reconcileRunning(report);
+    const { logger } = this.o;
+    if (report.requeued.length > 0) {
+      logger.warn({ builds: report.requeued }, 'reconciler: re-enqueued queued builds whose job was missing');
+    }
+    if (report.recovered.length > 0) {
+      logger.warn(
+        { builds: report.recovered },
+        'reconciler: re-enqueued running builds whose worker was lost',
+      );
+    }
+    if (report.failed.length > 0) {
+      logger.warn({ builds: report.failed }, 'reconciler: failed builds that used up their attempts');
+    }
+    return report;
+  }
+
+  private async jobOf(id: string): Promise<{ job: Job<BuildJobData> | undefined; state: string }> {
+    const job = await this.o.queue.getJob(id);
+    if (!job) return { job: undefined, state: 'missing' };
+    const state = await job.getState();
+    return { job, state };
+  }
+
+  /** Enqueues the build unless its job is alive; a final job is removed first. True when it enqueued. */
+  private async enqueue(id: string, job: Job<BuildJobData> | undefined, state: string): Promise<boolean> {
+    if (job && !FINAL_JOB_STATES.has(state) && state !== 'unknown') return false;
+    if (job) {
+      try {
+        await job.remove();
+      } catch (err) {
+        this.o.logger.warn(
+          { buildId: id, err: (err as Error).message },
+          'reconciler: could not remove a final job',
+        );
+        return false;
+      }
+    }
+    await this.o.queue.add(BUILD_JOB_NAME, { buildId: id }, buildJobOptions(id, this.o.attempts));
+    return true;
+  }
+
+  private async reconcileQueued(report: ReconcileReport): Promise<void> {
+    const { prisma } = this.o;
+    const rows = await prisma.build.findMany({
+      where: { status: 'queued', createdAt: { lt: new Date(Date.now() - this.o.queuedGraceMs) } },
+      select: { id: true, attempts: true },
+      orderBy: { createdAt: 'asc' },
+      take: this.o.batchSize,
+    });
+    for (const row of rows) {
+      const { job, state } = await this.jobOf(row.id);
+      if (job && !FINAL_JOB_STATES.has(state) && state !== 'unknown') continue;
+      // Re-check: the row may have moved on while we looked at the queue.
+      const current = await prisma.build.findUnique({ where: { id: row.id }, select: { status: true } });
+      if (current?.status !== 'queued') continue;
+      if (state === 'failed' && row.attempts >= this.o.attempts) {
+        if (
+          await this.failRow(
+            row.id,
+            `the build failed ${row.attempts} times: ${job?.failedReason ?? 'unknown error'}`,
+          )
+        ) {
+          report.failed.push(row.id);
+        }
+        continue;
+      }
+      if (await this.enqueue(row.id, job, state)) report.requeued.push(row.id);
+    }
+  }
+
+  private async reconcileRunning(report: ReconcileReport): Promise<void> {
+    const { prisma, pool } = this.o;
+    const rows = await prisma.build.findMany({
+      where: { status: 'running' },
+      select: { id: true, builder: true, attempts: true },
+      orderBy: { startedAt: 'asc' },
+      take: this.o.batchSize,
+    });
+    const now = await pool.now();
+    const seen = new Set<string>();
+    for (const row of rows) {
+      seen.add(row.id);
+      const expiry = row.builder ? await pool.leaseExpiry(row.builder, row.id) : undefined;
+      if (expiry !== undefined && expiry > now) {
+        this.leaseMissingSince.delete(row.id);
+        continue;
+      }
+      // An expired lease says since when; a vanished one is timed from when we first missed it.
+      const since = expiry ?? this.leaseMissingSince.get(row.id) ?? now;
+      this.leaseMissingSince.set(row.id, since);
+      if (now - since <= pool.leaseTtlMs) continue;
+
+      const lostMessage = 'the worker running this build stopped (its builder lease expired)';
+      if (row.attempts >= this.o.attempts) {
+        if (await this.failRow(row.id, `${lostMessage}; gave up after ${row.attempts} attempts`)) {
+          report.failed.push(row.id);
+        }
+        this.leaseMissingSince.delete(row.id);
+        continue;
+      }
+      const moved = await prisma.$transaction(async (tx) => {
+        const updated = await tx.build.updateMany({
+          where: { id: row.id, status: 'running' },
+          data: { status: 'queued' },
+        });
+        if (updated.count === 0) return false;
+        await tx.buildAttempt.updateMany({
+          where: { buildId: row.id, finishedAt: null },
+          data: {
+            finishedAt: new Date(),
+            outcome: 'lost',
+            errorCode: 'worker_lost',
+            errorMessage: lostMessage,
+          },
+        });
+        return true;
+      });
+      this.leaseMissingSince.delete(row.id);
+      if (!moved) continue;
+      await this.appendLog(row.id, `\n#0 kiln: ${lostMessage}; the build will be retried\n`);
+      const { job, state } = await this.jobOf(row.id);
+      // An active job holds the dead worker's lock: BullMQ's stalled check hands it to another worker.
+      await this.enqueue(row.id, job, state);
+      report.recovered.push(row.id);
+    }
+    for (const id of this.leaseMissingSince.keys()) if (!seen.has(id)) this.leaseMissingSince.delete(id);
+  }
+
+  private async failRow(id: string, message: string): Promise<boolean> {
+    const updated = await this.o.prisma.build.updateMany({
+      where: { id, status: { in: ['queued', 'running'] } },
+      data: { status: 'failed', errorCode: 'infrastructure', errorMessage: message, finishedAt: new Date() },
+    });
+    if (updated.count === 0) return false;
+    await this.o.prisma.buildAttempt.updateMany({
+      where: { buildId: id, finishedAt: null },
+      data: { finishedAt: new Date(), outcome: 'lost', errorCode: 'worker_lost', errorMessage: message },
+    });
+    await this.appendLog(id, `\nERROR: ${message}\n`, 'failed');
+    return true;
+  }
+
+  private async appendLog(id: string, text: string, end?: string): Promise<void> {
+    const key = logStreamKey(id);
+    try {
+      const multi = this.o.redis.multi().xadd(key, '*', 'k', 'log', 'd', text);
+      if (end) multi.xadd(key, '*', 'k', 'end', 'd', end);
+      await multi.expire(key, LOG_STREAM_TTL_SECONDS).exec();
+    } catch (err) {
+      this.o.logger.warn({ buildId: id, err: (err as Error).message }, 'reconciler: log stream write failed');
+    }
+  }
+}

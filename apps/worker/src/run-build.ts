@@ -1,0 +1,525 @@
+/**
+ * Runs one build (one attempt of one BullMQ job): lease a builder, mark the row running, fetch
+ * and extract the context, solve, stream the export into storage, record the outcome.
+ *
+ * Outcomes:
+ * - succeeded / canceled → returns.
+ * - user errors (Dockerfile, RUN failure, unknown target, timeout, unsupported output) → the
+ *   row is `failed` and an UnrecoverableError is thrown: BullMQ does not retry.
+ * - infrastructure errors (builder unreachable or lost, storage failure, no healthy builder) →
+ *   the attempt is recorded and the error rethrown, so BullMQ retries with backoff (on another
+ *   builder when there is one); the row goes back to `queued` in between, or ends `failed` on
+ *   the last attempt.
+ * - every builder full, or this worker stopping → HandBackError: the caller puts the job back
+ *   without using up an attempt.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { PassThrough } from 'node:stream';
+import {
+  BuildkitConnectionError,
+  InvalidArgumentError,
+  PlainProgressRenderer,
+  SolveError,
+  UnsupportedError,
+} from '@kiln/buildkit-client';
+import {
+  artifactKey,
+  type Build,
+  type BuildSpec,
+  type BuildSpecInput,
+  extractContext,
+  FINAL_STATUSES,
+  frontendAttrsFor,
+  isAppError,
+  type Logger,
+  logKey,
+  type ObjectStorage,
+  type OutputType,
+  type Prisma,
+  type PrismaClient,
+  type PutResult,
+  parseBuildSpec,
+} from '@kiln/core';
+import { UnrecoverableError } from 'bullmq';
+import type { Redis } from 'ioredis';
+import { type ActiveBuilds, abortOf, BuildAbort } from './active-builds.js';
+import { BuildLog } from './build-log.js';
+import { type BuilderPool, type Lease, NoBuilderAvailableError } from './builders.js';
+
+export interface RunBuildDeps {
+  prisma: PrismaClient;
+  storage: ObjectStorage;
+  /** Commands connection (log stream, leases, affinity). */
+  redis: Redis;
+  pool: BuilderPool;
+  active: ActiveBuilds;
+  logger: Logger;
+  buildTimeoutSeconds: number;
+  /** Where per-build temp directories go; default os.tmpdir(). */
+  tmpDir?: string;
+  /** Delay before a handed-back job (builders full, worker stopping) is tried again; default 1 s. */
+  handBackDelayMs?: number;
+}
+
+/** Which BullMQ attempt this is: `attemptsMade` failed before it, `attempts` in all. */
+export interface AttemptInfo {
+  attemptsMade: number;
+  attempts: number;
+}
+
+export interface RunBuildResult {
+  status: 'succeeded' | 'canceled' | 'skipped';
+  builder?: string;
+}
+
+/** The job goes back to the queue without counting as an attempt (builders full, worker stopping). */
+export class HandBackError extends Error {
+  constructor(
+    message: string,
+    readonly delayMs: number,
+  ) {
+    super(message);
+    this.name = 'HandBackError';
+  }
+}
+
+/** Output types whose export is one byte stream, stored as the artifact. */
+const BYTE_OUTPUTS: ReadonlySet<OutputType> = new Set(['tar', 'oci', 'docker']);
+
+const messageOf = (err: unknown): string => (err instanceof Error ? err.message : String(err));
+
+/** The stored spec: normally the normalized BuildSpec the API wrote; raw input is parsed as the API would. */
+export function readSpec(value: Prisma.JsonValue): BuildSpec {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new Error('the stored build spec is not an object');
+  }
+  const raw = value as Record<string, unknown>;
+  const output = raw.output as Record<string, unknown> | undefined;
+  const normalized =
+    typeof output === 'object' &&
+    output !== null &&
+    typeof output.type === 'string' &&
+    typeof output.dest === 'string' &&
+    typeof raw.file === 'string';
+  if (!normalized) return parseBuildSpec(raw as BuildSpecInput);
+  const record = (v: unknown): Record<string, string> =>
+    typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, string>) : {};
+  const spec: BuildSpec = {
+    output: { type: output.type as OutputType, dest: output.dest as string, attrs: record(output.attrs) },
+    file: raw.file as string,
+    buildArgs: record(raw.buildArgs),
+    labels: record(raw.labels),
+    noCache: raw.noCache === true,
+    network: raw.network === 'none' ? 'none' : 'default',
+  };
+  if (typeof raw.target === 'string' && raw.target !== '') spec.target = raw.target;
+  if (typeof raw.platform === 'string' && raw.platform !== '') spec.platform = raw.platform;
+  const file = path.posix.normalize(spec.file);
+  if (file.startsWith('/') || file === '..' || file.startsWith('../')) {
+    throw new Error(`the stored spec's Dockerfile path "${spec.file}" leaves the context`);
+  }
+  spec.file = file;
+  return spec;
+}
+
+export async function runBuild(
+  deps: RunBuildDeps,
+  buildId: string,
+  attempt: AttemptInfo,
+): Promise<RunBuildResult> {
+  const build = await deps.prisma.build.findUnique({ where: { id: buildId } });
+  if (!build) {
+    deps.logger.warn({ buildId }, 'job for a build that does not exist: nothing to do');
+    return { status: 'skipped' };
+  }
+  if (FINAL_STATUSES.has(build.status)) {
+    deps.logger.info({ buildId, status: build.status }, 'build already finished: nothing to do');
+    return { status: 'skipped' };
+  }
+  return new BuildRun(deps, build, attempt).run();
+}
+
+class BuildRun {
+  private readonly logger: Logger;
+  private readonly controller: AbortController;
+  private tmp = '';
+  private log: BuildLog | undefined;
+  private lease: Lease | undefined;
+  private attemptId: string | undefined;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly deps: RunBuildDeps,
+    private readonly build: Build,
+    private readonly attempt: AttemptInfo,
+  ) {
+    this.logger = deps.logger.child({ buildId: build.id });
+    // Registered first, so a cancel arriving while the builder is leased is not lost.
+    this.controller = deps.active.register(build.id);
+  }
+
+  private get id(): string {
+    return this.build.id;
+  }
+
+  async run(): Promise<RunBuildResult> {
+    try {
+      this.tmp = await mkdtemp(path.join(this.deps.tmpDir ?? tmpdir(), 'kiln-build-'));
+      this.log = new BuildLog(this.deps.redis, this.id, path.join(this.tmp, 'build.log'), this.logger);
+      return await this.execute();
+    } finally {
+      clearTimeout(this.timer);
+      await this.log?.close().catch(() => {});
+      await this.lease?.release().catch((err: unknown) => {
+        this.logger.warn({ err: messageOf(err) }, 'releasing the builder lease failed (it will expire)');
+      });
+      this.deps.active.unregister(this.id, this.controller);
+      if (this.tmp) {
+        await rm(this.tmp, { recursive: true, force: true, maxRetries: 3 }).catch((err: unknown) => {
+          this.logger.warn({ dir: this.tmp, err: messageOf(err) }, 'could not remove the build directory');
+        });
+      }
+    }
+  }
+
+  private write(text: string): void {
+    this.log?.write(text);
+  }
+
+  private async execute(): Promise<RunBuildResult> {
+    let spec: BuildSpec;
+    try {
+      spec = readSpec(this.build.spec);
+    } catch (err) {
+      return this.fail('invalid_spec', messageOf(err));
+    }
+    if (!BYTE_OUTPUTS.has(spec.output.type)) {
+      return this.fail(
+        'unsupported_output',
+        `output type "${spec.output.type}" is not supported yet: use type=tar (or oci/docker), e.g. --output type=tar,dest=${spec.output.dest}`,
+      );
+    }
+    if (abortOf(this.controller.signal)?.kind === 'cancel') return this.canceled();
+
+    try {
+      this.lease = await this.deps.pool.acquire({
+        buildId: this.id,
+        projectId: this.build.projectId,
+        avoid: await this.failedBuilders(),
+      });
+    } catch (err) {
+      if (err instanceof NoBuilderAvailableError && err.reason === 'capacity') {
+        throw new HandBackError(err.message, this.handBackDelay());
+      }
+      if (err instanceof NoBuilderAvailableError) return this.infrastructure(err, 'no_builder_available');
+      throw err;
+    }
+
+    if (!(await this.markRunning(this.lease.address))) {
+      this.logger.info('build was finished or canceled meanwhile: nothing to do');
+      return { status: 'skipped' };
+    }
+    const timeoutS = this.deps.buildTimeoutSeconds;
+    this.timer = setTimeout(() => {
+      this.controller.abort(
+        new BuildAbort(
+          'timeout',
+          `the build exceeded its time limit of ${timeoutS} s (KILN_BUILD_TIMEOUT_SECONDS)`,
+        ),
+      );
+    }, timeoutS * 1000);
+    this.timer.unref();
+
+    let stored: PutResult;
+    try {
+      stored = await this.solve(spec, this.lease);
+    } catch (err) {
+      return this.handleError(err, this.lease);
+    }
+    return this.succeed(stored, this.lease);
+  }
+
+  private handBackDelay(): number {
+    const base = this.deps.handBackDelayMs ?? 1000;
+    return Math.round(base * (1 + Math.random()));
+  }
+
+  /** Builders on which an earlier attempt of this build failed for infrastructure reasons. */
+  private async failedBuilders(): Promise<string[]> {
+    const rows = await this.deps.prisma.buildAttempt.findMany({
+      where: { buildId: this.id, outcome: 'failed', errorCode: 'infrastructure' },
+      select: { builder: true },
+    });
+    return [...new Set(rows.map((r) => r.builder))];
+  }
+
+  /** Marks the row running and inserts this attempt; false when the row is final (e.g. canceled meanwhile). */
+  private async markRunning(builder: string): Promise<boolean> {
+    const now = new Date();
+    const attempt = await this.deps.prisma.$transaction(async (tx) => {
+      const updated = await tx.build.updateMany({
+        where: { id: this.id, status: { in: ['queued', 'running'] } },
+        data: {
+          status: 'running',
+          startedAt: now,
+          attempts: { increment: 1 },
+          builder,
+          errorCode: null,
+          errorMessage: null,
+        },
+      });
+      if (updated.count === 0) return undefined;
+      // An attempt left open was run by a worker that died.
+      await tx.buildAttempt.updateMany({
+        where: { buildId: this.id, finishedAt: null },
+        data: {
+          finishedAt: now,
+          outcome: 'lost',
+          errorCode: 'worker_lost',
+          errorMessage: 'the worker running this attempt stopped',
+        },
+      });
+      const row = await tx.build.findUniqueOrThrow({ where: { id: this.id }, select: { attempts: true } });
+      return tx.buildAttempt.create({
+        data: { buildId: this.id, number: row.attempts, builder, startedAt: now },
+      });
+    });
+    if (!attempt) return false;
+    this.attemptId = attempt.id;
+    this.logger.info({ builder, attempt: attempt.number }, 'build started');
+    this.write(`#0 kiln: attempt ${attempt.number} on ${builder}\n`);
+    return true;
+  }
+
+  private async solve(spec: BuildSpec, lease: Lease): Promise<PutResult> {
+    const { storage } = this.deps;
+    const signal = this.controller.signal;
+
+    // Context: stored tar → private temp dir.
+    const contextDir = path.join(this.tmp, 'context');
+    const object = await storage.get(this.build.contextKey);
+    const stopReading = () => object.body.destroy(new Error('build aborted'));
+    signal.addEventListener('abort', stopReading, { once: true });
+    try {
+      if (signal.aborted) stopReading();
+      await extractContext(object.body, contextDir);
+    } finally {
+      signal.removeEventListener('abort', stopReading);
+    }
+    const dockerfileDir = path.join(contextDir, ...path.posix.dirname(spec.file).split('/'));
+    if (path.relative(contextDir, dockerfileDir).startsWith('..')) {
+      throw new InvalidArgumentError(`Dockerfile path "${spec.file}" leaves the context`);
+    }
+
+    const client = await lease.client();
+    const renderer = new PlainProgressRenderer((text) => this.write(text));
+
+    // Export → PassThrough → storage.put: backpressure reaches the daemon; put hashes and counts.
+    const output = new PassThrough();
+    const put = storage.put(artifactKey(this.id, spec.output.dest), output, {
+      contentType: 'application/x-tar',
+    });
+    let solving = true;
+    put.catch((err: unknown) => {
+      // A put failing while BuildKit still sends is an infrastructure error: stop the build.
+      if (solving && !signal.aborted) {
+        this.controller.abort(
+          new BuildAbort('storage', `storing the artifact failed: ${messageOf(err)}`, { cause: err }),
+        );
+      }
+    });
+    try {
+      await client.solve(
+        {
+          frontend: 'dockerfile.v0',
+          frontendAttrs: frontendAttrsFor(spec),
+          localDirs: {
+            context: { path: contextDir, resetOwnership: true },
+            dockerfile: { path: dockerfileDir, resetOwnership: true },
+          },
+          exports: [{ type: spec.output.type as 'tar' | 'oci' | 'docker', attrs: spec.output.attrs, output }],
+          // Same key for a project's builds: BuildKit then transfers only the files that changed.
+          sharedKey: `kiln-${this.build.projectId}`,
+          signal,
+        },
+        (event) => renderer.render(event),
+      );
+    } catch (err) {
+      solving = false;
+      output.destroy(err instanceof Error ? err : new Error(String(err)));
+      await put.catch(() => {});
+      throw err;
+    }
+    solving = false;
+    // The client ends `output` when the export is complete; an exporter that sent nothing leaves it open.
+    if (!output.writableEnded) output.end();
+    return put;
+  }
+
+  private async handleError(err: unknown, lease: Lease): Promise<RunBuildResult> {
+    const abort = abortOf(this.controller.signal);
+    switch (abort?.kind) {
+      case 'cancel':
+        return this.canceled();
+      case 'timeout':
+        return this.fail('timeout', abort.message);
+      case 'shutdown':
+        return this.handBack(abort.message);
+      case 'storage':
+        return this.infrastructure(abort, 'infrastructure');
+    }
+    if (err instanceof SolveError) {
+      // A daemon that died mid-build can also surface as a failed solve: ask it before blaming the build.
+      if (!(await this.deps.pool.probe(lease.address))) {
+        return this.infrastructure(
+          new Error(`lost the builder ${lease.address} during the build: ${err.message}`, { cause: err }),
+          'infrastructure',
+        );
+      }
+      return this.fail('build_failed', err.message);
+    }
+    if (err instanceof BuildkitConnectionError) {
+      this.deps.pool.reportFailure(lease.address, err);
+      return this.infrastructure(err, 'infrastructure');
+    }
+    if (err instanceof InvalidArgumentError || err instanceof UnsupportedError) {
+      return this.fail('build_failed', err.message);
+    }
+    if (isAppError(err) && err.code === 'invalid_context') return this.fail('invalid_context', err.message);
+    if (isAppError(err) && err.code === 'not_found') {
+      return this.fail(
+        'context_missing',
+        `the build context ${this.build.contextKey} is missing from storage`,
+      );
+    }
+    return this.infrastructure(err, 'infrastructure');
+  }
+
+  private async finishAttempt(outcome: string, errorCode?: string, errorMessage?: string): Promise<void> {
+    if (!this.attemptId) return;
+    await this.deps.prisma.buildAttempt.update({
+      where: { id: this.attemptId },
+      data: {
+        finishedAt: new Date(),
+        outcome,
+        errorCode: errorCode ?? null,
+        errorMessage: errorMessage ?? null,
+      },
+    });
+  }
+
+  /**
+   * Stores the log, makes the row final (only from queued/running: a cancel by the API wins),
+   * then ends the log stream. Returns the row's final status (another one when it changed meanwhile).
+   */
+  private async finalize(
+    status: 'succeeded' | 'failed' | 'canceled',
+    data: Prisma.BuildUpdateManyMutationInput,
+  ): Promise<string> {
+    const log = this.log;
+    let storedLog: string | null = null;
+    if (log) {
+      try {
+        await log.store(this.deps.storage, logKey(this.id));
+        storedLog = logKey(this.id);
+      } catch (err) {
+        this.logger.warn({ err: messageOf(err) }, 'storing the build log failed');
+      }
+    }
+    const updated = await this.deps.prisma.build.updateMany({
+      where: { id: this.id, status: { in: ['queued', 'running'] } },
+      data: { ...data, status, finishedAt: new Date(), ...(storedLog ? { logKey: storedLog } : {}) },
+    });
+    let final: string = status;
+    if (updated.count === 0) {
+      const row = await this.deps.prisma.build.findUnique({
+        where: { id: this.id },
+        select: { status: true },
+      });
+      final = row?.status ?? status;
+      this.logger.warn({ wanted: status, status: final }, 'the build row changed meanwhile; left as it is');
+    }
+    await log?.end(final);
+    this.logger.info(
+      { status: final, ...(data.errorCode ? { errorCode: data.errorCode } : {}) },
+      'build finished',
+    );
+    return final;
+  }
+
+  private async succeed(stored: PutResult, lease: Lease): Promise<RunBuildResult> {
+    await this.finishAttempt('succeeded');
+    const final = await this.finalize('succeeded', {
+      artifactKey: stored.key,
+      artifactSize: BigInt(stored.size),
+      artifactDigest: `sha256:${stored.sha256}`,
+      errorCode: null,
+      errorMessage: null,
+    });
+    if (final !== 'succeeded') {
+      // Canceled meanwhile. (Another run of the same build that succeeded first shares the key: keep it.)
+      await this.deps.storage.delete(stored.key).catch(() => {});
+      return { status: 'skipped', builder: lease.address };
+    }
+    await this.deps.pool.setAffinity(this.build.projectId, lease.address).catch((err: unknown) => {
+      this.logger.warn({ err: messageOf(err) }, 'could not record the builder affinity');
+    });
+    return { status: 'succeeded', builder: lease.address };
+  }
+
+  private async canceled(): Promise<RunBuildResult> {
+    await this.finishAttempt('canceled', 'canceled', 'the build was canceled');
+    this.write('\nCANCELED: the build was canceled\n');
+    await this.finalize('canceled', { errorCode: 'canceled', errorMessage: 'the build was canceled' });
+    return { status: 'canceled', ...(this.lease ? { builder: this.lease.address } : {}) };
+  }
+
+  /** A user-side failure: final, never retried. */
+  private async fail(errorCode: string, errorMessage: string): Promise<never> {
+    await this.finishAttempt('failed', errorCode, errorMessage);
+    this.write(`\nERROR: ${errorMessage}\n`);
+    await this.finalize('failed', { errorCode, errorMessage });
+    throw new UnrecoverableError(`${errorCode}: ${errorMessage}`);
+  }
+
+  /** An infrastructure failure: retried by BullMQ while attempts remain, else final. */
+  private async infrastructure(
+    err: unknown,
+    errorCode: 'infrastructure' | 'no_builder_available',
+  ): Promise<never> {
+    const message = messageOf(err);
+    await this.finishAttempt('failed', errorCode, message);
+    const last = this.attempt.attemptsMade + 1 >= this.attempt.attempts;
+    this.logger.warn({ err: message, errorCode, last, builder: this.lease?.address }, 'build attempt failed');
+    if (last) {
+      const n = this.attempt.attempts;
+      this.write(`\nERROR: ${message}\n`);
+      await this.finalize('failed', {
+        errorCode,
+        errorMessage: `${message} (gave up after ${n} attempt${n === 1 ? '' : 's'})`,
+      });
+    } else {
+      this.write(`\n#0 kiln: attempt failed: ${message}; the build will be retried\n`);
+      await this.requeue();
+    }
+    throw err;
+  }
+
+  /** This worker is stopping: the build goes back to the queue for another worker. */
+  private async handBack(message: string): Promise<never> {
+    await this.finishAttempt('lost', 'worker_stopped', message);
+    this.write(`\n#0 kiln: ${message}; the build will be retried\n`);
+    await this.requeue();
+    throw new HandBackError(message, this.handBackDelay());
+  }
+
+  private async requeue(): Promise<void> {
+    await this.log?.flush();
+    await this.deps.prisma.build.updateMany({
+      where: { id: this.id, status: 'running' },
+      data: { status: 'queued' },
+    });
+  }
+}

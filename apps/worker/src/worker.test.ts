@@ -1,0 +1,530 @@
+// Integration tests of the worker against real PostgreSQL, Redis and two private Docker daemons.
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { readFile, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import {
+  type BuildJobData,
+  type BuildSpecInput,
+  buildJobOptions,
+  CHANNEL_CANCEL,
+  type KilnConfig,
+  logKey,
+  logStreamKey,
+  type ObjectStorage,
+  type PrismaClient,
+  QUEUE_BUILDS,
+} from '@kiln/core';
+import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
+import {
+  type BuildContext,
+  busyboxPath,
+  makeContext,
+} from '../../../packages/buildkit-client/test-support/context.js';
+import { dockerBuildTar } from '../../../packages/buildkit-client/test-support/docker.js';
+import { startRelay } from '../../../packages/buildkit-client/test-support/relay.js';
+import {
+  compareTarEntries,
+  readTarEntries,
+} from '../../../packages/buildkit-client/test-support/tar-entries.js';
+import {
+  createBuildRow,
+  createTestDatabase,
+  createTestStorage,
+  downloadTo,
+  env,
+  readObject,
+  sleep,
+  testConfig,
+  testLogger,
+  uploadContext,
+  waitForBuild,
+} from '../test-support/helpers.js';
+import { BuilderPool } from './builders.js';
+import { Reconciler } from './reconciler.js';
+import { createWorker, type KilnWorker, type WorkerDeps } from './worker.js';
+
+const missing = Object.entries(env)
+  .filter(([, v]) => v === '')
+  .map(([k]) => k);
+const skip = missing.length > 0 ? `needs ${missing.join(', ')} (KILN_TEST_* variables of npm test)` : false;
+
+const D1 = `docker://${env.dockerSock}`;
+const D2 = `docker://${env.dockerSock2}`;
+
+// No /bin/sh in FROM scratch (nothing can be pulled): exec form with the static busybox.
+const DOCKERFILE = `FROM scratch
+COPY busybox /bin/busybox
+ARG N=0
+RUN ["/bin/busybox", "sh", "-c", "echo hello from RUN $N; /bin/busybox mkdir -p /out; echo built $N > /out/result.txt"]
+`;
+const SLEEP_DOCKERFILE = (seconds: number) => `FROM scratch
+COPY busybox /bin/busybox
+ARG N=0
+RUN ["/bin/busybox", "sh", "-c", "echo sleeping $N; /bin/busybox sleep ${seconds}; echo woke > /woke"]
+`;
+
+const spec = (over: BuildSpecInput = {}): BuildSpecInput => ({
+  output: 'type=tar,dest=app.tar',
+  network: 'none',
+  ...over,
+});
+
+describe('KilnWorker', { skip }, () => {
+  let db: Awaited<ReturnType<typeof createTestDatabase>>;
+  let prisma: PrismaClient;
+  let store: Awaited<ReturnType<typeof createTestStorage>>;
+  let storage: ObjectStorage;
+  let redis: Redis;
+  let context: BuildContext;
+  let uploaded: { key: string; digest: string; size: number };
+  let projectId: string;
+  const workers: KilnWorker[] = [];
+  const queues: Queue[] = [];
+
+  before(async () => {
+    db = await createTestDatabase();
+    prisma = db.prisma;
+    store = await createTestStorage();
+    storage = store.storage;
+    redis = new Redis(env.redisUrl);
+    context = await makeContext({
+      busybox: { content: await readFile(busyboxPath()), mode: 0o755 },
+      Dockerfile: DOCKERFILE,
+      'bad.Dockerfile': 'FROM scratch\nCOPY busybox /bin/busybox\nFROBNICATE everything\n',
+      'docker/sleep.Dockerfile': SLEEP_DOCKERFILE(60),
+      'docker/short-sleep.Dockerfile': SLEEP_DOCKERFILE(2),
+    });
+    uploaded = await uploadContext(storage, context.dir);
+    projectId = (await prisma.project.create({ data: { name: `p-${randomBytes(4).toString('hex')}` } })).id;
+  });
+
+  after(async () => {
+    for (const w of workers) await w.stop(0).catch(() => {});
+    for (const q of queues) await q.close().catch(() => {});
+    await redis?.quit();
+    await db?.drop();
+    await store?.cleanup();
+    await context?.cleanup();
+  });
+
+  /** A worker with its own queue prefix and lease namespace, and a Queue to add jobs to it. */
+  async function startWorker(
+    over: Partial<KilnConfig> = {},
+    deps: WorkerDeps = {},
+  ): Promise<{ worker: KilnWorker; queue: Queue<BuildJobData>; prefix: string }> {
+    const prefix = deps.queuePrefix ?? `kt-${randomBytes(4).toString('hex')}`;
+    const config = testConfig({
+      databaseUrl: db.url,
+      builders: [
+        { address: D1, concurrency: 2 },
+        { address: D2, concurrency: 2 },
+      ],
+      ...over,
+    });
+    const worker = createWorker(config, {
+      prisma,
+      storage,
+      logger: testLogger(),
+      queuePrefix: prefix,
+      keyPrefix: prefix,
+      reconcileIntervalMs: 0,
+      ...deps,
+    });
+    await worker.start();
+    workers.push(worker);
+    const queue = new Queue<BuildJobData>(QUEUE_BUILDS, { connection: { url: env.redisUrl }, prefix });
+    queues.push(queue);
+    return { worker, queue, prefix };
+  }
+
+  async function submit(queue: Queue<BuildJobData>, s: BuildSpecInput, attempts = 3) {
+    const row = await createBuildRow(prisma, projectId, uploaded, s);
+    await queue.add('build', { buildId: row.id }, buildJobOptions(row.id, attempts));
+    return row;
+  }
+
+  /** Waits until the build's live log contains `text`. */
+  async function waitForLog(buildId: string, text: string, timeoutMs = 30_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const entries = await redis.xrange(logStreamKey(buildId), '-', '+');
+      if (entries.some(([, f]) => String(f[3]).includes(text))) return;
+      assert.ok(Date.now() < deadline, `the log of ${buildId} never showed "${text}"`);
+      await sleep(100);
+    }
+  }
+
+  const attemptsOf = (buildId: string) =>
+    prisma.buildAttempt.findMany({ where: { buildId }, orderBy: { number: 'asc' } });
+
+  describe('on two builders', () => {
+    let main: Awaited<ReturnType<typeof startWorker>>;
+    before(async () => {
+      main = await startWorker();
+    });
+
+    test('builds a tar equal to docker build --output type=tar, with logs', async () => {
+      const t0 = Date.now();
+      const row = await submit(main.queue, spec());
+      const done = await waitForBuild(prisma, row.id);
+      assert.equal(done.status, 'succeeded', done.errorMessage ?? '');
+      assert.equal(done.attempts, 1);
+      assert.ok(done.builder === D1 || done.builder === D2);
+      assert.ok(done.startedAt && done.finishedAt);
+      assert.equal(done.artifactKey, `artifacts/${row.id}/app.tar`);
+      assert.equal(done.logKey, logKey(row.id));
+
+      // The artifact: same entries as the docker CLI's export, and size/digest as recorded.
+      const ours = path.join(context.dir, `ours-${row.id}.tar`);
+      const theirs = path.join(context.dir, `docker-${row.id}.tar`);
+      await downloadTo(storage, done.artifactKey ?? '', ours);
+      await dockerBuildTar({ socket: env.dockerSock, contextDir: context.dir, dest: theirs });
+      const [a, b] = [await readTarEntries(ours), await readTarEntries(theirs)];
+      assert.deepEqual(compareTarEntries(a, b), []);
+      assert.ok(a.some((e) => e.name === 'out/result.txt'));
+      assert.equal(Number(done.artifactSize), (await stat(ours)).size);
+      assert.equal(
+        done.artifactDigest,
+        `sha256:${createHash('sha256')
+          .update(await readFile(ours))
+          .digest('hex')}`,
+      );
+
+      // The live log stream: RUN output, then the end entry; it expires.
+      const entries = await redis.xrange(logStreamKey(row.id), '-', '+');
+      const fields = entries.map(([, f]) =>
+        Object.fromEntries([
+          [f[0], f[1]],
+          [f[2], f[3]],
+        ]),
+      );
+      const text = fields
+        .filter((f) => f.k === 'log')
+        .map((f) => f.d)
+        .join('');
+      assert.match(text, /hello from RUN 0/);
+      assert.match(text, /RUN \["\/bin\/busybox"/);
+      assert.deepEqual(fields.at(-1), { k: 'end', d: 'succeeded' });
+      assert.ok((await redis.ttl(logStreamKey(row.id))) > 3600);
+      // The stored log has the same text.
+      const stored = await readObject(storage, logKey(row.id));
+      assert.equal(stored, text);
+
+      const attempts = await attemptsOf(row.id);
+      assert.equal(attempts.length, 1);
+      assert.equal(attempts[0]?.outcome, 'succeeded');
+      assert.equal(attempts[0]?.builder, done.builder);
+      // Lease released; affinity remembered.
+      assert.equal(await redis.zcard(`${main.prefix}:leases:${done.builder}`), 0);
+      assert.equal(await redis.get(`${main.prefix}:affinity:${projectId}`), done.builder);
+      process.stdout.write(`# build + checks: ${Date.now() - t0} ms\n`);
+    });
+
+    test('a Dockerfile error fails the build with BuildKit’s message, without retry', async () => {
+      const row = await submit(main.queue, spec({ file: 'bad.Dockerfile' }));
+      const done = await waitForBuild(prisma, row.id);
+      assert.equal(done.status, 'failed');
+      assert.equal(done.errorCode, 'build_failed');
+      assert.match(done.errorMessage ?? '', /line 3/);
+      assert.match(done.errorMessage ?? '', /unknown instruction/i);
+      assert.equal(done.attempts, 1);
+      const attempts = await attemptsOf(row.id);
+      assert.equal(attempts.length, 1);
+      assert.equal(attempts[0]?.outcome, 'failed');
+      assert.equal(attempts[0]?.errorCode, 'build_failed');
+      // BullMQ: failed for good after one attempt.
+      await sleep(200);
+      const job = await main.queue.getJob(row.id);
+      assert.equal(await job?.getState(), 'failed');
+      assert.equal(job?.attemptsMade, 1);
+      const log = await readObject(storage, logKey(row.id));
+      assert.match(log, /ERROR: .*unknown instruction/i);
+    });
+
+    test('a failing RUN step fails the build with its exit code', async () => {
+      const ctx = await makeContext({
+        busybox: { content: await readFile(busyboxPath()), mode: 0o755 },
+        Dockerfile:
+          'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "sh", "-c", "echo oops >&2; exit 3"]\n',
+      });
+      try {
+        const up = await uploadContext(storage, ctx.dir);
+        const row = await createBuildRow(prisma, projectId, up, spec());
+        await main.queue.add('build', { buildId: row.id }, buildJobOptions(row.id, 3));
+        const done = await waitForBuild(prisma, row.id);
+        assert.equal(done.status, 'failed');
+        assert.equal(done.errorCode, 'build_failed');
+        assert.match(done.errorMessage ?? '', /exit code: 3/);
+        assert.equal(done.attempts, 1);
+        assert.match(await readObject(storage, logKey(row.id)), /oops/);
+      } finally {
+        await ctx.cleanup();
+      }
+    });
+
+    test('a cancel published during a RUN step cancels the build', async () => {
+      const row = await submit(
+        main.queue,
+        spec({ file: 'docker/sleep.Dockerfile', buildArgs: { N: freshArg() } }),
+      );
+      await waitForLog(row.id, 'sleeping');
+      const t0 = Date.now();
+      await redis.publish(CHANNEL_CANCEL, row.id);
+      const done = await waitForBuild(prisma, row.id, 20_000);
+      assert.equal(done.status, 'canceled');
+      assert.ok(Date.now() - t0 < 10_000, `cancel took ${Date.now() - t0} ms`);
+      const attempts = await attemptsOf(row.id);
+      assert.equal(attempts[0]?.outcome, 'canceled');
+      const entries = await redis.xrange(logStreamKey(row.id), '-', '+');
+      assert.deepEqual(entries.at(-1)?.[1], ['k', 'end', 'd', 'canceled']);
+      assert.equal(done.artifactKey, null);
+      assert.equal(await storage.head(`artifacts/${row.id}/app.tar`), undefined);
+    });
+
+    test('a local output fails with a clear message', async () => {
+      const row = await submit(main.queue, spec({ output: 'type=local,dest=out' }));
+      const done = await waitForBuild(prisma, row.id);
+      assert.equal(done.status, 'failed');
+      assert.equal(done.errorCode, 'unsupported_output');
+      assert.match(done.errorMessage ?? '', /output type "local" is not supported yet: use type=tar/);
+      assert.equal(done.attempts, 0);
+    });
+
+    test('the reconciler re-enqueues a queued build whose job is missing', async () => {
+      const row = await createBuildRow(prisma, projectId, uploaded, spec(), {
+        createdAt: new Date(Date.now() - 60_000),
+      });
+      assert.equal(await main.queue.getJob(row.id), undefined);
+      const report = await main.worker.reconciler.runOnce();
+      assert.deepEqual(report.requeued, [row.id]);
+      const done = await waitForBuild(prisma, row.id);
+      assert.equal(done.status, 'succeeded', done.errorMessage ?? '');
+      // A second pass finds nothing to do.
+      const again = await main.worker.reconciler.runOnce();
+      assert.deepEqual(again, { requeued: [], recovered: [], failed: [] });
+    });
+
+    test('the reconciler recovers a running build whose worker vanished', async () => {
+      const row = await createBuildRow(prisma, projectId, uploaded, spec(), {
+        status: 'running',
+        builder: D1,
+        attempts: 1,
+        createdAt: new Date(Date.now() - 60_000),
+      });
+      await prisma.buildAttempt.create({ data: { buildId: row.id, number: 1, builder: D1 } });
+      // A reconciler whose lease TTL is short, so the test does not wait 30 s.
+      const pool = new BuilderPool({
+        builders: [{ address: D1, concurrency: 2 }],
+        redis,
+        logger: testLogger(),
+        keyPrefix: main.prefix,
+        leaseTtlMs: 300,
+        healthIntervalMs: 0,
+      });
+      const reconciler = new Reconciler({
+        prisma,
+        queue: main.queue,
+        redis,
+        pool,
+        logger: testLogger(),
+        attempts: 3,
+        intervalMs: 0,
+      });
+      try {
+        assert.deepEqual((await reconciler.runOnce()).recovered, []); // first seen without a lease
+        await sleep(400);
+        assert.deepEqual((await reconciler.runOnce()).recovered, [row.id]);
+      } finally {
+        await pool.close();
+      }
+      const done = await waitForBuild(prisma, row.id);
+      assert.equal(done.status, 'succeeded', done.errorMessage ?? '');
+      const attempts = await attemptsOf(row.id);
+      assert.deepEqual(
+        attempts.map((a) => a.outcome),
+        ['lost', 'succeeded'],
+      );
+    });
+  });
+
+  test('an unreachable builder: the attempt fails and the retry succeeds on the other builder', async () => {
+    const bogus = `unix:///tmp/kiln-no-such-${randomBytes(4).toString('hex')}.sock`;
+    const { worker, queue } = await startWorker(
+      {
+        builders: [
+          { address: bogus, concurrency: 4 },
+          { address: D2, concurrency: 4 },
+        ],
+      },
+      // Health unknown at first, so the first attempt really goes to the bogus builder.
+      { initialHealthCheck: false, healthIntervalMs: 0 },
+    );
+    const row = await submit(queue, spec());
+    const done = await waitForBuild(prisma, row.id);
+    assert.equal(done.status, 'succeeded', done.errorMessage ?? '');
+    assert.equal(done.builder, D2);
+    assert.equal(done.attempts, 2);
+    const attempts = await attemptsOf(row.id);
+    assert.deepEqual(
+      attempts.map((a) => [a.number, a.builder, a.outcome, a.errorCode]),
+      [
+        [1, bogus, 'failed', 'infrastructure'],
+        [2, D2, 'succeeded', null],
+      ],
+    );
+    assert.match(attempts[0]?.errorMessage ?? '', /does not exist/);
+
+    // Once checked, the bogus builder is skipped right away.
+    await worker.pool.checkAll();
+    const status = await worker.pool.status();
+    assert.equal(status.find((s) => s.address === bogus)?.healthy, false);
+    const second = await submit(queue, spec({ buildArgs: { N: freshArg() } }));
+    const done2 = await waitForBuild(prisma, second.id);
+    assert.equal(done2.status, 'succeeded', done2.errorMessage ?? '');
+    assert.equal(done2.attempts, 1);
+    await worker.stop();
+  });
+
+  test('a builder lost mid-build: the build is retried on the other builder', async () => {
+    // A unix-socket relay to the first daemon stands in for a standalone buildkitd we can kill.
+    const relay = await startRelay(env.dockerSock, {
+      unixPath: `/tmp/kiln-wk-relay-${randomBytes(4).toString('hex')}.sock`,
+    });
+    let relayOpen = true;
+    try {
+      const { worker, queue } = await startWorker({
+        builders: [
+          { address: relay.address, concurrency: 4 },
+          { address: D2, concurrency: 4 },
+        ],
+      });
+      const row = await submit(
+        queue,
+        spec({ file: 'docker/short-sleep.Dockerfile', buildArgs: { N: freshArg() } }),
+      );
+      await waitForLog(row.id, 'sleeping');
+      const first = await prisma.build.findUniqueOrThrow({ where: { id: row.id } });
+      assert.equal(first.builder, relay.address);
+      await relay.close();
+      relayOpen = false;
+      const done = await waitForBuild(prisma, row.id, 30_000);
+      assert.equal(done.status, 'succeeded', done.errorMessage ?? '');
+      assert.equal(done.builder, D2);
+      const attempts = await attemptsOf(row.id);
+      assert.deepEqual(
+        attempts.map((a) => [a.builder, a.outcome, a.errorCode]),
+        [
+          [relay.address, 'failed', 'infrastructure'],
+          [D2, 'succeeded', null],
+        ],
+      );
+      const log = await readObject(storage, logKey(row.id));
+      assert.match(log, /attempt 2 on/);
+      await worker.stop();
+    } finally {
+      if (relayOpen) await relay.close();
+    }
+  });
+
+  test('no reachable builder: attempts are used up, the build fails with no_builder_available', async () => {
+    const bogus = `unix:///tmp/kiln-no-such-${randomBytes(4).toString('hex')}.sock`;
+    const { worker, queue } = await startWorker({ builders: [{ address: bogus, concurrency: 1 }] });
+    const row = await createBuildRow(prisma, projectId, uploaded, spec());
+    // Two attempts, the second after BullMQ's 2 s backoff.
+    await queue.add('build', { buildId: row.id }, buildJobOptions(row.id, 2));
+    const done = await waitForBuild(prisma, row.id, 20_000);
+    assert.equal(done.status, 'failed');
+    assert.equal(done.errorCode, 'no_builder_available');
+    assert.match(done.errorMessage ?? '', /no healthy builder.*does not exist.*gave up after 2 attempts/);
+    const entries = await redis.xrange(logStreamKey(row.id), '-', '+');
+    assert.deepEqual(entries.at(-1)?.[1], ['k', 'end', 'd', 'failed']);
+    await worker.stop();
+  });
+
+  test('the build timeout aborts the solve', async () => {
+    const { worker, queue } = await startWorker({ buildTimeoutSeconds: 3 });
+    const row = await submit(queue, spec({ file: 'docker/sleep.Dockerfile', buildArgs: { N: freshArg() } }));
+    const done = await waitForBuild(prisma, row.id, 30_000);
+    assert.equal(done.status, 'failed');
+    assert.equal(done.errorCode, 'timeout');
+    assert.match(done.errorMessage ?? '', /time limit of 3 s/);
+    assert.equal(done.attempts, 1);
+    await worker.stop();
+  });
+
+  test('six builds over two builders of concurrency 1 all succeed, on both builders', async () => {
+    const { worker, queue, prefix } = await startWorker(
+      {
+        builders: [
+          { address: D1, concurrency: 1 },
+          { address: D2, concurrency: 1 },
+        ],
+        workerConcurrency: 4,
+      },
+      { handBackDelayMs: 300 },
+    );
+    const t0 = Date.now();
+    const rows = [];
+    for (let i = 0; i < 6; i++) {
+      rows.push(
+        await submit(queue, spec({ file: 'docker/short-sleep.Dockerfile', buildArgs: { N: freshArg() } })),
+      );
+    }
+    // Never more than one build per builder at a time.
+    let maxLoad = 0;
+    const sampler = setInterval(() => {
+      void Promise.all([redis.zcard(`${prefix}:leases:${D1}`), redis.zcard(`${prefix}:leases:${D2}`)]).then(
+        ([a, b]) => {
+          maxLoad = Math.max(maxLoad, a, b);
+        },
+      );
+    }, 50);
+    const done = [];
+    try {
+      for (const row of rows) done.push(await waitForBuild(prisma, row.id, 90_000));
+    } finally {
+      clearInterval(sampler);
+    }
+    for (const d of done) {
+      assert.equal(d.status, 'succeeded', d.errorMessage ?? '');
+      assert.equal(d.attempts, 1);
+    }
+    assert.deepEqual(new Set(done.map((d) => d.builder)), new Set([D1, D2]));
+    assert.equal(maxLoad, 1);
+    process.stdout.write(`# 6 builds (2 s RUN each) on 2 builders: ${Date.now() - t0} ms\n`);
+    await worker.stop();
+  });
+
+  test('stop() hands running builds back; another worker finishes them', async () => {
+    const first = await startWorker({}, { shutdownGraceMs: 300 });
+    const row = await submit(
+      first.queue,
+      spec({ file: 'docker/short-sleep.Dockerfile', buildArgs: { N: freshArg() } }),
+    );
+    await waitForBuild(prisma, row.id, 30_000, (b) => b.status === 'running');
+    await sleep(500);
+    await first.worker.stop();
+    const back = await prisma.build.findUniqueOrThrow({ where: { id: row.id } });
+    assert.equal(back.status, 'queued');
+    const attempts = await attemptsOf(row.id);
+    assert.equal(attempts[0]?.outcome, 'lost');
+    const job = await first.queue.getJob(row.id);
+    assert.ok(['delayed', 'waiting'].includes(await (job?.getState() ?? 'missing')));
+    assert.equal(job?.attemptsMade, 0);
+
+    await startWorker({}, { queuePrefix: first.prefix });
+    const done = await waitForBuild(prisma, row.id, 30_000);
+    assert.equal(done.status, 'succeeded', done.errorMessage ?? '');
+    assert.equal(done.attempts, 2);
+  });
+});
+
+let counter = 0;
+/** A fresh build-arg value, so RUN steps are not answered from BuildKit's cache. */
+function freshArg(): string {
+  counter += 1;
+  return `${Date.now()}-${counter}`;
+}

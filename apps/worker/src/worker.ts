@@ -1,0 +1,262 @@
+/**
+ * The worker process's entry class: a BullMQ Worker on QUEUE_BUILDS running `runBuild` for each
+ * job, plus the builder pool, the cancel listener and the reconciler. `start()` / `stop()`.
+ */
+import type { BuildkitClient } from '@kiln/buildkit-client';
+import {
+  type BuildJobData,
+  createLogger,
+  createPrismaClient,
+  createStorage,
+  type KilnConfig,
+  LOG_STREAM_TTL_SECONDS,
+  type Logger,
+  logStreamKey,
+  type ObjectStorage,
+  type PrismaClient,
+  QUEUE_BUILDS,
+} from '@kiln/core';
+import { DelayedError, type Job, Queue, Worker } from 'bullmq';
+import { Redis } from 'ioredis';
+import { ActiveBuilds, BuildAbort } from './active-builds.js';
+import { BuilderPool, NoBuilderAvailableError } from './builders.js';
+import { CancelListener } from './cancel.js';
+import { Reconciler } from './reconciler.js';
+import { HandBackError, type RunBuildResult, runBuild } from './run-build.js';
+
+export interface WorkerDeps {
+  logger?: Logger;
+  /** Shared client; when given, stop() leaves it open. */
+  prisma?: PrismaClient;
+  storage?: ObjectStorage;
+  /** Dials a builder (tests); default @kiln/buildkit-client's connect(). */
+  connectBuilder?: (address: string, timeoutMs: number) => Promise<BuildkitClient>;
+  /** BullMQ key prefix; default BullMQ's (`bull`), which the API uses too. */
+  queuePrefix?: string;
+  /** Namespace of the builder lease and affinity keys; default `kiln`. */
+  keyPrefix?: string;
+  /** Builder lease TTL; default 30 s. */
+  leaseTtlMs?: number;
+  /** Builder health check period; default 5 s; 0 = no periodic checks. */
+  healthIntervalMs?: number;
+  /** Check every builder before taking jobs; default true. */
+  initialHealthCheck?: boolean;
+  /** Reconciler period; default 15 s; 0 = no reconciler timer. */
+  reconcileIntervalMs?: number;
+  /** Queued rows younger than this are left to the API; default 5 s. */
+  queuedGraceMs?: number;
+  /** stop(): how long running builds may finish before they are handed back; default 30 s. */
+  shutdownGraceMs?: number;
+  /** Delay before a handed-back job runs again; default 1 s. */
+  handBackDelayMs?: number;
+  /** BullMQ lock duration of a job; default BullMQ's (30 s). */
+  lockDurationMs?: number;
+  tmpDir?: string;
+}
+
+export class KilnWorker {
+  readonly logger: Logger;
+  readonly active = new ActiveBuilds();
+  private redis: Redis | undefined;
+  private bullConnection: Redis | undefined;
+  private prisma: PrismaClient | undefined;
+  private storage: ObjectStorage | undefined;
+  private worker: Worker<BuildJobData, RunBuildResult> | undefined;
+  private queue: Queue<BuildJobData> | undefined;
+  private poolInstance: BuilderPool | undefined;
+  private cancel: CancelListener | undefined;
+  private reconcilerInstance: Reconciler | undefined;
+  private stopping: Promise<void> | undefined;
+
+  constructor(
+    readonly config: KilnConfig,
+    private readonly deps: WorkerDeps = {},
+  ) {
+    this.logger = deps.logger ?? createLogger('kiln-worker', config.logLevel);
+  }
+
+  get pool(): BuilderPool {
+    if (!this.poolInstance) throw new Error('the worker is not started');
+    return this.poolInstance;
+  }
+
+  get reconciler(): Reconciler {
+    if (!this.reconcilerInstance) throw new Error('the worker is not started');
+    return this.reconcilerInstance;
+  }
+
+  async start(): Promise<void> {
+    if (this.worker) return;
+    const { config, deps, logger } = this;
+    // BullMQ's connections must retry forever (maxRetriesPerRequest: null); our own commands
+    // (logs, leases) fail instead of hanging while Redis is away.
+    this.bullConnection = new Redis(config.redisUrl, { maxRetriesPerRequest: null });
+    this.redis = new Redis(config.redisUrl);
+    for (const conn of [this.bullConnection, this.redis]) {
+      conn.on('error', (err) => logger.warn({ err: err.message }, 'redis connection error'));
+    }
+    this.prisma = deps.prisma ?? createPrismaClient(config.databaseUrl);
+    this.storage = deps.storage ?? createStorage(config.storage);
+    this.poolInstance = new BuilderPool({
+      builders: config.builders,
+      redis: this.redis,
+      logger,
+      ...(deps.keyPrefix !== undefined ? { keyPrefix: deps.keyPrefix } : {}),
+      ...(deps.leaseTtlMs !== undefined ? { leaseTtlMs: deps.leaseTtlMs } : {}),
+      ...(deps.healthIntervalMs !== undefined ? { healthIntervalMs: deps.healthIntervalMs } : {}),
+      ...(deps.connectBuilder ? { connectBuilder: deps.connectBuilder } : {}),
+    });
+    await this.poolInstance.start({ initialCheck: deps.initialHealthCheck ?? true });
+
+    this.cancel = new CancelListener(config.redisUrl, this.active, logger);
+    await this.cancel.start();
+
+    const prefix = deps.queuePrefix !== undefined ? { prefix: deps.queuePrefix } : {};
+    this.queue = new Queue<BuildJobData>(QUEUE_BUILDS, { connection: this.bullConnection, ...prefix });
+    this.queue.on('error', (err) => logger.warn({ err: err.message }, 'queue error'));
+
+    const runDeps = {
+      prisma: this.prisma,
+      storage: this.storage,
+      redis: this.redis,
+      pool: this.poolInstance,
+      active: this.active,
+      logger,
+      buildTimeoutSeconds: config.buildTimeoutSeconds,
+      ...(deps.tmpDir !== undefined ? { tmpDir: deps.tmpDir } : {}),
+      ...(deps.handBackDelayMs !== undefined ? { handBackDelayMs: deps.handBackDelayMs } : {}),
+    };
+    this.worker = new Worker<BuildJobData, RunBuildResult>(
+      QUEUE_BUILDS,
+      async (job, token) => {
+        const buildId = job.data?.buildId ?? job.id;
+        if (!buildId) throw new Error('job without a build id');
+        try {
+          return await runBuild(runDeps, buildId, {
+            attemptsMade: job.attemptsMade,
+            attempts: job.opts.attempts ?? 1,
+          });
+        } catch (err) {
+          if (err instanceof HandBackError && token) {
+            // Back to the queue without using up an attempt.
+            await job.moveToDelayed(Date.now() + err.delayMs, token);
+            throw new DelayedError(err.message);
+          }
+          throw err;
+        }
+      },
+      {
+        connection: this.bullConnection,
+        concurrency: config.workerConcurrency,
+        ...(deps.lockDurationMs !== undefined ? { lockDuration: deps.lockDurationMs } : {}),
+        ...prefix,
+      },
+    );
+    this.worker.on('error', (err) => logger.warn({ err: err.message }, 'worker error'));
+    this.worker.on('failed', (job, err) => {
+      if (job) void this.onFailed(job, err);
+    });
+    await this.worker.waitUntilReady();
+
+    this.reconcilerInstance = new Reconciler({
+      prisma: this.prisma,
+      queue: this.queue,
+      redis: this.redis,
+      pool: this.poolInstance,
+      logger,
+      attempts: config.buildAttempts,
+      ...(deps.reconcileIntervalMs !== undefined ? { intervalMs: deps.reconcileIntervalMs } : {}),
+      ...(deps.queuedGraceMs !== undefined ? { queuedGraceMs: deps.queuedGraceMs } : {}),
+    });
+    this.reconcilerInstance.start();
+    logger.info(
+      {
+        builders: config.builders.map((b) => `${b.address}=${b.concurrency}`),
+        concurrency: config.workerConcurrency,
+      },
+      'worker started',
+    );
+  }
+
+  /**
+   * A job failed for good (attempts used up, unrecoverable, or stalled too often): make sure its
+   * row is final. Normally runBuild already did it and this changes nothing.
+   */
+  private async onFailed(job: Job<BuildJobData>, err: Error): Promise<void> {
+    const attempts = job.opts.attempts ?? 1;
+    const final =
+      err.name === 'UnrecoverableError' || job.attemptsMade >= attempts || job.finishedOn !== undefined;
+    if (!final || !this.prisma || !this.redis) return;
+    const buildId = job.data?.buildId ?? job.id;
+    if (!buildId) return;
+    const errorCode = err instanceof NoBuilderAvailableError ? 'no_builder_available' : 'infrastructure';
+    try {
+      const now = new Date();
+      const updated = await this.prisma.build.updateMany({
+        where: { id: buildId, status: { in: ['queued', 'running'] } },
+        data: { status: 'failed', errorCode, errorMessage: err.message, finishedAt: now },
+      });
+      if (updated.count === 0) return;
+      await this.prisma.buildAttempt.updateMany({
+        where: { buildId, finishedAt: null },
+        data: { finishedAt: now, outcome: 'failed', errorCode, errorMessage: err.message },
+      });
+      const key = logStreamKey(buildId);
+      await this.redis
+        .multi()
+        .xadd(key, '*', 'k', 'log', 'd', `\nERROR: ${err.message}\n`)
+        .xadd(key, '*', 'k', 'end', 'd', 'failed')
+        .expire(key, LOG_STREAM_TTL_SECONDS)
+        .exec();
+      this.logger.warn({ buildId, errorCode, err: err.message }, 'job failed for good: build marked failed');
+    } catch (e) {
+      this.logger.error(
+        { buildId, err: (e as Error).message },
+        'could not mark a failed job’s build as failed',
+      );
+    }
+  }
+
+  /**
+   * Stops taking jobs, lets running builds finish for up to `graceMs`, then aborts the rest and
+   * hands them back to the queue (another worker retries them), and closes every connection.
+   */
+  stop(graceMs = this.deps.shutdownGraceMs ?? 30_000): Promise<void> {
+    this.stopping ??= this.shutdown(graceMs);
+    return this.stopping;
+  }
+
+  private async shutdown(graceMs: number): Promise<void> {
+    const { logger } = this;
+    logger.info({ running: this.active.size, graceMs }, 'worker stopping');
+    await this.reconcilerInstance?.stop();
+    // close() stops fetching and resolves once the running jobs have settled.
+    const closing = this.worker?.close() ?? Promise.resolve();
+    let timer: NodeJS.Timeout | undefined;
+    const graceOver = new Promise<'timeout'>((resolve) => {
+      timer = setTimeout(() => resolve('timeout'), graceMs);
+    });
+    const first = await Promise.race([closing.then(() => 'closed' as const), graceOver]);
+    clearTimeout(timer);
+    if (first === 'timeout' && this.active.size > 0) {
+      logger.warn(
+        { builds: this.active.ids() },
+        'grace period over: handing running builds back to the queue',
+      );
+      this.active.abortAll(new BuildAbort('shutdown', 'the worker is shutting down'));
+    }
+    await closing.catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'closing the worker'));
+    await this.cancel?.stop();
+    await this.queue?.close().catch(() => {});
+    await this.poolInstance?.close();
+    for (const conn of [this.redis, this.bullConnection]) {
+      await conn?.quit().catch(() => conn.disconnect());
+    }
+    if (!this.deps.prisma) await this.prisma?.$disconnect().catch(() => {});
+    logger.info('worker stopped');
+  }
+}
+
+export function createWorker(config: KilnConfig, deps: WorkerDeps = {}): KilnWorker {
+  return new KilnWorker(config, deps);
+}

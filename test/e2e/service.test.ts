@@ -1,0 +1,263 @@
+// End to end through HTTP: the API and a worker (in this process) on real PostgreSQL, Redis,
+// a private dockerd and local storage. Every build is compared with `docker build --output`.
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { bootstrapProject, buildApp, createApiDeps } from '@kiln/api';
+import { loadConfig } from '@kiln/core';
+import { createWorker, type KilnWorker } from '@kiln/worker';
+import { Redis } from 'ioredis';
+import { busyboxPath, makeContext } from '../../packages/buildkit-client/test-support/context.js';
+import { dockerBuildTar } from '../../packages/buildkit-client/test-support/docker.js';
+import {
+  compareTarEntries,
+  readTarEntries,
+} from '../../packages/buildkit-client/test-support/tar-entries.js';
+import {
+  createTestDatabase,
+  freePort,
+  type TestDatabase,
+  testRedisUrl,
+} from '../../packages/core/test-support/services.js';
+
+const socket = process.env.KILN_TEST_DOCKER_SOCK;
+if (!socket) throw new Error('KILN_TEST_DOCKER_SOCK is not set: run through `npm test`');
+
+const RUN = (script: string) => `RUN ["/bin/busybox", "sh", "-c", ${JSON.stringify(script)}]`;
+const APP_DOCKERFILE = [
+  'FROM scratch AS builder',
+  'ARG FLAVOUR=plain',
+  'COPY busybox /bin/busybox',
+  'COPY src /src',
+  RUN(
+    'echo compiling-$FLAVOUR; /bin/busybox mkdir -p /out && /bin/busybox cat /src/main.txt > /out/app && echo $FLAVOUR >> /out/app',
+  ),
+  'FROM scratch',
+  'COPY --from=builder /out/app /app',
+  '',
+].join('\n');
+
+interface BuildJson {
+  id: string;
+  status: string;
+  attempts: number;
+  error?: { code: string; message: string };
+  artifact?: { url: string; size: number; digest: string; filename: string };
+}
+
+describe('Kiln end to end', () => {
+  let db: TestDatabase;
+  let dataDir: string;
+  let base: string;
+  let token: string;
+  let worker: KilnWorker;
+  let closeApi: () => Promise<void>;
+  let busybox: Buffer;
+
+  const api = (p: string, init: RequestInit = {}) => {
+    const headers = new Headers(init.headers);
+    headers.set('authorization', `Bearer ${token}`);
+    return fetch(p.startsWith('http') ? p : `${base}${p}`, { ...init, headers, redirect: 'manual' });
+  };
+  const tarOf = (dir: string) => execFileSync('tar', ['-C', dir, '-czf', '-', '.']);
+  const submit = async (dir: string, query: string): Promise<BuildJson> => {
+    const res = await api(`/v1/builds?${query}`, {
+      method: 'POST',
+      body: tarOf(dir),
+      headers: { 'content-type': 'application/gzip' },
+    });
+    assert.equal(res.status, 202, await res.clone().text());
+    return (await res.json()) as BuildJson;
+  };
+  const waitFor = async (id: string, statuses: string[], timeoutMs = 90_000): Promise<BuildJson> => {
+    const end = Date.now() + timeoutMs;
+    for (;;) {
+      const b = (await (await api(`/v1/builds/${id}`)).json()) as BuildJson;
+      if (statuses.includes(b.status)) return b;
+      if (Date.now() > end) throw new Error(`build ${id} still ${b.status}`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  };
+
+  before(async () => {
+    busybox = await fs.readFile(busyboxPath());
+    db = await createTestDatabase();
+    dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'kiln-e2e-'));
+    const redisUrl = testRedisUrl();
+    const redis = new Redis(redisUrl);
+    await redis.flushdb();
+    redis.disconnect();
+    const port = await freePort();
+    base = `http://127.0.0.1:${port}`;
+    const config = loadConfig({
+      KILN_PORT: String(port),
+      KILN_PUBLIC_URL: base,
+      DATABASE_URL: db.url,
+      REDIS_URL: redisUrl,
+      KILN_DATA_DIR: dataDir,
+      KILN_SIGNING_KEY: 'e'.repeat(40),
+      KILN_LOG_LEVEL: 'silent',
+      KILN_BUILDERS: `docker://${socket}`,
+      KILN_BUILD_ATTEMPTS: '2',
+    });
+    const deps = await createApiDeps(config);
+    const app = await buildApp(deps);
+    await app.listen({ port, host: '127.0.0.1' });
+    closeApi = async () => {
+      await app.close();
+      await deps.close();
+    };
+    token = await bootstrapProject(db.url, 'e2e');
+    worker = createWorker(config);
+    await worker.start();
+  });
+  after(async () => {
+    await worker.stop();
+    await closeApi();
+    await db.drop();
+    await fs.rm(dataDir, { recursive: true, force: true });
+  });
+
+  test('POST → queued → running → succeeded; the signed URL gives the bytes docker build --output gives; SSE logs end', async () => {
+    const ctx = await makeContext({
+      busybox: { content: busybox, mode: 0o755 },
+      'src/main.txt': 'hello from kiln\n',
+      Dockerfile: APP_DOCKERFILE,
+    });
+    try {
+      const queued = await submit(
+        ctx.dir,
+        'output=type=tar,dest=myapp.tar&network=none&build-arg=FLAVOUR=spicy',
+      );
+      assert.equal(queued.status, 'queued');
+      // Follow the logs live from the start.
+      const sse = await api(`/v1/builds/${queued.id}/logs`, { headers: { accept: 'text/event-stream' } });
+      assert.equal(sse.headers.get('content-type'), 'text/event-stream; charset=utf-8');
+      const events = await sse.text(); // ends when the build ends
+      assert.match(events, /event: log\n(data: .*\n)*data: .*compiling-spicy/);
+      assert.match(events, /event: end\ndata: succeeded\n\n$/);
+
+      const done = await waitFor(queued.id, ['succeeded', 'failed']);
+      assert.equal(done.status, 'succeeded', JSON.stringify(done.error));
+      assert.ok(done.artifact);
+      assert.equal(done.artifact.filename, 'myapp.tar');
+      const download = await fetch(done.artifact.url);
+      assert.equal(download.status, 200);
+      assert.match(download.headers.get('content-disposition') ?? '', /myapp\.tar/);
+      const ours = Buffer.from(await download.arrayBuffer());
+      assert.equal(ours.length, done.artifact.size);
+
+      const expected = path.join(dataDir, 'docker.tar');
+      await dockerBuildTar({ socket, contextDir: ctx.dir, buildArgs: { FLAVOUR: 'spicy' }, dest: expected });
+      const diff = compareTarEntries(await readTarEntries(expected), await readTarEntries(ours));
+      assert.deepEqual(diff, []);
+      const app = (await readTarEntries(ours)).find((e) => e.name === 'app');
+      assert.ok(app);
+
+      // The plain log is stored; a ranged download resumes.
+      const logs = await (await api(`/v1/builds/${queued.id}/logs`)).text();
+      assert.match(logs, /compiling-spicy/);
+      const ranged = await fetch(done.artifact.url, { headers: { range: 'bytes=0-99' } });
+      assert.equal(ranged.status, 206);
+      assert.equal((await ranged.arrayBuffer()).byteLength, 100);
+      // /artifact redirects to a fresh signed URL.
+      const redirect = await api(`/v1/builds/${queued.id}/artifact`);
+      assert.equal(redirect.status, 302);
+      assert.match(redirect.headers.get('location') ?? '', /\/v1\/files\/artifacts\//);
+    } finally {
+      await ctx.cleanup();
+    }
+  });
+
+  test('target stage', async () => {
+    const ctx = await makeContext({
+      busybox: { content: busybox, mode: 0o755 },
+      'src/main.txt': 'x\n',
+      Dockerfile: APP_DOCKERFILE,
+    });
+    try {
+      const b = await submit(ctx.dir, 'output=type=tar,dest=b.tar&network=none&target=builder');
+      const done = await waitFor(b.id, ['succeeded', 'failed']);
+      assert.equal(done.status, 'succeeded', JSON.stringify(done.error));
+      const names = (
+        await readTarEntries(Buffer.from(await (await fetch(done.artifact?.url ?? '')).arrayBuffer()))
+      ).map((e) => e.name);
+      assert.ok(names.includes('bin/busybox') && names.includes('out/app'), names.join(','));
+    } finally {
+      await ctx.cleanup();
+    }
+  });
+
+  test('a Dockerfile error ends failed with the line, without retries', async () => {
+    const ctx = await makeContext({ Dockerfile: 'FROM scratch\nCOPY a /a\nNOT_AN_INSTRUCTION x\n', a: 'a' });
+    try {
+      const b = await submit(ctx.dir, 'output=type=tar,dest=x.tar');
+      const done = await waitFor(b.id, ['succeeded', 'failed']);
+      assert.equal(done.status, 'failed');
+      assert.equal(done.error?.code, 'build_failed');
+      assert.match(done.error?.message ?? '', /line 3/);
+      assert.equal(done.attempts, 1);
+      assert.equal((await api(`/v1/builds/${b.id}/artifact`)).status, 409);
+    } finally {
+      await ctx.cleanup();
+    }
+  });
+
+  test('cancel a running sleep build: canceled, and the RUN is gone from the host', async () => {
+    const ctx = await makeContext({
+      busybox: { content: busybox, mode: 0o755 },
+      Dockerfile: `FROM scratch\nCOPY busybox /bin/busybox\n${RUN('sleep 419')}\n`,
+    });
+    try {
+      const b = await submit(ctx.dir, 'output=type=tar,dest=s.tar&network=none&noCache=true');
+      await waitFor(b.id, ['running']);
+      const running = async () =>
+        execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' }).includes('sleep 419');
+      for (let i = 0; i < 100 && !(await running()); i++) await new Promise((r) => setTimeout(r, 100));
+      assert.ok(await running(), 'the RUN step started');
+      const res = await api(`/v1/builds/${b.id}/cancel`, { method: 'POST' });
+      assert.equal(res.status, 202);
+      const done = await waitFor(b.id, ['canceled', 'failed', 'succeeded'], 30_000);
+      assert.equal(done.status, 'canceled');
+      let alive = true;
+      for (let i = 0; i < 50 && alive; i++) {
+        alive = await running();
+        if (alive) await new Promise((r) => setTimeout(r, 200));
+      }
+      assert.equal(alive, false);
+    } finally {
+      await ctx.cleanup();
+    }
+  });
+
+  test('signed URLs: tampered → 403, expired → 403', async () => {
+    const ctx = await makeContext({ Dockerfile: 'FROM scratch\nCOPY a /a\n', a: 'a' });
+    try {
+      const b = await submit(ctx.dir, 'output=type=tar,dest=t.tar');
+      const done = await waitFor(b.id, ['succeeded', 'failed']);
+      const url = new URL(done.artifact?.url ?? '');
+      const tamper = (k: string, v: string) => {
+        const u = new URL(url);
+        u.searchParams.set(k, v);
+        return u.toString();
+      };
+      for (const bad of [
+        tamper('expires', String(Number(url.searchParams.get('expires')) + 1000)),
+        tamper('filename', 'evil.tar'),
+        tamper('sig', '0'.repeat(64)),
+        url.toString().replace('/artifacts/', '/contexts/'),
+        tamper('expires', '1000000000'),
+      ]) {
+        const res = await fetch(bad);
+        assert.equal(res.status, 403, bad);
+        assert.equal(((await res.json()) as { error: { code: string } }).error.code, 'forbidden');
+      }
+      assert.equal((await fetch(url)).status, 200);
+    } finally {
+      await ctx.cleanup();
+    }
+  });
+});
