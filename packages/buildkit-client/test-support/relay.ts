@@ -8,7 +8,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
-import { dockerUpgrade } from '../src/transport/docker-upgrade.js';
+import { spliceToDockerGrpc } from '../src/transport/upgrade-proxy.js';
 
 export interface Relay {
   address: string;
@@ -22,24 +22,7 @@ export type RelayListen =
 
 export async function startRelay(dockerSocket: string, listen: RelayListen): Promise<Relay> {
   const live = new Set<net.Socket>();
-  const onConnection = (client: net.Socket) => {
-    live.add(client);
-    client.on('close', () => live.delete(client));
-    client.on('error', () => client.destroy());
-    client.pause();
-    dockerUpgrade({ socketPath: dockerSocket, path: '/grpc' }).then(
-      (upstream) => {
-        live.add(upstream);
-        upstream.on('error', () => upstream.destroy());
-        upstream.on('close', () => client.destroy());
-        client.on('close', () => upstream.destroy());
-        upstream.pipe(client);
-        client.pipe(upstream);
-        client.resume();
-      },
-      () => client.destroy(),
-    );
-  };
+  const onConnection = (client: net.Socket) => spliceToDockerGrpc(client, dockerSocket, live);
   const server =
     'tls' in listen
       ? tls.createServer(

@@ -13,6 +13,7 @@ export {
   type OutputType,
   parseBuildSpec,
   parseCsvPairs,
+  SPEC_FIELDS,
 } from './spec.js';
 export * from './storage/index.js';
 export { generateToken, hashToken, safeEqual } from './tokens.js';

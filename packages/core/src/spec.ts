@@ -38,7 +38,8 @@ export interface BuildSpecInput {
   network?: unknown;
 }
 
-const SPEC_KEYS = new Set([
+/** The fields a build spec may have, in every form it arrives in (query, form fields, JSON). */
+export const SPEC_FIELDS: readonly string[] = [
   'output',
   'target',
   'source',
@@ -48,7 +49,8 @@ const SPEC_KEYS = new Set([
   'labels',
   'noCache',
   'network',
-]);
+];
+const SPEC_KEYS = new Set(SPEC_FIELDS);
 const OUTPUT_ATTRS: Record<OutputType, ReadonlySet<string>> = {
   tar: new Set([]),
   local: new Set([]),

@@ -8,6 +8,7 @@ import {
   FINAL_STATUSES,
   logStreamKey,
   parseBuildSpec,
+  SPEC_FIELDS,
 } from '@kiln/core';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { buildView } from '../build-view.js';
@@ -22,17 +23,6 @@ export const RAW_CONTEXT_TYPES = [
   'application/gzip',
   'application/x-gzip',
   'application/octet-stream',
-];
-const SPEC_FIELDS = [
-  'output',
-  'target',
-  'source',
-  'file',
-  'buildArgs',
-  'platform',
-  'labels',
-  'noCache',
-  'network',
 ];
 
 const idParams = {

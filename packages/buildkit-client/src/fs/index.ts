@@ -1,14 +1,5 @@
 export { DockerignoreError, parseDockerignore } from './dockerignore.js';
 export {
-  cleanPath,
-  type MatchInfo,
-  type MatchType,
-  Pattern,
-  PatternError,
-  type PatternErrorCode,
-  PatternMatcher,
-} from './patternmatcher.js';
-export {
   goFileMode,
   MODE_CHAR_DEVICE,
   MODE_DEVICE,
@@ -22,6 +13,17 @@ export {
   MODE_SYMLINK,
   type UnixFileType,
   unixModeFromGo,
+} from './filemode.js';
+export {
+  cleanPath,
+  type MatchInfo,
+  type MatchType,
+  Pattern,
+  PatternError,
+  type PatternErrorCode,
+  PatternMatcher,
+} from './patternmatcher.js';
+export {
   type WalkEntry,
   WalkError,
   type WalkErrorCode,

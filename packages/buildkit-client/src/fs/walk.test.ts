@@ -19,7 +19,6 @@ import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { parseDockerignore } from './dockerignore.js';
 import { followLinks } from './followlinks.js';
-import { statEntry } from './stat.js';
 import {
   goFileMode,
   MODE_CHAR_DEVICE,
@@ -35,7 +34,8 @@ import {
   WalkError,
   type WalkOptions,
   walk,
-} from './walk.js';
+} from './index.js';
+import { statEntry } from './stat.js';
 
 const tempDirs: string[] = [];
 

@@ -7,21 +7,6 @@ import { compareGoStrings } from './gostrings.js';
 import { type MatchInfo, type Pattern, PatternMatcher } from './patternmatcher.js';
 import { type HardlinkMap, statEntry, type WalkEntry } from './stat.js';
 
-export {
-  goFileMode,
-  MODE_CHAR_DEVICE,
-  MODE_DEVICE,
-  MODE_DIR,
-  MODE_NAMED_PIPE,
-  MODE_PERM,
-  MODE_SETGID,
-  MODE_SETUID,
-  MODE_SOCKET,
-  MODE_STICKY,
-  MODE_SYMLINK,
-  type UnixFileType,
-  unixModeFromGo,
-} from './filemode.js';
 export type { WalkEntry } from './stat.js';
 
 export interface WalkOptions {
