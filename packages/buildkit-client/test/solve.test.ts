@@ -63,7 +63,7 @@ describe('solve against a real dockerd', () => {
   });
   after(() => client.close());
 
-  test('listWorkers reports a linux worker; info() is unsupported on dockerd 20.10 or answers', async () => {
+  test('listWorkers, info (unsupported on dockerd 20.10), diskUsage and prune', async () => {
     const workers = await client.listWorkers();
     assert.ok(workers.length >= 1);
     assert.ok(workers[0]?.platforms.some((p) => p.os === 'linux'));
@@ -71,8 +71,18 @@ describe('solve against a real dockerd', () => {
       (i) => assert.ok(i.buildkitVersion),
       (err: Error & { code?: string }) => assert.equal(err.code, 'UNSUPPORTED'),
     );
+    const ctx = await makeContext({ Dockerfile: 'FROM scratch\nCOPY a /a\n', a: 'cache me' });
+    try {
+      await client.solve(dockerfileSolve(ctx.dir));
+    } finally {
+      await ctx.cleanup();
+    }
     const usage = await client.diskUsage();
-    assert.ok(Array.isArray(usage));
+    assert.ok(usage.length > 0, 'the build left cache records');
+    assert.ok(usage.every((r) => typeof r.id === 'string' && r.size >= 0));
+    // A filter that matches nothing: the call round-trips and deletes nothing.
+    assert.deepEqual(await client.prune({ filter: ['id==no-such-record'] }), []);
+    assert.equal((await client.diskUsage()).length, usage.length);
   });
 
   test('local exporter writes the same tree as docker build --output type=local', async () => {
