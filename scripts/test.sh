@@ -31,6 +31,8 @@ cleanup() {
 	if [[ -n $TEST_RUNNER_PID ]] && kill -TERM "$TEST_RUNNER_PID" 2>/dev/null; then
 		wait "$TEST_RUNNER_PID" || true
 	fi
+	[[ -n $PG_DIR ]] && { kiln_pg_stop "$PG_DIR" || rc=1; }
+	[[ -n $REDIS_DIR ]] && { kiln_redis_stop "$REDIS_DIR" || rc=1; }
 	for dir in "${TEMP_DIRS[@]}"; do
 		kiln_dockerd_stop "$dir" || rc=1
 		# --one-file-system: never descend into a mount the daemon may have left.

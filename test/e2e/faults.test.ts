@@ -11,8 +11,8 @@ import fs from 'node:fs/promises';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { after, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { bootstrapProject, buildApp, createApiDeps } from '@kiln/api';
 import { loadConfig, QUEUE_BUILDS } from '@kiln/core';
 import { Redis } from 'ioredis';
@@ -215,15 +215,18 @@ function spawnWorker(name: string, env: Record<string, string>): WorkerProcess {
 /** The `msg` of each JSON log line a worker wrote, counted ("builder is unhealthy ×2"). */
 function summarizeLog(out: string): string {
   const counts = new Map<string, number>();
+  let other = 0;
   for (const line of out.split('\n')) {
     if (!line.trim()) continue;
-    let msg = line.slice(0, 120);
+    let msg: string | undefined;
     try {
-      msg = (JSON.parse(line) as { msg?: string }).msg ?? msg;
+      msg = (JSON.parse(line) as { msg?: string }).msg;
     } catch {}
-    counts.set(msg, (counts.get(msg) ?? 0) + 1);
+    if (msg === undefined) other++;
+    else counts.set(msg, (counts.get(msg) ?? 0) + 1);
   }
-  return [...counts].map(([m, n]) => (n > 1 ? `${m} ×${n}` : m)).join('; ') || '(nothing)';
+  const text = [...counts].map(([m, n]) => (n > 1 ? `${m} ×${n}` : m)).join('; ') || '(none)';
+  return other > 0 ? `${text} (+${other} non-JSON stderr lines, e.g. Node/AWS SDK warnings)` : text;
 }
 
 /** The API in this process (the one createApiDeps/buildApp the binary uses) plus a client for it. */
@@ -277,7 +280,7 @@ async function startApi(env: Record<string, string>, project: string) {
     }
   };
   const logs = async (id: string) => (await api(`/v1/builds/${id}/logs`)).text();
-  return { base, config, close, submit, get, waitFor, logs };
+  return { base, config, close, api, submit, get, waitFor, logs };
 }
 
 /** Per-test database, data directory and worker environment. */
@@ -359,6 +362,9 @@ function withOutputOnFailure<T>(workers: WorkerProcess[], fn: () => Promise<T>):
 // ---------------------------------------------------------------------------------------------
 
 describe('Kiln under faults (worker processes, real daemons)', { concurrency: false }, () => {
+  /** The plain (stored) log of the build retried after its builder died. */
+  let retriedBuildLog: string | undefined;
+
   test('two worker processes, two builders: 20 concurrent builds all succeed on both daemons', {
     timeout: 120_000,
   }, async () => {
@@ -388,7 +394,8 @@ describe('Kiln under faults (worker processes, real daemons)', { concurrency: fa
         const tDone = Date.now() - t0;
         for (const b of done) assert.equal(b.status, 'succeeded', `${b.id}: ${JSON.stringify(b.error)}`);
         const perBuilder = new Map<string, number>();
-        for (const b of done) perBuilder.set(b.builder ?? 'null', (perBuilder.get(b.builder ?? 'null') ?? 0) + 1);
+        for (const b of done)
+          perBuilder.set(b.builder ?? 'null', (perBuilder.get(b.builder ?? 'null') ?? 0) + 1);
         assert.deepEqual([...perBuilder.keys()].sort(), [D1, D2].sort(), 'both daemons were used');
         for (const b of done) assert.equal(b.attempts, 1, `${b.id} took ${b.attempts} attempts`);
 
@@ -448,9 +455,11 @@ describe('Kiln under faults (worker processes, real daemons)', { concurrency: fa
         assert.equal(running.builder, doomed.address, 'the build runs on the preferred (doomed) builder');
         // Mid-build: the RUN step's shell is alive.
         const runStarted = async () =>
-          (await new Promise<string>((resolve) =>
-            execFile('ps', ['-eo', 'args'], (_e, out) => resolve(String(out))),
-          )).includes(marker);
+          (
+            await new Promise<string>((resolve) =>
+              execFile('ps', ['-eo', 'args'], (_e, out) => resolve(String(out))),
+            )
+          ).includes(marker);
         for (let i = 0; i < 100 && !(await runStarted()); i++) await sleep(100);
         assert.ok(await runStarted(), 'the RUN step started');
         const tKill = Date.now();
@@ -462,10 +471,22 @@ describe('Kiln under faults (worker processes, real daemons)', { concurrency: fa
         assert.equal(done.attempts, 2);
         assert.equal(done.builder, D1);
         await checkArtifact(done, 'out/slept.txt', 'slept\n');
-        const text = await a.logs(b.id);
-        assert.match(text, new RegExp(`attempt 1 on ${doomed.address.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}`));
-        assert.match(text, new RegExp(`attempt 2 on ${D1.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}`));
-        const attempts = await pgQuery<{ number: number; builder: string; outcome: string; errorCode: string }>(
+        // The live log (SSE, from the Redis stream) shows both attempts and why the first ended.
+        const sse = await a.api(`/v1/builds/${b.id}/logs`, { headers: { accept: 'text/event-stream' } });
+        const events = await sse.text();
+        assert.ok(events.includes(`attempt 1 on ${doomed.address}`), events);
+        assert.ok(events.includes('attempt failed'), events);
+        assert.ok(events.includes(`attempt 2 on ${D1}`), events);
+        assert.match(events, /event: end\ndata: succeeded\n\n$/);
+        // The stored plain log keeps every attempt (checked by the next test).
+        retriedBuildLog = await a.logs(b.id);
+        assert.ok(retriedBuildLog.includes(`attempt 2 on ${D1}`), retriedBuildLog);
+        const attempts = await pgQuery<{
+          number: number;
+          builder: string;
+          outcome: string;
+          errorCode: string;
+        }>(
           env.DATABASE_URL as string,
           'SELECT number, builder, outcome, "errorCode" FROM "BuildAttempt" WHERE "buildId" = $1 ORDER BY number',
           [b.id],
@@ -491,6 +512,12 @@ describe('Kiln under faults (worker processes, real daemons)', { concurrency: fa
       await api?.close();
       await doomed.cleanup();
     }
+  });
+
+  test('the stored log of a retried build holds every attempt, like the live log', {}, () => {
+    assert.ok(retriedBuildLog !== undefined, 'the builder-killed test ran');
+    assert.ok(retriedBuildLog.includes('attempt 1 on docker://'), retriedBuildLog);
+    assert.ok(retriedBuildLog.includes('attempt failed'), retriedBuildLog);
   });
 
   test('Redis restarted (data lost) with 5 builds queued: the reconciler re-enqueues them, each runs once', {
@@ -549,8 +576,11 @@ describe('Kiln under faults (worker processes, real daemons)', { concurrency: fa
           await checkArtifact(b, 'out/result.txt', `built-${i}\n`);
           const files = await fs.readdir(path.join(dataDir, 'objects', 'artifacts', b.id));
           assert.deepEqual(files, [`q${i}.tar`], `one artifact for ${b.id}`);
-          const text = await a.logs(b.id);
-          assert.equal((text.match(/#0 kiln: attempt \d+ on/g) ?? []).length, 1, `one attempt in the log of ${b.id}`);
+          // The live log stream holds every attempt's output (the stored log only the last one).
+          const sse = await a.api(`/v1/builds/${b.id}/logs`, { headers: { accept: 'text/event-stream' } });
+          const events = await sse.text();
+          assert.equal((events.match(/#0 kiln: attempt \d+ on/g) ?? []).length, 1, events);
+          assert.match(events, /event: end\ndata: succeeded\n\n$/);
         }
         const rows = await pgQuery<{ buildId: string; n: string }>(
           env.DATABASE_URL as string,
@@ -647,7 +677,10 @@ describe('Kiln under faults (worker processes, real daemons)', { concurrency: fa
       const a = api;
       await withOutputOnFailure(workers, async () => {
         const t0 = Date.now();
-        const b = await a.submit(await tgz(ctx.dir), 'output=type=tar,dest=big.tar&network=none&noCache=true');
+        const b = await a.submit(
+          await tgz(ctx.dir),
+          'output=type=tar,dest=big.tar&network=none&noCache=true',
+        );
         const done = await a.waitFor(b.id, ['succeeded', 'failed', 'canceled'], 120_000);
         const tBuild = Date.now() - t0;
         assert.equal(done.status, 'succeeded', JSON.stringify(done.error));
@@ -668,15 +701,22 @@ describe('Kiln under faults (worker processes, real daemons)', { concurrency: fa
         assert.equal(big?.size, 24 * MiB);
 
         // lib-storage multipart: ≥ 3 full 8 MiB parts of this artifact, completed once.
-        const ours = parts.filter((p) => p.key === `artifacts/${b.id}/big.tar`).sort((x, y) => x.part - y.part);
+        const ours = parts
+          .filter((p) => p.key === `artifacts/${b.id}/big.tar`)
+          .sort((x, y) => x.part - y.part);
         const full = ours.filter((p) => p.bytes === 8 * MiB);
         assert.ok(full.length >= 3, `parts: ${JSON.stringify(ours)}`);
-        assert.ok(ours.every((p) => p.status === 200), `parts: ${JSON.stringify(ours)}`);
+        assert.ok(
+          ours.every((p) => p.status === 200),
+          `parts: ${JSON.stringify(ours)}`,
+        );
         assert.equal(
           ours.reduce((n, p) => n + p.bytes, 0),
           done.artifact.size,
         );
         assert.deepEqual(completes.filter((k) => k === `artifacts/${b.id}/big.tar`).length, 1);
+        const leftover = await fs.readdir(s3.uploadsDir).catch(() => [] as string[]);
+        assert.deepEqual(leftover, [], 'no multipart upload left open in s3rver');
         log(
           `S3: ${(done.artifact.size / MiB).toFixed(1)} MiB artifact built and stored in ${secs(tBuild)} ` +
             `as ${ours.length} parts [${ours.map((p) => (p.bytes / MiB).toFixed(2)).join(', ')}] MiB; ` +

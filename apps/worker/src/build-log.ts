@@ -4,6 +4,8 @@
  * and to a temp file that becomes the stored log object at the end. Nothing accumulates in memory
  * beyond one batch.
  */
+
+import { once } from 'node:events';
 import { createReadStream, createWriteStream, type WriteStream } from 'node:fs';
 import { finished } from 'node:stream/promises';
 import { LOG_STREAM_TTL_SECONDS, type Logger, logStreamKey, type ObjectStorage } from '@kiln/core';
@@ -92,6 +94,18 @@ export class BuildLog {
         { buildId: this.buildId, err: (err as Error).message },
         'log stream: end entry failed',
       );
+    }
+  }
+
+  /**
+   * Starts the file with what earlier attempts of this build stored under `key`, so the
+   * final log tells the whole story (attempt 1 failed on builder A, attempt 2 ...).
+   */
+  async continueFrom(storage: ObjectStorage, key: string): Promise<void> {
+    if (!(await storage.head(key).catch(() => undefined))) return;
+    const previous = await storage.get(key);
+    for await (const chunk of previous.body) {
+      if (!this.file.write(chunk)) await once(this.file, 'drain');
     }
   }
 

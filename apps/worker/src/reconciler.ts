@@ -62,14 +62,17 @@ export class Reconciler {
     this.o = { intervalMs: 15_000, queuedGraceMs: 5000, batchSize: 500, ...options };
   }
 
+  /** Passes every interval, and one at once: builds Redis lost while no worker ran need not wait. */
   start(): void {
     if (this.timer || this.o.intervalMs <= 0) return;
-    this.timer = setInterval(() => {
+    const pass = () => {
       void this.runOnce().catch((err: unknown) => {
         this.o.logger.warn({ err: (err as Error).message }, 'reconciler pass failed');
       });
-    }, this.o.intervalMs);
+    };
+    this.timer = setInterval(pass, this.o.intervalMs);
     this.timer.unref();
+    pass();
   }
 
   async stop(): Promise<void> {

@@ -168,6 +168,9 @@ class BuildRun {
     try {
       this.tmp = await mkdtemp(path.join(this.deps.tmpDir ?? tmpdir(), 'kiln-build-'));
       this.log = new BuildLog(this.deps.redis, this.id, path.join(this.tmp, 'build.log'), this.logger);
+      await this.log.continueFrom(this.deps.storage, logKey(this.id)).catch((err: unknown) => {
+        this.logger.warn({ err: messageOf(err) }, 'could not read the log of earlier attempts');
+      });
       return await this.execute();
     } finally {
       clearTimeout(this.timer);
@@ -516,7 +519,10 @@ class BuildRun {
   }
 
   private async requeue(): Promise<void> {
-    await this.log?.flush();
+    // The next attempt continues this log (see BuildLog.continueFrom).
+    await this.log?.store(this.deps.storage, logKey(this.id)).catch((err: unknown) => {
+      this.logger.warn({ err: messageOf(err) }, 'storing the log of this attempt failed');
+    });
     await this.deps.prisma.build.updateMany({
       where: { id: this.id, status: 'running' },
       data: { status: 'queued' },
