@@ -8,6 +8,7 @@ import { registerErrorHandling } from './errors.js';
 import { buildRoutes } from './routes/builds.js';
 import { fileRoutes } from './routes/files.js';
 import { createMetrics, opsRoutes } from './routes/ops.js';
+import { buildListSchema, buildSchema, errorSchema } from './schemas.js';
 
 /** The HTTP API as a Fastify instance, not yet listening (tests use `inject` or `listen({port: 0})`). */
 export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
@@ -19,6 +20,7 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
     bodyLimit: 1024 * 1024,
   });
   registerErrorHandling(app);
+  for (const schema of [errorSchema, buildSchema, buildListSchema]) app.addSchema(schema);
   await app.register(multipart, {
     limits: {
       fileSize: deps.config.limits.maxContextBytes,

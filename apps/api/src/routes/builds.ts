@@ -15,6 +15,7 @@ import { buildView } from '../build-view.js';
 import { checkIdempotencyKey, createBuild } from '../create-build.js';
 import type { ApiDeps } from '../deps.js';
 import { followLogs, readLogs } from '../logs.js';
+import { buildErrors, idParams } from '../schemas.js';
 import { receiveContext } from '../upload.js';
 
 export const RAW_CONTEXT_TYPES = [
@@ -24,18 +25,6 @@ export const RAW_CONTEXT_TYPES = [
   'application/x-gzip',
   'application/octet-stream',
 ];
-
-const idParams = {
-  type: 'object',
-  properties: { id: { type: 'string', pattern: '^[0-9A-Za-z]{1,64}$' } },
-  required: ['id'],
-} as const;
-const errorResponse = {
-  type: 'object',
-  properties: {
-    error: { type: 'object', properties: { code: { type: 'string' }, message: { type: 'string' } } },
-  },
-} as const;
 
 /** docker-style repeatable `build-arg=K=V` / `label=K=V` query parameters become the spec's maps. */
 function specFromQuery(query: Record<string, unknown>): BuildSpecInput {
@@ -86,7 +75,7 @@ export function buildRoutes(deps: ApiDeps) {
           summary: 'Start a build from an uploaded context (tar, gzip or multipart) and an export spec',
           querystring: { type: 'object', additionalProperties: true },
           headers: { type: 'object', properties: { 'idempotency-key': { type: 'string' } } },
-          response: { 202: { type: 'object', additionalProperties: true }, '4xx': errorResponse },
+          response: { 200: { $ref: 'Build#' }, 202: { $ref: 'Build#' }, ...buildErrors },
         },
       },
       async (req, reply) => {
@@ -152,6 +141,7 @@ export function buildRoutes(deps: ApiDeps) {
             },
             additionalProperties: false,
           },
+          response: { 200: { $ref: 'BuildList#' }, ...buildErrors },
         },
       },
       async (req) => {
@@ -175,13 +165,25 @@ export function buildRoutes(deps: ApiDeps) {
 
     app.get(
       '/v1/builds/:id',
-      { schema: { summary: 'A build and, once done, its download URL', params: idParams } },
+      {
+        schema: {
+          summary: 'A build and, once done, its download URL',
+          params: idParams,
+          response: { 200: { $ref: 'Build#' }, ...buildErrors },
+        },
+      },
       async (req) => view(await findBuild(req as FastifyRequest<{ Params: { id: string } }>)),
     );
 
     app.post(
       '/v1/builds/:id/cancel',
-      { schema: { summary: 'Cancel a queued or running build', params: idParams } },
+      {
+        schema: {
+          summary: 'Cancel a queued or running build',
+          params: idParams,
+          response: { 202: { $ref: 'Build#' }, ...buildErrors },
+        },
+      },
       async (req, reply) => {
         const build = await findBuild(req as FastifyRequest<{ Params: { id: string } }>);
         if (FINAL_STATUSES.has(build.status)) {
@@ -212,7 +214,13 @@ export function buildRoutes(deps: ApiDeps) {
 
     app.get(
       '/v1/builds/:id/logs',
-      { schema: { summary: 'Build log: text/plain, or text/event-stream to follow', params: idParams } },
+      {
+        schema: {
+          summary: 'Build log: text/plain, or text/event-stream to follow',
+          params: idParams,
+          response: buildErrors,
+        },
+      },
       async (req, reply) => {
         const build = await findBuild(req as FastifyRequest<{ Params: { id: string } }>);
         if ((req.headers.accept ?? '').includes('text/event-stream'))
@@ -223,7 +231,13 @@ export function buildRoutes(deps: ApiDeps) {
 
     app.get(
       '/v1/builds/:id/artifact',
-      { schema: { summary: 'Redirect (302) to a signed download URL', params: idParams } },
+      {
+        schema: {
+          summary: 'Redirect (302) to a signed download URL',
+          params: idParams,
+          response: buildErrors,
+        },
+      },
       async (req, reply) => {
         const build = await findBuild(req as FastifyRequest<{ Params: { id: string } }>);
         if (build.status === 'expired')
