@@ -1,6 +1,10 @@
 import type { Build, ObjectStorage } from '@kiln/core';
 
-/** The JSON a caller sees for a build; a finished one carries a freshly signed download URL. */
+/**
+ * The JSON a caller sees for a build; a succeeded one carries a freshly signed download URL (an
+ * expired one none: its artifact is gone). A build answered from the result cache says `cached`
+ * and names the build that ran (`cachedFrom`).
+ */
 export async function buildView(
   build: Build,
   storage: ObjectStorage,
@@ -16,6 +20,9 @@ export async function buildView(
     context: { digest: build.contextDigest, size: Number(build.contextSize) },
     attempts: build.attempts,
     builder: build.builder,
+    platform: build.platform,
+    cached: build.cachedFromId !== null,
+    cachedFrom: build.cachedFromId,
     createdAt: build.createdAt.toISOString(),
     startedAt: build.startedAt?.toISOString() ?? null,
     finishedAt: build.finishedAt?.toISOString() ?? null,

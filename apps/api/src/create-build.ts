@@ -1,9 +1,21 @@
 import { createHash } from 'node:crypto';
-import { AppError, type Build, type BuildSpec, buildJobOptions, Prisma, QUEUE_BUILDS } from '@kiln/core';
+import {
+  AppError,
+  type Build,
+  type BuildSpec,
+  buildJobOptions,
+  lockContextObject,
+  Prisma,
+  QUEUE_BUILDS,
+  resultCacheKey,
+} from '@kiln/core';
 import type { ApiDeps } from './deps.js';
-import type { StoredContext } from './upload.js';
+import { type NewBuildData, reuseResult } from './result-cache.js';
+import type { ReceivedContext } from './upload.js';
 
 const MAX_IDEMPOTENCY_KEY = 255;
+/** Inserting a queued build may have to put its context back into storage (see insertQueued). */
+const INSERT_TX_TIMEOUT_MS = 10 * 60_000;
 
 export function checkIdempotencyKey(key: string | undefined): string | undefined {
   if (key === undefined || key === '') return undefined;
@@ -16,19 +28,23 @@ export function checkIdempotencyKey(key: string | undefined): string | undefined
   return key;
 }
 
+/** `queued`: a new build to run; `cached`: a new build answered from the result cache; `existing`: an idempotent retry. */
+export type CreateOutcome = 'queued' | 'cached' | 'existing';
+
 /**
- * Records the build (queued) and enqueues its job. With an Idempotency-Key, a retried request
- * gets the build the first one made; the same key with another body is a conflict. If Redis
- * is down the row stays queued and the worker's reconciler enqueues it later: an accepted
- * build is never lost.
+ * Records the build and, unless the result cache answers it (result-cache.ts; not with
+ * `noCache`), enqueues its job. With an Idempotency-Key, a retried request gets the build the
+ * first one made (cached or not); the same key with another body is a conflict. If Redis is
+ * down the row stays queued and the worker's reconciler enqueues it later: an accepted build is
+ * never lost.
  */
 export async function createBuild(
   deps: ApiDeps,
   projectId: string,
   spec: BuildSpec,
-  context: StoredContext,
+  context: ReceivedContext,
   idempotencyKey: string | undefined,
-): Promise<{ build: Build; created: boolean }> {
+): Promise<{ build: Build; outcome: CreateOutcome }> {
   const requestHash = createHash('sha256')
     .update(JSON.stringify({ spec, context: context.digest }))
     .digest('hex');
@@ -36,29 +52,30 @@ export async function createBuild(
     const existing = await deps.db.build.findUnique({
       where: { projectId_idempotencyKey: { projectId, idempotencyKey } },
     });
-    if (existing) return { build: sameRequest(existing, requestHash), created: false };
+    if (existing) return { build: sameRequest(existing, requestHash), outcome: 'existing' };
   }
+  const data: NewBuildData = {
+    projectId,
+    spec: spec as unknown as Prisma.InputJsonValue,
+    contextDigest: context.digest,
+    contextSize: BigInt(context.size),
+    contextKey: context.key,
+    cacheKey: resultCacheKey(context.digest, spec),
+    idempotencyKey: idempotencyKey ?? null,
+    requestHash,
+  };
   let build: Build;
   try {
-    build = await deps.db.build.create({
-      data: {
-        projectId,
-        status: 'queued',
-        spec: spec as unknown as Prisma.InputJsonValue,
-        contextDigest: context.digest,
-        contextSize: BigInt(context.size),
-        contextKey: context.key,
-        idempotencyKey: idempotencyKey ?? null,
-        requestHash,
-      },
-    });
+    const cached = spec.noCache ? undefined : await reuseResult(deps, data, spec.platform);
+    if (cached) return { build: cached, outcome: 'cached' };
+    build = await insertQueued(deps, data, context);
   } catch (err) {
     // Two concurrent requests with one key: the loser answers with the winner's build.
     if (idempotencyKey && err instanceof Prisma.PrismaClientKnownRequestError && err.code === 'P2002') {
       const winner = await deps.db.build.findUniqueOrThrow({
         where: { projectId_idempotencyKey: { projectId, idempotencyKey } },
       });
-      return { build: sameRequest(winner, requestHash), created: false };
+      return { build: sameRequest(winner, requestHash), outcome: 'existing' };
     }
     throw err;
   }
@@ -71,7 +88,27 @@ export async function createBuild(
   } catch (err) {
     deps.logger.warn({ err, buildId: build.id }, 'enqueue failed; the reconciler will enqueue the build');
   }
-  return { build, created: true };
+  return { build, outcome: 'queued' };
+}
+
+/**
+ * Inserts the queued build under the context's shared advisory lock (retention deletes contexts
+ * under the exclusive one), after checking that the context object is still there: retention may
+ * have deleted it between the upload's check and now. Once the row is in, retention sees a recent
+ * build using the context and keeps it.
+ */
+function insertQueued(deps: ApiDeps, data: NewBuildData, context: ReceivedContext): Promise<Build> {
+  return deps.db.$transaction(
+    async (tx) => {
+      await lockContextObject(tx, context.key, 'shared');
+      if (!(await deps.storage.head(context.key))) {
+        deps.logger.info({ key: context.key }, 'the context was deleted meanwhile: storing it again');
+        await context.restore();
+      }
+      return tx.build.create({ data: { ...data, status: 'queued' } });
+    },
+    { timeout: INSERT_TX_TIMEOUT_MS },
+  );
 }
 
 function sameRequest(build: Build, requestHash: string): Build {

@@ -10,9 +10,15 @@ function entryFields(fields: string[]): { kind: string; data: string } {
   return { kind: map.k ?? 'log', data: map.d ?? '' };
 }
 
+/** What a build answered from the result cache has for a log: it never ran, the build it reused did. */
+function cachedNote(build: Build): string {
+  return `#0 kiln: result cache: reused the artifact of build ${build.cachedFromId} (same context, spec and platform); its log is at /v1/builds/${build.cachedFromId}/logs\n`;
+}
+
 /** The whole log as text: the stored object once the build is done, else what the live stream holds. */
 export async function readLogs(deps: ApiDeps, build: Build, reply: FastifyReply) {
   reply.type('text/plain; charset=utf-8');
+  if (build.cachedFromId) return reply.send(cachedNote(build));
   if (build.logKey) {
     const object = await deps.storage.get(build.logKey).catch(() => undefined);
     if (object) return reply.send(object.body);
@@ -25,6 +31,14 @@ export async function readLogs(deps: ApiDeps, build: Build, reply: FastifyReply)
       .map((e) => e.data)
       .join(''),
   );
+}
+
+/** One server-sent event; every line of `data` its own `data:` field. */
+function sse(event: string, data: string): string {
+  return `event: ${event}\n${data
+    .split('\n')
+    .map((l) => `data: ${l}`)
+    .join('\n')}\n\n`;
 }
 
 /**
@@ -41,6 +55,12 @@ export async function followLogs(deps: ApiDeps, build: Build, req: FastifyReques
     connection: 'keep-alive',
     'x-accel-buffering': 'no',
   });
+  if (build.cachedFromId) {
+    // Done before it started: nothing to follow.
+    res.write(sse('log', cachedNote(build)) + sse('end', build.status));
+    res.end();
+    return;
+  }
   // Its own connection (a blocking XREAD holds it); queue commands until it is connected.
   const reader = deps.redis.duplicate({ enableOfflineQueue: true });
   let open = true;
@@ -49,12 +69,7 @@ export async function followLogs(deps: ApiDeps, build: Build, req: FastifyReques
     reader.disconnect();
   });
   const send = (event: string, data: string) => {
-    res.write(
-      `event: ${event}\n${data
-        .split('\n')
-        .map((l) => `data: ${l}`)
-        .join('\n')}\n\n`,
-    );
+    res.write(sse(event, data));
   };
   try {
     let cursor = '0';

@@ -23,6 +23,11 @@ export const buildSchema = {
     context: { type: 'object', properties: { digest: { type: 'string' }, size: { type: 'integer' } } },
     attempts: { type: 'integer' },
     builder: { type: ['string', 'null'] },
+    /** Platform the artifact was built for (os/arch[/variant]), once known. */
+    platform: { type: ['string', 'null'] },
+    /** Answered from the result cache: shares the artifact of the build `cachedFrom` names. */
+    cached: { type: 'boolean' },
+    cachedFrom: { type: ['string', 'null'] },
     createdAt: { type: 'string', format: 'date-time' },
     startedAt: nullableTime,
     finishedAt: nullableTime,

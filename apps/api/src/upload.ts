@@ -18,17 +18,27 @@ export interface StoredContext {
   key: string;
 }
 
+export interface ReceivedContext extends StoredContext {
+  /** Puts the upload into storage again (retention deleted the object after it was stored). */
+  restore(): Promise<void>;
+  /** Removes the temp copy; call it once the request is answered. */
+  dispose(): Promise<void>;
+}
+
 /**
  * Streams an upload through validation into a temp file (hashing it on the way), then puts
  * it into storage under its content address unless that object already exists. Nothing is
- * held in memory; the temp file is removed whatever happens, also when the client goes away.
+ * held in memory. The temp file is removed on failure, also when the client goes away, and
+ * otherwise kept until `dispose()`: the build row is inserted later, and should retention delete
+ * the object in between, `restore()` puts it back (see create-build.ts).
  */
 export async function receiveContext(
   body: Readable,
   opts: { storage: ObjectStorage; tmpDir: string; limits: Partial<ContextLimits>; dockerfilePath: string },
-): Promise<StoredContext> {
+): Promise<ReceivedContext> {
   await fs.mkdir(opts.tmpDir, { recursive: true });
   const tmp = path.join(opts.tmpDir, `upload-${randomUUID()}.tar`);
+  const dispose = () => fs.rm(tmp, { force: true });
   try {
     const validator = createContextValidator({ limits: opts.limits, dockerfilePath: opts.dockerfilePath });
     validator.result.catch(() => undefined);
@@ -43,9 +53,13 @@ export async function receiveContext(
     });
     const summary = await validator.result;
     const key = contextKey(summary.sha256);
-    if (!(await opts.storage.head(key))) await opts.storage.put(key, createReadStream(tmp));
-    return { digest: `sha256:${summary.sha256}`, size: summary.size, key };
-  } finally {
-    await fs.rm(tmp, { force: true });
+    const restore = async () => {
+      await opts.storage.put(key, createReadStream(tmp));
+    };
+    if (!(await opts.storage.head(key))) await restore();
+    return { digest: `sha256:${summary.sha256}`, size: summary.size, key, restore, dispose };
+  } catch (err) {
+    await dispose();
+    throw err;
   }
 }

@@ -6,7 +6,12 @@ import type { BuildkitClient } from '@kiln/buildkit-client';
 import { Redis } from 'ioredis';
 import { sleep, testLogger } from '../test-support/helpers.js';
 import { ActiveBuilds, abortOf } from './active-builds.js';
-import { BuilderPool, type BuilderPoolOptions, NoBuilderAvailableError } from './builders.js';
+import {
+  BuilderPool,
+  type BuilderPoolOptions,
+  defaultPlatformOf,
+  NoBuilderAvailableError,
+} from './builders.js';
 import { parseCancelMessage } from './cancel.js';
 
 const redisUrl = process.env.KILN_TEST_REDIS_URL ?? '';
@@ -215,4 +220,28 @@ describe('cancel helpers', () => {
     await idle;
     assert.equal(active.size, 0);
   });
+});
+
+test('defaultPlatformOf: the first platform of the first BuildKit worker, os/arch[/variant]', () => {
+  const worker = (platforms: Array<{ os: string; architecture: string; variant?: string }>) => ({
+    id: 'w',
+    labels: {},
+    platforms,
+  });
+  assert.equal(
+    defaultPlatformOf([
+      worker([
+        { os: 'linux', architecture: 'amd64' },
+        { os: 'linux', architecture: 'amd64', variant: 'v2' },
+      ]),
+      worker([{ os: 'linux', architecture: 'arm64' }]),
+    ]),
+    'linux/amd64',
+  );
+  assert.equal(
+    defaultPlatformOf([worker([{ os: 'linux', architecture: 'arm', variant: 'v7' }])]),
+    'linux/arm/v7',
+  );
+  assert.equal(defaultPlatformOf([worker([])]), undefined);
+  assert.equal(defaultPlatformOf([]), undefined);
 });

@@ -10,9 +10,11 @@
  *   lease, and releases it at the end. A worker that dies leaves a lease that expires by itself.
  * - Choice: the least-loaded healthy builder, the project's last builder first (cache affinity),
  *   builders that just failed this build last.
+ * - Platform: a healthy check also learns the builder's default platform (recorded with each
+ *   artifact) and publishes it in Redis for the API's result cache (builderPlatformsKey).
  */
-import { type BuildkitClient, connect } from '@kiln/buildkit-client';
-import { AppError, type Logger } from '@kiln/core';
+import { type BuildkitClient, connect, type WorkerInfo } from '@kiln/buildkit-client';
+import { AppError, builderPlatformsKey, type Logger } from '@kiln/core';
 import type { Redis } from 'ioredis';
 
 /** Thrown by `acquire()`. `capacity`: every usable builder is full; `unhealthy`: none is usable. */
@@ -64,6 +66,8 @@ interface BuilderState {
   client?: BuildkitClient;
   connecting?: Promise<BuildkitClient>;
   checking?: Promise<boolean>;
+  /** Default platform, from the last successful check. */
+  platform?: string;
 }
 
 // Redis server time in ms: every worker process agrees on it whatever its own clock says.
@@ -100,6 +104,16 @@ function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<
 }
 
 const message = (err: unknown): string => (err instanceof Error ? err.message : String(err));
+
+/**
+ * The platform a daemon builds for when the build names none: the first platform of its first
+ * BuildKit worker (BuildKit lists the native one first), as `os/arch[/variant]`.
+ */
+export function defaultPlatformOf(workers: readonly WorkerInfo[]): string | undefined {
+  const p = workers[0]?.platforms[0];
+  if (!p) return undefined;
+  return `${p.os}/${p.architecture}${p.variant ? `/${p.variant}` : ''}`;
+}
 
 /** A builder leased for one build. Renews itself until released. */
 export class Lease {
@@ -228,6 +242,7 @@ export class BuilderPool {
         if (b.healthy !== true) this.logger.info({ builder: b.address }, 'builder is healthy');
         b.healthy = true;
         b.lastError = undefined;
+        this.recordPlatform(b, defaultPlatformOf(workers));
         return true;
       } catch (err) {
         this.markUnhealthy(b, err);
@@ -238,6 +253,26 @@ export class BuilderPool {
       }
     })();
     return b.checking;
+  }
+
+  /**
+   * Remembers a builder's platform and publishes it, on every check (Redis may have lost it).
+   * Not awaited: a slow Redis must not hold up health checks (probe() waits for them).
+   */
+  private recordPlatform(b: BuilderState, platform: string | undefined): void {
+    if (!platform) return;
+    b.platform = platform;
+    this.redis.hset(builderPlatformsKey(this.prefix), b.address, platform).catch((err: unknown) => {
+      this.logger.warn({ builder: b.address, err: message(err) }, 'could not publish the builder platform');
+    });
+  }
+
+  /** The default platform of `address` (os/arch[/variant]); asks the daemon when no check has told it yet. */
+  async platformOf(address: string): Promise<string | undefined> {
+    const b = this.state(address);
+    if (!b) return undefined;
+    if (b.platform === undefined) await this.check(b);
+    return b.platform;
   }
 
   /**

@@ -4,11 +4,14 @@ export {
   BuilderPool,
   type BuilderPoolOptions,
   type BuilderStatus,
+  defaultPlatformOf,
   Lease,
   NoBuilderAvailableError,
 } from './builders.js';
 export { CancelListener, parseCancelMessage } from './cancel.js';
 export { type ReconcileReport, Reconciler, type ReconcilerOptions } from './reconciler.js';
+export { type RetentionOptions, type RetentionReport, runRetentionOnce } from './retention.js';
+export { RetentionSchedule, type RetentionScheduleOptions } from './retention-schedule.js';
 export {
   type AttemptInfo,
   HandBackError,

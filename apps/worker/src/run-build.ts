@@ -241,7 +241,7 @@ class BuildRun {
     } catch (err) {
       return this.handleError(err, this.lease);
     }
-    return this.succeed(stored, this.lease);
+    return this.succeed(stored, spec, this.lease);
   }
 
   private handBackDelay(): number {
@@ -452,12 +452,20 @@ class BuildRun {
     return final;
   }
 
-  private async succeed(stored: PutResult, lease: Lease): Promise<RunBuildResult> {
+  private async succeed(stored: PutResult, spec: BuildSpec, lease: Lease): Promise<RunBuildResult> {
     await this.finishAttempt('succeeded');
+    // The result cache matches on this: the platform asked for, else the builder's own.
+    const platform =
+      spec.platform ??
+      (await this.deps.pool.platformOf(lease.address).catch((err: unknown) => {
+        this.logger.warn({ err: messageOf(err) }, 'could not learn the builder platform');
+        return undefined;
+      }));
     const final = await this.finalize('succeeded', {
       artifactKey: stored.key,
       artifactSize: BigInt(stored.size),
       artifactDigest: `sha256:${stored.sha256}`,
+      platform: platform ?? null,
       errorCode: null,
       errorMessage: null,
     });

@@ -1,6 +1,7 @@
 /**
  * The worker process's entry class: a BullMQ Worker on QUEUE_BUILDS running `runBuild` for each
- * job, plus the builder pool, the cancel listener and the reconciler. `start()` / `stop()`.
+ * job, plus the builder pool, the cancel listener, the reconciler and the retention schedule.
+ * `start()` / `stop()`.
  */
 import type { BuildkitClient } from '@kiln/buildkit-client';
 import {
@@ -22,6 +23,8 @@ import { ActiveBuilds, BuildAbort } from './active-builds.js';
 import { BuilderPool, NoBuilderAvailableError } from './builders.js';
 import { CancelListener } from './cancel.js';
 import { Reconciler } from './reconciler.js';
+import { type RetentionReport, runRetentionOnce } from './retention.js';
+import { RetentionSchedule } from './retention-schedule.js';
 import { HandBackError, type RunBuildResult, runBuild } from './run-build.js';
 
 export interface WorkerDeps {
@@ -45,6 +48,8 @@ export interface WorkerDeps {
   reconcileIntervalMs?: number;
   /** Queued rows younger than this are left to the API; default 5 s. */
   queuedGraceMs?: number;
+  /** Retention period (one worker of all runs each round); default KILN_RETENTION_INTERVAL_SECONDS; 0 = no timer. */
+  retentionIntervalMs?: number;
   /** stop(): how long running builds may finish before they are handed back; default 30 s. */
   shutdownGraceMs?: number;
   /** Delay before a handed-back job runs again; default 1 s. */
@@ -66,6 +71,7 @@ export class KilnWorker {
   private poolInstance: BuilderPool | undefined;
   private cancel: CancelListener | undefined;
   private reconcilerInstance: Reconciler | undefined;
+  private retention: RetentionSchedule | undefined;
   private stopping: Promise<void> | undefined;
 
   constructor(
@@ -169,12 +175,39 @@ export class KilnWorker {
       ...(deps.queuedGraceMs !== undefined ? { queuedGraceMs: deps.queuedGraceMs } : {}),
     });
     this.reconcilerInstance.start();
+
+    this.retention = new RetentionSchedule({
+      redis: this.redis,
+      logger,
+      intervalMs: deps.retentionIntervalMs ?? config.retention.intervalSeconds * 1000,
+      run: () => this.runRetentionOnce(),
+      ...(deps.keyPrefix !== undefined ? { keyPrefix: deps.keyPrefix } : {}),
+    });
+    this.retention.start();
     logger.info(
       {
         builders: config.builders.map((b) => `${b.address}=${b.concurrency}`),
         concurrency: config.workerConcurrency,
       },
       'worker started',
+    );
+  }
+
+  /**
+   * One retention pass now, as of `now` (tests pass a date far ahead); the schedule calls it
+   * without a date. See retention.ts.
+   */
+  runRetentionOnce(now: Date = new Date()): Promise<RetentionReport> {
+    if (!this.prisma || !this.storage) throw new Error('the worker is not started');
+    return runRetentionOnce(
+      {
+        prisma: this.prisma,
+        storage: this.storage,
+        logger: this.logger,
+        days: this.config.retention.days,
+        contextDays: this.config.retention.contextDays,
+      },
+      now,
     );
   }
 
@@ -230,6 +263,7 @@ export class KilnWorker {
     const { logger } = this;
     logger.info({ running: this.active.size, graceMs }, 'worker stopping');
     await this.reconcilerInstance?.stop();
+    await this.retention?.stop();
     // close() stops fetching and resolves once the running jobs have settled.
     const closing = this.worker?.close() ?? Promise.resolve();
     let timer: NodeJS.Timeout | undefined;

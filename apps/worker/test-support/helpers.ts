@@ -94,6 +94,9 @@ export function testConfig(
     buildAttempts: 3,
     urlTtlSeconds: 900,
     limits: { maxContextBytes: 1024 ** 3, maxContextEntries: 100_000 },
+    reconcileIntervalSeconds: 15,
+    shutdownGraceSeconds: 30,
+    retention: { days: 30, contextDays: 7, intervalSeconds: 3600 },
     ...over,
   };
 }

@@ -40,3 +40,10 @@ export const LOG_STREAM_TTL_SECONDS = 24 * 3600;
 export const contextKey = (sha256: string) => `contexts/sha256/${sha256}.tar`;
 export const artifactKey = (buildId: string, dest: string) => `artifacts/${buildId}/${dest}`;
 export const logKey = (buildId: string) => `logs/${buildId}.log`;
+
+/**
+ * Redis hash: builder address → its default platform (`os/arch[/variant]`, the first platform
+ * its ListWorkers reports). Workers write it on every health check; the API reads it to know
+ * which platform a build without `platform` would be built for (result cache).
+ */
+export const builderPlatformsKey = (prefix = 'kiln') => `${prefix}:builder-platforms`;

@@ -14,6 +14,29 @@ test('defaults for one machine', () => {
   assert.equal(c.publicUrl, 'http://localhost:8080');
   assert.equal(c.storage.kind, 'local');
   assert.deepEqual(c.builders, [{ address: 'docker:///var/run/docker.sock', concurrency: 2 }]);
+  assert.deepEqual(c.retention, { days: 30, contextDays: 7, intervalSeconds: 3600 });
+});
+
+test('retention settings', () => {
+  const c = loadConfig({
+    ...base,
+    KILN_RETENTION_DAYS: '90',
+    KILN_CONTEXT_RETENTION_DAYS: '1',
+    KILN_RETENTION_INTERVAL_SECONDS: '60',
+  });
+  assert.deepEqual(c.retention, { days: 90, contextDays: 1, intervalSeconds: 60 });
+  for (const [variable, value] of [
+    ['KILN_RETENTION_DAYS', '0'],
+    ['KILN_CONTEXT_RETENTION_DAYS', '-1'],
+    ['KILN_RETENTION_INTERVAL_SECONDS', '0'],
+    ['KILN_RETENTION_DAYS', '1.5'],
+  ] as const) {
+    assert.throws(
+      () => loadConfig({ ...base, [variable]: value }),
+      (e: unknown) => e instanceof ConfigError && e.variable === variable,
+      `${variable}=${value}`,
+    );
+  }
 });
 
 test('S3 storage when a bucket is set; builders with their own concurrency', () => {

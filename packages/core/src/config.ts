@@ -41,6 +41,9 @@ const ENV = z.object({
   KILN_MAX_CONTEXT_ENTRIES: int(1, 10_000_000).default(200_000),
   KILN_RECONCILE_INTERVAL_SECONDS: int(1, 3600).default(15),
   KILN_SHUTDOWN_GRACE_SECONDS: int(0, 86_400).default(30),
+  KILN_RETENTION_DAYS: int(1, 36_500).default(30),
+  KILN_CONTEXT_RETENTION_DAYS: int(1, 36_500).default(7),
+  KILN_RETENTION_INTERVAL_SECONDS: int(1, 7 * 86_400).default(3600),
 });
 
 /** The names of every environment variable Kiln reads (docker-compose.yml is checked against it). */
@@ -78,6 +81,14 @@ export interface KilnConfig {
   reconcileIntervalSeconds: number;
   /** How long a stopping worker lets running builds finish before handing them back. */
   shutdownGraceSeconds: number;
+  retention: {
+    /** Artifacts and logs of builds finished longer ago are deleted; the builds become `expired`. */
+    days: number;
+    /** Context objects no build created within this many days uses are deleted. */
+    contextDays: number;
+    /** How often one worker (of all) runs the retention pass. */
+    intervalSeconds: number;
+  };
 }
 
 /** Reads and validates the environment once; the first bad variable throws a ConfigError naming it. */
@@ -139,6 +150,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): KilnConfig {
     limits: { maxContextBytes: e.KILN_MAX_CONTEXT_BYTES, maxContextEntries: e.KILN_MAX_CONTEXT_ENTRIES },
     reconcileIntervalSeconds: e.KILN_RECONCILE_INTERVAL_SECONDS,
     shutdownGraceSeconds: e.KILN_SHUTDOWN_GRACE_SECONDS,
+    retention: {
+      days: e.KILN_RETENTION_DAYS,
+      contextDays: e.KILN_CONTEXT_RETENTION_DAYS,
+      intervalSeconds: e.KILN_RETENTION_INTERVAL_SECONDS,
+    },
   };
 }
 

@@ -4,6 +4,7 @@ export * from './context/index.js';
 export * from './db/index.js';
 export { AppError, ERROR_STATUS, type ErrorCode, httpStatusFor, isAppError } from './errors.js';
 export { createLogger, type Logger } from './logger.js';
+export { resultCacheKey } from './result-cache.js';
 export {
   type BuildSpec,
   type BuildSpecInput,

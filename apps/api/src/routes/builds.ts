@@ -3,6 +3,7 @@ import type { Readable } from 'node:stream';
 import {
   AppError,
   BUILD_STATUSES,
+  type BuildSpec,
   type BuildSpecInput,
   CHANNEL_CANCEL,
   FINAL_STATUSES,
@@ -16,7 +17,7 @@ import { checkIdempotencyKey, createBuild } from '../create-build.js';
 import type { ApiDeps } from '../deps.js';
 import { followLogs, readLogs } from '../logs.js';
 import { buildErrors, idParams } from '../schemas.js';
-import { receiveContext } from '../upload.js';
+import { type ReceivedContext, receiveContext } from '../upload.js';
 
 export const RAW_CONTEXT_TYPES = [
   'application/x-tar',
@@ -25,6 +26,9 @@ export const RAW_CONTEXT_TYPES = [
   'application/x-gzip',
   'application/octet-stream',
 ];
+
+/** A queued build is accepted (202); one answered from the result cache is created done (201). */
+const CREATE_STATUS = { queued: 202, cached: 201, existing: 200 } as const;
 
 /** docker-style repeatable `build-arg=K=V` / `label=K=V` query parameters become the spec's maps. */
 function specFromQuery(query: Record<string, unknown>): BuildSpecInput {
@@ -56,6 +60,52 @@ export function buildRoutes(deps: ApiDeps) {
     dockerfilePath,
   });
 
+  /** The spec and the stored context of a POST (raw body, or multipart with fields before the context part). */
+  const receiveUpload = async (
+    req: FastifyRequest,
+  ): Promise<{ spec: BuildSpec; context: ReceivedContext }> => {
+    if (!req.isMultipart()) {
+      if (!isStream(req.body)) {
+        throw new AppError(
+          'unsupported_media_type',
+          `send the context as ${RAW_CONTEXT_TYPES.slice(0, 3).join(', ')} or multipart/form-data`,
+        );
+      }
+      const spec = parseBuildSpec(specFromQuery(req.query as Record<string, unknown>));
+      return { spec, context: await receiveContext(req.body, uploadOptions(spec.file)) };
+    }
+    const fields: Record<string, unknown> = {};
+    let stored: { spec: BuildSpec; context: ReceivedContext } | undefined;
+    try {
+      for await (const part of req.parts()) {
+        if (part.type === 'file') {
+          if (part.fieldname !== 'context' || stored) {
+            part.file.resume();
+            throw new AppError(
+              'invalid_request',
+              `unexpected file part "${part.fieldname}": send one part named "context"`,
+            );
+          }
+          const spec = parseBuildSpec({ ...fields, ...specFromQuery(req.query as Record<string, unknown>) });
+          stored = { spec, context: await receiveContext(part.file, uploadOptions(spec.file)) };
+        } else {
+          if (stored)
+            throw new AppError(
+              'invalid_request',
+              `field "${part.fieldname}" must come before the context part`,
+            );
+          if (part.fieldname === 'spec') Object.assign(fields, parseSpecJson(String(part.value)));
+          else fields[part.fieldname] = part.value;
+        }
+      }
+    } catch (err) {
+      await stored?.context.dispose();
+      throw err;
+    }
+    if (!stored) throw new AppError('invalid_context', 'no "context" file part in the form');
+    return stored;
+  };
+
   const findBuild = async (req: FastifyRequest<{ Params: { id: string } }>) => {
     const build = await db.build.findFirst({ where: { id: req.params.id, projectId: req.projectId } });
     // Another project's build is indistinguishable from a missing one.
@@ -75,55 +125,26 @@ export function buildRoutes(deps: ApiDeps) {
           summary: 'Start a build from an uploaded context (tar, gzip or multipart) and an export spec',
           querystring: { type: 'object', additionalProperties: true },
           headers: { type: 'object', properties: { 'idempotency-key': { type: 'string' } } },
-          response: { 200: { $ref: 'Build#' }, 202: { $ref: 'Build#' }, ...buildErrors },
+          // 202 queued; 201 answered from the result cache (already succeeded); 200 an idempotent retry.
+          response: {
+            200: { $ref: 'Build#' },
+            201: { $ref: 'Build#' },
+            202: { $ref: 'Build#' },
+            ...buildErrors,
+          },
         },
       },
       async (req, reply) => {
         const idempotencyKey = checkIdempotencyKey(req.headers['idempotency-key'] as string | undefined);
-        let spec: ReturnType<typeof parseBuildSpec>;
-        let context: Awaited<ReturnType<typeof receiveContext>>;
-        if (req.isMultipart()) {
-          const fields: Record<string, unknown> = {};
-          let stored: typeof context | undefined;
-          let parsed: typeof spec | undefined;
-          for await (const part of req.parts()) {
-            if (part.type === 'file') {
-              if (part.fieldname !== 'context' || stored) {
-                part.file.resume();
-                throw new AppError(
-                  'invalid_request',
-                  `unexpected file part "${part.fieldname}": send one part named "context"`,
-                );
-              }
-              parsed = parseBuildSpec({ ...fields, ...specFromQuery(req.query as Record<string, unknown>) });
-              stored = await receiveContext(part.file, uploadOptions(parsed.file));
-            } else {
-              if (stored)
-                throw new AppError(
-                  'invalid_request',
-                  `field "${part.fieldname}" must come before the context part`,
-                );
-              if (part.fieldname === 'spec') Object.assign(fields, parseSpecJson(String(part.value)));
-              else fields[part.fieldname] = part.value;
-            }
-          }
-          if (!stored || !parsed) throw new AppError('invalid_context', 'no "context" file part in the form');
-          spec = parsed;
-          context = stored;
-        } else {
-          if (!isStream(req.body)) {
-            throw new AppError(
-              'unsupported_media_type',
-              `send the context as ${RAW_CONTEXT_TYPES.slice(0, 3).join(', ')} or multipart/form-data`,
-            );
-          }
-          spec = parseBuildSpec(specFromQuery(req.query as Record<string, unknown>));
-          context = await receiveContext(req.body, uploadOptions(spec.file));
+        const { spec, context } = await receiveUpload(req);
+        try {
+          const { build, outcome } = await createBuild(deps, req.projectId, spec, context, idempotencyKey);
+          const body = await view(build);
+          reply.header('Location', `/v1/builds/${build.id}`);
+          return reply.code(CREATE_STATUS[outcome]).send(body);
+        } finally {
+          await context.dispose();
         }
-        const { build, created } = await createBuild(deps, req.projectId, spec, context, idempotencyKey);
-        const body = await view(build);
-        reply.header('Location', `/v1/builds/${build.id}`);
-        return reply.code(created ? 202 : 200).send(body);
       },
     );
 
@@ -223,6 +244,8 @@ export function buildRoutes(deps: ApiDeps) {
       },
       async (req, reply) => {
         const build = await findBuild(req as FastifyRequest<{ Params: { id: string } }>);
+        if (build.status === 'expired')
+          throw new AppError('gone', `the log of build ${build.id} has expired`);
         if ((req.headers.accept ?? '').includes('text/event-stream'))
           return followLogs(deps, build, req, reply);
         return readLogs(deps, build, reply);

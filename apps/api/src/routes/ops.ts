@@ -52,9 +52,13 @@ export function createMetrics(deps: ApiDeps): ApiMetrics {
     labelNames: ['kind'],
     registers: [registry],
     async collect() {
-      const sums = await deps.db.build.aggregate({ _sum: { contextSize: true, artifactSize: true } });
-      this.set({ kind: 'context' }, Number(sums._sum.contextSize ?? 0));
-      this.set({ kind: 'artifact' }, Number(sums._sum.artifactSize ?? 0));
+      const [contexts, artifacts] = await Promise.all([
+        deps.db.build.aggregate({ _sum: { contextSize: true } }),
+        // A build answered from the result cache shares another's artifact: not produced again.
+        deps.db.build.aggregate({ where: { cachedFromId: null }, _sum: { artifactSize: true } }),
+      ]);
+      this.set({ kind: 'context' }, Number(contexts._sum.contextSize ?? 0));
+      this.set({ kind: 'artifact' }, Number(artifacts._sum.artifactSize ?? 0));
     },
   });
   return {

@@ -5,6 +5,7 @@
 export { createPrismaClient, type PrismaClientOptions } from './client.js';
 export type { ApiToken, Build, BuildAttempt, Project } from './generated/client.js';
 export { BuildStatus, Prisma, PrismaClient } from './generated/client.js';
+export { lockContextObject } from './locks.js';
 export {
   defaultMigrationsDir,
   type MigrateOptions,

@@ -1,0 +1,70 @@
+/**
+ * The result cache: a new build whose context and spec match (cacheKey, see resultCacheKey in
+ * @kiln/core: output.dest and noCache take no part) an earlier `succeeded` build of the same
+ * project, built for the same platform and not past its retention, is answered at once. Its row
+ * is inserted already `succeeded`, with startedAt = finishedAt = now, no job, `cachedFromId`
+ * naming the build that ran, and the very artifact object of that build (same artifactKey, never
+ * copied; retention deletes it only once no live build shares it, see the worker's retention.ts).
+ *
+ * Platform: a spec with `platform` matches builds recorded with that platform; a spec without one
+ * matches builds recorded with the default platform of the configured builders
+ * (defaultBuilderPlatform), or nothing when that is not known for sure.
+ */
+import type { Build, Prisma } from '@kiln/core';
+import { defaultBuilderPlatform } from './builder-platforms.js';
+import type { ApiDeps } from './deps.js';
+
+const DAY_MS = 24 * 3600 * 1000;
+
+/** A build row as createBuild inserts it, before its status. */
+export type NewBuildData = Omit<Prisma.BuildUncheckedCreateInput, 'status'> & {
+  projectId: string;
+  cacheKey: string;
+};
+
+/** Inserts a cached, already succeeded build when an earlier one can serve; undefined otherwise. */
+export async function reuseResult(
+  deps: ApiDeps,
+  data: NewBuildData,
+  requestedPlatform: string | undefined,
+): Promise<Build | undefined> {
+  const platform = requestedPlatform ?? (await defaultBuilderPlatform(deps));
+  if (!platform) return undefined;
+  const now = new Date();
+  const source = await deps.db.build.findFirst({
+    where: {
+      projectId: data.projectId,
+      cacheKey: data.cacheKey,
+      platform,
+      status: 'succeeded',
+      artifactKey: { not: null },
+      // Past its retention it is as good as expired: retention is about to delete it.
+      finishedAt: { gte: new Date(now.getTime() - deps.config.retention.days * DAY_MS) },
+    },
+    orderBy: { finishedAt: 'desc' },
+  });
+  if (!source?.artifactKey) return undefined;
+  const { artifactKey, artifactSize, artifactDigest } = source;
+  return deps.db.$transaction(async (tx) => {
+    // Holds the source while it is still succeeded, so retention cannot expire it (and delete the
+    // object it shares) before this row is in; retention waits for this lock.
+    const held = await tx.$queryRaw<Array<{ id: string }>>`
+      SELECT id FROM "Build" WHERE id = ${source.id} AND status = 'succeeded' FOR SHARE`;
+    if (held.length === 0) return undefined;
+    return tx.build.create({
+      data: {
+        ...data,
+        status: 'succeeded',
+        // The build that ran, also when the match was itself a cached build.
+        cachedFromId: source.cachedFromId ?? source.id,
+        platform: source.platform,
+        artifactKey,
+        artifactSize,
+        artifactDigest,
+        createdAt: now,
+        startedAt: now,
+        finishedAt: now,
+      },
+    });
+  });
+}

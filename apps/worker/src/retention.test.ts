@@ -1,0 +1,367 @@
+// Retention against real PostgreSQL and Redis, with local storage: which builds expire, which
+// objects go, a shared artifact outliving its source, the locks it takes, and the schedule.
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { after, before, describe, test } from 'node:test';
+import {
+  type Build,
+  contextKey,
+  lockContextObject,
+  logKey,
+  type ObjectStorage,
+  type PrismaClient,
+  parseBuildSpec,
+} from '@kiln/core';
+import { Redis } from 'ioredis';
+import {
+  createTestDatabase,
+  createTestStorage,
+  env,
+  sleep,
+  testConfig,
+  testLogger,
+  waitForBuild,
+} from '../test-support/helpers.js';
+import { type RetentionOptions, runRetentionOnce } from './retention.js';
+import { RetentionSchedule } from './retention-schedule.js';
+import { createWorker, type KilnWorker } from './worker.js';
+
+const missing = ['databaseUrl', 'redisUrl'].filter((k) => env[k as keyof typeof env] === '');
+const skip = missing.length > 0 ? `needs ${missing.join(', ')} (KILN_TEST_* variables of npm test)` : false;
+
+const DAY = 24 * 3600 * 1000;
+const daysAgo = (now: Date, days: number) => new Date(now.getTime() - days * DAY);
+
+describe('retention', { skip }, () => {
+  let db: Awaited<ReturnType<typeof createTestDatabase>>;
+  let prisma: PrismaClient;
+  let store: Awaited<ReturnType<typeof createTestStorage>>;
+  let storage: ObjectStorage;
+  let projectId: string;
+  const workers: KilnWorker[] = [];
+
+  before(async () => {
+    db = await createTestDatabase();
+    prisma = db.prisma;
+    store = await createTestStorage();
+    storage = store.storage;
+    projectId = (await prisma.project.create({ data: { name: `p-${randomBytes(4).toString('hex')}` } })).id;
+  });
+  after(async () => {
+    for (const w of workers) await w.stop(0).catch(() => {});
+    await db?.drop();
+    await store?.cleanup();
+  });
+
+  const options = (over: Partial<RetentionOptions> = {}): RetentionOptions => ({
+    prisma,
+    storage,
+    logger: testLogger(),
+    days: 30,
+    contextDays: 7,
+    ...over,
+  });
+  const put = (key: string, text = key) => storage.put(key, Readable.from([text]));
+  const exists = async (key: string) => (await storage.head(key)) !== undefined;
+  const newContext = async () => {
+    const key = contextKey(randomBytes(32).toString('hex'));
+    await put(key);
+    return key;
+  };
+
+  /** A build row as the API and worker leave it; objects are stored for what it has. */
+  async function row(o: {
+    status: Build['status'];
+    context: string;
+    createdAt: Date;
+    finishedAt?: Date;
+    artifactKey?: string;
+    cachedFromId?: string;
+    withLog?: boolean;
+  }): Promise<Build> {
+    const id = `b${randomBytes(10).toString('hex')}`;
+    const artifactKey = o.artifactKey ?? (o.status === 'succeeded' ? `artifacts/${id}/app.tar` : undefined);
+    if (artifactKey && !o.cachedFromId) await put(artifactKey);
+    if (o.withLog ?? !o.cachedFromId) await put(logKey(id));
+    return prisma.build.create({
+      data: {
+        id,
+        projectId,
+        status: o.status,
+        spec: JSON.parse(JSON.stringify(parseBuildSpec({ output: 'type=tar,dest=app.tar' }))),
+        contextKey: o.context,
+        contextDigest: `sha256:${o.context.slice(16, 80)}`,
+        contextSize: 10n,
+        createdAt: o.createdAt,
+        ...(o.finishedAt ? { finishedAt: o.finishedAt, startedAt: o.finishedAt } : {}),
+        ...(artifactKey ? { artifactKey, artifactSize: 10n, artifactDigest: 'sha256:x' } : {}),
+        ...(o.cachedFromId ? { cachedFromId: o.cachedFromId } : { logKey: logKey(id) }),
+      },
+    });
+  }
+  const statusOf = async (id: string) =>
+    (await prisma.build.findUniqueOrThrow({ where: { id }, select: { status: true } })).status;
+
+  test('old builds expire and lose their log; a shared artifact stays until its last live build expires; contexts go when unused', async () => {
+    const now = new Date();
+    const ctxShared = await newContext();
+    const ctxOld = await newContext();
+    const ctxQueued = await newContext();
+    // S ran 40 days ago; C was answered from the cache yesterday and shares S's artifact.
+    const s = await row({
+      status: 'succeeded',
+      context: ctxShared,
+      createdAt: daysAgo(now, 40),
+      finishedAt: daysAgo(now, 40),
+    });
+    const c = await row({
+      status: 'succeeded',
+      context: ctxShared,
+      createdAt: daysAgo(now, 1),
+      finishedAt: daysAgo(now, 1),
+      cachedFromId: s.id,
+      artifactKey: s.artifactKey ?? '',
+    });
+    const failed = await row({
+      status: 'failed',
+      context: ctxOld,
+      createdAt: daysAgo(now, 40),
+      finishedAt: daysAgo(now, 40),
+    });
+    const canceled = await row({
+      status: 'canceled',
+      context: ctxOld,
+      createdAt: daysAgo(now, 31),
+      finishedAt: daysAgo(now, 31),
+    });
+    const recent = await row({
+      status: 'succeeded',
+      context: ctxOld,
+      createdAt: daysAgo(now, 10),
+      finishedAt: daysAgo(now, 10),
+    });
+    // An old build still waiting keeps its context, whatever its age.
+    const queued = await row({ status: 'queued', context: ctxQueued, createdAt: daysAgo(now, 40) });
+
+    const first = await runRetentionOnce(options(), now);
+    assert.deepEqual(new Set(first.expired), new Set([s.id, failed.id, canceled.id]));
+    assert.deepEqual(first.artifactsKept, [s.artifactKey]);
+    assert.deepEqual(first.artifactsDeleted, []);
+    assert.equal(first.failed, 0);
+    assert.equal(await statusOf(s.id), 'expired');
+    assert.equal(await statusOf(c.id), 'succeeded');
+    assert.equal(await statusOf(recent.id), 'succeeded');
+    assert.equal(await statusOf(queued.id), 'queued');
+    assert.ok(await exists(s.artifactKey ?? ''), 'the artifact C shares is kept');
+    assert.equal(await exists(logKey(s.id)), false);
+    assert.equal(await exists(logKey(failed.id)), false);
+    assert.ok(await exists(logKey(recent.id)));
+    const purged = await prisma.build.findMany({ where: { purgedAt: { not: null } }, select: { id: true } });
+    assert.deepEqual(new Set(purged.map((p) => p.id)), new Set([s.id, failed.id, canceled.id]));
+    // ctxOld: `recent` (10 days) is past the 7-day context retention too; ctxShared: C is 1 day old.
+    assert.deepEqual(first.contextsDeleted, [ctxOld]);
+    assert.equal(await exists(ctxOld), false);
+    assert.ok(await exists(ctxShared));
+    assert.ok(await exists(ctxQueued));
+
+    // Nothing more to do at the same time: a second pass changes nothing.
+    const again = await runRetentionOnce(options(), now);
+    assert.deepEqual(again, {
+      expired: [],
+      artifactsDeleted: [],
+      artifactsKept: [],
+      contextsDeleted: [],
+      failed: 0,
+    });
+
+    // A month later C expires too, and the shared artifact goes with it.
+    const later = await runRetentionOnce(options(), new Date(now.getTime() + 30 * DAY));
+    assert.deepEqual(new Set(later.expired), new Set([c.id, recent.id]));
+    assert.deepEqual(
+      new Set(later.artifactsDeleted),
+      new Set([s.artifactKey, recent.artifactKey].filter(Boolean)),
+    );
+    assert.equal(await exists(s.artifactKey ?? ''), false);
+    assert.equal(await exists(recent.artifactKey ?? ''), false);
+    assert.deepEqual(later.contextsDeleted, [ctxShared]);
+    assert.ok(await exists(ctxQueued), 'the queued build still needs its context');
+    const marked = await prisma.build.count({ where: { contextKey: ctxShared, contextDeletedAt: null } });
+    assert.equal(marked, 0);
+    await prisma.build.delete({ where: { id: queued.id } });
+  });
+
+  test('a delete that fails is retried by the next pass', async () => {
+    const now = new Date();
+    const b = await row({
+      status: 'succeeded',
+      context: await newContext(),
+      createdAt: daysAgo(now, 60),
+      finishedAt: daysAgo(now, 60),
+    });
+    let failNext = true;
+    const flaky: ObjectStorage = Object.create(storage, {
+      delete: {
+        value: async (key: string) => {
+          if (key === b.artifactKey && failNext) {
+            failNext = false;
+            throw new Error('storage is down');
+          }
+          return storage.delete(key);
+        },
+      },
+    });
+    const first = await runRetentionOnce(options({ storage: flaky }), now);
+    assert.ok(first.expired.includes(b.id));
+    assert.equal(first.failed, 1);
+    const row1 = await prisma.build.findUniqueOrThrow({ where: { id: b.id } });
+    assert.equal(row1.status, 'expired');
+    assert.equal(row1.purgedAt, null);
+    assert.ok(await exists(b.artifactKey ?? ''));
+
+    const second = await runRetentionOnce(options({ storage: flaky }), now);
+    assert.deepEqual(second.expired, []);
+    assert.deepEqual(second.artifactsDeleted, [b.artifactKey]);
+    assert.equal(second.failed, 0);
+    assert.ok((await prisma.build.findUniqueOrThrow({ where: { id: b.id } })).purgedAt);
+    assert.equal(await exists(b.artifactKey ?? ''), false);
+  });
+
+  test('a context is not deleted while a build that will use it is being inserted (shared advisory lock)', async () => {
+    const now = new Date();
+    const ctx = await newContext();
+    await row({ status: 'failed', context: ctx, createdAt: daysAgo(now, 20), finishedAt: daysAgo(now, 20) });
+    // The API's insert: shared lock, check the object, insert; held open a while.
+    let inserted = false;
+    const api = prisma.$transaction(async (tx) => {
+      await lockContextObject(tx, ctx, 'shared');
+      assert.ok(await exists(ctx));
+      await sleep(600);
+      await tx.build.create({
+        data: {
+          projectId,
+          status: 'queued',
+          spec: {},
+          contextKey: ctx,
+          contextDigest: 'sha256:x',
+          contextSize: 1n,
+        },
+      });
+      inserted = true;
+    });
+    await sleep(100);
+    const report = await runRetentionOnce(options(), now);
+    await api;
+    assert.ok(inserted);
+    assert.ok(!report.contextsDeleted.includes(ctx), 'retention waited for the insert and saw the new build');
+    assert.ok(await exists(ctx));
+  });
+
+  test('a cached build made while its source expires keeps the shared artifact (FOR SHARE)', async () => {
+    const now = new Date();
+    const ctx = await newContext();
+    const source = await row({
+      status: 'succeeded',
+      context: ctx,
+      createdAt: daysAgo(now, 45),
+      finishedAt: daysAgo(now, 45),
+    });
+    // What the API's reuseResult does: hold the source FOR SHARE while inserting the cached row.
+    const hit = prisma.$transaction(async (tx) => {
+      const held = await tx.$queryRaw<Array<{ id: string }>>`
+        SELECT id FROM "Build" WHERE id = ${source.id} AND status = 'succeeded' FOR SHARE`;
+      assert.equal(held.length, 1);
+      await sleep(600);
+      return tx.build.create({
+        data: {
+          projectId,
+          status: 'succeeded',
+          spec: {},
+          contextKey: ctx,
+          contextDigest: 'sha256:x',
+          contextSize: 1n,
+          cachedFromId: source.id,
+          artifactKey: source.artifactKey,
+          finishedAt: new Date(),
+        },
+      });
+    });
+    await sleep(100);
+    const report = await runRetentionOnce(options(), now);
+    const cached = await hit;
+    assert.ok(report.expired.includes(source.id));
+    assert.ok(report.artifactsKept.includes(source.artifactKey ?? ''));
+    assert.ok(await exists(source.artifactKey ?? ''), 'the artifact the new cached build shares is kept');
+    assert.equal(await statusOf(cached.id), 'succeeded');
+  });
+
+  test('the schedule: one worker of several runs each round', async () => {
+    const redis = new Redis(env.redisUrl);
+    const keyPrefix = `kr-${randomBytes(4).toString('hex')}`;
+    try {
+      let runs = 0;
+      const schedules = [1, 2, 3].map(
+        () =>
+          new RetentionSchedule({
+            redis,
+            logger: testLogger(),
+            keyPrefix,
+            intervalMs: 300,
+            run: async () => {
+              runs++;
+            },
+          }),
+      );
+      for (const s of schedules) s.start();
+      await sleep(1600);
+      for (const s of schedules) await s.stop();
+      // ~6 rounds in 1.6 s (one at start, then every 300 ms); three workers without the lock: ~18.
+      assert.ok(runs >= 3 && runs <= 8, `${runs} runs`);
+      assert.ok(await redis.exists(`${keyPrefix}:retention:lock`));
+    } finally {
+      await redis.quit();
+    }
+  });
+
+  test('a started worker runs retention on its own, every KILN_RETENTION_INTERVAL_SECONDS', async () => {
+    const now = new Date();
+    const old = await row({
+      status: 'succeeded',
+      context: await newContext(),
+      createdAt: daysAgo(now, 90),
+      finishedAt: daysAgo(now, 90),
+    });
+    const prefix = `kr-${randomBytes(4).toString('hex')}`;
+    const worker = createWorker(
+      testConfig({
+        databaseUrl: db.url,
+        // Never dialed: no health checks, no jobs.
+        builders: [{ address: 'tcp://127.0.0.1:9', concurrency: 1 }],
+        retention: { days: 30, contextDays: 7, intervalSeconds: 1 },
+      }),
+      {
+        prisma,
+        storage,
+        logger: testLogger(),
+        queuePrefix: prefix,
+        keyPrefix: prefix,
+        initialHealthCheck: false,
+        healthIntervalMs: 0,
+        reconcileIntervalMs: 0,
+      },
+    );
+    workers.push(worker);
+    await worker.start();
+    // The first round runs at start; then a newly old build is picked up by a later round.
+    await waitForBuild(prisma, old.id, 5000, (b) => b.status === 'expired');
+    const next = await row({
+      status: 'failed',
+      context: await newContext(),
+      createdAt: daysAgo(now, 90),
+      finishedAt: daysAgo(now, 90),
+    });
+    await waitForBuild(prisma, next.id, 5000, (b) => b.status === 'expired' && b.purgedAt !== null);
+    assert.equal(await exists(old.artifactKey ?? ''), false);
+    assert.equal(await exists(logKey(next.id)), false);
+  });
+});

@@ -1,0 +1,34 @@
+import { createHash } from 'node:crypto';
+import type { BuildSpec } from './spec.js';
+
+/** Bumped whenever what takes part in the key changes, so old keys stop matching. */
+const KEY_VERSION = 1;
+
+/**
+ * The result-cache key of a build: a new build with the same key (in the same project, for the
+ * same platform; see apps/api/src/result-cache.ts) can reuse an earlier build's artifact.
+ *
+ * It hashes the context digest and the normalized spec (what parseBuildSpec stored) except:
+ * - `output.dest`: only the file name the artifact is downloaded as; the bytes don't depend on it.
+ * - `noCache`: it makes BuildKit rebuild every step, which yields the same result. A noCache
+ *   build never *reuses* a result, but its artifact may serve later builds.
+ * Object keys are sorted first, so build args given in another order are the same key.
+ */
+export function resultCacheKey(contextDigest: string, spec: BuildSpec): string {
+  const { noCache: _noCache, output, ...rest } = spec;
+  const { dest: _dest, ...outputRest } = output;
+  const material = { v: KEY_VERSION, context: contextDigest, spec: { ...rest, output: outputRest } };
+  return createHash('sha256').update(canonicalJson(material)).digest('hex');
+}
+
+/** JSON with object keys sorted at every level. */
+function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  if (value !== null && typeof value === 'object') {
+    const entries = Object.entries(value as Record<string, unknown>)
+      .filter(([, v]) => v !== undefined)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
+  }
+  return JSON.stringify(value);
+}
