@@ -4,7 +4,7 @@ import swaggerUi from '@fastify/swagger-ui';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { authenticator } from './auth.js';
 import type { ApiDeps } from './deps.js';
-import { registerErrorHandling } from './errors.js';
+import { clientErrorHandler, registerErrorHandling } from './errors.js';
 import { buildRoutes } from './routes/builds.js';
 import { fileRoutes } from './routes/files.js';
 import { createMetrics, opsRoutes } from './routes/ops.js';
@@ -14,9 +14,10 @@ import { buildListSchema, buildSchema, errorSchema } from './schemas.js';
 export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: deps.logger as unknown as FastifyBaseLogger,
-    // A slow or stalled upload must not hold a connection forever.
-    requestTimeout: 10 * 60_000,
-    connectionTimeout: 60_000,
+    // A slow or stalled upload must not hold a connection, a descriptor and a temp file for long.
+    requestTimeout: deps.config.requestTimeoutSeconds * 1000,
+    connectionTimeout: deps.config.connectionTimeoutSeconds * 1000,
+    clientErrorHandler,
     bodyLimit: 1024 * 1024,
   });
   registerErrorHandling(app);

@@ -21,12 +21,53 @@ export function registerErrorHandling(app: FastifyInstance): void {
   });
 }
 
+/**
+ * Fastify's `clientErrorHandler`: requests Node's HTTP parser refuses (a 100 KB header, a bad
+ * header byte) never reach the routes. Answer them in the API's error shape, without logging
+ * their raw bytes (they may hold a token).
+ */
+export function clientErrorHandler(err: NodeJS.ErrnoException, socket: import('node:net').Socket): void {
+  if (!socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const tooLarge = err.code === 'HPE_HEADER_OVERFLOW';
+  const body = JSON.stringify({ error: { code: 'invalid_request', message: parserMessage(err.code) } });
+  socket.end(
+    `HTTP/1.1 ${tooLarge ? '431 Request Header Fields Too Large' : '400 Bad Request'}\r\n` +
+      `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+  );
+}
+
+/** What Node's HTTP parser objected to, in words a caller can act on. */
+function parserMessage(code: string | undefined): string {
+  switch (code) {
+    case 'HPE_HEADER_OVERFLOW':
+      return 'the request headers are too large';
+    case 'HPE_INVALID_HEADER_TOKEN':
+      return 'a request header has a character HTTP does not allow';
+    case 'HPE_UNEXPECTED_CONTENT_LENGTH':
+    case 'HPE_INVALID_TRANSFER_ENCODING':
+      return 'send either Content-Length or Transfer-Encoding: chunked, not both';
+    default:
+      return `the request is not valid HTTP (${code ?? 'parse error'})`;
+  }
+}
+
 function classify(err: FastifyError | AppError | Error): { code: ErrorCode; message: string } {
   if (err instanceof AppError) return { code: err.code, message: err.message };
   const fe = err as FastifyError;
   if (fe.validation) return { code: 'invalid_request', message: fe.message };
   if (fe.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE')
     return { code: 'unsupported_media_type', message: fe.message };
+  // Form limits (files, fields, parts) are about the form's shape, not the context's size.
+  if (fe.code === 'FST_FILES_LIMIT' || fe.code === 'FST_FIELDS_LIMIT' || fe.code === 'FST_PARTS_LIMIT') {
+    const what = fe.code === 'FST_FILES_LIMIT' ? 'send one file part, named "context"' : fe.message;
+    return { code: 'invalid_request', message: `the form has too many parts: ${what}` };
+  }
+  if (fe.code === 'FST_INVALID_MULTIPART_CONTENT_TYPE' || /boundary|multipart/i.test(fe.message ?? '')) {
+    return { code: 'invalid_request', message: `malformed multipart/form-data: ${fe.message}` };
+  }
   if (fe.code === 'FST_ERR_CTP_BODY_TOO_LARGE' || fe.statusCode === 413) {
     return { code: 'context_too_large', message: fe.message };
   }

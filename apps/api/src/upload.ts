@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createReadStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
@@ -19,18 +19,18 @@ export interface StoredContext {
 }
 
 export interface ReceivedContext extends StoredContext {
-  /** Puts the upload into storage again (retention deleted the object after it was stored). */
+  /** Puts the upload into storage under its content address (done only once a build uses it). */
   restore(): Promise<void>;
   /** Removes the temp copy; call it once the request is answered. */
   dispose(): Promise<void>;
 }
 
 /**
- * Streams an upload through validation into a temp file (hashing it on the way), then puts
- * it into storage under its content address unless that object already exists. Nothing is
+ * Streams an upload through validation into a temp file (hashing it on the way). Nothing is
  * held in memory. The temp file is removed on failure, also when the client goes away, and
- * otherwise kept until `dispose()`: the build row is inserted later, and should retention delete
- * the object in between, `restore()` puts it back (see create-build.ts).
+ * otherwise kept until `dispose()`. Storing is left to `restore()`, called when a build row
+ * is inserted (create-build.ts): a request rejected after the upload (an idempotency conflict,
+ * a bad form) or answered from the cache stores nothing that retention could never find.
  */
 export async function receiveContext(
   body: Readable,
@@ -42,7 +42,9 @@ export async function receiveContext(
   try {
     const validator = createContextValidator({ limits: opts.limits, dockerfilePath: opts.dockerfilePath });
     validator.result.catch(() => undefined);
-    await pipeline(body, validator.stream, createWriteStream(tmp)).catch(async (err: unknown) => {
+    // Created before the stream opens it, so a fast failure's rm cannot run before the open.
+    const handle = await fs.open(tmp, 'wx', 0o600);
+    await pipeline(body, validator.stream, handle.createWriteStream()).catch(async (err: unknown) => {
       // The validator's AppError is the reason; a pipeline error after it is only its echo.
       const reason = await validator.result.then(
         () => err,
@@ -56,7 +58,6 @@ export async function receiveContext(
     const restore = async () => {
       await opts.storage.put(key, createReadStream(tmp));
     };
-    if (!(await opts.storage.head(key))) await restore();
     return { digest: `sha256:${summary.sha256}`, size: summary.size, key, restore, dispose };
   } catch (err) {
     await dispose();

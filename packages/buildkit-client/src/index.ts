@@ -21,7 +21,7 @@ export {
   SolveError,
   UnsupportedError,
 } from './errors.js';
-export { PatternMatcher, parseDockerignore } from './fs/index.js';
+export { PatternMatcher, parseDockerignore, type WalkEntry, type WalkOptions, walk } from './fs/index.js';
 export { parseCsvAttrs } from './output-spec.js';
 export { PlainProgressRenderer } from './progress.js';
 export type { LocalDir } from './session/filesync.js';

@@ -39,6 +39,8 @@ const ENV = z.object({
   KILN_URL_TTL_SECONDS: int(10, 7 * 86_400).default(900),
   KILN_MAX_CONTEXT_BYTES: int(1024, 64 * 1024 ** 3).default(2 * 1024 ** 3),
   KILN_MAX_CONTEXT_ENTRIES: int(1, 10_000_000).default(200_000),
+  KILN_REQUEST_TIMEOUT_SECONDS: int(1, 86_400).default(600),
+  KILN_CONNECTION_TIMEOUT_SECONDS: int(1, 86_400).default(60),
   KILN_RECONCILE_INTERVAL_SECONDS: int(1, 3600).default(15),
   KILN_SHUTDOWN_GRACE_SECONDS: int(0, 86_400).default(30),
   KILN_RETENTION_DAYS: int(1, 36_500).default(30),
@@ -77,6 +79,9 @@ export interface KilnConfig {
   buildAttempts: number;
   urlTtlSeconds: number;
   limits: { maxContextBytes: number; maxContextEntries: number };
+  /** Longest an HTTP request (an upload included) may take, and an idle connection may stay open. */
+  requestTimeoutSeconds: number;
+  connectionTimeoutSeconds: number;
   /** How often the worker re-enqueues builds Redis lost. */
   reconcileIntervalSeconds: number;
   /** How long a stopping worker lets running builds finish before handing them back. */
@@ -148,6 +153,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): KilnConfig {
     buildAttempts: e.KILN_BUILD_ATTEMPTS,
     urlTtlSeconds: e.KILN_URL_TTL_SECONDS,
     limits: { maxContextBytes: e.KILN_MAX_CONTEXT_BYTES, maxContextEntries: e.KILN_MAX_CONTEXT_ENTRIES },
+    requestTimeoutSeconds: e.KILN_REQUEST_TIMEOUT_SECONDS,
+    connectionTimeoutSeconds: e.KILN_CONNECTION_TIMEOUT_SECONDS,
     reconcileIntervalSeconds: e.KILN_RECONCILE_INTERVAL_SECONDS,
     shutdownGraceSeconds: e.KILN_SHUTDOWN_GRACE_SECONDS,
     retention: {

@@ -7,6 +7,19 @@ export function createLogger(name: string, level = 'info'): Logger {
   return pino({
     name,
     level,
-    redact: { paths: ['req.headers.authorization', 'url', '*.url', 'token'], censor: '[redacted]' },
+    redact: {
+      paths: [
+        'req.headers.authorization',
+        '*.headers.authorization',
+        'headers.authorization',
+        'busboyOptions.headers.authorization',
+        'err.rawPacket',
+        'rawPacket',
+        'url',
+        '*.url',
+        'token',
+      ],
+      censor: '[redacted]',
+    },
   });
 }

@@ -64,6 +64,20 @@ export function buildRoutes(deps: ApiDeps) {
   const receiveUpload = async (
     req: FastifyRequest,
   ): Promise<{ spec: BuildSpec; context: ReceivedContext }> => {
+    // Node's requestTimeout stops counting once a request reaches its handler, so a drip-fed
+    // upload needs its own deadline; the socket idle timeout (connectionTimeout) cuts a stalled one.
+    const seconds = config.requestTimeoutSeconds;
+    const deadline = setTimeout(
+      () => req.raw.destroy(new AppError('invalid_request', `the upload took longer than ${seconds} s`)),
+      seconds * 1000,
+    );
+    try {
+      return await readUpload(req);
+    } finally {
+      clearTimeout(deadline);
+    }
+  };
+  const readUpload = async (req: FastifyRequest): Promise<{ spec: BuildSpec; context: ReceivedContext }> => {
     if (!req.isMultipart()) {
       if (!isStream(req.body)) {
         throw new AppError(
@@ -74,7 +88,8 @@ export function buildRoutes(deps: ApiDeps) {
       const spec = parseBuildSpec(specFromQuery(req.query as Record<string, unknown>));
       return { spec, context: await receiveContext(req.body, uploadOptions(spec.file)) };
     }
-    const fields: Record<string, unknown> = {};
+    // No prototype: a "__proto__" key in a JSON spec stays a key (and is then rejected as unknown).
+    const fields: Record<string, unknown> = Object.create(null);
     let stored: { spec: BuildSpec; context: ReceivedContext } | undefined;
     try {
       for await (const part of req.parts()) {
@@ -94,8 +109,18 @@ export function buildRoutes(deps: ApiDeps) {
               'invalid_request',
               `field "${part.fieldname}" must come before the context part`,
             );
-          if (part.fieldname === 'spec') Object.assign(fields, parseSpecJson(String(part.value)));
-          else fields[part.fieldname] = part.value;
+          if (part.valueTruncated) {
+            const code = part.fieldname === 'spec' ? 'invalid_spec' : 'invalid_request';
+            throw new AppError(code, `the "${part.fieldname}" field is larger than 1 MiB`);
+          }
+          if (part.fieldname === 'spec') {
+            // A part sent as application/json arrives parsed already.
+            const spec = typeof part.value === 'string' ? parseSpecJson(part.value) : part.value;
+            if (typeof spec !== 'object' || spec === null || Array.isArray(spec)) {
+              throw new AppError('invalid_spec', 'the "spec" field must be a JSON object');
+            }
+            for (const [k, v] of Object.entries(spec)) fields[k] = v;
+          } else fields[part.fieldname] = part.value;
         }
       }
     } catch (err) {

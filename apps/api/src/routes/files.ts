@@ -8,7 +8,8 @@ import type { FastifyInstance } from 'fastify';
 export function fileRoutes(storage: ObjectStorage, signingKey: string) {
   return async (app: FastifyInstance) => {
     app.get(`${LOCAL_FILES_PATH}*`, { schema: { hide: true } }, async (req, reply) => {
-      const key = decodeURIComponent((req.params as { '*': string })['*']);
+      // Fastify has decoded the path already.
+      const key = (req.params as { '*': string })['*'];
       const q = req.query as Record<string, string | undefined>;
       const verified = verifyLocalSignature(
         { key, expires: q.expires ?? '', filename: q.filename, sig: q.sig ?? '', method: 'GET' },

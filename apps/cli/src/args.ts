@@ -1,0 +1,219 @@
+/** Command lines, docker's way: node:util parseArgs, every mistake a UsageError (exit 2). */
+import path from 'node:path';
+import { type ParseArgsConfig, parseArgs } from 'node:util';
+import { parseCsvAttrs } from '@kiln/buildkit-client';
+import { CliError, EXIT_USAGE, UsageError } from './errors.js';
+import { PROGRESS_MODES, type ProgressMode } from './reporter.js';
+
+export const BUILD_USAGE = `Usage: kiln build [OPTIONS] PATH
+
+Build PATH (a directory) on Kiln and write the result where --output says, like
+docker build --output.
+
+Options:
+  -o, --output type=tar,dest=FILE   Where the result goes (also type=oci|docker; dest=- is stdout)
+  -f, --file FILE                   The Dockerfile (default PATH/Dockerfile; - reads stdin)
+      --target STAGE                Build this stage
+      --build-arg KEY=VALUE         Build-time variable (KEY alone takes it from the environment)
+      --platform OS/ARCH            Target platform, e.g. linux/arm64
+      --network none|default        Network mode of RUN steps
+      --no-cache                    Do not use the cache
+      --label KEY=VALUE             Label of the result
+      --progress auto|plain|tty|json|quiet
+                                    How to show progress (default auto: a live view on a terminal)
+  -q, --quiet                       Same as --progress quiet
+  -h, --help                        This help`;
+
+export interface OutputArg {
+  type: 'tar' | 'oci' | 'docker';
+  /** Local path, or `-` for stdout. */
+  dest: string;
+  /** Other exporter attributes, passed to the server. */
+  attrs: Record<string, string>;
+}
+
+export interface BuildOptions {
+  context: string;
+  file: string | undefined;
+  output: OutputArg;
+  target: string | undefined;
+  buildArgs: Record<string, string>;
+  platform: string | undefined;
+  network: 'none' | 'default' | undefined;
+  noCache: boolean;
+  labels: Record<string, string>;
+  progress: ProgressMode;
+}
+
+type OptionsConfig = NonNullable<ParseArgsConfig['options']>;
+type Parsed<T extends OptionsConfig> = ReturnType<
+  typeof parseArgs<{ args: string[]; options: T; allowPositionals: true; strict: true }>
+>;
+
+/** parseArgs with its errors turned into UsageErrors carrying `usage`. */
+export function parseCommandLine<T extends OptionsConfig>(
+  argv: string[],
+  options: T,
+  usage: string,
+): Parsed<T> {
+  try {
+    return parseArgs({ args: argv, options, allowPositionals: true, strict: true });
+  } catch (err) {
+    if (String((err as NodeJS.ErrnoException).code ?? '').startsWith('ERR_PARSE_ARGS')) {
+      throw new UsageError(
+        (err as Error).message.replace(/\. To specify a positional argument.*$/s, ''),
+        usage,
+      );
+    }
+    throw err;
+  }
+}
+
+const BUILD_OPTIONS = {
+  output: { type: 'string', short: 'o', multiple: true },
+  file: { type: 'string', short: 'f' },
+  target: { type: 'string' },
+  'build-arg': { type: 'string', multiple: true },
+  platform: { type: 'string' },
+  network: { type: 'string' },
+  'no-cache': { type: 'boolean' },
+  label: { type: 'string', multiple: true },
+  progress: { type: 'string' },
+  quiet: { type: 'boolean', short: 'q' },
+  secret: { type: 'string', multiple: true },
+  ssh: { type: 'string', multiple: true },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+/** `type=tar,dest=app.tar`, `-` (tar to stdout) or a bare path (docker: a local directory). */
+export function parseOutput(value: string, stdoutIsTTY: boolean): OutputArg {
+  let attrs: Record<string, string>;
+  if (value === '-') attrs = { type: 'tar', dest: '-' };
+  else if (!value.includes('=')) attrs = { type: 'local', dest: value };
+  else {
+    try {
+      attrs = parseCsvAttrs(value);
+    } catch (err) {
+      throw new UsageError(`invalid --output "${value}": ${(err as Error).message}`, BUILD_USAGE);
+    }
+  }
+  const { type, dest, ...rest } = attrs;
+  if (!type)
+    throw new UsageError(`--output "${value}": type is required, e.g. type=tar,dest=app.tar`, BUILD_USAGE);
+  if (type === 'local') {
+    throw new UsageError(
+      `--output type=local (a directory${dest ? `, ${dest}` : ''}) is not supported by kiln yet: use type=tar,dest=${dest && dest !== '-' ? `${dest}.tar` : 'app.tar'}`,
+      BUILD_USAGE,
+    );
+  }
+  if (type !== 'tar' && type !== 'oci' && type !== 'docker') {
+    throw new UsageError(
+      `--output type=${type} is not supported by kiln: use tar, oci or docker`,
+      BUILD_USAGE,
+    );
+  }
+  let target = dest;
+  if (target === undefined || target === '') {
+    if (stdoutIsTTY) {
+      throw new UsageError(
+        `dest file is required for ${type} exporter. refusing to write to console (e.g. --output type=${type},dest=app.tar)`,
+        BUILD_USAGE,
+      );
+    }
+    target = '-';
+  }
+  return { type, dest: target, attrs: rest };
+}
+
+function pairs(
+  values: readonly string[] | undefined,
+  flag: string,
+  missing: (key: string) => string | undefined,
+): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const v of values ?? []) {
+    const eq = v.indexOf('=');
+    const key = eq === -1 ? v : v.slice(0, eq);
+    if (key === '') throw new UsageError(`${flag} "${v}": expected KEY=VALUE`, BUILD_USAGE);
+    const value = eq === -1 ? missing(key) : v.slice(eq + 1);
+    if (value !== undefined) out[key] = value;
+  }
+  return out;
+}
+
+const REMOTE_CONTEXT = /^(https?:\/\/|git@|git:\/\/|github\.com\/)/;
+
+export function parseBuildOptions(
+  argv: string[],
+  env: Readonly<Record<string, string | undefined>>,
+  stdoutIsTTY: boolean,
+): BuildOptions | 'help' {
+  const { values, positionals } = parseCommandLine(argv, BUILD_OPTIONS, BUILD_USAGE);
+  if (values.help) return 'help';
+  if (values.secret?.length || values.ssh?.length) {
+    const flag = values.secret?.length ? '--secret' : '--ssh';
+    throw new CliError(
+      `${flag} is not supported yet: kiln cannot forward secrets or SSH agents to builds`,
+      EXIT_USAGE,
+    );
+  }
+  if (positionals.length !== 1) {
+    throw new UsageError(`"kiln build" requires exactly 1 argument (the context directory)`, BUILD_USAGE);
+  }
+  const context = positionals[0] as string;
+  if (context === '-')
+    throw new CliError('reading the build context from stdin is not supported yet', EXIT_USAGE);
+  if (REMOTE_CONTEXT.test(context)) {
+    throw new CliError(
+      `remote build contexts (${context}) are not supported yet: pass a directory`,
+      EXIT_USAGE,
+    );
+  }
+
+  const outputs = values.output ?? [];
+  if (outputs.length === 0) {
+    throw new UsageError('kiln build needs --output, e.g. --output type=tar,dest=app.tar', BUILD_USAGE);
+  }
+  if (outputs.length > 1) throw new UsageError('only one --output is supported', BUILD_USAGE);
+  const output = parseOutput(outputs[0] as string, stdoutIsTTY);
+
+  const progress = values.quiet ? 'quiet' : (values.progress ?? 'auto');
+  if (!PROGRESS_MODES.includes(progress as ProgressMode)) {
+    throw new UsageError(`--progress "${progress}": use one of ${PROGRESS_MODES.join(', ')}`, BUILD_USAGE);
+  }
+  const network = values.network;
+  if (network !== undefined && network !== 'none' && network !== 'default') {
+    throw new UsageError(`--network "${network}" is not supported by kiln: use none or default`, BUILD_USAGE);
+  }
+  const platform = values.platform;
+  if (platform?.includes(',')) {
+    throw new UsageError(`--platform "${platform}": kiln builds one platform at a time`, BUILD_USAGE);
+  }
+  if (values.file === '' || values.target === '') {
+    throw new UsageError(`${values.file === '' ? '--file' : '--target'} must not be empty`, BUILD_USAGE);
+  }
+  return {
+    context,
+    file: values.file,
+    output,
+    target: values.target,
+    // docker: `--build-arg KEY` takes the value from the environment, or is dropped when unset.
+    buildArgs: pairs(values['build-arg'], '--build-arg', (k) => env[k]),
+    platform,
+    network,
+    noCache: values['no-cache'] ?? false,
+    labels: pairs(values.label, '--label', () => ''),
+    progress: progress as ProgressMode,
+  };
+}
+
+/** The artifact name the server stores: dest's base name, reduced to what the API accepts. */
+export function serverDest(dest: string, type: string): string {
+  const fallback = type === 'tar' ? 'output.tar' : `image-${type}.tar`;
+  if (dest === '-') return fallback;
+  const base = path
+    .basename(dest)
+    .replace(/[^\w.+@-]/g, '_')
+    .slice(0, 255);
+  return base === '' || base === '.' || base === '..' ? fallback : base;
+}

@@ -1,0 +1,165 @@
+/** `kiln build PATH --output type=tar,dest=FILE ...`: docker build, run by Kiln. */
+import { stat } from 'node:fs/promises';
+import path from 'node:path';
+import { FINAL_STATUSES, KilnApi } from '../api.js';
+import { BUILD_USAGE, parseBuildOptions, serverDest } from '../args.js';
+import { loadConfig } from '../config.js';
+import { contextTarStream, planContext } from '../context-tar.js';
+import { downloadArtifact } from '../download.js';
+import { CliError, EXIT_INTERRUPTED, EXIT_OK, InterruptedError, messageOf } from '../errors.js';
+import { followLogs, waitForFinal } from '../follow.js';
+import { type Io, readAll } from '../io.js';
+import { createReporter } from '../reporter.js';
+import { buildQuery, isRatioRejection, submitBuild } from '../upload.js';
+
+export async function buildCommand(argv: string[], io: Io): Promise<number> {
+  const opts = parseBuildOptions(argv, io.env, Boolean(io.stdout.isTTY));
+  if (opts === 'help') {
+    io.stdout.write(`${BUILD_USAGE}\n`);
+    return EXIT_OK;
+  }
+  const reporter = createReporter(opts.progress, io.stderr);
+  const controller = new AbortController();
+  const signal = controller.signal;
+  const removeInterrupt = io.onInterrupt(() => controller.abort(new InterruptedError()));
+  let api: KilnApi | undefined;
+  let buildId: string | undefined;
+  let finished = false;
+  try {
+    const config = await loadConfig(io.env);
+    api = new KilnApi(config.url, config.token);
+    const dest = opts.output.dest === '-' ? '-' : path.resolve(io.cwd, opts.output.dest);
+    // Before the build, not after it: a destination that cannot take a file.
+    if (dest !== '-' && (await stat(dest).catch(() => undefined))?.isDirectory()) {
+      throw new CliError(
+        `--output dest "${opts.output.dest}" is a directory: name a file, e.g. ${path.join(opts.output.dest, 'app.tar')}`,
+      );
+    }
+
+    const plan = await planContext({
+      contextDir: opts.context,
+      dockerfile: opts.file,
+      cwd: io.cwd,
+      readStdin: () => readAll(io.stdin),
+    });
+    for (const p of plan.skipped)
+      reporter.warn(`${p}: devices, FIFOs and sockets cannot be sent in a build context, left out`);
+    reporter.context({
+      root: plan.root,
+      files: plan.files,
+      bytes: plan.bytes,
+      dockerfile: plan.dockerfile,
+      ignoreFile: plan.ignoreFile,
+    });
+    if (signal.aborted) throw new InterruptedError();
+
+    let read = 0;
+    let sentSoFar = 0;
+    const started = Date.now();
+    const query = buildQuery({
+      output: {
+        type: opts.output.type,
+        dest: serverDest(opts.output.dest, opts.output.type),
+        attrs: opts.output.attrs,
+      },
+      file: plan.dockerfile,
+      target: opts.target,
+      platform: opts.platform,
+      network: opts.network,
+      noCache: opts.noCache,
+      buildArgs: opts.buildArgs,
+      labels: opts.labels,
+    });
+    const upload = (gzip: boolean) => {
+      read = 0;
+      sentSoFar = 0;
+      const tar = contextTarStream(plan, {
+        onProgress: (p) => {
+          read = p.bytes;
+          reporter.uploadProgress({ read, total: plan.bytes, sent: sentSoFar, compressed: gzip });
+        },
+        onWarning: (m) => reporter.warn(m),
+      });
+      return submitBuild(api as KilnApi, {
+        query,
+        tar,
+        signal,
+        gzip: gzip ? 6 : false,
+        onSent: (bytes) => {
+          sentSoFar = bytes;
+          reporter.uploadProgress({ read, total: plan.bytes, sent: bytes, compressed: gzip });
+        },
+      });
+    };
+    let compressed = true;
+    const { build, sent } = await upload(true).catch((err: unknown) => {
+      if (!isRatioRejection(err)) throw err;
+      reporter.warn(
+        'the context compresses better than the server accepts from gzip: sending it uncompressed',
+      );
+      compressed = false;
+      return upload(false);
+    });
+    buildId = build.id;
+    reporter.uploaded({ files: plan.files, bytes: plan.bytes, sent, compressed, ms: Date.now() - started });
+    reporter.submitted(build);
+
+    try {
+      await followLogs(api, build.id, { signal, onLog: (text) => reporter.log(text) });
+    } catch (err) {
+      if (signal.aborted || !(err instanceof CliError) || err.code !== 'log_stream_lost') throw err;
+      reporter.warn(`${err.message}; waiting for the build to finish`);
+    }
+    const done = await waitForFinal(api, build.id, FINAL_STATUSES, { signal, timeoutMs: 60_000 });
+    finished = true;
+    reporter.finished(done);
+    if (done.status !== 'succeeded') {
+      throw new CliError(
+        done.error?.message || `build ${done.id} ${done.status}`,
+        1,
+        done.error?.code ?? done.status,
+      );
+    }
+    if (!done.artifact) throw new CliError(`build ${done.id} succeeded but has no artifact`);
+    if (!done.artifact.digest) reporter.warn('the build recorded no digest: the download cannot be verified');
+
+    const downloadStarted = Date.now();
+    const got = await downloadArtifact({
+      url: done.artifact.url,
+      digest: done.artifact.digest,
+      size: done.artifact.size,
+      dest,
+      stdout: io.stdout,
+      signal,
+      onProgress: (bytes, total) => reporter.downloadProgress({ bytes, total }),
+    });
+    reporter.downloaded({
+      dest: opts.output.dest === '-' ? 'stdout' : opts.output.dest,
+      size: got.size,
+      digest: got.digest,
+      ms: Date.now() - downloadStarted,
+    });
+    return EXIT_OK;
+  } catch (err) {
+    if (signal.aborted) {
+      if (api && buildId && !finished) {
+        reporter.canceling(buildId);
+        try {
+          await api.cancelBuild(buildId, AbortSignal.timeout(10_000));
+        } catch (cancelErr) {
+          reporter.warn(`could not cancel build ${buildId}: ${messageOf(cancelErr)}`);
+        }
+      }
+      reporter.error(
+        new InterruptedError(buildId && !finished ? `interrupted: build ${buildId} canceled` : 'interrupted'),
+      );
+      return EXIT_INTERRUPTED;
+    }
+    const e = err instanceof CliError ? err : new CliError(messageOf(err));
+    reporter.error(e);
+    return e.exitCode;
+  } finally {
+    removeInterrupt();
+    reporter.close();
+  }
+}

@@ -1,0 +1,103 @@
+/**
+ * Where the CLI finds Kiln: `$XDG_CONFIG_HOME/kiln/config.json` (default `~/.config/kiln/`),
+ * written by `kiln login` with mode 0600; `KILN_URL` and `KILN_TOKEN` override it.
+ */
+import { randomBytes } from 'node:crypto';
+import { chmod, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { CliError } from './errors.js';
+
+export const DEFAULT_URL = 'http://127.0.0.1:8080';
+
+export interface CliConfig {
+  url: string;
+  token: string | undefined;
+  /** Where the values came from, for messages. */
+  source: { url: 'env' | 'file' | 'default'; token: 'env' | 'file' | 'none' };
+}
+
+interface StoredConfig {
+  url?: string;
+  token?: string;
+}
+
+type Env = Readonly<Record<string, string | undefined>>;
+
+export function configPath(env: Env): string {
+  const xdg = env.XDG_CONFIG_HOME;
+  const base = xdg && path.isAbsolute(xdg) ? xdg : path.join(env.HOME || os.homedir(), '.config');
+  return path.join(base, 'kiln', 'config.json');
+}
+
+/** A server URL without trailing slashes; only http(s). */
+export function normalizeUrl(raw: string, what = 'the Kiln URL'): string {
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new CliError(`${what} "${raw}" is not a URL (e.g. http://127.0.0.1:8080)`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    throw new CliError(`${what} "${raw}" must be http:// or https://`);
+  }
+  return url.toString().replace(/\/+$/, '');
+}
+
+async function readStored(file: string): Promise<StoredConfig> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return {};
+    throw new CliError(`cannot read ${file}: ${(err as Error).message}`);
+  }
+  try {
+    const value = JSON.parse(text) as unknown;
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new Error('not an object');
+    const { url, token } = value as Record<string, unknown>;
+    return {
+      ...(typeof url === 'string' ? { url } : {}),
+      ...(typeof token === 'string' ? { token } : {}),
+    };
+  } catch (err) {
+    throw new CliError(
+      `${file} is not a valid config file (${(err as Error).message}): run kiln login again`,
+    );
+  }
+}
+
+export async function loadConfig(env: Env): Promise<CliConfig> {
+  const stored = await readStored(configPath(env));
+  const envUrl = env.KILN_URL || undefined;
+  const envToken = env.KILN_TOKEN || undefined;
+  const url = envUrl ?? stored.url;
+  const token = envToken ?? stored.token;
+  return {
+    url: normalizeUrl(url ?? DEFAULT_URL, envUrl ? 'KILN_URL' : 'the Kiln URL'),
+    token,
+    source: {
+      url: envUrl ? 'env' : stored.url ? 'file' : 'default',
+      token: envToken ? 'env' : stored.token ? 'file' : 'none',
+    },
+  };
+}
+
+/** Writes the config readable by its owner only, replacing the old one atomically. */
+export async function saveConfig(env: Env, config: { url: string; token: string }): Promise<string> {
+  const file = configPath(env);
+  await mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
+  const tmp = `${file}.${randomBytes(6).toString('hex')}.tmp`;
+  try {
+    await writeFile(tmp, `${JSON.stringify({ url: config.url, token: config.token }, null, 2)}\n`, {
+      mode: 0o600,
+      flag: 'wx',
+    });
+    await chmod(tmp, 0o600);
+    await rename(tmp, file);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw new CliError(`cannot write ${file}: ${(err as Error).message}`);
+  }
+  return file;
+}

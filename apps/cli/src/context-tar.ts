@@ -1,0 +1,341 @@
+/**
+ * The build context as `docker build` sends it: the directory's files minus what the ignore
+ * file excludes (chosen by fsutil's own walk, so exactly what BuildKit would take), but always
+ * the Dockerfile and the ignore files (docker's TrimBuildFilesFromExcludes), as a tar stream
+ * with owners 0:0.
+ */
+import { randomBytes } from 'node:crypto';
+import { open, readFile, realpath, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { PatternMatcher, parseDockerignore, type WalkEntry, walk } from '@kiln/buildkit-client';
+import { CliError } from './errors.js';
+import { END_OF_ARCHIVE, encodeHeader, padding, type TarHeader } from './tar.js';
+
+// Go os.FileMode bits, as fsutil's walk reports them.
+const MODE_DIR = 0x80000000;
+const MODE_SYMLINK = 1 << 27;
+const MODE_DEVICE = 1 << 26;
+const MODE_NAMED_PIPE = 1 << 25;
+const MODE_SOCKET = 1 << 24;
+const MODE_SETUID = 1 << 23;
+const MODE_SETGID = 1 << 22;
+const MODE_STICKY = 1 << 20;
+
+export const DOCKERIGNORE = '.dockerignore';
+
+export interface ContextOptions {
+  /** The PATH argument. */
+  contextDir: string;
+  /** `-f`: relative to `cwd` (as docker takes it), `-` for stdin, or undefined for PATH/Dockerfile. */
+  dockerfile?: string | undefined;
+  cwd: string;
+  /** Reads all of stdin, for `-f -`. */
+  readStdin?: () => Promise<Buffer>;
+}
+
+export type ContextItem =
+  | { kind: 'walk'; entry: WalkEntry }
+  | { kind: 'inline'; path: string; data: Buffer; mode: number; mtimeNs: bigint };
+
+export interface ContextPlan {
+  /** The context directory, symlinks resolved. */
+  root: string;
+  /** The Dockerfile's path inside the archive: the build's `file`. */
+  dockerfile: string;
+  /** The ignore file whose patterns apply (archive path), if any. */
+  ignoreFile: string | undefined;
+  /** Its patterns, as BuildKit will apply them. */
+  excludePatterns: string[];
+  /** What goes into the archive, in fsutil's walk order (inline entries last). */
+  items: ContextItem[];
+  /** Regular files (hard links not counted) and their bytes. */
+  files: number;
+  bytes: number;
+  /** Entries left out because a build context cannot carry them (devices, FIFOs). */
+  skipped: string[];
+}
+
+const toPosix = (p: string): string => p.split(path.sep).join('/');
+
+async function isFile(p: string): Promise<boolean> {
+  try {
+    return (await stat(p)).isFile();
+  } catch {
+    return false;
+  }
+}
+
+async function resolveRoot(cwd: string, contextDir: string): Promise<string> {
+  const abs = path.resolve(cwd, contextDir);
+  let real: string;
+  try {
+    real = await realpath(abs);
+  } catch {
+    throw new CliError(`unable to prepare context: path "${contextDir}" not found`);
+  }
+  if (!(await stat(real)).isDirectory()) {
+    throw new CliError(`unable to prepare context: "${contextDir}" is not a directory`);
+  }
+  return real;
+}
+
+type DockerfileSource = { inside: true; rel: string } | { inside: false; data: Buffer; mode: number };
+
+/** docker's getDockerfileRelPath: `-f` relative to the working directory, symlinks resolved. */
+async function resolveDockerfile(root: string, opts: ContextOptions): Promise<DockerfileSource> {
+  if (opts.dockerfile === '-') {
+    if (!opts.readStdin) throw new CliError('cannot read the Dockerfile from stdin here');
+    return { inside: false, data: await opts.readStdin(), mode: 0o600 };
+  }
+  let abs: string;
+  if (opts.dockerfile === undefined || opts.dockerfile === '') {
+    abs = path.join(root, 'Dockerfile');
+    // Like docker: a lower-case `dockerfile` is used when there is no `Dockerfile`.
+    if (!(await isFile(abs)) && (await isFile(path.join(root, 'dockerfile')))) {
+      abs = path.join(root, 'dockerfile');
+    }
+  } else abs = path.resolve(opts.cwd, opts.dockerfile);
+  let real: string;
+  try {
+    real = await realpath(abs);
+  } catch {
+    throw new CliError(`cannot find the Dockerfile: "${abs}" does not exist`);
+  }
+  const st = await stat(real);
+  if (!st.isFile()) throw new CliError(`the Dockerfile "${abs}" is not a file`);
+  const rel = path.relative(root, real);
+  if (rel === '' || rel === '..' || rel.startsWith(`..${path.sep}`) || path.isAbsolute(rel)) {
+    return { inside: false, data: await readFile(real), mode: st.mode & 0o7777 };
+  }
+  return { inside: true, rel: toPosix(rel) };
+}
+
+async function readPatterns(root: string, rel: string): Promise<string[]> {
+  const text = await readFile(path.join(root, ...rel.split('/')), 'utf8');
+  try {
+    return parseDockerignore(text);
+  } catch (err) {
+    throw new CliError(`${rel}: ${(err as Error).message}`);
+  }
+}
+
+function matcherFor(patterns: string[], source: string | undefined): PatternMatcher {
+  try {
+    return new PatternMatcher(patterns);
+  } catch (err) {
+    throw new CliError(`${source ?? DOCKERIGNORE}: ${(err as Error).message}`);
+  }
+}
+
+/** Which files the context holds: decided up front, so the upload can show a total. */
+export async function planContext(opts: ContextOptions): Promise<ContextPlan> {
+  const root = await resolveRoot(opts.cwd, opts.contextDir);
+  const dockerfile = await resolveDockerfile(root, opts);
+
+  // BuildKit's Dockerfile frontend prefers `<Dockerfile>.dockerignore` beside the Dockerfile.
+  let ignoreFile: string | undefined;
+  if (dockerfile.inside && (await isFile(path.join(root, `${dockerfile.rel}.dockerignore`)))) {
+    ignoreFile = `${dockerfile.rel}.dockerignore`;
+  } else if (await isFile(path.join(root, DOCKERIGNORE))) ignoreFile = DOCKERIGNORE;
+  const excludePatterns = ignoreFile ? await readPatterns(root, ignoreFile) : [];
+
+  // The files the build needs are sent even when the patterns exclude them.
+  const select = [...excludePatterns];
+  if (select.length > 0) {
+    const matcher = matcherFor(select, ignoreFile);
+    const keep = new Set([DOCKERIGNORE, ignoreFile, dockerfile.inside ? dockerfile.rel : undefined]);
+    for (const p of keep) if (p && matcher.matchesOrParentMatches(p)) select.push(`!${p}`);
+  }
+
+  const items: ContextItem[] = [];
+  const skipped: string[] = [];
+  let files = 0;
+  let bytes = 0;
+  try {
+    for await (const entry of walk(root, select.length > 0 ? { excludePatterns: select } : {})) {
+      if (entry.mode & (MODE_DEVICE | MODE_NAMED_PIPE | MODE_SOCKET)) {
+        skipped.push(entry.path);
+        continue;
+      }
+      items.push({ kind: 'walk', entry });
+      if (!(entry.mode & (MODE_DIR | MODE_SYMLINK)) && entry.linkname === '') {
+        files++;
+        bytes += entry.size;
+      }
+    }
+  } catch (err) {
+    if (err instanceof CliError) throw err;
+    throw new CliError(`reading the context ${root}: ${(err as Error).message}`);
+  }
+
+  let file: string;
+  if (dockerfile.inside) file = dockerfile.rel;
+  else {
+    // docker's AddDockerfileToBuildContext: the Dockerfile under a random name, which the
+    // .dockerignore then names so that the build does not see it.
+    file = `.dockerfile.${randomBytes(10).toString('hex')}`;
+    const now = BigInt(Date.now()) * 1_000_000n;
+    items.push({ kind: 'inline', path: file, data: dockerfile.data, mode: dockerfile.mode, mtimeNs: now });
+    const at = items.findIndex((i) => i.kind === 'walk' && i.entry.path === DOCKERIGNORE);
+    const old = at === -1 ? undefined : (items[at] as { kind: 'walk'; entry: WalkEntry }).entry;
+    const previous = old ? await readFile(old.absPath) : Buffer.alloc(0);
+    const ignore: ContextItem = {
+      kind: 'inline',
+      path: DOCKERIGNORE,
+      data: Buffer.concat([previous, Buffer.from(`\n${file}\n`)]),
+      mode: old ? goPerm(old.mode) : 0o600,
+      mtimeNs: old ? old.modTime : now,
+    };
+    if (at === -1) items.push(ignore);
+    else items[at] = ignore;
+    files++;
+    bytes += dockerfile.data.length;
+    excludePatterns.push(file);
+    ignoreFile = DOCKERIGNORE;
+  }
+  return { root, dockerfile: file, ignoreFile, excludePatterns, items, files, bytes, skipped };
+}
+
+/** chmod bits (setuid/setgid/sticky included) of a Go FileMode. */
+export function goPerm(mode: number): number {
+  let perm = mode & 0o777;
+  if (mode & MODE_SETUID) perm |= 0o4000;
+  if (mode & MODE_SETGID) perm |= 0o2000;
+  if (mode & MODE_STICKY) perm |= 0o1000;
+  return perm;
+}
+
+export interface TarProgress {
+  /** File data bytes read so far. */
+  bytes: number;
+  files: number;
+}
+
+export interface TarStreamOptions {
+  onProgress?: (p: TarProgress) => void;
+  onWarning?: (message: string) => void;
+  /** Sub-second mtimes in PAX records (default true); false truncates to seconds like docker's tar. */
+  subsecondMtime?: boolean;
+}
+
+const READ_CHUNK = 256 * 1024;
+const BATCH = 64 * 1024;
+
+/** The plan as a tar stream, read file by file as it is consumed. */
+export function contextTarStream(plan: ContextPlan, opts: TarStreamOptions = {}): Readable {
+  return Readable.from(tarChunks(plan, opts), { objectMode: false });
+}
+
+async function* tarChunks(plan: ContextPlan, opts: TarStreamOptions): AsyncGenerator<Buffer> {
+  const encode = { subsecondMtime: opts.subsecondMtime ?? true };
+  const progress: TarProgress = { bytes: 0, files: 0 };
+  const written = new Set<string>();
+  let pending: Buffer[] = [];
+  let pendingBytes = 0;
+  const take = (): Buffer => {
+    const out = pending.length === 1 ? (pending[0] as Buffer) : Buffer.concat(pending, pendingBytes);
+    pending = [];
+    pendingBytes = 0;
+    return out;
+  };
+  const add = (b: Buffer): boolean => {
+    if (b.length > 0) {
+      pending.push(b);
+      pendingBytes += b.length;
+    }
+    return pendingBytes >= BATCH;
+  };
+  const header = (h: Omit<TarHeader, 'uid' | 'gid'>) => encodeHeader({ ...h, uid: 0, gid: 0 }, encode);
+
+  for (const item of plan.items) {
+    if (item.kind === 'inline') {
+      add(
+        header({
+          name: item.path,
+          type: 'file',
+          mode: item.mode,
+          size: item.data.length,
+          mtimeNs: item.mtimeNs,
+        }),
+      );
+      add(item.data);
+      if (add(padding(item.data.length))) yield take();
+      written.add(item.path);
+      progress.files++;
+      progress.bytes += item.data.length;
+      opts.onProgress?.(progress);
+      continue;
+    }
+    const e = item.entry;
+    const mode = goPerm(e.mode);
+    if (e.mode & MODE_DIR) {
+      if (add(header({ name: `${e.path}/`, type: 'dir', mode, size: 0, mtimeNs: e.modTime }))) yield take();
+      continue;
+    }
+    if (e.mode & MODE_SYMLINK) {
+      const h = header({
+        name: e.path,
+        type: 'symlink',
+        mode,
+        size: 0,
+        mtimeNs: e.modTime,
+        linkname: e.linkname,
+      });
+      if (add(h)) yield take();
+      continue;
+    }
+    if (e.linkname !== '' && written.has(e.linkname)) {
+      const h = header({
+        name: e.path,
+        type: 'hardlink',
+        mode,
+        size: 0,
+        mtimeNs: e.modTime,
+        linkname: e.linkname,
+      });
+      if (add(h)) yield take();
+      continue;
+    }
+    let fh: Awaited<ReturnType<typeof open>>;
+    try {
+      fh = await open(e.absPath, 'r');
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENXIO') {
+        opts.onWarning?.(
+          `${e.path}: ${code === 'ENOENT' ? 'removed while sending the context' : 'not a regular file'}, left out`,
+        );
+        continue;
+      }
+      throw new CliError(`cannot read ${e.path} in the context: ${(err as Error).message}`);
+    }
+    try {
+      const st = await fh.stat();
+      if (!st.isFile()) {
+        opts.onWarning?.(`${e.path}: not a regular file, left out`);
+        continue;
+      }
+      const size = st.size;
+      add(header({ name: e.path, type: 'file', mode, size, mtimeNs: e.modTime }));
+      let left = size;
+      while (left > 0) {
+        const buf = Buffer.allocUnsafe(Math.min(READ_CHUNK, left));
+        const { bytesRead } = await fh.read(buf, 0, buf.length, null);
+        if (bytesRead === 0) throw new CliError(`${e.path} in the context shrank while it was being sent`);
+        left -= bytesRead;
+        progress.bytes += bytesRead;
+        opts.onProgress?.(progress);
+        if (add(bytesRead === buf.length ? buf : buf.subarray(0, bytesRead))) yield take();
+      }
+      if (add(padding(size))) yield take();
+      written.add(e.path);
+      progress.files++;
+      opts.onProgress?.(progress);
+    } finally {
+      await fh.close();
+    }
+  }
+  add(END_OF_ARCHIVE);
+  yield take();
+}

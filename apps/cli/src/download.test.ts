@@ -1,0 +1,140 @@
+// The artifact download: a real file served over loopback HTTP, checked against its sha256.
+// A wrong digest or size deletes the download (and leaves an older file at dest alone).
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { PassThrough } from 'node:stream';
+import { after, before, describe, test } from 'node:test';
+import { DigestMismatchError, digestFile, downloadArtifact, verifyDownload } from './download.js';
+
+let work = '';
+let server: Server;
+let base = '';
+let artifact = '';
+let digest = '';
+let size = 0;
+
+before(async () => {
+  work = await mkdtemp(path.join(tmpdir(), 'kiln-cli-dl-'));
+  artifact = path.join(work, 'served.tar');
+  const content = randomBytes(3 * 1024 * 1024 + 5);
+  await writeFile(artifact, content);
+  digest = `sha256:${createHash('sha256').update(content).digest('hex')}`;
+  size = content.length;
+  server = createServer((req, res) => {
+    if (req.url === '/artifact') {
+      res.writeHead(200, { 'content-type': 'application/x-tar', 'content-length': String(size) });
+      createReadStream(artifact).pipe(res);
+    } else if (req.url === '/cut') {
+      // Promises the whole file, sends half, then drops the connection.
+      res.writeHead(200, { 'content-length': String(size) });
+      res.write(Buffer.alloc(size / 2));
+      setTimeout(() => res.destroy(), 50);
+    } else {
+      res.writeHead(403, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ error: { code: 'forbidden', message: 'the signature does not match' } }));
+    }
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+});
+after(async () => {
+  await new Promise((resolve) => server.close(resolve));
+  await rm(work, { recursive: true, force: true });
+});
+
+const leftovers = async (dir: string) => (await readdir(dir)).filter((n) => n.endsWith('.kiln-part'));
+
+describe('downloadArtifact', () => {
+  test('the right digest: the file lands at dest (parents created), nothing else is left', async () => {
+    const dest = path.join(work, 'ok', 'sub', 'app.tar');
+    const got = await downloadArtifact({ url: `${base}/artifact`, digest, size, dest });
+    assert.deepEqual(got, { digest, size });
+    assert.deepEqual(await digestFile(dest), { digest, size });
+    assert.deepEqual(await leftovers(path.dirname(dest)), []);
+  });
+
+  test('a wrong digest: DigestMismatchError, no file at dest, no temp file, an older dest untouched', async () => {
+    const dir = path.join(work, 'bad');
+    const wrong = `sha256:${'0'.repeat(64)}`;
+    await assert.rejects(
+      downloadArtifact({ url: `${base}/artifact`, digest: wrong, size, dest: path.join(dir, 'app.tar') }),
+      (err: unknown) =>
+        err instanceof DigestMismatchError &&
+        err.code === 'digest_mismatch' &&
+        err.message.includes(`expected ${wrong}, got ${digest}`),
+    );
+    await assert.rejects(stat(path.join(dir, 'app.tar')), { code: 'ENOENT' });
+    assert.deepEqual(await leftovers(dir), []);
+
+    const existing = path.join(dir, 'kept.tar');
+    await writeFile(existing, 'the previous build');
+    await assert.rejects(
+      downloadArtifact({ url: `${base}/artifact`, digest: wrong, size, dest: existing }),
+      DigestMismatchError,
+    );
+    assert.equal(await readFile(existing, 'utf8'), 'the previous build');
+  });
+
+  test('a wrong size fails the same way; a cut download fails and leaves nothing', async () => {
+    const dest = path.join(work, 'size.tar');
+    await assert.rejects(
+      downloadArtifact({ url: `${base}/artifact`, digest, size: size + 1, dest }),
+      /got 3145733 bytes, the build produced 3145734/,
+    );
+    await assert.rejects(
+      downloadArtifact({ url: `${base}/cut`, digest, size, dest }),
+      /downloading the artifact/,
+    );
+    await assert.rejects(stat(dest), { code: 'ENOENT' });
+    assert.deepEqual(await leftovers(work), []);
+  });
+
+  test("the server's {error} answer is the message", async () => {
+    await assert.rejects(
+      downloadArtifact({ url: `${base}/expired`, digest, size, dest: path.join(work, 'x.tar') }),
+      { message: 'the signature does not match', code: 'forbidden' },
+    );
+  });
+
+  test('dest - streams to stdout and still checks the digest at the end', async () => {
+    const out = new PassThrough();
+    const chunks: Buffer[] = [];
+    out.on('data', (c: Buffer) => chunks.push(c));
+    await downloadArtifact({ url: `${base}/artifact`, digest, size, dest: '-', stdout: out });
+    assert.equal(`sha256:${createHash('sha256').update(Buffer.concat(chunks)).digest('hex')}`, digest);
+    await assert.rejects(
+      downloadArtifact({
+        url: `${base}/artifact`,
+        digest: `sha256:${'1'.repeat(64)}`,
+        dest: '-',
+        stdout: new PassThrough().resume(),
+      }),
+      DigestMismatchError,
+    );
+  });
+});
+
+test('verifyDownload with a real file', async () => {
+  const file = path.join(work, 'verify.bin');
+  await writeFile(file, 'hello');
+  const actual = await digestFile(file);
+  assert.deepEqual(actual, {
+    digest: 'sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824',
+    size: 5,
+  });
+  verifyDownload(file, { digest: actual.digest, size: 5 }, actual);
+  verifyDownload(file, { digest: null }, actual); // nothing recorded: nothing to compare
+  await writeFile(file, 'hellO'); // tampered
+  assert.throws(
+    () => verifyDownload(file, { digest: actual.digest, size: 5 }, { ...actual, digest: 'sha256:x' }),
+    DigestMismatchError,
+  );
+  const tampered = await digestFile(file);
+  assert.throws(() => verifyDownload(file, { digest: actual.digest, size: 5 }, tampered), /sha256 mismatch/);
+});

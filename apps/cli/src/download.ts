@@ -1,0 +1,123 @@
+/**
+ * Fetching the artifact from its signed URL into `dest`: written to a temporary file beside it
+ * while hashing, checked against the build's sha256 digest (and size), then renamed into place.
+ * A mismatch deletes the download and fails. `dest` `-` streams to stdout (checked at the end).
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdir, rename, rm } from 'node:fs/promises';
+import path from 'node:path';
+import { Readable, Transform, type Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { abortReason, apiErrorFrom } from './api.js';
+import { CliError, messageOf } from './errors.js';
+
+export class DigestMismatchError extends CliError {
+  constructor(message: string) {
+    super(message, 1, 'digest_mismatch');
+    this.name = 'DigestMismatchError';
+  }
+}
+
+/** Compares a download with what the build recorded; throws DigestMismatchError. */
+export function verifyDownload(
+  what: string,
+  expected: { digest: string | null | undefined; size?: number | undefined },
+  actual: { digest: string; size: number },
+): void {
+  if (expected.size !== undefined && expected.size !== actual.size) {
+    throw new DigestMismatchError(`${what}: got ${actual.size} bytes, the build produced ${expected.size}`);
+  }
+  if (expected.digest && expected.digest !== actual.digest) {
+    throw new DigestMismatchError(
+      `${what}: sha256 mismatch: expected ${expected.digest}, got ${actual.digest}`,
+    );
+  }
+}
+
+/** `sha256:<hex>` and size of a file. */
+export async function digestFile(file: string): Promise<{ digest: string; size: number }> {
+  const hash = createHash('sha256');
+  let size = 0;
+  for await (const chunk of createReadStream(file)) {
+    hash.update(chunk as Buffer);
+    size += (chunk as Buffer).length;
+  }
+  return { digest: `sha256:${hash.digest('hex')}`, size };
+}
+
+export interface DownloadOptions {
+  url: string;
+  /** `sha256:<hex>`; null skips the check (with a warning from the caller). */
+  digest: string | null | undefined;
+  size?: number | undefined;
+  /** A file path, or `-` for `stdout`. */
+  dest: string;
+  stdout?: Writable;
+  signal?: AbortSignal;
+  onProgress?: (bytes: number, total: number | undefined) => void;
+}
+
+export async function downloadArtifact(opts: DownloadOptions): Promise<{ digest: string; size: number }> {
+  let res: Response;
+  try {
+    res = await fetch(opts.url, opts.signal ? { signal: opts.signal } : {});
+  } catch (err) {
+    if (opts.signal?.aborted) throw abortReason(opts.signal);
+    throw new CliError(`downloading the artifact failed: ${messageOf(err)}`);
+  }
+  if (!res.ok) throw await apiErrorFrom(res);
+  if (!res.body) throw new CliError('downloading the artifact failed: empty response');
+  const hash = createHash('sha256');
+  let size = 0;
+  const total = opts.size ?? (Number(res.headers.get('content-length')) || undefined);
+  const meter = new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      hash.update(chunk);
+      size += chunk.length;
+      opts.onProgress?.(size, total);
+      callback(null, chunk);
+    },
+  });
+  const source = Readable.fromWeb(res.body as import('node:stream/web').ReadableStream<Uint8Array>);
+  const what = opts.dest === '-' ? 'the artifact' : opts.dest;
+
+  if (opts.dest === '-') {
+    if (!opts.stdout) throw new CliError('no stdout to write the artifact to');
+    await pipeline(source, meter, opts.stdout, {
+      end: false,
+      ...(opts.signal ? { signal: opts.signal } : {}),
+    }).catch((err: unknown) => {
+      if (opts.signal?.aborted) throw abortReason(opts.signal);
+      throw new CliError(`downloading the artifact failed: ${messageOf(err)}`);
+    });
+    const actual = { digest: `sha256:${hash.digest('hex')}`, size };
+    verifyDownload(what, opts, actual);
+    return actual;
+  }
+
+  const dest = path.resolve(opts.dest);
+  const tmp = path.join(
+    path.dirname(dest),
+    `.${path.basename(dest)}.${randomBytes(6).toString('hex')}.kiln-part`,
+  );
+  try {
+    await mkdir(path.dirname(dest), { recursive: true });
+    await pipeline(
+      source,
+      meter,
+      createWriteStream(tmp, { flags: 'wx' }),
+      opts.signal ? { signal: opts.signal } : {},
+    );
+    const actual = { digest: `sha256:${hash.digest('hex')}`, size };
+    verifyDownload(what, opts, actual);
+    await rename(tmp, dest);
+    return actual;
+  } catch (err) {
+    source.destroy();
+    await rm(tmp, { force: true });
+    if (opts.signal?.aborted) throw abortReason(opts.signal);
+    if (err instanceof CliError) throw err;
+    throw new CliError(`downloading the artifact to ${opts.dest} failed: ${messageOf(err)}`);
+  }
+}

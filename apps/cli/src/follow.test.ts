@@ -1,0 +1,124 @@
+// Following a build log over server-sent events: the parser, and resuming after a dropped
+// connection (the API replays the stream from its start) against a loopback HTTP server.
+import assert from 'node:assert/strict';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import { KilnApi } from './api.js';
+import { followLogs, parseSse } from './follow.js';
+
+async function* chunks(text: string, size: number): AsyncGenerator<Uint8Array> {
+  const bytes = Buffer.from(text);
+  for (let i = 0; i < bytes.length; i += size) yield bytes.subarray(i, i + size);
+}
+
+async function collect(text: string, size: number) {
+  const out = [];
+  for await (const ev of parseSse(chunks(text, size))) out.push(ev);
+  return out;
+}
+
+test('parseSse: events, multi-line data, comments, CRLF, split anywhere (even inside UTF-8)', async () => {
+  const stream =
+    ': keep-alive\n\nevent: log\ndata: #1 héllo\ndata: second line\n\nevent: log\r\ndata:no space\r\n\r\ndata: plain\n\nevent: end\ndata: succeeded\n\n';
+  const expected = [
+    { event: 'log', data: '#1 héllo\nsecond line' },
+    { event: 'log', data: 'no space' },
+    { event: 'message', data: 'plain' },
+    { event: 'end', data: 'succeeded' },
+  ];
+  for (const size of [1, 2, 3, 7, 1000])
+    assert.deepEqual(await collect(stream, size), expected, `chunks of ${size}`);
+  // A last event without its blank line still counts.
+  assert.deepEqual(await collect('event: end\ndata: failed', 4), [{ event: 'end', data: 'failed' }]);
+});
+
+describe('followLogs', () => {
+  let server: Server;
+  let base = '';
+  let connections = 0;
+  const events = ['#1 one\n', '#2 two\n', '#3 three\n', '#4 four\n'];
+  const sse = (event: string, data: string) =>
+    `event: ${event}\n${data
+      .split('\n')
+      .map((l) => `data: ${l}`)
+      .join('\n')}\n\n`;
+
+  before(async () => {
+    server = createServer((req, res) => {
+      if (req.headers.authorization !== 'Bearer t0ken') {
+        res.writeHead(401, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ error: { code: 'unauthorized', message: 'bad token' } }));
+        return;
+      }
+      connections++;
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      if (req.url === '/v1/builds/drop/logs' && connections === 1) {
+        // Two events, then the connection dies mid-event.
+        res.write(sse('log', events[0] as string) + sse('log', events[1] as string));
+        res.write('event: log\ndata: #3 th');
+        setTimeout(() => res.destroy(), 30);
+        return;
+      }
+      if (req.url === '/v1/builds/drop/logs' && connections === 2) {
+        // Ends without an end event: reconnect again.
+        res.end(sse('log', events[0] as string));
+        return;
+      }
+      res.end(`${events.map((e) => sse('log', e)).join('')}: keep-alive\n\n${sse('end', 'succeeded')}`);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+  after(async () => {
+    await new Promise((resolve) => server.close(resolve));
+  });
+
+  test('every log event once, in order, across dropped connections; resolves with the end status', async () => {
+    connections = 0;
+    const seen: string[] = [];
+    const status = await followLogs(new KilnApi(base, 't0ken'), 'drop', {
+      onLog: (t) => seen.push(t),
+      retryDelayMs: 10,
+    });
+    assert.equal(status, 'succeeded');
+    assert.deepEqual(seen, events);
+    assert.equal(connections, 3);
+  });
+
+  test('an API error is not retried', async () => {
+    await assert.rejects(followLogs(new KilnApi(base, 'wrong'), 'x', { onLog: () => {} }), {
+      code: 'unauthorized',
+      message: 'bad token',
+    });
+  });
+
+  test('an unreachable server gives up after the retries, naming the build', async () => {
+    const closed = createServer();
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+    const port = (closed.address() as AddressInfo).port;
+    await new Promise((resolve) => closed.close(resolve));
+    await assert.rejects(
+      followLogs(new KilnApi(`http://127.0.0.1:${port}`, 't0ken'), 'gone', {
+        onLog: () => {},
+        maxRetries: 2,
+        retryDelayMs: 5,
+      }),
+      {
+        code: 'log_stream_lost',
+        message: /lost the log stream of build gone: cannot reach Kiln .*ECONNREFUSED/,
+      },
+    );
+  });
+
+  test('an abort stops it at once with the abort reason', async () => {
+    const controller = new AbortController();
+    controller.abort(new Error('stop'));
+    await assert.rejects(
+      followLogs(new KilnApi(base, 't0ken'), 'x', { onLog: () => {}, signal: controller.signal }),
+      {
+        message: 'stop',
+      },
+    );
+  });
+});

@@ -1,0 +1,137 @@
+/**
+ * Following a build's log through the API's server-sent events (`event: log` chunks, then
+ * `event: end` with the final status). A dropped connection is reopened; the server replays the
+ * stream from its start, so the events already shown are skipped.
+ */
+import { abortReason, apiErrorFrom, type KilnApi } from './api.js';
+import { CliError } from './errors.js';
+
+export interface SseEvent {
+  event: string;
+  data: string;
+}
+
+/** Parses an event stream (WHATWG rules: `event:`/`data:` fields, `:` comments, blank line dispatches). */
+export async function* parseSse(body: AsyncIterable<Uint8Array>): AsyncGenerator<SseEvent> {
+  const decoder = new TextDecoder();
+  let buffer = '';
+  let event = '';
+  let data: string[] = [];
+  let hasData = false;
+  const line = function* (text: string): Generator<SseEvent> {
+    if (text === '') {
+      if (hasData) yield { event: event || 'message', data: data.join('\n') };
+      event = '';
+      data = [];
+      hasData = false;
+      return;
+    }
+    if (text.startsWith(':')) return;
+    const colon = text.indexOf(':');
+    const field = colon === -1 ? text : text.slice(0, colon);
+    let value = colon === -1 ? '' : text.slice(colon + 1);
+    if (value.startsWith(' ')) value = value.slice(1);
+    if (field === 'event') event = value;
+    else if (field === 'data') {
+      data.push(value);
+      hasData = true;
+    }
+  };
+  for await (const chunk of body) {
+    buffer += decoder.decode(chunk, { stream: true });
+    let nl = buffer.indexOf('\n');
+    while (nl !== -1) {
+      const text = buffer.slice(0, nl).replace(/\r$/, '');
+      buffer = buffer.slice(nl + 1);
+      yield* line(text);
+      nl = buffer.indexOf('\n');
+    }
+  }
+  buffer += decoder.decode();
+  if (buffer !== '') yield* line(buffer.replace(/\r$/, ''));
+  yield* line('');
+}
+
+export interface FollowOptions {
+  signal?: AbortSignal;
+  onLog: (text: string) => void;
+  /** Reconnections in a row without news before giving up. */
+  maxRetries?: number;
+  retryDelayMs?: number;
+}
+
+const sleep = (ms: number, signal?: AbortSignal) =>
+  new Promise<void>((resolve, reject) => {
+    if (signal?.aborted) return reject(abortReason(signal));
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(abortReason(signal as AbortSignal));
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+
+/** Shows the log as it comes; resolves with the status the `end` event carries. */
+export async function followLogs(api: KilnApi, id: string, opts: FollowOptions): Promise<string> {
+  const { signal } = opts;
+  const maxRetries = opts.maxRetries ?? 8;
+  let shown = 0;
+  let failures = 0;
+  let lastError = '';
+  for (;;) {
+    let res: Response | undefined;
+    try {
+      res = await api.fetch(`/v1/builds/${encodeURIComponent(id)}/logs`, {
+        headers: { accept: 'text/event-stream' },
+        ...(signal ? { signal } : {}),
+      });
+    } catch (err) {
+      if (signal?.aborted) throw abortReason(signal);
+      lastError = (err as Error).message;
+    }
+    if (res && !res.ok) {
+      // 5xx may pass (a restarting API behind a proxy); anything else is the answer.
+      if (res.status < 500) throw await apiErrorFrom(res);
+      lastError = (await apiErrorFrom(res)).message;
+    } else if (res?.body) {
+      let index = 0;
+      try {
+        for await (const ev of parseSse(res.body)) {
+          if (ev.event === 'end') return ev.data;
+          if (ev.event !== 'log') continue;
+          if (index++ < shown) continue;
+          shown++;
+          failures = 0;
+          opts.onLog(ev.data);
+        }
+        lastError = 'the log stream ended early';
+      } catch (err) {
+        if (signal?.aborted) throw abortReason(signal);
+        lastError = (err as Error).message;
+      }
+    }
+    if (++failures > maxRetries) {
+      throw new CliError(`lost the log stream of build ${id}: ${lastError}`, 1, 'log_stream_lost');
+    }
+    await sleep(Math.min((opts.retryDelayMs ?? 500) * 2 ** (failures - 1), 5000), signal);
+  }
+}
+
+/** Polls the build until it is final (the row may lag the end of its log for a moment). */
+export async function waitForFinal(
+  api: KilnApi,
+  id: string,
+  finals: ReadonlySet<string>,
+  opts: { signal?: AbortSignal; timeoutMs?: number; intervalMs?: number } = {},
+) {
+  const end = Date.now() + (opts.timeoutMs ?? 24 * 3600_000);
+  for (;;) {
+    const build = await api.getBuild(id, opts.signal);
+    if (finals.has(build.status)) return build;
+    if (Date.now() > end) throw new CliError(`build ${id} is still ${build.status}`, 1, 'timeout');
+    await sleep(opts.intervalMs ?? 500, opts.signal);
+  }
+}

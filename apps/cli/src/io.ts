@@ -1,0 +1,42 @@
+import type { Readable, Writable } from 'node:stream';
+
+export type OutStream = Writable & { isTTY?: boolean; columns?: number; rows?: number };
+
+/** Everything the CLI touches of its process, so tests can run `main` in-process. */
+export interface Io {
+  stdout: OutStream;
+  stderr: OutStream;
+  stdin: Readable;
+  env: Readonly<Record<string, string | undefined>>;
+  cwd: string;
+  /** Calls `handler` on Ctrl-C (SIGINT) until the returned function is called. */
+  onInterrupt(handler: () => void): () => void;
+}
+
+/** The real process. A second Ctrl-C while the first is being handled exits at once. */
+export function processIo(): Io {
+  return {
+    stdout: process.stdout,
+    stderr: process.stderr,
+    stdin: process.stdin,
+    env: process.env,
+    cwd: process.cwd(),
+    onInterrupt(handler) {
+      let seen = false;
+      const listener = () => {
+        if (seen) process.exit(130);
+        seen = true;
+        handler();
+      };
+      process.on('SIGINT', listener);
+      return () => process.off('SIGINT', listener);
+    },
+  };
+}
+
+export async function readAll(stream: Readable): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream)
+    chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as string));
+  return Buffer.concat(chunks);
+}

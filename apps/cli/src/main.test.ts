@@ -1,0 +1,269 @@
+// The command line in-process through main(argv, io): flags as docker takes them, usage errors
+// (exit 2), the config file written by login (mode 0600, $XDG_CONFIG_HOME or $HOME), env overrides.
+import assert from 'node:assert/strict';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { PassThrough, Writable } from 'node:stream';
+import { after, before, describe, test } from 'node:test';
+import { parseBuildOptions, serverDest } from './args.js';
+import { configPath, loadConfig } from './config.js';
+import type { Io } from './io.js';
+import { main } from './main.js';
+import { buildQuery } from './upload.js';
+
+class Capture extends Writable {
+  text = '';
+  isTTY = false;
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: () => void) {
+    this.text += chunk.toString();
+    cb();
+  }
+}
+
+function fakeIo(env: Record<string, string | undefined> = {}, stdin = '') {
+  const stdout = new Capture();
+  const stderr = new Capture();
+  const input = new PassThrough();
+  input.end(stdin);
+  const io: Io = { stdout, stderr, stdin: input, env, cwd: '/', onInterrupt: () => () => {} };
+  return { io, stdout, stderr };
+}
+
+async function run(argv: string[], env: Record<string, string | undefined> = {}, stdin = '') {
+  const { io, stdout, stderr } = fakeIo(env, stdin);
+  const code = await main(argv, io);
+  return { code, stdout: stdout.text, stderr: stderr.text };
+}
+
+describe('kiln build flags', () => {
+  test('docker build flags become the spec', () => {
+    const opts = parseBuildOptions(
+      [
+        '-f',
+        'docker/Dockerfile',
+        '--target=builder',
+        '--build-arg',
+        'A=1',
+        '--build-arg',
+        'B=x=y',
+        '--build-arg',
+        'FROM_ENV',
+        '--build-arg',
+        'UNSET',
+        '--platform',
+        'linux/arm64',
+        '--network',
+        'none',
+        '--no-cache',
+        '--label',
+        'org.example=1',
+        '--label',
+        'bare',
+        '-o',
+        'type=tar,dest=out/app.tar',
+        '--progress',
+        'json',
+        'ctx',
+      ],
+      { FROM_ENV: 'from-env' },
+      true,
+    );
+    assert.deepEqual(opts, {
+      context: 'ctx',
+      file: 'docker/Dockerfile',
+      output: { type: 'tar', dest: 'out/app.tar', attrs: {} },
+      target: 'builder',
+      buildArgs: { A: '1', B: 'x=y', FROM_ENV: 'from-env' },
+      platform: 'linux/arm64',
+      network: 'none',
+      noCache: true,
+      labels: { 'org.example': '1', bare: '' },
+      progress: 'json',
+    });
+    if (opts === 'help') return;
+    const query = buildQuery({
+      output: { ...opts.output, dest: serverDest(opts.output.dest, 'tar') },
+      file: 'docker/Dockerfile',
+      target: opts.target,
+      platform: opts.platform,
+      network: opts.network,
+      noCache: opts.noCache,
+      buildArgs: opts.buildArgs,
+      labels: opts.labels,
+    });
+    assert.equal(
+      query.toString(),
+      'output=%7B%22type%22%3A%22tar%22%2C%22dest%22%3A%22app.tar%22%7D&file=docker%2FDockerfile&target=builder&platform=linux%2Farm64&network=none&noCache=true&build-arg=A%3D1&build-arg=B%3Dx%3Dy&build-arg=FROM_ENV%3Dfrom-env&label=org.example%3D1&label=bare%3D',
+    );
+  });
+
+  test('--output forms: csv with quotes, -, missing dest (stdout unless it is a terminal), oci attrs', () => {
+    const out = (o: string, tty = false) => {
+      const r = parseBuildOptions(['-o', o, '.'], {}, tty);
+      return r === 'help' ? undefined : r.output;
+    };
+    assert.deepEqual(out('type=tar,dest="a,b.tar"'), { type: 'tar', dest: 'a,b.tar', attrs: {} });
+    assert.deepEqual(out('-'), { type: 'tar', dest: '-', attrs: {} });
+    assert.deepEqual(out('type=tar'), { type: 'tar', dest: '-', attrs: {} });
+    assert.throws(() => out('type=tar', true), /refusing to write to console/);
+    assert.deepEqual(out('type=oci,dest=img.tar,name=example/app'), {
+      type: 'oci',
+      dest: 'img.tar',
+      attrs: { name: 'example/app' },
+    });
+    assert.equal(serverDest('/tmp/my app (1).tar', 'tar'), 'my_app__1_.tar');
+    assert.equal(serverDest('-', 'tar'), 'output.tar');
+  });
+
+  const usageCases: [string[], RegExp][] = [
+    [['build', '.'], /needs --output/],
+    [['build', '-o', 'type=tar,dest=a.tar'], /requires exactly 1 argument/],
+    [['build', '-o', 'type=tar,dest=a.tar', 'a', 'b'], /requires exactly 1 argument/],
+    [['build', '--pull', '-o', 'type=tar,dest=a.tar', '.'], /Unknown option '--pull'/],
+    [
+      ['build', '-o', 'out-dir', '.'],
+      /type=local .* not supported by kiln yet: use type=tar,dest=out-dir\.tar/,
+    ],
+    [['build', '-o', 'type=image,name=x', '.'], /type=image is not supported/],
+    [['build', '-o', 'dest=a.tar', '.'], /type is required/],
+    [['build', '-o', 'type=tar,dest=a', '-o', 'type=tar,dest=b', '.'], /only one --output/],
+    [['build', '-o', 'type=tar,dest=a', '--network', 'host', '.'], /--network "host" is not supported/],
+    [['build', '-o', 'type=tar,dest=a', '--platform', 'linux/amd64,linux/arm64', '.'], /one platform/],
+    [['build', '-o', 'type=tar,dest=a', '--progress', 'fancy', '.'], /--progress "fancy"/],
+    [['build', '-o', 'type=tar,dest=a', '--build-arg', '=x', '.'], /--build-arg "=x"/],
+    [
+      ['build', '-o', 'type=tar,dest=a', '--secret', 'id=npm,src=.npmrc', '.'],
+      /--secret is not supported yet/,
+    ],
+    [['build', '-o', 'type=tar,dest=a', '--ssh', 'default', '.'], /--ssh is not supported yet/],
+    [['build', '-o', 'type=tar,dest=a', '-'], /stdin is not supported yet/],
+    [['build', '-o', 'type=tar,dest=a', 'https://github.com/x/y.git'], /remote build contexts/],
+    [['builds'], /requires a command/],
+    [['builds', 'rm', 'x'], /unknown command "kiln builds rm"/],
+    [['builds', 'show'], /requires exactly 1 argument/],
+    [['builds', 'show', 'not-an-id!'], /is not a build ID/],
+    [['builds', 'ls', '--status', 'done'], /--status "done"/],
+    [['builds', 'ls', '--limit', '0'], /--limit "0"/],
+    [['login', '--token', 't'], /--url is required/],
+    [['login', '--url', 'http://x'], /--token .* is required/],
+    [['frobnicate'], /unknown command "frobnicate"/],
+  ];
+  for (const [argv, message] of usageCases) {
+    test(`exit 2: kiln ${argv.join(' ')}`, async () => {
+      const r = await run(argv, { HOME: '/nonexistent' });
+      assert.equal(r.code, 2, r.stderr);
+      assert.match(r.stderr, /^error: /);
+      assert.match(r.stderr, message);
+      assert.equal(r.stdout, '');
+    });
+  }
+
+  test('no command: usage on stderr, exit 2; --help: usage on stdout, exit 0', async () => {
+    const none = await run([]);
+    assert.equal(none.code, 2);
+    assert.match(none.stderr, /^Usage: kiln COMMAND/);
+    for (const argv of [['--help'], ['build', '--help'], ['builds', '--help'], ['login', '-h']]) {
+      const r = await run(argv);
+      assert.equal(r.code, 0);
+      assert.match(r.stdout, /^Usage: kiln/);
+    }
+  });
+});
+
+describe('config and login', () => {
+  let home = '';
+  let server: Server;
+  let url = '';
+  before(async () => {
+    home = await mkdtemp(path.join(tmpdir(), 'kiln-cli-home-'));
+    server = createServer((req, res) => {
+      const ok = req.headers.authorization === 'Bearer good-token';
+      res.writeHead(ok ? 200 : 401, { 'content-type': 'application/json' });
+      res.end(
+        JSON.stringify(
+          ok
+            ? { items: [], nextCursor: null }
+            : { error: { code: 'unauthorized', message: 'invalid token' } },
+        ),
+      );
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+  after(async () => {
+    await new Promise((resolve) => server.close(resolve));
+    await rm(home, { recursive: true, force: true });
+  });
+
+  test('config path: $XDG_CONFIG_HOME/kiln, else $HOME/.config/kiln', () => {
+    assert.equal(configPath({ HOME: '/h' }), '/h/.config/kiln/config.json');
+    assert.equal(configPath({ HOME: '/h', XDG_CONFIG_HOME: '/x' }), '/x/kiln/config.json');
+    assert.equal(configPath({ HOME: '/h', XDG_CONFIG_HOME: 'relative' }), '/h/.config/kiln/config.json');
+  });
+
+  test('login checks the token, then writes the file 0600; a bad token writes nothing', async () => {
+    const env = { HOME: home };
+    const bad = await run(['login', '--url', `${url}/`, '--token', 'bad'], env);
+    assert.equal(bad.code, 1);
+    assert.equal(
+      bad.stderr,
+      'error: invalid token (unauthorized)\nhint: run kiln login, or set KILN_TOKEN\n',
+    );
+    await assert.rejects(stat(configPath(env)), { code: 'ENOENT' });
+
+    const good = await run(['login', '--url', `${url}/`, '--token', 'good-token'], env);
+    assert.equal(good.code, 0, good.stderr);
+    assert.match(good.stdout, /^Login Succeeded/);
+    const file = configPath(env);
+    assert.equal((await stat(file)).mode & 0o777, 0o600);
+    assert.equal((await stat(path.dirname(file))).mode & 0o777, 0o700);
+    assert.deepEqual(JSON.parse(await readFile(file, 'utf8')), { url, token: 'good-token' });
+
+    // --token-stdin, under XDG_CONFIG_HOME.
+    const xdg = { HOME: home, XDG_CONFIG_HOME: path.join(home, 'xdg') };
+    const piped = await run(['login', '--url', url, '--token-stdin'], xdg, 'good-token\n');
+    assert.equal(piped.code, 0, piped.stderr);
+    assert.equal(
+      JSON.parse(await readFile(path.join(home, 'xdg/kiln/config.json'), 'utf8')).token,
+      'good-token',
+    );
+  });
+
+  test('KILN_URL and KILN_TOKEN override the file', async () => {
+    const env = { HOME: home };
+    assert.deepEqual(await loadConfig(env), {
+      url,
+      token: 'good-token',
+      source: { url: 'file', token: 'file' },
+    });
+    assert.deepEqual(await loadConfig({ ...env, KILN_URL: 'http://other:1/', KILN_TOKEN: 'env-token' }), {
+      url: 'http://other:1',
+      token: 'env-token',
+      source: { url: 'env', token: 'env' },
+    });
+    await assert.rejects(loadConfig({ ...env, KILN_URL: 'ftp://x' }), /KILN_URL "ftp:\/\/x" must be http/);
+    // The API answers through the saved login.
+    const r = await run(['builds', 'ls'], env);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, 'BUILD ID  STATUS  CREATED  DURATION  OUTPUT  SIZE\n');
+    const denied = await run(['builds', 'ls'], { ...env, KILN_TOKEN: 'nope' });
+    assert.equal(denied.code, 1);
+    assert.match(denied.stderr, /^error: invalid token \(unauthorized\)/);
+  });
+
+  test('an unreachable server is an error naming it, exit 1', async () => {
+    const closed = createServer();
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+    const port = (closed.address() as AddressInfo).port;
+    await new Promise((resolve) => closed.close(resolve));
+    const r = await run(['builds', 'ls'], { HOME: home, KILN_URL: `http://127.0.0.1:${port}` });
+    assert.equal(r.code, 1);
+    assert.equal(
+      r.stderr,
+      `error: cannot reach Kiln at http://127.0.0.1:${port}: fetch failed: connect ECONNREFUSED 127.0.0.1:${port} (unreachable)\n`,
+    );
+  });
+});

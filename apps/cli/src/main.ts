@@ -1,0 +1,64 @@
+/** The `kiln` command: `main(argv, io)` returns the exit code, so tests can run it in-process. */
+import { buildCommand } from './commands/build.js';
+import { BUILDS_USAGE, buildsCommand } from './commands/builds.js';
+import { loginCommand } from './commands/login.js';
+import {
+  CliError,
+  EXIT_FAILURE,
+  EXIT_OK,
+  EXIT_USAGE,
+  formatError,
+  LOGIN_HINT,
+  messageOf,
+  UsageError,
+} from './errors.js';
+import type { Io } from './io.js';
+
+export { type Io, processIo } from './io.js';
+
+export const USAGE = `Usage: kiln COMMAND
+
+docker build --output, run by a Kiln service.
+
+Commands:
+  build PATH --output type=tar,dest=FILE [OPTIONS]   Build and download the result (kiln build --help)
+  builds ls|show|logs|cancel                         Look at and control builds (kiln builds --help)
+  login --url URL --token TOKEN                      Save where Kiln is and the token to use
+
+Environment: KILN_URL and KILN_TOKEN override what kiln login saved.`;
+
+export async function main(argv: string[], io: Io): Promise<number> {
+  const [command, ...rest] = argv;
+  try {
+    switch (command) {
+      case 'build':
+        return await buildCommand(rest, io);
+      case 'builds':
+        return await buildsCommand(rest, io);
+      case 'login':
+        return await loginCommand(rest, io);
+      case undefined:
+      case '-h':
+      case '--help':
+      case 'help':
+        (command === undefined ? io.stderr : io.stdout).write(`${USAGE}\n`);
+        return command === undefined ? EXIT_USAGE : EXIT_OK;
+      default:
+        throw new UsageError(`unknown command "${command}"`, USAGE);
+    }
+  } catch (err) {
+    if (err instanceof UsageError) {
+      io.stderr.write(`error: ${err.message}\n${err.usage ? `\n${err.usage}\n` : ''}`);
+      return EXIT_USAGE;
+    }
+    if (err instanceof CliError) {
+      io.stderr.write(`${formatError(err)}\n`);
+      if (err.code === 'unauthorized') io.stderr.write(`${LOGIN_HINT}\n`);
+      return err.exitCode;
+    }
+    io.stderr.write(`error: ${messageOf(err)}\n`);
+    return EXIT_FAILURE;
+  }
+}
+
+export { BUILDS_USAGE };

@@ -1,0 +1,137 @@
+// The context upload against a loopback HTTP server: streamed (the server sees data before the
+// tar has ended), gzip or raw, the server's early answer, read errors and Ctrl-C.
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Readable } from 'node:stream';
+import { after, before, describe, test } from 'node:test';
+import { createGunzip } from 'node:zlib';
+import { KilnApi } from './api.js';
+import { CliError, InterruptedError } from './errors.js';
+import { isRatioRejection, submitBuild } from './upload.js';
+
+type Handler = (req: IncomingMessage, body: AsyncIterable<Buffer>) => Promise<[number, unknown]>;
+
+describe('submitBuild', () => {
+  let server: Server;
+  let api: KilnApi;
+  let handler: Handler = async () => [500, {}];
+
+  before(async () => {
+    server = createServer((req, res) => {
+      const body = req.headers['content-type'] === 'application/gzip' ? req.pipe(createGunzip()) : req;
+      handler(req, body).then(([status, json]) => {
+        res.writeHead(status, { 'content-type': 'application/json' });
+        res.end(JSON.stringify(json));
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    api = new KilnApi(`http://127.0.0.1:${(server.address() as AddressInfo).port}`, 'tok');
+  });
+  after(async () => {
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
+  });
+
+  const drain = async (body: AsyncIterable<Buffer>) => {
+    let n = 0;
+    for await (const c of body) n += c.length;
+    return n;
+  };
+
+  test('streams: the server reads half a MiB before the second MiB exists', async () => {
+    let received = 0;
+    let reachedHalf: () => void = () => {};
+    const half = new Promise<void>((r) => {
+      reachedHalf = r;
+    });
+    handler = async (req, body) => {
+      assert.equal(req.headers.authorization, 'Bearer tok');
+      assert.ok(req.url?.startsWith('/v1/builds?file=Dockerfile'));
+      for await (const c of body) {
+        received += c.length;
+        if (received >= 512 * 1024) reachedHalf(); // gzip keeps some input in flight
+      }
+      return [202, { id: 'B1', status: 'queued', received }];
+    };
+    const tar = Readable.from(
+      (async function* () {
+        // Random: gzip holds compressible input back until it has a block's worth of output.
+        for (let i = 0; i < 16; i++) yield randomBytes(64 * 1024);
+        await half; // a client that buffered the whole body would wait here forever
+        for (let i = 0; i < 16; i++) yield randomBytes(64 * 1024);
+      })(),
+    );
+    const { build, sent } = await submitBuild(api, {
+      query: new URLSearchParams({ file: 'Dockerfile' }),
+      tar,
+    });
+    assert.equal(build.id, 'B1');
+    assert.equal((build as unknown as { received: number }).received, 2 << 20);
+    assert.ok(sent > 2 << 20, `gzipped ${sent} bytes`); // random data grows a little
+  });
+
+  test('gzip: false sends application/x-tar as it is', async () => {
+    handler = async (req, body) => [202, { type: req.headers['content-type'], n: await drain(body) }];
+    const { build, sent } = await submitBuild(api, {
+      query: new URLSearchParams(),
+      tar: Readable.from([Buffer.alloc(10_000, 1)]),
+      gzip: false,
+    });
+    assert.deepEqual(build, { type: 'application/x-tar', n: 10_000 });
+    assert.equal(sent, 10_000);
+  });
+
+  test("the server's early answer is the error; the context stops being read", async () => {
+    handler = async () => [400, { error: { code: 'invalid_spec', message: 'platform "x" is not os/arch' } }];
+    let pulled = 0;
+    const tar = new Readable({
+      read() {
+        pulled++;
+        this.push(Buffer.alloc(64 * 1024, pulled)); // never ends by itself
+      },
+    });
+    await assert.rejects(submitBuild(api, { query: new URLSearchParams(), tar }), {
+      code: 'invalid_spec',
+      message: 'platform "x" is not os/arch',
+    });
+    assert.ok(tar.destroyed);
+    const ratio = new CliError(
+      'the context decompresses more than 100:1 (maxDecompressionRatio)',
+      1,
+      'context_too_large',
+    );
+    assert.ok(isRatioRejection(ratio));
+    assert.ok(!isRatioRejection(new CliError('the context is larger than 4 GB', 1, 'context_too_large')));
+  });
+
+  test('a context read error is the reported reason, not the broken request', async () => {
+    handler = async (_req, body) => [202, { n: await drain(body).catch(() => -1) }];
+    const tar = Readable.from(
+      (async function* () {
+        yield Buffer.alloc(100_000, 1);
+        throw new CliError('cannot read big.bin in the context: EIO');
+      })(),
+    );
+    await assert.rejects(submitBuild(api, { query: new URLSearchParams(), tar }), {
+      message: 'cannot read big.bin in the context: EIO',
+    });
+  });
+
+  test('Ctrl-C while uploading rejects with InterruptedError and stops reading', async () => {
+    handler = async (_req, body) => [202, { n: await drain(body).catch(() => -1) }];
+    const controller = new AbortController();
+    const tar = new Readable({
+      read() {
+        setTimeout(() => this.push(Buffer.alloc(16 * 1024, 7)), 5);
+      },
+    });
+    setTimeout(() => controller.abort(new InterruptedError()), 100);
+    await assert.rejects(
+      submitBuild(api, { query: new URLSearchParams(), tar, signal: controller.signal }),
+      InterruptedError,
+    );
+    assert.ok(tar.destroyed);
+  });
+});

@@ -1,0 +1,115 @@
+/**
+ * `POST /v1/builds`: the context tar, gzip-compressed on the way, streamed as the request body
+ * (never held whole), with the spec in the query string.
+ */
+import { randomUUID } from 'node:crypto';
+import { pipeline, type Readable, Transform } from 'node:stream';
+import { createGzip } from 'node:zlib';
+import { abortReason, apiErrorFrom, type BuildView, type KilnApi } from './api.js';
+import { CliError, messageOf } from './errors.js';
+
+export interface BuildRequest {
+  output: { type: string; dest: string; attrs: Record<string, string> };
+  file: string;
+  target?: string | undefined;
+  platform?: string | undefined;
+  network?: string | undefined;
+  noCache?: boolean;
+  buildArgs: Record<string, string>;
+  labels: Record<string, string>;
+}
+
+/** The query string the API reads a spec from (docker-style repeated build-arg/label). */
+export function buildQuery(req: BuildRequest): URLSearchParams {
+  const q = new URLSearchParams();
+  q.set('output', JSON.stringify({ type: req.output.type, dest: req.output.dest, ...req.output.attrs }));
+  q.set('file', req.file);
+  if (req.target) q.set('target', req.target);
+  if (req.platform) q.set('platform', req.platform);
+  if (req.network) q.set('network', req.network);
+  if (req.noCache) q.set('noCache', 'true');
+  for (const [k, v] of Object.entries(req.buildArgs)) q.append('build-arg', `${k}=${v}`);
+  for (const [k, v] of Object.entries(req.labels)) q.append('label', `${k}=${v}`);
+  return q;
+}
+
+export interface UploadOptions {
+  query: URLSearchParams;
+  /** The uncompressed context tar. */
+  tar: Readable;
+  signal?: AbortSignal;
+  /** Compressed bytes handed to the connection so far. */
+  onSent?: (bytes: number) => void;
+  /** gzip level, or false to send the tar as it is. */
+  gzip?: number | false;
+}
+
+/**
+ * The API refuses gzip that inflates more than its ratio limit (a zip-bomb guard), which an
+ * honest context of very compressible files can hit: such an upload is worth retrying uncompressed.
+ */
+export function isRatioRejection(err: unknown): boolean {
+  return err instanceof CliError && err.code === 'context_too_large' && /decompress/i.test(err.message);
+}
+
+export async function submitBuild(
+  api: KilnApi,
+  opts: UploadOptions,
+): Promise<{ build: BuildView; sent: number }> {
+  let sent = 0;
+  let streamError: Error | undefined;
+  const counter = new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      sent += chunk.length;
+      opts.onSent?.(sent);
+      callback(null, chunk);
+    },
+  });
+  const onError = (err: Error | null) => {
+    if (err) streamError ??= err;
+  };
+  const body =
+    opts.gzip === false
+      ? pipeline(opts.tar, counter, onError)
+      : pipeline(opts.tar, createGzip({ level: opts.gzip ?? 6 }), counter, onError);
+  const stop = (reason?: Error) => {
+    if (!opts.tar.destroyed) opts.tar.destroy(reason);
+    if (!body.destroyed) body.destroy(reason);
+  };
+  // Ctrl-C stops the body, not the request: once the server has the whole context it answers
+  // with the build it created, which the caller can then cancel instead of leaving it behind.
+  const { signal } = opts;
+  const onAbort = () => stop(signal ? abortReason(signal) : undefined);
+  signal?.addEventListener('abort', onAbort, { once: true });
+  let res: Response;
+  try {
+    if (signal?.aborted) throw abortReason(signal);
+    res = await api.fetch(`/v1/builds?${opts.query.toString()}`, {
+      method: 'POST',
+      headers: {
+        'content-type': opts.gzip === false ? 'application/x-tar' : 'application/gzip',
+        'idempotency-key': randomUUID(),
+      },
+      // undici streams an async iterable body; `duplex: 'half'` is required for a streamed request.
+      body: body as unknown as RequestInit['body'],
+      duplex: 'half',
+    } as RequestInit);
+    if (!res.ok) {
+      stop();
+      throw await apiErrorFrom(res);
+    }
+    return { build: (await res.json()) as BuildView, sent };
+  } catch (err) {
+    const readError = streamError;
+    stop();
+    if (signal?.aborted) throw abortReason(signal);
+    // A failure to read the context is the reason, not the connection it broke.
+    if (readError instanceof CliError) throw readError;
+    if (err instanceof CliError && err.code !== 'unreachable') throw err;
+    if (readError) throw new CliError(`sending the build context failed: ${readError.message}`);
+    if (err instanceof CliError) throw err;
+    throw new CliError(`uploading the build context failed: ${messageOf(err)}`);
+  } finally {
+    signal?.removeEventListener('abort', onAbort);
+  }
+}

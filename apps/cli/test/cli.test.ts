@@ -1,0 +1,393 @@
+// The real `kiln` command (node apps/cli/bin/kiln.js, a child process) against a real Kiln:
+// the API and a worker in this process on PostgreSQL, Redis and a private dockerd. Every
+// artifact is compared with what `docker build --output type=tar` makes of the same context.
+import assert from 'node:assert/strict';
+import { execFileSync, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { access, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { busyboxPath, makeContext } from '../../../packages/buildkit-client/test-support/context.js';
+import { dockerBuildTar } from '../../../packages/buildkit-client/test-support/docker.js';
+import {
+  compareTarEntries,
+  readTarEntries,
+} from '../../../packages/buildkit-client/test-support/tar-entries.js';
+import { dockerSocket, type RunningKiln, startKiln } from './kiln-service.js';
+
+const KILN_BIN = fileURLToPath(new URL('../bin/kiln.js', import.meta.url));
+const RUN = (script: string) => `RUN ["/bin/busybox", "sh", "-c", ${JSON.stringify(script)}]`;
+const APP_DOCKERFILE = [
+  'FROM scratch AS builder',
+  'ARG FLAVOUR=plain',
+  'COPY busybox /bin/busybox',
+  'COPY . /ctx',
+  RUN(
+    'echo compiling-$FLAVOUR; /bin/busybox mkdir -p /out && /bin/busybox cat /ctx/src/main.txt > /out/app && echo $FLAVOUR >> /out/app',
+  ),
+  'FROM scratch',
+  'COPY --from=builder /out/app /app',
+  'COPY --from=builder /ctx /ctx',
+  '',
+].join('\n');
+
+interface Result {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: Buffer;
+  stderr: string;
+}
+
+interface BuildJson {
+  id: string;
+  status: string;
+  error?: { code: string; message: string };
+  artifact?: { digest: string; size: number };
+}
+
+describe('kiln CLI against a real Kiln', () => {
+  let kiln: RunningKiln;
+  let home = '';
+  let busybox: Buffer;
+  const socket = dockerSocket();
+
+  /** The CLI's environment: only what login saved (no KILN_URL/KILN_TOKEN from the caller). */
+  const cliEnv = (extra: Record<string, string> = {}) => {
+    const env: NodeJS.ProcessEnv = { ...process.env, HOME: home, ...extra };
+    delete env.KILN_URL;
+    delete env.KILN_TOKEN;
+    delete env.XDG_CONFIG_HOME;
+    return env;
+  };
+
+  const start = (args: string[], opts: { cwd?: string; env?: Record<string, string> } = {}) => {
+    const child = spawn(process.execPath, [KILN_BIN, ...args], {
+      cwd: opts.cwd ?? home,
+      env: cliEnv(opts.env),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const stdout: Buffer[] = [];
+    let stderr = '';
+    child.stdout.on('data', (c: Buffer) => stdout.push(c));
+    child.stderr.on('data', (c: Buffer) => {
+      stderr += c.toString();
+    });
+    const done = new Promise<Result>((resolve, reject) => {
+      child.on('error', reject);
+      child.on('close', (code, signal) => resolve({ code, signal, stdout: Buffer.concat(stdout), stderr }));
+    });
+    return { child, done, stderr: () => stderr };
+  };
+  const kilnCli = (args: string[], opts: { cwd?: string; env?: Record<string, string> } = {}) =>
+    start(args, opts).done;
+
+  const api = async (p: string, init: RequestInit = {}) => {
+    const headers = new Headers(init.headers);
+    headers.set('authorization', `Bearer ${kiln.token}`);
+    return fetch(`${kiln.url}${p}`, { ...init, headers });
+  };
+  const getBuild = async (id: string) => (await (await api(`/v1/builds/${id}`)).json()) as BuildJson;
+  const waitFor = async (check: () => Promise<boolean>, what: string, timeoutMs = 60_000) => {
+    const end = Date.now() + timeoutMs;
+    while (!(await check())) {
+      if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  };
+  const buildIdFrom = (stderr: string) => {
+    const id = stderr.match(/kiln: build ([0-9A-Z]+) queued/)?.[1];
+    assert.ok(id, stderr);
+    return id;
+  };
+  const sha256 = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+
+  before(async () => {
+    await access(path.join(path.dirname(KILN_BIN), '../dist/main.js')).catch(() => {
+      throw new Error('apps/cli/dist is missing: run `npm run build` first (npm test does)');
+    });
+    busybox = await readFile(busyboxPath());
+    kiln = await startKiln();
+    home = await mkdtemp(path.join(os.tmpdir(), 'kiln-cli-home-'));
+    const login = await kilnCli(['login', '--url', kiln.url, '--token', kiln.token]);
+    assert.equal(login.code, 0, login.stderr);
+    assert.equal((await stat(path.join(home, '.config/kiln/config.json'))).mode & 0o777, 0o600);
+  });
+  after(async () => {
+    await kiln?.stop();
+    if (home) await rm(home, { recursive: true, force: true });
+  });
+
+  let succeededId = '';
+  let failedId = '';
+  let downloaded: Buffer;
+
+  test('build --network none --build-arg: the tar equals docker build --output; .dockerignore honoured', async () => {
+    const ctx = await makeContext({
+      busybox: { content: busybox, mode: 0o755 },
+      'src/main.txt': 'hello from kiln\n',
+      'src/tool.sh': { content: '#!/bin/sh\n', mode: 0o755 },
+      'src/link': { symlink: 'main.txt' },
+      'secret.txt': 'do not send me',
+      'logs/debug.log': 'noise',
+      '.dockerignore': 'secret.txt\nlogs\n',
+      Dockerfile: APP_DOCKERFILE,
+    });
+    try {
+      // The reference first: our output lands in the context directory.
+      const reference = path.join(home, 'docker-app.tar');
+      await dockerBuildTar({ socket, contextDir: ctx.dir, buildArgs: { FLAVOUR: 'spicy' }, dest: reference });
+      const r = await kilnCli(
+        [
+          'build',
+          '--network',
+          'none',
+          '--build-arg',
+          'FLAVOUR=spicy',
+          '--progress',
+          'plain',
+          '-o',
+          'type=tar,dest=out/app.tar',
+          '.',
+        ],
+        { cwd: ctx.dir },
+      );
+      assert.equal(r.code, 0, r.stderr);
+      // busybox, src/main.txt, src/tool.sh, .dockerignore, Dockerfile: not secret.txt, not logs/.
+      assert.match(r.stderr, /kiln: sent the build context: 5 files, /);
+      assert.match(r.stderr, /compiling-spicy/);
+      assert.match(r.stderr, /kiln: build [0-9A-Z]+ succeeded/);
+      assert.match(r.stderr, /kiln: wrote out\/app\.tar \(/);
+      succeededId = buildIdFrom(r.stderr);
+      downloaded = await readFile(path.join(ctx.dir, 'out/app.tar'));
+      const ours = await readTarEntries(downloaded);
+      assert.deepEqual(compareTarEntries(await readTarEntries(reference), ours), []);
+      const names = ours.map((e) => e.name);
+      assert.ok(names.includes('ctx/src/main.txt') && names.includes('ctx/src/link'), names.join(' '));
+      assert.ok(
+        !names.includes('ctx/secret.txt') && !names.some((n) => n.startsWith('ctx/logs')),
+        names.join(' '),
+      );
+      const app = ours.find((e) => e.name === 'app');
+      assert.equal(app?.sha256, createHash('sha256').update('hello from kiln\nspicy\n').digest('hex'));
+      // The download is what the build recorded.
+      assert.equal((await getBuild(succeededId)).artifact?.digest, sha256(downloaded));
+    } finally {
+      await ctx.cleanup();
+    }
+  });
+
+  test('--target, -f in a subdirectory with its own <Dockerfile>.dockerignore: same as docker build', async () => {
+    const ctx = await makeContext({
+      busybox: { content: busybox, mode: 0o755 },
+      'src/main.txt': 'target\n',
+      'docs/readme.md': 'docs',
+      'notes.txt': 'excluded by .dockerignore only',
+      '.dockerignore': 'notes.txt\n',
+      'build/app.Dockerfile': APP_DOCKERFILE,
+      'build/app.Dockerfile.dockerignore': 'docs\n',
+    });
+    try {
+      const reference = path.join(home, 'docker-target.tar');
+      await dockerBuildTar({
+        socket,
+        contextDir: ctx.dir,
+        dockerfile: 'build/app.Dockerfile',
+        target: 'builder',
+        dest: reference,
+      });
+      const r = await kilnCli(
+        [
+          'build',
+          '-f',
+          'build/app.Dockerfile',
+          '--target',
+          'builder',
+          '--network=none',
+          '-o',
+          'type=tar,dest=t.tar',
+          '--progress=plain',
+          '.',
+        ],
+        { cwd: ctx.dir },
+      );
+      assert.equal(r.code, 0, r.stderr);
+      const ours = await readTarEntries(path.join(ctx.dir, 't.tar'));
+      assert.deepEqual(compareTarEntries(await readTarEntries(reference), ours), []);
+      const names = ours.map((e) => e.name);
+      assert.ok(names.includes('bin/busybox') && names.includes('out/app'), names.join(' '));
+      // BuildKit used the Dockerfile's own ignore file: docs gone, notes.txt (only in .dockerignore) kept.
+      assert.ok(
+        !names.some((n) => n.startsWith('ctx/docs')) && names.includes('ctx/notes.txt'),
+        names.join(' '),
+      );
+    } finally {
+      await ctx.cleanup();
+    }
+  });
+
+  test('a Dockerfile error exits 1 with the line; no file is written', async () => {
+    const ctx = await makeContext({ Dockerfile: 'FROM scratch\nCOPY a /a\nNOT_AN_INSTRUCTION x\n', a: 'a' });
+    try {
+      const r = await kilnCli(['build', '-o', 'type=tar,dest=x.tar', '--progress', 'plain', '.'], {
+        cwd: ctx.dir,
+      });
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, /\nerror: .*line 3.*NOT_AN_INSTRUCTION.* \(build_failed\)\n$/i);
+      await assert.rejects(access(path.join(ctx.dir, 'x.tar')));
+      failedId = buildIdFrom(r.stderr);
+      assert.equal((await getBuild(failedId)).status, 'failed');
+    } finally {
+      await ctx.cleanup();
+    }
+  });
+
+  test('--progress json: one JSON object per line; -o - streams the tar to stdout', async () => {
+    const ctx = await makeContext({ Dockerfile: 'FROM scratch\nCOPY a /a\n', a: 'json' });
+    try {
+      const r = await kilnCli(['build', '--progress', 'json', '-o', '-', '.'], { cwd: ctx.dir });
+      assert.equal(r.code, 0, r.stderr);
+      const events = r.stderr
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as { type: string; status?: string; digest?: string });
+      const types = new Set(events.map((e) => e.type));
+      for (const t of ['context', 'upload', 'build', 'log', 'status', 'artifact']) assert.ok(types.has(t), t);
+      assert.equal(events.find((e) => e.type === 'status')?.status, 'succeeded');
+      assert.equal(events.find((e) => e.type === 'artifact')?.digest, sha256(r.stdout));
+      const entries = await readTarEntries(r.stdout);
+      assert.deepEqual(
+        entries.map((e) => [e.name, e.sha256]),
+        [['a', createHash('sha256').update('json').digest('hex')]],
+      );
+    } finally {
+      await ctx.cleanup();
+    }
+  });
+
+  test("a context gzip shrinks beyond the server's ratio limit is sent again uncompressed", async () => {
+    const ctx = await makeContext({
+      Dockerfile: 'FROM scratch\nCOPY zeros /zeros\n',
+      zeros: Buffer.alloc(8 << 20),
+    });
+    try {
+      const r = await kilnCli(['build', '--progress', 'plain', '-o', 'type=tar,dest=z.tar', '.'], {
+        cwd: ctx.dir,
+      });
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(
+        r.stderr,
+        /^warning: the context compresses better than the server accepts from gzip: sending it uncompressed\n/,
+      );
+      assert.match(r.stderr, /kiln: sent the build context: 2 files, 8\.39MB \(uncompressed\)/);
+      const [zeros] = await readTarEntries(path.join(ctx.dir, 'z.tar'));
+      assert.equal(zeros?.size, 8 << 20);
+    } finally {
+      await ctx.cleanup();
+    }
+  });
+
+  test('builds ls / show / logs', async () => {
+    const ls = await kilnCli(['builds', 'ls']);
+    assert.equal(ls.code, 0, ls.stderr);
+    const lines = ls.stdout.toString().trim().split('\n');
+    assert.match(lines[0] ?? '', /^BUILD ID +STATUS +CREATED +DURATION +OUTPUT +SIZE$/);
+    assert.ok(lines.some((l) => l.startsWith(succeededId) && /succeeded/.test(l) && /tar:app\.tar/.test(l)));
+
+    const failed = await kilnCli(['builds', 'ls', '--status', 'failed', '-q']);
+    assert.deepEqual(failed.stdout.toString().trim().split('\n'), [failedId]);
+
+    const show = await kilnCli(['builds', 'show', succeededId]);
+    assert.equal(show.code, 0, show.stderr);
+    const text = show.stdout.toString();
+    assert.match(text, /^ID: +[0-9A-Z]+\nStatus: +succeeded\n/);
+    assert.match(text, new RegExp(`Digest: +${sha256(downloaded)}\n`));
+    assert.match(text, /Build arg: +FLAVOUR=spicy\n/);
+    assert.match(text, /Download: +http:\/\/127\.0\.0\.1:\d+\/v1\/files\/artifacts\//);
+    const json = JSON.parse(
+      (await kilnCli(['builds', 'show', '--json', failedId])).stdout.toString(),
+    ) as BuildJson;
+    assert.equal(json.error?.code, 'build_failed');
+
+    const logs = await kilnCli(['builds', 'logs', succeededId]);
+    assert.equal(logs.code, 0, logs.stderr);
+    assert.match(logs.stdout.toString(), /compiling-spicy/);
+    // -f on a finished build prints the whole log and returns.
+    assert.match((await kilnCli(['builds', 'logs', '-f', succeededId])).stdout.toString(), /compiling-spicy/);
+
+    const missing = await kilnCli(['builds', 'show', 'NOSUCHBUILD']);
+    assert.equal(missing.code, 1);
+    assert.equal(missing.stderr, 'error: no build NOSUCHBUILD (not_found)\n');
+    const done = await kilnCli(['builds', 'cancel', succeededId]);
+    assert.equal(done.code, 1);
+    assert.match(done.stderr, /^error: build [0-9A-Z]+ is already succeeded \(conflict\)\n$/);
+  });
+
+  const sleepContext = (seconds: number) =>
+    makeContext({
+      busybox: { content: busybox, mode: 0o755 },
+      Dockerfile: `FROM scratch\nCOPY busybox /bin/busybox\n${RUN(`echo going-to-sleep; sleep ${seconds}`)}\n`,
+    });
+  const sleeping = (seconds: number) => () =>
+    Promise.resolve(execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' }).includes(`sleep ${seconds}`));
+
+  test('builds cancel and logs -f on a running build; its kiln build fails with "canceled"', async () => {
+    const ctx = await sleepContext(431);
+    try {
+      const building = start(
+        ['build', '--network', 'none', '--no-cache', '--progress', 'plain', '-o', 'type=tar,dest=s.tar', '.'],
+        {
+          cwd: ctx.dir,
+        },
+      );
+      await waitFor(
+        async () => /kiln: build [0-9A-Z]+ queued/.test(building.stderr()),
+        'the build to be submitted',
+      );
+      const id = buildIdFrom(building.stderr());
+      await waitFor(sleeping(431), 'the RUN step');
+      const follower = start(['builds', 'logs', '-f', id]);
+      await waitFor(async () => (await getBuild(id)).status === 'running', 'running');
+      const cancel = await kilnCli(['builds', 'cancel', '--wait', id]);
+      assert.equal(cancel.code, 0, cancel.stderr);
+      assert.equal(cancel.stdout.toString(), `${id} canceled\n`);
+      const followed = await follower.done;
+      assert.equal(followed.code, 0, followed.stderr);
+      assert.match(followed.stdout.toString(), /going-to-sleep/);
+      const r = await building.done;
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, /\nerror: .*cancel.* \(canceled\)\n$/);
+      await waitFor(async () => !(await sleeping(431)()), 'the RUN step to stop', 20_000);
+    } finally {
+      await ctx.cleanup();
+    }
+  });
+
+  test('Ctrl-C (SIGINT) during a sleep RUN cancels the remote build and exits 130', async () => {
+    const ctx = await sleepContext(433);
+    try {
+      const building = start(
+        ['build', '--network', 'none', '--no-cache', '--progress', 'plain', '-o', 'type=tar,dest=s.tar', '.'],
+        {
+          cwd: ctx.dir,
+        },
+      );
+      await waitFor(sleeping(433), 'the RUN step');
+      const id = buildIdFrom(building.stderr());
+      assert.equal((await getBuild(id)).status, 'running');
+      building.child.kill('SIGINT');
+      const r = await building.done;
+      assert.equal(r.code, 130, r.stderr);
+      assert.match(
+        r.stderr,
+        new RegExp(`kiln: canceling build ${id}\nerror: interrupted: build ${id} canceled\n$`),
+      );
+      await waitFor(async () => (await getBuild(id)).status === 'canceled', 'status canceled', 30_000);
+      await waitFor(async () => !(await sleeping(433)()), 'the RUN step to stop', 20_000);
+      await assert.rejects(access(path.join(ctx.dir, 's.tar')));
+    } finally {
+      await ctx.cleanup();
+    }
+  });
+});
