@@ -18,8 +18,8 @@ export function dockerEnvFor(sock, env = process.env) {
   return out;
 }
 
-/** argv for docker build (reference client). */
-export function dockerBuild(ctx, output, { quiet = false } = {}) {
+/** argv for docker build (reference client); `extraArgs` go before the context. */
+export function dockerBuild(ctx, output, { quiet = false, extraArgs = [] } = {}) {
   return [
     DOCKER,
     'build',
@@ -27,6 +27,7 @@ export function dockerBuild(ctx, output, { quiet = false } = {}) {
     ...(quiet ? ['-q'] : ['--progress=plain']),
     '--output',
     output,
+    ...extraArgs,
     ctx,
   ];
 }

@@ -8,7 +8,8 @@ import { stats } from './stats.mjs';
  * `other_cpu_s`: CPU used meanwhile by processes outside the ones under test).
  *
  * The machine may be shared: with `retryBusy`, a pair during which other processes used
- * more than `busyMax` of a core (on average, in either run) is kept in the record but
+ * more than `busyMax` of a core (on average, in either run; and more than `busyFloorS` CPU
+ * seconds, so that clock-tick noise does not disqualify very short runs) is kept in the record but
  * marked, and another pair is taken, until `samples` quiet pairs or 2 x `samples` pairs in
  * all. Medians are over the quiet pairs when there are at least 3, else over every pair.
  *
@@ -23,6 +24,7 @@ export async function interleaved(
     samples = 5,
     retryBusy = false,
     busyMax = 0.25,
+    busyFloorS = 0,
     log = () => {},
     describe = () => '',
     beforeRun = async () => {},
@@ -44,7 +46,7 @@ export async function interleaved(
     for (const side of sides) {
       await beforeRun();
       const r = await once(side, pairs);
-      if (retryBusy) r.busy_machine = r.other_cpu_s > busyMax * r.wall_s;
+      if (retryBusy) r.busy_machine = r.other_cpu_s > Math.max(busyMax * r.wall_s, busyFloorS);
       runs[side].push(r);
       pair[side] = r;
       const more = describe(r);
@@ -67,7 +69,9 @@ export async function interleaved(
       taken: pairs,
       quiet: retryBusy ? quiet[sides[0]].length : null,
       medians_over: useQuiet ? 'quiet pairs' : 'all pairs',
-      busy_threshold: retryBusy ? `other processes' CPU > ${busyMax} x wall in either run of the pair` : null,
+      busy_threshold: retryBusy
+        ? `other processes' CPU > ${busyMax} x wall${busyFloorS ? ` and > ${busyFloorS} s` : ''} in either run of the pair`
+        : null,
     },
   };
 }

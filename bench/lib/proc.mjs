@@ -25,6 +25,24 @@ export function procCpuSeconds(pid, { children = false } = {}) {
   return ticks / CLK_TCK;
 }
 
+/**
+ * CPU seconds of a process split three ways: user and system time, and the time of its main
+ * thread (the task whose id is the pid; for Node.js the JavaScript thread) against the rest.
+ */
+export function procCpuSplit(pid) {
+  try {
+    const f = statFields(pid);
+    const m = statFields(`${pid}/task/${pid}`);
+    return {
+      user: Number(f[11]) / CLK_TCK,
+      sys: Number(f[12]) / CLK_TCK,
+      main: (Number(m[11]) + Number(m[12])) / CLK_TCK,
+    };
+  } catch {
+    return { user: 0, sys: 0, main: 0 };
+  }
+}
+
 /** Like procCpuSeconds, but 0 for a process that has gone (a backend that exited meanwhile). */
 export function procCpuSecondsOr0(pid, opts) {
   try {
@@ -77,11 +95,21 @@ export function findProcesses(re) {
   return out;
 }
 
-/** VmRSS and VmHWM (peak resident set) of a process, in MiB. */
+/**
+ * VmRSS, VmHWM (peak resident set) and the RSS split (anonymous memory: heaps, buffers; file:
+ * the mapped executable and libraries) of a process, in MiB.
+ */
 export function procMemMiB(pid) {
   const text = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
   const kib = (key) => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? Number.NaN);
-  return { rss: round(kib('VmRSS') / 1024, 1), hwm: round(kib('VmHWM') / 1024, 1) };
+  const mib = (key) => round(kib(key) / 1024, 1);
+  return {
+    rss: mib('VmRSS'),
+    hwm: mib('VmHWM'),
+    anon: mib('RssAnon'),
+    file: mib('RssFile'),
+    shmem: mib('RssShmem'),
+  };
 }
 
 /** Current RSS in MiB from /proc/PID/statm (cheaper than status, for frequent sampling). */

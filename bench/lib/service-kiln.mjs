@@ -11,6 +11,7 @@ import {
   machineBusySeconds,
   pidAlive,
   procCpuSecondsOr0,
+  procCpuSplit,
   procRssMiB,
   procStartTime,
 } from './proc.mjs';
@@ -71,12 +72,12 @@ export class KilnApi {
     return text ? JSON.parse(text) : null;
   }
 
-  /** POST /v1/builds with a raw tar body; resolves to the 202 body. */
-  createBuild(tar, query) {
+  /** POST /v1/builds with a raw tar body; resolves to the body (202: queued; 201: from the result cache). */
+  createBuild(tar, query, expect = [202]) {
     return this.json('POST', `/v1/builds?${query}`, {
       body: tar,
       headers: { 'content-type': 'application/x-tar' },
-      expect: [202],
+      expect,
     });
   }
 
@@ -234,6 +235,8 @@ export class CpuMeter {
       postgres: this.postgresCpu(),
       redis: procCpuSecondsOr0(this.redisPid),
       bench: (self.user + self.system) / 1e6,
+      apiSplit: this.procs.api.alive ? procCpuSplit(this.procs.api.pid) : null,
+      workerSplit: this.procs.worker.alive ? procCpuSplit(this.procs.worker.pid) : null,
     };
   }
 
@@ -254,6 +257,21 @@ export class CpuMeter {
     for (const k of Object.keys(out)) if (out[k] !== null) out[k] = round(out[k], 2);
     out.machine_busy_s = round(d('machine'), 2);
     out.other_cpu_s = round(Math.max(0, d('machine') - accounted), 2);
+    // Not part of the sums above: how the API's and worker's CPU splits (JavaScript main thread
+    // vs libuv/V8 helper threads; user vs kernel time).
+    const split = (x, y, pidA, pidB) =>
+      x && y && pidA === pidB
+        ? {
+            main_thread_s: round(y.main - x.main, 2),
+            other_threads_s: round(y.user + y.sys - y.main - (x.user + x.sys - x.main), 2),
+            user_s: round(y.user - x.user, 2),
+            sys_s: round(y.sys - x.sys, 2),
+          }
+        : null;
+    out.threads = {
+      api: split(a.apiSplit, b.apiSplit, a.apiPid, b.apiPid),
+      worker: split(a.workerSplit, b.workerSplit, a.workerPid, b.workerPid),
+    };
     return out;
   }
 }

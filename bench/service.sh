@@ -1,0 +1,219 @@
+#!/usr/bin/env bash
+# Benchmarks the Kiln service end to end on one machine and writes bench/results/service.{json,md}.
+#
+#   bash bench/service.sh
+#   BENCH_SAMPLES=7 bash bench/service.sh           # samples per side (default 5, after one warm-up)
+#   BENCH_PROFILE=always bash bench/service.sh      # CPU-profile every load (default: what misses its target)
+#   KILN_BENCH_SKIP_BUILD=1 bash bench/service.sh   # skip `npm run build`
+#
+# Starts, in a private temp directory, PostgreSQL, Redis, one dockerd (its embedded BuildKit is
+# the builder) and Kiln's API and worker as child processes (local storage, loopback only),
+# bootstraps a token, runs bench/lib/service-measure.mjs, stops everything, and renders the
+# summary with bench/lib/service-report.mjs. Benchmarks (docker build on the same daemon is
+# the reference):
+#   1. end to end, POST → artifact stored vs docker build --output type=tar:
+#      a 512 MiB output (target kiln/docker <= 1.10) and a tiny build (target <= +0.3 s)
+#   2. peak RSS: the worker exporting 2 GiB, the API receiving a 1 GiB context (<= 150 MiB each)
+#   3. autocannon: GET /v1/builds/:id (>= 3,000 req/s), POST /v1/builds 10 KiB (>= 300 req/s)
+# It never measures while bench/run.sh runs: it waits for it first (polling every 30 s).
+set -euo pipefail
+
+START_EPOCH=$EPOCHREALTIME
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+RESULTS=$ROOT/bench/results
+# shellcheck source=../scripts/lib/ensure-deps.sh
+source "$ROOT/scripts/lib/ensure-deps.sh"
+# shellcheck source=../scripts/lib/dockerd.sh
+source "$ROOT/scripts/lib/dockerd.sh"
+# shellcheck source=../scripts/lib/postgres.sh
+source "$ROOT/scripts/lib/postgres.sh"
+# shellcheck source=../scripts/lib/redis.sh
+source "$ROOT/scripts/lib/redis.sh"
+
+log() { printf 'bench: %s\n' "$*" >&2; }
+
+DIR=
+PROFILE_DIR=
+API_PID= API_START= WORKER_PID= WORKER_START=
+
+# Start time (clock ticks since boot) of a live, non-zombie PID; fails otherwise.
+_start_time() {
+	local stat f
+	read -r stat 2>/dev/null <"/proc/$1/stat" || return 1
+	read -ra f <<<"${stat##*) }"
+	[[ ${f[0]} != Z ]] || return 1
+	echo "${f[19]}"
+}
+
+# SIGTERM the process PID that started at START (never a recycled pid), wait up to GRACE s, then SIGKILL.
+_stop_proc() {
+	local pid=$1 start=$2 grace=$3 i now
+	[[ -n $pid && -n $start ]] || return 0
+	now=$(_start_time "$pid") || return 0
+	[[ $now == "$start" ]] || return 0
+	kill -TERM "$pid" 2>/dev/null || return 0
+	for ((i = 0; i < grace * 10; i++)); do
+		now=$(_start_time "$pid") || return 0
+		[[ $now == "$start" ]] || return 0
+		sleep 0.1
+	done
+	log "pid $pid ignored SIGTERM for ${grace}s, sending SIGKILL"
+	kill -KILL "$pid" 2>/dev/null || true
+}
+
+stop_kiln() {
+	local f pid start
+	_stop_proc "$API_PID" "$API_START" 30
+	_stop_proc "$WORKER_PID" "$WORKER_START" 40
+	# Processes the measuring script restarted (e.g. with --cpu-prof), should it have died.
+	for f in "$DIR"/spawned-kiln/*; do
+		[[ -f $f ]] || continue
+		read -r pid start <"$f" || continue
+		_stop_proc "$pid" "$start" 30
+	done
+	API_PID= WORKER_PID=
+}
+
+cleanup() {
+	local rc=$?
+	if [[ -n $DIR ]]; then
+		if ((rc != 0)); then
+			for f in "$DIR"/logs/*.log; do
+				[[ -f $f ]] || continue
+				log "last lines of $(basename "$f"):"
+				tail -n 15 "$f" >&2 || true
+			done
+		fi
+		stop_kiln || rc=1
+		kiln_redis_stop "$DIR/redis" || rc=1
+		kiln_pg_stop "$DIR/pg" || rc=1
+		kiln_dockerd_stop "$DIR/d" || rc=1
+		# --one-file-system: never descend into a mount the daemon may have left.
+		rm -rf --one-file-system "$DIR" || rc=1
+		DIR=
+	fi
+	[[ -z $PROFILE_DIR ]] || rmdir "$PROFILE_DIR" 2>/dev/null || true
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Two benchmarks must never share the CPU: wait while bench/run.sh (bench/lib/measure.mjs) runs.
+wait_for_other_benchmark() {
+	local waited=0
+	while pgrep -f 'bench/lib/[m]easure\.mjs|bench/[r]un\.sh' >/dev/null; do
+		((waited > 0)) || log 'another benchmark (bench/run.sh) is running: waiting for it to finish, polling every 30 s'
+		sleep 30
+		waited=$((waited + 30))
+	done
+	((waited == 0)) || log "the other benchmark finished; waited about ${waited}s"
+}
+
+free_port() {
+	node -e "const s = require('net').createServer().listen(0, '127.0.0.1', () => { console.log(s.address().port); s.close(); })"
+}
+
+wait_for_other_benchmark
+kiln_ensure_deps
+if [[ -z ${KILN_BENCH_SKIP_BUILD:-} ]]; then
+	log 'building (npm run build)'
+	(cd "$ROOT" && npm run build --silent -- --output-logs=errors-only >&2)
+fi
+for f in apps/api/dist/main.js apps/api/dist/bootstrap.js apps/worker/dist/main.js; do
+	[[ -f $ROOT/$f ]] || {
+		log "$f is missing: run npm run build"
+		exit 1
+	}
+done
+[[ -x /usr/bin/time ]] || {
+	log '/usr/bin/time is missing (apt-get install time)'
+	exit 1
+}
+
+# Short path: unix socket paths below it must stay under ~107 bytes.
+DIR=$(mktemp -d /tmp/kiln-sbench-XXXX)
+mkdir -p "$DIR/logs" "$DIR/tmp" "$DIR/data" "$DIR/work" "$DIR/spawned-kiln" "$DIR/d"
+log "state in $DIR"
+
+log 'starting PostgreSQL, Redis and dockerd'
+kiln_pg_start "$DIR/pg" "$(free_port)"
+export DATABASE_URL=$REPLY
+kiln_redis_start "$DIR/redis" "$(free_port)"
+export REDIS_URL=$REPLY
+kiln_dockerd_start "$DIR/d"
+
+PORT=$(free_port)
+export KILN_BUILDERS=docker://$DIR/d/docker.sock
+export KILN_HOST=127.0.0.1 KILN_PORT=$PORT KILN_PUBLIC_URL=http://127.0.0.1:$PORT
+export KILN_DATA_DIR=$DIR/data
+KILN_SIGNING_KEY=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+export KILN_SIGNING_KEY
+# 3 GiB: room for the 1 GiB upload whatever the default is.
+export KILN_MAX_CONTEXT_BYTES=$((3 * 1024 * 1024 * 1024))
+# The worker's per-build temp directories (extracted contexts) stay in DIR too.
+export TMPDIR=$DIR/tmp
+
+TOKEN_LINE=$(cd "$ROOT" && node apps/api/dist/bootstrap.js --project bench --token-name bench)
+KILN_TOKEN=${TOKEN_LINE#KILN_TOKEN=}
+[[ $KILN_TOKEN != "$TOKEN_LINE" && -n $KILN_TOKEN ]] || {
+	log "bootstrap printed no token: $TOKEN_LINE"
+	exit 1
+}
+
+log "starting the API (127.0.0.1:$PORT) and the worker"
+(cd "$ROOT" && exec node apps/api/dist/main.js) >>"$DIR/logs/api.log" 2>&1 &
+API_PID=$!
+API_START=$(_start_time "$API_PID")
+(cd "$ROOT" && exec node apps/worker/dist/main.js) >>"$DIR/logs/worker.log" 2>&1 &
+WORKER_PID=$!
+WORKER_START=$(_start_time "$WORKER_PID")
+for ((i = 0; ; i++)); do
+	if curl -fsS -o /dev/null "http://127.0.0.1:$PORT/readyz" && grep -q '"worker started"' "$DIR/logs/worker.log"; then
+		break
+	fi
+	_start_time "$API_PID" >/dev/null || { log 'the API exited during start-up'; exit 1; }
+	_start_time "$WORKER_PID" >/dev/null || { log 'the worker exited during start-up'; exit 1; }
+	((i < 300)) || { log 'API or worker not ready after 60 s'; exit 1; }
+	sleep 0.2
+done
+
+GIT_HEAD=$(git -C "$ROOT" --no-optional-locks rev-parse HEAD 2>/dev/null || echo unknown)
+GIT_DIRTY=$(git -C "$ROOT" --no-optional-locks status --porcelain -- apps packages prisma 2>/dev/null |
+	wc -l || echo unknown)
+log "kiln at $GIT_HEAD ($GIT_DIRTY changed paths under apps/ packages/ prisma/)"
+
+# CPU profiles outlive DIR so they can be inspected afterwards.
+PROFILE_DIR=$(mktemp -d /tmp/kiln-service-prof-XXXX)
+mkdir -p "$RESULTS"
+
+KILN_URL=http://127.0.0.1:$PORT \
+	KILN_TOKEN=$KILN_TOKEN \
+	BENCH_SOCK=$DIR/d/docker.sock \
+	BENCH_DOCKERD_PID=$(<"$DIR/d/spawned/dockerd") \
+	BENCH_CONTAINERD_PID=$(<"$DIR/d/spawned/containerd") \
+	BENCH_PG_PID=$(head -n 1 "$DIR/pg/pgdata/postmaster.pid") \
+	BENCH_REDIS_PID=$(<"$DIR/redis/redis.pid") \
+	BENCH_API_PID=$API_PID \
+	BENCH_WORKER_PID=$WORKER_PID \
+	BENCH_WORK=$DIR/work \
+	BENCH_LOG_DIR=$DIR/logs \
+	BENCH_SPAWNED=$DIR/spawned-kiln \
+	BENCH_OUT=$RESULTS/service.json \
+	BENCH_PROFILE_DIR=$PROFILE_DIR \
+	BENCH_GIT_HEAD=$GIT_HEAD \
+	BENCH_GIT_DIRTY=$GIT_DIRTY \
+	node "$ROOT/bench/lib/service-measure.mjs"
+
+log 'stopping the service, Redis, PostgreSQL and dockerd'
+stop_kiln
+kiln_redis_stop "$DIR/redis"
+kiln_pg_stop "$DIR/pg"
+kiln_dockerd_stop "$DIR/d"
+rm -rf --one-file-system "$DIR"
+DIR=
+rmdir "$PROFILE_DIR" 2>/dev/null || log "CPU profiles kept in $PROFILE_DIR"
+PROFILE_DIR=
+
+node "$ROOT/bench/lib/service-report.mjs" "$RESULTS/service.json" "$RESULTS/service.md" "$START_EPOCH"
+cat "$RESULTS/service.md"
