@@ -151,6 +151,8 @@ KILN_SIGNING_KEY=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 export KILN_SIGNING_KEY
 # 3 GiB: room for the 1 GiB upload whatever the default is.
 export KILN_MAX_CONTEXT_BYTES=$((3 * 1024 * 1024 * 1024))
+# The load benchmarks send thousands of requests a second with one token: no per-token limit.
+export KILN_RATE_LIMIT_PER_MINUTE=0
 # The worker's per-build temp directories (extracted contexts) stay in DIR too.
 export TMPDIR=$DIR/tmp
 

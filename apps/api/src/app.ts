@@ -1,6 +1,8 @@
 import multipart from '@fastify/multipart';
+import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
+import { AppError } from '@kiln/core';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { authenticator } from './auth.js';
 import type { ApiDeps } from './deps.js';
@@ -47,6 +49,25 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
     await app.register(fileRoutes(deps.storage, deps.config.storage.signingKey));
   await app.register(async (authed) => {
     authed.addHook('onRequest', authenticator(deps));
+    if (deps.config.rateLimitPerMinute > 0) {
+      const max = deps.config.rateLimitPerMinute;
+      await authed.register(rateLimit, {
+        max,
+        timeWindow: 60_000,
+        // After authentication, so the count is per token; in Redis, so it holds across API replicas.
+        hook: 'preHandler',
+        keyGenerator: (req) => `token:${req.tokenId}`,
+        redis: deps.redis,
+        nameSpace: 'kiln:ratelimit:',
+        // Redis down must not take the API down with it.
+        skipOnError: true,
+        errorResponseBuilder: (_req, ctx) =>
+          new AppError(
+            'rate_limited',
+            `more than ${max} requests a minute with this token; retry in ${ctx.after}`,
+          ),
+      });
+    }
     authed.addHook('onResponse', async (req, reply) => {
       if (req.method === 'POST' && req.routeOptions.url === '/v1/builds' && reply.statusCode < 300) {
         metrics.uploadSeconds.observe(reply.elapsedTime / 1000);

@@ -5,6 +5,8 @@ import type { ApiDeps } from './deps.js';
 declare module 'fastify' {
   interface FastifyRequest {
     projectId: string;
+    /** The API token's id: what rate limits count against. */
+    tokenId: string;
   }
 }
 
@@ -23,5 +25,6 @@ export function authenticator(deps: ApiDeps) {
     });
     if (!token || token.revokedAt) throw new AppError('unauthorized', 'the token is unknown or revoked');
     req.projectId = token.projectId;
+    req.tokenId = token.id;
   };
 }

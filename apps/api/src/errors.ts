@@ -13,7 +13,7 @@ export function registerErrorHandling(app: FastifyInstance): void {
     const status = httpStatusFor(code);
     if (status >= 500 && code !== 'unavailable') req.log.error({ err }, 'request failed');
     else req.log.info({ code, message }, 'request rejected');
-    if (code === 'rate_limited') reply.header('Retry-After', '1');
+    if (code === 'rate_limited' && !reply.hasHeader('retry-after')) reply.header('Retry-After', '1');
     // Rejected before the upload was read: the rest of the body would be parsed as the next
     // request on this keep-alive connection. Close it after the answer instead.
     if (!req.raw.complete) reply.header('connection', 'close');

@@ -39,6 +39,7 @@ const ENV = z.object({
   KILN_URL_TTL_SECONDS: int(10, 7 * 86_400).default(900),
   KILN_MAX_CONTEXT_BYTES: int(1024, 64 * 1024 ** 3).default(2 * 1024 ** 3),
   KILN_MAX_CONTEXT_ENTRIES: int(1, 10_000_000).default(200_000),
+  KILN_RATE_LIMIT_PER_MINUTE: int(0, 10_000_000).default(6000),
   KILN_REQUEST_TIMEOUT_SECONDS: int(1, 86_400).default(600),
   KILN_CONNECTION_TIMEOUT_SECONDS: int(1, 86_400).default(60),
   KILN_RECONCILE_INTERVAL_SECONDS: int(1, 3600).default(15),
@@ -79,6 +80,8 @@ export interface KilnConfig {
   buildAttempts: number;
   urlTtlSeconds: number;
   limits: { maxContextBytes: number; maxContextEntries: number };
+  /** Requests per minute one API token may make (0: no limit); counted in Redis, so across API replicas. */
+  rateLimitPerMinute: number;
   /** Longest an HTTP request (an upload included) may take, and an idle connection may stay open. */
   requestTimeoutSeconds: number;
   connectionTimeoutSeconds: number;
@@ -153,6 +156,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): KilnConfig {
     buildAttempts: e.KILN_BUILD_ATTEMPTS,
     urlTtlSeconds: e.KILN_URL_TTL_SECONDS,
     limits: { maxContextBytes: e.KILN_MAX_CONTEXT_BYTES, maxContextEntries: e.KILN_MAX_CONTEXT_ENTRIES },
+    rateLimitPerMinute: e.KILN_RATE_LIMIT_PER_MINUTE,
     requestTimeoutSeconds: e.KILN_REQUEST_TIMEOUT_SECONDS,
     connectionTimeoutSeconds: e.KILN_CONNECTION_TIMEOUT_SECONDS,
     reconcileIntervalSeconds: e.KILN_RECONCILE_INTERVAL_SECONDS,

@@ -1,0 +1,82 @@
+// Per-token rate limiting, counted in Redis so that it holds across API replicas.
+import assert from 'node:assert/strict';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import { loadConfig } from '@kiln/core';
+import { Redis } from 'ioredis';
+import {
+  createTestDatabase,
+  freePort,
+  type TestDatabase,
+  testRedisUrl,
+} from '../../../packages/core/test-support/services.js';
+import { bootstrapProject, buildApp, createApiDeps } from '../src/index.js';
+
+let db: TestDatabase;
+let dataDir: string;
+const bases: string[] = [];
+const closers: Array<() => Promise<void>> = [];
+let token: string;
+let otherToken: string;
+
+before(async () => {
+  db = await createTestDatabase();
+  dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'kiln-rl-'));
+  const redisUrl = testRedisUrl();
+  const redis = new Redis(redisUrl);
+  await redis.flushdb();
+  redis.disconnect();
+  // Two replicas of the API on one database and one Redis.
+  for (let i = 0; i < 2; i++) {
+    const port = await freePort();
+    const config = loadConfig({
+      KILN_PORT: String(port),
+      KILN_PUBLIC_URL: `http://127.0.0.1:${port}`,
+      DATABASE_URL: db.url,
+      REDIS_URL: redisUrl,
+      KILN_DATA_DIR: dataDir,
+      KILN_SIGNING_KEY: 'r'.repeat(40),
+      KILN_LOG_LEVEL: 'silent',
+      KILN_RATE_LIMIT_PER_MINUTE: '6',
+    });
+    const deps = await createApiDeps(config);
+    const app = await buildApp(deps);
+    await app.listen({ port, host: '127.0.0.1' });
+    bases.push(`http://127.0.0.1:${port}`);
+    closers.push(async () => {
+      await app.close();
+      await deps.close();
+    });
+  }
+  token = await bootstrapProject(db.url, 'limited');
+  otherToken = await bootstrapProject(db.url, 'other');
+});
+
+after(async () => {
+  for (const close of closers) await close();
+  await db.drop();
+  await fs.rm(dataDir, { recursive: true, force: true });
+});
+
+test('a token over its limit gets 429 rate_limited with Retry-After, on every replica; other tokens do not', async () => {
+  const get = (base: string, t: string) =>
+    fetch(`${base}/v1/builds`, { headers: { authorization: `Bearer ${t}` } });
+  const statuses: number[] = [];
+  for (let i = 0; i < 6; i++) statuses.push((await get(bases[i % 2] as string, token)).status);
+  assert.deepEqual(statuses, [200, 200, 200, 200, 200, 200]);
+  for (const base of bases) {
+    const res = await get(base, token);
+    assert.equal(res.status, 429);
+    const retryAfter = Number(res.headers.get('retry-after'));
+    assert.ok(retryAfter > 0 && retryAfter <= 60, `Retry-After ${res.headers.get('retry-after')}`);
+    const body = (await res.json()) as { error: { code: string; message: string } };
+    assert.equal(body.error.code, 'rate_limited');
+    assert.match(body.error.message, /6 requests a minute/);
+  }
+  assert.equal((await get(bases[0] as string, otherToken)).status, 200);
+  // Unauthenticated requests are refused before they could use anyone's budget.
+  assert.equal((await fetch(`${bases[0]}/v1/builds`)).status, 401);
+  assert.equal((await fetch(`${bases[0]}/healthz`)).status, 200);
+});
