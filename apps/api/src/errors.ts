@@ -8,14 +8,17 @@ export function registerErrorHandling(app: FastifyInstance): void {
       .code(404)
       .send({ error: { code: 'not_found', message: `no route ${req.method} ${req.url.split('?')[0]}` } });
   });
-  app.setErrorHandler((err: FastifyError | AppError | Error, req, reply) => {
+  app.setErrorHandler(async (err: FastifyError | AppError | Error, req, reply) => {
     const { code, message } = classify(err);
     const status = httpStatusFor(code);
     if (status >= 500 && code !== 'unavailable') req.log.error({ err }, 'request failed');
     else req.log.info({ code, message }, 'request rejected');
     if (code === 'rate_limited' && !reply.hasHeader('retry-after')) reply.header('Retry-After', '1');
-    // Rejected before the upload was read: the rest of the body would be parsed as the next
-    // request on this keep-alive connection. Close it after the answer instead.
+    // Rejected before the upload was read. A client still writing its body would see the
+    // connection reset instead of this answer, so read (and drop) a bounded remainder first;
+    // if it does not end soon, close the connection after answering so the leftover bytes are
+    // not taken for the next request.
+    if (!req.raw.complete) await drainBriefly(req.raw);
     if (!req.raw.complete) reply.header('connection', 'close');
     reply.code(status).send({ error: { code, message } });
   });
@@ -37,6 +40,34 @@ export function clientErrorHandler(err: NodeJS.ErrnoException, socket: import('n
     `HTTP/1.1 ${tooLarge ? '431 Request Header Fields Too Large' : '400 Bad Request'}\r\n` +
       `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
   );
+}
+
+const DRAIN_BYTES = 16 * 1024 * 1024;
+const DRAIN_MS = 2000;
+
+/** Discards what is left of a request body, up to DRAIN_BYTES or DRAIN_MS, whichever comes first. */
+function drainBriefly(body: import('node:http').IncomingMessage): Promise<void> {
+  return new Promise((resolve) => {
+    let seen = 0;
+    const done = () => {
+      clearTimeout(timer);
+      body.off('data', onData);
+      body.off('end', done);
+      body.off('close', done);
+      body.off('error', done);
+      resolve();
+    };
+    const onData = (chunk: Buffer) => {
+      seen += chunk.length;
+      if (seen > DRAIN_BYTES) done();
+    };
+    const timer = setTimeout(done, DRAIN_MS);
+    body.on('data', onData);
+    body.on('end', done);
+    body.on('close', done);
+    body.on('error', done);
+    body.resume();
+  });
 }
 
 /** What Node's HTTP parser objected to, in words a caller can act on. */
