@@ -3,25 +3,15 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { bootstrapProject, buildApp, createApiDeps } from '@kiln/api';
-import { loadConfig } from '@kiln/core';
-import { createWorker, type KilnWorker } from '@kiln/worker';
-import { Redis } from 'ioredis';
 import { busyboxPath, makeContext } from '../../packages/buildkit-client/test-support/context.js';
 import { dockerBuildTar } from '../../packages/buildkit-client/test-support/docker.js';
 import {
   compareTarEntries,
   readTarEntries,
 } from '../../packages/buildkit-client/test-support/tar-entries.js';
-import {
-  createTestDatabase,
-  freePort,
-  type TestDatabase,
-  testRedisUrl,
-} from '../../packages/core/test-support/services.js';
+import { startTestKiln, type TestKiln } from '../support/kiln.js';
 
 const socket = process.env.KILN_TEST_DOCKER_SOCK;
 if (!socket) throw new Error('KILN_TEST_DOCKER_SOCK is not set: run through `npm test`');
@@ -49,12 +39,10 @@ interface BuildJson {
 }
 
 describe('Kiln end to end', () => {
-  let db: TestDatabase;
+  let kiln: TestKiln;
   let dataDir: string;
   let base: string;
   let token: string;
-  let worker: KilnWorker;
-  let closeApi: () => Promise<void>;
   let busybox: Buffer;
 
   const api = (p: string, init: RequestInit = {}) => {
@@ -84,42 +72,10 @@ describe('Kiln end to end', () => {
 
   before(async () => {
     busybox = await fs.readFile(busyboxPath());
-    db = await createTestDatabase();
-    dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'kiln-e2e-'));
-    const redisUrl = testRedisUrl();
-    const redis = new Redis(redisUrl);
-    await redis.flushdb();
-    redis.disconnect();
-    const port = await freePort();
-    base = `http://127.0.0.1:${port}`;
-    const config = loadConfig({
-      KILN_PORT: String(port),
-      KILN_PUBLIC_URL: base,
-      DATABASE_URL: db.url,
-      REDIS_URL: redisUrl,
-      KILN_DATA_DIR: dataDir,
-      KILN_SIGNING_KEY: 'e'.repeat(40),
-      KILN_LOG_LEVEL: 'silent',
-      KILN_BUILDERS: `docker://${socket}`,
-      KILN_BUILD_ATTEMPTS: '2',
-    });
-    const deps = await createApiDeps(config);
-    const app = await buildApp(deps);
-    await app.listen({ port, host: '127.0.0.1' });
-    closeApi = async () => {
-      await app.close();
-      await deps.close();
-    };
-    token = await bootstrapProject(db.url, 'e2e');
-    worker = createWorker(config);
-    await worker.start();
+    kiln = await startTestKiln({ worker: true, project: 'e2e', env: { KILN_BUILD_ATTEMPTS: '2' } });
+    ({ url: base, token, dataDir } = kiln);
   });
-  after(async () => {
-    await worker.stop();
-    await closeApi();
-    await db.drop();
-    await fs.rm(dataDir, { recursive: true, force: true });
-  });
+  after(() => kiln.stop());
 
   test('POST → queued → running → succeeded; the signed URL gives the bytes docker build --output gives; SSE logs end', async () => {
     const ctx = await makeContext({

@@ -3,19 +3,12 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { gzipSync } from 'node:zlib';
-import { loadConfig, QUEUE_BUILDS } from '@kiln/core';
-import { Redis } from 'ioredis';
-import {
-  createTestDatabase,
-  freePort,
-  type TestDatabase,
-  testRedisUrl,
-} from '../../../packages/core/test-support/services.js';
-import { bootstrapProject, buildApp, createApiDeps } from '../src/index.js';
+import { QUEUE_BUILDS } from '@kiln/core';
+import type { Redis } from 'ioredis';
+import { startTestKiln, type TestKiln } from '../../../test/support/kiln.js';
 
 /** A tar of the given files made by GNU tar, as a user's `tar -C dir -cf - .` would. */
 function tarOf(files: Record<string, string>): Buffer {
@@ -30,12 +23,11 @@ function tarOf(files: Record<string, string>): Buffer {
 }
 
 describe('API', () => {
-  let db: TestDatabase;
+  let kiln: TestKiln;
   let dataDir: string;
   let base: string;
   let token: string;
   let otherToken: string;
-  let close: () => Promise<void>;
   let redis: Redis;
   const ctx = tarOf({ Dockerfile: 'FROM scratch\nCOPY a /a\n', a: 'hello' });
 
@@ -52,39 +44,11 @@ describe('API', () => {
   ) => api(`/v1/builds${query}`, { method: 'POST', body, headers: { 'content-type': type, ...extra } });
 
   before(async () => {
-    db = await createTestDatabase();
-    dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'kiln-api-'));
-    const redisUrl = testRedisUrl();
-    redis = new Redis(redisUrl);
-    await redis.flushdb();
-    const port = await freePort();
-    base = `http://127.0.0.1:${port}`;
-    const config = loadConfig({
-      KILN_PORT: String(port),
-      KILN_PUBLIC_URL: base,
-      DATABASE_URL: db.url,
-      REDIS_URL: redisUrl,
-      KILN_DATA_DIR: dataDir,
-      KILN_SIGNING_KEY: 's'.repeat(40),
-      KILN_LOG_LEVEL: 'silent',
-      KILN_MAX_CONTEXT_BYTES: String(1024 * 1024),
-    });
-    const deps = await createApiDeps(config);
-    const app = await buildApp(deps);
-    await app.listen({ port, host: '127.0.0.1' });
-    token = await bootstrapProject(db.url, 'alpha');
-    otherToken = await bootstrapProject(db.url, 'beta');
-    close = async () => {
-      await app.close();
-      await deps.close();
-    };
+    kiln = await startTestKiln({ project: 'alpha', env: { KILN_MAX_CONTEXT_BYTES: String(1024 * 1024) } });
+    ({ url: base, token, dataDir, redis } = kiln);
+    otherToken = await kiln.newToken('beta');
   });
-  after(async () => {
-    await close();
-    redis.disconnect();
-    await db.drop();
-    await fs.rm(dataDir, { recursive: true, force: true });
-  });
+  after(() => kiln.stop());
 
   const queueLength = async () => redis.llen(`bull:${QUEUE_BUILDS}:wait`);
 

@@ -3,7 +3,6 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
@@ -11,20 +10,14 @@ import {
   builderPlatformsKey,
   contextKey,
   createPrismaClient,
-  loadConfig,
   parseBuildSpec,
   QUEUE_BUILDS,
 } from '@kiln/core';
-import { createWorker, type KilnWorker } from '@kiln/worker';
-import { Redis } from 'ioredis';
-import {
-  createTestDatabase,
-  freePort,
-  type TestDatabase,
-  testRedisUrl,
-} from '../../../packages/core/test-support/services.js';
+import type { KilnWorker } from '@kiln/worker';
+import type { Redis } from 'ioredis';
+import { startTestKiln, type TestKiln } from '../../../test/support/kiln.js';
 import { createBuild } from '../src/create-build.js';
-import { type ApiDeps, bootstrapProject, buildApp, createApiDeps } from '../src/index.js';
+import type { ApiDeps } from '../src/index.js';
 
 const socket = process.env.KILN_TEST_DOCKER_SOCK;
 if (!socket) throw new Error('KILN_TEST_DOCKER_SOCK is not set: run through `npm test`');
@@ -59,14 +52,13 @@ interface BuildJson {
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
 
 describe('result cache and retention', () => {
-  let db: TestDatabase;
+  let kiln: TestKiln;
   let dataDir: string;
   let base: string;
   let token: string;
   let otherToken: string;
   let redis: Redis;
   let worker: KilnWorker;
-  let closeApi: () => Promise<void>;
   let apiDeps: ApiDeps;
   const ctx = tarOf({ Dockerfile: DOCKERFILE, a: 'alpha\n', b: 'beta\n' });
   const otherCtx = tarOf({ Dockerfile: DOCKERFILE, a: 'alpha\n', b: 'gamma\n' });
@@ -110,44 +102,18 @@ describe('result cache and retention', () => {
   };
 
   before(async () => {
-    db = await createTestDatabase();
-    dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'kiln-cache-'));
-    const redisUrl = testRedisUrl();
-    redis = new Redis(redisUrl);
-    await redis.flushdb();
-    const port = await freePort();
-    base = `http://127.0.0.1:${port}`;
-    const config = loadConfig({
-      KILN_PORT: String(port),
-      KILN_PUBLIC_URL: base,
-      DATABASE_URL: db.url,
-      REDIS_URL: redisUrl,
-      KILN_DATA_DIR: dataDir,
-      KILN_SIGNING_KEY: 'c'.repeat(40),
-      KILN_LOG_LEVEL: 'silent',
-      KILN_BUILDERS: BUILDER,
+    kiln = await startTestKiln({
+      worker: true,
+      project: 'cache-a',
+      env: { KILN_BUILDERS: BUILDER },
+      // No periodic health checks: the platform test below edits what the workers published.
+      workerDeps: { healthIntervalMs: 0, reconcileIntervalMs: 0, retentionIntervalMs: 0 },
     });
-    const deps = await createApiDeps(config);
-    apiDeps = deps;
-    const app = await buildApp(deps);
-    await app.listen({ port, host: '127.0.0.1' });
-    closeApi = async () => {
-      await app.close();
-      await deps.close();
-    };
-    token = await bootstrapProject(db.url, 'cache-a');
-    otherToken = await bootstrapProject(db.url, 'cache-b');
-    // No periodic health checks: the platform test below edits what the workers published.
-    worker = createWorker(config, { healthIntervalMs: 0, reconcileIntervalMs: 0, retentionIntervalMs: 0 });
-    await worker.start();
+    ({ url: base, token, dataDir, redis, deps: apiDeps } = kiln);
+    worker = kiln.worker as KilnWorker;
+    otherToken = await kiln.newToken('cache-b');
   });
-  after(async () => {
-    await worker?.stop();
-    await closeApi?.();
-    redis?.disconnect();
-    await db?.drop();
-    await fs.rm(dataDir, { recursive: true, force: true });
-  });
+  after(() => kiln.stop());
 
   test('a first build runs and records its platform; the worker published the builder platform', async () => {
     const res = await post(Q);
@@ -311,7 +277,7 @@ describe('result cache and retention', () => {
     await fs.access(fromLog);
 
     // Every build that ran is past retention (as if it had run 40 days ago); the cached ones are not.
-    const prisma = createPrismaClient(db.url);
+    const prisma = createPrismaClient(kiln.db.url);
     let ran: string[];
     try {
       const rows = await prisma.build.findMany({

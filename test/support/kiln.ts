@@ -1,0 +1,95 @@
+// A real Kiln for tests: the API (listening on loopback) and, when asked, a worker, in this
+// process, on a fresh database and Redis db of the services `npm test` provides, with local
+// storage in a temp dir.
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { type ApiDeps, bootstrapProject, buildApp, createApiDeps } from '@kiln/api';
+import { type KilnConfig, loadConfig } from '@kiln/core';
+import { createWorker, type KilnWorker, type WorkerDeps } from '@kiln/worker';
+import type { FastifyInstance } from 'fastify';
+import { Redis } from 'ioredis';
+import {
+  createTestDatabase,
+  freePort,
+  type TestDatabase,
+  testRedisUrl,
+} from '../../packages/core/test-support/services.js';
+
+export interface TestKiln {
+  url: string;
+  /** A token of the project named in the options. */
+  token: string;
+  dataDir: string;
+  config: KilnConfig;
+  deps: ApiDeps;
+  app: FastifyInstance;
+  db: TestDatabase;
+  /** Connected to the same Redis db as Kiln, for assertions on queues and streams. */
+  redis: Redis;
+  worker?: KilnWorker;
+  /** A token of another (or the same) project. */
+  newToken(project: string): Promise<string>;
+  stop(): Promise<void>;
+}
+
+export interface TestKilnOptions {
+  /** Extra or overriding environment for loadConfig. */
+  env?: Record<string, string>;
+  /** Also run a worker (builders: `KILN_TEST_DOCKER_SOCK`, unless env sets KILN_BUILDERS). */
+  worker?: boolean;
+  /** The worker's own settings (intervals and the like). */
+  workerDeps?: WorkerDeps;
+  project?: string;
+}
+
+export async function startTestKiln(options: TestKilnOptions = {}): Promise<TestKiln> {
+  const db = await createTestDatabase();
+  const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'kiln-test-'));
+  const redisUrl = testRedisUrl();
+  const redis = new Redis(redisUrl);
+  await redis.flushdb();
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const socket = process.env.KILN_TEST_DOCKER_SOCK;
+  const config = loadConfig({
+    KILN_PORT: String(port),
+    KILN_PUBLIC_URL: url,
+    DATABASE_URL: db.url,
+    REDIS_URL: redisUrl,
+    KILN_DATA_DIR: dataDir,
+    KILN_SIGNING_KEY: 'k'.repeat(40),
+    KILN_LOG_LEVEL: 'silent',
+    ...(socket ? { KILN_BUILDERS: `docker://${socket}` } : {}),
+    ...options.env,
+  });
+  const deps = await createApiDeps(config);
+  const app = await buildApp(deps);
+  await app.listen({ port, host: '127.0.0.1' });
+  const token = await bootstrapProject(db.url, options.project ?? 'test');
+  let worker: KilnWorker | undefined;
+  if (options.worker) {
+    worker = createWorker(config, options.workerDeps);
+    await worker.start();
+  }
+  return {
+    url,
+    token,
+    dataDir,
+    config,
+    deps,
+    app,
+    db,
+    redis,
+    ...(worker ? { worker } : {}),
+    newToken: (project) => bootstrapProject(db.url, project),
+    async stop() {
+      await worker?.stop();
+      await app.close();
+      await deps.close();
+      redis.disconnect();
+      await db.drop();
+      await fs.rm(dataDir, { recursive: true, force: true });
+    },
+  };
+}
