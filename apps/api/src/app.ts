@@ -10,6 +10,7 @@ import { clientErrorHandler, registerErrorHandling } from './errors.js';
 import { buildRoutes } from './routes/builds.js';
 import { fileRoutes } from './routes/files.js';
 import { createMetrics, opsRoutes } from './routes/ops.js';
+import { tokenRoutes } from './routes/tokens.js';
 import { buildListSchema, buildSchema, errorSchema } from './schemas.js';
 
 /** The HTTP API as a Fastify instance, not yet listening (tests use `inject` or `listen({port: 0})`). */
@@ -74,6 +75,7 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
       }
     });
     await authed.register(buildRoutes(deps));
+    await authed.register(tokenRoutes(deps));
   });
   return app;
 }

@@ -176,6 +176,43 @@ describe('API', () => {
     assert.deepEqual(await fs.readdir(path.join(dataDir, 'tmp')), []);
   });
 
+  test('tokens: create one (secret shown once), use it, revoke it: 401 at once; others are untouched', async () => {
+    const created = await api('/v1/tokens', {
+      method: 'POST',
+      body: JSON.stringify({ name: 'ci' }),
+      headers: { 'content-type': 'application/json' },
+    });
+    assert.equal(created.status, 201);
+    const t = (await created.json()) as { id: string; name: string; token: string; revokedAt: null };
+    assert.match(t.token, /^kiln_/);
+    assert.equal((await api('/v1/builds', { auth: t.token })).status, 200);
+    const list = (await (await api('/v1/tokens')).json()) as { items: Array<{ id: string; token?: string }> };
+    assert.ok(list.items.some((i) => i.id === t.id));
+    assert.ok(
+      list.items.every((i) => i.token === undefined),
+      'secrets are never listed',
+    );
+    // Another project cannot see or revoke it.
+    assert.equal((await api(`/v1/tokens/${t.id}`, { method: 'DELETE', auth: otherToken })).status, 404);
+    assert.equal((await api('/v1/builds', { auth: t.token })).status, 200);
+    assert.equal((await api(`/v1/tokens/${t.id}`, { method: 'DELETE' })).status, 204);
+    const after = await api('/v1/builds', { auth: t.token });
+    assert.equal(after.status, 401);
+    assert.equal(((await after.json()) as { error: { code: string } }).error.code, 'unauthorized');
+    assert.equal((await api('/v1/builds')).status, 200, 'the token that revoked it still works');
+    assert.equal(
+      (await api(`/v1/tokens/${t.id}`, { method: 'DELETE' })).status,
+      204,
+      'revoking twice is fine',
+    );
+    const bad = await api('/v1/tokens', {
+      method: 'POST',
+      body: JSON.stringify({ name: '' }),
+      headers: { 'content-type': 'application/json' },
+    });
+    assert.equal(bad.status, 400);
+  });
+
   test('cancel a queued build; a final build cannot be canceled again', async () => {
     const b = (await (await post('', ctx)).json()) as { id: string };
     const res = await api(`/v1/builds/${b.id}/cancel`, { method: 'POST' });

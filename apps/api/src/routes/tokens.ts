@@ -1,0 +1,99 @@
+import { AppError, generateToken, hashToken } from '@kiln/core';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { ApiDeps } from '../deps.js';
+import { buildErrors, idParams } from '../schemas.js';
+
+const tokenView = {
+  type: 'object',
+  properties: {
+    id: { type: 'string' },
+    name: { type: 'string' },
+    createdAt: { type: 'string', format: 'date-time' },
+    revokedAt: { type: ['string', 'null'], format: 'date-time' },
+  },
+} as const;
+
+/**
+ * The project's API tokens: list, create (the secret is shown once, only its hash is kept) and
+ * revoke. Authentication reads the token row on every request, so a revoked token stops
+ * working at once, on every API replica.
+ */
+export function tokenRoutes(deps: ApiDeps) {
+  const { db } = deps;
+  const view = (t: { id: string; name: string; createdAt: Date; revokedAt: Date | null }) => ({
+    id: t.id,
+    name: t.name,
+    createdAt: t.createdAt.toISOString(),
+    revokedAt: t.revokedAt?.toISOString() ?? null,
+  });
+
+  return async (app: FastifyInstance) => {
+    app.get(
+      '/v1/tokens',
+      {
+        schema: {
+          summary: "The project's API tokens (without their secrets)",
+          response: {
+            200: { type: 'object', properties: { items: { type: 'array', items: tokenView } } },
+            ...buildErrors,
+          },
+        },
+      },
+      async (req) => {
+        const tokens = await db.apiToken.findMany({
+          where: { projectId: req.projectId },
+          orderBy: { createdAt: 'asc' },
+        });
+        return { items: tokens.map(view) };
+      },
+    );
+
+    app.post(
+      '/v1/tokens',
+      {
+        schema: {
+          summary: 'Create a token for this project; its secret is in this answer only',
+          body: {
+            type: 'object',
+            properties: { name: { type: 'string', minLength: 1, maxLength: 100 } },
+            required: ['name'],
+            additionalProperties: false,
+          },
+          response: {
+            201: { type: 'object', properties: { ...tokenView.properties, token: { type: 'string' } } },
+            ...buildErrors,
+          },
+        },
+      },
+      async (req, reply) => {
+        const token = generateToken();
+        const row = await db.apiToken.create({
+          data: {
+            projectId: req.projectId,
+            name: (req.body as { name: string }).name,
+            tokenHash: hashToken(token),
+          },
+        });
+        return reply.code(201).send({ ...view(row), token });
+      },
+    );
+
+    app.delete(
+      '/v1/tokens/:id',
+      { schema: { summary: 'Revoke a token of this project', params: idParams, response: buildErrors } },
+      async (req: FastifyRequest<{ Params: { id: string } }>, reply) => {
+        const revoked = await db.apiToken.updateMany({
+          where: { id: req.params.id, projectId: req.projectId, revokedAt: null },
+          data: { revokedAt: new Date() },
+        });
+        if (revoked.count === 0) {
+          const exists = await db.apiToken.findFirst({
+            where: { id: req.params.id, projectId: req.projectId },
+          });
+          if (!exists) throw new AppError('not_found', `no token ${req.params.id}`);
+        }
+        return reply.code(204).send();
+      },
+    );
+  };
+}
