@@ -17,4 +17,4 @@ export {
   SPEC_FIELDS,
 } from './spec.js';
 export * from './storage/index.js';
-export { generateToken, hashToken, safeEqual } from './tokens.js';
+export { generateToken, hashToken } from './tokens.js';
