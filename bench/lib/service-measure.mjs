@@ -1128,6 +1128,8 @@ async function main() {
       builder: `docker://${SOCK}`,
       storage: 'local directory (KILN_DATA_DIR/objects)',
       max_context_bytes: Number(env.KILN_MAX_CONTEXT_BYTES),
+      rate_limit_per_minute:
+        env.KILN_RATE_LIMIT_PER_MINUTE === undefined ? 'default' : Number(env.KILN_RATE_LIMIT_PER_MINUTE),
       idle_rss_after_start_mib: idleRss,
     },
     method: {
