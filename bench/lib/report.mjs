@@ -5,18 +5,10 @@
 //   node bench/lib/report.mjs RESULTS.json RESULTS.md START_EPOCH_SECONDS
 
 import fs from 'node:fs';
+import { completeResults } from './results.mjs';
 import { round } from './stats.mjs';
 
-const [jsonPath, mdPath, startEpoch] = process.argv.slice(2);
-if (!jsonPath || !mdPath || !startEpoch) {
-  process.stderr.write('usage: report.mjs RESULTS.json RESULTS.md START_EPOCH_SECONDS\n');
-  process.exit(2);
-}
-
-const r = JSON.parse(fs.readFileSync(jsonPath, 'utf8'));
-r.total_duration_s = round(Date.now() / 1000 - Number(startEpoch), 1);
-fs.writeFileSync(`${jsonPath}.tmp`, `${JSON.stringify(r, null, 2)}\n`);
-fs.renameSync(`${jsonPath}.tmp`, jsonPath);
+const { r, jsonPath, mdPath } = completeResults('report.mjs');
 
 const byId = Object.fromEntries(r.metrics.map((m) => [m.id, m]));
 const pct = (part, whole) => `${Math.round((100 * part) / whole)}%`;
