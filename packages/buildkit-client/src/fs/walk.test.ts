@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
+import { chmodSync, statSync } from 'node:fs';
 import {
   chmod,
   link,
@@ -14,7 +15,7 @@ import {
 } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { parseDockerignore } from './dockerignore.js';
@@ -43,12 +44,25 @@ const tempDirs: string[] = [];
  * Permission tests mean nothing as root, which ignores modes: there, the test reruns itself
  * in a child process as `nobody` (util-linux setpriv) and must pass there.
  */
+/**
+ * `nobody` must reach this file and node_modules: a checkout inside a 0700 directory (a
+ * `mktemp -d`, as clean clones use) gets the traverse bit on its parents, as
+ * scripts/lib/postgres.sh does for its data directory. Nothing is made readable or listable.
+ */
+function allowTraverse(file: string): void {
+  for (let dir = dirname(file); dir !== '/'; dir = dirname(dir)) {
+    const mode = statSync(dir).mode;
+    if ((mode & 0o001) === 0) chmodSync(dir, (mode & 0o7777) | 0o001);
+  }
+}
+
 function unprivileged(name: string, fn: () => Promise<void>): void {
   if (process.getuid?.() !== 0) {
     it(name, fn);
     return;
   }
   it(`${name} (as nobody)`, () => {
+    allowTraverse(fileURLToPath(import.meta.url));
     const pattern = `^${name.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`;
     const child = spawnSync(
       'setpriv',
