@@ -302,6 +302,7 @@ class BuildRun {
 
     // Context: stored tar → private temp dir.
     const contextDir = path.join(this.tmp, 'context');
+    if (!this.build.contextKey) throw new Error(`build ${this.id} has no stored context`);
     const object = await storage.get(this.build.contextKey);
     const stopReading = () => object.body.destroy(new Error('build aborted'));
     signal.addEventListener('abort', stopReading, { once: true });
