@@ -15,6 +15,10 @@ _kiln_missing_apt_packages() {
 	compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || echo postgresql
 	# Only to validate docker-compose.yml in the tests: no engine runs it on these machines.
 	[[ -x /usr/bin/docker-compose ]] || echo docker-compose
+	# Webhook tests serve real repositories with git daemon / git http-backend.
+	[[ -x /usr/bin/git && -x /usr/lib/git-core/git-http-backend ]] || echo git
+	# The dashboard's end-to-end tests drive Debian's headless Chromium through playwright-core.
+	[[ -x /usr/bin/chromium ]] || echo chromium
 }
 
 kiln_ensure_apt_packages() {
