@@ -17,6 +17,27 @@ test('defaults for one machine', () => {
   assert.deepEqual(c.retention, { days: 30, contextDays: 7, intervalSeconds: 3600 });
 });
 
+test('completion event settings: defaults, overrides, bounds', () => {
+  assert.deepEqual(loadConfig(base).events, { attempts: 10, backoffMs: 10_000, timeoutSeconds: 10 });
+  const c = loadConfig({
+    ...base,
+    KILN_EVENT_ATTEMPTS: '3',
+    KILN_EVENT_BACKOFF_MS: '200',
+    KILN_EVENT_TIMEOUT_SECONDS: '2',
+  });
+  assert.deepEqual(c.events, { attempts: 3, backoffMs: 200, timeoutSeconds: 2 });
+  for (const [variable, value] of [
+    ['KILN_EVENT_ATTEMPTS', '0'],
+    ['KILN_EVENT_BACKOFF_MS', '5'],
+    ['KILN_EVENT_TIMEOUT_SECONDS', 'soon'],
+  ] as const) {
+    assert.throws(
+      () => loadConfig({ ...base, [variable]: value }),
+      (err: unknown) => err instanceof ConfigError && err.variable === variable,
+    );
+  }
+});
+
 test('retention settings', () => {
   const c = loadConfig({
     ...base,

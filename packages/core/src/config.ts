@@ -47,6 +47,9 @@ const ENV = z.object({
   KILN_RETENTION_DAYS: int(1, 36_500).default(30),
   KILN_CONTEXT_RETENTION_DAYS: int(1, 36_500).default(7),
   KILN_RETENTION_INTERVAL_SECONDS: int(1, 7 * 86_400).default(3600),
+  KILN_EVENT_ATTEMPTS: int(1, 30).default(10),
+  KILN_EVENT_BACKOFF_MS: int(10, 3_600_000).default(10_000),
+  KILN_EVENT_TIMEOUT_SECONDS: int(1, 300).default(10),
 });
 
 /** The names of every environment variable Kiln reads (docker-compose.yml is checked against it). */
@@ -96,6 +99,15 @@ export interface KilnConfig {
     contextDays: number;
     /** How often one worker (of all) runs the retention pass. */
     intervalSeconds: number;
+  };
+  /** Completion events (POSTs to the projects' endpoints). */
+  events: {
+    /** Attempts per delivery before it is marked failed. */
+    attempts: number;
+    /** First retry delay; each further one doubles (10 attempts at 10 s span about 85 minutes). */
+    backoffMs: number;
+    /** Longest one POST may take, answer included. */
+    timeoutSeconds: number;
   };
 }
 
@@ -165,6 +177,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): KilnConfig {
       days: e.KILN_RETENTION_DAYS,
       contextDays: e.KILN_CONTEXT_RETENTION_DAYS,
       intervalSeconds: e.KILN_RETENTION_INTERVAL_SECONDS,
+    },
+    events: {
+      attempts: e.KILN_EVENT_ATTEMPTS,
+      backoffMs: e.KILN_EVENT_BACKOFF_MS,
+      timeoutSeconds: e.KILN_EVENT_TIMEOUT_SECONDS,
     },
   };
 }

@@ -7,6 +7,7 @@ export const ERROR_STATUS = {
   invalid_spec: 400,
   invalid_context: 400,
   invalid_request: 400,
+  invalid_endpoint: 400,
   unauthorized: 401,
   forbidden: 403,
   not_found: 404,

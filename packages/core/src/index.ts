@@ -3,6 +3,7 @@ export { CONFIG_VARIABLES, ConfigError, type KilnConfig, loadConfig, type Storag
 export * from './context/index.js';
 export * from './db/index.js';
 export { AppError, ERROR_STATUS, type ErrorCode, httpStatusFor, isAppError } from './errors.js';
+export * from './events/index.js';
 export { createLogger, type Logger } from './logger.js';
 export { resultCacheKey } from './result-cache.js';
 export {
