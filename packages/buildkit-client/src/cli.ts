@@ -4,11 +4,13 @@ import { connect, type ExportEntry } from './client.js';
 import { BuildkitError } from './errors.js';
 import { parseCsvAttrs } from './output-spec.js';
 import { PlainProgressRenderer } from './progress.js';
+import { loadSecrets, parseSecretSpec } from './secret-spec.js';
 
 const USAGE = `usage:
   bkctl [--addr ADDR] build --frontend dockerfile.v0 --local context=DIR --local dockerfile=DIR
         [--opt target=S] [--opt build-arg:K=V] [--opt filename=F] [--opt force-network-mode=none]
         [--output type=tar,dest=FILE|type=local,dest=DIR] [--progress plain|quiet]
+        [--secret id=ID,src=FILE|id=ID,env=VAR|id=ID]
   bkctl [--addr ADDR] debug workers
   bkctl [--addr ADDR] du
 ADDR: unix:///path, tcp://host:port, docker:///var/run/docker.sock (default $BUILDKIT_HOST)`;
@@ -25,6 +27,7 @@ export async function main(argv: string[]): Promise<number> {
       opt: { type: 'string', multiple: true, default: [] },
       output: { type: 'string', short: 'o' },
       progress: { type: 'string', default: 'plain' },
+      secret: { type: 'string', multiple: true, default: [] },
       tlscacert: { type: 'string' },
       tlscert: { type: 'string' },
       tlskey: { type: 'string' },
@@ -67,11 +70,12 @@ export async function main(argv: string[]): Promise<number> {
       const localDirs = Object.fromEntries(values.local.map((l) => splitPair(l, '--local')));
       const frontendAttrs = Object.fromEntries(values.opt.map((o) => splitPair(o, '--opt')));
       const exports = values.output ? [exportFromSpec(values.output)] : [];
+      const secrets = await loadSecrets(values.secret.map(parseSecretSpec));
       const renderer = new PlainProgressRenderer((t) => process.stderr.write(t));
       const controller = new AbortController();
       process.once('SIGINT', () => controller.abort());
       await client.solve(
-        { frontend: values.frontend, frontendAttrs, localDirs, exports, signal: controller.signal },
+        { frontend: values.frontend, frontendAttrs, localDirs, exports, secrets, signal: controller.signal },
         values.progress === 'quiet' ? undefined : (e) => renderer.render(e),
       );
       return 0;

@@ -14,6 +14,7 @@ import {
 } from './errors.js';
 import type { ExportSink } from './session/filesend.js';
 import type { LocalDir } from './session/filesync.js';
+import type { Secrets } from './session/secrets.js';
 import { Session } from './session/session.js';
 import { BytesMessageTunnel } from './session/tunnel.js';
 import { type RawStatusResponse, type StatusEvent, StatusTracker } from './status.js';
@@ -72,6 +73,11 @@ export interface SolveOptions {
   cacheExports?: CacheEntry[];
   /** Reuse across builds of the same context so BuildKit sends only changed files. */
   sharedKey?: string;
+  /**
+   * Secrets for `RUN --mount=type=secret,id=ID`, served from this process when the daemon asks:
+   * they are not sent with the build definition and never written to the image or the export.
+   */
+  secrets?: Secrets;
   signal?: AbortSignal;
   /** Build reference; random when omitted. */
   ref?: string;
@@ -269,6 +275,7 @@ export class BuildkitClient {
     const session = new Session({
       localDirs: opts.localDirs ?? {},
       ...(opts.sharedKey !== undefined ? { sharedKey: opts.sharedKey } : {}),
+      ...(opts.secrets !== undefined ? { secrets: opts.secrets } : {}),
       ...(exp ? sinkFor(exp) : {}),
     });
     const ref = opts.ref ?? randomBytes(16).toString('hex');

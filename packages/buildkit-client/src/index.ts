@@ -24,5 +24,7 @@ export {
 export { PatternMatcher, parseDockerignore, type WalkEntry, type WalkOptions, walk } from './fs/index.js';
 export { parseCsvAttrs } from './output-spec.js';
 export { PlainProgressRenderer } from './progress.js';
+export { loadSecrets, MAX_SECRET_SIZE, parseSecretSpec, type SecretSource } from './secret-spec.js';
 export type { LocalDir } from './session/filesync.js';
+export type { SecretProvider, Secrets, SecretValue } from './session/secrets.js';
 export type { StatusEvent, VertexInfo } from './status.js';

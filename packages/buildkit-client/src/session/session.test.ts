@@ -24,3 +24,13 @@ test('session headers announce id, name, shared key and every hosted method', ()
   assert.ok(headers.some(([k, v]) => k === 'X-Docker-Expose-Session-Sharedkey' && v === 'k'));
   assert.equal(session.metadata().get('x-docker-expose-session-uuid')[0], session.id);
 });
+
+test('the Secrets service is announced only when secrets are given', () => {
+  const methods = (session: Session) =>
+    session
+      .headers()
+      .filter(([k]) => k.endsWith('Grpc-Method'))
+      .map(([, v]) => v);
+  assert.ok(!methods(new Session()).includes('/moby.buildkit.secrets.v1.Secrets/GetSecret'));
+  assert.ok(methods(new Session({ secrets: {} })).includes('/moby.buildkit.secrets.v1.Secrets/GetSecret'));
+});

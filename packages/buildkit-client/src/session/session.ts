@@ -4,6 +4,7 @@ import * as grpc from '@grpc/grpc-js';
 import { HEALTH_SERVING } from '../wire/messages.js';
 import { type ExportSink, fileSendDiffCopy } from './filesend.js';
 import { fileSyncDiffCopy, type LocalDir } from './filesync.js';
+import { getSecret, type Secrets } from './secrets.js';
 
 const identity = (b: Buffer) => b;
 
@@ -22,6 +23,11 @@ function bidi(path: string): grpc.MethodDefinition<Buffer, Buffer> {
 const FILESYNC_DIFFCOPY = '/moby.filesync.v1.FileSync/DiffCopy';
 const FILESEND_DIFFCOPY = '/moby.filesync.v1.FileSend/DiffCopy';
 const HEALTH_CHECK = '/grpc.health.v1.Health/Check';
+const SECRETS_GET = '/moby.buildkit.secrets.v1.Secrets/GetSecret';
+
+function unary(path: string): grpc.MethodDefinition<Buffer, Buffer> {
+  return { ...bidi(path), requestStream: false, responseStream: false };
+}
 
 export interface SessionOptions {
   name?: string;
@@ -29,10 +35,12 @@ export interface SessionOptions {
   sharedKey?: string;
   localDirs?: Record<string, string | LocalDir>;
   exportSink?: ExportSink;
+  /** Served to `RUN --mount=type=secret`; the Secrets service is hosted only when given. */
+  secrets?: Secrets;
 }
 
 /**
- * The client side of a BuildKit session: a gRPC *server* (FileSync, FileSend, Health) that
+ * The client side of a BuildKit session: a gRPC *server* (FileSync, FileSend, Secrets, Health) that
  * the daemon calls back over one connection opened by the client.
  */
 export class Session {
@@ -77,21 +85,16 @@ export class Session {
       });
       this.methods.push(FILESEND_DIFFCOPY);
     }
+    if (opts.secrets) {
+      this.server.addService({ GetSecret: unary(SECRETS_GET) } as grpc.ServiceDefinition, {
+        GetSecret: getSecret(opts.secrets),
+      });
+      this.methods.push(SECRETS_GET);
+    }
     // BuildKit polls Health/Check every second and drops the session (and the build) without it.
-    this.server.addService(
-      {
-        Check: {
-          path: HEALTH_CHECK,
-          requestStream: false,
-          responseStream: false,
-          requestSerialize: identity,
-          requestDeserialize: identity,
-          responseSerialize: identity,
-          responseDeserialize: identity,
-        },
-      } as grpc.ServiceDefinition,
-      { Check: (_call: unknown, cb: grpc.sendUnaryData<Buffer>) => cb(null, HEALTH_SERVING) },
-    );
+    this.server.addService({ Check: unary(HEALTH_CHECK) } as grpc.ServiceDefinition, {
+      Check: (_call: unknown, cb: grpc.sendUnaryData<Buffer>) => cb(null, HEALTH_SERVING),
+    });
     this.methods.push(HEALTH_CHECK);
   }
 

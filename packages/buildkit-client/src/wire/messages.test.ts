@@ -4,8 +4,10 @@ import { fileURLToPath } from 'node:url';
 import protobuf from 'protobufjs';
 import {
   decodeBytesMessage,
+  decodeGetSecretRequest,
   decodePacket,
   encodeBytesMessage,
+  encodeGetSecretResponse,
   encodePacket,
   PacketType,
   type Stat,
@@ -77,4 +79,26 @@ test('BytesMessage round trip keeps bytes and ignores unknown fields', () => {
   assert.deepEqual(decodeBytesMessage(enc), data);
   const withId = Buffer.concat([enc, Buffer.from([0x12, 0x02, 0x68, 0x69])]); // field 2 "hi"
   assert.deepEqual(decodeBytesMessage(withId), data);
+});
+
+test('secrets codec matches the vendored secrets.proto (protobufjs) both ways', () => {
+  const secrets = protobuf.loadSync(
+    fileURLToPath(new URL('../../proto/moby/buildkit/secrets/v1/secrets.proto', import.meta.url)),
+  );
+  const Request = secrets.lookupType('moby.buildkit.secrets.v1.GetSecretRequest');
+  const Response = secrets.lookupType('moby.buildkit.secrets.v1.GetSecretResponse');
+  const request = Buffer.from(
+    Request.encode(Request.fromObject({ ID: 'npm_token', annotations: { a: '1', b: '' } })).finish(),
+  );
+  assert.deepEqual(decodeGetSecretRequest(request), { id: 'npm_token', annotations: { a: '1', b: '' } });
+  const data = Buffer.from([0, 1, 2, 255]);
+  const decoded = Response.decode(encodeGetSecretResponse(data)) as unknown as { data: Uint8Array };
+  assert.deepEqual(Buffer.from(decoded.data), data);
+});
+
+test('a secret request annotation named __proto__ stays an own property', () => {
+  const entry = Buffer.from([0x0a, 9, ...Buffer.from('__proto__'), 0x12, 1, 0x78]);
+  const req = decodeGetSecretRequest(Buffer.concat([Buffer.from([0x12, entry.length]), entry]));
+  assert.equal(Object.getPrototypeOf(req.annotations), Object.prototype);
+  assert.equal(Object.getOwnPropertyDescriptor(req.annotations, '__proto__')?.value, 'x');
 });

@@ -136,3 +136,32 @@ export function decodeBytesMessage(buf: Buffer): Buffer {
 
 /** grpc.health.v1.HealthCheckResponse{status: SERVING} */
 export const HEALTH_SERVING = new ProtoWriter().uint32(1, 1).finish();
+
+/** moby.buildkit.secrets.v1.GetSecretRequest */
+export interface GetSecretRequest {
+  id: string;
+  annotations: Record<string, string>;
+}
+
+export function decodeGetSecretRequest(buf: Buffer): GetSecretRequest {
+  const req: GetSecretRequest = { id: '', annotations: {} };
+  for (const f of readFields(buf)) {
+    if (f.field === 1) req.id = f.bytes?.toString('utf8') ?? '';
+    else if (f.field === 2) {
+      let key = '';
+      let value = '';
+      for (const e of readFields(f.bytes ?? Buffer.alloc(0))) {
+        if (e.field === 1) key = e.bytes?.toString('utf8') ?? '';
+        else if (e.field === 2) value = e.bytes?.toString('utf8') ?? '';
+      }
+      // A map built from the wire must not let a key such as __proto__ reach the prototype.
+      Object.defineProperty(req.annotations, key, { value, enumerable: true, writable: true });
+    }
+  }
+  return req;
+}
+
+/** moby.buildkit.secrets.v1.GetSecretResponse{data} */
+export function encodeGetSecretResponse(data: Buffer): Buffer {
+  return new ProtoWriter().bytes(1, data).finish();
+}
