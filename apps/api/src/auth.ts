@@ -19,10 +19,7 @@ export function authenticator(deps: ApiDeps) {
     const header = req.headers.authorization ?? '';
     const match = /^Bearer\s+(\S{8,200})$/i.exec(header);
     if (!match) throw new AppError('unauthorized', 'send "Authorization: Bearer <token>"');
-    const token = await deps.db.apiToken.findUnique({
-      where: { tokenHash: hashToken(match[1] as string) },
-      select: { id: true, projectId: true, revokedAt: true },
-    });
+    const token = await deps.reads.tokenByHash(hashToken(match[1] as string));
     if (!token || token.revokedAt) throw new AppError('unauthorized', 'the token is unknown or revoked');
     req.projectId = token.projectId;
     req.tokenId = token.id;

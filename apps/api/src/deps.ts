@@ -1,4 +1,4 @@
-import type { KilnConfig, Logger, ObjectStorage, PrismaClient } from '@kiln/core';
+import type { HotReads, KilnConfig, Logger, ObjectStorage, PrismaClient } from '@kiln/core';
 import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 
@@ -6,6 +6,8 @@ import type { Redis } from 'ioredis';
 export interface ApiDeps {
   config: KilnConfig;
   db: PrismaClient;
+  /** Per-request reads (auth, a build by id) in plain SQL on db's pool. */
+  reads: HotReads;
   storage: ObjectStorage;
   redis: Redis;
   queue: Queue;

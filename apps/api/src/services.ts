@@ -1,7 +1,8 @@
 import {
   createLogger,
-  createPrismaClient,
+  createDatabase,
   createStorage,
+  HotReads,
   type KilnConfig,
   migrateDatabase,
   QUEUE_BUILDS,
@@ -14,7 +15,7 @@ import type { ApiDeps } from './deps.js';
 export async function createApiDeps(config: KilnConfig): Promise<ApiDeps & { close(): Promise<void> }> {
   const logger = createLogger('kiln-api', config.logLevel);
   await migrateDatabase(config.databaseUrl, logger);
-  const db = createPrismaClient(config.databaseUrl);
+  const database = createDatabase(config.databaseUrl);
   const storage = createStorage(config.storage);
   // Requests fail fast while Redis is down instead of queueing forever.
   const redis = new Redis(config.redisUrl, {
@@ -27,7 +28,8 @@ export async function createApiDeps(config: KilnConfig): Promise<ApiDeps & { clo
   queue.on('error', (err) => logger.warn({ err: err.message }, 'queue'));
   return {
     config,
-    db,
+    db: database.prisma,
+    reads: new HotReads(database.pool),
     storage,
     redis,
     queue,
@@ -35,7 +37,7 @@ export async function createApiDeps(config: KilnConfig): Promise<ApiDeps & { clo
     async close() {
       await queue.close().catch(() => undefined);
       redis.disconnect();
-      await db.$disconnect();
+      await database.close();
     },
   };
 }

@@ -1,4 +1,5 @@
 import { PrismaPg } from '@prisma/adapter-pg';
+import pg from 'pg';
 import { PrismaClient } from './generated/client.js';
 
 export interface PrismaClientOptions {
@@ -12,10 +13,33 @@ export interface PrismaClientOptions {
  * the pool keeps the process alive.
  */
 export function createPrismaClient(databaseUrl: string, options: PrismaClientOptions = {}): PrismaClient {
-  const adapter = new PrismaPg({
+  return new PrismaClient({ adapter: new PrismaPg(poolConfig(databaseUrl, options)) });
+}
+
+/** Prisma and plain SQL (HotReads) on one pg pool; `close()` ends both. */
+export interface Database {
+  prisma: PrismaClient;
+  pool: pg.Pool;
+  close(): Promise<void>;
+}
+
+export function createDatabase(databaseUrl: string, options: PrismaClientOptions = {}): Database {
+  const pool = new pg.Pool(poolConfig(databaseUrl, options));
+  const prisma = new PrismaClient({ adapter: new PrismaPg(pool) });
+  return {
+    prisma,
+    pool,
+    async close() {
+      await prisma.$disconnect();
+      await pool.end();
+    },
+  };
+}
+
+function poolConfig(databaseUrl: string, options: PrismaClientOptions): pg.PoolConfig {
+  return {
     connectionString: databaseUrl,
     application_name: 'kiln',
     ...(options.maxConnections === undefined ? {} : { max: options.maxConnections }),
-  });
-  return new PrismaClient({ adapter });
+  };
 }

@@ -1,0 +1,80 @@
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { createTestDatabase, type TestDatabase } from '../../test-support/services.js';
+import { createDatabase, type Database, HotReads } from './index.js';
+
+// HotReads must return exactly what Prisma returns for the same rows (callers take either),
+// including timestamps written in UTC, BigInt sizes, JSON specs and nulls.
+// Away from UTC, so a timestamp read as local time would show.
+process.env.TZ = 'America/New_York';
+
+let testDb: TestDatabase;
+let database: Database;
+let reads: HotReads;
+
+before(async () => {
+  testDb = await createTestDatabase();
+  database = createDatabase(testDb.url);
+  reads = new HotReads(database.pool);
+});
+after(async () => {
+  await database?.close();
+  await testDb?.drop();
+});
+
+async function project(name: string) {
+  return database.prisma.project.create({ data: { name } });
+}
+
+test('projectBuild returns the row Prisma returns, every column', async () => {
+  const p = await project('hot-a');
+  const created = await database.prisma.build.create({
+    data: {
+      projectId: p.id,
+      status: 'succeeded',
+      spec: { output: { type: 'tar', dest: 'app.tar' }, buildArgs: { A: '1' } },
+      contextDigest: `sha256:${'a'.repeat(64)}`,
+      contextSize: 9_007_199_254_740_993n,
+      contextKey: 'contexts/sha256/a.tar',
+      builder: 'docker:///run/docker.sock',
+      attempts: 2,
+      startedAt: new Date('2026-01-02T03:04:05.678Z'),
+      finishedAt: new Date('2026-01-02T03:04:06.001Z'),
+      artifactKey: 'artifacts/x/app.tar',
+      artifactSize: 123n,
+      artifactDigest: `sha256:${'b'.repeat(64)}`,
+      idempotencyKey: 'k1',
+    },
+  });
+  const viaPrisma = await database.prisma.build.findUnique({ where: { id: created.id } });
+  const viaSql = await reads.projectBuild(p.id, created.id);
+  assert.deepEqual(viaSql, viaPrisma);
+  assert.equal(viaSql?.contextSize, 9_007_199_254_740_993n);
+  assert.equal(viaSql?.startedAt?.toISOString(), '2026-01-02T03:04:05.678Z');
+});
+
+test("projectBuild: another project's build and a missing id are both null", async () => {
+  const owner = await project('hot-b');
+  const other = await project('hot-c');
+  const b = await database.prisma.build.create({ data: { projectId: owner.id, spec: {} } });
+  assert.equal(await reads.projectBuild(other.id, b.id), null);
+  assert.equal(await reads.projectBuild(owner.id, 'missing'), null);
+  assert.deepEqual(
+    await reads.projectBuild(owner.id, b.id),
+    await database.prisma.build.findUnique({ where: { id: b.id } }),
+  );
+});
+
+test('tokenByHash finds live and revoked tokens by hash', async () => {
+  const p = await project('hot-d');
+  const live = await database.prisma.apiToken.create({
+    data: { projectId: p.id, name: 'live', tokenHash: 'h-live' },
+  });
+  const revokedAt = new Date('2026-03-04T05:06:07.089Z');
+  await database.prisma.apiToken.create({
+    data: { projectId: p.id, name: 'old', tokenHash: 'h-old', revokedAt },
+  });
+  assert.deepEqual(await reads.tokenByHash('h-live'), { id: live.id, projectId: p.id, revokedAt: null });
+  assert.deepEqual((await reads.tokenByHash('h-old'))?.revokedAt, revokedAt);
+  assert.equal(await reads.tokenByHash('h-none'), null);
+});
