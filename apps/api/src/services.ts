@@ -1,6 +1,6 @@
 import {
-  createLogger,
   createDatabase,
+  createLogger,
   createStorage,
   HotReads,
   type KilnConfig,
