@@ -23,6 +23,8 @@ export interface Database {
   close(): Promise<void>;
 }
 
+const POOL_END_WAIT_MS = 5000;
+
 export function createDatabase(databaseUrl: string, options: PrismaClientOptions = {}): Database {
   const pool = new pg.Pool(poolConfig(databaseUrl, options));
   const prisma = new PrismaClient({ adapter: new PrismaPg(pool) });
@@ -31,7 +33,17 @@ export function createDatabase(databaseUrl: string, options: PrismaClientOptions
     pool,
     async close() {
       await prisma.$disconnect();
-      await pool.end();
+      // pool.end() waits for every checked-out client. A request handler still running after
+      // its client hung up can hold one forever (Prisma leaves it checked out when the
+      // disconnect interrupts its transaction), so shutdown waits only so long.
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        pool.end(),
+        new Promise((resolve) => {
+          timer = setTimeout(resolve, POOL_END_WAIT_MS);
+        }),
+      ]);
+      clearTimeout(timer);
     },
   };
 }
