@@ -32,7 +32,7 @@ test('loadSecrets reads files and variables; a bare id is the variable when set,
         { id: join(dir, 'f') },
         { id: 'unset', env: 'NOT_SET' },
       ],
-      env,
+      { env },
     );
     assert.deepEqual(Object.fromEntries(Object.entries(got).map(([k, v]) => [k, v.toString()])), {
       a: 'from-file',
@@ -40,14 +40,20 @@ test('loadSecrets reads files and variables; a bare id is the variable when set,
       VAR: 'from-env',
       [join(dir, 'f')]: 'env-named-like-the-file',
     });
-    assert.deepEqual(Object.keys(await loadSecrets([{ id: join(dir, 'f') }], {})), [join(dir, 'f')]);
+    assert.deepEqual(Object.keys(await loadSecrets([{ id: join(dir, 'f') }], { env: {} })), [join(dir, 'f')]);
+    const relative = await loadSecrets([{ id: 'r', src: 'f' }, { id: 'f' }], { env: {}, cwd: dir });
+    assert.deepEqual(relative.r?.toString(), 'from-file');
+    assert.deepEqual(relative.f?.toString(), 'from-file');
     await assert.rejects(
-      loadSecrets([{ id: 'x', src: join(dir, 'missing') }], {}),
+      loadSecrets([{ id: 'x', src: join(dir, 'missing') }], { env: {} }),
       /secret x: cannot read .*ENOENT/,
     );
-    await assert.rejects(loadSecrets([{ id: 'x', src: join(dir, 'big') }], {}), /secret x is too big/);
     await assert.rejects(
-      loadSecrets([{ id: 'x', env: 'V' }], { V: 'v'.repeat(MAX_SECRET_SIZE + 1) }),
+      loadSecrets([{ id: 'x', src: join(dir, 'big') }], { env: {} }),
+      /secret x is too big/,
+    );
+    await assert.rejects(
+      loadSecrets([{ id: 'x', env: 'V' }], { env: { V: 'v'.repeat(MAX_SECRET_SIZE + 1) } }),
       /secret x is too big/,
     );
   } finally {

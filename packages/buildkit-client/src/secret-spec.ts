@@ -1,4 +1,5 @@
 import { readFile, stat } from 'node:fs/promises';
+import { resolve } from 'node:path';
 import { InvalidArgumentError } from './errors.js';
 import { parseCsvAttrs } from './output-spec.js';
 
@@ -45,8 +46,13 @@ export function parseSecretSpec(spec: string): SecretSource {
  */
 export async function loadSecrets(
   sources: readonly SecretSource[],
-  env: Readonly<Record<string, string | undefined>> = process.env,
+  options: {
+    env?: Readonly<Record<string, string | undefined>>;
+    /** Base of relative file paths; default the process's working directory. */
+    cwd?: string;
+  } = {},
 ): Promise<Record<string, Buffer>> {
+  const { env = process.env, cwd = process.cwd() } = options;
   const out: Record<string, Buffer> = {};
   for (const s of sources) {
     let { src, env: variable } = s;
@@ -54,7 +60,8 @@ export async function loadSecrets(
       if (envValue(env, s.id) !== undefined) variable = s.id;
       else src = s.id;
     }
-    const value = src !== undefined ? await readSecretFile(s.id, src) : envValue(env, variable as string);
+    const value =
+      src !== undefined ? await readSecretFile(s.id, resolve(cwd, src)) : envValue(env, variable as string);
     if (value === undefined) continue;
     if (value.length > MAX_SECRET_SIZE) throw tooBig(s.id);
     Object.defineProperty(out, s.id, { value, enumerable: true, writable: true, configurable: true });
