@@ -6,6 +6,7 @@ import {
   type KilnConfig,
   migrateDatabase,
   QUEUE_BUILDS,
+  QUEUE_EVENTS,
 } from '@kiln/core';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
@@ -16,7 +17,7 @@ export async function createApiDeps(config: KilnConfig): Promise<ApiDeps & { clo
   const logger = createLogger('kiln-api', config.logLevel);
   await migrateDatabase(config.databaseUrl, logger);
   const database = createDatabase(config.databaseUrl);
-  const storage = createStorage(config.storage);
+  const storage = await createStorage(config.storage);
   // Requests fail fast while Redis is down instead of queueing forever.
   const redis = new Redis(config.redisUrl, {
     maxRetriesPerRequest: 1,
@@ -26,6 +27,10 @@ export async function createApiDeps(config: KilnConfig): Promise<ApiDeps & { clo
   redis.on('error', (err) => logger.warn({ err: err.message }, 'redis'));
   const queue = new Queue(QUEUE_BUILDS, { connection: { url: config.redisUrl, maxRetriesPerRequest: 1 } });
   queue.on('error', (err) => logger.warn({ err: err.message }, 'queue'));
+  const eventQueue = new Queue(QUEUE_EVENTS, {
+    connection: { url: config.redisUrl, maxRetriesPerRequest: 1 },
+  });
+  eventQueue.on('error', (err) => logger.warn({ err: err.message }, 'event queue'));
   return {
     config,
     db: database.prisma,
@@ -33,9 +38,11 @@ export async function createApiDeps(config: KilnConfig): Promise<ApiDeps & { clo
     storage,
     redis,
     queue,
+    eventQueue,
     logger,
     async close() {
       await queue.close().catch(() => undefined);
+      await eventQueue.close().catch(() => undefined);
       redis.disconnect();
       await database.close();
     },

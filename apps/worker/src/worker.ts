@@ -102,7 +102,7 @@ export class KilnWorker {
       conn.on('error', (err) => logger.warn({ err: err.message }, 'redis connection error'));
     }
     this.prisma = deps.prisma ?? createPrismaClient(config.databaseUrl);
-    this.storage = deps.storage ?? createStorage(config.storage);
+    this.storage = deps.storage ?? (await createStorage(config.storage));
     this.poolInstance = new BuilderPool({
       builders: config.builders,
       redis: this.redis,

@@ -64,7 +64,7 @@ export async function createTestStorage(): Promise<{
   cleanup(): Promise<void>;
 }> {
   const root = await mkdtemp(path.join(tmpdir(), 'kiln-wk-objects-'));
-  const storage = createStorage({
+  const storage = await createStorage({
     kind: 'local',
     root,
     publicBaseUrl: 'http://127.0.0.1:9',

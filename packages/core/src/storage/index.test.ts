@@ -7,13 +7,14 @@ import { test } from 'node:test';
 import { startS3rver } from '../../test-support/s3rver.js';
 import { readAll } from '../../test-support/streams.js';
 import { AppError } from '../errors.js';
-import { contentDisposition, createStorage, LocalDirStorage, S3Storage, validateKey } from './index.js';
+import { contentDisposition, createStorage, LocalDirStorage, validateKey } from './index.js';
+import { S3Storage } from './s3.js';
 
 test('createStorage builds the backend the config names', async () => {
   const dir = await mkdtemp(path.join(tmpdir(), 'kiln-factory-'));
   const s3 = await startS3rver({ bucket: 'kiln' });
   try {
-    const local = createStorage({
+    const local = await createStorage({
       kind: 'local',
       root: dir,
       publicBaseUrl: 'http://127.0.0.1:8080',
@@ -21,7 +22,7 @@ test('createStorage builds the backend the config names', async () => {
     });
     assert.ok(local instanceof LocalDirStorage);
     assert.equal(local.kind, 'local');
-    const remote = createStorage({
+    const remote = await createStorage({
       kind: 's3',
       bucket: s3.bucket,
       region: s3.region,
