@@ -7,6 +7,7 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { authenticator } from './auth.js';
 import type { ApiDeps } from './deps.js';
 import { clientErrorHandler, registerErrorHandling } from './errors.js';
+import { builderRoutes } from './routes/builders.js';
 import { buildRoutes } from './routes/builds.js';
 import { fileRoutes } from './routes/files.js';
 import { createMetrics, opsRoutes } from './routes/ops.js';
@@ -76,6 +77,7 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
     });
     await authed.register(buildRoutes(deps));
     await authed.register(tokenRoutes(deps));
+    await authed.register(builderRoutes(deps));
   });
   return app;
 }

@@ -3,7 +3,8 @@
  *
  * - One BuildkitClient per address, connected lazily and replaced after a failure (the old one
  *   is closed once no running build uses it any more).
- * - Health: `listWorkers()` every few seconds, bounded by a timeout.
+ * - Health: `listWorkers()` every few seconds, bounded by a timeout; each outcome is published
+ *   in Redis with a TTL (builderHealthKey) for the API's GET /v1/builders.
  * - Capacity is shared by every worker process through leases in Redis: per builder a ZSET of
  *   buildId → expiry (Redis server time, ms). A Lua script drops expired leases, checks the count
  *   against the builder's concurrency and adds the lease atomically; a running build renews its
@@ -14,7 +15,14 @@
  *   artifact) and publishes it in Redis for the API's result cache (builderPlatformsKey).
  */
 import { type BuildkitClient, connect, type WorkerInfo } from '@kiln/buildkit-client';
-import { AppError, builderPlatformsKey, type Logger } from '@kiln/core';
+import {
+  AppError,
+  builderHealthKey,
+  builderLeaseKey,
+  builderPlatformsKey,
+  type Logger,
+  type PublishedBuilderHealth,
+} from '@kiln/core';
 import type { Redis } from 'ioredis';
 
 /** Thrown by `acquire()`. `capacity`: every usable builder is full; `unhealthy`: none is usable. */
@@ -198,7 +206,7 @@ export class BuilderPool {
   }
 
   leaseKey(address: string): string {
-    return `${this.prefix}:leases:${address}`;
+    return builderLeaseKey(address, this.prefix);
   }
 
   affinityKey(projectId: string): string {
@@ -250,9 +258,30 @@ export class BuilderPool {
       } finally {
         b.checkedAt = new Date();
         b.checking = undefined;
+        this.publishHealth(b);
       }
     })();
     return b.checking;
+  }
+
+  /**
+   * Publishes the outcome of a check for the API (GET /v1/builders). With a TTL of a few check
+   * periods: a builder no worker checks any more shows as unknown rather than as its last state.
+   * Not awaited, like recordPlatform.
+   */
+  private publishHealth(b: BuilderState): void {
+    const health: PublishedBuilderHealth = {
+      healthy: b.healthy === true,
+      ...(b.lastError ? { lastError: b.lastError } : {}),
+      checkedAt: (b.checkedAt ?? new Date()).toISOString(),
+      ...(b.platform ? { platform: b.platform } : {}),
+    };
+    const ttlSeconds = Math.max(30, Math.ceil((3 * this.healthIntervalMs) / 1000));
+    this.redis
+      .set(builderHealthKey(b.address, this.prefix), JSON.stringify(health), 'EX', ttlSeconds)
+      .catch((err: unknown) => {
+        this.logger.warn({ builder: b.address, err: message(err) }, 'could not publish the builder health');
+      });
   }
 
   /**

@@ -47,3 +47,23 @@ export const logKey = (buildId: string) => `logs/${buildId}.log`;
  * which platform a build without `platform` would be built for (result cache).
  */
 export const builderPlatformsKey = (prefix = 'kiln') => `${prefix}:builder-platforms`;
+
+/**
+ * Redis ZSET of a builder's leases: build id → expiry (Redis server time, ms). Workers add,
+ * renew and remove them; the API counts the live ones to show a builder's load.
+ */
+export const builderLeaseKey = (address: string, prefix = 'kiln') => `${prefix}:leases:${address}`;
+
+/**
+ * Redis string (JSON, with a TTL) holding a builder's last health check as a worker saw it:
+ * `{healthy, lastError?, checkedAt, platform?}`. Gone when no worker has checked it lately.
+ */
+export const builderHealthKey = (address: string, prefix = 'kiln') => `${prefix}:builder-health:${address}`;
+
+export interface PublishedBuilderHealth {
+  healthy: boolean;
+  lastError?: string;
+  /** ISO time of the check. */
+  checkedAt: string;
+  platform?: string;
+}
