@@ -12,6 +12,7 @@ import { buildRoutes } from './routes/builds.js';
 import { fileRoutes } from './routes/files.js';
 import { createMetrics, opsRoutes } from './routes/ops.js';
 import { tokenRoutes } from './routes/tokens.js';
+import { uiRoutes } from './routes/ui.js';
 import { buildListSchema, buildSchema, errorSchema } from './schemas.js';
 
 /** The HTTP API as a Fastify instance, not yet listening (tests use `inject` or `listen({port: 0})`). */
@@ -47,6 +48,7 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
 
   const metrics = createMetrics(deps);
   await app.register(opsRoutes(deps, metrics));
+  await app.register(await uiRoutes());
   if (deps.config.storage.kind === 'local')
     await app.register(fileRoutes(deps.storage, deps.config.storage.signingKey));
   await app.register(async (authed) => {

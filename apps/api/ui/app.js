@@ -1,0 +1,96 @@
+// The dashboard: a hash router over the views, the sign-in form, and the alert line.
+import { ApiError, api, token } from './api.js';
+import { h, replace } from './dom.js';
+import { buildersView, buildsView, buildView } from './views.js';
+
+const main = document.getElementById('main');
+const alertLine = document.getElementById('alert');
+const nav = document.querySelector('header nav');
+
+function showAlert(message) {
+  alertLine.textContent = message;
+  alertLine.hidden = !message;
+}
+
+/** What every view does with an error: a rejected token sends the user back to sign in. */
+function fail(err) {
+  if (err?.name === 'AbortError') return;
+  if (err instanceof ApiError && err.status === 401) {
+    token.clear();
+    route(`Signed out: ${err.message}`);
+    return;
+  }
+  showAlert(err instanceof Error ? err.message : String(err));
+}
+
+function loginView(root, message) {
+  nav.hidden = true;
+  const input = h('input', {
+    type: 'password',
+    name: 'token',
+    id: 'token',
+    autocomplete: 'off',
+    required: true,
+    placeholder: 'API token',
+  });
+  const error = h('p', { class: 'error', id: 'login-error', role: 'alert' }, message ?? '');
+  const submit = h('button', { type: 'submit' }, 'Sign in');
+  const form = h(
+    'form',
+    { class: 'login', id: 'login' },
+    h('h1', {}, 'Sign in'),
+    h('label', { for: 'token' }, 'API token of your project'),
+    input,
+    submit,
+    error,
+  );
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    submit.disabled = true;
+    error.textContent = '';
+    const value = input.value.trim();
+    try {
+      // Checked before it is kept: a wrong token is an error here, not on the next page.
+      await api('/v1/builds?limit=1', {}, value);
+      token.set(value);
+      // A new hash routes by itself (hashchange); the same one needs a nudge.
+      if (location.hash.startsWith('#/')) route();
+      else location.hash = '#/builds';
+    } catch (err) {
+      error.textContent =
+        err instanceof ApiError && err.status === 401 ? `Not signed in: ${err.message}` : err.message;
+    } finally {
+      submit.disabled = false;
+    }
+  });
+  replace(root, form);
+  input.focus();
+  return () => {};
+}
+
+let cleanup = () => {};
+
+/** Shows the view the location's hash names (`#/builds?status=failed`, `#/builds/<id>`, `#/builders`). */
+function route(message) {
+  cleanup();
+  showAlert('');
+  if (!token.get()) {
+    cleanup = loginView(main, message);
+    return;
+  }
+  nav.hidden = false;
+  const [path, query] = location.hash.replace(/^#/, '').split('?');
+  const params = new URLSearchParams(query ?? '');
+  const ctx = { fail, showAlert };
+  const build = /^\/builds\/([0-9A-Za-z]{1,64})$/.exec(path ?? '');
+  if (build) cleanup = buildView(main, build[1], ctx);
+  else if (path === '/builders') cleanup = buildersView(main, ctx);
+  else cleanup = buildsView(main, params, ctx);
+}
+
+document.getElementById('sign-out').addEventListener('click', () => {
+  token.clear();
+  route('Signed out.');
+});
+window.addEventListener('hashchange', () => route());
+route();
