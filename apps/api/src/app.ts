@@ -9,6 +9,7 @@ import type { ApiDeps } from './deps.js';
 import { clientErrorHandler, registerErrorHandling } from './errors.js';
 import { builderRoutes } from './routes/builders.js';
 import { buildRoutes } from './routes/builds.js';
+import { endpointRoutes } from './routes/endpoints.js';
 import { fileRoutes } from './routes/files.js';
 import { createMetrics, opsRoutes } from './routes/ops.js';
 import { tokenRoutes } from './routes/tokens.js';
@@ -79,6 +80,7 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
     });
     await authed.register(buildRoutes(deps));
     await authed.register(tokenRoutes(deps));
+    await authed.register(endpointRoutes(deps));
     await authed.register(builderRoutes(deps));
   });
   return app;

@@ -11,5 +11,7 @@ export interface ApiDeps {
   storage: ObjectStorage;
   redis: Redis;
   queue: Queue;
+  /** QUEUE_EVENTS: completion-event deliveries the API's own final states (cancel, cache hit) insert. */
+  eventQueue: Queue;
   logger: Logger;
 }

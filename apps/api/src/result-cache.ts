@@ -10,9 +10,10 @@
  * matches builds recorded with the default platform of the configured builders
  * (defaultBuilderPlatform), or nothing when that is not known for sure.
  */
-import type { Build, Prisma } from '@kiln/core';
+import { type Build, type Prisma, recordBuildEvents } from '@kiln/core';
 import { defaultBuilderPlatform } from './builder-platforms.js';
 import type { ApiDeps } from './deps.js';
+import { enqueueEvents } from './events.js';
 
 const DAY_MS = 24 * 3600 * 1000;
 
@@ -45,13 +46,13 @@ export async function reuseResult(
   });
   if (!source?.artifactKey) return undefined;
   const { artifactKey, artifactSize, artifactDigest } = source;
-  return deps.db.$transaction(async (tx) => {
+  const inserted = await deps.db.$transaction(async (tx) => {
     // Holds the source while it is still succeeded, so retention cannot expire it (and delete the
     // object it shares) before this row is in; retention waits for this lock.
     const held = await tx.$queryRaw<Array<{ id: string }>>`
       SELECT id FROM "Build" WHERE id = ${source.id} AND status = 'succeeded' FOR SHARE`;
     if (held.length === 0) return undefined;
-    return tx.build.create({
+    const build = await tx.build.create({
       data: {
         ...data,
         status: 'succeeded',
@@ -66,5 +67,10 @@ export async function reuseResult(
         finishedAt: now,
       },
     });
+    // Born final: its completion events are recorded with it.
+    return { build, deliveries: await recordBuildEvents(tx, build.id) };
   });
+  if (!inserted) return undefined;
+  await enqueueEvents(deps, inserted.deliveries);
+  return inserted.build;
 }

@@ -9,6 +9,7 @@ export {
   NoBuilderAvailableError,
 } from './builders.js';
 export { CancelListener, parseCancelMessage } from './cancel.js';
+export { EventDispatcher, type EventDispatcherOptions, type EventEnqueuer } from './events/dispatcher.js';
 export { type ReconcileReport, Reconciler, type ReconcilerOptions } from './reconciler.js';
 export { type RetentionOptions, type RetentionReport, runRetentionOnce } from './retention.js';
 export { RetentionSchedule, type RetentionScheduleOptions } from './retention-schedule.js';

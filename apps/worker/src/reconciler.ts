@@ -16,10 +16,12 @@ import {
   type Logger,
   logStreamKey,
   type PrismaClient,
+  recordBuildEvents,
 } from '@kiln/core';
 import type { Job, Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { BuilderPool } from './builders.js';
+import type { EventEnqueuer } from './events/dispatcher.js';
 
 export interface ReconcilerOptions {
   prisma: PrismaClient;
@@ -27,6 +29,8 @@ export interface ReconcilerOptions {
   redis: Redis;
   pool: BuilderPool;
   logger: Logger;
+  /** Delivers the completion events of the builds it fails; without it they wait for the event sweep. */
+  events?: EventEnqueuer;
   /** BullMQ attempts of a (re-)enqueued job, and most attempts a build gets in all. */
   attempts: number;
   /** Period; default 15 s; 0 turns the timer off (runOnce() still works). */
@@ -51,7 +55,9 @@ export interface ReconcileReport {
 const FINAL_JOB_STATES = new Set(['completed', 'failed']);
 
 export class Reconciler {
-  private readonly o: Required<Omit<ReconcilerOptions, 'queue' | 'prisma' | 'redis' | 'pool' | 'logger'>> &
+  private readonly o: Required<
+    Omit<ReconcilerOptions, 'queue' | 'prisma' | 'redis' | 'pool' | 'logger' | 'events'>
+  > &
     ReconcilerOptions;
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<ReconcileReport> | undefined;
@@ -222,15 +228,25 @@ export class Reconciler {
   }
 
   private async failRow(id: string, message: string): Promise<boolean> {
-    const updated = await this.o.prisma.build.updateMany({
-      where: { id, status: { in: ['queued', 'running'] } },
-      data: { status: 'failed', errorCode: 'infrastructure', errorMessage: message, finishedAt: new Date() },
+    const deliveries = await this.o.prisma.$transaction(async (tx) => {
+      const updated = await tx.build.updateMany({
+        where: { id, status: { in: ['queued', 'running'] } },
+        data: {
+          status: 'failed',
+          errorCode: 'infrastructure',
+          errorMessage: message,
+          finishedAt: new Date(),
+        },
+      });
+      if (updated.count === 0) return undefined;
+      await tx.buildAttempt.updateMany({
+        where: { buildId: id, finishedAt: null },
+        data: { finishedAt: new Date(), outcome: 'lost', errorCode: 'worker_lost', errorMessage: message },
+      });
+      return recordBuildEvents(tx, id);
     });
-    if (updated.count === 0) return false;
-    await this.o.prisma.buildAttempt.updateMany({
-      where: { buildId: id, finishedAt: null },
-      data: { finishedAt: new Date(), outcome: 'lost', errorCode: 'worker_lost', errorMessage: message },
-    });
+    if (!deliveries) return false;
+    await this.o.events?.enqueue(deliveries);
     await this.appendLog(id, `\nERROR: ${message}\n`, 'failed');
     return true;
   }

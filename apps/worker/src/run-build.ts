@@ -41,12 +41,14 @@ import {
   type PrismaClient,
   type PutResult,
   parseBuildSpec,
+  recordBuildEvents,
 } from '@kiln/core';
 import { UnrecoverableError } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { type ActiveBuilds, abortOf, BuildAbort } from './active-builds.js';
 import { BuildLog } from './build-log.js';
 import { type BuilderPool, type Lease, NoBuilderAvailableError } from './builders.js';
+import type { EventEnqueuer } from './events/dispatcher.js';
 
 export interface RunBuildDeps {
   prisma: PrismaClient;
@@ -61,6 +63,8 @@ export interface RunBuildDeps {
   tmpDir?: string;
   /** Delay before a handed-back job (builders full, worker stopping) is tried again; default 1 s. */
   handBackDelayMs?: number;
+  /** Delivers the completion event of each final state; without it events wait for the event sweep. */
+  events?: EventEnqueuer;
 }
 
 /** Which BullMQ attempt this is: `attemptsMade` failed before it, `attempts` in all. */
@@ -415,8 +419,9 @@ class BuildRun {
   }
 
   /**
-   * Stores the log, makes the row final (only from queued/running: a cancel by the API wins),
-   * then ends the log stream. Returns the row's final status (another one when it changed meanwhile).
+   * Stores the log, makes the row final (only from queued/running: a cancel by the API wins) and
+   * records its completion events in the same transaction, then ends the log stream. Returns the
+   * row's final status (another one when it changed meanwhile).
    */
   private async finalize(
     status: 'succeeded' | 'failed' | 'canceled',
@@ -432,12 +437,16 @@ class BuildRun {
         this.logger.warn({ err: messageOf(err) }, 'storing the build log failed');
       }
     }
-    const updated = await this.deps.prisma.build.updateMany({
-      where: { id: this.id, status: { in: ['queued', 'running'] } },
-      data: { ...data, status, finishedAt: new Date(), ...(storedLog ? { logKey: storedLog } : {}) },
+    const deliveries = await this.deps.prisma.$transaction(async (tx) => {
+      const updated = await tx.build.updateMany({
+        where: { id: this.id, status: { in: ['queued', 'running'] } },
+        data: { ...data, status, finishedAt: new Date(), ...(storedLog ? { logKey: storedLog } : {}) },
+      });
+      return updated.count === 0 ? undefined : recordBuildEvents(tx, this.id);
     });
     let final: string = status;
-    if (updated.count === 0) {
+    if (deliveries) await this.deps.events?.enqueue(deliveries);
+    else {
       const row = await this.deps.prisma.build.findUnique({
         where: { id: this.id },
         select: { status: true },

@@ -1,6 +1,7 @@
 /**
  * The worker process's entry class: a BullMQ Worker on QUEUE_BUILDS running `runBuild` for each
- * job, plus the builder pool, the cancel listener, the reconciler and the retention schedule.
+ * job, plus the builder pool, the cancel listener, the reconciler, the retention schedule and the
+ * completion-event dispatcher.
  * `start()` / `stop()`.
  */
 import type { BuildkitClient } from '@kiln/buildkit-client';
@@ -16,12 +17,14 @@ import {
   type ObjectStorage,
   type PrismaClient,
   QUEUE_BUILDS,
+  recordBuildEvents,
 } from '@kiln/core';
 import { DelayedError, type Job, Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { ActiveBuilds, BuildAbort } from './active-builds.js';
 import { BuilderPool, NoBuilderAvailableError } from './builders.js';
 import { CancelListener } from './cancel.js';
+import { EventDispatcher } from './events/dispatcher.js';
 import { Reconciler } from './reconciler.js';
 import { type RetentionReport, runRetentionOnce } from './retention.js';
 import { RetentionSchedule } from './retention-schedule.js';
@@ -72,6 +75,7 @@ export class KilnWorker {
   private cancel: CancelListener | undefined;
   private reconcilerInstance: Reconciler | undefined;
   private retention: RetentionSchedule | undefined;
+  private eventsInstance: EventDispatcher | undefined;
   private stopping: Promise<void> | undefined;
 
   constructor(
@@ -89,6 +93,11 @@ export class KilnWorker {
   get reconciler(): Reconciler {
     if (!this.reconcilerInstance) throw new Error('the worker is not started');
     return this.reconcilerInstance;
+  }
+
+  get events(): EventDispatcher {
+    if (!this.eventsInstance) throw new Error('the worker is not started');
+    return this.eventsInstance;
   }
 
   async start(): Promise<void> {
@@ -121,6 +130,19 @@ export class KilnWorker {
     this.queue = new Queue<BuildJobData>(QUEUE_BUILDS, { connection: this.bullConnection, ...prefix });
     this.queue.on('error', (err) => logger.warn({ err: err.message }, 'queue error'));
 
+    this.eventsInstance = new EventDispatcher({
+      prisma: this.prisma,
+      connection: this.bullConnection,
+      logger,
+      attempts: config.events.attempts,
+      backoffMs: config.events.backoffMs,
+      timeoutMs: config.events.timeoutSeconds * 1000,
+      ...prefix,
+      ...(deps.reconcileIntervalMs !== undefined ? { sweepIntervalMs: deps.reconcileIntervalMs } : {}),
+      ...(deps.queuedGraceMs !== undefined ? { sweepGraceMs: deps.queuedGraceMs } : {}),
+    });
+    await this.eventsInstance.start();
+
     const runDeps = {
       prisma: this.prisma,
       storage: this.storage,
@@ -129,6 +151,7 @@ export class KilnWorker {
       active: this.active,
       logger,
       buildTimeoutSeconds: config.buildTimeoutSeconds,
+      events: this.eventsInstance,
       ...(deps.tmpDir !== undefined ? { tmpDir: deps.tmpDir } : {}),
       ...(deps.handBackDelayMs !== undefined ? { handBackDelayMs: deps.handBackDelayMs } : {}),
     };
@@ -171,6 +194,7 @@ export class KilnWorker {
       pool: this.poolInstance,
       logger,
       attempts: config.buildAttempts,
+      events: this.eventsInstance,
       ...(deps.reconcileIntervalMs !== undefined ? { intervalMs: deps.reconcileIntervalMs } : {}),
       ...(deps.queuedGraceMs !== undefined ? { queuedGraceMs: deps.queuedGraceMs } : {}),
     });
@@ -225,15 +249,20 @@ export class KilnWorker {
     const errorCode = err instanceof NoBuilderAvailableError ? 'no_builder_available' : 'infrastructure';
     try {
       const now = new Date();
-      const updated = await this.prisma.build.updateMany({
-        where: { id: buildId, status: { in: ['queued', 'running'] } },
-        data: { status: 'failed', errorCode, errorMessage: err.message, finishedAt: now },
+      const deliveries = await this.prisma.$transaction(async (tx) => {
+        const updated = await tx.build.updateMany({
+          where: { id: buildId, status: { in: ['queued', 'running'] } },
+          data: { status: 'failed', errorCode, errorMessage: err.message, finishedAt: now },
+        });
+        if (updated.count === 0) return undefined;
+        await tx.buildAttempt.updateMany({
+          where: { buildId, finishedAt: null },
+          data: { finishedAt: now, outcome: 'failed', errorCode, errorMessage: err.message },
+        });
+        return recordBuildEvents(tx, buildId);
       });
-      if (updated.count === 0) return;
-      await this.prisma.buildAttempt.updateMany({
-        where: { buildId, finishedAt: null },
-        data: { finishedAt: now, outcome: 'failed', errorCode, errorMessage: err.message },
-      });
+      if (!deliveries) return;
+      await this.eventsInstance?.enqueue(deliveries);
       const key = logStreamKey(buildId);
       await this.redis
         .multi()
@@ -280,6 +309,8 @@ export class KilnWorker {
       this.active.abortAll(new BuildAbort('shutdown', 'the worker is shutting down'));
     }
     await closing.catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'closing the worker'));
+    // After the builds: the last of them may still have events to enqueue.
+    await this.eventsInstance?.stop();
     await this.cancel?.stop();
     await this.queue?.close().catch(() => {});
     await this.poolInstance?.close();

@@ -9,12 +9,14 @@ import {
   FINAL_STATUSES,
   logStreamKey,
   parseBuildSpec,
+  recordBuildEvents,
   SPEC_FIELDS,
 } from '@kiln/core';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { buildView } from '../build-view.js';
 import { checkIdempotencyKey, createBuild } from '../create-build.js';
 import type { ApiDeps } from '../deps.js';
+import { enqueueEvents } from '../events.js';
 import { followLogs, readLogs } from '../logs.js';
 import { buildErrors, idParams } from '../schemas.js';
 import { type ReceivedContext, receiveContext } from '../upload.js';
@@ -235,21 +237,26 @@ export function buildRoutes(deps: ApiDeps) {
         if (FINAL_STATUSES.has(build.status)) {
           throw new AppError('conflict', `build ${build.id} is already ${build.status}`);
         }
-        // A queued build is canceled here; a running one by its worker, which aborts the solve.
-        const updated = await db.build.updateMany({
-          where: { id: build.id, status: 'queued' },
-          data: {
-            status: 'canceled',
-            finishedAt: new Date(),
-            errorCode: 'canceled',
-            errorMessage: 'canceled by request',
-          },
+        // A queued build is canceled here (with its completion events); a running one by its
+        // worker, which aborts the solve.
+        const deliveries = await db.$transaction(async (tx) => {
+          const updated = await tx.build.updateMany({
+            where: { id: build.id, status: 'queued' },
+            data: {
+              status: 'canceled',
+              finishedAt: new Date(),
+              errorCode: 'canceled',
+              errorMessage: 'canceled by request',
+            },
+          });
+          return updated.count === 1 ? recordBuildEvents(tx, build.id) : undefined;
         });
-        if (updated.count === 1) {
+        if (deliveries) {
           await deps.queue.remove(build.id).catch(() => undefined);
           await deps.redis
             .xadd(logStreamKey(build.id), '*', 'k', 'end', 'd', 'canceled')
             .catch(() => undefined);
+          await enqueueEvents(deps, deliveries);
         }
         await deps.redis.publish(CHANNEL_CANCEL, build.id);
         return reply

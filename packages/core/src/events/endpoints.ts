@@ -18,7 +18,8 @@ export function generateEndpointSecret(): string {
  */
 export function checkEndpointUrl(value: unknown): string {
   const bad = (why: string) => new AppError('invalid_endpoint', `the endpoint url ${why}`);
-  if (typeof value !== 'string' || value === '') throw bad('is missing: send {"url": "https://..."}');
+  if (typeof value !== 'string') throw bad('must be a string: send {"url": "https://..."}');
+  if (value === '') throw bad('is empty');
   if (value.length > MAX_ENDPOINT_URL_LENGTH) {
     throw bad(`is longer than ${MAX_ENDPOINT_URL_LENGTH} characters`);
   }
