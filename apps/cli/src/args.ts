@@ -1,7 +1,7 @@
 /** Command lines, docker's way: node:util parseArgs, every mistake a UsageError (exit 2). */
 import path from 'node:path';
 import { type ParseArgsConfig, parseArgs } from 'node:util';
-import { parseCsvAttrs } from '@kiln/buildkit-client';
+import { parseCsvAttrs, parseSecretSpec, type SecretSource } from '@kiln/buildkit-client';
 import { CliError, EXIT_USAGE, UsageError } from './errors.js';
 import { PROGRESS_MODES, type ProgressMode } from './reporter.js';
 
@@ -19,6 +19,9 @@ Options:
       --network none|default        Network mode of RUN steps
       --no-cache                    Do not use the cache
       --label KEY=VALUE             Label of the result
+      --secret id=ID[,src=FILE|,env=VAR]
+                                    Secret for RUN --mount=type=secret (id alone: the variable
+                                    ID when set, else the file ID), sent to Kiln, never stored
       --progress auto|plain|tty|json|quiet
                                     How to show progress (default auto: a live view on a terminal)
   -q, --quiet                       Same as --progress quiet
@@ -42,6 +45,8 @@ export interface BuildOptions {
   network: 'none' | 'default' | undefined;
   noCache: boolean;
   labels: Record<string, string>;
+  /** Read when the build starts (loadSecrets), not while parsing. */
+  secrets: SecretSource[];
   progress: ProgressMode;
 }
 
@@ -150,12 +155,8 @@ export function parseBuildOptions(
 ): BuildOptions | 'help' {
   const { values, positionals } = parseCommandLine(argv, BUILD_OPTIONS, BUILD_USAGE);
   if (values.help) return 'help';
-  if (values.secret?.length || values.ssh?.length) {
-    const flag = values.secret?.length ? '--secret' : '--ssh';
-    throw new CliError(
-      `${flag} is not supported yet: kiln cannot forward secrets or SSH agents to builds`,
-      EXIT_USAGE,
-    );
+  if (values.ssh?.length) {
+    throw new CliError('--ssh is not supported yet: kiln cannot forward SSH agents to builds', EXIT_USAGE);
   }
   if (positionals.length !== 1) {
     throw new UsageError(`"kiln build" requires exactly 1 argument (the context directory)`, BUILD_USAGE);
@@ -203,6 +204,13 @@ export function parseBuildOptions(
     network,
     noCache: values['no-cache'] ?? false,
     labels: pairs(values.label, '--label', () => ''),
+    secrets: (values.secret ?? []).map((v) => {
+      try {
+        return parseSecretSpec(v);
+      } catch (err) {
+        throw new UsageError(`invalid --secret "${v}": ${(err as Error).message}`, BUILD_USAGE);
+      }
+    }),
     progress: progress as ProgressMode,
   };
 }

@@ -81,6 +81,7 @@ describe('kiln build flags', () => {
       network: 'none',
       noCache: true,
       labels: { 'org.example': '1', bare: '' },
+      secrets: [],
       progress: 'json',
     });
     if (opts === 'help') return;
@@ -118,6 +119,33 @@ describe('kiln build flags', () => {
     assert.equal(serverDest('-', 'tar'), 'output.tar');
   });
 
+  test('--secret takes docker forms; values are read when the build starts', () => {
+    const r = parseBuildOptions(
+      [
+        '-o',
+        'type=tar,dest=a.tar',
+        '--secret',
+        'id=npm,src=.npmrc',
+        '--secret',
+        'id=gh,env=GH_TOKEN',
+        '--secret',
+        'type=env,id=x,src=X',
+        '--secret',
+        'id=plain',
+        '.',
+      ],
+      {},
+      false,
+    );
+    assert.ok(r !== 'help');
+    assert.deepEqual(r.secrets, [
+      { id: 'npm', src: '.npmrc' },
+      { id: 'gh', env: 'GH_TOKEN' },
+      { id: 'x', env: 'X' },
+      { id: 'plain' },
+    ]);
+  });
+
   const usageCases: [string[], RegExp][] = [
     [['build', '.'], /needs --output/],
     [['build', '-o', 'type=tar,dest=a.tar'], /requires exactly 1 argument/],
@@ -134,10 +162,8 @@ describe('kiln build flags', () => {
     [['build', '-o', 'type=tar,dest=a', '--platform', 'linux/amd64,linux/arm64', '.'], /one platform/],
     [['build', '-o', 'type=tar,dest=a', '--progress', 'fancy', '.'], /--progress "fancy"/],
     [['build', '-o', 'type=tar,dest=a', '--build-arg', '=x', '.'], /--build-arg "=x"/],
-    [
-      ['build', '-o', 'type=tar,dest=a', '--secret', 'id=npm,src=.npmrc', '.'],
-      /--secret is not supported yet/,
-    ],
+    [['build', '-o', 'type=tar,dest=a', '--secret', 'src=.npmrc', '.'], /invalid --secret "src=.npmrc"/],
+    [['build', '-o', 'type=tar,dest=a', '--secret', 'id=a,mode=0400', '.'], /unexpected key "mode"/],
     [['build', '-o', 'type=tar,dest=a', '--ssh', 'default', '.'], /--ssh is not supported yet/],
     [['build', '-o', 'type=tar,dest=a', '-'], /stdin is not supported yet/],
     [['build', '-o', 'type=tar,dest=a', 'https://github.com/x/y.git'], /remote build contexts/],

@@ -1,6 +1,7 @@
 /**
  * `POST /v1/builds`: the context tar, gzip-compressed on the way, streamed as the request body
- * (never held whole), with the spec in the query string.
+ * (never held whole), with the spec in the query string. Secrets never go in the URL (URLs get
+ * logged): with secrets the body is multipart, a JSON `spec` part holding them, then the context.
  */
 import { randomUUID } from 'node:crypto';
 import { pipeline, type Readable, Transform } from 'node:stream';
@@ -42,6 +43,33 @@ export interface UploadOptions {
   onSent?: (bytes: number) => void;
   /** gzip level, or false to send the tar as it is. */
   gzip?: number | false;
+  /** Values for RUN --mount=type=secret, by id. */
+  secrets?: Record<string, Buffer>;
+}
+
+/** The API's `secrets` spec field: text as it is, other bytes as {base64}. */
+export function secretsField(secrets: Record<string, Buffer>): Record<string, string | { base64: string }> {
+  return Object.fromEntries(
+    Object.entries(secrets).map(([id, value]) => {
+      const text = value.toString('utf8');
+      return [id, Buffer.from(text, 'utf8').equals(value) ? text : { base64: value.toString('base64') }];
+    }),
+  );
+}
+
+/** A multipart/form-data body: the JSON `spec` part, then the `context` file part streamed from `context`. */
+async function* multipartBody(
+  boundary: string,
+  spec: object,
+  context: AsyncIterable<Buffer>,
+  contentType: string,
+): AsyncGenerator<Buffer> {
+  yield Buffer.from(
+    `--${boundary}\r\nContent-Disposition: form-data; name="spec"\r\nContent-Type: application/json\r\n\r\n${JSON.stringify(spec)}\r\n` +
+      `--${boundary}\r\nContent-Disposition: form-data; name="context"; filename="context"\r\nContent-Type: ${contentType}\r\n\r\n`,
+  );
+  yield* context;
+  yield Buffer.from(`\r\n--${boundary}--\r\n`);
 }
 
 /**
@@ -81,17 +109,22 @@ export async function submitBuild(
   const { signal } = opts;
   const onAbort = () => stop(signal ? abortReason(signal) : undefined);
   signal?.addEventListener('abort', onAbort, { once: true });
+  const contextType = opts.gzip === false ? 'application/x-tar' : 'application/gzip';
+  const secrets = opts.secrets && Object.keys(opts.secrets).length > 0 ? opts.secrets : undefined;
+  const boundary = `kiln-${randomUUID()}`;
   let res: Response;
   try {
     if (signal?.aborted) throw abortReason(signal);
     res = await api.fetch(`/v1/builds?${opts.query.toString()}`, {
       method: 'POST',
       headers: {
-        'content-type': opts.gzip === false ? 'application/x-tar' : 'application/gzip',
+        'content-type': secrets ? `multipart/form-data; boundary=${boundary}` : contextType,
         'idempotency-key': randomUUID(),
       },
       // undici streams an async iterable body; `duplex: 'half'` is required for a streamed request.
-      body: body as unknown as RequestInit['body'],
+      body: (secrets
+        ? multipartBody(boundary, { secrets: secretsField(secrets) }, body, contextType)
+        : body) as unknown as RequestInit['body'],
       duplex: 'half',
     } as RequestInit);
     if (!res.ok) {

@@ -227,6 +227,59 @@ describe('kiln CLI against a real Kiln', () => {
     }
   });
 
+  test('--secret src=FILE, env=VAR and a bare id reach RUN --mount=type=secret; values appear nowhere in the output', async () => {
+    const script = '/bin/busybox cat /run/secrets/f /run/secrets/e /run/secrets/KILN_CLI_BARE > /out';
+    const ctx = await makeContext({
+      busybox: { content: busybox, mode: 0o755 },
+      Dockerfile: `FROM scratch\nCOPY busybox /bin/busybox\nRUN --mount=type=secret,id=f --mount=type=secret,id=e --mount=type=secret,id=KILN_CLI_BARE ${JSON.stringify(['/bin/busybox', 'sh', '-c', script])}\n`,
+      'secret-file': Buffer.from([0xff, 0xfe, 0x00, 0x2a]), // not UTF-8: sent as base64
+    });
+    const fromEnv = `env-${Date.now()}-cli-secret`;
+    try {
+      const r = await kilnCli(
+        [
+          'build',
+          '--network',
+          'none',
+          '--no-cache',
+          '--progress',
+          'plain',
+          '--secret',
+          'id=f,src=secret-file',
+          '--secret',
+          'id=e,env=KILN_CLI_SECRET',
+          '--secret',
+          'id=KILN_CLI_BARE',
+          '-o',
+          'type=tar,dest=out.tar',
+          '.',
+        ],
+        { cwd: ctx.dir, env: { KILN_CLI_SECRET: fromEnv, KILN_CLI_BARE: '!bare' } },
+      );
+      assert.equal(r.code, 0, r.stderr);
+      const out = (await readTarEntries(await readFile(path.join(ctx.dir, 'out.tar')))).find(
+        (e) => e.name === 'out',
+      );
+      const expected = Buffer.concat([Buffer.from([0xff, 0xfe, 0x00, 0x2a]), Buffer.from(`${fromEnv}!bare`)]);
+      assert.equal(out?.sha256, createHash('sha256').update(expected).digest('hex'));
+      assert.ok(!r.stderr.includes(fromEnv), r.stderr);
+      const id = buildIdFrom(r.stderr);
+      const logs = await (await api(`/v1/builds/${id}/logs`)).text();
+      assert.ok(!logs.includes(fromEnv) && !JSON.stringify(await getBuild(id)).includes(fromEnv));
+
+      const missing = await kilnCli(
+        ['build', '--secret', 'id=x,src=nope.txt', '-o', 'type=tar,dest=o.tar', '.'],
+        {
+          cwd: ctx.dir,
+        },
+      );
+      assert.equal(missing.code, 1);
+      assert.match(missing.stderr, /secret x: cannot read .*nope\.txt: ENOENT/);
+    } finally {
+      await ctx.cleanup();
+    }
+  });
+
   test('a Dockerfile error exits 1 with the line; no file is written', async () => {
     const ctx = await makeContext({ Dockerfile: 'FROM scratch\nCOPY a /a\nNOT_AN_INSTRUCTION x\n', a: 'a' });
     try {

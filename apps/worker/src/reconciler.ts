@@ -12,6 +12,7 @@ import {
   BUILD_JOB_NAME,
   type BuildJobData,
   buildJobOptions,
+  deleteBuildSecrets,
   LOG_STREAM_TTL_SECONDS,
   type Logger,
   logStreamKey,
@@ -246,6 +247,7 @@ export class Reconciler {
       return recordBuildEvents(tx, id);
     });
     if (!deliveries) return false;
+    await deleteBuildSecrets(this.o.redis, id).catch(() => {});
     await this.o.events?.enqueue(deliveries);
     await this.appendLog(id, `\nERROR: ${message}\n`, 'failed');
     return true;

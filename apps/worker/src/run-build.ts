@@ -27,13 +27,16 @@ import {
 import {
   artifactKey,
   type Build,
+  type BuildSecrets,
   type BuildSpec,
   type BuildSpecInput,
+  deleteBuildSecrets,
   extractContext,
   FINAL_STATUSES,
   frontendAttrsFor,
   isAppError,
   type Logger,
+  loadBuildSecrets,
   logKey,
   type ObjectStorage,
   type OutputType,
@@ -94,6 +97,15 @@ const BYTE_OUTPUTS: ReadonlySet<OutputType> = new Set(['tar', 'oci', 'docker']);
 
 const messageOf = (err: unknown): string => (err instanceof Error ? err.message : String(err));
 
+const SECRETS_GONE =
+  "the build's secrets are no longer available (Redis lost them, or the build waited longer than they are kept): submit the build again";
+
+/** The secret ids a stored spec names (their values live in Redis, see loadBuildSecrets). */
+function secretIdsOf(spec: Prisma.JsonValue): string[] {
+  const ids = (spec as { secrets?: unknown } | null)?.secrets;
+  return Array.isArray(ids) && ids.every((id) => typeof id === 'string') ? ids : [];
+}
+
 /** The stored spec: normally the normalized BuildSpec the API wrote; raw input is parsed as the API would. */
 export function readSpec(value: Prisma.JsonValue): BuildSpec {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
@@ -120,6 +132,8 @@ export function readSpec(value: Prisma.JsonValue): BuildSpec {
   };
   if (typeof raw.target === 'string' && raw.target !== '') spec.target = raw.target;
   if (typeof raw.platform === 'string' && raw.platform !== '') spec.platform = raw.platform;
+  const secrets = secretIdsOf(value);
+  if (secrets.length > 0) spec.secrets = secrets;
   const file = path.posix.normalize(spec.file);
   if (file.startsWith('/') || file === '..' || file.startsWith('../')) {
     throw new Error(`the stored spec's Dockerfile path "${spec.file}" leaves the context`);
@@ -153,6 +167,7 @@ class BuildRun {
   private lease: Lease | undefined;
   private attemptId: string | undefined;
   private timer: NodeJS.Timeout | undefined;
+  private secrets: BuildSecrets | undefined;
 
   constructor(
     private readonly deps: RunBuildDeps,
@@ -209,6 +224,15 @@ class BuildRun {
       );
     }
     if (abortOf(this.controller.signal)?.kind === 'cancel') return this.canceled();
+    if (spec.secrets) {
+      // Before a builder is leased; a build never runs without the secrets it names.
+      try {
+        this.secrets = await loadBuildSecrets(this.deps.redis, this.id, spec.secrets);
+      } catch (err) {
+        return this.infrastructure(err, 'infrastructure');
+      }
+      if (!this.secrets) return this.fail('secrets_unavailable', SECRETS_GONE);
+    }
 
     try {
       this.lease = await this.deps.pool.acquire({
@@ -350,6 +374,7 @@ class BuildRun {
           exports: [{ type: spec.output.type as 'tar' | 'oci' | 'docker', attrs: spec.output.attrs, output }],
           // Same key for a project's builds: BuildKit then transfers only the files that changed.
           sharedKey: `kiln-${this.build.projectId}`,
+          ...(this.secrets ? { secrets: this.secrets } : {}),
           signal,
         },
         (event) => renderer.render(event),
@@ -453,6 +478,11 @@ class BuildRun {
       });
       final = row?.status ?? status;
       this.logger.warn({ wanted: status, status: final }, 'the build row changed meanwhile; left as it is');
+    }
+    if (secretIdsOf(this.build.spec).length > 0) {
+      await deleteBuildSecrets(this.deps.redis, this.id).catch((err: unknown) => {
+        this.logger.warn({ err: messageOf(err) }, 'could not delete the build secrets (they expire)');
+      });
     }
     await log?.end(final);
     this.logger.info(

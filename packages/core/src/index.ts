@@ -1,3 +1,14 @@
+export {
+  type BuildSecrets,
+  buildSecretsKey,
+  buildSecretsTtlSeconds,
+  deleteBuildSecrets,
+  loadBuildSecrets,
+  MAX_SECRET_BYTES,
+  MAX_SECRETS,
+  parseBuildSecrets,
+  storeBuildSecrets,
+} from './build-secrets.js';
 export * from './builds.js';
 export { CONFIG_VARIABLES, ConfigError, type KilnConfig, loadConfig, type StorageConfig } from './config.js';
 export * from './context/index.js';

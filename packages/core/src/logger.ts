@@ -18,6 +18,9 @@ export function createLogger(name: string, level = 'info'): Logger {
         'url',
         '*.url',
         'token',
+        // Build secrets are never put in log objects; this is the net under that rule.
+        'secrets',
+        '*.secrets',
       ],
       censor: '[redacted]',
     },

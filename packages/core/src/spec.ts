@@ -1,4 +1,5 @@
 import path from 'node:path/posix';
+import { parseBuildSecrets } from './build-secrets.js';
 import { AppError } from './errors.js';
 
 /** What a build produces, in `docker build --output` terms. */
@@ -23,6 +24,8 @@ export interface BuildSpec {
   labels: Record<string, string>;
   noCache: boolean;
   network: 'default' | 'none';
+  /** Ids of the build's secrets, sorted; their values are never part of a spec (see build-secrets.ts). */
+  secrets?: string[];
 }
 
 /** Loose input as it arrives from a query string, form fields or JSON. */
@@ -36,6 +39,7 @@ export interface BuildSpecInput {
   labels?: unknown;
   noCache?: unknown;
   network?: unknown;
+  secrets?: unknown;
 }
 
 /** The fields a build spec may have, in every form it arrives in (query, form fields, JSON). */
@@ -49,6 +53,7 @@ export const SPEC_FIELDS: readonly string[] = [
   'labels',
   'noCache',
   'network',
+  'secrets',
 ];
 const SPEC_KEYS = new Set(SPEC_FIELDS);
 const OUTPUT_ATTRS: Record<OutputType, ReadonlySet<string>> = {
@@ -218,6 +223,8 @@ export function parseBuildSpec(input: BuildSpecInput): BuildSpec {
   const network = str(input.network, 'network', 16) ?? 'default';
   if (network !== 'default' && network !== 'none')
     invalid(`network must be "default" or "none", not "${network}"`);
+  // Validated here too, so a bad secret is an invalid spec wherever a spec is parsed.
+  const secretIds = Object.keys(parseBuildSecrets(input.secrets));
 
   return {
     output: parseOutput(input.output),
@@ -233,6 +240,7 @@ export function parseBuildSpec(input: BuildSpecInput): BuildSpec {
     labels: parseMap(input.labels, 'labels', LABEL_KEY, 'letters, digits and . _ / - only'),
     noCache: bool(input.noCache, 'noCache'),
     network,
+    ...(secretIds.length > 0 ? { secrets: secretIds } : {}),
   };
 }
 

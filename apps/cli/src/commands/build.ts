@@ -1,6 +1,7 @@
 /** `kiln build PATH --output type=tar,dest=FILE ...`: docker build, run by Kiln. */
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
+import { loadSecrets } from '@kiln/buildkit-client';
 import { FINAL_STATUSES, KilnApi } from '../api.js';
 import { BUILD_USAGE, parseBuildOptions, serverDest } from '../args.js';
 import { loadConfig } from '../config.js';
@@ -35,6 +36,10 @@ export async function buildCommand(argv: string[], io: Io): Promise<number> {
         `--output dest "${opts.output.dest}" is a directory: name a file, e.g. ${path.join(opts.output.dest, 'app.tar')}`,
       );
     }
+
+    const secrets = await loadSecrets(opts.secrets, { env: io.env, cwd: io.cwd }).catch((err: unknown) => {
+      throw new CliError(messageOf(err));
+    });
 
     const plan = await planContext({
       contextDir: opts.context,
@@ -85,6 +90,7 @@ export async function buildCommand(argv: string[], io: Io): Promise<number> {
         tar,
         signal,
         gzip: gzip ? 6 : false,
+        secrets,
         onSent: (bytes) => {
           sentSoFar = bytes;
           reporter.uploadProgress({ read, total: plan.bytes, sent: bytes, compressed: gzip });
