@@ -11,8 +11,10 @@ import { builderRoutes } from './routes/builders.js';
 import { buildRoutes } from './routes/builds.js';
 import { endpointRoutes } from './routes/endpoints.js';
 import { fileRoutes } from './routes/files.js';
+import { hookRoutes } from './routes/hooks.js';
 import { createMetrics, opsRoutes } from './routes/ops.js';
 import { tokenRoutes } from './routes/tokens.js';
+import { triggerRoutes } from './routes/triggers.js';
 import { uiRoutes } from './routes/ui.js';
 import { buildListSchema, buildSchema, errorSchema } from './schemas.js';
 
@@ -52,6 +54,8 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
   await app.register(await uiRoutes());
   if (deps.config.storage.kind === 'local')
     await app.register(fileRoutes(deps.storage, deps.config.storage.signingKey));
+  // Webhooks authenticate by signature, not bearer token.
+  await app.register(hookRoutes(deps));
   await app.register(async (authed) => {
     authed.addHook('onRequest', authenticator(deps));
     if (deps.config.rateLimitPerMinute > 0) {
@@ -80,6 +84,7 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
     });
     await authed.register(buildRoutes(deps));
     await authed.register(tokenRoutes(deps));
+    await authed.register(triggerRoutes(deps));
     await authed.register(endpointRoutes(deps));
     await authed.register(builderRoutes(deps));
   });

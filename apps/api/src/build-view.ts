@@ -3,7 +3,8 @@ import type { Build, ObjectStorage } from '@kiln/core';
 /**
  * The JSON a caller sees for a build; a succeeded one carries a freshly signed download URL (an
  * expired one none: its artifact is gone). A build answered from the result cache says `cached`
- * and names the build that ran (`cachedFrom`).
+ * and names the build that ran (`cachedFrom`). A git build (POST with {git}, or a webhook push)
+ * has `git` instead of an uploaded `context`.
  */
 export async function buildView(
   build: Build,
@@ -17,7 +18,12 @@ export async function buildView(
     id: build.id,
     status: build.status,
     spec: build.spec,
-    context: { digest: build.contextDigest, size: Number(build.contextSize) },
+    source: build.source,
+    // A git build has no uploaded context: BuildKit fetched the repository.
+    context: build.contextDigest ? { digest: build.contextDigest, size: Number(build.contextSize) } : null,
+    git: build.gitUrl
+      ? { url: build.gitUrl, ref: build.gitRef, commit: build.gitCommit, trigger: build.triggerId }
+      : null,
     attempts: build.attempts,
     builder: build.builder,
     platform: build.platform,

@@ -4,6 +4,9 @@ import {
   type Build,
   type BuildSpec,
   buildJobOptions,
+  type GitContext,
+  gitRefColumn,
+  isCommitId,
   lockContextObject,
   Prisma,
   QUEUE_BUILDS,
@@ -32,6 +35,21 @@ export function checkIdempotencyKey(key: string | undefined): string | undefined
 export type CreateOutcome = 'queued' | 'cached' | 'existing';
 
 /**
+ * What a build is made from: an uploaded context, or a git repository BuildKit fetches (from
+ * POST /v1/builds with {git}, or a webhook push, which pins the pushed commit).
+ */
+export type BuildSource =
+  | { kind: 'upload'; context: ReceivedContext }
+  | {
+      kind: 'git';
+      git: GitContext;
+      /** The pushed commit (webhooks); a ref that is a full commit id counts as one too. */
+      commit?: string;
+      origin: 'api' | 'github' | 'gitlab';
+      triggerId?: string;
+    };
+
+/**
  * Records the build and, unless the result cache answers it (result-cache.ts; not with
  * `noCache`), enqueues its job. With an Idempotency-Key, a retried request gets the build the
  * first one made (cached or not); the same key with another body is a conflict. If Redis is
@@ -42,11 +60,12 @@ export async function createBuild(
   deps: ApiDeps,
   projectId: string,
   spec: BuildSpec,
-  context: ReceivedContext,
+  source: BuildSource,
   idempotencyKey: string | undefined,
 ): Promise<{ build: Build; outcome: CreateOutcome }> {
+  const fields = sourceFields(source);
   const requestHash = createHash('sha256')
-    .update(JSON.stringify({ spec, context: context.digest }))
+    .update(JSON.stringify({ spec, context: fields.identity }))
     .digest('hex');
   if (idempotencyKey) {
     const existing = await deps.db.build.findUnique({
@@ -57,10 +76,8 @@ export async function createBuild(
   const data: NewBuildData = {
     projectId,
     spec: spec as unknown as Prisma.InputJsonValue,
-    contextDigest: context.digest,
-    contextSize: BigInt(context.size),
-    contextKey: context.key,
-    cacheKey: resultCacheKey(context.digest, spec),
+    ...fields.columns,
+    cacheKey: fields.cacheable ? resultCacheKey(fields.identity, spec) : null,
     idempotencyKey: idempotencyKey ?? null,
     requestHash,
   };
@@ -68,7 +85,8 @@ export async function createBuild(
   try {
     const cached = spec.noCache ? undefined : await reuseResult(deps, data, spec.platform);
     if (cached) return { build: cached, outcome: 'cached' };
-    build = await insertQueued(deps, data, context);
+    build =
+      source.kind === 'upload' ? await insertQueued(deps, data, source.context) : await insertGit(deps, data);
   } catch (err) {
     // Two concurrent requests with one key: the loser answers with the winner's build.
     if (idempotencyKey && err instanceof Prisma.PrismaClientKnownRequestError && err.code === 'P2002') {
@@ -92,6 +110,40 @@ export async function createBuild(
 }
 
 /**
+ * The row's source columns, and what identifies the build's input for idempotency and the result
+ * cache: the upload's digest, or repository + commit + subdirectory. A git build whose commit is
+ * not known yet (a branch or tag) is never answered from the cache: the ref may have moved.
+ */
+function sourceFields(source: BuildSource): {
+  columns: Omit<NewBuildData, 'projectId' | 'spec' | 'cacheKey' | 'idempotencyKey' | 'requestHash'>;
+  identity: string;
+  cacheable: boolean;
+} {
+  if (source.kind === 'upload') {
+    const { context } = source;
+    return {
+      columns: { contextDigest: context.digest, contextSize: BigInt(context.size), contextKey: context.key },
+      identity: context.digest,
+      cacheable: true,
+    };
+  }
+  const { git } = source;
+  const commit = source.commit ?? (isCommitId(git.ref) ? git.ref : undefined);
+  const gitRef = gitRefColumn(git);
+  return {
+    columns: {
+      source: source.origin,
+      gitUrl: git.url,
+      gitRef,
+      gitCommit: commit ?? null,
+      triggerId: source.triggerId ?? null,
+    },
+    identity: `git:${git.url}#${commit ?? gitRef ?? ''}${commit && git.subdir ? `:${git.subdir}` : ''}`,
+    cacheable: commit !== undefined,
+  };
+}
+
+/**
  * Inserts the queued build under the context's shared advisory lock (retention deletes contexts
  * under the exclusive one), after checking that the context object is still there: retention may
  * have deleted it between the upload's check and now. Once the row is in, retention sees a recent
@@ -109,6 +161,11 @@ function insertQueued(deps: ApiDeps, data: NewBuildData, context: ReceivedContex
     },
     { timeout: INSERT_TX_TIMEOUT_MS },
   );
+}
+
+/** A git build stores no context: BuildKit fetches the repository when the build runs. */
+function insertGit(deps: ApiDeps, data: NewBuildData): Promise<Build> {
+  return deps.db.build.create({ data: { ...data, status: 'queued' } });
 }
 
 function sameRequest(build: Build, requestHash: string): Build {

@@ -20,7 +20,8 @@ const DAY_MS = 24 * 3600 * 1000;
 /** A build row as createBuild inserts it, before its status. */
 export type NewBuildData = Omit<Prisma.BuildUncheckedCreateInput, 'status'> & {
   projectId: string;
-  cacheKey: string;
+  /** Null for a build the cache cannot answer (a git build of a branch, not a commit). */
+  cacheKey: string | null;
 };
 
 /** Inserts a cached, already succeeded build when an earlier one can serve; undefined otherwise. */
@@ -29,6 +30,7 @@ export async function reuseResult(
   data: NewBuildData,
   requestedPlatform: string | undefined,
 ): Promise<Build | undefined> {
+  if (data.cacheKey === null) return undefined;
   const platform = requestedPlatform ?? (await defaultBuilderPlatform(deps));
   if (!platform) return undefined;
   const now = new Date();

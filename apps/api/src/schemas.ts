@@ -20,7 +20,22 @@ export const buildSchema = {
     id: { type: 'string' },
     status: { type: 'string', enum: ['queued', 'running', 'succeeded', 'failed', 'canceled', 'expired'] },
     spec: { type: 'object', additionalProperties: true },
-    context: { type: 'object', properties: { digest: { type: 'string' }, size: { type: 'integer' } } },
+    /** api (an upload or POST with {git}), github or gitlab (a webhook push). */
+    source: { type: 'string' },
+    context: {
+      type: ['object', 'null'],
+      properties: { digest: { type: 'string' }, size: { type: 'integer' } },
+    },
+    /** A git build: the repository, the ref as given or pushed, the commit when known, the trigger. */
+    git: {
+      type: ['object', 'null'],
+      properties: {
+        url: { type: 'string' },
+        ref: { type: ['string', 'null'] },
+        commit: { type: ['string', 'null'] },
+        trigger: { type: ['string', 'null'] },
+      },
+    },
     attempts: { type: 'integer' },
     builder: { type: ['string', 'null'] },
     /** Platform the artifact was built for (os/arch[/variant]), once known. */

@@ -162,7 +162,8 @@ describe('API', () => {
       ['?output=type=zip', ctx, 'application/x-tar', 400, 'invalid_spec'],
       ['?platform=amd64', ctx, 'application/x-tar', 400, 'invalid_spec'],
       ['?surprise=1', ctx, 'application/x-tar', 400, 'invalid_spec'],
-      ['', '{"context": "x"}', 'application/json', 415, 'unsupported_media_type'],
+      // JSON names a remote context ({git}); anything else in it is not a context.
+      ['', '{"context": "x"}', 'application/json', 400, 'invalid_context'],
       ['', 'x', 'text/plain', 415, 'unsupported_media_type'],
     ];
     for (const [query, body, type, status, code] of cases) {

@@ -259,7 +259,13 @@ describe('result cache and retention', () => {
     };
     const project = await apiDeps.db.project.findUniqueOrThrow({ where: { name: 'cache-a' } });
     const spec = parseBuildSpec({ output: 'type=tar,dest=again.tar', buildArgs: { A: '1' }, noCache: true });
-    const { build, outcome } = await createBuild(apiDeps, project.id, spec, context, undefined);
+    const { build, outcome } = await createBuild(
+      apiDeps,
+      project.id,
+      spec,
+      { kind: 'upload', context },
+      undefined,
+    );
     assert.equal(outcome, 'queued');
     assert.equal(restored, 1);
     assert.ok(await apiDeps.storage.head(key));

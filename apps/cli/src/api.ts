@@ -25,7 +25,9 @@ export interface BuildView {
     buildArgs?: Record<string, string>;
     labels?: Record<string, string>;
   };
-  context: { digest: string; size: number };
+  /** Null for a git build (BuildKit fetched the repository named in `git`). */
+  context: { digest: string; size: number } | null;
+  git?: { url: string; ref: string | null; commit: string | null } | null;
   attempts: number;
   builder: string | null;
   createdAt: string;

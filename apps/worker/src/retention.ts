@@ -168,6 +168,8 @@ async function deleteContexts(o: RetentionOptions, cutoff: Date, report: Retenti
       SELECT DISTINCT b."contextKey" AS key
       FROM "Build" b
       WHERE b."createdAt" < ${cutoff} AND b."contextDeletedAt" IS NULL
+        -- Git builds store no context.
+        AND b."contextKey" IS NOT NULL
         AND NOT EXISTS (
           SELECT 1 FROM "Build" n
           WHERE n."contextKey" = b."contextKey"

@@ -20,6 +20,7 @@ import { PassThrough } from 'node:stream';
 import {
   BuildkitConnectionError,
   InvalidArgumentError,
+  type LocalDir,
   PlainProgressRenderer,
   SolveError,
   UnsupportedError,
@@ -34,6 +35,7 @@ import {
   extractContext,
   FINAL_STATUSES,
   frontendAttrsFor,
+  gitContextAttr,
   isAppError,
   type Logger,
   loadBuildSecrets,
@@ -328,23 +330,7 @@ class BuildRun {
     const { storage } = this.deps;
     const signal = this.controller.signal;
 
-    // Context: stored tar → private temp dir.
-    const contextDir = path.join(this.tmp, 'context');
-    if (!this.build.contextKey) throw new Error(`build ${this.id} has no stored context`);
-    const object = await storage.get(this.build.contextKey);
-    const stopReading = () => object.body.destroy(new Error('build aborted'));
-    signal.addEventListener('abort', stopReading, { once: true });
-    try {
-      if (signal.aborted) stopReading();
-      await extractContext(object.body, contextDir);
-    } finally {
-      signal.removeEventListener('abort', stopReading);
-    }
-    const dockerfileDir = path.join(contextDir, ...path.posix.dirname(spec.file).split('/'));
-    if (path.relative(contextDir, dockerfileDir).startsWith('..')) {
-      throw new InvalidArgumentError(`Dockerfile path "${spec.file}" leaves the context`);
-    }
-
+    const sources = await this.contextSources(spec);
     const client = await lease.client();
     const renderer = new PlainProgressRenderer((text) => this.write(text));
 
@@ -366,11 +352,7 @@ class BuildRun {
       await client.solve(
         {
           frontend: 'dockerfile.v0',
-          frontendAttrs: frontendAttrsFor(spec),
-          localDirs: {
-            context: { path: contextDir, resetOwnership: true },
-            dockerfile: { path: dockerfileDir, resetOwnership: true },
-          },
+          ...sources,
           exports: [{ type: spec.output.type as 'tar' | 'oci' | 'docker', attrs: spec.output.attrs, output }],
           // Same key for a project's builds: BuildKit then transfers only the files that changed.
           sharedKey: `kiln-${this.build.projectId}`,
@@ -389,6 +371,48 @@ class BuildRun {
     // The client ends `output` when the export is complete; an exporter that sent nothing leaves it open.
     if (!output.writableEnded) output.end();
     return put;
+  }
+
+  /**
+   * What the frontend reads the context and Dockerfile from. An uploaded context is extracted
+   * into the build's temp dir and served over the session. A git build sends nothing: BuildKit
+   * fetches the repository itself (pinned to the commit when known) and reads the Dockerfile
+   * from it, so `filename` is its path in the repository rather than in a local dir.
+   */
+  private async contextSources(spec: BuildSpec): Promise<{
+    frontendAttrs: Record<string, string>;
+    localDirs?: Record<string, LocalDir>;
+  }> {
+    const { gitUrl, gitRef, gitCommit, contextKey } = this.build;
+    if (gitUrl) {
+      const context = gitContextAttr({ gitUrl, gitRef, gitCommit });
+      this.write(`#0 kiln: git context ${context}\n`);
+      return { frontendAttrs: { ...frontendAttrsFor(spec), filename: spec.file, context } };
+    }
+    // Context: stored tar → private temp dir.
+    const signal = this.controller.signal;
+    const contextDir = path.join(this.tmp, 'context');
+    if (!contextKey) throw new Error(`build ${this.id} has neither a stored context nor a git repository`);
+    const object = await this.deps.storage.get(contextKey);
+    const stopReading = () => object.body.destroy(new Error('build aborted'));
+    signal.addEventListener('abort', stopReading, { once: true });
+    try {
+      if (signal.aborted) stopReading();
+      await extractContext(object.body, contextDir);
+    } finally {
+      signal.removeEventListener('abort', stopReading);
+    }
+    const dockerfileDir = path.join(contextDir, ...path.posix.dirname(spec.file).split('/'));
+    if (path.relative(contextDir, dockerfileDir).startsWith('..')) {
+      throw new InvalidArgumentError(`Dockerfile path "${spec.file}" leaves the context`);
+    }
+    return {
+      frontendAttrs: frontendAttrsFor(spec),
+      localDirs: {
+        context: { path: contextDir, resetOwnership: true },
+        dockerfile: { path: dockerfileDir, resetOwnership: true },
+      },
+    };
   }
 
   private async handleError(err: unknown, lease: Lease): Promise<RunBuildResult> {

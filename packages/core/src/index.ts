@@ -15,6 +15,14 @@ export * from './context/index.js';
 export * from './db/index.js';
 export { AppError, ERROR_STATUS, type ErrorCode, httpStatusFor, isAppError } from './errors.js';
 export * from './events/index.js';
+export {
+  type GitContext,
+  gitContextAttr,
+  gitRefColumn,
+  isCommitId,
+  parseGitContext,
+  parseGitUrl,
+} from './git-context.js';
 export { createLogger, type Logger } from './logger.js';
 export { resultCacheKey } from './result-cache.js';
 export {

@@ -8,7 +8,8 @@ const KEY_VERSION = 1;
  * The result-cache key of a build: a new build with the same key (in the same project, for the
  * same platform; see apps/api/src/result-cache.ts) can reuse an earlier build's artifact.
  *
- * It hashes the context digest and the normalized spec (what parseBuildSpec stored) except:
+ * It hashes the context digest (for a git build: repository URL, commit and subdirectory; see
+ * apps/api/src/create-build.ts) and the normalized spec (what parseBuildSpec stored) except:
  * - `output.dest`: only the file name the artifact is downloaded as; the bytes don't depend on it.
  * - `noCache`: it makes BuildKit rebuild every step, which yields the same result. A noCache
  *   build never *reuses* a result, but its artifact may serve later builds.

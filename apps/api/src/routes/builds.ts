@@ -16,6 +16,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { buildView } from '../build-view.js';
 import { checkIdempotencyKey, createBuild } from '../create-build.js';
 import type { ApiDeps } from '../deps.js';
+import { parseGitBuildRequest } from '../git-request.js';
 import { enqueueEvents } from '../events.js';
 import { followLogs, readLogs } from '../logs.js';
 import { buildErrors, idParams } from '../schemas.js';
@@ -84,7 +85,7 @@ export function buildRoutes(deps: ApiDeps) {
       if (!isStream(req.body)) {
         throw new AppError(
           'unsupported_media_type',
-          `send the context as ${RAW_CONTEXT_TYPES.slice(0, 3).join(', ')} or multipart/form-data`,
+          `send the context as ${RAW_CONTEXT_TYPES.slice(0, 3).join(', ')} or multipart/form-data, or name a git repository in JSON`,
         );
       }
       const spec = parseBuildSpec(specFromQuery(req.query as Record<string, unknown>));
@@ -149,7 +150,8 @@ export function buildRoutes(deps: ApiDeps) {
       '/v1/builds',
       {
         schema: {
-          summary: 'Start a build from an uploaded context (tar, gzip or multipart) and an export spec',
+          summary:
+            'Start a build from an uploaded context (tar, gzip or multipart) or a git repository (JSON {git, ...spec}) and an export spec',
           querystring: { type: 'object', additionalProperties: true },
           headers: { type: 'object', properties: { 'idempotency-key': { type: 'string' } } },
           // 202 queued; 201 answered from the result cache (already succeeded); 200 an idempotent retry.
@@ -163,12 +165,20 @@ export function buildRoutes(deps: ApiDeps) {
       },
       async (req, reply) => {
         const idempotencyKey = checkIdempotencyKey(req.headers['idempotency-key'] as string | undefined);
+        const answer = async (created: Awaited<ReturnType<typeof createBuild>>) => {
+          reply.header('Location', `/v1/builds/${created.build.id}`);
+          return reply.code(CREATE_STATUS[created.outcome]).send(await view(created.build));
+        };
+        if (isJsonBody(req)) {
+          const { spec, git } = parseGitBuildRequest(req.body);
+          const source = { kind: 'git', git, origin: 'api' } as const;
+          return answer(await createBuild(deps, req.projectId, spec, source, idempotencyKey));
+        }
         const { spec, context } = await receiveUpload(req);
         try {
-          const { build, outcome } = await createBuild(deps, req.projectId, spec, context, idempotencyKey);
-          const body = await view(build);
-          reply.header('Location', `/v1/builds/${build.id}`);
-          return reply.code(CREATE_STATUS[outcome]).send(body);
+          return await answer(
+            await createBuild(deps, req.projectId, spec, { kind: 'upload', context }, idempotencyKey),
+          );
         } finally {
           await context.dispose();
         }
@@ -308,6 +318,11 @@ export function buildRoutes(deps: ApiDeps) {
       },
     );
   };
+}
+
+/** Fastify's JSON parser has run: the body is a remote-context request, not an upload. */
+function isJsonBody(req: FastifyRequest): boolean {
+  return (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase() === 'application/json';
 }
 
 function isStream(body: unknown): body is Readable {

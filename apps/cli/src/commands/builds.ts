@@ -105,7 +105,14 @@ function describe(b: BuildView): string {
     ['Duration', b.startedAt ? duration(b) : undefined],
     ['Builder', b.builder ?? undefined],
     ['Attempts', String(b.attempts)],
-    ['Context', `${b.context.digest} (${formatBytes(b.context.size)})`],
+    [
+      'Context',
+      b.context
+        ? `${b.context.digest} (${formatBytes(b.context.size)})`
+        : b.git
+          ? `${b.git.url}${b.git.commit ? ` @ ${b.git.commit}` : b.git.ref ? `#${b.git.ref}` : ''}`
+          : undefined,
+    ],
     ['Dockerfile', b.spec.file],
     ['Target', b.spec.target],
     ['Platform', b.spec.platform],

@@ -1,0 +1,23 @@
+import { AppError, type BuildSpec, type GitContext, parseBuildSpec, parseGitContext } from '@kiln/core';
+
+/**
+ * POST /v1/builds with a JSON body: a remote context `{git: "https://host/org/repo.git#ref:subdir"}`
+ * beside the usual spec fields (output, file, target, buildArgs, ...). Nothing is uploaded:
+ * BuildKit fetches the repository when the build runs.
+ */
+export function parseGitBuildRequest(body: unknown): { spec: BuildSpec; git: GitContext } {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+    throw new AppError(
+      'invalid_request',
+      'the JSON body must be an object like {"git": "https://host/org/repo.git#main"}',
+    );
+  }
+  const { git, ...fields } = body as Record<string, unknown>;
+  if (git === undefined) {
+    throw new AppError(
+      'invalid_context',
+      'a JSON body names a remote context, {"git": "https://host/org/repo.git#ref"}; upload a local context as application/x-tar, application/gzip or multipart/form-data',
+    );
+  }
+  return { git: parseGitContext(git), spec: parseBuildSpec(fields) };
+}

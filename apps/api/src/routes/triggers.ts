@@ -1,0 +1,158 @@
+import { randomBytes } from 'node:crypto';
+import { AppError, type BuildSpecInput, type Prisma, parseBuildSpec, parseGitUrl } from '@kiln/core';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { ApiDeps } from '../deps.js';
+import { buildErrors, idParams } from '../schemas.js';
+
+type Trigger = Prisma.TriggerGetPayload<object>;
+
+const triggerView = {
+  type: 'object',
+  properties: {
+    id: { type: 'string' },
+    provider: { type: 'string' },
+    repository: { type: 'string' },
+    branch: { type: 'string' },
+    spec: { type: 'object', additionalProperties: true },
+    cloneUrl: { type: ['string', 'null'] },
+    /** Where to point the repository's webhook. */
+    hookUrl: { type: 'string' },
+    createdAt: { type: 'string', format: 'date-time' },
+  },
+} as const;
+
+interface CreateBody {
+  provider: 'github' | 'gitlab';
+  repository: string;
+  branch: string;
+  spec?: Record<string, unknown>;
+  cloneUrl?: string;
+  secret?: string;
+}
+
+/**
+ * The project's webhook triggers: a push to `repository` on a branch matching `branch` (a glob,
+ * see hooks/branch-glob.ts) builds the pushed commit with `spec`. The secret (GitHub: the HMAC
+ * key; GitLab: the token) is Kiln's own unless given, and is in the creation answer only.
+ */
+export function triggerRoutes(deps: ApiDeps) {
+  const { db, config } = deps;
+  const view = (t: Trigger) => ({
+    id: t.id,
+    provider: t.provider,
+    repository: t.repository,
+    branch: t.branch,
+    spec: t.spec,
+    cloneUrl: t.cloneUrl,
+    hookUrl: `${config.publicUrl}/v1/hooks/${t.provider}`,
+    createdAt: t.createdAt.toISOString(),
+  });
+  const findTrigger = async (req: FastifyRequest<{ Params: { id: string } }>) => {
+    const trigger = await db.trigger.findFirst({ where: { id: req.params.id, projectId: req.projectId } });
+    if (!trigger) throw new AppError('not_found', `no trigger ${req.params.id}`);
+    return trigger;
+  };
+
+  return async (app: FastifyInstance) => {
+    app.post(
+      '/v1/triggers',
+      {
+        schema: {
+          summary: 'Create a webhook trigger; its secret is in this answer only',
+          body: {
+            type: 'object',
+            properties: {
+              provider: { type: 'string', enum: ['github', 'gitlab'] },
+              // owner/name on GitHub; group/subgroup/name on GitLab.
+              repository: { type: 'string', maxLength: 255, pattern: '^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+$' },
+              branch: { type: 'string', minLength: 1, maxLength: 255, pattern: '^[\\x21-\\x7e]+$' },
+              spec: { type: 'object', additionalProperties: true },
+              cloneUrl: { type: 'string', maxLength: 2048 },
+              secret: { type: 'string', minLength: 16, maxLength: 256, pattern: '^[\\x21-\\x7e]+$' },
+            },
+            required: ['provider', 'repository', 'branch'],
+            additionalProperties: false,
+          },
+          response: {
+            201: { type: 'object', properties: { ...triggerView.properties, secret: { type: 'string' } } },
+            ...buildErrors,
+          },
+        },
+      },
+      async (req, reply) => {
+        const body = req.body as CreateBody;
+        const spec = body.spec ?? {};
+        // Checked now so that a push never meets a spec or URL that cannot build.
+        parseBuildSpec(spec as BuildSpecInput);
+        // A trigger's spec is stored as given: build secrets would land in PostgreSQL.
+        if ((spec as BuildSpecInput).secrets !== undefined) {
+          throw new AppError('invalid_spec', 'a trigger cannot carry build secrets (they are never stored)');
+        }
+        if (body.cloneUrl !== undefined) parseGitUrl(body.cloneUrl, 'cloneUrl');
+        const secret = body.secret ?? randomBytes(32).toString('hex');
+        const trigger = await db.trigger.create({
+          data: {
+            projectId: req.projectId,
+            provider: body.provider,
+            repository: body.repository.toLowerCase(),
+            branch: body.branch,
+            spec: spec as Prisma.InputJsonValue,
+            cloneUrl: body.cloneUrl ?? null,
+            secret,
+          },
+        });
+        return reply.code(201).send({ ...view(trigger), secret });
+      },
+    );
+
+    app.get(
+      '/v1/triggers',
+      {
+        schema: {
+          summary: "The project's webhook triggers (without their secrets)",
+          response: {
+            200: { type: 'object', properties: { items: { type: 'array', items: triggerView } } },
+            ...buildErrors,
+          },
+        },
+      },
+      async (req) => {
+        const triggers = await db.trigger.findMany({
+          where: { projectId: req.projectId },
+          orderBy: { createdAt: 'asc' },
+        });
+        return { items: triggers.map(view) };
+      },
+    );
+
+    app.get(
+      '/v1/triggers/:id',
+      {
+        schema: {
+          summary: 'A webhook trigger (without its secret)',
+          params: idParams,
+          response: { 200: triggerView, ...buildErrors },
+        },
+      },
+      async (req) => view(await findTrigger(req as FastifyRequest<{ Params: { id: string } }>)),
+    );
+
+    app.delete(
+      '/v1/triggers/:id',
+      {
+        schema: {
+          summary: 'Delete a webhook trigger (its builds stay)',
+          params: idParams,
+          response: buildErrors,
+        },
+      },
+      async (req: FastifyRequest<{ Params: { id: string } }>, reply) => {
+        const deleted = await db.trigger.deleteMany({
+          where: { id: req.params.id, projectId: req.projectId },
+        });
+        if (deleted.count === 0) throw new AppError('not_found', `no trigger ${req.params.id}`);
+        return reply.code(204).send();
+      },
+    );
+  };
+}
