@@ -191,6 +191,27 @@ describe('retention', { skip }, () => {
     await prisma.build.delete({ where: { id: queued.id } });
   });
 
+  test('git builds (no stored context) expire like others and are no context to delete', async () => {
+    const now = new Date();
+    const git = await prisma.build.create({
+      data: {
+        projectId,
+        status: 'failed',
+        spec: JSON.parse(JSON.stringify(parseBuildSpec({}))),
+        source: 'github',
+        gitUrl: 'https://example.invalid/o/r.git',
+        gitRef: 'refs/heads/main',
+        gitCommit: 'a'.repeat(40),
+        createdAt: daysAgo(now, 40),
+        finishedAt: daysAgo(now, 40),
+      },
+    });
+    const report = await runRetentionOnce(options(), now);
+    assert.equal(report.failed, 0);
+    assert.ok(report.expired.includes(git.id));
+    assert.equal(await statusOf(git.id), 'expired');
+  });
+
   test('a delete that fails is retried by the next pass', async () => {
     const now = new Date();
     const b = await row({
