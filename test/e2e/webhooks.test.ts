@@ -348,6 +348,44 @@ describe('webhooks and git contexts', () => {
     assert.deepEqual(await counts(), before);
   });
 
+  test('triggers: bad definitions are 400; another project cannot see or delete them; deleted stops builds', async () => {
+    const create = (body: unknown, token = kiln.token) =>
+      fetch(`${kiln.url}/v1/triggers`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
+    const base = { provider: 'github', repository: 'acme/other', branch: 'main' };
+    for (const [body, code] of [
+      [{ ...base, provider: 'bitbucket' }, 'invalid_request'],
+      [{ ...base, repository: 'no-slash' }, 'invalid_request'],
+      [{ ...base, secret: 'short' }, 'invalid_request'],
+      [{ ...base, cloneUrl: 'file:///srv/repo.git' }, 'invalid_spec'],
+      [{ ...base, spec: { output: 'type=zip' } }, 'invalid_spec'],
+      [{ ...base, spec: { secrets: { token: 'x' } } }, 'invalid_spec'],
+    ] as const) {
+      const res = await create(body);
+      assert.equal(res.status, 400, JSON.stringify(body));
+      assert.equal(await errorCode(res), code, JSON.stringify(body));
+    }
+
+    const other = await kiln.newToken('someone-else');
+    const otherApi = (p: string, method = 'GET') =>
+      fetch(`${kiln.url}${p}`, { method, headers: { authorization: `Bearer ${other}` } });
+    assert.equal((await otherApi(`/v1/triggers/${githubTrigger}`)).status, 404);
+    assert.equal((await otherApi(`/v1/triggers/${githubTrigger}`, 'DELETE')).status, 404);
+    const mine = (await (await api(`/v1/triggers/${githubTrigger}`)).json()) as Record<string, unknown>;
+    assert.equal(mine.repository, 'acme/app');
+    assert.ok(!('secret' in mine));
+
+    assert.equal((await api(`/v1/triggers/${githubTrigger}`, { method: 'DELETE' })).status, 204);
+    assert.equal((await api(`/v1/triggers/${githubTrigger}`)).status, 404);
+    // Its builds stay; its secret no longer verifies anything.
+    assert.ok((await kiln.deps.db.build.count({ where: { source: 'github' } })) >= 1);
+    const res = await github(pushPayload(second));
+    assert.equal(res.status, 401);
+  });
+
   test('a git build of a repository that does not exist fails as a build error', async () => {
     const res = await api('/v1/builds', {
       method: 'POST',

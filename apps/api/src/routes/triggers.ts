@@ -83,7 +83,12 @@ export function triggerRoutes(deps: ApiDeps) {
         const body = req.body as CreateBody;
         const spec = body.spec ?? {};
         // Checked now so that a push never meets a spec or URL that cannot build.
-        parseBuildSpec(spec as BuildSpecInput);
+        if (parseBuildSpec(spec as BuildSpecInput).secrets) {
+          throw new AppError(
+            'invalid_spec',
+            'a trigger cannot use build secrets: a push carries no secret values',
+          );
+        }
         // A trigger's spec is stored as given: build secrets would land in PostgreSQL.
         if ((spec as BuildSpecInput).secrets !== undefined) {
           throw new AppError('invalid_spec', 'a trigger cannot carry build secrets (they are never stored)');
