@@ -3,7 +3,9 @@
  * ConfigError and exits 1), migrates the database, starts, and on SIGTERM/SIGINT stops
  * gracefully (a second signal exits at once).
  */
+import { tmpdir } from 'node:os';
 import { ConfigError, createLogger, type KilnConfig, loadConfig, migrateDatabase } from '@kiln/core';
+import { createScratchDir } from './scratch.js';
 import { createWorker } from './worker.js';
 
 async function main(): Promise<void> {
@@ -22,6 +24,17 @@ async function main(): Promise<void> {
     info: (msg) => logger.info(msg),
     warn: (msg) => logger.warn(msg),
   });
+  // Every temp file of this process (build directories, the BuildKit client's proxy sockets) goes
+  // into one directory of its own, which the next worker to start removes should this one be killed.
+  const scratch = await createScratchDir(tmpdir(), logger);
+  process.env.TMPDIR = scratch.dir;
+  const removeScratch = () =>
+    scratch.remove().catch((err: unknown) => {
+      logger.warn(
+        { dir: scratch.dir, err: (err as Error).message },
+        'could not remove the scratch directory',
+      );
+    });
   const worker = createWorker(config, {
     logger,
     reconcileIntervalMs: config.reconcileIntervalSeconds * 1000,
@@ -37,7 +50,7 @@ async function main(): Promise<void> {
     }
     logger.info({ signal }, 'stopping');
     worker.stop().then(
-      () => process.exit(0),
+      () => removeScratch().then(() => process.exit(0)),
       (err: unknown) => {
         logger.error({ err: (err as Error).message }, 'stop failed');
         process.exit(1);
@@ -52,6 +65,7 @@ async function main(): Promise<void> {
   } catch (err) {
     logger.error({ err: (err as Error).message }, 'worker failed to start');
     await worker.stop(0).catch(() => {});
+    await removeScratch();
     process.exit(1);
   }
 }
