@@ -119,8 +119,11 @@ describe('webhooks and git contexts', () => {
   test('a signed GitHub push builds the pushed commit, not the branch head; a replay is ignored', async () => {
     const delivery = randomUUID();
     // `first` is no longer the head of main: the build must pin the commit.
+    const started = Date.now();
     const res = await github(pushPayload(first), { delivery });
     assert.equal(res.status, 202, await res.clone().text());
+    // GitHub gives up on a receiver after 10 s: nothing is fetched while it waits.
+    assert.ok(Date.now() - started < 10_000);
     const answer = (await res.json()) as { delivery: string; builds: Array<{ id: string; trigger: string }> };
     assert.equal(answer.delivery, delivery);
     assert.equal(answer.builds.length, 1);
