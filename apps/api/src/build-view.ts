@@ -1,4 +1,5 @@
 import type { Build, ObjectStorage } from '@kiln/core';
+import { redactAddress } from './redact.js';
 
 /**
  * The JSON a caller sees for a build; a succeeded one carries a freshly signed download URL (an
@@ -25,7 +26,7 @@ export async function buildView(
       ? { url: build.gitUrl, ref: build.gitRef, commit: build.gitCommit, trigger: build.triggerId }
       : null,
     attempts: build.attempts,
-    builder: build.builder,
+    builder: build.builder === null ? null : redactAddress(build.builder),
     platform: build.platform,
     cached: build.cachedFromId !== null,
     cachedFrom: build.cachedFromId,

@@ -1,14 +1,8 @@
 import { AppError, builderHealthKey, builderLeaseKey, type PublishedBuilderHealth } from '@kiln/core';
 import type { FastifyInstance } from 'fastify';
 import type { ApiDeps } from '../deps.js';
+import { redactAddress } from '../redact.js';
 import { buildErrors } from '../schemas.js';
-
-/** `tcp://user:secret@host:1234?token=x` → `tcp://***@host:1234?***`: builders are shown to every project. */
-export function redactAddress(text: string): string {
-  return text
-    .replace(/([a-z][a-z0-9+.-]*:\/\/)[^\s/@]*@/gi, '$1***@')
-    .replace(/(:\/\/[^\s?]*)\?\S*/g, '$1?***');
-}
 
 /**
  * The configured builders as the workers last saw them. The API does not talk to builders: the
