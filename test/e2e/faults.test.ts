@@ -4,360 +4,48 @@
 //   2. a builder dies mid-build: the build is retried on the other builder and succeeds;
 //   3. Redis restarts (without persistence) with builds queued: the reconciler re-enqueues them;
 //   4. S3 storage: a > 20 MiB artifact goes through a multipart upload and downloads exactly.
+// More faults (workers killed, every builder down, PostgreSQL restarted, storage failing,
+// SIGTERM under load, stuck builds) are in faults-*.test.ts; the harness in test/support/processes.ts.
 import assert from 'node:assert/strict';
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import http from 'node:http';
-import os from 'node:os';
 import path from 'node:path';
-import { after, describe, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
-import { bootstrapProject, buildApp, createApiDeps } from '@kiln/api';
-import { loadConfig, QUEUE_BUILDS } from '@kiln/core';
+import { describe, test } from 'node:test';
+import { QUEUE_BUILDS } from '@kiln/core';
 import { Redis } from 'ioredis';
-import pg from 'pg';
 import { busyboxPath, makeContext } from '../../packages/buildkit-client/test-support/context.js';
 import { readTarEntries } from '../../packages/buildkit-client/test-support/tar-entries.js';
 import { startS3rver } from '../../packages/core/test-support/s3rver.js';
+import { testRedisUrl } from '../../packages/core/test-support/services.js';
 import {
-  createTestDatabase,
-  freePort,
-  type TestDatabase,
-  testRedisUrl,
-} from '../../packages/core/test-support/services.js';
+  addCleanup,
+  checkArtifact,
+  flushRedis,
+  type InProcessApi,
+  type KilnProcess,
+  logger,
+  MiB,
+  once,
+  pgQuery,
+  RESULT_DOCKERFILE,
+  RUN,
+  secs,
+  serviceEnv,
+  sleep,
+  spawnWorker,
+  startApi,
+  startDockerd,
+  startRedis,
+  summarizeLog,
+  testBuilders,
+  tgz,
+  withOutputOnFailure,
+} from '../support/processes.js';
 
-const SOCK1 = process.env.KILN_TEST_DOCKER_SOCK;
-const SOCK2 = process.env.KILN_TEST_DOCKER_SOCK_2;
-if (!SOCK1 || !SOCK2) {
-  throw new Error('KILN_TEST_DOCKER_SOCK(_2) are not set: run through `npm test`');
-}
-const D1 = `docker://${SOCK1}`;
-const D2 = `docker://${SOCK2}`;
-
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const WORKER_MAIN = path.join(ROOT, 'apps/worker/dist/main.js');
-const MiB = 1024 * 1024;
-
-const RUN = (script: string) => `RUN ["/bin/busybox", "sh", "-c", ${JSON.stringify(script)}]`;
-/** Two stages: the artifact holds only /out (small downloads). */
-const RESULT_DOCKERFILE = [
-  'FROM scratch AS b',
-  'COPY busybox /bin/busybox',
-  'ARG N=0',
-  RUN('/bin/busybox mkdir -p /out && echo built-$N > /out/result.txt'),
-  'FROM scratch',
-  'COPY --from=b /out /out',
-  '',
-].join('\n');
-
-interface BuildJson {
-  id: string;
-  status: string;
-  attempts: number;
-  builder: string | null;
-  error?: { code: string; message: string };
-  artifact?: { url: string; size: number; digest: string; filename: string };
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const sha256 = (b: Uint8Array | string) => createHash('sha256').update(b).digest('hex');
-const secs = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
-const log = (msg: string) => console.log(`  [faults] ${msg}`);
-
-/** Runs `fn` once, however often it is called (cleanups may be called from finally and after()). */
-function once(fn: () => Promise<void>): () => Promise<void> {
-  let p: Promise<void> | undefined;
-  return () => {
-    p ??= fn();
-    return p;
-  };
-}
-
-/** Safety net for after(): every cleanup registered here runs, newest first, even if a test forgot. */
-const cleanups: Array<() => Promise<void>> = [];
-const children = new Set<ChildProcess>();
-
-after(async () => {
-  for (const child of children) {
-    if (child.exitCode === null && child.signalCode === null && child.pid) {
-      console.log(`  [faults] after(): killing leftover worker process ${child.pid}`);
-      child.kill('SIGKILL');
-    }
-  }
-  for (const c of cleanups.reverse()) await c().catch((err: unknown) => console.error('cleanup:', err));
-});
-
-function bash(script: string, ...args: string[]): Promise<string> {
-  return new Promise((resolve, reject) => {
-    execFile(
-      'bash',
-      ['-c', script, 'bash', ...args],
-      { cwd: ROOT, timeout: 180_000 },
-      (err, stdout, stderr) => {
-        if (err) reject(new Error(`bash -c '${script}' ${args.join(' ')}: ${err.message}\n${stderr}`));
-        else resolve(stdout);
-      },
-    );
-  });
-}
-
-async function tempDir(prefix: string): Promise<{ dir: string; remove: () => Promise<void> }> {
-  const dir = await fs.mkdtemp(prefix);
-  const remove = once(async () => {
-    await bash('rm -rf --one-file-system "$1"', dir);
-  });
-  cleanups.push(remove);
-  return { dir, remove };
-}
-
-// ---------------------------------------------------------------------------------------------
-// Services
-
-/** A private dockerd of our own (scripts/lib/dockerd.sh) in a short /tmp directory. */
-async function startDockerd() {
-  const { dir, remove } = await tempDir('/tmp/kf-');
-  const stop = once(async () => {
-    await bash('source scripts/lib/dockerd.sh && kiln_dockerd_stop "$1"', dir);
-  });
-  const cleanup = once(async () => {
-    await stop().catch((err: unknown) => console.error('stopping dockerd:', err));
-    await remove();
-  });
-  cleanups.push(cleanup);
-  try {
-    await bash('source scripts/lib/dockerd.sh && kiln_dockerd_start "$1"', dir);
-  } catch (err) {
-    await cleanup();
-    throw err;
-  }
-  return { dir, sock: `${dir}/docker.sock`, address: `docker://${dir}/docker.sock`, stop, cleanup };
-}
-
-/** A private redis-server (scripts/lib/redis.sh) without persistence: a restart loses everything. */
-async function startRedis() {
-  const { dir, remove } = await tempDir('/tmp/kr-');
-  const port = await freePort();
-  const start = () => bash('source scripts/lib/redis.sh && kiln_redis_start "$1" "$2"', dir, String(port));
-  const stop = () => bash('source scripts/lib/redis.sh && kiln_redis_stop "$1"', dir);
-  const cleanup = once(async () => {
-    await stop().catch((err: unknown) => console.error('stopping redis:', err));
-    await remove();
-  });
-  cleanups.push(cleanup);
-  try {
-    await start();
-  } catch (err) {
-    await cleanup();
-    throw err;
-  }
-  return { url: `redis://127.0.0.1:${port}`, start, stop, cleanup };
-}
-
-/** Only what a worker needs from our environment; every Kiln variable comes from `env`. */
-function childEnv(env: Record<string, string>): NodeJS.ProcessEnv {
-  const base: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) {
-    if (/^(KILN_|AWS_|DATABASE_URL$|REDIS_URL$|BUILDKIT_HOST$)/.test(k)) continue;
-    base[k] = v;
-  }
-  return { ...base, ...env };
-}
-
-interface WorkerProcess {
-  name: string;
-  pid: number;
-  output(): string;
-  /** SIGTERM, then waits for the exit (SIGKILL after `timeoutMs`); the exit code (or signal). */
-  stop(timeoutMs?: number): Promise<number | string | null>;
-}
-
-/** `node apps/worker/dist/main.js` as a child process. */
-function spawnWorker(name: string, env: Record<string, string>): WorkerProcess {
-  const proc = spawn(process.execPath, [WORKER_MAIN], {
-    cwd: ROOT,
-    env: childEnv(env),
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  children.add(proc);
-  let out = '';
-  const add = (chunk: Buffer) => {
-    out += chunk.toString();
-    if (out.length > 200_000) out = out.slice(-100_000);
-  };
-  proc.stdout?.on('data', add);
-  proc.stderr?.on('data', add);
-  const exited = new Promise<number | string | null>((resolve) => {
-    proc.on('exit', (code, signal) => resolve(code ?? signal));
-  });
-  proc.on('error', (err) => add(Buffer.from(`spawn error: ${err.message}\n`)));
-  const stop = async (timeoutMs = 30_000) => {
-    if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM');
-    let timer: NodeJS.Timeout | undefined;
-    const result = await Promise.race([
-      exited,
-      new Promise<'timeout'>((r) => {
-        timer = setTimeout(() => r('timeout'), timeoutMs);
-      }),
-    ]);
-    clearTimeout(timer);
-    if (result === 'timeout') {
-      proc.kill('SIGKILL');
-      await exited;
-      return 'killed after SIGTERM timeout';
-    }
-    return result;
-  };
-  cleanups.push(once(async () => void (await stop(5_000))));
-  return { name, pid: proc.pid ?? -1, output: () => out, stop };
-}
-
-/** The `msg` of each JSON log line a worker wrote, counted ("builder is unhealthy ×2"). */
-function summarizeLog(out: string): string {
-  const counts = new Map<string, number>();
-  let other = 0;
-  for (const line of out.split('\n')) {
-    if (!line.trim()) continue;
-    let msg: string | undefined;
-    try {
-      msg = (JSON.parse(line) as { msg?: string }).msg;
-    } catch {}
-    if (msg === undefined) other++;
-    else counts.set(msg, (counts.get(msg) ?? 0) + 1);
-  }
-  const text = [...counts].map(([m, n]) => (n > 1 ? `${m} ×${n}` : m)).join('; ') || '(none)';
-  return other > 0 ? `${text} (+${other} non-JSON stderr lines, e.g. Node/AWS SDK warnings)` : text;
-}
-
-/** The API in this process (the one createApiDeps/buildApp the binary uses) plus a client for it. */
-async function startApi(env: Record<string, string>, project: string) {
-  const port = await freePort();
-  const base = `http://127.0.0.1:${port}`;
-  const config = loadConfig({
-    ...env,
-    KILN_PORT: String(port),
-    KILN_PUBLIC_URL: base,
-    KILN_LOG_LEVEL: 'silent',
-  });
-  const deps = await createApiDeps(config);
-  const app = await buildApp(deps);
-  const close = once(async () => {
-    await app.close();
-    await deps.close();
-  });
-  cleanups.push(close);
-  await app.listen({ port, host: '127.0.0.1' });
-  const token = await bootstrapProject(config.databaseUrl, project);
-
-  const api = (p: string, init: RequestInit = {}) => {
-    const headers = new Headers(init.headers);
-    headers.set('authorization', `Bearer ${token}`);
-    return fetch(`${base}${p}`, { ...init, headers, redirect: 'manual' });
-  };
-  const submit = async (contextTgz: Buffer, query: string): Promise<BuildJson> => {
-    const res = await api(`/v1/builds?${query}`, {
-      method: 'POST',
-      body: contextTgz,
-      headers: { 'content-type': 'application/gzip' },
-    });
-    assert.equal(res.status, 202, await res.clone().text());
-    return (await res.json()) as BuildJson;
-  };
-  const get = async (id: string): Promise<BuildJson> => {
-    const res = await api(`/v1/builds/${id}`);
-    assert.equal(res.status, 200, await res.clone().text());
-    return (await res.json()) as BuildJson;
-  };
-  const waitFor = async (id: string, statuses: string[], timeoutMs: number): Promise<BuildJson> => {
-    const end = Date.now() + timeoutMs;
-    for (;;) {
-      const b = await get(id);
-      if (statuses.includes(b.status)) return b;
-      if (Date.now() > end) {
-        throw new Error(`build ${id} still ${b.status} after ${secs(timeoutMs)}: ${JSON.stringify(b)}`);
-      }
-      await sleep(150);
-    }
-  };
-  const logs = async (id: string) => (await api(`/v1/builds/${id}/logs`)).text();
-  return { base, config, close, api, submit, get, waitFor, logs };
-}
-
-/** Per-test database, data directory and worker environment. */
-async function serviceEnv(redisUrl: string, extra: Record<string, string> = {}) {
-  const db: TestDatabase = await createTestDatabase();
-  cleanups.push(once(() => db.drop()));
-  const data = await tempDir(path.join(os.tmpdir(), 'kiln-faults-'));
-  const env: Record<string, string> = {
-    DATABASE_URL: db.url,
-    REDIS_URL: redisUrl,
-    KILN_DATA_DIR: data.dir,
-    KILN_SIGNING_KEY: 'f'.repeat(40),
-    KILN_BUILDERS: `${D1}=2,${D2}=2`,
-    KILN_LOG_LEVEL: 'warn',
-    KILN_SHUTDOWN_GRACE_SECONDS: '5',
-    ...extra,
-  };
-  return { db, dataDir: data.dir, env };
-}
-
-async function flushRedis(url: string): Promise<void> {
-  const r = new Redis(url);
-  try {
-    await r.flushdb();
-  } finally {
-    r.disconnect();
-  }
-}
-
-async function pgQuery<T>(url: string, sql: string, params: unknown[]): Promise<T[]> {
-  const c = new pg.Client({ connectionString: url });
-  await c.connect();
-  try {
-    return (await c.query(sql, params)).rows as T[];
-  } finally {
-    await c.end();
-  }
-}
-
-const tgz = (dir: string) =>
-  new Promise<Buffer>((resolve, reject) => {
-    execFile(
-      'tar',
-      ['-C', dir, '-czf', '-', '.'],
-      { encoding: 'buffer', maxBuffer: 64 * MiB },
-      (err, stdout) => (err ? reject(err) : resolve(stdout)),
-    );
-  });
-
-async function download(url: string): Promise<Buffer> {
-  const res = await fetch(url);
-  assert.equal(res.status, 200, `GET ${url}: ${res.status}`);
-  return Buffer.from(await res.arrayBuffer());
-}
-
-/** Downloads an artifact and checks size, digest and that it is a tar holding `file` = `content`. */
-async function checkArtifact(b: BuildJson, file: string, content?: string): Promise<Buffer> {
-  assert.ok(b.artifact, `build ${b.id} has no artifact`);
-  const bytes = await download(b.artifact.url);
-  assert.equal(bytes.length, b.artifact.size, `size of ${b.id}`);
-  assert.equal(`sha256:${sha256(bytes)}`, b.artifact.digest, `digest of ${b.id}`);
-  const entries = await readTarEntries(bytes);
-  const entry = entries.find((e) => e.name === file);
-  assert.ok(entry, `${file} not in the artifact of ${b.id}: ${entries.map((e) => e.name).join(', ')}`);
-  if (content !== undefined) assert.equal(entry.sha256, sha256(content), `${file} of ${b.id}`);
-  return bytes;
-}
-
-function withOutputOnFailure<T>(workers: WorkerProcess[], fn: () => Promise<T>): Promise<T> {
-  return fn().catch((err: unknown) => {
-    for (const w of workers) {
-      console.error(`---- output of worker ${w.name} (pid ${w.pid}), last 4000 chars ----`);
-      console.error(w.output().slice(-4000));
-    }
-    throw err;
-  });
-}
+const { D1, D2 } = testBuilders();
+const log = logger('faults');
 
 // ---------------------------------------------------------------------------------------------
 
@@ -421,8 +109,8 @@ describe('Kiln under faults (worker processes, real daemons)', { concurrency: fa
     const t0 = Date.now();
     const doomed = await startDockerd();
     log(`third dockerd up in ${secs(Date.now() - t0)}: ${doomed.sock}`);
-    const workers: WorkerProcess[] = [];
-    let api: Awaited<ReturnType<typeof startApi>> | undefined;
+    const workers: KilnProcess[] = [];
+    let api: InProcessApi | undefined;
     const marker = `kiln-fault-${randomBytes(4).toString('hex')}`;
     const ctx = await makeContext({
       busybox: { content: await fs.readFile(busyboxPath()), mode: 0o755 },
@@ -524,8 +212,8 @@ describe('Kiln under faults (worker processes, real daemons)', { concurrency: fa
     timeout: 150_000,
   }, async () => {
     const redis = await startRedis();
-    const workers: WorkerProcess[] = [];
-    let api: Awaited<ReturnType<typeof startApi>> | undefined;
+    const workers: KilnProcess[] = [];
+    let api: InProcessApi | undefined;
     const ctx = await makeContext({
       busybox: { content: await fs.readFile(busyboxPath()), mode: 0o755 },
       Dockerfile: RESULT_DOCKERFILE,
@@ -609,7 +297,7 @@ describe('Kiln under faults (worker processes, real daemons)', { concurrency: fa
     timeout: 150_000,
   }, async () => {
     const s3 = await startS3rver();
-    cleanups.push(once(() => s3.stop()));
+    addCleanup(once(() => s3.stop()));
     // A transparent proxy in front of s3rver for the worker only, to see each UploadPart request.
     const parts: Array<{ key: string; part: number; bytes: number; status: number }> = [];
     const completes: string[] = [];
@@ -645,11 +333,11 @@ describe('Kiln under faults (worker processes, real daemons)', { concurrency: fa
           proxy.close(() => r());
         }),
     );
-    cleanups.push(closeProxy);
+    addCleanup(closeProxy);
     const proxyEndpoint = `http://127.0.0.1:${(proxy.address() as { port: number }).port}`;
 
-    const workers: WorkerProcess[] = [];
-    let api: Awaited<ReturnType<typeof startApi>> | undefined;
+    const workers: KilnProcess[] = [];
+    let api: InProcessApi | undefined;
     const ctx = await makeContext({
       busybox: { content: await fs.readFile(busyboxPath()), mode: 0o755 },
       Dockerfile: [

@@ -1,4 +1,4 @@
-import { AppError, type ErrorCode, httpStatusFor } from '@kiln/core';
+import { AppError, type ErrorCode, httpStatusFor, isDatabaseUnavailable } from '@kiln/core';
 import type { FastifyError, FastifyInstance } from 'fastify';
 
 /** The one place errors become HTTP answers: `{error: {code, message}}`, never a stack. */
@@ -102,18 +102,11 @@ function classify(err: FastifyError | AppError | Error): { code: ErrorCode; mess
   if (fe.code === 'FST_ERR_CTP_BODY_TOO_LARGE' || fe.statusCode === 413) {
     return { code: 'context_too_large', message: fe.message };
   }
-  if (isDatabaseDown(err))
+  // Connection-level failures of PostgreSQL (refused, reset, shutting down) are 503s, not 500s.
+  if (isDatabaseUnavailable(err))
     return { code: 'unavailable', message: 'the database is unavailable; try again shortly' };
   if (typeof fe.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500) {
     return { code: 'invalid_request', message: fe.message };
   }
   return { code: 'internal', message: 'internal error' };
-}
-
-/** Connection-level failures of PostgreSQL (refused, reset, shutting down) are 503s, not 500s. */
-export function isDatabaseDown(err: unknown): boolean {
-  const text = `${(err as { code?: string }).code ?? ''} ${(err as Error).message ?? ''}`;
-  return /ECONNREFUSED|ECONNRESET|57P01|57P03|Connection terminated|connect ETIMEDOUT|P1001|P1017|DatabaseNotReachable/i.test(
-    text,
-  );
 }

@@ -18,7 +18,11 @@ async function main(): Promise<void> {
   const app = await buildApp(deps);
   await app.listen({ port: config.port, host: config.host });
   const stop = async () => {
+    // In-flight requests finish; their keep-alive connections would then idle for Fastify's
+    // keepAliveTimeout (72 s) before close() returns: close each one as soon as it is idle.
+    const reap = setInterval(() => app.server.closeIdleConnections(), 250);
     await app.close();
+    clearInterval(reap);
     await deps.close();
     process.exit(0);
   };

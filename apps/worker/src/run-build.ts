@@ -53,6 +53,7 @@ import type { Redis } from 'ioredis';
 import { type ActiveBuilds, abortOf, BuildAbort } from './active-builds.js';
 import { BuildLog } from './build-log.js';
 import { type BuilderPool, type Lease, NoBuilderAvailableError } from './builders.js';
+import { retryWhileDatabaseDown } from './db-retry.js';
 import type { EventEnqueuer } from './events/dispatcher.js';
 
 export interface RunBuildDeps {
@@ -66,6 +67,8 @@ export interface RunBuildDeps {
   buildTimeoutSeconds: number;
   /** Where per-build temp directories go; default os.tmpdir(). */
   tmpDir?: string;
+  /** How long writes of a finished attempt are retried while PostgreSQL is away; default 10 minutes. */
+  dbRetryMs?: number;
   /** Delay before a handed-back job (builders full, worker stopping) is tried again; default 1 s. */
   handBackDelayMs?: number;
   /** Delivers the completion event of each final state; without it events wait for the event sweep. */
@@ -456,14 +459,26 @@ class BuildRun {
 
   private async finishAttempt(outcome: string, errorCode?: string, errorMessage?: string): Promise<void> {
     if (!this.attemptId) return;
-    await this.deps.prisma.buildAttempt.update({
-      where: { id: this.attemptId },
-      data: {
-        finishedAt: new Date(),
-        outcome,
-        errorCode: errorCode ?? null,
-        errorMessage: errorMessage ?? null,
-      },
+    const id = this.attemptId;
+    await this.db('attempt outcome', () =>
+      this.deps.prisma.buildAttempt.update({
+        where: { id },
+        data: {
+          finishedAt: new Date(),
+          outcome,
+          errorCode: errorCode ?? null,
+          errorMessage: errorMessage ?? null,
+        },
+      }),
+    );
+  }
+
+  /** A write recording what this attempt did: retried while PostgreSQL is away (db-retry.ts). */
+  private db<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    return retryWhileDatabaseDown(what, fn, {
+      logger: this.logger,
+      ...(this.deps.dbRetryMs !== undefined ? { maxMs: this.deps.dbRetryMs } : {}),
+      giveUp: () => abortOf(this.controller.signal)?.kind === 'shutdown',
     });
   }
 
@@ -486,20 +501,21 @@ class BuildRun {
         this.logger.warn({ err: messageOf(err) }, 'storing the build log failed');
       }
     }
-    const deliveries = await this.deps.prisma.$transaction(async (tx) => {
-      const updated = await tx.build.updateMany({
-        where: { id: this.id, status: { in: ['queued', 'running'] } },
-        data: { ...data, status, finishedAt: new Date(), ...(storedLog ? { logKey: storedLog } : {}) },
-      });
-      return updated.count === 0 ? undefined : recordBuildEvents(tx, this.id);
-    });
+    const deliveries = await this.db('final state', () =>
+      this.deps.prisma.$transaction(async (tx) => {
+        const updated = await tx.build.updateMany({
+          where: { id: this.id, status: { in: ['queued', 'running'] } },
+          data: { ...data, status, finishedAt: new Date(), ...(storedLog ? { logKey: storedLog } : {}) },
+        });
+        return updated.count === 0 ? undefined : recordBuildEvents(tx, this.id);
+      }),
+    );
     let final: string = status;
     if (deliveries) await this.deps.events?.enqueue(deliveries);
     else {
-      const row = await this.deps.prisma.build.findUnique({
-        where: { id: this.id },
-        select: { status: true },
-      });
+      const row = await this.db('final state', () =>
+        this.deps.prisma.build.findUnique({ where: { id: this.id }, select: { status: true } }),
+      );
       final = row?.status ?? status;
       this.logger.warn({ wanted: status, status: final }, 'the build row changed meanwhile; left as it is');
     }
@@ -595,9 +611,11 @@ class BuildRun {
     await this.log?.store(this.deps.storage, logKey(this.id)).catch((err: unknown) => {
       this.logger.warn({ err: messageOf(err) }, 'storing the log of this attempt failed');
     });
-    await this.deps.prisma.build.updateMany({
-      where: { id: this.id, status: 'running' },
-      data: { status: 'queued' },
-    });
+    await this.db('back to queued', () =>
+      this.deps.prisma.build.updateMany({
+        where: { id: this.id, status: 'running' },
+        data: { status: 'queued' },
+      }),
+    );
   }
 }

@@ -10,6 +10,7 @@ import {
   createLogger,
   createPrismaClient,
   createStorage,
+  isDatabaseUnavailable,
   type KilnConfig,
   LOG_STREAM_TTL_SECONDS,
   type Logger,
@@ -61,6 +62,9 @@ export interface WorkerDeps {
   lockDurationMs?: number;
   tmpDir?: string;
 }
+
+/** Delay before a job that failed because PostgreSQL was away runs again. */
+const DB_DOWN_DELAY_MS = 3000;
 
 export class KilnWorker {
   readonly logger: Logger;
@@ -166,10 +170,20 @@ export class KilnWorker {
             attempts: job.opts.attempts ?? 1,
           });
         } catch (err) {
-          if (err instanceof HandBackError && token) {
-            // Back to the queue without using up an attempt.
-            await job.moveToDelayed(Date.now() + err.delayMs, token);
-            throw new DelayedError(err.message);
+          // Back to the queue without using up an attempt: this worker stops or every builder is
+          // full, or PostgreSQL is away (a build that cannot even be read must not fail for good).
+          const delayMs =
+            err instanceof HandBackError
+              ? err.delayMs
+              : isDatabaseUnavailable(err)
+                ? DB_DOWN_DELAY_MS
+                : undefined;
+          if (delayMs !== undefined && token) {
+            if (!(err instanceof HandBackError)) {
+              logger.warn({ buildId, err: (err as Error).message }, 'database unavailable: job handed back');
+            }
+            await job.moveToDelayed(Date.now() + delayMs, token);
+            throw new DelayedError((err as Error).message);
           }
           throw err;
         }

@@ -14,3 +14,4 @@ export {
   type MigrationLogger,
   migrateDatabase,
 } from './migrate.js';
+export { isDatabaseUnavailable } from './unavailable.js';
