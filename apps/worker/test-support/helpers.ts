@@ -97,6 +97,7 @@ export function testConfig(
     reconcileIntervalSeconds: 15,
     shutdownGraceSeconds: 30,
     retention: { days: 30, contextDays: 7, intervalSeconds: 3600 },
+    events: { attempts: 3, backoffMs: 1000, timeoutSeconds: 10 },
     ...over,
   };
 }
