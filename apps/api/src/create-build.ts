@@ -2,8 +2,10 @@ import { createHash } from 'node:crypto';
 import {
   AppError,
   type Build,
+  type BuildSecrets,
   type BuildSpec,
   buildJobOptions,
+  buildSecretsTtlSeconds,
   type GitContext,
   gitRefColumn,
   isCommitId,
@@ -11,6 +13,7 @@ import {
   Prisma,
   QUEUE_BUILDS,
   resultCacheKey,
+  storeBuildSecrets,
 } from '@kiln/core';
 import type { ApiDeps } from './deps.js';
 import { type NewBuildData, reuseResult } from './result-cache.js';
@@ -62,7 +65,10 @@ export async function createBuild(
   spec: BuildSpec,
   source: BuildSource,
   idempotencyKey: string | undefined,
+  secrets: BuildSecrets = {},
 ): Promise<{ build: Build; outcome: CreateOutcome }> {
+  const unset = spec.secrets?.find((id) => !Object.hasOwn(secrets, id));
+  if (unset !== undefined) throw new AppError('invalid_spec', `secret ${unset} has no value`);
   const fields = sourceFields(source);
   const requestHash = createHash('sha256')
     .update(JSON.stringify({ spec, context: fields.identity }))
@@ -77,7 +83,8 @@ export async function createBuild(
     projectId,
     spec: spec as unknown as Prisma.InputJsonValue,
     ...fields.columns,
-    cacheKey: fields.cacheable ? resultCacheKey(fields.identity, spec) : null,
+    // With secrets the output may depend on values no key may hold: such builds neither reuse nor serve.
+    cacheKey: fields.cacheable && !spec.secrets ? resultCacheKey(fields.identity, spec) : null,
     idempotencyKey: idempotencyKey ?? null,
     requestHash,
   };
@@ -97,6 +104,7 @@ export async function createBuild(
     }
     throw err;
   }
+  if (spec.secrets) await handOverSecrets(deps, build, secrets);
   try {
     await deps.queue.add(
       QUEUE_BUILDS,
@@ -166,6 +174,28 @@ function insertQueued(deps: ApiDeps, data: NewBuildData, context: ReceivedContex
 /** A git build stores no context: BuildKit fetches the repository when the build runs. */
 function insertGit(deps: ApiDeps, data: NewBuildData): Promise<Build> {
   return deps.db.build.create({ data: { ...data, status: 'queued' } });
+}
+
+/**
+ * Hands the secret values to the build's worker through Redis (never PostgreSQL): after the insert,
+ * whose id names the key, and before the enqueue; the reconciler leaves a fresh queued row alone for
+ * a few seconds. If Redis refuses them the row goes again, so the caller can simply retry.
+ */
+async function handOverSecrets(deps: ApiDeps, build: Build, secrets: BuildSecrets): Promise<void> {
+  const { buildTimeoutSeconds, buildAttempts } = deps.config;
+  try {
+    await storeBuildSecrets(
+      deps.redis,
+      build.id,
+      secrets,
+      buildSecretsTtlSeconds(buildTimeoutSeconds, buildAttempts),
+    );
+  } catch (err) {
+    deps.logger.warn({ buildId: build.id, err: (err as Error).message }, 'storing the build secrets failed');
+    // Left queued (PostgreSQL down too), the worker fails it with secrets_unavailable.
+    await deps.db.build.delete({ where: { id: build.id } }).catch(() => undefined);
+    throw new AppError('unavailable', 'the build secrets could not be stored: try again');
+  }
 }
 
 function sameRequest(build: Build, requestHash: string): Build {

@@ -3,11 +3,14 @@ import type { Readable } from 'node:stream';
 import {
   AppError,
   BUILD_STATUSES,
+  type BuildSecrets,
   type BuildSpec,
   type BuildSpecInput,
   CHANNEL_CANCEL,
+  deleteBuildSecrets,
   FINAL_STATUSES,
   logStreamKey,
+  parseBuildSecrets,
   parseBuildSpec,
   recordBuildEvents,
   SPEC_FIELDS,
@@ -16,8 +19,8 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { buildView } from '../build-view.js';
 import { checkIdempotencyKey, createBuild } from '../create-build.js';
 import type { ApiDeps } from '../deps.js';
-import { parseGitBuildRequest } from '../git-request.js';
 import { enqueueEvents } from '../events.js';
+import { parseGitBuildRequest } from '../git-request.js';
 import { followLogs, readLogs } from '../logs.js';
 import { buildErrors, idParams } from '../schemas.js';
 import { type ReceivedContext, receiveContext } from '../upload.js';
@@ -38,6 +41,12 @@ function specFromQuery(query: Record<string, unknown>): BuildSpecInput {
   const spec: Record<string, unknown> = {};
   const list = (v: unknown) => (Array.isArray(v) ? v : v === undefined ? [] : [v]);
   for (const [k, v] of Object.entries(query)) {
+    if (k === 'secrets' || k === 'secret') {
+      throw new AppError(
+        'invalid_spec',
+        'secrets are not accepted in the query string (URLs end up in logs): send them in the JSON "spec" part of a multipart request',
+      );
+    }
     if (k === 'build-arg') spec.buildArgs = list(v);
     else if (k === 'label') spec.labels = list(v);
     else if (SPEC_FIELDS.includes(k)) {
@@ -66,7 +75,7 @@ export function buildRoutes(deps: ApiDeps) {
   /** The spec and the stored context of a POST (raw body, or multipart with fields before the context part). */
   const receiveUpload = async (
     req: FastifyRequest,
-  ): Promise<{ spec: BuildSpec; context: ReceivedContext }> => {
+  ): Promise<{ spec: BuildSpec; secrets: BuildSecrets; context: ReceivedContext }> => {
     // Node's requestTimeout stops counting once a request reaches its handler, so a drip-fed
     // upload needs its own deadline; the socket idle timeout (connectionTimeout) cuts a stalled one.
     const seconds = config.requestTimeoutSeconds;
@@ -80,7 +89,9 @@ export function buildRoutes(deps: ApiDeps) {
       clearTimeout(deadline);
     }
   };
-  const readUpload = async (req: FastifyRequest): Promise<{ spec: BuildSpec; context: ReceivedContext }> => {
+  const readUpload = async (
+    req: FastifyRequest,
+  ): Promise<{ spec: BuildSpec; secrets: BuildSecrets; context: ReceivedContext }> => {
     if (!req.isMultipart()) {
       if (!isStream(req.body)) {
         throw new AppError(
@@ -89,11 +100,11 @@ export function buildRoutes(deps: ApiDeps) {
         );
       }
       const spec = parseBuildSpec(specFromQuery(req.query as Record<string, unknown>));
-      return { spec, context: await receiveContext(req.body, uploadOptions(spec.file)) };
+      return { spec, secrets: {}, context: await receiveContext(req.body, uploadOptions(spec.file)) };
     }
     // No prototype: a "__proto__" key in a JSON spec stays a key (and is then rejected as unknown).
     const fields: Record<string, unknown> = Object.create(null);
-    let stored: { spec: BuildSpec; context: ReceivedContext } | undefined;
+    let stored: { spec: BuildSpec; secrets: BuildSecrets; context: ReceivedContext } | undefined;
     try {
       for await (const part of req.parts()) {
         if (part.type === 'file') {
@@ -104,8 +115,10 @@ export function buildRoutes(deps: ApiDeps) {
               `unexpected file part "${part.fieldname}": send one part named "context"`,
             );
           }
-          const spec = parseBuildSpec({ ...fields, ...specFromQuery(req.query as Record<string, unknown>) });
-          stored = { spec, context: await receiveContext(part.file, uploadOptions(spec.file)) };
+          const input: BuildSpecInput = { ...fields, ...specFromQuery(req.query as Record<string, unknown>) };
+          const spec = parseBuildSpec(input);
+          const secrets = parseBuildSecrets(input.secrets);
+          stored = { spec, secrets, context: await receiveContext(part.file, uploadOptions(spec.file)) };
         } else {
           if (stored)
             throw new AppError(
@@ -172,12 +185,20 @@ export function buildRoutes(deps: ApiDeps) {
         if (isJsonBody(req)) {
           const { spec, git } = parseGitBuildRequest(req.body);
           const source = { kind: 'git', git, origin: 'api' } as const;
-          return answer(await createBuild(deps, req.projectId, spec, source, idempotencyKey));
+          const secrets = parseBuildSecrets((req.body as BuildSpecInput).secrets);
+          return answer(await createBuild(deps, req.projectId, spec, source, idempotencyKey, secrets));
         }
-        const { spec, context } = await receiveUpload(req);
+        const { spec, secrets, context } = await receiveUpload(req);
         try {
           return await answer(
-            await createBuild(deps, req.projectId, spec, { kind: 'upload', context }, idempotencyKey),
+            await createBuild(
+              deps,
+              req.projectId,
+              spec,
+              { kind: 'upload', context },
+              idempotencyKey,
+              secrets,
+            ),
           );
         } finally {
           await context.dispose();
@@ -263,6 +284,7 @@ export function buildRoutes(deps: ApiDeps) {
         });
         if (deliveries) {
           await deps.queue.remove(build.id).catch(() => undefined);
+          await deleteBuildSecrets(deps.redis, build.id).catch(() => undefined);
           await deps.redis
             .xadd(logStreamKey(build.id), '*', 'k', 'end', 'd', 'canceled')
             .catch(() => undefined);
