@@ -665,12 +665,12 @@ describe('hostile uploads', () => {
   describe('HTTP', () => {
     corpus([
       {
-        name: 'Content-Type application/json',
+        // JSON names a remote (git) context; one without `git` is no context at all.
+        name: 'Content-Type application/json without a git context',
         send: () => postRaw('', Buffer.from('{"context":"x"}'), 'application/json'),
-        status: 415,
-        code: 'unsupported_media_type',
-        message:
-          /send the context as application\/x-tar, application\/tar, application\/gzip or multipart\/form-data/,
+        status: 400,
+        code: 'invalid_context',
+        message: /a JSON body names a remote context, \{"git": .*upload a local context as application\/x-tar/,
       },
       {
         name: 'Content-Type text/plain',
