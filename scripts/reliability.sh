@@ -3,7 +3,8 @@
 #   faults    test/e2e/faults*.test.ts           (processes killed, services restarted)
 #   hostile   test/hostile/**/*.test.ts          (hostile-input corpora)
 #   security  test/security/**/*.test.ts, apps/api/test/rate-limit.test.ts,
-#             packages/buildkit-client/test/transports.test.ts (mTLS)
+#             packages/buildkit-client/test/transports.test.ts (mTLS), and the surfaces with
+#             their own forgery/isolation cases: test/e2e/{webhooks,events,secrets}.test.ts
 #   soak      test/e2e/soak.test.ts              (300 builds under random faults)
 # Files are found by glob, so new ones count on the next run. Each file runs on its own through
 # `npm test -- FILE` (fresh daemons and databases), its output kept in a log directory.
@@ -31,7 +32,7 @@ mkdir -p "$LOGS"
 declare -A GROUP_FILES=(
 	[faults]="$(printf '%s ' test/e2e/faults*.test.ts)"
 	[hostile]="$(printf '%s ' test/hostile/**/*.test.ts)"
-	[security]="$(printf '%s ' test/security/**/*.test.ts apps/api/test/rate-limit.test.ts packages/buildkit-client/test/transports.test.ts)"
+	[security]="$(printf '%s ' test/security/**/*.test.ts apps/api/test/rate-limit.test.ts packages/buildkit-client/test/transports.test.ts test/e2e/webhooks.test.ts test/e2e/events.test.ts test/e2e/secrets.test.ts)"
 	[soak]="$(printf '%s ' test/e2e/soak.test.ts)"
 )
 
