@@ -34,18 +34,9 @@ export async function reuseResult(
   const platform = requestedPlatform ?? (await defaultBuilderPlatform(deps));
   if (!platform) return undefined;
   const now = new Date();
-  const source = await deps.db.build.findFirst({
-    where: {
-      projectId: data.projectId,
-      cacheKey: data.cacheKey,
-      platform,
-      status: 'succeeded',
-      artifactKey: { not: null },
-      // Past its retention it is as good as expired: retention is about to delete it.
-      finishedAt: { gte: new Date(now.getTime() - deps.config.retention.days * DAY_MS) },
-    },
-    orderBy: { finishedAt: 'desc' },
-  });
+  // Past its retention it is as good as expired: retention is about to delete it.
+  const since = new Date(now.getTime() - deps.config.retention.days * DAY_MS);
+  const source = await deps.reads.resultCacheSource(data.projectId, data.cacheKey, platform, since);
   if (!source?.artifactKey) return undefined;
   const { artifactKey, artifactSize, artifactDigest } = source;
   const inserted = await deps.db.$transaction(async (tx) => {

@@ -78,3 +78,34 @@ test('tokenByHash finds live and revoked tokens by hash', async () => {
   assert.deepEqual((await reads.tokenByHash('h-old'))?.revokedAt, revokedAt);
   assert.equal(await reads.tokenByHash('h-none'), null);
 });
+
+test('resultCacheSource: the newest succeeded build with the key and platform, in time, with an artifact', async () => {
+  const p = await project('hot-e');
+  const other = await project('hot-f');
+  const at = (iso: string) => new Date(iso);
+  const make = (data: Record<string, unknown>) =>
+    database.prisma.build.create({
+      data: {
+        projectId: p.id,
+        spec: {},
+        cacheKey: 'k',
+        platform: 'linux/amd64',
+        status: 'succeeded',
+        artifactKey: 'artifacts/a',
+        finishedAt: at('2026-05-01T00:00:00Z'),
+        ...data,
+      },
+    });
+  await make({ finishedAt: at('2026-05-02T00:00:00Z') });
+  const newest = await make({ finishedAt: at('2026-05-03T00:00:00Z') });
+  await make({ finishedAt: at('2026-05-04T00:00:00Z'), status: 'failed' });
+  await make({ finishedAt: at('2026-05-04T00:00:00Z'), artifactKey: null });
+  await make({ finishedAt: at('2026-05-04T00:00:00Z'), platform: 'linux/arm64' });
+  await make({ finishedAt: at('2026-05-04T00:00:00Z'), cacheKey: 'other' });
+  await make({ finishedAt: at('2026-05-04T00:00:00Z'), projectId: other.id });
+
+  const since = at('2026-04-01T00:00:00Z');
+  assert.deepEqual(await reads.resultCacheSource(p.id, 'k', 'linux/amd64', since), newest);
+  assert.equal(await reads.resultCacheSource(p.id, 'k', 'linux/amd64', at('2026-05-03T00:00:00.001Z')), null);
+  assert.equal(await reads.resultCacheSource(p.id, 'k', 'linux/s390x', since), null);
+});

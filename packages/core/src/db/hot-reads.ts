@@ -40,6 +40,30 @@ export class HotReads {
     return rows[0] ?? null;
   }
 
+  /**
+   * The newest succeeded build of a project with this result-cache key and platform that finished
+   * at or after `since` and still has its artifact: what the result cache answers from. One
+   * index range (see the Build index on projectId, cacheKey, status, platform, finishedAt).
+   */
+  async resultCacheSource(
+    projectId: string,
+    cacheKey: string,
+    platform: string,
+    since: Date,
+  ): Promise<Build | null> {
+    const { rows } = await this.pool.query<Build>({
+      name: 'kiln_result_cache_source',
+      text: `SELECT * FROM "Build"
+        WHERE "projectId" = $1 AND "cacheKey" = $2 AND "status" = 'succeeded' AND "platform" = $3
+          AND "finishedAt" >= $4 AND "artifactKey" IS NOT NULL
+        ORDER BY "finishedAt" DESC LIMIT 1`,
+      // The column has no time zone and holds UTC; pg would send the Date in local time.
+      values: [projectId, cacheKey, platform, since.toISOString()],
+      types: rowTypes,
+    });
+    return rows[0] ?? null;
+  }
+
   /** A project's build; another project's is indistinguishable from a missing one (null). */
   async projectBuild(projectId: string, id: string): Promise<Build | null> {
     const { rows } = await this.pool.query<Build>({
