@@ -228,6 +228,42 @@ describe('context selection', () => {
     }
   });
 
+  test('symlinks out of the context travel as links: nothing outside it is read or sent', async () => {
+    const outside = await mkdtemp(path.join(tmpdir(), 'kiln-cli-outside-'));
+    const secret = `outside-${createHash('sha256').update(outside).digest('hex')}`;
+    await writeFile(path.join(outside, 'secret.txt'), secret);
+    await mkdir(path.join(outside, 'dir'));
+    await writeFile(path.join(outside, 'dir', 'inner.txt'), secret);
+    const ctx = await makeContext({
+      Dockerfile: 'FROM scratch\nCOPY . /\n',
+      abs: { symlink: path.join(outside, 'secret.txt') },
+      rel: { symlink: path.relative('/x/y', path.join(outside, 'secret.txt')) },
+      dirlink: { symlink: path.join(outside, 'dir') },
+    });
+    try {
+      const plan = await planContext({ contextDir: ctx.dir, cwd: '/' });
+      assert.deepEqual(pathsOf(plan).sort(), ['Dockerfile', 'abs', 'dirlink', 'rel']);
+      const tar = await tarOf(plan);
+      assert.equal(tar.includes(Buffer.from(secret)), false, 'content from outside the context was sent');
+      const listing = execFileSync('/bin/tar', ['-tvf', '-'], { input: tar, encoding: 'utf8' });
+      assert.match(listing, new RegExp(`^l.* abs -> ${outside}/secret\\.txt$`, 'm'));
+      assert.match(listing, new RegExp(`^l.* dirlink -> ${outside}/dir$`, 'm'));
+      // The server takes such links as they are (BuildKit resolves them inside the build's root),
+      // and the worker's extractor recreates them as links, writing nothing outside.
+      const validator = createContextValidator({ dockerfilePath: plan.dockerfile });
+      await pipeline(PassThrough.from(tar), validator.stream, new PassThrough().resume());
+      assert.equal((await validator.result).entries, 4);
+      const out = path.join(work, 'links-extract');
+      await extractContext(PassThrough.from(tar), out);
+      assert.equal(await readlink(path.join(out, 'abs')), path.join(outside, 'secret.txt'));
+      assert.deepEqual((await readdir(outside)).sort(), ['dir', 'secret.txt']);
+      assert.equal(await readFile(path.join(outside, 'secret.txt'), 'utf8'), secret);
+    } finally {
+      await ctx.cleanup();
+      await rm(outside, { recursive: true, force: true });
+    }
+  });
+
   test('a bad pattern is an error naming the file', async () => {
     const ctx = await makeContext({ Dockerfile: 'FROM scratch\n', '.dockerignore': '[\n' });
     try {
