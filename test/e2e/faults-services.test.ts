@@ -10,52 +10,47 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
-import http from 'node:http';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 import { bootstrapProject } from '@kiln/api';
-import { logStreamKey } from '@kiln/core';
 import { Redis } from 'ioredis';
-import { busyboxPath, makeContext } from '../../packages/buildkit-client/test-support/context.js';
 import { startS3rver } from '../../packages/core/test-support/s3rver.js';
 import { freePort, testRedisUrl } from '../../packages/core/test-support/services.js';
 import {
   addCleanup,
   apiClient,
   attemptsOf,
+  BIG_DOCKERFILE,
   type BuildJson,
+  busyboxContext,
   checkArtifact,
+  endsOf,
   FINAL,
   flushRedis,
-  type InProcessApi,
   type KilnProcess,
   listFiles,
   logger,
   MiB,
-  once,
   RESULT_DOCKERFILE,
-  RUN,
+  s3rverEnv,
+  scriptDockerfile,
   secs,
   serviceEnv,
   sha256,
   sleep,
   spawnApi,
   spawnWorker,
-  startApi,
   startPostgres,
   summarizeLog,
   testBuilders,
   tgz,
+  withKiln,
   withOutputOnFailure,
 } from '../support/processes.js';
+import { startS3Proxy } from '../support/s3-proxy.js';
 
 const { D1 } = testBuilders();
 const log = logger('faults-services');
-
-async function endsOf(redis: Redis, id: string): Promise<string[]> {
-  const entries = await redis.xrange(logStreamKey(id), '-', '+');
-  return entries.filter(([, f]) => f[1] === 'end').map(([, f]) => String(f[3]));
-}
 
 /** status → count, e.g. "503 unavailable ×40, 202 ×3". */
 function histogram(items: string[]): string {
@@ -69,29 +64,22 @@ describe('service faults (PostgreSQL, storage, API process)', { concurrency: fal
     timeout: 300_000,
   }, async () => {
     const pg = await startPostgres();
-    const ctx = await makeContext({
-      busybox: { content: await fs.readFile(busyboxPath()), mode: 0o755 },
-      Dockerfile: [
-        'FROM scratch AS b',
-        'COPY busybox /bin/busybox',
-        'ARG N=0',
-        RUN('/bin/busybox sleep 4; /bin/busybox mkdir -p /out; echo built-$N > /out/result.txt'),
-        'FROM scratch',
-        'COPY --from=b /out /out',
-        '',
-      ].join('\n'),
-    });
-    const workers: KilnProcess[] = [];
-    let api: InProcessApi | undefined;
+    const ctx = await busyboxContext(
+      scriptDockerfile('/bin/busybox sleep 4; /bin/busybox mkdir -p /out; echo built-$N > /out/result.txt'),
+    );
     const redisUrl = testRedisUrl();
-    await flushRedis(redisUrl);
     const redis = new Redis(redisUrl);
-    try {
-      const { env } = await serviceEnv(redisUrl, { KILN_RECONCILE_INTERVAL_SECONDS: '2' }, pg.url);
-      api = await startApi(env, 'faults-pg');
-      const a = api;
-      workers.push(spawnWorker('w1', env), spawnWorker('w2', env));
-      await withOutputOnFailure(workers, async () => {
+    await withKiln(
+      {
+        project: 'faults-pg',
+        redisUrl,
+        env: { KILN_RECONCILE_INTERVAL_SECONDS: '2' },
+        databaseUrl: pg.url,
+        release: [() => redis.disconnect(), () => ctx.cleanup(), () => pg.cleanup()],
+      },
+      async ({ api: a, env, workers, spawn }) => {
+        spawn('w1');
+        spawn('w2');
         const context = await tgz(ctx.dir);
         const builds = await Promise.all(
           Array.from({ length: 8 }, (_, i) =>
@@ -195,14 +183,8 @@ describe('service faults (PostgreSQL, storage, API process)', { concurrency: fal
             `${retried}× and recorded ${recorded}×, jobs handed back ${handedBack}×`,
         );
         log(`worker warnings: ${summarizeLog(workerLogs)}`);
-      });
-    } finally {
-      redis.disconnect();
-      await Promise.all(workers.map((w) => w.stop(10_000)));
-      await ctx.cleanup();
-      await api?.close();
-      await pg.cleanup();
-    }
+      },
+    );
   });
 
   test('storage failing mid-upload: multipart aborted, nothing partial visible, retried, succeeds', {
@@ -213,21 +195,22 @@ describe('service faults (PostgreSQL, storage, API process)', { concurrency: fal
     // A proxy in front of s3rver for the worker only: fails every UploadPart while `failing`.
     let failing = true;
     const seen = { creates: 0, partsFailed: 0, partsOk: 0, aborts: 0, completes: 0 };
-    const target = new URL(s3.endpoint);
-    const proxy = http.createServer((req, res) => {
-      const url = new URL(req.url ?? '/', 'http://proxy');
-      const isPart =
-        req.method === 'PUT' && url.searchParams.has('partNumber') && url.searchParams.has('uploadId');
-      if (req.method === 'POST' && url.searchParams.has('uploads')) seen.creates++;
-      if (req.method === 'POST' && url.searchParams.has('uploadId')) seen.completes++;
-      if (req.method === 'DELETE' && url.searchParams.has('uploadId')) {
-        seen.aborts++;
-        // The abort goes through; the storage "recovers" after it (the retry may succeed).
-        res.on('finish', () => {
-          failing = false;
-        });
-      }
-      if (isPart && failing) {
+    const proxy = await startS3Proxy(s3.endpoint, {
+      intercept: ({ method, url, part }, req, res) => {
+        if (method === 'POST' && url.searchParams.has('uploads')) seen.creates++;
+        if (method === 'POST' && url.searchParams.has('uploadId')) seen.completes++;
+        if (method === 'DELETE' && url.searchParams.has('uploadId')) {
+          seen.aborts++;
+          // The abort goes through; the storage "recovers" after it (the retry may succeed).
+          res.on('finish', () => {
+            failing = false;
+          });
+        }
+        if (part === null) return false;
+        if (!failing) {
+          seen.partsOk++;
+          return false;
+        }
         seen.partsFailed++;
         req.resume();
         req.on('end', () => {
@@ -236,59 +219,18 @@ describe('service faults (PostgreSQL, storage, API process)', { concurrency: fal
             '<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code><Message>injected</Message></Error>',
           );
         });
-        return;
-      }
-      if (isPart) seen.partsOk++;
-      const headers = { ...req.headers };
-      delete headers.expect;
-      const up = http.request(
-        { host: target.hostname, port: target.port, method: req.method, path: req.url, headers },
-        (upRes) => {
-          res.writeHead(upRes.statusCode ?? 502, upRes.headers);
-          upRes.pipe(res);
-        },
-      );
-      up.on('error', (err) => res.destroy(err));
-      req.pipe(up);
+        return true;
+      },
     });
-    await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
-    const closeProxy = once(
-      () =>
-        new Promise<void>((r) => {
-          proxy.closeAllConnections();
-          proxy.close(() => r());
-        }),
-    );
-    addCleanup(closeProxy);
-    const proxyEndpoint = `http://127.0.0.1:${(proxy.address() as { port: number }).port}`;
-    const ctx = await makeContext({
-      busybox: { content: await fs.readFile(busyboxPath()), mode: 0o755 },
-      Dockerfile: [
-        'FROM scratch AS b',
-        'COPY busybox /bin/busybox',
-        RUN('/bin/busybox dd if=/dev/urandom of=/big bs=1M count=24'),
-        'FROM scratch',
-        'COPY --from=b /big /big',
-        '',
-      ].join('\n'),
-    });
-    const workers: KilnProcess[] = [];
-    let api: InProcessApi | undefined;
-    const redisUrl = testRedisUrl();
-    await flushRedis(redisUrl);
-    try {
-      const s3Env = {
-        KILN_S3_BUCKET: s3.bucket,
-        KILN_S3_ENDPOINT: s3.endpoint,
-        AWS_ACCESS_KEY_ID: 'S3RVER',
-        AWS_SECRET_ACCESS_KEY: 'S3RVER',
-        KILN_BUILDERS: `${D1}=2`,
-      };
-      const { env } = await serviceEnv(redisUrl, s3Env);
-      api = await startApi(env, 'faults-storage');
-      const a = api;
-      workers.push(spawnWorker('w', { ...env, KILN_S3_ENDPOINT: proxyEndpoint }));
-      await withOutputOnFailure(workers, async () => {
+    const ctx = await busyboxContext(BIG_DOCKERFILE);
+    await withKiln(
+      {
+        project: 'faults-storage',
+        env: { ...s3rverEnv(s3), KILN_BUILDERS: `${D1}=2` },
+        release: [() => ctx.cleanup(), () => proxy.close(), () => s3.stop()],
+      },
+      async ({ api: a, env, workers, spawn }) => {
+        spawn('w', { ...env, KILN_S3_ENDPOINT: proxy.endpoint });
         const t0 = Date.now();
         const b = await a.submit(
           await tgz(ctx.dir),
@@ -344,14 +286,8 @@ describe('service faults (PostgreSQL, storage, API process)', { concurrency: fal
             `succeeded on attempt 2 after ${secs(tDone - t0)}; ${views.length} polls, none showed an artifact before success`,
         );
         log(`worker warnings: ${summarizeLog(workers[0]?.output() ?? '')}`);
-      });
-    } finally {
-      await Promise.all(workers.map((w) => w.stop(10_000)));
-      await ctx.cleanup();
-      await api?.close();
-      await closeProxy();
-      await s3.stop();
-    }
+      },
+    );
   });
 
   test('SIGTERM to the API process with uploads in flight: they complete, nothing half-stored', {
@@ -363,12 +299,8 @@ describe('service faults (PostgreSQL, storage, API process)', { concurrency: fal
     await flushRedis(redisUrl);
     const ctxs = await Promise.all(
       Array.from({ length: 6 }, async (_, i) =>
-        makeContext({
-          busybox: { content: await fs.readFile(busyboxPath()), mode: 0o755 },
-          Dockerfile: RESULT_DOCKERFILE,
-          // Random bytes: the gzip stays large, so each upload takes a while.
-          [`noise-${i}`]: { content: randomBytes(3 * MiB), mode: 0o644 },
-        }),
+        // Random bytes: the gzip stays large, so each upload takes a while.
+        busyboxContext(RESULT_DOCKERFILE, { [`noise-${i}`]: { content: randomBytes(3 * MiB), mode: 0o644 } }),
       ),
     );
     try {

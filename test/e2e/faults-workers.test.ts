@@ -10,34 +10,29 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, test } from 'node:test';
-import { logStreamKey } from '@kiln/core';
 import { Redis } from 'ioredis';
-import { busyboxPath, makeContext } from '../../packages/buildkit-client/test-support/context.js';
 import { startS3rver } from '../../packages/core/test-support/s3rver.js';
 import { testRedisUrl } from '../../packages/core/test-support/services.js';
 import {
   addCleanup,
   attemptsOf,
+  busyboxContext,
   checkArtifact,
+  endsOf,
   FINAL,
-  flushRedis,
-  type InProcessApi,
-  type KilnProcess,
   listFiles,
   logger,
   processRuns,
-  RUN,
+  s3rverEnv,
+  scriptDockerfile,
   secs,
-  serviceEnv,
-  spawnWorker,
-  startApi,
   startDockerd,
   summarizeLog,
   tempDir,
   testBuilders,
   tgz,
   waitUntil,
-  withOutputOnFailure,
+  withKiln,
 } from '../support/processes.js';
 
 const { D1 } = testBuilders();
@@ -45,29 +40,14 @@ const log = logger('faults-workers');
 
 /** A build whose RUN step prints `marker`, sleeps `seconds`, then writes /out/slept.txt. */
 async function sleepyContext(marker: string, seconds: number) {
-  return makeContext({
-    busybox: { content: await fs.readFile(busyboxPath()), mode: 0o755 },
-    Dockerfile: [
-      'FROM scratch AS b',
-      'COPY busybox /bin/busybox',
-      'ARG N=0',
-      RUN(
-        `echo ${marker} $N; /bin/busybox sleep ${seconds}; /bin/busybox mkdir -p /out; echo slept-$N > /out/slept.txt`,
-      ),
-      'FROM scratch',
-      'COPY --from=b /out /out',
-      '',
-    ].join('\n'),
-  });
+  return busyboxContext(
+    scriptDockerfile(
+      `echo ${marker} $N; /bin/busybox sleep ${seconds}; /bin/busybox mkdir -p /out; echo slept-$N > /out/slept.txt`,
+    ),
+  );
 }
 
 const marker = () => `kiln-fault-${Math.random().toString(16).slice(2, 10)}`;
-
-/** The `end` entries of a build's log stream: one per final state the build reached. */
-async function endsOf(redis: Redis, id: string): Promise<string[]> {
-  const entries = await redis.xrange(logStreamKey(id), '-', '+');
-  return entries.filter(([, f]) => f[1] === 'end').map(([, f]) => String(f[3]));
-}
 
 describe('worker and builder faults (worker processes, real daemons)', { concurrency: false }, () => {
   test('a worker killed with SIGKILL mid-build: the job is recovered, succeeds once with attempts = 2', {
@@ -78,26 +58,18 @@ describe('worker and builder faults (worker processes, real daemons)', { concurr
     const tmp = await tempDir(path.join(os.tmpdir(), 'kiln-wtmp-'));
     const mark = marker();
     const ctx = await sleepyContext(mark, 8);
-    const workers: KilnProcess[] = [];
-    let api: InProcessApi | undefined;
     const redisUrl = testRedisUrl();
-    await flushRedis(redisUrl);
     const redis = new Redis(redisUrl);
-    try {
-      const { env } = await serviceEnv(redisUrl, {
-        KILN_BUILDERS: `${D1}=2`,
-        KILN_S3_BUCKET: s3.bucket,
-        KILN_S3_ENDPOINT: s3.endpoint,
-        AWS_ACCESS_KEY_ID: 'S3RVER',
-        AWS_SECRET_ACCESS_KEY: 'S3RVER',
-        KILN_RECONCILE_INTERVAL_SECONDS: '5',
-      });
-      const workerEnv = { ...env, TMPDIR: tmp.dir };
-      api = await startApi(env, 'faults-kill9');
-      const a = api;
-      const w1 = spawnWorker('w1', workerEnv);
-      workers.push(w1);
-      await withOutputOnFailure(workers, async () => {
+    await withKiln(
+      {
+        project: 'faults-kill9',
+        redisUrl,
+        env: { KILN_BUILDERS: `${D1}=2`, ...s3rverEnv(s3), KILN_RECONCILE_INTERVAL_SECONDS: '5' },
+        release: [() => redis.disconnect(), () => ctx.cleanup(), () => s3.stop()],
+      },
+      async ({ api: a, env, spawn }) => {
+        const workerEnv = { ...env, TMPDIR: tmp.dir };
+        const w1 = spawn('w1', workerEnv);
         const b = await a.submit(await tgz(ctx.dir), 'output=type=tar,dest=s.tar&network=none&noCache=true');
         const running = await a.waitFor(b.id, ['running', ...FINAL], 60_000);
         assert.equal(running.status, 'running');
@@ -112,8 +84,7 @@ describe('worker and builder faults (worker processes, real daemons)', { concurr
         const tKill = Date.now();
         await w1.kill();
         // A new worker on the same machine removes what the killed one left, and takes over.
-        const w2 = spawnWorker('w2', workerEnv);
-        workers.push(w2);
+        const w2 = spawn('w2', workerEnv);
         await waitUntil(
           "w1's scratch directory removed by w2",
           async () => !(await fs.readdir(tmp.dir)).some((n) => n.startsWith(`kiln-worker-${w1.pid}-`)),
@@ -154,14 +125,8 @@ describe('worker and builder faults (worker processes, real daemons)', { concurr
             `${secs(tDone - tKill)} after the kill (BullMQ lock 30 s + stalled check)`,
         );
         log(`w2 warnings: ${summarizeLog(w2.output())}`);
-      });
-    } finally {
-      redis.disconnect();
-      await Promise.all(workers.map((w) => w.stop(10_000)));
-      await ctx.cleanup();
-      await api?.close();
-      await s3.stop();
-    }
+      },
+    );
   });
 
   test('SIGTERM to a worker under load: builds finish or are handed back, none stays running', {
@@ -169,18 +134,17 @@ describe('worker and builder faults (worker processes, real daemons)', { concurr
   }, async () => {
     const mark = marker();
     const ctx = await sleepyContext(mark, 6);
-    const workers: KilnProcess[] = [];
-    let api: InProcessApi | undefined;
     const redisUrl = testRedisUrl();
-    await flushRedis(redisUrl);
     const redis = new Redis(redisUrl);
-    try {
-      const { env } = await serviceEnv(redisUrl, { KILN_SHUTDOWN_GRACE_SECONDS: '3' });
-      api = await startApi(env, 'faults-sigterm-worker');
-      const a = api;
-      const w1 = spawnWorker('w1', env);
-      workers.push(w1);
-      await withOutputOnFailure(workers, async () => {
+    await withKiln(
+      {
+        project: 'faults-sigterm-worker',
+        redisUrl,
+        env: { KILN_SHUTDOWN_GRACE_SECONDS: '3' },
+        release: [() => redis.disconnect(), () => ctx.cleanup()],
+      },
+      async ({ api: a, env, spawn }) => {
+        const w1 = spawn('w1');
         const context = await tgz(ctx.dir);
         const builds = await Promise.all(
           Array.from({ length: 6 }, (_, i) =>
@@ -195,8 +159,7 @@ describe('worker and builder faults (worker processes, real daemons)', { concurr
               .length >= 4,
           60_000,
         );
-        const w2 = spawnWorker('w2', env);
-        workers.push(w2);
+        const w2 = spawn('w2');
         const tTerm = Date.now();
         const exit = await w1.stop(60_000);
         const tExit = Date.now();
@@ -234,13 +197,8 @@ describe('worker and builder faults (worker processes, real daemons)', { concurr
             `attempts: ${done.map((b) => b.attempts).join(',')}`,
         );
         log(`w1 warnings: ${summarizeLog(w1.output())}`);
-      });
-    } finally {
-      redis.disconnect();
-      await Promise.all(workers.map((w) => w.stop(10_000)));
-      await ctx.cleanup();
-      await api?.close();
-    }
+      },
+    );
   });
 
   test('every builder down: builds end failed with no_builder_available, never stuck running', {
@@ -250,20 +208,14 @@ describe('worker and builder faults (worker processes, real daemons)', { concurr
     if (!x || !y) throw new Error('dockerds');
     const mark = marker();
     const ctx = await sleepyContext(mark, 60);
-    const workers: KilnProcess[] = [];
-    let api: InProcessApi | undefined;
-    const redisUrl = testRedisUrl();
-    await flushRedis(redisUrl);
-    try {
-      const { env } = await serviceEnv(redisUrl, {
-        KILN_BUILDERS: `${x.address}=1,${y.address}=1`,
-        KILN_BUILD_ATTEMPTS: '3',
-      });
-      api = await startApi(env, 'faults-no-builder');
-      const a = api;
-      const w = spawnWorker('w', env);
-      workers.push(w);
-      await withOutputOnFailure(workers, async () => {
+    await withKiln(
+      {
+        project: 'faults-no-builder',
+        env: { KILN_BUILDERS: `${x.address}=1,${y.address}=1`, KILN_BUILD_ATTEMPTS: '3' },
+        release: [() => ctx.cleanup(), () => Promise.all([x.cleanup(), y.cleanup()])],
+      },
+      async ({ api: a, env, spawn }) => {
+        const w = spawn('w');
         const context = await tgz(ctx.dir);
         // Two builds running, one on each builder; then both daemons die.
         const running = await Promise.all(
@@ -303,13 +255,8 @@ describe('worker and builder faults (worker processes, real daemons)', { concurr
             `${secs(tDone - tDown)} later (3 attempts, backoff 2 s + 4 s); attempt rows: ` +
             attempts.map((r) => `${r.number}:${r.outcome}/${r.errorCode}`).join(', '),
         );
-      });
-    } finally {
-      await Promise.all(workers.map((w) => w.stop(10_000)));
-      await ctx.cleanup();
-      await api?.close();
-      await Promise.all([x.cleanup(), y.cleanup()]);
-    }
+      },
+    );
   });
 
   test('a stuck build (RUN sleeps 10 min) is ended by KILN_BUILD_TIMEOUT_SECONDS=10 with code timeout', {
@@ -317,20 +264,14 @@ describe('worker and builder faults (worker processes, real daemons)', { concurr
   }, async () => {
     const mark = marker();
     const ctx = await sleepyContext(mark, 600);
-    const workers: KilnProcess[] = [];
-    let api: InProcessApi | undefined;
-    const redisUrl = testRedisUrl();
-    await flushRedis(redisUrl);
-    try {
-      const { env } = await serviceEnv(redisUrl, {
-        KILN_BUILDERS: `${D1}=2`,
-        KILN_BUILD_TIMEOUT_SECONDS: '10',
-      });
-      api = await startApi(env, 'faults-stuck');
-      const a = api;
-      const w = spawnWorker('w', env);
-      workers.push(w);
-      await withOutputOnFailure(workers, async () => {
+    await withKiln(
+      {
+        project: 'faults-stuck',
+        env: { KILN_BUILDERS: `${D1}=2`, KILN_BUILD_TIMEOUT_SECONDS: '10' },
+        release: [() => ctx.cleanup()],
+      },
+      async ({ api: a, spawn }) => {
+        const w = spawn('w');
         const b = await a.submit(await tgz(ctx.dir), 'output=type=tar,dest=r.tar&network=none&noCache=true');
         assert.equal((await a.waitFor(b.id, ['running', ...FINAL], 60_000)).status, 'running');
         const tRunning = Date.now();
@@ -352,11 +293,7 @@ describe('worker and builder faults (worker processes, real daemons)', { concurr
           `stuck build: failed timeout ${secs(tDone - tRunning)} after it started running; ` +
             `the daemon's RUN process was gone ${secs(tGone - tDone)} after that`,
         );
-      });
-    } finally {
-      await Promise.all(workers.map((w) => w.stop(10_000)));
-      await ctx.cleanup();
-      await api?.close();
-    }
+      },
+    );
   });
 });

@@ -10,39 +10,34 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
-import http from 'node:http';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 import { QUEUE_BUILDS } from '@kiln/core';
 import { Redis } from 'ioredis';
-import { busyboxPath, makeContext } from '../../packages/buildkit-client/test-support/context.js';
 import { readTarEntries } from '../../packages/buildkit-client/test-support/tar-entries.js';
 import { startS3rver } from '../../packages/core/test-support/s3rver.js';
-import { testRedisUrl } from '../../packages/core/test-support/services.js';
 import {
   addCleanup,
+  BIG_DOCKERFILE,
+  busyboxContext,
   checkArtifact,
-  flushRedis,
-  type InProcessApi,
-  type KilnProcess,
   logger,
   MiB,
   once,
   pgQuery,
   RESULT_DOCKERFILE,
-  RUN,
+  s3rverEnv,
+  scriptDockerfile,
   secs,
-  serviceEnv,
   sleep,
-  spawnWorker,
-  startApi,
   startDockerd,
   startRedis,
   summarizeLog,
   testBuilders,
   tgz,
-  withOutputOnFailure,
+  withKiln,
 } from '../support/processes.js';
+import { startS3Proxy } from '../support/s3-proxy.js';
 
 const { D1, D2 } = testBuilders();
 const log = logger('faults');
@@ -56,51 +51,38 @@ describe('Kiln under faults (worker processes, real daemons)', { concurrency: fa
   test('two worker processes, two builders: 20 concurrent builds all succeed on both daemons', {
     timeout: 120_000,
   }, async () => {
-    const redisUrl = testRedisUrl();
-    await flushRedis(redisUrl);
-    const { env } = await serviceEnv(redisUrl);
-    const api = await startApi(env, 'faults-many');
-    const workers = [spawnWorker('w1', env), spawnWorker('w2', env)];
-    const ctx = await makeContext({
-      busybox: { content: await fs.readFile(busyboxPath()), mode: 0o755 },
-      Dockerfile: RESULT_DOCKERFILE,
-    });
-    try {
-      await withOutputOnFailure(workers, async () => {
-        const context = await tgz(ctx.dir);
-        const t0 = Date.now();
-        const submitted = await Promise.all(
-          Array.from({ length: 20 }, (_, i) =>
-            api.submit(context, `output=type=tar,dest=r${i}.tar&network=none&build-arg=N=${i}`),
-          ),
-        );
-        const tSubmitted = Date.now() - t0;
-        assert.equal(new Set(submitted.map((b) => b.id)).size, 20);
-        const done = await Promise.all(
-          submitted.map((b) => api.waitFor(b.id, ['succeeded', 'failed', 'canceled'], 100_000)),
-        );
-        const tDone = Date.now() - t0;
-        for (const b of done) assert.equal(b.status, 'succeeded', `${b.id}: ${JSON.stringify(b.error)}`);
-        const perBuilder = new Map<string, number>();
-        for (const b of done)
-          perBuilder.set(b.builder ?? 'null', (perBuilder.get(b.builder ?? 'null') ?? 0) + 1);
-        assert.deepEqual([...perBuilder.keys()].sort(), [D1, D2].sort(), 'both daemons were used');
-        for (const b of done) assert.equal(b.attempts, 1, `${b.id} took ${b.attempts} attempts`);
+    const ctx = await busyboxContext(RESULT_DOCKERFILE);
+    await withKiln({ project: 'faults-many', release: [() => ctx.cleanup()] }, async ({ api, spawn }) => {
+      const workers = [spawn('w1'), spawn('w2')];
+      const context = await tgz(ctx.dir);
+      const t0 = Date.now();
+      const submitted = await Promise.all(
+        Array.from({ length: 20 }, (_, i) =>
+          api.submit(context, `output=type=tar,dest=r${i}.tar&network=none&build-arg=N=${i}`),
+        ),
+      );
+      const tSubmitted = Date.now() - t0;
+      assert.equal(new Set(submitted.map((b) => b.id)).size, 20);
+      const done = await Promise.all(
+        submitted.map((b) => api.waitFor(b.id, ['succeeded', 'failed', 'canceled'], 100_000)),
+      );
+      const tDone = Date.now() - t0;
+      for (const b of done) assert.equal(b.status, 'succeeded', `${b.id}: ${JSON.stringify(b.error)}`);
+      const perBuilder = new Map<string, number>();
+      for (const b of done)
+        perBuilder.set(b.builder ?? 'null', (perBuilder.get(b.builder ?? 'null') ?? 0) + 1);
+      assert.deepEqual([...perBuilder.keys()].sort(), [D1, D2].sort(), 'both daemons were used');
+      for (const b of done) assert.equal(b.attempts, 1, `${b.id} took ${b.attempts} attempts`);
 
-        await Promise.all(done.map((b, i) => checkArtifact(b, 'out/result.txt', `built-${i}\n`)));
-        log(
-          `20 builds: submitted in ${secs(tSubmitted)}, all succeeded after ${secs(tDone)}; ` +
-            `per builder: ${[...perBuilder].map(([a, n]) => `${a === D1 ? 'SOCK1' : 'SOCK2'}=${n}`).join(', ')}`,
-        );
-        const exits = await Promise.all(workers.map((w) => w.stop()));
-        assert.deepEqual(exits, [0, 0], 'workers exit 0 on SIGTERM');
-        for (const w of workers) log(`worker ${w.name} warnings: ${summarizeLog(w.output())}`);
-      });
-    } finally {
-      await Promise.all(workers.map((w) => w.stop(10_000)));
-      await ctx.cleanup();
-      await api.close();
-    }
+      await Promise.all(done.map((b, i) => checkArtifact(b, 'out/result.txt', `built-${i}\n`)));
+      log(
+        `20 builds: submitted in ${secs(tSubmitted)}, all succeeded after ${secs(tDone)}; ` +
+          `per builder: ${[...perBuilder].map(([a, n]) => `${a === D1 ? 'SOCK1' : 'SOCK2'}=${n}`).join(', ')}`,
+      );
+      const exits = await Promise.all(workers.map((w) => w.stop()));
+      assert.deepEqual(exits, [0, 0], 'workers exit 0 on SIGTERM');
+      for (const w of workers) log(`worker ${w.name} warnings: ${summarizeLog(w.output())}`);
+    });
   });
 
   test('a builder killed mid-build: retried on the other builder, succeeds with attempts = 2', {
@@ -109,33 +91,21 @@ describe('Kiln under faults (worker processes, real daemons)', { concurrency: fa
     const t0 = Date.now();
     const doomed = await startDockerd();
     log(`third dockerd up in ${secs(Date.now() - t0)}: ${doomed.sock}`);
-    const workers: KilnProcess[] = [];
-    let api: InProcessApi | undefined;
     const marker = `kiln-fault-${randomBytes(4).toString('hex')}`;
-    const ctx = await makeContext({
-      busybox: { content: await fs.readFile(busyboxPath()), mode: 0o755 },
-      Dockerfile: [
-        'FROM scratch AS b',
-        'COPY busybox /bin/busybox',
-        RUN(
-          `echo ${marker} start; /bin/busybox sleep 5; /bin/busybox mkdir -p /out; echo slept > /out/slept.txt`,
-        ),
-        'FROM scratch',
-        'COPY --from=b /out /out',
-        '',
-      ].join('\n'),
-    });
-    try {
-      const redisUrl = testRedisUrl();
-      await flushRedis(redisUrl);
-      const { env } = await serviceEnv(redisUrl, {
+    const ctx = await busyboxContext(
+      scriptDockerfile(
+        `echo ${marker} start; /bin/busybox sleep 5; /bin/busybox mkdir -p /out; echo slept > /out/slept.txt`,
+      ),
+    );
+    await withKiln(
+      {
+        project: 'faults-killed',
         // Ours first: with equal load the configuration order decides.
-        KILN_BUILDERS: `${doomed.address}=2,${D1}=2`,
-      });
-      api = await startApi(env, 'faults-killed');
-      workers.push(spawnWorker('w', env));
-      const a = api;
-      await withOutputOnFailure(workers, async () => {
+        env: { KILN_BUILDERS: `${doomed.address}=2,${D1}=2` },
+        release: [() => ctx.cleanup(), () => doomed.cleanup()],
+      },
+      async ({ api: a, env, workers, spawn }) => {
+        spawn('w');
         const b = await a.submit(await tgz(ctx.dir), 'output=type=tar,dest=s.tar&network=none&noCache=true');
         const tSubmit = Date.now();
         const running = await a.waitFor(b.id, ['running', 'succeeded', 'failed'], 60_000);
@@ -193,13 +163,8 @@ describe('Kiln under faults (worker processes, real daemons)', { concurrency: fa
         const exit = await workers[0]?.stop();
         assert.equal(exit, 0);
         log(`worker warnings: ${summarizeLog(workers[0]?.output() ?? '')}`);
-      });
-    } finally {
-      await Promise.all(workers.map((w) => w.stop(10_000)));
-      await ctx.cleanup();
-      await api?.close();
-      await doomed.cleanup();
-    }
+      },
+    );
   });
 
   test('the stored log of a retried build holds every attempt, like the live log', {}, () => {
@@ -212,23 +177,20 @@ describe('Kiln under faults (worker processes, real daemons)', { concurrency: fa
     timeout: 150_000,
   }, async () => {
     const redis = await startRedis();
-    const workers: KilnProcess[] = [];
-    let api: InProcessApi | undefined;
-    const ctx = await makeContext({
-      busybox: { content: await fs.readFile(busyboxPath()), mode: 0o755 },
-      Dockerfile: RESULT_DOCKERFILE,
-    });
+    const ctx = await busyboxContext(RESULT_DOCKERFILE);
     const probe = new Redis(redis.url, { maxRetriesPerRequest: 1 });
     probe.on('error', () => {});
-    try {
-      const { env, dataDir } = await serviceEnv(redis.url, { KILN_RECONCILE_INTERVAL_SECONDS: '2' });
-      api = await startApi(env, 'faults-redis');
-      const a = api;
-      const context = await tgz(ctx.dir);
-      // A worker proves the pipeline works on this Redis, then stops.
-      const first = spawnWorker('w0', env);
-      workers.push(first);
-      await withOutputOnFailure(workers, async () => {
+    await withKiln(
+      {
+        project: 'faults-redis',
+        redisUrl: redis.url,
+        env: { KILN_RECONCILE_INTERVAL_SECONDS: '2' },
+        release: [() => probe.disconnect(), () => ctx.cleanup(), () => redis.cleanup()],
+      },
+      async ({ api: a, env, dataDir, spawn }) => {
+        const context = await tgz(ctx.dir);
+        // A worker proves the pipeline works on this Redis, then stops.
+        const first = spawn('w0');
         const warm = await a.submit(context, 'output=type=tar,dest=warm.tar&network=none&build-arg=N=warm');
         const warmDone = await a.waitFor(warm.id, ['succeeded', 'failed'], 60_000);
         assert.equal(warmDone.status, 'succeeded', JSON.stringify(warmDone.error));
@@ -252,8 +214,7 @@ describe('Kiln under faults (worker processes, real daemons)', { concurrency: fa
         for (const b of queued) assert.equal((await a.get(b.id)).status, 'queued');
 
         const t0 = Date.now();
-        const second = spawnWorker('w1', env);
-        workers.push(second);
+        const second = spawn('w1');
         const done = await Promise.all(
           queued.map((b) => a.waitFor(b.id, ['succeeded', 'failed', 'canceled'], 90_000)),
         );
@@ -283,14 +244,8 @@ describe('Kiln under faults (worker processes, real daemons)', { concurrency: fa
         );
         assert.equal(await second.stop(), 0);
         log(`worker w1 warnings: ${summarizeLog(second.output())}`);
-      });
-    } finally {
-      probe.disconnect();
-      await Promise.all(workers.map((w) => w.stop(10_000)));
-      await ctx.cleanup();
-      await api?.close();
-      await redis.cleanup();
-    }
+      },
+    );
   });
 
   test('S3 storage (s3rver): a 24 MiB artifact is uploaded in 8 MiB parts and downloads exactly', {
@@ -301,69 +256,25 @@ describe('Kiln under faults (worker processes, real daemons)', { concurrency: fa
     // A transparent proxy in front of s3rver for the worker only, to see each UploadPart request.
     const parts: Array<{ key: string; part: number; bytes: number; status: number }> = [];
     const completes: string[] = [];
-    const target = new URL(s3.endpoint);
-    const proxy = http.createServer((req, res) => {
-      const url = new URL(req.url ?? '/', 'http://proxy');
-      const key = decodeURIComponent(url.pathname.split('/').slice(2).join('/'));
-      const partNumber = url.searchParams.get('partNumber');
-      const isPart = req.method === 'PUT' && partNumber !== null && url.searchParams.has('uploadId');
-      if (req.method === 'POST' && url.searchParams.has('uploadId')) completes.push(key);
-      let bytes = 0;
-      req.on('data', (c: Buffer) => {
-        bytes += c.length;
-      });
-      const headers = { ...req.headers };
-      delete headers.expect;
-      const up = http.request(
-        { host: target.hostname, port: target.port, method: req.method, path: req.url, headers },
-        (upRes) => {
-          if (isPart) parts.push({ key, part: Number(partNumber), bytes, status: upRes.statusCode ?? 0 });
-          res.writeHead(upRes.statusCode ?? 502, upRes.headers);
-          upRes.pipe(res);
-        },
-      );
-      up.on('error', (err) => res.destroy(err));
-      req.pipe(up);
+    const proxy = await startS3Proxy(s3.endpoint, {
+      intercept: (call) => {
+        if (call.method === 'POST' && call.url.searchParams.has('uploadId')) completes.push(call.key);
+        return false;
+      },
+      answered: (call, status, bytes) => {
+        if (call.part !== null) parts.push({ key: call.key, part: call.part, bytes, status });
+      },
     });
-    await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
-    const closeProxy = once(
-      () =>
-        new Promise<void>((r) => {
-          proxy.closeAllConnections();
-          proxy.close(() => r());
-        }),
-    );
-    addCleanup(closeProxy);
-    const proxyEndpoint = `http://127.0.0.1:${(proxy.address() as { port: number }).port}`;
-
-    const workers: KilnProcess[] = [];
-    let api: InProcessApi | undefined;
-    const ctx = await makeContext({
-      busybox: { content: await fs.readFile(busyboxPath()), mode: 0o755 },
-      Dockerfile: [
-        'FROM scratch AS b',
-        'COPY busybox /bin/busybox',
-        RUN('/bin/busybox dd if=/dev/urandom of=/big bs=1M count=24'),
-        'FROM scratch',
-        'COPY --from=b /big /big',
-        '',
-      ].join('\n'),
-    });
-    try {
-      const redisUrl = testRedisUrl();
-      await flushRedis(redisUrl);
-      const s3Env = {
-        KILN_S3_BUCKET: s3.bucket,
-        KILN_S3_ENDPOINT: s3.endpoint,
-        AWS_ACCESS_KEY_ID: 'S3RVER',
-        AWS_SECRET_ACCESS_KEY: 'S3RVER',
-      };
-      const { env } = await serviceEnv(redisUrl, s3Env);
-      api = await startApi(env, 'faults-s3');
-      assert.equal(api.config.storage.kind, 's3');
-      workers.push(spawnWorker('w', { ...env, KILN_S3_ENDPOINT: proxyEndpoint }));
-      const a = api;
-      await withOutputOnFailure(workers, async () => {
+    const ctx = await busyboxContext(BIG_DOCKERFILE);
+    await withKiln(
+      {
+        project: 'faults-s3',
+        env: s3rverEnv(s3),
+        release: [() => ctx.cleanup(), () => proxy.close(), () => s3.stop()],
+      },
+      async ({ api: a, env, workers, spawn }) => {
+        assert.equal(a.config.storage.kind, 's3');
+        spawn('w', { ...env, KILN_S3_ENDPOINT: proxy.endpoint });
         const t0 = Date.now();
         const b = await a.submit(
           await tgz(ctx.dir),
@@ -412,13 +323,7 @@ describe('Kiln under faults (worker processes, real daemons)', { concurrency: fa
         );
         assert.equal(await workers[0]?.stop(), 0);
         log(`worker warnings: ${summarizeLog(workers[0]?.output() ?? '')}`);
-      });
-    } finally {
-      await Promise.all(workers.map((w) => w.stop(10_000)));
-      await ctx.cleanup();
-      await api?.close();
-      await closeProxy();
-      await s3.stop();
-    }
+      },
+    );
   });
 });

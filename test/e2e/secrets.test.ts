@@ -17,7 +17,7 @@ import pg from 'pg';
 import { pino } from 'pino';
 import { busyboxPath, makeContext } from '../../packages/buildkit-client/test-support/context.js';
 import { readTarEntries } from '../../packages/buildkit-client/test-support/tar-entries.js';
-import { startTestKiln, type TestKiln } from '../support/kiln.js';
+import { startTestKiln, type TestKiln, waitForStatus } from '../support/kiln.js';
 
 if (!process.env.KILN_TEST_DOCKER_SOCK)
   throw new Error('KILN_TEST_DOCKER_SOCK is not set: run through `npm test`');
@@ -87,15 +87,8 @@ describe('build secrets end to end', () => {
     network: 'none',
     secrets: { npm: TEXT, blob: { base64: BYTES.toString('base64') } },
   });
-  const waitFor = async (id: string, statuses: string[], timeoutMs = 120_000): Promise<BuildJson> => {
-    const end = Date.now() + timeoutMs;
-    for (;;) {
-      const b = (await (await api(`/v1/builds/${id}`)).json()) as BuildJson;
-      if (statuses.includes(b.status)) return b;
-      if (Date.now() > end) throw new Error(`build ${id} still ${b.status}`);
-      await new Promise((r) => setTimeout(r, 200));
-    }
-  };
+  const waitFor = (id: string, statuses: string[], timeoutMs = 120_000) =>
+    waitForStatus<BuildJson>(api, id, statuses, timeoutMs);
 
   before(async () => {
     const ctx = await makeContext({

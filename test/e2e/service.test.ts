@@ -11,7 +11,7 @@ import {
   compareTarEntries,
   readTarEntries,
 } from '../../packages/buildkit-client/test-support/tar-entries.js';
-import { startTestKiln, type TestKiln } from '../support/kiln.js';
+import { startTestKiln, type TestKiln, waitForStatus } from '../support/kiln.js';
 
 const socket = process.env.KILN_TEST_DOCKER_SOCK;
 if (!socket) throw new Error('KILN_TEST_DOCKER_SOCK is not set: run through `npm test`');
@@ -60,15 +60,8 @@ describe('Kiln end to end', () => {
     assert.equal(res.status, 202, await res.clone().text());
     return (await res.json()) as BuildJson;
   };
-  const waitFor = async (id: string, statuses: string[], timeoutMs = 90_000): Promise<BuildJson> => {
-    const end = Date.now() + timeoutMs;
-    for (;;) {
-      const b = (await (await api(`/v1/builds/${id}`)).json()) as BuildJson;
-      if (statuses.includes(b.status)) return b;
-      if (Date.now() > end) throw new Error(`build ${id} still ${b.status}`);
-      await new Promise((r) => setTimeout(r, 200));
-    }
-  };
+  const waitFor = (id: string, statuses: string[], timeoutMs = 90_000) =>
+    waitForStatus<BuildJson>(api, id, statuses, timeoutMs);
 
   before(async () => {
     busybox = await fs.readFile(busyboxPath());

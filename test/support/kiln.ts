@@ -93,3 +93,19 @@ export async function startTestKiln(options: TestKilnOptions = {}): Promise<Test
     },
   };
 }
+
+/** Polls GET /v1/builds/:id through `api` every 200 ms until the build's status is one of `statuses`. */
+export async function waitForStatus<T extends { status: string }>(
+  api: (path: string) => Promise<Response>,
+  id: string,
+  statuses: string[],
+  timeoutMs: number,
+): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const b = (await (await api(`/v1/builds/${id}`)).json()) as T;
+    if (statuses.includes(b.status)) return b;
+    if (Date.now() > end) throw new Error(`build ${id} still ${b.status}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}

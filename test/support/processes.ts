@@ -11,14 +11,20 @@ import path from 'node:path';
 import { after } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { bootstrapProject, buildApp, createApiDeps } from '@kiln/api';
-import { loadConfig } from '@kiln/core';
+import { loadConfig, logStreamKey } from '@kiln/core';
 import { Redis } from 'ioredis';
 import pg from 'pg';
+import {
+  busyboxPath,
+  type ContextFile,
+  makeContext,
+} from '../../packages/buildkit-client/test-support/context.js';
 import { readTarEntries } from '../../packages/buildkit-client/test-support/tar-entries.js';
 import {
   createTestDatabase,
   freePort,
   type TestDatabase,
+  testRedisUrl,
 } from '../../packages/core/test-support/services.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -35,16 +41,36 @@ export function testBuilders(): { D1: string; D2: string } {
 }
 
 export const RUN = (script: string) => `RUN ["/bin/busybox", "sh", "-c", ${JSON.stringify(script)}]`;
-/** Two stages: the artifact holds only /out/result.txt = `built-$N` (small downloads). */
-export const RESULT_DOCKERFILE = [
-  'FROM scratch AS b',
-  'COPY busybox /bin/busybox',
-  'ARG N=0',
-  RUN('/bin/busybox mkdir -p /out && echo built-$N > /out/result.txt'),
-  'FROM scratch',
-  'COPY --from=b /out /out',
-  '',
-].join('\n');
+/** Two stages: busybox runs `script` (`$N` is the build-arg N, 0 by default); the artifact holds only `keep`. */
+export const scriptDockerfile = (script: string, keep = '/out') =>
+  [
+    'FROM scratch AS b',
+    'COPY busybox /bin/busybox',
+    'ARG N=0',
+    RUN(script),
+    'FROM scratch',
+    `COPY --from=b ${keep} ${keep}`,
+    '',
+  ].join('\n');
+/** The artifact holds only /out/result.txt = `built-$N` (small downloads). */
+export const RESULT_DOCKERFILE = scriptDockerfile(
+  '/bin/busybox mkdir -p /out && echo built-$N > /out/result.txt',
+);
+
+/** The artifact holds only /big, 24 MiB of random bytes (S3: a multipart upload, 3 full 8 MiB parts). */
+export const BIG_DOCKERFILE = scriptDockerfile(
+  '/bin/busybox dd if=/dev/urandom of=/big bs=1M count=24',
+  '/big',
+);
+
+/** A build context of the static busybox, `dockerfile` and `files`. */
+export async function busyboxContext(dockerfile: string, files: Record<string, ContextFile> = {}) {
+  return makeContext({
+    busybox: { content: await fs.readFile(busyboxPath()), mode: 0o755 },
+    Dockerfile: dockerfile,
+    ...files,
+  });
+}
 
 export interface BuildJson {
   id: string;
@@ -193,15 +219,20 @@ export function sharedDockerd2(): Dockerd {
   return { ...d, cleanup };
 }
 
-/** A private redis-server without persistence: a restart loses everything. */
-export async function startRedis() {
-  const { dir, remove } = await tempDir('/tmp/kr-');
+/**
+ * A service of scripts/lib/<lib>.sh (`<prefix>_start DIR PORT [startArgs]`, `<prefix>_stop DIR`) in
+ * a private directory on a free port, started now; `cleanup` stops it and removes the directory.
+ */
+async function startScriptService(lib: string, prefix: string, startArgs = '') {
+  const { dir, remove } = await tempDir(`/tmp/k${lib[0]}-`);
   const port = await freePort();
   const start = () =>
-    bash('source scripts/lib/redis.sh && kiln_redis_start "$1" "$2"', dir, String(port)).then(() => {});
-  const stop = () => bash('source scripts/lib/redis.sh && kiln_redis_stop "$1"', dir).then(() => {});
+    bash(`source scripts/lib/${lib}.sh && ${prefix}_start "$1" "$2" ${startArgs}`, dir, String(port)).then(
+      () => {},
+    );
+  const stop = () => bash(`source scripts/lib/${lib}.sh && ${prefix}_stop "$1"`, dir).then(() => {});
   const cleanup = once(async () => {
-    await stop().catch((err: unknown) => console.error('stopping redis:', err));
+    await stop().catch((err: unknown) => console.error(`stopping ${lib}:`, err));
     await remove();
   });
   cleanups.push(cleanup);
@@ -211,30 +242,19 @@ export async function startRedis() {
     await cleanup();
     throw err;
   }
-  return { url: `redis://127.0.0.1:${port}`, start, stop, cleanup };
+  return { port, start, stop, cleanup };
+}
+
+/** A private redis-server without persistence: a restart loses everything. */
+export async function startRedis() {
+  const { port, ...rest } = await startScriptService('redis', 'kiln_redis');
+  return { url: `redis://127.0.0.1:${port}`, ...rest };
 }
 
 /** A private PostgreSQL cluster (scripts/lib/postgres.sh, durable: a restart keeps the data). */
 export async function startPostgres() {
-  const { dir, remove } = await tempDir('/tmp/kp-');
-  const port = await freePort();
-  const start = () =>
-    bash('source scripts/lib/postgres.sh && kiln_pg_start "$1" "$2" --durable', dir, String(port)).then(
-      () => {},
-    );
-  const stop = () => bash('source scripts/lib/postgres.sh && kiln_pg_stop "$1"', dir).then(() => {});
-  const cleanup = once(async () => {
-    await stop().catch((err: unknown) => console.error('stopping postgres:', err));
-    await remove();
-  });
-  cleanups.push(cleanup);
-  try {
-    await start();
-  } catch (err) {
-    await cleanup();
-    throw err;
-  }
-  return { url: `postgresql://postgres@127.0.0.1:${port}/kiln`, start, stop, cleanup };
+  const { port, ...rest } = await startScriptService('postgres', 'kiln_pg', '--durable');
+  return { url: `postgresql://postgres@127.0.0.1:${port}/kiln`, ...rest };
 }
 
 export async function flushRedis(url: string): Promise<void> {
@@ -467,6 +487,61 @@ export async function serviceEnv(redisUrl: string, extra: Record<string, string>
   return { dataDir: data.dir, env };
 }
 
+/** The environment that points Kiln at an s3rver (its fixed S3RVER credentials). */
+export const s3rverEnv = (s3: { bucket: string; endpoint: string }) => ({
+  KILN_S3_BUCKET: s3.bucket,
+  KILN_S3_ENDPOINT: s3.endpoint,
+  AWS_ACCESS_KEY_ID: 'S3RVER',
+  AWS_SECRET_ACCESS_KEY: 'S3RVER',
+});
+
+/** What `withKiln` hands a test. */
+export interface FaultKiln {
+  api: InProcessApi;
+  env: Record<string, string>;
+  dataDir: string;
+  workers: KilnProcess[];
+  /** A worker process (with `env` unless another is given), stopped when the test ends. */
+  spawn: (name: string, workerEnv?: Record<string, string>) => KilnProcess;
+}
+
+/**
+ * One fault test's Kiln: Redis at `redisUrl` (the shared test Redis by default) flushed, its
+ * environment (serviceEnv with `env`), the API in this process as `project`, and the workers `fn`
+ * spawns, whose output is printed if `fn` fails. However `fn` ends, the workers and the API are
+ * stopped, then `release` (the test's own resources) runs.
+ */
+export async function withKiln(
+  opts: {
+    project: string;
+    env?: Record<string, string>;
+    redisUrl?: string;
+    databaseUrl?: string;
+    release?: Array<() => unknown>;
+  },
+  fn: (kiln: FaultKiln) => Promise<void>,
+): Promise<void> {
+  const workers: KilnProcess[] = [];
+  let api: InProcessApi | undefined;
+  try {
+    const redisUrl = opts.redisUrl ?? testRedisUrl();
+    await flushRedis(redisUrl);
+    const { env, dataDir } = await serviceEnv(redisUrl, opts.env, opts.databaseUrl);
+    api = await startApi(env, opts.project);
+    const spawn = (name: string, workerEnv = env) => {
+      const w = spawnWorker(name, workerEnv);
+      workers.push(w);
+      return w;
+    };
+    const kiln = { api, env, dataDir, workers, spawn };
+    await withOutputOnFailure(workers, () => fn(kiln));
+  } finally {
+    await Promise.all(workers.map((w) => w.stop(10_000)));
+    await api?.close();
+    for (const release of opts.release ?? []) await release();
+  }
+}
+
 export const tgz = (dir: string) =>
   new Promise<Buffer>((resolve, reject) => {
     execFile(
@@ -494,6 +569,12 @@ export async function checkArtifact(b: BuildJson, file: string, content?: string
   assert.ok(entry, `${file} not in the artifact of ${b.id}: ${entries.map((e) => e.name).join(', ')}`);
   if (content !== undefined) assert.equal(entry.sha256, sha256(content), `${file} of ${b.id}`);
   return bytes;
+}
+
+/** The `end` entries of a build's log stream: one per final state the build reached. */
+export async function endsOf(redis: Redis, id: string): Promise<string[]> {
+  const entries = await redis.xrange(logStreamKey(id), '-', '+');
+  return entries.filter(([, f]) => f[1] === 'end').map(([, f]) => String(f[3]));
 }
 
 /** BuildAttempt rows of some builds: [buildId, number, outcome, errorCode]. */

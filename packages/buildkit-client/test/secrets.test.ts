@@ -7,12 +7,12 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { type BuildkitClient, connect, type Secrets, SolveError, type StatusEvent } from '../src/index.js';
 import { busyboxPath, makeContext } from '../test-support/context.js';
 import { readTarEntries } from '../test-support/tar-entries.js';
+import { tarExport } from '../test-support/tar-export.js';
 
 const run = promisify(execFile);
 const socket = process.env.KILN_TEST_DOCKER_SOCK;
@@ -38,7 +38,7 @@ async function solveWith(
   events: StatusEvent[] = [],
 ): Promise<Buffer> {
   const ctx = await makeContext({ Dockerfile: df, busybox });
-  const chunks: Buffer[] = [];
+  const tar = tarExport();
   try {
     await client.solve(
       {
@@ -46,24 +46,14 @@ async function solveWith(
         frontendAttrs: { 'force-network-mode': 'none', 'no-cache': '' },
         localDirs: { context: ctx.dir, dockerfile: ctx.dir },
         ...(secrets !== undefined ? { secrets } : {}),
-        exports: [
-          {
-            type: 'tar',
-            output: new Writable({
-              write(c: Buffer, _e, cb) {
-                chunks.push(c);
-                cb();
-              },
-            }),
-          },
-        ],
+        exports: [tar],
       },
       (e) => events.push(e),
     );
   } finally {
     await ctx.cleanup();
   }
-  return Buffer.concat(chunks);
+  return tar.bytes();
 }
 
 async function outSha(tar: Buffer): Promise<string | undefined> {

@@ -18,6 +18,7 @@ import {
 } from '../src/index.js';
 import { busyboxPath, makeContext } from '../test-support/context.js';
 import { dockerBuildLocal } from '../test-support/docker.js';
+import { tarExport } from '../test-support/tar-export.js';
 
 const run = promisify(execFile);
 const socket = process.env.KILN_TEST_DOCKER_SOCK;
@@ -116,22 +117,9 @@ describe('solve against a real dockerd', () => {
       f: Buffer.alloc(3 * 1024 * 1024, 1),
     });
     try {
-      const chunks: Buffer[] = [];
-      await tunnelled.solve({
-        ...dockerfileSolve(ctx.dir),
-        exports: [
-          {
-            type: 'tar',
-            output: new Writable({
-              write(c: Buffer, _e, cb) {
-                chunks.push(c);
-                cb();
-              },
-            }),
-          },
-        ],
-      });
-      const tar = Buffer.concat(chunks);
+      const exported = tarExport();
+      await tunnelled.solve({ ...dockerfileSolve(ctx.dir), exports: [exported] });
+      const tar = exported.bytes();
       assert.equal(tar.subarray(0, 1).toString(), 'f');
       assert.ok(tar.length > 3 * 1024 * 1024);
     } finally {

@@ -4,11 +4,11 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { BuildkitConnectionError, type ConnectOptions, connect } from '../src/index.js';
 import { makeContext } from '../test-support/context.js';
 import { makeTestPki, type Relay, startRelay, type TestPki } from '../test-support/relay.js';
+import { tarExport } from '../test-support/tar-export.js';
 
 const socket = process.env.KILN_TEST_DOCKER_SOCK;
 if (!socket) throw new Error('KILN_TEST_DOCKER_SOCK is not set: run through `npm test`');
@@ -20,23 +20,13 @@ async function buildOnce(address: string, options: ConnectOptions = {}): Promise
     data: Buffer.alloc(2 * 1024 * 1024, 9),
   });
   try {
-    const chunks: Buffer[] = [];
+    const tar = tarExport();
     await client.solve({
       frontend: 'dockerfile.v0',
       localDirs: { context: ctx.dir, dockerfile: ctx.dir },
-      exports: [
-        {
-          type: 'tar',
-          output: new Writable({
-            write(c: Buffer, _e, cb) {
-              chunks.push(c);
-              cb();
-            },
-          }),
-        },
-      ],
+      exports: [tar],
     });
-    return Buffer.concat(chunks);
+    return tar.bytes();
   } finally {
     await ctx.cleanup();
     await client.close();
