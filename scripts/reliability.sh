@@ -57,6 +57,8 @@ for group in faults hostile security soak; do
 done
 
 mkdir -p "$(dirname "$OUT")"
-node scripts/lib/reliability-report.mjs "$LOGS/index.tsv" $((SECONDS - started)) >"$OUT"
+# Rendered aside, then moved: truncating $OUT first would make the report see the tree as modified.
+node scripts/lib/reliability-report.mjs "$LOGS/index.tsv" $((SECONDS - started)) >"$LOGS/report.md"
+mv "$LOGS/report.md" "$OUT"
 log "wrote $OUT"
 exit "$rc"
