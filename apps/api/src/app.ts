@@ -7,6 +7,7 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { authenticator } from './auth.js';
 import type { ApiDeps } from './deps.js';
 import { clientErrorHandler, registerErrorHandling } from './errors.js';
+import { RequestLog } from './request-log.js';
 import { builderRoutes } from './routes/builders.js';
 import { buildRoutes } from './routes/builds.js';
 import { endpointRoutes } from './routes/endpoints.js';
@@ -27,23 +28,9 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
     connectionTimeout: deps.config.connectionTimeoutSeconds * 1000,
     clientErrorHandler,
     bodyLimit: 1024 * 1024,
-    // One line per request (below) instead of Fastify's two, naming the route, not the URL.
-    disableRequestLogging: true,
+    logController: new RequestLog(),
   });
   registerErrorHandling(app);
-  app.addHook('onResponse', (req, reply, done) => {
-    // The route's pattern, never the URL: query strings carry signatures.
-    req.log.info(
-      {
-        method: req.method,
-        route: req.routeOptions.url ?? '(no route)',
-        statusCode: reply.statusCode,
-        responseTime: Math.round(reply.elapsedTime * 10) / 10,
-      },
-      'request',
-    );
-    done();
-  });
   for (const schema of [errorSchema, buildSchema, buildListSchema]) app.addSchema(schema);
   await app.register(multipart, {
     limits: {
