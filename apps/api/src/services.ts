@@ -16,7 +16,9 @@ import type { ApiDeps } from './deps.js';
 export async function createApiDeps(config: KilnConfig): Promise<ApiDeps & { close(): Promise<void> }> {
   const logger = createLogger('kiln-api', config.logLevel);
   await migrateDatabase(config.databaseUrl, logger);
-  const database = createDatabase(config.databaseUrl);
+  const database = createDatabase(config.databaseUrl, {
+    onConnectionError: (err) => logger.warn({ err: err.message }, 'postgresql dropped a connection'),
+  });
   const storage = await createStorage(config.storage);
   // Requests fail fast while Redis is down instead of queueing forever.
   const redis = new Redis(config.redisUrl, {

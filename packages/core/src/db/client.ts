@@ -7,6 +7,14 @@ export interface PrismaClientOptions {
   maxConnections?: number;
 }
 
+export interface DatabaseOptions extends PrismaClientOptions {
+  /**
+   * Told when PostgreSQL drops an idle connection (a restart, an administrator). The pool
+   * replaces the connection by itself; without a listener pg's 'error' event would crash the process.
+   */
+  onConnectionError?: (err: Error) => void;
+}
+
 /**
  * A PrismaClient over @prisma/adapter-pg: the generated client (engineType "client") has no
  * native query engine and always needs a driver adapter. Call `$disconnect()` when done, or
@@ -25,8 +33,9 @@ export interface Database {
 
 const POOL_END_WAIT_MS = 5000;
 
-export function createDatabase(databaseUrl: string, options: PrismaClientOptions = {}): Database {
+export function createDatabase(databaseUrl: string, options: DatabaseOptions = {}): Database {
   const pool = new pg.Pool(poolConfig(databaseUrl, options));
+  pool.on('error', options.onConnectionError ?? (() => {}));
   const prisma = new PrismaClient({ adapter: new PrismaPg(pool) });
   return {
     prisma,

@@ -109,3 +109,19 @@ test('resultCacheSource: the newest succeeded build with the key and platform, i
   assert.equal(await reads.resultCacheSource(p.id, 'k', 'linux/amd64', at('2026-05-03T00:00:00.001Z')), null);
   assert.equal(await reads.resultCacheSource(p.id, 'k', 'linux/s390x', since), null);
 });
+
+test('PostgreSQL dropping a pooled connection is reported, not a crash, and the pool goes on', async () => {
+  const dropped: Error[] = [];
+  const other = createDatabase(testDb.url, { onConnectionError: (err) => dropped.push(err) });
+  try {
+    const { rows } = await other.pool.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+    // The connection is idle in the pool now; end it from another session, as a restart would.
+    await database.pool.query('SELECT pg_terminate_backend($1)', [rows[0]?.pid]);
+    for (let i = 0; i < 100 && dropped.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(dropped.length, 1);
+    assert.match(dropped[0]?.message ?? '', /terminating connection/);
+    assert.equal(await new HotReads(other.pool).tokenByHash('none'), null);
+  } finally {
+    await other.close();
+  }
+});
