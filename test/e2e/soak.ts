@@ -3,7 +3,8 @@
 // persistence). Every accepted build must end in one final state: 0 lost, 0 completed twice.
 // Everything real: the API in this process, 2 worker processes, the two dockerds of `npm test`
 // (the second one is the one killed), a private Redis, S3 storage (s3rver). Prints its figures as
-// one `[soak] figures {json}` line (scripts/reliability.sh reads it).
+// one `[soak] figures {json}` line (scripts/reliability.sh reads it). Not a *.test.ts: `npm test`
+// leaves it out (4 minutes, faults at random); run it with `npm test -- test/e2e/soak.ts`.
 //   KILN_SOAK_BUILDS (default 300) and KILN_SOAK_CLIENTS (default 8) size it.
 import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
