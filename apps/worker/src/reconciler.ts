@@ -62,7 +62,7 @@ export class Reconciler {
     ReconcilerOptions;
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<ReconcileReport> | undefined;
-  /** Running builds seen without a lease: since when (Redis time, ms). */
+  /** Attempts of running builds seen without a lease (`<build id>#<attempt>`): since when (Redis time, ms). */
   private readonly leaseMissingSince = new Map<string, number>();
 
   constructor(options: ReconcilerOptions) {
@@ -181,28 +181,35 @@ export class Reconciler {
     const now = await pool.now();
     const seen = new Set<string>();
     for (const row of rows) {
-      seen.add(row.id);
+      // Per attempt: a new attempt (another worker took the job over) is not timed from the old one.
+      const key = `${row.id}#${row.attempts}`;
+      seen.add(key);
       const expiry = row.builder ? await pool.leaseExpiry(row.builder, row.id) : undefined;
       if (expiry !== undefined && expiry > now) {
-        this.leaseMissingSince.delete(row.id);
+        this.leaseMissingSince.delete(key);
         continue;
       }
       // An expired lease says since when; a vanished one is timed from when we first missed it.
-      const since = expiry ?? this.leaseMissingSince.get(row.id) ?? now;
-      this.leaseMissingSince.set(row.id, since);
+      const since = expiry ?? this.leaseMissingSince.get(key) ?? now;
+      this.leaseMissingSince.set(key, since);
       if (now - since <= pool.leaseTtlMs) continue;
+      // Only the attempt judged lost: if another worker started a new one since the row was read,
+      // taking that build away would let a third run it beside the second (both to completion).
+      const sameAttempt = { attempts: row.attempts, builder: row.builder };
 
       const lostMessage = 'the worker running this build stopped (its builder lease expired)';
       if (row.attempts >= this.o.attempts) {
-        if (await this.failRow(row.id, `${lostMessage}; gave up after ${row.attempts} attempts`)) {
+        if (
+          await this.failRow(row.id, `${lostMessage}; gave up after ${row.attempts} attempts`, sameAttempt)
+        ) {
           report.failed.push(row.id);
         }
-        this.leaseMissingSince.delete(row.id);
+        this.leaseMissingSince.delete(key);
         continue;
       }
       const moved = await prisma.$transaction(async (tx) => {
         const updated = await tx.build.updateMany({
-          where: { id: row.id, status: 'running' },
+          where: { id: row.id, status: 'running', ...sameAttempt },
           data: { status: 'queued' },
         });
         if (updated.count === 0) return false;
@@ -217,7 +224,7 @@ export class Reconciler {
         });
         return true;
       });
-      this.leaseMissingSince.delete(row.id);
+      this.leaseMissingSince.delete(key);
       if (!moved) continue;
       await this.appendLog(row.id, `\n#0 kiln: ${lostMessage}; the build will be retried\n`);
       const { job, state } = await this.jobOf(row.id);
@@ -228,10 +235,14 @@ export class Reconciler {
     for (const id of this.leaseMissingSince.keys()) if (!seen.has(id)) this.leaseMissingSince.delete(id);
   }
 
-  private async failRow(id: string, message: string): Promise<boolean> {
+  private async failRow(
+    id: string,
+    message: string,
+    attempt: { attempts: number; builder: string | null } | Record<string, never> = {},
+  ): Promise<boolean> {
     const deliveries = await this.o.prisma.$transaction(async (tx) => {
       const updated = await tx.build.updateMany({
-        where: { id, status: { in: ['queued', 'running'] } },
+        where: { id, status: { in: ['queued', 'running'] }, ...attempt },
         data: {
           status: 'failed',
           errorCode: 'infrastructure',
