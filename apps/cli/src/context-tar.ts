@@ -273,27 +273,15 @@ async function* tarChunks(plan: ContextPlan, opts: TarStreamOptions): AsyncGener
       if (add(header({ name: `${e.path}/`, type: 'dir', mode, size: 0, mtimeNs: e.modTime }))) yield take();
       continue;
     }
-    if (e.mode & MODE_SYMLINK) {
-      const h = header({
-        name: e.path,
-        type: 'symlink',
-        mode,
-        size: 0,
-        mtimeNs: e.modTime,
-        linkname: e.linkname,
-      });
-      if (add(h)) yield take();
-      continue;
-    }
-    if (e.linkname !== '' && written.has(e.linkname)) {
-      const h = header({
-        name: e.path,
-        type: 'hardlink',
-        mode,
-        size: 0,
-        mtimeNs: e.modTime,
-        linkname: e.linkname,
-      });
+    // A symlink, or a regular file whose linkname names an earlier entry (a hardlink): no content.
+    const link =
+      e.mode & MODE_SYMLINK
+        ? 'symlink'
+        : e.linkname !== '' && written.has(e.linkname)
+          ? 'hardlink'
+          : undefined;
+    if (link) {
+      const h = header({ name: e.path, type: link, mode, size: 0, mtimeNs: e.modTime, linkname: e.linkname });
       if (add(h)) yield take();
       continue;
     }
