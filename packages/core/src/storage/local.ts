@@ -1,5 +1,5 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import { constants, createWriteStream } from 'node:fs';
+import { constants } from 'node:fs';
 import {
   type FileHandle,
   lstat,
@@ -16,7 +16,8 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { AppError } from '../errors.js';
 import type { GetOptions, GetResult, ObjectInfo, ObjectStorage, PutOptions, PutResult } from './types.js';
-import { abortReason, destroyQuietly, HashingCounter, resolveRange, validateKey } from './util.js';
+import { HashingFileSink } from './file-sink.js';
+import { abortReason, destroyQuietly, resolveRange, validateKey } from './util.js';
 
 export interface LocalDirStorageOptions {
   /** Directory holding the objects; created when missing. Nothing outside it is ever touched. */
@@ -77,16 +78,14 @@ export class LocalDirStorage implements ObjectStorage {
       throw this.backendError('put', key, err);
     }
     const tmp = path.join(dir, `.${path.basename(file)}.${randomBytes(8).toString('hex')}.tmp`);
-    const hasher = new HashingCounter();
+    const sink = new HashingFileSink(tmp);
     let sourceError: unknown;
     // Registered before pipeline's own handlers, so an error from the caller's stream is known as such.
     body.on('error', (err: unknown) => {
       sourceError ??= err;
     });
     try {
-      await pipeline(body, hasher, createWriteStream(tmp, { flags: 'wx', mode: 0o644, flush: true }), {
-        ...(signal ? { signal } : {}),
-      });
+      await pipeline(body, sink, { ...(signal ? { signal } : {}) });
       await rename(tmp, file);
     } catch (err) {
       await rm(tmp, { force: true }).catch(() => undefined);
@@ -94,7 +93,7 @@ export class LocalDirStorage implements ObjectStorage {
       if (sourceError !== undefined) throw sourceError;
       throw this.backendError('put', key, err);
     }
-    return { key, size: hasher.bytes, sha256: hasher.digest() };
+    return { key, size: sink.bytes, sha256: sink.digest() };
   }
 
   async get(key: string, opts: GetOptions = {}): Promise<GetResult> {
