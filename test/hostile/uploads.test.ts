@@ -670,7 +670,8 @@ describe('hostile uploads', () => {
         send: () => postRaw('', Buffer.from('{"context":"x"}'), 'application/json'),
         status: 400,
         code: 'invalid_context',
-        message: /a JSON body names a remote context, \{"git": .*upload a local context as application\/x-tar/,
+        message:
+          /a JSON body names a remote context, \{"git": .*upload a local context as application\/x-tar/,
       },
       {
         name: 'Content-Type text/plain',

@@ -15,8 +15,8 @@ import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { AppError } from '../errors.js';
-import type { GetOptions, GetResult, ObjectInfo, ObjectStorage, PutOptions, PutResult } from './types.js';
 import { HashingFileSink } from './file-sink.js';
+import type { GetOptions, GetResult, ObjectInfo, ObjectStorage, PutOptions, PutResult } from './types.js';
 import { abortReason, destroyQuietly, resolveRange, validateKey } from './util.js';
 
 export interface LocalDirStorageOptions {
