@@ -5,6 +5,7 @@ COPY package.json package-lock.json turbo.json tsconfig.base.json prisma.config.
 COPY prisma ./prisma
 COPY packages ./packages
 COPY apps ./apps
+COPY scripts/run-app.sh ./scripts/
 RUN npm ci && npm run build && npm prune --omit=dev
 
 FROM node:20-bookworm-slim
@@ -13,4 +14,4 @@ WORKDIR /app
 COPY --from=build /app /app
 USER node
 EXPOSE 8080
-CMD ["node", "apps/api/dist/main.js"]
+CMD ["scripts/run-app.sh", "api"]

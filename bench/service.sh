@@ -164,10 +164,10 @@ KILN_TOKEN=${TOKEN_LINE#KILN_TOKEN=}
 }
 
 log "starting the API (127.0.0.1:$PORT) and the worker"
-(cd "$ROOT" && exec node apps/api/dist/main.js) >>"$DIR/logs/api.log" 2>&1 &
+(cd "$ROOT" && exec scripts/run-app.sh api) >>"$DIR/logs/api.log" 2>&1 &
 API_PID=$!
 API_START=$(_start_time "$API_PID")
-(cd "$ROOT" && exec node apps/worker/dist/main.js) >>"$DIR/logs/worker.log" 2>&1 &
+(cd "$ROOT" && exec scripts/run-app.sh worker) >>"$DIR/logs/worker.log" 2>&1 &
 WORKER_PID=$!
 WORKER_START=$(_start_time "$WORKER_PID")
 for ((i = 0; ; i++)); do

@@ -74,9 +74,9 @@ main() {
 
 	local token
 	token=$(node apps/api/dist/bootstrap.js --project "${KILN_PROJECT:-default}" --token-name "npm-start")
-	node apps/api/dist/main.js &
+	scripts/run-app.sh api &
 	PIDS+=($!)
-	node apps/worker/dist/main.js &
+	scripts/run-app.sh worker &
 	PIDS+=($!)
 
 	local i

@@ -116,12 +116,13 @@ export class KilnApi {
 
 /**
  * One Kiln process (API or worker). Starts as the pid service.sh started; `restart(flags)`
- * replaces it with a child of this process (node flags such as --cpu-prof), recorded in
+ * replaces it with a child of this process started the way service.sh does (`launcher`, e.g.
+ * scripts/run-app.sh worker), node flags such as --cpu-prof going in through NODE_OPTIONS; recorded in
  * `spawnedDir` as "PID STARTTIME" so service.sh can stop it if this script dies.
  */
 export class KilnProcess {
-  constructor({ name, pid, script, logFile, spawnedDir, env, ready }) {
-    Object.assign(this, { name, pid, script, logFile, spawnedDir, env, ready });
+  constructor({ name, pid, launcher, logFile, spawnedDir, env, ready }) {
+    Object.assign(this, { name, pid, launcher, logFile, spawnedDir, env, ready });
     this.child = null;
     this.flags = [];
   }
@@ -155,8 +156,9 @@ export class KilnProcess {
   async start(flags = []) {
     if (this.alive) throw new Error(`${this.name} is already running (pid ${this.pid})`);
     const fd = fs.openSync(this.logFile, 'a');
-    const child = spawn(process.execPath, [...flags, this.script], {
-      env: this.env,
+    const nodeOptions = [this.env.NODE_OPTIONS, ...flags].filter(Boolean).join(' ');
+    const child = spawn(this.launcher[0], this.launcher.slice(1), {
+      env: { ...this.env, NODE_OPTIONS: nodeOptions },
       stdio: ['ignore', fd, fd],
     });
     fs.closeSync(fd);

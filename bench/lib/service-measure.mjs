@@ -103,7 +103,7 @@ const procs = {
   api: new KilnProcess({
     name: 'api',
     pid: Number(need('BENCH_API_PID')),
-    script: path.join(ROOT, 'apps/api/dist/main.js'),
+    launcher: [path.join(ROOT, 'scripts/run-app.sh'), 'api'],
     logFile: path.join(LOG_DIR, 'api.log'),
     spawnedDir: SPAWNED,
     env,
@@ -112,7 +112,7 @@ const procs = {
   worker: new KilnProcess({
     name: 'worker',
     pid: Number(need('BENCH_WORKER_PID')),
-    script: path.join(ROOT, 'apps/worker/dist/main.js'),
+    launcher: [path.join(ROOT, 'scripts/run-app.sh'), 'worker'],
     logFile: path.join(LOG_DIR, 'worker.log'),
     spawnedDir: SPAWNED,
     env,

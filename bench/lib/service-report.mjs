@@ -154,7 +154,7 @@ p();
 p(
   `Kiln at ${r.kiln.git_head.slice(0, 12)}` +
     `${r.kiln.uncommitted_paths ? ` + ${r.kiln.uncommitted_paths} uncommitted paths under apps/ packages/ prisma/` : ''}` +
-    ` (dist sha256 ${r.kiln.dist_sha256.slice(0, 12)}): API + worker (\`node apps/*/dist/main.js\`, log level ` +
+    ` (dist sha256 ${r.kiln.dist_sha256.slice(0, 12)}): API + worker (\`scripts/run-app.sh api|worker\`: 2 MiB V8 semi-spaces, 2 malloc arenas; log level ` +
     `${r.kiln.log_level}) + PostgreSQL + Redis + one private dockerd whose BuildKit is the builder, all on this ` +
     'machine over loopback; local storage. The reference is `docker build` on the same daemon. Produced by ' +
     '`bash bench/service.sh`.',

@@ -1,5 +1,5 @@
 // Kiln as real processes for fault tests: private services (dockerd, Redis, PostgreSQL) a test
-// may stop and restart, workers and APIs as `node apps/*/dist/main.js` child processes (or the
+// may stop and restart, workers and APIs as `scripts/run-app.sh` child processes (or the
 // API in this process), and a small HTTP client for the API. Everything started here is also
 // registered for cleanup in an after() hook of the test file, newest first.
 import assert from 'node:assert/strict';
@@ -28,8 +28,8 @@ import {
 } from '../../packages/core/test-support/services.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const WORKER_MAIN = path.join(ROOT, 'apps/worker/dist/main.js');
-const API_MAIN = path.join(ROOT, 'apps/api/dist/main.js');
+/** How every launcher starts an API or worker process (memory settings included). */
+const RUN_APP = path.join(ROOT, 'scripts/run-app.sh');
 export const MiB = 1024 * 1024;
 
 /** The two dockerds `npm test` starts, as builder addresses. */
@@ -300,8 +300,8 @@ export interface KilnProcess {
   stop(timeoutMs?: number): Promise<number | string | null>;
 }
 
-function spawnKiln(main: string, name: string, env: Record<string, string>): KilnProcess {
-  const proc = spawn(process.execPath, [main], {
+function spawnKiln(app: 'api' | 'worker', name: string, env: Record<string, string>): KilnProcess {
+  const proc = spawn(RUN_APP, [app], {
     cwd: ROOT,
     env: childEnv(env),
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -344,17 +344,17 @@ function spawnKiln(main: string, name: string, env: Record<string, string>): Kil
   return { name, pid: proc.pid ?? -1, output: () => out, exited, kill, stop };
 }
 
-/** `node apps/worker/dist/main.js` as a child process. */
-export const spawnWorker = (name: string, env: Record<string, string>) => spawnKiln(WORKER_MAIN, name, env);
+/** A worker (`scripts/run-app.sh worker`) as a child process. */
+export const spawnWorker = (name: string, env: Record<string, string>) => spawnKiln('worker', name, env);
 
-/** `node apps/api/dist/main.js` as a child process, listening on `port`; resolves once it answers. */
+/** An API (`scripts/run-app.sh api`) as a child process, listening on `port`; resolves once it answers. */
 export async function spawnApi(
   name: string,
   env: Record<string, string>,
   port: number,
 ): Promise<KilnProcess & { base: string }> {
   const base = `http://127.0.0.1:${port}`;
-  const p = spawnKiln(API_MAIN, name, {
+  const p = spawnKiln('api', name, {
     ...env,
     KILN_PORT: String(port),
     KILN_HOST: '127.0.0.1',

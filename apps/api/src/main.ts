@@ -2,7 +2,7 @@ import { ConfigError, loadConfig } from '@kiln/core';
 import { buildApp } from './app.js';
 import { createApiDeps } from './services.js';
 
-/** `node apps/api/dist/main.js`: the API server; SIGTERM lets in-flight requests finish. */
+/** The API server (`scripts/run-app.sh api` runs it with its memory settings); SIGTERM lets in-flight requests finish. */
 async function main(): Promise<void> {
   let config: ReturnType<typeof loadConfig>;
   try {

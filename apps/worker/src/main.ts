@@ -1,7 +1,7 @@
 /**
- * `node dist/main.js`: the worker process. Reads the environment (a bad value prints the
- * ConfigError and exits 1), migrates the database, starts, and on SIGTERM/SIGINT stops
- * gracefully (a second signal exits at once).
+ * The worker process (`scripts/run-app.sh worker` runs it with its memory settings). Reads the
+ * environment (a bad value prints the ConfigError and exits 1), migrates the database, starts,
+ * and on SIGTERM/SIGINT stops gracefully (a second signal exits at once).
  */
 import { tmpdir } from 'node:os';
 import { ConfigError, createLogger, type KilnConfig, loadConfig, migrateDatabase } from '@kiln/core';
