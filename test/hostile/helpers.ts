@@ -12,7 +12,12 @@ import { hashToken, loadConfig, QUEUE_BUILDS } from '@kiln/core';
 import type { FastifyInstance } from 'fastify';
 import { Redis } from 'ioredis';
 import type { ApiDeps } from '../../apps/api/src/deps.js';
-import { bootstrapProject, buildApp, createApiDeps } from '../../apps/api/src/index.js';
+import {
+  bootstrapProject,
+  buildApp,
+  createApiDeps,
+  TOKEN_REVOKED_CHANNEL,
+} from '../../apps/api/src/index.js';
 import {
   createTestDatabase,
   freePort,
@@ -93,13 +98,21 @@ export async function startApi(opts: StartOptions = {}): Promise<TestApi> {
   };
 }
 
-/** Marks a token revoked directly in the database. */
+/**
+ * Revokes a token as another API replica would: marks the row and announces it on
+ * TOKEN_REVOKED_CHANNEL. Resolves once this API refuses the token (it may have it cached).
+ */
 export async function revokeToken(api: TestApi, token: string): Promise<void> {
-  const n = await api.deps.db.apiToken.updateMany({
-    where: { tokenHash: hashToken(token) },
-    data: { revokedAt: new Date() },
-  });
-  if (n.count !== 1) throw new Error('token to revoke not found');
+  const row = await api.deps.db.apiToken.findUnique({ where: { tokenHash: hashToken(token) } });
+  if (!row) throw new Error('token to revoke not found');
+  await api.deps.db.apiToken.update({ where: { id: row.id }, data: { revokedAt: new Date() } });
+  await api.redis.publish(TOKEN_REVOKED_CHANNEL, row.id);
+  for (let i = 0; ; i++) {
+    const r = await request(api.base, '/v1/builds', { headers: { authorization: `Bearer ${token}` } });
+    if (r.status === 401) return;
+    if (i === 100) throw new Error(`the API still accepts the revoked token (${r.status})`);
+    await delay(20);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

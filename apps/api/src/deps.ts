@@ -1,6 +1,7 @@
 import type { HotReads, KilnConfig, Logger, ObjectStorage, PrismaClient } from '@kiln/core';
 import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
+import type { TokenCache } from './token-cache.js';
 
 /** Everything the API talks to; main.ts builds them from the config, tests build their own. */
 export interface ApiDeps {
@@ -8,6 +9,8 @@ export interface ApiDeps {
   db: PrismaClient;
   /** Per-request reads (auth, a build by id) in plain SQL on db's pool. */
   reads: HotReads;
+  /** Token look-ups for authentication (cached; revocations go through it). */
+  tokens: TokenCache;
   storage: ObjectStorage;
   redis: Redis;
   queue: Queue;

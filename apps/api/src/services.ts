@@ -11,6 +11,7 @@ import {
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import type { ApiDeps } from './deps.js';
+import { TokenCache } from './token-cache.js';
 
 /** Connects what the API needs, from the config; `close()` releases all of it. */
 export async function createApiDeps(config: KilnConfig): Promise<ApiDeps & { close(): Promise<void> }> {
@@ -27,6 +28,14 @@ export async function createApiDeps(config: KilnConfig): Promise<ApiDeps & { clo
     lazyConnect: false,
   });
   redis.on('error', (err) => logger.warn({ err: err.message }, 'redis'));
+  const reads = new HotReads(database.pool);
+  const subscriber = new Redis(config.redisUrl, { autoResubscribe: false });
+  const tokens = new TokenCache({
+    load: (tokenHash) => reads.tokenByHash(tokenHash),
+    subscriber,
+    publisher: redis,
+    logger,
+  });
   const queue = new Queue(QUEUE_BUILDS, { connection: { url: config.redisUrl, maxRetriesPerRequest: 1 } });
   queue.on('error', (err) => logger.warn({ err: err.message }, 'queue'));
   const eventQueue = new Queue(QUEUE_EVENTS, {
@@ -36,7 +45,8 @@ export async function createApiDeps(config: KilnConfig): Promise<ApiDeps & { clo
   return {
     config,
     db: database.prisma,
-    reads: new HotReads(database.pool),
+    reads,
+    tokens,
     storage,
     redis,
     queue,
@@ -46,6 +56,7 @@ export async function createApiDeps(config: KilnConfig): Promise<ApiDeps & { clo
       await queue.close().catch(() => undefined);
       await eventQueue.close().catch(() => undefined);
       redis.disconnect();
+      subscriber.disconnect();
       await database.close();
     },
   };

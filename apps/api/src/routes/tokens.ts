@@ -15,8 +15,8 @@ const tokenView = {
 
 /**
  * The project's API tokens: list, create (the secret is shown once, only its hash is kept) and
- * revoke. Authentication reads the token row on every request, so a revoked token stops
- * working at once, on every API replica.
+ * revoke. A revocation evicts the token from this API's TokenCache before answering and is
+ * announced to every replica through Redis, so the token stops working at once everywhere.
  */
 export function tokenRoutes(deps: ApiDeps) {
   const { db } = deps;
@@ -86,7 +86,8 @@ export function tokenRoutes(deps: ApiDeps) {
           where: { id: req.params.id, projectId: req.projectId, revokedAt: null },
           data: { revokedAt: new Date() },
         });
-        if (revoked.count === 0) {
+        if (revoked.count > 0) await deps.tokens.revoked(req.params.id);
+        else {
           const exists = await db.apiToken.findFirst({
             where: { id: req.params.id, projectId: req.projectId },
           });
