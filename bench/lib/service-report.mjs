@@ -236,7 +236,7 @@ const gate = r.quiet_gate;
 const waited = (r.waited_for_other_benchmark_s ?? []).reduce((a, b) => a + b, 0);
 p(
   `Machine: load average ${r.host.loadavg_at_start.join(' ')} at the start. ` +
-    `${gate ? `Before ${gate.runs_delayed} runs the benchmark waited for other processes to calm down (${gate.waited_s} s in all; ${gate.runs_still_busy} runs started busy anyway). ` : ''}` +
+    `${gate ? `Before ${gate.runs_delayed} runs the benchmark waited for other processes and PostgreSQL's after-work to calm down (${gate.waited_s} s in all; ${gate.runs_still_busy} runs started busy anyway). ` : ''}` +
     `${waited ? `It waited ${round(waited, 1)} s for another benchmark to finish. ` : ''}` +
     '"Everything else" below is CPU used by processes outside the service (other jobs on this machine, ' +
     'kernel threads): when it is large, figures are noisier.',
@@ -493,12 +493,11 @@ if (missed.length) {
               `${catPct(prof, 'garbage')}%.`
             : '') +
           (m === get
-            ? ' A GET is two Prisma queries (the auth hook looks the token up by its hash, then the build row), ' +
-              'an HMAC-signed download URL and two log lines (request in, response out): the per-query cost of ' +
-              'the Prisma client, not PostgreSQL, is what bounds it.'
+            ? ' A GET is one prepared SQL query on the pg pool (the build row; the token comes from the ' +
+              "API's TokenCache after its first use), an HMAC-signed download URL and one log line."
             : ' A POST also streams the body through tar validation and sha256 into a temp file and stores it, ' +
-              'then goes through Prisma several times (result-cache lookup, an interactive transaction for the ' +
-              'insert) and adds the BullMQ job in Redis.'),
+              'looks up the result cache (one prepared SQL query), inserts the build with Prisma (one batch ' +
+              'transaction) and adds the BullMQ job in Redis.'),
       );
     } else if (m === wrss || m === arss) {
       const prof = diag[m === wrss ? 'e2e_512mib_worker' : 'api_rss_upload_api'];
