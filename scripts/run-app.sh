@@ -1,5 +1,6 @@
 #!/bin/sh
-# Starts one Kiln process in the foreground: `scripts/run-app.sh api|worker`.
+# Starts one Kiln process in the foreground: `scripts/run-app.sh api|worker [node flags]`, e.g.
+# `scripts/run-app.sh worker --cpu-prof` (node refuses --cpu-prof in NODE_OPTIONS).
 #
 # Every launcher goes through here (npm start, the image and docker-compose, bench/service.sh, the
 # tests' child processes), so each process runs with the memory settings its budget was measured
@@ -12,9 +13,11 @@ set -eu
 case ${1:-} in
 api | worker) ;;
 *)
-	echo "usage: $0 api|worker" >&2
+	echo "usage: $0 api|worker [node flags]" >&2
 	exit 2
 	;;
 esac
+app=$1
+shift
 export MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-2}"
-exec node --max-semi-space-size=2 "$(dirname "$0")/../apps/$1/dist/main.js"
+exec node --max-semi-space-size=2 "$@" "$(dirname "$0")/../apps/$app/dist/main.js"

@@ -117,7 +117,7 @@ export class KilnApi {
 /**
  * One Kiln process (API or worker). Starts as the pid service.sh started; `restart(flags)`
  * replaces it with a child of this process started the way service.sh does (`launcher`, e.g.
- * scripts/run-app.sh worker), node flags such as --cpu-prof going in through NODE_OPTIONS; recorded in
+ * scripts/run-app.sh worker) with node flags such as --cpu-prof added; recorded in
  * `spawnedDir` as "PID STARTTIME" so service.sh can stop it if this script dies.
  */
 export class KilnProcess {
@@ -156,9 +156,8 @@ export class KilnProcess {
   async start(flags = []) {
     if (this.alive) throw new Error(`${this.name} is already running (pid ${this.pid})`);
     const fd = fs.openSync(this.logFile, 'a');
-    const nodeOptions = [this.env.NODE_OPTIONS, ...flags].filter(Boolean).join(' ');
-    const child = spawn(this.launcher[0], this.launcher.slice(1), {
-      env: { ...this.env, NODE_OPTIONS: nodeOptions },
+    const child = spawn(this.launcher[0], [...this.launcher.slice(1), ...flags], {
+      env: this.env,
       stdio: ['ignore', fd, fd],
     });
     fs.closeSync(fd);
