@@ -1,4 +1,4 @@
-import type { HotReads, KilnConfig, Logger, ObjectStorage, PrismaClient } from '@kiln/core';
+import type { HotQueries, KilnConfig, Logger, ObjectStorage, PrismaClient } from '@kiln/core';
 import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { TokenCache } from './token-cache.js';
@@ -7,8 +7,8 @@ import type { TokenCache } from './token-cache.js';
 export interface ApiDeps {
   config: KilnConfig;
   db: PrismaClient;
-  /** Per-request reads (auth, a build by id) in plain SQL on db's pool. */
-  reads: HotReads;
+  /** Per-request queries (auth, a build by id, the result-cache lookup, the insert) in plain SQL on db's pool. */
+  queries: HotQueries;
   /** Token look-ups for authentication (cached; revocations go through it). */
   tokens: TokenCache;
   storage: ObjectStorage;

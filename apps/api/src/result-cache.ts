@@ -10,19 +10,18 @@
  * matches builds recorded with the default platform of the configured builders
  * (defaultBuilderPlatform), or nothing when that is not known for sure.
  */
-import { type Build, type Prisma, recordBuildEvents } from '@kiln/core';
+import { type Build, type Prisma, type QueuedBuildInput, recordBuildEvents } from '@kiln/core';
 import { defaultBuilderPlatform } from './builder-platforms.js';
 import type { ApiDeps } from './deps.js';
 import { enqueueEvents } from './events.js';
 
 const DAY_MS = 24 * 3600 * 1000;
 
-/** A build row as createBuild inserts it, before its status. */
-export type NewBuildData = Omit<Prisma.BuildUncheckedCreateInput, 'status'> & {
-  projectId: string;
-  /** Null for a build the cache cannot answer (a git build of a branch, not a commit). */
-  cacheKey: string | null;
-};
+/**
+ * A build row as createBuild inserts it, before its status (cacheKey is null for a build the
+ * cache cannot answer: a git build of a branch, not a commit).
+ */
+export type NewBuildData = QueuedBuildInput & { spec: Prisma.InputJsonValue };
 
 /** Inserts a cached, already succeeded build when an earlier one can serve; undefined otherwise. */
 export async function reuseResult(
@@ -36,7 +35,7 @@ export async function reuseResult(
   const now = new Date();
   // Past its retention it is as good as expired: retention is about to delete it.
   const since = new Date(now.getTime() - deps.config.retention.days * DAY_MS);
-  const source = await deps.reads.resultCacheSource(data.projectId, data.cacheKey, platform, since);
+  const source = await deps.queries.resultCacheSource(data.projectId, data.cacheKey, platform, since);
   if (!source?.artifactKey) return undefined;
   const { artifactKey, artifactSize, artifactDigest } = source;
   const inserted = await deps.db.$transaction(async (tx) => {

@@ -2,7 +2,7 @@ import {
   createDatabase,
   createLogger,
   createStorage,
-  HotReads,
+  HotQueries,
   type KilnConfig,
   migrateDatabase,
   QUEUE_BUILDS,
@@ -28,10 +28,10 @@ export async function createApiDeps(config: KilnConfig): Promise<ApiDeps & { clo
     lazyConnect: false,
   });
   redis.on('error', (err) => logger.warn({ err: err.message }, 'redis'));
-  const reads = new HotReads(database.pool);
+  const queries = new HotQueries(database.pool);
   const subscriber = new Redis(config.redisUrl, { autoResubscribe: false });
   const tokens = new TokenCache({
-    load: (tokenHash) => reads.tokenByHash(tokenHash),
+    load: (tokenHash) => queries.tokenByHash(tokenHash),
     subscriber,
     publisher: redis,
     logger,
@@ -45,7 +45,7 @@ export async function createApiDeps(config: KilnConfig): Promise<ApiDeps & { clo
   return {
     config,
     db: database.prisma,
-    reads,
+    queries,
     tokens,
     storage,
     redis,

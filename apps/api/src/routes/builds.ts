@@ -148,7 +148,7 @@ export function buildRoutes(deps: ApiDeps) {
   };
 
   const findBuild = async (req: FastifyRequest<{ Params: { id: string } }>) => {
-    const build = await deps.reads.projectBuild(req.projectId, req.params.id);
+    const build = await deps.queries.projectBuild(req.projectId, req.params.id);
     // Another project's build is indistinguishable from a missing one.
     if (!build) throw new AppError('not_found', `no build ${req.params.id}`);
     return build;

@@ -24,7 +24,7 @@ export function createPrismaClient(databaseUrl: string, options: PrismaClientOpt
   return new PrismaClient({ adapter: new PrismaPg(poolConfig(databaseUrl, options)) });
 }
 
-/** Prisma and plain SQL (HotReads) on one pg pool; `close()` ends both. */
+/** Prisma and plain SQL (HotQueries) on one pg pool; `close()` ends both. */
 export interface Database {
   prisma: PrismaClient;
   pool: pg.Pool;

@@ -11,7 +11,7 @@ export {
 } from './client.js';
 export type { ApiToken, Build, BuildAttempt, Project } from './generated/client.js';
 export { BuildStatus, Prisma, PrismaClient } from './generated/client.js';
-export { HotReads, type TokenRecord } from './hot-reads.js';
+export { HotQueries, type QueuedBuildInput, type TokenRecord } from './hot-queries.js';
 export { lockContextObject } from './locks.js';
 export {
   defaultMigrationsDir,
@@ -20,4 +20,4 @@ export {
   type MigrationLogger,
   migrateDatabase,
 } from './migrate.js';
-export { isDatabaseUnavailable } from './unavailable.js';
+export { isDatabaseUnavailable, isUniqueViolation } from './unavailable.js';

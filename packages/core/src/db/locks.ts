@@ -1,7 +1,7 @@
 import type { Prisma } from './generated/client.js';
 
 /** Advisory-lock class ("KILN" in ASCII) of context objects; the second key is the storage key's hash. */
-const CONTEXT_LOCK_CLASS = 0x4b494c4e;
+export const CONTEXT_LOCK_CLASS = 0x4b494c4e;
 
 /**
  * Takes PostgreSQL's transaction-level advisory lock on a context object (released at commit or

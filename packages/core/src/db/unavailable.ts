@@ -45,3 +45,12 @@ export function isDatabaseUnavailable(err: unknown, depth = 0): boolean {
     isDatabaseUnavailable(e.cause, depth + 1) || isDatabaseUnavailable(e.meta?.driverAdapterError, depth + 1)
   );
 }
+
+/**
+ * Whether an insert failed on a unique index: Prisma's P2002, or PostgreSQL's unique_violation
+ * (23505) from a query on the pool (HotQueries).
+ */
+export function isUniqueViolation(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return code === 'P2002' || code === '23505';
+}

@@ -1,0 +1,225 @@
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { createTestDatabase, type TestDatabase } from '../../test-support/services.js';
+import { createDatabase, type Database, HotQueries, isUniqueViolation, lockContextObject } from './index.js';
+
+// HotQueries must return exactly what Prisma returns for the same rows (callers take either),
+// including timestamps written in UTC, BigInt sizes, JSON specs and nulls.
+// Away from UTC, so a timestamp read as local time would show.
+process.env.TZ = 'America/New_York';
+
+let testDb: TestDatabase;
+let database: Database;
+let queries: HotQueries;
+
+before(async () => {
+  testDb = await createTestDatabase();
+  database = createDatabase(testDb.url);
+  queries = new HotQueries(database.pool);
+});
+after(async () => {
+  await database?.close();
+  await testDb?.drop();
+});
+
+async function project(name: string) {
+  return database.prisma.project.create({ data: { name } });
+}
+
+test('projectBuild returns the row Prisma returns, every column', async () => {
+  const p = await project('hot-a');
+  const created = await database.prisma.build.create({
+    data: {
+      projectId: p.id,
+      status: 'succeeded',
+      spec: { output: { type: 'tar', dest: 'app.tar' }, buildArgs: { A: '1' } },
+      contextDigest: `sha256:${'a'.repeat(64)}`,
+      contextSize: 9_007_199_254_740_993n,
+      contextKey: 'contexts/sha256/a.tar',
+      builder: 'docker:///run/docker.sock',
+      attempts: 2,
+      startedAt: new Date('2026-01-02T03:04:05.678Z'),
+      finishedAt: new Date('2026-01-02T03:04:06.001Z'),
+      artifactKey: 'artifacts/x/app.tar',
+      artifactSize: 123n,
+      artifactDigest: `sha256:${'b'.repeat(64)}`,
+      idempotencyKey: 'k1',
+    },
+  });
+  const viaPrisma = await database.prisma.build.findUnique({ where: { id: created.id } });
+  const viaSql = await queries.projectBuild(p.id, created.id);
+  assert.deepEqual(viaSql, viaPrisma);
+  assert.equal(viaSql?.contextSize, 9_007_199_254_740_993n);
+  assert.equal(viaSql?.startedAt?.toISOString(), '2026-01-02T03:04:05.678Z');
+});
+
+test("projectBuild: another project's build and a missing id are both null", async () => {
+  const owner = await project('hot-b');
+  const other = await project('hot-c');
+  const b = await database.prisma.build.create({ data: { projectId: owner.id, spec: {} } });
+  assert.equal(await queries.projectBuild(other.id, b.id), null);
+  assert.equal(await queries.projectBuild(owner.id, 'missing'), null);
+  assert.deepEqual(
+    await queries.projectBuild(owner.id, b.id),
+    await database.prisma.build.findUnique({ where: { id: b.id } }),
+  );
+});
+
+test('tokenByHash finds live and revoked tokens by hash', async () => {
+  const p = await project('hot-d');
+  const live = await database.prisma.apiToken.create({
+    data: { projectId: p.id, name: 'live', tokenHash: 'h-live' },
+  });
+  const revokedAt = new Date('2026-03-04T05:06:07.089Z');
+  await database.prisma.apiToken.create({
+    data: { projectId: p.id, name: 'old', tokenHash: 'h-old', revokedAt },
+  });
+  assert.deepEqual(await queries.tokenByHash('h-live'), { id: live.id, projectId: p.id, revokedAt: null });
+  assert.deepEqual((await queries.tokenByHash('h-old'))?.revokedAt, revokedAt);
+  assert.equal(await queries.tokenByHash('h-none'), null);
+});
+
+test('resultCacheSource: the newest succeeded build with the key and platform, in time, with an artifact', async () => {
+  const p = await project('hot-e');
+  const other = await project('hot-f');
+  const at = (iso: string) => new Date(iso);
+  const make = (data: Record<string, unknown>) =>
+    database.prisma.build.create({
+      data: {
+        projectId: p.id,
+        spec: {},
+        cacheKey: 'k',
+        platform: 'linux/amd64',
+        status: 'succeeded',
+        artifactKey: 'artifacts/a',
+        finishedAt: at('2026-05-01T00:00:00Z'),
+        ...data,
+      },
+    });
+  await make({ finishedAt: at('2026-05-02T00:00:00Z') });
+  const newest = await make({ finishedAt: at('2026-05-03T00:00:00Z') });
+  await make({ finishedAt: at('2026-05-04T00:00:00Z'), status: 'failed' });
+  await make({ finishedAt: at('2026-05-04T00:00:00Z'), artifactKey: null });
+  await make({ finishedAt: at('2026-05-04T00:00:00Z'), platform: 'linux/arm64' });
+  await make({ finishedAt: at('2026-05-04T00:00:00Z'), cacheKey: 'other' });
+  await make({ finishedAt: at('2026-05-04T00:00:00Z'), projectId: other.id });
+
+  const since = at('2026-04-01T00:00:00Z');
+  assert.deepEqual(await queries.resultCacheSource(p.id, 'k', 'linux/amd64', since), newest);
+  assert.equal(
+    await queries.resultCacheSource(p.id, 'k', 'linux/amd64', at('2026-05-03T00:00:00.001Z')),
+    null,
+  );
+  assert.equal(await queries.resultCacheSource(p.id, 'k', 'linux/s390x', since), null);
+});
+
+test('PostgreSQL dropping a pooled connection is reported, not a crash, and the pool goes on', async () => {
+  const dropped: Error[] = [];
+  const other = createDatabase(testDb.url, { onConnectionError: (err) => dropped.push(err) });
+  try {
+    const { rows } = await other.pool.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+    // The connection is idle in the pool now; end it from another session, as a restart would.
+    await database.pool.query('SELECT pg_terminate_backend($1)', [rows[0]?.pid]);
+    for (let i = 0; i < 100 && dropped.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(dropped.length, 1);
+    assert.match(dropped[0]?.message ?? '', /terminating connection/);
+    assert.equal(await new HotQueries(other.pool).tokenByHash('none'), null);
+  } finally {
+    await other.close();
+  }
+});
+
+test('insertQueuedBuild writes the row Prisma would: ULID id, UTC createdAt, defaults, BigInt size, JSON spec', async () => {
+  const p = await project('hot-insert');
+  const spec = { output: { type: 'tar', dest: 'app.tar', attrs: {} }, buildArgs: { A: '1' }, labels: {} };
+  const before = Date.now();
+  const inserted = await queries.insertQueuedBuild({
+    projectId: p.id,
+    spec,
+    requestHash: 'r'.repeat(64),
+    idempotencyKey: 'idem-1',
+    cacheKey: 'c'.repeat(64),
+    contextDigest: `sha256:${'d'.repeat(64)}`,
+    contextSize: 9_007_199_254_740_993n,
+    contextKey: 'contexts/sha256/d.tar',
+  });
+  const after = Date.now();
+  assert.match(inserted.id, /^[0-9A-HJKMNP-TV-Z]{26}$/);
+  assert.deepEqual(inserted, await database.prisma.build.findUnique({ where: { id: inserted.id } }));
+  assert.equal(inserted.status, 'queued');
+  assert.equal(inserted.source, 'api');
+  assert.equal(inserted.attempts, 0);
+  assert.equal(inserted.contextSize, 9_007_199_254_740_993n);
+  assert.deepEqual(inserted.spec, spec);
+  assert.ok(
+    inserted.createdAt.getTime() >= before && inserted.createdAt.getTime() <= after,
+    'createdAt is now, in UTC',
+  );
+  // Time-sortable like Prisma's: a later insert sorts after.
+  await new Promise((r) => setTimeout(r, 2));
+  const git = await queries.insertQueuedBuild({
+    projectId: p.id,
+    spec: {},
+    requestHash: 'g'.repeat(64),
+    idempotencyKey: null,
+    cacheKey: null,
+    source: 'github',
+    gitUrl: 'https://example.invalid/r.git',
+    gitRef: 'refs/heads/main',
+    gitCommit: 'a'.repeat(40),
+  });
+  assert.ok(git.id > inserted.id);
+  assert.equal(git.contextKey, null);
+  assert.equal(git.contextSize, null);
+  assert.equal(git.gitCommit, 'a'.repeat(40));
+  assert.deepEqual(git, await database.prisma.build.findUnique({ where: { id: git.id } }));
+});
+
+test('insertQueuedBuild: a second build with the same idempotency key is a unique violation', async () => {
+  const p = await project('hot-idem');
+  const input = { projectId: p.id, spec: {}, requestHash: 'h', idempotencyKey: 'same', cacheKey: null };
+  await queries.insertQueuedBuild(input);
+  await assert.rejects(queries.insertQueuedBuild(input), (err) => isUniqueViolation(err));
+  assert.equal(await database.prisma.build.count({ where: { projectId: p.id } }), 1);
+});
+
+test("insertQueuedBuild waits while retention holds the context's exclusive lock", async () => {
+  const p = await project('hot-lock');
+  const key = 'contexts/sha256/locked.tar';
+  let releaseLock!: () => void;
+  const released = new Promise<void>((r) => {
+    releaseLock = r;
+  });
+  let locked!: () => void;
+  const lockHeld = new Promise<void>((r) => {
+    locked = r;
+  });
+  const retention = database.prisma.$transaction(
+    async (tx) => {
+      await lockContextObject(tx, key, 'exclusive');
+      locked();
+      await released;
+    },
+    { timeout: 20_000 },
+  );
+  await lockHeld;
+  let done = false;
+  const insert = queries
+    .insertQueuedBuild({
+      projectId: p.id,
+      spec: {},
+      requestHash: 'h',
+      idempotencyKey: null,
+      cacheKey: null,
+      contextKey: key,
+    })
+    .then((b) => {
+      done = true;
+      return b;
+    });
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(done, false, 'the insert went in while retention held the lock');
+  releaseLock();
+  await retention;
+  assert.equal((await insert).contextKey, key);
+});
