@@ -1,5 +1,4 @@
 import { randomUUID } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
@@ -56,7 +55,7 @@ export async function receiveContext(
     const summary = await validator.result;
     const key = contextKey(summary.sha256);
     const restore = async () => {
-      await opts.storage.put(key, createReadStream(tmp));
+      await opts.storage.putFile(key, tmp);
     };
     return { digest: `sha256:${summary.sha256}`, size: summary.size, key, restore, dispose };
   } catch (err) {

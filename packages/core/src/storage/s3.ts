@@ -1,3 +1,4 @@
+import { createReadStream } from 'node:fs';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream';
 import {
@@ -103,6 +104,10 @@ export class S3Storage implements ObjectStorage {
   objectKey(key: string): string {
     validateKey(key);
     return this.prefix ? `${this.prefix}/${key}` : key;
+  }
+
+  putFile(key: string, file: string, opts: PutOptions = {}): Promise<PutResult> {
+    return this.put(key, createReadStream(file), opts);
   }
 
   async put(key: string, body: NodeJS.ReadableStream | Readable, opts: PutOptions = {}): Promise<PutResult> {

@@ -41,6 +41,8 @@ export interface ObjectStorage {
    * AppError('unavailable').
    */
   put(key: string, body: NodeJS.ReadableStream | Readable, opts?: PutOptions): Promise<PutResult>;
+  /** `put` of a local file's content (the file is left as it is). */
+  putFile(key: string, file: string, opts?: PutOptions): Promise<PutResult>;
   /** AppError('not_found') when missing, AppError('invalid_request') for an unsatisfiable range. */
   get(key: string, opts?: GetOptions): Promise<GetResult>;
   head(key: string): Promise<ObjectInfo | undefined>;
