@@ -161,6 +161,19 @@ export async function runBuild(
     deps.logger.info({ buildId, status: build.status }, 'build already finished: nothing to do');
     return { status: 'skipped' };
   }
+  if (build.status === 'running' && build.builder) {
+    // A second job for a build another worker is running (e.g. the reconciler re-enqueued it while
+    // Redis had lost its job): running it too would complete it twice. Should that worker die,
+    // its lease expires and the reconciler takes the build back.
+    const expiry = await deps.pool.leaseExpiry(build.builder, buildId);
+    if (expiry !== undefined && expiry > (await deps.pool.now())) {
+      deps.logger.info(
+        { buildId, attempt: build.attempts, builder: build.builder },
+        'build is running on another worker (its builder lease is live): nothing to do',
+      );
+      return { status: 'skipped' };
+    }
+  }
   return new BuildRun(deps, build, attempt).run();
 }
 
@@ -254,7 +267,7 @@ class BuildRun {
     }
 
     if (!(await this.markRunning(this.lease.address))) {
-      this.logger.info('build was finished or canceled meanwhile: nothing to do');
+      this.logger.info('build was finished, canceled or taken by another worker meanwhile: nothing to do');
       return { status: 'skipped' };
     }
     const timeoutS = this.deps.buildTimeoutSeconds;
@@ -291,12 +304,15 @@ class BuildRun {
     return [...new Set(rows.map((r) => r.builder))];
   }
 
-  /** Marks the row running and inserts this attempt; false when the row is final (e.g. canceled meanwhile). */
+  /**
+   * Marks the row running and inserts this attempt; false when the row changed since this run read
+   * it: final (e.g. canceled meanwhile), or taken by another worker's attempt.
+   */
   private async markRunning(builder: string): Promise<boolean> {
     const now = new Date();
     const attempt = await this.deps.prisma.$transaction(async (tx) => {
       const updated = await tx.build.updateMany({
-        where: { id: this.id, status: { in: ['queued', 'running'] } },
+        where: { id: this.id, status: this.build.status, attempts: this.build.attempts },
         data: {
           status: 'running',
           startedAt: now,

@@ -348,6 +348,46 @@ describe('KilnWorker', { skip }, () => {
         ['lost', 'succeeded'],
       );
     });
+
+    test('a second job for a build whose attempt holds a live lease does nothing; once the lease is gone, a job takes it over', async () => {
+      const row = await createBuildRow(prisma, projectId, uploaded, spec(), {
+        status: 'running',
+        builder: D1,
+        attempts: 1,
+      });
+      await prisma.buildAttempt.create({ data: { buildId: row.id, number: 1, builder: D1 } });
+      // The attempt "running elsewhere": a live lease on its builder, renewing itself.
+      const pool = new BuilderPool({
+        builders: [{ address: D1, concurrency: 2 }],
+        redis,
+        logger: testLogger(),
+        keyPrefix: main.prefix,
+        healthIntervalMs: 0,
+      });
+      try {
+        const lease = await pool.acquire({ buildId: row.id });
+        assert.equal(lease.address, D1);
+        const job = await main.queue.add('build', { buildId: row.id }, buildJobOptions(`${row.id}-dup`, 3));
+        for (let i = 0; (await job.getState()) !== 'completed'; i++) {
+          assert.ok(i < 300, `the duplicate job is ${await job.getState()}`);
+          await sleep(100);
+        }
+        const unchanged = await prisma.build.findUniqueOrThrow({ where: { id: row.id } });
+        assert.deepEqual([unchanged.status, unchanged.attempts], ['running', 1], 'not run a second time');
+        assert.equal((await attemptsOf(row.id)).length, 1);
+        // That worker is gone (its lease with it): the next job runs the build.
+        await lease.release();
+        await main.queue.add('build', { buildId: row.id }, buildJobOptions(row.id, 3));
+        const done = await waitForBuild(prisma, row.id);
+        assert.equal(done.status, 'succeeded', done.errorMessage ?? '');
+        assert.deepEqual(
+          (await attemptsOf(row.id)).map((a) => a.outcome),
+          ['lost', 'succeeded'],
+        );
+      } finally {
+        await pool.close();
+      }
+    });
   });
 
   test('an unreachable builder: the attempt fails and the retry succeeds on the other builder', async () => {
