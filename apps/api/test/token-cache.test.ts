@@ -63,6 +63,18 @@ async function setUp(opts: { ttlMs?: number; loadDelayMs?: number } = {}) {
 
 const token = (id: string): TokenRecord => ({ id, projectId: 'proj', revokedAt: null });
 
+/** Gets a live token cached, then marks its row revoked, as PostgreSQL has it after a revocation. */
+async function cacheThenRevokeRow(
+  cache: TokenCache,
+  rows: Map<string, TokenRecord>,
+  hash: string,
+  id: string,
+) {
+  rows.set(hash, token(id));
+  await cache.resolve(hash);
+  rows.set(hash, { ...token(id), revokedAt: new Date() });
+}
+
 describe('TokenCache', () => {
   test('a live token is read once, then served from memory', async () => {
     const { cache, rows, loads } = await setUp();
@@ -85,9 +97,7 @@ describe('TokenCache', () => {
 
   test('revoked() here: the next look-up reads the row again', async () => {
     const { cache, rows, loads } = await setUp();
-    rows.set('h3', token('t3'));
-    await cache.resolve('h3');
-    rows.set('h3', { ...token('t3'), revokedAt: new Date() });
+    await cacheThenRevokeRow(cache, rows, 'h3', 't3');
     await cache.revoked('t3');
     assert.ok((await cache.resolve('h3'))?.revokedAt, 'the revoked row, not the cached one');
     assert.equal(loads(), 2);
@@ -95,9 +105,7 @@ describe('TokenCache', () => {
 
   test('a revocation another replica announces evicts the token within moments', async () => {
     const { cache, rows, loads } = await setUp();
-    rows.set('h4', token('t4'));
-    await cache.resolve('h4');
-    rows.set('h4', { ...token('t4'), revokedAt: new Date() });
+    await cacheThenRevokeRow(cache, rows, 'h4', 't4');
     const started = Date.now();
     await connect().publish(TOKEN_REVOKED_CHANNEL, 't4');
     while (!(await cache.resolve('h4'))?.revokedAt) {

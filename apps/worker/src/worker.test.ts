@@ -307,7 +307,8 @@ describe('KilnWorker', { skip }, () => {
       assert.deepEqual(again, { requeued: [], recovered: [], failed: [] });
     });
 
-    test('the reconciler recovers a running build whose worker vanished', async () => {
+    /** A build whose attempt 1 is running on D1 (as far as the database knows). */
+    async function runningOnD1() {
       const row = await createBuildRow(prisma, projectId, uploaded, spec(), {
         status: 'running',
         builder: D1,
@@ -315,15 +316,24 @@ describe('KilnWorker', { skip }, () => {
         createdAt: new Date(Date.now() - 60_000),
       });
       await prisma.buildAttempt.create({ data: { buildId: row.id, number: 1, builder: D1 } });
-      // A reconciler whose lease TTL is short, so the test does not wait 30 s.
-      const pool = new BuilderPool({
+      return row;
+    }
+
+    /** A pool over D1 in the main worker's lease namespace. */
+    const d1Pool = (leaseTtlMs?: number) =>
+      new BuilderPool({
         builders: [{ address: D1, concurrency: 2 }],
         redis,
         logger: testLogger(),
         keyPrefix: main.prefix,
-        leaseTtlMs: 300,
+        ...(leaseTtlMs ? { leaseTtlMs } : {}),
         healthIntervalMs: 0,
       });
+
+    test('the reconciler recovers a running build whose worker vanished', async () => {
+      const row = await runningOnD1();
+      // A reconciler whose lease TTL is short, so the test does not wait 30 s.
+      const pool = d1Pool(300);
       const reconciler = new Reconciler({
         prisma,
         queue: main.queue,
@@ -350,20 +360,9 @@ describe('KilnWorker', { skip }, () => {
     });
 
     test('a second job for a build whose attempt holds a live lease does nothing; once the lease is gone, a job takes it over', async () => {
-      const row = await createBuildRow(prisma, projectId, uploaded, spec(), {
-        status: 'running',
-        builder: D1,
-        attempts: 1,
-      });
-      await prisma.buildAttempt.create({ data: { buildId: row.id, number: 1, builder: D1 } });
+      const row = await runningOnD1();
       // The attempt "running elsewhere": a live lease on its builder, renewing itself.
-      const pool = new BuilderPool({
-        builders: [{ address: D1, concurrency: 2 }],
-        redis,
-        logger: testLogger(),
-        keyPrefix: main.prefix,
-        healthIntervalMs: 0,
-      });
+      const pool = d1Pool();
       try {
         const lease = await pool.acquire({ buildId: row.id });
         assert.equal(lease.address, D1);
