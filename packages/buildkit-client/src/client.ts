@@ -126,7 +126,7 @@ export async function connect(address?: string, options: ConnectOptions = {}): P
   const channelOptions: grpc.ChannelOptions = {
     'grpc.max_receive_message_length': -1,
     'grpc.max_send_message_length': -1,
-    'grpc-node.flow_control_window': 4 * 1024 * 1024,
+    'grpc-node.flow_control_window': 2 * 1024 * 1024,
   };
   if (addr.kind === 'docker') {
     proxy = await startUpgradeProxy(addr.socketPath);
