@@ -442,8 +442,9 @@ function bigExplanation(m, sp) {
       ` The storage path alone (a separate process feeding LocalDirStorage.put at full speed) takes ` +
         `${sp['put-32k']} s and ${putCpu} s of CPU for 512 MiB in 32 KiB chunks, the size the export arrives in ` +
         `(${sp['put-1m']} s in 1 MiB chunks), of which sha256 is ${sp['hash-32k']} s and a plain file stream ` +
-        `${sp['file-32k']} s; fsync on close (LocalDirStorage writes with flush: true, docker does not sync its ` +
-        `file) ${fsync > 0.05 ? `adds ${fsync} s` : 'adds no measurable time on this disk'}. That is work the ` +
+        `${sp['file-32k']} s; an fsync on close of that plain stream ${fsync > 0.05 ? `adds ${fsync} s` : 'adds no measurable time on this disk'} ` +
+        '(LocalDirStorage syncs as it writes: fdatasync every 32 MiB and once at the end; docker does not sync ' +
+        'its file). That is work the ' +
         'docker CLI does not do (it writes the tar to its file, unhashed), and in the worker its hashing and ' +
         'write calls run on the JavaScript thread that also receives the export.',
     );

@@ -3,7 +3,7 @@
 // Diagnostic for the service benchmark's 512 MiB export: the worker's storage write path alone,
 // without BuildKit or gRPC, to tell its cost apart from the rest of a build. The worker pipes the
 // export (which arrives as 32 KiB messages) into a PassThrough read by LocalDirStorage.put
-// (sha256 + count, then a file written with flush: true, i.e. fsync on close).
+// (HashingFileSink: sha256 + count, writev, fdatasync every 32 MiB and at the end).
 //
 //   node service-storage-probe.mjs DIR VARIANT [MIB]
 //   VARIANT: put-32k         LocalDirStorage.put ← PassThrough ← 32 KiB chunks (the worker's path)
