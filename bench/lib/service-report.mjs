@@ -236,7 +236,7 @@ const gate = r.quiet_gate;
 const waited = (r.waited_for_other_benchmark_s ?? []).reduce((a, b) => a + b, 0);
 p(
   `Machine: load average ${r.host.loadavg_at_start.join(' ')} at the start. ` +
-    `${gate ? `Before ${gate.runs_delayed} runs the benchmark waited for other processes and PostgreSQL's after-work to calm down (${gate.waited_s} s in all; ${gate.runs_still_busy} runs started busy anyway). ` : ''}` +
+    `${gate ? `Before ${gate.runs_delayed} runs the benchmark waited for other processes, PostgreSQL's after-work and the disk's writeback (dirty pages ≤ 64 MiB) to calm down (${gate.waited_s} s in all; ${gate.runs_still_busy} runs started busy anyway). ` : ''}` +
     `${waited ? `It waited ${round(waited, 1)} s for another benchmark to finish. ` : ''}` +
     '"Everything else" below is CPU used by processes outside the service (other jobs on this machine, ' +
     'kernel threads): when it is large, figures are noisier.',
