@@ -6,10 +6,10 @@ export const CONTEXT_LOCK_CLASS = 0x4b494c4e;
 /**
  * Takes PostgreSQL's transaction-level advisory lock on a context object (released at commit or
  * rollback). Retention holds it `exclusive` while it checks that no recent or unfinished build
- * uses the object and deletes it; the API takes it `shared` in the transaction that inserts a
- * build reading the object. So retention either sees that build or has finished deleting
- * before the insert commits (the API checks the object after its commit and puts it back), and
- * API requests do not wait for each other. A Prisma query, so it also fits a batch transaction.
+ * uses the object and deletes it; the API takes it `shared` in the statement that inserts a
+ * build reading the object (HotQueries.insertQueuedBuild, in SQL, with CONTEXT_LOCK_CLASS). So
+ * retention either sees that build or has finished deleting before the insert commits (the API
+ * checks the object after its commit and puts it back), and API requests do not wait for each other.
  */
 export function lockContextObject(
   tx: Prisma.TransactionClient,
