@@ -423,9 +423,11 @@ describe('completion events', () => {
     // Registered after the build ended: as if its writer had committed the delivery and then
     // died before enqueueing it.
     const endpoint = await c.endpoint(`${receiver.base}/ok/sweep`);
-    const inserted = await kiln.deps.db.$transaction((tx) => recordBuildEvents(tx, build.id));
+    const row = await kiln.deps.builds.byId(build.id);
+    assert.ok(row);
+    const inserted = await kiln.deps.db.$transaction((tx) => recordBuildEvents(tx, row));
     assert.equal(inserted.length, 1);
-    assert.deepEqual(await kiln.deps.db.$transaction((tx) => recordBuildEvents(tx, build.id)), []);
+    assert.deepEqual(await kiln.deps.db.$transaction((tx) => recordBuildEvents(tx, row)), []);
 
     await sleep(1500); // past the sweep's grace
     assert.equal(receiver.at('/ok/sweep').length, 0, 'nothing enqueued it');

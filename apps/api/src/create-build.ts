@@ -72,9 +72,7 @@ export async function createBuild(
     .update(JSON.stringify({ spec, context: fields.identity }))
     .digest('hex');
   if (idempotencyKey) {
-    const existing = await deps.db.build.findUnique({
-      where: { projectId_idempotencyKey: { projectId, idempotencyKey } },
-    });
+    const existing = await deps.builds.byIdempotencyKey(projectId, idempotencyKey);
     if (existing) return { build: sameRequest(existing, requestHash), outcome: 'existing' };
   }
   const data: NewBuildData = {
@@ -91,14 +89,15 @@ export async function createBuild(
     const cached = spec.noCache ? undefined : await reuseResult(deps, data, spec.platform);
     if (cached) return { build: cached, outcome: 'cached' };
     build =
-      source.kind === 'upload' ? await insertQueued(deps, data, source.context) : await insertGit(deps, data);
+      source.kind === 'upload'
+        ? await insertQueued(deps, data, source.context)
+        : // A git build stores no context: BuildKit fetches the repository when the build runs.
+          await deps.lifecycle.queue(data);
   } catch (err) {
     // Two concurrent requests with one key: the loser answers with the winner's build.
     if (idempotencyKey && isUniqueViolation(err)) {
-      const winner = await deps.db.build.findUniqueOrThrow({
-        where: { projectId_idempotencyKey: { projectId, idempotencyKey } },
-      });
-      return { build: sameRequest(winner, requestHash), outcome: 'existing' };
+      const winner = await deps.builds.byIdempotencyKey(projectId, idempotencyKey);
+      if (winner) return { build: sameRequest(winner, requestHash), outcome: 'existing' };
     }
     throw err;
   }
@@ -151,23 +150,16 @@ function sourceFields(source: BuildSource): {
 
 /**
  * Inserts the queued build under the context's shared advisory lock (retention deletes contexts
- * under the exclusive one; see HotQueries.insertQueuedBuild), then checks that the context object
- * is still there. Once the row is committed, retention sees a recent build using the context and
- * keeps it; a retention pass that held the lock first may have deleted it, and then it is stored
- * again, before the job exists.
+ * under the exclusive one; see context-lock.ts in @kiln/core), then stores the context object
+ * unless it is there already (content-addressed: an earlier build sent the same bytes). Once the
+ * row is committed, retention sees a recent build using the context and keeps it; a retention
+ * pass that held the lock first may have deleted it, and then it is stored again, before the job
+ * exists.
  */
 async function insertQueued(deps: ApiDeps, data: NewBuildData, context: ReceivedContext): Promise<Build> {
-  const build = await deps.queries.insertQueuedBuild(data);
-  if (!(await deps.storage.head(context.key))) {
-    deps.logger.info({ key: context.key }, 'the context was deleted meanwhile: storing it again');
-    await context.restore();
-  }
+  const build = await deps.lifecycle.queue(data);
+  if (!(await deps.storage.head(context.key))) await context.restore();
   return build;
-}
-
-/** A git build stores no context: BuildKit fetches the repository when the build runs. */
-function insertGit(deps: ApiDeps, data: NewBuildData): Promise<Build> {
-  return deps.queries.insertQueuedBuild(data);
 }
 
 /**
@@ -187,7 +179,7 @@ async function handOverSecrets(deps: ApiDeps, build: Build, secrets: BuildSecret
   } catch (err) {
     deps.logger.warn({ buildId: build.id, err: (err as Error).message }, 'storing the build secrets failed');
     // Left queued (PostgreSQL down too), the worker fails it with secrets_unavailable.
-    await deps.db.build.delete({ where: { id: build.id } }).catch(() => undefined);
+    await deps.builds.deleteQueued(build.id).catch(() => undefined);
     throw new AppError('unavailable', 'the build secrets could not be stored: try again');
   }
 }

@@ -1,4 +1,11 @@
-import type { HotQueries, KilnConfig, Logger, ObjectStorage, PrismaClient } from '@kiln/core';
+import type {
+  BuildLifecycle,
+  BuildRepository,
+  KilnConfig,
+  Logger,
+  ObjectStorage,
+  PrismaClient,
+} from '@kiln/core';
 import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { TokenCache } from './token-cache.js';
@@ -7,8 +14,10 @@ import type { TokenCache } from './token-cache.js';
 export interface ApiDeps {
   config: KilnConfig;
   db: PrismaClient;
-  /** Per-request queries (auth, a build by id, the result-cache lookup, the insert) in plain SQL on db's pool. */
-  queries: HotQueries;
+  /** Reads of Build rows (its per-request ones in plain SQL on db's pool). */
+  builds: BuildRepository;
+  /** Every change of a build's state: insert, cancel, the result cache's answer. */
+  lifecycle: BuildLifecycle;
   /** Token look-ups for authentication (cached; revocations go through it). */
   tokens: TokenCache;
   storage: ObjectStorage;

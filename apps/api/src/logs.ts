@@ -90,9 +90,9 @@ export async function followLogs(deps: ApiDeps, build: Build, req: FastifyReques
       if (entries.length > 0) continue;
       // No stream entries: the build may have ended long ago (stream expired) or not started.
       idle++;
-      const current = await deps.db.build.findUnique({ where: { id: build.id }, select: { status: true } });
-      if (!current || (FINAL_STATUSES.has(current.status) && idle > 1)) {
-        send('end', current?.status ?? 'unknown');
+      const current = await deps.builds.statusOf(build.id);
+      if (!current || (FINAL_STATUSES.has(current) && idle > 1)) {
+        send('end', current ?? 'unknown');
         return;
       }
       res.write(': keep-alive\n\n');

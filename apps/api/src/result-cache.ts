@@ -10,10 +10,9 @@
  * matches builds recorded with the default platform of the configured builders
  * (defaultBuilderPlatform), or nothing when that is not known for sure.
  */
-import { type Build, type Prisma, type QueuedBuildInput, recordBuildEvents } from '@kiln/core';
+import type { Build, Prisma, QueuedBuildInput } from '@kiln/core';
 import { defaultBuilderPlatform } from './builder-platforms.js';
 import type { ApiDeps } from './deps.js';
-import { enqueueEvents } from './events.js';
 
 const DAY_MS = 24 * 3600 * 1000;
 
@@ -32,37 +31,9 @@ export async function reuseResult(
   if (data.cacheKey === null) return undefined;
   const platform = requestedPlatform ?? (await defaultBuilderPlatform(deps));
   if (!platform) return undefined;
-  const now = new Date();
   // Past its retention it is as good as expired: retention is about to delete it.
-  const since = new Date(now.getTime() - deps.config.retention.days * DAY_MS);
-  const source = await deps.queries.resultCacheSource(data.projectId, data.cacheKey, platform, since);
+  const since = new Date(Date.now() - deps.config.retention.days * DAY_MS);
+  const source = await deps.builds.resultCacheSource(data.projectId, data.cacheKey, platform, since);
   if (!source?.artifactKey) return undefined;
-  const { artifactKey, artifactSize, artifactDigest } = source;
-  const inserted = await deps.db.$transaction(async (tx) => {
-    // Holds the source while it is still succeeded, so retention cannot expire it (and delete the
-    // object it shares) before this row is in; retention waits for this lock.
-    const held = await tx.$queryRaw<Array<{ id: string }>>`
-      SELECT id FROM "Build" WHERE id = ${source.id} AND status = 'succeeded' FOR SHARE`;
-    if (held.length === 0) return undefined;
-    const build = await tx.build.create({
-      data: {
-        ...data,
-        status: 'succeeded',
-        // The build that ran, also when the match was itself a cached build.
-        cachedFromId: source.cachedFromId ?? source.id,
-        platform: source.platform,
-        artifactKey,
-        artifactSize,
-        artifactDigest,
-        createdAt: now,
-        startedAt: now,
-        finishedAt: now,
-      },
-    });
-    // Born final: its completion events are recorded with it.
-    return { build, deliveries: await recordBuildEvents(tx, build.id) };
-  });
-  if (!inserted) return undefined;
-  await enqueueEvents(deps, inserted.deliveries);
-  return inserted.build;
+  return deps.lifecycle.answerFromCache(data, source);
 }

@@ -1,16 +1,19 @@
 import {
+  BuildLifecycle,
+  BuildRepository,
   createDatabase,
   createLogger,
   createStorage,
-  HotQueries,
   type KilnConfig,
   migrateDatabase,
   QUEUE_BUILDS,
   QUEUE_EVENTS,
+  TokenQueries,
 } from '@kiln/core';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import type { ApiDeps } from './deps.js';
+import { eventEnqueuer } from './events.js';
 import { TokenCache } from './token-cache.js';
 
 /** Connects what the API needs, from the config; `close()` releases all of it. */
@@ -28,10 +31,10 @@ export async function createApiDeps(config: KilnConfig): Promise<ApiDeps & { clo
     lazyConnect: false,
   });
   redis.on('error', (err) => logger.warn({ err: err.message }, 'redis'));
-  const queries = new HotQueries(database.pool);
+  const tokenQueries = new TokenQueries(database.pool);
   const subscriber = new Redis(config.redisUrl, { autoResubscribe: false });
   const tokens = new TokenCache({
-    load: (tokenHash) => queries.tokenByHash(tokenHash),
+    load: (tokenHash) => tokenQueries.tokenByHash(tokenHash),
     subscriber,
     publisher: redis,
     logger,
@@ -42,10 +45,13 @@ export async function createApiDeps(config: KilnConfig): Promise<ApiDeps & { clo
     connection: { url: config.redisUrl, maxRetriesPerRequest: 1 },
   });
   eventQueue.on('error', (err) => logger.warn({ err: err.message }, 'event queue'));
+  const builds = new BuildRepository(database.prisma, database.pool);
+  const events = eventEnqueuer({ eventQueue, config, logger });
   return {
     config,
     db: database.prisma,
-    queries,
+    builds,
+    lifecycle: new BuildLifecycle({ repo: builds, redis, logger, events }),
     tokens,
     storage,
     redis,

@@ -1,6 +1,6 @@
 /**
  * A build's progress text: appended to the Redis log stream (`logStreamKey`, entries
- * `{k: 'log', d: text}` batched every ~100 ms, then `{k: 'end', d: status}`) for live followers,
+ * `{k: 'log', d: text}` batched every ~100 ms; BuildLifecycle writes the `end` entry) for live followers,
  * and to a temp file that becomes the stored log object at the end. Nothing accumulates in memory
  * beyond one batch.
  */
@@ -77,23 +77,6 @@ export class BuildLog {
         this.logger.warn({ buildId: this.buildId, err: (err as Error).message }, 'log stream: XADD failed');
       }
       this.redisFailed = true;
-    }
-  }
-
-  /** Flushes, then writes the stream's `end` entry (`d` = final status) and its expiry. */
-  async end(status: string): Promise<void> {
-    await this.flush();
-    try {
-      await this.redis
-        .multi()
-        .xadd(this.streamKey, '*', 'k', 'end', 'd', status)
-        .expire(this.streamKey, LOG_STREAM_TTL_SECONDS)
-        .exec();
-    } catch (err) {
-      this.logger.warn(
-        { buildId: this.buildId, err: (err as Error).message },
-        'log stream: end entry failed',
-      );
     }
   }
 

@@ -11,27 +11,19 @@
 import {
   BUILD_JOB_NAME,
   type BuildJobData,
+  type BuildLifecycle,
   buildJobOptions,
-  deleteBuildSecrets,
-  LOG_STREAM_TTL_SECONDS,
   type Logger,
-  logStreamKey,
-  type PrismaClient,
-  recordBuildEvents,
 } from '@kiln/core';
 import type { Job, Queue } from 'bullmq';
-import type { Redis } from 'ioredis';
 import type { BuilderPool } from './builders.js';
-import type { EventEnqueuer } from './events/dispatcher.js';
 
 export interface ReconcilerOptions {
-  prisma: PrismaClient;
+  /** Moves the rows (lose, fail); its repository reads them. */
+  lifecycle: BuildLifecycle;
   queue: Queue<BuildJobData>;
-  redis: Redis;
   pool: BuilderPool;
   logger: Logger;
-  /** Delivers the completion events of the builds it fails; without it they wait for the event sweep. */
-  events?: EventEnqueuer;
   /** BullMQ attempts of a (re-)enqueued job, and most attempts a build gets in all. */
   attempts: number;
   /** Period; default 15 s; 0 turns the timer off (runOnce() still works). */
@@ -51,14 +43,10 @@ export interface ReconcileReport {
   failed: string[];
 }
 
-/** Name of the jobs this reconciler adds (the worker processes every name). */
-
 const FINAL_JOB_STATES = new Set(['completed', 'failed']);
 
 export class Reconciler {
-  private readonly o: Required<
-    Omit<ReconcilerOptions, 'queue' | 'prisma' | 'redis' | 'pool' | 'logger' | 'events'>
-  > &
+  private readonly o: Required<Omit<ReconcilerOptions, 'queue' | 'lifecycle' | 'pool' | 'logger'>> &
     ReconcilerOptions;
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<ReconcileReport> | undefined;
@@ -142,28 +130,27 @@ export class Reconciler {
   }
 
   private async reconcileQueued(report: ReconcileReport): Promise<void> {
-    const { prisma } = this.o;
-    const rows = await prisma.build.findMany({
-      where: { status: 'queued', createdAt: { lt: new Date(Date.now() - this.o.queuedGraceMs) } },
-      select: { id: true, attempts: true },
-      orderBy: { createdAt: 'asc' },
-      take: this.o.batchSize,
-    });
+    const { lifecycle } = this.o;
+    const rows = await lifecycle.repo.queuedBefore(
+      new Date(Date.now() - this.o.queuedGraceMs),
+      this.o.batchSize,
+    );
     for (const row of rows) {
       const { job, state } = await this.jobOf(row.id);
       if (job && !FINAL_JOB_STATES.has(state) && state !== 'unknown') continue;
       // Re-check: the row may have moved on while we looked at the queue.
-      const current = await prisma.build.findUnique({ where: { id: row.id }, select: { status: true } });
-      if (current?.status !== 'queued') continue;
+      if ((await lifecycle.repo.statusOf(row.id)) !== 'queued') continue;
       if (state === 'failed' && row.attempts >= this.o.attempts) {
-        if (
-          await this.failRow(
-            row.id,
-            `the build failed ${row.attempts} times: ${job?.failedReason ?? 'unknown error'}`,
-          )
-        ) {
-          report.failed.push(row.id);
-        }
+        const message = `the build failed ${row.attempts} times: ${job?.failedReason ?? 'unknown error'}`;
+        const failed = await lifecycle.fail(row.id, {
+          code: 'infrastructure',
+          message,
+          // The attempts ran and failed; any left open had lost their worker.
+          attempt: null,
+          guard: { attempts: row.attempts },
+          logTail: `\nERROR: ${message}\n`,
+        });
+        if (failed.applied) report.failed.push(row.id);
         continue;
       }
       if (await this.enqueue(row.id, job, state)) report.requeued.push(row.id);
@@ -171,13 +158,8 @@ export class Reconciler {
   }
 
   private async reconcileRunning(report: ReconcileReport): Promise<void> {
-    const { prisma, pool } = this.o;
-    const rows = await prisma.build.findMany({
-      where: { status: 'running' },
-      select: { id: true, builder: true, attempts: true },
-      orderBy: { startedAt: 'asc' },
-      take: this.o.batchSize,
-    });
+    const { lifecycle, pool } = this.o;
+    const rows = await lifecycle.repo.running(this.o.batchSize);
     const now = await pool.now();
     const seen = new Set<string>();
     for (const row of rows) {
@@ -193,85 +175,22 @@ export class Reconciler {
       const since = expiry ?? this.leaseMissingSince.get(key) ?? now;
       this.leaseMissingSince.set(key, since);
       if (now - since <= pool.leaseTtlMs) continue;
-      // Only the attempt judged lost: if another worker started a new one since the row was read,
-      // taking that build away would let a third run it beside the second (both to completion).
-      const sameAttempt = { attempts: row.attempts, builder: row.builder };
-
-      const lostMessage = 'the worker running this build stopped (its builder lease expired)';
-      if (row.attempts >= this.o.attempts) {
-        if (
-          await this.failRow(row.id, `${lostMessage}; gave up after ${row.attempts} attempts`, sameAttempt)
-        ) {
-          report.failed.push(row.id);
-        }
-        this.leaseMissingSince.delete(key);
-        continue;
-      }
-      const moved = await prisma.$transaction(async (tx) => {
-        const updated = await tx.build.updateMany({
-          where: { id: row.id, status: 'running', ...sameAttempt },
-          data: { status: 'queued' },
-        });
-        if (updated.count === 0) return false;
-        await tx.buildAttempt.updateMany({
-          where: { buildId: row.id, finishedAt: null },
-          data: {
-            finishedAt: new Date(),
-            outcome: 'lost',
-            errorCode: 'worker_lost',
-            errorMessage: lostMessage,
-          },
-        });
-        return true;
-      });
+      // Only the attempt judged lost (lifecycle.lose guards on attempts and builder): if another
+      // worker started a new one since the row was read, taking that build away would let a third
+      // run it beside the second (both to completion).
+      const outcome = await lifecycle.lose(
+        row,
+        'the worker running this build stopped (its builder lease expired)',
+        this.o.attempts,
+      );
       this.leaseMissingSince.delete(key);
-      if (!moved) continue;
-      await this.appendLog(row.id, `\n#0 kiln: ${lostMessage}; the build will be retried\n`);
+      if (outcome === 'failed') report.failed.push(row.id);
+      if (outcome !== 'requeued') continue;
       const { job, state } = await this.jobOf(row.id);
       // An active job holds the dead worker's lock: BullMQ's stalled check hands it to another worker.
       await this.enqueue(row.id, job, state);
       report.recovered.push(row.id);
     }
     for (const id of this.leaseMissingSince.keys()) if (!seen.has(id)) this.leaseMissingSince.delete(id);
-  }
-
-  private async failRow(
-    id: string,
-    message: string,
-    attempt: { attempts: number; builder: string | null } | Record<string, never> = {},
-  ): Promise<boolean> {
-    const deliveries = await this.o.prisma.$transaction(async (tx) => {
-      const updated = await tx.build.updateMany({
-        where: { id, status: { in: ['queued', 'running'] }, ...attempt },
-        data: {
-          status: 'failed',
-          errorCode: 'infrastructure',
-          errorMessage: message,
-          finishedAt: new Date(),
-        },
-      });
-      if (updated.count === 0) return undefined;
-      await tx.buildAttempt.updateMany({
-        where: { buildId: id, finishedAt: null },
-        data: { finishedAt: new Date(), outcome: 'lost', errorCode: 'worker_lost', errorMessage: message },
-      });
-      return recordBuildEvents(tx, id);
-    });
-    if (!deliveries) return false;
-    await deleteBuildSecrets(this.o.redis, id).catch(() => {});
-    await this.o.events?.enqueue(deliveries);
-    await this.appendLog(id, `\nERROR: ${message}\n`, 'failed');
-    return true;
-  }
-
-  private async appendLog(id: string, text: string, end?: string): Promise<void> {
-    const key = logStreamKey(id);
-    try {
-      const multi = this.o.redis.multi().xadd(key, '*', 'k', 'log', 'd', text);
-      if (end) multi.xadd(key, '*', 'k', 'end', 'd', end);
-      await multi.expire(key, LOG_STREAM_TTL_SECONDS).exec();
-    } catch (err) {
-      this.o.logger.warn({ buildId: id, err: (err as Error).message }, 'reconciler: log stream write failed');
-    }
   }
 }

@@ -6,6 +6,8 @@ import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import {
   type Build,
+  BuildLifecycle,
+  BuildRepository,
   contextKey,
   lockContextObject,
   logKey,
@@ -36,6 +38,8 @@ const daysAgo = (now: Date, days: number) => new Date(now.getTime() - days * DAY
 describe('retention', { skip }, () => {
   let db: Awaited<ReturnType<typeof createTestDatabase>>;
   let prisma: PrismaClient;
+  let lifecycle: BuildLifecycle;
+  let redis: Redis;
   let store: Awaited<ReturnType<typeof createTestStorage>>;
   let storage: ObjectStorage;
   let projectId: string;
@@ -44,18 +48,21 @@ describe('retention', { skip }, () => {
   before(async () => {
     db = await createTestDatabase();
     prisma = db.prisma;
+    redis = new Redis(env.redisUrl, { lazyConnect: true });
+    lifecycle = new BuildLifecycle({ repo: new BuildRepository(prisma), redis, logger: testLogger() });
     store = await createTestStorage();
     storage = store.storage;
     projectId = (await prisma.project.create({ data: { name: `p-${randomBytes(4).toString('hex')}` } })).id;
   });
   after(async () => {
     for (const w of workers) await w.stop(0).catch(() => {});
+    redis?.disconnect();
     await db?.drop();
     await store?.cleanup();
   });
 
   const options = (over: Partial<RetentionOptions> = {}): RetentionOptions => ({
-    prisma,
+    lifecycle,
     storage,
     logger: testLogger(),
     days: 30,

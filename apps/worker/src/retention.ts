@@ -10,30 +10,21 @@
  * the caller got a moment ago.) A row is `purgedAt` once its part is done; an expired row without
  * it (a delete failed) is tried again by the next pass.
  *
- * The API makes a cached build inside a transaction that holds its source row `FOR SHARE` while
- * the source is still `succeeded`; expiring a row waits for that lock, and the count of live rows
- * sharing the artifact runs after it. So an artifact is never deleted under a cached build made
- * at the same moment.
+ * An artifact is never deleted under a cached build made at the same moment: see the protocol in
+ * @kiln/core's builds/artifact-lock.ts.
  *
  * Contexts. A context object (content-addressed, shared by every build of the same upload) is
  * deleted when no build created since the context cutoff uses it and no queued or running build
- * does, under an exclusive advisory lock on its key; the API inserts a build that will read a
- * context under the shared lock (lockContextObject in @kiln/core).
+ * does, under the context lock (@kiln/core's builds/context-lock.ts).
  *
  * Every step is conditional or idempotent: two passes overlapping (two workers) do no harm.
  * `now` is a parameter so tests can look far into the future.
  */
-import {
-  type Build,
-  type Logger,
-  lockContextObject,
-  logKey,
-  type ObjectStorage,
-  type PrismaClient,
-} from '@kiln/core';
+import { type Build, type BuildLifecycle, type Logger, logKey, type ObjectStorage } from '@kiln/core';
 
 export interface RetentionOptions {
-  prisma: PrismaClient;
+  /** expire; its repository reads the rows and marks them. */
+  lifecycle: BuildLifecycle;
   storage: ObjectStorage;
   logger: Logger;
   /** Artifacts and logs of builds finished more than this many days ago are deleted. */
@@ -60,7 +51,6 @@ export interface RetentionReport {
 }
 
 const DAY_MS = 24 * 3600 * 1000;
-const EXPIRABLE = ['succeeded', 'failed', 'canceled'] as const;
 /** Storage deletes run inside the context transaction: give them time beyond Prisma's 5 s default. */
 const CONTEXT_TX_TIMEOUT_MS = 60_000;
 
@@ -100,18 +90,8 @@ type ExpiringRow = Pick<Build, 'id' | 'status' | 'artifactKey' | 'logKey'>;
 async function expireBuilds(o: RetentionOptions, cutoff: Date, report: RetentionReport): Promise<void> {
   const batchSize = o.batchSize ?? 500;
   for (let batch = 0; batch < (o.maxBatches ?? 100); batch++) {
-    const rows = await o.prisma.build.findMany({
-      where: {
-        OR: [
-          { status: { in: [...EXPIRABLE] }, finishedAt: { lt: cutoff } },
-          // Expired by an earlier pass whose deletes did not all succeed.
-          { status: 'expired', purgedAt: null },
-        ],
-      },
-      select: { id: true, status: true, artifactKey: true, logKey: true },
-      orderBy: { finishedAt: 'asc' },
-      take: batchSize,
-    });
+    // Also rows expired by an earlier pass whose deletes did not all succeed.
+    const rows = await o.lifecycle.repo.expiring(cutoff, batchSize);
     let purged = 0;
     for (const row of rows) if (await expireOne(o, row, report)) purged++;
     // A batch with no progress is made of rows whose deletes keep failing: the next pass retries.
@@ -121,14 +101,10 @@ async function expireBuilds(o: RetentionOptions, cutoff: Date, report: Retention
 
 /** Expires one build and deletes its objects; true when it is done (purgedAt set). */
 async function expireOne(o: RetentionOptions, row: ExpiringRow, report: RetentionReport): Promise<boolean> {
-  const { prisma, storage, logger } = o;
+  const { lifecycle, storage, logger } = o;
   if (row.status !== 'expired') {
     // Waits for an API transaction holding this row FOR SHARE (a cache hit being recorded).
-    const updated = await prisma.build.updateMany({
-      where: { id: row.id, status: { in: [...EXPIRABLE] } },
-      data: { status: 'expired' },
-    });
-    if (updated.count === 0) return false; // another pass got there first
+    if (!(await lifecycle.expire(row.id))) return false; // another pass got there first
     report.expired.push(row.id);
   }
   try {
@@ -136,9 +112,7 @@ async function expireOne(o: RetentionOptions, row: ExpiringRow, report: Retentio
     await storage.delete(logKey(row.id));
     if (row.logKey && row.logKey !== logKey(row.id)) await storage.delete(row.logKey);
     if (row.artifactKey) {
-      const sharing = await prisma.build.count({
-        where: { artifactKey: row.artifactKey, status: { not: 'expired' } },
-      });
+      const sharing = await lifecycle.repo.liveBuildsSharing(row.artifactKey);
       if (sharing === 0) {
         await storage.delete(row.artifactKey);
         report.artifactsDeleted.push(row.artifactKey);
@@ -154,7 +128,7 @@ async function expireOne(o: RetentionOptions, row: ExpiringRow, report: Retentio
     );
     return false;
   }
-  await prisma.build.update({ where: { id: row.id }, data: { purgedAt: new Date() } });
+  await lifecycle.repo.markPurged(row.id);
   return true;
 }
 
@@ -164,23 +138,13 @@ async function deleteContexts(o: RetentionOptions, cutoff: Date, report: Retenti
   for (let batch = 0; batch < (o.maxBatches ?? 100); batch++) {
     // Keys some old build used whose object is not known to be deleted, and that no recent or
     // unfinished build uses (rechecked under the lock below).
-    const rows = await o.prisma.$queryRaw<Array<{ key: string }>>`
-      SELECT DISTINCT b."contextKey" AS key
-      FROM "Build" b
-      WHERE b."createdAt" < ${cutoff} AND b."contextDeletedAt" IS NULL
-        -- Git builds store no context.
-        AND b."contextKey" IS NOT NULL
-        AND NOT EXISTS (
-          SELECT 1 FROM "Build" n
-          WHERE n."contextKey" = b."contextKey"
-            AND (n."createdAt" >= ${cutoff} OR n.status IN ('queued', 'running')))
-      LIMIT ${batchSize}`;
-    const fresh = rows.map((r) => r.key).filter((k) => !tried.has(k));
+    const keys = await o.lifecycle.repo.unusedContextKeys(cutoff, batchSize);
+    const fresh = keys.filter((k) => !tried.has(k));
     for (const key of fresh) {
       tried.add(key);
       await deleteContext(o, key, cutoff, report);
     }
-    if (rows.length < batchSize || fresh.length === 0) return;
+    if (keys.length < batchSize || fresh.length === 0) return;
   }
 }
 
@@ -191,24 +155,11 @@ async function deleteContext(
   report: RetentionReport,
 ): Promise<void> {
   try {
-    const deleted = await o.prisma.$transaction(
-      async (tx) => {
-        await lockContextObject(tx, key, 'exclusive');
-        const inUse = await tx.build.count({
-          where: {
-            contextKey: key,
-            OR: [{ createdAt: { gte: cutoff } }, { status: { in: ['queued', 'running'] } }],
-          },
-        });
-        if (inUse > 0) return false;
-        await o.storage.delete(key);
-        await tx.build.updateMany({
-          where: { contextKey: key, contextDeletedAt: null },
-          data: { contextDeletedAt: new Date() },
-        });
-        return true;
-      },
-      { timeout: CONTEXT_TX_TIMEOUT_MS },
+    const deleted = await o.lifecycle.repo.deleteContextIfUnused(
+      key,
+      cutoff,
+      () => o.storage.delete(key),
+      CONTEXT_TX_TIMEOUT_MS,
     );
     if (deleted) report.contextsDeleted.push(key);
   } catch (err) {

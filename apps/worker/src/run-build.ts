@@ -26,14 +26,18 @@ import {
   UnsupportedError,
 } from '@kiln/buildkit-client';
 import {
+  type AttemptEndInput,
+  type AttemptOutcome,
   artifactKey,
   type Build,
+  type BuildErrorCode,
+  type BuildLifecycle,
   type BuildSecrets,
   type BuildSpec,
   type BuildSpecInput,
-  deleteBuildSecrets,
   extractContext,
   FINAL_STATUSES,
+  type FinalResult,
   frontendAttrsFor,
   gitContextAttr,
   isAppError,
@@ -43,10 +47,8 @@ import {
   type ObjectStorage,
   type OutputType,
   type Prisma,
-  type PrismaClient,
   type PutResult,
   parseBuildSpec,
-  recordBuildEvents,
 } from '@kiln/core';
 import { UnrecoverableError } from 'bullmq';
 import type { Redis } from 'ioredis';
@@ -54,10 +56,10 @@ import { type ActiveBuilds, abortOf, BuildAbort } from './active-builds.js';
 import { BuildLog } from './build-log.js';
 import { type BuilderPool, type Lease, NoBuilderAvailableError } from './builders.js';
 import { retryWhileDatabaseDown } from './db-retry.js';
-import type { EventEnqueuer } from './events/dispatcher.js';
 
 export interface RunBuildDeps {
-  prisma: PrismaClient;
+  /** Every state change; its repository reads the build and its attempts. */
+  lifecycle: BuildLifecycle;
   storage: ObjectStorage;
   /** Commands connection (log stream, leases, affinity). */
   redis: Redis;
@@ -71,8 +73,6 @@ export interface RunBuildDeps {
   dbRetryMs?: number;
   /** Delay before a handed-back job (builders full, worker stopping) is tried again; default 1 s. */
   handBackDelayMs?: number;
-  /** Delivers the completion event of each final state; without it events wait for the event sweep. */
-  events?: EventEnqueuer;
 }
 
 /** Which BullMQ attempt this is: `attemptsMade` failed before it, `attempts` in all. */
@@ -152,7 +152,7 @@ export async function runBuild(
   buildId: string,
   attempt: AttemptInfo,
 ): Promise<RunBuildResult> {
-  const build = await deps.prisma.build.findUnique({ where: { id: buildId } });
+  const build = await deps.lifecycle.repo.byId(buildId);
   if (!build) {
     deps.logger.warn({ buildId }, 'job for a build that does not exist: nothing to do');
     return { status: 'skipped' };
@@ -183,7 +183,8 @@ class BuildRun {
   private tmp = '';
   private log: BuildLog | undefined;
   private lease: Lease | undefined;
-  private attemptId: string | undefined;
+  /** This run's attempt, once started. */
+  private current: { id: string; number: number } | undefined;
   private timer: NodeJS.Timeout | undefined;
   private secrets: BuildSecrets | undefined;
 
@@ -296,50 +297,18 @@ class BuildRun {
   }
 
   /** Builders on which an earlier attempt of this build failed for infrastructure reasons. */
-  private async failedBuilders(): Promise<string[]> {
-    const rows = await this.deps.prisma.buildAttempt.findMany({
-      where: { buildId: this.id, outcome: 'failed', errorCode: 'infrastructure' },
-      select: { builder: true },
-    });
-    return [...new Set(rows.map((r) => r.builder))];
+  private failedBuilders(): Promise<string[]> {
+    return this.deps.lifecycle.repo.buildersThatFailed(this.id);
   }
 
   /**
-   * Marks the row running and inserts this attempt; false when the row changed since this run read
+   * Marks the row running and opens this attempt; false when the row changed since this run read
    * it: final (e.g. canceled meanwhile), or taken by another worker's attempt.
    */
   private async markRunning(builder: string): Promise<boolean> {
-    const now = new Date();
-    const attempt = await this.deps.prisma.$transaction(async (tx) => {
-      const updated = await tx.build.updateMany({
-        where: { id: this.id, status: this.build.status, attempts: this.build.attempts },
-        data: {
-          status: 'running',
-          startedAt: now,
-          attempts: { increment: 1 },
-          builder,
-          errorCode: null,
-          errorMessage: null,
-        },
-      });
-      if (updated.count === 0) return undefined;
-      // An attempt left open was run by a worker that died.
-      await tx.buildAttempt.updateMany({
-        where: { buildId: this.id, finishedAt: null },
-        data: {
-          finishedAt: now,
-          outcome: 'lost',
-          errorCode: 'worker_lost',
-          errorMessage: 'the worker running this attempt stopped',
-        },
-      });
-      const row = await tx.build.findUniqueOrThrow({ where: { id: this.id }, select: { attempts: true } });
-      return tx.buildAttempt.create({
-        data: { buildId: this.id, number: row.attempts, builder, startedAt: now },
-      });
-    });
+    const attempt = await this.deps.lifecycle.start(this.build, builder);
     if (!attempt) return false;
-    this.attemptId = attempt.id;
+    this.current = { id: attempt.id, number: attempt.number };
     this.logger.info({ builder, attempt: attempt.number }, 'build started');
     this.write(`#0 kiln: attempt ${attempt.number} on ${builder}\n`);
     return true;
@@ -473,22 +442,6 @@ class BuildRun {
     return this.infrastructure(err, 'infrastructure');
   }
 
-  private async finishAttempt(outcome: string, errorCode?: string, errorMessage?: string): Promise<void> {
-    if (!this.attemptId) return;
-    const id = this.attemptId;
-    await this.db('attempt outcome', () =>
-      this.deps.prisma.buildAttempt.update({
-        where: { id },
-        data: {
-          finishedAt: new Date(),
-          outcome,
-          errorCode: errorCode ?? null,
-          errorMessage: errorMessage ?? null,
-        },
-      }),
-    );
-  }
-
   /** A write recording what this attempt did: retried while PostgreSQL is away (db-retry.ts). */
   private db<T>(what: string, fn: () => Promise<T>): Promise<T> {
     return retryWhileDatabaseDown(what, fn, {
@@ -498,58 +451,40 @@ class BuildRun {
     });
   }
 
+  /** How this run's own attempt ended, for a final transition (null: it never started one). */
+  private attemptEnd(outcome: AttemptOutcome): AttemptEndInput | null {
+    return this.current ? { attemptId: this.current.id, outcome } : null;
+  }
+
+  /** Stores the log object (a later attempt continues it; see BuildLog.continueFrom); its key, or null. */
+  private async storeLog(): Promise<string | null> {
+    if (!this.log) return null;
+    try {
+      await this.log.store(this.deps.storage, logKey(this.id));
+      return logKey(this.id);
+    } catch (err) {
+      this.logger.warn({ err: messageOf(err) }, 'storing the build log failed');
+      return null;
+    }
+  }
+
   /**
-   * Stores the log, makes the row final (only from queued/running: a cancel by the API wins) and
-   * records its completion events in the same transaction, then ends the log stream. Returns the
-   * row's final status (another one when it changed meanwhile).
+   * Stores the log, then applies a final transition (which ends the live log and deletes the
+   * secrets). Returns the row's final status: another one when it changed meanwhile (a cancel won).
    */
-  private async finalize(
-    status: 'succeeded' | 'failed' | 'canceled',
-    data: Prisma.BuildUpdateManyMutationInput,
-  ): Promise<string> {
-    const log = this.log;
-    let storedLog: string | null = null;
-    if (log) {
-      try {
-        await log.store(this.deps.storage, logKey(this.id));
-        storedLog = logKey(this.id);
-      } catch (err) {
-        this.logger.warn({ err: messageOf(err) }, 'storing the build log failed');
-      }
+  private async finalize(transition: (change: { logKey?: string }) => Promise<FinalResult>): Promise<string> {
+    const stored = await this.storeLog();
+    const result = await this.db('final state', () => transition(stored ? { logKey: stored } : {}));
+    if (!result.applied) {
+      this.logger.warn({ status: result.status }, 'the build row changed meanwhile; left as it is');
+      return result.status ?? 'unknown';
     }
-    const deliveries = await this.db('final state', () =>
-      this.deps.prisma.$transaction(async (tx) => {
-        const updated = await tx.build.updateMany({
-          where: { id: this.id, status: { in: ['queued', 'running'] } },
-          data: { ...data, status, finishedAt: new Date(), ...(storedLog ? { logKey: storedLog } : {}) },
-        });
-        return updated.count === 0 ? undefined : recordBuildEvents(tx, this.id);
-      }),
-    );
-    let final: string = status;
-    if (deliveries) await this.deps.events?.enqueue(deliveries);
-    else {
-      const row = await this.db('final state', () =>
-        this.deps.prisma.build.findUnique({ where: { id: this.id }, select: { status: true } }),
-      );
-      final = row?.status ?? status;
-      this.logger.warn({ wanted: status, status: final }, 'the build row changed meanwhile; left as it is');
-    }
-    if (secretIdsOf(this.build.spec).length > 0) {
-      await deleteBuildSecrets(this.deps.redis, this.id).catch((err: unknown) => {
-        this.logger.warn({ err: messageOf(err) }, 'could not delete the build secrets (they expire)');
-      });
-    }
-    await log?.end(final);
-    this.logger.info(
-      { status: final, ...(data.errorCode ? { errorCode: data.errorCode } : {}) },
-      'build finished',
-    );
-    return final;
+    const { status, errorCode } = result.build;
+    this.logger.info({ status, ...(errorCode ? { errorCode } : {}) }, 'build finished');
+    return status;
   }
 
   private async succeed(stored: PutResult, spec: BuildSpec, lease: Lease): Promise<RunBuildResult> {
-    await this.finishAttempt('succeeded');
     // The result cache matches on this: the platform asked for, else the builder's own.
     const platform =
       spec.platform ??
@@ -557,14 +492,19 @@ class BuildRun {
         this.logger.warn({ err: messageOf(err) }, 'could not learn the builder platform');
         return undefined;
       }));
-    const final = await this.finalize('succeeded', {
-      artifactKey: stored.key,
-      artifactSize: BigInt(stored.size),
-      artifactDigest: `sha256:${stored.sha256}`,
-      platform: platform ?? null,
-      errorCode: null,
-      errorMessage: null,
-    });
+    const final = await this.finalize((log) =>
+      this.deps.lifecycle.succeed(
+        this.id,
+        {
+          ...log,
+          artifactKey: stored.key,
+          artifactSize: BigInt(stored.size),
+          artifactDigest: `sha256:${stored.sha256}`,
+          platform: platform ?? null,
+        },
+        this.attemptEnd('succeeded'),
+      ),
+    );
     if (final !== 'succeeded') {
       // Canceled meanwhile. (Another run of the same build that succeeded first shares the key: keep it.)
       await this.deps.storage.delete(stored.key).catch(() => {});
@@ -577,17 +517,26 @@ class BuildRun {
   }
 
   private async canceled(): Promise<RunBuildResult> {
-    await this.finishAttempt('canceled', 'canceled', 'the build was canceled');
     this.write('\nCANCELED: the build was canceled\n');
-    await this.finalize('canceled', { errorCode: 'canceled', errorMessage: 'the build was canceled' });
+    await this.finalize((change) =>
+      this.deps.lifecycle.cancel(this.id, 'the build was canceled', {
+        attempt: this.attemptEnd('canceled'),
+        change,
+      }),
+    );
     return { status: 'canceled', ...(this.lease ? { builder: this.lease.address } : {}) };
   }
 
   /** A user-side failure: final, never retried. */
-  private async fail(errorCode: string, errorMessage: string): Promise<never> {
-    await this.finishAttempt('failed', errorCode, errorMessage);
+  private async fail(errorCode: BuildErrorCode, errorMessage: string): Promise<never> {
     this.write(`\nERROR: ${errorMessage}\n`);
-    await this.finalize('failed', { errorCode, errorMessage });
+    await this.finalize((change) =>
+      this.deps.lifecycle.fail(
+        this.id,
+        { code: errorCode, message: errorMessage, attempt: this.attemptEnd('failed') },
+        change,
+      ),
+    );
     throw new UnrecoverableError(`${errorCode}: ${errorMessage}`);
   }
 
@@ -597,40 +546,49 @@ class BuildRun {
     errorCode: 'infrastructure' | 'no_builder_available',
   ): Promise<never> {
     const message = messageOf(err);
-    await this.finishAttempt('failed', errorCode, message);
     const last = this.attempt.attemptsMade + 1 >= this.attempt.attempts;
     this.logger.warn({ err: message, errorCode, last, builder: this.lease?.address }, 'build attempt failed');
     if (last) {
       const n = this.attempt.attempts;
       this.write(`\nERROR: ${message}\n`);
-      await this.finalize('failed', {
-        errorCode,
-        errorMessage: `${message} (gave up after ${n} attempt${n === 1 ? '' : 's'})`,
-      });
+      await this.finalize((change) =>
+        this.deps.lifecycle.fail(
+          this.id,
+          {
+            code: errorCode,
+            message: `${message} (gave up after ${n} attempt${n === 1 ? '' : 's'})`,
+            attempt: this.attemptEnd('failed'),
+          },
+          change,
+        ),
+      );
     } else {
       this.write(`\n#0 kiln: attempt failed: ${message}; the build will be retried\n`);
-      await this.requeue();
+      await this.requeue('failed', errorCode, message);
     }
     throw err;
   }
 
   /** This worker is stopping: the build goes back to the queue for another worker. */
   private async handBack(message: string): Promise<never> {
-    await this.finishAttempt('lost', 'worker_stopped', message);
     this.write(`\n#0 kiln: ${message}; the build will be retried\n`);
-    await this.requeue();
+    await this.requeue('lost', 'worker_stopped', message);
     throw new HandBackError(message, this.handBackDelay());
   }
 
-  private async requeue(): Promise<void> {
+  /** Back to `queued` for another attempt (a run that never started one leaves the row queued as it is). */
+  private async requeue(outcome: AttemptOutcome, code: BuildErrorCode, message: string): Promise<void> {
     // The next attempt continues this log (see BuildLog.continueFrom).
-    await this.log?.store(this.deps.storage, logKey(this.id)).catch((err: unknown) => {
-      this.logger.warn({ err: messageOf(err) }, 'storing the log of this attempt failed');
-    });
+    await this.storeLog();
+    const current = this.current;
+    if (!current) return;
     await this.db('back to queued', () =>
-      this.deps.prisma.build.updateMany({
-        where: { id: this.id, status: 'running' },
-        data: { status: 'queued' },
+      this.deps.lifecycle.requeue(this.id, {
+        attemptId: current.id,
+        number: current.number,
+        outcome,
+        code,
+        message,
       }),
     );
   }

@@ -6,6 +6,8 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import {
   type BuildJobData,
+  BuildLifecycle,
+  BuildRepository,
   type BuildSpecInput,
   buildJobOptions,
   CHANNEL_CANCEL,
@@ -335,9 +337,8 @@ describe('KilnWorker', { skip }, () => {
       // A reconciler whose lease TTL is short, so the test does not wait 30 s.
       const pool = d1Pool(300);
       const reconciler = new Reconciler({
-        prisma,
+        lifecycle: new BuildLifecycle({ repo: new BuildRepository(prisma), redis, logger: testLogger() }),
         queue: main.queue,
-        redis,
         pool,
         logger: testLogger(),
         attempts: 3,

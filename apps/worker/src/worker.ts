@@ -7,18 +7,17 @@
 import type { BuildkitClient } from '@kiln/buildkit-client';
 import {
   type BuildJobData,
+  BuildLifecycle,
+  BuildRepository,
   createLogger,
   createPrismaClient,
   createStorage,
   isDatabaseUnavailable,
   type KilnConfig,
-  LOG_STREAM_TTL_SECONDS,
   type Logger,
-  logStreamKey,
   type ObjectStorage,
   type PrismaClient,
   QUEUE_BUILDS,
-  recordBuildEvents,
 } from '@kiln/core';
 import { DelayedError, type Job, Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
@@ -63,6 +62,9 @@ export interface WorkerDeps {
   tmpDir?: string;
 }
 
+/** BullMQ's message for a job whose lock kept expiring (its worker died or hung). */
+const STALLED = /stalled more than allowable limit/i;
+
 /** Delay before a job that failed because PostgreSQL was away runs again. */
 const DB_DOWN_DELAY_MS = 3000;
 
@@ -72,6 +74,7 @@ export class KilnWorker {
   private redis: Redis | undefined;
   private bullConnection: Redis | undefined;
   private prisma: PrismaClient | undefined;
+  private lifecycle: BuildLifecycle | undefined;
   private storage: ObjectStorage | undefined;
   private worker: Worker<BuildJobData, RunBuildResult> | undefined;
   private queue: Queue<BuildJobData> | undefined;
@@ -147,15 +150,20 @@ export class KilnWorker {
     });
     await this.eventsInstance.start();
 
+    this.lifecycle = new BuildLifecycle({
+      repo: new BuildRepository(this.prisma),
+      redis: this.redis,
+      logger,
+      events: this.eventsInstance,
+    });
     const runDeps = {
-      prisma: this.prisma,
+      lifecycle: this.lifecycle,
       storage: this.storage,
       redis: this.redis,
       pool: this.poolInstance,
       active: this.active,
       logger,
       buildTimeoutSeconds: config.buildTimeoutSeconds,
-      events: this.eventsInstance,
       ...(deps.tmpDir !== undefined ? { tmpDir: deps.tmpDir } : {}),
       ...(deps.handBackDelayMs !== undefined ? { handBackDelayMs: deps.handBackDelayMs } : {}),
     };
@@ -202,13 +210,11 @@ export class KilnWorker {
     await this.worker.waitUntilReady();
 
     this.reconcilerInstance = new Reconciler({
-      prisma: this.prisma,
+      lifecycle: this.lifecycle,
       queue: this.queue,
-      redis: this.redis,
       pool: this.poolInstance,
       logger,
       attempts: config.buildAttempts,
-      events: this.eventsInstance,
       ...(deps.reconcileIntervalMs !== undefined ? { intervalMs: deps.reconcileIntervalMs } : {}),
       ...(deps.queuedGraceMs !== undefined ? { queuedGraceMs: deps.queuedGraceMs } : {}),
     });
@@ -236,10 +242,10 @@ export class KilnWorker {
    * without a date. See retention.ts.
    */
   runRetentionOnce(now: Date = new Date()): Promise<RetentionReport> {
-    if (!this.prisma || !this.storage) throw new Error('the worker is not started');
+    if (!this.lifecycle || !this.storage) throw new Error('the worker is not started');
     return runRetentionOnce(
       {
-        prisma: this.prisma,
+        lifecycle: this.lifecycle,
         storage: this.storage,
         logger: this.logger,
         days: this.config.retention.days,
@@ -257,34 +263,23 @@ export class KilnWorker {
     const attempts = job.opts.attempts ?? 1;
     const final =
       err.name === 'UnrecoverableError' || job.attemptsMade >= attempts || job.finishedOn !== undefined;
-    if (!final || !this.prisma || !this.redis) return;
     const buildId = job.data?.buildId ?? job.id;
-    if (!buildId) return;
+    if (!final || !this.lifecycle || !buildId) return;
     const errorCode = err instanceof NoBuilderAvailableError ? 'no_builder_available' : 'infrastructure';
     try {
-      const now = new Date();
-      const deliveries = await this.prisma.$transaction(async (tx) => {
-        const updated = await tx.build.updateMany({
-          where: { id: buildId, status: { in: ['queued', 'running'] } },
-          data: { status: 'failed', errorCode, errorMessage: err.message, finishedAt: now },
-        });
-        if (updated.count === 0) return undefined;
-        await tx.buildAttempt.updateMany({
-          where: { buildId, finishedAt: null },
-          data: { finishedAt: now, outcome: 'failed', errorCode, errorMessage: err.message },
-        });
-        return recordBuildEvents(tx, buildId);
+      const result = await this.lifecycle.fail(buildId, {
+        code: errorCode,
+        message: err.message,
+        // BullMQ gives up on a job whose worker kept vanishing (stalled): that attempt was lost.
+        attempt: { outcome: STALLED.test(err.message) ? 'lost' : 'failed' },
+        logTail: `\nERROR: ${err.message}\n`,
       });
-      if (!deliveries) return;
-      await this.eventsInstance?.enqueue(deliveries);
-      const key = logStreamKey(buildId);
-      await this.redis
-        .multi()
-        .xadd(key, '*', 'k', 'log', 'd', `\nERROR: ${err.message}\n`)
-        .xadd(key, '*', 'k', 'end', 'd', 'failed')
-        .expire(key, LOG_STREAM_TTL_SECONDS)
-        .exec();
-      this.logger.warn({ buildId, errorCode, err: err.message }, 'job failed for good: build marked failed');
+      if (result.applied) {
+        this.logger.warn(
+          { buildId, errorCode, err: err.message },
+          'job failed for good: build marked failed',
+        );
+      }
     } catch (e) {
       this.logger.error(
         { buildId, err: (e as Error).message },

@@ -9,6 +9,7 @@ export {
   parseBuildSecrets,
   storeBuildSecrets,
 } from './build-secrets.js';
+export * from './builds/index.js';
 export * from './builds.js';
 export { CONFIG_VARIABLES, ConfigError, type KilnConfig, loadConfig, type StorageConfig } from './config.js';
 export * from './context/index.js';

@@ -7,19 +7,15 @@ import {
   type BuildSpec,
   type BuildSpecInput,
   CHANNEL_CANCEL,
-  deleteBuildSecrets,
   FINAL_STATUSES,
-  logStreamKey,
   parseBuildSecrets,
   parseBuildSpec,
-  recordBuildEvents,
   SPEC_FIELDS,
 } from '@kiln/core';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { buildView } from '../build-view.js';
 import { checkIdempotencyKey, createBuild } from '../create-build.js';
 import type { ApiDeps } from '../deps.js';
-import { enqueueEvents } from '../events.js';
 import { parseGitBuildRequest } from '../git-request.js';
 import { followLogs, readLogs } from '../logs.js';
 import { buildErrors, idParams } from '../schemas.js';
@@ -58,7 +54,7 @@ function specFromQuery(query: Record<string, unknown>): BuildSpecInput {
 }
 
 export function buildRoutes(deps: ApiDeps) {
-  const { db, storage, config } = deps;
+  const { storage, config } = deps;
   const view = (b: Parameters<typeof buildView>[0]) =>
     buildView(b, storage, config.urlTtlSeconds, config.publicUrl);
   const uploadOptions = (dockerfilePath: string) => ({
@@ -148,7 +144,7 @@ export function buildRoutes(deps: ApiDeps) {
   };
 
   const findBuild = async (req: FastifyRequest<{ Params: { id: string } }>) => {
-    const build = await deps.queries.projectBuild(req.projectId, req.params.id);
+    const build = await deps.builds.projectBuild(req.projectId, req.params.id);
     // Another project's build is indistinguishable from a missing one.
     if (!build) throw new AppError('not_found', `no build ${req.params.id}`);
     return build;
@@ -225,15 +221,7 @@ export function buildRoutes(deps: ApiDeps) {
       },
       async (req) => {
         const q = req.query as { status?: (typeof BUILD_STATUSES)[number]; cursor?: string; limit: number };
-        const builds = await db.build.findMany({
-          where: {
-            projectId: req.projectId,
-            ...(q.status ? { status: q.status } : {}),
-            ...(q.cursor ? { id: { lt: q.cursor } } : {}),
-          },
-          orderBy: { id: 'desc' },
-          take: q.limit + 1,
-        });
+        const builds = await deps.builds.listPage(req.projectId, q);
         const page = builds.slice(0, q.limit);
         return {
           items: await Promise.all(page.map(view)),
@@ -268,32 +256,12 @@ export function buildRoutes(deps: ApiDeps) {
         if (FINAL_STATUSES.has(build.status)) {
           throw new AppError('conflict', `build ${build.id} is already ${build.status}`);
         }
-        // A queued build is canceled here (with its completion events); a running one by its
-        // worker, which aborts the solve.
-        const deliveries = await db.$transaction(async (tx) => {
-          const updated = await tx.build.updateMany({
-            where: { id: build.id, status: 'queued' },
-            data: {
-              status: 'canceled',
-              finishedAt: new Date(),
-              errorCode: 'canceled',
-              errorMessage: 'canceled by request',
-            },
-          });
-          return updated.count === 1 ? recordBuildEvents(tx, build.id) : undefined;
-        });
-        if (deliveries) {
-          await deps.queue.remove(build.id).catch(() => undefined);
-          await deleteBuildSecrets(deps.redis, build.id).catch(() => undefined);
-          await deps.redis
-            .xadd(logStreamKey(build.id), '*', 'k', 'end', 'd', 'canceled')
-            .catch(() => undefined);
-          await enqueueEvents(deps, deliveries);
-        }
+        // A queued build is canceled here; a running one by its worker, which aborts the solve.
+        const canceled = await deps.lifecycle.cancel(build.id, 'canceled by request', { whileQueued: true });
+        if (canceled.applied) await deps.queue.remove(build.id).catch(() => undefined);
         await deps.redis.publish(CHANNEL_CANCEL, build.id);
-        return reply
-          .code(202)
-          .send(await view((await db.build.findUnique({ where: { id: build.id } })) ?? build));
+        const current = canceled.applied ? canceled.build : await deps.builds.byId(build.id);
+        return reply.code(202).send(await view(current ?? build));
       },
     );
 

@@ -255,10 +255,7 @@ export function endpointRoutes(deps: ApiDeps) {
         },
       },
       async (req: FastifyRequest<{ Params: { id: string } }>) => {
-        const build = await db.build.findFirst({
-          where: { id: req.params.id, projectId: req.projectId },
-          select: { id: true },
-        });
+        const build = await deps.builds.projectBuild(req.projectId, req.params.id);
         if (!build) throw new AppError('not_found', `no build ${req.params.id}`);
         const rows = await db.eventDelivery.findMany({
           where: { buildId: build.id },

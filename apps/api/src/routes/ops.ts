@@ -17,9 +17,8 @@ export function createMetrics(deps: ApiDeps): ApiMetrics {
     labelNames: ['status'],
     registers: [registry],
     async collect() {
-      const groups = await deps.db.build.groupBy({ by: ['status'], _count: { _all: true } });
-      for (const s of BUILD_STATUSES)
-        this.set({ status: s }, groups.find((g) => g.status === s)?._count._all ?? 0);
+      const counts = await deps.builds.countByStatus();
+      for (const s of BUILD_STATUSES) this.set({ status: s }, counts.get(s) ?? 0);
     },
   });
   new Gauge({
@@ -37,13 +36,8 @@ export function createMetrics(deps: ApiDeps): ApiMetrics {
     help: 'Duration of the most recently finished build',
     registers: [registry],
     async collect() {
-      const last = await deps.db.build.findFirst({
-        where: { finishedAt: { not: null }, startedAt: { not: null } },
-        orderBy: { finishedAt: 'desc' },
-        select: { startedAt: true, finishedAt: true },
-      });
-      if (last?.startedAt && last.finishedAt)
-        this.set((last.finishedAt.getTime() - last.startedAt.getTime()) / 1000);
+      const seconds = await deps.builds.lastBuildSeconds();
+      if (seconds !== undefined) this.set(seconds);
     },
   });
   new Gauge({
@@ -52,13 +46,9 @@ export function createMetrics(deps: ApiDeps): ApiMetrics {
     labelNames: ['kind'],
     registers: [registry],
     async collect() {
-      const [contexts, artifacts] = await Promise.all([
-        deps.db.build.aggregate({ _sum: { contextSize: true } }),
-        // A build answered from the result cache shares another's artifact: not produced again.
-        deps.db.build.aggregate({ where: { cachedFromId: null }, _sum: { artifactSize: true } }),
-      ]);
-      this.set({ kind: 'context' }, Number(contexts._sum.contextSize ?? 0));
-      this.set({ kind: 'artifact' }, Number(artifacts._sum.artifactSize ?? 0));
+      const totals = await deps.builds.byteTotals();
+      this.set({ kind: 'context' }, totals.context);
+      this.set({ kind: 'artifact' }, totals.artifact);
     },
   });
   return {

@@ -11,8 +11,6 @@ export {
 } from './client.js';
 export type { ApiToken, Build, BuildAttempt, Project } from './generated/client.js';
 export { BuildStatus, Prisma, PrismaClient } from './generated/client.js';
-export { HotQueries, type QueuedBuildInput, type TokenRecord } from './hot-queries.js';
-export { lockContextObject } from './locks.js';
 export {
   defaultMigrationsDir,
   type MigrateOptions,
@@ -20,4 +18,5 @@ export {
   type MigrationLogger,
   migrateDatabase,
 } from './migrate.js';
+export { TokenQueries, type TokenRecord } from './token-queries.js';
 export { isDatabaseUnavailable, isUniqueViolation } from './unavailable.js';

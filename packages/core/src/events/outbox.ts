@@ -70,14 +70,14 @@ export function buildEventData(build: Build): BuildEventData {
 
 /**
  * Inserts one pending delivery per active endpoint of the build's project for its final state,
- * inside `tx` (the transaction that wrote that state), and returns the ids of the new ones for
- * the caller to enqueue once committed. UNIQUE(endpoint, build, event) with skipDuplicates makes
- * a repeated call (a retried write) add nothing. A build that is not final gets no event.
+ * inside `tx` (the transaction that wrote that state; `build` is the row as it wrote it), and
+ * returns the ids of the new ones for the caller to enqueue once committed. UNIQUE(endpoint,
+ * build, event) with skipDuplicates makes a repeated call (a retried write) add nothing. A build
+ * that is not final gets no event. Called by BuildLifecycle only.
  */
-export async function recordBuildEvents(tx: Prisma.TransactionClient, buildId: string): Promise<string[]> {
-  const build = await tx.build.findUnique({ where: { id: buildId } });
-  const event = build ? EVENT_OF_STATUS[build.status] : undefined;
-  if (!build || !event) return [];
+export async function recordBuildEvents(tx: Prisma.TransactionClient, build: Build): Promise<string[]> {
+  const event = EVENT_OF_STATUS[build.status];
+  if (!event) return [];
   const endpoints = await tx.eventEndpoint.findMany({
     where: { projectId: build.projectId, disabledAt: null },
     select: { id: true },
@@ -85,7 +85,7 @@ export async function recordBuildEvents(tx: Prisma.TransactionClient, buildId: s
   if (endpoints.length === 0) return [];
   const payload = buildEventData(build) as unknown as Prisma.InputJsonValue;
   const created = await tx.eventDelivery.createManyAndReturn({
-    data: endpoints.map((e) => ({ endpointId: e.id, buildId, event, payload })),
+    data: endpoints.map((e) => ({ endpointId: e.id, buildId: build.id, event, payload })),
     skipDuplicates: true,
     select: { id: true },
   });

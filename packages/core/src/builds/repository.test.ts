@@ -1,21 +1,25 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { createTestDatabase, type TestDatabase } from '../../test-support/services.js';
-import { createDatabase, type Database, HotQueries, isUniqueViolation, lockContextObject } from './index.js';
+import { createDatabase, type Database, isUniqueViolation, Prisma, TokenQueries } from '../db/index.js';
+import { lockContextObject } from './context-lock.js';
+import { BuildRepository, COLUMNS_SET_LATER, INSERT_COLUMNS } from './repository.js';
 
-// HotQueries must return exactly what Prisma returns for the same rows (callers take either),
+// The repository's SQL paths must return exactly what Prisma returns for the same rows (callers take either),
 // including timestamps written in UTC, BigInt sizes, JSON specs and nulls.
 // Away from UTC, so a timestamp read as local time would show.
 process.env.TZ = 'America/New_York';
 
 let testDb: TestDatabase;
 let database: Database;
-let queries: HotQueries;
+let queries: BuildRepository;
+let tokens: TokenQueries;
 
 before(async () => {
   testDb = await createTestDatabase();
   database = createDatabase(testDb.url);
-  queries = new HotQueries(database.pool);
+  queries = new BuildRepository(database.prisma, database.pool);
+  tokens = new TokenQueries(database.pool);
 });
 after(async () => {
   await database?.close();
@@ -74,9 +78,9 @@ test('tokenByHash finds live and revoked tokens by hash', async () => {
   await database.prisma.apiToken.create({
     data: { projectId: p.id, name: 'old', tokenHash: 'h-old', revokedAt },
   });
-  assert.deepEqual(await queries.tokenByHash('h-live'), { id: live.id, projectId: p.id, revokedAt: null });
-  assert.deepEqual((await queries.tokenByHash('h-old'))?.revokedAt, revokedAt);
-  assert.equal(await queries.tokenByHash('h-none'), null);
+  assert.deepEqual(await tokens.tokenByHash('h-live'), { id: live.id, projectId: p.id, revokedAt: null });
+  assert.deepEqual((await tokens.tokenByHash('h-old'))?.revokedAt, revokedAt);
+  assert.equal(await tokens.tokenByHash('h-none'), null);
 });
 
 test('resultCacheSource: the newest succeeded build with the key and platform, in time, with an artifact', async () => {
@@ -123,17 +127,17 @@ test('PostgreSQL dropping a pooled connection is reported, not a crash, and the 
     for (let i = 0; i < 100 && dropped.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
     assert.equal(dropped.length, 1);
     assert.match(dropped[0]?.message ?? '', /terminating connection/);
-    assert.equal(await new HotQueries(other.pool).tokenByHash('none'), null);
+    assert.equal(await new TokenQueries(other.pool).tokenByHash('none'), null);
   } finally {
     await other.close();
   }
 });
 
-test('insertQueuedBuild writes the row Prisma would: ULID id, UTC createdAt, defaults, BigInt size, JSON spec', async () => {
+test('insertQueued writes the row Prisma would: ULID id, UTC createdAt, defaults, BigInt size, JSON spec', async () => {
   const p = await project('hot-insert');
   const spec = { output: { type: 'tar', dest: 'app.tar', attrs: {} }, buildArgs: { A: '1' }, labels: {} };
   const before = Date.now();
-  const inserted = await queries.insertQueuedBuild({
+  const inserted = await queries.insertQueued({
     projectId: p.id,
     spec,
     requestHash: 'r'.repeat(64),
@@ -157,7 +161,7 @@ test('insertQueuedBuild writes the row Prisma would: ULID id, UTC createdAt, def
   );
   // Time-sortable like Prisma's: a later insert sorts after.
   await new Promise((r) => setTimeout(r, 2));
-  const git = await queries.insertQueuedBuild({
+  const git = await queries.insertQueued({
     projectId: p.id,
     spec: {},
     requestHash: 'g'.repeat(64),
@@ -175,15 +179,15 @@ test('insertQueuedBuild writes the row Prisma would: ULID id, UTC createdAt, def
   assert.deepEqual(git, await database.prisma.build.findUnique({ where: { id: git.id } }));
 });
 
-test('insertQueuedBuild: a second build with the same idempotency key is a unique violation', async () => {
+test('insertQueued: a second build with the same idempotency key is a unique violation', async () => {
   const p = await project('hot-idem');
   const input = { projectId: p.id, spec: {}, requestHash: 'h', idempotencyKey: 'same', cacheKey: null };
-  await queries.insertQueuedBuild(input);
-  await assert.rejects(queries.insertQueuedBuild(input), (err) => isUniqueViolation(err));
+  await queries.insertQueued(input);
+  await assert.rejects(queries.insertQueued(input), (err) => isUniqueViolation(err));
   assert.equal(await database.prisma.build.count({ where: { projectId: p.id } }), 1);
 });
 
-test("insertQueuedBuild waits while retention holds the context's exclusive lock", async () => {
+test("insertQueued waits while retention holds the context's exclusive lock", async () => {
   const p = await project('hot-lock');
   const key = 'contexts/sha256/locked.tar';
   let releaseLock!: () => void;
@@ -205,7 +209,7 @@ test("insertQueuedBuild waits while retention holds the context's exclusive lock
   await lockHeld;
   let done = false;
   const insert = queries
-    .insertQueuedBuild({
+    .insertQueued({
       projectId: p.id,
       spec: {},
       requestHash: 'h',
@@ -222,4 +226,15 @@ test("insertQueuedBuild waits while retention holds the context's exclusive lock
   releaseLock();
   await retention;
   assert.equal((await insert).contextKey, key);
+});
+
+test("INSERT_COLUMNS and COLUMNS_SET_LATER are exactly Build's columns in Prisma's schema and in the database", async () => {
+  const named = [...INSERT_COLUMNS.map(([c]) => c), ...COLUMNS_SET_LATER].sort();
+  assert.equal(new Set(named).size, named.length, 'a column is named twice');
+  // A column added to the schema and forgotten here fails this test.
+  assert.deepEqual(named, Object.values(Prisma.BuildScalarFieldEnum).sort());
+  const { rows } = await database.pool.query<{ column_name: string }>(
+    `SELECT column_name FROM information_schema.columns WHERE table_name = 'Build'`,
+  );
+  assert.deepEqual(rows.map((r) => r.column_name).sort(), named);
 });

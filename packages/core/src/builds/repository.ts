@@ -1,0 +1,428 @@
+/**
+ * The only code that reads or writes `Build` and `BuildAttempt` rows (a test in
+ * repository-boundary.test.ts fails when such a query appears elsewhere). Status changes go
+ * through BuildLifecycle, which calls the `tx`-taking writes below inside its transactions.
+ *
+ * Most queries go through Prisma. The API's per-request ones (a build by id, the result-cache
+ * lookup, the insert) are named prepared SQL statements on the pool Prisma also uses: through
+ * Prisma they spent most of a GET's CPU in its query compiler (bench/results/service.md), and its
+ * insert took 45% of a POST's busy time. Their rows have exactly Prisma's shapes, so callers
+ * cannot tell the paths apart; a test checks INSERT_COLUMNS against Prisma's schema metadata.
+ */
+import type pg from 'pg';
+import type { BuildStatusName } from '../builds.js';
+import type { Build, BuildAttempt, Prisma, PrismaClient } from '../db/generated/client.js';
+import { prismaRowTypes } from '../db/row-types.js';
+import { newUlid } from '../db/ulid.js';
+import { CONTEXT_LOCK_CLASS, insertWithContextLockSql, lockContextObject } from './context-lock.js';
+
+type Tx = Prisma.TransactionClient;
+
+/** A queued build as the API creates it; every other column takes its default. */
+export interface QueuedBuildInput {
+  projectId: string;
+  spec: unknown;
+  requestHash: string;
+  idempotencyKey: string | null;
+  cacheKey: string | null;
+  /** An uploaded context (its object's key is locked while the row goes in, see context-lock.ts). */
+  contextDigest?: string | null;
+  contextSize?: bigint | null;
+  contextKey?: string | null;
+  /** api (default), github or gitlab. */
+  source?: string;
+  gitUrl?: string | null;
+  gitRef?: string | null;
+  gitCommit?: string | null;
+  triggerId?: string | null;
+}
+
+/** The columns the insert sets, with the casts their parameters need (see insertQueued). */
+export const INSERT_COLUMNS: ReadonlyArray<readonly [column: string, cast: string]> = [
+  ['id', ''],
+  ['projectId', ''],
+  ['spec', '::jsonb'],
+  ['requestHash', ''],
+  ['idempotencyKey', ''],
+  ['cacheKey', ''],
+  ['contextDigest', ''],
+  ['contextSize', '::bigint'],
+  ['contextKey', ''],
+  ['source', ''],
+  ['gitUrl', ''],
+  ['gitRef', ''],
+  ['gitCommit', ''],
+  ['triggerId', ''],
+  ['createdAt', '::timestamp(3)'],
+];
+/**
+ * Columns a new queued build leaves to their defaults (status is set by the statement itself) and
+ * that later transitions fill. With INSERT_COLUMNS: every column of `Build`, which the test checks.
+ */
+export const COLUMNS_SET_LATER = [
+  'status',
+  'builder',
+  'attempts',
+  'startedAt',
+  'finishedAt',
+  'artifactKey',
+  'artifactSize',
+  'artifactDigest',
+  'logKey',
+  'errorCode',
+  'errorMessage',
+  'platform',
+  'cachedFromId',
+  'purgedAt',
+  'contextDeletedAt',
+] as const;
+
+const INSERT_COLUMN_LIST = `${INSERT_COLUMNS.map(([c]) => `"${c}"`).join(', ')}, "status"`;
+// In INSERT ... SELECT, PostgreSQL types parameters by the SELECT list, not by the columns.
+const insertParams = (first: number) =>
+  `${INSERT_COLUMNS.map(([, cast], i) => `$${first + i}${cast}`).join(', ')}, 'queued'::"BuildStatus"`;
+const INSERT_LOCKED = insertWithContextLockSql('Build', INSERT_COLUMN_LIST, insertParams(3));
+const INSERT_PLAIN = `INSERT INTO "Build" (${INSERT_COLUMN_LIST}) VALUES (${insertParams(1)}) RETURNING *`;
+
+/** Columns a status change may set besides `status`. */
+export type BuildChange = Omit<Prisma.BuildUpdateManyMutationInput, 'status'>;
+
+/** Conditions on the row besides its status: the attempt a caller read, so it moves no newer one. */
+export interface AttemptGuard {
+  attempts?: number;
+  builder?: string | null;
+}
+
+/** Columns of a finished attempt. */
+export interface AttemptEnd {
+  outcome: string;
+  errorCode?: string | null;
+  errorMessage?: string | null;
+}
+
+export class BuildRepository {
+  constructor(
+    readonly prisma: PrismaClient,
+    /** Pool of the prepared statements; the API passes Prisma's own (createDatabase). */
+    private readonly pool?: pg.Pool,
+  ) {}
+
+  /** Runs `fn` in one transaction; the lifecycle's writes take its `tx`. */
+  transaction<T>(fn: (tx: Tx) => Promise<T>, options?: { timeoutMs?: number }): Promise<T> {
+    return this.prisma.$transaction(fn, options?.timeoutMs ? { timeout: options.timeoutMs } : undefined);
+  }
+
+  private sql(): pg.Pool {
+    if (!this.pool) throw new Error('BuildRepository: this query needs the pg pool (createDatabase)');
+    return this.pool;
+  }
+
+  // --- reads -------------------------------------------------------------------------------
+
+  byId(id: string, tx: Tx | PrismaClient = this.prisma): Promise<Build | null> {
+    return tx.build.findUnique({ where: { id } });
+  }
+
+  async statusOf(id: string): Promise<BuildStatusName | null> {
+    const row = await this.prisma.build.findUnique({ where: { id }, select: { status: true } });
+    return row?.status ?? null;
+  }
+
+  /** A project's build; another project's is indistinguishable from a missing one (null). */
+  async projectBuild(projectId: string, id: string): Promise<Build | null> {
+    const { rows } = await this.sql().query<Build>({
+      name: 'kiln_project_build',
+      text: 'SELECT * FROM "Build" WHERE "id" = $1 AND "projectId" = $2',
+      values: [id, projectId],
+      types: prismaRowTypes,
+    });
+    return rows[0] ?? null;
+  }
+
+  byIdempotencyKey(projectId: string, idempotencyKey: string): Promise<Build | null> {
+    return this.prisma.build.findUnique({
+      where: { projectId_idempotencyKey: { projectId, idempotencyKey } },
+    });
+  }
+
+  /** A page of a project's builds, newest first; one more than `limit` tells whether a next page exists. */
+  listPage(
+    projectId: string,
+    q: { status?: BuildStatusName | undefined; cursor?: string | undefined; limit: number },
+  ): Promise<Build[]> {
+    return this.prisma.build.findMany({
+      where: {
+        projectId,
+        ...(q.status ? { status: q.status } : {}),
+        ...(q.cursor ? { id: { lt: q.cursor } } : {}),
+      },
+      orderBy: { id: 'desc' },
+      take: q.limit + 1,
+    });
+  }
+
+  /**
+   * The newest succeeded build of a project with this result-cache key and platform that finished
+   * at or after `since` and still has its artifact: what the result cache answers from. One index
+   * range (the Build index on projectId, cacheKey, status, platform, finishedAt).
+   */
+  async resultCacheSource(
+    projectId: string,
+    cacheKey: string,
+    platform: string,
+    since: Date,
+  ): Promise<Build | null> {
+    const { rows } = await this.sql().query<Build>({
+      name: 'kiln_result_cache_source',
+      text: `SELECT * FROM "Build"
+        WHERE "projectId" = $1 AND "cacheKey" = $2 AND "status" = 'succeeded' AND "platform" = $3
+          AND "finishedAt" >= $4 AND "artifactKey" IS NOT NULL
+        ORDER BY "finishedAt" DESC LIMIT 1`,
+      // The column has no time zone and holds UTC; pg would send the Date in local time.
+      values: [projectId, cacheKey, platform, since.toISOString()],
+      types: prismaRowTypes,
+    });
+    return rows[0] ?? null;
+  }
+
+  /** Builders on which an earlier attempt of this build failed for infrastructure reasons. */
+  async buildersThatFailed(buildId: string): Promise<string[]> {
+    const rows = await this.prisma.buildAttempt.findMany({
+      where: { buildId, outcome: 'failed', errorCode: 'infrastructure' },
+      select: { builder: true },
+    });
+    return [...new Set(rows.map((r) => r.builder))];
+  }
+
+  attemptsOf(buildId: string): Promise<BuildAttempt[]> {
+    return this.prisma.buildAttempt.findMany({ where: { buildId }, orderBy: { number: 'asc' } });
+  }
+
+  /** Reconciler: queued rows created before `before`, oldest first. */
+  queuedBefore(before: Date, limit: number): Promise<Array<Pick<Build, 'id' | 'attempts'>>> {
+    return this.prisma.build.findMany({
+      where: { status: 'queued', createdAt: { lt: before } },
+      select: { id: true, attempts: true },
+      orderBy: { createdAt: 'asc' },
+      take: limit,
+    });
+  }
+
+  /** Reconciler: running rows, longest running first. */
+  running(limit: number): Promise<Array<Pick<Build, 'id' | 'builder' | 'attempts'>>> {
+    return this.prisma.build.findMany({
+      where: { status: 'running' },
+      select: { id: true, builder: true, attempts: true },
+      orderBy: { startedAt: 'asc' },
+      take: limit,
+    });
+  }
+
+  /** Retention: final rows finished before `cutoff`, and expired ones whose objects are still to delete. */
+  expiring(
+    cutoff: Date,
+    limit: number,
+  ): Promise<Array<Pick<Build, 'id' | 'status' | 'artifactKey' | 'logKey'>>> {
+    return this.prisma.build.findMany({
+      where: {
+        OR: [
+          { status: { in: ['succeeded', 'failed', 'canceled'] }, finishedAt: { lt: cutoff } },
+          { status: 'expired', purgedAt: null },
+        ],
+      },
+      select: { id: true, status: true, artifactKey: true, logKey: true },
+      orderBy: { finishedAt: 'asc' },
+      take: limit,
+    });
+  }
+
+  /** Rows not expired that share an artifact object (see artifact-lock.ts for when this is safe to ask). */
+  liveBuildsSharing(artifactKey: string): Promise<number> {
+    return this.prisma.build.count({ where: { artifactKey, status: { not: 'expired' } } });
+  }
+
+  /** Retention: this expired row's objects are dealt with. */
+  async markPurged(id: string): Promise<void> {
+    await this.prisma.build.update({ where: { id }, data: { purgedAt: new Date() } });
+  }
+
+  /**
+   * Retention: keys of context objects some build created before `cutoff` used, not known to be
+   * deleted, that no recent or unfinished build uses (rechecked under the lock when deleting).
+   */
+  async unusedContextKeys(cutoff: Date, limit: number): Promise<string[]> {
+    const rows = await this.prisma.$queryRaw<Array<{ key: string }>>`
+      SELECT DISTINCT b."contextKey" AS key
+      FROM "Build" b
+      WHERE b."createdAt" < ${cutoff} AND b."contextDeletedAt" IS NULL
+        -- Git builds store no context.
+        AND b."contextKey" IS NOT NULL
+        AND NOT EXISTS (
+          SELECT 1 FROM "Build" n
+          WHERE n."contextKey" = b."contextKey"
+            AND (n."createdAt" >= ${cutoff} OR n.status IN ('queued', 'running')))
+      LIMIT ${limit}`;
+    return rows.map((r) => r.key);
+  }
+
+  /**
+   * Retention: under the context's exclusive lock (context-lock.ts), deletes the object with
+   * `remove` when no build created since `cutoff` nor any unfinished build uses it, and marks the
+   * rows. True when it deleted.
+   */
+  deleteContextIfUnused(
+    key: string,
+    cutoff: Date,
+    remove: () => Promise<void>,
+    timeoutMs: number,
+  ): Promise<boolean> {
+    return this.transaction(
+      async (tx) => {
+        await lockContextObject(tx, key, 'exclusive');
+        const inUse = await tx.build.count({
+          where: {
+            contextKey: key,
+            OR: [{ createdAt: { gte: cutoff } }, { status: { in: ['queued', 'running'] } }],
+          },
+        });
+        if (inUse > 0) return false;
+        await remove();
+        await tx.build.updateMany({
+          where: { contextKey: key, contextDeletedAt: null },
+          data: { contextDeletedAt: new Date() },
+        });
+        return true;
+      },
+      { timeoutMs },
+    );
+  }
+
+  /** Metrics: builds by status. */
+  async countByStatus(): Promise<Map<BuildStatusName, number>> {
+    const groups = await this.prisma.build.groupBy({ by: ['status'], _count: { _all: true } });
+    return new Map(groups.map((g) => [g.status, g._count._all]));
+  }
+
+  /** Metrics: how long the most recently finished build ran, in seconds. */
+  async lastBuildSeconds(): Promise<number | undefined> {
+    const last = await this.prisma.build.findFirst({
+      where: { finishedAt: { not: null }, startedAt: { not: null } },
+      orderBy: { finishedAt: 'desc' },
+      select: { startedAt: true, finishedAt: true },
+    });
+    if (!last?.startedAt || !last.finishedAt) return undefined;
+    return (last.finishedAt.getTime() - last.startedAt.getTime()) / 1000;
+  }
+
+  /** Metrics: bytes of contexts received and artifacts produced (a cached build's artifact is not produced again). */
+  async byteTotals(): Promise<{ context: number; artifact: number }> {
+    const [contexts, artifacts] = await Promise.all([
+      this.prisma.build.aggregate({ _sum: { contextSize: true } }),
+      this.prisma.build.aggregate({ where: { cachedFromId: null }, _sum: { artifactSize: true } }),
+    ]);
+    return {
+      context: Number(contexts._sum.contextSize ?? 0),
+      artifact: Number(artifacts._sum.artifactSize ?? 0),
+    };
+  }
+
+  // --- writes: BuildLifecycle's --------------------------------------------------------------
+
+  /**
+   * Inserts a queued build in one statement (one round trip, its own transaction). With a context,
+   * the statement first takes the context's shared lock (context-lock.ts). A duplicate idempotency
+   * key fails with PostgreSQL's unique_violation (see isUniqueViolation).
+   */
+  async insertQueued(input: QueuedBuildInput): Promise<Build> {
+    const columns = [
+      newUlid(),
+      input.projectId,
+      JSON.stringify(input.spec),
+      input.requestHash,
+      input.idempotencyKey,
+      input.cacheKey,
+      input.contextDigest ?? null,
+      input.contextSize === undefined || input.contextSize === null ? null : input.contextSize.toString(),
+      input.contextKey ?? null,
+      input.source ?? 'api',
+      input.gitUrl ?? null,
+      input.gitRef ?? null,
+      input.gitCommit ?? null,
+      input.triggerId ?? null,
+      // The column has no time zone and holds UTC (Prisma's convention).
+      new Date().toISOString(),
+    ];
+    const { rows } = await this.sql().query<Build>(
+      input.contextKey
+        ? {
+            name: 'kiln_insert_build_locked',
+            text: INSERT_LOCKED,
+            values: [CONTEXT_LOCK_CLASS, input.contextKey, ...columns],
+            types: prismaRowTypes,
+          }
+        : { name: 'kiln_insert_build', text: INSERT_PLAIN, values: columns, types: prismaRowTypes },
+    );
+    return rows[0] as Build;
+  }
+
+  /** Inserts a row already final (the result cache's), inside the caller's transaction. */
+  insertFinal(tx: Tx, data: Prisma.BuildUncheckedCreateInput): Promise<Build> {
+    return tx.build.create({ data });
+  }
+
+  /** Deletes a queued row nobody was told about (its secrets could not be handed over). */
+  async deleteQueued(id: string): Promise<void> {
+    await this.prisma.build.deleteMany({ where: { id, status: 'queued' } });
+  }
+
+  /**
+   * Moves the row to `to` when its status is one of `from` (and it is still the attempt `guard`
+   * names); false when it was not. The one conditional UPDATE every transition is made of.
+   */
+  async moveStatus(
+    tx: Tx,
+    id: string,
+    from: readonly BuildStatusName[],
+    to: BuildStatusName,
+    change: BuildChange = {},
+    guard: AttemptGuard = {},
+  ): Promise<boolean> {
+    const updated = await tx.build.updateMany({
+      where: { id, status: { in: [...from] }, ...guard },
+      data: { ...change, status: to },
+    });
+    return updated.count > 0;
+  }
+
+  /** Ends the build's attempts still open (no finishedAt). */
+  async endOpenAttempts(tx: Tx, buildId: string, end: AttemptEnd, at = new Date()): Promise<void> {
+    await tx.buildAttempt.updateMany({
+      where: { buildId, finishedAt: null },
+      data: {
+        finishedAt: at,
+        outcome: end.outcome,
+        errorCode: end.errorCode ?? null,
+        errorMessage: end.errorMessage ?? null,
+      },
+    });
+  }
+
+  /** Ends one attempt, if still open. */
+  async endAttempt(tx: Tx, attemptId: string, end: AttemptEnd, at = new Date()): Promise<void> {
+    await tx.buildAttempt.updateMany({
+      where: { id: attemptId, finishedAt: null },
+      data: {
+        finishedAt: at,
+        outcome: end.outcome,
+        errorCode: end.errorCode ?? null,
+        errorMessage: end.errorMessage ?? null,
+      },
+    });
+  }
+
+  /** Opens attempt number `attempts` of the row (the count `start` just incremented). */
+  async openAttempt(tx: Tx, buildId: string, builder: string, at: Date): Promise<BuildAttempt> {
+    const row = await tx.build.findUniqueOrThrow({ where: { id: buildId }, select: { attempts: true } });
+    return tx.buildAttempt.create({ data: { buildId, number: row.attempts, builder, startedAt: at } });
+  }
+}
