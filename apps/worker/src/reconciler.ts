@@ -21,7 +21,7 @@ import {
 } from '@kiln/core';
 import type { Job, Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
-import type { BuilderPool } from './builders.js';
+import type { BuilderPool } from './builders/pool.js';
 import type { EventEnqueuer } from './events/dispatcher.js';
 
 export interface ReconcilerOptions {
