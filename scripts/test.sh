@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the workspace and runs every *.test.ts against two private Docker daemons.
+# Builds the workspace and runs every *.test.ts (the *.unit.test.ts ones too) against two
+# private Docker daemons, PostgreSQL and Redis. `npm run test:unit` runs only the unit tests.
 #   npm test                         # all tests
 #   npm test -- path/to/a.test.ts    # only these files
 #   KILN_TEST_SKIP_BUILD=1 npm test  # skip `npm run build`
@@ -17,19 +18,22 @@ source "$ROOT/scripts/lib/dockerd.sh"
 source "$ROOT/scripts/lib/postgres.sh"
 # shellcheck source=lib/redis.sh
 source "$ROOT/scripts/lib/redis.sh"
+# shellcheck source=lib/test-files.sh
+source "$ROOT/scripts/lib/test-files.sh"
+# shellcheck source=lib/test-run.sh
+source "$ROOT/scripts/lib/test-run.sh"
 
 log() { printf 'test.sh: %s\n' "$*" >&2; }
 
 TEMP_DIRS=()
 PG_DIR=
 REDIS_DIR=
-TEST_RUNNER_PID=
 
 cleanup() {
 	local rc=$? dir
 	# Interrupted mid-run: stop the runner before the daemons its tests talk to.
-	if [[ -n $TEST_RUNNER_PID ]] && kill -TERM "$TEST_RUNNER_PID" 2>/dev/null; then
-		wait "$TEST_RUNNER_PID" || true
+	if [[ -n $KILN_TEST_RUNNER_PID ]] && kill -TERM "$KILN_TEST_RUNNER_PID" 2>/dev/null; then
+		wait "$KILN_TEST_RUNNER_PID" || true
 	fi
 	[[ -n $PG_DIR ]] && { kiln_pg_stop "$PG_DIR" || rc=1; }
 	[[ -n $REDIS_DIR ]] && { kiln_redis_stop "$REDIS_DIR" || rc=1; }
@@ -70,13 +74,7 @@ list_test_files() {
 		done
 		return 0
 	fi
-	local -a roots=()
-	local dir
-	for dir in packages/*/src packages/*/test packages/*/test-support apps/*/src apps/*/test test; do
-		[[ -d $dir ]] && roots+=("$dir")
-	done
-	((${#roots[@]} > 0)) || return 0
-	find "${roots[@]}" -name node_modules -prune -o -name '*.test.ts' -type f -print | sort
+	kiln_test_files
 }
 
 # A port nothing listens on now (the kernel's pick); tests start their services on it.
@@ -124,27 +122,7 @@ main() {
 	export KILN_TEST_REDIS_DIR=$REDIS_DIR
 	log "postgresql and redis up in $(elapsed_ms "$started") ms: $KILN_TEST_DATABASE_URL $KILN_TEST_REDIS_URL"
 
-	# The summary reporter writes to a file so its line is printed after everything else.
-	local summary="$KILN_TEST_DOCKERD_DIR/test-summary.txt" rc=0
-	# In the background so that INT/TERM traps run at once instead of after the tests.
-	node --import tsx --test --test-concurrency=1 \
-		--test-reporter=spec --test-reporter-destination=stdout \
-		--test-reporter="$ROOT/scripts/test-summary-reporter.mjs" --test-reporter-destination="$summary" \
-		"${files[@]}" &
-	TEST_RUNNER_PID=$!
-	wait "$TEST_RUNNER_PID" || rc=$?
-	TEST_RUNNER_PID=
-	if [[ ! -s $summary ]]; then
-		log "the test runner wrote no summary"
-		rc=1
-	else
-		cat "$summary"
-		if ((rc == 0)) && [[ $(<"$summary") == "0 passed, 0 failed"* ]]; then
-			log "no tests ran"
-			rc=1
-		fi
-	fi
-	return "$rc"
+	kiln_run_tests "$KILN_TEST_DOCKERD_DIR/test-summary.txt" --test-concurrency=1 -- "${files[@]}"
 }
 
 main "$@"

@@ -12,11 +12,11 @@ import { builderRoutes } from './routes/builders.js';
 import { buildRoutes } from './routes/builds.js';
 import { endpointRoutes } from './routes/endpoints.js';
 import { fileRoutes } from './routes/files.js';
-import { hookRoutes } from './routes/hooks.js';
 import { createMetrics, opsRoutes } from './routes/ops.js';
 import { tokenRoutes } from './routes/tokens.js';
 import { triggerRoutes } from './routes/triggers.js';
 import { uiRoutes } from './routes/ui.js';
+import { webhookRoutes } from './routes/webhooks.js';
 import { buildListSchema, buildSchema, errorSchema } from './schemas.js';
 
 /** The HTTP API as a Fastify instance, not yet listening (tests use `inject` or `listen({port: 0})`). */
@@ -57,7 +57,7 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
   if (deps.config.storage.kind === 'local')
     await app.register(fileRoutes(deps.storage, deps.config.storage.signingKey));
   // Webhooks authenticate by signature, not bearer token.
-  await app.register(hookRoutes(deps));
+  await app.register(webhookRoutes(deps));
   await app.register(async (authed) => {
     authed.addHook('onRequest', authenticator(deps));
     if (deps.config.rateLimitPerMinute > 0) {

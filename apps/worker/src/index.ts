@@ -1,13 +1,13 @@
 export { type AbortKind, ActiveBuilds, BuildAbort } from './active-builds.js';
 export { BuildLog } from './build-log.js';
+export { defaultPlatformOf } from './builders/health.js';
+export { Lease } from './builders/lease.js';
 export {
   BuilderPool,
   type BuilderPoolOptions,
   type BuilderStatus,
-  defaultPlatformOf,
-  Lease,
   NoBuilderAvailableError,
-} from './builders.js';
+} from './builders/pool.js';
 export { CancelListener, parseCancelMessage } from './cancel.js';
 export { EventDispatcher, type EventDispatcherOptions, type EventEnqueuer } from './events/dispatcher.js';
 export { type ReconcileReport, Reconciler, type ReconcilerOptions } from './reconciler.js';

@@ -16,7 +16,7 @@ import {
   type Logger,
 } from '@kiln/core';
 import type { Job, Queue } from 'bullmq';
-import type { BuilderPool } from './builders.js';
+import type { BuilderPool } from './builders/pool.js';
 
 export interface ReconcilerOptions {
   /** Moves the rows (lose, fail); its repository reads them. */

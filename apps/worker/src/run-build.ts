@@ -54,7 +54,8 @@ import { UnrecoverableError } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { type ActiveBuilds, abortOf, BuildAbort } from './active-builds.js';
 import { BuildLog } from './build-log.js';
-import { type BuilderPool, type Lease, NoBuilderAvailableError } from './builders.js';
+import type { Lease } from './builders/lease.js';
+import { type BuilderPool, NoBuilderAvailableError } from './builders/pool.js';
 import { retryWhileDatabaseDown } from './db-retry.js';
 
 export interface RunBuildDeps {

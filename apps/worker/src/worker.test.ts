@@ -44,7 +44,7 @@ import {
   uploadContext,
   waitForBuild,
 } from '../test-support/helpers.js';
-import { BuilderPool } from './builders.js';
+import { BuilderPool } from './builders/pool.js';
 import { Reconciler } from './reconciler.js';
 import { createWorker, type KilnWorker, type WorkerDeps } from './worker.js';
 

@@ -22,7 +22,7 @@ import {
 import { DelayedError, type Job, Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { ActiveBuilds, BuildAbort } from './active-builds.js';
-import { BuilderPool, NoBuilderAvailableError } from './builders.js';
+import { BuilderPool, NoBuilderAvailableError } from './builders/pool.js';
 import { CancelListener } from './cancel.js';
 import { EventDispatcher } from './events/dispatcher.js';
 import { Reconciler } from './reconciler.js';

@@ -32,7 +32,7 @@ interface CreateBody {
 
 /**
  * The project's webhook triggers: a push to `repository` on a branch matching `branch` (a glob,
- * see hooks/branch-glob.ts) builds the pushed commit with `spec`. The secret (GitHub: the HMAC
+ * see webhooks/branch-glob.ts) builds the pushed commit with `spec`. The secret (GitHub: the HMAC
  * key; GitLab: the token) is Kiln's own unless given, and is in the creation answer only.
  */
 export function triggerRoutes(deps: ApiDeps) {

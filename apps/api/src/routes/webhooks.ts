@@ -2,9 +2,9 @@ import type { IncomingMessage } from 'node:http';
 import { AppError } from '@kiln/core';
 import type { FastifyInstance } from 'fastify';
 import type { ApiDeps } from '../deps.js';
-import { deliver } from '../hooks/deliver.js';
-import { github, gitlab } from '../hooks/providers.js';
 import { buildErrors } from '../schemas.js';
+import { github, gitlab } from '../webhooks/providers.js';
+import { receivePush } from '../webhooks/receive-push.js';
 
 /** GitHub caps payloads at 25 MB, but a push payload lists at most 20 commits in detail. */
 const MAX_PAYLOAD_BYTES = 5 * 1024 * 1024;
@@ -30,12 +30,12 @@ const answer = {
 } as const;
 
 /**
- * Webhook receivers, outside bearer authentication: a delivery proves itself with the HMAC
+ * Inbound webhook receivers, outside bearer authentication: a push delivery proves itself with the HMAC
  * signature (GitHub, X-Hub-Signature-256) or the token (GitLab, X-Gitlab-Token) of a trigger
  * configured for its repository (routes/triggers.ts). A push that matches builds (202); anything
  * else verified is answered 200 `{ignored: true, reason}`; a forgery 401 `invalid_signature`.
  */
-export function hookRoutes(deps: ApiDeps) {
+export function webhookRoutes(deps: ApiDeps) {
   return async (app: FastifyInstance) => {
     // The signature covers the exact bytes: keep them raw, whatever the content type says.
     app.removeAllContentTypeParsers();
@@ -51,7 +51,7 @@ export function hookRoutes(deps: ApiDeps) {
         `/v1/hooks/${provider.name}`,
         {
           schema: {
-            summary: `Receive a ${provider.name === 'github' ? 'GitHub' : 'GitLab'} webhook delivery (push → build)`,
+            summary: `Receive a ${provider.name === 'github' ? 'GitHub' : 'GitLab'} push delivery (inbound webhook → build)`,
             security: [],
             response: { 200: answer, 202: answer, ...buildErrors },
           },
@@ -59,19 +59,22 @@ export function hookRoutes(deps: ApiDeps) {
         async (req, reply) => {
           const headers = provider.readHeaders(req.headers);
           const raw = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
-          const result = await deliver(
+          const receipt = await receivePush(
             deps,
             provider,
             headers,
             raw,
             parsePayload(req.headers['content-type'], raw),
           );
-          if (result.outcome === 'ignored') {
-            return reply.code(200).send({ ignored: true, reason: result.reason, delivery: result.delivery });
+          // `delivery` in the answer is the push delivery id (the API's field name).
+          if (receipt.outcome === 'ignored') {
+            return reply
+              .code(200)
+              .send({ ignored: true, reason: receipt.reason, delivery: receipt.pushDeliveryId });
           }
           return reply.code(202).send({
-            delivery: result.delivery,
-            builds: result.builds.map((b) => ({ id: b.id, status: b.status, trigger: b.triggerId })),
+            delivery: receipt.pushDeliveryId,
+            builds: receipt.builds.map((b) => ({ id: b.id, status: b.status, trigger: b.triggerId })),
           });
         },
       );

@@ -1,18 +1,11 @@
-// BuilderPool against a real Redis, with fake BuildKit clients; plus the small cancel helpers.
+// BuilderPool against a real Redis, with fake BuildKit clients.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import type { BuildkitClient } from '@kiln/buildkit-client';
 import { Redis } from 'ioredis';
-import { sleep, testLogger } from '../test-support/helpers.js';
-import { ActiveBuilds, abortOf } from './active-builds.js';
-import {
-  BuilderPool,
-  type BuilderPoolOptions,
-  defaultPlatformOf,
-  NoBuilderAvailableError,
-} from './builders.js';
-import { parseCancelMessage } from './cancel.js';
+import { sleep, testLogger } from '../../test-support/helpers.js';
+import { BuilderPool, type BuilderPoolOptions, NoBuilderAvailableError } from './pool.js';
 
 const redisUrl = process.env.KILN_TEST_REDIS_URL ?? '';
 const skip = redisUrl === '' ? 'needs KILN_TEST_REDIS_URL' : false;
@@ -99,10 +92,13 @@ describe('BuilderPool', { skip }, () => {
       { keyPrefix },
     );
     await p.checkAll();
-    const picks = [];
-    for (const id of ['1', '2', '3']) picks.push((await p.acquire({ buildId: id })).address);
-    assert.deepEqual(picks, ['x', 'y', 'x']);
-    for (const id of ['1', '2', '3']) await p.releaseLease(id === '2' ? 'y' : 'x', id);
+    const leases = [];
+    for (const id of ['1', '2', '3']) leases.push(await p.acquire({ buildId: id }));
+    assert.deepEqual(
+      leases.map((l) => l.address),
+      ['x', 'y', 'x'],
+    );
+    for (const lease of leases) await lease.release();
 
     await p.setAffinity('proj', 'y');
     assert.equal((await p.acquire({ buildId: 'a1', projectId: 'proj' })).address, 'y');
@@ -194,54 +190,4 @@ describe('BuilderPool', { skip }, () => {
     await lease.release();
     assert.deepEqual(f.closed, ['x']);
   });
-});
-
-describe('cancel helpers', () => {
-  test('parseCancelMessage takes a plain id or JSON', () => {
-    assert.equal(parseCancelMessage('01ABC\n'), '01ABC');
-    assert.equal(parseCancelMessage('{"buildId":"01ABC"}'), '01ABC');
-    assert.equal(parseCancelMessage('{"nope":1}'), undefined);
-    assert.equal(parseCancelMessage('{broken'), undefined);
-    assert.equal(parseCancelMessage('  '), undefined);
-  });
-
-  test('ActiveBuilds aborts running builds and remembers early cancels', async () => {
-    const active = new ActiveBuilds();
-    const c = active.register('a');
-    assert.equal(active.cancel('a'), true);
-    assert.equal(abortOf(c.signal)?.kind, 'cancel');
-    // A cancel that arrives before the build registers is applied when it does.
-    assert.equal(active.cancel('b'), false);
-    const d = active.register('b');
-    assert.equal(abortOf(d.signal)?.kind, 'cancel');
-    const idle = active.whenIdle();
-    active.unregister('a', c);
-    active.unregister('b', d);
-    await idle;
-    assert.equal(active.size, 0);
-  });
-});
-
-test('defaultPlatformOf: the first platform of the first BuildKit worker, os/arch[/variant]', () => {
-  const worker = (platforms: Array<{ os: string; architecture: string; variant?: string }>) => ({
-    id: 'w',
-    labels: {},
-    platforms,
-  });
-  assert.equal(
-    defaultPlatformOf([
-      worker([
-        { os: 'linux', architecture: 'amd64' },
-        { os: 'linux', architecture: 'amd64', variant: 'v2' },
-      ]),
-      worker([{ os: 'linux', architecture: 'arm64' }]),
-    ]),
-    'linux/amd64',
-  );
-  assert.equal(
-    defaultPlatformOf([worker([{ os: 'linux', architecture: 'arm', variant: 'v7' }])]),
-    'linux/arm/v7',
-  );
-  assert.equal(defaultPlatformOf([worker([])]), undefined);
-  assert.equal(defaultPlatformOf([]), undefined);
 });

@@ -248,7 +248,7 @@ describe('createContextValidator: hostile and broken archives', () => {
 
   test('a symlink pointing outside, then a file written through it, is rejected', async () => {
     // Policy: rejected at upload (no real tool produces entries below a symlink; extraction would have
-    // to refuse them anyway), so the user learns at POST time. extract.test.ts covers extraction.
+    // to refuse them anyway), so the user learns at POST time. extract.unit.test.ts covers extraction.
     await fails(
       tar([DOCKERFILE, symlink('a', '/etc'), file('a/passwd', 'root::0:0::/:/bin/sh\n')]),
       'invalid_context',

@@ -1,9 +1,10 @@
 /**
- * One webhook delivery, from verified bytes to queued builds. Order matters:
+ * One push delivery (an inbound GitHub/GitLab webhook), from verified bytes to queued builds.
+ * Order matters:
  * 1. the payload names the repository; the triggers configured for it are the candidates, and
- *    only those whose secret verifies the delivery count (none → 401, nothing recorded);
- * 2. the delivery is recorded (unique provider + delivery id) before any build is created, so
- *    a replay finds it and is ignored;
+ *    only those whose secret verifies the push delivery count (none → 401, nothing recorded);
+ * 2. a webhook receipt is recorded (unique provider + push delivery id) before any build is
+ *    created, so a replay finds it and is ignored;
  * 3. a push to a branch that a trigger's glob matches creates one build per such trigger through
  *    the API's own createBuild, pinned to the pushed commit. Nothing is fetched here: BuildKit
  *    fetches the repository when the build runs, so the answer comes in milliseconds.
@@ -21,44 +22,47 @@ import {
 import { createBuild } from '../create-build.js';
 import type { ApiDeps } from '../deps.js';
 import { branchMatches } from './branch-glob.js';
-import type { DeliveryHeaders, Provider, Push } from './providers.js';
+import type { Provider, Push, PushDeliveryHeaders } from './providers.js';
 
-export type DeliveryResult =
-  | { outcome: 'built'; delivery: string; builds: Build[] }
-  | { outcome: 'ignored'; delivery?: string; reason: string };
+/** `pushDeliveryId` is the provider's id of the push delivery (or the one Kiln made up). */
+export type PushReceipt =
+  | { outcome: 'built'; pushDeliveryId: string; builds: Build[] }
+  | { outcome: 'ignored'; pushDeliveryId?: string; reason: string };
 
 type Trigger = Prisma.TriggerGetPayload<object>;
 
 const BRANCH_PREFIX = 'refs/heads/';
 
-export async function deliver(
+export async function receivePush(
   deps: ApiDeps,
   provider: Provider,
-  headers: DeliveryHeaders,
+  headers: PushDeliveryHeaders,
   rawBody: Buffer,
   payload: Record<string, unknown>,
-): Promise<DeliveryResult> {
+): Promise<PushReceipt> {
   const triggers = await verifiedTriggers(deps, provider, headers, rawBody, payload);
   const plan = planBuilds(provider, headers.event, payload, triggers);
-  // Without a delivery id (older GitLab) there is nothing to dedupe on; the row is kept as a record.
-  const deliveryId = headers.deliveryId ?? `unidentified:${randomUUID()}`;
+  // Without a push delivery id (older GitLab) there is nothing to dedupe on; the receipt is kept
+  // as a record.
+  const pushDeliveryId = headers.pushDeliveryId ?? `unidentified:${randomUUID()}`;
   try {
+    // HookDelivery rows are webhook receipts (inbound), not completion-event deliveries.
     await deps.db.hookDelivery.create({
       data: {
         provider: provider.name,
-        deliveryId,
+        deliveryId: pushDeliveryId,
         outcome: plan.builds.length > 0 ? 'built' : 'ignored',
         detail: plan.reason ?? null,
       },
     });
   } catch (err) {
     if (err instanceof Prisma.PrismaClientKnownRequestError && err.code === 'P2002') {
-      return { outcome: 'ignored', delivery: deliveryId, reason: 'duplicate delivery' };
+      return { outcome: 'ignored', pushDeliveryId, reason: 'duplicate delivery' };
     }
     throw err;
   }
   if (plan.builds.length === 0) {
-    return { outcome: 'ignored', delivery: deliveryId, reason: plan.reason ?? 'nothing to build' };
+    return { outcome: 'ignored', pushDeliveryId, reason: plan.reason ?? 'nothing to build' };
   }
   const builds: Build[] = [];
   try {
@@ -74,32 +78,34 @@ export async function deliver(
           origin: provider.name,
           triggerId: trigger.id,
         },
-        // Per delivery and trigger: a redelivery after a failure part-way finds the builds made.
-        headers.deliveryId ? `${provider.name}:${headers.deliveryId}:${trigger.id}` : undefined,
+        // Per push delivery and trigger: a redelivery after a failure part-way finds the builds made.
+        headers.pushDeliveryId ? `${provider.name}:${headers.pushDeliveryId}:${trigger.id}` : undefined,
       );
       builds.push(build);
     }
   } catch (err) {
-    // Forget the delivery so that a redelivery is not taken for a replay and builds the rest.
-    await deps.db.hookDelivery.deleteMany({ where: { provider: provider.name, deliveryId } }).catch(() => {});
+    // Forget the receipt so that a redelivery is not taken for a replay and builds the rest.
+    await deps.db.hookDelivery
+      .deleteMany({ where: { provider: provider.name, deliveryId: pushDeliveryId } })
+      .catch(() => {});
     throw err;
   }
   await deps.db.hookDelivery.update({
-    where: { provider_deliveryId: { provider: provider.name, deliveryId } },
+    where: { provider_deliveryId: { provider: provider.name, deliveryId: pushDeliveryId } },
     data: { buildIds: builds.map((b) => b.id) },
   });
   deps.logger.info(
-    { provider: provider.name, delivery: deliveryId, builds: builds.map((b) => b.id) },
+    { provider: provider.name, pushDelivery: pushDeliveryId, builds: builds.map((b) => b.id) },
     'webhook push: builds queued',
   );
-  return { outcome: 'built', delivery: deliveryId, builds };
+  return { outcome: 'built', pushDeliveryId, builds };
 }
 
-/** The triggers for the payload's repository whose secret verifies this delivery (each one is checked). */
+/** The triggers for the payload's repository whose secret verifies this push delivery (each one is checked). */
 async function verifiedTriggers(
   deps: ApiDeps,
   provider: Provider,
-  headers: DeliveryHeaders,
+  headers: PushDeliveryHeaders,
   rawBody: Buffer,
   payload: Record<string, unknown>,
 ): Promise<Trigger[]> {
@@ -128,7 +134,7 @@ interface PlannedBuild {
   push: Push;
 }
 
-/** Which triggers build this delivery; when none, why not. */
+/** Which triggers build this push; when none, why not. */
 function planBuilds(
   provider: Provider,
   event: string,

@@ -1,6 +1,6 @@
 /**
- * What Kiln reads from a GitHub or GitLab webhook delivery: its headers (event, delivery id, the
- * credential), how the credential is checked against a trigger's secret, and the push itself.
+ * What Kiln reads from a GitHub or GitLab push delivery (an inbound webhook): its headers (event,
+ * push delivery id, the credential), how the credential is checked against a trigger's secret, and the push itself.
  * Checks are constant-time: a forger learns nothing from how long a rejection takes.
  */
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
@@ -8,10 +8,10 @@ import { AppError } from '@kiln/core';
 
 export type ProviderName = 'github' | 'gitlab';
 
-export interface DeliveryHeaders {
+export interface PushDeliveryHeaders {
   event: string;
-  /** Unique per delivery, the same on a redelivery; GitLab sends none before 15.x. */
-  deliveryId?: string;
+  /** X-GitHub-Delivery or X-Gitlab-Event-UUID: the same on a redelivery; GitLab sends none before 15.x. */
+  pushDeliveryId?: string;
   /** The signature (GitHub) or token (GitLab) to check. */
   credential: string;
 }
@@ -25,7 +25,7 @@ export interface Push {
 
 export interface Provider {
   name: ProviderName;
-  readHeaders(headers: Record<string, string | string[] | undefined>): DeliveryHeaders;
+  readHeaders(headers: Record<string, string | string[] | undefined>): PushDeliveryHeaders;
   /** The repository the payload is about, as triggers store it (lowercase). */
   repositoryOf(payload: Record<string, unknown>): string | undefined;
   verify(secret: string, rawBody: Buffer, credential: string): boolean;
@@ -33,7 +33,7 @@ export interface Provider {
   pushOf(payload: Record<string, unknown>): Push;
 }
 
-const MAX_DELIVERY_ID = 128;
+const MAX_PUSH_DELIVERY_ID = 128;
 const DELETED = /^0+$/;
 
 function header(
@@ -52,10 +52,13 @@ function header(
   return undefined;
 }
 
-function deliveryId(value: string | undefined, name: string): string | undefined {
+function pushDeliveryId(value: string | undefined, name: string): string | undefined {
   if (value === undefined) return undefined;
-  if (value.length > MAX_DELIVERY_ID || !/^[\x21-\x7e]+$/.test(value)) {
-    throw new AppError('invalid_request', `${name} must be 1-${MAX_DELIVERY_ID} printable ASCII characters`);
+  if (value.length > MAX_PUSH_DELIVERY_ID || !/^[\x21-\x7e]+$/.test(value)) {
+    throw new AppError(
+      'invalid_request',
+      `${name} must be 1-${MAX_PUSH_DELIVERY_ID} printable ASCII characters`,
+    );
   }
   return value;
 }
@@ -77,9 +80,9 @@ export const github: Provider = {
   name: 'github',
   readHeaders(headers) {
     const event = header(headers, 'X-GitHub-Event', 'invalid_request') as string;
-    const id = deliveryId(header(headers, 'X-GitHub-Delivery', 'invalid_request'), 'X-GitHub-Delivery');
+    const id = pushDeliveryId(header(headers, 'X-GitHub-Delivery', 'invalid_request'), 'X-GitHub-Delivery');
     const credential = header(headers, 'X-Hub-Signature-256', 'invalid_signature') as string;
-    return { event, ...(id ? { deliveryId: id } : {}), credential };
+    return { event, ...(id ? { pushDeliveryId: id } : {}), credential };
   },
   repositoryOf: (payload) => text(field(payload.repository, 'full_name'))?.toLowerCase(),
   verify(secret, rawBody, credential) {
@@ -103,9 +106,9 @@ export const gitlab: Provider = {
   name: 'gitlab',
   readHeaders(headers) {
     const event = header(headers, 'X-Gitlab-Event', 'invalid_request') as string;
-    const id = deliveryId(header(headers, 'X-Gitlab-Event-UUID', undefined), 'X-Gitlab-Event-UUID');
+    const id = pushDeliveryId(header(headers, 'X-Gitlab-Event-UUID', undefined), 'X-Gitlab-Event-UUID');
     const credential = header(headers, 'X-Gitlab-Token', 'invalid_signature') as string;
-    return { event, ...(id ? { deliveryId: id } : {}), credential };
+    return { event, ...(id ? { pushDeliveryId: id } : {}), credential };
   },
   repositoryOf: (payload) => text(field(payload.project, 'path_with_namespace'))?.toLowerCase(),
   verify: (secret, _rawBody, credential) => sameSecret(credential, secret),

@@ -1,0 +1,181 @@
+/**
+ * Health of the builders as this worker sees it: `listWorkers()` every few seconds, bounded by
+ * a timeout. Each outcome is published in Redis with a TTL (builderHealthKey) for the API's
+ * GET /v1/builders. A healthy check also learns the builder's default platform (recorded with
+ * each artifact) and publishes it for the API's result cache (builderPlatformsKey). An
+ * unhealthy builder's client is replaced.
+ */
+import type { WorkerInfo } from '@kiln/buildkit-client';
+import { builderHealthKey, builderPlatformsKey, type Logger, type PublishedBuilderHealth } from '@kiln/core';
+import type { Redis } from 'ioredis';
+import type { BuilderClients } from './clients.js';
+import { errorMessage } from './error-message.js';
+
+export interface BuilderHealthOptions {
+  addresses: readonly string[];
+  clients: BuilderClients;
+  redis: Redis;
+  logger: Logger;
+  keyPrefix: string;
+  /** Check period; 0 turns periodic checks off. */
+  intervalMs: number;
+  /** Bound of one check (connect + ListWorkers). */
+  timeoutMs: number;
+}
+
+export interface HealthState {
+  /** undefined until the first check. */
+  healthy: boolean | undefined;
+  lastError?: string;
+  checkedAt?: Date;
+  /** Default platform, from the last successful check. */
+  platform?: string;
+}
+
+interface CheckedState extends HealthState {
+  checking?: Promise<boolean>;
+}
+
+/**
+ * The platform a daemon builds for when the build names none: the first platform of its first
+ * BuildKit worker (BuildKit lists the native one first), as `os/arch[/variant]`.
+ */
+export function defaultPlatformOf(workers: readonly WorkerInfo[]): string | undefined {
+  const p = workers[0]?.platforms[0];
+  if (!p) return undefined;
+  return `${p.os}/${p.architecture}${p.variant ? `/${p.variant}` : ''}`;
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not answer within ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+export class BuilderHealth {
+  private readonly states: Map<string, CheckedState>;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly o: BuilderHealthOptions) {
+    this.states = new Map(o.addresses.map((address) => [address, { healthy: undefined }]));
+  }
+
+  /** Checks every builder once (bounded) unless told not to, then keeps checking in the background. */
+  async start(options: { initialCheck?: boolean } = {}): Promise<void> {
+    if (options.initialCheck ?? true) await this.checkAll();
+    if (this.o.intervalMs > 0 && !this.timer) {
+      this.timer = setInterval(() => void this.checkAll(), this.o.intervalMs);
+      this.timer.unref();
+    }
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  async checkAll(): Promise<void> {
+    await Promise.all([...this.states.keys()].map((address) => this.check(address)));
+  }
+
+  /** The last known health of `address`; undefined for an address not configured. */
+  of(address: string): Readonly<HealthState> | undefined {
+    return this.states.get(address);
+  }
+
+  /** One check of `address` (joining one under way); true when it answered. */
+  check(address: string): Promise<boolean> {
+    const s = this.states.get(address);
+    if (!s) return Promise.resolve(false);
+    if (s.checking) return s.checking;
+    s.checking = (async () => {
+      try {
+        const client = await this.o.clients.clientFor(address);
+        const workers = await withTimeout(client.listWorkers(), this.o.timeoutMs, `${address} ListWorkers`);
+        if (workers.length === 0) throw new Error('the daemon reports no BuildKit workers');
+        if (s.healthy !== true) this.o.logger.info({ builder: address }, 'builder is healthy');
+        s.healthy = true;
+        s.lastError = undefined;
+        this.recordPlatform(address, s, defaultPlatformOf(workers));
+        return true;
+      } catch (err) {
+        this.markUnhealthy(address, s, err);
+        return false;
+      } finally {
+        s.checkedAt = new Date();
+        s.checking = undefined;
+        this.publish(address, s);
+      }
+    })();
+    return s.checking;
+  }
+
+  /** The default platform of `address` (os/arch[/variant]); asks the daemon when no check has told it yet. */
+  async platformOf(address: string): Promise<string | undefined> {
+    const s = this.states.get(address);
+    if (!s) return undefined;
+    if (s.platform === undefined) await this.check(address);
+    return s.platform;
+  }
+
+  /**
+   * A build lost `address`: it counts as unhealthy until its next successful check (started
+   * now), and its client is replaced.
+   */
+  reportFailure(address: string, err: unknown): void {
+    const s = this.states.get(address);
+    if (!s) return;
+    this.markUnhealthy(address, s, err);
+    void this.check(address);
+  }
+
+  private markUnhealthy(address: string, s: CheckedState, err: unknown): void {
+    const message = errorMessage(err);
+    if (s.healthy !== false || s.lastError !== message) {
+      this.o.logger.warn({ builder: address, err: message }, 'builder is unhealthy');
+    }
+    s.healthy = false;
+    s.lastError = message;
+    this.o.clients.replace(address);
+  }
+
+  /**
+   * Publishes the outcome of a check for the API (GET /v1/builders). With a TTL of a few check
+   * periods: a builder no worker checks any more shows as unknown rather than as its last state.
+   * Not awaited, like recordPlatform.
+   */
+  private publish(address: string, s: HealthState): void {
+    const health: PublishedBuilderHealth = {
+      healthy: s.healthy === true,
+      ...(s.lastError ? { lastError: s.lastError } : {}),
+      checkedAt: (s.checkedAt ?? new Date()).toISOString(),
+      ...(s.platform ? { platform: s.platform } : {}),
+    };
+    const ttlSeconds = Math.max(30, Math.ceil((3 * this.o.intervalMs) / 1000));
+    this.o.redis
+      .set(builderHealthKey(address, this.o.keyPrefix), JSON.stringify(health), 'EX', ttlSeconds)
+      .catch((err: unknown) => {
+        this.o.logger.warn(
+          { builder: address, err: errorMessage(err) },
+          'could not publish the builder health',
+        );
+      });
+  }
+
+  /**
+   * Remembers a builder's platform and publishes it, on every check (Redis may have lost it).
+   * Not awaited: a slow Redis must not hold up health checks (probes wait for them).
+   */
+  private recordPlatform(address: string, s: HealthState, platform: string | undefined): void {
+    if (!platform) return;
+    s.platform = platform;
+    this.o.redis.hset(builderPlatformsKey(this.o.keyPrefix), address, platform).catch((err: unknown) => {
+      this.o.logger.warn(
+        { builder: address, err: errorMessage(err) },
+        'could not publish the builder platform',
+      );
+    });
+  }
+}

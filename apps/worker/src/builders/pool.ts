@@ -1,0 +1,233 @@
+/**
+ * The pool of BuildKit daemons a worker builds on, composing the builders' clients
+ * (clients.ts), their health (health.ts), the capacity leases shared with every worker
+ * process (lease-store.ts) and project affinity (affinity.ts). Choice: the least-loaded
+ * healthy builder, the project's last builder first, builders that just failed this build last.
+ */
+import { type BuildkitClient, connect } from '@kiln/buildkit-client';
+import { AppError, type Logger } from '@kiln/core';
+import type { Redis } from 'ioredis';
+import { ProjectAffinity } from './affinity.js';
+import { BuilderClients } from './clients.js';
+import { BuilderHealth } from './health.js';
+import { Lease } from './lease.js';
+import { LeaseStore } from './lease-store.js';
+
+/** Thrown by `acquire()`. `capacity`: every usable builder is full; `unhealthy`: none is usable. */
+export class NoBuilderAvailableError extends AppError {
+  constructor(
+    message: string,
+    readonly reason: 'capacity' | 'unhealthy',
+  ) {
+    super('no_builder_available', message);
+    this.name = 'NoBuilderAvailableError';
+  }
+}
+
+export interface BuilderPoolOptions {
+  builders: ReadonlyArray<{ address: string; concurrency: number }>;
+  redis: Redis;
+  logger: Logger;
+  /** Namespace of the lease and affinity keys; default `kiln`. */
+  keyPrefix?: string;
+  /** A lease not renewed for this long is gone; default 30 s. Renewed every third of it. */
+  leaseTtlMs?: number;
+  /** Health check period; default 5 s; 0 turns periodic checks off. */
+  healthIntervalMs?: number;
+  /** Bound of one health check (connect + ListWorkers); default 3 s. */
+  healthTimeoutMs?: number;
+  /** How long the project → builder affinity is remembered; default 7 days. */
+  affinityTtlSeconds?: number;
+  /** Dials a builder; default `connect(address, { timeoutMs })` of @kiln/buildkit-client. */
+  connectBuilder?: (address: string, timeoutMs: number) => Promise<BuildkitClient>;
+}
+
+export interface BuilderStatus {
+  address: string;
+  concurrency: number;
+  /** undefined until the first check. */
+  healthy: boolean | undefined;
+  lastError?: string;
+  checkedAt?: Date;
+  /** Live leases (all worker processes). */
+  load: number;
+}
+
+interface Builder {
+  address: string;
+  concurrency: number;
+}
+
+const compareRanks = (a: number[], b: number[]): number => {
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return (a[i] ?? 0) - (b[i] ?? 0);
+  return 0;
+};
+
+export class BuilderPool {
+  readonly logger: Logger;
+  readonly leaseTtlMs: number;
+  private readonly builders: Builder[];
+  private readonly clients: BuilderClients;
+  private readonly health: BuilderHealth;
+  private readonly leases: LeaseStore;
+  private readonly affinity: ProjectAffinity;
+
+  constructor(opts: BuilderPoolOptions) {
+    if (opts.builders.length === 0) throw new Error('BuilderPool: no builders configured');
+    this.builders = opts.builders.map((b) => ({ address: b.address, concurrency: b.concurrency }));
+    this.logger = opts.logger;
+    this.leaseTtlMs = opts.leaseTtlMs ?? 30_000;
+    const keyPrefix = opts.keyPrefix ?? 'kiln';
+    const healthTimeoutMs = opts.healthTimeoutMs ?? 3000;
+    this.clients = new BuilderClients(
+      this.addresses,
+      opts.connectBuilder ?? ((address, timeoutMs) => connect(address, { timeoutMs })),
+      healthTimeoutMs,
+    );
+    this.health = new BuilderHealth({
+      addresses: this.addresses,
+      clients: this.clients,
+      redis: opts.redis,
+      logger: opts.logger,
+      keyPrefix,
+      intervalMs: opts.healthIntervalMs ?? 5000,
+      timeoutMs: healthTimeoutMs,
+    });
+    this.leases = new LeaseStore(opts.redis, keyPrefix, this.leaseTtlMs);
+    this.affinity = new ProjectAffinity(opts.redis, keyPrefix, opts.affinityTtlSeconds ?? 7 * 24 * 3600);
+  }
+
+  leaseKey(address: string): string {
+    return this.leases.key(address);
+  }
+
+  affinityKey(projectId: string): string {
+    return this.affinity.key(projectId);
+  }
+
+  get addresses(): string[] {
+    return this.builders.map((b) => b.address);
+  }
+
+  /** Checks every builder once (bounded), then keeps checking in the background. */
+  start(options: { initialCheck?: boolean } = {}): Promise<void> {
+    return this.health.start(options);
+  }
+
+  checkAll(): Promise<void> {
+    return this.health.checkAll();
+  }
+
+  /** One health check of `address`; true when it answered. */
+  probe(address: string): Promise<boolean> {
+    return this.health.check(address);
+  }
+
+  /** The default platform of `address` (os/arch[/variant]); asks the daemon when no check has told it yet. */
+  platformOf(address: string): Promise<string | undefined> {
+    return this.health.platformOf(address);
+  }
+
+  /**
+   * Reports that a build lost `address` (connection error): the builder counts as unhealthy
+   * until its next successful check (started now), and its client is replaced.
+   */
+  reportFailure(address: string, err: unknown): void {
+    this.health.reportFailure(address, err);
+  }
+
+  /** The connected client of `address` (connecting once, shared by concurrent callers). */
+  clientFor(address: string): Promise<BuildkitClient> {
+    return this.clients.clientFor(address);
+  }
+
+  /** Live leases per builder, in configuration order. */
+  loads(): Promise<number[]> {
+    return this.leases.counts(this.addresses);
+  }
+
+  async status(): Promise<BuilderStatus[]> {
+    const loads = await this.loads();
+    return this.builders.map((b, i) => {
+      const h = this.health.of(b.address);
+      return {
+        address: b.address,
+        concurrency: b.concurrency,
+        healthy: h?.healthy,
+        ...(h?.lastError ? { lastError: h.lastError } : {}),
+        ...(h?.checkedAt ? { checkedAt: h.checkedAt } : {}),
+        load: loads[i] ?? 0,
+      };
+    });
+  }
+
+  /**
+   * Leases a builder for `buildId`: healthy (or not yet checked) builders only, the least
+   * loaded first, the project's last builder before equally usable others, the builders in
+   * `avoid` (those that just failed this build) only when nothing else is free.
+   */
+  async acquire(req: { buildId: string; projectId?: string; avoid?: Iterable<string> }): Promise<Lease> {
+    const avoid = new Set(req.avoid ?? []);
+    const healthy = (b: Builder) => this.health.of(b.address)?.healthy;
+    const usable = this.builders.filter((b) => healthy(b) !== false);
+    if (usable.length === 0) {
+      const reasons = this.builders
+        .map((b) => `${b.address}: ${this.health.of(b.address)?.lastError ?? 'unhealthy'}`)
+        .join('; ');
+      throw new NoBuilderAvailableError(`no healthy builder (${reasons})`, 'unhealthy');
+    }
+    const [loads, affinity] = await Promise.all([
+      this.loads(),
+      req.projectId ? this.affinity.get(req.projectId) : Promise.resolve(null),
+    ]);
+    const load = (b: Builder) => loads[this.builders.indexOf(b)] ?? 0;
+    const rank = (b: Builder): number[] => [
+      avoid.has(b.address) ? 1 : 0,
+      healthy(b) === true ? 0 : 1,
+      load(b) >= b.concurrency ? 1 : 0,
+      // Affinity wins while the builder has room: its cache likely holds this project's layers.
+      b.address === affinity ? 0 : 1,
+      load(b) / b.concurrency,
+      load(b),
+    ];
+    // Stable sort: ties keep configuration order. Full builders are still asked (last): the
+    // script lets a build take over its own lease (a job run again after its worker died).
+    const ordered = usable
+      .map((b) => ({ b, r: rank(b) }))
+      .sort((x, y) => compareRanks(x.r, y.r))
+      .map((x) => x.b);
+    for (const b of ordered) {
+      if (await this.leases.tryAcquire(b.address, req.buildId, b.concurrency)) {
+        return new Lease(
+          { store: this.leases, clients: this.clients, logger: this.logger },
+          b.address,
+          req.buildId,
+        );
+      }
+    }
+    throw new NoBuilderAvailableError(
+      `every healthy builder is at capacity (${usable.map((b) => `${b.address} ${load(b)}/${b.concurrency}`).join(', ')})`,
+      'capacity',
+    );
+  }
+
+  /** Expiry (Redis time, ms) of a build's lease on `address`, if it has one. */
+  leaseExpiry(address: string, buildId: string): Promise<number | undefined> {
+    return this.leases.expiry(address, buildId);
+  }
+
+  /** Redis server time in ms (the clock leases are measured with). */
+  now(): Promise<number> {
+    return this.leases.now();
+  }
+
+  /** Remembers that `address` built `projectId` last. */
+  setAffinity(projectId: string, address: string): Promise<void> {
+    return this.affinity.set(projectId, address);
+  }
+
+  async close(): Promise<void> {
+    this.health.stop();
+    await this.clients.close();
+  }
+}
