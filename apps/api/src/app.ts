@@ -2,6 +2,7 @@ import multipart from '@fastify/multipart';
 import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { AppError } from '@kiln/core';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { authenticator } from './auth.js';
@@ -17,7 +18,7 @@ import { tokenRoutes } from './routes/tokens.js';
 import { triggerRoutes } from './routes/triggers.js';
 import { uiRoutes } from './routes/ui.js';
 import { webhookRoutes } from './routes/webhooks.js';
-import { buildListSchema, buildSchema, errorSchema } from './schemas.js';
+import { sharedSchemas } from './schemas.js';
 
 /** The HTTP API as a Fastify instance, not yet listening (tests use `inject` or `listen({port: 0})`). */
 export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
@@ -29,9 +30,10 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
     clientErrorHandler,
     bodyLimit: 1024 * 1024,
     logController: new RequestLog(),
-  });
+    // Route schemas are TypeBox's: handlers get their params, query, headers and body typed from them.
+  }).withTypeProvider<TypeBoxTypeProvider>();
   registerErrorHandling(app);
-  for (const schema of [errorSchema, buildSchema, buildListSchema]) app.addSchema(schema);
+  for (const schema of sharedSchemas) app.addSchema(schema);
   await app.register(multipart, {
     limits: {
       fileSize: deps.config.limits.maxContextBytes,

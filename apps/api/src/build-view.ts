@@ -1,5 +1,12 @@
+import type { BuildView } from '@kiln/contract';
 import type { Build, ObjectStorage } from '@kiln/core';
 import { redactAddress } from './redact.js';
+
+/** The name a build's artifact downloads as: its spec's `output.dest`. */
+export function artifactFilename(build: Build): string {
+  const spec = build.spec as { output?: { dest?: string } };
+  return spec.output?.dest ?? 'output.tar';
+}
 
 /**
  * The JSON a caller sees for a build; a succeeded one carries a freshly signed download URL (an
@@ -12,13 +19,12 @@ export async function buildView(
   storage: ObjectStorage,
   urlTtlSeconds: number,
   publicUrl: string,
-) {
-  const spec = build.spec as { output?: { dest?: string } };
+): Promise<BuildView> {
   const self = `${publicUrl}/v1/builds/${build.id}`;
-  const view: Record<string, unknown> = {
+  const view: BuildView = {
     id: build.id,
     status: build.status,
-    spec: build.spec,
+    spec: build.spec as BuildView['spec'],
     source: build.source,
     // A git build has no uploaded context: BuildKit fetched the repository.
     context: build.contextDigest ? { digest: build.contextDigest, size: Number(build.contextSize) } : null,
@@ -37,7 +43,7 @@ export async function buildView(
   };
   if (build.errorCode) view.error = { code: build.errorCode, message: build.errorMessage ?? '' };
   if (build.status === 'succeeded' && build.artifactKey) {
-    const filename = spec.output?.dest ?? 'output.tar';
+    const filename = artifactFilename(build);
     view.artifact = {
       filename,
       size: Number(build.artifactSize ?? 0),

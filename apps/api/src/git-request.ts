@@ -1,11 +1,23 @@
-import { AppError, type BuildSpec, type GitContext, parseBuildSpec, parseGitContext } from '@kiln/core';
+import {
+  AppError,
+  type BuildSecrets,
+  type BuildSpec,
+  type GitContext,
+  parseBuildSecrets,
+  parseBuildSpec,
+  parseGitContext,
+} from '@kiln/core';
 
 /**
  * POST /v1/builds with a JSON body: a remote context `{git: "https://host/org/repo.git#ref:subdir"}`
  * beside the usual spec fields (output, file, target, buildArgs, ...). Nothing is uploaded:
- * BuildKit fetches the repository when the build runs.
+ * BuildKit fetches the repository when the build runs. Secret values may come along (`secrets`).
  */
-export function parseGitBuildRequest(body: unknown): { spec: BuildSpec; git: GitContext } {
+export function parseGitBuildRequest(body: unknown): {
+  spec: BuildSpec;
+  git: GitContext;
+  secrets: BuildSecrets;
+} {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) {
     throw new AppError(
       'invalid_request',
@@ -19,5 +31,9 @@ export function parseGitBuildRequest(body: unknown): { spec: BuildSpec; git: Git
       'a JSON body names a remote context, {"git": "https://host/org/repo.git#ref"}; upload a local context as application/x-tar, application/gzip or multipart/form-data',
     );
   }
-  return { git: parseGitContext(git), spec: parseBuildSpec(fields) };
+  return {
+    git: parseGitContext(git),
+    spec: parseBuildSpec(fields),
+    secrets: parseBuildSecrets(fields.secrets),
+  };
 }

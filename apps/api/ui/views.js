@@ -1,9 +1,9 @@
 // The dashboard's pages. Each takes the element to fill and returns what stops it (timers, streams).
 import { api, followLog, logText } from './api.js';
+import { BUILD_STATUSES, FINAL_STATUSES } from './contract.js';
 import { badge, bytes, duration, h, replace, time } from './dom.js';
 
-const STATUSES = ['queued', 'running', 'succeeded', 'failed', 'canceled', 'expired'];
-const FINAL = new Set(['succeeded', 'failed', 'canceled', 'expired']);
+const FINAL = new Set(FINAL_STATUSES);
 const PAGE = 20;
 
 const buildPath = (id) => `/v1/builds/${encodeURIComponent(id)}`;
@@ -29,13 +29,13 @@ function every(ms, fn) {
 
 /** The builds of the project, newest first, filtered by status, refreshed every few seconds. */
 export function buildsView(root, params, ctx) {
-  const status = STATUSES.includes(params.get('status')) ? params.get('status') : '';
+  const status = BUILD_STATUSES.includes(params.get('status')) ? params.get('status') : '';
   let pages = 1;
   const filter = h(
     'select',
     { id: 'status-filter', name: 'status' },
     h('option', { value: '' }, 'all'),
-    STATUSES.map((s) => h('option', { value: s, selected: s === status }, s)),
+    BUILD_STATUSES.map((s) => h('option', { value: s, selected: s === status }, s)),
   );
   filter.addEventListener('change', () => {
     location.hash = filter.value ? `#/builds?status=${filter.value}` : '#/builds';

@@ -1,47 +1,8 @@
 /** The Kiln HTTP API as the CLI uses it: bearer auth, `{error: {code, message}}` turned into ApiError. */
+import type { BuildList, BuildView } from '@kiln/contract';
 import { ApiError, CliError, InterruptedError, messageOf } from './errors.js';
 
-export type BuildStatus = 'queued' | 'running' | 'succeeded' | 'failed' | 'canceled' | 'expired';
-export const FINAL_STATUSES: ReadonlySet<string> = new Set(['succeeded', 'failed', 'canceled', 'expired']);
-
-export interface Artifact {
-  filename: string;
-  size: number;
-  digest: string | null;
-  url: string;
-  expiresAt: string;
-}
-
-export interface BuildView {
-  id: string;
-  status: BuildStatus;
-  spec: {
-    output?: { type?: string; dest?: string; attrs?: Record<string, string> };
-    file?: string;
-    target?: string;
-    platform?: string;
-    network?: string;
-    noCache?: boolean;
-    buildArgs?: Record<string, string>;
-    labels?: Record<string, string>;
-  };
-  /** Null for a git build (BuildKit fetched the repository named in `git`). */
-  context: { digest: string; size: number } | null;
-  git?: { url: string; ref: string | null; commit: string | null } | null;
-  attempts: number;
-  builder: string | null;
-  createdAt: string;
-  startedAt: string | null;
-  finishedAt: string | null;
-  links: { self: string; logs: string; artifact: string; cancel: string };
-  error?: { code: string; message: string };
-  artifact?: Artifact;
-}
-
-export interface BuildList {
-  items: BuildView[];
-  nextCursor: string | null;
-}
+export type { BuildList, BuildView };
 
 /** The error an unsuccessful response stands for, from its `{error}` body when there is one. */
 export async function apiErrorFrom(res: Response): Promise<ApiError> {

@@ -2,6 +2,7 @@
 import path from 'node:path';
 import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { parseCsvAttrs, parseSecretSpec, type SecretSource } from '@kiln/buildkit-client';
+import { BYTE_OUTPUT_TYPES, type ByteOutputType } from '@kiln/contract';
 import { CliError, EXIT_USAGE, UsageError } from './errors.js';
 import { PROGRESS_MODES, type ProgressMode } from './reporter.js';
 
@@ -28,7 +29,8 @@ Options:
   -h, --help                        This help`;
 
 export interface OutputArg {
-  type: 'tar' | 'oci' | 'docker';
+  /** The outputs that download as one file; local (a directory) is refused for now. */
+  type: ByteOutputType;
   /** Local path, or `-` for stdout. */
   dest: string;
   /** Other exporter attributes, passed to the server. */
@@ -111,9 +113,10 @@ export function parseOutput(value: string, stdoutIsTTY: boolean): OutputArg {
       BUILD_USAGE,
     );
   }
-  if (type !== 'tar' && type !== 'oci' && type !== 'docker') {
+  const byteType = BYTE_OUTPUT_TYPES.find((t) => t === type);
+  if (byteType === undefined) {
     throw new UsageError(
-      `--output type=${type} is not supported by kiln: use tar, oci or docker`,
+      `--output type=${type} is not supported by kiln: use one of ${BYTE_OUTPUT_TYPES.join(', ')}`,
       BUILD_USAGE,
     );
   }
@@ -127,7 +130,7 @@ export function parseOutput(value: string, stdoutIsTTY: boolean): OutputArg {
     }
     target = '-';
   }
-  return { type, dest: target, attrs: rest };
+  return { type: byteType, dest: target, attrs: rest };
 }
 
 function pairs(

@@ -9,6 +9,7 @@ import { open, readFile, realpath, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { PatternMatcher, parseDockerignore, type WalkEntry, walk } from '@kiln/buildkit-client';
+import { dockerfileInContext } from '@kiln/contract';
 import { CliError } from './errors.js';
 import { END_OF_ARCHIVE, encodeHeader, padding, type TarHeader } from './tar.js';
 
@@ -105,10 +106,10 @@ async function resolveDockerfile(root: string, opts: ContextOptions): Promise<Do
   const st = await stat(real);
   if (!st.isFile()) throw new CliError(`the Dockerfile "${abs}" is not a file`);
   const rel = path.relative(root, real);
-  if (rel === '' || rel === '..' || rel.startsWith(`..${path.sep}`) || path.isAbsolute(rel)) {
-    return { inside: false, data: await readFile(real), mode: st.mode & 0o7777 };
-  }
-  return { inside: true, rel: toPosix(rel) };
+  // The server's own rule decides; an absolute `rel` (another drive on Windows) is outside too.
+  const inContext = path.isAbsolute(rel) ? undefined : dockerfileInContext(toPosix(rel));
+  if (inContext === undefined) return { inside: false, data: await readFile(real), mode: st.mode & 0o7777 };
+  return { inside: true, rel: inContext };
 }
 
 async function readPatterns(root: string, rel: string): Promise<string[]> {

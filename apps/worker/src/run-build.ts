@@ -35,6 +35,8 @@ import {
   type BuildSecrets,
   type BuildSpec,
   type BuildSpecInput,
+  BYTE_OUTPUT_TYPES,
+  dockerfileInContext,
   extractContext,
   FINAL_STATUSES,
   type FinalResult,
@@ -99,7 +101,7 @@ export class HandBackError extends Error {
 }
 
 /** Output types whose export is one byte stream, stored as the artifact. */
-const BYTE_OUTPUTS: ReadonlySet<OutputType> = new Set(['tar', 'oci', 'docker']);
+const BYTE_OUTPUTS: ReadonlySet<OutputType> = new Set(BYTE_OUTPUT_TYPES);
 
 const messageOf = (err: unknown): string => (err instanceof Error ? err.message : String(err));
 
@@ -140,10 +142,9 @@ export function readSpec(value: Prisma.JsonValue): BuildSpec {
   if (typeof raw.platform === 'string' && raw.platform !== '') spec.platform = raw.platform;
   const secrets = secretIdsOf(value);
   if (secrets.length > 0) spec.secrets = secrets;
-  const file = path.posix.normalize(spec.file);
-  if (file.startsWith('/') || file === '..' || file.startsWith('../')) {
-    throw new Error(`the stored spec's Dockerfile path "${spec.file}" leaves the context`);
-  }
+  const file = dockerfileInContext(spec.file);
+  if (file === undefined)
+    throw new Error(`the stored spec's Dockerfile path "${spec.file}" is not a file inside the context`);
   spec.file = file;
   return spec;
 }
@@ -391,10 +392,8 @@ class BuildRun {
     } finally {
       signal.removeEventListener('abort', stopReading);
     }
+    // readSpec made spec.file a normalized path inside the context (dockerfileInContext).
     const dockerfileDir = path.join(contextDir, ...path.posix.dirname(spec.file).split('/'));
-    if (path.relative(contextDir, dockerfileDir).startsWith('..')) {
-      throw new InvalidArgumentError(`Dockerfile path "${spec.file}" leaves the context`);
-    }
     return {
       frontendAttrs: frontendAttrsFor(spec),
       localDirs: {

@@ -1,12 +1,8 @@
-/** Build lifecycle: queued → running → succeeded | failed | canceled; expired once retention deletes the artifact. */
-export const BUILD_STATUSES = ['queued', 'running', 'succeeded', 'failed', 'canceled', 'expired'] as const;
-export type BuildStatusName = (typeof BUILD_STATUSES)[number];
-export const FINAL_STATUSES: ReadonlySet<BuildStatusName> = new Set([
-  'succeeded',
-  'failed',
-  'canceled',
-  'expired',
-]);
+// The statuses belong to the API's contract; re-exported so the server's code keeps one import.
+
+// Named apart from Prisma's generated BuildStatus enum, which core also exports.
+export type { BuildStatus as BuildStatusName } from '@kiln/contract';
+export { BUILD_STATUSES, FINAL_STATUSES } from '@kiln/contract';
 
 /** BullMQ queue of builds; a job's id is its build's id, so a build is queued at most once. */
 export const QUEUE_BUILDS = 'kiln-builds';

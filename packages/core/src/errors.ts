@@ -1,7 +1,11 @@
+import type { ErrorCode } from '@kiln/contract';
+
+export type { ErrorCode };
+
 /**
- * Every error Kiln raises on purpose has a stable `code`; `httpStatusFor` is the one place
- * codes become HTTP statuses. Messages are written for the caller: what was wrong and what
- * to do about it.
+ * Every error Kiln raises on purpose has a stable `code` (the contract lists them);
+ * `httpStatusFor` is the one place codes become HTTP statuses. Messages are written for the
+ * caller: what was wrong and what to do about it.
  */
 export const ERROR_STATUS = {
   invalid_spec: 400,
@@ -22,9 +26,7 @@ export const ERROR_STATUS = {
   internal: 500,
   unavailable: 503,
   no_builder_available: 503,
-} as const;
-
-export type ErrorCode = keyof typeof ERROR_STATUS;
+} as const satisfies Record<ErrorCode, number>;
 
 export class AppError extends Error {
   constructor(

@@ -1,3 +1,4 @@
+export { BYTE_OUTPUT_TYPES, dockerfileInContext } from '@kiln/contract';
 export {
   type BuildSecrets,
   buildSecretsKey,

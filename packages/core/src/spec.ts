@@ -1,10 +1,9 @@
 import path from 'node:path/posix';
+import { dockerfileInContext, OUTPUT_TYPES, type OutputType } from '@kiln/contract';
 import { parseBuildSecrets } from './build-secrets.js';
 import { AppError } from './errors.js';
 
-/** What a build produces, in `docker build --output` terms. */
-export type OutputType = 'tar' | 'local' | 'oci' | 'docker';
-export const OUTPUT_TYPES: readonly OutputType[] = ['tar', 'local', 'oci', 'docker'];
+export { OUTPUT_TYPES, type OutputType };
 
 export interface OutputSpec {
   type: OutputType;
@@ -124,10 +123,10 @@ function parseOutput(value: unknown): OutputSpec {
   else return invalid('output must be a string like "type=tar,dest=app.tar" or an object {type, dest}');
 
   const { type = 'tar', dest, ...rest } = raw;
-  if (typeof type !== 'string' || !OUTPUT_TYPES.includes(type as OutputType)) {
-    invalid(`output type "${String(type)}" is not supported; use one of ${OUTPUT_TYPES.join(', ')}`);
+  const t = OUTPUT_TYPES.find((known) => known === type);
+  if (t === undefined) {
+    return invalid(`output type "${String(type)}" is not supported; use one of ${OUTPUT_TYPES.join(', ')}`);
   }
-  const t = type as OutputType;
   const attrs: Record<string, string> = {};
   for (const [k, v] of Object.entries(rest)) {
     if (k === 'mode') {
@@ -211,10 +210,9 @@ export function parseBuildSpec(input: BuildSpecInput): BuildSpec {
   if (stage !== undefined && !STAGE_NAME.test(stage)) invalid(`target "${stage}" is not a valid stage name`);
 
   const fileRaw = str(input.file, 'file', 1024) ?? 'Dockerfile';
-  const file = path.normalize(fileRaw.replace(/^\.\//, ''));
-  if (file.startsWith('/') || file === '..' || file.startsWith('../') || file.endsWith('/') || file === '.') {
+  const file =
+    dockerfileInContext(fileRaw) ??
     invalid(`file "${fileRaw}" must be a path inside the context, e.g. Dockerfile or docker/app.Dockerfile`);
-  }
 
   const platform = str(input.platform, 'platform', 64);
   if (platform !== undefined && !PLATFORM.test(platform)) {

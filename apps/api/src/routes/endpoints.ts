@@ -1,3 +1,4 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import {
   AppError,
   checkEndpointUrl,
@@ -5,9 +6,9 @@ import {
   MAX_ENDPOINTS_PER_PROJECT,
   type Prisma,
 } from '@kiln/core';
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { Type } from 'typebox';
 import type { ApiDeps } from '../deps.js';
-import { buildErrors, idParams } from '../schemas.js';
+import { buildErrors, cursor, idParams, pageLimit } from '../schemas.js';
 
 const time = { type: 'string', format: 'date-time' } as const;
 const nullableTime = { type: ['string', 'null'], format: 'date-time' } as const;
@@ -90,30 +91,26 @@ const deliveryJson = (d: DeliveryRow) => ({
  * only), list, disable, and read the delivery log, per endpoint or per build. Another project's
  * ids are 404s, as for builds.
  */
-export function endpointRoutes(deps: ApiDeps) {
+export function endpointRoutes(deps: ApiDeps): FastifyPluginAsyncTypebox {
   const { db } = deps;
 
-  const findEndpoint = async (req: FastifyRequest<{ Params: { id: string } }>) => {
-    const endpoint = await db.eventEndpoint.findFirst({
-      where: { id: req.params.id, projectId: req.projectId },
-    });
-    if (!endpoint) throw new AppError('not_found', `no endpoint ${req.params.id}`);
+  const findEndpoint = async (projectId: string, id: string) => {
+    const endpoint = await db.eventEndpoint.findFirst({ where: { id, projectId } });
+    if (!endpoint) throw new AppError('not_found', `no endpoint ${id}`);
     return endpoint;
   };
 
-  return async (app: FastifyInstance) => {
+  return async (app) => {
     app.post(
       '/v1/endpoints',
       {
         schema: {
           summary: 'Register an endpoint for completion events; its signing secret is in this answer only',
-          body: {
-            type: 'object',
-            // Not typed here: the schema would coerce (null → "", [x] → x); every bad value is an
+          body: Type.Object({
+            // Unknown here: a typed schema would coerce (null → "", [x] → x); every bad value is an
             // invalid_endpoint from checkEndpointUrl instead.
-            properties: { url: { description: 'http:// or https:// URL Kiln POSTs events to' } },
-            required: ['url'],
-          },
+            url: Type.Unknown({ description: 'http:// or https:// URL Kiln POSTs events to' }),
+          }),
           response: {
             201: { type: 'object', properties: { ...endpointView.properties, secret: { type: 'string' } } },
             ...buildErrors,
@@ -121,7 +118,7 @@ export function endpointRoutes(deps: ApiDeps) {
         },
       },
       async (req, reply) => {
-        const body = req.body as Record<string, unknown>;
+        const body = req.body;
         // Refused, not dropped: a caller sending its own `secret` must learn it is not used.
         const unknown = Object.keys(body).find((k) => k !== 'url');
         if (unknown !== undefined) {
@@ -175,7 +172,7 @@ export function endpointRoutes(deps: ApiDeps) {
           response: { 200: endpointView, ...buildErrors },
         },
       },
-      async (req) => endpointJson(await findEndpoint(req as FastifyRequest<{ Params: { id: string } }>)),
+      async (req) => endpointJson(await findEndpoint(req.projectId, req.params.id)),
     );
 
     app.delete(
@@ -187,8 +184,8 @@ export function endpointRoutes(deps: ApiDeps) {
           response: buildErrors,
         },
       },
-      async (req: FastifyRequest<{ Params: { id: string } }>, reply) => {
-        const endpoint = await findEndpoint(req);
+      async (req, reply) => {
+        const endpoint = await findEndpoint(req.projectId, req.params.id);
         if (!endpoint.disabledAt) {
           await db.$transaction([
             db.eventEndpoint.updateMany({
@@ -212,21 +209,20 @@ export function endpointRoutes(deps: ApiDeps) {
         schema: {
           summary: "An endpoint's delivery log, newest first, with every attempt",
           params: idParams,
-          querystring: {
-            type: 'object',
-            properties: {
-              status: { type: 'string', enum: ['pending', 'delivered', 'failed'] },
-              cursor: { type: 'string', pattern: '^[0-9A-Za-z]{1,64}$' },
-              limit: { type: 'integer', minimum: 1, maximum: 100, default: 20 },
+          querystring: Type.Object(
+            {
+              status: Type.Optional(Type.Enum(['pending', 'delivered', 'failed'], { type: 'string' })),
+              cursor: Type.Optional(cursor),
+              limit: pageLimit,
             },
-            additionalProperties: false,
-          },
+            { additionalProperties: false },
+          ),
           response: { 200: deliveryList, ...buildErrors },
         },
       },
       async (req) => {
-        const endpoint = await findEndpoint(req as FastifyRequest<{ Params: { id: string } }>);
-        const q = req.query as { status?: string; cursor?: string; limit: number };
+        const endpoint = await findEndpoint(req.projectId, req.params.id);
+        const q = req.query;
         const rows = await db.eventDelivery.findMany({
           where: {
             endpointId: endpoint.id,
@@ -254,7 +250,7 @@ export function endpointRoutes(deps: ApiDeps) {
           response: { 200: deliveryList, ...buildErrors },
         },
       },
-      async (req: FastifyRequest<{ Params: { id: string } }>) => {
+      async (req) => {
         const build = await deps.builds.projectBuild(req.projectId, req.params.id);
         if (!build) throw new AppError('not_found', `no build ${req.params.id}`);
         const rows = await db.eventDelivery.findMany({

@@ -1,5 +1,6 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { AppError, generateToken, hashToken } from '@kiln/core';
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { Type } from 'typebox';
 import type { ApiDeps } from '../deps.js';
 import { buildErrors, idParams } from '../schemas.js';
 
@@ -18,7 +19,7 @@ const tokenView = {
  * revoke. A revocation evicts the token from this API's TokenCache before answering and is
  * announced to every replica through Redis, so the token stops working at once everywhere.
  */
-export function tokenRoutes(deps: ApiDeps) {
+export function tokenRoutes(deps: ApiDeps): FastifyPluginAsyncTypebox {
   const { db } = deps;
   const view = (t: { id: string; name: string; createdAt: Date; revokedAt: Date | null }) => ({
     id: t.id,
@@ -27,7 +28,7 @@ export function tokenRoutes(deps: ApiDeps) {
     revokedAt: t.revokedAt?.toISOString() ?? null,
   });
 
-  return async (app: FastifyInstance) => {
+  return async (app) => {
     app.get(
       '/v1/tokens',
       {
@@ -53,12 +54,10 @@ export function tokenRoutes(deps: ApiDeps) {
       {
         schema: {
           summary: 'Create a token for this project; its secret is in this answer only',
-          body: {
-            type: 'object',
-            properties: { name: { type: 'string', minLength: 1, maxLength: 100 } },
-            required: ['name'],
-            additionalProperties: false,
-          },
+          body: Type.Object(
+            { name: Type.String({ minLength: 1, maxLength: 100 }) },
+            { additionalProperties: false },
+          ),
           response: {
             201: { type: 'object', properties: { ...tokenView.properties, token: { type: 'string' } } },
             ...buildErrors,
@@ -70,7 +69,7 @@ export function tokenRoutes(deps: ApiDeps) {
         const row = await db.apiToken.create({
           data: {
             projectId: req.projectId,
-            name: (req.body as { name: string }).name,
+            name: req.body.name,
             tokenHash: hashToken(token),
           },
         });
@@ -81,7 +80,7 @@ export function tokenRoutes(deps: ApiDeps) {
     app.delete(
       '/v1/tokens/:id',
       { schema: { summary: 'Revoke a token of this project', params: idParams, response: buildErrors } },
-      async (req: FastifyRequest<{ Params: { id: string } }>, reply) => {
+      async (req, reply) => {
         const revoked = await db.apiToken.updateMany({
           where: { id: req.params.id, projectId: req.projectId, revokedAt: null },
           data: { revokedAt: new Date() },

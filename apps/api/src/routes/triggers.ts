@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import { AppError, type BuildSpecInput, type Prisma, parseBuildSpec, parseGitUrl } from '@kiln/core';
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { AppError, type Prisma, parseBuildSpec, parseGitUrl } from '@kiln/core';
+import { Type } from 'typebox';
 import type { ApiDeps } from '../deps.js';
 import { buildErrors, idParams } from '../schemas.js';
 
@@ -21,58 +22,51 @@ const triggerView = {
   },
 } as const;
 
-interface CreateBody {
-  provider: 'github' | 'gitlab';
-  repository: string;
-  branch: string;
-  spec?: Record<string, unknown>;
-  cloneUrl?: string;
-  secret?: string;
-}
+const printable = '^[\\x21-\\x7e]+$';
+const createBody = Type.Object(
+  {
+    provider: Type.Enum(['github', 'gitlab'], { type: 'string' }),
+    // owner/name on GitHub; group/subgroup/name on GitLab.
+    repository: Type.String({ maxLength: 255, pattern: '^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+$' }),
+    branch: Type.String({ minLength: 1, maxLength: 255, pattern: printable }),
+    spec: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
+    cloneUrl: Type.Optional(Type.String({ maxLength: 2048 })),
+    secret: Type.Optional(Type.String({ minLength: 16, maxLength: 256, pattern: printable })),
+  },
+  { additionalProperties: false },
+);
 
 /**
  * The project's webhook triggers: a push to `repository` on a branch matching `branch` (a glob,
  * see webhooks/branch-glob.ts) builds the pushed commit with `spec`. The secret (GitHub: the HMAC
  * key; GitLab: the token) is Kiln's own unless given, and is in the creation answer only.
  */
-export function triggerRoutes(deps: ApiDeps) {
+export function triggerRoutes(deps: ApiDeps): FastifyPluginAsyncTypebox {
   const { db, config } = deps;
   const view = (t: Trigger) => ({
     id: t.id,
     provider: t.provider,
     repository: t.repository,
     branch: t.branch,
-    spec: t.spec,
+    // Stored from a body whose spec the schema required to be an object.
+    spec: t.spec as Prisma.JsonObject,
     cloneUrl: t.cloneUrl,
     hookUrl: `${config.publicUrl}/v1/hooks/${t.provider}`,
     createdAt: t.createdAt.toISOString(),
   });
-  const findTrigger = async (req: FastifyRequest<{ Params: { id: string } }>) => {
-    const trigger = await db.trigger.findFirst({ where: { id: req.params.id, projectId: req.projectId } });
-    if (!trigger) throw new AppError('not_found', `no trigger ${req.params.id}`);
+  const findTrigger = async (projectId: string, id: string) => {
+    const trigger = await db.trigger.findFirst({ where: { id, projectId } });
+    if (!trigger) throw new AppError('not_found', `no trigger ${id}`);
     return trigger;
   };
 
-  return async (app: FastifyInstance) => {
+  return async (app) => {
     app.post(
       '/v1/triggers',
       {
         schema: {
           summary: 'Create a webhook trigger; its secret is in this answer only',
-          body: {
-            type: 'object',
-            properties: {
-              provider: { type: 'string', enum: ['github', 'gitlab'] },
-              // owner/name on GitHub; group/subgroup/name on GitLab.
-              repository: { type: 'string', maxLength: 255, pattern: '^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+$' },
-              branch: { type: 'string', minLength: 1, maxLength: 255, pattern: '^[\\x21-\\x7e]+$' },
-              spec: { type: 'object', additionalProperties: true },
-              cloneUrl: { type: 'string', maxLength: 2048 },
-              secret: { type: 'string', minLength: 16, maxLength: 256, pattern: '^[\\x21-\\x7e]+$' },
-            },
-            required: ['provider', 'repository', 'branch'],
-            additionalProperties: false,
-          },
+          body: createBody,
           response: {
             201: { type: 'object', properties: { ...triggerView.properties, secret: { type: 'string' } } },
             ...buildErrors,
@@ -80,17 +74,17 @@ export function triggerRoutes(deps: ApiDeps) {
         },
       },
       async (req, reply) => {
-        const body = req.body as CreateBody;
+        const body = req.body;
         const spec = body.spec ?? {};
         // Checked now so that a push never meets a spec or URL that cannot build.
-        if (parseBuildSpec(spec as BuildSpecInput).secrets) {
+        if (parseBuildSpec(spec).secrets) {
           throw new AppError(
             'invalid_spec',
             'a trigger cannot use build secrets: a push carries no secret values',
           );
         }
         // A trigger's spec is stored as given: build secrets would land in PostgreSQL.
-        if ((spec as BuildSpecInput).secrets !== undefined) {
+        if (spec.secrets !== undefined) {
           throw new AppError('invalid_spec', 'a trigger cannot carry build secrets (they are never stored)');
         }
         if (body.cloneUrl !== undefined) parseGitUrl(body.cloneUrl, 'cloneUrl');
@@ -139,7 +133,7 @@ export function triggerRoutes(deps: ApiDeps) {
           response: { 200: triggerView, ...buildErrors },
         },
       },
-      async (req) => view(await findTrigger(req as FastifyRequest<{ Params: { id: string } }>)),
+      async (req) => view(await findTrigger(req.projectId, req.params.id)),
     );
 
     app.delete(
@@ -151,7 +145,7 @@ export function triggerRoutes(deps: ApiDeps) {
           response: buildErrors,
         },
       },
-      async (req: FastifyRequest<{ Params: { id: string } }>, reply) => {
+      async (req, reply) => {
         const deleted = await db.trigger.deleteMany({
           where: { id: req.params.id, projectId: req.projectId },
         });

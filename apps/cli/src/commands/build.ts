@@ -2,7 +2,8 @@
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { loadSecrets } from '@kiln/buildkit-client';
-import { FINAL_STATUSES, KilnApi } from '../api.js';
+import { FINAL_STATUSES } from '@kiln/contract';
+import { KilnApi } from '../api.js';
 import { BUILD_USAGE, parseBuildOptions, serverDest } from '../args.js';
 import { loadConfig } from '../config.js';
 import { contextTarStream, planContext } from '../context-tar.js';

@@ -1,7 +1,8 @@
 /** `kiln builds ls|show|logs|cancel`. */
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { apiErrorFrom, type BuildView, FINAL_STATUSES, KilnApi } from '../api.js';
+import { BUILD_STATUSES, FINAL_STATUSES } from '@kiln/contract';
+import { apiErrorFrom, type BuildView, KilnApi } from '../api.js';
 import { parseCommandLine } from '../args.js';
 import { loadConfig } from '../config.js';
 import { EXIT_INTERRUPTED, EXIT_OK, InterruptedError, UsageError } from '../errors.js';
@@ -17,9 +18,8 @@ Commands:
   logs ID [-f]                                              A build's log (-f: follow it live)
   cancel ID [--wait]                                        Cancel a queued or running build
 
-STATUS: queued, running, succeeded, failed, canceled, expired`;
+STATUS: ${BUILD_STATUSES.join(', ')}`;
 
-const STATUSES = ['queued', 'running', 'succeeded', 'failed', 'canceled', 'expired'];
 const ID = /^[0-9A-Za-z]{1,64}$/;
 
 async function client(io: Io): Promise<KilnApi> {
@@ -56,8 +56,11 @@ async function ls(argv: string[], io: Io): Promise<number> {
   );
   if (values.help) return help(io);
   if (positionals.length > 0) throw new UsageError(`"kiln builds ls" takes no arguments`, BUILDS_USAGE);
-  if (values.status !== undefined && !STATUSES.includes(values.status)) {
-    throw new UsageError(`--status "${values.status}": use one of ${STATUSES.join(', ')}`, BUILDS_USAGE);
+  if (values.status !== undefined && !BUILD_STATUSES.some((s) => s === values.status)) {
+    throw new UsageError(
+      `--status "${values.status}": use one of ${BUILD_STATUSES.join(', ')}`,
+      BUILDS_USAGE,
+    );
   }
   const limit = values.limit === undefined ? 20 : Number(values.limit);
   if (!Number.isInteger(limit) || limit < 1 || limit > 100) {

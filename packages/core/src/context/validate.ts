@@ -12,9 +12,9 @@
  * full, and the writable side is not acknowledged until the inflater has taken the input).
  */
 import { createHash, type Hash } from 'node:crypto';
-import path from 'node:path/posix';
 import { Transform, type TransformCallback } from 'node:stream';
 import { createGunzip, type Gunzip } from 'node:zlib';
+import { dockerfileInContext } from '@kiln/contract';
 import { AppError } from '../errors.js';
 import { type ContextLimits, resolveContextLimits } from './limits.js';
 import { quote, TarParser } from './tar.js';
@@ -303,15 +303,8 @@ export class ContextValidationStream extends Transform {
 
 /** `./docker/../build/Dockerfile` → `build/Dockerfile`; rejects paths that leave the context. */
 export function normalizeDockerfilePath(file: string): string {
-  const normalized = path.normalize(file.replace(/^(\.\/)+/, ''));
-  if (
-    file === '' ||
-    normalized.startsWith('/') ||
-    normalized === '..' ||
-    normalized.startsWith('../') ||
-    normalized === '.' ||
-    normalized.endsWith('/')
-  ) {
+  const normalized = dockerfileInContext(file);
+  if (normalized === undefined) {
     throw new AppError(
       'invalid_spec',
       `Dockerfile path ${quote(file)} must be a file path inside the context, e.g. Dockerfile or docker/app.Dockerfile`,

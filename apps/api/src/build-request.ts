@@ -1,0 +1,194 @@
+import type { IncomingMessage } from 'node:http';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import {
+  AppError,
+  type BuildSecrets,
+  type BuildSpec,
+  type BuildSpecInput,
+  parseBuildSecrets,
+  parseBuildSpec,
+  SPEC_FIELDS,
+} from '@kiln/core';
+import type { FastifyRequest, RawServerDefault, RouteGenericInterface } from 'fastify';
+import { Type } from 'typebox';
+import { checkIdempotencyKey, createBuild } from './create-build.js';
+import type { ApiDeps } from './deps.js';
+import { parseGitBuildRequest } from './git-request.js';
+import { type ReceivedContext, receiveContext } from './upload.js';
+
+/** Content types taken as a raw context upload (the body stays a stream for receiveContext). */
+export const RAW_CONTEXT_TYPES = [
+  'application/x-tar',
+  'application/tar',
+  'application/gzip',
+  'application/x-gzip',
+  'application/octet-stream',
+];
+
+/** What POST /v1/builds declares besides its body, which is read here by its content type. */
+export const buildRequestSchema = {
+  // Spec fields and repeatable build-arg/label: specFromQuery names what is wrong.
+  querystring: Type.Record(Type.String(), Type.Unknown()),
+  headers: Type.Object({ 'idempotency-key': Type.Optional(Type.String()) }),
+};
+
+type BuildRequest = FastifyRequest<
+  RouteGenericInterface,
+  RawServerDefault,
+  IncomingMessage,
+  typeof buildRequestSchema,
+  TypeBoxTypeProvider
+>;
+
+interface Upload {
+  spec: BuildSpec;
+  secrets: BuildSecrets;
+  context: ReceivedContext;
+}
+
+/**
+ * POST /v1/builds: the build a request asks for, created. A JSON body names a git repository;
+ * anything else is an upload (a raw tar or gzip body with the spec in the query, or multipart
+ * with the spec's fields before the context part), whose temp copy is gone once this returns.
+ */
+export async function submitBuild(deps: ApiDeps, req: BuildRequest) {
+  const idempotencyKey = checkIdempotencyKey(req.headers['idempotency-key']);
+  if (isJsonBody(req)) {
+    const { spec, git, secrets } = parseGitBuildRequest(req.body);
+    const source = { kind: 'git', git, origin: 'api' } as const;
+    return createBuild(deps, req.projectId, spec, source, idempotencyKey, secrets);
+  }
+  const { spec, secrets, context } = await receiveUpload(deps, req);
+  try {
+    return await createBuild(deps, req.projectId, spec, { kind: 'upload', context }, idempotencyKey, secrets);
+  } finally {
+    await context.dispose();
+  }
+}
+
+/** The spec and the stored context of an upload, within the request's deadline. */
+async function receiveUpload(deps: ApiDeps, req: BuildRequest): Promise<Upload> {
+  // Node's requestTimeout stops counting once a request reaches its handler, so a drip-fed
+  // upload needs its own deadline; the socket idle timeout (connectionTimeout) cuts a stalled one.
+  const seconds = deps.config.requestTimeoutSeconds;
+  const deadline = setTimeout(
+    () => req.raw.destroy(new AppError('invalid_request', `the upload took longer than ${seconds} s`)),
+    seconds * 1000,
+  );
+  try {
+    return await readUpload(deps, req);
+  } finally {
+    clearTimeout(deadline);
+  }
+}
+
+async function readUpload(deps: ApiDeps, req: BuildRequest): Promise<Upload> {
+  if (!req.isMultipart()) {
+    if (!isStream(req.body)) {
+      throw new AppError(
+        'unsupported_media_type',
+        `send the context as ${RAW_CONTEXT_TYPES.slice(0, 3).join(', ')} or multipart/form-data, or name a git repository in JSON`,
+      );
+    }
+    const spec = parseBuildSpec(specFromQuery(req.query));
+    return { spec, secrets: {}, context: await receiveContext(req.body, uploadOptions(deps, spec.file)) };
+  }
+  // No prototype: a "__proto__" key in a JSON spec stays a key (and is then rejected as unknown).
+  const fields: Record<string, unknown> = Object.create(null);
+  let stored: Upload | undefined;
+  try {
+    for await (const part of req.parts()) {
+      if (part.type === 'file') {
+        if (part.fieldname !== 'context' || stored) {
+          part.file.resume();
+          throw new AppError(
+            'invalid_request',
+            `unexpected file part "${part.fieldname}": send one part named "context"`,
+          );
+        }
+        const input: BuildSpecInput = { ...fields, ...specFromQuery(req.query) };
+        const spec = parseBuildSpec(input);
+        const secrets = parseBuildSecrets(input.secrets);
+        stored = { spec, secrets, context: await receiveContext(part.file, uploadOptions(deps, spec.file)) };
+      } else {
+        if (stored)
+          throw new AppError(
+            'invalid_request',
+            `field "${part.fieldname}" must come before the context part`,
+          );
+        if (part.valueTruncated) {
+          const code = part.fieldname === 'spec' ? 'invalid_spec' : 'invalid_request';
+          throw new AppError(code, `the "${part.fieldname}" field is larger than 1 MiB`);
+        }
+        if (part.fieldname === 'spec') {
+          // A part sent as application/json arrives parsed already.
+          const spec = typeof part.value === 'string' ? parseSpecJson(part.value) : part.value;
+          if (typeof spec !== 'object' || spec === null || Array.isArray(spec)) {
+            throw new AppError('invalid_spec', 'the "spec" field must be a JSON object');
+          }
+          for (const [k, v] of Object.entries(spec)) fields[k] = v;
+        } else fields[part.fieldname] = part.value;
+      }
+    }
+  } catch (err) {
+    await stored?.context.dispose();
+    throw err;
+  }
+  if (!stored) throw new AppError('invalid_context', 'no "context" file part in the form');
+  return stored;
+}
+
+function uploadOptions({ storage, config }: ApiDeps, dockerfilePath: string) {
+  return {
+    storage,
+    tmpDir: path.join(config.dataDir, 'tmp'),
+    limits: {
+      maxUncompressedBytes: config.limits.maxContextBytes,
+      maxCompressedBytes: config.limits.maxContextBytes,
+      maxEntries: config.limits.maxContextEntries,
+    },
+    dockerfilePath,
+  };
+}
+
+/** docker-style repeatable `build-arg=K=V` / `label=K=V` query parameters become the spec's maps. */
+function specFromQuery(query: Record<string, unknown>): BuildSpecInput {
+  const spec: Record<string, unknown> = {};
+  const list = (v: unknown) => (Array.isArray(v) ? v : v === undefined ? [] : [v]);
+  for (const [k, v] of Object.entries(query)) {
+    if (k === 'secrets' || k === 'secret') {
+      throw new AppError(
+        'invalid_spec',
+        'secrets are not accepted in the query string (URLs end up in logs): send them in the JSON "spec" part of a multipart request',
+      );
+    }
+    if (k === 'build-arg') spec.buildArgs = list(v);
+    else if (k === 'label') spec.labels = list(v);
+    else if (SPEC_FIELDS.includes(k)) {
+      if (Array.isArray(v)) throw new AppError('invalid_spec', `${k} is given more than once`);
+      spec[k] = v;
+    } else throw new AppError('invalid_spec', `unknown parameter "${k.slice(0, 100)}"`);
+  }
+  return spec;
+}
+
+/** Fastify's JSON parser has run: the body is a remote-context request, not an upload. */
+function isJsonBody(req: FastifyRequest): boolean {
+  return (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase() === 'application/json';
+}
+
+function isStream(body: unknown): body is Readable {
+  return typeof body === 'object' && body !== null && typeof (body as Readable).pipe === 'function';
+}
+
+function parseSpecJson(text: string): Record<string, unknown> {
+  try {
+    const v = JSON.parse(text) as unknown;
+    if (typeof v === 'object' && v !== null && !Array.isArray(v)) return v as Record<string, unknown>;
+  } catch {
+    // reported below
+  }
+  throw new AppError('invalid_spec', 'the "spec" field must be a JSON object');
+}

@@ -1,0 +1,100 @@
+import { type Static, type TSchema, Type } from 'typebox';
+import { BuildStatusSchema } from './statuses.js';
+
+/** `T | null` as one JSON Schema type list, which the response serializer writes without trying branches. */
+function Nullable<T extends TSchema & { type: string }>(schema: T) {
+  return Type.Unsafe<Static<T> | null>({ ...schema, type: [schema.type, 'null'] });
+}
+
+const Time = Type.String({ format: 'date-time' });
+const StringMap = Type.Record(Type.String(), Type.String());
+
+/**
+ * A build's spec as stored: the normalized export spec. Open to other fields so that a spec
+ * stored by another version still reads.
+ */
+export const BuildSpecViewSchema = Type.Object(
+  {
+    output: Type.Optional(
+      Type.Object({
+        type: Type.Optional(Type.String()),
+        dest: Type.Optional(Type.String()),
+        attrs: Type.Optional(StringMap),
+      }),
+    ),
+    file: Type.Optional(Type.String()),
+    target: Type.Optional(Type.String()),
+    buildArgs: Type.Optional(StringMap),
+    platform: Type.Optional(Type.String()),
+    labels: Type.Optional(StringMap),
+    noCache: Type.Optional(Type.Boolean()),
+    network: Type.Optional(Type.String()),
+    /** Ids only: values are never stored. */
+    secrets: Type.Optional(Type.Array(Type.String())),
+  },
+  { additionalProperties: true },
+);
+
+export const ArtifactSchema = Type.Object({
+  filename: Type.String(),
+  size: Type.Integer(),
+  digest: Nullable(Type.String()),
+  url: Type.String(),
+  expiresAt: Time,
+});
+
+/**
+ * The JSON a caller sees for a build. A succeeded one carries `artifact` with a freshly signed
+ * URL (an expired one none); a failed or canceled one `error`. A git build (POST with {git}, or a
+ * webhook push) has `git` and a null `context`.
+ */
+export const BuildViewSchema = Type.Object(
+  {
+    id: Type.String(),
+    status: BuildStatusSchema,
+    spec: BuildSpecViewSchema,
+    /** api (an upload or POST with {git}), github or gitlab (a webhook push). */
+    source: Type.String(),
+    context: Nullable(Type.Object({ digest: Type.String(), size: Type.Integer() })),
+    /** The repository, the ref as given or pushed, the commit when known, the trigger. */
+    git: Nullable(
+      Type.Object({
+        url: Type.String(),
+        ref: Nullable(Type.String()),
+        commit: Nullable(Type.String()),
+        trigger: Nullable(Type.String()),
+      }),
+    ),
+    attempts: Type.Integer(),
+    builder: Nullable(Type.String()),
+    /** Platform the artifact was built for (os/arch[/variant]), once known. */
+    platform: Nullable(Type.String()),
+    /** Answered from the result cache: shares the artifact of the build `cachedFrom` names. */
+    cached: Type.Boolean(),
+    cachedFrom: Nullable(Type.String()),
+    createdAt: Time,
+    startedAt: Nullable(Time),
+    finishedAt: Nullable(Time),
+    error: Type.Optional(Type.Object({ code: Type.String(), message: Type.String() })),
+    artifact: Type.Optional(ArtifactSchema),
+    links: Type.Object({
+      self: Type.String(),
+      logs: Type.String(),
+      artifact: Type.String(),
+      cancel: Type.String(),
+    }),
+  },
+  { $id: 'Build' },
+);
+export type BuildView = Static<typeof BuildViewSchema>;
+export type Artifact = Static<typeof ArtifactSchema>;
+
+export const BuildListSchema = Type.Object(
+  {
+    // By reference: the server registers Build once and every route shares it.
+    items: Type.Array(Type.Unsafe<BuildView>({ $ref: 'Build#' })),
+    nextCursor: Nullable(Type.String()),
+  },
+  { $id: 'BuildList' },
+);
+export type BuildList = Static<typeof BuildListSchema>;

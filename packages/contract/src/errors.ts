@@ -1,0 +1,38 @@
+import { type Static, Type } from 'typebox';
+
+/**
+ * Every error code the API answers with, stable across versions: callers branch on them. Which
+ * HTTP status each one is stays with the server (ERROR_STATUS in @kiln/core).
+ */
+export const ERROR_CODES = [
+  'invalid_spec',
+  'invalid_context',
+  'invalid_request',
+  'invalid_endpoint',
+  'unauthorized',
+  'invalid_signature',
+  'forbidden',
+  'not_found',
+  'conflict',
+  'gone',
+  'context_too_large',
+  'payload_too_large',
+  'unsupported_media_type',
+  'rate_limited',
+  'internal',
+  'unavailable',
+  'no_builder_available',
+] as const;
+export type ErrorCode = (typeof ERROR_CODES)[number];
+
+/** Every error answer: `{error: {code, message}}`, the message written for the caller. */
+export const ErrorSchema = Type.Object(
+  {
+    error: Type.Object({
+      code: Type.Enum(ERROR_CODES, { type: 'string' }),
+      message: Type.String(),
+    }),
+  },
+  { $id: 'Error' },
+);
+export type ErrorBody = Static<typeof ErrorSchema>;
