@@ -70,6 +70,8 @@ export interface RunBuildDeps {
   active: ActiveBuilds;
   logger: Logger;
   buildTimeoutSeconds: number;
+  /** KILN_MAX_LOG_BYTES: the build output a log keeps. */
+  maxLogBytes: number;
   /** Where per-build temp directories go; default os.tmpdir(). */
   tmpDir?: string;
   /** How long writes of a finished attempt are retried while PostgreSQL is away; default 10 minutes. */
@@ -207,7 +209,9 @@ class BuildRun {
   async run(): Promise<RunBuildResult> {
     try {
       this.tmp = await mkdtemp(path.join(this.deps.tmpDir ?? tmpdir(), 'kiln-build-'));
-      this.log = new BuildLog(this.deps.redis, this.id, path.join(this.tmp, 'build.log'), this.logger);
+      this.log = new BuildLog(this.deps.redis, this.id, path.join(this.tmp, 'build.log'), this.logger, {
+        maxBytes: this.deps.maxLogBytes,
+      });
       await this.log.continueFrom(this.deps.storage, logKey(this.id)).catch((err: unknown) => {
         this.logger.warn({ err: messageOf(err) }, 'could not read the log of earlier attempts');
       });
@@ -227,8 +231,14 @@ class BuildRun {
     }
   }
 
+  /** Build output (bounded by the log budget). */
   private write(text: string): void {
     this.log?.write(text);
+  }
+
+  /** Kiln's own lines about the attempt and its end: shown even after the output was truncated. */
+  private note(text: string): void {
+    this.log?.note(text);
   }
 
   private async execute(): Promise<RunBuildResult> {
@@ -312,7 +322,7 @@ class BuildRun {
     if (!attempt) return false;
     this.current = { id: attempt.id, number: attempt.number };
     this.logger.info({ builder, attempt: attempt.number }, 'build started');
-    this.write(`#0 kiln: attempt ${attempt.number} on ${builder}\n`);
+    this.note(`#0 kiln: attempt ${attempt.number} on ${builder}\n`);
     return true;
   }
 
@@ -376,7 +386,7 @@ class BuildRun {
     const { gitUrl, gitRef, gitCommit, contextKey } = this.build;
     if (gitUrl) {
       const context = gitContextAttr({ gitUrl, gitRef, gitCommit });
-      this.write(`#0 kiln: git context ${context}\n`);
+      this.note(`#0 kiln: git context ${context}\n`);
       return { frontendAttrs: { ...frontendAttrsFor(spec), filename: spec.file, context } };
     }
     // Context: stored tar → private temp dir.
@@ -517,7 +527,7 @@ class BuildRun {
   }
 
   private async canceled(): Promise<RunBuildResult> {
-    this.write('\nCANCELED: the build was canceled\n');
+    this.note('\nCANCELED: the build was canceled\n');
     await this.finalize((change) =>
       this.deps.lifecycle.cancel(this.id, 'the build was canceled', {
         attempt: this.attemptEnd('canceled'),
@@ -529,7 +539,7 @@ class BuildRun {
 
   /** A user-side failure: final, never retried. */
   private async fail(errorCode: BuildErrorCode, errorMessage: string): Promise<never> {
-    this.write(`\nERROR: ${errorMessage}\n`);
+    this.note(`\nERROR: ${errorMessage}\n`);
     await this.finalize((change) =>
       this.deps.lifecycle.fail(
         this.id,
@@ -550,7 +560,7 @@ class BuildRun {
     this.logger.warn({ err: message, errorCode, last, builder: this.lease?.address }, 'build attempt failed');
     if (last) {
       const n = this.attempt.attempts;
-      this.write(`\nERROR: ${message}\n`);
+      this.note(`\nERROR: ${message}\n`);
       await this.finalize((change) =>
         this.deps.lifecycle.fail(
           this.id,
@@ -563,7 +573,7 @@ class BuildRun {
         ),
       );
     } else {
-      this.write(`\n#0 kiln: attempt failed: ${message}; the build will be retried\n`);
+      this.note(`\n#0 kiln: attempt failed: ${message}; the build will be retried\n`);
       await this.requeue('failed', errorCode, message);
     }
     throw err;
@@ -571,7 +581,7 @@ class BuildRun {
 
   /** This worker is stopping: the build goes back to the queue for another worker. */
   private async handBack(message: string): Promise<never> {
-    this.write(`\n#0 kiln: ${message}; the build will be retried\n`);
+    this.note(`\n#0 kiln: ${message}; the build will be retried\n`);
     await this.requeue('lost', 'worker_stopped', message);
     throw new HandBackError(message, this.handBackDelay());
   }

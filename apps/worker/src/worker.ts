@@ -164,6 +164,7 @@ export class KilnWorker {
       active: this.active,
       logger,
       buildTimeoutSeconds: config.buildTimeoutSeconds,
+      maxLogBytes: config.logs.maxBytes,
       ...(deps.tmpDir !== undefined ? { tmpDir: deps.tmpDir } : {}),
       ...(deps.handBackDelayMs !== undefined ? { handBackDelayMs: deps.handBackDelayMs } : {}),
     };

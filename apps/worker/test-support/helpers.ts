@@ -98,6 +98,7 @@ export function testConfig(
     shutdownGraceSeconds: 30,
     retention: { days: 30, contextDays: 7, intervalSeconds: 3600 },
     events: { attempts: 3, backoffMs: 1000, timeoutSeconds: 10 },
+    logs: { maxBytes: 4 * 1024 ** 2, maxFollowersPerProject: 50, maxStreamSeconds: 3600 },
     ...over,
   };
 }

@@ -4,6 +4,9 @@ import type { StatusEvent, VertexInfo } from './status.js';
  * Renders status events as `buildctl --progress=plain` does: `#N name`, timestamped log lines,
  * progress lines, then `#N DONE 0.3s` / `#N CACHED` / `#N ERROR: ...`.
  */
+/** An unfinished line longer than this is written as it is rather than held for its newline. */
+const MAX_PARTIAL_CHARS = 64 * 1024;
+
 export class PlainProgressRenderer {
   private readonly numbers = new Map<string, number>();
   private readonly partial = new Map<string, string>();
@@ -28,6 +31,8 @@ export class PlainProgressRenderer {
     const n = this.number(e.vertex);
     switch (e.type) {
       case 'vertex':
+        // A step that ended will not finish its last line: write it rather than hold it.
+        if (e.state !== 'started') this.flushPartial(e.vertex, n, e.vertex.completed ?? new Date());
         if (e.state === 'started') this.write(`\n#${n} ${e.vertex.name}\n`);
         else if (e.state === 'cached') this.write(`#${n} CACHED\n`);
         else if (e.state === 'error') this.write(`#${n} ERROR: ${e.vertex.error}\n`);
@@ -38,6 +43,9 @@ export class PlainProgressRenderer {
         const lines = text.split('\n');
         this.partial.set(e.vertex.digest, lines.pop() ?? '');
         for (const line of lines) this.write(`#${n} ${this.elapsed(e.vertex, e.timestamp)} ${line}\n`);
+        if ((this.partial.get(e.vertex.digest) ?? '').length > MAX_PARTIAL_CHARS) {
+          this.flushPartial(e.vertex, n, e.timestamp);
+        }
         break;
       }
       case 'progress':
@@ -47,6 +55,12 @@ export class PlainProgressRenderer {
         this.write(`#${n} WARNING: ${e.message}\n`);
         break;
     }
+  }
+
+  private flushPartial(v: VertexInfo, n: number, at: Date): void {
+    const rest = this.partial.get(v.digest);
+    this.partial.delete(v.digest);
+    if (rest) this.write(`#${n} ${this.elapsed(v, at)} ${rest}\n`);
   }
 
   private duration(v: VertexInfo): string {

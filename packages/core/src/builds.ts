@@ -32,6 +32,11 @@ export const CHANNEL_CANCEL = 'kiln:cancel';
  */
 export const logStreamKey = (buildId: string) => `kiln:logs:${buildId}`;
 export const LOG_STREAM_TTL_SECONDS = 24 * 3600;
+/**
+ * `XADD ... MAXLEN ~` of the log stream: entries hold at most 64 KiB and the worker's byte
+ * budget (KILN_MAX_LOG_BYTES) bounds the text, so this only stops a flood of tiny entries.
+ */
+export const LOG_STREAM_MAX_ENTRIES = 10_000;
 
 export const contextKey = (sha256: string) => `contexts/sha256/${sha256}.tar`;
 export const artifactKey = (buildId: string, dest: string) => `artifacts/${buildId}/${dest}`;

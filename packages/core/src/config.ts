@@ -50,6 +50,9 @@ const ENV = z.object({
   KILN_EVENT_ATTEMPTS: int(1, 30).default(10),
   KILN_EVENT_BACKOFF_MS: int(10, 3_600_000).default(10_000),
   KILN_EVENT_TIMEOUT_SECONDS: int(1, 300).default(10),
+  KILN_MAX_LOG_BYTES: int(64 * 1024, 1024 ** 3).default(4 * 1024 ** 2),
+  KILN_MAX_LOG_FOLLOWERS_PER_PROJECT: int(1, 100_000).default(50),
+  KILN_MAX_LOG_STREAM_SECONDS: int(1, 7 * 86_400).default(3600),
 });
 
 /** The names of every environment variable Kiln reads (docker-compose.yml is checked against it). */
@@ -108,6 +111,15 @@ export interface KilnConfig {
     backoffMs: number;
     /** Longest one POST may take, answer included. */
     timeoutSeconds: number;
+  };
+  /** Build logs and their live streams. */
+  logs: {
+    /** A build's log text past this many bytes is dropped after one truncation marker (final lines still go). */
+    maxBytes: number;
+    /** Live (SSE) followers one project may hold open on one API process. */
+    maxFollowersPerProject: number;
+    /** A live stream older than this ends with a `reconnect` event. */
+    maxStreamSeconds: number;
   };
 }
 
@@ -182,6 +194,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): KilnConfig {
       attempts: e.KILN_EVENT_ATTEMPTS,
       backoffMs: e.KILN_EVENT_BACKOFF_MS,
       timeoutSeconds: e.KILN_EVENT_TIMEOUT_SECONDS,
+    },
+    logs: {
+      maxBytes: e.KILN_MAX_LOG_BYTES,
+      maxFollowersPerProject: e.KILN_MAX_LOG_FOLLOWERS_PER_PROJECT,
+      maxStreamSeconds: e.KILN_MAX_LOG_STREAM_SECONDS,
     },
   };
 }

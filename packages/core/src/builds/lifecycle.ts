@@ -11,7 +11,12 @@
  */
 import type { Redis } from 'ioredis';
 import { deleteBuildSecrets } from '../build-secrets.js';
-import { type BuildStatusName, LOG_STREAM_TTL_SECONDS, logStreamKey } from '../builds.js';
+import {
+  type BuildStatusName,
+  LOG_STREAM_MAX_ENTRIES,
+  LOG_STREAM_TTL_SECONDS,
+  logStreamKey,
+} from '../builds.js';
 import type { Build, BuildAttempt, Prisma } from '../db/generated/client.js';
 import { recordBuildEvents } from '../events/outbox.js';
 import type { Logger } from '../logger.js';
@@ -325,8 +330,9 @@ export class BuildLifecycle {
     const key = logStreamKey(id);
     try {
       const multi = this.deps.redis.multi();
-      if (text) multi.xadd(key, '*', 'k', 'log', 'd', text);
-      if (end) multi.xadd(key, '*', 'k', 'end', 'd', end);
+      const cap = ['MAXLEN', '~', LOG_STREAM_MAX_ENTRIES] as const;
+      if (text) multi.xadd(key, ...cap, '*', 'k', 'log', 'd', text);
+      if (end) multi.xadd(key, ...cap, '*', 'k', 'end', 'd', end);
       await multi.expire(key, LOG_STREAM_TTL_SECONDS).exec();
     } catch (err) {
       this.deps.logger.warn({ buildId: id, err: (err as Error).message }, 'log stream write failed');
