@@ -33,6 +33,8 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
     // Route schemas are TypeBox's: handlers get their params, query, headers and body typed from them.
   }).withTypeProvider<TypeBoxTypeProvider>();
   registerErrorHandling(app);
+  // Live log streams never finish on their own: end them, or close() would wait for them.
+  app.addHook('preClose', async () => deps.followers.stopAll());
   for (const schema of sharedSchemas) app.addSchema(schema);
   await app.register(multipart, {
     limits: {

@@ -8,6 +8,8 @@ import type {
 } from '@kiln/core';
 import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
+import type { LogFollowers } from './log-followers.js';
+import type { LogHub } from './log-hub.js';
 import type { TokenCache } from './token-cache.js';
 
 /** Everything the API talks to; main.ts builds them from the config, tests build their own. */
@@ -26,4 +28,8 @@ export interface ApiDeps {
   /** QUEUE_EVENTS: completion-event deliveries the API's own final states (cancel, cache hit) insert. */
   eventQueue: Queue;
   logger: Logger;
+  /** Live log reading shared by every follower of a build in this process. */
+  logHub: LogHub;
+  /** The open live log streams: the per-project cap, and ending them all on close. */
+  followers: LogFollowers;
 }

@@ -1,21 +1,26 @@
-import { type Build, FINAL_STATUSES, logStreamKey } from '@kiln/core';
+import { Readable } from 'node:stream';
+import { type Build, logStreamKey } from '@kiln/core';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { ApiDeps } from './deps.js';
+import { type LogEntry, streamEntries } from './log-stream.js';
+import { SseWriter, sseEvent } from './sse.js';
 
-type StreamEntries = Array<[id: string, fields: string[]]>;
-
-function entryFields(fields: string[]): { kind: string; data: string } {
-  const map: Record<string, string> = {};
-  for (let i = 0; i + 1 < fields.length; i += 2) map[fields[i] as string] = fields[i + 1] as string;
-  return { kind: map.k ?? 'log', data: map.d ?? '' };
-}
+/** What one follower may leave unread, and for how long its socket may stay full, before it is dropped. */
+const MAX_UNREAD_BYTES = 1024 * 1024;
+const MAX_STALL_MS = 30_000;
+/** A comment this often keeps proxies from closing a quiet stream. */
+const KEEP_ALIVE_MS = 15_000;
 
 /** What a build answered from the result cache has for a log: it never ran, the build it reused did. */
 function cachedNote(build: Build): string {
   return `#0 kiln: result cache: reused the artifact of build ${build.cachedFromId} (same context, spec and platform); its log is at /v1/builds/${build.cachedFromId}/logs\n`;
 }
 
-/** The whole log as text: the stored object once the build is done, else what the live stream holds. */
+async function* logText(deps: ApiDeps, build: Build): AsyncGenerator<string> {
+  for await (const e of streamEntries(deps.redis, logStreamKey(build.id))) if (e.kind === 'log') yield e.data;
+}
+
+/** The whole log as text, streamed: the stored object once the build is done, else the live stream page by page. */
 export async function readLogs(deps: ApiDeps, build: Build, reply: FastifyReply) {
   reply.type('text/plain; charset=utf-8');
   if (build.cachedFromId) return reply.send(cachedNote(build));
@@ -23,30 +28,21 @@ export async function readLogs(deps: ApiDeps, build: Build, reply: FastifyReply)
     const object = await deps.storage.get(build.logKey).catch(() => undefined);
     if (object) return reply.send(object.body);
   }
-  const entries = (await deps.redis.xrange(logStreamKey(build.id), '-', '+')) as StreamEntries;
-  return reply.send(
-    entries
-      .map(([, f]) => entryFields(f))
-      .filter((e) => e.kind === 'log')
-      .map((e) => e.data)
-      .join(''),
-  );
-}
-
-/** One server-sent event; every line of `data` its own `data:` field. */
-function sse(event: string, data: string): string {
-  return `event: ${event}\n${data
-    .split('\n')
-    .map((l) => `data: ${l}`)
-    .join('\n')}\n\n`;
+  return reply.send(Readable.from(logText(deps, build)));
 }
 
 /**
- * Server-sent events: every log chunk as it arrives (`event: log`), then `event: end` with
- * the final status, and the response closes. A blocking XREAD on its own connection per
- * follower; the loop stops when the client goes away.
+ * Server-sent events: the log so far, then every chunk as it arrives (`event: log`), then
+ * `event: end` with the final status, and the response closes. The live part comes from the
+ * process's LogHub (one Redis reader for all followers). A stream also ends with
+ * `event: reconnect` (too old: KILN_MAX_LOG_STREAM_SECONDS, or the API is stopping; a client
+ * reconnects and is replayed the log) or `event: revoked` (its token was revoked).
  */
 export async function followLogs(deps: ApiDeps, build: Build, req: FastifyRequest, reply: FastifyReply) {
+  let stop: (event: string, data: string) => void = () => undefined;
+  const release = deps.followers.admit(req.projectId, () =>
+    stop('reconnect', 'the server is shutting down; reconnect'),
+  );
   reply.hijack();
   const res = reply.raw;
   res.writeHead(200, {
@@ -57,48 +53,71 @@ export async function followLogs(deps: ApiDeps, build: Build, req: FastifyReques
   });
   if (build.cachedFromId) {
     // Done before it started: nothing to follow.
-    res.write(sse('log', cachedNote(build)) + sse('end', build.status));
-    res.end();
+    res.end(sseEvent('log', cachedNote(build)) + sseEvent('end', build.status));
+    release();
     return;
   }
-  // Its own connection (a blocking XREAD holds it); queue commands until it is connected.
-  const reader = deps.redis.duplicate({ enableOfflineQueue: true });
-  let open = true;
-  req.raw.on('close', () => {
-    open = false;
-    reader.disconnect();
+
+  const out = new SseWriter(res, {
+    maxBufferedBytes: MAX_UNREAD_BYTES,
+    maxStallMs: MAX_STALL_MS,
+    onTooSlow: () => {
+      deps.logger.info({ buildId: build.id }, 'log follower too slow: disconnected');
+      res.destroy();
+    },
   });
-  const send = (event: string, data: string) => {
-    res.write(sse(event, data));
+  let finished = false;
+  let unsubscribe = () => {};
+  const cleanups: Array<() => void> = [];
+  const done = new Promise<void>((resolve) => {
+    const finish = (end?: { event: string; data: string }) => {
+      if (finished) return;
+      finished = true;
+      if (end) out.send(end.event, end.data);
+      res.end();
+      unsubscribe();
+      for (const c of cleanups) c();
+      release();
+      resolve();
+    };
+    stop = (event, data) => finish({ event, data });
+    res.on('close', () => finish());
+  });
+  const maxAge = deps.config.logs.maxStreamSeconds;
+  const age = setTimeout(
+    () => stop('reconnect', `this stream reached its maximum age of ${maxAge} s; reconnect`),
+    maxAge * 1000,
+  );
+  const keepAlive = setInterval(() => out.comment('keep-alive'), KEEP_ALIVE_MS);
+  cleanups.push(
+    () => clearTimeout(age),
+    () => clearInterval(keepAlive),
+    deps.tokens.onRevoked((tokenId) => {
+      if (tokenId === req.tokenId) stop('revoked', 'the token of this stream was revoked');
+    }),
+  );
+
+  // Entries the hub hands over while the history is still being sent wait here, in order.
+  let pending: LogEntry[] | undefined = [];
+  const deliver = (e: LogEntry) => {
+    if (e.kind === 'end') stop('end', e.data);
+    else out.send('log', e.data);
   };
+  const sub = await deps.logHub.subscribe(build.id, (e) => (pending ? pending.push(e) : deliver(e)));
+  unsubscribe = sub.unsubscribe;
+  if (finished) unsubscribe();
   try {
-    let cursor = '0';
-    for (let idle = 0; open; ) {
-      const result = (await reader
-        .xread('COUNT', 500, 'BLOCK', 5000, 'STREAMS', logStreamKey(build.id), cursor)
-        .catch(() => null)) as Array<[string, StreamEntries]> | null;
-      const entries = result?.[0]?.[1] ?? [];
-      for (const [id, fields] of entries) {
-        cursor = id;
-        const e = entryFields(fields);
-        if (e.kind === 'end') {
-          send('end', e.data);
-          return;
-        }
-        send('log', e.data);
-      }
-      if (entries.length > 0) continue;
-      // No stream entries: the build may have ended long ago (stream expired) or not started.
-      idle++;
-      const current = await deps.builds.statusOf(build.id);
-      if (!current || (FINAL_STATUSES.has(current) && idle > 1)) {
-        send('end', current ?? 'unknown');
-        return;
-      }
-      res.write(': keep-alive\n\n');
+    for await (const e of streamEntries(deps.redis, logStreamKey(build.id), sub.until)) {
+      if (finished) break;
+      if (e.kind === 'end') stop('end', e.data);
+      else await out.sendPaced('log', e.data);
     }
-  } finally {
-    reader.disconnect();
-    res.end();
+  } catch (err) {
+    deps.logger.warn({ buildId: build.id, err: (err as Error).message }, 'reading the log stream failed');
+    stop('reconnect', 'the log is unavailable for a moment; reconnect');
   }
+  const waiting = pending;
+  pending = undefined;
+  for (const e of waiting) if (!finished) deliver(e);
+  await done;
 }

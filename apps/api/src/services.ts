@@ -14,6 +14,8 @@ import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import type { ApiDeps } from './deps.js';
 import { eventEnqueuer } from './events.js';
+import { LogFollowers } from './log-followers.js';
+import { LogHub } from './log-hub.js';
 import { TokenCache } from './token-cache.js';
 
 /** Connects what the API needs, from the config; `close()` releases all of it. */
@@ -47,6 +49,12 @@ export async function createApiDeps(config: KilnConfig): Promise<ApiDeps & { clo
   eventQueue.on('error', (err) => logger.warn({ err: err.message }, 'event queue'));
   const builds = new BuildRepository(database.prisma, database.pool);
   const events = eventEnqueuer({ eventQueue, config, logger });
+  const logHub = new LogHub({
+    redis,
+    reader: new Redis(config.redisUrl, { maxRetriesPerRequest: null }),
+    statusOf: (id) => builds.statusOf(id),
+    logger,
+  });
   return {
     config,
     db: database.prisma,
@@ -58,7 +66,10 @@ export async function createApiDeps(config: KilnConfig): Promise<ApiDeps & { clo
     queue,
     eventQueue,
     logger,
+    logHub,
+    followers: new LogFollowers(config.logs.maxFollowersPerProject),
     async close() {
+      logHub.close();
       await queue.close().catch(() => undefined);
       await eventQueue.close().catch(() => undefined);
       redis.disconnect();

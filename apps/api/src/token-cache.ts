@@ -33,6 +33,7 @@ export class TokenCache {
   private epoch = 0;
   private readonly ttlMs: number;
   private readonly maxEntries: number;
+  private readonly revokedListeners = new Set<(tokenId: string) => void>();
 
   constructor(private readonly opts: TokenCacheOptions) {
     this.ttlMs = opts.ttlMs ?? 10_000;
@@ -65,6 +66,16 @@ export class TokenCache {
     });
   }
 
+  /**
+   * Calls `listener` with the id of every token this process learns is revoked (its own
+   * revocations and the replicas' messages), for what outlives a request: live log streams.
+   * Returns the unsubscribe function.
+   */
+  onRevoked(listener: (tokenId: string) => void): () => void {
+    this.revokedListeners.add(listener);
+    return () => this.revokedListeners.delete(listener);
+  }
+
   private store(tokenHash: string, token: TokenRecord): void {
     if (this.entries.size >= this.maxEntries) {
       // Oldest first (Map keeps insertion order): a simple bound, not an LRU.
@@ -79,6 +90,7 @@ export class TokenCache {
     for (const [hash, entry] of this.entries) {
       if (entry.token.id === tokenId) this.entries.delete(hash);
     }
+    for (const listener of [...this.revokedListeners]) listener(tokenId);
   }
 
   private subscribe(): void {
