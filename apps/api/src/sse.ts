@@ -68,8 +68,8 @@ export class SseWriter {
   private write(chunk: string): void {
     if (!this.open) return;
     const ok = this.res.write(chunk);
-    if (this.res.writableLength > this.opts.maxBufferedBytes) return this.tooSlow();
-    if (!ok && !this.stall) this.stall = setTimeout(() => this.tooSlow(), this.opts.maxStallMs);
+    if (this.res.writableLength > this.opts.maxBufferedBytes) this.tooSlow();
+    else if (!ok && !this.stall) this.stall = setTimeout(() => this.tooSlow(), this.opts.maxStallMs);
   }
 
   private tooSlow(): void {
