@@ -2,7 +2,7 @@
 import path from 'node:path';
 import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { parseCsvAttrs, parseSecretSpec, type SecretSource } from '@kiln/buildkit-client';
-import { BYTE_OUTPUT_TYPES, type ByteOutputType } from '@kiln/contract';
+import { BYTE_OUTPUT_TYPES, type ByteOutputType, reservedBuildArg } from '@kiln/contract';
 import { CliError, EXIT_USAGE, UsageError } from './errors.js';
 import { PROGRESS_MODES, type ProgressMode } from './reporter.js';
 
@@ -133,6 +133,19 @@ export function parseOutput(value: string, stdoutIsTTY: boolean): OutputArg {
   return { type: byteType, dest: target, attrs: rest };
 }
 
+function buildArgs(
+  values: readonly string[] | undefined,
+  env: Readonly<Record<string, string | undefined>>,
+): Record<string, string> {
+  // docker: `--build-arg KEY` takes the value from the environment, or is dropped when unset.
+  const args = pairs(values, '--build-arg', (k) => env[k]);
+  for (const name of Object.keys(args)) {
+    const reserved = reservedBuildArg(name);
+    if (reserved) throw new UsageError(`--build-arg: ${reserved}`, BUILD_USAGE);
+  }
+  return args;
+}
+
 function pairs(
   values: readonly string[] | undefined,
   flag: string,
@@ -201,8 +214,7 @@ export function parseBuildOptions(
     file: values.file,
     output,
     target: values.target,
-    // docker: `--build-arg KEY` takes the value from the environment, or is dropped when unset.
-    buildArgs: pairs(values['build-arg'], '--build-arg', (k) => env[k]),
+    buildArgs: buildArgs(values['build-arg'], env),
     platform,
     network,
     noCache: values['no-cache'] ?? false,

@@ -162,6 +162,10 @@ describe('kiln build flags', () => {
     [['build', '-o', 'type=tar,dest=a', '--platform', 'linux/amd64,linux/arm64', '.'], /one platform/],
     [['build', '-o', 'type=tar,dest=a', '--progress', 'fancy', '.'], /--progress "fancy"/],
     [['build', '-o', 'type=tar,dest=a', '--build-arg', '=x', '.'], /--build-arg "=x"/],
+    [
+      ['build', '-o', 'type=tar,dest=a', '--build-arg', 'BUILDKIT_CACHE_MOUNT_NS=x', '.'],
+      /--build-arg: build arg "BUILDKIT_CACHE_MOUNT_NS" is reserved/,
+    ],
     [['build', '-o', 'type=tar,dest=a', '--secret', 'src=.npmrc', '.'], /invalid --secret "src=.npmrc"/],
     [['build', '-o', 'type=tar,dest=a', '--secret', 'id=a,mode=0400', '.'], /unexpected key "mode"/],
     [['build', '-o', 'type=tar,dest=a', '--ssh', 'default', '.'], /--ssh is not supported yet/],

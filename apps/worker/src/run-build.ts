@@ -386,8 +386,11 @@ class BuildRun {
     const { gitUrl, gitRef, gitCommit, contextKey } = this.build;
     if (gitUrl) {
       const context = gitContextAttr({ gitUrl, gitRef, gitCommit });
-      this.note(`#0 kiln: git context ${context}\n`);
-      return { frontendAttrs: { ...frontendAttrsFor(spec), filename: spec.file, context } };
+      this.note(`#0 kiln: git context ${context}
+`);
+      return {
+        frontendAttrs: { ...frontendAttrsFor(spec, this.build.projectId), filename: spec.file, context },
+      };
     }
     // Context: stored tar → private temp dir.
     const signal = this.controller.signal;
@@ -405,7 +408,7 @@ class BuildRun {
     // readSpec made spec.file a normalized path inside the context (dockerfileInContext).
     const dockerfileDir = path.join(contextDir, ...path.posix.dirname(spec.file).split('/'));
     return {
-      frontendAttrs: frontendAttrsFor(spec),
+      frontendAttrs: frontendAttrsFor(spec, this.build.projectId),
       localDirs: {
         context: { path: contextDir, resetOwnership: true },
         dockerfile: { path: dockerfileDir, resetOwnership: true },

@@ -4,7 +4,6 @@
  * completion-event dispatcher.
  * `start()` / `stop()`.
  */
-import type { BuildkitClient } from '@kiln/buildkit-client';
 import {
   type BuildJobData,
   BuildLifecycle,
@@ -22,6 +21,7 @@ import {
 import { DelayedError, type Job, Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { ActiveBuilds, BuildAbort } from './active-builds.js';
+import type { DialBuilder } from './builders/clients.js';
 import { BuilderPool, NoBuilderAvailableError } from './builders/pool.js';
 import { CancelListener } from './cancel.js';
 import { EventDispatcher } from './events/dispatcher.js';
@@ -36,7 +36,7 @@ export interface WorkerDeps {
   prisma?: PrismaClient;
   storage?: ObjectStorage;
   /** Dials a builder (tests); default @kiln/buildkit-client's connect(). */
-  connectBuilder?: (address: string, timeoutMs: number) => Promise<BuildkitClient>;
+  connectBuilder?: DialBuilder;
   /** BullMQ key prefix; default BullMQ's (`bull`), which the API uses too. */
   queuePrefix?: string;
   /** Namespace of the builder lease and affinity keys; default `kiln`. */

@@ -1,3 +1,4 @@
+export { ALLOWED_BUILDKIT_ARGS, reservedBuildArg } from './build-args.js';
 export {
   type Artifact,
   ArtifactSchema,

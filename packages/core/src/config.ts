@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 
 /** A bad or missing environment variable; start-up stops with this message. */
@@ -33,6 +34,10 @@ const ENV = z.object({
   KILN_BUILDERS: z.string().optional(),
   BUILDKIT_HOST: z.string().optional(),
   KILN_BUILDER_CONCURRENCY: int(1, 64).default(2),
+  KILN_BUILDER_TLS_CA: z.string().min(1).optional(),
+  KILN_BUILDER_TLS_CERT: z.string().min(1).optional(),
+  KILN_BUILDER_TLS_KEY: z.string().min(1).optional(),
+  KILN_BUILDER_TLS_SERVER_NAME: z.string().min(1).optional(),
   KILN_WORKER_CONCURRENCY: int(1, 256).default(4),
   KILN_BUILD_TIMEOUT_SECONDS: int(10, 86_400).default(3600),
   KILN_BUILD_ATTEMPTS: int(1, 10).default(3),
@@ -70,6 +75,17 @@ export type StorageConfig =
       secretAccessKey?: string;
     };
 
+/** How workers dial `tcp://` builders over TLS: PEM text read from the files at start-up. */
+export interface BuilderTls {
+  /** Verifies the daemon's certificate (default: the system's roots). */
+  ca?: string;
+  /** The client certificate and key a daemon with `--tlscacert` asks for. */
+  cert?: string;
+  key?: string;
+  /** The name the daemon's certificate is checked against, when not the address's host. */
+  serverName?: string;
+}
+
 export interface KilnConfig {
   port: number;
   host: string;
@@ -79,8 +95,8 @@ export interface KilnConfig {
   redisUrl: string;
   dataDir: string;
   storage: StorageConfig;
-  /** BuildKit addresses (`docker://`, `unix://`, `tcp://`), each with its own concurrency. */
-  builders: Array<{ address: string; concurrency: number }>;
+  /** BuildKit addresses (`docker://`, `unix://`, `tcp://`), each with its own concurrency; `tcp://` ones with TLS when set. */
+  builders: Array<{ address: string; concurrency: number; tls?: BuilderTls }>;
   workerConcurrency: number;
   buildTimeoutSeconds: number;
   buildAttempts: number;
@@ -174,6 +190,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): KilnConfig {
     builders: parseBuilders(
       e.KILN_BUILDERS ?? e.BUILDKIT_HOST ?? 'docker:///var/run/docker.sock',
       e.KILN_BUILDER_CONCURRENCY,
+      builderTls(e),
     ),
     workerConcurrency: e.KILN_WORKER_CONCURRENCY,
     buildTimeoutSeconds: e.KILN_BUILD_TIMEOUT_SECONDS,
@@ -203,8 +220,52 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): KilnConfig {
   };
 }
 
-/** `docker:///var/run/docker.sock,tcp://b:1234=4`: an optional `=N` sets that builder's concurrency. */
-function parseBuilders(value: string, defaultConcurrency: number): KilnConfig['builders'] {
+/** Reads a PEM file named by `variable`; a missing, unreadable or non-PEM file stops start-up naming it. */
+function readPem(variable: string, file: string | undefined): string | undefined {
+  if (file === undefined) return undefined;
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError(variable, `cannot read "${file}": ${(err as Error).message}`);
+  }
+  if (!text.includes('-----BEGIN ')) throw new ConfigError(variable, `"${file}" is not a PEM file`);
+  return text;
+}
+
+function builderTls(e: z.infer<typeof ENV>): BuilderTls | undefined {
+  const tls: BuilderTls = {};
+  const ca = readPem('KILN_BUILDER_TLS_CA', e.KILN_BUILDER_TLS_CA);
+  const cert = readPem('KILN_BUILDER_TLS_CERT', e.KILN_BUILDER_TLS_CERT);
+  const key = readPem('KILN_BUILDER_TLS_KEY', e.KILN_BUILDER_TLS_KEY);
+  // One without the other would fail each handshake later, far from its cause.
+  if (cert !== undefined && key === undefined)
+    throw new ConfigError('KILN_BUILDER_TLS_KEY', 'required with KILN_BUILDER_TLS_CERT (not set)');
+  if (key !== undefined && cert === undefined)
+    throw new ConfigError('KILN_BUILDER_TLS_CERT', 'required with KILN_BUILDER_TLS_KEY (not set)');
+  if (ca !== undefined) tls.ca = ca;
+  if (cert !== undefined && key !== undefined) Object.assign(tls, { cert, key });
+  if (e.KILN_BUILDER_TLS_SERVER_NAME !== undefined) {
+    if (ca === undefined && cert === undefined) {
+      throw new ConfigError(
+        'KILN_BUILDER_TLS_SERVER_NAME',
+        'needs KILN_BUILDER_TLS_CA or KILN_BUILDER_TLS_CERT: without them builders are dialed without TLS',
+      );
+    }
+    tls.serverName = e.KILN_BUILDER_TLS_SERVER_NAME;
+  }
+  return Object.keys(tls).length > 0 ? tls : undefined;
+}
+
+/**
+ * `docker:///var/run/docker.sock,tcp://b:1234=4`: an optional `=N` sets that builder's
+ * concurrency. `tls` applies to every `tcp://` builder (the others are local sockets).
+ */
+function parseBuilders(
+  value: string,
+  defaultConcurrency: number,
+  tls: BuilderTls | undefined,
+): KilnConfig['builders'] {
   const builders = value
     .split(',')
     .map((s) => s.trim())
@@ -218,7 +279,7 @@ function parseBuilders(value: string, defaultConcurrency: number): KilnConfig['b
       const concurrency = m?.[2] ? Number(m[2]) : defaultConcurrency;
       if (concurrency < 1)
         throw new ConfigError('KILN_BUILDERS', `concurrency of ${address} must be at least 1`);
-      return { address, concurrency };
+      return tls && address.startsWith('tcp://') ? { address, concurrency, tls } : { address, concurrency };
     });
   if (builders.length === 0) throw new ConfigError('KILN_BUILDERS', 'no builder address given');
   return builders;

@@ -1,4 +1,7 @@
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { test } from 'node:test';
 import { ConfigError, loadConfig } from './config.js';
 
@@ -87,4 +90,51 @@ test('a bad value names the variable and the value', () => {
   bad({ KILN_SIGNING_KEY: undefined }, 'KILN_SIGNING_KEY', /local directory/);
   bad({ KILN_BUILDERS: 'ftp://x' }, 'KILN_BUILDERS', /not a unix/);
   bad({ KILN_S3_FORCE_PATH_STYLE: 'yes' }, 'KILN_S3_FORCE_PATH_STYLE', /got "yes"/);
+});
+
+test('builder TLS: PEM files read at start-up, applied to tcp:// builders only', () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'kiln-tls-'));
+  try {
+    const pem = (name: string) => {
+      const file = path.join(dir, name);
+      writeFileSync(file, `-----BEGIN ${name}-----\nAA==\n-----END ${name}-----\n`);
+      return file;
+    };
+    const env = {
+      ...base,
+      KILN_BUILDERS: 'tcp://a:1234=4,unix:///run/buildkit/buildkitd.sock',
+      KILN_BUILDER_TLS_CA: pem('CA'),
+      KILN_BUILDER_TLS_CERT: pem('CERT'),
+      KILN_BUILDER_TLS_KEY: pem('KEY'),
+      KILN_BUILDER_TLS_SERVER_NAME: 'buildkitd.internal',
+    };
+    const [tcp, unix] = loadConfig(env).builders;
+    assert.match(tcp?.tls?.ca ?? '', /BEGIN CA/);
+    assert.match(tcp?.tls?.cert ?? '', /BEGIN CERT/);
+    assert.match(tcp?.tls?.key ?? '', /BEGIN KEY/);
+    assert.equal(tcp?.tls?.serverName, 'buildkitd.internal');
+    assert.equal(unix?.tls, undefined);
+    // A CA alone: the daemon's certificate is verified, no client certificate is sent.
+    const caOnly = loadConfig({ ...base, KILN_BUILDERS: 'tcp://a:1234', KILN_BUILDER_TLS_CA: pem('CA') });
+    assert.deepEqual(Object.keys(caOnly.builders[0]?.tls ?? {}), ['ca']);
+
+    const bad = (over: Record<string, string | undefined>, variable: string, pattern: RegExp) =>
+      assert.throws(
+        () => loadConfig({ ...env, ...over }),
+        (e: unknown) => e instanceof ConfigError && e.variable === variable && pattern.test(e.message),
+      );
+    bad({ KILN_BUILDER_TLS_CA: path.join(dir, 'missing.pem') }, 'KILN_BUILDER_TLS_CA', /cannot read/);
+    bad({ KILN_BUILDER_TLS_CERT: dir }, 'KILN_BUILDER_TLS_CERT', /cannot read/);
+    writeFileSync(path.join(dir, 'plain'), 'not a key');
+    bad({ KILN_BUILDER_TLS_KEY: path.join(dir, 'plain') }, 'KILN_BUILDER_TLS_KEY', /not a PEM file/);
+    bad({ KILN_BUILDER_TLS_KEY: undefined }, 'KILN_BUILDER_TLS_KEY', /required with KILN_BUILDER_TLS_CERT/);
+    bad({ KILN_BUILDER_TLS_CERT: undefined }, 'KILN_BUILDER_TLS_CERT', /required with KILN_BUILDER_TLS_KEY/);
+    bad(
+      { KILN_BUILDER_TLS_CA: undefined, KILN_BUILDER_TLS_CERT: undefined, KILN_BUILDER_TLS_KEY: undefined },
+      'KILN_BUILDER_TLS_SERVER_NAME',
+      /needs KILN_BUILDER_TLS_CA/,
+    );
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -12,7 +12,14 @@ export {
 } from './build-secrets.js';
 export * from './builds/index.js';
 export * from './builds.js';
-export { CONFIG_VARIABLES, ConfigError, type KilnConfig, loadConfig, type StorageConfig } from './config.js';
+export {
+  type BuilderTls,
+  CONFIG_VARIABLES,
+  ConfigError,
+  type KilnConfig,
+  loadConfig,
+  type StorageConfig,
+} from './config.js';
 export * from './context/index.js';
 export * from './db/index.js';
 export { AppError, ERROR_STATUS, type ErrorCode, httpStatusFor, isAppError } from './errors.js';

@@ -1,5 +1,5 @@
 import path from 'node:path/posix';
-import { dockerfileInContext, OUTPUT_TYPES, type OutputType } from '@kiln/contract';
+import { dockerfileInContext, OUTPUT_TYPES, type OutputType, reservedBuildArg } from '@kiln/contract';
 import { parseBuildSecrets } from './build-secrets.js';
 import { AppError } from './errors.js';
 
@@ -223,17 +223,22 @@ export function parseBuildSpec(input: BuildSpecInput): BuildSpec {
     invalid(`network must be "default" or "none", not "${network}"`);
   // Validated here too, so a bad secret is an invalid spec wherever a spec is parsed.
   const secretIds = Object.keys(parseBuildSecrets(input.secrets));
+  const buildArgs = parseMap(
+    input.buildArgs,
+    'buildArgs',
+    ARG_NAME,
+    'letters, digits and _ only, not starting with a digit',
+  );
+  for (const name of Object.keys(buildArgs)) {
+    const reserved = reservedBuildArg(name);
+    if (reserved) invalid(reserved);
+  }
 
   return {
     output: parseOutput(input.output),
     file,
     ...(stage !== undefined ? { target: stage } : {}),
-    buildArgs: parseMap(
-      input.buildArgs,
-      'buildArgs',
-      ARG_NAME,
-      'letters, digits and _ only, not starting with a digit',
-    ),
+    buildArgs,
     ...(platform !== undefined ? { platform } : {}),
     labels: parseMap(input.labels, 'labels', LABEL_KEY, 'letters, digits and . _ / - only'),
     noCache: bool(input.noCache, 'noCache'),
@@ -242,8 +247,20 @@ export function parseBuildSpec(input: BuildSpecInput): BuildSpec {
   };
 }
 
-/** The Dockerfile frontend's attributes for a spec (what `docker build` sends for the same flags). */
-export function frontendAttrsFor(spec: BuildSpec): Record<string, string> {
+/**
+ * The `RUN --mount=type=cache` namespace of a project's builds: the same cache id in two projects
+ * names two directories. Derived from the project, never from the caller (parseBuildSpec refuses
+ * the arg).
+ */
+export function cacheMountNamespace(projectId: string): string {
+  return `kiln-${projectId}`;
+}
+
+/**
+ * The Dockerfile frontend's attributes for a project's build (what `docker build` sends for the
+ * same flags, plus the project's cache mount namespace).
+ */
+export function frontendAttrsFor(spec: BuildSpec, projectId: string): Record<string, string> {
   const attrs: Record<string, string> = { filename: path.basename(spec.file) };
   if (spec.target) attrs.target = spec.target;
   if (spec.platform) attrs.platform = spec.platform;
@@ -251,5 +268,8 @@ export function frontendAttrsFor(spec: BuildSpec): Record<string, string> {
   if (spec.network === 'none') attrs['force-network-mode'] = 'none';
   for (const [k, v] of Object.entries(spec.buildArgs)) attrs[`build-arg:${k}`] = v;
   for (const [k, v] of Object.entries(spec.labels)) attrs[`label:${k}`] = v;
+  // Last, so it wins over a stored spec from before BUILDKIT_* args were refused.
+  // BuildKit ≥ 0.6 reads it (dockerfile frontend 1.1.2); cache ids become `<ns>/<id>`.
+  attrs['build-arg:BUILDKIT_CACHE_MOUNT_NS'] = cacheMountNamespace(projectId);
   return attrs;
 }

@@ -38,7 +38,7 @@ describe('parseBuildSpec', () => {
     assert.equal(s.target, 'builder');
     assert.equal(s.file, 'build/App.dockerfile');
     assert.deepEqual(s.buildArgs, { A: '1', B: 'x=y' });
-    assert.deepEqual(frontendAttrsFor(s), {
+    assert.deepEqual(frontendAttrsFor(s, 'p1'), {
       filename: 'App.dockerfile',
       target: 'builder',
       platform: 'linux/arm64/v8',
@@ -46,7 +46,26 @@ describe('parseBuildSpec', () => {
       'force-network-mode': 'none',
       'build-arg:A': '1',
       'build-arg:B': 'x=y',
+      'build-arg:BUILDKIT_CACHE_MOUNT_NS': 'kiln-p1',
     });
+  });
+
+  test('BUILDKIT_* build args are refused naming the arg, except the allow list', () => {
+    rejects(
+      { buildArgs: { BUILDKIT_CACHE_MOUNT_NS: 'other' } },
+      /build arg "BUILDKIT_CACHE_MOUNT_NS" is reserved/,
+    );
+    rejects({ buildArgs: ['BUILDKIT_SYNTAX=evil/frontend'] }, /build arg "BUILDKIT_SYNTAX" is reserved/);
+    rejects({ buildArgs: '{"buildkit_cache_mount_ns":"x"}' }, /"buildkit_cache_mount_ns" is reserved/);
+    const s = parseBuildSpec({
+      buildArgs: { BUILDKIT_INLINE_CACHE: '1', BUILDKIT_CONTEXT_KEEP_GIT_DIR: '1' },
+    });
+    assert.deepEqual(s.buildArgs, { BUILDKIT_INLINE_CACHE: '1', BUILDKIT_CONTEXT_KEEP_GIT_DIR: '1' });
+  });
+
+  test("the cache mount namespace is the project's, whatever a stored spec says", () => {
+    const stored = { ...parseBuildSpec({}), buildArgs: { BUILDKIT_CACHE_MOUNT_NS: 'kiln-victim' } };
+    assert.equal(frontendAttrsFor(stored, 'p2')['build-arg:BUILDKIT_CACHE_MOUNT_NS'], 'kiln-p2');
   });
 
   test('mode on a tar output is explained as a cache-export option', () => {

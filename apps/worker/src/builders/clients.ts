@@ -3,11 +3,13 @@
  * client is replaced after a failure; the old one is closed once no running build uses it any
  * more (builds count their use with use()/unuse()).
  */
-import type { BuildkitClient } from '@kiln/buildkit-client';
+import type { BuildkitClient, TlsOptions } from '@kiln/buildkit-client';
 
-export type DialBuilder = (address: string, timeoutMs: number) => Promise<BuildkitClient>;
+/** `tls` is the builder's own (KILN_BUILDER_TLS_* for `tcp://` builders), undefined for plain ones. */
+export type DialBuilder = (address: string, timeoutMs: number, tls?: TlsOptions) => Promise<BuildkitClient>;
 
 interface Slot {
+  tls?: TlsOptions;
   client?: BuildkitClient;
   connecting?: Promise<BuildkitClient>;
 }
@@ -20,11 +22,11 @@ export class BuilderClients {
   private closed = false;
 
   constructor(
-    addresses: readonly string[],
+    builders: ReadonlyArray<{ address: string; tls?: TlsOptions }>,
     private readonly dial: DialBuilder,
     private readonly dialTimeoutMs: number,
   ) {
-    this.slots = new Map(addresses.map((address) => [address, {}]));
+    this.slots = new Map(builders.map(({ address, tls }) => [address, tls ? { tls } : {}]));
   }
 
   /** The connected client of `address` (connecting once, shared by concurrent callers). */
@@ -34,7 +36,7 @@ export class BuilderClients {
     if (slot.client) return slot.client;
     if (this.closed) throw new Error('the builder pool is closed');
     if (!slot.connecting) {
-      slot.connecting = this.dial(address, this.dialTimeoutMs)
+      slot.connecting = this.dial(address, this.dialTimeoutMs, slot.tls)
         .then((client) => {
           if (this.closed) {
             void client.close();

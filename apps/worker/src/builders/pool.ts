@@ -4,11 +4,11 @@
  * process (lease-store.ts) and project affinity (affinity.ts). Choice: the least-loaded
  * healthy builder, the project's last builder first, builders that just failed this build last.
  */
-import { type BuildkitClient, connect } from '@kiln/buildkit-client';
+import { type BuildkitClient, connect, type TlsOptions } from '@kiln/buildkit-client';
 import { AppError, type Logger } from '@kiln/core';
 import type { Redis } from 'ioredis';
 import { ProjectAffinity } from './affinity.js';
-import { BuilderClients } from './clients.js';
+import { BuilderClients, type DialBuilder } from './clients.js';
 import { BuilderHealth } from './health.js';
 import { Lease } from './lease.js';
 import { LeaseStore } from './lease-store.js';
@@ -25,7 +25,7 @@ export class NoBuilderAvailableError extends AppError {
 }
 
 export interface BuilderPoolOptions {
-  builders: ReadonlyArray<{ address: string; concurrency: number }>;
+  builders: ReadonlyArray<{ address: string; concurrency: number; tls?: TlsOptions }>;
   redis: Redis;
   logger: Logger;
   /** Namespace of the lease and affinity keys; default `kiln`. */
@@ -38,8 +38,8 @@ export interface BuilderPoolOptions {
   healthTimeoutMs?: number;
   /** How long the project → builder affinity is remembered; default 7 days. */
   affinityTtlSeconds?: number;
-  /** Dials a builder; default `connect(address, { timeoutMs })` of @kiln/buildkit-client. */
-  connectBuilder?: (address: string, timeoutMs: number) => Promise<BuildkitClient>;
+  /** Dials a builder; default `connect(address, { timeoutMs, tls })` of @kiln/buildkit-client. */
+  connectBuilder?: DialBuilder;
 }
 
 export interface BuilderStatus {
@@ -80,8 +80,9 @@ export class BuilderPool {
     const keyPrefix = opts.keyPrefix ?? 'kiln';
     const healthTimeoutMs = opts.healthTimeoutMs ?? 3000;
     this.clients = new BuilderClients(
-      this.addresses,
-      opts.connectBuilder ?? ((address, timeoutMs) => connect(address, { timeoutMs })),
+      opts.builders,
+      opts.connectBuilder ??
+        ((address, timeoutMs, tls) => connect(address, { timeoutMs, ...(tls ? { tls } : {}) })),
       healthTimeoutMs,
     );
     this.health = new BuilderHealth({

@@ -1,0 +1,205 @@
+// Builds of different projects are isolated from each other and from the control plane, against
+// a real dockerd (its embedded BuildKit 0.8) and a real Kiln:
+// - `RUN --mount=type=cache` directories are per project: the same cache id names two directories
+//   (the worker sets BUILDKIT_CACHE_MOUNT_NS), while a project's own builds share theirs;
+// - BUILDKIT_* build args are refused naming the arg, wherever a spec arrives; the allow list passes;
+// - a worker dials a tcp:// builder over mutual TLS with KILN_BUILDER_TLS_*; without a client
+//   certificate the builder fails its health checks with an error that says TLS.
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import fs from 'node:fs/promises';
+import { after, before, describe, test } from 'node:test';
+import { busyboxPath, makeContext } from '../../packages/buildkit-client/test-support/context.js';
+import { makeTestPki, type Relay, startRelay } from '../../packages/buildkit-client/test-support/relay.js';
+import { readTarEntries } from '../../packages/buildkit-client/test-support/tar-entries.js';
+import { startTestKiln, type TestKiln, waitForStatus } from '../support/kiln.js';
+
+const socket = process.env.KILN_TEST_DOCKER_SOCK;
+if (!socket) throw new Error('KILN_TEST_DOCKER_SOCK is not set: run through `npm test`');
+
+interface BuildJson {
+  id: string;
+  status: string;
+  error?: { code: string; message: string };
+  artifact?: { url: string };
+}
+
+const RUN = (script: string) =>
+  `RUN --mount=type=cache,id=shared,target=/c ${JSON.stringify(['/bin/busybox', 'sh', '-c', script])}`;
+const dockerfile = (run: string) => `FROM scratch\nCOPY busybox /bin/busybox\n${run}\n`;
+const WRITER = dockerfile(RUN('/bin/busybox echo from-a > /c/a && /bin/busybox echo wrote > /seen'));
+const READER = dockerfile(RUN('/bin/busybox cat /c/a > /seen 2>/dev/null || :'));
+const sha256 = (text: string) => createHash('sha256').update(text).digest('hex');
+
+/** Submits `Dockerfile` with `token` and a query spec; resolves with the final build. */
+async function build(kiln: TestKiln, token: string, text: string, query: string): Promise<BuildJson> {
+  const ctx = await makeContext({
+    busybox: { content: await fs.readFile(busyboxPath()), mode: 0o755 },
+    Dockerfile: text,
+  });
+  try {
+    const api = (p: string, init: RequestInit = {}) =>
+      fetch(`${kiln.url}${p}`, { ...init, headers: { ...init.headers, authorization: `Bearer ${token}` } });
+    const res = await api(`/v1/builds?${query}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/gzip' },
+      body: execFileSync('tar', ['-C', ctx.dir, '-czf', '-', '.']),
+    });
+    assert.equal(res.status, 202, await res.clone().text());
+    const { id } = (await res.json()) as BuildJson;
+    return await waitForStatus<BuildJson>(api, id, ['succeeded', 'failed', 'canceled'], 120_000);
+  } finally {
+    await ctx.cleanup();
+  }
+}
+
+/** The sha256 and size of `/seen` in a succeeded build's tar. */
+async function seen(b: BuildJson): Promise<{ sha256: string; size: number }> {
+  assert.equal(b.status, 'succeeded', JSON.stringify(b.error));
+  const tar = Buffer.from(await (await fetch(b.artifact?.url ?? '')).arrayBuffer());
+  const entry = (await readTarEntries(tar)).find((e) => e.name === 'seen');
+  assert.ok(entry, 'the artifact holds /seen');
+  return { sha256: entry.sha256, size: entry.size };
+}
+
+describe('projects are isolated from each other', () => {
+  let kiln: TestKiln;
+  let tokenB = '';
+  const post = (p: string, body: unknown, token = kiln.token) =>
+    fetch(`${kiln.url}${p}`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+
+  before(async () => {
+    kiln = await startTestKiln({ worker: true, project: 'tenant-a' });
+    tokenB = await kiln.newToken('tenant-b');
+  });
+  after(async () => {
+    await kiln?.stop();
+  });
+
+  test("a cache mount written by project A is not in project B's mount of the same id, and is in A's", async () => {
+    // Not noCache: BuildKit hands a no-cache RUN fresh cache mounts, which would prove nothing.
+    // No step of one build is a cache hit of another: the project ids (so the namespaces) are
+    // new each run, and the namespace is part of the RUN's cache key.
+    const q = 'output=type=tar,dest=c.tar&network=none';
+    const wrote = await build(kiln, kiln.token, WRITER, q);
+    assert.equal((await seen(wrote)).size, 'wrote\n'.length);
+    // Both on the one builder the test Kiln has: only the namespace separates them.
+    assert.deepEqual(await seen(await build(kiln, tokenB, READER, q)), { sha256: sha256(''), size: 0 });
+    // The control: A's next build does see it, so the mount is kept, just not shared.
+    assert.equal((await seen(await build(kiln, kiln.token, READER, q))).sha256, sha256('from-a\n'));
+  });
+
+  test('BUILDKIT_* build args are refused naming the arg: query, JSON git body, webhook trigger', async () => {
+    const refused = async (res: Response, name: string) => {
+      assert.equal(res.status, 400);
+      const { error } = (await res.json()) as { error: { code: string; message: string } };
+      assert.equal(error.code, 'invalid_spec');
+      assert.match(error.message, new RegExp(`build arg "${name}" is reserved`));
+    };
+    const upload = await fetch(
+      `${kiln.url}/v1/builds?output=type=tar,dest=x.tar&build-arg=BUILDKIT_CACHE_MOUNT_NS=kiln-victim`,
+      {
+        method: 'POST',
+        headers: { authorization: `Bearer ${tokenB}`, 'content-type': 'application/x-tar' },
+        body: execFileSync('tar', ['-cf', '-', '--files-from', '/dev/null']),
+      },
+    );
+    await refused(upload, 'BUILDKIT_CACHE_MOUNT_NS');
+    await refused(
+      await post('/v1/builds', {
+        git: 'https://example.com/org/repo.git#main',
+        buildArgs: { BUILDKIT_SYNTAX: 'evil/frontend' },
+      }),
+      'BUILDKIT_SYNTAX',
+    );
+    await refused(
+      await post('/v1/triggers', {
+        provider: 'github',
+        repository: 'acme/app',
+        branch: 'main',
+        spec: { output: 'type=tar,dest=app.tar', buildArgs: { buildkit_cache_mount_ns: 'x' } },
+      }),
+      'buildkit_cache_mount_ns',
+    );
+  });
+
+  test('allow-listed BUILDKIT_* args are accepted and the build runs', async () => {
+    const b = await build(
+      kiln,
+      kiln.token,
+      dockerfile(RUN('/bin/busybox echo ok > /seen')),
+      'output=type=tar,dest=ok.tar&network=none&build-arg=BUILDKIT_INLINE_CACHE=1&build-arg=BUILDKIT_CONTEXT_KEEP_GIT_DIR=1',
+    );
+    assert.equal((await seen(b)).sha256, sha256('ok\n'));
+  });
+});
+
+describe('tcp:// builders over mutual TLS', () => {
+  const pki = makeTestPki();
+  let relay: Relay;
+
+  before(async () => {
+    relay = await startRelay(socket, {
+      tcp: true,
+      tls: {
+        key: await fs.readFile(pki.serverKey),
+        cert: await fs.readFile(pki.serverCert),
+        ca: await fs.readFile(pki.ca),
+      },
+    });
+  });
+  after(async () => {
+    await relay?.close();
+    pki.cleanup();
+  });
+
+  test('a worker with KILN_BUILDER_TLS_CA/CERT/KEY builds through the TLS builder', async () => {
+    const kiln = await startTestKiln({
+      worker: true,
+      project: 'tls',
+      env: {
+        KILN_BUILDERS: relay.address,
+        KILN_BUILDER_TLS_CA: pki.ca,
+        KILN_BUILDER_TLS_CERT: pki.clientCert,
+        KILN_BUILDER_TLS_KEY: pki.clientKey,
+        KILN_BUILDER_TLS_SERVER_NAME: 'buildkitd.test',
+      },
+    });
+    try {
+      const b = await build(
+        kiln,
+        kiln.token,
+        dockerfile(RUN('/bin/busybox echo tls > /seen')),
+        'output=type=tar,dest=t.tar&network=none&noCache=true',
+      );
+      assert.equal((await seen(b)).sha256, sha256('tls\n'));
+    } finally {
+      await kiln.stop();
+    }
+  });
+
+  test('a worker without the client certificate finds the builder unhealthy, with a TLS hint', async () => {
+    const kiln = await startTestKiln({
+      worker: true,
+      project: 'tls-nocert',
+      env: { KILN_BUILDERS: relay.address, KILN_BUILDER_TLS_CA: pki.ca },
+    });
+    try {
+      const res = await fetch(`${kiln.url}/v1/builders`, {
+        headers: { authorization: `Bearer ${kiln.token}` },
+      });
+      const { items } = (await res.json()) as {
+        items: Array<{ healthy: boolean | null; lastError: string }>;
+      };
+      assert.equal(items[0]?.healthy, false);
+      assert.match(items[0]?.lastError ?? '', /cannot reach BuildKit .*TLS settings/);
+    } finally {
+      await kiln.stop();
+    }
+  });
+});
