@@ -75,7 +75,8 @@ export function webhookRoutes(deps: ApiDeps) {
             security: [],
             response: { 200: answer, 202: answer, ...buildErrors },
           },
-          onRequest: async (req) => {
+          // After the per-address limit (an onRequest hook), before the body is read.
+          preParsing: async (req) => {
             req.pushHeaders = provider.readHeaders(req.headers);
           },
         },
@@ -118,27 +119,22 @@ async function registerRateLimits(
   const { perAddressPerMinute, perRepositoryPerMinute } = deps.config.webhooks;
   if (perAddressPerMinute === 0 && perRepositoryPerMinute === 0) return undefined;
   await app.register(rateLimit, {
-    global: false,
+    // The per-address limit is the plugin's own, on every route registered after it.
+    global: perAddressPerMinute > 0,
+    max: perAddressPerMinute,
     timeWindow: 60_000,
+    hook: 'onRequest',
+    keyGenerator: (req) => `address:${req.ip}`,
     redis: deps.redis,
     nameSpace: 'kiln:ratelimit:hooks:',
     // Redis down must not take the receivers down with it.
     skipOnError: true,
+    errorResponseBuilder: (_req, ctx) =>
+      new AppError(
+        'rate_limited',
+        `more than ${perAddressPerMinute} webhook requests a minute from this address; retry in ${ctx.after}`,
+      ),
   });
-  if (perAddressPerMinute > 0) {
-    app.addHook(
-      'onRequest',
-      app.rateLimit({
-        max: perAddressPerMinute,
-        keyGenerator: (req) => `address:${req.ip}`,
-        errorResponseBuilder: (_req, ctx) =>
-          new AppError(
-            'rate_limited',
-            `more than ${perAddressPerMinute} webhook requests a minute from this address; retry in ${ctx.after}`,
-          ),
-      }),
-    );
-  }
   if (perRepositoryPerMinute === 0) return undefined;
   const count = app.createRateLimit({
     max: perRepositoryPerMinute,
