@@ -28,7 +28,7 @@ const BRANCH_PREFIX = 'refs/heads/';
  * last segment) cannot exceed 255 bytes on common filesystems. Longer ones are ignored before
  * any matching.
  */
-export const MAX_REF_BYTES = 255;
+const MAX_REF_BYTES = 255;
 
 export async function receivePush(
   deps: ApiDeps,
