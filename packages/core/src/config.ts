@@ -58,6 +58,12 @@ const ENV = z.object({
   KILN_MAX_LOG_BYTES: int(64 * 1024, 1024 ** 3).default(4 * 1024 ** 2),
   KILN_MAX_LOG_FOLLOWERS_PER_PROJECT: int(1, 100_000).default(50),
   KILN_MAX_LOG_STREAM_SECONDS: int(1, 7 * 86_400).default(3600),
+  KILN_TRIGGERS_PER_PROJECT: int(1, 100_000).default(100),
+  KILN_TRIGGERS_PER_REPOSITORY: int(1, 1000).default(20),
+  KILN_WEBHOOK_RATE_LIMIT_PER_MINUTE: int(0, 10_000_000).default(1200),
+  KILN_WEBHOOK_REPOSITORY_RATE_LIMIT_PER_MINUTE: int(0, 10_000_000).default(120),
+  KILN_WEBHOOK_CONCURRENCY: int(1, 64).default(4),
+  KILN_WEBHOOK_MAX_AGE_SECONDS: int(0, 30 * 86_400).default(600),
 });
 
 /** The names of every environment variable Kiln reads (docker-compose.yml is checked against it). */
@@ -136,6 +142,24 @@ export interface KilnConfig {
     maxFollowersPerProject: number;
     /** A live stream older than this ends with a `reconnect` event. */
     maxStreamSeconds: number;
+  };
+  /** Webhook triggers and the inbound receivers (`/v1/hooks/*`), which anyone can reach. */
+  webhooks: {
+    /** Triggers one project may have. */
+    triggersPerProject: number;
+    /**
+     * Triggers one repository (provider + name) may have, all projects together: a push delivery
+     * is checked against that many at most.
+     */
+    triggersPerRepository: number;
+    /** Hook requests a minute from one source address, counted in Redis before the body is read (0: no limit). */
+    perAddressPerMinute: number;
+    /** Verified push deliveries a minute for one repository, counted in Redis (0: no limit). */
+    perRepositoryPerMinute: number;
+    /** Deliveries parsed and verified at once in one API process; twice as many more may wait. */
+    concurrency: number;
+    /** A GitHub push whose `repository.pushed_at` is older than this is ignored (0: no check). */
+    maxAgeSeconds: number;
   };
 }
 
@@ -216,6 +240,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): KilnConfig {
       maxBytes: e.KILN_MAX_LOG_BYTES,
       maxFollowersPerProject: e.KILN_MAX_LOG_FOLLOWERS_PER_PROJECT,
       maxStreamSeconds: e.KILN_MAX_LOG_STREAM_SECONDS,
+    },
+    webhooks: {
+      triggersPerProject: e.KILN_TRIGGERS_PER_PROJECT,
+      triggersPerRepository: e.KILN_TRIGGERS_PER_REPOSITORY,
+      perAddressPerMinute: e.KILN_WEBHOOK_RATE_LIMIT_PER_MINUTE,
+      perRepositoryPerMinute: e.KILN_WEBHOOK_REPOSITORY_RATE_LIMIT_PER_MINUTE,
+      concurrency: e.KILN_WEBHOOK_CONCURRENCY,
+      maxAgeSeconds: e.KILN_WEBHOOK_MAX_AGE_SECONDS,
     },
   };
 }

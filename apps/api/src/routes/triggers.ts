@@ -4,6 +4,7 @@ import { AppError, type Prisma, parseBuildSpec, parseGitUrl } from '@kiln/core';
 import { Type } from 'typebox';
 import type { ApiDeps } from '../deps.js';
 import { buildErrors, idParams } from '../schemas.js';
+import { MAX_BRANCH_GLOB_LENGTH } from '../webhooks/branch-glob.js';
 
 type Trigger = Prisma.TriggerGetPayload<object>;
 
@@ -28,7 +29,7 @@ const createBody = Type.Object(
     provider: Type.Enum(['github', 'gitlab'], { type: 'string' }),
     // owner/name on GitHub; group/subgroup/name on GitLab.
     repository: Type.String({ maxLength: 255, pattern: '^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+$' }),
-    branch: Type.String({ minLength: 1, maxLength: 255, pattern: printable }),
+    branch: Type.String({ minLength: 1, maxLength: MAX_BRANCH_GLOB_LENGTH, pattern: printable }),
     spec: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
     cloneUrl: Type.Optional(Type.String({ maxLength: 2048 })),
     secret: Type.Optional(Type.String({ minLength: 16, maxLength: 256, pattern: printable })),
@@ -89,16 +90,14 @@ export function triggerRoutes(deps: ApiDeps): FastifyPluginAsyncTypebox {
         }
         if (body.cloneUrl !== undefined) parseGitUrl(body.cloneUrl, 'cloneUrl');
         const secret = body.secret ?? randomBytes(32).toString('hex');
-        const trigger = await db.trigger.create({
-          data: {
-            projectId: req.projectId,
-            provider: body.provider,
-            repository: body.repository.toLowerCase(),
-            branch: body.branch,
-            spec: spec as Prisma.InputJsonValue,
-            cloneUrl: body.cloneUrl ?? null,
-            secret,
-          },
+        const trigger = await createWithinCaps(deps, {
+          projectId: req.projectId,
+          provider: body.provider,
+          repository: body.repository.toLowerCase(),
+          branch: body.branch,
+          spec: spec as Prisma.InputJsonValue,
+          cloneUrl: body.cloneUrl ?? null,
+          secret,
         });
         return reply.code(201).send({ ...view(trigger), secret });
       },
@@ -154,4 +153,43 @@ export function triggerRoutes(deps: ApiDeps): FastifyPluginAsyncTypebox {
       },
     );
   };
+}
+
+/** Advisory-lock classes ("KTRP", "KTRR"): trigger creations of one project, of one repository. */
+const PROJECT_LOCK_CLASS = 0x4b545250;
+const REPOSITORY_LOCK_CLASS = 0x4b545252;
+
+/**
+ * Inserts the trigger unless its project or its repository already has as many as the config
+ * allows (409 `conflict`, like the cap on event endpoints: the quota is on stored objects, and
+ * waiting does not lift it). The repository's count spans every project, because that is how many
+ * rows one push delivery is checked against. Creations of the same project, and of the same
+ * repository, take turns (locks taken in that order, so never in a cycle); each count is read
+ * after its lock is held, so two concurrent creations cannot both take the last place.
+ */
+async function createWithinCaps(deps: ApiDeps, data: Prisma.TriggerUncheckedCreateInput): Promise<Trigger> {
+  const { triggersPerProject, triggersPerRepository } = deps.config.webhooks;
+  const repository = `${data.provider}:${data.repository}`;
+  return deps.db.$transaction(
+    async (tx) => {
+      await tx.$executeRaw`SELECT pg_advisory_xact_lock(${PROJECT_LOCK_CLASS}::int4, hashtext(${data.projectId}))`;
+      await tx.$executeRaw`SELECT pg_advisory_xact_lock(${REPOSITORY_LOCK_CLASS}::int4, hashtext(${repository}))`;
+      if ((await tx.trigger.count({ where: { projectId: data.projectId } })) >= triggersPerProject) {
+        throw new AppError(
+          'conflict',
+          `a project may have at most ${triggersPerProject} triggers; delete one first`,
+        );
+      }
+      const sameRepository = { provider: data.provider, repository: data.repository };
+      if ((await tx.trigger.count({ where: sameRepository })) >= triggersPerRepository) {
+        throw new AppError(
+          'conflict',
+          `${data.repository} already has the most triggers one repository may have (${triggersPerRepository}); delete one first`,
+        );
+      }
+      return tx.trigger.create({ data });
+    },
+    // Creations of one repository queue on its lock; the defaults (2 s, 5 s) are too short for a burst.
+    { maxWait: 10_000, timeout: 30_000 },
+  );
 }

@@ -1,10 +1,22 @@
 import type { IncomingMessage } from 'node:http';
+import rateLimit from '@fastify/rate-limit';
 import { AppError } from '@kiln/core';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { ConcurrencyLimit } from '../concurrency-limit.js';
 import type { ApiDeps } from '../deps.js';
 import { buildErrors } from '../schemas.js';
-import { github, gitlab } from '../webhooks/providers.js';
+import { github, gitlab, type PushDeliveryHeaders } from '../webhooks/providers.js';
 import { receivePush } from '../webhooks/receive-push.js';
+import { verifyPushDelivery } from '../webhooks/verify-delivery.js';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** The push delivery's headers, read (and refused when wrong) before its body. */
+    pushHeaders: PushDeliveryHeaders;
+    /** The verified delivery's repository: what the per-repository rate limit counts against. */
+    pushRepository: string;
+  }
+}
 
 /** GitHub caps payloads at 25 MB, but a push payload lists at most 20 commits in detail. */
 const MAX_PAYLOAD_BYTES = 5 * 1024 * 1024;
@@ -34,9 +46,17 @@ const answer = {
  * signature (GitHub, X-Hub-Signature-256) or the token (GitLab, X-Gitlab-Token) of a trigger
  * configured for its repository (routes/triggers.ts). A push that matches builds (202); anything
  * else verified is answered 200 `{ignored: true, reason}`; a forgery 401 `invalid_signature`.
+ *
+ * Anyone can reach them, so each step is bounded before it runs: a per-address rate limit and the
+ * headers are checked before the body is read; parsing and verification run a few at a time; a
+ * repository's verified deliveries are rate-limited too (after verification, so that forgeries
+ * naming a repository cannot use up its allowance).
  */
 export function webhookRoutes(deps: ApiDeps) {
+  const limits = deps.config.webhooks;
+  const verifying = new ConcurrencyLimit(limits.concurrency, 2 * limits.concurrency, 'webhook deliveries');
   return async (app: FastifyInstance) => {
+    const perRepository = await registerRateLimits(app, deps);
     // The signature covers the exact bytes: keep them raw, whatever the content type says.
     app.removeAllContentTypeParsers();
     app.addContentTypeParser('*', (req, payload, done) => {
@@ -55,17 +75,21 @@ export function webhookRoutes(deps: ApiDeps) {
             security: [],
             response: { 200: answer, 202: answer, ...buildErrors },
           },
+          // After the per-address limit (an onRequest hook), before the body is read.
+          preParsing: async (req) => {
+            req.pushHeaders = provider.readHeaders(req.headers);
+          },
         },
         async (req, reply) => {
-          const headers = provider.readHeaders(req.headers);
+          const headers = req.pushHeaders;
           const raw = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
-          const receipt = await receivePush(
-            deps,
-            provider,
-            headers,
-            raw,
-            parsePayload(req.headers['content-type'], raw),
-          );
+          const { payload, repository, triggers } = await verifying.run(async () => {
+            const payload = parsePayload(req.headers['content-type'], raw);
+            return { payload, ...(await verifyPushDelivery(deps, provider, headers, raw, payload)) };
+          });
+          req.pushRepository = `${provider.name}:${repository}`;
+          await perRepository?.(req);
+          const receipt = await receivePush(deps, provider, headers, payload, triggers);
           // `delivery` in the answer is the push delivery id (the API's field name).
           if (receipt.outcome === 'ignored') {
             return reply
@@ -77,6 +101,51 @@ export function webhookRoutes(deps: ApiDeps) {
             builds: receipt.builds.map((b) => ({ id: b.id, status: b.status, trigger: b.triggerId })),
           });
         },
+      );
+    }
+  };
+}
+
+/**
+ * Registers the per-address limit (an onRequest hook: counted before the body is read) and
+ * returns the per-repository one, for the handler to apply once the delivery is verified. Both
+ * count in Redis like the per-token limit (app.ts), so they hold across API replicas. The address
+ * is the TCP peer's: behind a proxy, every delivery comes from the proxy's.
+ */
+async function registerRateLimits(
+  app: FastifyInstance,
+  deps: ApiDeps,
+): Promise<((req: FastifyRequest) => Promise<void>) | undefined> {
+  const { perAddressPerMinute, perRepositoryPerMinute } = deps.config.webhooks;
+  if (perAddressPerMinute === 0 && perRepositoryPerMinute === 0) return undefined;
+  await app.register(rateLimit, {
+    // The per-address limit is the plugin's own, on every route registered after it.
+    global: perAddressPerMinute > 0,
+    max: perAddressPerMinute,
+    timeWindow: 60_000,
+    hook: 'onRequest',
+    keyGenerator: (req) => `address:${req.ip}`,
+    redis: deps.redis,
+    nameSpace: 'kiln:ratelimit:hooks:',
+    // Redis down must not take the receivers down with it.
+    skipOnError: true,
+    errorResponseBuilder: (_req, ctx) =>
+      new AppError(
+        'rate_limited',
+        `more than ${perAddressPerMinute} webhook requests a minute from this address; retry in ${ctx.after}`,
+      ),
+  });
+  if (perRepositoryPerMinute === 0) return undefined;
+  const count = app.createRateLimit({
+    max: perRepositoryPerMinute,
+    keyGenerator: (req) => `repository:${req.pushRepository}`,
+  });
+  return async (req) => {
+    const result = await count(req);
+    if (!result.isAllowed && result.isExceeded) {
+      throw new AppError(
+        'rate_limited',
+        `more than ${perRepositoryPerMinute} webhook deliveries a minute for this repository; retry in ${result.ttlInSeconds} s`,
       );
     }
   };

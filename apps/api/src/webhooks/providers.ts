@@ -21,6 +21,11 @@ export interface Push {
   ref: string;
   commit: string | null;
   cloneUrl: string | undefined;
+  /**
+   * When the push happened (unix seconds), as the signed payload says: GitHub's
+   * `repository.pushed_at`. GitLab's push payload has no such time, so its pushes carry none.
+   */
+  pushedAt?: number;
 }
 
 export interface Provider {
@@ -94,10 +99,13 @@ export const github: Provider = {
   isPush: (event) => event === 'push',
   pushOf(payload) {
     const after = text(payload.after);
+    // Unix seconds in push payloads (other events carry an ISO date, never read here).
+    const pushedAt = field(payload.repository, 'pushed_at');
     return {
       ref: text(payload.ref) ?? '',
       commit: payload.deleted === true || !after || DELETED.test(after) ? null : after.toLowerCase(),
       cloneUrl: text(field(payload.repository, 'clone_url')),
+      ...(typeof pushedAt === 'number' && Number.isFinite(pushedAt) ? { pushedAt } : {}),
     };
   },
 };

@@ -1,8 +1,8 @@
 /**
  * One push delivery (an inbound GitHub/GitLab webhook), from verified bytes to queued builds.
  * Order matters:
- * 1. the payload names the repository; the triggers configured for it are the candidates, and
- *    only those whose secret verifies the push delivery count (none → 401, nothing recorded);
+ * 1. the triggers whose secret verifies the push delivery (verify-delivery.ts, none → 401,
+ *    nothing recorded) are the candidates;
  * 2. a webhook receipt is recorded (unique provider + push delivery id) before any build is
  *    created, so a replay finds it and is ignored;
  * 3. a push to a branch that a trigger's glob matches creates one build per such trigger through
@@ -10,38 +10,34 @@
  *    fetches the repository when the build runs, so the answer comes in milliseconds.
  */
 import { randomUUID } from 'node:crypto';
-import {
-  AppError,
-  type Build,
-  type BuildSpecInput,
-  isCommitId,
-  Prisma,
-  parseBuildSpec,
-  parseGitUrl,
-} from '@kiln/core';
+import { type Build, type BuildSpecInput, isCommitId, Prisma, parseBuildSpec, parseGitUrl } from '@kiln/core';
 import { createBuild } from '../create-build.js';
 import type { ApiDeps } from '../deps.js';
 import { branchMatches } from './branch-glob.js';
 import type { Provider, Push, PushDeliveryHeaders } from './providers.js';
+import type { CandidateTrigger } from './verify-delivery.js';
 
 /** `pushDeliveryId` is the provider's id of the push delivery (or the one Kiln made up). */
 export type PushReceipt =
   | { outcome: 'built'; pushDeliveryId: string; builds: Build[] }
   | { outcome: 'ignored'; pushDeliveryId?: string; reason: string };
 
-type Trigger = Prisma.TriggerGetPayload<object>;
-
 const BRANCH_PREFIX = 'refs/heads/';
+/**
+ * Longest ref considered (bytes): git keeps refs as files, and a path component (the branch's
+ * last segment) cannot exceed 255 bytes on common filesystems. Longer ones are ignored before
+ * any matching.
+ */
+const MAX_REF_BYTES = 255;
 
 export async function receivePush(
   deps: ApiDeps,
   provider: Provider,
   headers: PushDeliveryHeaders,
-  rawBody: Buffer,
   payload: Record<string, unknown>,
+  triggers: CandidateTrigger[],
 ): Promise<PushReceipt> {
-  const triggers = await verifiedTriggers(deps, provider, headers, rawBody, payload);
-  const plan = planBuilds(provider, headers.event, payload, triggers);
+  const plan = planBuilds(provider, headers.event, payload, triggers, deps.config.webhooks.maxAgeSeconds);
   // Without a push delivery id (older GitLab) there is nothing to dedupe on; the receipt is kept
   // as a record.
   const pushDeliveryId = headers.pushDeliveryId ?? `unidentified:${randomUUID()}`;
@@ -101,34 +97,8 @@ export async function receivePush(
   return { outcome: 'built', pushDeliveryId, builds };
 }
 
-/** The triggers for the payload's repository whose secret verifies this push delivery (each one is checked). */
-async function verifiedTriggers(
-  deps: ApiDeps,
-  provider: Provider,
-  headers: PushDeliveryHeaders,
-  rawBody: Buffer,
-  payload: Record<string, unknown>,
-): Promise<Trigger[]> {
-  const repository = provider.repositoryOf(payload);
-  const candidates = repository
-    ? await deps.db.trigger.findMany({
-        where: { provider: provider.name, repository },
-        orderBy: { createdAt: 'asc' },
-      })
-    : [];
-  const verified = candidates.filter((t) => provider.verify(t.secret, rawBody, headers.credential));
-  if (verified.length === 0) {
-    // The same answer whether the repository has no trigger or the signature is wrong.
-    throw new AppError(
-      'invalid_signature',
-      `no ${provider.name} trigger of this repository accepts the delivery's ${provider.name === 'github' ? 'signature' : 'token'}`,
-    );
-  }
-  return verified;
-}
-
 interface PlannedBuild {
-  trigger: Trigger;
+  trigger: CandidateTrigger;
   spec: ReturnType<typeof parseBuildSpec>;
   url: string;
   push: Push;
@@ -139,10 +109,20 @@ function planBuilds(
   provider: Provider,
   event: string,
   payload: Record<string, unknown>,
-  triggers: Trigger[],
+  triggers: CandidateTrigger[],
+  maxAgeSeconds: number,
 ): { builds: PlannedBuild[]; reason?: string } {
   if (!provider.isPush(event)) return { builds: [], reason: `event "${event.slice(0, 64)}" is not a push` };
   const push = provider.pushOf(payload);
+  if (Buffer.byteLength(push.ref) > MAX_REF_BYTES) {
+    return { builds: [], reason: `the ref is longer than ${MAX_REF_BYTES} bytes` };
+  }
+  // A signed payload stays valid forever and the delivery id is not signed: without this, a
+  // captured push replayed under a fresh id would rebuild its (old) commit.
+  const age = push.pushedAt === undefined ? 0 : Date.now() / 1000 - push.pushedAt;
+  if (maxAgeSeconds > 0 && age > maxAgeSeconds) {
+    return { builds: [], reason: `the push is ${Math.round(age)} s old (more than ${maxAgeSeconds} s)` };
+  }
   if (!push.ref.startsWith(BRANCH_PREFIX)) {
     return { builds: [], reason: `"${push.ref.slice(0, 200)}" is not a branch` };
   }

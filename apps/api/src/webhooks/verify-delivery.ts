@@ -1,0 +1,56 @@
+/**
+ * Which triggers a push delivery proves itself to. Anyone can send one, so the work is bounded
+ * before it is done: at most `triggersPerRepository` rows are read (the cap trigger creation
+ * enforces; rows beyond it, left from a higher cap, are the newest and are not consulted), only
+ * the columns a build needs, and each distinct secret is checked once, however many triggers
+ * share it. Between two checks the event loop is given back: an HMAC over 5 MiB takes
+ * milliseconds, and other requests (/healthz included) go on meanwhile.
+ */
+import { setImmediate as nextTurn } from 'node:timers/promises';
+import { AppError, type Prisma } from '@kiln/core';
+import type { ApiDeps } from '../deps.js';
+import type { Provider, PushDeliveryHeaders } from './providers.js';
+
+const CANDIDATE_COLUMNS = {
+  id: true,
+  projectId: true,
+  branch: true,
+  spec: true,
+  cloneUrl: true,
+  secret: true,
+} as const satisfies Prisma.TriggerSelect;
+
+export type CandidateTrigger = Prisma.TriggerGetPayload<{ select: typeof CANDIDATE_COLUMNS }>;
+
+/** The payload's repository and its triggers whose secret verifies the delivery (none → 401). */
+export async function verifyPushDelivery(
+  deps: ApiDeps,
+  provider: Provider,
+  headers: PushDeliveryHeaders,
+  rawBody: Buffer,
+  payload: Record<string, unknown>,
+): Promise<{ repository: string; triggers: CandidateTrigger[] }> {
+  const repository = provider.repositoryOf(payload);
+  const candidates = repository
+    ? await deps.db.trigger.findMany({
+        where: { provider: provider.name, repository },
+        select: CANDIDATE_COLUMNS,
+        orderBy: [{ createdAt: 'asc' }, { id: 'asc' }],
+        take: deps.config.webhooks.triggersPerRepository,
+      })
+    : [];
+  const accepted = new Set<string>();
+  for (const secret of new Set(candidates.map((t) => t.secret))) {
+    if (provider.verify(secret, rawBody, headers.credential)) accepted.add(secret);
+    await nextTurn();
+  }
+  const triggers = candidates.filter((t) => accepted.has(t.secret));
+  if (!repository || triggers.length === 0) {
+    // The same answer whether the repository has no trigger or the signature is wrong.
+    throw new AppError(
+      'invalid_signature',
+      `no ${provider.name} trigger of this repository accepts the delivery's ${provider.name === 'github' ? 'signature' : 'token'}`,
+    );
+  }
+  return { repository, triggers };
+}
