@@ -1,4 +1,6 @@
 import { z } from 'zod';
+import { type Network, parseNetworks } from './net/address.js';
+import { parseHostPatterns } from './net/host-patterns.js';
 
 /** A bad or missing environment variable; start-up stops with this message. */
 export class ConfigError extends Error {
@@ -50,6 +52,10 @@ const ENV = z.object({
   KILN_EVENT_ATTEMPTS: int(1, 30).default(10),
   KILN_EVENT_BACKOFF_MS: int(10, 3_600_000).default(10_000),
   KILN_EVENT_TIMEOUT_SECONDS: int(1, 300).default(10),
+  KILN_EVENT_ALLOWED_NETWORKS: z.string().default(''),
+  KILN_GIT_ALLOWED_HOSTS: z.string().default(''),
+  KILN_GIT_DENIED_HOSTS: z.string().default(''),
+  KILN_GIT_ALLOWED_NETWORKS: z.string().default(''),
 });
 
 /** The names of every environment variable Kiln reads (docker-compose.yml is checked against it). */
@@ -108,7 +114,11 @@ export interface KilnConfig {
     backoffMs: number;
     /** Longest one POST may take, answer included. */
     timeoutSeconds: number;
+    /** Special-purpose networks (loopback, private, ...) receivers may still be in: internal receivers. */
+    allowedNetworks: Network[];
   };
+  /** Hosts of git contexts (builds and triggers); see GitHostPolicy. */
+  git: { allowedHosts: string[]; deniedHosts: string[]; allowedNetworks: Network[] };
 }
 
 /** Reads and validates the environment once; the first bad variable throws a ConfigError naming it. */
@@ -182,8 +192,27 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): KilnConfig {
       attempts: e.KILN_EVENT_ATTEMPTS,
       backoffMs: e.KILN_EVENT_BACKOFF_MS,
       timeoutSeconds: e.KILN_EVENT_TIMEOUT_SECONDS,
+      allowedNetworks: listSetting(
+        'KILN_EVENT_ALLOWED_NETWORKS',
+        e.KILN_EVENT_ALLOWED_NETWORKS,
+        parseNetworks,
+      ),
+    },
+    git: {
+      allowedHosts: listSetting('KILN_GIT_ALLOWED_HOSTS', e.KILN_GIT_ALLOWED_HOSTS, parseHostPatterns),
+      deniedHosts: listSetting('KILN_GIT_DENIED_HOSTS', e.KILN_GIT_DENIED_HOSTS, parseHostPatterns),
+      allowedNetworks: listSetting('KILN_GIT_ALLOWED_NETWORKS', e.KILN_GIT_ALLOWED_NETWORKS, parseNetworks),
     },
   };
+}
+
+/** A comma-separated list setting, its first bad entry stopping start-up with the variable's name. */
+function listSetting<T>(variable: string, value: string, parse: (list: string) => T[]): T[] {
+  try {
+    return parse(value);
+  } catch (err) {
+    throw new ConfigError(variable, (err as Error).message);
+  }
 }
 
 /** `docker:///var/run/docker.sock,tcp://b:1234=4`: an optional `=N` sets that builder's concurrency. */
