@@ -14,6 +14,8 @@ import {
   AppError,
   type Build,
   type BuildSpecInput,
+  checkGitHost,
+  type GitHostPolicy,
   isCommitId,
   Prisma,
   parseBuildSpec,
@@ -41,7 +43,7 @@ export async function receivePush(
   payload: Record<string, unknown>,
 ): Promise<PushReceipt> {
   const triggers = await verifiedTriggers(deps, provider, headers, rawBody, payload);
-  const plan = planBuilds(provider, headers.event, payload, triggers);
+  const plan = planBuilds(provider, headers.event, payload, triggers, deps.config.git);
   // Without a push delivery id (older GitLab) there is nothing to dedupe on; the receipt is kept
   // as a record.
   const pushDeliveryId = headers.pushDeliveryId ?? `unidentified:${randomUUID()}`;
@@ -140,6 +142,7 @@ function planBuilds(
   event: string,
   payload: Record<string, unknown>,
   triggers: Trigger[],
+  gitHosts: GitHostPolicy,
 ): { builds: PlannedBuild[]; reason?: string } {
   if (!provider.isPush(event)) return { builds: [], reason: `event "${event.slice(0, 64)}" is not a push` };
   const push = provider.pushOf(payload);
@@ -160,6 +163,9 @@ function planBuilds(
   for (const trigger of matching) {
     try {
       const url = parseGitUrl(trigger.cloneUrl ?? push.cloneUrl, 'clone URL');
+      // The payload's URL is the sender's choice; a trigger's was checked when created, under
+      // the policy of then.
+      checkGitHost(url, gitHosts, 'clone URL');
       const spec = parseBuildSpec(trigger.spec as BuildSpecInput);
       builds.push({ trigger, spec, url, push });
     } catch (err) {
