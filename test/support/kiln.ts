@@ -60,6 +60,10 @@ export async function startTestKiln(options: TestKilnOptions = {}): Promise<Test
     KILN_DATA_DIR: dataDir,
     KILN_SIGNING_KEY: 'k'.repeat(40),
     KILN_LOG_LEVEL: 'silent',
+    // Test receivers and git servers listen on loopback, which Kiln refuses by default (SSRF);
+    // test/security/tenants-ssrf.test.ts turns this off to see the refusals.
+    KILN_EVENT_ALLOWED_NETWORKS: '127.0.0.0/8,::1/128',
+    KILN_GIT_ALLOWED_NETWORKS: '127.0.0.0/8,::1/128',
     ...(socket ? { KILN_BUILDERS: `docker://${socket}` } : {}),
     ...options.env,
   });

@@ -56,7 +56,7 @@ interface Upload {
 export async function submitBuild(deps: ApiDeps, req: BuildRequest) {
   const idempotencyKey = checkIdempotencyKey(req.headers['idempotency-key']);
   if (isJsonBody(req)) {
-    const { spec, git, secrets } = parseGitBuildRequest(req.body);
+    const { spec, git, secrets } = parseGitBuildRequest(req.body, deps.config.git);
     const source = { kind: 'git', git, origin: 'api' } as const;
     return createBuild(deps, req.projectId, spec, source, idempotencyKey, secrets);
   }

@@ -2,7 +2,9 @@ import {
   AppError,
   type BuildSecrets,
   type BuildSpec,
+  checkGitHost,
   type GitContext,
+  type GitHostPolicy,
   parseBuildSecrets,
   parseBuildSpec,
   parseGitContext,
@@ -12,8 +14,12 @@ import {
  * POST /v1/builds with a JSON body: a remote context `{git: "https://host/org/repo.git#ref:subdir"}`
  * beside the usual spec fields (output, file, target, buildArgs, ...). Nothing is uploaded:
  * BuildKit fetches the repository when the build runs. Secret values may come along (`secrets`).
+ * The repository's host must pass the operator's policy (`invalid_context` otherwise).
  */
-export function parseGitBuildRequest(body: unknown): {
+export function parseGitBuildRequest(
+  body: unknown,
+  hosts: GitHostPolicy,
+): {
   spec: BuildSpec;
   git: GitContext;
   secrets: BuildSecrets;
@@ -31,8 +37,10 @@ export function parseGitBuildRequest(body: unknown): {
       'a JSON body names a remote context, {"git": "https://host/org/repo.git#ref"}; upload a local context as application/x-tar, application/gzip or multipart/form-data',
     );
   }
+  const context = parseGitContext(git);
+  checkGitHost(context.url, hosts);
   return {
-    git: parseGitContext(git),
+    git: context,
     spec: parseBuildSpec(fields),
     secrets: parseBuildSecrets(fields.secrets),
   };

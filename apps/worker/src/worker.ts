@@ -144,6 +144,7 @@ export class KilnWorker {
       attempts: config.events.attempts,
       backoffMs: config.events.backoffMs,
       timeoutMs: config.events.timeoutSeconds * 1000,
+      allowedNetworks: config.events.allowedNetworks,
       ...prefix,
       ...(deps.reconcileIntervalMs !== undefined ? { sweepIntervalMs: deps.reconcileIntervalMs } : {}),
       ...(deps.queuedGraceMs !== undefined ? { sweepGraceMs: deps.queuedGraceMs } : {}),

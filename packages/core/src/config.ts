@@ -1,5 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
+import { type Network, parseNetworks } from './net/address.js';
+import { parseHostPatterns } from './net/host-patterns.js';
 
 /** A bad or missing environment variable; start-up stops with this message. */
 export class ConfigError extends Error {
@@ -64,6 +66,10 @@ const ENV = z.object({
   KILN_WEBHOOK_REPOSITORY_RATE_LIMIT_PER_MINUTE: int(0, 10_000_000).default(120),
   KILN_WEBHOOK_CONCURRENCY: int(1, 64).default(4),
   KILN_WEBHOOK_MAX_AGE_SECONDS: int(0, 30 * 86_400).default(600),
+  KILN_EVENT_ALLOWED_NETWORKS: z.string().default(''),
+  KILN_GIT_ALLOWED_HOSTS: z.string().default(''),
+  KILN_GIT_DENIED_HOSTS: z.string().default(''),
+  KILN_GIT_ALLOWED_NETWORKS: z.string().default(''),
 });
 
 /** The names of every environment variable Kiln reads (docker-compose.yml is checked against it). */
@@ -133,6 +139,8 @@ export interface KilnConfig {
     backoffMs: number;
     /** Longest one POST may take, answer included. */
     timeoutSeconds: number;
+    /** Special-purpose networks (loopback, private, ...) receivers may still be in: internal receivers. */
+    allowedNetworks: Network[];
   };
   /** Build logs and their live streams. */
   logs: {
@@ -161,6 +169,8 @@ export interface KilnConfig {
     /** A GitHub push whose `repository.pushed_at` is older than this is ignored (0: no check). */
     maxAgeSeconds: number;
   };
+  /** Hosts of git contexts (builds and triggers); see GitHostPolicy. */
+  git: { allowedHosts: string[]; deniedHosts: string[]; allowedNetworks: Network[] };
 }
 
 /** Reads and validates the environment once; the first bad variable throws a ConfigError naming it. */
@@ -235,6 +245,16 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): KilnConfig {
       attempts: e.KILN_EVENT_ATTEMPTS,
       backoffMs: e.KILN_EVENT_BACKOFF_MS,
       timeoutSeconds: e.KILN_EVENT_TIMEOUT_SECONDS,
+      allowedNetworks: listSetting(
+        'KILN_EVENT_ALLOWED_NETWORKS',
+        e.KILN_EVENT_ALLOWED_NETWORKS,
+        parseNetworks,
+      ),
+    },
+    git: {
+      allowedHosts: listSetting('KILN_GIT_ALLOWED_HOSTS', e.KILN_GIT_ALLOWED_HOSTS, parseHostPatterns),
+      deniedHosts: listSetting('KILN_GIT_DENIED_HOSTS', e.KILN_GIT_DENIED_HOSTS, parseHostPatterns),
+      allowedNetworks: listSetting('KILN_GIT_ALLOWED_NETWORKS', e.KILN_GIT_ALLOWED_NETWORKS, parseNetworks),
     },
     logs: {
       maxBytes: e.KILN_MAX_LOG_BYTES,
@@ -250,6 +270,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): KilnConfig {
       maxAgeSeconds: e.KILN_WEBHOOK_MAX_AGE_SECONDS,
     },
   };
+}
+
+/** A comma-separated list setting, its first bad entry stopping start-up with the variable's name. */
+function listSetting<T>(variable: string, value: string, parse: (list: string) => T[]): T[] {
+  try {
+    return parse(value);
+  } catch (err) {
+    throw new ConfigError(variable, (err as Error).message);
+  }
 }
 
 /** Reads a PEM file named by `variable`; a missing, unreadable or non-PEM file stops start-up naming it. */

@@ -21,14 +21,19 @@ test('defaults for one machine', () => {
 });
 
 test('completion event settings: defaults, overrides, bounds', () => {
-  assert.deepEqual(loadConfig(base).events, { attempts: 10, backoffMs: 10_000, timeoutSeconds: 10 });
+  assert.deepEqual(loadConfig(base).events, {
+    attempts: 10,
+    backoffMs: 10_000,
+    timeoutSeconds: 10,
+    allowedNetworks: [],
+  });
   const c = loadConfig({
     ...base,
     KILN_EVENT_ATTEMPTS: '3',
     KILN_EVENT_BACKOFF_MS: '200',
     KILN_EVENT_TIMEOUT_SECONDS: '2',
   });
-  assert.deepEqual(c.events, { attempts: 3, backoffMs: 200, timeoutSeconds: 2 });
+  assert.deepEqual(c.events, { attempts: 3, backoffMs: 200, timeoutSeconds: 2, allowedNetworks: [] });
   for (const [variable, value] of [
     ['KILN_EVENT_ATTEMPTS', '0'],
     ['KILN_EVENT_BACKOFF_MS', '5'],
@@ -136,5 +141,42 @@ test('builder TLS: PEM files read at start-up, applied to tcp:// builders only',
     );
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('SSRF settings: networks for event receivers and git, git host lists', () => {
+  assert.deepEqual(loadConfig(base).git, { allowedHosts: [], deniedHosts: [], allowedNetworks: [] });
+  const c = loadConfig({
+    ...base,
+    KILN_EVENT_ALLOWED_NETWORKS: '10.20.0.0/16, fd00::/8',
+    KILN_GIT_ALLOWED_HOSTS: 'git.example.com,*.Corp.Example',
+    KILN_GIT_DENIED_HOSTS: 'evil.example.com',
+    KILN_GIT_ALLOWED_NETWORKS: '127.0.0.1',
+  });
+  assert.deepEqual(
+    c.events.allowedNetworks.map((n) => [n.text, n.prefix]),
+    [
+      ['10.20.0.0/16', 16],
+      ['fd00::/8', 8],
+    ],
+  );
+  assert.deepEqual(c.git.allowedHosts, ['git.example.com', '*.corp.example']);
+  assert.deepEqual(c.git.deniedHosts, ['evil.example.com']);
+  assert.deepEqual(
+    c.git.allowedNetworks.map((n) => n.prefix),
+    [32],
+  );
+  for (const [variable, value] of [
+    ['KILN_EVENT_ALLOWED_NETWORKS', '10.0.0.0/33'],
+    ['KILN_EVENT_ALLOWED_NETWORKS', 'example.com'],
+    ['KILN_GIT_ALLOWED_NETWORKS', '::1/129'],
+    ['KILN_GIT_ALLOWED_HOSTS', 'a b'],
+    ['KILN_GIT_DENIED_HOSTS', 'host/path'],
+  ] as const) {
+    assert.throws(
+      () => loadConfig({ ...base, [variable]: value }),
+      (e: unknown) => e instanceof ConfigError && e.variable === variable,
+      `${variable}=${value}`,
+    );
   }
 });

@@ -32,7 +32,10 @@ export {
   parseGitContext,
   parseGitUrl,
 } from './git-context.js';
+export { checkGitHost, type GitHostPolicy } from './git-hosts.js';
 export { createLogger, type Logger } from './logger.js';
+export { type Network, parseIp, parseNetworks, refusedAddress } from './net/address.js';
+export { normalizeHostname } from './net/host.js';
 export { resultCacheKey } from './result-cache.js';
 export {
   type BuildSpec,

@@ -127,7 +127,7 @@ export function endpointRoutes(deps: ApiDeps): FastifyPluginAsyncTypebox {
             `unknown field "${unknown}": send only {"url": "https://..."}`,
           );
         }
-        const url = checkEndpointUrl(body.url);
+        const url = checkEndpointUrl(body.url, deps.config.events.allowedNetworks);
         const active = await db.eventEndpoint.count({
           where: { projectId: req.projectId, disabledAt: null },
         });

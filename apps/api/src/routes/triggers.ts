@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { AppError, type Prisma, parseBuildSpec, parseGitUrl } from '@kiln/core';
+import { AppError, checkGitHost, type Prisma, parseBuildSpec, parseGitUrl } from '@kiln/core';
 import { Type } from 'typebox';
 import type { ApiDeps } from '../deps.js';
 import { buildErrors, idParams } from '../schemas.js';
@@ -88,7 +88,9 @@ export function triggerRoutes(deps: ApiDeps): FastifyPluginAsyncTypebox {
         if (spec.secrets !== undefined) {
           throw new AppError('invalid_spec', 'a trigger cannot carry build secrets (they are never stored)');
         }
-        if (body.cloneUrl !== undefined) parseGitUrl(body.cloneUrl, 'cloneUrl');
+        if (body.cloneUrl !== undefined) {
+          checkGitHost(parseGitUrl(body.cloneUrl, 'cloneUrl'), config.git, 'cloneUrl');
+        }
         const secret = body.secret ?? randomBytes(32).toString('hex');
         const trigger = await createWithinCaps(deps, {
           projectId: req.projectId,

@@ -10,7 +10,16 @@
  *    fetches the repository when the build runs, so the answer comes in milliseconds.
  */
 import { randomUUID } from 'node:crypto';
-import { type Build, type BuildSpecInput, isCommitId, Prisma, parseBuildSpec, parseGitUrl } from '@kiln/core';
+import {
+  type Build,
+  type BuildSpecInput,
+  checkGitHost,
+  type GitHostPolicy,
+  isCommitId,
+  Prisma,
+  parseBuildSpec,
+  parseGitUrl,
+} from '@kiln/core';
 import { createBuild } from '../create-build.js';
 import type { ApiDeps } from '../deps.js';
 import { branchMatches } from './branch-glob.js';
@@ -37,7 +46,14 @@ export async function receivePush(
   payload: Record<string, unknown>,
   triggers: CandidateTrigger[],
 ): Promise<PushReceipt> {
-  const plan = planBuilds(provider, headers.event, payload, triggers, deps.config.webhooks.maxAgeSeconds);
+  const plan = planBuilds(
+    provider,
+    headers.event,
+    payload,
+    triggers,
+    deps.config.webhooks.maxAgeSeconds,
+    deps.config.git,
+  );
   // Without a push delivery id (older GitLab) there is nothing to dedupe on; the receipt is kept
   // as a record.
   const pushDeliveryId = headers.pushDeliveryId ?? `unidentified:${randomUUID()}`;
@@ -111,6 +127,7 @@ function planBuilds(
   payload: Record<string, unknown>,
   triggers: CandidateTrigger[],
   maxAgeSeconds: number,
+  gitHosts: GitHostPolicy,
 ): { builds: PlannedBuild[]; reason?: string } {
   if (!provider.isPush(event)) return { builds: [], reason: `event "${event.slice(0, 64)}" is not a push` };
   const push = provider.pushOf(payload);
@@ -140,6 +157,9 @@ function planBuilds(
   for (const trigger of matching) {
     try {
       const url = parseGitUrl(trigger.cloneUrl ?? push.cloneUrl, 'clone URL');
+      // The payload's URL is the sender's choice; a trigger's was checked when created, under
+      // the policy of then.
+      checkGitHost(url, gitHosts, 'clone URL');
       const spec = parseBuildSpec(trigger.spec as BuildSpecInput);
       builds.push({ trigger, spec, url, push });
     } catch (err) {

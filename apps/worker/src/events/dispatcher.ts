@@ -4,19 +4,23 @@
  * answer throws, so BullMQ retries with exponential backoff; the row's own attempt count decides
  * when to give up (`failed`), so re-enqueueing never grants extra attempts. A sweep enqueues
  * pending deliveries whose job is missing (Redis lost it, or the writer crashed between its
- * commit and the enqueue), as the build reconciler does for builds.
+ * commit and the enqueue), as the build reconciler does for builds. A receiver whose address is
+ * refused (SSRF, see pin-address.ts) fails the delivery at once: nothing was sent, and another
+ * try would only give a rebinding name another chance to point somewhere else.
  */
 import {
   type EventJobData,
   eventBody,
   eventJobs,
   type Logger,
+  type Network,
   Prisma,
   type PrismaClient,
   QUEUE_EVENTS,
 } from '@kiln/core';
 import { type Job, Queue, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
+import type { Resolve } from './pin-address.js';
 import { postEvent } from './post.js';
 
 /** What writers of final states need: enqueue the deliveries their transaction inserted. */
@@ -34,6 +38,10 @@ export interface EventDispatcherOptions {
   attempts: number;
   backoffMs: number;
   timeoutMs: number;
+  /** Special-purpose networks receivers may be in (KILN_EVENT_ALLOWED_NETWORKS). */
+  allowedNetworks: readonly Network[];
+  /** Name resolution of receivers; the system's by default. */
+  resolve?: Resolve;
   /** BullMQ key prefix; default BullMQ's. */
   prefix?: string;
   /** Deliveries POSTed at once by this process; default 16. */
@@ -158,15 +166,17 @@ export class EventDispatcher implements EventEnqueuer {
     }
     const number = delivery.attempts + 1;
     const started = performance.now();
-    const outcome = await postEvent(
-      delivery.endpoint.url,
-      eventBody(delivery),
-      delivery.endpoint.secret,
-      id,
-      this.o.timeoutMs,
-    );
+    const outcome = await postEvent({
+      url: delivery.endpoint.url,
+      body: eventBody(delivery),
+      secret: delivery.endpoint.secret,
+      deliveryId: id,
+      timeoutMs: this.o.timeoutMs,
+      allowedNetworks: this.o.allowedNetworks,
+      ...(this.o.resolve ? { resolve: this.o.resolve } : {}),
+    });
     const durationMs = Math.round(performance.now() - started);
-    const last = !outcome.ok && number >= this.o.attempts;
+    const last = !outcome.ok && (outcome.refused === true || number >= this.o.attempts);
     const status = outcome.ok ? 'delivered' : last ? 'failed' : 'pending';
     try {
       await prisma.$transaction([

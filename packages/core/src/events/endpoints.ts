@@ -1,5 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { AppError } from '../errors.js';
+import type { Network } from '../net/address.js';
+import { refusedHost } from '../net/host.js';
 
 export const MAX_ENDPOINT_URL_LENGTH = 2048;
 /** Active endpoints one project may have: each final state costs one POST per endpoint. */
@@ -14,9 +16,11 @@ export function generateEndpointSecret(): string {
  * An endpoint URL as Kiln will POST to it (normalized), or AppError `invalid_endpoint` saying
  * what is wrong. Credentials in the URL are refused: they would be stored and shown in clear, and
  * the signature already proves the sender. Whitespace and control characters are refused rather
- * than silently dropped, as the WHATWG parser would.
+ * than silently dropped, as the WHATWG parser would. A host that is a special-purpose address
+ * (loopback, private, link-local, ...) or a localhost name is refused unless in `allowedNetworks`
+ * (SSRF); names that resolve to such addresses are refused when delivering.
  */
-export function checkEndpointUrl(value: unknown): string {
+export function checkEndpointUrl(value: unknown, allowedNetworks: readonly Network[]): string {
   const bad = (why: string) => new AppError('invalid_endpoint', `the endpoint url ${why}`);
   if (typeof value !== 'string') throw bad('must be a string: send {"url": "https://..."}');
   if (value === '') throw bad('is empty');
@@ -37,5 +41,7 @@ export function checkEndpointUrl(value: unknown): string {
   if (!url.hostname) throw bad('has no host');
   if (url.username || url.password) throw bad('must not contain credentials (user:password@)');
   if (url.hash) throw bad('must not have a #fragment (it is never sent)');
+  const refused = refusedHost(url.hostname, allowedNetworks);
+  if (refused) throw bad(`points at ${url.hostname}, ${refused}: events are not sent to such hosts`);
   return url.href;
 }
