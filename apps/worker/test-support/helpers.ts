@@ -98,6 +98,7 @@ export function testConfig(
     shutdownGraceSeconds: 30,
     retention: { days: 30, contextDays: 7, intervalSeconds: 3600 },
     events: { attempts: 3, backoffMs: 1000, timeoutSeconds: 10 },
+    quotas: { queuedBuilds: 0, runningBuilds: 0, artifactBytes: 0 },
     ...over,
   };
 }

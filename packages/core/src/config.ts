@@ -50,6 +50,11 @@ const ENV = z.object({
   KILN_EVENT_ATTEMPTS: int(1, 30).default(10),
   KILN_EVENT_BACKOFF_MS: int(10, 3_600_000).default(10_000),
   KILN_EVENT_TIMEOUT_SECONDS: int(1, 300).default(10),
+  KILN_OPERATOR_TOKEN: z.string().min(32, 'must be at least 32 characters').optional(),
+  KILN_METRICS_TOKEN: z.string().min(32, 'must be at least 32 characters').optional(),
+  KILN_QUOTA_QUEUED_BUILDS: int(0, 10_000_000).default(500),
+  KILN_QUOTA_RUNNING_BUILDS: int(0, 100_000).default(0),
+  KILN_QUOTA_ARTIFACT_BYTES: int(0, 2 ** 50).default(16 * 1024 ** 3),
 });
 
 /** The names of every environment variable Kiln reads (docker-compose.yml is checked against it). */
@@ -109,6 +114,22 @@ export interface KilnConfig {
     /** Longest one POST may take, answer included. */
     timeoutSeconds: number;
   };
+  /** Authenticates /v1/admin (projects, quotas); without it those routes answer 404. */
+  operatorToken?: string;
+  /** Authenticates /metrics (a scraper needs no project); without it /metrics answers 404. */
+  metricsToken?: string;
+  /** Per-project defaults; a project's own value (set by the operator) wins. 0: no limit. */
+  quotas: ProjectQuotas;
+}
+
+/** What one project may hold at once; 0 is no limit. */
+export interface ProjectQuotas {
+  /** Builds waiting (`queued`): a POST over it is answered 429 quota_exceeded. */
+  queuedBuilds: number;
+  /** Builds holding a builder slot: one more waits in the queue, other projects go first. */
+  runningBuilds: number;
+  /** Bytes of one build's artifact: past it the export stops and the build fails output_too_large. */
+  artifactBytes: number;
 }
 
 /** Reads and validates the environment once; the first bad variable throws a ConfigError naming it. */
@@ -182,6 +203,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): KilnConfig {
       attempts: e.KILN_EVENT_ATTEMPTS,
       backoffMs: e.KILN_EVENT_BACKOFF_MS,
       timeoutSeconds: e.KILN_EVENT_TIMEOUT_SECONDS,
+    },
+    ...(e.KILN_OPERATOR_TOKEN ? { operatorToken: e.KILN_OPERATOR_TOKEN } : {}),
+    ...(e.KILN_METRICS_TOKEN ? { metricsToken: e.KILN_METRICS_TOKEN } : {}),
+    quotas: {
+      queuedBuilds: e.KILN_QUOTA_QUEUED_BUILDS,
+      runningBuilds: e.KILN_QUOTA_RUNNING_BUILDS,
+      artifactBytes: e.KILN_QUOTA_ARTIFACT_BYTES,
     },
   };
 }

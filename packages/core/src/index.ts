@@ -12,7 +12,14 @@ export {
 } from './build-secrets.js';
 export * from './builds/index.js';
 export * from './builds.js';
-export { CONFIG_VARIABLES, ConfigError, type KilnConfig, loadConfig, type StorageConfig } from './config.js';
+export {
+  CONFIG_VARIABLES,
+  ConfigError,
+  type KilnConfig,
+  loadConfig,
+  type ProjectQuotas,
+  type StorageConfig,
+} from './config.js';
 export * from './context/index.js';
 export * from './db/index.js';
 export { AppError, ERROR_STATUS, type ErrorCode, httpStatusFor, isAppError } from './errors.js';
@@ -26,6 +33,7 @@ export {
   parseGitUrl,
 } from './git-context.js';
 export { createLogger, type Logger } from './logger.js';
+export { effectiveQuotas, loadProjectQuotas, type ProjectQuotaRow } from './quotas.js';
 export { resultCacheKey } from './result-cache.js';
 export {
   type BuildSpec,
@@ -38,5 +46,6 @@ export {
   parseCsvPairs,
   SPEC_FIELDS,
 } from './spec.js';
+export { removeStaleFiles } from './stale-files.js';
 export * from './storage/index.js';
-export { generateToken, hashToken } from './tokens.js';
+export { generateToken, hashToken, issueToken } from './tokens.js';
