@@ -9,6 +9,7 @@ import { authenticator } from './auth.js';
 import type { ApiDeps } from './deps.js';
 import { clientErrorHandler, registerErrorHandling } from './errors.js';
 import { RequestLog } from './request-log.js';
+import { adminRoutes } from './routes/admin.js';
 import { builderRoutes } from './routes/builders.js';
 import { buildRoutes } from './routes/builds.js';
 import { endpointRoutes } from './routes/endpoints.js';
@@ -62,6 +63,8 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
     await app.register(fileRoutes(deps.storage, deps.config.storage.signingKey));
   // Webhooks authenticate by signature, not bearer token.
   await app.register(webhookRoutes(deps));
+  // The operator's routes take KILN_OPERATOR_TOKEN, not a project's.
+  await app.register(adminRoutes(deps));
   await app.register(async (authed) => {
     authed.addHook('onRequest', authenticator(deps));
     if (deps.config.rateLimitPerMinute > 0) {
@@ -69,9 +72,10 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
       await authed.register(rateLimit, {
         max,
         timeWindow: 60_000,
-        // After authentication, so the count is per token; in Redis, so it holds across API replicas.
+        // After authentication, so the count is per project (minting tokens does not multiply
+        // it); in Redis, so it holds across API replicas.
         hook: 'preHandler',
-        keyGenerator: (req) => `token:${req.tokenId}`,
+        keyGenerator: (req) => `project:${req.projectId}`,
         redis: deps.redis,
         nameSpace: 'kiln:ratelimit:',
         // Redis down must not take the API down with it.
@@ -79,7 +83,7 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
         errorResponseBuilder: (_req, ctx) =>
           new AppError(
             'rate_limited',
-            `more than ${max} requests a minute with this token; retry in ${ctx.after}`,
+            `more than ${max} requests a minute for this project; retry in ${ctx.after}`,
           ),
       });
     }

@@ -1,9 +1,9 @@
 import { parseArgs } from 'node:util';
-import { createPrismaClient, generateToken, hashToken, migrateDatabase } from '@kiln/core';
+import { createPrismaClient, issueToken, migrateDatabase } from '@kiln/core';
 
 /**
  * `node apps/api/dist/bootstrap.js --project NAME [--token-name N]`: creates the project if
- * needed and prints a new API token (only its hash is stored). Reads DATABASE_URL.
+ * needed and prints a new `manage` API token (only its hash is stored). Reads DATABASE_URL.
  */
 export async function bootstrapProject(
   databaseUrl: string,
@@ -14,9 +14,7 @@ export async function bootstrapProject(
   const db = createPrismaClient(databaseUrl);
   try {
     const p = await db.project.upsert({ where: { name: project }, create: { name: project }, update: {} });
-    const token = generateToken();
-    await db.apiToken.create({ data: { projectId: p.id, name: tokenName, tokenHash: hashToken(token) } });
-    return token;
+    return (await issueToken(db, { projectId: p.id, name: tokenName, scope: 'manage' })).token;
   } finally {
     await db.$disconnect();
   }

@@ -16,7 +16,7 @@ import { Type } from 'typebox';
 import { checkIdempotencyKey, createBuild } from './create-build.js';
 import type { ApiDeps } from './deps.js';
 import { parseGitBuildRequest } from './git-request.js';
-import { type ReceivedContext, receiveContext } from './upload.js';
+import { type ReceivedContext, receiveContext, uploadTmpDir } from './upload.js';
 
 /** Content types taken as a raw context upload (the body stays a stream for receiveContext). */
 export const RAW_CONTEXT_TYPES = [
@@ -143,7 +143,7 @@ async function readUpload(deps: ApiDeps, req: BuildRequest): Promise<Upload> {
 function uploadOptions({ storage, config }: ApiDeps, dockerfilePath: string) {
   return {
     storage,
-    tmpDir: path.join(config.dataDir, 'tmp'),
+    tmpDir: uploadTmpDir(config),
     limits: {
       maxUncompressedBytes: config.limits.maxContextBytes,
       maxCompressedBytes: config.limits.maxContextBytes,

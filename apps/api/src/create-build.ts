@@ -6,6 +6,7 @@ import {
   type BuildSpec,
   buildJobOptions,
   buildSecretsTtlSeconds,
+  effectiveQuotas,
   type GitContext,
   gitRefColumn,
   isCommitId,
@@ -85,9 +86,11 @@ export async function createBuild(
     requestHash,
   };
   let build: Build;
+  let rank: number;
   try {
     const cached = spec.noCache ? undefined : await reuseResult(deps, data, spec.platform);
     if (cached) return { build: cached, outcome: 'cached' };
+    rank = await admit(deps, projectId);
     build =
       source.kind === 'upload'
         ? await insertQueued(deps, data, source.context)
@@ -106,12 +109,32 @@ export async function createBuild(
     await deps.queue.add(
       QUEUE_BUILDS,
       { buildId: build.id },
-      buildJobOptions(build.id, deps.config.buildAttempts),
+      buildJobOptions(build.id, deps.config.buildAttempts, rank),
     );
   } catch (err) {
     deps.logger.warn({ err, buildId: build.id }, 'enqueue failed; the reconciler will enqueue the build');
   }
   return { build, outcome: 'queued' };
+}
+
+/**
+ * Admission of one more queued build: the project must be enabled and under its queued-builds
+ * quota. Returns the build's rank among its project's queued builds, its job's priority (fair
+ * scheduling, see buildJobOptions). Concurrent POSTs of one project can each see room for the last
+ * place, so the quota may be passed by as many requests as arrive at that instant.
+ */
+async function admit(deps: ApiDeps, projectId: string): Promise<number> {
+  const admission = await deps.builds.projectAdmission(projectId);
+  if (!admission) throw new AppError('not_found', `no project ${projectId}`);
+  if (admission.disabledAt) throw new AppError('forbidden', 'the project is disabled');
+  const { queuedBuilds } = effectiveQuotas(deps.config.quotas, admission);
+  if (queuedBuilds > 0 && admission.queued >= queuedBuilds) {
+    throw new AppError(
+      'quota_exceeded',
+      `the project has ${admission.queued} queued builds, its limit (queued builds: ${queuedBuilds}); wait for some to start or cancel some`,
+    );
+  }
+  return admission.queued + 1;
 }
 
 /**

@@ -8,6 +8,7 @@ import {
   migrateDatabase,
   QUEUE_BUILDS,
   QUEUE_EVENTS,
+  removeStaleFiles,
   TokenQueries,
 } from '@kiln/core';
 import { Queue } from 'bullmq';
@@ -17,6 +18,7 @@ import { eventEnqueuer } from './events.js';
 import { LogFollowers } from './log-followers.js';
 import { LogHub } from './log-hub.js';
 import { TokenCache } from './token-cache.js';
+import { uploadTmpDir } from './upload.js';
 
 /** Connects what the API needs, from the config; `close()` releases all of it. */
 export async function createApiDeps(config: KilnConfig): Promise<ApiDeps & { close(): Promise<void> }> {
@@ -26,6 +28,13 @@ export async function createApiDeps(config: KilnConfig): Promise<ApiDeps & { clo
     onConnectionError: (err) => logger.warn({ err: err.message }, 'postgresql dropped a connection'),
   });
   const storage = await createStorage(config.storage);
+  // Uploads a killed API was receiving (no request lasts longer than requestTimeoutSeconds).
+  const stale = await removeStaleFiles(
+    uploadTmpDir(config),
+    /^upload-.+\.tar$/,
+    2 * config.requestTimeoutSeconds * 1000,
+  );
+  if (stale.length > 0) logger.warn({ files: stale.length }, 'removed uploads of a stopped API');
   // Requests fail fast while Redis is down instead of queueing forever.
   const redis = new Redis(config.redisUrl, {
     maxRetriesPerRequest: 1,

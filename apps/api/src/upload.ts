@@ -8,8 +8,12 @@ import {
   type ContextLimits,
   contextKey,
   createContextValidator,
+  type KilnConfig,
   type ObjectStorage,
 } from '@kiln/core';
+
+/** Where uploads are received before they are stored (removed at start-up when stale). */
+export const uploadTmpDir = (config: Pick<KilnConfig, 'dataDir'>): string => path.join(config.dataDir, 'tmp');
 
 export interface StoredContext {
   digest: string;

@@ -10,6 +10,8 @@ import { QUEUE_BUILDS } from '@kiln/core';
 import type { Redis } from 'ioredis';
 import { startTestKiln, type TestKiln } from '../../../test/support/kiln.js';
 
+const METRICS_TOKEN = 'm'.repeat(40);
+
 /** A tar of the given files made by GNU tar, as a user's `tar -C dir -cf - .` would. */
 function tarOf(files: Record<string, string>): Buffer {
   const dir = execFileSync('mktemp', ['-d']).toString().trim();
@@ -44,7 +46,10 @@ describe('API', () => {
   ) => api(`/v1/builds${query}`, { method: 'POST', body, headers: { 'content-type': type, ...extra } });
 
   before(async () => {
-    kiln = await startTestKiln({ project: 'alpha', env: { KILN_MAX_CONTEXT_BYTES: String(1024 * 1024) } });
+    kiln = await startTestKiln({
+      project: 'alpha',
+      env: { KILN_MAX_CONTEXT_BYTES: String(1024 * 1024), KILN_METRICS_TOKEN: METRICS_TOKEN },
+    });
     ({ url: base, token, dataDir, redis } = kiln);
     otherToken = await kiln.newToken('beta');
   });
@@ -228,7 +233,9 @@ describe('API', () => {
     assert.equal((await api('/healthz', { auth: null })).status, 200);
     const ready = await api('/readyz', { auth: null });
     assert.equal(ready.status, 200, await ready.clone().text());
-    const metrics = await (await api('/metrics', { auth: null })).text();
+    assert.equal((await api('/metrics', { auth: null })).status, 401);
+    assert.equal((await api('/metrics')).status, 401, 'a project token is not the metrics token');
+    const metrics = await (await api('/metrics', { auth: METRICS_TOKEN })).text();
     assert.match(metrics, /kiln_builds\{status="queued"\} \d+/);
     assert.match(metrics, /kiln_queue_jobs\{state="waiting"\} \d+/);
     const doc = (await (await api('/docs/json', { auth: null })).json()) as {

@@ -23,7 +23,9 @@ after(() => {
 
 /** A cache over an in-memory table, counting the look-ups that reach it, per hash. */
 async function setUp(opts: { ttlMs?: number; loadDelayMs?: number } = {}) {
-  const rows = new Map<string, TokenRecord>([['probe', { id: 'probe', projectId: 'p', revokedAt: null }]]);
+  const rows = new Map<string, TokenRecord>([
+    ['probe', { id: 'probe', projectId: 'p', revokedAt: null, scope: 'manage', projectDisabledAt: null }],
+  ]);
   const counts = new Map<string, number>();
   const subscriber = connect();
   const cache = new TokenCache({
@@ -61,7 +63,13 @@ async function setUp(opts: { ttlMs?: number; loadDelayMs?: number } = {}) {
   };
 }
 
-const token = (id: string): TokenRecord => ({ id, projectId: 'proj', revokedAt: null });
+const token = (id: string): TokenRecord => ({
+  id,
+  projectId: 'proj',
+  revokedAt: null,
+  scope: 'manage',
+  projectDisabledAt: null,
+});
 
 /** Gets a live token cached, then marks its row revoked, as PostgreSQL has it after a revocation. */
 async function cacheThenRevokeRow(
@@ -87,7 +95,7 @@ describe('TokenCache', () => {
 
   test('unknown and revoked tokens are never cached', async () => {
     const { cache, rows, loads } = await setUp();
-    rows.set('gone', { id: 't2', projectId: 'proj', revokedAt: new Date() });
+    rows.set('gone', { ...token('t2'), revokedAt: new Date() });
     for (let i = 0; i < 3; i++) {
       assert.equal(await cache.resolve('nobody'), null);
       assert.ok((await cache.resolve('gone'))?.revokedAt);

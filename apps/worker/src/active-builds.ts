@@ -1,5 +1,5 @@
 /** Why a running build's AbortController was aborted. */
-export type AbortKind = 'cancel' | 'timeout' | 'shutdown' | 'storage';
+export type AbortKind = 'cancel' | 'timeout' | 'shutdown' | 'storage' | 'output_too_large';
 
 export class BuildAbort extends Error {
   constructor(

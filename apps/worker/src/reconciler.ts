@@ -125,7 +125,9 @@ export class Reconciler {
         return false;
       }
     }
-    await this.o.queue.add(BUILD_JOB_NAME, { buildId: id }, buildJobOptions(id, this.o.attempts));
+    // Its rank among the project's queued builds keeps the queue fair (see buildJobOptions).
+    const rank = await this.o.lifecycle.repo.queuedRank(id);
+    await this.o.queue.add(BUILD_JOB_NAME, { buildId: id }, buildJobOptions(id, this.o.attempts, rank));
     return true;
   }
 

@@ -45,10 +45,12 @@ import {
   isAppError,
   type Logger,
   loadBuildSecrets,
+  loadProjectQuotas,
   logKey,
   type ObjectStorage,
   type OutputType,
   type Prisma,
+  type ProjectQuotas,
   type PutResult,
   parseBuildSpec,
 } from '@kiln/core';
@@ -72,6 +74,8 @@ export interface RunBuildDeps {
   buildTimeoutSeconds: number;
   /** KILN_MAX_LOG_BYTES: the build output a log keeps. */
   maxLogBytes: number;
+  /** Defaults of the per-project quotas (a project's own values win). */
+  quotas: ProjectQuotas;
   /** Where per-build temp directories go; default os.tmpdir(). */
   tmpDir?: string;
   /** How long writes of a finished attempt are retried while PostgreSQL is away; default 10 minutes. */
@@ -82,6 +86,8 @@ export interface RunBuildDeps {
 
 /** Which BullMQ attempt this is: `attemptsMade` failed before it, `attempts` in all. */
 export interface AttemptInfo {
+  /** The job's priority: the build's place among its project's queued builds (fairness). */
+  rank?: number;
   attemptsMade: number;
   attempts: number;
 }
@@ -191,6 +197,7 @@ class BuildRun {
   private current: { id: string; number: number } | undefined;
   private timer: NodeJS.Timeout | undefined;
   private secrets: BuildSecrets | undefined;
+  private quotas: ProjectQuotas | undefined;
 
   constructor(
     private readonly deps: RunBuildDeps,
@@ -266,10 +273,17 @@ class BuildRun {
     }
 
     try {
+      this.quotas = await loadProjectQuotas(
+        this.deps.lifecycle.repo.prisma,
+        this.deps.quotas,
+        this.build.projectId,
+      );
       this.lease = await this.deps.pool.acquire({
         buildId: this.id,
         projectId: this.build.projectId,
         avoid: await this.failedBuilders(),
+        projectLimit: this.quotas.runningBuilds,
+        rank: this.attempt.rank ?? 1,
       });
     } catch (err) {
       if (err instanceof NoBuilderAvailableError && err.reason === 'capacity') {
@@ -335,7 +349,7 @@ class BuildRun {
     const renderer = new PlainProgressRenderer((text) => this.write(text));
 
     // Export → PassThrough → storage.put: backpressure reaches the daemon; put hashes and counts.
-    const output = new PassThrough();
+    const output = this.limitedOutput();
     const put = storage.put(artifactKey(this.id, spec.output.dest), output, {
       contentType: 'application/x-tar',
     });
@@ -371,6 +385,28 @@ class BuildRun {
     // The client ends `output` when the export is complete; an exporter that sent nothing leaves it open.
     if (!output.writableEnded) output.end();
     return put;
+  }
+
+  /**
+   * The stream the export goes through into storage. Past the project's artifact-bytes quota it
+   * stops the build (the daemon sees the session end) and errors, so storage keeps nothing of it.
+   */
+  private limitedOutput(): PassThrough {
+    const limit = this.quotas?.artifactBytes ?? 0;
+    if (limit === 0) return new PassThrough();
+    let bytes = 0;
+    return new PassThrough({
+      transform: (chunk: Buffer, _encoding, done) => {
+        bytes += chunk.length;
+        if (bytes <= limit) return done(null, chunk);
+        const abort = new BuildAbort(
+          'output_too_large',
+          `the artifact is larger than ${limit} bytes, the project's limit (artifact bytes per build); nothing was stored`,
+        );
+        this.controller.abort(abort);
+        done(abort);
+      },
+    });
   }
 
   /**
@@ -427,6 +463,8 @@ class BuildRun {
         return this.handBack(abort.message);
       case 'storage':
         return this.infrastructure(abort, 'infrastructure');
+      case 'output_too_large':
+        return this.fail('output_too_large', abort.message);
     }
     if (err instanceof SolveError) {
       // A daemon that died mid-build can also surface as a failed solve: ask it before blaming the build.

@@ -13,6 +13,7 @@ import {
   createStorage,
   isDatabaseUnavailable,
   type KilnConfig,
+  LocalDirStorage,
   type Logger,
   type ObjectStorage,
   type PrismaClient,
@@ -119,6 +120,15 @@ export class KilnWorker {
     }
     this.prisma = deps.prisma ?? createPrismaClient(config.databaseUrl);
     this.storage = deps.storage ?? (await createStorage(config.storage));
+    if (this.storage instanceof LocalDirStorage) {
+      // What killed workers left mid-export; in the background, since the walk reads the whole store.
+      void this.storage
+        .removeAbandonedPuts(config.buildTimeoutSeconds * 1000)
+        .then((files) => {
+          if (files.length > 0) logger.warn({ files: files.length }, 'removed temp files of abandoned puts');
+        })
+        .catch((err: Error) => logger.warn({ err: err.message }, 'removing abandoned puts failed'));
+    }
     this.poolInstance = new BuilderPool({
       builders: config.builders,
       redis: this.redis,
@@ -166,6 +176,7 @@ export class KilnWorker {
       logger,
       buildTimeoutSeconds: config.buildTimeoutSeconds,
       maxLogBytes: config.logs.maxBytes,
+      quotas: config.quotas,
       ...(deps.tmpDir !== undefined ? { tmpDir: deps.tmpDir } : {}),
       ...(deps.handBackDelayMs !== undefined ? { handBackDelayMs: deps.handBackDelayMs } : {}),
     };
@@ -176,6 +187,7 @@ export class KilnWorker {
         if (!buildId) throw new Error('job without a build id');
         try {
           return await runBuild(runDeps, buildId, {
+            ...(job.opts.priority ? { rank: job.opts.priority } : {}),
             attemptsMade: job.attemptsMade,
             attempts: job.opts.attempts ?? 1,
           });

@@ -16,6 +16,7 @@ import {
   FINAL_STATUSES,
   type KilnConfig,
   type Logger,
+  loadConfig,
   migrateDatabase,
   type ObjectStorage,
   type PrismaClient,
@@ -76,12 +77,18 @@ export async function createTestStorage(): Promise<{
 export function testConfig(
   over: Partial<KilnConfig> & Pick<KilnConfig, 'databaseUrl' | 'builders'>,
 ): KilnConfig {
+  // Every setting's default, so a new one needs no copy here; then what these tests rely on.
+  const defaults = loadConfig({
+    DATABASE_URL: over.databaseUrl,
+    REDIS_URL: env.redisUrl,
+    KILN_SIGNING_KEY: 'x'.repeat(32),
+  });
   return {
+    ...defaults,
     port: 0,
     host: '127.0.0.1',
     publicUrl: 'http://127.0.0.1:9',
     logLevel: 'silent',
-    redisUrl: env.redisUrl,
     dataDir: tmpdir(),
     storage: {
       kind: 'local',
@@ -92,13 +99,8 @@ export function testConfig(
     workerConcurrency: 4,
     buildTimeoutSeconds: 120,
     buildAttempts: 3,
-    urlTtlSeconds: 900,
     limits: { maxContextBytes: 1024 ** 3, maxContextEntries: 100_000 },
-    reconcileIntervalSeconds: 15,
-    shutdownGraceSeconds: 30,
-    retention: { days: 30, contextDays: 7, intervalSeconds: 3600 },
-    events: { attempts: 3, backoffMs: 1000, timeoutSeconds: 10 },
-    logs: { maxBytes: 4 * 1024 ** 2, maxFollowersPerProject: 50, maxStreamSeconds: 3600 },
+    events: { ...defaults.events, attempts: 3, backoffMs: 1000, timeoutSeconds: 10 },
     ...over,
   };
 }

@@ -11,11 +11,20 @@ export const BUILD_JOB_NAME = 'build';
 export interface BuildJobData {
   buildId: string;
 }
-/** Job options shared by the API (enqueue) and the worker's reconciler (re-enqueue). */
-export function buildJobOptions(buildId: string, attempts: number) {
+/** BullMQ's largest priority (lowest precedence). */
+const MAX_PRIORITY = 2 ** 21;
+
+/**
+ * Job options shared by the API (enqueue) and the worker's reconciler (re-enqueue). `rank` is the
+ * build's place among its project's queued builds (1 for the first): BullMQ runs lower priorities
+ * first, so every project's first build goes before any project's second, and so on. One
+ * project's long queue does not hold up another's build (see docs/architecture.md, fairness).
+ */
+export function buildJobOptions(buildId: string, attempts: number, rank = 1) {
   return {
     jobId: buildId,
     attempts,
+    priority: Math.min(Math.max(1, rank), MAX_PRIORITY),
     backoff: { type: 'exponential', delay: 2000 },
     removeOnComplete: { age: 3600, count: 10_000 },
     removeOnFail: { age: 24 * 3600 },
@@ -54,6 +63,10 @@ export const builderPlatformsKey = (prefix = 'kiln') => `${prefix}:builder-platf
  * renew and remove them; the API counts the live ones to show a builder's load.
  */
 export const builderLeaseKey = (address: string, prefix = 'kiln') => `${prefix}:leases:${address}`;
+
+/** Redis ZSET of a project's builds holding a builder slot: build id → lease expiry (its running-builds quota). */
+export const projectLeaseKey = (projectId: string, prefix = 'kiln') =>
+  `${prefix}:project-leases:${projectId}`;
 
 /**
  * Redis string (JSON, with a TTL) holding a builder's last health check as a worker saw it:

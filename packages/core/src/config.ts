@@ -70,6 +70,11 @@ const ENV = z.object({
   KILN_GIT_ALLOWED_HOSTS: z.string().default(''),
   KILN_GIT_DENIED_HOSTS: z.string().default(''),
   KILN_GIT_ALLOWED_NETWORKS: z.string().default(''),
+  KILN_OPERATOR_TOKEN: z.string().min(32, 'must be at least 32 characters').optional(),
+  KILN_METRICS_TOKEN: z.string().min(32, 'must be at least 32 characters').optional(),
+  KILN_QUOTA_QUEUED_BUILDS: int(0, 10_000_000).default(500),
+  KILN_QUOTA_RUNNING_BUILDS: int(0, 100_000).default(0),
+  KILN_QUOTA_ARTIFACT_BYTES: int(0, 2 ** 50).default(16 * 1024 ** 3),
 });
 
 /** The names of every environment variable Kiln reads (docker-compose.yml is checked against it). */
@@ -171,6 +176,22 @@ export interface KilnConfig {
   };
   /** Hosts of git contexts (builds and triggers); see GitHostPolicy. */
   git: { allowedHosts: string[]; deniedHosts: string[]; allowedNetworks: Network[] };
+  /** Authenticates /v1/admin (projects, quotas); without it those routes answer 404. */
+  operatorToken?: string;
+  /** Authenticates /metrics (a scraper needs no project); without it /metrics answers 404. */
+  metricsToken?: string;
+  /** Per-project defaults; a project's own value (set by the operator) wins. 0: no limit. */
+  quotas: ProjectQuotas;
+}
+
+/** What one project may hold at once; 0 is no limit. */
+export interface ProjectQuotas {
+  /** Builds waiting (`queued`): a POST over it is answered 429 quota_exceeded. */
+  queuedBuilds: number;
+  /** Builds holding a builder slot: one more waits in the queue, other projects go first. */
+  runningBuilds: number;
+  /** Bytes of one build's artifact: past it the export stops and the build fails output_too_large. */
+  artifactBytes: number;
 }
 
 /** Reads and validates the environment once; the first bad variable throws a ConfigError naming it. */
@@ -268,6 +289,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): KilnConfig {
       perRepositoryPerMinute: e.KILN_WEBHOOK_REPOSITORY_RATE_LIMIT_PER_MINUTE,
       concurrency: e.KILN_WEBHOOK_CONCURRENCY,
       maxAgeSeconds: e.KILN_WEBHOOK_MAX_AGE_SECONDS,
+    },
+    ...(e.KILN_OPERATOR_TOKEN ? { operatorToken: e.KILN_OPERATOR_TOKEN } : {}),
+    ...(e.KILN_METRICS_TOKEN ? { metricsToken: e.KILN_METRICS_TOKEN } : {}),
+    quotas: {
+      queuedBuilds: e.KILN_QUOTA_QUEUED_BUILDS,
+      runningBuilds: e.KILN_QUOTA_RUNNING_BUILDS,
+      artifactBytes: e.KILN_QUOTA_ARTIFACT_BYTES,
     },
   };
 }

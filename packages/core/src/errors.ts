@@ -23,6 +23,8 @@ export const ERROR_STATUS = {
   payload_too_large: 413,
   unsupported_media_type: 415,
   rate_limited: 429,
+  /** A project quota (queued builds, ...): the message names the limit. */
+  quota_exceeded: 429,
   internal: 500,
   unavailable: 503,
   no_builder_available: 503,

@@ -18,6 +18,7 @@ export {
   ConfigError,
   type KilnConfig,
   loadConfig,
+  type ProjectQuotas,
   type StorageConfig,
 } from './config.js';
 export * from './context/index.js';
@@ -36,6 +37,7 @@ export { checkGitHost, type GitHostPolicy } from './git-hosts.js';
 export { createLogger, type Logger } from './logger.js';
 export { type Network, parseIp, parseNetworks, refusedAddress } from './net/address.js';
 export { normalizeHostname } from './net/host.js';
+export { effectiveQuotas, loadProjectQuotas, type ProjectQuotaRow } from './quotas.js';
 export { resultCacheKey } from './result-cache.js';
 export {
   type BuildSpec,
@@ -48,5 +50,6 @@ export {
   parseCsvPairs,
   SPEC_FIELDS,
 } from './spec.js';
+export { removeStaleFiles } from './stale-files.js';
 export * from './storage/index.js';
-export { generateToken, hashToken } from './tokens.js';
+export { generateToken, hashToken, issueToken } from './tokens.js';

@@ -31,6 +31,7 @@ export function buildRoutes(deps: ApiDeps): FastifyPluginAsyncTypebox {
     app.post(
       '/v1/builds',
       {
+        config: { scope: 'build' },
         schema: {
           summary:
             'Start a build from an uploaded context (tar, gzip or multipart) or a git repository (JSON {git, ...spec}) and an export spec',
@@ -89,6 +90,7 @@ export function buildRoutes(deps: ApiDeps): FastifyPluginAsyncTypebox {
     app.post(
       '/v1/builds/:id/cancel',
       {
+        config: { scope: 'build' },
         schema: {
           summary: 'Cancel a queued or running build',
           params: idParams,

@@ -1,6 +1,7 @@
 import { BUILD_STATUSES, QUEUE_BUILDS } from '@kiln/core';
 import type { FastifyInstance } from 'fastify';
 import { Gauge, Histogram, Registry } from 'prom-client';
+import { staticTokenAuthenticator } from '../auth.js';
 import type { ApiDeps } from '../deps.js';
 
 export interface ApiMetrics {
@@ -27,7 +28,8 @@ export function createMetrics(deps: ApiDeps): ApiMetrics {
     labelNames: ['state'],
     registers: [registry],
     async collect() {
-      const counts = await deps.queue.getJobCounts('waiting', 'active', 'delayed', 'failed');
+      // Every job has a priority (fair scheduling), so waiting ones are `prioritized`.
+      const counts = await deps.queue.getJobCounts('waiting', 'prioritized', 'active', 'delayed', 'failed');
       for (const [state, n] of Object.entries(counts)) this.set({ state }, n);
     },
   });
@@ -89,9 +91,16 @@ export function opsRoutes(deps: ApiDeps, metrics: ApiMetrics) {
       return reply.code(ok ? 200 : 503).send({ status: ok ? 'ready' : 'unavailable', checks });
     });
 
-    app.get('/metrics', { schema: { hide: true } }, async (_req, reply) => {
-      reply.type(metrics.registry.contentType);
-      return metrics.registry.metrics();
-    });
+    app.get(
+      '/metrics',
+      {
+        schema: { hide: true },
+        onRequest: staticTokenAuthenticator(deps.config.metricsToken, 'KILN_METRICS_TOKEN'),
+      },
+      async (_req, reply) => {
+        reply.type(metrics.registry.contentType);
+        return metrics.registry.metrics();
+      },
+    );
   };
 }

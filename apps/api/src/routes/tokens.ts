@@ -1,5 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { AppError, generateToken, hashToken } from '@kiln/core';
+import { scopeAllows, TOKEN_SCOPES, type TokenScope, TokenScopeSchema } from '@kiln/contract';
+import { AppError, issueToken } from '@kiln/core';
 import { Type } from 'typebox';
 import type { ApiDeps } from '../deps.js';
 import { buildErrors, idParams } from '../schemas.js';
@@ -9,6 +10,7 @@ const tokenView = {
   properties: {
     id: { type: 'string' },
     name: { type: 'string' },
+    scope: { type: 'string', enum: [...TOKEN_SCOPES] },
     createdAt: { type: 'string', format: 'date-time' },
     revokedAt: { type: ['string', 'null'], format: 'date-time' },
   },
@@ -21,9 +23,16 @@ const tokenView = {
  */
 export function tokenRoutes(deps: ApiDeps): FastifyPluginAsyncTypebox {
   const { db } = deps;
-  const view = (t: { id: string; name: string; createdAt: Date; revokedAt: Date | null }) => ({
+  const view = (t: {
+    id: string;
+    name: string;
+    scope: TokenScope;
+    createdAt: Date;
+    revokedAt: Date | null;
+  }) => ({
     id: t.id,
     name: t.name,
+    scope: t.scope,
     createdAt: t.createdAt.toISOString(),
     revokedAt: t.revokedAt?.toISOString() ?? null,
   });
@@ -53,9 +62,10 @@ export function tokenRoutes(deps: ApiDeps): FastifyPluginAsyncTypebox {
       '/v1/tokens',
       {
         schema: {
-          summary: 'Create a token for this project; its secret is in this answer only',
+          summary:
+            'Create a token for this project (scope: read, build or manage; default and most: your own); its secret is in this answer only',
           body: Type.Object(
-            { name: Type.String({ minLength: 1, maxLength: 100 }) },
+            { name: Type.String({ minLength: 1, maxLength: 100 }), scope: Type.Optional(TokenScopeSchema) },
             { additionalProperties: false },
           ),
           response: {
@@ -65,14 +75,11 @@ export function tokenRoutes(deps: ApiDeps): FastifyPluginAsyncTypebox {
         },
       },
       async (req, reply) => {
-        const token = generateToken();
-        const row = await db.apiToken.create({
-          data: {
-            projectId: req.projectId,
-            name: req.body.name,
-            tokenHash: hashToken(token),
-          },
-        });
+        const scope = req.body.scope ?? req.tokenScope;
+        if (!scopeAllows(req.tokenScope, scope)) {
+          throw new AppError('forbidden', `a "${req.tokenScope}" token cannot create a "${scope}" token`);
+        }
+        const { row, token } = await issueToken(db, { projectId: req.projectId, name: req.body.name, scope });
         return reply.code(201).send({ ...view(row), token });
       },
     );

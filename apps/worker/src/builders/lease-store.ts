@@ -1,31 +1,78 @@
 /**
  * Builder capacity shared by every worker process: per builder a Redis ZSET of buildId → expiry
- * (Redis server time, ms). Lua scripts drop expired leases and check the count against the
- * builder's concurrency atomically, so two processes never both take the last slot. A worker
- * that dies leaves a lease that expires by itself.
+ * (Redis server time, ms), and the same per project. Lua scripts drop expired leases and check
+ * the counts against the builder's concurrency and the project's running-builds quota atomically,
+ * so two processes never both take the last slot. A worker that dies leaves leases that expire
+ * by themselves.
+ *
+ * Fairness: a build that finds no room joins a line (a ZSET of buildId → rank, its place among
+ * its project's queued builds; see buildJobOptions). A freed slot goes to the best-ranked build
+ * in line: one that ranks worse stands aside, even if it asked first. A build that stops asking
+ * (its worker died, it was canceled) leaves the line after WAITER_STALE_MS. So while project A
+ * holds hundreds of builds that keep retrying, project B's first build takes the next free slot.
  */
-import { builderLeaseKey } from '@kiln/core';
+import { builderLeaseKey, projectLeaseKey } from '@kiln/core';
 import type { Redis } from 'ioredis';
 
 // Redis server time in ms: every worker process agrees on it whatever its own clock says.
 const NOW = `local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`;
 
-/** KEYS[1] lease zset; ARGV buildId, concurrency, ttlMs → 1 when leased (or already held). */
+/** A build in line that has not asked again for this long has given up (hand-backs retry within ~2 s). */
+const WAITER_STALE_MS = 5000;
+
+/**
+ * KEYS builder leases, project leases, line (buildId → rank), line seen (buildId → ms);
+ * ARGV buildId, concurrency, ttlMs, project limit (0: none), rank, staleMs
+ * → 1 leased (or already held), 0 no room (now in line), -1 the project is at its quota.
+ */
 const ACQUIRE = `${NOW}
+local id, ttl = ARGV[1], tonumber(ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
-  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+local function take()
+  redis.call('ZADD', KEYS[1], now + ttl, id)
+  redis.call('ZADD', KEYS[2], now + ttl, id)
+  redis.call('ZREM', KEYS[3], id)
+  redis.call('ZREM', KEYS[4], id)
   return 1
 end
+if redis.call('ZSCORE', KEYS[1], id) then return take() end
+local limit = tonumber(ARGV[4])
+if limit > 0 and not redis.call('ZSCORE', KEYS[2], id) and redis.call('ZCARD', KEYS[2]) >= limit then
+  return -1
+end
+for _, w in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now - tonumber(ARGV[6]))) do
+  redis.call('ZREM', KEYS[3], w)
+  redis.call('ZREM', KEYS[4], w)
+end
+local rank = tonumber(ARGV[5])
+local ahead = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', '(' .. rank, 'LIMIT', 0, 1)
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) and (ahead[1] == nil or ahead[1] == id) then
+  return take()
+end
+redis.call('ZADD', KEYS[3], rank, id)
+redis.call('ZADD', KEYS[4], now, id)
 return 0`;
 
-/** KEYS[1] lease zset; ARGV buildId, ttlMs → 1 if the lease still existed, 0 if it had to be re-created. */
+/** KEYS builder leases, project leases; ARGV buildId, ttlMs → 1 if the lease still existed, 0 if re-created. */
 const RENEW = `${NOW}
 local existed = redis.call('ZSCORE', KEYS[1], ARGV[1])
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
 if existed and tonumber(existed) > now then return 1 end
 return 0`;
+
+/** What a build asks for beside a slot: its project's running-builds quota, and its place in line. */
+export interface LeaseClaim {
+  projectId: string;
+  /** Most builds of the project holding a slot at once; 0: no limit. */
+  projectLimit: number;
+  /** Its place among its project's queued builds (1 for the first); lower goes first. */
+  rank: number;
+}
+
+export type AcquireOutcome = 'leased' | 'full' | 'project_quota';
 
 /** KEYS[1] lease zset → live leases. */
 const COUNT = `${NOW}
@@ -44,27 +91,56 @@ export class LeaseStore {
     return builderLeaseKey(address, this.prefix);
   }
 
-  /** Leases `address` for `buildId` if it has room, or if the build already holds the lease. */
-  async tryAcquire(address: string, buildId: string, concurrency: number): Promise<boolean> {
-    const ok = await this.redis.eval(
+  projectKey(projectId: string): string {
+    return projectLeaseKey(projectId, this.prefix);
+  }
+
+  /**
+   * Leases `address` for `buildId` if it has room, the project is under its quota and no better
+   * ranked build is in line; or if the build already holds the lease.
+   */
+  async tryAcquire(
+    address: string,
+    buildId: string,
+    concurrency: number,
+    claim: LeaseClaim,
+  ): Promise<AcquireOutcome> {
+    const result = await this.redis.eval(
       ACQUIRE,
-      1,
+      4,
       this.key(address),
+      this.projectKey(claim.projectId),
+      `${this.prefix}:slot-line`,
+      `${this.prefix}:slot-line-seen`,
       buildId,
       String(concurrency),
       String(this.ttlMs),
+      String(claim.projectLimit),
+      String(claim.rank),
+      String(WAITER_STALE_MS),
     );
-    return Number(ok) === 1;
+    return Number(result) === 1 ? 'leased' : Number(result) === -1 ? 'project_quota' : 'full';
   }
 
   /** Extends the lease; false when it had expired and was re-created. */
-  async renew(address: string, buildId: string): Promise<boolean> {
-    const existed = await this.redis.eval(RENEW, 1, this.key(address), buildId, String(this.ttlMs));
+  async renew(address: string, projectId: string, buildId: string): Promise<boolean> {
+    const existed = await this.redis.eval(
+      RENEW,
+      2,
+      this.key(address),
+      this.projectKey(projectId),
+      buildId,
+      String(this.ttlMs),
+    );
     return Number(existed) === 1;
   }
 
-  async release(address: string, buildId: string): Promise<void> {
-    await this.redis.zrem(this.key(address), buildId);
+  async release(address: string, projectId: string, buildId: string): Promise<void> {
+    await this.redis
+      .multi()
+      .zrem(this.key(address), buildId)
+      .zrem(this.projectKey(projectId), buildId)
+      .exec();
   }
 
   /** Live leases of each address, in the given order (one round trip). */

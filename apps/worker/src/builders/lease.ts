@@ -13,6 +13,7 @@ export class Lease {
   constructor(
     private readonly deps: { store: LeaseStore; clients: BuilderClients; logger: Logger },
     readonly address: string,
+    readonly projectId: string,
     readonly buildId: string,
   ) {
     // Every third of the TTL: two renewals may fail before the lease expires.
@@ -35,7 +36,7 @@ export class Lease {
     if (this.released) return;
     const where = { builder: this.address, buildId: this.buildId };
     try {
-      if (!(await this.deps.store.renew(this.address, this.buildId))) {
+      if (!(await this.deps.store.renew(this.address, this.projectId, this.buildId))) {
         this.deps.logger.warn(where, 'lease had expired before its renewal; re-created it');
       }
     } catch (err) {
@@ -49,6 +50,6 @@ export class Lease {
     clearInterval(this.timer);
     if (this.usedClient) this.deps.clients.unuse(this.usedClient);
     this.usedClient = undefined;
-    await this.deps.store.release(this.address, this.buildId);
+    await this.deps.store.release(this.address, this.projectId, this.buildId);
   }
 }

@@ -165,9 +165,17 @@ export class BuilderPool {
   /**
    * Leases a builder for `buildId`: healthy (or not yet checked) builders only, the least
    * loaded first, the project's last builder before equally usable others, the builders in
-   * `avoid` (those that just failed this build) only when nothing else is free.
+   * `avoid` (those that just failed this build) only when nothing else is free. Within the
+   * project's running-builds quota (`projectLimit`, 0: none), and after every better-ranked build
+   * already waiting for a slot (lease-store.ts: fairness).
    */
-  async acquire(req: { buildId: string; projectId?: string; avoid?: Iterable<string> }): Promise<Lease> {
+  async acquire(req: {
+    buildId: string;
+    projectId?: string;
+    avoid?: Iterable<string>;
+    projectLimit?: number;
+    rank?: number;
+  }): Promise<Lease> {
     const avoid = new Set(req.avoid ?? []);
     const healthy = (b: Builder) => this.health.of(b.address)?.healthy;
     const usable = this.builders.filter((b) => healthy(b) !== false);
@@ -197,11 +205,24 @@ export class BuilderPool {
       .map((b) => ({ b, r: rank(b) }))
       .sort((x, y) => compareRanks(x.r, y.r))
       .map((x) => x.b);
+    const claim = {
+      projectId: req.projectId ?? '',
+      projectLimit: req.projectLimit ?? 0,
+      rank: req.rank ?? 1,
+    };
     for (const b of ordered) {
-      if (await this.leases.tryAcquire(b.address, req.buildId, b.concurrency)) {
+      const outcome = await this.leases.tryAcquire(b.address, req.buildId, b.concurrency, claim);
+      if (outcome === 'project_quota') {
+        throw new NoBuilderAvailableError(
+          `the project already runs ${claim.projectLimit} builds, its limit (running builds)`,
+          'capacity',
+        );
+      }
+      if (outcome === 'leased') {
         return new Lease(
           { store: this.leases, clients: this.clients, logger: this.logger },
           b.address,
+          claim.projectId,
           req.buildId,
         );
       }

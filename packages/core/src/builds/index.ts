@@ -14,6 +14,7 @@ export {
   BuildRepository,
   COLUMNS_SET_LATER,
   INSERT_COLUMNS,
+  type ProjectAdmission,
   type QueuedBuildInput,
 } from './repository.js';
 export {

@@ -14,6 +14,7 @@ import type { BuildStatusName } from '../builds.js';
 import type { Build, BuildAttempt, Prisma, PrismaClient } from '../db/generated/client.js';
 import { prismaRowTypes } from '../db/row-types.js';
 import { newUlid } from '../db/ulid.js';
+import type { ProjectQuotaRow } from '../quotas.js';
 import { CONTEXT_LOCK_CLASS, insertWithContextLockSql, lockContextObject } from './context-lock.js';
 
 type Tx = Prisma.TransactionClient;
@@ -84,6 +85,9 @@ const insertParams = (first: number) =>
 const INSERT_LOCKED = insertWithContextLockSql('Build', INSERT_COLUMN_LIST, insertParams(3));
 const INSERT_PLAIN = `INSERT INTO "Build" (${INSERT_COLUMN_LIST}) VALUES (${insertParams(1)}) RETURNING *`;
 
+/** A project's queued builds now, whether it is disabled, and its own quota columns. */
+export type ProjectAdmission = ProjectQuotaRow & { queued: number; disabledAt: Date | null };
+
 /** Columns a status change may set besides `status`. */
 export type BuildChange = Omit<Prisma.BuildUpdateManyMutationInput, 'status'>;
 
@@ -134,6 +138,23 @@ export class BuildRepository {
       name: 'kiln_project_build',
       text: 'SELECT * FROM "Build" WHERE "id" = $1 AND "projectId" = $2',
       values: [id, projectId],
+      types: prismaRowTypes,
+    });
+    return rows[0] ?? null;
+  }
+
+  /**
+   * What admitting one more build of a project needs: its queued builds now and its own quota
+   * columns (null when the project does not exist). One indexed statement (Build projectId,
+   * status), since every POST asks.
+   */
+  async projectAdmission(projectId: string): Promise<ProjectAdmission | null> {
+    const { rows } = await this.sql().query<ProjectAdmission>({
+      name: 'kiln_project_admission',
+      text: `SELECT p."disabledAt", p."maxQueuedBuilds", p."maxRunningBuilds", p."maxArtifactBytes",
+          (SELECT count(*)::int FROM "Build" b WHERE b."projectId" = p."id" AND b."status" = 'queued') AS queued
+        FROM "Project" p WHERE p."id" = $1`,
+      values: [projectId],
       types: prismaRowTypes,
     });
     return rows[0] ?? null;
@@ -206,6 +227,14 @@ export class BuildRepository {
       orderBy: { createdAt: 'asc' },
       take: limit,
     });
+  }
+
+  /** Reconciler: a build's place among its project's queued builds, oldest first (1 for the first). */
+  async queuedRank(id: string): Promise<number> {
+    const rows = await this.prisma.$queryRaw<Array<{ rank: number }>>`
+      SELECT count(*)::int AS rank FROM "Build" o, "Build" b
+      WHERE b.id = ${id} AND o."projectId" = b."projectId" AND o.status = 'queued' AND o."createdAt" <= b."createdAt"`;
+    return rows[0]?.rank ?? 1;
   }
 
   /** Reconciler: running rows, longest running first. */

@@ -39,6 +39,8 @@ export const BUILD_ERROR_CODES = [
   'unsupported_output',
   /** The Dockerfile, a RUN step, a target: the user's build itself failed. Not retried. */
   'build_failed',
+  /** The artifact grew past the project's artifact-bytes quota; nothing of it was stored. */
+  'output_too_large',
   /** KILN_BUILD_TIMEOUT_SECONDS passed. */
   'timeout',
   /** The stored context object is gone. */

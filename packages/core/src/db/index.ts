@@ -10,7 +10,7 @@ export {
   type PrismaClientOptions,
 } from './client.js';
 export type { ApiToken, Build, BuildAttempt, Project } from './generated/client.js';
-export { BuildStatus, Prisma, PrismaClient } from './generated/client.js';
+export { BuildStatus, Prisma, PrismaClient, TokenScope } from './generated/client.js';
 export {
   defaultMigrationsDir,
   type MigrateOptions,

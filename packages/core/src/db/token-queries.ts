@@ -1,11 +1,15 @@
 import type pg from 'pg';
+import type { TokenScope } from './generated/client.js';
 import { prismaRowTypes } from './row-types.js';
 
-/** What authentication needs of a token row. */
+/** What authentication needs of a token row and its project. */
 export interface TokenRecord {
   id: string;
   projectId: string;
   revokedAt: Date | null;
+  scope: TokenScope;
+  /** The project's: a disabled project's tokens are refused. */
+  projectDisabledAt: Date | null;
 }
 
 /**
@@ -18,7 +22,8 @@ export class TokenQueries {
   async tokenByHash(tokenHash: string): Promise<TokenRecord | null> {
     const { rows } = await this.pool.query<TokenRecord>({
       name: 'kiln_token_by_hash',
-      text: 'SELECT "id", "projectId", "revokedAt" FROM "ApiToken" WHERE "tokenHash" = $1',
+      text: `SELECT t."id", t."projectId", t."revokedAt", t."scope", p."disabledAt" AS "projectDisabledAt"
+        FROM "ApiToken" t JOIN "Project" p ON p."id" = t."projectId" WHERE t."tokenHash" = $1`,
       values: [tokenHash],
       types: prismaRowTypes,
     });

@@ -15,6 +15,7 @@ import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { AppError } from '../errors.js';
+import { removeStaleFiles } from '../stale-files.js';
 import { HashingFileSink } from './file-sink.js';
 import type { GetOptions, GetResult, ObjectInfo, ObjectStorage, PutOptions, PutResult } from './types.js';
 import { abortReason, destroyQuietly, resolveRange, validateKey } from './util.js';
@@ -30,6 +31,10 @@ export interface LocalDirStorageOptions {
 
 /** The path under `publicBaseUrl` where the API serves local objects. */
 export const LOCAL_FILES_PATH = '/v1/files/';
+
+/** A put's temp file: `.<name>.<16 hex>.tmp` beside its target. */
+const PUT_TEMP_SUFFIX = '.tmp';
+const PUT_TEMP_FILE = /^\..+\.[0-9a-f]{16}\.tmp$/;
 
 /** Chunk size of putFile's copy. */
 const COPY_BUFFER = 1024 * 1024;
@@ -52,6 +57,14 @@ export class LocalDirStorage implements ObjectStorage {
     this.root = path.resolve(opts.root);
     this.publicBaseUrl = opts.publicBaseUrl.replace(/\/+$/, '');
     this.signingKey = toKeyBuffer(opts.signingKey);
+  }
+
+  /**
+   * Removes the temp files of puts whose process was killed (no write for `olderThanMs`). The
+   * worker runs it at start-up, in the background: the walk reads every directory of the store.
+   */
+  removeAbandonedPuts(olderThanMs: number): Promise<string[]> {
+    return removeStaleFiles(this.root, PUT_TEMP_FILE, olderThanMs);
   }
 
   /** Absolute file path of a key (validated; always inside root). */
@@ -137,12 +150,15 @@ export class LocalDirStorage implements ObjectStorage {
       dropSource();
       throw this.backendError('put', key, err);
     }
-    const tmp = path.join(dir, `.${path.basename(file)}.${randomBytes(8).toString('hex')}.tmp`);
+    const tmp = path.join(dir, `.${path.basename(file)}.${randomBytes(8).toString('hex')}${PUT_TEMP_SUFFIX}`);
     const sink = new HashingFileSink(tmp);
     try {
       await fill(sink, signal);
       await rename(tmp, file);
     } catch (err) {
+      // The sink opens its file in the background: a fill that failed before its first write (a
+      // source that cannot be opened) would otherwise leave the file created after this rm.
+      await closeSink(sink);
       await rm(tmp, { force: true }).catch(() => undefined);
       if (signal?.aborted) throw abortReason(signal);
       if (sourceError() !== undefined) throw sourceError();
@@ -338,4 +354,13 @@ function isNoEntry(err: unknown): boolean {
 
 function messageOf(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
+}
+
+/** Destroys the sink (if not already) and waits until its file handle is closed. */
+function closeSink(sink: HashingFileSink): Promise<void> {
+  if (sink.closed) return Promise.resolve();
+  return new Promise((resolve) => {
+    sink.once('close', () => resolve());
+    sink.destroy();
+  });
 }
