@@ -2,9 +2,11 @@
 # Runs Kiln's reliability tests and writes docs/reliability.md from what they report:
 #   faults    test/e2e/faults*.test.ts           (processes killed, services restarted)
 #   hostile   test/hostile/**/*.test.ts          (hostile-input corpora)
-#   security  test/security/**/*.test.ts, apps/api/test/rate-limit.test.ts,
+#   security  test/security/**/*.test.ts but tenants*, apps/api/test/rate-limit.test.ts,
 #             packages/buildkit-client/test/transports.test.ts (mTLS), and the surfaces with
 #             their own forgery/isolation cases: test/e2e/{webhooks,events,secrets}.test.ts
+#   tenancy   test/security/tenants*.test.ts     (one project against another and the service:
+#             scopes, quotas, fairness, webhooks, logs, isolation, SSRF; figures in the report)
 #   soak      test/e2e/soak.ts                   (300 builds under random faults; not in npm test: about 4 min, and a probabilistic test)
 # Files are found by glob, so new ones count on the next run. Each file runs on its own through
 # `npm test -- FILE` (fresh daemons and databases), its output kept in a log directory.
@@ -32,7 +34,9 @@ mkdir -p "$LOGS"
 declare -A GROUP_FILES=(
 	[faults]="$(printf '%s ' test/e2e/faults*.test.ts)"
 	[hostile]="$(printf '%s ' test/hostile/**/*.test.ts)"
-	[security]="$(printf '%s ' test/security/**/*.test.ts apps/api/test/rate-limit.test.ts packages/buildkit-client/test/transports.test.ts test/e2e/webhooks.test.ts test/e2e/events.test.ts test/e2e/secrets.test.ts)"
+	# test/security/tenants*.test.ts are the tenancy group's: one project against another.
+	[tenancy]="$(printf '%s ' test/security/tenants*.test.ts)"
+	[security]="$(printf '%s ' $(printf '%s\n' test/security/**/*.test.ts | grep -v '/tenants[^/]*$') apps/api/test/rate-limit.test.ts packages/buildkit-client/test/transports.test.ts test/e2e/webhooks.test.ts test/e2e/events.test.ts test/e2e/secrets.test.ts)"
 	[soak]="$(printf '%s ' test/e2e/soak.ts)"
 )
 
@@ -42,7 +46,7 @@ npm run build --silent
 started=$SECONDS
 rc=0
 : >"$LOGS/index.tsv"
-for group in faults hostile security soak; do
+for group in faults hostile security tenancy soak; do
 	for file in ${GROUP_FILES[$group]}; do
 		[[ -f $file ]] || continue
 		name=$(echo "$file" | tr '/' '_')

@@ -119,7 +119,7 @@ export async function revokeToken(api: TestApi, token: string): Promise<void> {
 // What the service holds
 
 export interface Holdings {
-  /** Length of BullMQ's wait list (`bull:kiln-builds:wait`). */
+  /** Jobs waiting to run: BullMQ's wait list and prioritized set (every build job has a priority). */
   wait: number;
   /** Jobs in any state, as BullMQ counts them. */
   jobs: number;
@@ -128,8 +128,9 @@ export interface Holdings {
 }
 
 export async function holdings(api: TestApi): Promise<Holdings> {
-  const [wait, counts, builds] = await Promise.all([
+  const [wait, prioritized, counts, builds] = await Promise.all([
     api.redis.llen(`bull:${QUEUE_BUILDS}:wait`),
+    api.redis.zcard(`bull:${QUEUE_BUILDS}:prioritized`),
     api.deps.queue.getJobCounts(
       'waiting',
       'active',
@@ -141,7 +142,7 @@ export async function holdings(api: TestApi): Promise<Holdings> {
     ),
     api.deps.db.build.count(),
   ]);
-  return { wait, jobs: Object.values(counts).reduce((a, b) => a + b, 0), builds };
+  return { wait: wait + prioritized, jobs: Object.values(counts).reduce((a, b) => a + b, 0), builds };
 }
 
 /** Files in `<KILN_DATA_DIR>/tmp` (none when the directory does not exist yet). */

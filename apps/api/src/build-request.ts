@@ -1,5 +1,4 @@
 import type { IncomingMessage } from 'node:http';
-import path from 'node:path';
 import type { Readable } from 'node:stream';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import {
@@ -7,6 +6,7 @@ import {
   type BuildSecrets,
   type BuildSpec,
   type BuildSpecInput,
+  contextLimitsOf,
   parseBuildSecrets,
   parseBuildSpec,
   SPEC_FIELDS,
@@ -144,11 +144,7 @@ function uploadOptions({ storage, config }: ApiDeps, dockerfilePath: string) {
   return {
     storage,
     tmpDir: uploadTmpDir(config),
-    limits: {
-      maxUncompressedBytes: config.limits.maxContextBytes,
-      maxCompressedBytes: config.limits.maxContextBytes,
-      maxEntries: config.limits.maxContextEntries,
-    },
+    limits: contextLimitsOf(config.limits),
     dockerfilePath,
   };
 }

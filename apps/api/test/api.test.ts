@@ -55,7 +55,8 @@ describe('API', () => {
   });
   after(() => kiln.stop());
 
-  const queueLength = async () => redis.llen(`bull:${QUEUE_BUILDS}:wait`);
+  // Every job has a priority (fair scheduling): waiting jobs are in the `prioritized` set.
+  const queueLength = async () => redis.zcard(`bull:${QUEUE_BUILDS}:prioritized`);
 
   test('POST a tar: 202 queued, Location, job enqueued with the build id; GET and list show it', async () => {
     const before = await queueLength();
@@ -236,7 +237,8 @@ describe('API', () => {
     assert.equal((await api('/metrics', { auth: null })).status, 401);
     assert.equal((await api('/metrics')).status, 401, 'a project token is not the metrics token');
     const metrics = await (await api('/metrics', { auth: METRICS_TOKEN })).text();
-    assert.match(metrics, /kiln_builds\{status="queued"\} \d+/);
+    assert.match(metrics, /kiln_builds_total\{event="queued",status="queued"\} [1-9]\d*/);
+    assert.match(metrics, /kiln_bytes_total\{kind="context"\} [1-9]\d*/);
     assert.match(metrics, /kiln_queue_jobs\{state="waiting"\} \d+/);
     const doc = (await (await api('/docs/json', { auth: null })).json()) as {
       paths: Record<string, unknown>;

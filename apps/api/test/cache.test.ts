@@ -127,7 +127,7 @@ describe('result cache and retention', () => {
   });
 
   test('the same context and spec (another dest) is answered at once: succeeded, cached, same bytes, no job', async () => {
-    const waitingBefore = await redis.llen(`bull:${QUEUE_BUILDS}:wait`);
+    const waitingBefore = await redis.zcard(`bull:${QUEUE_BUILDS}:prioritized`);
     const postMs: number[] = [];
     const downloadableMs: number[] = [];
     const hits: BuildJson[] = [];
@@ -161,7 +161,7 @@ describe('result cache and retention', () => {
     // Every hit names the build that ran, not an earlier hit; no job anywhere.
     assert.ok(hits.every((h) => h.cachedFrom === source.id && h.id !== source.id));
     for (const h of hits) assert.equal(await jobExists(h.id), false);
-    assert.equal(await redis.llen(`bull:${QUEUE_BUILDS}:wait`), waitingBefore);
+    assert.equal(await redis.zcard(`bull:${QUEUE_BUILDS}:prioritized`), waitingBefore);
     // The artifact object is shared, not copied.
     const objects = await fs.readdir(path.join(dataDir, 'objects/artifacts'));
     assert.deepEqual(objects, [source.id]);

@@ -36,6 +36,7 @@ import {
   type BuildSpec,
   type BuildSpecInput,
   BYTE_OUTPUT_TYPES,
+  type ContextLimits,
   dockerfileInContext,
   extractContext,
   FINAL_STATUSES,
@@ -74,6 +75,8 @@ export interface RunBuildDeps {
   buildTimeoutSeconds: number;
   /** KILN_MAX_LOG_BYTES: the build output a log keeps. */
   maxLogBytes: number;
+  /** KILN_MAX_CONTEXT_*: what extracting a stored context may take. */
+  contextLimits: Partial<ContextLimits>;
   /** Defaults of the per-project quotas (a project's own values win). */
   quotas: ProjectQuotas;
   /** Where per-build temp directories go; default os.tmpdir(). */
@@ -437,7 +440,8 @@ class BuildRun {
     signal.addEventListener('abort', stopReading, { once: true });
     try {
       if (signal.aborted) stopReading();
-      await extractContext(object.body, contextDir);
+      // With the operator's limits: an object the API did not validate (or validated under others) stays bounded.
+      await extractContext(object.body, contextDir, { limits: this.deps.contextLimits });
     } finally {
       signal.removeEventListener('abort', stopReading);
     }

@@ -8,6 +8,7 @@ import {
   type BuildJobData,
   BuildLifecycle,
   BuildRepository,
+  contextLimitsOf,
   createLogger,
   createPrismaClient,
   createStorage,
@@ -177,6 +178,7 @@ export class KilnWorker {
       buildTimeoutSeconds: config.buildTimeoutSeconds,
       maxLogBytes: config.logs.maxBytes,
       quotas: config.quotas,
+      contextLimits: contextLimitsOf(config.limits),
       ...(deps.tmpDir !== undefined ? { tmpDir: deps.tmpDir } : {}),
       ...(deps.handBackDelayMs !== undefined ? { handBackDelayMs: deps.handBackDelayMs } : {}),
     };

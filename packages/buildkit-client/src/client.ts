@@ -40,7 +40,15 @@ export interface ConnectOptions {
    * everywhere), `upgrade` uses a Docker daemon's `POST /session` (docker:// only, ~3x faster).
    */
   sessionTransport?: 'control' | 'upgrade';
+  /**
+   * Largest gRPC message accepted from the daemon (default 16 MiB, buildctl's): a daemon, or
+   * whatever answers at its address, cannot make the client buffer more than this at once.
+   */
+  maxReceiveMessageBytes?: number;
 }
+
+/** buildctl's own bound on a message from the daemon (defaults.DefaultMaxRecvMsgSize). */
+export const DEFAULT_MAX_RECEIVE_MESSAGE_BYTES = 16 * 1024 * 1024;
 
 export type ByteExportType = 'tar' | 'oci' | 'docker';
 export type ExportEntry =
@@ -124,7 +132,7 @@ export async function connect(address?: string, options: ConnectOptions = {}): P
   let target: string;
   let credentials = grpc.credentials.createInsecure();
   const channelOptions: grpc.ChannelOptions = {
-    'grpc.max_receive_message_length': -1,
+    'grpc.max_receive_message_length': options.maxReceiveMessageBytes ?? DEFAULT_MAX_RECEIVE_MESSAGE_BYTES,
     'grpc.max_send_message_length': -1,
     'grpc-node.flow_control_window': 2 * 1024 * 1024,
   };

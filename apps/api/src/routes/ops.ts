@@ -1,6 +1,9 @@
-import { BUILD_STATUSES, QUEUE_BUILDS } from '@kiln/core';
+import { type BuildCounterValues, QUEUE_BUILDS, readBuildCounters } from '@kiln/core';
+
+const FINAL_BUILD_STATUSES = ['succeeded', 'failed', 'canceled'] as const;
+
 import type { FastifyInstance } from 'fastify';
-import { Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { staticTokenAuthenticator } from '../auth.js';
 import type { ApiDeps } from '../deps.js';
 
@@ -9,17 +12,35 @@ export interface ApiMetrics {
   uploadSeconds: Histogram;
 }
 
-/** Builds by state and queue depth are read at scrape time; upload figures are counted as they happen. */
+/**
+ * Every figure comes from counters kept as things happen (the build counters in Redis, BullMQ's
+ * job counts, this process's upload histogram): a scrape never aggregates the Build table.
+ */
 export function createMetrics(deps: ApiDeps): ApiMetrics {
   const registry = new Registry();
-  new Gauge({
-    name: 'kiln_builds',
-    help: 'Builds by status',
-    labelNames: ['status'],
+  // One read of the counters per scrape, shared by the metrics below.
+  let reading: Promise<BuildCounterValues> | undefined;
+  const counters = () => {
+    reading ??= readBuildCounters(deps.redis).finally(() => {
+      setImmediate(() => {
+        reading = undefined;
+      });
+    });
+    return reading;
+  };
+  // Counters whose value lives in Redis: each scrape sets them to what Redis holds.
+  new Counter({
+    name: 'kiln_builds_total',
+    help: 'Builds by what happened to them: queued, answered from the result cache, started (attempts), finished by status',
+    labelNames: ['event', 'status'],
     registers: [registry],
     async collect() {
-      const counts = await deps.builds.countByStatus();
-      for (const s of BUILD_STATUSES) this.set({ status: s }, counts.get(s) ?? 0);
+      const c = await counters();
+      this.reset();
+      this.inc({ event: 'queued', status: 'queued' }, c.queued);
+      this.inc({ event: 'cached', status: 'succeeded' }, c.cached);
+      this.inc({ event: 'started', status: 'running' }, c.started);
+      for (const s of FINAL_BUILD_STATUSES) this.inc({ event: 'finished', status: s }, c.finished[s] ?? 0);
     },
   });
   new Gauge({
@@ -38,19 +59,20 @@ export function createMetrics(deps: ApiDeps): ApiMetrics {
     help: 'Duration of the most recently finished build',
     registers: [registry],
     async collect() {
-      const seconds = await deps.builds.lastBuildSeconds();
-      if (seconds !== undefined) this.set(seconds);
+      const { lastSeconds } = await counters();
+      if (lastSeconds !== undefined) this.set(lastSeconds);
     },
   });
-  new Gauge({
-    name: 'kiln_bytes',
-    help: 'Bytes of contexts received and artifacts produced, over all builds on record',
+  new Counter({
+    name: 'kiln_bytes_total',
+    help: 'Bytes of contexts of queued builds and of artifacts produced (a result-cache answer produces none)',
     labelNames: ['kind'],
     registers: [registry],
     async collect() {
-      const totals = await deps.builds.byteTotals();
-      this.set({ kind: 'context' }, totals.context);
-      this.set({ kind: 'artifact' }, totals.artifact);
+      const c = await counters();
+      this.reset();
+      this.inc({ kind: 'context' }, c.contextBytes);
+      this.inc({ kind: 'artifact' }, c.artifactBytes);
     },
   });
   return {

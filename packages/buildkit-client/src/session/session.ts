@@ -48,7 +48,9 @@ export class Session {
   readonly name: string;
   readonly sharedKey: string;
   private readonly server = new grpc.Server({
-    'grpc.max_receive_message_length': -1,
+    // What the daemon sends the session (export bytes, file requests) comes in small messages;
+    // one larger than buildctl's client bound is not from a daemon that means well.
+    'grpc.max_receive_message_length': 16 * 1024 * 1024,
     'grpc.max_send_message_length': -1,
   });
   private readonly methods: string[] = [];

@@ -1,6 +1,13 @@
 export { holdCacheSource } from './artifact-lock.js';
 export { CONTEXT_LOCK_CLASS, lockContextObject } from './context-lock.js';
 export {
+  type BuildCounterValues,
+  buildCountersKey,
+  type CounterEvent,
+  countBuildEvent,
+  readBuildCounters,
+} from './counters.js';
+export {
   type AttemptEndInput,
   BuildLifecycle,
   type EventEnqueuer,

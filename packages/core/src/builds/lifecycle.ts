@@ -21,6 +21,7 @@ import type { Build, BuildAttempt, Prisma } from '../db/generated/client.js';
 import { recordBuildEvents } from '../events/outbox.js';
 import type { Logger } from '../logger.js';
 import { holdCacheSource } from './artifact-lock.js';
+import { countBuildEvent } from './counters.js';
 import type { AttemptGuard, BuildChange, BuildRepository, QueuedBuildInput } from './repository.js';
 import { type AttemptOutcome, type BuildErrorCode, fromStatuses } from './states.js';
 
@@ -78,8 +79,10 @@ export class BuildLifecycle {
   }
 
   /** queue: a new build row, `queued` (under the context lock when it reads a stored context). */
-  queue(input: QueuedBuildInput): Promise<Build> {
-    return this.deps.repo.insertQueued(input);
+  async queue(input: QueuedBuildInput): Promise<Build> {
+    const build = await this.deps.repo.insertQueued(input);
+    await countBuildEvent(this.deps.redis, { kind: 'queued', contextBytes: Number(build.contextSize ?? 0) });
+    return build;
   }
 
   /**
@@ -114,6 +117,7 @@ export class BuildLifecycle {
       return { build, deliveries: await recordBuildEvents(tx, build) };
     });
     if (!done) return undefined;
+    await countBuildEvent(this.deps.redis, { kind: 'cached' });
     await this.deps.events?.enqueue(done.deliveries);
     return done.build;
   }
@@ -130,7 +134,7 @@ export class BuildLifecycle {
     const { repo } = this.deps;
     if (!fromStatuses('start').includes(build.status)) return undefined;
     const now = new Date();
-    return repo.transaction(async (tx) => {
+    const attempt = await repo.transaction(async (tx) => {
       const moved = await repo.moveStatus(
         tx,
         build.id,
@@ -143,6 +147,8 @@ export class BuildLifecycle {
       await repo.endOpenAttempts(tx, build.id, VANISHED, now);
       return repo.openAttempt(tx, build.id, builder, now);
     });
+    if (attempt) await countBuildEvent(this.deps.redis, { kind: 'started' });
+    return attempt;
   }
 
   /** succeed: the artifact is stored; `change` names it (key, size, digest, platform, logKey). */
@@ -303,18 +309,14 @@ export class BuildLifecycle {
       return { applied: true as const, build, deliveries: await recordBuildEvents(tx, build) };
     });
     if (!result.applied) return result;
-    await this.afterFinal(id, to, result.deliveries, o.logTail);
+    await this.afterFinal(result.build, result.deliveries, o.logTail);
     return { applied: true, build: result.build };
   }
 
   /** The Redis side of a final state; each step is idempotent and none may fail the transition. */
-  private async afterFinal(
-    id: string,
-    status: BuildStatusName,
-    deliveries: readonly string[],
-    logTail?: string,
-  ): Promise<void> {
+  private async afterFinal(build: Build, deliveries: readonly string[], logTail?: string): Promise<void> {
     const { redis, logger } = this.deps;
+    const { id, status, startedAt, finishedAt } = build;
     await deleteBuildSecrets(redis, id).catch((err: unknown) => {
       logger.warn(
         { buildId: id, err: (err as Error).message },
@@ -322,6 +324,12 @@ export class BuildLifecycle {
       );
     });
     await this.appendLog(id, logTail, status);
+    await countBuildEvent(redis, {
+      kind: 'finished',
+      status,
+      artifactBytes: status === 'succeeded' ? Number(build.artifactSize ?? 0) : 0,
+      seconds: startedAt && finishedAt ? (finishedAt.getTime() - startedAt.getTime()) / 1000 : undefined,
+    });
     await this.deps.events?.enqueue(deliveries);
   }
 

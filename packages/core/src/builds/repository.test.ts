@@ -78,7 +78,13 @@ test('tokenByHash finds live and revoked tokens by hash', async () => {
   await database.prisma.apiToken.create({
     data: { projectId: p.id, name: 'old', tokenHash: 'h-old', revokedAt },
   });
-  assert.deepEqual(await tokens.tokenByHash('h-live'), { id: live.id, projectId: p.id, revokedAt: null });
+  assert.deepEqual(await tokens.tokenByHash('h-live'), {
+    id: live.id,
+    projectId: p.id,
+    revokedAt: null,
+    scope: 'manage',
+    projectDisabledAt: null,
+  });
   assert.deepEqual((await tokens.tokenByHash('h-old'))?.revokedAt, revokedAt);
   assert.equal(await tokens.tokenByHash('h-none'), null);
 });

@@ -326,35 +326,6 @@ export class BuildRepository {
     );
   }
 
-  /** Metrics: builds by status. */
-  async countByStatus(): Promise<Map<BuildStatusName, number>> {
-    const groups = await this.prisma.build.groupBy({ by: ['status'], _count: { _all: true } });
-    return new Map(groups.map((g) => [g.status, g._count._all]));
-  }
-
-  /** Metrics: how long the most recently finished build ran, in seconds. */
-  async lastBuildSeconds(): Promise<number | undefined> {
-    const last = await this.prisma.build.findFirst({
-      where: { finishedAt: { not: null }, startedAt: { not: null } },
-      orderBy: { finishedAt: 'desc' },
-      select: { startedAt: true, finishedAt: true },
-    });
-    if (!last?.startedAt || !last.finishedAt) return undefined;
-    return (last.finishedAt.getTime() - last.startedAt.getTime()) / 1000;
-  }
-
-  /** Metrics: bytes of contexts received and artifacts produced (a cached build's artifact is not produced again). */
-  async byteTotals(): Promise<{ context: number; artifact: number }> {
-    const [contexts, artifacts] = await Promise.all([
-      this.prisma.build.aggregate({ _sum: { contextSize: true } }),
-      this.prisma.build.aggregate({ where: { cachedFromId: null }, _sum: { artifactSize: true } }),
-    ]);
-    return {
-      context: Number(contexts._sum.contextSize ?? 0),
-      artifact: Number(artifacts._sum.artifactSize ?? 0),
-    };
-  }
-
   // --- writes: BuildLifecycle's --------------------------------------------------------------
 
   /**

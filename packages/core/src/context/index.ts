@@ -1,5 +1,10 @@
 export { type ExtractOptions, type ExtractSummary, extractContext } from './extract.js';
-export { type ContextLimits, DEFAULT_CONTEXT_LIMITS, resolveContextLimits } from './limits.js';
+export {
+  type ContextLimits,
+  contextLimitsOf,
+  DEFAULT_CONTEXT_LIMITS,
+  resolveContextLimits,
+} from './limits.js';
 export type { EntryType, TarEntry } from './tar.js';
 export {
   type ContextSummary,

@@ -53,3 +53,15 @@ export function resolveContextLimits(overrides: Partial<ContextLimits> = {}): Co
   }
   return limits;
 }
+
+/** The context limits an operator sets (KILN_MAX_CONTEXT_*): the API validates and the worker extracts with them. */
+export function contextLimitsOf(limits: {
+  maxContextBytes: number;
+  maxContextEntries: number;
+}): Partial<ContextLimits> {
+  return {
+    maxUncompressedBytes: limits.maxContextBytes,
+    maxCompressedBytes: limits.maxContextBytes,
+    maxEntries: limits.maxContextEntries,
+  };
+}
