@@ -21,6 +21,8 @@ RESULTS=$ROOT/bench/results
 source "$ROOT/scripts/lib/ensure-deps.sh"
 # shellcheck source=../scripts/lib/dockerd.sh
 source "$ROOT/scripts/lib/dockerd.sh"
+# shellcheck source=lib/common.sh
+source "$ROOT/bench/lib/common.sh"
 
 log() { printf 'bench: %s\n' "$*" >&2; }
 
@@ -70,9 +72,7 @@ CLIENT=$DAEMON_DIR/buildkit-client
 mkdir -p "$CLIENT"
 cp -a "$ROOT/packages/buildkit-client/"{bin,dist,proto,package.json} "$CLIENT/"
 ln -s "$ROOT/node_modules" "$CLIENT/node_modules"
-GIT_HEAD=$(git -C "$ROOT" --no-optional-locks rev-parse HEAD 2>/dev/null || echo unknown)
-GIT_DIRTY=$(git -C "$ROOT" --no-optional-locks status --porcelain -- packages/buildkit-client 2>/dev/null |
-	wc -l || echo unknown)
+bench_git_state packages/buildkit-client
 log "client: packages/buildkit-client at $GIT_HEAD ($GIT_DIRTY changed paths), snapshot in $CLIENT"
 
 # CPU profiles outlive the daemon directory so they can be inspected afterwards.
@@ -93,8 +93,5 @@ log 'stopping dockerd'
 kiln_dockerd_stop "$DAEMON_DIR"
 rm -rf --one-file-system "$DAEMON_DIR"
 DAEMON_DIR=
-rmdir "$PROFILE_DIR" 2>/dev/null || log "CPU profiles kept in $PROFILE_DIR"
-PROFILE_DIR=
 
-node "$ROOT/bench/lib/report.mjs" "$RESULTS/buildkit-client.json" "$RESULTS/buildkit-client.md" "$START_EPOCH"
-cat "$RESULTS/buildkit-client.md"
+bench_report report.mjs buildkit-client

@@ -29,6 +29,8 @@ source "$ROOT/scripts/lib/dockerd.sh"
 source "$ROOT/scripts/lib/postgres.sh"
 # shellcheck source=../scripts/lib/redis.sh
 source "$ROOT/scripts/lib/redis.sh"
+# shellcheck source=lib/common.sh
+source "$ROOT/bench/lib/common.sh"
 
 log() { printf 'bench: %s\n' "$*" >&2; }
 
@@ -180,9 +182,7 @@ for ((i = 0; ; i++)); do
 	sleep 0.2
 done
 
-GIT_HEAD=$(git -C "$ROOT" --no-optional-locks rev-parse HEAD 2>/dev/null || echo unknown)
-GIT_DIRTY=$(git -C "$ROOT" --no-optional-locks status --porcelain -- apps packages prisma 2>/dev/null |
-	wc -l || echo unknown)
+bench_git_state apps packages prisma
 log "kiln at $GIT_HEAD ($GIT_DIRTY changed paths under apps/ packages/ prisma/)"
 
 # CPU profiles outlive DIR so they can be inspected afterwards.
@@ -214,8 +214,5 @@ kiln_pg_stop "$DIR/pg"
 kiln_dockerd_stop "$DIR/d"
 rm -rf --one-file-system "$DIR"
 DIR=
-rmdir "$PROFILE_DIR" 2>/dev/null || log "CPU profiles kept in $PROFILE_DIR"
-PROFILE_DIR=
 
-node "$ROOT/bench/lib/service-report.mjs" "$RESULTS/service.json" "$RESULTS/service.md" "$START_EPOCH"
-cat "$RESULTS/service.md"
+bench_report service-report.mjs service

@@ -18,6 +18,23 @@ export function dockerEnvFor(sock, env = process.env) {
   return out;
 }
 
+/** The docker CLI's and daemon's versions and storage driver, for a results file; `work` holds a scratch file. */
+export async function dockerFacts(work, dockerEnv) {
+  const ask = async (args) => {
+    const file = path.join(work, 'version.txt');
+    const fd = fs.openSync(file, 'w');
+    const child = spawn(DOCKER, args, { env: dockerEnv, stdio: ['ignore', fd, 'ignore'] });
+    await waitExit(child);
+    fs.closeSync(fd);
+    return fs.readFileSync(file, 'utf8').trim();
+  };
+  return {
+    docker_client: await ask(['version', '--format', '{{.Client.Version}}']),
+    docker_server: await ask(['version', '--format', '{{.Server.Version}}']),
+    storage_driver: await ask(['info', '--format', '{{.Driver}}']),
+  };
+}
+
 /** argv for docker build (reference client); `extraArgs` go before the context. */
 export function dockerBuild(ctx, output, { quiet = false, extraArgs = [] } = {}) {
   return [
@@ -31,6 +48,26 @@ export function dockerBuild(ctx, output, { quiet = false, extraArgs = [] } = {})
     ctx,
   ];
 }
+
+// Both benchmarks build the same two outputs (with the context's ./busybox), so that their
+// figures can be read side by side: 512 MiB of random bytes and 2 GiB of zeros.
+export const DOCKERFILE_512 = [
+  'FROM scratch AS b',
+  'COPY busybox /bin/busybox',
+  'RUN ["/bin/busybox", "dd", "if=/dev/urandom", "of=/big", "bs=1M", "count=512"]',
+  'FROM scratch',
+  'COPY --from=b /big /big',
+  '',
+].join('\n');
+
+export const DOCKERFILE_2G = [
+  'FROM scratch AS b',
+  'COPY busybox /bin/busybox',
+  'RUN ["/bin/busybox", "dd", "if=/dev/zero", "of=/huge", "bs=1M", "count=2048"]',
+  'FROM scratch',
+  'COPY --from=b /huge /huge',
+  '',
+].join('\n');
 
 /** A context directory with a Dockerfile and, optionally, the static busybox as ./busybox. */
 export function writeContext(dir, dockerfile, withBusybox) {

@@ -19,14 +19,21 @@
 // Each command runs under /usr/bin/time to also record its CPU time and peak RSS, and
 // dockerd's CPU time is read from /proc before and after, to see which side is busy.
 
-import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { DOCKER, dockerBuild, dockerEnvFor, makeRunner, writeContext } from './docker.mjs';
+import {
+  DOCKER,
+  DOCKERFILE_2G,
+  DOCKERFILE_512,
+  dockerBuild,
+  dockerEnvFor,
+  dockerFacts,
+  makeRunner,
+  writeContext,
+} from './docker.mjs';
 import { interleaved as interleavedRuns, side } from './interleave.mjs';
-import { loadavg, waitExit } from './proc.mjs';
+import { loadavg, machineFacts } from './proc.mjs';
 import { round, stats, summarizeCpuProfile } from './stats.mjs';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
@@ -119,18 +126,7 @@ function detail(runs) {
 
 async function benchExport() {
   const ctx = path.join(WORK, 'export-512');
-  writeContext(
-    ctx,
-    [
-      'FROM scratch AS b',
-      'COPY busybox /bin/busybox',
-      'RUN ["/bin/busybox", "dd", "if=/dev/urandom", "of=/big", "bs=1M", "count=512"]',
-      'FROM scratch',
-      'COPY --from=b /big /big',
-      '',
-    ].join('\n'),
-    true,
-  );
+  writeContext(ctx, DOCKERFILE_512, true);
   const dest = path.join(WORK, 'out-512.tar');
   log('export-512: priming the cache (one docker build)');
   await run('prime-512', dockerBuild(ctx, `type=tar,dest=${dest}`), { envVars: dockerEnv });
@@ -241,18 +237,7 @@ async function benchContext() {
 
 async function benchRss() {
   const ctx = path.join(WORK, 'export-2g');
-  writeContext(
-    ctx,
-    [
-      'FROM scratch AS b',
-      'COPY busybox /bin/busybox',
-      'RUN ["/bin/busybox", "dd", "if=/dev/zero", "of=/huge", "bs=1M", "count=2048"]',
-      'FROM scratch',
-      'COPY --from=b /huge /huge',
-      '',
-    ].join('\n'),
-    true,
-  );
+  writeContext(ctx, DOCKERFILE_2G, true);
   const sink = [process.execPath, path.join(ROOT, 'bench/lib/slow-sink.mjs'), String(SINK_MIBPS)];
   log('rss-2g: priming the cache (one docker build to /dev/null)');
   await run('prime-2g', dockerBuild(ctx, 'type=tar,dest=-', { quiet: true }), {
@@ -417,25 +402,7 @@ function distHash() {
 async function main() {
   const startedAt = new Date();
   fs.mkdirSync(WORK, { recursive: true });
-  const version = async (args) => {
-    const logFile = path.join(WORK, 'version.txt');
-    const fd = fs.openSync(logFile, 'w');
-    const child = spawn(DOCKER, args, { env: dockerEnv, stdio: ['ignore', fd, 'ignore'] });
-    await waitExit(child);
-    fs.closeSync(fd);
-    return fs.readFileSync(logFile, 'utf8').trim();
-  };
-  const host = {
-    node: process.version,
-    docker_client: await version(['version', '--format', '{{.Client.Version}}']),
-    docker_server: await version(['version', '--format', '{{.Server.Version}}']),
-    storage_driver: await version(['info', '--format', '{{.Driver}}']),
-    cores: os.cpus().length,
-    cpu_model: os.cpus()[0]?.model ?? 'unknown',
-    mem_total_mib: Math.round(os.totalmem() / MiB),
-    kernel: os.release(),
-    loadavg_at_start: loadavg(),
-  };
+  const host = { node: process.version, ...(await dockerFacts(WORK, dockerEnv)), ...machineFacts() };
   const client = {
     package: 'packages/buildkit-client',
     git_head: env.BENCH_GIT_HEAD ?? 'unknown',

@@ -142,6 +142,17 @@ export function loadavg() {
   return os.loadavg().map((x) => round(x, 2));
 }
 
+/** The machine a benchmark ran on, for its results file. */
+export function machineFacts() {
+  return {
+    cores: os.cpus().length,
+    cpu_model: os.cpus()[0]?.model ?? 'unknown',
+    mem_total_mib: Math.round(os.totalmem() / (1024 * 1024)),
+    kernel: os.release(),
+    loadavg_at_start: loadavg(),
+  };
+}
+
 /** Shell-quotes one argument (for logs and bash -c scripts). */
 export function shq(s) {
   return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replaceAll("'", "'\\''")}'`;

@@ -19,17 +19,25 @@
 // Before every run it waits (polling every 30 s) while another benchmark (bench/run.sh,
 // bench/lib/measure.mjs) is running, so that the two never share the CPU.
 
-import { spawn } from 'node:child_process';
 import { createHash, randomFillSync } from 'node:crypto';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import autocannon from 'autocannon';
 import pg from 'pg';
-import { BUSYBOX, DOCKER, dockerBuild, dockerEnvFor, makeRunner, writeContext } from './docker.mjs';
+import {
+  BUSYBOX,
+  DOCKER,
+  DOCKERFILE_2G,
+  DOCKERFILE_512,
+  dockerBuild,
+  dockerEnvFor,
+  dockerFacts,
+  makeRunner,
+  writeContext,
+} from './docker.mjs';
 import { interleaved, side } from './interleave.mjs';
-import { findProcesses, loadavg, procMemMiB, resetPeakRss, tail, waitExit } from './proc.mjs';
+import { findProcesses, loadavg, machineFacts, procMemMiB, resetPeakRss, tail } from './proc.mjs';
 import {
   CpuMeter,
   KilnApi,
@@ -99,25 +107,22 @@ function log(msg) {
   process.stderr.write(`service-measure: ${msg}\n`);
 }
 
+/** The API or worker process service.sh started, restartable through scripts/run-app.sh. */
+function kilnProcess(name, ready) {
+  return new KilnProcess({
+    name,
+    pid: Number(need(`BENCH_${name.toUpperCase()}_PID`)),
+    launcher: [path.join(ROOT, 'scripts/run-app.sh'), name],
+    logFile: path.join(LOG_DIR, `${name}.log`),
+    spawnedDir: SPAWNED,
+    env,
+    ready,
+  });
+}
+
 const procs = {
-  api: new KilnProcess({
-    name: 'api',
-    pid: Number(need('BENCH_API_PID')),
-    launcher: [path.join(ROOT, 'scripts/run-app.sh'), 'api'],
-    logFile: path.join(LOG_DIR, 'api.log'),
-    spawnedDir: SPAWNED,
-    env,
-    ready: () => kiln.healthy(),
-  }),
-  worker: new KilnProcess({
-    name: 'worker',
-    pid: Number(need('BENCH_WORKER_PID')),
-    launcher: [path.join(ROOT, 'scripts/run-app.sh'), 'worker'],
-    logFile: path.join(LOG_DIR, 'worker.log'),
-    spawnedDir: SPAWNED,
-    env,
-    ready: (p, fromByte) => workerStartedSince(p.logFile, fromByte),
-  }),
+  api: kilnProcess('api', () => kiln.healthy()),
+  worker: kilnProcess('worker', (p, fromByte) => workerStartedSince(p.logFile, fromByte)),
 };
 
 const meter = new CpuMeter({
@@ -219,24 +224,6 @@ function prepareContext(name, dockerfile, { busybox = false, files = {} } = {}) 
   }
   return { dir, tar: tarOf(entries) };
 }
-
-const DOCKERFILE_512 = [
-  'FROM scratch AS b',
-  'COPY busybox /bin/busybox',
-  'RUN ["/bin/busybox", "dd", "if=/dev/urandom", "of=/big", "bs=1M", "count=512"]',
-  'FROM scratch',
-  'COPY --from=b /big /big',
-  '',
-].join('\n');
-
-const DOCKERFILE_2G = [
-  'FROM scratch AS b',
-  'COPY busybox /bin/busybox',
-  'RUN ["/bin/busybox", "dd", "if=/dev/zero", "of=/huge", "bs=1M", "count=2048"]',
-  'FROM scratch',
-  'COPY --from=b /huge /huge',
-  '',
-].join('\n');
 
 const DOCKERFILE_TINY = 'FROM scratch\nCOPY hello.txt /hello.txt\n';
 const TINY_TEXT = 'hello from the kiln service benchmark\n';
@@ -475,6 +462,17 @@ async function withPeakRss(pid, fn) {
   });
 }
 
+/** The figures a peak-RSS metric reports beside the peak: the starting point and the samples' cross-check. */
+function rssDetail(runs) {
+  return {
+    rss_before_mib: side(runs, 'rss_before_mib'),
+    rss_before_anon_mib: side(runs, 'rss_before_anon_mib'),
+    rss_before_file_mib: side(runs, 'rss_before_file_mib'),
+    peak_minus_before_mib: stats(runs.map((r) => round(r.peak_rss_mib - r.rss_before_mib, 1))),
+    sampled_max_mib: stats(runs.map((r) => r.sampled_rss.max_mib)),
+  };
+}
+
 async function benchWorkerRss() {
   const ctx = prepareContext('rss2g', DOCKERFILE_2G, { busybox: true });
   const runs = [];
@@ -501,11 +499,7 @@ async function benchWorkerRss() {
       'build), cross-checked by sampling VmRSS every 50 ms; the build is a warm-cache COPY of a 2 GiB ' +
       'file (dd from /dev/zero) exported as a tar into local storage; pass on the max of the runs',
     peak_rss_mib: peak,
-    rss_before_mib: side(runs, 'rss_before_mib'),
-    rss_before_anon_mib: side(runs, 'rss_before_anon_mib'),
-    rss_before_file_mib: side(runs, 'rss_before_file_mib'),
-    peak_minus_before_mib: stats(runs.map((r) => round(r.peak_rss_mib - r.rss_before_mib, 1))),
-    sampled_max_mib: stats(runs.map((r) => r.sampled_rss.max_mib)),
+    ...rssDetail(runs),
     wall_s: side(runs, 'wall_s'),
     running_s: side(runs, 'running_s'),
     mib_per_s_running: side(runs, 'mib_per_s_running'),
@@ -625,11 +619,7 @@ async function benchApiRss() {
       'context is stored again; pass on the max of the runs',
     context_bytes: size,
     peak_rss_mib: peak,
-    rss_before_mib: side(runs, 'rss_before_mib'),
-    rss_before_anon_mib: side(runs, 'rss_before_anon_mib'),
-    rss_before_file_mib: side(runs, 'rss_before_file_mib'),
-    peak_minus_before_mib: stats(runs.map((r) => round(r.peak_rss_mib - r.rss_before_mib, 1))),
-    sampled_max_mib: stats(runs.map((r) => r.sampled_rss.max_mib)),
+    ...rssDetail(runs),
     wall_s: side(runs, 'wall_s'),
     mib_per_s: side(runs, 'mib_per_s'),
     ...cpuDetail(runs),
@@ -957,14 +947,6 @@ function gitInfo() {
 }
 
 async function hostInfo() {
-  const version = async (args) => {
-    const file = path.join(WORK, 'version.txt');
-    const fd = fs.openSync(file, 'w');
-    const child = spawn(DOCKER, args, { env: dockerEnv, stdio: ['ignore', fd, 'ignore'] });
-    await waitExit(child);
-    fs.closeSync(fd);
-    return fs.readFileSync(file, 'utf8').trim();
-  };
   const pgVersion = await (async () => {
     const db = new pg.Client({ connectionString: env.DATABASE_URL });
     await db.connect();
@@ -976,15 +958,9 @@ async function hostInfo() {
   })();
   return {
     node: process.version,
-    docker_client: await version(['version', '--format', '{{.Client.Version}}']),
-    docker_server: await version(['version', '--format', '{{.Server.Version}}']),
-    storage_driver: await version(['info', '--format', '{{.Driver}}']),
+    ...(await dockerFacts(WORK, dockerEnv)),
     postgres: pgVersion,
-    cores: os.cpus().length,
-    cpu_model: os.cpus()[0]?.model ?? 'unknown',
-    mem_total_mib: Math.round(os.totalmem() / MiB),
-    kernel: os.release(),
-    loadavg_at_start: loadavg(),
+    ...machineFacts(),
   };
 }
 

@@ -16,44 +16,18 @@ DOCKER_BIN=/usr/bin/docker
 CONTAINERD_BIN=/usr/bin/containerd
 # Seconds to wait for each daemon to come up; overridable for slow machines.
 : "${KILN_DOCKERD_START_TIMEOUT:=60}"
+# shellcheck source=process.sh
+source "$(dirname "${BASH_SOURCE[0]}")/process.sh"
 
 _kiln_log() { printf 'dockerd.sh: %s\n' "$*" >&2; }
-
-# True when PID exists and is not a zombie (our own exited children linger as zombies).
-_kiln_pid_alive() {
-	local stat
-	[[ -n $1 ]] || return 1
-	read -r stat 2>/dev/null <"/proc/$1/stat" || return 1
-	stat=${stat##*) }
-	[[ ${stat%% *} != Z ]]
-}
 
 # True when PID is alive and its command line mentions DIR/, which guards against
 # killing a recycled pid. Not usable right after a fork: the exec may not have happened yet.
 _kiln_pid_is_ours() {
 	local pid=$1 dir=$2 argv
-	_kiln_pid_alive "$pid" || return 1
+	kiln_pid_alive "$pid" || return 1
 	mapfile -d '' argv 2>/dev/null <"/proc/$pid/cmdline" || return 1
 	[[ "${argv[*]}" == *"$dir/"* ]]
-}
-
-# SIGTERM, wait up to $3 seconds, then SIGKILL.
-_kiln_stop_pid() {
-	local pid=$1 dir=$2 grace=$3 i
-	_kiln_pid_is_ours "$pid" "$dir" || return 0
-	kill -TERM "$pid" 2>/dev/null || return 0
-	for ((i = 0; i < grace * 10; i++)); do
-		_kiln_pid_is_ours "$pid" "$dir" || return 0
-		sleep 0.1
-	done
-	_kiln_log "pid $pid ignored SIGTERM for ${grace}s, sending SIGKILL"
-	kill -KILL "$pid" 2>/dev/null || true
-	for ((i = 0; i < 50; i++)); do
-		_kiln_pid_is_ours "$pid" "$dir" || return 0
-		sleep 0.1
-	done
-	_kiln_log "pid $pid still alive after SIGKILL"
-	return 1
 }
 
 # Daemon processes left behind that belong to DIR, such as containerd shims, which
@@ -92,7 +66,7 @@ _kiln_wait_until() {
 	shift 4
 	local deadline=$((SECONDS + KILN_DOCKERD_START_TIMEOUT))
 	until "$@"; do
-		if ! _kiln_pid_alive "$pid"; then
+		if ! kiln_pid_alive "$pid"; then
 			problem="$name exited during startup"
 		elif ((SECONDS >= deadline)); then
 			problem="$name not ready after ${KILN_DOCKERD_START_TIMEOUT}s"
@@ -173,7 +147,8 @@ kiln_dockerd_stop() {
 	# dockerd first: it stops its containers through containerd.
 	for name in dockerd containerd; do
 		[[ -f $dir/spawned/$name ]] || continue
-		_kiln_stop_pid "$(<"$dir/spawned/$name")" "$dir" 20 || rc=1
+		pid=$(<"$dir/spawned/$name")
+		kiln_stop_pid _kiln_log "pid $pid" "$pid" 20 _kiln_pid_is_ours "$pid" "$dir" || rc=1
 	done
 	for pid in $(_kiln_pids_under "$dir"); do
 		_kiln_log "stopping leftover process $pid ($(readlink "/proc/$pid/exe" 2>/dev/null))"
@@ -182,7 +157,7 @@ kiln_dockerd_stop() {
 		for child in $(_kiln_children_of "$pid"); do
 			kill -KILL "$child" 2>/dev/null || true
 		done
-		_kiln_stop_pid "$pid" "$dir" 5 || rc=1
+		kiln_stop_pid _kiln_log "pid $pid" "$pid" 5 _kiln_pid_is_ours "$pid" "$dir" || rc=1
 	done
 	# Lazily detach anything still mounted below DIR (deepest first) so it can be removed.
 	awk -v d="$dir/" 'index($5, d) == 1 { print $5 }' /proc/self/mountinfo | sort -r |

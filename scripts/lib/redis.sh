@@ -14,6 +14,8 @@ REDIS_SERVER_BIN=${KILN_REDIS_SERVER_BIN:-/usr/bin/redis-server}
 REDIS_CLI_BIN=${KILN_REDIS_CLI_BIN:-/usr/bin/redis-cli}
 # Seconds to wait for the server to start or stop; overridable for slow machines.
 : "${KILN_REDIS_TIMEOUT:=30}"
+# shellcheck source=process.sh
+source "$(dirname "${BASH_SOURCE[0]}")/process.sh"
 
 _kiln_redis_log() { printf 'redis.sh: %s\n' "$*" >&2; }
 
@@ -21,11 +23,9 @@ _kiln_redis_log() { printf 'redis.sh: %s\n' "$*" >&2; }
 # The process title template below puts the config path there, which guards against
 # signalling a recycled pid or another directory's server.
 _kiln_redis_pid_is_ours() {
-	local pid=$1 dir=$2 stat argv
+	local pid=$1 dir=$2 argv
 	[[ $pid =~ ^[0-9]+$ ]] || return 1
-	read -r stat 2>/dev/null <"/proc/$pid/stat" || return 1
-	stat=${stat##*) }
-	[[ ${stat%% *} != Z ]] || return 1
+	kiln_pid_alive "$pid" || return 1
 	mapfile -d '' argv 2>/dev/null <"/proc/$pid/cmdline" || return 1
 	[[ "${argv[*]}" == *"$dir/redis.conf"* ]]
 }
@@ -142,23 +142,11 @@ kiln_redis_start() {
 # that, then SIGKILL. Safe to call twice, on a stopped server, or on a DIR without one.
 kiln_redis_stop() {
 	local dir=${1:?usage: kiln_redis_stop DIR}
-	local pid i
+	local pid
 	[[ -d $dir ]] || return 0
 	dir=$(cd "$dir" && pwd) || return 1
 	pid=$(_kiln_redis_pid "$dir") || return 0
-	kill -TERM "$pid" 2>/dev/null || return 0
-	for ((i = 0; i < KILN_REDIS_TIMEOUT * 20; i++)); do
-		_kiln_redis_pid_is_ours "$pid" "$dir" || return 0
-		sleep 0.05
-	done
-	_kiln_redis_log "redis-server (pid $pid) ignored SIGTERM for ${KILN_REDIS_TIMEOUT}s, sending SIGKILL"
-	kill -KILL "$pid" 2>/dev/null || true
-	for ((i = 0; i < 100; i++)); do
-		_kiln_redis_pid_is_ours "$pid" "$dir" || return 0
-		sleep 0.05
-	done
-	_kiln_redis_log "redis-server (pid $pid) still alive after SIGKILL"
-	return 1
+	kiln_stop_pid _kiln_redis_log "redis-server (pid $pid)" "$pid" "$KILN_REDIS_TIMEOUT" _kiln_redis_pid_is_ours "$pid" "$dir"
 }
 
 if [[ ${BASH_SOURCE[0]} == "$0" ]]; then

@@ -1,25 +1,18 @@
 import type { BigIntStats } from 'node:fs';
 import { lstat, readlink } from 'node:fs/promises';
+import type { Stat } from '../wire/messages.js';
 import { goFileMode, MODE_DIR, MODE_SOCKET, MODE_SYMLINK, S_IFBLK, S_IFCHR } from './filemode.js';
 
-/** One entry of a walk: the fields of fsutil's `types.Stat` (minus xattrs) plus where to read it. */
-export interface WalkEntry {
-  /** Relative to the walk root, `/`-separated, no leading slash. */
-  path: string;
+/**
+ * One entry of a walk: fsutil's `types.Stat` (minus xattrs) plus where to read it. `path` is
+ * relative to the walk root, `/`-separated, without a leading slash; `mode` has the socket bit
+ * cleared, as fsutil does; `size` is `lstat`'s for everything but directories, which get 0
+ * (hardlink repeats keep theirs); `modTime` is in nanoseconds since the Unix epoch; `linkname` is
+ * a symlink's target, or for a later hardlink to an already walked inode, that first entry's path.
+ */
+export interface WalkEntry extends Omit<Stat, 'xattrs'> {
   /** Absolute path on disk, for reading the data later. */
   absPath: string;
-  /** Go `os.FileMode` bits as an unsigned 32-bit number (socket bit cleared, as fsutil does). */
-  mode: number;
-  uid: number;
-  gid: number;
-  /** `lstat` size for everything but directories, which get 0. Hardlink repeats keep their size. */
-  size: number;
-  /** Nanoseconds since the Unix epoch. */
-  modTime: bigint;
-  /** Symlink target, or for a later hardlink to an already walked inode, that first entry's path. */
-  linkname: string;
-  devmajor: number;
-  devminor: number;
 }
 
 /** Inode number to the path of the first walked entry with it; fsutil keys on the inode alone. */
