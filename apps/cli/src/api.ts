@@ -1,8 +1,47 @@
 /** The Kiln HTTP API as the CLI uses it: bearer auth, `{error: {code, message}}` turned into ApiError. */
-import type { BuildList, BuildView } from '@kiln/contract';
+import type { BuildList, BuildView, TokenScope } from '@kiln/contract';
+import { loadConfig } from './config.js';
 import { ApiError, CliError, InterruptedError, messageOf } from './errors.js';
 
 export type { BuildList, BuildView };
+
+export interface TokenView {
+  id: string;
+  name: string;
+  scope: TokenScope;
+  createdAt: string;
+  revokedAt: string | null;
+}
+
+/** A token just made: the only answer that carries its secret. */
+export interface NewToken {
+  id: string;
+  name: string;
+  scope: TokenScope;
+  token: string;
+}
+
+export interface ProjectQuotas {
+  queuedBuilds: number;
+  runningBuilds: number;
+  artifactBytes: number;
+}
+
+/** A change of a project's own quotas: null goes back to the configured default. */
+export type QuotaChange = Partial<Record<keyof ProjectQuotas, number | null>>;
+
+export interface ProjectView {
+  id: string;
+  name: string;
+  createdAt: string;
+  disabledAt: string | null;
+  /** The project's own values; null takes the configured default. */
+  quotas: Record<keyof ProjectQuotas, number | null>;
+  effectiveQuotas: ProjectQuotas;
+}
+
+/** Extra advice for an error answer, printed after it. */
+export type HintFor = (err: ApiError) => string | undefined;
 
 /** The error an unsuccessful response stands for, from its `{error}` body when there is one. */
 export async function apiErrorFrom(res: Response): Promise<ApiError> {
@@ -28,6 +67,7 @@ export class KilnApi {
   constructor(
     readonly baseUrl: string,
     private readonly token: string | undefined,
+    private readonly hintFor?: HintFor,
   ) {}
 
   url(p: string): string {
@@ -46,12 +86,20 @@ export class KilnApi {
     }
   }
 
+  /** A request whose unsuccessful answer is thrown as its ApiError. */
+  async call(p: string, init: RequestInit = {}): Promise<Response> {
+    const res = await this.fetch(p, init);
+    if (res.ok) return res;
+    const err = await apiErrorFrom(res);
+    const hint = this.hintFor?.(err);
+    throw hint ? new ApiError(err.message, err.code ?? `http_${res.status}`, err.status, hint) : err;
+  }
+
   async json<T>(p: string, init: RequestInit = {}): Promise<T> {
     const headers = new Headers(init.headers);
     headers.set('accept', 'application/json');
-    const res = await this.fetch(p, { ...init, headers });
-    if (!res.ok) throw await apiErrorFrom(res);
-    return (await res.json()) as T;
+    if (init.body !== undefined) headers.set('content-type', 'application/json');
+    return (await (await this.call(p, { ...init, headers })).json()) as T;
   }
 
   getBuild(id: string, signal?: AbortSignal): Promise<BuildView> {
@@ -73,6 +121,52 @@ export class KilnApi {
       ...(signal ? { signal } : {}),
     });
   }
+
+  async listTokens(): Promise<TokenView[]> {
+    return (await this.json<{ items: TokenView[] }>('/v1/tokens')).items;
+  }
+
+  createToken(body: { name: string; scope?: TokenScope }): Promise<NewToken> {
+    return this.json<NewToken>('/v1/tokens', { method: 'POST', body: JSON.stringify(body) });
+  }
+
+  async revokeToken(id: string): Promise<void> {
+    await this.call(`/v1/tokens/${encodeURIComponent(id)}`, { method: 'DELETE' });
+  }
+
+  // The operator's routes: a client made with KILN_OPERATOR_TOKEN (operatorClient).
+
+  async listProjects(): Promise<ProjectView[]> {
+    return (await this.json<{ items: ProjectView[] }>('/v1/admin/projects')).items;
+  }
+
+  createProject(body: { name: string; quotas?: QuotaChange }): Promise<ProjectView> {
+    return this.json<ProjectView>('/v1/admin/projects', { method: 'POST', body: JSON.stringify(body) });
+  }
+
+  getProject(ref: string): Promise<ProjectView> {
+    return this.json<ProjectView>(`/v1/admin/projects/${encodeURIComponent(ref)}`);
+  }
+
+  updateProject(ref: string, body: { disabled?: boolean; quotas?: QuotaChange }): Promise<ProjectView> {
+    return this.json<ProjectView>(`/v1/admin/projects/${encodeURIComponent(ref)}`, {
+      method: 'PATCH',
+      body: JSON.stringify(body),
+    });
+  }
+
+  createProjectToken(ref: string, body: { name: string; scope?: TokenScope }): Promise<NewToken> {
+    return this.json<NewToken>(`/v1/admin/projects/${encodeURIComponent(ref)}/tokens`, {
+      method: 'POST',
+      body: JSON.stringify(body),
+    });
+  }
+}
+
+/** The client of the project whose token kiln login saved (KILN_URL and KILN_TOKEN override it). */
+export async function projectClient(env: Readonly<Record<string, string | undefined>>): Promise<KilnApi> {
+  const config = await loadConfig(env);
+  return new KilnApi(config.url, config.token);
 }
 
 /** What an aborted signal was aborted with, as an error to throw. */

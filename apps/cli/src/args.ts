@@ -2,7 +2,13 @@
 import path from 'node:path';
 import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { parseCsvAttrs, parseSecretSpec, type SecretSource } from '@kiln/buildkit-client';
-import { BYTE_OUTPUT_TYPES, type ByteOutputType, reservedBuildArg } from '@kiln/contract';
+import {
+  BYTE_OUTPUT_TYPES,
+  type ByteOutputType,
+  reservedBuildArg,
+  TOKEN_SCOPES,
+  type TokenScope,
+} from '@kiln/contract';
 import { CliError, EXIT_USAGE, UsageError } from './errors.js';
 import { PROGRESS_MODES, type ProgressMode } from './reporter.js';
 
@@ -239,4 +245,35 @@ export function serverDest(dest: string, type: string): string {
     .replace(/[^\w.+@-]/g, '_')
     .slice(0, 255);
   return base === '' || base === '.' || base === '..' ? fallback : base;
+}
+
+/** The positionals of a subcommand that takes exactly `names`, e.g. ['NAME', 'TOKEN_NAME']. */
+export function exactPositionals<const N extends readonly string[]>(
+  positionals: string[],
+  names: N,
+  command: string,
+  usage: string,
+): { [K in keyof N]: string } {
+  if (positionals.length !== names.length) {
+    const what =
+      names.length === 0
+        ? 'takes no arguments'
+        : `requires exactly ${names.length} argument${names.length > 1 ? 's' : ''} (${names.join(' ')})`;
+    throw new UsageError(`"kiln ${command}" ${what}`, usage);
+  }
+  return positionals as { [K in keyof N]: string };
+}
+
+export function parseScope(value: string | undefined, usage: string): TokenScope | undefined {
+  if (value === undefined) return undefined;
+  const scope = TOKEN_SCOPES.find((s) => s === value);
+  if (!scope) throw new UsageError(`--scope "${value}": use one of ${TOKEN_SCOPES.join(', ')}`, usage);
+  return scope;
+}
+
+/** A quota flag's value: a whole number, or `default` (null: the server's configured default) where allowed. */
+export function parseQuota(flag: string, value: string, usage: string, allowDefault: boolean): number | null {
+  if (allowDefault && value === 'default') return null;
+  if (/^\d+$/.test(value) && Number.isSafeInteger(Number(value))) return Number(value);
+  throw new UsageError(`--${flag} "${value}": a whole number${allowDefault ? ' or default' : ''}`, usage);
 }

@@ -4,12 +4,13 @@ export const EXIT_FAILURE = 1;
 export const EXIT_USAGE = 2;
 export const EXIT_INTERRUPTED = 130;
 
-/** An error to print as `error: <message> (<code>)` and exit with `exitCode`. */
+/** An error to print as `error: <message> (<code>)`, then `hint`, and exit with `exitCode`. */
 export class CliError extends Error {
   constructor(
     message: string,
     readonly exitCode: number = EXIT_FAILURE,
     readonly code?: string,
+    readonly hint?: string,
   ) {
     super(message);
     this.name = 'CliError';
@@ -33,8 +34,9 @@ export class ApiError extends CliError {
     message: string,
     code: string,
     readonly status: number,
+    hint?: string,
   ) {
-    super(message, EXIT_FAILURE, code);
+    super(message, EXIT_FAILURE, code, hint);
     this.name = 'ApiError';
   }
 }

@@ -49,3 +49,10 @@ export function formatTable(rows: string[][]): string {
     .map((line) => `${line}\n`)
     .join('');
 }
+
+/** `Key: value` lines, values aligned; fields without a value are left out. */
+export function formatFields(fields: [string, string | undefined][]): string {
+  const shown = fields.filter((f): f is [string, string] => f[1] !== undefined && f[1] !== '');
+  const width = Math.max(...shown.map(([k]) => k.length)) + 1;
+  return shown.map(([k, v]) => `${`${k}:`.padEnd(width)} ${v}\n`).join('');
+}

@@ -2,6 +2,8 @@
 import { buildCommand } from './commands/build.js';
 import { BUILDS_USAGE, buildsCommand } from './commands/builds.js';
 import { loginCommand } from './commands/login.js';
+import { projectsCommand } from './commands/projects.js';
+import { tokensCommand } from './commands/tokens.js';
 import {
   CliError,
   EXIT_FAILURE,
@@ -24,8 +26,12 @@ Commands:
   build PATH --output type=tar,dest=FILE [OPTIONS]   Build and download the result (kiln build --help)
   builds ls|show|logs|cancel                         Look at and control builds (kiln builds --help)
   login --url URL --token TOKEN                      Save where Kiln is and the token to use
+  tokens ls|create|revoke                            Your project's API tokens (kiln tokens --help)
+  projects ls|create|show|set|token                  Projects and quotas, for the operator
+                                                     (kiln projects --help)
 
-Environment: KILN_URL and KILN_TOKEN override what kiln login saved.`;
+Environment: KILN_URL and KILN_TOKEN override what kiln login saved; KILN_OPERATOR_TOKEN is
+the operator's token for kiln projects.`;
 
 export async function main(argv: string[], io: Io): Promise<number> {
   const [command, ...rest] = argv;
@@ -37,6 +43,10 @@ export async function main(argv: string[], io: Io): Promise<number> {
         return await buildsCommand(rest, io);
       case 'login':
         return await loginCommand(rest, io);
+      case 'tokens':
+        return await tokensCommand(rest, io);
+      case 'projects':
+        return await projectsCommand(rest, io);
       case undefined:
       case '-h':
       case '--help':
@@ -53,7 +63,8 @@ export async function main(argv: string[], io: Io): Promise<number> {
     }
     if (err instanceof CliError) {
       io.stderr.write(`${formatError(err)}\n`);
-      if (err.code === 'unauthorized') io.stderr.write(`${LOGIN_HINT}\n`);
+      const hint = err.hint ?? (err.code === 'unauthorized' ? LOGIN_HINT : undefined);
+      if (hint) io.stderr.write(`${hint}\n`);
       return err.exitCode;
     }
     io.stderr.write(`error: ${messageOf(err)}\n`);

@@ -15,7 +15,7 @@ import {
   compareTarEntries,
   readTarEntries,
 } from '../../../packages/buildkit-client/test-support/tar-entries.js';
-import { dockerSocket, type RunningKiln, startKiln } from './kiln-service.js';
+import { dockerSocket, OPERATOR_TOKEN, type RunningKiln, startKiln } from './kiln-service.js';
 
 const KILN_BIN = fileURLToPath(new URL('../bin/kiln.js', import.meta.url));
 const RUN = (script: string) => `RUN ["/bin/busybox", "sh", "-c", ${JSON.stringify(script)}]`;
@@ -53,13 +53,14 @@ describe('kiln CLI against a real Kiln', () => {
   let busybox: Buffer;
   const socket = dockerSocket();
 
-  /** The CLI's environment: only what login saved (no KILN_URL/KILN_TOKEN from the caller). */
+  /** The CLI's environment: what login saved and `extra` (no KILN_* tokens from the caller). */
   const cliEnv = (extra: Record<string, string> = {}) => {
-    const env: NodeJS.ProcessEnv = { ...process.env, HOME: home, ...extra };
+    const env: NodeJS.ProcessEnv = { ...process.env, HOME: home };
     delete env.KILN_URL;
     delete env.KILN_TOKEN;
+    delete env.KILN_OPERATOR_TOKEN;
     delete env.XDG_CONFIG_HOME;
-    return env;
+    return { ...env, ...extra };
   };
 
   const start = (args: string[], opts: { cwd?: string; env?: Record<string, string> } = {}) => {
@@ -375,6 +376,127 @@ describe('kiln CLI against a real Kiln', () => {
     const done = await kilnCli(['builds', 'cancel', succeededId]);
     assert.equal(done.code, 1);
     assert.match(done.stderr, /^error: build [0-9A-Z]+ is already succeeded \(conflict\)\n$/);
+  });
+
+  test('projects (operator token) and tokens: a build-scoped token builds but cannot make tokens; disable and enable', async () => {
+    const operator = { KILN_OPERATOR_TOKEN: OPERATOR_TOKEN };
+    const created = await kilnCli(['projects', 'create', 'web-ci', '--max-queued', '5'], { env: operator });
+    assert.equal(created.code, 0, created.stderr);
+    const shown = created.stdout.toString();
+    assert.match(shown, /^ID: +\S+\nName: +web-ci\nStatus: +active\n/);
+    assert.match(shown, /\nMax queued builds: +5\nMax running builds: +\d+ \(default\)\n/);
+    const again = await kilnCli(['projects', 'create', 'web-ci'], { env: operator });
+    assert.equal(again.code, 1);
+    assert.equal(again.stderr, 'error: a project web-ci exists (conflict)\n');
+
+    // The project token never stands in for the operator's; a wrong one is refused with a hint.
+    const missing = await kilnCli(['projects', 'ls']);
+    assert.equal(missing.code, 2);
+    assert.match(missing.stderr, /^error: the operator token is required/);
+    const wrong = await kilnCli(['projects', 'ls', '--operator-token', kiln.token]);
+    assert.equal(wrong.code, 1);
+    assert.match(wrong.stderr, /\(unauthorized\)\nhint: pass --operator-token, or set KILN_OPERATOR_TOKEN/);
+
+    const issued = await kilnCli([
+      'projects',
+      'token',
+      'web-ci',
+      'ci',
+      '--scope',
+      'build',
+      '--operator-token',
+      OPERATOR_TOKEN,
+    ]);
+    assert.equal(issued.code, 0, issued.stderr);
+    const buildToken = issued.stdout.toString().trim();
+    assert.match(issued.stdout.toString(), /^kiln_\S+\n$/);
+    assert.match(
+      issued.stderr,
+      /^Token \S+ "ci" \(scope build\) created\. Save it now: it will not be shown again\.\n$/,
+    );
+    const asCi = { KILN_TOKEN: buildToken };
+
+    const ctx = await makeContext({
+      'a.txt': 'from web-ci\n',
+      Dockerfile: 'FROM scratch\nCOPY a.txt /a.txt\n',
+    });
+    try {
+      const built = await kilnCli(['build', '--progress', 'quiet', '-o', 'type=tar,dest=ci.tar', '.'], {
+        cwd: ctx.dir,
+        env: asCi,
+      });
+      assert.equal(built.code, 0, built.stderr);
+      const entries = await readTarEntries(path.join(ctx.dir, 'ci.tar'));
+      assert.ok(
+        entries.some((e) => e.name === 'a.txt'),
+        JSON.stringify(entries.map((e) => e.name)),
+      );
+    } finally {
+      await ctx.cleanup();
+    }
+    const denied = await kilnCli(['tokens', 'create', 'more', '--scope', 'build'], { env: asCi });
+    assert.equal(denied.code, 1);
+    assert.equal(
+      denied.stderr,
+      'error: this needs a token of scope "manage"; this one is "build" (forbidden)\n',
+    );
+    assert.equal(denied.stdout.toString(), '');
+
+    // The logged-in manage token administers its own project's tokens.
+    const reader = await kilnCli(['tokens', 'create', 'reader', '--scope', 'read', '--json']);
+    assert.equal(reader.code, 0, reader.stderr);
+    const readerToken = JSON.parse(reader.stdout.toString()) as { id: string; scope: string; token: string };
+    assert.equal(readerToken.scope, 'read');
+    const listed = (await kilnCli(['tokens', 'ls'])).stdout.toString();
+    assert.match(listed, /^TOKEN ID +NAME +SCOPE +CREATED +REVOKED\n/);
+    assert.match(listed, new RegExp(`\n${readerToken.id} +reader +read +\\S+ ago +-\n`));
+    const revoked = await kilnCli(['tokens', 'revoke', readerToken.id]);
+    assert.equal(revoked.code, 0, revoked.stderr);
+    assert.equal(revoked.stdout.toString(), `${readerToken.id} revoked\n`);
+    const afterRevoke = await kilnCli(['builds', 'ls'], { env: { KILN_TOKEN: readerToken.token } });
+    assert.equal(afterRevoke.code, 1);
+    assert.match(afterRevoke.stderr, /\(unauthorized\)\nhint: run kiln login/);
+
+    const projects = await kilnCli(['projects', 'ls'], { env: operator });
+    assert.equal(projects.code, 0, projects.stderr);
+    const rows = projects.stdout.toString().trim().split('\n');
+    assert.match(rows[0] ?? '', /^PROJECT ID +NAME +STATUS +CREATED +MAX QUEUED +MAX RUNNING +MAX ARTIFACT$/);
+    assert.ok(
+      rows.some((r) => / web-ci +active +\S+ ago +5 /.test(r)),
+      rows.join('\n'),
+    );
+    const names = (
+      JSON.parse((await kilnCli(['projects', 'ls', '--json'], { env: operator })).stdout.toString()) as {
+        name: string;
+      }[]
+    ).map((p) => p.name);
+    assert.ok(names.includes('cli') && names.includes('web-ci'), names.join(' '));
+
+    const disabled = await kilnCli(['projects', 'set', 'web-ci', '--disable'], { env: operator });
+    assert.equal(disabled.code, 0, disabled.stderr);
+    assert.match(disabled.stdout.toString(), /\nStatus: +disabled\n(.|\n)*\nDisabled: +\d{4}-/);
+    const blocked = await kilnCli(['builds', 'ls'], { env: asCi });
+    assert.equal(blocked.code, 1);
+    assert.equal(blocked.stderr, "error: the token's project is disabled (forbidden)\n");
+    const enabled = await kilnCli(
+      ['projects', 'set', 'web-ci', '--enable', '--max-queued', 'default', '--json'],
+      {
+        env: operator,
+      },
+    );
+    assert.equal(enabled.code, 0, enabled.stderr);
+    const view = JSON.parse(enabled.stdout.toString()) as {
+      disabledAt: string | null;
+      quotas: { queuedBuilds: number | null };
+    };
+    assert.equal(view.disabledAt, null);
+    assert.equal(view.quotas.queuedBuilds, null);
+    assert.equal((await kilnCli(['builds', 'ls', '-q'], { env: asCi })).code, 0);
+    const show = await kilnCli(['projects', 'show', 'web-ci'], { env: operator });
+    assert.match(show.stdout.toString(), /\nStatus: +active\n(.|\n)*\nMax queued builds: +\d+ \(default\)\n/);
+    const unknown = await kilnCli(['projects', 'show', 'nope'], { env: operator });
+    assert.equal(unknown.code, 1);
+    assert.equal(unknown.stderr, 'error: no project nope (not_found)\n');
   });
 
   const sleepContext = (seconds: number) =>

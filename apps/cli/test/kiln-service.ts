@@ -9,6 +9,9 @@ export interface RunningKiln {
   stop(): Promise<void>;
 }
 
+/** The server's KILN_OPERATOR_TOKEN, for kiln projects. */
+export const OPERATOR_TOKEN = 'o'.repeat(40);
+
 export function dockerSocket(): string {
   const socket = process.env.KILN_TEST_DOCKER_SOCK;
   if (!socket) throw new Error('KILN_TEST_DOCKER_SOCK is not set: run through `npm test`');
@@ -17,5 +20,9 @@ export function dockerSocket(): string {
 
 export async function startKiln(): Promise<RunningKiln> {
   dockerSocket();
-  return startTestKiln({ worker: true, project: 'cli', env: { KILN_BUILD_ATTEMPTS: '2' } });
+  return startTestKiln({
+    worker: true,
+    project: 'cli',
+    env: { KILN_BUILD_ATTEMPTS: '2', KILN_OPERATOR_TOKEN: OPERATOR_TOKEN },
+  });
 }

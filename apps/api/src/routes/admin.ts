@@ -14,12 +14,18 @@ import type { ApiDeps } from '../deps.js';
 import { buildErrors } from '../schemas.js';
 
 const NAME = Type.String({ minLength: 1, maxLength: 100, pattern: '^[A-Za-z0-9][A-Za-z0-9._-]*$' });
+/**
+ * A quota value or null, as one `type` list: in an anyOf, Fastify's type coercion would turn
+ * null into 0 in the integer branch (a quota of nothing instead of the default).
+ */
+const quotaValue = (maximum: number) =>
+  Type.Unsafe<number | null>({ type: ['integer', 'null'], minimum: 0, maximum });
 /** A project's own quota values; null (or absent at creation) takes the configured default. */
 const QUOTAS = Type.Object(
   {
-    queuedBuilds: Type.Optional(Type.Union([Type.Integer({ minimum: 0, maximum: 10_000_000 }), Type.Null()])),
-    runningBuilds: Type.Optional(Type.Union([Type.Integer({ minimum: 0, maximum: 100_000 }), Type.Null()])),
-    artifactBytes: Type.Optional(Type.Union([Type.Integer({ minimum: 0, maximum: 2 ** 50 }), Type.Null()])),
+    queuedBuilds: Type.Optional(quotaValue(10_000_000)),
+    runningBuilds: Type.Optional(quotaValue(100_000)),
+    artifactBytes: Type.Optional(quotaValue(2 ** 50)),
   },
   { additionalProperties: false },
 );

@@ -3,9 +3,8 @@ import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { loadSecrets } from '@kiln/buildkit-client';
 import { FINAL_STATUSES } from '@kiln/contract';
-import { KilnApi } from '../api.js';
+import { type KilnApi, projectClient } from '../api.js';
 import { BUILD_USAGE, parseBuildOptions, serverDest } from '../args.js';
-import { loadConfig } from '../config.js';
 import { contextTarStream, planContext } from '../context-tar.js';
 import { downloadArtifact } from '../download.js';
 import { CliError, EXIT_INTERRUPTED, EXIT_OK, InterruptedError, messageOf } from '../errors.js';
@@ -28,8 +27,7 @@ export async function buildCommand(argv: string[], io: Io): Promise<number> {
   let buildId: string | undefined;
   let finished = false;
   try {
-    const config = await loadConfig(io.env);
-    api = new KilnApi(config.url, config.token);
+    api = await projectClient(io.env);
     const dest = opts.output.dest === '-' ? '-' : path.resolve(io.cwd, opts.output.dest);
     // Before the build, not after it: a destination that cannot take a file.
     if (dest !== '-' && (await stat(dest).catch(() => undefined))?.isDirectory()) {

@@ -2,12 +2,11 @@
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { BUILD_STATUSES, FINAL_STATUSES } from '@kiln/contract';
-import { apiErrorFrom, type BuildView, KilnApi } from '../api.js';
+import { apiErrorFrom, type BuildView, projectClient } from '../api.js';
 import { parseCommandLine } from '../args.js';
-import { loadConfig } from '../config.js';
 import { EXIT_INTERRUPTED, EXIT_OK, InterruptedError, UsageError } from '../errors.js';
 import { followLogs, waitForFinal } from '../follow.js';
-import { formatAge, formatBytes, formatDuration, formatTable } from '../format.js';
+import { formatAge, formatBytes, formatDuration, formatFields, formatTable } from '../format.js';
 import type { Io } from '../io.js';
 
 export const BUILDS_USAGE = `Usage: kiln builds COMMAND
@@ -21,11 +20,6 @@ Commands:
 STATUS: ${BUILD_STATUSES.join(', ')}`;
 
 const ID = /^[0-9A-Za-z]{1,64}$/;
-
-async function client(io: Io): Promise<KilnApi> {
-  const config = await loadConfig(io.env);
-  return new KilnApi(config.url, config.token);
-}
 
 function oneId(positionals: string[], command: string): string {
   if (positionals.length !== 1)
@@ -66,7 +60,7 @@ async function ls(argv: string[], io: Io): Promise<number> {
   if (!Number.isInteger(limit) || limit < 1 || limit > 100) {
     throw new UsageError(`--limit "${values.limit}": a number from 1 to 100`, BUILDS_USAGE);
   }
-  const api = await client(io);
+  const api = await projectClient(io.env);
   const items: BuildView[] = [];
   let cursor: string | undefined;
   do {
@@ -137,9 +131,7 @@ function describe(b: BuildView): string {
       ['Expires', b.artifact.expiresAt],
     );
   }
-  const shown = rows.filter((r): r is [string, string] => r[1] !== undefined && r[1] !== '');
-  const width = Math.max(...shown.map(([k]) => k.length)) + 1;
-  return shown.map(([k, v]) => `${`${k}:`.padEnd(width)} ${v}\n`).join('');
+  return formatFields(rows);
 }
 
 async function show(argv: string[], io: Io): Promise<number> {
@@ -150,7 +142,7 @@ async function show(argv: string[], io: Io): Promise<number> {
   );
   if (values.help) return help(io);
   const id = oneId(positionals, 'show');
-  const build = await (await client(io)).getBuild(id);
+  const build = await (await projectClient(io.env)).getBuild(id);
   io.stdout.write(values.json ? `${JSON.stringify(build, null, 2)}\n` : describe(build));
   return EXIT_OK;
 }
@@ -163,7 +155,7 @@ async function logs(argv: string[], io: Io): Promise<number> {
   );
   if (values.help) return help(io);
   const id = oneId(positionals, 'logs');
-  const api = await client(io);
+  const api = await projectClient(io.env);
   const controller = new AbortController();
   const removeInterrupt = io.onInterrupt(() => controller.abort(new InterruptedError()));
   try {
@@ -199,7 +191,7 @@ async function cancel(argv: string[], io: Io): Promise<number> {
   );
   if (values.help) return help(io);
   const id = oneId(positionals, 'cancel');
-  const api = await client(io);
+  const api = await projectClient(io.env);
   let build = await api.cancelBuild(id);
   if (values.wait && !FINAL_STATUSES.has(build.status)) {
     build = await waitForFinal(api, id, FINAL_STATUSES, { timeoutMs: 120_000 });
