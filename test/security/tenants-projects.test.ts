@@ -208,6 +208,19 @@ describe('tenants: the worker enforces running and artifact quotas and schedules
     assert.equal(ok.status, 'succeeded', JSON.stringify(ok.error));
   });
 
+  test("log bytes: a project's own budget truncates its build's log, with the marker", async () => {
+    const token = await t.project('logs', { logBytes: 64 * 1024 });
+    const res = await t.post(
+      token,
+      await t.context([RUN('/bin/busybox yes kiln-log-line | /bin/busybox head -c 1048576')]),
+    );
+    const { id } = (await res.json()) as BuildJson;
+    assert.equal((await waitFor(token, id, ['succeeded', 'failed'])).status, 'succeeded');
+    const log = await (await t.call(token, `/v1/builds/${id}/logs`)).text();
+    assert.match(log, /\[kiln: log truncated after 64 KiB; the build goes on\]/);
+    assert.ok(Buffer.byteLength(log) <= 64 * 1024 + 16 * 1024, `the log has ${Buffer.byteLength(log)} bytes`);
+  });
+
   test('running builds: a project at its limit waits while another project uses the free slot', async () => {
     const limited = await t.project('running-1', { runningBuilds: 1 });
     const other = await t.project('running-other');

@@ -25,6 +25,7 @@ export interface ProjectQuotas {
   queuedBuilds: number;
   runningBuilds: number;
   artifactBytes: number;
+  logBytes: number;
 }
 
 /** A change of a project's own quotas: null goes back to the configured default. */

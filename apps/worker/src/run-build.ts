@@ -73,8 +73,6 @@ export interface RunBuildDeps {
   active: ActiveBuilds;
   logger: Logger;
   buildTimeoutSeconds: number;
-  /** KILN_MAX_LOG_BYTES: the build output a log keeps. */
-  maxLogBytes: number;
   /** KILN_MAX_CONTEXT_*: what extracting a stored context may take. */
   contextLimits: Partial<ContextLimits>;
   /** Defaults of the per-project quotas (a project's own values win). */
@@ -218,9 +216,15 @@ class BuildRun {
 
   async run(): Promise<RunBuildResult> {
     try {
+      // First: the log's budget is one of them.
+      this.quotas = await loadProjectQuotas(
+        this.deps.lifecycle.repo.prisma,
+        this.deps.quotas,
+        this.build.projectId,
+      );
       this.tmp = await mkdtemp(path.join(this.deps.tmpDir ?? tmpdir(), 'kiln-build-'));
       this.log = new BuildLog(this.deps.redis, this.id, path.join(this.tmp, 'build.log'), this.logger, {
-        maxBytes: this.deps.maxLogBytes,
+        maxBytes: this.quotas.logBytes,
       });
       await this.log.continueFrom(this.deps.storage, logKey(this.id)).catch((err: unknown) => {
         this.logger.warn({ err: messageOf(err) }, 'could not read the log of earlier attempts');
@@ -276,16 +280,11 @@ class BuildRun {
     }
 
     try {
-      this.quotas = await loadProjectQuotas(
-        this.deps.lifecycle.repo.prisma,
-        this.deps.quotas,
-        this.build.projectId,
-      );
       this.lease = await this.deps.pool.acquire({
         buildId: this.id,
         projectId: this.build.projectId,
         avoid: await this.failedBuilders(),
-        projectLimit: this.quotas.runningBuilds,
+        projectLimit: this.quotas?.runningBuilds ?? 0,
         rank: this.attempt.rank ?? 1,
       });
     } catch (err) {

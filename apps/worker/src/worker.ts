@@ -176,7 +176,6 @@ export class KilnWorker {
       active: this.active,
       logger,
       buildTimeoutSeconds: config.buildTimeoutSeconds,
-      maxLogBytes: config.logs.maxBytes,
       quotas: config.quotas,
       contextLimits: contextLimitsOf(config.limits),
       ...(deps.tmpDir !== undefined ? { tmpDir: deps.tmpDir } : {}),

@@ -149,8 +149,6 @@ export interface KilnConfig {
   };
   /** Build logs and their live streams. */
   logs: {
-    /** A build's log text past this many bytes is dropped after one truncation marker (final lines still go). */
-    maxBytes: number;
     /** Live (SSE) followers one project may hold open on one API process. */
     maxFollowersPerProject: number;
     /** A live stream older than this ends with a `reconnect` event. */
@@ -184,7 +182,7 @@ export interface KilnConfig {
   quotas: ProjectQuotas;
 }
 
-/** What one project may hold at once; 0 is no limit. */
+/** What one project may hold at once; 0 is no limit (but for the log budget, which has a floor). */
 export interface ProjectQuotas {
   /** Builds waiting (`queued`): a POST over it is answered 429 quota_exceeded. */
   queuedBuilds: number;
@@ -192,6 +190,8 @@ export interface ProjectQuotas {
   runningBuilds: number;
   /** Bytes of one build's artifact: past it the export stops and the build fails output_too_large. */
   artifactBytes: number;
+  /** Bytes of one build's log text (KILN_MAX_LOG_BYTES): past it one truncation marker, then only Kiln's closing lines. */
+  logBytes: number;
 }
 
 /** Reads and validates the environment once; the first bad variable throws a ConfigError naming it. */
@@ -278,7 +278,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): KilnConfig {
       allowedNetworks: listSetting('KILN_GIT_ALLOWED_NETWORKS', e.KILN_GIT_ALLOWED_NETWORKS, parseNetworks),
     },
     logs: {
-      maxBytes: e.KILN_MAX_LOG_BYTES,
       maxFollowersPerProject: e.KILN_MAX_LOG_FOLLOWERS_PER_PROJECT,
       maxStreamSeconds: e.KILN_MAX_LOG_STREAM_SECONDS,
     },
@@ -296,6 +295,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): KilnConfig {
       queuedBuilds: e.KILN_QUOTA_QUEUED_BUILDS,
       runningBuilds: e.KILN_QUOTA_RUNNING_BUILDS,
       artifactBytes: e.KILN_QUOTA_ARTIFACT_BYTES,
+      logBytes: e.KILN_MAX_LOG_BYTES,
     },
   };
 }

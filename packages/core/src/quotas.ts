@@ -2,17 +2,20 @@ import type { ProjectQuotas } from './config.js';
 import type { PrismaClient, Project } from './db/generated/client.js';
 
 /** A project's own quota columns (null: the configured default). */
-export type ProjectQuotaRow = Pick<Project, 'maxQueuedBuilds' | 'maxRunningBuilds' | 'maxArtifactBytes'>;
+export type ProjectQuotaRow = Pick<
+  Project,
+  'maxQueuedBuilds' | 'maxRunningBuilds' | 'maxArtifactBytes' | 'maxLogBytes'
+>;
 
 /** The quotas in force for a project: its own values where the operator set them, else the defaults. */
 export function effectiveQuotas(defaults: ProjectQuotas, row: ProjectQuotaRow | null): ProjectQuotas {
+  const bytes = (own: bigint | null | undefined, fallback: number) =>
+    own === null || own === undefined ? fallback : Number(own);
   return {
     queuedBuilds: row?.maxQueuedBuilds ?? defaults.queuedBuilds,
     runningBuilds: row?.maxRunningBuilds ?? defaults.runningBuilds,
-    artifactBytes:
-      row?.maxArtifactBytes === null || row?.maxArtifactBytes === undefined
-        ? defaults.artifactBytes
-        : Number(row.maxArtifactBytes),
+    artifactBytes: bytes(row?.maxArtifactBytes, defaults.artifactBytes),
+    logBytes: bytes(row?.maxLogBytes, defaults.logBytes),
   };
 }
 
@@ -24,7 +27,7 @@ export async function loadProjectQuotas(
 ): Promise<ProjectQuotas> {
   const row = await prisma.project.findUnique({
     where: { id: projectId },
-    select: { maxQueuedBuilds: true, maxRunningBuilds: true, maxArtifactBytes: true },
+    select: { maxQueuedBuilds: true, maxRunningBuilds: true, maxArtifactBytes: true, maxLogBytes: true },
   });
   return effectiveQuotas(defaults, row);
 }

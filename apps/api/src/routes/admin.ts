@@ -18,14 +18,16 @@ const NAME = Type.String({ minLength: 1, maxLength: 100, pattern: '^[A-Za-z0-9][
  * A quota value or null, as one `type` list: in an anyOf, Fastify's type coercion would turn
  * null into 0 in the integer branch (a quota of nothing instead of the default).
  */
-const quotaValue = (maximum: number) =>
-  Type.Unsafe<number | null>({ type: ['integer', 'null'], minimum: 0, maximum });
+const quotaValue = (maximum: number, minimum = 0) =>
+  Type.Unsafe<number | null>({ type: ['integer', 'null'], minimum, maximum });
 /** A project's own quota values; null (or absent at creation) takes the configured default. */
 const QUOTAS = Type.Object(
   {
     queuedBuilds: Type.Optional(quotaValue(10_000_000)),
     runningBuilds: Type.Optional(quotaValue(100_000)),
     artifactBytes: Type.Optional(quotaValue(2 ** 50)),
+    // The log budget has the floor KILN_MAX_LOG_BYTES has: below it not even the marker fits.
+    logBytes: Type.Optional(quotaValue(2 ** 30, 64 * 1024)),
   },
   { additionalProperties: false },
 );
@@ -49,6 +51,7 @@ export function adminRoutes(deps: ApiDeps): FastifyPluginAsyncTypebox {
       queuedBuilds: p.maxQueuedBuilds,
       runningBuilds: p.maxRunningBuilds,
       artifactBytes: p.maxArtifactBytes === null ? null : Number(p.maxArtifactBytes),
+      logBytes: p.maxLogBytes === null ? null : Number(p.maxLogBytes),
     },
     effectiveQuotas: effectiveQuotas(deps.config.quotas, p),
   });
@@ -63,6 +66,7 @@ export function adminRoutes(deps: ApiDeps): FastifyPluginAsyncTypebox {
     ...(q.artifactBytes !== undefined
       ? { maxArtifactBytes: q.artifactBytes === null ? null : BigInt(q.artifactBytes) }
       : {}),
+    ...(q.logBytes !== undefined ? { maxLogBytes: q.logBytes === null ? null : BigInt(q.logBytes) } : {}),
   });
 
   return async (app) => {

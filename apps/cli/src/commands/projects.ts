@@ -27,6 +27,7 @@ QUOTAS (unset: the server's default):
   --max-queued N                Queued builds at a time
   --max-running N               Running builds at a time
   --max-artifact-bytes N        Bytes of a build's result
+  --max-log-bytes N             Bytes of a build's log (at least 65536)
 
 SCOPE: ${TOKEN_SCOPES.join(', ')}`;
 
@@ -41,11 +42,13 @@ const QUOTA_FLAGS = {
   'max-queued': 'queuedBuilds',
   'max-running': 'runningBuilds',
   'max-artifact-bytes': 'artifactBytes',
+  'max-log-bytes': 'logBytes',
 } as const satisfies Record<string, keyof ProjectQuotas>;
 const QUOTA_OPTIONS = {
   'max-queued': { type: 'string' },
   'max-running': { type: 'string' },
   'max-artifact-bytes': { type: 'string' },
+  'max-log-bytes': { type: 'string' },
 } as const;
 
 interface Common {
@@ -172,6 +175,7 @@ function describe(p: ProjectView): string {
     ['Max queued builds', quota(p, 'queuedBuilds')],
     ['Max running builds', quota(p, 'runningBuilds')],
     ['Max artifact size', quota(p, 'artifactBytes', bytes)],
+    ['Max log size', quota(p, 'logBytes', bytes)],
   ]);
 }
 

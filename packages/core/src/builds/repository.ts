@@ -151,7 +151,7 @@ export class BuildRepository {
   async projectAdmission(projectId: string): Promise<ProjectAdmission | null> {
     const { rows } = await this.sql().query<ProjectAdmission>({
       name: 'kiln_project_admission',
-      text: `SELECT p."disabledAt", p."maxQueuedBuilds", p."maxRunningBuilds", p."maxArtifactBytes",
+      text: `SELECT p."disabledAt", p."maxQueuedBuilds", p."maxRunningBuilds", p."maxArtifactBytes", p."maxLogBytes",
           (SELECT count(*)::int FROM "Build" b WHERE b."projectId" = p."id" AND b."status" = 'queued') AS queued
         FROM "Project" p WHERE p."id" = $1`,
       values: [projectId],
