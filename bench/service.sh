@@ -153,8 +153,9 @@ KILN_SIGNING_KEY=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 export KILN_SIGNING_KEY
 # 3 GiB: room for the 1 GiB upload whatever the default is.
 export KILN_MAX_CONTEXT_BYTES=$((3 * 1024 * 1024 * 1024))
-# The load benchmarks send thousands of requests a second with one token: no per-token limit.
-export KILN_RATE_LIMIT_PER_MINUTE=0
+# The load benchmarks send thousands of requests a second for one project: no rate limit, and
+# the POST run (worker stopped) queues tens of thousands of builds: no queued-builds quota.
+export KILN_RATE_LIMIT_PER_MINUTE=0 KILN_QUOTA_QUEUED_BUILDS=0
 # The worker's per-build temp directories (extracted contexts) stay in DIR too.
 export TMPDIR=$DIR/tmp
 
