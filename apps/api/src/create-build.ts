@@ -118,13 +118,23 @@ export async function createBuild(
 }
 
 /**
+ * Ranks past this are all the same to fair scheduling (a project with so many builds waiting goes
+ * after every project with fewer), so admission need not count further.
+ */
+const RANKS_COUNTED = 100;
+
+/**
  * Admission of one more queued build: the project must be enabled and under its queued-builds
  * quota. Returns the build's rank among its project's queued builds, its job's priority (fair
  * scheduling, see buildJobOptions). Concurrent POSTs of one project can each see room for the last
  * place, so the quota may be passed by as many requests as arrive at that instant.
  */
 async function admit(deps: ApiDeps, projectId: string): Promise<number> {
-  const admission = await deps.builds.projectAdmission(projectId);
+  const admission = await deps.builds.projectAdmission(
+    projectId,
+    deps.config.quotas.queuedBuilds,
+    RANKS_COUNTED,
+  );
   if (!admission) throw new AppError('not_found', `no project ${projectId}`);
   if (admission.disabledAt) throw new AppError('forbidden', 'the project is disabled');
   const { queuedBuilds } = effectiveQuotas(deps.config.quotas, admission);

@@ -1,4 +1,4 @@
-import { BuildListSchema, BuildViewSchema, ErrorSchema } from '@kiln/contract';
+import { BuildListSchema, BuildViewSchema, ErrorSchema } from '@kiln/contract/schemas';
 import { Type } from 'typebox';
 
 /** Schemas every route may point at by `$ref` (registered once on the app, named in /docs). */

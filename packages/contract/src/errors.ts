@@ -1,5 +1,3 @@
-import { type Static, Type } from 'typebox';
-
 /**
  * Every error code the API answers with, stable across versions: callers branch on them. Which
  * HTTP status each one is stays with the server (ERROR_STATUS in @kiln/core).
@@ -25,15 +23,3 @@ export const ERROR_CODES = [
   'no_builder_available',
 ] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];
-
-/** Every error answer: `{error: {code, message}}`, the message written for the caller. */
-export const ErrorSchema = Type.Object(
-  {
-    error: Type.Object({
-      code: Type.Enum(ERROR_CODES, { type: 'string' }),
-      message: Type.String(),
-    }),
-  },
-  { $id: 'Error' },
-);
-export type ErrorBody = Static<typeof ErrorSchema>;

@@ -1,5 +1,3 @@
-import { Type } from 'typebox';
-
 /**
  * What a project token may do. Each scope includes the ones before it: `read` sees builds, logs
  * and artifacts; `build` also creates and cancels builds; `manage` also administers the project's
@@ -7,8 +5,6 @@ import { Type } from 'typebox';
  */
 export const TOKEN_SCOPES = ['read', 'build', 'manage'] as const;
 export type TokenScope = (typeof TOKEN_SCOPES)[number];
-
-export const TokenScopeSchema = Type.Enum(TOKEN_SCOPES, { type: 'string' });
 
 /** True when a token of scope `held` may do what needs `needed`. */
 export function scopeAllows(held: TokenScope, needed: TokenScope): boolean {

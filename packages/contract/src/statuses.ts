@@ -1,5 +1,3 @@
-import { Type } from 'typebox';
-
 /** Build lifecycle: queued → running → succeeded | failed | canceled; expired once retention deletes the artifact. */
 export const BUILD_STATUSES = ['queued', 'running', 'succeeded', 'failed', 'canceled', 'expired'] as const;
 export type BuildStatus = (typeof BUILD_STATUSES)[number];
@@ -11,6 +9,3 @@ export const FINAL_STATUSES: ReadonlySet<BuildStatus> = new Set([
   'canceled',
   'expired',
 ]);
-
-// `type` beside `enum` lets the response serializer write it as a plain string.
-export const BuildStatusSchema = Type.Enum(BUILD_STATUSES, { type: 'string' });

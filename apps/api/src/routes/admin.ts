@@ -1,5 +1,5 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { TokenScopeSchema } from '@kiln/contract';
+import { TokenScopeSchema } from '@kiln/contract/schemas';
 import {
   AppError,
   effectiveQuotas,

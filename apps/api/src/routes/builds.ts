@@ -1,5 +1,5 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { BuildStatusSchema } from '@kiln/contract';
+import { BuildStatusSchema } from '@kiln/contract/schemas';
 import { AppError, CHANNEL_CANCEL, FINAL_STATUSES } from '@kiln/core';
 import { Type } from 'typebox';
 import { buildRequestSchema, RAW_CONTEXT_TYPES, submitBuild } from '../build-request.js';

@@ -1,5 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { scopeAllows, TOKEN_SCOPES, type TokenScope, TokenScopeSchema } from '@kiln/contract';
+import { scopeAllows, TOKEN_SCOPES, type TokenScope } from '@kiln/contract';
+import { TokenScopeSchema } from '@kiln/contract/schemas';
 import { AppError, issueToken } from '@kiln/core';
 import { Type } from 'typebox';
 import type { ApiDeps } from '../deps.js';

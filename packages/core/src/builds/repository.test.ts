@@ -244,3 +244,28 @@ test("INSERT_COLUMNS and COLUMNS_SET_LATER are exactly Build's columns in Prisma
   );
   assert.deepEqual(rows.map((r) => r.column_name).sort(), named);
 });
+
+test('projectAdmission counts queued builds up to the larger of the quota and countAtLeast', async () => {
+  const p = await project('admission');
+  for (let i = 0; i < 5; i++) {
+    await queries.insertQueued({
+      projectId: p.id,
+      spec: {},
+      requestHash: `h${i}`,
+      idempotencyKey: null,
+      cacheKey: null,
+    });
+  }
+  await database.prisma.build.create({ data: { projectId: p.id, spec: {}, status: 'running' } });
+  assert.equal((await queries.projectAdmission(p.id, 0, 3))?.queued, 3);
+  assert.equal((await queries.projectAdmission(p.id, 10, 3))?.queued, 5);
+  await database.prisma.project.update({
+    where: { id: p.id },
+    data: { maxQueuedBuilds: 4, disabledAt: new Date() },
+  });
+  const own = await queries.projectAdmission(p.id, 10, 1);
+  assert.equal(own?.queued, 4);
+  assert.equal(own?.maxQueuedBuilds, 4);
+  assert.ok(own?.disabledAt);
+  assert.equal(await queries.projectAdmission('missing', 10, 1), null);
+});

@@ -1,5 +1,16 @@
+/**
+ * The API's shapes as TypeBox schemas (route validation, serialization, OpenAPI) and their
+ * static types. A subpath of its own (`@kiln/contract/schemas`): TypeBox costs some 17 MiB of
+ * memory to load, which the worker and the CLI, needing only the vocabulary, do not pay.
+ */
 import { type Static, type TSchema, Type } from 'typebox';
-import { BuildStatusSchema } from './statuses.js';
+import { ERROR_CODES } from './errors.js';
+import { TOKEN_SCOPES } from './scopes.js';
+import { BUILD_STATUSES } from './statuses.js';
+
+// `type` beside `enum` lets the response serializer write it as a plain string.
+export const BuildStatusSchema = Type.Enum(BUILD_STATUSES, { type: 'string' });
+export const TokenScopeSchema = Type.Enum(TOKEN_SCOPES, { type: 'string' });
 
 /** `T | null` as one JSON Schema type list, which the response serializer writes without trying branches. */
 function Nullable<T extends TSchema & { type: string }>(schema: T) {
@@ -98,3 +109,15 @@ export const BuildListSchema = Type.Object(
   { $id: 'BuildList' },
 );
 export type BuildList = Static<typeof BuildListSchema>;
+
+/** Every error answer: `{error: {code, message}}`, the message written for the caller. */
+export const ErrorSchema = Type.Object(
+  {
+    error: Type.Object({
+      code: Type.Enum(ERROR_CODES, { type: 'string' }),
+      message: Type.String(),
+    }),
+  },
+  { $id: 'Error' },
+);
+export type ErrorBody = Static<typeof ErrorSchema>;
