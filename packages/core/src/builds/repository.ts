@@ -223,10 +223,6 @@ export class BuildRepository {
     return [...new Set(rows.map((r) => r.builder))];
   }
 
-  attemptsOf(buildId: string): Promise<BuildAttempt[]> {
-    return this.prisma.buildAttempt.findMany({ where: { buildId }, orderBy: { number: 'asc' } });
-  }
-
   /** Reconciler: queued rows created before `before`, oldest first. */
   queuedBefore(before: Date, limit: number): Promise<Array<Pick<Build, 'id' | 'attempts'>>> {
     return this.prisma.build.findMany({

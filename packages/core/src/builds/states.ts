@@ -62,8 +62,3 @@ export type BuildErrorCode = (typeof BUILD_ERROR_CODES)[number];
 /** How one attempt ended: `lost` only when its worker vanished or stopped, `failed` when it ran and failed. */
 export const ATTEMPT_OUTCOMES = ['succeeded', 'failed', 'canceled', 'lost'] as const;
 export type AttemptOutcome = (typeof ATTEMPT_OUTCOMES)[number];
-
-/** What a transition did: `applied`, or refused because the row was not in a `from` status. */
-export type TransitionResult<T = undefined> =
-  | ({ applied: true } & (T extends undefined ? unknown : { value: T }))
-  | { applied: false; status: BuildStatusName | null };
