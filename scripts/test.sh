@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Builds the workspace and runs every *.test.ts (the *.unit.test.ts ones too) against two
-# private Docker daemons, PostgreSQL and Redis. `npm run test:unit` runs only the unit tests.
+# private Docker daemons (BuildKit 0.8, embedded), one standalone buildkitd (v0.24.0 from
+# ../shared/buildkit unless scripts/lib/buildkitd.sh finds another), PostgreSQL and Redis. `npm run test:unit` runs only the unit tests.
 #   npm test                         # all tests
 #   npm test -- path/to/a.test.ts    # only these files
 #   KILN_TEST_SKIP_BUILD=1 npm test  # skip `npm run build`
-# Tests find the daemons through KILN_TEST_DOCKER_SOCK and KILN_TEST_DOCKER_SOCK_2.
+# Tests find the daemons through KILN_TEST_DOCKER_SOCK, KILN_TEST_DOCKER_SOCK_2 and
+# KILN_TEST_BUILDKITD_ADDR (its buildctl: KILN_TEST_BUILDCTL).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -14,6 +16,8 @@ CALLER_CWD=${INIT_CWD:-$PWD}
 source "$ROOT/scripts/lib/ensure-deps.sh"
 # shellcheck source=lib/dockerd.sh
 source "$ROOT/scripts/lib/dockerd.sh"
+# shellcheck source=lib/buildkitd.sh
+source "$ROOT/scripts/lib/buildkitd.sh"
 # shellcheck source=lib/postgres.sh
 source "$ROOT/scripts/lib/postgres.sh"
 # shellcheck source=lib/redis.sh
@@ -26,6 +30,7 @@ source "$ROOT/scripts/lib/test-run.sh"
 log() { printf 'test.sh: %s\n' "$*" >&2; }
 
 TEMP_DIRS=()
+BUILDKITD_DIR=
 PG_DIR=
 REDIS_DIR=
 
@@ -35,6 +40,7 @@ cleanup() {
 	if [[ -n $KILN_TEST_RUNNER_PID ]] && kill -TERM "$KILN_TEST_RUNNER_PID" 2>/dev/null; then
 		wait "$KILN_TEST_RUNNER_PID" || true
 	fi
+	[[ -n $BUILDKITD_DIR ]] && { kiln_buildkitd_stop "$BUILDKITD_DIR" || rc=1; }
 	[[ -n $PG_DIR ]] && { kiln_pg_stop "$PG_DIR" || rc=1; }
 	[[ -n $REDIS_DIR ]] && { kiln_redis_stop "$REDIS_DIR" || rc=1; }
 	for dir in "${TEMP_DIRS[@]}"; do
@@ -107,6 +113,15 @@ main() {
 	export KILN_TEST_DOCKERD_DIR_2=$REPLY
 	export KILN_TEST_DOCKER_SOCK_2=$REPLY/docker.sock
 	log "private dockerds up in $(elapsed_ms "$started") ms: $KILN_TEST_DOCKER_SOCK $KILN_TEST_DOCKER_SOCK_2"
+
+	started=$EPOCHREALTIME
+	BUILDKITD_DIR=$(mktemp -d /tmp/kiln-bk-XXXX)
+	TEMP_DIRS+=("$BUILDKITD_DIR")
+	kiln_buildkitd_start "$BUILDKITD_DIR"
+	export KILN_TEST_BUILDKITD_ADDR=$REPLY
+	KILN_TEST_BUILDCTL=$(kiln_buildkit_bin_dir)/buildctl
+	export KILN_TEST_BUILDCTL
+	log "buildkitd $("$KILN_TEST_BUILDCTL" --version | cut -d' ' -f3) up in $(elapsed_ms "$started") ms: $KILN_TEST_BUILDKITD_ADDR"
 
 	started=$EPOCHREALTIME
 	PG_DIR=$(mktemp -d /tmp/kiln-pg-XXXX)

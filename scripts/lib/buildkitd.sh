@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# Private, throw-away standalone buildkitd (BuildKit's own daemon, not dockerd's embedded one).
+#
+#   scripts/lib/buildkitd.sh start DIR [CONFIG_TOML]   # DIR short, e.g. mktemp -d /tmp/kiln-bk-XXXX
+#   scripts/lib/buildkitd.sh stop DIR
+#   scripts/lib/buildkitd.sh bin                        # prints the directory holding buildkitd/buildctl
+# or source it and call kiln_buildkitd_start / kiln_buildkitd_stop / kiln_buildkit_bin_dir.
+#
+# The daemon listens on unix://DIR/buildkitd.sock, keeps its state in DIR/root and its
+# OpenTelemetry socket in DIR (without that flag every daemon shares
+# /run/buildkit/otel-grpc.sock and a second one fails to start).
+#
+# Which binaries, first found wins:
+#   1. KILN_BUILDKIT_BIN_DIR: a directory holding buildkitd and buildctl (a user's own build);
+#   2. buildkitd and buildctl on PATH;
+#   3. ../shared/buildkit/ next to the repository (this machine kind's pinned v0.24.0);
+#   4. the pinned release tarball, downloaded once into KILN_BUILDKIT_CACHE and checked
+#      against KILN_BUILDKIT_SHA256 (needs internet; refused without a checksum).
+KILN_BUILDKIT_VERSION=${KILN_BUILDKIT_VERSION:-v0.24.0}
+: "${KILN_BUILDKITD_START_TIMEOUT:=60}"
+# shellcheck source=process.sh
+source "$(dirname "${BASH_SOURCE[0]}")/process.sh"
+
+_kiln_bk_log() { printf 'buildkitd.sh: %s\n' "$*" >&2; }
+
+_kiln_bk_has_both() { [[ -x $1/buildkitd && -x $1/buildctl ]]; }
+
+# The release tarball holds bin/buildkitd and bin/buildctl. Its checksum is not knowable
+# offline, so there is no default: a download that cannot be checked is not run.
+_kiln_bk_download() {
+	local cache=${KILN_BUILDKIT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kiln/buildkit-$KILN_BUILDKIT_VERSION}
+	local url="https://github.com/moby/buildkit/releases/download/$KILN_BUILDKIT_VERSION/buildkit-$KILN_BUILDKIT_VERSION.linux-amd64.tar.gz"
+	if _kiln_bk_has_both "$cache/bin"; then
+		echo "$cache/bin"
+		return 0
+	fi
+	if [[ -z ${KILN_BUILDKIT_SHA256:-} ]]; then
+		_kiln_bk_log "no buildkitd found (KILN_BUILDKIT_BIN_DIR, PATH, ../shared/buildkit); to download $url set KILN_BUILDKIT_SHA256 to its sha256"
+		return 1
+	fi
+	mkdir -p "$cache"
+	local tarball="$cache/release.tar.gz"
+	_kiln_bk_log "downloading $url"
+	curl -fsSL --retry 3 -o "$tarball.part" "$url" || { _kiln_bk_log "download failed"; return 1; }
+	if [[ $(sha256sum "$tarball.part" | cut -d' ' -f1) != "$KILN_BUILDKIT_SHA256" ]]; then
+		rm -f "$tarball.part"
+		_kiln_bk_log "sha256 of $url does not match KILN_BUILDKIT_SHA256: not used"
+		return 1
+	fi
+	mv "$tarball.part" "$tarball"
+	tar -xzf "$tarball" -C "$cache" bin/buildkitd bin/buildctl
+	echo "$cache/bin"
+}
+
+# Prints the directory holding the buildkitd and buildctl to use.
+kiln_buildkit_bin_dir() {
+	local shared dir
+	if [[ -n ${KILN_BUILDKIT_BIN_DIR:-} ]]; then
+		_kiln_bk_has_both "$KILN_BUILDKIT_BIN_DIR" || {
+			_kiln_bk_log "KILN_BUILDKIT_BIN_DIR=$KILN_BUILDKIT_BIN_DIR has no executable buildkitd and buildctl"
+			return 1
+		}
+		echo "$KILN_BUILDKIT_BIN_DIR"
+		return 0
+	fi
+	if dir=$(command -v buildkitd) && _kiln_bk_has_both "$(dirname "$dir")"; then
+		dirname "$dir"
+		return 0
+	fi
+	shared=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)/shared/buildkit
+	if _kiln_bk_has_both "$shared"; then
+		echo "$shared"
+		return 0
+	fi
+	_kiln_bk_download
+}
+
+_kiln_bk_pid_is_ours() {
+	local pid=$1 dir=$2 argv
+	kiln_pid_alive "$pid" || return 1
+	mapfile -d '' argv 2>/dev/null <"/proc/$pid/cmdline" || return 1
+	[[ "${argv[*]}" == *"$dir/"* ]]
+}
+
+kiln_buildkitd_answers() {
+	local bin=$1 dir=$2
+	[[ -S $dir/buildkitd.sock ]] &&
+		timeout 5 "$bin/buildctl" --addr "unix://$dir/buildkitd.sock" debug workers >/dev/null 2>&1
+}
+
+# Usage: kiln_buildkitd_start DIR [CONFIG_TOML]. Sets REPLY to the daemon's address.
+kiln_buildkitd_start() {
+	local dir=${1:?usage: kiln_buildkitd_start DIR [CONFIG_TOML]} config=${2:-} bin pid
+	dir=$(cd "$dir" && pwd) || return 1
+	# sun_path holds 108 bytes; runc's sockets under root/ are longer than ours.
+	if ((${#dir} > 60)); then
+		_kiln_bk_log "directory path too long for unix sockets: $dir"
+		return 1
+	fi
+	bin=$(kiln_buildkit_bin_dir) || return 1
+	[[ -x /usr/sbin/runc || -x /usr/bin/runc ]] || { _kiln_bk_log "runc is missing (Debian package runc)"; return 1; }
+	mkdir -p "$dir/root" "$dir/spawned"
+	# A config file of our own keeps a host /etc/buildkit/buildkitd.toml out of the picture.
+	if [[ -n $config ]]; then cp "$config" "$dir/buildkitd.toml"; else : >"$dir/buildkitd.toml"; fi
+	"$bin/buildkitd" \
+		--config "$dir/buildkitd.toml" \
+		--root "$dir/root" \
+		--addr "unix://$dir/buildkitd.sock" \
+		--otel-socket-path "$dir/otel-grpc.sock" \
+		--containerd-worker=false --oci-worker=true \
+		</dev/null >"$dir/buildkitd.log" 2>&1 &
+	pid=$!
+	echo "$pid" >"$dir/spawned/buildkitd"
+	local deadline=$((SECONDS + KILN_BUILDKITD_START_TIMEOUT))
+	until kiln_buildkitd_answers "$bin" "$dir"; do
+		if ! kiln_pid_alive "$pid" || ((SECONDS >= deadline)); then
+			_kiln_bk_log "buildkitd did not come up; last lines of $dir/buildkitd.log:"
+			tail -n 25 "$dir/buildkitd.log" >&2
+			kiln_buildkitd_stop "$dir" || true
+			return 1
+		fi
+		sleep 0.1
+	done
+	REPLY=unix://$dir/buildkitd.sock
+}
+
+# Safe to call twice, or after a failed start.
+kiln_buildkitd_stop() {
+	local dir=${1:?usage: kiln_buildkitd_stop DIR} rc=0 pid p exe
+	[[ -d $dir ]] || return 0
+	dir=$(cd "$dir" && pwd) || return 1
+	if [[ -f $dir/spawned/buildkitd ]]; then
+		pid=$(<"$dir/spawned/buildkitd")
+		kiln_stop_pid _kiln_bk_log "buildkitd $pid" "$pid" 20 _kiln_bk_pid_is_ours "$pid" "$dir" || rc=1
+	fi
+	# A RUN step's runc (and its container) can outlive a killed daemon.
+	for p in /proc/[0-9]*; do
+		p=${p#/proc/}
+		exe=$(readlink "/proc/$p/exe" 2>/dev/null) || continue
+		[[ ${exe##*/} =~ ^(buildkitd|runc|buildkit-runc)$ ]] || continue
+		_kiln_bk_pid_is_ours "$p" "$dir" || continue
+		kiln_stop_pid _kiln_bk_log "leftover $p" "$p" 5 _kiln_bk_pid_is_ours "$p" "$dir" || rc=1
+	done
+	awk -v d="$dir/" 'index($5, d) == 1 { print $5 }' /proc/self/mountinfo | sort -r |
+		while read -r mnt; do umount -l "$mnt" 2>/dev/null || true; done
+	return "$rc"
+}
+
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
+	set -euo pipefail
+	case ${1:-} in
+	start)
+		kiln_buildkitd_start "${2:?usage: $0 start DIR [CONFIG_TOML]}" "${3:-}"
+		echo "$REPLY"
+		;;
+	stop) kiln_buildkitd_stop "${2:?usage: $0 stop DIR}" ;;
+	bin) kiln_buildkit_bin_dir ;;
+	*)
+		echo "usage: $0 start DIR [CONFIG_TOML] | stop DIR | bin" >&2
+		exit 2
+		;;
+	esac
+fi
