@@ -1,8 +1,8 @@
-// GET /v1/builders: health as the workers publish it in Redis, load from the live leases,
-// addresses and errors without credentials.
+// GET /v1/builders: health and capabilities as the workers publish them in Redis, load from the
+// live leases, addresses and errors without credentials.
 import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
-import { builderHealthKey, builderLeaseKey } from '@kiln/core';
+import { builderCapabilitiesKey, builderHealthKey, builderLeaseKey } from '@kiln/core';
 import { freePort } from '../../packages/core/test-support/services.js';
 import { startTestKiln, type TestKiln } from '../support/kiln.js';
 
@@ -17,6 +17,7 @@ interface BuilderJson {
   lastError: string | null;
   checkedAt: string | null;
   platform: string | null;
+  capabilities: { version: string | null; platforms: string[]; features: string[] } | null;
 }
 
 const list = async (kiln: TestKiln, token = kiln.token) => {
@@ -62,6 +63,10 @@ describe('GET /v1/builders', () => {
     assert.match(docker.platform ?? '', /^linux\/\w+/);
     assert.ok(docker.checkedAt && Date.parse(docker.checkedAt) > Date.now() - 60_000);
     assert.equal(remote.address, `tcp://***@127.0.0.1:${port}?***`);
+    // dockerd 20.10 has no Control.Info; a builder never reached has no capabilities yet.
+    assert.deepEqual(docker.capabilities?.version, null);
+    assert.ok(docker.capabilities?.platforms.includes(docker.platform ?? ''));
+    assert.equal(remote.capabilities, null);
     assert.equal(remote.healthy, false);
     assert.equal(remote.concurrency, 2);
     assert.match(remote.lastError ?? '', /\S/);
@@ -94,10 +99,13 @@ describe('GET /v1/builders', () => {
       lastError: null,
       checkedAt: null,
       platform: null,
+      capabilities: null,
     });
     // A record that is not what a worker writes is ignored, not a 500.
     await kiln.redis.set(builderHealthKey(`docker://${socket}`), '{not json');
+    await kiln.redis.hset(builderCapabilitiesKey(), `docker://${socket}`, '{"version":7}');
     const again = JSON.parse((await list(kiln)).text) as { items: BuilderJson[] };
     assert.equal(again.items[0]?.healthy, null);
+    assert.equal(again.items[0]?.capabilities, null);
   });
 });

@@ -16,6 +16,7 @@ import {
   resultCacheKey,
   storeBuildSecrets,
 } from '@kiln/core';
+import { checkSomeBuilderCanServe } from './builder-capabilities.js';
 import type { ApiDeps } from './deps.js';
 import { type NewBuildData, reuseResult } from './result-cache.js';
 import type { ReceivedContext } from './upload.js';
@@ -76,6 +77,7 @@ export async function createBuild(
     const existing = await deps.builds.byIdempotencyKey(projectId, idempotencyKey);
     if (existing) return { build: sameRequest(existing, requestHash), outcome: 'existing' };
   }
+  await checkSomeBuilderCanServe(deps, spec);
   const data: NewBuildData = {
     projectId,
     spec: spec as unknown as Prisma.InputJsonValue,

@@ -4,8 +4,8 @@
  *
  * Outcomes:
  * - succeeded / canceled → returns.
- * - user errors (Dockerfile, RUN failure, unknown target, timeout, unsupported output) → the
- *   row is `failed` and an UnrecoverableError is thrown: BullMQ does not retry.
+ * - user errors (Dockerfile, RUN failure, unknown target, timeout, unsupported output, a spec
+ *   no configured builder can serve) → the row is `failed` and an UnrecoverableError is thrown: BullMQ does not retry.
  * - infrastructure errors (builder unreachable or lost, storage failure, no healthy builder) →
  *   the attempt is recorded and the error rethrown, so BullMQ retries with backoff (on another
  *   builder when there is one); the row goes back to `queued` in between, or ends `failed` on
@@ -54,13 +54,14 @@ import {
   type ProjectQuotas,
   type PutResult,
   parseBuildSpec,
+  specRequirements,
 } from '@kiln/core';
 import { UnrecoverableError } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { type ActiveBuilds, abortOf, BuildAbort } from './active-builds.js';
 import { BuildLog } from './build-log.js';
 import type { Lease } from './builders/lease.js';
-import { type BuilderPool, NoBuilderAvailableError } from './builders/pool.js';
+import { type BuilderPool, NoBuilderAvailableError, NoCapableBuilderError } from './builders/pool.js';
 import { retryWhileDatabaseDown } from './db-retry.js';
 
 export interface RunBuildDeps {
@@ -286,8 +287,10 @@ class BuildRun {
         avoid: await this.failedBuilders(),
         projectLimit: this.quotas?.runningBuilds ?? 0,
         rank: this.attempt.rank ?? 1,
+        requires: specRequirements(spec),
       });
     } catch (err) {
+      if (err instanceof NoCapableBuilderError) return this.fail('no_capable_builder', err.message);
       if (err instanceof NoBuilderAvailableError && err.reason === 'capacity') {
         throw new HandBackError(err.message, this.handBackDelay());
       }

@@ -21,5 +21,6 @@ export const ERROR_CODES = [
   'internal',
   'unavailable',
   'no_builder_available',
+  'no_capable_builder',
 ] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];

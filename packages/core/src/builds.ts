@@ -59,6 +59,14 @@ export const logKey = (buildId: string) => `logs/${buildId}.log`;
 export const builderPlatformsKey = (prefix = 'kiln') => `${prefix}:builder-platforms`;
 
 /**
+ * Redis hash: builder address → its capabilities (BuilderCapabilities as JSON: BuildKit version,
+ * platforms, features). Workers write it on every successful health check and never expire it,
+ * so the API knows what a builder that is down right now can do; it refuses at POST a spec no
+ * builder can serve.
+ */
+export const builderCapabilitiesKey = (prefix = 'kiln') => `${prefix}:builder-capabilities`;
+
+/**
  * Redis ZSET of a builder's leases: build id → expiry (Redis server time, ms). Workers add,
  * renew and remove them; the API counts the live ones to show a builder's load.
  */

@@ -28,6 +28,8 @@ export const ERROR_STATUS = {
   internal: 500,
   unavailable: 503,
   no_builder_available: 503,
+  /** No configured builder has the platform or feature the spec asks for: the message names them. */
+  no_capable_builder: 422,
 } as const satisfies Record<ErrorCode, number>;
 
 export class AppError extends Error {

@@ -10,6 +10,17 @@ export {
   parseBuildSecrets,
   storeBuildSecrets,
 } from './build-secrets.js';
+export {
+  BUILDER_FEATURES,
+  type BuilderCapabilities,
+  type BuilderFeature,
+  featuresOf,
+  normalizePlatform,
+  parseBuilderCapabilities,
+  type SpecRequirements,
+  specRequirements,
+  unmetRequirements,
+} from './builder-capabilities.js';
 export * from './builds/index.js';
 export * from './builds.js';
 export {

@@ -1,4 +1,11 @@
-import { AppError, builderHealthKey, builderLeaseKey, type PublishedBuilderHealth } from '@kiln/core';
+import {
+  AppError,
+  builderCapabilitiesKey,
+  builderHealthKey,
+  builderLeaseKey,
+  type PublishedBuilderHealth,
+  parseBuilderCapabilities,
+} from '@kiln/core';
 import type { FastifyInstance } from 'fastify';
 import type { ApiDeps } from '../deps.js';
 import { redactAddress } from '../redact.js';
@@ -7,7 +14,9 @@ import { buildErrors } from '../schemas.js';
 /**
  * The configured builders as the workers last saw them. The API does not talk to builders: the
  * health comes from what the workers publish in Redis (absent when none has checked a builder
- * lately: `healthy: null`), the load from the live leases every worker takes there.
+ * lately: `healthy: null`), the load from the live leases every worker takes there, and the
+ * capabilities (BuildKit version, platforms, features) from the last check that reached the
+ * builder, kept while it is down (null before any worker has reached it).
  */
 export function builderRoutes(deps: ApiDeps) {
   const builderSchema = {
@@ -21,8 +30,28 @@ export function builderRoutes(deps: ApiDeps) {
       lastError: { type: ['string', 'null'] },
       checkedAt: { type: ['string', 'null'], format: 'date-time' },
       platform: { type: ['string', 'null'] },
+      /** null: no worker has reached the builder yet. */
+      capabilities: {
+        type: ['object', 'null'],
+        properties: {
+          /** null: the daemon has no Control.Info (BuildKit before 0.11). */
+          version: { type: ['string', 'null'] },
+          platforms: { type: 'array', items: { type: 'string' } },
+          features: { type: 'array', items: { type: 'string' } },
+        },
+        required: ['version', 'platforms', 'features'],
+      },
     },
-    required: ['address', 'concurrency', 'load', 'healthy', 'lastError', 'checkedAt', 'platform'],
+    required: [
+      'address',
+      'concurrency',
+      'load',
+      'healthy',
+      'lastError',
+      'checkedAt',
+      'platform',
+      'capabilities',
+    ],
   } as const;
 
   return async (app: FastifyInstance) => {
@@ -48,6 +77,7 @@ export function builderRoutes(deps: ApiDeps) {
             ['time'],
             ...builders.map((b) => ['get', builderHealthKey(b.address)]),
             ...builders.map((b) => ['zrange', builderLeaseKey(b.address), '0', '-1', 'WITHSCORES']),
+            ['hmget', builderCapabilitiesKey(), ...builders.map((b) => b.address)],
           ])
           .exec()
           .catch((err: Error) => {
@@ -60,6 +90,7 @@ export function builderRoutes(deps: ApiDeps) {
         };
         const [seconds, micros] = value(0) as [string, string];
         const now = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
+        const capabilities = value(1 + 2 * builders.length) as unknown[];
         const items = builders.map((b, i) => {
           const health = parseHealth(value(1 + i));
           // Leases past their expiry belong to workers that died; they no longer count.
@@ -73,6 +104,7 @@ export function builderRoutes(deps: ApiDeps) {
             lastError: health?.lastError ? redactAddress(health.lastError) : null,
             checkedAt: health?.checkedAt ?? null,
             platform: health?.platform ?? null,
+            capabilities: parseBuilderCapabilities(capabilities[i]) ?? null,
           };
         });
         return { items };

@@ -1,12 +1,22 @@
 /**
- * Health of the builders as this worker sees it: `listWorkers()` every few seconds, bounded by
- * a timeout. Each outcome is published in Redis with a TTL (builderHealthKey) for the API's
- * GET /v1/builders. A healthy check also learns the builder's default platform (recorded with
- * each artifact) and publishes it for the API's result cache (builderPlatformsKey). An
+ * Health of the builders as this worker sees it: `listWorkers()` and `info()` every few seconds,
+ * bounded by a timeout. Each outcome is published in Redis with a TTL (builderHealthKey) for the
+ * API's GET /v1/builders. A healthy check also learns the builder's default platform (recorded
+ * with each artifact) and publishes it for the API's result cache (builderPlatformsKey), and its
+ * capabilities (version, platforms, features), kept after it goes down and published without
+ * expiry (builderCapabilitiesKey) for the pool's routing and the API's check at POST. An
  * unhealthy builder's client is replaced.
  */
-import type { WorkerInfo } from '@kiln/buildkit-client';
-import { builderHealthKey, builderPlatformsKey, type Logger, type PublishedBuilderHealth } from '@kiln/core';
+import { type BuildkitClient, UnsupportedError, type WorkerInfo } from '@kiln/buildkit-client';
+import {
+  type BuilderCapabilities,
+  builderCapabilitiesKey,
+  builderHealthKey,
+  builderPlatformsKey,
+  featuresOf,
+  type Logger,
+  type PublishedBuilderHealth,
+} from '@kiln/core';
 import type { Redis } from 'ioredis';
 import type { BuilderClients } from './clients.js';
 import { errorMessage } from './error-message.js';
@@ -30,6 +40,8 @@ export interface HealthState {
   checkedAt?: Date;
   /** Default platform, from the last successful check. */
   platform?: string;
+  /** From the last successful check; kept while the builder is down. */
+  capabilities?: BuilderCapabilities;
 }
 
 interface CheckedState extends HealthState {
@@ -42,8 +54,39 @@ interface CheckedState extends HealthState {
  */
 export function defaultPlatformOf(workers: readonly WorkerInfo[]): string | undefined {
   const p = workers[0]?.platforms[0];
-  if (!p) return undefined;
-  return `${p.os}/${p.architecture}${p.variant ? `/${p.variant}` : ''}`;
+  return p ? platformName(p) : undefined;
+}
+
+const platformName = (p: WorkerInfo['platforms'][number]) =>
+  `${p.os}/${p.architecture}${p.variant ? `/${p.variant}` : ''}`;
+
+/**
+ * A daemon's capabilities from its ListWorkers and Info answers. `version` is null when the
+ * daemon has no Control.Info (BuildKit < 0.11) and its workers report none either. dockerd's
+ * embedded BuildKit runs moby's own worker (id "moby"), whose exporters and cache backends are
+ * fewer than buildkitd's whatever its version.
+ */
+export function capabilitiesOf(workers: readonly WorkerInfo[], version: string | null): BuilderCapabilities {
+  const v = version ?? workers.find((w) => w.buildkitVersion?.version)?.buildkitVersion?.version ?? null;
+  const platforms = [...new Set(workers.flatMap((w) => w.platforms.map(platformName)))];
+  return {
+    version: v,
+    platforms,
+    features: featuresOf(
+      v,
+      workers.some((w) => w.id === 'moby'),
+    ),
+  };
+}
+
+/** The daemon's version from Control.Info; null when it has no such RPC. */
+async function versionOf(client: BuildkitClient): Promise<string | null> {
+  try {
+    return (await client.info()).buildkitVersion.version || null;
+  } catch (err) {
+    if (err instanceof UnsupportedError) return null;
+    throw err;
+  }
 }
 
 function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
@@ -93,8 +136,13 @@ export class BuilderHealth {
     s.checking = (async () => {
       try {
         const client = await this.o.clients.clientFor(address);
-        const workers = await withTimeout(client.listWorkers(), this.o.timeoutMs, `${address} ListWorkers`);
+        const [workers, version] = await withTimeout(
+          Promise.all([client.listWorkers(), versionOf(client)]),
+          this.o.timeoutMs,
+          `${address} ListWorkers/Info`,
+        );
         if (workers.length === 0) throw new Error('the daemon reports no BuildKit workers');
+        this.recordCapabilities(address, s, capabilitiesOf(workers, version));
         if (s.healthy !== true) this.o.logger.info({ builder: address }, 'builder is healthy');
         s.healthy = true;
         s.lastError = undefined;
@@ -110,6 +158,14 @@ export class BuilderHealth {
       }
     })();
     return s.checking;
+  }
+
+  /** What `address` can do, from its last successful check (asking it now if none has told yet). */
+  async capabilitiesOf(address: string): Promise<BuilderCapabilities | undefined> {
+    const s = this.states.get(address);
+    if (!s) return undefined;
+    if (s.capabilities === undefined) await this.check(address);
+    return s.capabilities;
   }
 
   /** The default platform of `address` (os/arch[/variant]); asks the daemon when no check has told it yet. */
@@ -160,6 +216,19 @@ export class BuilderHealth {
         this.o.logger.warn(
           { builder: address, err: errorMessage(err) },
           'could not publish the builder health',
+        );
+      });
+  }
+
+  /** Remembers a builder's capabilities and publishes them, on every check; not awaited. */
+  private recordCapabilities(address: string, s: HealthState, caps: BuilderCapabilities): void {
+    s.capabilities = caps;
+    this.o.redis
+      .hset(builderCapabilitiesKey(this.o.keyPrefix), address, JSON.stringify(caps))
+      .catch((err: unknown) => {
+        this.o.logger.warn(
+          { builder: address, err: errorMessage(err) },
+          'could not publish the builder capabilities',
         );
       });
   }

@@ -24,6 +24,10 @@ function fakes(behaviour: Record<string, Behaviour>) {
         behaviour[address] === 'hang'
           ? new Promise(() => {})
           : Promise.resolve([{ id: 'w', labels: {}, platforms: [] }]),
+      info: () =>
+        Promise.resolve({
+          buildkitVersion: { package: 'github.com/moby/buildkit', version: 'v0.24.0', revision: '' },
+        }),
       close: async () => {
         closed.push(address);
       },

@@ -5,7 +5,13 @@
  * healthy builder, the project's last builder first, builders that just failed this build last.
  */
 import { type BuildkitClient, connect, type TlsOptions } from '@kiln/buildkit-client';
-import { AppError, type Logger } from '@kiln/core';
+import {
+  AppError,
+  type BuilderCapabilities,
+  type Logger,
+  type SpecRequirements,
+  unmetRequirements,
+} from '@kiln/core';
 import type { Redis } from 'ioredis';
 import { ProjectAffinity } from './affinity.js';
 import { BuilderClients, type DialBuilder } from './clients.js';
@@ -21,6 +27,17 @@ export class NoBuilderAvailableError extends AppError {
   ) {
     super('no_builder_available', message);
     this.name = 'NoBuilderAvailableError';
+  }
+}
+
+/**
+ * Thrown by `acquire()` when no configured builder can do what the build asks (every builder's
+ * capabilities are known and none satisfies): waiting would not help.
+ */
+export class NoCapableBuilderError extends AppError {
+  constructor(message: string) {
+    super('no_capable_builder', message);
+    this.name = 'NoCapableBuilderError';
   }
 }
 
@@ -51,6 +68,8 @@ export interface BuilderStatus {
   checkedAt?: Date;
   /** Live leases (all worker processes). */
   load: number;
+  /** From the last successful check. */
+  capabilities?: BuilderCapabilities;
 }
 
 interface Builder {
@@ -158,6 +177,7 @@ export class BuilderPool {
         ...(h?.lastError ? { lastError: h.lastError } : {}),
         ...(h?.checkedAt ? { checkedAt: h.checkedAt } : {}),
         load: loads[i] ?? 0,
+        ...(h?.capabilities ? { capabilities: h.capabilities } : {}),
       };
     });
   }
@@ -167,7 +187,9 @@ export class BuilderPool {
    * loaded first, the project's last builder before equally usable others, the builders in
    * `avoid` (those that just failed this build) only when nothing else is free. Within the
    * project's running-builds quota (`projectLimit`, 0: none), and after every better-ranked build
-   * already waiting for a slot (lease-store.ts: fairness).
+   * already waiting for a slot (lease-store.ts: fairness). Only builders that satisfy
+   * `requires` (builder-capabilities.ts in core): NoCapableBuilderError when every builder is
+   * known not to, NoBuilderAvailableError('unhealthy') when the capable ones are down.
    */
   async acquire(req: {
     buildId: string;
@@ -175,15 +197,20 @@ export class BuilderPool {
     avoid?: Iterable<string>;
     projectLimit?: number;
     rank?: number;
+    requires?: SpecRequirements;
   }): Promise<Lease> {
     const avoid = new Set(req.avoid ?? []);
     const healthy = (b: Builder) => this.health.of(b.address)?.healthy;
-    const usable = this.builders.filter((b) => healthy(b) !== false);
+    const capable = await this.capableBuilders(req.requires);
+    const usable = capable.filter((b) => healthy(b) !== false);
     if (usable.length === 0) {
-      const reasons = this.builders
+      const reasons = capable
         .map((b) => `${b.address}: ${this.health.of(b.address)?.lastError ?? 'unhealthy'}`)
         .join('; ');
-      throw new NoBuilderAvailableError(`no healthy builder (${reasons})`, 'unhealthy');
+      throw new NoBuilderAvailableError(
+        `no healthy builder${capable.length < this.builders.length ? ' that can serve this build' : ''} (${reasons})`,
+        'unhealthy',
+      );
     }
     const [loads, affinity] = await Promise.all([
       this.loads(),
@@ -231,6 +258,23 @@ export class BuilderPool {
       `every healthy builder is at capacity (${usable.map((b) => `${b.address} ${load(b)}/${b.concurrency}`).join(', ')})`,
       'capacity',
     );
+  }
+
+  /**
+   * The builders that may serve `requires`: those whose capabilities satisfy it, and those not
+   * known yet (never answered a check: down, so never leased, but they may be capable once up).
+   * Throws NoCapableBuilderError when that leaves none.
+   */
+  private async capableBuilders(requires: SpecRequirements | undefined): Promise<Builder[]> {
+    if (!requires || (requires.platforms.length === 0 && requires.features.length === 0)) {
+      return this.builders;
+    }
+    const caps = await Promise.all(this.builders.map((b) => this.health.capabilitiesOf(b.address)));
+    const unmet = caps.map((c) => (c ? unmetRequirements(c, requires) : []));
+    const capable = this.builders.filter((_, i) => unmet[i]?.length === 0);
+    if (capable.length > 0) return capable;
+    const reasons = this.builders.map((b, i) => `${b.address} lacks ${unmet[i]?.join(', ')}`).join('; ');
+    throw new NoCapableBuilderError(`no builder can serve this build: ${reasons}`);
   }
 
   /** Expiry (Redis time, ms) of a build's lease on `address`, if it has one. */

@@ -51,6 +51,8 @@ export const BUILD_ERROR_CODES = [
   'infrastructure',
   /** Every builder unhealthy (not: every builder busy, which only delays). */
   'no_builder_available',
+  /** No configured builder can do what the spec asks (platform, feature); not retried. */
+  'no_capable_builder',
   'canceled',
   /** An attempt whose worker vanished (its builder lease expired, or BullMQ found it stalled). */
   'worker_lost',
