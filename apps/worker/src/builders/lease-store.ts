@@ -5,11 +5,14 @@
  * so two processes never both take the last slot. A worker that dies leaves leases that expire
  * by themselves.
  *
- * Fairness: a build that finds no room joins a line (a ZSET of buildId → rank, its place among
- * its project's queued builds; see buildJobOptions). A freed slot goes to the best-ranked build
- * in line: one that ranks worse stands aside, even if it asked first. A build that stops asking
- * (its worker died, it was canceled) leaves the line after WAITER_STALE_MS. So while project A
- * holds hundreds of builds that keep retrying, project B's first build takes the next free slot.
+ * Fairness: a build that finds no room on a builder joins that builder's line (a ZSET of buildId
+ * → rank, its place among its project's queued builds; see buildJobOptions). A freed slot goes to
+ * the best-ranked build in that builder's line: one that ranks worse stands aside, even if it
+ * asked first. A build that stops asking (its worker died, it was canceled) leaves the line after
+ * WAITER_STALE_MS. So while project A holds hundreds of builds that keep retrying, project B's
+ * first build takes the next free slot. Lines are per builder because builds may only use some
+ * builders (capabilities): a build waiting for buildkitd must not hold back one that dockerd could
+ * run now. A build that takes a slot leaves the lines of every builder it was waiting for.
  */
 import { builderLeaseKey, projectLeaseKey } from '@kiln/core';
 import type { Redis } from 'ioredis';
@@ -22,7 +25,8 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`;
 const WAITER_STALE_MS = 5000;
 
 /**
- * KEYS builder leases, project leases, line (buildId → rank), line seen (buildId → ms);
+ * KEYS builder leases, project leases, this builder's line (buildId → rank) and line seen
+ * (buildId → ms), then the lines and line-seen sets of the build's other builders (left on take);
  * ARGV buildId, concurrency, ttlMs, project limit (0: none), rank, staleMs
  * → 1 leased (or already held), 0 no room (now in line), -1 the project is at its quota.
  */
@@ -33,8 +37,7 @@ redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 local function take()
   redis.call('ZADD', KEYS[1], now + ttl, id)
   redis.call('ZADD', KEYS[2], now + ttl, id)
-  redis.call('ZREM', KEYS[3], id)
-  redis.call('ZREM', KEYS[4], id)
+  for i = 3, #KEYS do redis.call('ZREM', KEYS[i], id) end
   return 1
 end
 if redis.call('ZSCORE', KEYS[1], id) then return take() end
@@ -95,23 +98,30 @@ export class LeaseStore {
     return projectLeaseKey(projectId, this.prefix);
   }
 
+  private lineKeys(address: string): [string, string] {
+    return [`${this.prefix}:slot-line:${address}`, `${this.prefix}:slot-line-seen:${address}`];
+  }
+
   /**
    * Leases `address` for `buildId` if it has room, the project is under its quota and no better
-   * ranked build is in line; or if the build already holds the lease.
+   * ranked build is in its line; or if the build already holds the lease. `alsoWaitsFor`: the
+   * build's other builders, whose lines it leaves when it gets this one.
    */
   async tryAcquire(
     address: string,
     buildId: string,
     concurrency: number,
     claim: LeaseClaim,
+    alsoWaitsFor: readonly string[] = [],
   ): Promise<AcquireOutcome> {
+    const others = alsoWaitsFor.filter((a) => a !== address).flatMap((a) => this.lineKeys(a));
     const result = await this.redis.eval(
       ACQUIRE,
-      4,
+      4 + others.length,
       this.key(address),
       this.projectKey(claim.projectId),
-      `${this.prefix}:slot-line`,
-      `${this.prefix}:slot-line-seen`,
+      ...this.lineKeys(address),
+      ...others,
       buildId,
       String(concurrency),
       String(this.ttlMs),

@@ -5,15 +5,20 @@ import { after, before, describe, test } from 'node:test';
 import type { BuildkitClient } from '@kiln/buildkit-client';
 import { Redis } from 'ioredis';
 import { sleep, testLogger } from '../../test-support/helpers.js';
-import { BuilderPool, type BuilderPoolOptions, NoBuilderAvailableError } from './pool.js';
+import {
+  BuilderPool,
+  type BuilderPoolOptions,
+  NoBuilderAvailableError,
+  NoCapableBuilderError,
+} from './pool.js';
 
 const redisUrl = process.env.KILN_TEST_REDIS_URL ?? '';
 const skip = redisUrl === '' ? 'needs KILN_TEST_REDIS_URL' : false;
 
 type Behaviour = 'ok' | 'unreachable' | 'hang';
 
-/** Fake daemons: what each address does, and how often it was dialed. */
-function fakes(behaviour: Record<string, Behaviour>) {
+/** Fake daemons: what each address does (and which platforms it reports), and how often it was dialed. */
+function fakes(behaviour: Record<string, Behaviour>, platforms: Record<string, string[]> = {}) {
   const dials: Record<string, number> = {};
   const closed: string[] = [];
   const connectBuilder = async (address: string): Promise<BuildkitClient> => {
@@ -23,7 +28,16 @@ function fakes(behaviour: Record<string, Behaviour>) {
       listWorkers: () =>
         behaviour[address] === 'hang'
           ? new Promise(() => {})
-          : Promise.resolve([{ id: 'w', labels: {}, platforms: [] }]),
+          : Promise.resolve([
+              {
+                id: 'w',
+                labels: {},
+                platforms: (platforms[address] ?? []).map((p) => {
+                  const [os, architecture, variant] = p.split('/');
+                  return { os, architecture, ...(variant ? { variant } : {}) };
+                }),
+              },
+            ]),
       info: () =>
         Promise.resolve({
           buildkitVersion: { package: 'github.com/moby/buildkit', version: 'v0.24.0', revision: '' },
@@ -177,6 +191,45 @@ describe('BuilderPool', { skip }, () => {
       assert.match(err.message, /no healthy builder \(x: cannot reach x\)/);
       return true;
     });
+  });
+
+  test('capabilities: a build goes only to a builder that serves it, and waiting for one does not hold back the others', async () => {
+    const keyPrefix = prefix();
+    const f = fakes({ x: 'ok', y: 'ok' }, { x: ['linux/amd64'], y: ['linux/amd64', 'linux/amd64/v3'] });
+    const p = pool(
+      [
+        { address: 'x', concurrency: 1 },
+        { address: 'y', concurrency: 1 },
+      ],
+      { keyPrefix, connectBuilder: f.connectBuilder },
+    );
+    const v3 = { platforms: ['linux/amd64/v3'], features: [] };
+    const held = await p.acquire({ buildId: 'v3-a', requires: v3 });
+    assert.equal(held.address, 'y');
+    // v3-b (best rank) waits in y's line; a build that x can run still gets x.
+    await assert.rejects(p.acquire({ buildId: 'v3-b', rank: 1, requires: v3 }), { reason: 'capacity' });
+    const any = await p.acquire({ buildId: 'any', rank: 2 });
+    assert.equal(any.address, 'x');
+    await held.release();
+    // A worse-ranked build stands aside on y for v3-b, which then gets it.
+    await assert.rejects(p.acquire({ buildId: 'late', rank: 3 }), { reason: 'capacity' });
+    const v3b = await p.acquire({ buildId: 'v3-b', rank: 1, requires: v3 });
+    assert.equal(v3b.address, 'y');
+    // 'late' waited in both lines; taking x takes it out of y's line too.
+    await any.release();
+    assert.equal((await p.acquire({ buildId: 'late', rank: 3 })).address, 'x');
+    await v3b.release();
+    assert.equal((await p.acquire({ buildId: 'later', rank: 4 })).address, 'y');
+
+    await assert.rejects(
+      p.acquire({ buildId: 'arm', requires: { platforms: ['linux/arm64'], features: ['exporter:oci'] } }),
+      (err: unknown) => {
+        assert.ok(err instanceof NoCapableBuilderError);
+        assert.equal(err.code, 'no_capable_builder');
+        assert.match(err.message, /x lacks platform linux\/arm64; y lacks platform linux\/arm64/);
+        return true;
+      },
+    );
   });
 
   test('a failed builder gets a new client; the old one closes when its last build ends', async () => {

@@ -238,7 +238,13 @@ export class BuilderPool {
       rank: req.rank ?? 1,
     };
     for (const b of ordered) {
-      const outcome = await this.leases.tryAcquire(b.address, req.buildId, b.concurrency, claim);
+      const outcome = await this.leases.tryAcquire(
+        b.address,
+        req.buildId,
+        b.concurrency,
+        claim,
+        ordered.map((o) => o.address),
+      );
       if (outcome === 'project_quota') {
         throw new NoBuilderAvailableError(
           `the project already runs ${claim.projectLimit} builds, its limit (running builds)`,
