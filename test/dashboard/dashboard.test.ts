@@ -258,6 +258,12 @@ describe('dashboard', () => {
     await row.waitFor(WAIT);
     assert.equal(await row.locator('td').first().textContent(), `docker://${socket}`);
     assert.match((await row.locator('td').nth(2).textContent()) ?? '', /^\d+ \/ \d+$/);
+    // dockerd 20.10 has no Control.Info; its moby worker exports tar (no oci/docker).
+    assert.equal(await row.locator('td').nth(4).textContent(), '< 0.11');
+    assert.match(
+      (await row.locator('td').nth(5).textContent()) ?? '',
+      /^linux\/amd64, .*cache-export:inline$/,
+    );
     await screenshot('builders');
   });
 

@@ -253,7 +253,7 @@ export function buildView(root, id, ctx) {
   };
 }
 
-/** The BuildKit daemons: health as the workers last saw it, load against capacity. */
+/** The BuildKit daemons: health as the workers last saw it, load against capacity, what each can do. */
 export function buildersView(root, ctx) {
   const rows = h('tbody');
   replace(
@@ -268,7 +268,9 @@ export function buildersView(root, ctx) {
         h(
           'tr',
           {},
-          ['Address', 'Health', 'Load', 'Platform', 'Checked', 'Last error'].map((t) => h('th', {}, t)),
+          ['Address', 'Health', 'Load', 'Platform', 'BuildKit', 'Can build', 'Checked', 'Last error'].map(
+            (t) => h('th', {}, t),
+          ),
         ),
       ),
       rows,
@@ -276,7 +278,8 @@ export function buildersView(root, ctx) {
     h(
       'p',
       { class: 'muted' },
-      'Health is what the workers report; "unknown" means no worker has checked the builder lately.',
+      'Health is what the workers report; "unknown" means no worker has checked the builder lately. ' +
+        'BuildKit "< 0.11" is a daemon without a version RPC (dockerd 20.10 embeds 0.8); builds go only to builders that can build what they ask.',
     ),
   );
   const load = async () => {
@@ -293,6 +296,12 @@ export function buildersView(root, ctx) {
             h('td', {}, badge(health)),
             h('td', {}, `${b.load} / ${b.concurrency}`),
             h('td', {}, b.platform ?? '—'),
+            h('td', {}, b.capabilities ? (b.capabilities.version ?? '< 0.11') : '—'),
+            h(
+              'td',
+              { class: 'muted' },
+              b.capabilities ? [...b.capabilities.platforms, ...b.capabilities.features].join(', ') : '—',
+            ),
             h('td', {}, time(b.checkedAt)),
             h('td', { class: 'error-cell' }, b.lastError ?? ''),
           );
