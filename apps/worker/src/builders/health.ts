@@ -160,11 +160,14 @@ export class BuilderHealth {
     return s.checking;
   }
 
-  /** What `address` can do, from its last successful check (asking it now if none has told yet). */
+  /**
+   * What `address` can do, from its last successful check; asks it now only if it was never
+   * checked (a builder that is down is not waited for on every lease: its next check tells).
+   */
   async capabilitiesOf(address: string): Promise<BuilderCapabilities | undefined> {
     const s = this.states.get(address);
     if (!s) return undefined;
-    if (s.capabilities === undefined) await this.check(address);
+    if (s.capabilities === undefined && s.healthy === undefined) await this.check(address);
     return s.capabilities;
   }
 
