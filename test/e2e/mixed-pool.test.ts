@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs/promises';
+import http from 'node:http';
 import { after, before, describe, test } from 'node:test';
 import { builderCapabilitiesKey } from '@kiln/core';
 import { busyboxPath, makeContext } from '../../packages/buildkit-client/test-support/context.js';
@@ -39,6 +40,25 @@ interface BuildJson {
 interface BuilderJson {
   address: string;
   capabilities: { version: string | null; platforms: string[]; features: string[] } | null;
+}
+
+/** A ustar header announcing a 1 GiB file: an upload that is still valid after its first bytes. */
+function tarHeaderOfBigFile(): Buffer {
+  const h = Buffer.alloc(512);
+  const put = (offset: number, text: string) => h.write(text, offset, 'latin1');
+  put(0, 'big');
+  put(100, '0000644\0');
+  put(108, '0000000\0');
+  put(116, '0000000\0');
+  put(124, `${(1024 ** 3).toString(8).padStart(11, '0')}\0`);
+  put(136, '00000000000\0');
+  put(148, '        ');
+  put(156, '0');
+  put(257, 'ustar\0');
+  put(263, '00');
+  const sum = h.reduce((a, b) => a + b, 0);
+  put(148, `${sum.toString(8).padStart(6, '0')}\0 `);
+  return h;
 }
 
 function client(kiln: () => TestKiln) {
@@ -169,6 +189,23 @@ describe('a mixed pool: dockerd 20.10 (BuildKit 0.8) and buildkitd v0.24.0 behin
     assert.equal(error.code, 'no_capable_builder');
     assert.match(error.message, /BuildKit < 0\.11\) lacks platform linux\/s390x/);
     assert.match(error.message, /BuildKit v0\.24\.0\) lacks platform linux\/s390x/);
+
+    // Before the body is read: an upload that never ends gets its answer.
+    const status = await new Promise<number | undefined>((resolve, reject) => {
+      const req = http.request(`${kiln.url}/v1/builds?output=type=tar,dest=x.tar&platform=linux/s390x`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${kiln.token}`, 'content-type': 'application/x-tar' },
+      });
+      req.on('response', (res) => {
+        resolve(res.statusCode);
+        req.destroy();
+      });
+      req.on('error', reject);
+      req.setTimeout(30_000, () => reject(new Error('no answer within 30 s while the upload was open')));
+      req.write(tarHeaderOfBigFile());
+      req.write(Buffer.alloc(64 * 1024));
+    });
+    assert.equal(status, 422);
   });
 
   test('when the API could not know (nothing published), the worker fails the build at once: no_capable_builder, no attempt', async () => {

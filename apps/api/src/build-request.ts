@@ -13,6 +13,7 @@ import {
 } from '@kiln/core';
 import type { FastifyRequest, RawServerDefault, RouteGenericInterface } from 'fastify';
 import { Type } from 'typebox';
+import { checkSomeBuilderCanServe } from './builder-capabilities.js';
 import { checkIdempotencyKey, createBuild } from './create-build.js';
 import type { ApiDeps } from './deps.js';
 import { parseGitBuildRequest } from './git-request.js';
@@ -93,6 +94,7 @@ async function readUpload(deps: ApiDeps, req: BuildRequest): Promise<Upload> {
       );
     }
     const spec = parseBuildSpec(specFromQuery(req.query));
+    await checkSomeBuilderCanServe(deps, spec);
     return { spec, secrets: {}, context: await receiveContext(req.body, uploadOptions(deps, spec.file)) };
   }
   // No prototype: a "__proto__" key in a JSON spec stays a key (and is then rejected as unknown).
@@ -111,6 +113,7 @@ async function readUpload(deps: ApiDeps, req: BuildRequest): Promise<Upload> {
         const input: BuildSpecInput = { ...fields, ...specFromQuery(req.query) };
         const spec = parseBuildSpec(input);
         const secrets = parseBuildSecrets(input.secrets);
+        await checkSomeBuilderCanServe(deps, spec);
         stored = { spec, secrets, context: await receiveContext(part.file, uploadOptions(deps, spec.file)) };
       } else {
         if (stored)

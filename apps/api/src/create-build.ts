@@ -77,6 +77,7 @@ export async function createBuild(
     const existing = await deps.builds.byIdempotencyKey(projectId, idempotencyKey);
     if (existing) return { build: sameRequest(existing, requestHash), outcome: 'existing' };
   }
+  // Uploads were checked before their body was read (build-request.ts); this covers every source.
   await checkSomeBuilderCanServe(deps, spec);
   const data: NewBuildData = {
     projectId,
