@@ -371,6 +371,10 @@ describe('webhooks and git contexts', () => {
       assert.equal(res.status, 400, JSON.stringify(body));
       assert.equal(await errorCode(res), code, JSON.stringify(body));
     }
+    // dockerd 20.10 (this Kiln's one builder) has no oci exporter: refused now, not at the next push.
+    const oci = await create({ ...base, spec: { output: 'type=oci,dest=i.tar' } });
+    assert.equal(oci.status, 422);
+    assert.equal(await errorCode(oci), 'no_capable_builder');
 
     const other = await kiln.newToken('someone-else');
     const otherApi = (p: string, method = 'GET') =>

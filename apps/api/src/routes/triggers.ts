@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { AppError, checkGitHost, type Prisma, parseBuildSpec, parseGitUrl } from '@kiln/core';
 import { Type } from 'typebox';
+import { checkSomeBuilderCanServe } from '../builder-capabilities.js';
 import type { ApiDeps } from '../deps.js';
 import { buildErrors, idParams } from '../schemas.js';
 import { MAX_BRANCH_GLOB_LENGTH } from '../webhooks/branch-glob.js';
@@ -78,7 +79,8 @@ export function triggerRoutes(deps: ApiDeps): FastifyPluginAsyncTypebox {
         const body = req.body;
         const spec = body.spec ?? {};
         // Checked now so that a push never meets a spec or URL that cannot build.
-        if (parseBuildSpec(spec).secrets) {
+        const parsed = parseBuildSpec(spec);
+        if (parsed.secrets) {
           throw new AppError(
             'invalid_spec',
             'a trigger cannot use build secrets: a push carries no secret values',
@@ -91,6 +93,7 @@ export function triggerRoutes(deps: ApiDeps): FastifyPluginAsyncTypebox {
         if (body.cloneUrl !== undefined) {
           checkGitHost(parseGitUrl(body.cloneUrl, 'cloneUrl'), config.git, 'cloneUrl');
         }
+        await checkSomeBuilderCanServe(deps, parsed);
         const secret = body.secret ?? randomBytes(32).toString('hex');
         const trigger = await createWithinCaps(deps, {
           projectId: req.projectId,
