@@ -47,6 +47,9 @@ export interface ConnectOptions {
   maxReceiveMessageBytes?: number;
 }
 
+/** How long BuildKit may take to end a build after a local context failed to send, before the client ends it. */
+const SENDER_FAILURE_GRACE_MS = 5000;
+
 /** buildctl's own bound on a message from the daemon (defaults.DefaultMaxRecvMsgSize). */
 export const DEFAULT_MAX_RECEIVE_MESSAGE_BYTES = 16 * 1024 * 1024;
 
@@ -71,8 +74,9 @@ export interface SolveOptions {
   frontend: string;
   frontendAttrs?: Record<string, string>;
   /**
-   * Local directories the frontend may ask for by name (`context`, `dockerfile`). Give
-   * `{ path, resetOwnership: true }` to send files as owned by root, like the docker CLI.
+   * Local directories the frontend may ask for by name (`context`, `dockerfile`). Files go as
+   * owned by 0:0, as buildctl and the docker CLI send them; `{ path, keepOwnership: true }`
+   * sends the host's uid/gid instead.
    */
   localDirs?: Record<string, string | LocalDir>;
   /** At most one export: daemons before BuildKit v0.13 take a single exporter. */
@@ -294,6 +298,7 @@ export class BuildkitClient {
     let connection: Duplex | undefined;
     let statusCall: grpc.ClientReadableStream<RawStatusResponse> | undefined;
     let solveCall: grpc.ClientUnaryCall | undefined;
+    let senderTimer: NodeJS.Timeout | undefined;
     const onAbort = () => {
       solveCall?.cancel();
       statusCall?.cancel();
@@ -335,6 +340,14 @@ export class BuildkitClient {
           ) => grpc.ClientUnaryCall
         ).call(this.control, request, (err, res) => (err ? reject(err) : resolve(res)));
         if (signal?.aborted) solveCall.cancel();
+        // BuildKit normally fails the build at once with the sender's error; if it does not (a
+        // lost status, a daemon stuck on the stream), the build is ended here, never left hanging.
+        void session.transferFailed.then((failure) => {
+          senderTimer = setTimeout(() => {
+            solveCall?.cancel();
+            reject(new SolveError(failure.message, undefined, failure.message, { cause: failure.cause }));
+          }, SENDER_FAILURE_GRACE_MS);
+        });
       });
       await session.exportsSettled();
       // The status stream ends with the build; give trailing logs a moment, never hang on it.
@@ -360,6 +373,7 @@ export class BuildkitClient {
       });
     } finally {
       signal?.removeEventListener('abort', onAbort);
+      clearTimeout(senderTimer);
       statusCall?.cancel();
       session.close();
     }

@@ -193,8 +193,8 @@ describe('fidelity against docker build --output type=tar', () => {
             ...Object.fromEntries(Object.entries(c.buildArgs ?? {}).map(([k, v]) => [`build-arg:${k}`, v])),
           },
           localDirs: {
-            context: { path: ctx.dir, resetOwnership: true },
-            dockerfile: { path: path.join(ctx.dir, path.dirname(dockerfile)), resetOwnership: true },
+            context: ctx.dir,
+            dockerfile: path.join(ctx.dir, path.dirname(dockerfile)),
           },
           exports: [{ type: 'tar', output: createWriteStream(actualTar) }],
         });
