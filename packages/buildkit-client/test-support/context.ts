@@ -28,6 +28,15 @@ export interface BuildContext {
   cleanup(): Promise<void>;
 }
 
+/** One of each special file beside a regular one, copied whole: the corpus and Kiln's CLI test share it. */
+export const SPECIAL_FILES: Record<string, ContextFile> = {
+  Dockerfile: 'FROM scratch\nCOPY . /ctx/\n',
+  'a.txt': 'a\n',
+  'socket.sock': { special: 'socket', mode: 0o600 },
+  'run/fifo': { special: 'fifo', mode: 0o644 },
+  'dev/null-dev': { special: { char: [1, 3] }, mode: 0o666 },
+};
+
 /** Static busybox (Debian busybox-static): runs in FROM scratch images, which tests must use since nothing can be pulled. */
 export function busyboxPath(): string {
   return '/usr/bin/busybox';

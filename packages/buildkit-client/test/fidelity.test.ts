@@ -13,7 +13,7 @@ import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { type BuildkitClient, connect } from '../src/index.js';
 import { ctlBuild } from '../test-support/buildctl.js';
-import { busyboxPath, makeContext } from '../test-support/context.js';
+import { busyboxPath, makeContext, SPECIAL_FILES } from '../test-support/context.js';
 import { dockerBuildTar } from '../test-support/docker.js';
 import { type Forwarder, startForwarder } from '../test-support/forwarder.js';
 import { DEVELOPER, type RunResult, type User } from '../test-support/run.js';
@@ -52,13 +52,7 @@ const RUN = (script: string) => `RUN ["/bin/busybox", "sh", "-c", ${JSON.stringi
 const cases: Case[] = [
   {
     name: 'a unix socket, a fifo and a character device',
-    files: {
-      Dockerfile: 'FROM scratch\nCOPY . /ctx/\n',
-      'a.txt': 'a\n',
-      'socket.sock': { special: 'socket', mode: 0o600 },
-      'run/fifo': { special: 'fifo', mode: 0o644 },
-      'dev/null-dev': { special: { char: [1, 3] }, mode: 0o666 },
-    },
+    files: SPECIAL_FILES,
     // The socket becomes an empty regular file with its permission bits (the entry comparison
     // checks type, mode and data); BuildKit 0.8 leaves the fifo out of the export, v0.24 keeps it.
     check: (n) => assert.ok(n.includes('ctx/socket.sock') && n.includes('ctx/dev/null-dev'), n.join(',')),
