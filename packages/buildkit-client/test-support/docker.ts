@@ -18,6 +18,8 @@ export interface DockerBuildOptions {
   network?: 'none' | 'host' | 'default';
   /** Tar file (dockerBuildTar) or directory (dockerBuildLocal) to export to. */
   dest: string;
+  /** `--no-cache`: a daemon shared with other tests may hold a cached COPY with other mtimes. */
+  noCache?: boolean;
   /** Run the CLI as this user (the socket must let it in, e.g. through a Forwarder). */
   asUser?: User;
 }
@@ -47,6 +49,7 @@ function buildArgs(options: DockerBuildOptions, output: string): string[] {
     );
   }
   if (options.target !== undefined) args.push('--target', options.target);
+  if (options.noCache) args.push('--no-cache');
   for (const [key, value] of Object.entries(options.buildArgs ?? {}))
     args.push('--build-arg', `${key}=${value}`);
   args.push(options.contextDir);
