@@ -299,6 +299,7 @@ export class BuildkitClient {
     let statusCall: grpc.ClientReadableStream<RawStatusResponse> | undefined;
     let solveCall: grpc.ClientUnaryCall | undefined;
     let senderTimer: NodeJS.Timeout | undefined;
+    let statusEnded: Promise<void> | undefined;
     const onAbort = () => {
       solveCall?.cancel();
       statusCall?.cancel();
@@ -312,7 +313,7 @@ export class BuildkitClient {
         this.control.Status as (r: object) => grpc.ClientReadableStream<RawStatusResponse>
       ).call(this.control, { Ref: ref });
       statusCall = statusCallLocal;
-      const statusEnded = new Promise<void>((resolve) => {
+      statusEnded = new Promise<void>((resolve) => {
         statusCallLocal.on('data', (res: RawStatusResponse) => {
           for (const ev of tracker.update(res)) onStatus?.(ev);
         });
@@ -351,7 +352,7 @@ export class BuildkitClient {
       });
       await session.exportsSettled();
       // The status stream ends with the build; give trailing logs a moment, never hang on it.
-      await Promise.race([statusEnded, new Promise((r) => setTimeout(r, 2000).unref())]);
+      await settleStatus(statusEnded, 2000);
       return { ref, exporterResponse: response.ExporterResponse };
     } catch (err) {
       if (signal?.aborted) throw new CanceledError('build canceled', { cause: err });
@@ -366,6 +367,8 @@ export class BuildkitClient {
           },
         );
       }
+      // The failed step's name comes on the status stream, which may trail Solve's answer.
+      await settleStatus(statusEnded, 1000);
       const failed = tracker.failedVertex();
       const message = se.details ?? (err as Error).message;
       throw new SolveError(failed ? `${failed.name}: ${message}` : message, failed?.name, message, {
@@ -459,6 +462,13 @@ function toUsage(r: RawUsage): UsageRecord {
     ...(createdAt ? { createdAt } : {}),
     ...(lastUsedAt ? { lastUsedAt } : {}),
   };
+}
+
+/** Waits for the status stream to end (it ends with the build), never longer than `ms`. */
+async function settleStatus(ended: Promise<void> | undefined, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([ended, new Promise((r) => (timer = setTimeout(r, ms)))]);
+  clearTimeout(timer);
 }
 
 function sinkFor(exp: ExportEntry): { exportSink?: ExportSink } {
