@@ -346,7 +346,8 @@ export class BuildkitClient {
         void session.transferFailed.then((failure) => {
           senderTimer = setTimeout(() => {
             solveCall?.cancel();
-            reject(new SolveError(failure.message, undefined, failure.message, { cause: failure.cause }));
+            const message = `${failure.message}; BuildKit had not ended the build ${SENDER_FAILURE_GRACE_MS / 1000} s later, so the client did`;
+            reject(new SolveError(message, undefined, failure.message, { cause: failure.cause }));
           }, SENDER_FAILURE_GRACE_MS);
         });
       });

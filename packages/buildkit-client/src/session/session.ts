@@ -85,7 +85,7 @@ export class Session {
         {
           DiffCopy: fileSyncDiffCopy(dirs, (dirName, err) =>
             this.failTransfer(
-              new Error(`error from sender (local "${dirName}"): ${err.message}`, { cause: err }),
+              new Error(`error from sender: ${err.message} (local directory "${dirName}")`, { cause: err }),
             ),
           ),
         },
