@@ -5,6 +5,7 @@
  * with owners 0:0.
  */
 import { randomBytes } from 'node:crypto';
+import { constants } from 'node:fs';
 import { open, readFile, realpath, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -18,7 +19,6 @@ const MODE_DIR = 0x80000000;
 const MODE_SYMLINK = 1 << 27;
 const MODE_DEVICE = 1 << 26;
 const MODE_NAMED_PIPE = 1 << 25;
-const MODE_SOCKET = 1 << 24;
 const MODE_SETUID = 1 << 23;
 const MODE_SETGID = 1 << 22;
 const MODE_STICKY = 1 << 20;
@@ -53,7 +53,7 @@ export interface ContextPlan {
   /** Regular files (hard links not counted) and their bytes. */
   files: number;
   bytes: number;
-  /** Entries left out because a build context cannot carry them (devices, FIFOs). */
+  /** Entries left out because the service refuses them in a context (devices, FIFOs). */
   skipped: string[];
 }
 
@@ -155,7 +155,9 @@ export async function planContext(opts: ContextOptions): Promise<ContextPlan> {
   let bytes = 0;
   try {
     for await (const entry of walk(root, select.length > 0 ? { excludePatterns: select } : {})) {
-      if (entry.mode & (MODE_DEVICE | MODE_NAMED_PIPE | MODE_SOCKET)) {
+      // The service refuses these in a context (the worker extracts it as root). Sockets are not
+      // among them: the walk reports them as regular files, sent empty as docker does.
+      if (entry.mode & (MODE_DEVICE | MODE_NAMED_PIPE)) {
         skipped.push(entry.path);
         continue;
       }
@@ -286,18 +288,18 @@ async function* tarChunks(plan: ContextPlan, opts: TarStreamOptions): AsyncGener
       if (add(h)) yield take();
       continue;
     }
-    let fh: Awaited<ReturnType<typeof open>>;
-    try {
-      fh = await open(e.absPath, 'r');
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT' || code === 'ENXIO') {
-        opts.onWarning?.(
-          `${e.path}: ${code === 'ENOENT' ? 'removed while sending the context' : 'not a regular file'}, left out`,
-        );
-        continue;
-      }
-      throw new CliError(`cannot read ${e.path} in the context: ${(err as Error).message}`);
+    // O_NONBLOCK: a file that became a fifo since the walk cannot hold the open.
+    const fh = await open(e.absPath, constants.O_RDONLY | constants.O_NONBLOCK).catch(
+      (err: NodeJS.ErrnoException) => err,
+    );
+    if (fh instanceof Error) {
+      // As docker build and buildctl (fsutil's sender ignores the open error): a socket, a file
+      // this user may not read or one removed since the walk arrives as an empty file.
+      opts.onWarning?.(`${e.path}: cannot be opened (${fh.code ?? fh.message}), sent as an empty file`);
+      if (add(header({ name: e.path, type: 'file', mode, size: 0, mtimeNs: e.modTime }))) yield take();
+      written.add(e.path);
+      progress.files++;
+      continue;
     }
     try {
       const st = await fh.stat();

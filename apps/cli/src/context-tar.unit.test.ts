@@ -13,7 +13,8 @@ import { after, before, describe, test } from 'node:test';
 import { parseDockerignore, walk } from '@kiln/buildkit-client';
 import { createContextValidator, extractContext } from '@kiln/core';
 import { makeContext } from '../../../packages/buildkit-client/test-support/context.js';
-import { contextTarStream, planContext } from './context-tar.js';
+import { readTarEntries } from '../../../packages/buildkit-client/test-support/tar-entries.js';
+import { contextTarStream, planContext, type TarStreamOptions } from './context-tar.js';
 
 let work = '';
 before(async () => {
@@ -32,9 +33,12 @@ async function walkPaths(root: string, excludePatterns: string[]): Promise<strin
   return out;
 }
 
-async function tarOf(plan: Awaited<ReturnType<typeof planContext>>): Promise<Buffer> {
+async function tarOf(
+  plan: Awaited<ReturnType<typeof planContext>>,
+  opts?: TarStreamOptions,
+): Promise<Buffer> {
   const chunks: Buffer[] = [];
-  for await (const c of contextTarStream(plan)) chunks.push(c as Buffer);
+  for await (const c of contextTarStream(plan, opts)) chunks.push(c as Buffer);
   return Buffer.concat(chunks);
 }
 
@@ -223,6 +227,33 @@ describe('context selection', () => {
       const plan = await planContext({ contextDir: ctx.dir, cwd: '/' });
       assert.deepEqual(plan.skipped, ['pipe']);
       assert.deepEqual(pathsOf(plan), ['Dockerfile', 'a']);
+    } finally {
+      await ctx.cleanup();
+    }
+  });
+
+  test('a socket or a file that cannot be opened goes as an empty file with its mode, reported, as docker sends it', async () => {
+    const ctx = await makeContext({
+      Dockerfile: 'FROM scratch\n',
+      'socket.sock': { special: 'socket', mode: 0o600 },
+      later: 'removed after the walk',
+    });
+    try {
+      const plan = await planContext({ contextDir: ctx.dir, cwd: '/' });
+      assert.deepEqual(plan.skipped, []);
+      await rm(path.join(ctx.dir, 'later'));
+      const warnings: string[] = [];
+      const entries = await readTarEntries(await tarOf(plan, { onWarning: (w) => warnings.push(w) }));
+      const empty = createHash('sha256').digest('hex');
+      for (const name of ['socket.sock', 'later']) {
+        const e = entries.find((x) => x.name === name);
+        assert.deepEqual([e?.type, e?.size, e?.sha256], ['file', 0, empty], name);
+      }
+      assert.equal(entries.find((x) => x.name === 'socket.sock')?.mode, 0o600);
+      assert.deepEqual(warnings, [
+        'later: cannot be opened (ENOENT), sent as an empty file',
+        'socket.sock: cannot be opened (ENXIO), sent as an empty file',
+      ]);
     } finally {
       await ctx.cleanup();
     }

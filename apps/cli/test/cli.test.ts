@@ -9,7 +9,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { busyboxPath, makeContext } from '../../../packages/buildkit-client/test-support/context.js';
+import {
+  busyboxPath,
+  makeContext,
+  SPECIAL_FILES,
+} from '../../../packages/buildkit-client/test-support/context.js';
 import { dockerBuildTar } from '../../../packages/buildkit-client/test-support/docker.js';
 import {
   compareTarEntries,
@@ -276,6 +280,44 @@ describe('kiln CLI against a real Kiln', () => {
       );
       assert.equal(missing.code, 1);
       assert.match(missing.stderr, /secret x: cannot read .*nope\.txt: ENOENT/);
+    } finally {
+      await ctx.cleanup();
+    }
+  });
+
+  test('a socket, a fifo and a device node: kiln build gives what docker build gives but the device; the API refuses a tar carrying them', async () => {
+    const ctx = await makeContext(SPECIAL_FILES);
+    try {
+      const reference = path.join(home, 'docker-special.tar');
+      const ours = path.join(home, 'kiln-special.tar');
+      await dockerBuildTar({ socket, contextDir: ctx.dir, dest: reference });
+      const r = await kilnCli(['build', '--network', 'none', '-o', `type=tar,dest=${ours}`, '.'], {
+        cwd: ctx.dir,
+      });
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stderr, /socket\.sock: cannot be opened \(ENXIO\), sent as an empty file/);
+      assert.match(r.stderr, /run\/fifo: Kiln does not take devices and FIFOs in a build context, left out/);
+      assert.match(
+        r.stderr,
+        /dev\/null-dev: Kiln does not take devices and FIFOs in a build context, left out/,
+      );
+      // docker's BuildKit 0.8 also drops the fifo and makes the socket an empty 0600 file; it
+      // keeps the device node, which Kiln's worker (extracting as root) never creates.
+      assert.deepEqual(compareTarEntries(await readTarEntries(reference), await readTarEntries(ours)), [
+        'ctx/dev/null-dev: only in a',
+      ]);
+
+      // The same directory tarred by GNU tar (which skips the socket) is a 4xx naming the entry.
+      const tarred = execFileSync('tar', ['-C', ctx.dir, '-cf', '-', '--sort=name', '.']);
+      const res = await api('/v1/builds', {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-tar' },
+        body: tarred,
+      });
+      assert.equal(res.status, 400);
+      const body = (await res.json()) as { error: { code: string; message: string } };
+      assert.equal(body.error.code, 'invalid_context');
+      assert.match(body.error.message, /dev\/null-dev" is a character device/);
     } finally {
       await ctx.cleanup();
     }

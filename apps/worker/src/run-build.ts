@@ -452,8 +452,8 @@ class BuildRun {
     return {
       frontendAttrs: frontendAttrsFor(spec, this.build.projectId),
       localDirs: {
-        context: { path: contextDir, resetOwnership: true },
-        dockerfile: { path: dockerfileDir, resetOwnership: true },
+        context: { path: contextDir },
+        dockerfile: { path: dockerfileDir },
       },
     };
   }

@@ -10,9 +10,10 @@ const USAGE = `usage:
   bkctl [--addr ADDR] build --frontend dockerfile.v0 --local context=DIR --local dockerfile=DIR
         [--opt target=S] [--opt build-arg:K=V] [--opt filename=F] [--opt force-network-mode=none]
         [--output type=tar,dest=FILE|type=local,dest=DIR] [--progress plain|quiet]
-        [--secret id=ID,src=FILE|id=ID,env=VAR|id=ID]
+        [--secret id=ID,src=FILE|id=ID,env=VAR|id=ID] [--keep-ownership]
   bkctl [--addr ADDR] debug workers
   bkctl [--addr ADDR] du
+Local files go as owned by 0:0, as with buildctl; --keep-ownership sends their uid/gid.
 ADDR: unix:///path, tcp://host:port, docker:///var/run/docker.sock (default $BUILDKIT_HOST)`;
 
 /** buildctl-compatible command line; returns the exit code. */
@@ -28,6 +29,7 @@ export async function main(argv: string[]): Promise<number> {
       output: { type: 'string', short: 'o' },
       progress: { type: 'string', default: 'plain' },
       secret: { type: 'string', multiple: true, default: [] },
+      'keep-ownership': { type: 'boolean', default: false },
       tlscacert: { type: 'string' },
       tlscert: { type: 'string' },
       tlskey: { type: 'string' },
@@ -67,7 +69,12 @@ export async function main(argv: string[]): Promise<number> {
         process.stdout.write(`Total:\t${total}\n`);
         return 0;
       }
-      const localDirs = Object.fromEntries(values.local.map((l) => splitPair(l, '--local')));
+      const localDirs = Object.fromEntries(
+        values.local.map((l) => {
+          const [name, dir] = splitPair(l, '--local');
+          return [name, { path: dir, keepOwnership: values['keep-ownership'] }];
+        }),
+      );
       const frontendAttrs = Object.fromEntries(values.opt.map((o) => splitPair(o, '--opt')));
       const exports = values.output ? [exportFromSpec(values.output)] : [];
       const secrets = await loadSecrets(values.secret.map(parseSecretSpec));

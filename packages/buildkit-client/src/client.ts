@@ -47,6 +47,9 @@ export interface ConnectOptions {
   maxReceiveMessageBytes?: number;
 }
 
+/** How long BuildKit may take to end a build after a local context failed to send, before the client ends it. */
+const SENDER_FAILURE_GRACE_MS = 5000;
+
 /** buildctl's own bound on a message from the daemon (defaults.DefaultMaxRecvMsgSize). */
 export const DEFAULT_MAX_RECEIVE_MESSAGE_BYTES = 16 * 1024 * 1024;
 
@@ -71,8 +74,9 @@ export interface SolveOptions {
   frontend: string;
   frontendAttrs?: Record<string, string>;
   /**
-   * Local directories the frontend may ask for by name (`context`, `dockerfile`). Give
-   * `{ path, resetOwnership: true }` to send files as owned by root, like the docker CLI.
+   * Local directories the frontend may ask for by name (`context`, `dockerfile`). Files go as
+   * owned by 0:0, as buildctl and the docker CLI send them; `{ path, keepOwnership: true }`
+   * sends the host's uid/gid instead.
    */
   localDirs?: Record<string, string | LocalDir>;
   /** At most one export: daemons before BuildKit v0.13 take a single exporter. */
@@ -294,6 +298,8 @@ export class BuildkitClient {
     let connection: Duplex | undefined;
     let statusCall: grpc.ClientReadableStream<RawStatusResponse> | undefined;
     let solveCall: grpc.ClientUnaryCall | undefined;
+    let senderTimer: NodeJS.Timeout | undefined;
+    let statusEnded: Promise<void> | undefined;
     const onAbort = () => {
       solveCall?.cancel();
       statusCall?.cancel();
@@ -307,7 +313,7 @@ export class BuildkitClient {
         this.control.Status as (r: object) => grpc.ClientReadableStream<RawStatusResponse>
       ).call(this.control, { Ref: ref });
       statusCall = statusCallLocal;
-      const statusEnded = new Promise<void>((resolve) => {
+      statusEnded = new Promise<void>((resolve) => {
         statusCallLocal.on('data', (res: RawStatusResponse) => {
           for (const ev of tracker.update(res)) onStatus?.(ev);
         });
@@ -335,10 +341,19 @@ export class BuildkitClient {
           ) => grpc.ClientUnaryCall
         ).call(this.control, request, (err, res) => (err ? reject(err) : resolve(res)));
         if (signal?.aborted) solveCall.cancel();
+        // BuildKit normally fails the build at once with the sender's error; if it does not (a
+        // lost status, a daemon stuck on the stream), the build is ended here, never left hanging.
+        void session.transferFailed.then((failure) => {
+          senderTimer = setTimeout(() => {
+            solveCall?.cancel();
+            const message = `${failure.message}; BuildKit had not ended the build ${SENDER_FAILURE_GRACE_MS / 1000} s later, so the client did`;
+            reject(new SolveError(message, undefined, failure.message, { cause: failure.cause }));
+          }, SENDER_FAILURE_GRACE_MS);
+        });
       });
       await session.exportsSettled();
       // The status stream ends with the build; give trailing logs a moment, never hang on it.
-      await Promise.race([statusEnded, new Promise((r) => setTimeout(r, 2000).unref())]);
+      await settleStatus(statusEnded, 2000);
       return { ref, exporterResponse: response.ExporterResponse };
     } catch (err) {
       if (signal?.aborted) throw new CanceledError('build canceled', { cause: err });
@@ -353,6 +368,8 @@ export class BuildkitClient {
           },
         );
       }
+      // The failed step's name comes on the status stream, which may trail Solve's answer.
+      await settleStatus(statusEnded, 1000);
       const failed = tracker.failedVertex();
       const message = se.details ?? (err as Error).message;
       throw new SolveError(failed ? `${failed.name}: ${message}` : message, failed?.name, message, {
@@ -360,6 +377,7 @@ export class BuildkitClient {
       });
     } finally {
       signal?.removeEventListener('abort', onAbort);
+      clearTimeout(senderTimer);
       statusCall?.cancel();
       session.close();
     }
@@ -445,6 +463,13 @@ function toUsage(r: RawUsage): UsageRecord {
     ...(createdAt ? { createdAt } : {}),
     ...(lastUsedAt ? { lastUsedAt } : {}),
   };
+}
+
+/** Waits for the status stream to end (it ends with the build), never longer than `ms`. */
+async function settleStatus(ended: Promise<void> | undefined, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([ended, new Promise((r) => (timer = setTimeout(r, ms)))]);
+  clearTimeout(timer);
 }
 
 function sinkFor(exp: ExportEntry): { exportSink?: ExportSink } {

@@ -1,7 +1,12 @@
 // Temporary build contexts for integration tests.
-import { chmod, link, mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { chmod, link, mkdir, mkdtemp, rename, rm, symlink, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, isAbsolute, join, normalize } from 'node:path';
+import { promisify } from 'node:util';
+
+const execFileAsync = promisify(execFile);
 
 export interface ContextEntry {
   /** Applied after everything is created, so read-only directories still get their children. */
@@ -12,6 +17,8 @@ export interface ContextEntry {
   /** Context-relative path of an earlier or later regular file to hard-link to. */
   hardlinkTo?: string;
   dir?: true;
+  /** A special file: a bound (and closed) unix socket, a named pipe, or a character device (major, minor). */
+  special?: 'socket' | 'fifo' | { char: [number, number] };
 }
 
 export type ContextFile = string | Buffer | ContextEntry;
@@ -21,9 +28,36 @@ export interface BuildContext {
   cleanup(): Promise<void>;
 }
 
+/** One of each special file beside a regular one, copied whole: the corpus and Kiln's CLI test share it. */
+export const SPECIAL_FILES: Record<string, ContextFile> = {
+  Dockerfile: 'FROM scratch\nCOPY . /ctx/\n',
+  'a.txt': 'a\n',
+  'socket.sock': { special: 'socket', mode: 0o600 },
+  'run/fifo': { special: 'fifo', mode: 0o644 },
+  'dev/null-dev': { special: { char: [1, 3] }, mode: 0o666 },
+};
+
 /** Static busybox (Debian busybox-static): runs in FROM scratch images, which tests must use since nothing can be pulled. */
 export function busyboxPath(): string {
   return '/usr/bin/busybox';
+}
+
+async function makeSpecial(path: string, kind: NonNullable<ContextEntry['special']>): Promise<void> {
+  if (kind === 'fifo') {
+    await execFileAsync('mkfifo', [path]);
+  } else if (kind === 'socket') {
+    // Node unlinks a unix socket when its server closes: bind under another name and keep the file.
+    const bound = `${path}.binding`;
+    const server = createServer();
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(bound, resolve);
+    });
+    await rename(bound, path);
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  } else {
+    await execFileAsync('mknod', [path, 'c', String(kind.char[0]), String(kind.char[1])]);
+  }
 }
 
 function resolveInside(root: string, path: string): string {
@@ -52,6 +86,7 @@ export async function makeContext(files: Record<string, ContextFile>): Promise<B
       if (entry.dir) await mkdir(path, { recursive: true });
       else if (entry.symlink !== undefined) await symlink(entry.symlink, path);
       else if (entry.hardlinkTo !== undefined) hardlinks.push([resolveInside(dir, entry.hardlinkTo), path]);
+      else if (entry.special !== undefined) await makeSpecial(path, entry.special);
       else await writeFile(path, entry.content ?? '');
     }
     for (const [target, path] of hardlinks) await link(target, path);

@@ -1,6 +1,7 @@
 // Reference builds with the Docker CLI, to compare our client's exports against.
-import { spawn } from 'node:child_process';
+import { tmpdir } from 'node:os';
 import { isAbsolute, join } from 'node:path';
+import { run, type User } from './run.js';
 
 // Debian's docker.io CLI: /usr/local/bin/docker would need the buildx plugin for BuildKit.
 const DOCKER = '/usr/bin/docker';
@@ -17,6 +18,10 @@ export interface DockerBuildOptions {
   network?: 'none' | 'host' | 'default';
   /** Tar file (dockerBuildTar) or directory (dockerBuildLocal) to export to. */
   dest: string;
+  /** `--no-cache`: a daemon shared with other tests may hold a cached COPY with other mtimes. */
+  noCache?: boolean;
+  /** Run the CLI as this user (the socket must let it in, e.g. through a Forwarder). */
+  asUser?: User;
 }
 
 export interface DockerBuildResult {
@@ -44,35 +49,31 @@ function buildArgs(options: DockerBuildOptions, output: string): string[] {
     );
   }
   if (options.target !== undefined) args.push('--target', options.target);
+  if (options.noCache) args.push('--no-cache');
   for (const [key, value] of Object.entries(options.buildArgs ?? {}))
     args.push('--build-arg', `${key}=${value}`);
   args.push(options.contextDir);
   return args;
 }
 
-function runDockerBuild(options: DockerBuildOptions, output: string): Promise<DockerBuildResult> {
+async function runDockerBuild(options: DockerBuildOptions, output: string): Promise<DockerBuildResult> {
   const env: NodeJS.ProcessEnv = {
     ...process.env,
     DOCKER_BUILDKIT: '1',
     DOCKER_HOST: `unix://${options.socket}`,
+    // Another user cannot read root's CLI config (a warning only, but noise in every failure).
+    ...(options.asUser ? { HOME: tmpdir() } : {}),
   };
   // These would point the CLI at another daemon or make it refuse DOCKER_HOST.
   delete env.DOCKER_CONTEXT;
   delete env.DOCKER_TLS_VERIFY;
   delete env.DOCKER_CERT_PATH;
-  return new Promise((resolve, reject) => {
-    const child = spawn(DOCKER, buildArgs(options, output), { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    const stdout: Buffer[] = [];
-    const stderr: Buffer[] = [];
-    child.stdout.on('data', (chunk: Buffer) => stdout.push(chunk));
-    child.stderr.on('data', (chunk: Buffer) => stderr.push(chunk));
-    child.on('error', reject);
-    child.on('close', (code) => {
-      const result = { stdout: Buffer.concat(stdout).toString(), stderr: Buffer.concat(stderr).toString() };
-      if (code === 0) resolve(result);
-      else reject(new DockerBuildError(code, result.stdout, result.stderr));
-    });
+  const result = await run(DOCKER, buildArgs(options, output), {
+    env,
+    ...(options.asUser ? { asUser: options.asUser } : {}),
   });
+  if (result.code !== 0) throw new DockerBuildError(result.code, result.stdout, result.stderr);
+  return { stdout: result.stdout, stderr: result.stderr };
 }
 
 /** `docker build --output type=tar,dest=<dest>`. */

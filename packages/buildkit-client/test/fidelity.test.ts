@@ -1,19 +1,31 @@
-// Fidelity corpus: every case builds the same context twice on the same private dockerd,
-// once with `/usr/bin/docker build --output` and once with this client, and the two tarballs
-// must hold the same entries in the same order with the same metadata and contents.
+// Fidelity corpus: every case builds the same context twice on the same daemon, once with the
+// reference client and once with this one, and the two tarballs must hold the same entries in
+// the same order with the same metadata and contents. Two BuildKit generations: dockerd 20.10's
+// embedded BuildKit 0.8 against `/usr/bin/docker build --output type=tar`, and a standalone
+// buildkitd v0.24.0 against `buildctl build ... --output type=tar` (bkctl with the same flags).
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { promisify } from 'node:util';
 import { type BuildkitClient, connect } from '../src/index.js';
-import { busyboxPath, makeContext } from '../test-support/context.js';
+import { ctlBuild } from '../test-support/buildctl.js';
+import { busyboxPath, makeContext, SPECIAL_FILES } from '../test-support/context.js';
 import { dockerBuildTar } from '../test-support/docker.js';
+import { type Forwarder, startForwarder } from '../test-support/forwarder.js';
+import { DEVELOPER, type RunResult, type User } from '../test-support/run.js';
 import { compareTarEntries, readTarEntries } from '../test-support/tar-entries.js';
 
-const socket = process.env.KILN_TEST_DOCKER_SOCK;
-if (!socket) throw new Error('KILN_TEST_DOCKER_SOCK is not set: run through `npm test`');
+const execFileAsync = promisify(execFile);
+const dockerSocket = process.env.KILN_TEST_DOCKER_SOCK;
+const buildkitdAddr = process.env.KILN_TEST_BUILDKITD_ADDR ?? '';
+if (!dockerSocket || !buildkitdAddr.startsWith('unix://'))
+  throw new Error(
+    'KILN_TEST_DOCKER_SOCK and KILN_TEST_BUILDKITD_ADDR (unix://) are not set: run through `npm test`',
+  );
 
 type Files = Parameters<typeof makeContext>[0];
 interface Case {
@@ -24,6 +36,11 @@ interface Case {
   buildArgs?: Record<string, string>;
   /** The build RUNs something: its outputs carry the time of the run, so mtimes can't match. */
   runs?: boolean;
+  /**
+   * The whole context belongs to this user and both clients run as it (a developer's checkout);
+   * then the client under test is bkctl, with the reference's own flags.
+   */
+  asUser?: User;
   /** Owners to set after creating the context (the tests run as root). */
   chown?: Record<string, [number, number]>;
   check?: (names: string[]) => void;
@@ -33,6 +50,34 @@ const BUSYBOX = { busybox: { content: await fs.readFile(busyboxPath()), mode: 0o
 const RUN = (script: string) => `RUN ["/bin/busybox", "sh", "-c", ${JSON.stringify(script)}]`;
 
 const cases: Case[] = [
+  {
+    name: 'a unix socket, a fifo and a character device',
+    files: SPECIAL_FILES,
+    // The socket becomes an empty regular file with its permission bits (the entry comparison
+    // checks type, mode and data); BuildKit 0.8 leaves the fifo out of the export, v0.24 keeps it.
+    check: (n) => assert.ok(n.includes('ctx/socket.sock') && n.includes('ctx/dev/null-dev'), n.join(',')),
+  },
+  {
+    name: 'context owned by a non-root user, built as that user (socket, fifo, unreadable files)',
+    asUser: DEVELOPER,
+    files: {
+      Dockerfile: 'FROM scratch\nCOPY . /ctx/\n',
+      '.dockerignore': 'ignored\n',
+      'src/main.c': 'int main(){}\n',
+      'exec.sh': { content: '#!/bin/sh\n', mode: 0o755 },
+      'link-rel': { symlink: 'src/main.c' },
+      'hard-a': 'same inode\n',
+      'hard-b': { hardlinkTo: 'hard-a' },
+      'socket.sock': { special: 'socket', mode: 0o600 },
+      fifo: { special: 'fifo' },
+      // Root's, unreadable to the developer: opening fails, so it goes empty.
+      'root-only': { content: 'not yours\n', mode: 0o600 },
+      'no-perms': { content: "nobody's\n", mode: 0o000 },
+      ignored: 'x',
+    },
+    chown: { 'root-only': [0, 0], 'no-perms': [0, 0] },
+    check: (n) => assert.ok(n.includes('ctx/root-only') && !n.includes('ctx/ignored'), n.join(',')),
+  },
   {
     name: 'single COPY',
     files: { Dockerfile: 'FROM scratch\nCOPY hello.txt /hello.txt\n', 'hello.txt': 'hello\n' },
@@ -153,62 +198,175 @@ const cases: Case[] = [
   },
 ];
 
-describe('fidelity against docker build --output type=tar', () => {
-  let client: BuildkitClient;
+interface Generation {
+  name: string;
+  /** Address the in-process client and bkctl use, for root and for another user. */
+  address: string;
+  addressForUser: () => string;
+  reference: (c: Case, ctxDir: string, dest: string) => Promise<void>;
+}
+
+function expectSuccess(what: string, r: RunResult): void {
+  if (r.code !== 0) throw new Error(`${what} failed (exit ${r.code}):\n${r.stderr.slice(-4000)}`);
+}
+
+describe('fidelity corpus', () => {
   let work: string;
+  let dockerFwd: Forwarder;
+  let buildkitdFwd: Forwarder;
+  const clients = new Map<string, BuildkitClient>();
   before(async () => {
-    client = await connect(`docker://${socket}`);
     work = await fs.mkdtemp(path.join(os.tmpdir(), 'bkc-fidelity-'));
+    // Another user reaches the root-only daemon sockets through world-writable forwarders and
+    // writes its tars here.
+    await fs.chmod(work, 0o777);
+    dockerFwd = await startForwarder(dockerSocket, path.join(work, 'docker.sock'));
+    buildkitdFwd = await startForwarder(
+      buildkitdAddr.slice('unix://'.length),
+      path.join(work, 'buildkitd.sock'),
+    );
   });
   after(async () => {
-    await client.close();
+    for (const c of clients.values()) await c.close();
+    await dockerFwd.close();
+    await buildkitdFwd.close();
     await fs.rm(work, { recursive: true, force: true });
   });
 
-  for (const c of cases) {
-    test(c.name, async () => {
-      const ctx = await makeContext(c.files);
-      try {
-        for (const [rel, [uid, gid]] of Object.entries(c.chown ?? {}))
-          await fs.chown(path.join(ctx.dir, rel), uid, gid);
-        const dockerfile = c.dockerfile ?? 'Dockerfile';
-        const expectedTar = path.join(work, 'docker.tar');
-        const actualTar = path.join(work, 'client.tar');
+  const dockerfileOf = (c: Case) => c.dockerfile ?? 'Dockerfile';
+  const generations: Generation[] = [
+    {
+      name: 'dockerd 20.10 (BuildKit 0.8) against docker build',
+      address: `docker://${dockerSocket}`,
+      addressForUser: () => `docker://${dockerFwd.socketPath}`,
+      reference: async (c, ctxDir, dest) => {
         await dockerBuildTar({
-          socket,
-          contextDir: ctx.dir,
-          dockerfile: path.join(ctx.dir, dockerfile),
+          socket: c.asUser ? dockerFwd.socketPath : dockerSocket,
+          contextDir: ctxDir,
+          dockerfile: path.join(ctxDir, dockerfileOf(c)),
           ...(c.target ? { target: c.target } : {}),
           ...(c.buildArgs ? { buildArgs: c.buildArgs } : {}),
-          dest: expectedTar,
+          ...(c.asUser ? { asUser: c.asUser } : {}),
+          noCache: true,
+          dest,
         });
-        await client.solve({
-          frontend: 'dockerfile.v0',
-          frontendAttrs: {
-            // Without it BuildKit may answer from the docker build's cache, which ignores owners and mtimes.
-            'no-cache': '',
-            filename: path.basename(dockerfile),
-            'force-network-mode': 'none',
-            ...(c.target ? { target: c.target } : {}),
-            ...Object.fromEntries(Object.entries(c.buildArgs ?? {}).map(([k, v]) => [`build-arg:${k}`, v])),
-          },
-          localDirs: {
-            context: { path: ctx.dir, resetOwnership: true },
-            dockerfile: { path: path.join(ctx.dir, path.dirname(dockerfile)), resetOwnership: true },
-          },
-          exports: [{ type: 'tar', output: createWriteStream(actualTar) }],
+      },
+    },
+    {
+      name: 'buildkitd v0.24.0 against buildctl',
+      address: buildkitdAddr,
+      addressForUser: () => `unix://${buildkitdFwd.socketPath}`,
+      reference: async (c, ctxDir, dest) =>
+        expectSuccess(
+          'buildctl',
+          await ctlBuild('buildctl', {
+            addr: c.asUser ? `unix://${buildkitdFwd.socketPath}` : buildkitdAddr,
+            ...ctlDirs(c, ctxDir),
+            opts: { 'no-cache': '' },
+            dest,
+            ...(c.asUser ? { asUser: c.asUser } : {}),
+          }),
+        ),
+    },
+  ];
+
+  const ctlDirs = (c: Case, ctxDir: string) => ({
+    contextDir: ctxDir,
+    dockerfileDir: path.join(ctxDir, path.dirname(dockerfileOf(c))),
+    filename: path.basename(dockerfileOf(c)),
+    ...(c.target ? { target: c.target } : {}),
+    ...(c.buildArgs ? { buildArgs: c.buildArgs } : {}),
+  });
+
+  for (const g of generations) {
+    describe(g.name, () => {
+      for (const c of cases) {
+        test(c.name, async () => {
+          const ctx = await makeContext(c.files);
+          try {
+            if (c.asUser) {
+              await fs.chmod(ctx.dir, 0o755);
+              await execFileAsync('chown', ['-R', '-h', `${c.asUser.uid}:${c.asUser.gid}`, ctx.dir]);
+            }
+            for (const [rel, [uid, gid]] of Object.entries(c.chown ?? {}))
+              await fs.lchown(path.join(ctx.dir, rel), uid, gid);
+            const expectedTar = path.join(work, 'reference.tar');
+            const actualTar = path.join(work, 'client.tar');
+            await fs.rm(expectedTar, { force: true });
+            await fs.rm(actualTar, { force: true });
+            await g.reference(c, ctx.dir, expectedTar);
+            // Both sides build without cache: BuildKit's cache keys ignore mtimes, so a COPY
+            // cached by another test on the same daemon would carry that test's mtimes.
+            if (c.asUser) {
+              expectSuccess(
+                'bkctl',
+                await ctlBuild('bkctl', {
+                  addr: g.addressForUser(),
+                  ...ctlDirs(c, ctx.dir),
+                  opts: { 'no-cache': '' },
+                  dest: actualTar,
+                  asUser: c.asUser,
+                }),
+              );
+            } else {
+              await solveInProcess(g.address, c, ctx.dir, actualTar);
+            }
+            const expected = await readTarEntries(expectedTar);
+            const actual = await readTarEntries(actualTar);
+            assert.ok(expected.length > 0, 'the reference exported nothing');
+            assert.deepEqual(
+              compareTarEntries(expected, actual, { compareMtime: !c.runs, ignoreDirMtime: true }),
+              [],
+            );
+            c.check?.(actual.map((e) => e.name.replace(/\/$/, '')));
+          } finally {
+            await ctx.cleanup();
+          }
         });
-        const expected = await readTarEntries(expectedTar);
-        const actual = await readTarEntries(actualTar);
-        assert.ok(expected.length > 0, 'docker exported nothing');
-        assert.deepEqual(
-          compareTarEntries(expected, actual, { compareMtime: !c.runs, ignoreDirMtime: true }),
-          [],
-        );
-        c.check?.(actual.map((e) => e.name.replace(/\/$/, '')));
-      } finally {
-        await ctx.cleanup();
       }
+    });
+  }
+
+  test('keepOwnership (bkctl --keep-ownership) sends the host owners instead of 0:0', async () => {
+    const ctx = await makeContext({ Dockerfile: 'FROM scratch\nCOPY . /ctx/\n', 'mine.txt': 'x' });
+    try {
+      await fs.lchown(path.join(ctx.dir, 'mine.txt'), DEVELOPER.uid, DEVELOPER.gid);
+      const dest = path.join(work, 'keep.tar');
+      expectSuccess(
+        'bkctl',
+        await ctlBuild('bkctl', {
+          addr: buildkitdAddr,
+          ...ctlDirs({ name: '', files: {} }, ctx.dir),
+          opts: { 'no-cache': '' },
+          flags: ['--keep-ownership'],
+          dest,
+        }),
+      );
+      const mine = (await readTarEntries(dest)).find((e) => e.name === 'ctx/mine.txt');
+      assert.deepEqual([mine?.uid, mine?.gid], [DEVELOPER.uid, DEVELOPER.gid]);
+    } finally {
+      await ctx.cleanup();
+    }
+  });
+
+  async function solveInProcess(address: string, c: Case, ctxDir: string, dest: string): Promise<void> {
+    let client = clients.get(address);
+    if (!client) {
+      client = await connect(address);
+      clients.set(address, client);
+    }
+    const dockerfile = dockerfileOf(c);
+    await client.solve({
+      frontend: 'dockerfile.v0',
+      frontendAttrs: {
+        'no-cache': '',
+        filename: path.basename(dockerfile),
+        'force-network-mode': 'none',
+        ...(c.target ? { target: c.target } : {}),
+        ...Object.fromEntries(Object.entries(c.buildArgs ?? {}).map(([k, v]) => [`build-arg:${k}`, v])),
+      },
+      localDirs: { context: ctxDir, dockerfile: path.join(ctxDir, path.dirname(dockerfile)) },
+      exports: [{ type: 'tar', output: createWriteStream(dest) }],
     });
   }
 });

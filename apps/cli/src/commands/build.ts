@@ -47,7 +47,7 @@ export async function buildCommand(argv: string[], io: Io): Promise<number> {
       readStdin: () => readAll(io.stdin),
     });
     for (const p of plan.skipped)
-      reporter.warn(`${p}: devices, FIFOs and sockets cannot be sent in a build context, left out`);
+      reporter.warn(`${p}: Kiln does not take devices and FIFOs in a build context, left out`);
     reporter.context({
       root: plan.root,
       files: plan.files,

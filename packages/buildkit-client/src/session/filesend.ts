@@ -2,6 +2,7 @@ import type { Writable } from 'node:stream';
 import * as grpc from '@grpc/grpc-js';
 import { decodeBytesMessage } from '../wire/messages.js';
 import { receiveLocal } from './local-receiver.js';
+import { failServerStream } from './stream-io.js';
 
 /**
  * Bytes of export held for a slow sink before the daemon is made to wait (measured: 16 KiB made
@@ -23,14 +24,9 @@ export function fileSendDiffCopy(sink: ExportSink, track: (done: Promise<void>) 
   return (call: grpc.ServerDuplexStream<Buffer, Buffer>) => {
     const done = sink.kind === 'dir' ? receiveLocal(call, sink.dir) : receiveBytes(call, sink);
     track(done);
-    done.catch((err: unknown) => {
-      if (!call.destroyed) {
-        call.destroy({
-          code: grpc.status.INTERNAL,
-          details: err instanceof Error ? err.message : String(err),
-        } as grpc.ServiceError);
-      }
-    });
+    done.catch((err: unknown) =>
+      failServerStream(call, grpc.status.INTERNAL, err instanceof Error ? err.message : String(err)),
+    );
   };
 }
 

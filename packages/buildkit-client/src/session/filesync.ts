@@ -1,19 +1,24 @@
-import { open } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { type FileHandle, open } from 'node:fs/promises';
 import * as grpc from '@grpc/grpc-js';
 import { type WalkOptions, walk } from '../fs/index.js';
 import { decodePacket, encodePacket, PacketType, type Stat } from '../wire/messages.js';
 import { readRepeated, readSingle } from './metadata.js';
-import { writeWithBackpressure } from './stream-io.js';
+import { failServerStream, writeWithBackpressure } from './stream-io.js';
 
 export interface LocalDir {
   /** Directory on this machine. */
   path: string;
   /**
-   * Send every entry as owned by 0:0, as the docker CLI does (buildctl sends real owners).
-   * With it, `COPY` gives the same files as `docker build`.
+   * Send the files' real uid/gid. By default every entry goes as 0:0, as buildctl and the
+   * docker CLI send local sources (their `resetUIDAndGID` map), so `COPY` gives root-owned
+   * files whoever owns the checkout, and the cache keys do not depend on it.
    */
-  resetOwnership?: boolean;
+  keepOwnership?: boolean;
 }
+
+/** Told once when a transfer fails on this side, so that the solve cannot wait on it forever. */
+export type SenderFailure = (dirName: string, err: Error) => void;
 
 /** File contents travel in ~1 MiB DATA packets: fewer, larger messages are what make the transfer fast. */
 const CHUNK = 1024 * 1024;
@@ -21,20 +26,24 @@ const CHUNK = 1024 * 1024;
 const SENDERS = 4;
 const GO_MODE_TYPE = (1 << 31) | (1 << 27) | (1 << 26) | (1 << 25) | (1 << 24) | (1 << 21) | (1 << 19);
 
+/** BuildKit ended the transfer itself: it knows, and the solve reports its own error. */
+class EndedByReceiver extends Error {}
+
 /**
  * Serves `moby.filesync.v1.FileSync/DiffCopy`: BuildKit asks for a named local directory and
  * this side walks it (with the patterns BuildKit sends), streams one STAT per entry, then
  * file contents on request. Implements the sender half of the fsutil protocol.
  */
-export function fileSyncDiffCopy(dirs: ReadonlyMap<string, LocalDir>) {
+export function fileSyncDiffCopy(dirs: ReadonlyMap<string, LocalDir>, onFailure: SenderFailure) {
   return (call: grpc.ServerDuplexStream<Buffer, Buffer>) => {
     const dirName = readSingle(call.metadata, 'dir-name') ?? '';
     const dir = dirs.get(dirName);
     if (!dir) {
-      call.destroy({
-        code: grpc.status.NOT_FOUND,
-        details: `no local directory named "${dirName}" in this session (have: ${[...dirs.keys()].join(', ')})`,
-      } as grpc.ServiceError);
+      failServerStream(
+        call,
+        grpc.status.NOT_FOUND,
+        `no local directory named "${dirName}" in this session (have: ${[...dirs.keys()].join(', ')})`,
+      );
       return;
     }
     // An absent followpaths header differs from an empty one to fsutil (it dedupes includes).
@@ -45,11 +54,17 @@ export function fileSyncDiffCopy(dirs: ReadonlyMap<string, LocalDir>) {
       excludePatterns: readRepeated(call.metadata, 'exclude-patterns'),
       ...(followPaths ? { followPaths } : {}),
     }).catch((err: unknown) => {
-      const message = err instanceof Error ? err.message : String(err);
-      if (!call.destroyed) {
-        call.write(encodePacket({ type: PacketType.ERR, id: 0, data: Buffer.from(message) }));
-        call.destroy({ code: grpc.status.INTERNAL, details: message } as grpc.ServiceError);
+      const error = err instanceof Error ? err : new Error(String(err));
+      // A write that failed because BuildKit reset the stream is BuildKit's doing too.
+      if (error instanceof EndedByReceiver || call.destroyed) {
+        failServerStream(call, grpc.status.CANCELLED, error.message);
+        return;
       }
+      // As fsutil's sender: an ERR packet (the receiver's "error from sender: ...") and an error status.
+      if (!call.destroyed && !call.writableEnded)
+        call.write(encodePacket({ type: PacketType.ERR, id: 0, data: Buffer.from(error.message) }));
+      failServerStream(call, grpc.status.UNKNOWN, error.message);
+      onFailure(dirName, error);
     });
   };
 }
@@ -77,12 +92,12 @@ async function sendDir(
     if (p.type === PacketType.REQ) requests.push(p.id);
     else if (p.type === PacketType.FIN) finished = true;
     else if (p.type === PacketType.ERR)
-      failure = new Error(`error from receiver: ${p.data?.toString() ?? ''}`);
+      failure = new EndedByReceiver(`error from receiver: ${p.data?.toString() ?? ''}`);
     notify();
   });
   const ended = new Promise<void>((resolve) => {
     const stop = () => {
-      failure ??= finished ? undefined : new Error('BuildKit closed the file transfer early');
+      failure ??= finished ? undefined : new EndedByReceiver('BuildKit closed the file transfer early');
       notify();
       resolve();
     };
@@ -94,11 +109,13 @@ async function sendDir(
   const walking = (async () => {
     let index = 0;
     for await (const entry of walk(dir.path, opts)) {
+      // Leaving the loop closes the walk: nothing more is listed once the transfer failed.
+      if (failure) return;
       const stat: Stat = {
         path: entry.path,
         mode: entry.mode,
-        uid: dir.resetOwnership ? 0 : entry.uid,
-        gid: dir.resetOwnership ? 0 : entry.gid,
+        uid: dir.keepOwnership ? entry.uid : 0,
+        gid: dir.keepOwnership ? entry.gid : 0,
         size: entry.size,
         modTime: entry.modTime,
         linkname: entry.linkname,
@@ -148,14 +165,31 @@ async function sendDir(
   await ended;
 }
 
-/** Reads through one reusable buffer: encodePacket copies the bytes, so nothing is allocated per chunk but the packet. */
+/**
+ * Reads through one reusable buffer: encodePacket copies the bytes, so nothing is allocated per
+ * chunk but the packet. A file that cannot be opened (a socket, a file made unreadable or removed
+ * since its stat was sent) goes as an empty file, as fsutil's sender ignores the open error; a
+ * failed read ends the transfer, as there.
+ */
 async function sendFile(
   call: grpc.ServerDuplexStream<Buffer, Buffer>,
   id: number,
   file: string,
   scratch: Buffer,
 ): Promise<void> {
-  const handle = await open(file, 'r');
+  // O_NONBLOCK: a file that became a fifo since its stat opens at once (and reads empty) instead
+  // of holding a thread until someone writes to it. It changes nothing for regular files.
+  const handle = await open(file, constants.O_RDONLY | constants.O_NONBLOCK).catch(() => undefined);
+  if (handle) await sendContents(call, id, handle, scratch);
+  await writeWithBackpressure(call, encodePacket({ type: PacketType.DATA, id }));
+}
+
+async function sendContents(
+  call: grpc.ServerDuplexStream<Buffer, Buffer>,
+  id: number,
+  handle: FileHandle,
+  scratch: Buffer,
+): Promise<void> {
   try {
     for (;;) {
       const { bytesRead } = await handle.read(scratch, 0, scratch.length, null);
@@ -168,5 +202,4 @@ async function sendFile(
   } finally {
     await handle.close();
   }
-  await writeWithBackpressure(call, encodePacket({ type: PacketType.DATA, id }));
 }

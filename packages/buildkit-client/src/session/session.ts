@@ -57,6 +57,14 @@ export class Session {
   private readonly exportsDone: Array<Promise<void>> = [];
   private injector: ReturnType<grpc.Server['createConnectionInjector']> | undefined;
   private connection: Duplex | undefined;
+  private failTransfer: (err: Error) => void = () => undefined;
+  /**
+   * Settles with the first local directory transfer that failed on this side (a walk or read
+   * error), never otherwise: the solve waits on BuildKit only a bounded time after it.
+   */
+  readonly transferFailed = new Promise<Error>((resolve) => {
+    this.failTransfer = resolve;
+  });
   /** Whether the HTTP/2 windows could be widened (false would mean a grpc-js change made sessions slow). */
   windowsWidened = false;
 
@@ -74,7 +82,13 @@ export class Session {
     if (dirs.size > 0) {
       this.server.addService(
         { DiffCopy: { ...bidi(FILESYNC_DIFFCOPY), originalName: 'diffCopy' } } as grpc.ServiceDefinition,
-        { DiffCopy: fileSyncDiffCopy(dirs) },
+        {
+          DiffCopy: fileSyncDiffCopy(dirs, (dirName, err) =>
+            this.failTransfer(
+              new Error(`error from sender: ${err.message} (local directory "${dirName}")`, { cause: err }),
+            ),
+          ),
+        },
       );
       this.methods.push(FILESYNC_DIFFCOPY);
     }
