@@ -20,7 +20,14 @@
  * Every step is conditional or idempotent: two passes overlapping (two workers) do no harm.
  * `now` is a parameter so tests can look far into the future.
  */
-import { type Build, type BuildLifecycle, type Logger, logKey, type ObjectStorage } from '@kiln/core';
+import {
+  type Build,
+  type BuildLifecycle,
+  type Logger,
+  logKey,
+  type ObjectStorage,
+  provenanceKey,
+} from '@kiln/core';
 
 export interface RetentionOptions {
   /** expire; its repository reads the rows and marks them. */
@@ -115,6 +122,8 @@ async function expireOne(o: RetentionOptions, row: ExpiringRow, report: Retentio
       const sharing = await lifecycle.repo.liveBuildsSharing(row.artifactKey);
       if (sharing === 0) {
         await storage.delete(row.artifactKey);
+        // Kiln's copy of its provenance, when the build asked for one (deleting nothing is fine).
+        await storage.delete(provenanceKey(row.artifactKey));
         report.artifactsDeleted.push(row.artifactKey);
       } else {
         report.artifactsKept.push(row.artifactKey);

@@ -16,7 +16,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { PassThrough } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
 import {
   BuildkitConnectionError,
   InvalidArgumentError,
@@ -50,10 +50,13 @@ import {
   logKey,
   type ObjectStorage,
   type OutputType,
+  PROVENANCE_MODES,
   type Prisma,
   type ProjectQuotas,
   type PutResult,
   parseBuildSpec,
+  provenanceKey,
+  recordsProvenance,
 } from '@kiln/core';
 import { UnrecoverableError } from 'bullmq';
 import type { Redis } from 'ioredis';
@@ -62,6 +65,7 @@ import { BuildLog } from './build-log.js';
 import type { Lease } from './builders/lease.js';
 import { type BuilderPool, NoBuilderAvailableError } from './builders/pool.js';
 import { retryWhileDatabaseDown } from './db-retry.js';
+import { TarFileTap } from './tar-file-tap.js';
 
 export interface RunBuildDeps {
   /** Every state change; its repository reads the build and its attempts. */
@@ -112,6 +116,11 @@ export class HandBackError extends Error {
 /** Output types whose export is one byte stream, stored as the artifact. */
 const BYTE_OUTPUTS: ReadonlySet<OutputType> = new Set(BYTE_OUTPUT_TYPES);
 
+/** Where BuildKit's tar exporter writes the provenance of a single-platform result. */
+const PROVENANCE_FILE = 'provenance.json';
+/** Larger than any provenance statement BuildKit writes (mode=max of a big Dockerfile is ~100 KiB). */
+const MAX_PROVENANCE_BYTES = 8 * 1024 * 1024;
+
 const messageOf = (err: unknown): string => (err instanceof Error ? err.message : String(err));
 
 const SECRETS_GONE =
@@ -149,6 +158,9 @@ export function readSpec(value: Prisma.JsonValue): BuildSpec {
   };
   if (typeof raw.target === 'string' && raw.target !== '') spec.target = raw.target;
   if (typeof raw.platform === 'string' && raw.platform !== '') spec.platform = raw.platform;
+  const provenance = PROVENANCE_MODES.find((mode) => mode === raw.provenance);
+  if (provenance) spec.provenance = provenance;
+  if (typeof raw.sourceDateEpoch === 'number') spec.sourceDateEpoch = raw.sourceDateEpoch;
   const secrets = secretIdsOf(value);
   if (secrets.length > 0) spec.secrets = secrets;
   const file = dockerfileInContext(spec.file);
@@ -311,10 +323,22 @@ class BuildRun {
     this.timer.unref();
 
     let stored: PutResult;
+    const tap = recordsProvenance(spec)
+      ? new TarFileTap((name) => name === PROVENANCE_FILE, MAX_PROVENANCE_BYTES)
+      : undefined;
+    let failure: string | undefined;
     try {
-      stored = await this.solve(spec, this.lease);
+      stored = await this.solve(spec, this.lease, tap);
+      if (tap) failure = await this.storeProvenance(tap, stored.key);
     } catch (err) {
       return this.handleError(err, this.lease);
+    }
+    if (failure) {
+      // Nothing of a failed build stays stored.
+      await this.deps.storage.delete(stored.key).catch((err: unknown) => {
+        this.logger.warn({ key: stored.key, err: messageOf(err) }, 'could not delete the artifact');
+      });
+      return this.fail('build_failed', failure);
     }
     return this.succeed(stored, spec, this.lease);
   }
@@ -342,7 +366,26 @@ class BuildRun {
     return true;
   }
 
-  private async solve(spec: BuildSpec, lease: Lease): Promise<PutResult> {
+  /**
+   * Keeps Kiln's own copy of the provenance BuildKit wrote into the tar export, beside the
+   * artifact. Returns why the build must fail, or undefined once it is stored.
+   */
+  private async storeProvenance(tap: TarFileTap, artifact: string): Promise<string | undefined> {
+    if (tap.oversized) {
+      return `the provenance in the export is larger than ${MAX_PROVENANCE_BYTES} bytes: not kept`;
+    }
+    const statement = tap.files.get(PROVENANCE_FILE);
+    if (!statement) {
+      return `provenance was asked for, but the builder wrote no ${PROVENANCE_FILE} into the tar export (BuildKit writes it from v0.11)`;
+    }
+    await this.deps.storage.put(provenanceKey(artifact), Readable.from([statement]), {
+      contentType: 'application/json',
+    });
+    this.note(`#0 kiln: kept the provenance (${statement.length} bytes)\n`);
+    return undefined;
+  }
+
+  private async solve(spec: BuildSpec, lease: Lease, tap?: TarFileTap): Promise<PutResult> {
     const { storage } = this.deps;
     const signal = this.controller.signal;
 
@@ -351,7 +394,7 @@ class BuildRun {
     const renderer = new PlainProgressRenderer((text) => this.write(text));
 
     // Export → PassThrough → storage.put: backpressure reaches the daemon; put hashes and counts.
-    const output = this.limitedOutput();
+    const output = this.exportStream(tap);
     const put = storage.put(artifactKey(this.id, spec.output.dest), output, {
       contentType: 'application/x-tar',
     });
@@ -390,17 +433,19 @@ class BuildRun {
   }
 
   /**
-   * The stream the export goes through into storage. Past the project's artifact-bytes quota it
-   * stops the build (the daemon sees the session end) and errors, so storage keeps nothing of it.
+   * The stream the export goes through into storage, shown to `tap` on the way. Past the project's
+   * artifact-bytes quota it stops the build (the daemon sees the session end) and errors, so
+   * storage keeps nothing of it.
    */
-  private limitedOutput(): PassThrough {
+  private exportStream(tap: TarFileTap | undefined): PassThrough {
     const limit = this.quotas?.artifactBytes ?? 0;
-    if (limit === 0) return new PassThrough();
+    if (limit === 0 && !tap) return new PassThrough();
     let bytes = 0;
     return new PassThrough({
       transform: (chunk: Buffer, _encoding, done) => {
         bytes += chunk.length;
-        if (bytes <= limit) return done(null, chunk);
+        tap?.write(chunk);
+        if (limit === 0 || bytes <= limit) return done(null, chunk);
         const abort = new BuildAbort(
           'output_too_large',
           `the artifact is larger than ${limit} bytes, the project's limit (artifact bytes per build); nothing was stored`,

@@ -46,8 +46,11 @@ export {
   OUTPUT_TYPES,
   type OutputSpec,
   type OutputType,
+  PROVENANCE_MODES,
+  type ProvenanceMode,
   parseBuildSpec,
   parseCsvPairs,
+  recordsProvenance,
   SPEC_FIELDS,
 } from './spec.js';
 export { removeStaleFiles } from './stale-files.js';
