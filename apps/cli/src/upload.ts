@@ -16,6 +16,7 @@ export interface BuildRequest {
   platform?: string | undefined;
   network?: string | undefined;
   noCache?: boolean;
+  provenance?: string | undefined;
   buildArgs: Record<string, string>;
   labels: Record<string, string>;
 }
@@ -29,6 +30,7 @@ export function buildQuery(req: BuildRequest): URLSearchParams {
   if (req.platform) q.set('platform', req.platform);
   if (req.network) q.set('network', req.network);
   if (req.noCache) q.set('noCache', 'true');
+  if (req.provenance !== undefined) q.set('provenance', req.provenance);
   for (const [k, v] of Object.entries(req.buildArgs)) q.append('build-arg', `${k}=${v}`);
   for (const [k, v] of Object.entries(req.labels)) q.append('label', `${k}=${v}`);
   return q;

@@ -71,6 +71,7 @@ export async function buildCommand(argv: string[], io: Io): Promise<number> {
       platform: opts.platform,
       network: opts.network,
       noCache: opts.noCache,
+      provenance: opts.provenance,
       buildArgs: opts.buildArgs,
       labels: opts.labels,
     });
