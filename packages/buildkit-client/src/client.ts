@@ -12,6 +12,7 @@ import {
   SolveError,
   UnsupportedError,
 } from './errors.js';
+import type { RegistryAuth } from './session/auth.js';
 import type { ExportSink } from './session/filesend.js';
 import type { LocalDir } from './session/filesync.js';
 import type { Secrets } from './session/secrets.js';
@@ -86,6 +87,11 @@ export interface SolveOptions {
    * they are not sent with the build definition and never written to the image or the export.
    */
   secrets?: Secrets;
+  /**
+   * Registry credentials BuildKit asks for by host when it pulls (`FROM`) or pushes
+   * (`type=image,push=true`): served from this process over the session, never sent otherwise.
+   */
+  registryAuth?: RegistryAuth;
   signal?: AbortSignal;
   /** Build reference; random when omitted. */
   ref?: string;
@@ -284,6 +290,7 @@ export class BuildkitClient {
       localDirs: opts.localDirs ?? {},
       ...(opts.sharedKey !== undefined ? { sharedKey: opts.sharedKey } : {}),
       ...(opts.secrets !== undefined ? { secrets: opts.secrets } : {}),
+      ...(opts.registryAuth !== undefined ? { registryAuth: opts.registryAuth } : {}),
       ...(exp ? sinkFor(exp) : {}),
     });
     const ref = opts.ref ?? randomBytes(16).toString('hex');
