@@ -42,6 +42,10 @@ export async function buildView(
     links: { self, logs: `${self}/logs`, artifact: `${self}/artifact`, cancel: `${self}/cancel` },
   };
   if (build.errorCode) view.error = { code: build.errorCode, message: build.errorMessage ?? '' };
+  if (build.status === 'succeeded' && build.imageDigest) {
+    const spec = build.spec as { output?: { attrs?: { name?: string } } };
+    view.image = { name: spec.output?.attrs?.name ?? '', digest: build.imageDigest };
+  }
   if (build.status === 'succeeded' && build.artifactKey) {
     const filename = artifactFilename(build);
     view.artifact = {

@@ -22,6 +22,7 @@ import {
   InvalidArgumentError,
   type LocalDir,
   PlainProgressRenderer,
+  type RegistryAuth,
   SolveError,
   UnsupportedError,
 } from '@kiln/buildkit-client';
@@ -56,6 +57,7 @@ import {
   type PutResult,
   parseBuildSpec,
   provenanceKey,
+  type RegistryCredentialStore,
   recordsProvenance,
 } from '@kiln/core';
 import { UnrecoverableError } from 'bullmq';
@@ -81,6 +83,8 @@ export interface RunBuildDeps {
   contextLimits: Partial<ContextLimits>;
   /** Defaults of the per-project quotas (a project's own values win). */
   quotas: ProjectQuotas;
+  /** The project's registry logins, served to BuildKit by host (pushes and private pulls). */
+  registryCredentials: RegistryCredentialStore;
   /** Where per-build temp directories go; default os.tmpdir(). */
   tmpDir?: string;
   /** How long writes of a finished attempt are retried while PostgreSQL is away; default 10 minutes. */
@@ -115,6 +119,8 @@ export class HandBackError extends Error {
 
 /** Output types whose export is one byte stream, stored as the artifact. */
 const BYTE_OUTPUTS: ReadonlySet<OutputType> = new Set(BYTE_OUTPUT_TYPES);
+/** What a solve left: an artifact in storage, or an image pushed to a registry. */
+type Produced = { kind: 'artifact'; stored: PutResult } | { kind: 'image'; digest: string };
 
 /** Where BuildKit's tar exporter writes the provenance of a single-platform result. */
 const PROVENANCE_FILE = 'provenance.json';
@@ -274,10 +280,10 @@ class BuildRun {
     } catch (err) {
       return this.fail('invalid_spec', messageOf(err));
     }
-    if (!BYTE_OUTPUTS.has(spec.output.type)) {
+    if (!BYTE_OUTPUTS.has(spec.output.type) && spec.output.type !== 'image') {
       return this.fail(
         'unsupported_output',
-        `output type "${spec.output.type}" is not supported yet: use type=tar (or oci/docker), e.g. --output type=tar,dest=${spec.output.dest}`,
+        `output type "${spec.output.type}" is not supported yet: use type=tar (or oci/docker/image), e.g. --output type=tar,dest=${spec.output.dest}`,
       );
     }
     if (abortOf(this.controller.signal)?.kind === 'cancel') return this.canceled();
@@ -322,25 +328,26 @@ class BuildRun {
     }, timeoutS * 1000);
     this.timer.unref();
 
-    let stored: PutResult;
+    let produced: Produced;
     const tap = recordsProvenance(spec)
       ? new TarFileTap((name) => name === PROVENANCE_FILE, MAX_PROVENANCE_BYTES)
       : undefined;
     let failure: string | undefined;
     try {
-      stored = await this.solve(spec, this.lease, tap);
-      if (tap) failure = await this.storeProvenance(tap, stored.key);
+      produced = await this.solve(spec, this.lease, tap);
+      if (tap && produced.kind === 'artifact') failure = await this.storeProvenance(tap, produced.stored.key);
     } catch (err) {
       return this.handleError(err, this.lease);
     }
-    if (failure) {
+    if (failure && produced.kind === 'artifact') {
       // Nothing of a failed build stays stored.
-      await this.deps.storage.delete(stored.key).catch((err: unknown) => {
-        this.logger.warn({ key: stored.key, err: messageOf(err) }, 'could not delete the artifact');
+      const { key } = produced.stored;
+      await this.deps.storage.delete(key).catch((err: unknown) => {
+        this.logger.warn({ key, err: messageOf(err) }, 'could not delete the artifact');
       });
       return this.fail('build_failed', failure);
     }
-    return this.succeed(stored, spec, this.lease);
+    return this.succeed(produced, spec, this.lease);
   }
 
   private handBackDelay(): number {
@@ -385,13 +392,43 @@ class BuildRun {
     return undefined;
   }
 
-  private async solve(spec: BuildSpec, lease: Lease, tap?: TarFileTap): Promise<PutResult> {
+  /**
+   * The project's registry logins for BuildKit, by the host it asks for; none for other hosts.
+   * Loaded once per build: a login changed meanwhile applies from the next build.
+   */
+  private async registryAuth(): Promise<RegistryAuth | undefined> {
+    const logins = await this.deps.registryCredentials.forBuild(this.build.projectId, (host) =>
+      this.logger.warn({ host }, 'registry credentials do not decrypt (was the credentials key changed?)'),
+    );
+    return logins.size > 0 ? (host) => logins.get(host) : undefined;
+  }
+
+  private async solve(spec: BuildSpec, lease: Lease, tap?: TarFileTap): Promise<Produced> {
     const { storage } = this.deps;
     const signal = this.controller.signal;
 
     const sources = await this.contextSources(spec);
     const client = await lease.client();
     const renderer = new PlainProgressRenderer((text) => this.write(text));
+    const registryAuth = await this.registryAuth();
+    const common = {
+      frontend: 'dockerfile.v0',
+      ...sources,
+      // Same key for a project's builds: BuildKit then transfers only the files that changed.
+      sharedKey: `kiln-${this.build.projectId}`,
+      ...(this.secrets ? { secrets: this.secrets } : {}),
+      ...(registryAuth ? { registryAuth } : {}),
+      signal,
+    };
+    if (spec.output.type === 'image') {
+      const result = await client.solve(
+        { ...common, exports: [{ type: 'image', attrs: spec.output.attrs }] },
+        (event) => renderer.render(event),
+      );
+      const digest = result.exporterResponse['containerimage.digest'];
+      if (!digest) throw new Error('the builder pushed the image but reported no digest');
+      return { kind: 'image', digest };
+    }
 
     // Export → PassThrough → storage.put: backpressure reaches the daemon; put hashes and counts.
     const output = this.exportStream(tap);
@@ -410,13 +447,8 @@ class BuildRun {
     try {
       await client.solve(
         {
-          frontend: 'dockerfile.v0',
-          ...sources,
+          ...common,
           exports: [{ type: spec.output.type as 'tar' | 'oci' | 'docker', attrs: spec.output.attrs, output }],
-          // Same key for a project's builds: BuildKit then transfers only the files that changed.
-          sharedKey: `kiln-${this.build.projectId}`,
-          ...(this.secrets ? { secrets: this.secrets } : {}),
-          signal,
         },
         (event) => renderer.render(event),
       );
@@ -429,7 +461,7 @@ class BuildRun {
     solving = false;
     // The client ends `output` when the export is complete; an exporter that sent nothing leaves it open.
     if (!output.writableEnded) output.end();
-    return put;
+    return { kind: 'artifact', stored: await put };
   }
 
   /**
@@ -583,7 +615,7 @@ class BuildRun {
     return status;
   }
 
-  private async succeed(stored: PutResult, spec: BuildSpec, lease: Lease): Promise<RunBuildResult> {
+  private async succeed(produced: Produced, spec: BuildSpec, lease: Lease): Promise<RunBuildResult> {
     // The result cache matches on this: the platform asked for, else the builder's own.
     const platform =
       spec.platform ??
@@ -596,9 +628,13 @@ class BuildRun {
         this.id,
         {
           ...log,
-          artifactKey: stored.key,
-          artifactSize: BigInt(stored.size),
-          artifactDigest: `sha256:${stored.sha256}`,
+          ...(produced.kind === 'artifact'
+            ? {
+                artifactKey: produced.stored.key,
+                artifactSize: BigInt(produced.stored.size),
+                artifactDigest: `sha256:${produced.stored.sha256}`,
+              }
+            : { imageDigest: produced.digest }),
           platform: platform ?? null,
         },
         this.attemptEnd('succeeded'),
@@ -606,7 +642,7 @@ class BuildRun {
     );
     if (final !== 'succeeded') {
       // Canceled meanwhile. (Another run of the same build that succeeded first shares the key: keep it.)
-      await this.deps.storage.delete(stored.key).catch(() => {});
+      if (produced.kind === 'artifact') await this.deps.storage.delete(produced.stored.key).catch(() => {});
       return { status: 'skipped', builder: lease.address };
     }
     await this.deps.pool.setAffinity(this.build.projectId, lease.address).catch((err: unknown) => {

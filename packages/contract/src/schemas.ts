@@ -100,6 +100,8 @@ export const BuildViewSchema = Type.Object(
     error: Type.Optional(Type.Object({ code: Type.String(), message: Type.String() })),
     artifact: Type.Optional(ArtifactSchema),
     provenance: Type.Optional(ProvenanceSchema),
+    /** An image output: what was pushed (the image is in the registry; there is no artifact). */
+    image: Type.Optional(Type.Object({ name: Type.String(), digest: Type.String() })),
     links: Type.Object({
       self: Type.String(),
       logs: Type.String(),

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { type Network, parseNetworks } from './net/address.js';
 import { parseHostPatterns } from './net/host-patterns.js';
+import { credentialsKey } from './registry-credentials.js';
 
 /** A bad or missing environment variable; start-up stops with this message. */
 export class ConfigError extends Error {
@@ -70,6 +71,10 @@ const ENV = z.object({
   KILN_GIT_ALLOWED_HOSTS: z.string().default(''),
   KILN_GIT_DENIED_HOSTS: z.string().default(''),
   KILN_GIT_ALLOWED_NETWORKS: z.string().default(''),
+  KILN_REGISTRY_ALLOWED_HOSTS: z.string().default(''),
+  KILN_REGISTRY_DENIED_HOSTS: z.string().default(''),
+  KILN_REGISTRY_ALLOWED_NETWORKS: z.string().default(''),
+  KILN_CREDENTIALS_KEY: z.string().min(32, 'must be at least 32 characters').optional(),
   KILN_OPERATOR_TOKEN: z.string().min(32, 'must be at least 32 characters').optional(),
   KILN_METRICS_TOKEN: z.string().min(32, 'must be at least 32 characters').optional(),
   KILN_QUOTA_QUEUED_BUILDS: int(0, 10_000_000).default(500),
@@ -174,6 +179,13 @@ export interface KilnConfig {
   };
   /** Hosts of git contexts (builds and triggers); see GitHostPolicy. */
   git: { allowedHosts: string[]; deniedHosts: string[]; allowedNetworks: Network[] };
+  /** Registries image outputs may push to; see RegistryPolicy. */
+  registries: { allowedHosts: string[]; deniedHosts: string[]; allowedNetworks: Network[] };
+  /**
+   * Encrypts registry credentials at rest: from KILN_CREDENTIALS_KEY, else KILN_SIGNING_KEY.
+   * Undefined: neither is set, and credentials can be neither stored nor used.
+   */
+  credentialsKey?: Buffer;
   /** Authenticates /v1/admin (projects, quotas); without it those routes answer 404. */
   operatorToken?: string;
   /** Authenticates /metrics (a scraper needs no project); without it /metrics answers 404. */
@@ -277,6 +289,22 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): KilnConfig {
       deniedHosts: listSetting('KILN_GIT_DENIED_HOSTS', e.KILN_GIT_DENIED_HOSTS, parseHostPatterns),
       allowedNetworks: listSetting('KILN_GIT_ALLOWED_NETWORKS', e.KILN_GIT_ALLOWED_NETWORKS, parseNetworks),
     },
+    registries: {
+      allowedHosts: listSetting(
+        'KILN_REGISTRY_ALLOWED_HOSTS',
+        e.KILN_REGISTRY_ALLOWED_HOSTS,
+        parseHostPatterns,
+      ),
+      deniedHosts: listSetting('KILN_REGISTRY_DENIED_HOSTS', e.KILN_REGISTRY_DENIED_HOSTS, parseHostPatterns),
+      allowedNetworks: listSetting(
+        'KILN_REGISTRY_ALLOWED_NETWORKS',
+        e.KILN_REGISTRY_ALLOWED_NETWORKS,
+        parseNetworks,
+      ),
+    },
+    ...(e.KILN_CREDENTIALS_KEY || e.KILN_SIGNING_KEY
+      ? { credentialsKey: credentialsKey(e.KILN_CREDENTIALS_KEY ?? (e.KILN_SIGNING_KEY as string)) }
+      : {}),
     logs: {
       maxFollowersPerProject: e.KILN_MAX_LOG_FOLLOWERS_PER_PROJECT,
       maxStreamSeconds: e.KILN_MAX_LOG_STREAM_SECONDS,

@@ -38,11 +38,19 @@ export { createLogger, type Logger } from './logger.js';
 export { type Network, parseIp, parseNetworks, refusedAddress } from './net/address.js';
 export { normalizeHostname } from './net/host.js';
 export { effectiveQuotas, loadProjectQuotas, type ProjectQuotaRow } from './quotas.js';
+export {
+  checkRegistryHost,
+  normalizeRegistryHost,
+  RegistryCredentialStore,
+  type RegistryCredentialView,
+  type RegistryPolicy,
+} from './registry-credentials.js';
 export { resultCacheKey } from './result-cache.js';
 export {
   type BuildSpec,
   type BuildSpecInput,
   frontendAttrsFor,
+  imageRegistryHosts,
   OUTPUT_TYPES,
   type OutputSpec,
   type OutputType,

@@ -71,7 +71,20 @@ const OUTPUT_ATTRS: Record<OutputType, ReadonlySet<string>> = {
   local: new Set([]),
   oci: new Set(['name', 'compression', 'compression-level', 'force-compression', 'oci-mediatypes']),
   docker: new Set(['name', 'compression', 'compression-level', 'force-compression', 'oci-mediatypes']),
+  image: new Set([
+    'name',
+    'push',
+    'registry.insecure',
+    'compression',
+    'compression-level',
+    'force-compression',
+    'oci-mediatypes',
+  ]),
 };
+// docker's reference grammar, simplified: [host[:port]/]path[:tag][@digest], lowercase path.
+const IMAGE_REFERENCE =
+  /^(?:(?<host>[a-zA-Z0-9.-]+(?::\d{1,5})?|\[[0-9a-fA-F:]+\](?::\d{1,5})?)\/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*(?::[\w][\w.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$/;
+const MAX_IMAGE_NAMES = 10;
 const ARG_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const STAGE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 const PLATFORM = /^[a-z0-9]+\/[a-z0-9_]+(\/[a-z0-9]+)?$/;
@@ -182,6 +195,7 @@ function parseOutput(value: unknown): OutputSpec {
     }
     attrs[k] = str(v, `output.${k}`) ?? '';
   }
+  if (t === 'image') checkImageAttrs(attrs);
   const name = str(dest, 'output.dest', 255) ?? 'output.tar';
   if (
     name === '-' ||
@@ -193,6 +207,38 @@ function parseOutput(value: unknown): OutputSpec {
     invalid(`output dest "${name}" must be a plain file name (letters, digits, . _ - + @), e.g. app.tar`);
   }
   return { type: t, dest: name, attrs };
+}
+
+/** An image output is pushed: the builder's own image store is no place for a caller's result. */
+function checkImageAttrs(attrs: Record<string, string>): void {
+  if (attrs.push !== 'true') {
+    invalid('an image output must be pushed: add push=true (and name=registry/repo:tag)');
+  }
+  if (!attrs.name) invalid('an image output needs name=registry/repo:tag');
+  const names = attrs.name.split(',');
+  if (names.length > MAX_IMAGE_NAMES) invalid(`an image output takes at most ${MAX_IMAGE_NAMES} names`);
+  for (const ref of names) {
+    if (!IMAGE_REFERENCE.test(ref)) {
+      invalid(
+        `output name "${ref.slice(0, 200)}" is not an image reference like registry.example/team/app:1.0`,
+      );
+    }
+  }
+  for (const flag of ['registry.insecure', 'force-compression', 'oci-mediatypes']) {
+    if (attrs[flag] !== undefined && attrs[flag] !== 'true' && attrs[flag] !== 'false')
+      invalid(`output ${flag} must be true or false`);
+  }
+}
+
+/** The registry hosts an image output pushes to (Docker Hub's when a name has none). */
+export function imageRegistryHosts(spec: Pick<BuildSpec, 'output'>): string[] {
+  if (spec.output.type !== 'image') return [];
+  const hosts = (spec.output.attrs.name ?? '').split(',').map((ref) => {
+    const host = IMAGE_REFERENCE.exec(ref)?.groups?.host;
+    // docker's rule: a first component is a host only with a dot, a port, or `localhost`.
+    return host && (/[.:[]/.test(host) || host === 'localhost') ? host.toLowerCase() : 'docker.io';
+  });
+  return [...new Set(hosts)];
 }
 
 function parseJsonObject(text: string, field: string): Record<string, unknown> {

@@ -69,6 +69,7 @@ export const COLUMNS_SET_LATER = [
   'artifactKey',
   'artifactSize',
   'artifactDigest',
+  'imageDigest',
   'logKey',
   'errorCode',
   'errorMessage',
