@@ -101,7 +101,10 @@ describe('registry credentials through the session', () => {
     ['anonymous (provider has none)', () => undefined],
   ] as const) {
     test(`${name}: the solve fails with the registry's refusal, nothing pushed`, async () => {
-      const repo = `team/${name.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/-$/, '')}`;
+      const repo = `team/${name
+        .toLowerCase()
+        .replace(/[^a-z0-9]+/g, '-')
+        .replace(/-$/, '')}`;
       await assert.rejects(push(repo, auth), (err: unknown) => {
         assert.ok(err instanceof SolveError, String(err));
         assert.match(err.message, /401|unauthorized|authorization/i);
