@@ -18,6 +18,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import {
+  type BuildkitClient,
   BuildkitConnectionError,
   InvalidArgumentError,
   type LocalDir,
@@ -31,12 +32,15 @@ import {
   type AttemptOutcome,
   artifactKey,
   type Build,
+  type BuildCacheConfig,
   type BuildErrorCode,
   type BuildLifecycle,
   type BuildSecrets,
   type BuildSpec,
   type BuildSpecInput,
   BYTE_OUTPUT_TYPES,
+  buildCacheOptions,
+  buildCachePrefix,
   type ContextLimits,
   dockerfileInContext,
   extractContext,
@@ -85,6 +89,8 @@ export interface RunBuildDeps {
   quotas: ProjectQuotas;
   /** The project's registry logins, served to BuildKit by host (pushes and private pulls). */
   registryCredentials: RegistryCredentialStore;
+  /** The shared build cache (KILN_BUILD_CACHE with S3 storage), if on. */
+  buildCache?: BuildCacheConfig;
   /** Where per-build temp directories go; default os.tmpdir(). */
   tmpDir?: string;
   /** How long writes of a finished attempt are retried while PostgreSQL is away; default 10 minutes. */
@@ -403,6 +409,23 @@ class BuildRun {
     return logins.size > 0 ? (host) => logins.get(host) : undefined;
   }
 
+  /**
+   * The project's shared cache, imported and exported in the solve, on builders whose BuildKit has
+   * the s3 cache backend (v0.11 on; dockerd 20.10's 0.8 has not, and does without).
+   */
+  private async cacheOptions(client: BuildkitClient): Promise<ReturnType<typeof buildCacheOptions> | object> {
+    const cache = this.deps.buildCache;
+    if (!cache) return {};
+    const version = await client.info().then(
+      (info) => info.buildkitVersion.version,
+      () => undefined,
+    );
+    const [major = 0, minor = 0] = (version ?? '').replace(/^v/, '').split('.').map(Number);
+    if (!(major > 0 || minor >= 11)) return {};
+    this.note(`#0 kiln: shared build cache ${buildCachePrefix(this.build.projectId)}\n`);
+    return buildCacheOptions(cache, this.build.projectId);
+  }
+
   private async solve(spec: BuildSpec, lease: Lease, tap?: TarFileTap): Promise<Produced> {
     const { storage } = this.deps;
     const signal = this.controller.signal;
@@ -411,7 +434,9 @@ class BuildRun {
     const client = await lease.client();
     const renderer = new PlainProgressRenderer((text) => this.write(text));
     const registryAuth = await this.registryAuth();
+    const cache = await this.cacheOptions(client);
     const common = {
+      ...cache,
       frontend: 'dockerfile.v0',
       ...sources,
       // Same key for a project's builds: BuildKit then transfers only the files that changed.

@@ -180,6 +180,7 @@ export class KilnWorker {
       quotas: config.quotas,
       contextLimits: contextLimitsOf(config.limits),
       registryCredentials: new RegistryCredentialStore(this.prisma, config.credentialsKey),
+      ...(config.buildCache ? { buildCache: config.buildCache } : {}),
       ...(deps.tmpDir !== undefined ? { tmpDir: deps.tmpDir } : {}),
       ...(deps.handBackDelayMs !== undefined ? { handBackDelayMs: deps.handBackDelayMs } : {}),
     };
@@ -267,6 +268,7 @@ export class KilnWorker {
         logger: this.logger,
         days: this.config.retention.days,
         contextDays: this.config.retention.contextDays,
+        ...(this.config.buildCache ? { buildCacheMaxBytes: this.config.buildCache.maxBytes } : {}),
       },
       now,
     );

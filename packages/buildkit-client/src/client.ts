@@ -322,15 +322,21 @@ export class BuildkitClient {
         statusCallLocal.on('error', () => resolve());
       });
 
+      const imports = (opts.cacheImports ?? []).map((c) => ({ Type: c.type, Attrs: c.attrs ?? {} }));
       const request = {
         Ref: ref,
         Exporter: exp?.type ?? '',
         ExporterAttrs: exp?.attrs ?? {},
         Session: session.id,
         Frontend: opts.frontend,
-        FrontendAttrs: opts.frontendAttrs ?? {},
+        // A frontend (the Dockerfile one) imports cache only from its `cache-imports` attribute,
+        // the JSON buildctl's client puts there; Cache.Imports alone serves plain LLB solves.
+        FrontendAttrs: {
+          ...(opts.frontendAttrs ?? {}),
+          ...(opts.frontend && imports.length > 0 ? { 'cache-imports': JSON.stringify(imports) } : {}),
+        },
         Cache: {
-          Imports: (opts.cacheImports ?? []).map((c) => ({ Type: c.type, Attrs: c.attrs ?? {} })),
+          Imports: imports,
           Exports: (opts.cacheExports ?? []).map((c) => ({ Type: c.type, Attrs: c.attrs ?? {} })),
         },
       };

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
+import { type BuildCacheConfig, buildCacheFor } from './build-cache.js';
 import { type Network, parseNetworks } from './net/address.js';
 import { parseHostPatterns } from './net/host-patterns.js';
 import { credentialsKey } from './registry-credentials.js';
@@ -74,6 +75,9 @@ const ENV = z.object({
   KILN_REGISTRY_ALLOWED_HOSTS: z.string().default(''),
   KILN_REGISTRY_DENIED_HOSTS: z.string().default(''),
   KILN_REGISTRY_ALLOWED_NETWORKS: z.string().default(''),
+  KILN_BUILD_CACHE: z.enum(['auto', 'off']).default('auto'),
+  KILN_BUILD_CACHE_S3_ENDPOINT: z.url().optional(),
+  KILN_BUILD_CACHE_MAX_BYTES: int(0, 2 ** 50).default(10 * 1024 ** 3),
   KILN_CREDENTIALS_KEY: z.string().min(32, 'must be at least 32 characters').optional(),
   KILN_OPERATOR_TOKEN: z.string().min(32, 'must be at least 32 characters').optional(),
   KILN_METRICS_TOKEN: z.string().min(32, 'must be at least 32 characters').optional(),
@@ -179,6 +183,8 @@ export interface KilnConfig {
   };
   /** Hosts of git contexts (builds and triggers); see GitHostPolicy. */
   git: { allowedHosts: string[]; deniedHosts: string[]; allowedNetworks: Network[] };
+  /** The shared build cache (S3 storage only; see build-cache.ts); undefined when off. */
+  buildCache?: BuildCacheConfig;
   /** Registries image outputs may push to; see RegistryPolicy. */
   registries: { allowedHosts: string[]; deniedHosts: string[]; allowedNetworks: Network[] };
   /**
@@ -245,6 +251,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): KilnConfig {
       signingKey: e.KILN_SIGNING_KEY,
     };
   }
+  const buildCache = buildCacheFor(
+    storage,
+    e.KILN_BUILD_CACHE,
+    e.KILN_BUILD_CACHE_S3_ENDPOINT,
+    e.KILN_BUILD_CACHE_MAX_BYTES,
+  );
   return {
     port: e.KILN_PORT,
     host: e.KILN_HOST,
@@ -302,6 +314,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): KilnConfig {
         parseNetworks,
       ),
     },
+    ...(buildCache ? { buildCache } : {}),
     ...(e.KILN_CREDENTIALS_KEY || e.KILN_SIGNING_KEY
       ? { credentialsKey: credentialsKey(e.KILN_CREDENTIALS_KEY ?? (e.KILN_SIGNING_KEY as string)) }
       : {}),

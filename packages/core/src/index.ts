@@ -1,5 +1,12 @@
 export { BYTE_OUTPUT_TYPES, dockerfileInContext } from '@kiln/contract';
 export {
+  BUILD_CACHE_ROOT,
+  type BuildCacheConfig,
+  buildCacheOptions,
+  buildCachePrefix,
+  type CacheOption,
+} from './build-cache.js';
+export {
   type BuildSecrets,
   buildSecretsKey,
   buildSecretsTtlSeconds,
