@@ -95,7 +95,10 @@ describe('shared build cache', () => {
 
     const second = await buildOn(owner, b.address);
     console.log(`  first build ${first.ms} ms on A, the same on fresh B ${second.ms} ms`);
-    assert.ok(second.ms < 2_000 + 3_000, `no RUN again on B: ${second.ms} ms\n${second.log}\nFIRST:\n${first.log}`);
+    assert.ok(
+      second.ms < 2_000 + 3_000,
+      `no RUN again on B: ${second.ms} ms\n${second.log}\nFIRST:\n${first.log}`,
+    );
     assert.match(second.log, /shared build cache cache\//);
 
     // Another project on a fresh builder C: it imports only its own (empty) cache, so the RUN runs.
