@@ -197,8 +197,15 @@ function sourceFields(source: BuildSource): {
  * exists.
  */
 async function insertQueued(deps: ApiDeps, data: NewBuildData, context: ReceivedContext): Promise<Build> {
+  // The insert took the context's lock: retention no longer deletes the object from here on.
   const build = await deps.lifecycle.queue(data);
-  if (!(await deps.storage.head(context.key))) await context.restore();
+  if (!(await deps.storage.head(context.key))) {
+    await context.restore().catch(async (err: unknown) => {
+      // No object, no build (a stored context retention deleted before the insert).
+      await deps.builds.deleteQueued(build.id).catch(() => undefined);
+      throw err;
+    });
+  }
   return build;
 }
 

@@ -20,3 +20,8 @@ CREATE UNIQUE INDEX "RegistryCredential_projectId_host_key" ON "RegistryCredenti
 -- AddForeignKey
 ALTER TABLE "RegistryCredential" ADD CONSTRAINT "RegistryCredential_projectId_fkey" FOREIGN KEY ("projectId") REFERENCES "Project"("id") ON DELETE CASCADE ON UPDATE CASCADE;
 
+
+-- Builds by context digest (POST /v1/builds {context}: a project's own stored contexts).
+-- CreateIndex
+CREATE INDEX "Build_projectId_contextDigest_idx" ON "Build"("projectId", "contextDigest");
+
