@@ -10,6 +10,8 @@ _kiln_missing_apt_packages() {
 	[[ -x /usr/sbin/dockerd && -x /usr/bin/docker && -x /usr/bin/containerd ]] || echo docker.io
 	# The standalone buildkitd's OCI worker runs RUN steps with runc (docker.io pulls it in too).
 	[[ -x /usr/sbin/runc ]] || echo runc
+	# Image pushes are tested against a private registry on loopback (scripts/lib/registry.sh).
+	[[ -x /usr/bin/docker-registry ]] || echo docker-registry
 	# The dynamically linked `busybox` package also ships /usr/bin/busybox, but test
 	# images copy it into FROM scratch, where only the static build runs.
 	dpkg-query -W -f '${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' || echo busybox-static

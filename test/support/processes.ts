@@ -200,6 +200,25 @@ export async function startDockerd(): Promise<Dockerd> {
   return { ...d, cleanup };
 }
 
+/** A private standalone buildkitd of our own (scripts/lib/buildkitd.sh), e.g. a second v0.24.0. */
+export async function startBuildkitd(): Promise<{ address: string; cleanup(): Promise<void> }> {
+  const { dir, remove } = await tempDir('/tmp/kb-');
+  const cleanup = once(async () => {
+    await bash('source scripts/lib/buildkitd.sh && kiln_buildkitd_stop "$1"', dir).catch((err: unknown) =>
+      console.error('stopping buildkitd:', err),
+    );
+    await remove();
+  });
+  cleanups.push(cleanup);
+  try {
+    await bash('source scripts/lib/buildkitd.sh && kiln_buildkitd_start "$1"', dir);
+  } catch (err) {
+    await cleanup();
+    throw err;
+  }
+  return { address: `unix://${dir}/buildkitd.sock`, cleanup };
+}
+
 /**
  * The second dockerd of `npm test` (KILN_TEST_DOCKERD_DIR_2), to stop and restart; cleanup()
  * makes sure it runs again for the test files after this one.

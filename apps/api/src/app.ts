@@ -15,6 +15,7 @@ import { buildRoutes } from './routes/builds.js';
 import { endpointRoutes } from './routes/endpoints.js';
 import { fileRoutes } from './routes/files.js';
 import { createMetrics, opsRoutes } from './routes/ops.js';
+import { registryRoutes } from './routes/registries.js';
 import { tokenRoutes } from './routes/tokens.js';
 import { triggerRoutes } from './routes/triggers.js';
 import { uiRoutes } from './routes/ui.js';
@@ -96,6 +97,7 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
     await authed.register(tokenRoutes(deps));
     await authed.register(triggerRoutes(deps));
     await authed.register(endpointRoutes(deps));
+    await authed.register(registryRoutes(deps));
     await authed.register(builderRoutes(deps));
   });
   return app;

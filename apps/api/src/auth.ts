@@ -20,7 +20,7 @@ declare module 'fastify' {
 const BEARER = /^Bearer\s+(\S{8,200})$/i;
 
 /** What administers the project (its tokens, triggers, event endpoints): `manage`, reads included. */
-const MANAGE_PREFIXES = ['/v1/tokens', '/v1/triggers', '/v1/endpoints'];
+const MANAGE_PREFIXES = ['/v1/tokens', '/v1/triggers', '/v1/endpoints', '/v1/registry-credentials'];
 
 /** The scope a route needs: declared, by prefix, or by method (a write that forgets to say is `manage`-only). */
 function neededScope(req: FastifyRequest): TokenScope {

@@ -56,6 +56,10 @@ interface Upload {
  */
 export async function submitBuild(deps: ApiDeps, req: BuildRequest) {
   const idempotencyKey = checkIdempotencyKey(req.headers['idempotency-key']);
+  if (isJsonBody(req) && isStoredContextRequest(req.body)) {
+    const { spec, secrets, context } = await storedContextRequest(deps, req.projectId, req.body);
+    return createBuild(deps, req.projectId, spec, { kind: 'upload', context }, idempotencyKey, secrets);
+  }
   if (isJsonBody(req)) {
     const { spec, git, secrets } = parseGitBuildRequest(req.body, deps.config.git);
     const source = { kind: 'git', git, origin: 'api' } as const;
@@ -67,6 +71,44 @@ export async function submitBuild(deps: ApiDeps, req: BuildRequest) {
   } finally {
     await context.dispose();
   }
+}
+
+const DIGEST = /^sha256:[0-9a-f]{64}$/;
+
+function isStoredContextRequest(body: unknown): body is Record<string, unknown> {
+  return typeof body === 'object' && body !== null && !Array.isArray(body) && 'context' in body;
+}
+
+/**
+ * A JSON body `{"context": "sha256:…", ...spec}`: a build of a context this project uploaded
+ * before (the CLI asks this way first and uploads only on a 404), so an unchanged context is
+ * not sent again. The project must have built that digest with the same Dockerfile path, and
+ * the object must still be stored; another project's contexts answer exactly as unknown ones.
+ */
+async function storedContextRequest(
+  deps: ApiDeps,
+  projectId: string,
+  body: Record<string, unknown>,
+): Promise<Upload> {
+  const { context: digest, ...fields } = body;
+  if (typeof digest !== 'string' || !DIGEST.test(digest)) {
+    throw new AppError('invalid_context', 'context must be a digest like "sha256:<64 hex digits>"');
+  }
+  const spec = parseBuildSpec(fields);
+  const secrets = parseBuildSecrets(fields.secrets);
+  const stored = await deps.builds.storedContextOf(projectId, digest, spec.file);
+  const unknown = () =>
+    new AppError('not_found', `this project has no stored context ${digest} with ${spec.file}: upload it`);
+  if (!stored) throw unknown();
+  const context: ReceivedContext = {
+    digest,
+    size: Number(stored.contextSize),
+    key: stored.contextKey,
+    // Called when the object is gone once the build row holds it: retention got there first.
+    restore: () => Promise.reject(unknown()),
+    dispose: () => Promise.resolve(),
+  };
+  return { spec, secrets, context };
 }
 
 /** The spec and the stored context of an upload, within the request's deadline. */

@@ -1,5 +1,5 @@
 import type { BuildView } from '@kiln/contract';
-import type { Build, ObjectStorage } from '@kiln/core';
+import { type Build, type BuildSpec, type ObjectStorage, provenanceKey, recordsProvenance } from '@kiln/core';
 import { redactAddress } from './redact.js';
 
 /** The name a build's artifact downloads as: its spec's `output.dest`. */
@@ -42,6 +42,10 @@ export async function buildView(
     links: { self, logs: `${self}/logs`, artifact: `${self}/artifact`, cancel: `${self}/cancel` },
   };
   if (build.errorCode) view.error = { code: build.errorCode, message: build.errorMessage ?? '' };
+  if (build.status === 'succeeded' && build.imageDigest) {
+    const spec = build.spec as { output?: { attrs?: { name?: string } } };
+    view.image = { name: spec.output?.attrs?.name ?? '', digest: build.imageDigest };
+  }
   if (build.status === 'succeeded' && build.artifactKey) {
     const filename = artifactFilename(build);
     view.artifact = {
@@ -51,6 +55,30 @@ export async function buildView(
       url: await storage.signedUrl(build.artifactKey, { expiresInSeconds: urlTtlSeconds, filename }),
       expiresAt: new Date(Date.now() + urlTtlSeconds * 1000).toISOString(),
     };
+    const provenance = provenanceOf(build);
+    if (provenance) {
+      view.links.provenance = `${self}/provenance`;
+      view.provenance = {
+        mode: provenance.mode,
+        url: await storage.signedUrl(provenance.key, {
+          expiresInSeconds: urlTtlSeconds,
+          filename: 'provenance.json',
+        }),
+        expiresAt: view.artifact.expiresAt,
+      };
+    }
   }
   return view;
+}
+
+/**
+ * Where Kiln keeps a succeeded build's provenance, when its spec asked for it and its output
+ * carries it in a file (a tar); undefined otherwise.
+ */
+export function provenanceOf(build: Build): { key: string; mode: string } | undefined {
+  const spec = build.spec as Partial<Pick<BuildSpec, 'provenance' | 'output'>>;
+  if (build.status !== 'succeeded' || !build.artifactKey || !spec.provenance || !spec.output)
+    return undefined;
+  if (!recordsProvenance({ provenance: spec.provenance, output: spec.output })) return undefined;
+  return { key: provenanceKey(build.artifactKey), mode: spec.provenance };
 }

@@ -6,9 +6,11 @@ import {
   type BuildSpec,
   buildJobOptions,
   buildSecretsTtlSeconds,
+  checkRegistryHost,
   effectiveQuotas,
   type GitContext,
   gitRefColumn,
+  imageRegistryHosts,
   isCommitId,
   isUniqueViolation,
   type Prisma,
@@ -69,6 +71,7 @@ export async function createBuild(
 ): Promise<{ build: Build; outcome: CreateOutcome }> {
   const unset = spec.secrets?.find((id) => !Object.hasOwn(secrets, id));
   if (unset !== undefined) throw new AppError('invalid_spec', `secret ${unset} has no value`);
+  for (const host of imageRegistryHosts(spec)) checkRegistryHost(host, deps.config.registries);
   const fields = sourceFields(source);
   const requestHash = createHash('sha256')
     .update(JSON.stringify({ spec, context: fields.identity }))
@@ -83,8 +86,12 @@ export async function createBuild(
     projectId,
     spec: spec as unknown as Prisma.InputJsonValue,
     ...fields.columns,
-    // With secrets the output may depend on values no key may hold: such builds neither reuse nor serve.
-    cacheKey: fields.cacheable && !spec.secrets ? resultCacheKey(fields.identity, spec) : null,
+    // With secrets the output may depend on values no key may hold: such builds neither reuse nor
+    // serve. An image output's point is the push, which a cached answer would skip.
+    cacheKey:
+      fields.cacheable && !spec.secrets && spec.output.type !== 'image'
+        ? resultCacheKey(fields.identity, spec)
+        : null,
     idempotencyKey: idempotencyKey ?? null,
     requestHash,
   };
@@ -193,8 +200,15 @@ function sourceFields(source: BuildSource): {
  * exists.
  */
 async function insertQueued(deps: ApiDeps, data: NewBuildData, context: ReceivedContext): Promise<Build> {
+  // The insert took the context's lock: retention no longer deletes the object from here on.
   const build = await deps.lifecycle.queue(data);
-  if (!(await deps.storage.head(context.key))) await context.restore();
+  if (!(await deps.storage.head(context.key))) {
+    await context.restore().catch(async (err: unknown) => {
+      // No object, no build (a stored context retention deleted before the insert).
+      await deps.builds.deleteQueued(build.id).catch(() => undefined);
+      throw err;
+    });
+  }
   return build;
 }
 

@@ -34,7 +34,7 @@ export function parseGitBuildRequest(
   if (git === undefined) {
     throw new AppError(
       'invalid_context',
-      'a JSON body names a remote context, {"git": "https://host/org/repo.git#ref"}; upload a local context as application/x-tar, application/gzip or multipart/form-data',
+      'a JSON body names a remote context, {"git": "https://host/org/repo.git#ref"}, or a stored one, {"context": "sha256:…"}; upload a local context as application/x-tar, application/gzip or multipart/form-data',
     );
   }
   const context = parseGitContext(git);

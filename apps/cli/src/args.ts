@@ -26,6 +26,8 @@ Options:
       --network none|default        Network mode of RUN steps
       --no-cache                    Do not use the cache
       --label KEY=VALUE             Label of the result
+      --provenance mode=min|max     SLSA provenance of the result (true: min); a tar output
+                                    holds it as provenance.json (BuildKit >= 0.11 builders)
       --secret id=ID[,src=FILE|,env=VAR]
                                     Secret for RUN --mount=type=secret (id alone: the variable
                                     ID when set, else the file ID), sent to Kiln, never stored
@@ -53,6 +55,8 @@ export interface BuildOptions {
   network: 'none' | 'default' | undefined;
   noCache: boolean;
   labels: Record<string, string>;
+  /** buildx's --provenance value, passed to the server, which validates it. */
+  provenance: string | undefined;
   /** Read when the build starts (loadSecrets), not while parsing. */
   secrets: SecretSource[];
   progress: ProgressMode;
@@ -91,6 +95,7 @@ const BUILD_OPTIONS = {
   network: { type: 'string' },
   'no-cache': { type: 'boolean' },
   label: { type: 'string', multiple: true },
+  provenance: { type: 'string' },
   progress: { type: 'string' },
   quiet: { type: 'boolean', short: 'q' },
   secret: { type: 'string', multiple: true },
@@ -225,6 +230,7 @@ export function parseBuildOptions(
     network,
     noCache: values['no-cache'] ?? false,
     labels: pairs(values.label, '--label', () => ''),
+    provenance: values.provenance,
     secrets: (values.secret ?? []).map((v) => {
       try {
         return parseSecretSpec(v);

@@ -62,6 +62,8 @@ describe('kiln build flags', () => {
         'org.example=1',
         '--label',
         'bare',
+        '--provenance',
+        'mode=max',
         '-o',
         'type=tar,dest=out/app.tar',
         '--progress',
@@ -81,6 +83,7 @@ describe('kiln build flags', () => {
       network: 'none',
       noCache: true,
       labels: { 'org.example': '1', bare: '' },
+      provenance: 'mode=max',
       secrets: [],
       progress: 'json',
     });
@@ -92,12 +95,13 @@ describe('kiln build flags', () => {
       platform: opts.platform,
       network: opts.network,
       noCache: opts.noCache,
+      provenance: opts.provenance,
       buildArgs: opts.buildArgs,
       labels: opts.labels,
     });
     assert.equal(
       query.toString(),
-      'output=%7B%22type%22%3A%22tar%22%2C%22dest%22%3A%22app.tar%22%7D&file=docker%2FDockerfile&target=builder&platform=linux%2Farm64&network=none&noCache=true&build-arg=A%3D1&build-arg=B%3Dx%3Dy&build-arg=FROM_ENV%3Dfrom-env&label=org.example%3D1&label=bare%3D',
+      'output=%7B%22type%22%3A%22tar%22%2C%22dest%22%3A%22app.tar%22%7D&file=docker%2FDockerfile&target=builder&platform=linux%2Farm64&network=none&noCache=true&provenance=mode%3Dmax&build-arg=A%3D1&build-arg=B%3Dx%3Dy&build-arg=FROM_ENV%3Dfrom-env&label=org.example%3D1&label=bare%3D',
     );
   });
 

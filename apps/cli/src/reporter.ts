@@ -34,7 +34,14 @@ export interface UploadSummary {
   sent: number;
   compressed: boolean;
   ms: number;
+  /** The context was unchanged and built by this digest: nothing was sent. */
+  reused?: string;
 }
+
+const uploadText = (p: UploadSummary) =>
+  p.reused
+    ? `the build context is unchanged (${p.files} files, ${formatBytes(p.bytes)}, ${p.reused}): not sent again`
+    : `sent the build context: ${p.files} files, ${formatBytes(p.bytes)} (${sentText(p)}) in ${formatDuration(p.ms)}`;
 
 const sentText = (p: { sent: number; compressed: boolean }) =>
   p.compressed ? `${formatBytes(p.sent)} gzipped` : 'uncompressed';
@@ -85,9 +92,7 @@ export class PlainReporter implements Reporter {
   context(_c: ContextSummary): void {}
   uploadProgress(_p: UploadProgress): void {}
   uploaded(p: UploadSummary): void {
-    this.line(
-      `kiln: sent the build context: ${p.files} files, ${formatBytes(p.bytes)} (${sentText(p)}) in ${formatDuration(p.ms)}`,
-    );
+    this.line(`kiln: ${uploadText(p)}`);
   }
   submitted(build: BuildView): void {
     this.line(`kiln: build ${build.id} ${build.status}`);
@@ -145,6 +150,7 @@ class JsonReporter implements Reporter {
       sentBytes: p.sent,
       compression: p.compressed ? 'gzip' : 'none',
       seconds: p.ms / 1000,
+      reused: p.reused ?? null,
     });
   }
   submitted(build: BuildView): void {
@@ -254,7 +260,9 @@ export class TtyReporter extends PlainReporter {
 
   override uploaded(p: UploadSummary): void {
     this.line(
-      `[+] Sent build context: ${p.files} files, ${formatBytes(p.bytes)} (${sentText(p)}) in ${formatDuration(p.ms)}`,
+      p.reused
+        ? `[+] Build context unchanged (${p.files} files, ${formatBytes(p.bytes)}): not sent again`
+        : `[+] Sent build context: ${p.files} files, ${formatBytes(p.bytes)} (${sentText(p)}) in ${formatDuration(p.ms)}`,
     );
   }
 

@@ -16,8 +16,50 @@ export interface BuildRequest {
   platform?: string | undefined;
   network?: string | undefined;
   noCache?: boolean;
+  provenance?: string | undefined;
   buildArgs: Record<string, string>;
   labels: Record<string, string>;
+}
+
+/** The same spec as JSON fields, for a build of a stored context (POST /v1/builds {"context"}). */
+export function buildFields(req: BuildRequest): Record<string, unknown> {
+  return {
+    output: { type: req.output.type, dest: req.output.dest, ...req.output.attrs },
+    file: req.file,
+    ...(req.target ? { target: req.target } : {}),
+    ...(req.platform ? { platform: req.platform } : {}),
+    ...(req.network ? { network: req.network } : {}),
+    ...(req.noCache ? { noCache: true } : {}),
+    ...(req.provenance !== undefined ? { provenance: req.provenance } : {}),
+    buildArgs: req.buildArgs,
+    labels: req.labels,
+  };
+}
+
+/**
+ * Builds a context the server already stores for this project, by its digest: the build, or
+ * undefined when the server does not hold it (404: the caller uploads).
+ */
+export async function submitStoredBuild(
+  api: KilnApi,
+  digest: string,
+  fields: Record<string, unknown>,
+  secrets: Record<string, Buffer> | undefined,
+): Promise<BuildView | undefined> {
+  const res = await api.fetch('/v1/builds', {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'idempotency-key': randomUUID() },
+    body: JSON.stringify({
+      context: digest,
+      ...fields,
+      ...(secrets && Object.keys(secrets).length > 0 ? { secrets: secretsField(secrets) } : {}),
+    }),
+  });
+  if (res.ok) return (await res.json()) as BuildView;
+  const err = await apiErrorFrom(res);
+  // Not stored for this project (404); a server without builds by digest (400 invalid_context).
+  if (res.status === 404 || err.code === 'invalid_context') return undefined;
+  throw err;
 }
 
 /** The query string the API reads a spec from (docker-style repeated build-arg/label). */
@@ -29,6 +71,7 @@ export function buildQuery(req: BuildRequest): URLSearchParams {
   if (req.platform) q.set('platform', req.platform);
   if (req.network) q.set('network', req.network);
   if (req.noCache) q.set('noCache', 'true');
+  if (req.provenance !== undefined) q.set('provenance', req.provenance);
   for (const [k, v] of Object.entries(req.buildArgs)) q.append('build-arg', `${k}=${v}`);
   for (const [k, v] of Object.entries(req.labels)) q.append('label', `${k}=${v}`);
   return q;

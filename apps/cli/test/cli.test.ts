@@ -3,7 +3,7 @@
 // artifact is compared with what `docker build --output type=tar` makes of the same context.
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { access, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -64,6 +64,7 @@ describe('kiln CLI against a real Kiln', () => {
     delete env.KILN_TOKEN;
     delete env.KILN_OPERATOR_TOKEN;
     delete env.XDG_CONFIG_HOME;
+    delete env.XDG_CACHE_HOME;
     return { ...env, ...extra };
   };
 
@@ -379,6 +380,64 @@ describe('kiln CLI against a real Kiln', () => {
       assert.match(r.stderr, /kiln: sent the build context: 2 files, 8\.39MB \(uncompressed\)/);
       const [zeros] = await readTarEntries(path.join(ctx.dir, 'z.tar'));
       assert.equal(zeros?.size, 8 << 20);
+    } finally {
+      await ctx.cleanup();
+    }
+  });
+
+  test('an unchanged context is built by digest, not sent again; another project cannot use it', async () => {
+    const ctx = await makeContext({
+      Dockerfile: 'FROM scratch\nCOPY big /big\n',
+      big: randomBytes(100 << 20),
+    });
+    // The result goes outside the context: written inside, it would change the context.
+    const dest = path.join(home, 'unchanged.tar');
+    const out = ['build', '--progress', 'plain', '-o', `type=tar,dest=${dest}`, '.'];
+    try {
+      const first = await kilnCli(out, { cwd: ctx.dir });
+      assert.equal(first.code, 0, first.stderr);
+      assert.match(first.stderr, /kiln: sent the build context: 2 files, 105MB/);
+      const firstTar = await readFile(dest);
+
+      const started = Date.now();
+      // --no-cache: a real build, not one answered from the result cache.
+      const second = start([...out.slice(0, -1), '--no-cache', '.'], { cwd: ctx.dir });
+      await waitFor(
+        async () => /kiln: build [0-9A-Z]+ queued/.test(second.stderr()),
+        'the second build',
+        60_000,
+      );
+      const beforeBuild = Date.now() - started;
+      const r = await second.done;
+      assert.equal(r.code, 0, r.stderr);
+      const digest = r.stderr.match(
+        /unchanged \(2 files, [\d.]+MB, (sha256:[0-9a-f]{64})\): not sent again/,
+      )?.[1];
+      assert.ok(digest, r.stderr);
+      assert.ok((await readFile(dest)).equals(firstTar));
+      console.log(
+        `  unchanged 100 MiB context: ${beforeBuild} ms from starting kiln build to the build queued`,
+      );
+
+      // Another project: the digest is unknown to it, exactly like one nobody uploaded.
+      const otherToken = await kiln.newToken('other-cli');
+      const byDigest = (d: string) =>
+        fetch(`${kiln.url}/v1/builds`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${otherToken}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ context: d, output: 'type=tar,dest=a.tar' }),
+        });
+      const theirs = await byDigest(digest);
+      const nobodys = await byDigest(`sha256:${'0'.repeat(64)}`);
+      assert.equal(theirs.status, 404);
+      assert.equal(nobodys.status, 404);
+      const message = async (res: Response) =>
+        ((await res.json()) as { error: { message: string } }).error.message.replace(/sha256:[0-9a-f]+/, 'D');
+      assert.equal(await message(theirs), await message(nobodys));
+      // Its CLI (same cache file, same fingerprint) asks, gets the 404 and uploads.
+      const other = await kilnCli(out, { cwd: ctx.dir, env: { KILN_TOKEN: otherToken } });
+      assert.equal(other.code, 0, other.stderr);
+      assert.match(other.stderr, /kiln: sent the build context/);
     } finally {
       await ctx.cleanup();
     }

@@ -6,6 +6,8 @@ export interface RunningKiln {
   url: string;
   token: string;
   dataDir: string;
+  /** A token of another (or the same) project. */
+  newToken(project: string): Promise<string>;
   stop(): Promise<void>;
 }
 

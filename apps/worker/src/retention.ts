@@ -20,7 +20,15 @@
  * Every step is conditional or idempotent: two passes overlapping (two workers) do no harm.
  * `now` is a parameter so tests can look far into the future.
  */
-import { type Build, type BuildLifecycle, type Logger, logKey, type ObjectStorage } from '@kiln/core';
+import {
+  BUILD_CACHE_ROOT,
+  type Build,
+  type BuildLifecycle,
+  type Logger,
+  logKey,
+  type ObjectStorage,
+  provenanceKey,
+} from '@kiln/core';
 
 export interface RetentionOptions {
   /** expire; its repository reads the rows and marks them. */
@@ -31,6 +39,11 @@ export interface RetentionOptions {
   days: number;
   /** Context objects no build created within this many days (nor any unfinished build) uses are deleted. */
   contextDays: number;
+  /**
+   * The shared build cache's bound per project (bytes; 0: none). A project's cache past it, or
+   * unused for `days`, is deleted whole: its next build exports a fresh one. Undefined: no cache.
+   */
+  buildCacheMaxBytes?: number;
   /** Rows (or context keys) per query; default 500. */
   batchSize?: number;
   /** Most batches per kind and pass, so one pass stays bounded; default 100. */
@@ -46,6 +59,8 @@ export interface RetentionReport {
   artifactsKept: string[];
   /** Context objects deleted. */
   contextsDeleted: string[];
+  /** Projects whose shared build cache was dropped (too big or unused). */
+  cachesDropped: string[];
   /** Deletions that failed (retried by the next pass). */
   failed: number;
 }
@@ -65,24 +80,65 @@ export async function runRetentionOnce(
     artifactsDeleted: [],
     artifactsKept: [],
     contextsDeleted: [],
+    cachesDropped: [],
     failed: 0,
   };
   await expireBuilds(options, new Date(now.getTime() - options.days * DAY_MS), report);
   await deleteContexts(options, new Date(now.getTime() - options.contextDays * DAY_MS), report);
+  if (options.buildCacheMaxBytes !== undefined) {
+    await dropBuildCaches(
+      options,
+      options.buildCacheMaxBytes,
+      new Date(now.getTime() - options.days * DAY_MS),
+      report,
+    );
+  }
   const { logger } = options;
-  if (report.expired.length + report.contextsDeleted.length + report.failed > 0) {
+  if (
+    report.expired.length + report.contextsDeleted.length + report.cachesDropped.length + report.failed >
+    0
+  ) {
     logger.info(
       {
         expired: report.expired.length,
         artifactsDeleted: report.artifactsDeleted.length,
         artifactsKept: report.artifactsKept.length,
         contextsDeleted: report.contextsDeleted.length,
+        cachesDropped: report.cachesDropped,
         failed: report.failed,
       },
       'retention pass',
     );
   }
   return report;
+}
+
+/**
+ * Drops the shared build cache of every project whose cache exceeds `maxBytes` or was last written
+ * before `cutoff`. Whole, not trimmed: BuildKit's cache manifest names its blobs, and a manifest
+ * missing some would fail imports rather than rebuild. A build exporting meanwhile may lose what
+ * it just wrote; its next build exports again.
+ */
+async function dropBuildCaches(o: RetentionOptions, maxBytes: number, cutoff: Date, report: RetentionReport) {
+  const projects = new Map<string, { bytes: number; newest: number; keys: string[] }>();
+  for await (const object of o.storage.list(BUILD_CACHE_ROOT)) {
+    const project = object.key.slice(BUILD_CACHE_ROOT.length).split('/')[0] ?? '';
+    const entry = projects.get(project) ?? { bytes: 0, newest: 0, keys: [] };
+    entry.bytes += object.size;
+    entry.newest = Math.max(entry.newest, object.lastModified.getTime());
+    entry.keys.push(object.key);
+    projects.set(project, entry);
+  }
+  for (const [project, entry] of projects) {
+    if (!((maxBytes > 0 && entry.bytes > maxBytes) || entry.newest < cutoff.getTime())) continue;
+    try {
+      for (const key of entry.keys) await o.storage.delete(key);
+      report.cachesDropped.push(project);
+    } catch (err) {
+      report.failed++;
+      o.logger.warn({ project, err: messageOf(err) }, 'dropping a build cache failed (retried next pass)');
+    }
+  }
 }
 
 type ExpiringRow = Pick<Build, 'id' | 'status' | 'artifactKey' | 'logKey'>;
@@ -115,6 +171,8 @@ async function expireOne(o: RetentionOptions, row: ExpiringRow, report: Retentio
       const sharing = await lifecycle.repo.liveBuildsSharing(row.artifactKey);
       if (sharing === 0) {
         await storage.delete(row.artifactKey);
+        // Kiln's copy of its provenance, when the build asked for one (deleting nothing is fine).
+        await storage.delete(provenanceKey(row.artifactKey));
         report.artifactsDeleted.push(row.artifactKey);
       } else {
         report.artifactsKept.push(row.artifactKey);

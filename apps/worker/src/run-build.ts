@@ -16,12 +16,13 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { PassThrough } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
 import {
   BuildkitConnectionError,
   InvalidArgumentError,
   type LocalDir,
   PlainProgressRenderer,
+  type RegistryAuth,
   SolveError,
   UnsupportedError,
 } from '@kiln/buildkit-client';
@@ -30,12 +31,15 @@ import {
   type AttemptOutcome,
   artifactKey,
   type Build,
+  type BuildCacheConfig,
   type BuildErrorCode,
   type BuildLifecycle,
   type BuildSecrets,
   type BuildSpec,
   type BuildSpecInput,
   BYTE_OUTPUT_TYPES,
+  buildCacheOptions,
+  buildCachePrefix,
   type ContextLimits,
   dockerfileInContext,
   extractContext,
@@ -50,10 +54,14 @@ import {
   logKey,
   type ObjectStorage,
   type OutputType,
+  PROVENANCE_MODES,
   type Prisma,
   type ProjectQuotas,
   type PutResult,
   parseBuildSpec,
+  provenanceKey,
+  type RegistryCredentialStore,
+  recordsProvenance,
   specRequirements,
 } from '@kiln/core';
 import { UnrecoverableError } from 'bullmq';
@@ -63,6 +71,7 @@ import { BuildLog } from './build-log.js';
 import type { Lease } from './builders/lease.js';
 import { type BuilderPool, NoBuilderAvailableError, NoCapableBuilderError } from './builders/pool.js';
 import { retryWhileDatabaseDown } from './db-retry.js';
+import { TarFileTap } from './tar-file-tap.js';
 
 export interface RunBuildDeps {
   /** Every state change; its repository reads the build and its attempts. */
@@ -78,6 +87,10 @@ export interface RunBuildDeps {
   contextLimits: Partial<ContextLimits>;
   /** Defaults of the per-project quotas (a project's own values win). */
   quotas: ProjectQuotas;
+  /** The project's registry logins, served to BuildKit by host (pushes and private pulls). */
+  registryCredentials: RegistryCredentialStore;
+  /** The shared build cache (KILN_BUILD_CACHE with S3 storage), if on. */
+  buildCache?: BuildCacheConfig;
   /** Where per-build temp directories go; default os.tmpdir(). */
   tmpDir?: string;
   /** How long writes of a finished attempt are retried while PostgreSQL is away; default 10 minutes. */
@@ -112,6 +125,13 @@ export class HandBackError extends Error {
 
 /** Output types whose export is one byte stream, stored as the artifact. */
 const BYTE_OUTPUTS: ReadonlySet<OutputType> = new Set(BYTE_OUTPUT_TYPES);
+/** What a solve left: an artifact in storage, or an image pushed to a registry. */
+type Produced = { kind: 'artifact'; stored: PutResult } | { kind: 'image'; digest: string };
+
+/** Where BuildKit's tar exporter writes the provenance of a single-platform result. */
+const PROVENANCE_FILE = 'provenance.json';
+/** Larger than any provenance statement BuildKit writes (mode=max of a big Dockerfile is ~100 KiB). */
+const MAX_PROVENANCE_BYTES = 8 * 1024 * 1024;
 
 const messageOf = (err: unknown): string => (err instanceof Error ? err.message : String(err));
 
@@ -150,6 +170,9 @@ export function readSpec(value: Prisma.JsonValue): BuildSpec {
   };
   if (typeof raw.target === 'string' && raw.target !== '') spec.target = raw.target;
   if (typeof raw.platform === 'string' && raw.platform !== '') spec.platform = raw.platform;
+  const provenance = PROVENANCE_MODES.find((mode) => mode === raw.provenance);
+  if (provenance) spec.provenance = provenance;
+  if (typeof raw.sourceDateEpoch === 'number') spec.sourceDateEpoch = raw.sourceDateEpoch;
   const secrets = secretIdsOf(value);
   if (secrets.length > 0) spec.secrets = secrets;
   const file = dockerfileInContext(spec.file);
@@ -263,10 +286,10 @@ class BuildRun {
     } catch (err) {
       return this.fail('invalid_spec', messageOf(err));
     }
-    if (!BYTE_OUTPUTS.has(spec.output.type)) {
+    if (!BYTE_OUTPUTS.has(spec.output.type) && spec.output.type !== 'image') {
       return this.fail(
         'unsupported_output',
-        `output type "${spec.output.type}" is not supported yet: use type=tar (or oci/docker), e.g. --output type=tar,dest=${spec.output.dest}`,
+        `output type "${spec.output.type}" is not supported yet: use type=tar (or oci/docker/image), e.g. --output type=tar,dest=${spec.output.dest}`,
       );
     }
     if (abortOf(this.controller.signal)?.kind === 'cancel') return this.canceled();
@@ -313,13 +336,26 @@ class BuildRun {
     }, timeoutS * 1000);
     this.timer.unref();
 
-    let stored: PutResult;
+    let produced: Produced;
+    const tap = recordsProvenance(spec)
+      ? new TarFileTap((name) => name === PROVENANCE_FILE, MAX_PROVENANCE_BYTES)
+      : undefined;
+    let failure: string | undefined;
     try {
-      stored = await this.solve(spec, this.lease);
+      produced = await this.solve(spec, this.lease, tap);
+      if (tap && produced.kind === 'artifact') failure = await this.storeProvenance(tap, produced.stored.key);
     } catch (err) {
       return this.handleError(err, this.lease);
     }
-    return this.succeed(stored, spec, this.lease);
+    if (failure && produced.kind === 'artifact') {
+      // Nothing of a failed build stays stored.
+      const { key } = produced.stored;
+      await this.deps.storage.delete(key).catch((err: unknown) => {
+        this.logger.warn({ key, err: messageOf(err) }, 'could not delete the artifact');
+      });
+      return this.fail('build_failed', failure);
+    }
+    return this.succeed(produced, spec, this.lease);
   }
 
   private handBackDelay(): number {
@@ -345,16 +381,80 @@ class BuildRun {
     return true;
   }
 
-  private async solve(spec: BuildSpec, lease: Lease): Promise<PutResult> {
+  /**
+   * Keeps Kiln's own copy of the provenance BuildKit wrote into the tar export, beside the
+   * artifact. Returns why the build must fail, or undefined once it is stored.
+   */
+  private async storeProvenance(tap: TarFileTap, artifact: string): Promise<string | undefined> {
+    if (tap.oversized) {
+      return `the provenance in the export is larger than ${MAX_PROVENANCE_BYTES} bytes: not kept`;
+    }
+    const statement = tap.files.get(PROVENANCE_FILE);
+    if (!statement) {
+      return `provenance was asked for, but the builder wrote no ${PROVENANCE_FILE} into the tar export (BuildKit writes it from v0.11)`;
+    }
+    await this.deps.storage.put(provenanceKey(artifact), Readable.from([statement]), {
+      contentType: 'application/json',
+    });
+    this.note(`#0 kiln: kept the provenance (${statement.length} bytes)\n`);
+    return undefined;
+  }
+
+  /**
+   * The project's registry logins for BuildKit, by the host it asks for; none for other hosts.
+   * Loaded once per build: a login changed meanwhile applies from the next build.
+   */
+  private async registryAuth(): Promise<RegistryAuth | undefined> {
+    const logins = await this.deps.registryCredentials.forBuild(this.build.projectId, (host) =>
+      this.logger.warn({ host }, 'registry credentials do not decrypt (was the credentials key changed?)'),
+    );
+    return logins.size > 0 ? (host) => logins.get(host) : undefined;
+  }
+
+  /**
+   * The project's shared cache, imported and exported in the solve, on builders whose BuildKit has
+   * the s3 cache backend (v0.11 on; dockerd 20.10's 0.8 has not, and builds without it).
+   */
+  private async cacheOptions(lease: Lease): Promise<ReturnType<typeof buildCacheOptions> | object> {
+    const cache = this.deps.buildCache;
+    if (!cache) return {};
+    const caps = await this.deps.pool.capabilitiesOf(lease.address);
+    if (!caps?.features.includes('cache-export:s3')) return {};
+    this.note(`#0 kiln: shared build cache ${buildCachePrefix(this.build.projectId)}\n`);
+    return buildCacheOptions(cache, this.build.projectId);
+  }
+
+  private async solve(spec: BuildSpec, lease: Lease, tap?: TarFileTap): Promise<Produced> {
     const { storage } = this.deps;
     const signal = this.controller.signal;
 
     const sources = await this.contextSources(spec);
     const client = await lease.client();
     const renderer = new PlainProgressRenderer((text) => this.write(text));
+    const registryAuth = await this.registryAuth();
+    const cache = await this.cacheOptions(lease);
+    const common = {
+      ...cache,
+      frontend: 'dockerfile.v0',
+      ...sources,
+      // Same key for a project's builds: BuildKit then transfers only the files that changed.
+      sharedKey: `kiln-${this.build.projectId}`,
+      ...(this.secrets ? { secrets: this.secrets } : {}),
+      ...(registryAuth ? { registryAuth } : {}),
+      signal,
+    };
+    if (spec.output.type === 'image') {
+      const result = await client.solve(
+        { ...common, exports: [{ type: 'image', attrs: spec.output.attrs }] },
+        (event) => renderer.render(event),
+      );
+      const digest = result.exporterResponse['containerimage.digest'];
+      if (!digest) throw new Error('the builder pushed the image but reported no digest');
+      return { kind: 'image', digest };
+    }
 
     // Export → PassThrough → storage.put: backpressure reaches the daemon; put hashes and counts.
-    const output = this.limitedOutput();
+    const output = this.exportStream(tap);
     const put = storage.put(artifactKey(this.id, spec.output.dest), output, {
       contentType: 'application/x-tar',
     });
@@ -370,13 +470,8 @@ class BuildRun {
     try {
       await client.solve(
         {
-          frontend: 'dockerfile.v0',
-          ...sources,
+          ...common,
           exports: [{ type: spec.output.type as 'tar' | 'oci' | 'docker', attrs: spec.output.attrs, output }],
-          // Same key for a project's builds: BuildKit then transfers only the files that changed.
-          sharedKey: `kiln-${this.build.projectId}`,
-          ...(this.secrets ? { secrets: this.secrets } : {}),
-          signal,
         },
         (event) => renderer.render(event),
       );
@@ -389,21 +484,23 @@ class BuildRun {
     solving = false;
     // The client ends `output` when the export is complete; an exporter that sent nothing leaves it open.
     if (!output.writableEnded) output.end();
-    return put;
+    return { kind: 'artifact', stored: await put };
   }
 
   /**
-   * The stream the export goes through into storage. Past the project's artifact-bytes quota it
-   * stops the build (the daemon sees the session end) and errors, so storage keeps nothing of it.
+   * The stream the export goes through into storage, shown to `tap` on the way. Past the project's
+   * artifact-bytes quota it stops the build (the daemon sees the session end) and errors, so
+   * storage keeps nothing of it.
    */
-  private limitedOutput(): PassThrough {
+  private exportStream(tap: TarFileTap | undefined): PassThrough {
     const limit = this.quotas?.artifactBytes ?? 0;
-    if (limit === 0) return new PassThrough();
+    if (limit === 0 && !tap) return new PassThrough();
     let bytes = 0;
     return new PassThrough({
       transform: (chunk: Buffer, _encoding, done) => {
         bytes += chunk.length;
-        if (bytes <= limit) return done(null, chunk);
+        tap?.write(chunk);
+        if (limit === 0 || bytes <= limit) return done(null, chunk);
         const abort = new BuildAbort(
           'output_too_large',
           `the artifact is larger than ${limit} bytes, the project's limit (artifact bytes per build); nothing was stored`,
@@ -541,7 +638,7 @@ class BuildRun {
     return status;
   }
 
-  private async succeed(stored: PutResult, spec: BuildSpec, lease: Lease): Promise<RunBuildResult> {
+  private async succeed(produced: Produced, spec: BuildSpec, lease: Lease): Promise<RunBuildResult> {
     // The result cache matches on this: the platform asked for, else the builder's own.
     const platform =
       spec.platform ??
@@ -554,9 +651,13 @@ class BuildRun {
         this.id,
         {
           ...log,
-          artifactKey: stored.key,
-          artifactSize: BigInt(stored.size),
-          artifactDigest: `sha256:${stored.sha256}`,
+          ...(produced.kind === 'artifact'
+            ? {
+                artifactKey: produced.stored.key,
+                artifactSize: BigInt(produced.stored.size),
+                artifactDigest: `sha256:${produced.stored.sha256}`,
+              }
+            : { imageDigest: produced.digest }),
           platform: platform ?? null,
         },
         this.attemptEnd('succeeded'),
@@ -564,7 +665,7 @@ class BuildRun {
     );
     if (final !== 'succeeded') {
       // Canceled meanwhile. (Another run of the same build that succeeded first shares the key: keep it.)
-      await this.deps.storage.delete(stored.key).catch(() => {});
+      if (produced.kind === 'artifact') await this.deps.storage.delete(produced.stored.key).catch(() => {});
       return { status: 'skipped', builder: lease.address };
     }
     await this.deps.pool.setAffinity(this.build.projectId, lease.address).catch((err: unknown) => {

@@ -19,6 +19,7 @@ import {
   type ObjectStorage,
   type PrismaClient,
   QUEUE_BUILDS,
+  RegistryCredentialStore,
 } from '@kiln/core';
 import { DelayedError, type Job, Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
@@ -178,6 +179,8 @@ export class KilnWorker {
       buildTimeoutSeconds: config.buildTimeoutSeconds,
       quotas: config.quotas,
       contextLimits: contextLimitsOf(config.limits),
+      registryCredentials: new RegistryCredentialStore(this.prisma, config.credentialsKey),
+      ...(config.buildCache ? { buildCache: config.buildCache } : {}),
       ...(deps.tmpDir !== undefined ? { tmpDir: deps.tmpDir } : {}),
       ...(deps.handBackDelayMs !== undefined ? { handBackDelayMs: deps.handBackDelayMs } : {}),
     };
@@ -265,6 +268,7 @@ export class KilnWorker {
         logger: this.logger,
         days: this.config.retention.days,
         contextDays: this.config.retention.contextDays,
+        ...(this.config.buildCache ? { buildCacheMaxBytes: this.config.buildCache.maxBytes } : {}),
       },
       now,
     );

@@ -12,6 +12,7 @@ import {
   SolveError,
   UnsupportedError,
 } from './errors.js';
+import type { RegistryAuth } from './session/auth.js';
 import type { ExportSink } from './session/filesend.js';
 import type { LocalDir } from './session/filesync.js';
 import type { Secrets } from './session/secrets.js';
@@ -90,6 +91,11 @@ export interface SolveOptions {
    * they are not sent with the build definition and never written to the image or the export.
    */
   secrets?: Secrets;
+  /**
+   * Registry credentials BuildKit asks for by host when it pulls (`FROM`) or pushes
+   * (`type=image,push=true`): served from this process over the session, never sent otherwise.
+   */
+  registryAuth?: RegistryAuth;
   signal?: AbortSignal;
   /** Build reference; random when omitted. */
   ref?: string;
@@ -288,6 +294,7 @@ export class BuildkitClient {
       localDirs: opts.localDirs ?? {},
       ...(opts.sharedKey !== undefined ? { sharedKey: opts.sharedKey } : {}),
       ...(opts.secrets !== undefined ? { secrets: opts.secrets } : {}),
+      ...(opts.registryAuth !== undefined ? { registryAuth: opts.registryAuth } : {}),
       ...(exp ? sinkFor(exp) : {}),
     });
     const ref = opts.ref ?? randomBytes(16).toString('hex');
@@ -321,15 +328,21 @@ export class BuildkitClient {
         statusCallLocal.on('error', () => resolve());
       });
 
+      const imports = (opts.cacheImports ?? []).map((c) => ({ Type: c.type, Attrs: c.attrs ?? {} }));
       const request = {
         Ref: ref,
         Exporter: exp?.type ?? '',
         ExporterAttrs: exp?.attrs ?? {},
         Session: session.id,
         Frontend: opts.frontend,
-        FrontendAttrs: opts.frontendAttrs ?? {},
+        // A frontend (the Dockerfile one) imports cache only from its `cache-imports` attribute,
+        // the JSON buildctl's client puts there; Cache.Imports alone serves plain LLB solves.
+        FrontendAttrs: {
+          ...(opts.frontendAttrs ?? {}),
+          ...(opts.frontend && imports.length > 0 ? { 'cache-imports': JSON.stringify(imports) } : {}),
+        },
         Cache: {
-          Imports: (opts.cacheImports ?? []).map((c) => ({ Type: c.type, Attrs: c.attrs ?? {} })),
+          Imports: imports,
           Exports: (opts.cacheExports ?? []).map((c) => ({ Type: c.type, Attrs: c.attrs ?? {} })),
         },
       };

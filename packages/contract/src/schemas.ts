@@ -42,6 +42,10 @@ export const BuildSpecViewSchema = Type.Object(
     network: Type.Optional(Type.String()),
     /** Ids only: values are never stored. */
     secrets: Type.Optional(Type.Array(Type.String())),
+    /** SLSA provenance asked of BuildKit: `min` or `max` (its `attest:provenance` mode). */
+    provenance: Type.Optional(Type.String()),
+    /** SOURCE_DATE_EPOCH: seconds since the epoch the exporters stamp on every file. */
+    sourceDateEpoch: Type.Optional(Type.Integer()),
   },
   { additionalProperties: true },
 );
@@ -50,6 +54,13 @@ export const ArtifactSchema = Type.Object({
   filename: Type.String(),
   size: Type.Integer(),
   digest: Nullable(Type.String()),
+  url: Type.String(),
+  expiresAt: Time,
+});
+
+/** Kiln's copy of the SLSA provenance BuildKit wrote into a tar artifact, by its own signed URL. */
+export const ProvenanceSchema = Type.Object({
+  mode: Type.String(),
   url: Type.String(),
   expiresAt: Time,
 });
@@ -88,10 +99,14 @@ export const BuildViewSchema = Type.Object(
     finishedAt: Nullable(Time),
     error: Type.Optional(Type.Object({ code: Type.String(), message: Type.String() })),
     artifact: Type.Optional(ArtifactSchema),
+    provenance: Type.Optional(ProvenanceSchema),
+    /** An image output: what was pushed (the image is in the registry; there is no artifact). */
+    image: Type.Optional(Type.Object({ name: Type.String(), digest: Type.String() })),
     links: Type.Object({
       self: Type.String(),
       logs: Type.String(),
       artifact: Type.String(),
+      provenance: Type.Optional(Type.String()),
       cancel: Type.String(),
     }),
   },
@@ -99,6 +114,7 @@ export const BuildViewSchema = Type.Object(
 );
 export type BuildView = Static<typeof BuildViewSchema>;
 export type Artifact = Static<typeof ArtifactSchema>;
+export type Provenance = Static<typeof ProvenanceSchema>;
 
 export const BuildListSchema = Type.Object(
   {

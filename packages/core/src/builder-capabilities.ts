@@ -14,6 +14,8 @@ export const BUILDER_FEATURES = [
   /** `--output type=oci` / `type=docker`: moby's own BuildKit worker (dockerd) has neither exporter. */
   'exporter:oci',
   'exporter:docker',
+  /** `--output type=image,push=true`: a standalone buildkitd pushes; dockerd's moby exporter does not. */
+  'exporter:image-push',
   /** `attest:provenance` / SBOM attestations (BuildKit ≥ 0.11). */
   'attestations',
   /** SOURCE_DATE_EPOCH applied to the exporters' timestamps (`rewrite-timestamp`, BuildKit ≥ 0.13). */
@@ -98,6 +100,9 @@ export function specRequirements(spec: BuildSpec): SpecRequirements {
   const features: BuilderFeature[] = [];
   if (spec.output.type === 'oci') features.push('exporter:oci');
   if (spec.output.type === 'docker') features.push('exporter:docker');
+  if (spec.output.type === 'image') features.push('exporter:image-push');
+  if (spec.provenance) features.push('attestations');
+  if (spec.sourceDateEpoch !== undefined) features.push('source-date-epoch');
   return { platforms: spec.platform ? [normalizePlatform(spec.platform)] : [], features };
 }
 

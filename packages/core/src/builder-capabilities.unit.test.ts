@@ -26,6 +26,7 @@ test('featuresOf: by version, and moby worker (dockerd) exports no oci/docker an
   assert.deepEqual(featuresOf('v0.24.0', false), [
     'exporter:oci',
     'exporter:docker',
+    'exporter:image-push',
     'attestations',
     'source-date-epoch',
     'cache-export:inline',
@@ -36,6 +37,7 @@ test('featuresOf: by version, and moby worker (dockerd) exports no oci/docker an
   assert.deepEqual(featuresOf('v0.12.5', false), [
     'exporter:oci',
     'exporter:docker',
+    'exporter:image-push',
     'attestations',
     'cache-export:inline',
     'cache-export:local',
@@ -46,6 +48,7 @@ test('featuresOf: by version, and moby worker (dockerd) exports no oci/docker an
   assert.deepEqual(featuresOf(null, false), [
     'exporter:oci',
     'exporter:docker',
+    'exporter:image-push',
     'cache-export:inline',
     'cache-export:local',
     'cache-export:registry',
@@ -58,6 +61,22 @@ test('featuresOf: by version, and moby worker (dockerd) exports no oci/docker an
 test('specRequirements: the platform asked and the exporter the output needs', () => {
   const req = (input: Record<string, unknown>) => specRequirements(parseBuildSpec(input));
   assert.deepEqual(req({}), { platforms: [], features: [] });
+  assert.deepEqual(req({ provenance: 'max', sourceDateEpoch: 0 }).features, [
+    'attestations',
+    'source-date-epoch',
+  ]);
+  assert.deepEqual(req({ output: 'type=image,name=r.example/a:1,push=true' }).features, [
+    'exporter:image-push',
+  ]);
+  for (const spec of [
+    { provenance: 'min' },
+    { sourceDateEpoch: 1 },
+    { output: 'type=image,name=r.example/a:1,push=true' },
+  ]) {
+    const r = req(spec);
+    assert.notDeepEqual(unmetRequirements(DOCKERD_2010, r), [], JSON.stringify(spec));
+    assert.deepEqual(unmetRequirements(V024, r), [], JSON.stringify(spec));
+  }
   assert.deepEqual(req({ output: 'type=oci,dest=a.tar', platform: 'linux/x86_64' }), {
     platforms: ['linux/amd64'],
     features: ['exporter:oci'],

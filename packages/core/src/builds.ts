@@ -50,6 +50,8 @@ export const LOG_STREAM_MAX_ENTRIES = 10_000;
 export const contextKey = (sha256: string) => `contexts/sha256/${sha256}.tar`;
 export const artifactKey = (buildId: string, dest: string) => `artifacts/${buildId}/${dest}`;
 export const logKey = (buildId: string) => `logs/${buildId}.log`;
+/** Kiln's copy of an artifact's provenance sits beside it, so builds sharing the artifact share it too. */
+export const provenanceKey = (artifactKey: string) => `${artifactKey}.provenance.json`;
 
 /**
  * Redis hash: builder address → its default platform (`os/arch[/variant]`, the first platform

@@ -1,7 +1,9 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
+import { type BuildCacheConfig, buildCacheFor } from './build-cache.js';
 import { type Network, parseNetworks } from './net/address.js';
 import { parseHostPatterns } from './net/host-patterns.js';
+import { credentialsKey } from './registry-credentials.js';
 
 /** A bad or missing environment variable; start-up stops with this message. */
 export class ConfigError extends Error {
@@ -70,6 +72,13 @@ const ENV = z.object({
   KILN_GIT_ALLOWED_HOSTS: z.string().default(''),
   KILN_GIT_DENIED_HOSTS: z.string().default(''),
   KILN_GIT_ALLOWED_NETWORKS: z.string().default(''),
+  KILN_REGISTRY_ALLOWED_HOSTS: z.string().default(''),
+  KILN_REGISTRY_DENIED_HOSTS: z.string().default(''),
+  KILN_REGISTRY_ALLOWED_NETWORKS: z.string().default(''),
+  KILN_BUILD_CACHE: z.enum(['auto', 'off']).default('auto'),
+  KILN_BUILD_CACHE_S3_ENDPOINT: z.url().optional(),
+  KILN_BUILD_CACHE_MAX_BYTES: int(0, 2 ** 50).default(10 * 1024 ** 3),
+  KILN_CREDENTIALS_KEY: z.string().min(32, 'must be at least 32 characters').optional(),
   KILN_OPERATOR_TOKEN: z.string().min(32, 'must be at least 32 characters').optional(),
   KILN_METRICS_TOKEN: z.string().min(32, 'must be at least 32 characters').optional(),
   KILN_QUOTA_QUEUED_BUILDS: int(0, 10_000_000).default(500),
@@ -174,6 +183,15 @@ export interface KilnConfig {
   };
   /** Hosts of git contexts (builds and triggers); see GitHostPolicy. */
   git: { allowedHosts: string[]; deniedHosts: string[]; allowedNetworks: Network[] };
+  /** The shared build cache (S3 storage only; see build-cache.ts); undefined when off. */
+  buildCache?: BuildCacheConfig;
+  /** Registries image outputs may push to; see RegistryPolicy. */
+  registries: { allowedHosts: string[]; deniedHosts: string[]; allowedNetworks: Network[] };
+  /**
+   * Encrypts registry credentials at rest: from KILN_CREDENTIALS_KEY, else KILN_SIGNING_KEY.
+   * Undefined: neither is set, and credentials can be neither stored nor used.
+   */
+  credentialsKey?: Buffer;
   /** Authenticates /v1/admin (projects, quotas); without it those routes answer 404. */
   operatorToken?: string;
   /** Authenticates /metrics (a scraper needs no project); without it /metrics answers 404. */
@@ -233,6 +251,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): KilnConfig {
       signingKey: e.KILN_SIGNING_KEY,
     };
   }
+  const buildCache = buildCacheFor(
+    storage,
+    e.KILN_BUILD_CACHE,
+    e.KILN_BUILD_CACHE_S3_ENDPOINT,
+    e.KILN_BUILD_CACHE_MAX_BYTES,
+  );
   return {
     port: e.KILN_PORT,
     host: e.KILN_HOST,
@@ -277,6 +301,23 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): KilnConfig {
       deniedHosts: listSetting('KILN_GIT_DENIED_HOSTS', e.KILN_GIT_DENIED_HOSTS, parseHostPatterns),
       allowedNetworks: listSetting('KILN_GIT_ALLOWED_NETWORKS', e.KILN_GIT_ALLOWED_NETWORKS, parseNetworks),
     },
+    registries: {
+      allowedHosts: listSetting(
+        'KILN_REGISTRY_ALLOWED_HOSTS',
+        e.KILN_REGISTRY_ALLOWED_HOSTS,
+        parseHostPatterns,
+      ),
+      deniedHosts: listSetting('KILN_REGISTRY_DENIED_HOSTS', e.KILN_REGISTRY_DENIED_HOSTS, parseHostPatterns),
+      allowedNetworks: listSetting(
+        'KILN_REGISTRY_ALLOWED_NETWORKS',
+        e.KILN_REGISTRY_ALLOWED_NETWORKS,
+        parseNetworks,
+      ),
+    },
+    ...(buildCache ? { buildCache } : {}),
+    ...(e.KILN_CREDENTIALS_KEY || e.KILN_SIGNING_KEY
+      ? { credentialsKey: credentialsKey(e.KILN_CREDENTIALS_KEY ?? (e.KILN_SIGNING_KEY as string)) }
+      : {}),
     logs: {
       maxFollowersPerProject: e.KILN_MAX_LOG_FOLLOWERS_PER_PROJECT,
       maxStreamSeconds: e.KILN_MAX_LOG_STREAM_SECONDS,

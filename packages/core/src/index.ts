@@ -1,5 +1,12 @@
 export { BYTE_OUTPUT_TYPES, dockerfileInContext } from '@kiln/contract';
 export {
+  BUILD_CACHE_ROOT,
+  type BuildCacheConfig,
+  buildCacheOptions,
+  buildCachePrefix,
+  type CacheOption,
+} from './build-cache.js';
+export {
   type BuildSecrets,
   buildSecretsKey,
   buildSecretsTtlSeconds,
@@ -49,16 +56,27 @@ export { createLogger, type Logger } from './logger.js';
 export { type Network, parseIp, parseNetworks, refusedAddress } from './net/address.js';
 export { normalizeHostname } from './net/host.js';
 export { effectiveQuotas, loadProjectQuotas, type ProjectQuotaRow } from './quotas.js';
+export {
+  checkRegistryHost,
+  normalizeRegistryHost,
+  RegistryCredentialStore,
+  type RegistryCredentialView,
+  type RegistryPolicy,
+} from './registry-credentials.js';
 export { resultCacheKey } from './result-cache.js';
 export {
   type BuildSpec,
   type BuildSpecInput,
   frontendAttrsFor,
+  imageRegistryHosts,
   OUTPUT_TYPES,
   type OutputSpec,
   type OutputType,
+  PROVENANCE_MODES,
+  type ProvenanceMode,
   parseBuildSpec,
   parseCsvPairs,
+  recordsProvenance,
   SPEC_FIELDS,
 } from './spec.js';
 export { removeStaleFiles } from './stale-files.js';

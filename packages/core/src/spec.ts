@@ -25,7 +25,14 @@ export interface BuildSpec {
   network: 'default' | 'none';
   /** Ids of the build's secrets, sorted; their values are never part of a spec (see build-secrets.ts). */
   secrets?: string[];
+  /** SLSA provenance BuildKit attaches to the result (`attest:provenance`, mode min or max). */
+  provenance?: ProvenanceMode;
+  /** SOURCE_DATE_EPOCH: the timestamp the exporters give every file, for reproducible artifacts. */
+  sourceDateEpoch?: number;
 }
+
+export const PROVENANCE_MODES = ['min', 'max'] as const;
+export type ProvenanceMode = (typeof PROVENANCE_MODES)[number];
 
 /** Loose input as it arrives from a query string, form fields or JSON. */
 export interface BuildSpecInput {
@@ -39,6 +46,8 @@ export interface BuildSpecInput {
   noCache?: unknown;
   network?: unknown;
   secrets?: unknown;
+  provenance?: unknown;
+  sourceDateEpoch?: unknown;
 }
 
 /** The fields a build spec may have, in every form it arrives in (query, form fields, JSON). */
@@ -53,6 +62,8 @@ export const SPEC_FIELDS: readonly string[] = [
   'noCache',
   'network',
   'secrets',
+  'provenance',
+  'sourceDateEpoch',
 ];
 const SPEC_KEYS = new Set(SPEC_FIELDS);
 const OUTPUT_ATTRS: Record<OutputType, ReadonlySet<string>> = {
@@ -60,12 +71,27 @@ const OUTPUT_ATTRS: Record<OutputType, ReadonlySet<string>> = {
   local: new Set([]),
   oci: new Set(['name', 'compression', 'compression-level', 'force-compression', 'oci-mediatypes']),
   docker: new Set(['name', 'compression', 'compression-level', 'force-compression', 'oci-mediatypes']),
+  image: new Set([
+    'name',
+    'push',
+    'registry.insecure',
+    'compression',
+    'compression-level',
+    'force-compression',
+    'oci-mediatypes',
+  ]),
 };
+// docker's reference grammar, simplified: [host[:port]/]path[:tag][@digest], lowercase path.
+const IMAGE_REFERENCE =
+  /^(?:(?<host>[a-zA-Z0-9.-]+(?::\d{1,5})?|\[[0-9a-fA-F:]+\](?::\d{1,5})?)\/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*(?::[\w][\w.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$/;
+const MAX_IMAGE_NAMES = 10;
 const ARG_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const STAGE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 const PLATFORM = /^[a-z0-9]+\/[a-z0-9_]+(\/[a-z0-9]+)?$/;
 const LABEL_KEY = /^[A-Za-z0-9][A-Za-z0-9._/-]{0,254}$/;
 const MAX_VALUE = 64 * 1024;
+// 9999-12-31T23:59:59Z: what Go's time formatting (and so BuildKit) still writes in a tar header.
+const MAX_EPOCH = 253_402_300_799;
 const MAX_ENTRIES = 200;
 
 function invalid(message: string): never {
@@ -86,6 +112,33 @@ function bool(value: unknown, field: string): boolean {
   if (value === 'true' || value === '1') return true;
   if (value === 'false' || value === '0') return false;
   return invalid(`${field} must be true or false`);
+}
+
+/**
+ * buildx's `--provenance` values: `min`, `max`, `mode=min|max`, or true (min, buildx's default)
+ * / false (none).
+ */
+function parseProvenance(value: unknown): ProvenanceMode | undefined {
+  if (value === undefined || value === null || value === '' || value === false || value === 'false')
+    return undefined;
+  if (value === true || value === 'true' || value === '1') return 'min';
+  if (typeof value === 'string') {
+    const mode = value.startsWith('mode=') ? value.slice('mode='.length) : value;
+    const known = PROVENANCE_MODES.find((m) => m === mode);
+    if (known) return known;
+  }
+  return invalid(
+    `provenance must be "min" or "max" (or true for min), not ${JSON.stringify(value).slice(0, 100)}`,
+  );
+}
+
+function parseEpoch(value: unknown, field: string): number | undefined {
+  if (value === undefined || value === null || value === '') return undefined;
+  const n = typeof value === 'string' && /^\d{1,12}$/.test(value) ? Number(value) : value;
+  if (typeof n !== 'number' || !Number.isInteger(n) || n < 0 || n > MAX_EPOCH) {
+    invalid(`${field} must be whole seconds since 1970-01-01 UTC, from 0 to ${MAX_EPOCH}`);
+  }
+  return n as number;
 }
 
 /** Splits docker's CSV syntax (`type=tar,dest=app.tar`), honouring "quoted, values". */
@@ -142,6 +195,7 @@ function parseOutput(value: unknown): OutputSpec {
     }
     attrs[k] = str(v, `output.${k}`) ?? '';
   }
+  if (t === 'image') checkImageAttrs(attrs);
   const name = str(dest, 'output.dest', 255) ?? 'output.tar';
   if (
     name === '-' ||
@@ -153,6 +207,38 @@ function parseOutput(value: unknown): OutputSpec {
     invalid(`output dest "${name}" must be a plain file name (letters, digits, . _ - + @), e.g. app.tar`);
   }
   return { type: t, dest: name, attrs };
+}
+
+/** An image output is pushed: the builder's own image store is no place for a caller's result. */
+function checkImageAttrs(attrs: Record<string, string>): void {
+  if (attrs.push !== 'true') {
+    invalid('an image output must be pushed: add push=true (and name=registry/repo:tag)');
+  }
+  if (!attrs.name) invalid('an image output needs name=registry/repo:tag');
+  const names = attrs.name.split(',');
+  if (names.length > MAX_IMAGE_NAMES) invalid(`an image output takes at most ${MAX_IMAGE_NAMES} names`);
+  for (const ref of names) {
+    if (!IMAGE_REFERENCE.test(ref)) {
+      invalid(
+        `output name "${ref.slice(0, 200)}" is not an image reference like registry.example/team/app:1.0`,
+      );
+    }
+  }
+  for (const flag of ['registry.insecure', 'force-compression', 'oci-mediatypes']) {
+    if (attrs[flag] !== undefined && attrs[flag] !== 'true' && attrs[flag] !== 'false')
+      invalid(`output ${flag} must be true or false`);
+  }
+}
+
+/** The registry hosts an image output pushes to (Docker Hub's when a name has none). */
+export function imageRegistryHosts(spec: Pick<BuildSpec, 'output'>): string[] {
+  if (spec.output.type !== 'image') return [];
+  const hosts = (spec.output.attrs.name ?? '').split(',').map((ref) => {
+    const host = IMAGE_REFERENCE.exec(ref)?.groups?.host;
+    // docker's rule: a first component is a host only with a dot, a port, or `localhost`.
+    return host && (/[.:[]/.test(host) || host === 'localhost') ? host.toLowerCase() : 'docker.io';
+  });
+  return [...new Set(hosts)];
 }
 
 function parseJsonObject(text: string, field: string): Record<string, unknown> {
@@ -233,6 +319,15 @@ export function parseBuildSpec(input: BuildSpecInput): BuildSpec {
     const reserved = reservedBuildArg(name);
     if (reserved) invalid(reserved);
   }
+  // `--build-arg SOURCE_DATE_EPOCH=…` is how docker users ask for it: one field holds it, so that
+  // routing to a builder that honours it and the result cache see it the same way.
+  const epochArg = parseEpoch(buildArgs.SOURCE_DATE_EPOCH, 'buildArgs.SOURCE_DATE_EPOCH');
+  const epochField = parseEpoch(input.sourceDateEpoch, 'sourceDateEpoch');
+  if (epochArg !== undefined && epochField !== undefined && epochArg !== epochField)
+    invalid('sourceDateEpoch and buildArgs.SOURCE_DATE_EPOCH disagree');
+  delete buildArgs.SOURCE_DATE_EPOCH;
+  const sourceDateEpoch = epochField ?? epochArg;
+  const provenance = parseProvenance(input.provenance);
 
   return {
     output: parseOutput(input.output),
@@ -244,7 +339,18 @@ export function parseBuildSpec(input: BuildSpecInput): BuildSpec {
     noCache: bool(input.noCache, 'noCache'),
     network,
     ...(secretIds.length > 0 ? { secrets: secretIds } : {}),
+    ...(provenance !== undefined ? { provenance } : {}),
+    ...(sourceDateEpoch !== undefined ? { sourceDateEpoch } : {}),
   };
+}
+
+/**
+ * Whether Kiln keeps its own copy of the build's provenance (and the build view links it): for a
+ * tar output, where BuildKit writes it into the archive as `provenance.json`. An oci or docker
+ * output carries it inside the image index as an attestation manifest.
+ */
+export function recordsProvenance(spec: Pick<BuildSpec, 'provenance' | 'output'>): boolean {
+  return spec.provenance !== undefined && spec.output.type === 'tar';
 }
 
 /**
@@ -268,6 +374,9 @@ export function frontendAttrsFor(spec: BuildSpec, projectId: string): Record<str
   if (spec.network === 'none') attrs['force-network-mode'] = 'none';
   for (const [k, v] of Object.entries(spec.buildArgs)) attrs[`build-arg:${k}`] = v;
   for (const [k, v] of Object.entries(spec.labels)) attrs[`label:${k}`] = v;
+  // What buildx sends for --provenance and --build-arg SOURCE_DATE_EPOCH (BuildKit ≥ 0.11/0.13).
+  if (spec.provenance) attrs['attest:provenance'] = `mode=${spec.provenance}`;
+  if (spec.sourceDateEpoch !== undefined) attrs['build-arg:SOURCE_DATE_EPOCH'] = String(spec.sourceDateEpoch);
   // Last, so it wins over a stored spec from before BUILDKIT_* args were refused.
   // BuildKit ≥ 0.6 reads it (dockerfile frontend 1.1.2); cache ids become `<ns>/<id>`.
   attrs['build-arg:BUILDKIT_CACHE_MOUNT_NS'] = cacheMountNamespace(projectId);

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { AppError } from './errors.js';
-import { frontendAttrsFor, parseBuildSpec } from './spec.js';
+import { frontendAttrsFor, parseBuildSpec, recordsProvenance } from './spec.js';
 
 const rejects = (input: object, pattern: RegExp) =>
   assert.throws(
@@ -66,6 +66,52 @@ describe('parseBuildSpec', () => {
   test("the cache mount namespace is the project's, whatever a stored spec says", () => {
     const stored = { ...parseBuildSpec({}), buildArgs: { BUILDKIT_CACHE_MOUNT_NS: 'kiln-victim' } };
     assert.equal(frontendAttrsFor(stored, 'p2')['build-arg:BUILDKIT_CACHE_MOUNT_NS'], 'kiln-p2');
+  });
+
+  test('provenance takes buildx values and becomes attest:provenance', () => {
+    for (const [given, mode] of [
+      ['min', 'min'],
+      ['mode=max', 'max'],
+      [true, 'min'],
+      ['true', 'min'],
+    ] as const) {
+      const spec = parseBuildSpec({ provenance: given });
+      assert.equal(spec.provenance, mode);
+      assert.equal(frontendAttrsFor(spec, 'p')['attest:provenance'], `mode=${mode}`);
+    }
+    for (const off of [false, 'false', '', undefined]) {
+      const spec = parseBuildSpec({ provenance: off });
+      assert.equal('provenance' in spec, false);
+      assert.equal('attest:provenance' in frontendAttrsFor(spec, 'p'), false);
+    }
+    rejects({ provenance: 'full' }, /provenance must be "min" or "max"/);
+    rejects({ provenance: 3 }, /provenance must be/);
+    assert.equal(recordsProvenance(parseBuildSpec({ provenance: 'max' })), true);
+    assert.equal(
+      recordsProvenance(parseBuildSpec({ provenance: 'max', output: 'type=oci,dest=i.tar' })),
+      false,
+    );
+    assert.equal(recordsProvenance(parseBuildSpec({})), false);
+  });
+
+  test('sourceDateEpoch: the field or the SOURCE_DATE_EPOCH build arg, held in one place', () => {
+    const fromField = parseBuildSpec({ sourceDateEpoch: 1700000000 });
+    const fromArg = parseBuildSpec({ buildArgs: { SOURCE_DATE_EPOCH: '1700000000' } });
+    assert.deepEqual(fromArg, fromField);
+    assert.equal(fromField.sourceDateEpoch, 1700000000);
+    assert.deepEqual(fromArg.buildArgs, {});
+    assert.equal(frontendAttrsFor(fromArg, 'p')['build-arg:SOURCE_DATE_EPOCH'], '1700000000');
+    assert.equal(parseBuildSpec({ sourceDateEpoch: '0' }).sourceDateEpoch, 0);
+    assert.equal(
+      parseBuildSpec({ sourceDateEpoch: 5, buildArgs: { SOURCE_DATE_EPOCH: '5' } }).sourceDateEpoch,
+      5,
+    );
+    rejects({ sourceDateEpoch: 5, buildArgs: { SOURCE_DATE_EPOCH: '6' } }, /disagree/);
+    rejects({ sourceDateEpoch: -1 }, /sourceDateEpoch must be whole seconds/);
+    rejects({ sourceDateEpoch: 1.5 }, /sourceDateEpoch must be/);
+    rejects({ sourceDateEpoch: '1e9' }, /sourceDateEpoch must be/);
+    rejects({ sourceDateEpoch: 253402300800 }, /sourceDateEpoch must be/);
+    rejects({ buildArgs: { SOURCE_DATE_EPOCH: 'yesterday' } }, /buildArgs.SOURCE_DATE_EPOCH must be/);
   });
 
   test('mode on a tar output is explained as a cache-export option', () => {

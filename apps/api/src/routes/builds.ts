@@ -3,7 +3,7 @@ import { BuildStatusSchema } from '@kiln/contract/schemas';
 import { AppError, CHANNEL_CANCEL, FINAL_STATUSES } from '@kiln/core';
 import { Type } from 'typebox';
 import { buildRequestSchema, RAW_CONTEXT_TYPES, submitBuild } from '../build-request.js';
-import { artifactFilename, buildView } from '../build-view.js';
+import { artifactFilename, buildView, provenanceOf } from '../build-view.js';
 import type { ApiDeps } from '../deps.js';
 import { followLogs, readLogs } from '../logs.js';
 import { buildErrors, cursor, idParams, pageLimit } from '../schemas.js';
@@ -150,6 +150,37 @@ export function buildRoutes(deps: ApiDeps): FastifyPluginAsyncTypebox {
           await storage.signedUrl(build.artifactKey, {
             expiresInSeconds: config.urlTtlSeconds,
             filename: artifactFilename(build),
+          }),
+          302,
+        );
+      },
+    );
+
+    app.get(
+      '/v1/builds/:id/provenance',
+      {
+        schema: {
+          summary:
+            "Redirect (302) to a signed URL of the build's SLSA provenance (spec provenance=min|max, tar output)",
+          params: idParams,
+          response: buildErrors,
+        },
+      },
+      async (req, reply) => {
+        const build = await findBuild(req.projectId, req.params.id);
+        if (build.status === 'expired')
+          throw new AppError('gone', `the provenance of build ${build.id} has expired`);
+        const provenance = provenanceOf(build);
+        if (!provenance) {
+          throw new AppError(
+            'conflict',
+            `build ${build.id} is ${build.status}: there is no provenance (it needs a succeeded build whose spec has provenance=min|max and a tar output)`,
+          );
+        }
+        return reply.redirect(
+          await storage.signedUrl(provenance.key, {
+            expiresInSeconds: config.urlTtlSeconds,
+            filename: 'provenance.json',
           }),
           302,
         );

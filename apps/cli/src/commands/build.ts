@@ -5,13 +5,21 @@ import { loadSecrets } from '@kiln/buildkit-client';
 import { FINAL_STATUSES } from '@kiln/contract';
 import { type KilnApi, projectClient } from '../api.js';
 import { BUILD_USAGE, parseBuildOptions, serverDest } from '../args.js';
+import { ContextDigestCache, contextFingerprint } from '../context-digests.js';
 import { contextTarStream, planContext } from '../context-tar.js';
 import { downloadArtifact } from '../download.js';
 import { CliError, EXIT_INTERRUPTED, EXIT_OK, InterruptedError, messageOf } from '../errors.js';
 import { followLogs, waitForFinal } from '../follow.js';
 import { type Io, readAll } from '../io.js';
 import { createReporter } from '../reporter.js';
-import { buildQuery, isRatioRejection, submitBuild } from '../upload.js';
+import {
+  type BuildRequest,
+  buildFields,
+  buildQuery,
+  isRatioRejection,
+  submitBuild,
+  submitStoredBuild,
+} from '../upload.js';
 
 export async function buildCommand(argv: string[], io: Io): Promise<number> {
   const opts = parseBuildOptions(argv, io.env, Boolean(io.stdout.isTTY));
@@ -60,7 +68,7 @@ export async function buildCommand(argv: string[], io: Io): Promise<number> {
     let read = 0;
     let sentSoFar = 0;
     const started = Date.now();
-    const query = buildQuery({
+    const request: BuildRequest = {
       output: {
         type: opts.output.type,
         dest: serverDest(opts.output.dest, opts.output.type),
@@ -71,9 +79,11 @@ export async function buildCommand(argv: string[], io: Io): Promise<number> {
       platform: opts.platform,
       network: opts.network,
       noCache: opts.noCache,
+      provenance: opts.provenance,
       buildArgs: opts.buildArgs,
       labels: opts.labels,
-    });
+    };
+    const query = buildQuery(request);
     const upload = (gzip: boolean) => {
       read = 0;
       sentSoFar = 0;
@@ -96,17 +106,41 @@ export async function buildCommand(argv: string[], io: Io): Promise<number> {
         },
       });
     };
-    let compressed = true;
-    const { build, sent } = await upload(true).catch((err: unknown) => {
-      if (!isRatioRejection(err)) throw err;
-      reporter.warn(
-        'the context compresses better than the server accepts from gzip: sending it uncompressed',
-      );
-      compressed = false;
-      return upload(false);
-    });
+    // An unchanged context the server holds for this project is built by digest, not sent again.
+    const digests = ContextDigestCache.at(io.env);
+    const fingerprint = contextFingerprint(plan);
+    const known = await digests.lookup(api.baseUrl, fingerprint);
+    let build = known ? await submitStoredBuild(api, known, buildFields(request), secrets) : undefined;
+    if (build && known) {
+      reporter.uploaded({
+        files: plan.files,
+        bytes: plan.bytes,
+        sent: 0,
+        compressed: false,
+        ms: Date.now() - started,
+        reused: known,
+      });
+    } else {
+      let compressed = true;
+      const uploaded = await upload(true).catch((err: unknown) => {
+        if (!isRatioRejection(err)) throw err;
+        reporter.warn(
+          'the context compresses better than the server accepts from gzip: sending it uncompressed',
+        );
+        compressed = false;
+        return upload(false);
+      });
+      build = uploaded.build;
+      reporter.uploaded({
+        files: plan.files,
+        bytes: plan.bytes,
+        sent: uploaded.sent,
+        compressed,
+        ms: Date.now() - started,
+      });
+      if (build.context) await digests.remember(api.baseUrl, fingerprint, build.context.digest);
+    }
     buildId = build.id;
-    reporter.uploaded({ files: plan.files, bytes: plan.bytes, sent, compressed, ms: Date.now() - started });
     reporter.submitted(build);
 
     try {

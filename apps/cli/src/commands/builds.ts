@@ -129,6 +129,7 @@ function describe(b: BuildView): string {
       ['Digest', b.artifact.digest ?? undefined],
       ['Download', b.artifact.url],
       ['Expires', b.artifact.expiresAt],
+      ['Provenance', b.provenance ? `${b.provenance.mode}: ${b.provenance.url}` : undefined],
     );
   }
   return formatFields(rows);

@@ -143,6 +143,11 @@ export class BuilderPool {
     return this.health.check(address);
   }
 
+  /** What `address` can do, as its health checks learnt it (undefined: not reached yet). */
+  capabilitiesOf(address: string): Promise<BuilderCapabilities | undefined> {
+    return this.health.capabilitiesOf(address);
+  }
+
   /** The default platform of `address` (os/arch[/variant]); asks the daemon when no check has told it yet. */
   platformOf(address: string): Promise<string | undefined> {
     return this.health.platformOf(address);

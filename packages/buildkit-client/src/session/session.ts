@@ -2,6 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import type { Duplex } from 'node:stream';
 import * as grpc from '@grpc/grpc-js';
 import { HEALTH_SERVING } from '../wire/messages.js';
+import { credentials, type RegistryAuth } from './auth.js';
 import { type ExportSink, fileSendDiffCopy } from './filesend.js';
 import { fileSyncDiffCopy, type LocalDir } from './filesync.js';
 import { getSecret, type Secrets } from './secrets.js';
@@ -24,6 +25,7 @@ const FILESYNC_DIFFCOPY = '/moby.filesync.v1.FileSync/DiffCopy';
 const FILESEND_DIFFCOPY = '/moby.filesync.v1.FileSend/DiffCopy';
 const HEALTH_CHECK = '/grpc.health.v1.Health/Check';
 const SECRETS_GET = '/moby.buildkit.secrets.v1.Secrets/GetSecret';
+const AUTH_CREDENTIALS = '/moby.filesync.v1.Auth/Credentials';
 
 function unary(path: string): grpc.MethodDefinition<Buffer, Buffer> {
   return { ...bidi(path), requestStream: false, responseStream: false };
@@ -37,10 +39,12 @@ export interface SessionOptions {
   exportSink?: ExportSink;
   /** Served to `RUN --mount=type=secret`; the Secrets service is hosted only when given. */
   secrets?: Secrets;
+  /** Registry credentials for pulls and pushes; the Auth service is hosted only when given. */
+  registryAuth?: RegistryAuth;
 }
 
 /**
- * The client side of a BuildKit session: a gRPC *server* (FileSync, FileSend, Secrets, Health) that
+ * The client side of a BuildKit session: a gRPC *server* (FileSync, FileSend, Secrets, Auth, Health) that
  * the daemon calls back over one connection opened by the client.
  */
 export class Session {
@@ -106,6 +110,12 @@ export class Session {
         GetSecret: getSecret(opts.secrets),
       });
       this.methods.push(SECRETS_GET);
+    }
+    if (opts.registryAuth) {
+      this.server.addService({ Credentials: unary(AUTH_CREDENTIALS) } as grpc.ServiceDefinition, {
+        Credentials: credentials(opts.registryAuth),
+      });
+      this.methods.push(AUTH_CREDENTIALS);
     }
     // BuildKit polls Health/Check every second and drops the session (and the build) without it.
     this.server.addService({ Check: unary(HEALTH_CHECK) } as grpc.ServiceDefinition, {

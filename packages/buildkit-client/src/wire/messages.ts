@@ -165,3 +165,15 @@ export function decodeGetSecretRequest(buf: Buffer): GetSecretRequest {
 export function encodeGetSecretResponse(data: Buffer): Buffer {
   return new ProtoWriter().bytes(1, data).finish();
 }
+
+/** moby.filesync.v1.CredentialsRequest{Host}: the registry host BuildKit is about to talk to. */
+export function decodeCredentialsRequest(buf: Buffer): { host: string } {
+  let host = '';
+  for (const f of readFields(buf)) if (f.field === 1) host = f.bytes?.toString('utf8') ?? '';
+  return { host };
+}
+
+/** moby.filesync.v1.CredentialsResponse{Username, Secret}; both empty means anonymous. */
+export function encodeCredentialsResponse(username: string, secret: string): Buffer {
+  return new ProtoWriter().string(1, username).string(2, secret).finish();
+}

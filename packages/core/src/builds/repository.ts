@@ -69,6 +69,7 @@ export const COLUMNS_SET_LATER = [
   'artifactKey',
   'artifactSize',
   'artifactDigest',
+  'imageDigest',
   'logKey',
   'errorCode',
   'errorMessage',
@@ -215,6 +216,29 @@ export class BuildRepository {
   }
 
   /** Builders on which an earlier attempt of this build failed for infrastructure reasons. */
+  /**
+   * The stored context object of an earlier build of this project with this digest and Dockerfile
+   * path (so the path is known to be in it), unless retention deleted it: what a build by digest,
+   * without an upload, may use. Only the project's own builds count: another project's contexts
+   * are never revealed, not even their existence. One index range (projectId, contextDigest).
+   */
+  async storedContextOf(
+    projectId: string,
+    digest: string,
+    file: string,
+  ): Promise<{ contextKey: string; contextSize: bigint } | undefined> {
+    const { rows } = await this.sql().query<{ contextKey: string; contextSize: string }>({
+      name: 'kiln_stored_context_of',
+      text: `SELECT "contextKey", "contextSize" FROM "Build"
+        WHERE "projectId" = $1 AND "contextDigest" = $2 AND spec->>'file' = $3
+          AND "contextKey" IS NOT NULL AND "contextDeletedAt" IS NULL
+        LIMIT 1`,
+      values: [projectId, digest, file],
+    });
+    const row = rows[0];
+    return row ? { contextKey: row.contextKey, contextSize: BigInt(row.contextSize) } : undefined;
+  }
+
   async buildersThatFailed(buildId: string): Promise<string[]> {
     const rows = await this.prisma.buildAttempt.findMany({
       where: { buildId, outcome: 'failed', errorCode: 'infrastructure' },

@@ -38,6 +38,28 @@ test('createStorage builds the backend the config names', async () => {
       await storage.put('f/x', Readable.from(['same api']));
       assert.equal((await readAll((await storage.get('f/x')).body)).toString(), 'same api');
     }
+    // list(prefix): every object below it, with sizes, from both backends alike.
+    for (const storage of [local, remote]) {
+      for (const key of ['cache/p1/blobs/a', 'cache/p1/manifests/m', 'cache/p10/x', 'cache/p2/y'])
+        await storage.put(key, Readable.from([key]));
+      const listed: Array<{ key: string; size: number }> = [];
+      for await (const o of storage.list('cache/p1/')) {
+        assert.ok(o.lastModified.getTime() > Date.now() - 60_000, `${storage.kind}: lastModified`);
+        listed.push({ key: o.key, size: o.size });
+      }
+      listed.sort((a, b) => a.key.localeCompare(b.key));
+      assert.deepEqual(
+        listed,
+        [
+          { key: 'cache/p1/blobs/a', size: 16 },
+          { key: 'cache/p1/manifests/m', size: 20 },
+        ],
+        storage.kind,
+      );
+      const none: unknown[] = [];
+      for await (const o of storage.list('nothing/here/')) none.push(o);
+      assert.deepEqual(none, [], storage.kind);
+    }
     remote.close();
   } finally {
     await s3.stop();
@@ -46,7 +68,8 @@ test('createStorage builds the backend the config names', async () => {
 });
 
 test('validateKey', () => {
-  for (const ok of ['a', 'contexts/sha256/abc.tar', 'a-b_c.d/E9', '_x']) assert.equal(validateKey(ok), ok);
+  for (const ok of ['a', 'contexts/sha256/abc.tar', 'a-b_c.d/E9', '_x', 'cache/p/blobs/sha256:ab'])
+    assert.equal(validateKey(ok), ok);
   for (const bad of [
     '',
     '..',

@@ -5,6 +5,7 @@ import {
   lstat,
   mkdir,
   open,
+  readdir,
   realpath,
   rename,
   rm,
@@ -17,7 +18,15 @@ import { pipeline } from 'node:stream/promises';
 import { AppError } from '../errors.js';
 import { removeStaleFiles } from '../stale-files.js';
 import { HashingFileSink } from './file-sink.js';
-import type { GetOptions, GetResult, ObjectInfo, ObjectStorage, PutOptions, PutResult } from './types.js';
+import type {
+  GetOptions,
+  GetResult,
+  ListedObject,
+  ObjectInfo,
+  ObjectStorage,
+  PutOptions,
+  PutResult,
+} from './types.js';
 import { abortReason, destroyQuietly, resolveRange, validateKey } from './util.js';
 
 export interface LocalDirStorageOptions {
@@ -200,6 +209,25 @@ export class LocalDirStorage implements ObjectStorage {
     } catch (err) {
       if (isNoEntry(err)) return undefined;
       throw this.backendError('head', key, err);
+    }
+  }
+
+  async *list(prefix: string): AsyncIterable<ListedObject> {
+    // A prefix is a directory here: `cache/p1/` lists everything below root/cache/p1.
+    const base = prefix.replace(/\/+$/, '');
+    const dir = this.pathFor(base);
+    const entries = await readdir(dir, { recursive: true, withFileTypes: true }).catch((err: unknown) => {
+      if (isNoEntry(err)) return [];
+      throw this.backendError('list', prefix, err);
+    });
+    for (const e of entries) {
+      // Half-written puts are not objects yet.
+      if (!e.isFile() || PUT_TEMP_FILE.test(e.name)) continue;
+      const file = path.join(e.parentPath, e.name);
+      const st = await lstat(file).catch(() => undefined);
+      if (!st) continue; // deleted meanwhile
+      const key = path.relative(this.root, file).split(path.sep).join('/');
+      yield { key, size: st.size, lastModified: st.mtime };
     }
   }
 

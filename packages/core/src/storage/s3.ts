@@ -8,6 +8,8 @@ import {
   type GetObjectCommandOutput,
   HeadBucketCommand,
   HeadObjectCommand,
+  ListObjectsV2Command,
+  type ListObjectsV2CommandOutput,
   ListPartsCommand,
   S3Client,
   type S3ClientConfig,
@@ -15,7 +17,15 @@ import {
 import { Upload } from '@aws-sdk/lib-storage';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { AppError } from '../errors.js';
-import type { GetOptions, GetResult, ObjectInfo, ObjectStorage, PutOptions, PutResult } from './types.js';
+import type {
+  GetOptions,
+  GetResult,
+  ListedObject,
+  ObjectInfo,
+  ObjectStorage,
+  PutOptions,
+  PutResult,
+} from './types.js';
 import { abortReason, contentDisposition, destroyQuietly, HashingCounter, validateKey } from './util.js';
 
 /** Minimal logger (pino-compatible) for problems that do not fail the call, e.g. a cleanup that could not finish. */
@@ -216,6 +226,28 @@ export class S3Storage implements ObjectStorage {
       if (isNotFound(err)) return undefined;
       throw this.backendError('head', key, err);
     }
+  }
+
+  async *list(prefix: string): AsyncIterable<ListedObject> {
+    // A directory-like prefix: its key part is validated like a key, the slash added back.
+    const Prefix = `${this.objectKey(prefix.replace(/\/+$/, ''))}/`;
+    const strip = Prefix.length - prefix.replace(/\/+$/, '').length - 1;
+    let ContinuationToken: string | undefined;
+    do {
+      let out: ListObjectsV2CommandOutput;
+      try {
+        out = await this.client.send(
+          new ListObjectsV2Command({ Bucket: this.bucket, Prefix, ContinuationToken }),
+        );
+      } catch (err) {
+        throw this.backendError('list', prefix, err);
+      }
+      for (const o of out.Contents ?? []) {
+        if (o.Key)
+          yield { key: o.Key.slice(strip), size: o.Size ?? 0, lastModified: o.LastModified ?? new Date(0) };
+      }
+      ContinuationToken = out.NextContinuationToken;
+    } while (ContinuationToken);
   }
 
   async delete(key: string): Promise<void> {

@@ -11,6 +11,13 @@ export interface ObjectInfo {
   size: number;
 }
 
+/** One object of a listing. */
+export interface ListedObject {
+  key: string;
+  size: number;
+  lastModified: Date;
+}
+
 export interface GetOptions {
   /** Inclusive byte range, like HTTP `Range: bytes=start-end`; `end` omitted means "to the last byte". */
   range?: { start: number; end?: number };
@@ -48,6 +55,8 @@ export interface ObjectStorage {
   head(key: string): Promise<ObjectInfo | undefined>;
   /** Idempotent: deleting a missing key succeeds. */
   delete(key: string): Promise<void>;
+  /** Every object whose key starts with `prefix` (a `dir/` prefix), in pages, in no set order. */
+  list(prefix: string): AsyncIterable<ListedObject>;
   /** A download URL valid for `expiresInSeconds`; `filename` sets Content-Disposition. */
   signedUrl(key: string, opts: { expiresInSeconds: number; filename?: string }): Promise<string>;
   /** Readiness probe: throws AppError('unavailable') when the backend can't be used. */

@@ -5,12 +5,12 @@ import { AppError } from '../errors.js';
 /** Longest key accepted (S3's own limit is 1024 bytes; keys here are ASCII). */
 export const MAX_KEY_LENGTH = 1024;
 
-const SEGMENT = /^[A-Za-z0-9_][A-Za-z0-9._-]*$/;
+const SEGMENT = /^[A-Za-z0-9_][A-Za-z0-9._:-]*$/;
 
 /**
- * Object keys are the same on every backend: `/`-separated segments of `[A-Za-z0-9._-]`, each
+ * Object keys are the same on every backend: `/`-separated segments of `[A-Za-z0-9._:-]`, each
  * starting with a letter, digit or `_` (so no `.`, `..`, hidden names, empty segments, absolute
- * paths or backslashes). Returns the key; throws AppError('invalid_request') otherwise.
+ * paths or backslashes). `:` is for BuildKit's cache blobs (`blobs/sha256:<hex>`). Returns the key; throws AppError('invalid_request') otherwise.
  */
 export function validateKey(key: unknown): string {
   if (typeof key !== 'string' || key.length === 0) {
@@ -23,7 +23,7 @@ export function validateKey(key: unknown): string {
     if (!SEGMENT.test(segment)) {
       throw new AppError(
         'invalid_request',
-        `storage key "${printable(key)}" is not allowed: use "/"-separated segments of letters, digits, ".", "_" and "-" that do not start with "." (no "..", no leading "/")`,
+        `storage key "${printable(key)}" is not allowed: use "/"-separated segments of letters, digits, ".", "_", ":" and "-" that do not start with "." (no "..", no leading "/")`,
       );
     }
   }

@@ -1,0 +1,77 @@
+/**
+ * The shared build cache: BuildKit's cache of a project's builds, exported into Kiln's bucket after
+ * each build and imported before the next, so a builder that never saw the project starts warm.
+ * One prefix per project: a project imports only its own (cache poisoning and reading across
+ * projects would otherwise be one `RUN` away). Retention bounds it (see the worker's retention).
+ */
+import type { StorageConfig } from './config.js';
+
+/** Where every project's cache lives in the bucket. */
+export const BUILD_CACHE_ROOT = 'cache/';
+/** Where a project's cache objects live in the bucket. */
+export const buildCachePrefix = (projectId: string) => `${BUILD_CACHE_ROOT}${projectId}/`;
+
+export interface BuildCacheConfig {
+  kind: 's3';
+  bucket: string;
+  region: string;
+  /** The S3 endpoint as the builders reach it (may differ from Kiln's own). */
+  endpoint?: string;
+  pathStyle: boolean;
+  accessKeyId?: string;
+  secretAccessKey?: string;
+  /** A project's cache past this many bytes is dropped whole by retention (0: no bound). */
+  maxBytes: number;
+}
+
+export interface CacheOption {
+  type: string;
+  attrs: Record<string, string>;
+}
+
+/** The shared cache for this storage, or undefined when it is off or storage is not S3. */
+export function buildCacheFor(
+  storage: StorageConfig,
+  setting: 'auto' | 'off',
+  builderEndpoint: string | undefined,
+  maxBytes: number,
+): BuildCacheConfig | undefined {
+  if (setting === 'off' || storage.kind !== 's3') return undefined;
+  const endpoint = builderEndpoint ?? storage.endpoint;
+  return {
+    kind: 's3',
+    bucket: storage.bucket,
+    region: storage.region,
+    ...(endpoint ? { endpoint } : {}),
+    pathStyle: storage.forcePathStyle,
+    ...(storage.accessKeyId ? { accessKeyId: storage.accessKeyId } : {}),
+    ...(storage.secretAccessKey ? { secretAccessKey: storage.secretAccessKey } : {}),
+    maxBytes,
+  };
+}
+
+/**
+ * BuildKit's `type=s3` cache import and export (mode=max: every stage's layers) of one project.
+ * The keys go to the daemon in the solve request, never into a build's containers; without them
+ * the daemon uses its own AWS credentials.
+ */
+export function buildCacheOptions(
+  cache: BuildCacheConfig,
+  projectId: string,
+): { cacheImports: CacheOption[]; cacheExports: CacheOption[] } {
+  const attrs: Record<string, string> = {
+    bucket: cache.bucket,
+    region: cache.region,
+    prefix: buildCachePrefix(projectId),
+    name: 'kiln',
+    use_path_style: String(cache.pathStyle),
+    ...(cache.endpoint ? { endpoint_url: cache.endpoint } : {}),
+    ...(cache.accessKeyId && cache.secretAccessKey
+      ? { access_key_id: cache.accessKeyId, secret_access_key: cache.secretAccessKey }
+      : {}),
+  };
+  return {
+    cacheImports: [{ type: 's3', attrs }],
+    cacheExports: [{ type: 's3', attrs: { ...attrs, mode: 'max' } }],
+  };
+}

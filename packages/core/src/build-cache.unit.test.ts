@@ -1,0 +1,53 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { buildCacheFor, buildCacheOptions } from './build-cache.js';
+
+const s3 = {
+  kind: 's3' as const,
+  bucket: 'b',
+  region: 'r',
+  endpoint: 'http://kiln-view:9000',
+  forcePathStyle: true,
+  accessKeyId: 'AK',
+  secretAccessKey: 'SK',
+};
+
+test('the shared cache: S3 storage only, per-project prefix, mode=max on export', () => {
+  assert.equal(
+    buildCacheFor(
+      { kind: 'local', root: '/x', publicBaseUrl: 'http://k', signingKey: 'k' },
+      'auto',
+      undefined,
+      1,
+    ),
+    undefined,
+  );
+  assert.equal(buildCacheFor(s3, 'off', undefined, 1), undefined);
+  const cache = buildCacheFor(s3, 'auto', 'http://minio:9000', 5);
+  assert.ok(cache);
+  assert.equal(cache.endpoint, 'http://minio:9000', 'the builders’ endpoint wins');
+  const { cacheImports, cacheExports } = buildCacheOptions(cache, 'p1');
+  assert.deepEqual(cacheImports, [
+    {
+      type: 's3',
+      attrs: {
+        bucket: 'b',
+        region: 'r',
+        prefix: 'cache/p1/',
+        name: 'kiln',
+        use_path_style: 'true',
+        endpoint_url: 'http://minio:9000',
+        access_key_id: 'AK',
+        secret_access_key: 'SK',
+      },
+    },
+  ]);
+  assert.equal(cacheExports[0]?.attrs.mode, 'max');
+  assert.equal(cacheExports[0]?.attrs.prefix, 'cache/p1/');
+  const { access_key_id: _a, secret_access_key: _s, ...anonymous } = cacheImports[0]?.attrs ?? {};
+  const daemonKeys = buildCacheOptions(
+    { ...cache, accessKeyId: undefined, secretAccessKey: undefined } as never,
+    'p2',
+  );
+  assert.deepEqual(daemonKeys.cacheImports[0]?.attrs, { ...anonymous, prefix: 'cache/p2/' });
+});

@@ -1,0 +1,155 @@
+/**
+ * A project's registry credentials: the password or token encrypted at rest (AES-256-GCM, bound
+ * to the project and host, so a ciphertext copied to another row does not decrypt), handed in
+ * clear only to the worker, which serves them to BuildKit over the build's session.
+ */
+import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
+import type { PrismaClient } from './db/index.js';
+import { AppError } from './errors.js';
+import type { Network } from './net/address.js';
+import { refusedHost } from './net/host.js';
+import { hostMatches } from './net/host-patterns.js';
+
+const VERSION = 'v1';
+
+/** The 32-byte key credentials are encrypted with, derived from the operator's secret. */
+export function credentialsKey(secret: string): Buffer {
+  return Buffer.from(hkdfSync('sha256', secret, 'kiln', 'registry-credentials', 32));
+}
+
+const aad = (projectId: string, host: string) => Buffer.from(`${projectId}\0${host}`);
+
+export function encryptSecret(key: Buffer, projectId: string, host: string, secret: string): string {
+  const iv = randomBytes(12);
+  const cipher = createCipheriv('aes-256-gcm', key, iv);
+  cipher.setAAD(aad(projectId, host));
+  const body = Buffer.concat([cipher.update(secret, 'utf8'), cipher.final()]);
+  return [VERSION, iv, cipher.getAuthTag(), body]
+    .map((p) => (typeof p === 'string' ? p : p.toString('base64')))
+    .join(':');
+}
+
+/** Throws when the ciphertext is not this key's, or not for this project and host. */
+export function decryptSecret(key: Buffer, projectId: string, host: string, stored: string): string {
+  const [version, iv, tag, body] = stored.split(':');
+  if (version !== VERSION || !iv || !tag || body === undefined) throw new Error('unknown credential format');
+  const decipher = createDecipheriv('aes-256-gcm', key, Buffer.from(iv, 'base64'));
+  decipher.setAAD(aad(projectId, host));
+  decipher.setAuthTag(Buffer.from(tag, 'base64'));
+  return Buffer.concat([decipher.update(Buffer.from(body, 'base64')), decipher.final()]).toString('utf8');
+}
+
+/**
+ * Docker Hub is asked for as `registry-1.docker.io` by BuildKit; people write `docker.io`.
+ * Other hosts are kept as written, lowercase, with their port.
+ */
+export function normalizeRegistryHost(raw: string): string {
+  const host = raw.trim().toLowerCase().replace(/\/+$/, '');
+  if (!/^([a-z0-9.-]+|\[[0-9a-f:]+\])(:\d{1,5})?$/.test(host) || host.length > 255) {
+    throw new AppError(
+      'invalid_request',
+      `"${raw.slice(0, 100)}" is not a registry host like registry.example:5000`,
+    );
+  }
+  return host === 'docker.io' || host === 'index.docker.io' ? 'registry-1.docker.io' : host;
+}
+
+/** Which registries BuildKit may push to (KILN_REGISTRY_* settings), judged on the host as written. */
+export interface RegistryPolicy {
+  /** Empty: every host not denied. */
+  allowedHosts: readonly string[];
+  deniedHosts: readonly string[];
+  /** Special-purpose addresses (loopback, private, ...) allowed as literal hosts. */
+  allowedNetworks: readonly Network[];
+}
+
+/** Throws `invalid_spec` naming the host when the policy refuses a push target. */
+export function checkRegistryHost(hostWithPort: string, policy: RegistryPolicy): void {
+  const host = hostWithPort.replace(/:\d+$/, '').replace(/^\[(.*)\]$/, '$1');
+  const refuse = (why: string) => {
+    throw new AppError('invalid_spec', `output name: the registry ${hostWithPort} ${why}`);
+  };
+  if (hostMatches(host, policy.deniedHosts)) refuse('is denied by this Kiln');
+  if (policy.allowedHosts.length > 0 && !hostMatches(host, policy.allowedHosts)) {
+    refuse('is not among the registries this Kiln pushes to');
+  }
+  const why = refusedHost(host, policy.allowedNetworks);
+  if (why) refuse(`is ${why}; this Kiln does not push to such addresses (KILN_REGISTRY_ALLOWED_NETWORKS)`);
+}
+
+export interface RegistryCredentialView {
+  host: string;
+  username: string;
+  updatedAt: Date;
+}
+
+/** The only code that reads or writes RegistryCredential rows. */
+export class RegistryCredentialStore {
+  constructor(
+    private readonly prisma: PrismaClient,
+    /** Undefined when the operator set no key: credentials can be neither stored nor used. */
+    private readonly key: Buffer | undefined,
+  ) {}
+
+  private requireKey(): Buffer {
+    if (!this.key) {
+      throw new AppError(
+        'conflict',
+        'registry credentials need KILN_CREDENTIALS_KEY (or KILN_SIGNING_KEY) set on this Kiln',
+      );
+    }
+    return this.key;
+  }
+
+  async put(
+    projectId: string,
+    host: string,
+    username: string,
+    secret: string,
+  ): Promise<RegistryCredentialView> {
+    const secretCiphertext = encryptSecret(this.requireKey(), projectId, host, secret);
+    return this.prisma.registryCredential.upsert({
+      where: { projectId_host: { projectId, host } },
+      create: { projectId, host, username, secretCiphertext },
+      update: { username, secretCiphertext },
+      select: { host: true, username: true, updatedAt: true },
+    });
+  }
+
+  list(projectId: string): Promise<RegistryCredentialView[]> {
+    return this.prisma.registryCredential.findMany({
+      where: { projectId },
+      select: { host: true, username: true, updatedAt: true },
+      orderBy: { host: 'asc' },
+    });
+  }
+
+  async delete(projectId: string, host: string): Promise<boolean> {
+    const { count } = await this.prisma.registryCredential.deleteMany({ where: { projectId, host } });
+    return count > 0;
+  }
+
+  /**
+   * The project's credentials in clear, by host, for one build. A row that does not decrypt (the
+   * key changed) is left out and reported, so the build goes anonymous to that host.
+   */
+  async forBuild(
+    projectId: string,
+    onUnreadable: (host: string) => void,
+  ): Promise<Map<string, { username: string; secret: string }>> {
+    const out = new Map<string, { username: string; secret: string }>();
+    if (!this.key) return out;
+    const rows = await this.prisma.registryCredential.findMany({ where: { projectId } });
+    for (const row of rows) {
+      try {
+        out.set(row.host, {
+          username: row.username,
+          secret: decryptSecret(this.key, projectId, row.host, row.secretCiphertext),
+        });
+      } catch {
+        onUnreadable(row.host);
+      }
+    }
+    return out;
+  }
+}

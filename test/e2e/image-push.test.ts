@@ -1,0 +1,180 @@
+// Image push end to end: a project stores its login to a registry (encrypted at rest, never
+// shown again), a build with `type=image,name=…,push=true` on buildkitd v0.24.0 pushes through
+// the session's Auth service, and the manifest pulled back from the registry (Debian's
+// docker-registry with basic auth on loopback) has the digest the build view reports. Another
+// project without the login is refused by the registry; bad image outputs and internal registry
+// addresses are 400s; a `build` token cannot set logins.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { freePort } from '../../packages/core/test-support/services.js';
+import { startTestKiln, type TestKiln } from '../support/kiln.js';
+import {
+  type ApiClient,
+  apiClient,
+  bash,
+  busyboxContext,
+  pgQuery,
+  tempDir,
+  tgz,
+} from '../support/processes.js';
+
+const BUILDKITD = process.env.KILN_TEST_BUILDKITD_ADDR;
+if (!BUILDKITD) throw new Error('KILN_TEST_BUILDKITD_ADDR is not set: run through `npm test`');
+const USER = 'ci-bot';
+const PASSWORD = `registry-pw-${process.pid}-${Date.now()}`;
+
+interface View {
+  id: string;
+  status: string;
+  error?: { code: string; message: string };
+  image?: { name: string; digest: string };
+  artifact?: unknown;
+}
+
+let kiln: TestKiln;
+let registry: string;
+let registryDir: string;
+let owner: ApiClient;
+let context: Buffer;
+
+before(async () => {
+  registryDir = (await tempDir('/tmp/kreg-')).dir;
+  registry = (
+    await bash(
+      'source scripts/lib/registry.sh && kiln_registry_start "$1" "$2" "$3" "$4" && echo "$REPLY"',
+      registryDir,
+      String(await freePort()),
+      USER,
+      PASSWORD,
+    )
+  ).trim();
+  kiln = await startTestKiln({
+    worker: true,
+    env: { KILN_BUILDERS: BUILDKITD, KILN_REGISTRY_ALLOWED_NETWORKS: '127.0.0.0/8' },
+  });
+  owner = apiClient(kiln.url, kiln.token);
+  const ctx = await busyboxContext('FROM scratch\nCOPY busybox /bin/busybox\nCOPY app.txt /app.txt\n', {
+    'app.txt': `app ${Date.now()}\n`,
+  });
+  context = await tgz(ctx.dir);
+  await ctx.cleanup();
+});
+
+after(async () => {
+  await kiln?.stop();
+  if (registryDir) await bash('source scripts/lib/registry.sh && kiln_registry_stop "$1"', registryDir);
+});
+
+const imageOutput = (repo: string, extra = ',push=true,registry.insecure=true') =>
+  `output=${encodeURIComponent(`type=image,name=${registry}/${repo}:v1${extra}`)}`;
+
+async function build(client: ApiClient, repo: string): Promise<View> {
+  const b = await client.submit(context, imageOutput(repo));
+  return (await client.waitFor(b.id, ['succeeded', 'failed', 'canceled'], 120_000)) as unknown as View;
+}
+
+async function manifestDigest(repo: string): Promise<string | null> {
+  const res = await fetch(`http://${registry}/v2/${repo}/manifests/v1`, {
+    method: 'HEAD',
+    headers: {
+      authorization: `Basic ${Buffer.from(`${USER}:${PASSWORD}`).toString('base64')}`,
+      accept: [
+        'application/vnd.oci.image.index.v1+json',
+        'application/vnd.oci.image.manifest.v1+json',
+        'application/vnd.docker.distribution.manifest.v2+json',
+      ].join(', '),
+    },
+  });
+  return res.status === 200 ? res.headers.get('docker-content-digest') : null;
+}
+
+const put = (client: ApiClient, host: string, body: unknown) =>
+  client.api(`/v1/registry-credentials/${encodeURIComponent(host)}`, {
+    method: 'PUT',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+
+describe('image push', () => {
+  test('with the project login: pushed, and the registry holds the digest Kiln reports', async () => {
+    const saved = await put(owner, registry, { username: USER, password: PASSWORD });
+    assert.equal(saved.status, 200, await saved.clone().text());
+    const listed = await (await owner.api('/v1/registry-credentials')).text();
+    assert.match(listed, new RegExp(registry.replace(/\./g, '\\.')));
+    assert.ok(!listed.includes(PASSWORD), 'the list never shows the secret');
+
+    const b = await build(owner, 'team/app');
+    assert.equal(b.status, 'succeeded', JSON.stringify(b.error));
+    assert.ok(b.image, JSON.stringify(b));
+    assert.equal(b.image.name, `${registry}/team/app:v1`);
+    assert.match(b.image.digest, /^sha256:[0-9a-f]{64}$/);
+    assert.equal(b.artifact, undefined);
+    assert.equal(await manifestDigest('team/app'), b.image.digest);
+
+    // At rest: only ciphertext; the log says nothing of it either.
+    const rows = await pgQuery<{ secretCiphertext: string }>(
+      kiln.db.url,
+      'SELECT "secretCiphertext" FROM "RegistryCredential"',
+    );
+    assert.equal(rows.length, 1);
+    assert.ok(!rows[0]?.secretCiphertext.includes(PASSWORD));
+    assert.ok(!(await owner.logs(b.id)).includes(PASSWORD));
+    // A push is never answered from the result cache.
+    const again = await build(owner, 'team/app');
+    assert.equal(again.status, 'succeeded');
+    assert.notEqual(again.id, b.id);
+  });
+
+  test('another project has no login: the registry refuses its push', async () => {
+    const other = apiClient(kiln.url, await kiln.newToken('other-team'));
+    const b = await build(other, 'other/app');
+    assert.equal(b.status, 'failed');
+    assert.equal(b.error?.code, 'build_failed');
+    assert.match(b.error?.message ?? '', /401|unauthorized|authoriz/i);
+    assert.equal(await manifestDigest('other/app'), null);
+  });
+
+  test('bad image outputs and internal registries are refused before anything runs', async () => {
+    for (const [query, pattern] of [
+      [imageOutput('team/app', ''), /push=true/],
+      [`output=${encodeURIComponent('type=image,push=true')}`, /needs name=/],
+      [`output=${encodeURIComponent('type=image,name=Team/App,push=true')}`, /not an image reference/],
+      [
+        `output=${encodeURIComponent('type=image,name=10.0.0.1:5000/a:b,push=true')}`,
+        /private|does not push/,
+      ],
+      [`output=${encodeURIComponent('type=image,name=169.254.169.254/a:b,push=true')}`, /does not push/],
+    ] as const) {
+      const res = await owner.api(`/v1/builds?${query}`, {
+        method: 'POST',
+        body: context,
+        headers: { 'content-type': 'application/gzip' },
+      });
+      assert.equal(res.status, 400, query);
+      const body = (await res.json()) as { error: { code: string; message: string } };
+      assert.equal(body.error.code, 'invalid_spec');
+      assert.match(body.error.message, pattern, query);
+    }
+  });
+
+  test('logins are managed with a manage token only, and deleted for good', async () => {
+    const created = await owner.api('/v1/tokens', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 'ci', scope: 'build' }),
+    });
+    const { token } = (await created.json()) as { token: string };
+    const builder = apiClient(kiln.url, token);
+    assert.equal((await put(builder, registry, { username: 'x', password: 'y' })).status, 403);
+    assert.equal((await put(owner, 'not a host!', { username: 'x', password: 'y' })).status, 400);
+    assert.equal((await put(owner, registry, { username: USER })).status, 400);
+    const gone = await owner.api(`/v1/registry-credentials/${encodeURIComponent(registry)}`, {
+      method: 'DELETE',
+    });
+    assert.equal(gone.status, 204);
+    assert.equal(
+      ((await (await owner.api('/v1/registry-credentials')).json()) as { items: unknown[] }).items.length,
+      0,
+    );
+  });
+});
