@@ -22,7 +22,8 @@ Options:
   -f, --file FILE                   The Dockerfile (default PATH/Dockerfile; - reads stdin)
       --target STAGE                Build this stage
       --build-arg KEY=VALUE         Build-time variable (KEY alone takes it from the environment)
-      --platform OS/ARCH            Target platform, e.g. linux/arm64
+      --platform OS/ARCH[,OS/ARCH]  Target platform(s), e.g. linux/arm64; several give one
+                                    result with a directory per platform
       --network none|default        Network mode of RUN steps
       --no-cache                    Do not use the cache
       --label KEY=VALUE             Label of the result
@@ -214,9 +215,6 @@ export function parseBuildOptions(
     throw new UsageError(`--network "${network}" is not supported by kiln: use none or default`, BUILD_USAGE);
   }
   const platform = values.platform;
-  if (platform?.includes(',')) {
-    throw new UsageError(`--platform "${platform}": kiln builds one platform at a time`, BUILD_USAGE);
-  }
   if (values.file === '' || values.target === '') {
     throw new UsageError(`${values.file === '' ? '--file' : '--target'} must not be empty`, BUILD_USAGE);
   }

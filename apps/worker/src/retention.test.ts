@@ -179,6 +179,7 @@ describe('retention', { skip }, () => {
       artifactsDeleted: [],
       artifactsKept: [],
       contextsDeleted: [],
+      cachesDropped: [],
       failed: 0,
     });
 

@@ -59,6 +59,7 @@ import {
   type ProjectQuotas,
   type PutResult,
   parseBuildSpec,
+  platformsOf,
   provenanceKey,
   type RegistryCredentialStore,
   recordsProvenance,
@@ -338,12 +339,12 @@ class BuildRun {
 
     let produced: Produced;
     const tap = recordsProvenance(spec)
-      ? new TarFileTap((name) => name === PROVENANCE_FILE, MAX_PROVENANCE_BYTES)
+      ? new TarFileTap((name) => name === PROVENANCE_FILE || name.endsWith(`/${PROVENANCE_FILE}`), MAX_PROVENANCE_BYTES)
       : undefined;
     let failure: string | undefined;
     try {
       produced = await this.solve(spec, this.lease, tap);
-      if (tap && produced.kind === 'artifact') failure = await this.storeProvenance(tap, produced.stored.key);
+      if (tap && produced.kind === 'artifact') failure = await this.storeProvenance(tap, spec, produced.stored.key);
     } catch (err) {
       return this.handleError(err, this.lease);
     }
@@ -383,15 +384,25 @@ class BuildRun {
 
   /**
    * Keeps Kiln's own copy of the provenance BuildKit wrote into the tar export, beside the
-   * artifact. Returns why the build must fail, or undefined once it is stored.
+   * artifact: the statement, or for several platforms one JSON object of them by platform
+   * directory (`{"linux_amd64": {...}, "linux_386": {...}}`, BuildKit's per-platform layout).
+   * Returns why the build must fail, or undefined once it is stored.
    */
-  private async storeProvenance(tap: TarFileTap, artifact: string): Promise<string | undefined> {
+  private async storeProvenance(tap: TarFileTap, spec: BuildSpec, artifact: string): Promise<string | undefined> {
     if (tap.oversized) {
       return `the provenance in the export is larger than ${MAX_PROVENANCE_BYTES} bytes: not kept`;
     }
-    const statement = tap.files.get(PROVENANCE_FILE);
+    const platforms = platformsOf(spec);
+    let statement: Buffer | undefined;
+    if (platforms.length > 1) {
+      const byPlatform = [...tap.files].filter(([name]) => name.split('/').length === 2);
+      if (byPlatform.length === platforms.length) {
+        const parts = byPlatform.map(([name, data]) => `${JSON.stringify(name.split('/')[0])}:${data.toString('utf8')}`);
+        statement = Buffer.from(`{${parts.join(',')}}`);
+      }
+    } else statement = tap.files.get(PROVENANCE_FILE);
     if (!statement) {
-      return `provenance was asked for, but the builder wrote no ${PROVENANCE_FILE} into the tar export (BuildKit writes it from v0.11)`;
+      return `provenance was asked for, but the builder wrote no ${PROVENANCE_FILE} for every platform into the tar export (BuildKit writes it from v0.11)`;
     }
     await this.deps.storage.put(provenanceKey(artifact), Readable.from([statement]), {
       contentType: 'application/json',

@@ -8,7 +8,7 @@
  * its first version in FEATURE_SINCE (or a rule in featuresOf), and ask for it in
  * specRequirements. Nothing else changes.
  */
-import type { BuildSpec } from './spec.js';
+import { type BuildSpec, platformsOf } from './spec.js';
 
 export const BUILDER_FEATURES = [
   /** `--output type=oci` / `type=docker`: moby's own BuildKit worker (dockerd) has neither exporter. */
@@ -103,7 +103,7 @@ export function specRequirements(spec: BuildSpec): SpecRequirements {
   if (spec.output.type === 'image') features.push('exporter:image-push');
   if (spec.provenance) features.push('attestations');
   if (spec.sourceDateEpoch !== undefined) features.push('source-date-epoch');
-  return { platforms: spec.platform ? [normalizePlatform(spec.platform)] : [], features };
+  return { platforms: [...new Set(platformsOf(spec).map(normalizePlatform))], features };
 }
 
 /**

@@ -76,6 +76,7 @@ export {
   type ProvenanceMode,
   parseBuildSpec,
   parseCsvPairs,
+  platformsOf,
   recordsProvenance,
   SPEC_FIELDS,
 } from './spec.js';

@@ -93,6 +93,7 @@ const MAX_VALUE = 64 * 1024;
 // 9999-12-31T23:59:59Z: what Go's time formatting (and so BuildKit) still writes in a tar header.
 const MAX_EPOCH = 253_402_300_799;
 const MAX_ENTRIES = 200;
+const MAX_PLATFORMS = 8;
 
 function invalid(message: string): never {
   throw new AppError('invalid_spec', message);
@@ -112,6 +113,28 @@ function bool(value: unknown, field: string): boolean {
   if (value === 'true' || value === '1') return true;
   if (value === 'false' || value === '0') return false;
   return invalid(`${field} must be true or false`);
+}
+
+/**
+ * `os/arch[/variant]`, or several comma-separated (docker's `--platform linux/amd64,linux/arm64`):
+ * one build, one artifact in BuildKit's per-platform layout. Kept as given, duplicates dropped.
+ */
+function parsePlatforms(value: unknown): string | undefined {
+  const text = str(value, 'platform', 512);
+  if (text === undefined) return undefined;
+  const platforms = [...new Set(text.split(',').map((p) => p.trim()))];
+  if (platforms.length > MAX_PLATFORMS) invalid(`platform names at most ${MAX_PLATFORMS} platforms`);
+  for (const p of platforms) {
+    if (!PLATFORM.test(p)) {
+      invalid(`platform "${p.slice(0, 64)}" is not os/arch[/variant], e.g. linux/amd64 or linux/arm64/v8`);
+    }
+  }
+  return platforms.join(',');
+}
+
+/** The platforms of a spec (empty: the builder's default). */
+export function platformsOf(spec: Pick<BuildSpec, 'platform'>): string[] {
+  return spec.platform ? spec.platform.split(',') : [];
 }
 
 /**
@@ -300,10 +323,7 @@ export function parseBuildSpec(input: BuildSpecInput): BuildSpec {
     dockerfileInContext(fileRaw) ??
     invalid(`file "${fileRaw}" must be a path inside the context, e.g. Dockerfile or docker/app.Dockerfile`);
 
-  const platform = str(input.platform, 'platform', 64);
-  if (platform !== undefined && !PLATFORM.test(platform)) {
-    invalid(`platform "${platform}" is not os/arch[/variant], e.g. linux/amd64 or linux/arm64/v8`);
-  }
+  const platform = parsePlatforms(input.platform);
   const network = str(input.network, 'network', 16) ?? 'default';
   if (network !== 'default' && network !== 'none')
     invalid(`network must be "default" or "none", not "${network}"`);
