@@ -339,12 +339,16 @@ class BuildRun {
 
     let produced: Produced;
     const tap = recordsProvenance(spec)
-      ? new TarFileTap((name) => name === PROVENANCE_FILE || name.endsWith(`/${PROVENANCE_FILE}`), MAX_PROVENANCE_BYTES)
+      ? new TarFileTap(
+          (name) => name === PROVENANCE_FILE || name.endsWith(`/${PROVENANCE_FILE}`),
+          MAX_PROVENANCE_BYTES,
+        )
       : undefined;
     let failure: string | undefined;
     try {
       produced = await this.solve(spec, this.lease, tap);
-      if (tap && produced.kind === 'artifact') failure = await this.storeProvenance(tap, spec, produced.stored.key);
+      if (tap && produced.kind === 'artifact')
+        failure = await this.storeProvenance(tap, spec, produced.stored.key);
     } catch (err) {
       return this.handleError(err, this.lease);
     }
@@ -388,7 +392,11 @@ class BuildRun {
    * directory (`{"linux_amd64": {...}, "linux_386": {...}}`, BuildKit's per-platform layout).
    * Returns why the build must fail, or undefined once it is stored.
    */
-  private async storeProvenance(tap: TarFileTap, spec: BuildSpec, artifact: string): Promise<string | undefined> {
+  private async storeProvenance(
+    tap: TarFileTap,
+    spec: BuildSpec,
+    artifact: string,
+  ): Promise<string | undefined> {
     if (tap.oversized) {
       return `the provenance in the export is larger than ${MAX_PROVENANCE_BYTES} bytes: not kept`;
     }
@@ -397,7 +405,9 @@ class BuildRun {
     if (platforms.length > 1) {
       const byPlatform = [...tap.files].filter(([name]) => name.split('/').length === 2);
       if (byPlatform.length === platforms.length) {
-        const parts = byPlatform.map(([name, data]) => `${JSON.stringify(name.split('/')[0])}:${data.toString('utf8')}`);
+        const parts = byPlatform.map(
+          ([name, data]) => `${JSON.stringify(name.split('/')[0])}:${data.toString('utf8')}`,
+        );
         statement = Buffer.from(`{${parts.join(',')}}`);
       }
     } else statement = tap.files.get(PROVENANCE_FILE);
