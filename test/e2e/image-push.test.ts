@@ -5,6 +5,8 @@
 // project without the login is refused by the registry; bad image outputs and internal registry
 // addresses are 400s; a `build` token cannot set logins.
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { freePort } from '../../packages/core/test-support/services.js';
 import { startTestKiln, type TestKiln } from '../support/kiln.js';
@@ -14,12 +16,14 @@ import {
   bash,
   busyboxContext,
   pgQuery,
+  ROOT,
   tempDir,
   tgz,
 } from '../support/processes.js';
 
 const BUILDKITD = process.env.KILN_TEST_BUILDKITD_ADDR;
 if (!BUILDKITD) throw new Error('KILN_TEST_BUILDKITD_ADDR is not set: run through `npm test`');
+const KILN_BIN = path.join(ROOT, 'apps/cli/bin/kiln.js');
 const USER = 'ci-bot';
 const PASSWORD = `registry-pw-${process.pid}-${Date.now()}`;
 
@@ -123,6 +127,53 @@ describe('image push', () => {
     const again = await build(owner, 'team/app');
     assert.equal(again.status, 'succeeded');
     assert.notEqual(again.id, b.id);
+  });
+
+  test('kiln build -o type=image,…,push=true pushes and prints NAME@DIGEST', async () => {
+    const ctx = await busyboxContext('FROM scratch\nCOPY busybox /bin/busybox\nCOPY cli.txt /cli.txt\n', {
+      'cli.txt': `from the cli ${Date.now()}\n`,
+    });
+    try {
+      const name = `${registry}/team/cli:v1`;
+      const { stdout, stderr, code } = await new Promise<{
+        stdout: string;
+        stderr: string;
+        code: number | null;
+      }>((resolve, reject) => {
+        const child = spawn(
+          process.execPath,
+          [
+            KILN_BIN,
+            'build',
+            '--progress',
+            'plain',
+            '-o',
+            `type=image,name=${name},push=true,registry.insecure=true`,
+            '.',
+          ],
+          {
+            cwd: ctx.dir,
+            env: { ...process.env, KILN_URL: kiln.url, KILN_TOKEN: kiln.token, HOME: ctx.dir },
+          },
+        );
+        let out = '';
+        let err = '';
+        child.stdout.on('data', (c: Buffer) => {
+          out += c.toString();
+        });
+        child.stderr.on('data', (c: Buffer) => {
+          err += c.toString();
+        });
+        child.on('error', reject);
+        child.on('close', (c) => resolve({ stdout: out, stderr: err, code: c }));
+      });
+      assert.equal(code, 0, stderr);
+      const [ref, digest] = stdout.trim().split('@');
+      assert.equal(ref, name);
+      assert.equal(await manifestDigest('team/cli'), digest);
+    } finally {
+      await ctx.cleanup();
+    }
   });
 
   test('another project has no login: the registry refuses its push', async () => {

@@ -18,7 +18,9 @@ Build PATH (a directory) on Kiln and write the result where --output says, like
 docker build --output.
 
 Options:
-  -o, --output type=tar,dest=FILE   Where the result goes (also type=oci|docker; dest=- is stdout)
+  -o, --output type=tar,dest=FILE   Where the result goes (also type=oci|docker; dest=- is stdout;
+                                    type=image,name=REGISTRY/REPO:TAG,push=true pushes it and
+                                    prints NAME@DIGEST)
   -f, --file FILE                   The Dockerfile (default PATH/Dockerfile; - reads stdin)
       --target STAGE                Build this stage
       --build-arg KEY=VALUE         Build-time variable (KEY alone takes it from the environment)
@@ -38,9 +40,12 @@ Options:
   -h, --help                        This help`;
 
 export interface OutputArg {
-  /** The outputs that download as one file; local (a directory) is refused for now. */
-  type: ByteOutputType;
-  /** Local path, or `-` for stdout. */
+  /**
+   * The outputs that download as one file, or `image` (pushed to a registry, nothing to
+   * download); local (a directory) is refused for now.
+   */
+  type: ByteOutputType | 'image';
+  /** Local path, or `-` for stdout; empty for an image. */
   dest: string;
   /** Other exporter attributes, passed to the server. */
   attrs: Record<string, string>;
@@ -125,10 +130,16 @@ export function parseOutput(value: string, stdoutIsTTY: boolean): OutputArg {
       BUILD_USAGE,
     );
   }
+  if (type === 'image') {
+    // The server checks name and push=true; dest names nothing for an image.
+    if (dest !== undefined)
+      throw new UsageError('--output type=image takes no dest: it is pushed to name=', BUILD_USAGE);
+    return { type, dest: '', attrs: rest };
+  }
   const byteType = BYTE_OUTPUT_TYPES.find((t) => t === type);
   if (byteType === undefined) {
     throw new UsageError(
-      `--output type=${type} is not supported by kiln: use one of ${BYTE_OUTPUT_TYPES.join(', ')}`,
+      `--output type=${type} is not supported by kiln: use one of ${[...BYTE_OUTPUT_TYPES, 'image'].join(', ')}`,
       BUILD_USAGE,
     );
   }

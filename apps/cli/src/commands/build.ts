@@ -36,9 +36,10 @@ export async function buildCommand(argv: string[], io: Io): Promise<number> {
   let finished = false;
   try {
     api = await projectClient(io.env);
-    const dest = opts.output.dest === '-' ? '-' : path.resolve(io.cwd, opts.output.dest);
+    const pushed = opts.output.type === 'image';
+    const dest = opts.output.dest === '-' || pushed ? '-' : path.resolve(io.cwd, opts.output.dest);
     // Before the build, not after it: a destination that cannot take a file.
-    if (dest !== '-' && (await stat(dest).catch(() => undefined))?.isDirectory()) {
+    if (!pushed && dest !== '-' && (await stat(dest).catch(() => undefined))?.isDirectory()) {
       throw new CliError(
         `--output dest "${opts.output.dest}" is a directory: name a file, e.g. ${path.join(opts.output.dest, 'app.tar')}`,
       );
@@ -158,6 +159,11 @@ export async function buildCommand(argv: string[], io: Io): Promise<number> {
         1,
         done.error?.code ?? done.status,
       );
+    }
+    if (done.image) {
+      // What docker's --push leaves to look up: the names and the digest the registry holds.
+      for (const name of done.image.name.split(',')) io.stdout.write(`${name}@${done.image.digest}\n`);
+      return EXIT_OK;
     }
     if (!done.artifact) throw new CliError(`build ${done.id} succeeded but has no artifact`);
     if (!done.artifact.digest) reporter.warn('the build recorded no digest: the download cannot be verified');
