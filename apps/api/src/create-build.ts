@@ -15,6 +15,7 @@ import {
   QUEUE_BUILDS,
   resultCacheKey,
   storeBuildSecrets,
+  storedBytesLeft,
 } from '@kiln/core';
 import type { ApiDeps } from './deps.js';
 import { type NewBuildData, reuseResult } from './result-cache.js';
@@ -90,7 +91,7 @@ export async function createBuild(
   try {
     const cached = spec.noCache ? undefined : await reuseResult(deps, data, spec.platform);
     if (cached) return { build: cached, outcome: 'cached' };
-    rank = await admit(deps, projectId);
+    rank = await admit(deps, projectId, source.kind === 'upload' ? source.context : null);
     build =
       source.kind === 'upload'
         ? await insertQueued(deps, data, source.context)
@@ -124,24 +125,36 @@ export async function createBuild(
 const RANKS_COUNTED = 100;
 
 /**
- * Admission of one more queued build: the project must be enabled and under its queued-builds
- * quota. Returns the build's rank among its project's queued builds, its job's priority (fair
- * scheduling, see buildJobOptions). Concurrent POSTs of one project can each see room for the last
- * place, so the quota may be passed by as many requests as arrive at that instant.
+ * Admission of one more queued build: the project must be enabled, under its queued-builds quota,
+ * and, with an uploaded context it is not charged for yet, keep its stored bytes within its quota
+ * once that context counts. Returns the build's rank among its project's queued builds, its job's
+ * priority (fair scheduling, see buildJobOptions). Concurrent POSTs of one project can each see
+ * room for the last place, so the quota may be passed by as many requests as arrive at that instant.
  */
-async function admit(deps: ApiDeps, projectId: string): Promise<number> {
+async function admit(deps: ApiDeps, projectId: string, context: ReceivedContext | null): Promise<number> {
   const admission = await deps.builds.projectAdmission(
     projectId,
     deps.config.quotas.queuedBuilds,
     RANKS_COUNTED,
+    context?.key ?? null,
   );
   if (!admission) throw new AppError('not_found', `no project ${projectId}`);
   if (admission.disabledAt) throw new AppError('forbidden', 'the project is disabled');
-  const { queuedBuilds } = effectiveQuotas(deps.config.quotas, admission);
+  const quotas = effectiveQuotas(deps.config.quotas, admission);
+  const { queuedBuilds } = quotas;
   if (queuedBuilds > 0 && admission.queued >= queuedBuilds) {
     throw new AppError(
       'quota_exceeded',
       `the project has ${admission.queued} queued builds, its limit (queued builds: ${queuedBuilds}); wait for some to start or cancel some`,
+    );
+  }
+  const stored = Number(admission.storedBytes);
+  const left = storedBytesLeft(quotas, stored);
+  const adds = context && !admission.holdsContext ? context.size : 0;
+  if (left !== null && (left <= 0 || adds > left)) {
+    throw new AppError(
+      'quota_exceeded',
+      `the project keeps ${stored} bytes stored${adds > 0 ? ` and this context adds ${adds}` : ''}, over its limit (stored bytes: ${quotas.storedBytes}); builds past retention free theirs`,
     );
   }
   return admission.queued + 1;

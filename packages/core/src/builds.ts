@@ -47,7 +47,9 @@ export const LOG_STREAM_TTL_SECONDS = 24 * 3600;
  */
 export const LOG_STREAM_MAX_ENTRIES = 10_000;
 
-export const contextKey = (sha256: string) => `contexts/sha256/${sha256}.tar`;
+/** Every context object's key starts with this. */
+export const CONTEXT_KEY_PREFIX = 'contexts/';
+export const contextKey = (sha256: string) => `${CONTEXT_KEY_PREFIX}sha256/${sha256}.tar`;
 export const artifactKey = (buildId: string, dest: string) => `artifacts/${buildId}/${dest}`;
 export const logKey = (buildId: string) => `logs/${buildId}.log`;
 

@@ -75,6 +75,7 @@ const ENV = z.object({
   KILN_QUOTA_QUEUED_BUILDS: int(0, 10_000_000).default(500),
   KILN_QUOTA_RUNNING_BUILDS: int(0, 100_000).default(0),
   KILN_QUOTA_ARTIFACT_BYTES: int(0, 2 ** 50).default(16 * 1024 ** 3),
+  KILN_QUOTA_STORED_BYTES: int(0, 2 ** 53 - 1).default(100 * 1024 ** 3),
 });
 
 /** The names of every environment variable Kiln reads (docker-compose.yml is checked against it). */
@@ -192,6 +193,12 @@ export interface ProjectQuotas {
   artifactBytes: number;
   /** Bytes of one build's log text (KILN_MAX_LOG_BYTES): past it one truncation marker, then only Kiln's closing lines. */
   logBytes: number;
+  /**
+   * Bytes of the contexts and artifacts the project keeps stored, each counted once at full size
+   * however many builds or projects share it: a POST over it is answered 429 quota_exceeded, an
+   * export that would pass it fails output_too_large.
+   */
+  storedBytes: number;
 }
 
 /** Reads and validates the environment once; the first bad variable throws a ConfigError naming it. */
@@ -296,6 +303,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): KilnConfig {
       runningBuilds: e.KILN_QUOTA_RUNNING_BUILDS,
       artifactBytes: e.KILN_QUOTA_ARTIFACT_BYTES,
       logBytes: e.KILN_MAX_LOG_BYTES,
+      storedBytes: e.KILN_QUOTA_STORED_BYTES,
     },
   };
 }

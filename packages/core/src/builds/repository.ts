@@ -10,7 +10,7 @@
  * cannot tell the paths apart; a test checks INSERT_COLUMNS against Prisma's schema metadata.
  */
 import type pg from 'pg';
-import type { BuildStatusName } from '../builds.js';
+import { type BuildStatusName, CONTEXT_KEY_PREFIX } from '../builds.js';
 import type { Build, BuildAttempt, Prisma, PrismaClient } from '../db/generated/client.js';
 import { prismaRowTypes } from '../db/row-types.js';
 import { newUlid } from '../db/ulid.js';
@@ -85,8 +85,16 @@ const insertParams = (first: number) =>
 const INSERT_LOCKED = insertWithContextLockSql('Build', INSERT_COLUMN_LIST, insertParams(3));
 const INSERT_PLAIN = `INSERT INTO "Build" (${INSERT_COLUMN_LIST}) VALUES (${insertParams(1)}) RETURNING *`;
 
-/** A project's queued builds now, whether it is disabled, and its own quota columns. */
-export type ProjectAdmission = ProjectQuotaRow & { queued: number; disabledAt: Date | null };
+/**
+ * A project's queued builds now, whether it is disabled, its own quota columns, the bytes it keeps
+ * stored and whether it is charged for the context of the build being admitted already.
+ */
+export type ProjectAdmission = ProjectQuotaRow & {
+  queued: number;
+  disabledAt: Date | null;
+  storedBytes: bigint;
+  holdsContext: boolean;
+};
 
 /** Columns a status change may set besides `status`. */
 export type BuildChange = Omit<Prisma.BuildUpdateManyMutationInput, 'status'>;
@@ -149,20 +157,24 @@ export class BuildRepository {
    * larger of the project's queued-builds quota (its own, else `defaultQuota`) and `countAtLeast`:
    * past both, the number only has to say "over", and counting a backlog of tens of thousands on
    * every POST cost a third of the API's throughput. One indexed statement (Build projectId, status).
+   * It also says whether the project is already charged for `contextKey` (stored bytes).
    */
   async projectAdmission(
     projectId: string,
     defaultQuota: number,
     countAtLeast: number,
+    contextKey: string | null,
   ): Promise<ProjectAdmission | null> {
     const { rows } = await this.sql().query<ProjectAdmission>({
       name: 'kiln_project_admission',
       text: `SELECT p."disabledAt", p."maxQueuedBuilds", p."maxRunningBuilds", p."maxArtifactBytes", p."maxLogBytes",
+          p."maxStoredBytes", p."storedBytes",
           (SELECT count(*)::int FROM (
             SELECT 1 FROM "Build" b WHERE b."projectId" = p."id" AND b."status" = 'queued'
-            LIMIT GREATEST(COALESCE(p."maxQueuedBuilds", $2::int), $3::int)) q) AS queued
+            LIMIT GREATEST(COALESCE(p."maxQueuedBuilds", $2::int), $3::int)) q) AS queued,
+          EXISTS (SELECT 1 FROM "ProjectObject" o WHERE o."projectId" = p."id" AND o."key" = $4) AS "holdsContext"
         FROM "Project" p WHERE p."id" = $1`,
-      values: [projectId, defaultQuota, countAtLeast],
+      values: [projectId, defaultQuota, countAtLeast, contextKey],
       types: prismaRowTypes,
     });
     return rows[0] ?? null;
@@ -272,6 +284,44 @@ export class BuildRepository {
   /** Rows not expired that share an artifact object (see artifact-lock.ts for when this is safe to ask). */
   liveBuildsSharing(artifactKey: string): Promise<number> {
     return this.prisma.build.count({ where: { artifactKey, status: { not: 'expired' } } });
+  }
+
+  /** Retention: an artifact object is deleted, so no project is charged for it any more. */
+  async releaseArtifactCharge(key: string): Promise<void> {
+    await this.prisma.projectObject.deleteMany({ where: { key } });
+  }
+
+  /**
+   * Retention: keys of context objects charged to a project none of whose builds created since
+   * `cutoff`, nor any unfinished one, uses them (rechecked under the lock by releaseContextCharges).
+   */
+  async contextChargesToRelease(cutoff: Date, limit: number): Promise<string[]> {
+    const rows = await this.prisma.$queryRaw<Array<{ key: string }>>`
+      SELECT DISTINCT o.key FROM "ProjectObject" o
+      WHERE o.key LIKE ${`${CONTEXT_KEY_PREFIX}%`}
+        AND NOT EXISTS (
+          SELECT 1 FROM "Build" n
+          WHERE n."contextKey" = o.key AND n."projectId" = o."projectId"
+            AND (n."createdAt" >= ${cutoff} OR n.status IN ('queued', 'running')))
+      LIMIT ${limit}`;
+    return rows.map((r) => r.key);
+  }
+
+  /**
+   * Retention: under the context's exclusive lock (an insert naming the context holds it shared,
+   * see context-lock.ts, so it either committed and is seen here or charges the project again
+   * after), drops the charges for `key` of projects that no longer use it. Returns how many.
+   */
+  releaseContextCharges(key: string, cutoff: Date): Promise<number> {
+    return this.transaction(async (tx) => {
+      await lockContextObject(tx, key, 'exclusive');
+      return tx.$executeRaw`
+        DELETE FROM "ProjectObject" o
+        WHERE o.key = ${key} AND NOT EXISTS (
+          SELECT 1 FROM "Build" n
+          WHERE n."contextKey" = o.key AND n."projectId" = o."projectId"
+            AND (n."createdAt" >= ${cutoff} OR n.status IN ('queued', 'running')))`;
+    });
   }
 
   /** Retention: this expired row's objects are dealt with. */
