@@ -139,6 +139,69 @@ describe('projects are isolated from each other', () => {
   });
 });
 
+describe('frontend selection: # syntax= only for images the operator allows', () => {
+  let kiln: TestKiln;
+  const ALLOWED = 'kiln.invalid/frontend:1';
+  before(async () => {
+    kiln = await startTestKiln({ worker: true, env: { KILN_ALLOWED_FRONTENDS: ALLOWED } });
+  });
+  after(async () => {
+    await kiln?.stop();
+  });
+  const upload = async (text: string) => {
+    const ctx = await makeContext({
+      busybox: { content: await fs.readFile(busyboxPath()), mode: 0o755 },
+      Dockerfile: text,
+    });
+    try {
+      return await fetch(`${kiln.url}/v1/builds?output=type=tar,dest=s.tar&network=none&noCache=true`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${kiln.token}`, 'content-type': 'application/gzip' },
+        body: execFileSync('tar', ['-C', ctx.dir, '-czf', '-', '.']),
+      });
+    } finally {
+      await ctx.cleanup();
+    }
+  };
+  const body = dockerfile('RUN ["/bin/busybox", "true"]');
+
+  test('a Dockerfile naming another frontend image is 400 invalid_spec, in every form BuildKit reads', async () => {
+    for (const text of [
+      `# syntax=docker/dockerfile:1\n${body}`,
+      `# escape=\\\n#syntax = evil/frontend\n${body}`,
+      `// syntax=evil/frontend\n${body}`,
+      JSON.stringify({ syntax: 'evil/frontend' }),
+    ]) {
+      const res = await upload(text);
+      assert.equal(res.status, 400, text);
+      const { error } = (await res.json()) as { error: { code: string; message: string } };
+      assert.equal(error.code, 'invalid_spec');
+      assert.match(error.message, /selects the frontend image .*KILN_ALLOWED_FRONTENDS/);
+    }
+  });
+
+  test('an allowed image goes to BuildKit, which runs the build through it (here: fails to fetch it)', async () => {
+    const res = await upload(`# syntax=${ALLOWED}\n${body}`);
+    assert.equal(res.status, 202, await res.clone().text());
+    const { id } = (await res.json()) as BuildJson;
+    const api = (p: string) =>
+      fetch(`${kiln.url}${p}`, { headers: { authorization: `Bearer ${kiln.token}` } });
+    const done = await waitForStatus<BuildJson>(api, id, ['succeeded', 'failed'], 120_000);
+    // No image can be pulled here: BuildKit failing on the frontend image shows it was asked for.
+    assert.equal(done.status, 'failed');
+    assert.match(done.error?.message ?? '', /kiln\.invalid/);
+    // The control: the same Dockerfile without the directive builds with the built-in frontend.
+    const plain = await upload(body);
+    const ok = await waitForStatus<BuildJson>(
+      api,
+      ((await plain.json()) as BuildJson).id,
+      ['succeeded', 'failed'],
+      120_000,
+    );
+    assert.equal(ok.status, 'succeeded', JSON.stringify(ok.error));
+  });
+});
+
 describe('tcp:// builders over mutual TLS', () => {
   const pki = makeTestPki();
   let relay: Relay;

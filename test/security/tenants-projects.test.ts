@@ -164,6 +164,21 @@ describe('tenants: projects, scopes, quotas and fairness', () => {
     // Canceled builds no longer count.
     assert.equal((await t.post(token, body)).status, 202);
   });
+  test('quota: 50 concurrent POSTs against a queued-builds quota of 10 queue exactly 10', async () => {
+    const token = await t.project('burst', { queuedBuilds: 10 });
+    const body = await t.context([RUN('sleep 30')]);
+    const answers = await Promise.all(Array.from({ length: 50 }, () => t.post(token, body)));
+    const statuses = answers.map((r) => r.status);
+    assert.equal(statuses.filter((s) => s === 202).length, 10, JSON.stringify(statuses));
+    assert.equal(statuses.filter((s) => s === 429).length, 40);
+    const over = answers.find((r) => r.status === 429) as Response;
+    assert.match((await t.errorOf(over)).message, /queued builds: 10/);
+    const queued = (await (await t.call(token, '/v1/builds?status=queued&limit=100')).json()) as {
+      items: BuildJson[];
+    };
+    assert.equal(queued.items.length, 10);
+  });
+
   test('quota: stored bytes count each context once per project, whoever shares it; over it 429', async () => {
     const usage = async (name: string) => {
       const res = await t.call(OPERATOR, `/v1/admin/projects/${name}`);

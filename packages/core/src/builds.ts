@@ -47,6 +47,12 @@ export const LOG_STREAM_TTL_SECONDS = 24 * 3600;
  */
 export const LOG_STREAM_MAX_ENTRIES = 10_000;
 
+/**
+ * Redis ZSET of a project's live log streams (SSE) on every API replica: stream id → expiry
+ * (Redis server time, ms), renewed by the API serving it (KILN_MAX_LOG_FOLLOWERS_PER_PROJECT).
+ */
+export const logFollowersKey = (projectId: string) => `kiln:log-followers:${projectId}`;
+
 /** Every context object's key starts with this. */
 export const CONTEXT_KEY_PREFIX = 'contexts/';
 export const contextKey = (sha256: string) => `${CONTEXT_KEY_PREFIX}sha256/${sha256}.tar`;

@@ -62,12 +62,14 @@ const ENV = z.object({
   KILN_MAX_LOG_STREAM_SECONDS: int(1, 7 * 86_400).default(3600),
   KILN_TRIGGERS_PER_PROJECT: int(1, 100_000).default(100),
   KILN_TRIGGERS_PER_REPOSITORY: int(1, 1000).default(20),
+  KILN_TRIGGERS_PER_PROJECT_REPOSITORY: int(1, 1000).default(5),
   KILN_WEBHOOK_RATE_LIMIT_PER_MINUTE: int(0, 10_000_000).default(1200),
   KILN_WEBHOOK_REPOSITORY_RATE_LIMIT_PER_MINUTE: int(0, 10_000_000).default(120),
   KILN_WEBHOOK_CONCURRENCY: int(1, 64).default(4),
   KILN_WEBHOOK_MAX_AGE_SECONDS: int(0, 30 * 86_400).default(600),
   KILN_EVENT_ALLOWED_NETWORKS: z.string().default(''),
   KILN_GIT_ALLOWED_HOSTS: z.string().default(''),
+  KILN_ALLOWED_FRONTENDS: z.string().default(''),
   KILN_GIT_DENIED_HOSTS: z.string().default(''),
   KILN_GIT_ALLOWED_NETWORKS: z.string().default(''),
   KILN_OPERATOR_TOKEN: z.string().min(32, 'must be at least 32 characters').optional(),
@@ -150,7 +152,7 @@ export interface KilnConfig {
   };
   /** Build logs and their live streams. */
   logs: {
-    /** Live (SSE) followers one project may hold open on one API process. */
+    /** Live (SSE) followers one project may hold open, across every API process (counted in Redis). */
     maxFollowersPerProject: number;
     /** A live stream older than this ends with a `reconnect` event. */
     maxStreamSeconds: number;
@@ -164,6 +166,11 @@ export interface KilnConfig {
      * is checked against that many at most.
      */
     triggersPerRepository: number;
+    /**
+     * Of those, the places one project may take, so that one project cannot fill a repository
+     * and lock every other project out of it (projects are made by the operator, not by tenants).
+     */
+    triggersPerProjectRepository: number;
     /** Hook requests a minute from one source address, counted in Redis before the body is read (0: no limit). */
     perAddressPerMinute: number;
     /** Verified push deliveries a minute for one repository, counted in Redis (0: no limit). */
@@ -181,6 +188,11 @@ export interface KilnConfig {
   metricsToken?: string;
   /** Per-project defaults; a project's own value (set by the operator) wins. 0: no limit. */
   quotas: ProjectQuotas;
+  /**
+   * Frontend images an uploaded Dockerfile may select with `# syntax=` (exactly as written there);
+   * empty: none, every such Dockerfile is refused.
+   */
+  allowedFrontends: string[];
 }
 
 /** What one project may hold at once; 0 is no limit (but for the log budget, which has a floor). */
@@ -279,6 +291,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): KilnConfig {
         parseNetworks,
       ),
     },
+    allowedFrontends: e.KILN_ALLOWED_FRONTENDS.split(',')
+      .map((v) => v.trim())
+      .filter(Boolean),
     git: {
       allowedHosts: listSetting('KILN_GIT_ALLOWED_HOSTS', e.KILN_GIT_ALLOWED_HOSTS, parseHostPatterns),
       deniedHosts: listSetting('KILN_GIT_DENIED_HOSTS', e.KILN_GIT_DENIED_HOSTS, parseHostPatterns),
@@ -291,6 +306,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): KilnConfig {
     webhooks: {
       triggersPerProject: e.KILN_TRIGGERS_PER_PROJECT,
       triggersPerRepository: e.KILN_TRIGGERS_PER_REPOSITORY,
+      triggersPerProjectRepository: e.KILN_TRIGGERS_PER_PROJECT_REPOSITORY,
       perAddressPerMinute: e.KILN_WEBHOOK_RATE_LIMIT_PER_MINUTE,
       perRepositoryPerMinute: e.KILN_WEBHOOK_REPOSITORY_RATE_LIMIT_PER_MINUTE,
       concurrency: e.KILN_WEBHOOK_CONCURRENCY,

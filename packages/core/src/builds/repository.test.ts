@@ -325,3 +325,29 @@ test('stored bytes: each object is charged once per project at full size, shared
   assert.equal(await stored(b.id), 1000n);
   assert.ok(!(await queries.contextChargesToRelease(cutoff, 1000)).includes(shared));
 });
+
+test('insertQueued with a cap: concurrent inserts stop exactly at the cap, with a context or without', async () => {
+  const p = await project('capped');
+  const insert = (i: number, contextKey?: string) =>
+    queries.insertQueued(
+      {
+        projectId: p.id,
+        spec: {},
+        requestHash: `cap${i}`,
+        idempotencyKey: null,
+        cacheKey: null,
+        ...(contextKey ? { contextDigest: 'sha256:c', contextSize: 1n, contextKey } : {}),
+      },
+      7,
+    );
+  const results = await Promise.all(
+    Array.from({ length: 30 }, (_, i) => insert(i, i % 2 ? 'contexts/sha256/capped.tar' : undefined)),
+  );
+  assert.equal(results.filter(Boolean).length, 7);
+  assert.equal(await database.prisma.build.count({ where: { projectId: p.id, status: 'queued' } }), 7);
+  // A queued build that starts frees its place.
+  const first = results.find(Boolean);
+  await database.prisma.build.update({ where: { id: first?.id }, data: { status: 'running' } });
+  assert.ok(await insert(100));
+  assert.equal(await insert(101), undefined);
+});

@@ -84,6 +84,24 @@ const insertParams = (first: number) =>
   `${INSERT_COLUMNS.map(([, cast], i) => `$${first + i}${cast}`).join(', ')}, 'queued'::"BuildStatus"`;
 const INSERT_LOCKED = insertWithContextLockSql('Build', INSERT_COLUMN_LIST, insertParams(3));
 const INSERT_PLAIN = `INSERT INTO "Build" (${INSERT_COLUMN_LIST}) VALUES (${insertParams(1)}) RETURNING *`;
+/**
+ * The condition of a capped insert: fewer than `cap` queued builds of the project. Counted by a
+ * statement that starts after the project's queue lock is held, so it sees every earlier insert.
+ */
+const underQueuedCap = (projectId: string, cap: string) =>
+  `WHERE (SELECT count(*) FROM (SELECT 1 FROM "Build" q
+    WHERE q."projectId" = ${projectId} AND q."status" = 'queued' LIMIT ${cap}::int) c) < ${cap}::int`;
+const CAP_PARAM = INSERT_COLUMNS.length + 1;
+const INSERT_LOCKED_CAPPED = insertWithContextLockSql(
+  'Build',
+  INSERT_COLUMN_LIST,
+  insertParams(3),
+  underQueuedCap('$4', `$${CAP_PARAM + 2}`),
+);
+const INSERT_PLAIN_CAPPED = `INSERT INTO "Build" (${INSERT_COLUMN_LIST}) SELECT ${insertParams(1)}
+  ${underQueuedCap('$2', `$${CAP_PARAM}`)} RETURNING *`;
+/** Advisory-lock class ("KQUE") of a project's capped inserts: they take turns, so the cap is exact. */
+const QUEUE_LOCK_CLASS = 0x4b515545;
 
 /**
  * A project's queued builds now, whether it is disabled, its own quota columns, the bytes it keeps
@@ -385,9 +403,13 @@ export class BuildRepository {
   /**
    * Inserts a queued build in one statement (one round trip, its own transaction). With a context,
    * the statement first takes the context's shared lock (context-lock.ts). A duplicate idempotency
-   * key fails with PostgreSQL's unique_violation (see isUniqueViolation).
+   * key fails with PostgreSQL's unique_violation (see isUniqueViolation). With `maxQueued` (> 0)
+   * nothing is inserted (undefined) when the project already has that many queued builds, exactly,
+   * however many requests arrive at once.
    */
-  async insertQueued(input: QueuedBuildInput): Promise<Build> {
+  insertQueued(input: QueuedBuildInput): Promise<Build>;
+  insertQueued(input: QueuedBuildInput, maxQueued: number): Promise<Build | undefined>;
+  async insertQueued(input: QueuedBuildInput, maxQueued = 0): Promise<Build | undefined> {
     const columns = [
       newUlid(),
       input.projectId,
@@ -406,17 +428,53 @@ export class BuildRepository {
       // The column has no time zone and holds UTC (Prisma's convention).
       new Date().toISOString(),
     ];
-    const { rows } = await this.sql().query<Build>(
-      input.contextKey
-        ? {
-            name: 'kiln_insert_build_locked',
-            text: INSERT_LOCKED,
-            values: [CONTEXT_LOCK_CLASS, input.contextKey, ...columns],
-            types: prismaRowTypes,
-          }
-        : { name: 'kiln_insert_build', text: INSERT_PLAIN, values: columns, types: prismaRowTypes },
-    );
-    return rows[0] as Build;
+    if (maxQueued === 0) {
+      const { rows } = await this.sql().query<Build>(
+        input.contextKey
+          ? {
+              name: 'kiln_insert_build_locked',
+              text: INSERT_LOCKED,
+              values: [CONTEXT_LOCK_CLASS, input.contextKey, ...columns],
+              types: prismaRowTypes,
+            }
+          : { name: 'kiln_insert_build', text: INSERT_PLAIN, values: columns, types: prismaRowTypes },
+      );
+      return rows[0] as Build;
+    }
+    // Capped: the project's inserts take turns on its queue lock, and the count is read by the
+    // insert, a later statement than the lock, so it sees every insert committed before (a count
+    // in the lock's own statement would use a snapshot older than the lock).
+    const client = await this.sql().connect();
+    try {
+      await client.query('BEGIN');
+      await client.query({
+        name: 'kiln_queue_lock',
+        text: 'SELECT pg_advisory_xact_lock($1::int4, hashtext($2))',
+        values: [QUEUE_LOCK_CLASS, input.projectId],
+      });
+      const { rows } = await client.query<Build>(
+        input.contextKey
+          ? {
+              name: 'kiln_insert_build_locked_capped',
+              text: INSERT_LOCKED_CAPPED,
+              values: [CONTEXT_LOCK_CLASS, input.contextKey, ...columns, maxQueued],
+              types: prismaRowTypes,
+            }
+          : {
+              name: 'kiln_insert_build_capped',
+              text: INSERT_PLAIN_CAPPED,
+              values: [...columns, maxQueued],
+              types: prismaRowTypes,
+            },
+      );
+      await client.query('COMMIT');
+      return rows[0];
+    } catch (err) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      throw err;
+    } finally {
+      client.release();
+    }
   }
 
   /** Inserts a row already final (the result cache's), inside the caller's transaction. */
