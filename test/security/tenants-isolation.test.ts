@@ -13,6 +13,7 @@ import { after, before, describe, test } from 'node:test';
 import { busyboxPath, makeContext } from '../../packages/buildkit-client/test-support/context.js';
 import { makeTestPki, type Relay, startRelay } from '../../packages/buildkit-client/test-support/relay.js';
 import { readTarEntries } from '../../packages/buildkit-client/test-support/tar-entries.js';
+import { type GitRepo, startGitRepo } from '../support/git-repo.js';
 import { startTestKiln, type TestKiln, waitForStatus } from '../support/kiln.js';
 
 const socket = process.env.KILN_TEST_DOCKER_SOCK;
@@ -141,12 +142,18 @@ describe('projects are isolated from each other', () => {
 
 describe('frontend selection: # syntax= only for images the operator allows', () => {
   let kiln: TestKiln;
+  let repo: GitRepo;
   const ALLOWED = 'kiln.invalid/frontend:1';
   before(async () => {
-    kiln = await startTestKiln({ worker: true, env: { KILN_ALLOWED_FRONTENDS: ALLOWED } });
+    repo = await startGitRepo('syntax');
+    kiln = await startTestKiln({
+      worker: true,
+      env: { KILN_ALLOWED_FRONTENDS: ALLOWED, KILN_GIT_ALLOWED_NETWORKS: '127.0.0.0/8' },
+    });
   });
   after(async () => {
     await kiln?.stop();
+    await repo?.stop();
   });
   const upload = async (text: string) => {
     const ctx = await makeContext({
@@ -164,6 +171,14 @@ describe('frontend selection: # syntax= only for images the operator allows', ()
     }
   };
   const body = dockerfile('RUN ["/bin/busybox", "true"]');
+  /** The build an accepted POST made, once final. */
+  const finalOf = async (res: Response) => {
+    assert.equal(res.status, 202, await res.clone().text());
+    const api = (p: string) =>
+      fetch(`${kiln.url}${p}`, { headers: { authorization: `Bearer ${kiln.token}` } });
+    const { id } = (await res.json()) as BuildJson;
+    return waitForStatus<BuildJson>(api, id, ['succeeded', 'failed'], 120_000);
+  };
 
   test('a Dockerfile naming another frontend image is 400 invalid_spec, in every form BuildKit reads', async () => {
     for (const text of [
@@ -180,24 +195,27 @@ describe('frontend selection: # syntax= only for images the operator allows', ()
     }
   });
 
+  test("a git build's Dockerfile (never seen by Kiln) is built by BuildKit's own frontend, its # syntax= ignored", async () => {
+    const commit = repo.commit({
+      Dockerfile: '# syntax=kiln.invalid/evil-frontend\nFROM scratch\nCOPY Dockerfile /copied\n',
+    });
+    const res = await fetch(`${kiln.url}/v1/builds`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${kiln.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ git: `${repo.gitUrl}#${commit}`, output: 'type=tar,dest=g.tar', noCache: true }),
+    });
+    const done = await finalOf(res);
+    // Handed to the named image, the build would fail fetching it (as the allowed one does below).
+    assert.equal(done.status, 'succeeded', JSON.stringify(done.error));
+  });
+
   test('an allowed image goes to BuildKit, which runs the build through it (here: fails to fetch it)', async () => {
-    const res = await upload(`# syntax=${ALLOWED}\n${body}`);
-    assert.equal(res.status, 202, await res.clone().text());
-    const { id } = (await res.json()) as BuildJson;
-    const api = (p: string) =>
-      fetch(`${kiln.url}${p}`, { headers: { authorization: `Bearer ${kiln.token}` } });
-    const done = await waitForStatus<BuildJson>(api, id, ['succeeded', 'failed'], 120_000);
+    const done = await finalOf(await upload(`# syntax=${ALLOWED}\n${body}`));
     // No image can be pulled here: BuildKit failing on the frontend image shows it was asked for.
     assert.equal(done.status, 'failed');
     assert.match(done.error?.message ?? '', /kiln\.invalid/);
     // The control: the same Dockerfile without the directive builds with the built-in frontend.
-    const plain = await upload(body);
-    const ok = await waitForStatus<BuildJson>(
-      api,
-      ((await plain.json()) as BuildJson).id,
-      ['succeeded', 'failed'],
-      120_000,
-    );
+    const ok = await finalOf(await upload(body));
     assert.equal(ok.status, 'succeeded', JSON.stringify(ok.error));
   });
 });

@@ -37,8 +37,9 @@ interface SseEvent {
 /** A raw follower on its own socket: `paused` reads nothing until resume(). */
 interface Follower {
   status: Promise<number>;
-  /** Everything received (headers included); the server closes the connection at the end. */
+  /** Everything received (headers included). */
   text(): string;
+  /** The response ended (its last chunk came) or the server closed the connection. */
   closed: Promise<void>;
   resume(): void;
   close(): void;
@@ -62,11 +63,13 @@ function follow(
     body += c;
     const m = /^HTTP\/1\.1 (\d{3})/.exec(body);
     if (m) onStatus(Number(m[1]));
+    // The last chunk of a chunked response: the stream is over (the socket itself is kept alive).
+    if (body.endsWith('\r\n0\r\n\r\n')) socket.destroy();
   });
   const closed = new Promise<void>((r) => socket.on('close', () => r()));
   socket.on('error', () => undefined);
   socket.write(
-    `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\nAuthorization: Bearer ${token}\r\nConnection: close\r\n${
+    `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\nAuthorization: Bearer ${token}\r\n${
       opts.lastEventId ? `Last-Event-ID: ${opts.lastEventId}\r\n` : ''
     }\r\n`,
   );

@@ -438,7 +438,15 @@ class BuildRun {
       this.note(`#0 kiln: git context ${context}
 `);
       return {
-        frontendAttrs: { ...frontendAttrsFor(spec, this.build.projectId), filename: spec.file, context },
+        frontendAttrs: {
+          ...frontendAttrsFor(spec, this.build.projectId),
+          filename: spec.file,
+          context,
+          // Nobody checked this Dockerfile's `# syntax=` (BuildKit fetches it): with `cmdline` set,
+          // the Dockerfile frontend never hands the build to another image (it reads that only
+          // when a gateway started it) and builds with its own parser.
+          cmdline: '',
+        },
       };
     }
     // Context: stored tar → private temp dir.
