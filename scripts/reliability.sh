@@ -6,7 +6,8 @@
 #             packages/buildkit-client/test/transports.test.ts (mTLS), and the surfaces with
 #             their own forgery/isolation cases: test/e2e/{webhooks,events,secrets}.test.ts
 #   tenancy   test/security/tenants*.test.ts     (one project against another and the service:
-#             scopes, quotas, fairness, webhooks, logs, isolation, SSRF; figures in the report)
+#             scopes, quotas, fairness, webhooks, logs, streams across replicas, isolation, SSRF;
+#             figures in the report)
 #   soak      test/e2e/soak.ts                   (300 builds under random faults; not in npm test: about 4 min, and a probabilistic test)
 # Files are found by glob, so new ones count on the next run. Each file runs on its own through
 # `npm test -- FILE` (fresh daemons and databases), its output kept in a log directory.

@@ -13,6 +13,7 @@ import { after, before, describe, test } from 'node:test';
 import { busyboxPath, makeContext } from '../../packages/buildkit-client/test-support/context.js';
 import { makeTestPki, type Relay, startRelay } from '../../packages/buildkit-client/test-support/relay.js';
 import { readTarEntries } from '../../packages/buildkit-client/test-support/tar-entries.js';
+import { type GitRepo, startGitRepo } from '../support/git-repo.js';
 import { startTestKiln, type TestKiln, waitForStatus } from '../support/kiln.js';
 
 const socket = process.env.KILN_TEST_DOCKER_SOCK;
@@ -136,6 +137,86 @@ describe('projects are isolated from each other', () => {
       'output=type=tar,dest=ok.tar&network=none&build-arg=BUILDKIT_INLINE_CACHE=1&build-arg=BUILDKIT_CONTEXT_KEEP_GIT_DIR=1',
     );
     assert.equal((await seen(b)).sha256, sha256('ok\n'));
+  });
+});
+
+describe('frontend selection: # syntax= only for images the operator allows', () => {
+  let kiln: TestKiln;
+  let repo: GitRepo;
+  const ALLOWED = 'kiln.invalid/frontend:1';
+  before(async () => {
+    repo = await startGitRepo('syntax');
+    kiln = await startTestKiln({
+      worker: true,
+      env: { KILN_ALLOWED_FRONTENDS: ALLOWED, KILN_GIT_ALLOWED_NETWORKS: '127.0.0.0/8' },
+    });
+  });
+  after(async () => {
+    await kiln?.stop();
+    await repo?.stop();
+  });
+  const upload = async (text: string) => {
+    const ctx = await makeContext({
+      busybox: { content: await fs.readFile(busyboxPath()), mode: 0o755 },
+      Dockerfile: text,
+    });
+    try {
+      return await fetch(`${kiln.url}/v1/builds?output=type=tar,dest=s.tar&network=none&noCache=true`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${kiln.token}`, 'content-type': 'application/gzip' },
+        body: execFileSync('tar', ['-C', ctx.dir, '-czf', '-', '.']),
+      });
+    } finally {
+      await ctx.cleanup();
+    }
+  };
+  const body = dockerfile('RUN ["/bin/busybox", "true"]');
+  /** The build an accepted POST made, once final. */
+  const finalOf = async (res: Response) => {
+    assert.equal(res.status, 202, await res.clone().text());
+    const api = (p: string) =>
+      fetch(`${kiln.url}${p}`, { headers: { authorization: `Bearer ${kiln.token}` } });
+    const { id } = (await res.json()) as BuildJson;
+    return waitForStatus<BuildJson>(api, id, ['succeeded', 'failed'], 120_000);
+  };
+
+  test('a Dockerfile naming another frontend image is 400 invalid_spec, in every form BuildKit reads', async () => {
+    for (const text of [
+      `# syntax=docker/dockerfile:1\n${body}`,
+      `# escape=\\\n#syntax = evil/frontend\n${body}`,
+      `// syntax=evil/frontend\n${body}`,
+      JSON.stringify({ syntax: 'evil/frontend' }),
+    ]) {
+      const res = await upload(text);
+      assert.equal(res.status, 400, text);
+      const { error } = (await res.json()) as { error: { code: string; message: string } };
+      assert.equal(error.code, 'invalid_spec');
+      assert.match(error.message, /selects the frontend image .*KILN_ALLOWED_FRONTENDS/);
+    }
+  });
+
+  test("a git build's Dockerfile (never seen by Kiln) is built by BuildKit's own frontend, its # syntax= ignored", async () => {
+    const commit = repo.commit({
+      Dockerfile: '# syntax=kiln.invalid/evil-frontend\nFROM scratch\nCOPY Dockerfile /copied\n',
+    });
+    const res = await fetch(`${kiln.url}/v1/builds`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${kiln.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ git: `${repo.gitUrl}#${commit}`, output: 'type=tar,dest=g.tar', noCache: true }),
+    });
+    const done = await finalOf(res);
+    // Handed to the named image, the build would fail fetching it (as the allowed one does below).
+    assert.equal(done.status, 'succeeded', JSON.stringify(done.error));
+  });
+
+  test('an allowed image goes to BuildKit, which runs the build through it (here: fails to fetch it)', async () => {
+    const done = await finalOf(await upload(`# syntax=${ALLOWED}\n${body}`));
+    // No image can be pulled here: BuildKit failing on the frontend image shows it was asked for.
+    assert.equal(done.status, 'failed');
+    assert.match(done.error?.message ?? '', /kiln\.invalid/);
+    // The control: the same Dockerfile without the directive builds with the built-in frontend.
+    const ok = await finalOf(await upload(body));
+    assert.equal(ok.status, 'succeeded', JSON.stringify(ok.error));
   });
 });
 

@@ -164,6 +164,50 @@ describe('tenants: projects, scopes, quotas and fairness', () => {
     // Canceled builds no longer count.
     assert.equal((await t.post(token, body)).status, 202);
   });
+  test('quota: 50 concurrent POSTs against a queued-builds quota of 10 queue exactly 10', async () => {
+    const token = await t.project('burst', { queuedBuilds: 10 });
+    const body = await t.context([RUN('sleep 30')]);
+    const answers = await Promise.all(Array.from({ length: 50 }, () => t.post(token, body)));
+    const statuses = answers.map((r) => r.status);
+    assert.equal(statuses.filter((s) => s === 202).length, 10, JSON.stringify(statuses));
+    assert.equal(statuses.filter((s) => s === 429).length, 40);
+    const over = answers.find((r) => r.status === 429) as Response;
+    assert.match((await t.errorOf(over)).message, /queued builds: 10/);
+    const queued = (await (await t.call(token, '/v1/builds?status=queued&limit=100')).json()) as {
+      items: BuildJson[];
+    };
+    assert.equal(queued.items.length, 10);
+  });
+
+  test('quota: stored bytes count each context once per project, whoever shares it; over it 429', async () => {
+    const usage = async (name: string) => {
+      const res = await t.call(OPERATOR, `/v1/admin/projects/${name}`);
+      return ((await res.json()) as { usage: { storedBytes: number } }).usage.storedBytes;
+    };
+    const first = await t.context(['COPY busybox /one']);
+    const second = await t.context(['COPY busybox /two']);
+    // Another project holding the same context already changes nothing for this one.
+    const other = await t.project('stored-other');
+    assert.equal((await t.post(other, first)).status, 202);
+    const size = await usage('stored-other');
+    assert.ok(size > 1024 * 1024, `a context with busybox is ${size} bytes`);
+
+    const token = await t.project('stored', { storedBytes: Math.floor(size * 1.5) });
+    assert.equal((await t.post(token, first)).status, 202);
+    assert.equal(await usage('stored'), size, 'the shared context is charged in full');
+    assert.equal((await t.post(token, first)).status, 202, 'a context the project holds costs nothing');
+    assert.equal(await usage('stored'), size);
+    const over = await t.post(token, second);
+    assert.equal(over.status, 429);
+    const error = await t.errorOf(over);
+    assert.equal(error.code, 'quota_exceeded');
+    assert.match(error.message, new RegExp(`stored bytes: ${Math.floor(size * 1.5)}`));
+    assert.equal(await usage('stored'), size, 'a refused POST charges nothing');
+    // The operator raises the limit (or drops the override): the POST goes in.
+    await t.call(OPERATOR, '/v1/admin/projects/stored', t.json('PATCH', { quotas: { storedBytes: null } }));
+    assert.equal((await t.post(token, second)).status, 202);
+    assert.ok((await usage('stored')) > size);
+  });
 });
 
 describe('tenants: the worker enforces running and artifact quotas and schedules fairly', () => {
@@ -206,6 +250,50 @@ describe('tenants: the worker enforces running and artifact quotas and schedules
     );
     const ok = await waitFor(token, ((await small.json()) as BuildJson).id, ['succeeded', 'failed']);
     assert.equal(ok.status, 'succeeded', JSON.stringify(ok.error));
+  });
+
+  test('stored bytes: an export that would pass what the quota leaves fails output_too_large, nothing stored', async () => {
+    const usage = async () => {
+      const res = await t.call(OPERATOR, '/v1/admin/projects/stored-w');
+      return ((await res.json()) as { usage: { storedBytes: number } }).usage.storedBytes;
+    };
+    const token = await t.project('stored-w');
+    // One context for both builds (the artifact's size is a build arg), so the second adds only its artifact.
+    const body = await t.context([
+      'ARG KIB=1',
+      RUN('/bin/busybox dd if=/dev/zero of=/out bs=1024 count=$KIB 2>/dev/null'),
+      'FROM scratch',
+      'COPY --from=0 /out /out',
+    ]);
+    const build = async (kib: number) => {
+      const res = await t.post(
+        token,
+        body,
+        `output=type=tar,dest=o.tar&network=none&noCache=true&build-arg=KIB=${kib}`,
+      );
+      assert.equal(res.status, 202, await res.clone().text());
+      return waitFor(token, ((await res.json()) as BuildJson).id, ['succeeded', 'failed']);
+    };
+    const small = await build(1);
+    assert.equal(small.status, 'succeeded', JSON.stringify(small.error));
+    const used = await usage();
+    const limit = used + 64 * 1024;
+    await t.call(
+      OPERATOR,
+      '/v1/admin/projects/stored-w',
+      t.json('PATCH', { quotas: { storedBytes: limit } }),
+    );
+    const big = await build(1024);
+    assert.equal(big.status, 'failed');
+    assert.equal(big.error?.code, 'output_too_large');
+    assert.match(big.error?.message ?? '', new RegExp(`stored bytes: ${limit}`));
+    const stored = await fs.readdir(path.join(kiln.dataDir, 'objects', 'artifacts', big.id)).catch(() => []);
+    assert.deepEqual(stored, [], 'a partial artifact (or its temp file) was kept');
+    assert.equal(await usage(), used);
+    // What fits still builds, and is charged.
+    const fits = await build(8);
+    assert.equal(fits.status, 'succeeded', JSON.stringify(fits.error));
+    assert.ok((await usage()) > used);
   });
 
   test("log bytes: a project's own budget truncates its build's log, with the marker", async () => {

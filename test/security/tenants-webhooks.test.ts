@@ -10,6 +10,7 @@ import { startTestKiln, type TestKiln } from '../support/kiln.js';
 const MiB = 1024 * 1024;
 const PER_PROJECT = 40;
 const PER_REPOSITORY = 20;
+const PER_PROJECT_REPOSITORY = 5;
 const PER_ADDRESS_PER_MINUTE = 200;
 const PER_REPOSITORY_PER_MINUTE = 10;
 const BACKTRACKING_GLOB = '**a**a**a**a**a**a**c';
@@ -88,6 +89,7 @@ describe('webhook receivers against a hostile tenant', () => {
       env: {
         KILN_TRIGGERS_PER_PROJECT: String(PER_PROJECT),
         KILN_TRIGGERS_PER_REPOSITORY: String(PER_REPOSITORY),
+        KILN_TRIGGERS_PER_PROJECT_REPOSITORY: String(PER_PROJECT_REPOSITORY),
         KILN_WEBHOOK_RATE_LIMIT_PER_MINUTE: String(PER_ADDRESS_PER_MINUTE),
         KILN_WEBHOOK_REPOSITORY_RATE_LIMIT_PER_MINUTE: String(PER_REPOSITORY_PER_MINUTE),
       },
@@ -138,22 +140,46 @@ describe('webhook receivers against a hostile tenant', () => {
     assert.equal(await kiln.deps.db.build.count(), before);
   });
 
-  test('1,000 triggers cannot be created for one repository, nor past the project cap', async () => {
+  test('1,000 triggers cannot be created for one repository, nor one project take all its places, nor pass the project cap', async () => {
     const answers = await pooled(1000, 10, (i) =>
       createTrigger({ repository: 'victim/crowd', branch: `b${i}` }),
     );
     const statuses = answers.map((r) => r.status);
-    assert.equal(statuses.filter((s) => s === 201).length, PER_REPOSITORY);
-    assert.equal(statuses.filter((s) => s === 409).length, 1000 - PER_REPOSITORY);
+    // One project takes only its share of the repository's places.
+    assert.equal(statuses.filter((s) => s === 201).length, PER_PROJECT_REPOSITORY);
+    assert.equal(statuses.filter((s) => s === 409).length, 1000 - PER_PROJECT_REPOSITORY);
     const refused = answers.find((r) => r.status === 409) as Response;
-    assert.equal(await code(refused), 'conflict');
+    const error = (await json(refused)).error as { code: string; message: string };
+    assert.equal(error.code, 'conflict');
+    assert.match(
+      error.message,
+      new RegExp(`at most ${PER_PROJECT_REPOSITORY} of the ${PER_REPOSITORY} triggers`),
+    );
     await Promise.all(answers.map((r) => (r.bodyUsed ? undefined : r.body?.cancel())));
-    assert.equal(await kiln.deps.db.trigger.count({ where: { repository: 'victim/crowd' } }), PER_REPOSITORY);
+    assert.equal(
+      await kiln.deps.db.trigger.count({ where: { repository: 'victim/crowd' } }),
+      PER_PROJECT_REPOSITORY,
+    );
 
-    // Another project cannot add one either: the cap is how many rows one delivery is checked against.
+    // Other projects still get places, until the repository holds its cap: that is how many rows one
+    // delivery is checked against.
+    const others = PER_REPOSITORY / PER_PROJECT_REPOSITORY - 1;
+    for (let p = 0; p < others; p++) {
+      const token = await kiln.newToken(`crowd-${p}`);
+      for (let i = 0; i < PER_PROJECT_REPOSITORY; i++) {
+        assert.equal(
+          (await createTrigger({ repository: 'victim/crowd', branch: `p${p}-${i}` }, token)).status,
+          201,
+        );
+      }
+    }
     const other = await kiln.newToken('tenant-b');
     const theirs = await createTrigger({ repository: 'victim/crowd' }, other);
     assert.equal(theirs.status, 409);
+    assert.match(
+      ((await json(theirs)).error as { message: string }).message,
+      /the most triggers one repository/,
+    );
     assert.equal((await createTrigger({ repository: 'tenant-b/app' }, other)).status, 201);
 
     const mine = await kiln.deps.db.trigger.count({ where: { project: { name: 'tenant-a' } } });

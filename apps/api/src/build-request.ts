@@ -191,6 +191,7 @@ function uploadOptions({ storage, config }: ApiDeps, dockerfilePath: string) {
     tmpDir: uploadTmpDir(config),
     limits: contextLimitsOf(config.limits),
     dockerfilePath,
+    allowedFrontends: config.allowedFrontends,
   };
 }
 

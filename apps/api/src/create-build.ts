@@ -17,6 +17,7 @@ import {
   QUEUE_BUILDS,
   resultCacheKey,
   storeBuildSecrets,
+  storedBytesLeft,
 } from '@kiln/core';
 import { checkSomeBuilderCanServe } from './builder-capabilities.js';
 import type { ApiDeps } from './deps.js';
@@ -100,12 +101,15 @@ export async function createBuild(
   try {
     const cached = spec.noCache ? undefined : await reuseResult(deps, data, spec.platform);
     if (cached) return { build: cached, outcome: 'cached' };
-    rank = await admit(deps, projectId);
-    build =
-      source.kind === 'upload'
-        ? await insertQueued(deps, data, source.context)
-        : // A git build stores no context: BuildKit fetches the repository when the build runs.
-          await deps.lifecycle.queue(data);
+    const admitted = await admit(deps, projectId, source.kind === 'upload' ? source.context : null);
+    rank = admitted.rank;
+    build = await insertQueued(
+      deps,
+      data,
+      // A git build stores no context: BuildKit fetches the repository when the build runs.
+      source.kind === 'upload' ? source.context : undefined,
+      admitted.maxQueued,
+    );
   } catch (err) {
     // Two concurrent requests with one key: the loser answers with the winner's build.
     if (idempotencyKey && isUniqueViolation(err)) {
@@ -134,27 +138,47 @@ export async function createBuild(
 const RANKS_COUNTED = 100;
 
 /**
- * Admission of one more queued build: the project must be enabled and under its queued-builds
- * quota. Returns the build's rank among its project's queued builds, its job's priority (fair
- * scheduling, see buildJobOptions). Concurrent POSTs of one project can each see room for the last
- * place, so the quota may be passed by as many requests as arrive at that instant.
+ * Admission of one more queued build: the project must be enabled, under its queued-builds quota,
+ * and, with an uploaded context it is not charged for yet, keep its stored bytes within its quota
+ * once that context counts. Returns the build's rank among its project's queued builds, its job's
+ * priority (fair scheduling, see buildJobOptions), and the queued-builds quota, which the insert
+ * enforces exactly (concurrent POSTs can each pass this check for the last place). The stored-bytes
+ * check is not exact in the same way: concurrent POSTs of new contexts may each fit alone.
  */
-async function admit(deps: ApiDeps, projectId: string): Promise<number> {
+async function admit(
+  deps: ApiDeps,
+  projectId: string,
+  context: ReceivedContext | null,
+): Promise<{ rank: number; maxQueued: number }> {
   const admission = await deps.builds.projectAdmission(
     projectId,
     deps.config.quotas.queuedBuilds,
     RANKS_COUNTED,
+    context?.key ?? null,
   );
   if (!admission) throw new AppError('not_found', `no project ${projectId}`);
   if (admission.disabledAt) throw new AppError('forbidden', 'the project is disabled');
-  const { queuedBuilds } = effectiveQuotas(deps.config.quotas, admission);
-  if (queuedBuilds > 0 && admission.queued >= queuedBuilds) {
+  const quotas = effectiveQuotas(deps.config.quotas, admission);
+  const { queuedBuilds } = quotas;
+  if (queuedBuilds > 0 && admission.queued >= queuedBuilds)
+    throw queuedQuotaExceeded(admission.queued, queuedBuilds);
+  const stored = Number(admission.storedBytes);
+  const left = storedBytesLeft(quotas, stored);
+  const adds = context && !admission.holdsContext ? context.size : 0;
+  if (left !== null && (left <= 0 || adds > left)) {
     throw new AppError(
       'quota_exceeded',
-      `the project has ${admission.queued} queued builds, its limit (queued builds: ${queuedBuilds}); wait for some to start or cancel some`,
+      `the project keeps ${stored} bytes stored${adds > 0 ? ` and this context adds ${adds}` : ''}, over its limit (stored bytes: ${quotas.storedBytes}); builds past retention free theirs`,
     );
   }
-  return admission.queued + 1;
+  return { rank: admission.queued + 1, maxQueued: queuedBuilds };
+}
+
+function queuedQuotaExceeded(queued: number, limit: number): AppError {
+  return new AppError(
+    'quota_exceeded',
+    `the project has ${queued} queued builds, its limit (queued builds: ${limit}); wait for some to start or cancel some`,
+  );
 }
 
 /**
@@ -192,17 +216,25 @@ function sourceFields(source: BuildSource): {
 }
 
 /**
- * Inserts the queued build under the context's shared advisory lock (retention deletes contexts
+ * Inserts the queued build, within the project's queued-builds quota exactly (the insert counts
+ * under a per-project lock, so concurrent POSTs cannot all take the last place), under the
+ * context's shared advisory lock (retention deletes contexts
  * under the exclusive one; see context-lock.ts in @kiln/core), then stores the context object
  * unless it is there already (content-addressed: an earlier build sent the same bytes). Once the
  * row is committed, retention sees a recent build using the context and keeps it; a retention
  * pass that held the lock first may have deleted it, and then it is stored again, before the job
  * exists.
  */
-async function insertQueued(deps: ApiDeps, data: NewBuildData, context: ReceivedContext): Promise<Build> {
+async function insertQueued(
+  deps: ApiDeps,
+  data: NewBuildData,
+  context: ReceivedContext | undefined,
+  maxQueued: number,
+): Promise<Build> {
   // The insert took the context's lock: retention no longer deletes the object from here on.
-  const build = await deps.lifecycle.queue(data);
-  if (!(await deps.storage.head(context.key))) {
+  const build = await deps.lifecycle.queue(data, maxQueued);
+  if (!build) throw queuedQuotaExceeded(maxQueued, maxQueued);
+  if (context && !(await deps.storage.head(context.key))) {
     await context.restore().catch(async (err: unknown) => {
       // No object, no build (a stored context retention deleted before the insert).
       await deps.builds.deleteQueued(build.id).catch(() => undefined);

@@ -18,9 +18,14 @@ export function toEntry([id, fields]: [string, string[]]): LogEntry {
   return { id, kind: map.k ?? 'log', data: map.d ?? '' };
 }
 
-/** The entries of `key` up to `end` (inclusive), page by page. */
-export async function* streamEntries(redis: Redis, key: string, end = '+'): AsyncGenerator<LogEntry> {
-  let start = '-';
+/** The entries of `key` after `after` (exclusive; from the first without it) up to `end` (inclusive), page by page. */
+export async function* streamEntries(
+  redis: Redis,
+  key: string,
+  end = '+',
+  after?: string,
+): AsyncGenerator<LogEntry> {
+  let start = after === undefined ? '-' : `(${after}`;
   for (;;) {
     const page = (await redis.xrange(key, start, end, 'COUNT', PAGE)) as StreamEntries;
     for (const entry of page) yield toEntry(entry);
@@ -28,4 +33,16 @@ export async function* streamEntries(redis: Redis, key: string, end = '+'): Asyn
     if (!last || page.length < PAGE) return;
     start = `(${last[0]}`;
   }
+}
+
+/** A Redis stream entry id (`<ms>-<seq>`), as a client may send it back in Last-Event-ID. */
+export function parseEntryId(text: string | undefined): string | undefined {
+  return text !== undefined && /^\d{1,20}-\d{1,20}$/.test(text) ? text : undefined;
+}
+
+/** True when entry id `a` comes after `b` in the stream. */
+export function entryIdAfter(a: string, b: string): boolean {
+  const [am, as] = a.split('-').map(BigInt) as [bigint, bigint];
+  const [bm, bs] = b.split('-').map(BigInt) as [bigint, bigint];
+  return am > bm || (am === bm && as > bs);
 }

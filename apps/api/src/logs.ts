@@ -2,7 +2,7 @@ import { Readable } from 'node:stream';
 import { type Build, logStreamKey } from '@kiln/core';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { ApiDeps } from './deps.js';
-import { type LogEntry, streamEntries } from './log-stream.js';
+import { entryIdAfter, type LogEntry, parseEntryId, streamEntries } from './log-stream.js';
 import { SseWriter, sseEvent } from './sse.js';
 
 /** What one follower may leave unread, and for how long its socket may stay full, before it is dropped. */
@@ -36,11 +36,12 @@ export async function readLogs(deps: ApiDeps, build: Build, reply: FastifyReply)
  * `event: end` with the final status, and the response closes. The live part comes from the
  * process's LogHub (one Redis reader for all followers). A stream also ends with
  * `event: reconnect` (too old: KILN_MAX_LOG_STREAM_SECONDS, or the API is stopping; a client
- * reconnects and is replayed the log) or `event: revoked` (its token was revoked).
+ * reconnects and is replayed the log, or only what follows the `id` it sends back as
+ * Last-Event-ID) or `event: revoked` (its token was revoked).
  */
 export async function followLogs(deps: ApiDeps, build: Build, req: FastifyRequest, reply: FastifyReply) {
   let stop: (event: string, data: string) => void = () => undefined;
-  const release = deps.followers.admit(req.projectId, () =>
+  const release = await deps.followers.admit(req.projectId, () =>
     stop('reconnect', 'the server is shutting down; reconnect'),
   );
   reply.hijack();
@@ -99,18 +100,19 @@ export async function followLogs(deps: ApiDeps, build: Build, req: FastifyReques
 
   // Entries the hub hands over while the history is still being sent wait here, in order.
   let pending: LogEntry[] | undefined = [];
+  const after = parseEntryId(req.headers['last-event-id'] as string | undefined);
   const deliver = (e: LogEntry) => {
     if (e.kind === 'end') stop('end', e.data);
-    else out.send('log', e.data);
+    else if (after === undefined || entryIdAfter(e.id, after)) out.send('log', e.data, e.id);
   };
   const sub = await deps.logHub.subscribe(build.id, (e) => (pending ? pending.push(e) : deliver(e)));
   unsubscribe = sub.unsubscribe;
   if (finished) unsubscribe();
   try {
-    for await (const e of streamEntries(deps.redis, logStreamKey(build.id), sub.until)) {
+    for await (const e of streamEntries(deps.redis, logStreamKey(build.id), sub.until, after)) {
       if (finished) break;
       if (e.kind === 'end') stop('end', e.data);
-      else await out.sendPaced('log', e.data);
+      else await out.sendPaced('log', e.data, e.id);
     }
   } catch (err) {
     deps.logger.warn({ buildId: build.id, err: (err as Error).message }, 'reading the log stream failed');

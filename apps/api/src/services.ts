@@ -76,7 +76,9 @@ export async function createApiDeps(config: KilnConfig): Promise<ApiDeps & { clo
     eventQueue,
     logger,
     logHub,
-    followers: new LogFollowers(config.logs.maxFollowersPerProject),
+    followers: new LogFollowers(redis, config.logs.maxFollowersPerProject, (err) =>
+      logger.warn({ err: err.message }, 'renewing the log followers in Redis failed'),
+    ),
     async close() {
       logHub.close();
       await queue.close().catch(() => undefined);

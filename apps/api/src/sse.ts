@@ -3,10 +3,11 @@ import type { ServerResponse } from 'node:http';
 /**
  * One server-sent event, every line of `data` its own `data:` field. A client ends a line at CR,
  * LF or CRLF, so all three split here: build output with a bare CR cannot start a field (or an
- * event) of its own.
+ * event) of its own. `id` (a log stream entry's id, never build output) is what a client sends
+ * back as Last-Event-ID to resume.
  */
-export function sseEvent(event: string, data: string): string {
-  return `event: ${event}\n${data
+export function sseEvent(event: string, data: string, id?: string): string {
+  return `${id === undefined ? '' : `id: ${id}\n`}event: ${event}\n${data
     .split(/\r\n|\r|\n/)
     .map((l) => `data: ${l}`)
     .join('\n')}\n\n`;
@@ -42,8 +43,8 @@ export class SseWriter {
     return !this.res.writableEnded && !this.res.destroyed && !this.slow;
   }
 
-  send(event: string, data: string): void {
-    this.write(sseEvent(event, data));
+  send(event: string, data: string, id?: string): void {
+    this.write(sseEvent(event, data, id));
   }
 
   comment(text: string): void {
@@ -51,8 +52,8 @@ export class SseWriter {
   }
 
   /** Sends, then waits until the client took it in (or went away). */
-  async sendPaced(event: string, data: string): Promise<void> {
-    this.send(event, data);
+  async sendPaced(event: string, data: string, id?: string): Promise<void> {
+    this.send(event, data, id);
     if (!this.open || !this.res.writableNeedDrain) return;
     await new Promise<void>((resolve) => {
       const done = () => {

@@ -8,6 +8,7 @@ import {
   type ContextLimits,
   contextKey,
   createContextValidator,
+  type FrontendDirective,
   type KilnConfig,
   type ObjectStorage,
 } from '@kiln/core';
@@ -37,7 +38,14 @@ export interface ReceivedContext extends StoredContext {
  */
 export async function receiveContext(
   body: Readable,
-  opts: { storage: ObjectStorage; tmpDir: string; limits: Partial<ContextLimits>; dockerfilePath: string },
+  opts: {
+    storage: ObjectStorage;
+    tmpDir: string;
+    limits: Partial<ContextLimits>;
+    dockerfilePath: string;
+    /** KILN_ALLOWED_FRONTENDS: what `# syntax=` may name. */
+    allowedFrontends: readonly string[];
+  },
 ): Promise<ReceivedContext> {
   await fs.mkdir(opts.tmpDir, { recursive: true });
   const tmp = path.join(opts.tmpDir, `upload-${randomUUID()}.tar`);
@@ -57,6 +65,7 @@ export async function receiveContext(
       throw new AppError('invalid_context', `the upload did not complete: ${(reason as Error).message}`);
     });
     const summary = await validator.result;
+    checkFrontend(summary.frontend, opts.allowedFrontends);
     const key = contextKey(summary.sha256);
     const restore = async () => {
       await opts.storage.putFile(key, tmp);
@@ -65,5 +74,26 @@ export async function receiveContext(
   } catch (err) {
     await dispose();
     throw err;
+  }
+}
+
+/**
+ * A Dockerfile that selects its frontend (`# syntax=`) makes BuildKit run that image with the
+ * build's inputs: only images the operator allows (KILN_ALLOWED_FRONTENDS) may be named.
+ */
+function checkFrontend(frontend: FrontendDirective, allowed: readonly string[]): void {
+  if (frontend.kind === 'none') return;
+  const permitted = `this server allows ${allowed.length ? allowed.join(', ') : 'none'} (KILN_ALLOWED_FRONTENDS)`;
+  if (frontend.kind === 'unknown') {
+    throw new AppError(
+      'invalid_spec',
+      `the Dockerfile is JSON too long to tell whether it selects a frontend image ("syntax"); ${permitted}`,
+    );
+  }
+  if (!allowed.includes(frontend.image)) {
+    throw new AppError(
+      'invalid_spec',
+      `the Dockerfile selects the frontend image ${JSON.stringify(frontend.image.slice(0, 200))} (# syntax=); ${permitted}`,
+    );
   }
 }

@@ -26,6 +26,7 @@ export interface ProjectQuotas {
   runningBuilds: number;
   artifactBytes: number;
   logBytes: number;
+  storedBytes: number;
 }
 
 /** A change of a project's own quotas: null goes back to the configured default. */
@@ -39,6 +40,8 @@ export interface ProjectView {
   /** The project's own values; null takes the configured default. */
   quotas: Record<keyof ProjectQuotas, number | null>;
   effectiveQuotas: ProjectQuotas;
+  /** What the project keeps stored now. */
+  usage: { storedBytes: number };
 }
 
 /** Extra advice for an error answer, printed after it. */

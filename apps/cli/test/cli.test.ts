@@ -561,7 +561,10 @@ describe('kiln CLI against a real Kiln', () => {
     const projects = await kilnCli(['projects', 'ls'], { env: operator });
     assert.equal(projects.code, 0, projects.stderr);
     const rows = projects.stdout.toString().trim().split('\n');
-    assert.match(rows[0] ?? '', /^PROJECT ID +NAME +STATUS +CREATED +MAX QUEUED +MAX RUNNING +MAX ARTIFACT$/);
+    assert.match(
+      rows[0] ?? '',
+      /^PROJECT ID +NAME +STATUS +CREATED +MAX QUEUED +MAX RUNNING +MAX ARTIFACT +STORED$/,
+    );
     assert.ok(
       rows.some((r) => / web-ci +active +\S+ ago +5 /.test(r)),
       rows.join('\n'),
@@ -593,8 +596,16 @@ describe('kiln CLI against a real Kiln', () => {
     assert.equal(view.disabledAt, null);
     assert.equal(view.quotas.queuedBuilds, null);
     assert.equal((await kilnCli(['builds', 'ls', '-q'], { env: asCi })).code, 0);
+    const stored = await kilnCli(['projects', 'set', 'web-ci', '--max-stored-bytes', '1048576'], {
+      env: operator,
+    });
+    assert.equal(stored.code, 0, stored.stderr);
     const show = await kilnCli(['projects', 'show', 'web-ci'], { env: operator });
     assert.match(show.stdout.toString(), /\nStatus: +active\n(.|\n)*\nMax queued builds: +\d+ \(default\)\n/);
+    assert.match(
+      show.stdout.toString(),
+      /\nStored: +\S+ \(\d+ bytes\)\nMax stored: +1\.05MB \(1048576 bytes\)\n/,
+    );
     const unknown = await kilnCli(['projects', 'show', 'nope'], { env: operator });
     assert.equal(unknown.code, 1);
     assert.equal(unknown.stderr, 'error: no project nope (not_found)\n');

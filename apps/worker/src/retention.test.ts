@@ -151,8 +151,16 @@ describe('retention', { skip }, () => {
     // An old build still waiting keeps its context, whatever its age.
     const queued = await row({ status: 'queued', context: ctxQueued, createdAt: daysAgo(now, 40) });
 
+    const storedBytes = async () =>
+      Number((await prisma.project.findUniqueOrThrow({ where: { id: projectId } })).storedBytes);
+    // Three contexts and two artifacts (C shares S's) of 10 bytes each.
+    assert.equal(await storedBytes(), 50);
+
     const first = await runRetentionOnce(options(), now);
     assert.deepEqual(new Set(first.expired), new Set([s.id, failed.id, canceled.id]));
+    // ctxOld is no longer used by a recent or unfinished build: its charge goes with it.
+    assert.equal(first.contextChargesReleased, 1);
+    assert.equal(await storedBytes(), 40);
     assert.deepEqual(first.artifactsKept, [s.artifactKey]);
     assert.deepEqual(first.artifactsDeleted, []);
     assert.equal(first.failed, 0);
@@ -180,6 +188,7 @@ describe('retention', { skip }, () => {
       artifactsKept: [],
       contextsDeleted: [],
       cachesDropped: [],
+      contextChargesReleased: 0,
       failed: 0,
     });
 
@@ -194,6 +203,9 @@ describe('retention', { skip }, () => {
     assert.equal(await exists(recent.artifactKey ?? ''), false);
     assert.deepEqual(later.contextsDeleted, [ctxShared]);
     assert.ok(await exists(ctxQueued), 'the queued build still needs its context');
+    // Left: ctxQueued's charge (10 bytes), kept by the queued build.
+    assert.equal(later.contextChargesReleased, 1);
+    assert.equal(await storedBytes(), 10);
     const marked = await prisma.build.count({ where: { contextKey: ctxShared, contextDeletedAt: null } });
     assert.equal(marked, 0);
     await prisma.build.delete({ where: { id: queued.id } });

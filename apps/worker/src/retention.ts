@@ -17,6 +17,11 @@
  * deleted when no build created since the context cutoff uses it and no queued or running build
  * does, under the context lock (@kiln/core's builds/context-lock.ts).
  *
+ * Stored bytes. A project is charged for a context while one of its builds created since the
+ * context cutoff, or unfinished, uses it (whoever else shares the object), and for an artifact
+ * until the object is deleted; the charges not owed any more are dropped here, contexts under
+ * the context lock.
+ *
  * Every step is conditional or idempotent: two passes overlapping (two workers) do no harm.
  * `now` is a parameter so tests can look far into the future.
  */
@@ -61,6 +66,8 @@ export interface RetentionReport {
   contextsDeleted: string[];
   /** Projects whose shared build cache was dropped (too big or unused). */
   cachesDropped: string[];
+  /** Charges for contexts dropped from projects that no longer use them (stored bytes). */
+  contextChargesReleased: number;
   /** Deletions that failed (retried by the next pass). */
   failed: number;
 }
@@ -81,10 +88,13 @@ export async function runRetentionOnce(
     artifactsKept: [],
     contextsDeleted: [],
     cachesDropped: [],
+    contextChargesReleased: 0,
     failed: 0,
   };
   await expireBuilds(options, new Date(now.getTime() - options.days * DAY_MS), report);
-  await deleteContexts(options, new Date(now.getTime() - options.contextDays * DAY_MS), report);
+  const contextCutoff = new Date(now.getTime() - options.contextDays * DAY_MS);
+  await deleteContexts(options, contextCutoff, report);
+  await releaseContextCharges(options, contextCutoff, report);
   if (options.buildCacheMaxBytes !== undefined) {
     await dropBuildCaches(
       options,
@@ -95,7 +105,11 @@ export async function runRetentionOnce(
   }
   const { logger } = options;
   if (
-    report.expired.length + report.contextsDeleted.length + report.cachesDropped.length + report.failed >
+    report.expired.length +
+      report.contextsDeleted.length +
+      report.cachesDropped.length +
+      report.contextChargesReleased +
+      report.failed >
     0
   ) {
     logger.info(
@@ -105,6 +119,7 @@ export async function runRetentionOnce(
         artifactsKept: report.artifactsKept.length,
         contextsDeleted: report.contextsDeleted.length,
         cachesDropped: report.cachesDropped,
+        contextChargesReleased: report.contextChargesReleased,
         failed: report.failed,
       },
       'retention pass',
@@ -173,6 +188,7 @@ async function expireOne(o: RetentionOptions, row: ExpiringRow, report: Retentio
         await storage.delete(row.artifactKey);
         // Kiln's copy of its provenance, when the build asked for one (deleting nothing is fine).
         await storage.delete(provenanceKey(row.artifactKey));
+        await lifecycle.repo.releaseArtifactCharge(row.artifactKey);
         report.artifactsDeleted.push(row.artifactKey);
       } else {
         report.artifactsKept.push(row.artifactKey);
@@ -191,16 +207,48 @@ async function expireOne(o: RetentionOptions, row: ExpiringRow, report: Retentio
 }
 
 async function deleteContexts(o: RetentionOptions, cutoff: Date, report: RetentionReport): Promise<void> {
+  // Keys some old build used whose object is not known to be deleted, and that no recent or
+  // unfinished build uses (rechecked under the lock in deleteContext).
+  await forEachKey(
+    o,
+    (limit) => o.lifecycle.repo.unusedContextKeys(cutoff, limit),
+    (key) => deleteContext(o, key, cutoff, report),
+  );
+}
+
+async function releaseContextCharges(
+  o: RetentionOptions,
+  cutoff: Date,
+  report: RetentionReport,
+): Promise<void> {
+  await forEachKey(
+    o,
+    (limit) => o.lifecycle.repo.contextChargesToRelease(cutoff, limit),
+    async (key) => {
+      try {
+        report.contextChargesReleased += await o.lifecycle.repo.releaseContextCharges(key, cutoff);
+      } catch (err) {
+        report.failed++;
+        o.logger.warn({ key, err: messageOf(err) }, 'retention: releasing context charges failed');
+      }
+    },
+  );
+}
+
+/** Batches of keys from `next` to `handle`, each key once per pass, until a batch brings nothing new. */
+async function forEachKey(
+  o: RetentionOptions,
+  next: (limit: number) => Promise<string[]>,
+  handle: (key: string) => Promise<void>,
+): Promise<void> {
   const batchSize = o.batchSize ?? 500;
   const tried = new Set<string>();
   for (let batch = 0; batch < (o.maxBatches ?? 100); batch++) {
-    // Keys some old build used whose object is not known to be deleted, and that no recent or
-    // unfinished build uses (rechecked under the lock below).
-    const keys = await o.lifecycle.repo.unusedContextKeys(cutoff, batchSize);
+    const keys = await next(batchSize);
     const fresh = keys.filter((k) => !tried.has(k));
     for (const key of fresh) {
       tried.add(key);
-      await deleteContext(o, key, cutoff, report);
+      await handle(key);
     }
     if (keys.length < batchSize || fresh.length === 0) return;
   }

@@ -64,6 +64,7 @@ import {
   type RegistryCredentialStore,
   recordsProvenance,
   specRequirements,
+  storedBytesLeft,
 } from '@kiln/core';
 import { UnrecoverableError } from 'bullmq';
 import type { Redis } from 'ioredis';
@@ -224,6 +225,8 @@ class BuildRun {
   private timer: NodeJS.Timeout | undefined;
   private secrets: BuildSecrets | undefined;
   private quotas: ProjectQuotas | undefined;
+  /** The project's stored bytes when this run read its quotas: what the export may add to. */
+  private storedBytes = 0;
 
   constructor(
     private readonly deps: RunBuildDeps,
@@ -242,11 +245,11 @@ class BuildRun {
   async run(): Promise<RunBuildResult> {
     try {
       // First: the log's budget is one of them.
-      this.quotas = await loadProjectQuotas(
+      ({ quotas: this.quotas, storedBytes: this.storedBytes } = await loadProjectQuotas(
         this.deps.lifecycle.repo.prisma,
         this.deps.quotas,
         this.build.projectId,
-      );
+      ));
       this.tmp = await mkdtemp(path.join(this.deps.tmpDir ?? tmpdir(), 'kiln-build-'));
       this.log = new BuildLog(this.deps.redis, this.id, path.join(this.tmp, 'build.log'), this.logger, {
         maxBytes: this.quotas.logBytes,
@@ -510,21 +513,28 @@ class BuildRun {
 
   /**
    * The stream the export goes through into storage, shown to `tap` on the way. Past the project's
-   * artifact-bytes quota it stops the build (the daemon sees the session end) and errors, so
-   * storage keeps nothing of it.
+   * artifact-bytes quota, or past what its stored-bytes quota leaves (read when the run began:
+   * builds of one project exporting at once may each use that room), it stops the build (the
+   * daemon sees the session end) and errors, so storage keeps nothing of it.
    */
   private exportStream(tap: TarFileTap | undefined): PassThrough {
-    const limit = this.quotas?.artifactBytes ?? 0;
-    if (limit === 0 && !tap) return new PassThrough();
+    const perBuild = this.quotas?.artifactBytes ?? 0;
+    const left = this.quotas ? storedBytesLeft(this.quotas, this.storedBytes) : null;
+    const byStored = left !== null && (perBuild === 0 || left < perBuild);
+    const limit = byStored ? Math.max(0, left ?? 0) : perBuild;
+    if (limit === 0 && !byStored && !tap) return new PassThrough();
+    const why = byStored
+      ? `what the project's stored bytes (${this.storedBytes}) leave of its limit (stored bytes: ${this.quotas?.storedBytes})`
+      : "the project's limit (artifact bytes per build)";
     let bytes = 0;
     return new PassThrough({
       transform: (chunk: Buffer, _encoding, done) => {
         bytes += chunk.length;
         tap?.write(chunk);
-        if (limit === 0 || bytes <= limit) return done(null, chunk);
+        if ((limit === 0 && !byStored) || bytes <= limit) return done(null, chunk);
         const abort = new BuildAbort(
           'output_too_large',
-          `the artifact is larger than ${limit} bytes, the project's limit (artifact bytes per build); nothing was stored`,
+          `the artifact is larger than ${limit} bytes, ${why}; nothing was stored`,
         );
         this.controller.abort(abort);
         done(abort);
@@ -548,7 +558,15 @@ class BuildRun {
       this.note(`#0 kiln: git context ${context}
 `);
       return {
-        frontendAttrs: { ...frontendAttrsFor(spec, this.build.projectId), filename: spec.file, context },
+        frontendAttrs: {
+          ...frontendAttrsFor(spec, this.build.projectId),
+          filename: spec.file,
+          context,
+          // Nobody checked this Dockerfile's `# syntax=` (BuildKit fetches it): with `cmdline` set,
+          // the Dockerfile frontend never hands the build to another image (it reads that only
+          // when a gateway started it) and builds with its own parser.
+          cmdline: '',
+        },
       };
     }
     // Context: stored tar → private temp dir.

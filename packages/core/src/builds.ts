@@ -47,7 +47,15 @@ export const LOG_STREAM_TTL_SECONDS = 24 * 3600;
  */
 export const LOG_STREAM_MAX_ENTRIES = 10_000;
 
-export const contextKey = (sha256: string) => `contexts/sha256/${sha256}.tar`;
+/**
+ * Redis ZSET of a project's live log streams (SSE) on every API replica: stream id → expiry
+ * (Redis server time, ms), renewed by the API serving it (KILN_MAX_LOG_FOLLOWERS_PER_PROJECT).
+ */
+export const logFollowersKey = (projectId: string) => `kiln:log-followers:${projectId}`;
+
+/** Every context object's key starts with this. */
+export const CONTEXT_KEY_PREFIX = 'contexts/';
+export const contextKey = (sha256: string) => `${CONTEXT_KEY_PREFIX}sha256/${sha256}.tar`;
 export const artifactKey = (buildId: string, dest: string) => `artifacts/${buildId}/${dest}`;
 export const logKey = (buildId: string) => `logs/${buildId}.log`;
 /** Kiln's copy of an artifact's provenance sits beside it, so builds sharing the artifact share it too. */

@@ -64,12 +64,14 @@ const ENV = z.object({
   KILN_MAX_LOG_STREAM_SECONDS: int(1, 7 * 86_400).default(3600),
   KILN_TRIGGERS_PER_PROJECT: int(1, 100_000).default(100),
   KILN_TRIGGERS_PER_REPOSITORY: int(1, 1000).default(20),
+  KILN_TRIGGERS_PER_PROJECT_REPOSITORY: int(1, 1000).default(5),
   KILN_WEBHOOK_RATE_LIMIT_PER_MINUTE: int(0, 10_000_000).default(1200),
   KILN_WEBHOOK_REPOSITORY_RATE_LIMIT_PER_MINUTE: int(0, 10_000_000).default(120),
   KILN_WEBHOOK_CONCURRENCY: int(1, 64).default(4),
   KILN_WEBHOOK_MAX_AGE_SECONDS: int(0, 30 * 86_400).default(600),
   KILN_EVENT_ALLOWED_NETWORKS: z.string().default(''),
   KILN_GIT_ALLOWED_HOSTS: z.string().default(''),
+  KILN_ALLOWED_FRONTENDS: z.string().default(''),
   KILN_GIT_DENIED_HOSTS: z.string().default(''),
   KILN_GIT_ALLOWED_NETWORKS: z.string().default(''),
   KILN_REGISTRY_ALLOWED_HOSTS: z.string().default(''),
@@ -84,6 +86,7 @@ const ENV = z.object({
   KILN_QUOTA_QUEUED_BUILDS: int(0, 10_000_000).default(500),
   KILN_QUOTA_RUNNING_BUILDS: int(0, 100_000).default(0),
   KILN_QUOTA_ARTIFACT_BYTES: int(0, 2 ** 50).default(16 * 1024 ** 3),
+  KILN_QUOTA_STORED_BYTES: int(0, 2 ** 53 - 1).default(100 * 1024 ** 3),
 });
 
 /** The names of every environment variable Kiln reads (docker-compose.yml is checked against it). */
@@ -158,7 +161,7 @@ export interface KilnConfig {
   };
   /** Build logs and their live streams. */
   logs: {
-    /** Live (SSE) followers one project may hold open on one API process. */
+    /** Live (SSE) followers one project may hold open, across every API process (counted in Redis). */
     maxFollowersPerProject: number;
     /** A live stream older than this ends with a `reconnect` event. */
     maxStreamSeconds: number;
@@ -172,6 +175,11 @@ export interface KilnConfig {
      * is checked against that many at most.
      */
     triggersPerRepository: number;
+    /**
+     * Of those, the places one project may take, so that one project cannot fill a repository
+     * and lock every other project out of it (projects are made by the operator, not by tenants).
+     */
+    triggersPerProjectRepository: number;
     /** Hook requests a minute from one source address, counted in Redis before the body is read (0: no limit). */
     perAddressPerMinute: number;
     /** Verified push deliveries a minute for one repository, counted in Redis (0: no limit). */
@@ -198,6 +206,11 @@ export interface KilnConfig {
   metricsToken?: string;
   /** Per-project defaults; a project's own value (set by the operator) wins. 0: no limit. */
   quotas: ProjectQuotas;
+  /**
+   * Frontend images an uploaded Dockerfile may select with `# syntax=` (exactly as written there);
+   * empty: none, every such Dockerfile is refused.
+   */
+  allowedFrontends: string[];
 }
 
 /** What one project may hold at once; 0 is no limit (but for the log budget, which has a floor). */
@@ -210,6 +223,12 @@ export interface ProjectQuotas {
   artifactBytes: number;
   /** Bytes of one build's log text (KILN_MAX_LOG_BYTES): past it one truncation marker, then only Kiln's closing lines. */
   logBytes: number;
+  /**
+   * Bytes of the contexts and artifacts the project keeps stored, each counted once at full size
+   * however many builds or projects share it: a POST over it is answered 429 quota_exceeded, an
+   * export that would pass it fails output_too_large.
+   */
+  storedBytes: number;
 }
 
 /** Reads and validates the environment once; the first bad variable throws a ConfigError naming it. */
@@ -296,6 +315,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): KilnConfig {
         parseNetworks,
       ),
     },
+    allowedFrontends: e.KILN_ALLOWED_FRONTENDS.split(',')
+      .map((v) => v.trim())
+      .filter(Boolean),
     git: {
       allowedHosts: listSetting('KILN_GIT_ALLOWED_HOSTS', e.KILN_GIT_ALLOWED_HOSTS, parseHostPatterns),
       deniedHosts: listSetting('KILN_GIT_DENIED_HOSTS', e.KILN_GIT_DENIED_HOSTS, parseHostPatterns),
@@ -325,6 +347,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): KilnConfig {
     webhooks: {
       triggersPerProject: e.KILN_TRIGGERS_PER_PROJECT,
       triggersPerRepository: e.KILN_TRIGGERS_PER_REPOSITORY,
+      triggersPerProjectRepository: e.KILN_TRIGGERS_PER_PROJECT_REPOSITORY,
       perAddressPerMinute: e.KILN_WEBHOOK_RATE_LIMIT_PER_MINUTE,
       perRepositoryPerMinute: e.KILN_WEBHOOK_REPOSITORY_RATE_LIMIT_PER_MINUTE,
       concurrency: e.KILN_WEBHOOK_CONCURRENCY,
@@ -337,6 +360,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): KilnConfig {
       runningBuilds: e.KILN_QUOTA_RUNNING_BUILDS,
       artifactBytes: e.KILN_QUOTA_ARTIFACT_BYTES,
       logBytes: e.KILN_MAX_LOG_BYTES,
+      storedBytes: e.KILN_QUOTA_STORED_BYTES,
     },
   };
 }

@@ -55,7 +55,12 @@ export { checkGitHost, type GitHostPolicy } from './git-hosts.js';
 export { createLogger, type Logger } from './logger.js';
 export { type Network, parseIp, parseNetworks, refusedAddress } from './net/address.js';
 export { normalizeHostname } from './net/host.js';
-export { effectiveQuotas, loadProjectQuotas, type ProjectQuotaRow } from './quotas.js';
+export {
+  effectiveQuotas,
+  loadProjectQuotas,
+  type ProjectQuotaRow,
+  storedBytesLeft,
+} from './quotas.js';
 export {
   checkRegistryHost,
   normalizeRegistryHost,

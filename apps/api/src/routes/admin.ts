@@ -28,12 +28,19 @@ const QUOTAS = Type.Object(
     artifactBytes: Type.Optional(quotaValue(2 ** 50)),
     // The log budget has the floor KILN_MAX_LOG_BYTES has: below it not even the marker fits.
     logBytes: Type.Optional(quotaValue(2 ** 30, 64 * 1024)),
+    storedBytes: Type.Optional(quotaValue(2 ** 53 - 1)),
   },
   { additionalProperties: false },
 );
 const PROJECT_REF = Type.Object({ project: Type.String({ minLength: 1, maxLength: 100 }) });
 
-type ProjectRow = ProjectQuotaRow & { id: string; name: string; createdAt: Date; disabledAt: Date | null };
+type ProjectRow = ProjectQuotaRow & {
+  id: string;
+  name: string;
+  createdAt: Date;
+  disabledAt: Date | null;
+  storedBytes: bigint;
+};
 
 /**
  * The operator's routes, outside every project, behind KILN_OPERATOR_TOKEN: create, list and
@@ -52,8 +59,11 @@ export function adminRoutes(deps: ApiDeps): FastifyPluginAsyncTypebox {
       runningBuilds: p.maxRunningBuilds,
       artifactBytes: p.maxArtifactBytes === null ? null : Number(p.maxArtifactBytes),
       logBytes: p.maxLogBytes === null ? null : Number(p.maxLogBytes),
+      storedBytes: p.maxStoredBytes === null ? null : Number(p.maxStoredBytes),
     },
     effectiveQuotas: effectiveQuotas(deps.config.quotas, p),
+    /** What the project keeps stored now, each shared object counted once at full size. */
+    usage: { storedBytes: Number(p.storedBytes) },
   });
   const find = async (ref: string): Promise<ProjectRow> => {
     const project = await db.project.findFirst({ where: { OR: [{ id: ref }, { name: ref }] } });
@@ -67,6 +77,9 @@ export function adminRoutes(deps: ApiDeps): FastifyPluginAsyncTypebox {
       ? { maxArtifactBytes: q.artifactBytes === null ? null : BigInt(q.artifactBytes) }
       : {}),
     ...(q.logBytes !== undefined ? { maxLogBytes: q.logBytes === null ? null : BigInt(q.logBytes) } : {}),
+    ...(q.storedBytes !== undefined
+      ? { maxStoredBytes: q.storedBytes === null ? null : BigInt(q.storedBytes) }
+      : {}),
   });
 
   return async (app) => {

@@ -165,15 +165,15 @@ const PROJECT_LOCK_CLASS = 0x4b545250;
 const REPOSITORY_LOCK_CLASS = 0x4b545252;
 
 /**
- * Inserts the trigger unless its project or its repository already has as many as the config
- * allows (409 `conflict`, like the cap on event endpoints: the quota is on stored objects, and
+ * Inserts the trigger unless its project, its project within the repository, or its repository
+ * already has as many as the config allows (409 `conflict`, like the cap on event endpoints: the quota is on stored objects, and
  * waiting does not lift it). The repository's count spans every project, because that is how many
  * rows one push delivery is checked against. Creations of the same project, and of the same
  * repository, take turns (locks taken in that order, so never in a cycle); each count is read
  * after its lock is held, so two concurrent creations cannot both take the last place.
  */
 async function createWithinCaps(deps: ApiDeps, data: Prisma.TriggerUncheckedCreateInput): Promise<Trigger> {
-  const { triggersPerProject, triggersPerRepository } = deps.config.webhooks;
+  const { triggersPerProject, triggersPerRepository, triggersPerProjectRepository } = deps.config.webhooks;
   const repository = `${data.provider}:${data.repository}`;
   return deps.db.$transaction(
     async (tx) => {
@@ -186,6 +186,13 @@ async function createWithinCaps(deps: ApiDeps, data: Prisma.TriggerUncheckedCrea
         );
       }
       const sameRepository = { provider: data.provider, repository: data.repository };
+      const own = await tx.trigger.count({ where: { ...sameRepository, projectId: data.projectId } });
+      if (own >= triggersPerProjectRepository) {
+        throw new AppError(
+          'conflict',
+          `a project may have at most ${triggersPerProjectRepository} of the ${triggersPerRepository} triggers of one repository (${data.repository}); delete one first`,
+        );
+      }
       if ((await tx.trigger.count({ where: sameRepository })) >= triggersPerRepository) {
         throw new AppError(
           'conflict',

@@ -28,6 +28,7 @@ QUOTAS (unset: the server's default):
   --max-running N               Running builds at a time
   --max-artifact-bytes N        Bytes of a build's result
   --max-log-bytes N             Bytes of a build's log (at least 65536)
+  --max-stored-bytes N          Bytes of contexts and artifacts kept (a shared one counts in full)
 
 SCOPE: ${TOKEN_SCOPES.join(', ')}`;
 
@@ -43,12 +44,14 @@ const QUOTA_FLAGS = {
   'max-running': 'runningBuilds',
   'max-artifact-bytes': 'artifactBytes',
   'max-log-bytes': 'logBytes',
+  'max-stored-bytes': 'storedBytes',
 } as const satisfies Record<string, keyof ProjectQuotas>;
 const QUOTA_OPTIONS = {
   'max-queued': { type: 'string' },
   'max-running': { type: 'string' },
   'max-artifact-bytes': { type: 'string' },
   'max-log-bytes': { type: 'string' },
+  'max-stored-bytes': { type: 'string' },
 } as const;
 
 interface Common {
@@ -176,11 +179,15 @@ function describe(p: ProjectView): string {
     ['Max running builds', quota(p, 'runningBuilds')],
     ['Max artifact size', quota(p, 'artifactBytes', bytes)],
     ['Max log size', quota(p, 'logBytes', bytes)],
+    ['Stored', bytes(p.usage.storedBytes)],
+    ['Max stored', quota(p, 'storedBytes', bytes)],
   ]);
 }
 
 function table(projects: ProjectView[]): string {
-  const rows = [['PROJECT ID', 'NAME', 'STATUS', 'CREATED', 'MAX QUEUED', 'MAX RUNNING', 'MAX ARTIFACT']];
+  const rows = [
+    ['PROJECT ID', 'NAME', 'STATUS', 'CREATED', 'MAX QUEUED', 'MAX RUNNING', 'MAX ARTIFACT', 'STORED'],
+  ];
   for (const p of projects) {
     rows.push([
       p.id,
@@ -190,6 +197,7 @@ function table(projects: ProjectView[]): string {
       String(p.effectiveQuotas.queuedBuilds),
       String(p.effectiveQuotas.runningBuilds),
       formatBytes(p.effectiveQuotas.artifactBytes),
+      `${formatBytes(p.usage.storedBytes)} / ${formatBytes(p.effectiveQuotas.storedBytes)}`,
     ]);
   }
   return formatTable(rows);

@@ -35,9 +35,10 @@ export function lockContextObject(
 /**
  * The API's side, as one statement: `INSERT ... SELECT <params> FROM lock`, where the CTE takes
  * the shared lock on `$1`/`$2` (class, key) before the row goes in. `columns` and `params` are
- * the insert's column list and its SELECT list (parameters from `$3` on).
+ * the insert's column list and its SELECT list (parameters from `$3` on); `where` may make the
+ * insert conditional.
  */
-export function insertWithContextLockSql(table: string, columns: string, params: string): string {
+export function insertWithContextLockSql(table: string, columns: string, params: string, where = ''): string {
   return `WITH lock AS (SELECT pg_advisory_xact_lock_shared($1::int4, hashtext($2)))
-    INSERT INTO "${table}" (${columns}) SELECT ${params} FROM lock RETURNING *`;
+    INSERT INTO "${table}" (${columns}) SELECT ${params} FROM lock ${where} RETURNING *`;
 }

@@ -78,9 +78,15 @@ export class BuildLifecycle {
     return this.deps.repo;
   }
 
-  /** queue: a new build row, `queued` (under the context lock when it reads a stored context). */
-  async queue(input: QueuedBuildInput): Promise<Build> {
-    const build = await this.deps.repo.insertQueued(input);
+  /**
+   * queue: a new build row, `queued` (under the context lock when it reads a stored context);
+   * with `maxQueued`, none (undefined) when the project already has that many (exact, see insertQueued).
+   */
+  queue(input: QueuedBuildInput): Promise<Build>;
+  queue(input: QueuedBuildInput, maxQueued: number): Promise<Build | undefined>;
+  async queue(input: QueuedBuildInput, maxQueued = 0): Promise<Build | undefined> {
+    const build = await this.deps.repo.insertQueued(input, maxQueued);
+    if (!build) return undefined;
     await countBuildEvent(this.deps.redis, { kind: 'queued', contextBytes: Number(build.contextSize ?? 0) });
     return build;
   }

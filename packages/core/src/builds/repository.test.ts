@@ -257,15 +257,97 @@ test('projectAdmission counts queued builds up to the larger of the quota and co
     });
   }
   await database.prisma.build.create({ data: { projectId: p.id, spec: {}, status: 'running' } });
-  assert.equal((await queries.projectAdmission(p.id, 0, 3))?.queued, 3);
-  assert.equal((await queries.projectAdmission(p.id, 10, 3))?.queued, 5);
+  assert.equal((await queries.projectAdmission(p.id, 0, 3, null))?.queued, 3);
+  assert.equal((await queries.projectAdmission(p.id, 10, 3, null))?.queued, 5);
   await database.prisma.project.update({
     where: { id: p.id },
     data: { maxQueuedBuilds: 4, disabledAt: new Date() },
   });
-  const own = await queries.projectAdmission(p.id, 10, 1);
+  const own = await queries.projectAdmission(p.id, 10, 1, null);
   assert.equal(own?.queued, 4);
   assert.equal(own?.maxQueuedBuilds, 4);
   assert.ok(own?.disabledAt);
-  assert.equal(await queries.projectAdmission('missing', 10, 1), null);
+  assert.equal(await queries.projectAdmission('missing', 10, 1, null), null);
+});
+
+test('stored bytes: each object is charged once per project at full size, shared or not, and released by retention', async () => {
+  const a = await project('stored-a');
+  const b = await project('stored-b');
+  const stored = async (id: string) =>
+    (await database.prisma.project.findUniqueOrThrow({ where: { id } })).storedBytes;
+  const queue = (projectId: string, key: string, size: bigint, n: number) =>
+    queries.insertQueued({
+      projectId,
+      spec: {},
+      requestHash: `${key}-${n}`,
+      idempotencyKey: null,
+      cacheKey: null,
+      contextDigest: `sha256:${key}`,
+      contextSize: size,
+      contextKey: key,
+    });
+  const shared = 'contexts/sha256/stored-shared.tar';
+  const first = await queue(a.id, shared, 1000n, 1);
+  await queue(a.id, shared, 1000n, 2);
+  assert.equal(await stored(a.id), 1000n, 'a second build of the same context costs nothing more');
+  await queue(b.id, shared, 1000n, 1);
+  assert.equal(await stored(b.id), 1000n, 'sharing with another project does not split the cost');
+  assert.equal(await stored(a.id), 1000n);
+  const admission = await queries.projectAdmission(a.id, 10, 1, shared);
+  assert.equal(admission?.storedBytes, 1000n);
+  assert.equal(admission?.holdsContext, true);
+  assert.equal(
+    (await queries.projectAdmission(a.id, 10, 1, 'contexts/sha256/other.tar'))?.holdsContext,
+    false,
+  );
+
+  // An artifact is charged when the row names it (succeed), and released when retention deletes it.
+  await database.prisma.build.update({
+    where: { id: first.id },
+    data: { status: 'succeeded', artifactKey: `artifacts/${first.id}/o.tar`, artifactSize: 500n },
+  });
+  assert.equal(await stored(a.id), 1500n);
+  await queries.releaseArtifactCharge(`artifacts/${first.id}/o.tar`);
+  assert.equal(await stored(a.id), 1000n);
+
+  // Contexts: a project whose builds are all older than the cutoff and finished stops paying,
+  // although another project still uses the object.
+  await database.prisma.build.updateMany({ where: { projectId: a.id }, data: { status: 'failed' } });
+  const cutoff = new Date(Date.now() + 60_000);
+  // (Other tests' projects may have charges to release too.)
+  assert.ok((await queries.contextChargesToRelease(cutoff, 1000)).includes(shared));
+  assert.equal(
+    await queries.releaseContextCharges(shared, cutoff),
+    1,
+    "only A's charge: B's build is queued",
+  );
+  assert.equal(await stored(a.id), 0n);
+  assert.equal(await stored(b.id), 1000n);
+  assert.ok(!(await queries.contextChargesToRelease(cutoff, 1000)).includes(shared));
+});
+
+test('insertQueued with a cap: concurrent inserts stop exactly at the cap, with a context or without', async () => {
+  const p = await project('capped');
+  const insert = (i: number, contextKey?: string) =>
+    queries.insertQueued(
+      {
+        projectId: p.id,
+        spec: {},
+        requestHash: `cap${i}`,
+        idempotencyKey: null,
+        cacheKey: null,
+        ...(contextKey ? { contextDigest: 'sha256:c', contextSize: 1n, contextKey } : {}),
+      },
+      7,
+    );
+  const results = await Promise.all(
+    Array.from({ length: 30 }, (_, i) => insert(i, i % 2 ? 'contexts/sha256/capped.tar' : undefined)),
+  );
+  assert.equal(results.filter(Boolean).length, 7);
+  assert.equal(await database.prisma.build.count({ where: { projectId: p.id, status: 'queued' } }), 7);
+  // A queued build that starts frees its place.
+  const first = results.find(Boolean);
+  await database.prisma.build.update({ where: { id: first?.id }, data: { status: 'running' } });
+  assert.ok(await insert(100));
+  assert.equal(await insert(101), undefined);
 });

@@ -10,7 +10,7 @@
  * cannot tell the paths apart; a test checks INSERT_COLUMNS against Prisma's schema metadata.
  */
 import type pg from 'pg';
-import type { BuildStatusName } from '../builds.js';
+import { type BuildStatusName, CONTEXT_KEY_PREFIX } from '../builds.js';
 import type { Build, BuildAttempt, Prisma, PrismaClient } from '../db/generated/client.js';
 import { prismaRowTypes } from '../db/row-types.js';
 import { newUlid } from '../db/ulid.js';
@@ -85,9 +85,35 @@ const insertParams = (first: number) =>
   `${INSERT_COLUMNS.map(([, cast], i) => `$${first + i}${cast}`).join(', ')}, 'queued'::"BuildStatus"`;
 const INSERT_LOCKED = insertWithContextLockSql('Build', INSERT_COLUMN_LIST, insertParams(3));
 const INSERT_PLAIN = `INSERT INTO "Build" (${INSERT_COLUMN_LIST}) VALUES (${insertParams(1)}) RETURNING *`;
+/**
+ * The condition of a capped insert: fewer than `cap` queued builds of the project. Counted by a
+ * statement that starts after the project's queue lock is held, so it sees every earlier insert.
+ */
+const underQueuedCap = (projectId: string, cap: string) =>
+  `WHERE (SELECT count(*) FROM (SELECT 1 FROM "Build" q
+    WHERE q."projectId" = ${projectId} AND q."status" = 'queued' LIMIT ${cap}::int) c) < ${cap}::int`;
+const CAP_PARAM = INSERT_COLUMNS.length + 1;
+const INSERT_LOCKED_CAPPED = insertWithContextLockSql(
+  'Build',
+  INSERT_COLUMN_LIST,
+  insertParams(3),
+  underQueuedCap('$4', `$${CAP_PARAM + 2}`),
+);
+const INSERT_PLAIN_CAPPED = `INSERT INTO "Build" (${INSERT_COLUMN_LIST}) SELECT ${insertParams(1)}
+  ${underQueuedCap('$2', `$${CAP_PARAM}`)} RETURNING *`;
+/** Advisory-lock class ("KQUE") of a project's capped inserts: they take turns, so the cap is exact. */
+const QUEUE_LOCK_CLASS = 0x4b515545;
 
-/** A project's queued builds now, whether it is disabled, and its own quota columns. */
-export type ProjectAdmission = ProjectQuotaRow & { queued: number; disabledAt: Date | null };
+/**
+ * A project's queued builds now, whether it is disabled, its own quota columns, the bytes it keeps
+ * stored and whether it is charged for the context of the build being admitted already.
+ */
+export type ProjectAdmission = ProjectQuotaRow & {
+  queued: number;
+  disabledAt: Date | null;
+  storedBytes: bigint;
+  holdsContext: boolean;
+};
 
 /** Columns a status change may set besides `status`. */
 export type BuildChange = Omit<Prisma.BuildUpdateManyMutationInput, 'status'>;
@@ -150,20 +176,24 @@ export class BuildRepository {
    * larger of the project's queued-builds quota (its own, else `defaultQuota`) and `countAtLeast`:
    * past both, the number only has to say "over", and counting a backlog of tens of thousands on
    * every POST cost a third of the API's throughput. One indexed statement (Build projectId, status).
+   * It also says whether the project is already charged for `contextKey` (stored bytes).
    */
   async projectAdmission(
     projectId: string,
     defaultQuota: number,
     countAtLeast: number,
+    contextKey: string | null,
   ): Promise<ProjectAdmission | null> {
     const { rows } = await this.sql().query<ProjectAdmission>({
       name: 'kiln_project_admission',
       text: `SELECT p."disabledAt", p."maxQueuedBuilds", p."maxRunningBuilds", p."maxArtifactBytes", p."maxLogBytes",
+          p."maxStoredBytes", p."storedBytes",
           (SELECT count(*)::int FROM (
             SELECT 1 FROM "Build" b WHERE b."projectId" = p."id" AND b."status" = 'queued'
-            LIMIT GREATEST(COALESCE(p."maxQueuedBuilds", $2::int), $3::int)) q) AS queued
+            LIMIT GREATEST(COALESCE(p."maxQueuedBuilds", $2::int), $3::int)) q) AS queued,
+          EXISTS (SELECT 1 FROM "ProjectObject" o WHERE o."projectId" = p."id" AND o."key" = $4) AS "holdsContext"
         FROM "Project" p WHERE p."id" = $1`,
-      values: [projectId, defaultQuota, countAtLeast],
+      values: [projectId, defaultQuota, countAtLeast, contextKey],
       types: prismaRowTypes,
     });
     return rows[0] ?? null;
@@ -298,6 +328,44 @@ export class BuildRepository {
     return this.prisma.build.count({ where: { artifactKey, status: { not: 'expired' } } });
   }
 
+  /** Retention: an artifact object is deleted, so no project is charged for it any more. */
+  async releaseArtifactCharge(key: string): Promise<void> {
+    await this.prisma.projectObject.deleteMany({ where: { key } });
+  }
+
+  /**
+   * Retention: keys of context objects charged to a project none of whose builds created since
+   * `cutoff`, nor any unfinished one, uses them (rechecked under the lock by releaseContextCharges).
+   */
+  async contextChargesToRelease(cutoff: Date, limit: number): Promise<string[]> {
+    const rows = await this.prisma.$queryRaw<Array<{ key: string }>>`
+      SELECT DISTINCT o.key FROM "ProjectObject" o
+      WHERE o.key LIKE ${`${CONTEXT_KEY_PREFIX}%`}
+        AND NOT EXISTS (
+          SELECT 1 FROM "Build" n
+          WHERE n."contextKey" = o.key AND n."projectId" = o."projectId"
+            AND (n."createdAt" >= ${cutoff} OR n.status IN ('queued', 'running')))
+      LIMIT ${limit}`;
+    return rows.map((r) => r.key);
+  }
+
+  /**
+   * Retention: under the context's exclusive lock (an insert naming the context holds it shared,
+   * see context-lock.ts, so it either committed and is seen here or charges the project again
+   * after), drops the charges for `key` of projects that no longer use it. Returns how many.
+   */
+  releaseContextCharges(key: string, cutoff: Date): Promise<number> {
+    return this.transaction(async (tx) => {
+      await lockContextObject(tx, key, 'exclusive');
+      return tx.$executeRaw`
+        DELETE FROM "ProjectObject" o
+        WHERE o.key = ${key} AND NOT EXISTS (
+          SELECT 1 FROM "Build" n
+          WHERE n."contextKey" = o.key AND n."projectId" = o."projectId"
+            AND (n."createdAt" >= ${cutoff} OR n.status IN ('queued', 'running')))`;
+    });
+  }
+
   /** Retention: this expired row's objects are dealt with. */
   async markPurged(id: string): Promise<void> {
     await this.prisma.build.update({ where: { id }, data: { purgedAt: new Date() } });
@@ -359,9 +427,13 @@ export class BuildRepository {
   /**
    * Inserts a queued build in one statement (one round trip, its own transaction). With a context,
    * the statement first takes the context's shared lock (context-lock.ts). A duplicate idempotency
-   * key fails with PostgreSQL's unique_violation (see isUniqueViolation).
+   * key fails with PostgreSQL's unique_violation (see isUniqueViolation). With `maxQueued` (> 0)
+   * nothing is inserted (undefined) when the project already has that many queued builds, exactly,
+   * however many requests arrive at once.
    */
-  async insertQueued(input: QueuedBuildInput): Promise<Build> {
+  insertQueued(input: QueuedBuildInput): Promise<Build>;
+  insertQueued(input: QueuedBuildInput, maxQueued: number): Promise<Build | undefined>;
+  async insertQueued(input: QueuedBuildInput, maxQueued = 0): Promise<Build | undefined> {
     const columns = [
       newUlid(),
       input.projectId,
@@ -380,17 +452,53 @@ export class BuildRepository {
       // The column has no time zone and holds UTC (Prisma's convention).
       new Date().toISOString(),
     ];
-    const { rows } = await this.sql().query<Build>(
-      input.contextKey
-        ? {
-            name: 'kiln_insert_build_locked',
-            text: INSERT_LOCKED,
-            values: [CONTEXT_LOCK_CLASS, input.contextKey, ...columns],
-            types: prismaRowTypes,
-          }
-        : { name: 'kiln_insert_build', text: INSERT_PLAIN, values: columns, types: prismaRowTypes },
-    );
-    return rows[0] as Build;
+    if (maxQueued === 0) {
+      const { rows } = await this.sql().query<Build>(
+        input.contextKey
+          ? {
+              name: 'kiln_insert_build_locked',
+              text: INSERT_LOCKED,
+              values: [CONTEXT_LOCK_CLASS, input.contextKey, ...columns],
+              types: prismaRowTypes,
+            }
+          : { name: 'kiln_insert_build', text: INSERT_PLAIN, values: columns, types: prismaRowTypes },
+      );
+      return rows[0] as Build;
+    }
+    // Capped: the project's inserts take turns on its queue lock, and the count is read by the
+    // insert, a later statement than the lock, so it sees every insert committed before (a count
+    // in the lock's own statement would use a snapshot older than the lock).
+    const client = await this.sql().connect();
+    try {
+      await client.query('BEGIN');
+      await client.query({
+        name: 'kiln_queue_lock',
+        text: 'SELECT pg_advisory_xact_lock($1::int4, hashtext($2))',
+        values: [QUEUE_LOCK_CLASS, input.projectId],
+      });
+      const { rows } = await client.query<Build>(
+        input.contextKey
+          ? {
+              name: 'kiln_insert_build_locked_capped',
+              text: INSERT_LOCKED_CAPPED,
+              values: [CONTEXT_LOCK_CLASS, input.contextKey, ...columns, maxQueued],
+              types: prismaRowTypes,
+            }
+          : {
+              name: 'kiln_insert_build_capped',
+              text: INSERT_PLAIN_CAPPED,
+              values: [...columns, maxQueued],
+              types: prismaRowTypes,
+            },
+      );
+      await client.query('COMMIT');
+      return rows[0];
+    } catch (err) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      throw err;
+    } finally {
+      client.release();
+    }
   }
 
   /** Inserts a row already final (the result cache's), inside the caller's transaction. */

@@ -17,7 +17,8 @@ import { createGunzip, type Gunzip } from 'node:zlib';
 import { dockerfileInContext } from '@kiln/contract';
 import { AppError } from '../errors.js';
 import { type ContextLimits, resolveContextLimits } from './limits.js';
-import { quote, TarParser } from './tar.js';
+import { DIRECTIVE_HEAD_BYTES, type FrontendDirective, frontendDirective } from './syntax-directive.js';
+import { quote, type TarEvent, TarParser } from './tar.js';
 
 export interface ContextSummary {
   /** sha256 (hex) of the uncompressed tar bytes: the content address of the stored context. */
@@ -29,6 +30,8 @@ export interface ContextSummary {
   /** Entries in the archive. */
   entries: number;
   compressed: boolean;
+  /** What the Dockerfile's start says about its frontend (`# syntax=`). */
+  frontend: FrontendDirective;
 }
 
 export interface ContextValidatorOptions {
@@ -94,6 +97,23 @@ export class ContextValidationStream extends Transform {
   private gunzipPaused = false;
   private settle!: { resolve: (summary: ContextSummary) => void; reject: (err: Error) => void };
   private settled = false;
+  /** The start of the Dockerfile's (last) entry, for its frontend directive. */
+  private dockerfileHead: { chunks: Buffer[]; bytes: number; size: number } | undefined;
+  private capturing = false;
+  private readonly watchDockerfile = (event: TarEvent): void => {
+    if (event.type === 'entry') {
+      this.capturing = event.entry.name === this.dockerfilePath && event.entry.type === 'file';
+      if (this.capturing) this.dockerfileHead = { chunks: [], bytes: 0, size: event.entry.size };
+    } else if (event.type === 'data' && this.capturing && this.dockerfileHead) {
+      const head = this.dockerfileHead;
+      const take = Math.min(event.chunk.length, DIRECTIVE_HEAD_BYTES - head.bytes);
+      // Copied: the chunk is a view into a buffer the stream reuses.
+      if (take > 0) head.chunks.push(Buffer.from(event.chunk.subarray(0, take)));
+      head.bytes += Math.max(0, take);
+    } else if (event.type === 'entry-end') {
+      this.capturing = false;
+    }
+  };
 
   constructor(options: ContextValidatorOptions = {}) {
     super();
@@ -175,6 +195,7 @@ export class ContextValidationStream extends Transform {
       this.mode = 'gzip';
       this.parser = new TarParser({
         limits: this.limits,
+        emitData: true,
         notTarMessage: 'the gzip-compressed data is not a tar archive (no valid tar header at its start)',
       });
       const gunzip = createGunzip();
@@ -203,6 +224,7 @@ export class ContextValidationStream extends Transform {
     this.mode = 'tar';
     this.parser = new TarParser({
       limits: this.limits,
+      emitData: true,
       notTarMessage: 'the context is not a tar or gzip archive (no valid tar header at its start)',
     });
   }
@@ -252,7 +274,7 @@ export class ContextValidationStream extends Transform {
 
   private onTar(bytes: Buffer): void {
     if (!this.parser) return;
-    this.parser.write(bytes);
+    this.parser.write(bytes, this.watchDockerfile);
     this.uncompressedBytes += bytes.length;
     this.hash.update(bytes);
   }
@@ -291,6 +313,12 @@ export class ContextValidationStream extends Transform {
         compressedSize: this.compressedBytes,
         entries: parser.entries,
         compressed: this.mode === 'gzip',
+        frontend: this.dockerfileHead
+          ? frontendDirective(
+              Buffer.concat(this.dockerfileHead.chunks),
+              this.dockerfileHead.bytes >= this.dockerfileHead.size,
+            )
+          : { kind: 'none' },
       };
       this.settled = true;
       this.settle.resolve(summary);

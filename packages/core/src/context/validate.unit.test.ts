@@ -76,6 +76,7 @@ describe('createContextValidator: valid contexts', () => {
       compressedSize: archive.length,
       entries: 7,
       compressed: false,
+      frontend: { kind: 'none' },
     });
   });
 
@@ -89,6 +90,7 @@ describe('createContextValidator: valid contexts', () => {
       compressedSize: gz.length,
       entries: 7,
       compressed: true,
+      frontend: { kind: 'none' },
     });
   });
 
@@ -657,4 +659,20 @@ describe('createContextValidator: backpressure', () => {
       );
     });
   }
+});
+
+describe('createContextValidator: the Dockerfile frontend directive', () => {
+  test('is read from the Dockerfile entry (the last one of that name), in small chunks too', async () => {
+    const archive = tar([
+      file('other', '# syntax=not/this\n'),
+      file('Dockerfile', 'FROM scratch\n'),
+      file('Dockerfile', '# syntax=docker/dockerfile:1\nFROM scratch\n'),
+    ]);
+    for (const chunkSize of [undefined, 7]) {
+      const { summary } = await run(gzipSync(archive), {}, chunkSize);
+      assert.deepEqual(summary.frontend, { kind: 'image', image: 'docker/dockerfile:1' });
+    }
+    const plain = await run(tar([file('Dockerfile', 'FROM scratch\n# syntax=late/one\n')]));
+    assert.deepEqual(plain.summary.frontend, { kind: 'none' });
+  });
 });
