@@ -1,8 +1,10 @@
-// The shared build cache on S3 storage (s3rver), with standalone buildkitd v0.24.0 builders of
-// this file's own: a project's first build on builder A exports its cache under cache/<project>/;
-// the same build on builder B, which never saw the project, runs no RUN step again (the 10 s
-// sleep is not run: the layers come from the bucket), and another project's build on a fresh
-// builder C does not get that cache. Retention drops a project's cache once it passes its byte bound.
+// The shared build cache, with standalone buildkitd v0.24.0 builders of this file's own, on both
+// kinds of storage: S3 (s3rver; the builders read and write the bucket, type=s3) and a local
+// directory (the worker serves the cache over the session, type=local). A project's first build on
+// builder A exports its cache under cache/<project>/; the same build on builder B, which never saw
+// the project, runs no RUN step again (the 10 s sleep is not run: the layers come from storage),
+// and another project's build on a fresh builder C does not get that cache. Retention drops a
+// project's cache once it passes its byte bound.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { createWorker, type KilnWorker } from '@kiln/worker';
@@ -18,14 +20,6 @@ import {
   tgz,
 } from '../support/processes.js';
 
-const DOCKERFILE = [
-  'FROM scratch',
-  'COPY busybox /bin/busybox',
-  RUN('/bin/busybox sleep 10 && /bin/busybox mkdir -p /out && echo slow > /out/result.txt'),
-  'COPY notes.txt /out/notes.txt',
-  '',
-].join('\n');
-
 interface View {
   id: string;
   status: string;
@@ -35,93 +29,118 @@ interface View {
   finishedAt: string | null;
 }
 
-let s3: StartedS3rver;
-let kiln: TestKiln;
-let a: Awaited<ReturnType<typeof startBuildkitd>>;
-let b: Awaited<ReturnType<typeof startBuildkitd>>;
-let c: Awaited<ReturnType<typeof startBuildkitd>>;
-let context: Buffer;
-let worker: KilnWorker | undefined;
+type Daemon = Awaited<ReturnType<typeof startBuildkitd>>;
+let a: Daemon;
+let b: Daemon;
+let c: Daemon;
 
 before(async () => {
-  s3 = await startS3rver();
   [a, b, c] = [await startBuildkitd(), await startBuildkitd(), await startBuildkitd()];
-  kiln = await startTestKiln({ env: { ...s3rverEnv(s3) } });
-  const ctx = await busyboxContext(DOCKERFILE, { 'notes.txt': 'notes\n' });
-  context = await tgz(ctx.dir);
-  await ctx.cleanup();
 });
 
 after(async () => {
-  await worker?.stop();
-  await kiln?.stop();
   await a?.cleanup();
   await b?.cleanup();
   await c?.cleanup();
-  await s3?.stop();
 });
 
-/** Runs one build with a worker whose only builder is `address`; the worker stops afterwards. */
-async function buildOn(client: ApiClient, address: string): Promise<{ view: View; log: string; ms: number }> {
-  worker = createWorker({ ...kiln.config, builders: [{ address, concurrency: 1 }] });
-  await worker.start();
-  try {
-    const submitted = await client.submit(context, 'network=none&output=type=tar,dest=app.tar');
-    const view = (await client.waitFor(submitted.id, ['succeeded', 'failed'], 120_000)) as unknown as View;
-    assert.equal(view.status, 'succeeded', JSON.stringify(view.error));
-    const ms = Date.parse(view.finishedAt ?? '') - Date.parse(view.startedAt ?? '');
-    return { view, log: await client.logs(view.id), ms };
-  } finally {
-    await worker.stop();
-    worker = undefined;
-  }
-}
+for (const storage of ['s3', 'local'] as const) {
+  describe(`shared build cache, ${storage} storage`, () => {
+    let s3: StartedS3rver | undefined;
+    let kiln: TestKiln;
+    let context: Buffer;
+    let worker: KilnWorker | undefined;
 
-async function cacheKeys(): Promise<string[]> {
-  const keys: string[] = [];
-  for await (const o of kiln.deps.storage.list('cache/')) keys.push(o.key);
-  return keys;
-}
-
-describe('shared build cache', () => {
-  test("a fresh builder reuses the project's cache from the bucket; another project's does not", async () => {
-    const owner = apiClient(kiln.url, kiln.token);
-    const first = await buildOn(owner, a.address);
-    assert.ok(first.ms >= 10_000, `the first build ran its RUN step (${first.ms} ms)`);
-    const keys = await cacheKeys();
-    assert.ok(keys.length > 0 && keys.every((k) => k.startsWith('cache/')), keys.join(', '));
-    const projects = new Set(keys.map((k) => k.split('/')[1]));
-    assert.equal(projects.size, 1, 'one project prefix');
-
-    const second = await buildOn(owner, b.address);
-    console.log(`  first build ${first.ms} ms on A, the same on fresh B ${second.ms} ms`);
-    assert.ok(
-      second.ms < 2_000 + 3_000,
-      `no RUN again on B: ${second.ms} ms\n${second.log}\nFIRST:\n${first.log}`,
-    );
-    assert.match(second.log, /shared build cache cache\//);
-
-    // Another project on a fresh builder C: it imports only its own (empty) cache, so the RUN runs.
-    // (On A or B it would hit their local cache: same inputs, same result, BuildKit's own rule.)
-    const other = apiClient(kiln.url, await kiln.newToken('other'));
-    const third = await buildOn(other, c.address);
-    assert.ok(third.ms >= 10_000, `another project does not get the cache (${third.ms} ms)`);
-  });
-
-  test('retention drops a cache past its byte bound, whole', async () => {
-    const before = await cacheKeys();
-    assert.ok(before.length > 0);
-    const bounded = createWorker({
-      ...kiln.config,
-      buildCache: { ...(kiln.config.buildCache ?? assert.fail('no cache config')), maxBytes: 1 },
+    before(async () => {
+      if (storage === 's3') s3 = await startS3rver();
+      kiln = await startTestKiln({ env: s3 ? s3rverEnv(s3) : {} });
+      // The storage kind in the RUN: each pass has its own cache keys on the shared daemons.
+      const dockerfile = [
+        'FROM scratch',
+        'COPY busybox /bin/busybox',
+        RUN(`/bin/busybox sleep 10 && /bin/busybox mkdir -p /out && echo slow-${storage} > /out/result.txt`),
+        'COPY notes.txt /out/notes.txt',
+        '',
+      ].join('\n');
+      const ctx = await busyboxContext(dockerfile, { 'notes.txt': 'notes\n' });
+      context = await tgz(ctx.dir);
+      await ctx.cleanup();
     });
-    await bounded.start();
-    try {
-      const report = await bounded.runRetentionOnce();
-      assert.equal(report.cachesDropped.length, 2, JSON.stringify(report));
-    } finally {
-      await bounded.stop();
+
+    after(async () => {
+      await worker?.stop();
+      await kiln?.stop();
+      await s3?.stop();
+    });
+
+    /** Runs one build with a worker whose only builder is `address`; the worker stops afterwards. */
+    async function buildOn(
+      client: ApiClient,
+      address: string,
+    ): Promise<{ view: View; log: string; ms: number }> {
+      worker = createWorker({ ...kiln.config, builders: [{ address, concurrency: 1 }] });
+      await worker.start();
+      try {
+        const submitted = await client.submit(context, 'network=none&output=type=tar,dest=app.tar');
+        const view = (await client.waitFor(
+          submitted.id,
+          ['succeeded', 'failed'],
+          120_000,
+        )) as unknown as View;
+        assert.equal(view.status, 'succeeded', JSON.stringify(view.error));
+        const ms = Date.parse(view.finishedAt ?? '') - Date.parse(view.startedAt ?? '');
+        return { view, log: await client.logs(view.id), ms };
+      } finally {
+        await worker.stop();
+        worker = undefined;
+      }
     }
-    assert.deepEqual(await cacheKeys(), []);
+
+    async function cacheKeys(): Promise<string[]> {
+      const keys: string[] = [];
+      for await (const o of kiln.deps.storage.list('cache/')) keys.push(o.key);
+      return keys;
+    }
+
+    test("a fresh builder reuses the project's cache from the bucket; another project's does not", async () => {
+      const owner = apiClient(kiln.url, kiln.token);
+      const first = await buildOn(owner, a.address);
+      assert.ok(first.ms >= 10_000, `the first build ran its RUN step (${first.ms} ms)`);
+      const keys = await cacheKeys();
+      assert.ok(keys.length > 0 && keys.every((k) => k.startsWith('cache/')), keys.join(', '));
+      const projects = new Set(keys.map((k) => k.split('/')[1]));
+      assert.equal(projects.size, 1, 'one project prefix');
+
+      const second = await buildOn(owner, b.address);
+      console.log(`  first build ${first.ms} ms on A, the same on fresh B ${second.ms} ms`);
+      assert.ok(
+        second.ms < 2_000 + 3_000,
+        `no RUN again on B: ${second.ms} ms\n${second.log}\nFIRST:\n${first.log}`,
+      );
+      assert.match(second.log, /shared build cache cache\//);
+
+      // Another project on a fresh builder C: it imports only its own (empty) cache, so the RUN runs.
+      // (On A or B it would hit their local cache: same inputs, same result, BuildKit's own rule.)
+      const other = apiClient(kiln.url, await kiln.newToken('other'));
+      const third = await buildOn(other, c.address);
+      assert.ok(third.ms >= 10_000, `another project does not get the cache (${third.ms} ms)`);
+    });
+
+    test('retention drops a cache past its byte bound, whole', async () => {
+      const before = await cacheKeys();
+      assert.ok(before.length > 0);
+      const bounded = createWorker({
+        ...kiln.config,
+        buildCache: { ...(kiln.config.buildCache ?? assert.fail('no cache config')), maxBytes: 1 },
+      });
+      await bounded.start();
+      try {
+        const report = await bounded.runRetentionOnce();
+        assert.equal(report.cachesDropped.length, 2, JSON.stringify(report));
+      } finally {
+        await bounded.stop();
+      }
+      assert.deepEqual(await cacheKeys(), []);
+    });
   });
-});
+}

@@ -24,6 +24,8 @@ import {
   PlainProgressRenderer,
   type RegistryAuth,
   SolveError,
+  type SolveOptions,
+  type SolveResult,
   UnsupportedError,
 } from '@kiln/buildkit-client';
 import {
@@ -69,6 +71,7 @@ import {
 import { UnrecoverableError } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { type ActiveBuilds, abortOf, BuildAbort } from './active-builds.js';
+import { latestCacheManifest, recordCacheManifest, storageContentStore } from './build-cache-store.js';
 import { BuildLog } from './build-log.js';
 import type { Lease } from './builders/lease.js';
 import { type BuilderPool, NoBuilderAvailableError, NoCapableBuilderError } from './builders/pool.js';
@@ -129,6 +132,9 @@ export class HandBackError extends Error {
 const BYTE_OUTPUTS: ReadonlySet<OutputType> = new Set(BYTE_OUTPUT_TYPES);
 /** What a solve left: an artifact in storage, or an image pushed to a registry. */
 type Produced = { kind: 'artifact'; stored: PutResult } | { kind: 'image'; digest: string };
+
+/** The name the session cache's content store goes by in the solve (`dest=`/`src=`). */
+const SESSION_CACHE = 'kiln';
 
 /** Where BuildKit's tar exporter writes the provenance of a single-platform result. */
 const PROVENANCE_FILE = 'provenance.json';
@@ -437,15 +443,34 @@ class BuildRun {
 
   /**
    * The project's shared cache, imported and exported in the solve, on builders whose BuildKit has
-   * the s3 cache backend (v0.11 on; dockerd 20.10's 0.8 has not, and builds without it).
+   * the backend (s3 or local, v0.11 on; dockerd 20.10's 0.8 has neither, and builds without it).
+   * With local storage the worker serves the cache over the session (build-cache-store.ts) and
+   * imports the manifest the last export recorded.
    */
-  private async cacheOptions(lease: Lease): Promise<ReturnType<typeof buildCacheOptions> | object> {
+  private async cacheOptions(lease: Lease): Promise<Partial<SolveOptions>> {
     const cache = this.deps.buildCache;
     if (!cache) return {};
+    const prefix = buildCachePrefix(this.build.projectId);
     const caps = await this.deps.pool.capabilitiesOf(lease.address);
-    if (!caps?.features.includes('cache-export:s3')) return {};
-    this.note(`#0 kiln: shared build cache ${buildCachePrefix(this.build.projectId)}\n`);
-    return buildCacheOptions(cache, this.build.projectId);
+    if (!caps?.features.includes(cache.kind === 's3' ? 'cache-export:s3' : 'cache-export:local')) return {};
+    this.note(`#0 kiln: shared build cache ${prefix}\n`);
+    if (cache.kind === 's3') return buildCacheOptions(cache, this.build.projectId);
+    const latest = await latestCacheManifest(this.deps.storage, prefix);
+    return {
+      contentStores: { [SESSION_CACHE]: storageContentStore(this.deps.storage, prefix) },
+      cacheExports: [{ type: 'local', attrs: { dest: SESSION_CACHE, mode: 'max' } }],
+      ...(latest ? { cacheImports: [{ type: 'local', attrs: { src: SESSION_CACHE, digest: latest } }] } : {}),
+    };
+  }
+
+  /** After a solve: a session cache export's manifest becomes what the next build imports. */
+  private async recordCache(result: SolveResult): Promise<void> {
+    const manifest = result.exporterResponse['cache.manifest'];
+    if (this.deps.buildCache?.kind !== 'session' || !manifest) return;
+    await recordCacheManifest(this.deps.storage, buildCachePrefix(this.build.projectId), manifest).catch(
+      (err: unknown) =>
+        this.logger.warn({ err: messageOf(err) }, 'recording the build cache manifest failed'),
+    );
   }
 
   private async solve(spec: BuildSpec, lease: Lease, tap?: TarFileTap): Promise<Produced> {
@@ -472,6 +497,7 @@ class BuildRun {
         { ...common, exports: [{ type: 'image', attrs: spec.output.attrs }] },
         (event) => renderer.render(event),
       );
+      await this.recordCache(result);
       const digest = result.exporterResponse['containerimage.digest'];
       if (!digest) throw new Error('the builder pushed the image but reported no digest');
       return { kind: 'image', digest };
@@ -492,13 +518,14 @@ class BuildRun {
       }
     });
     try {
-      await client.solve(
+      const result = await client.solve(
         {
           ...common,
           exports: [{ type: spec.output.type as 'tar' | 'oci' | 'docker', attrs: spec.output.attrs, output }],
         },
         (event) => renderer.render(event),
       );
+      await this.recordCache(result);
     } catch (err) {
       solving = false;
       output.destroy(err instanceof Error ? err : new Error(String(err)));

@@ -13,6 +13,7 @@ import {
   UnsupportedError,
 } from './errors.js';
 import type { RegistryAuth } from './session/auth.js';
+import type { ContentStore } from './session/content.js';
 import type { ExportSink } from './session/filesend.js';
 import type { LocalDir } from './session/filesync.js';
 import type { Secrets } from './session/secrets.js';
@@ -96,6 +97,14 @@ export interface SolveOptions {
    * (`type=image,push=true`): served from this process over the session, never sent otherwise.
    */
   registryAuth?: RegistryAuth;
+  /**
+   * Where a `type=local` cache goes and comes from, by name: a cache export `{type: 'local',
+   * attrs: {dest: NAME}}` or import `{src: NAME, digest}` reads and writes `contentStores[NAME]`
+   * over the session (buildctl's `--export-cache type=local,dest=DIR`, with the store in this
+   * process instead of a directory). The export's manifest comes back as the solve's
+   * `exporterResponse['cache.manifest']` (a descriptor's JSON): import it next time by its digest.
+   */
+  contentStores?: Record<string, ContentStore>;
   signal?: AbortSignal;
   /** Build reference; random when omitted. */
   ref?: string;
@@ -295,6 +304,13 @@ export class BuildkitClient {
       ...(opts.sharedKey !== undefined ? { sharedKey: opts.sharedKey } : {}),
       ...(opts.secrets !== undefined ? { secrets: opts.secrets } : {}),
       ...(opts.registryAuth !== undefined ? { registryAuth: opts.registryAuth } : {}),
+      ...(opts.contentStores
+        ? {
+            contentStores: new Map(
+              Object.entries(opts.contentStores).map(([name, store]) => [`local:${name}`, store]),
+            ),
+          }
+        : {}),
       ...(exp ? sinkFor(exp) : {}),
     });
     const ref = opts.ref ?? randomBytes(16).toString('hex');

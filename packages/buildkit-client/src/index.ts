@@ -26,6 +26,7 @@ export { parseCsvAttrs } from './output-spec.js';
 export { PlainProgressRenderer } from './progress.js';
 export { loadSecrets, MAX_SECRET_SIZE, parseSecretSpec, type SecretSource } from './secret-spec.js';
 export type { RegistryAuth, RegistryCredentials } from './session/auth.js';
+export type { ContentStore } from './session/content.js';
 export type { LocalDir } from './session/filesync.js';
 export type { SecretProvider, Secrets, SecretValue } from './session/secrets.js';
 export type { StatusEvent, VertexInfo } from './status.js';

@@ -1,6 +1,9 @@
 /**
- * The shared build cache: BuildKit's cache of a project's builds, exported into Kiln's bucket after
- * each build and imported before the next, so a builder that never saw the project starts warm.
+ * The shared build cache: BuildKit's cache of a project's builds, exported into Kiln's storage
+ * after each build and imported before the next, so a builder that never saw the project starts
+ * warm. With S3 storage the builder reads and writes the bucket itself (`type=s3`); with local
+ * storage the worker serves the objects over the build's session (`type=local`, the session's
+ * content store; the worker's build-cache-store.ts).
  * One prefix per project: a project imports only its own (cache poisoning and reading across
  * projects would otherwise be one `RUN` away). Retention bounds it (see the worker's retention).
  */
@@ -11,7 +14,9 @@ export const BUILD_CACHE_ROOT = 'cache/';
 /** Where a project's cache objects live in the bucket. */
 export const buildCachePrefix = (projectId: string) => `${BUILD_CACHE_ROOT}${projectId}/`;
 
-export interface BuildCacheConfig {
+export type BuildCacheConfig = S3BuildCache | { kind: 'session'; maxBytes: number };
+
+export interface S3BuildCache {
   kind: 's3';
   bucket: string;
   region: string;
@@ -29,14 +34,15 @@ export interface CacheOption {
   attrs: Record<string, string>;
 }
 
-/** The shared cache for this storage, or undefined when it is off or storage is not S3. */
+/** The shared cache for this storage, or undefined when it is off. */
 export function buildCacheFor(
   storage: StorageConfig,
   setting: 'auto' | 'off',
   builderEndpoint: string | undefined,
   maxBytes: number,
 ): BuildCacheConfig | undefined {
-  if (setting === 'off' || storage.kind !== 's3') return undefined;
+  if (setting === 'off') return undefined;
+  if (storage.kind !== 's3') return { kind: 'session', maxBytes };
   const endpoint = builderEndpoint ?? storage.endpoint;
   return {
     kind: 's3',
@@ -56,7 +62,7 @@ export function buildCacheFor(
  * the daemon uses its own AWS credentials.
  */
 export function buildCacheOptions(
-  cache: BuildCacheConfig,
+  cache: S3BuildCache,
   projectId: string,
 ): { cacheImports: CacheOption[]; cacheExports: CacheOption[] } {
   const attrs: Record<string, string> = {

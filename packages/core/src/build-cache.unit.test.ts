@@ -12,19 +12,13 @@ const s3 = {
   secretAccessKey: 'SK',
 };
 
-test('the shared cache: S3 storage only, per-project prefix, mode=max on export', () => {
-  assert.equal(
-    buildCacheFor(
-      { kind: 'local', root: '/x', publicBaseUrl: 'http://k', signingKey: 'k' },
-      'auto',
-      undefined,
-      1,
-    ),
-    undefined,
-  );
+test('the shared cache: S3 on S3 storage, the session elsewhere, per-project prefix, mode=max', () => {
+  const local = { kind: 'local' as const, root: '/x', publicBaseUrl: 'http://k', signingKey: 'k' };
+  assert.deepEqual(buildCacheFor(local, 'auto', undefined, 7), { kind: 'session', maxBytes: 7 });
+  assert.equal(buildCacheFor(local, 'off', undefined, 7), undefined);
   assert.equal(buildCacheFor(s3, 'off', undefined, 1), undefined);
   const cache = buildCacheFor(s3, 'auto', 'http://minio:9000', 5);
-  assert.ok(cache);
+  assert.ok(cache?.kind === 's3');
   assert.equal(cache.endpoint, 'http://minio:9000', 'the builders’ endpoint wins');
   const { cacheImports, cacheExports } = buildCacheOptions(cache, 'p1');
   assert.deepEqual(cacheImports, [

@@ -3,6 +3,12 @@ import type { Duplex } from 'node:stream';
 import * as grpc from '@grpc/grpc-js';
 import { HEALTH_SERVING } from '../wire/messages.js';
 import { credentials, type RegistryAuth } from './auth.js';
+import {
+  type ContentStore,
+  contentHandlers,
+  contentMethodPaths,
+  contentServiceDefinition,
+} from './content.js';
 import { type ExportSink, fileSendDiffCopy } from './filesend.js';
 import { fileSyncDiffCopy, type LocalDir } from './filesync.js';
 import { getSecret, type Secrets } from './secrets.js';
@@ -41,6 +47,11 @@ export interface SessionOptions {
   secrets?: Secrets;
   /** Registry credentials for pulls and pushes; the Auth service is hosted only when given. */
   registryAuth?: RegistryAuth;
+  /**
+   * Content stores BuildKit may read and write over the session, by id (`local:<name>` for a
+   * `type=local` cache's `src`/`dest=<name>`); the Content service is hosted only when given.
+   */
+  contentStores?: ReadonlyMap<string, ContentStore>;
 }
 
 /**
@@ -110,6 +121,10 @@ export class Session {
         GetSecret: getSecret(opts.secrets),
       });
       this.methods.push(SECRETS_GET);
+    }
+    if (opts.contentStores && opts.contentStores.size > 0) {
+      this.server.addService(contentServiceDefinition(), contentHandlers(opts.contentStores));
+      this.methods.push(...contentMethodPaths());
     }
     if (opts.registryAuth) {
       this.server.addService({ Credentials: unary(AUTH_CREDENTIALS) } as grpc.ServiceDefinition, {

@@ -31,7 +31,7 @@ export function writeWithBackpressure(stream: Writable, chunk: Buffer): Promise<
  * context (7 of 12 failed transfers hung on buildkitd v0.24.0).
  */
 export function failServerStream(
-  call: grpc.ServerDuplexStream<Buffer, Buffer>,
+  call: grpc.ServerDuplexStream<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>,
   code: grpc.status,
   details: string,
 ): void {

@@ -1,0 +1,228 @@
+/**
+ * The session's content store: containerd's `containerd.services.content.v1.Content`, which
+ * BuildKit calls for a `type=local` cache export or import (`dest=`/`src=` name the store; calls
+ * carry it as `buildkit-attachable-store-id: local:<name>`). The blobs live wherever the caller's
+ * ContentStore keeps them (a directory, object storage); this module speaks the protocol: Info,
+ * Read (ranges), Write (STAT / WRITE / COMMIT, each answered with the offset reached, the digest
+ * checked at commit) and Abort. Listing, status and deletion are not needed by BuildKit's cache
+ * and answer empty or UNIMPLEMENTED.
+ */
+import { createHash, type Hash } from 'node:crypto';
+import type { Readable, Writable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import { failServerStream } from './stream-io.js';
+
+const PROTO_ROOT = fileURLToPath(new URL('../../proto/', import.meta.url));
+const STORE_ID_HEADER = 'buildkit-attachable-store-id';
+/** Size of the chunks a Read answers with (containerd's own copy buffer is 1 MiB). */
+const READ_CHUNK = 1024 * 1024;
+
+/** Where a session's content store keeps blobs; digests are `sha256:<hex>`. */
+export interface ContentStore {
+  /** The blob's size, or undefined when the store does not hold it. */
+  info(digest: string): Promise<{ size: number } | undefined>;
+  /** The blob's bytes from `offset`, `length` of them (undefined: to the end). */
+  read(digest: string, offset: number, length: number | undefined): Promise<Readable>;
+  /**
+   * Starts storing a blob that should have this digest and size. Bytes go into `sink`; the
+   * session ends it once the digest checked out, and `stored` settles when the blob is kept.
+   * Destroying the sink (a failed or abandoned write) must leave nothing behind.
+   */
+  write(expected: string, total: number): Promise<{ sink: Writable; stored: Promise<void> }>;
+}
+
+interface WriteRequest {
+  action: 'STAT' | 'WRITE' | 'COMMIT';
+  ref: string;
+  total: number;
+  expected: string;
+  offset: number;
+  data: Buffer;
+}
+
+let serviceDef: grpc.ServiceDefinition | undefined;
+
+/** The Content service's definition, from the vendored proto (loaded once). */
+export function contentServiceDefinition(): grpc.ServiceDefinition {
+  if (!serviceDef) {
+    const def = protoLoader.loadSync('containerd/services/content/v1/content.proto', {
+      includeDirs: [PROTO_ROOT],
+      keepCase: true,
+      longs: Number,
+      enums: String,
+      defaults: true,
+      arrays: true,
+      objects: true,
+    });
+    const pkg = grpc.loadPackageDefinition(def) as unknown as {
+      containerd: { services: { content: { v1: { Content: grpc.ServiceClientConstructor } } } };
+    };
+    serviceDef = pkg.containerd.services.content.v1.Content.service;
+  }
+  return serviceDef;
+}
+
+/** The gRPC method paths of the service, for the session's announcement. */
+export function contentMethodPaths(): string[] {
+  return Object.values(contentServiceDefinition()).map((m) => m.path);
+}
+
+const failure = (code: grpc.status, details: string) => Object.assign(new Error(details), { code, details });
+const messageOf = (err: unknown) => (err instanceof Error ? err.message : String(err));
+
+/** Handlers of the Content service over the stores a solve offers, by id (`local:<name>`). */
+export function contentHandlers(
+  stores: ReadonlyMap<string, ContentStore>,
+): grpc.UntypedServiceImplementation {
+  const choose = (md: grpc.Metadata): ContentStore => {
+    const id = String(md.get(STORE_ID_HEADER)[0] ?? '');
+    const store = stores.get(id);
+    if (!store) throw failure(grpc.status.NOT_FOUND, `unknown content store "${id}"`);
+    return store;
+  };
+  const unary =
+    <Req, Res>(fn: (store: ContentStore, req: Req) => Promise<Res>) =>
+    (call: grpc.ServerUnaryCall<Req, Res>, cb: grpc.sendUnaryData<Res>) => {
+      Promise.resolve()
+        .then(() => fn(choose(call.metadata), call.request))
+        .then(
+          (res) => cb(null, res),
+          (err: { code?: number; details?: string }) =>
+            cb({ code: err.code ?? grpc.status.UNAVAILABLE, details: err.details ?? messageOf(err) }),
+        );
+    };
+  const infoOf = async (store: ContentStore, digest: string) => {
+    const found = await store.info(digest);
+    if (!found) throw failure(grpc.status.NOT_FOUND, `content ${digest}: not found`);
+    return { digest, size: found.size, labels: {} };
+  };
+
+  return {
+    Info: unary(async (store, req: { digest: string }) => ({ info: await infoOf(store, req.digest) })),
+    // BuildKit may label blobs; this store keeps no labels, and says what it holds.
+    Update: unary(async (store, req: { info: { digest: string } }) => ({
+      info: await infoOf(store, req.info.digest),
+    })),
+    Abort: unary(async () => ({})),
+    Delete: unary(async () => ({})),
+    Status: unary(async (_store, req: { ref: string }) => {
+      throw failure(grpc.status.NOT_FOUND, `no write in progress for ${req.ref}`);
+    }),
+    ListStatuses: unary(async () => ({ statuses: [] })),
+    List: (call: grpc.ServerWritableStream<unknown, unknown>) => call.end(),
+    Read: (call: grpc.ServerWritableStream<{ digest: string; offset: number; size: number }, unknown>) => {
+      void read(call).catch((err: { code?: number; details?: string }) => {
+        failServerStream(call, err.code ?? grpc.status.UNAVAILABLE, err.details ?? messageOf(err));
+      });
+    },
+    Write: (call: grpc.ServerDuplexStream<WriteRequest, unknown>) => {
+      void write(call).catch((err: { code?: number; details?: string }) => {
+        failServerStream(call, err.code ?? grpc.status.UNAVAILABLE, err.details ?? messageOf(err));
+      });
+    },
+  };
+
+  async function read(
+    call: grpc.ServerWritableStream<{ digest: string; offset: number; size: number }, unknown>,
+  ) {
+    const store = choose(call.metadata);
+    const { digest } = call.request;
+    const { size: total } = await infoOf(store, digest);
+    // containerd's rules: the offset is clamped, a size of 0 (or past the end) reads to the end.
+    const offset = Math.min(Math.max(call.request.offset, 0), total);
+    const length =
+      call.request.size <= 0 || offset + call.request.size > total ? total - offset : call.request.size;
+    let at = offset;
+    if (length > 0) {
+      const body = await store.read(digest, offset, length);
+      for await (const chunk of body as AsyncIterable<Buffer>) {
+        for (let i = 0; i < chunk.length; i += READ_CHUNK) {
+          const data = chunk.subarray(i, i + READ_CHUNK);
+          if (!call.write({ offset: at, data })) await new Promise((r) => call.once('drain', r));
+          at += data.length;
+        }
+      }
+    }
+    call.end();
+  }
+
+  /**
+   * One blob per stream, as containerd's remote writer sends it: STAT opens it (refused with
+   * ALREADY_EXISTS when the store holds the digest: the writer then skips it), WRITEs append at
+   * the offset reached, COMMIT checks size and digest and waits until the store kept it.
+   */
+  async function write(call: grpc.ServerDuplexStream<WriteRequest, unknown>) {
+    const store = choose(call.metadata);
+    let open:
+      | { sink: Writable; stored: Promise<void>; hash: Hash; offset: number; total: number; expected: string }
+      | undefined;
+    let committed = false;
+    const reply = (action: WriteRequest['action'], extra: object = {}) =>
+      call.write({
+        action,
+        offset: open?.offset ?? 0,
+        total: open?.total ?? 0,
+        digest: open ? `sha256:${open.hash.copy().digest('hex')}` : '',
+        ...extra,
+      });
+    call.on('close', () => {
+      if (open && !committed) open.sink.destroy(new Error('the write was abandoned before its commit'));
+    });
+    // Not `for await`: leaving such a loop by an exception destroys the stream, and then no
+    // status reaches BuildKit, which waits forever (as it did for an existing blob's ALREADY_EXISTS).
+    const requests = (call as AsyncIterable<WriteRequest>)[Symbol.asyncIterator]();
+    for (;;) {
+      const next = await requests.next();
+      if (next.done) break;
+      const req = next.value;
+      if (!open) {
+        if (req.expected && (await store.info(req.expected))) {
+          throw failure(grpc.status.ALREADY_EXISTS, `content ${req.expected}: already exists`);
+        }
+        const { sink, stored } = await store.write(req.expected, req.total);
+        stored.catch(() => undefined);
+        open = {
+          sink,
+          stored,
+          hash: createHash('sha256'),
+          offset: 0,
+          total: req.total,
+          expected: req.expected,
+        };
+      }
+      if (req.action === 'STAT') {
+        reply('STAT');
+        continue;
+      }
+      if (req.offset > 0 && req.offset !== open.offset) {
+        throw failure(
+          grpc.status.OUT_OF_RANGE,
+          `write @${req.offset} must occur at the current offset ${open.offset}`,
+        );
+      }
+      if (req.data.length > 0) {
+        open.hash.update(req.data);
+        open.offset += req.data.length;
+        if (!open.sink.write(req.data)) await new Promise((r) => open?.sink.once('drain', r));
+      }
+      if (req.action === 'COMMIT') {
+        const size = req.total || open.total;
+        const expected = req.expected || open.expected;
+        const digest = `sha256:${open.hash.copy().digest('hex')}`;
+        if ((size > 0 && size !== open.offset) || (expected && expected !== digest)) {
+          throw failure(
+            grpc.status.FAILED_PRECONDITION,
+            `commit of ${expected || digest}: got ${open.offset} bytes with digest ${digest}, expected ${size} bytes`,
+          );
+        }
+        open.sink.end();
+        await open.stored;
+        committed = true;
+      }
+      reply(req.action);
+    }
+    call.end();
+  }
+}
