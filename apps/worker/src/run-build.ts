@@ -528,6 +528,22 @@ class BuildRun {
       await this.recordCache(result);
     } catch (err) {
       solving = false;
+      // Storage failing mid-export destroys `output` (lib-storage aborts its reader), and BuildKit
+      // then fails the export ("exporting to client: … aborted") seconds before the put's own
+      // rejection (the SDK retries the part first). The same holds when the daemon drops the
+      // export stream. Neither is the build's fault: classify it before the SolveError is.
+      const broken = output.errored;
+      if (broken && !signal.aborted) {
+        this.controller.abort(
+          new BuildAbort(
+            'storage',
+            `storing the artifact failed: the export stream broke (${messageOf(broken)})`,
+            {
+              cause: broken,
+            },
+          ),
+        );
+      }
       output.destroy(err instanceof Error ? err : new Error(String(err)));
       await put.catch(() => {});
       throw err;

@@ -47,9 +47,12 @@ CREATE TRIGGER "Build_charge_objects" AFTER INSERT OR UPDATE OF "contextKey", "a
 CREATE FUNCTION kiln_project_stored_bytes() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
   IF TG_OP = 'INSERT' THEN
-    UPDATE "Project" SET "storedBytes" = "storedBytes" + NEW."bytes" WHERE "id" = NEW."projectId";
+    -- Saturating: absurd sizes (a BIGINT's worth) must not make a build's own write fail.
+    UPDATE "Project" SET "storedBytes" = LEAST("storedBytes"::numeric + NEW."bytes", 9223372036854775807)::bigint
+      WHERE "id" = NEW."projectId";
   ELSE
-    UPDATE "Project" SET "storedBytes" = "storedBytes" - OLD."bytes" WHERE "id" = OLD."projectId";
+    UPDATE "Project" SET "storedBytes" = GREATEST("storedBytes"::numeric - OLD."bytes", 0)::bigint
+      WHERE "id" = OLD."projectId";
   END IF;
   RETURN NULL;
 END $$;
