@@ -667,11 +667,25 @@ describe('hostile uploads', () => {
       {
         // JSON names a remote (git) context; one without `git` is no context at all.
         name: 'Content-Type application/json without a git context',
-        send: () => postRaw('', Buffer.from('{"context":"x"}'), 'application/json'),
+        send: () => postRaw('', Buffer.from('{"output":"type=tar"}'), 'application/json'),
         status: 400,
         code: 'invalid_context',
         message:
-          /a JSON body names a remote context, \{"git": .*upload a local context as application\/x-tar/,
+          /a JSON body names a remote context, \{"git": .*or a stored one, \{"context".*upload a local context as application\/x-tar/,
+      },
+      {
+        name: 'Content-Type application/json with a context that is not a digest',
+        send: () => postRaw('', Buffer.from('{"context":"x"}'), 'application/json'),
+        status: 400,
+        code: 'invalid_context',
+        message: /context must be a digest like "sha256:<64 hex digits>"/,
+      },
+      {
+        name: 'Content-Type application/json with a digest this project never uploaded',
+        send: () => postRaw('', Buffer.from(`{"context":"sha256:${'0'.repeat(64)}"}`), 'application/json'),
+        status: 404,
+        code: 'not_found',
+        message: /this project has no stored context sha256:0{64} with Dockerfile: upload it/,
       },
       {
         name: 'Content-Type text/plain',
