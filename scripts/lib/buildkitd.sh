@@ -75,12 +75,7 @@ kiln_buildkit_bin_dir() {
 	_kiln_bk_download
 }
 
-_kiln_bk_pid_is_ours() {
-	local pid=$1 dir=$2 argv
-	kiln_pid_alive "$pid" || return 1
-	mapfile -d '' argv 2>/dev/null <"/proc/$pid/cmdline" || return 1
-	[[ "${argv[*]}" == *"$dir/"* ]]
-}
+_kiln_bk_pid_is_ours() { kiln_pid_mentions "$1" "$2/"; }
 
 kiln_buildkitd_answers() {
 	local bin=$1 dir=$2
@@ -126,7 +121,7 @@ kiln_buildkitd_start() {
 
 # Safe to call twice, or after a failed start.
 kiln_buildkitd_stop() {
-	local dir=${1:?usage: kiln_buildkitd_stop DIR} rc=0 pid p exe
+	local dir=${1:?usage: kiln_buildkitd_stop DIR} rc=0 pid p
 	[[ -d $dir ]] || return 0
 	dir=$(cd "$dir" && pwd) || return 1
 	if [[ -f $dir/spawned/buildkitd ]]; then
@@ -134,15 +129,10 @@ kiln_buildkitd_stop() {
 		kiln_stop_pid _kiln_bk_log "buildkitd $pid" "$pid" 20 _kiln_bk_pid_is_ours "$pid" "$dir" || rc=1
 	fi
 	# A RUN step's runc (and its container) can outlive a killed daemon.
-	for p in /proc/[0-9]*; do
-		p=${p#/proc/}
-		exe=$(readlink "/proc/$p/exe" 2>/dev/null) || continue
-		[[ ${exe##*/} =~ ^(buildkitd|runc|buildkit-runc)$ ]] || continue
-		_kiln_bk_pid_is_ours "$p" "$dir" || continue
+	for p in $(kiln_pids_under "$dir" 'buildkitd|runc|buildkit-runc'); do
 		kiln_stop_pid _kiln_bk_log "leftover $p" "$p" 5 _kiln_bk_pid_is_ours "$p" "$dir" || rc=1
 	done
-	awk -v d="$dir/" 'index($5, d) == 1 { print $5 }' /proc/self/mountinfo | sort -r |
-		while read -r mnt; do umount -l "$mnt" 2>/dev/null || true; done
+	kiln_unmount_below "$dir"
 	return "$rc"
 }
 

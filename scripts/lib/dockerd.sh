@@ -21,27 +21,12 @@ source "$(dirname "${BASH_SOURCE[0]}")/process.sh"
 
 _kiln_log() { printf 'dockerd.sh: %s\n' "$*" >&2; }
 
-# True when PID is alive and its command line mentions DIR/, which guards against
-# killing a recycled pid. Not usable right after a fork: the exec may not have happened yet.
-_kiln_pid_is_ours() {
-	local pid=$1 dir=$2 argv
-	kiln_pid_alive "$pid" || return 1
-	mapfile -d '' argv 2>/dev/null <"/proc/$pid/cmdline" || return 1
-	[[ "${argv[*]}" == *"$dir/"* ]]
-}
+# True when PID is alive and is one of DIR's processes (its command line mentions DIR/).
+_kiln_pid_is_ours() { kiln_pid_mentions "$1" "$2/"; }
 
 # Daemon processes left behind that belong to DIR, such as containerd shims, which
-# daemonize away from containerd. DIR comes from mktemp, so these can only be ours.
-_kiln_pids_under() {
-	local dir=$1 p exe
-	for p in /proc/[0-9]*; do
-		p=${p#/proc/}
-		exe=$(readlink "/proc/$p/exe" 2>/dev/null) || continue
-		[[ ${exe##*/} =~ ^(dockerd|containerd|containerd-shim.*|runc|docker-proxy)$ ]] || continue
-		_kiln_pid_is_ours "$p" "$dir" && echo "$p"
-	done
-	return 0
-}
+# daemonize away from containerd.
+_kiln_pids_under() { kiln_pids_under "$1" 'dockerd|containerd|containerd-shim.*|runc|docker-proxy'; }
 
 # Pids whose parent is PID.
 _kiln_children_of() {
@@ -159,9 +144,7 @@ kiln_dockerd_stop() {
 		done
 		kiln_stop_pid _kiln_log "pid $pid" "$pid" 5 _kiln_pid_is_ours "$pid" "$dir" || rc=1
 	done
-	# Lazily detach anything still mounted below DIR (deepest first) so it can be removed.
-	awk -v d="$dir/" 'index($5, d) == 1 { print $5 }' /proc/self/mountinfo | sort -r |
-		while read -r mnt; do umount -l "$mnt" 2>/dev/null || true; done
+	kiln_unmount_below "$dir"
 	return "$rc"
 }
 

@@ -32,3 +32,33 @@ kiln_stop_pid() {
 	"$log" "$what still alive after SIGKILL"
 	return 1
 }
+
+# True when PID is alive and its command line mentions TEXT (a daemon's private directory or
+# config file), which guards against signalling a recycled pid. Not usable right after a fork:
+# the exec may not have happened yet.
+kiln_pid_mentions() {
+	local pid=$1 text=$2 argv
+	kiln_pid_alive "$pid" || return 1
+	mapfile -d '' argv 2>/dev/null <"/proc/$pid/cmdline" || return 1
+	[[ "${argv[*]}" == *"$text"* ]]
+}
+
+# Pids of processes left behind in DIR: their executable's name matches NAMES (an extended
+# regular expression) and their command line mentions DIR/. DIR comes from mktemp, so these can
+# only be ours.
+kiln_pids_under() {
+	local dir=$1 names=$2 p exe
+	for p in /proc/[0-9]*; do
+		p=${p#/proc/}
+		exe=$(readlink "/proc/$p/exe" 2>/dev/null) || continue
+		[[ ${exe##*/} =~ ^($names)$ ]] || continue
+		kiln_pid_mentions "$p" "$dir/" && echo "$p"
+	done
+	return 0
+}
+
+# Lazily detaches anything still mounted below DIR (deepest first) so it can be removed.
+kiln_unmount_below() {
+	awk -v d="$1/" 'index($5, d) == 1 { print $5 }' /proc/self/mountinfo | sort -r |
+		while read -r mnt; do umount -l "$mnt" 2>/dev/null || true; done
+}

@@ -14,12 +14,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/process.sh"
 
 _kiln_registry_log() { printf 'registry.sh: %s\n' "$*" >&2; }
 
-_kiln_registry_pid_is_ours() {
-	local pid=$1 dir=$2 argv
-	kiln_pid_alive "$pid" || return 1
-	mapfile -d '' argv 2>/dev/null <"/proc/$pid/cmdline" || return 1
-	[[ "${argv[*]}" == *"$dir/config.yml"* ]]
-}
+_kiln_registry_pid_is_ours() { kiln_pid_mentions "$1" "$2/config.yml"; }
 
 kiln_registry_start() {
 	local usage='usage: kiln_registry_start DIR PORT USER PASSWORD'

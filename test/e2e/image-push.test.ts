@@ -8,18 +8,9 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { freePort } from '../../packages/core/test-support/services.js';
+import { startRegistry, type TestRegistry } from '../../packages/buildkit-client/test-support/registry.js';
 import { startTestKiln, type TestKiln } from '../support/kiln.js';
-import {
-  type ApiClient,
-  apiClient,
-  bash,
-  busyboxContext,
-  pgQuery,
-  ROOT,
-  tempDir,
-  tgz,
-} from '../support/processes.js';
+import { type ApiClient, apiClient, busyboxContext, pgQuery, ROOT, tgz } from '../support/processes.js';
 
 const BUILDKITD = process.env.KILN_TEST_BUILDKITD_ADDR;
 if (!BUILDKITD) throw new Error('KILN_TEST_BUILDKITD_ADDR is not set: run through `npm test`');
@@ -36,22 +27,14 @@ interface View {
 }
 
 let kiln: TestKiln;
+let reg: TestRegistry;
 let registry: string;
-let registryDir: string;
 let owner: ApiClient;
 let context: Buffer;
 
 before(async () => {
-  registryDir = (await tempDir('/tmp/kreg-')).dir;
-  registry = (
-    await bash(
-      'source scripts/lib/registry.sh && kiln_registry_start "$1" "$2" "$3" "$4" && echo "$REPLY"',
-      registryDir,
-      String(await freePort()),
-      USER,
-      PASSWORD,
-    )
-  ).trim();
+  reg = await startRegistry(USER, PASSWORD);
+  registry = reg.host;
   kiln = await startTestKiln({
     worker: true,
     env: { KILN_BUILDERS: BUILDKITD, KILN_REGISTRY_ALLOWED_NETWORKS: '127.0.0.0/8' },
@@ -66,7 +49,7 @@ before(async () => {
 
 after(async () => {
   await kiln?.stop();
-  if (registryDir) await bash('source scripts/lib/registry.sh && kiln_registry_stop "$1"', registryDir);
+  await reg?.stop();
 });
 
 const imageOutput = (repo: string, extra = ',push=true,registry.insecure=true') =>
@@ -77,20 +60,7 @@ async function build(client: ApiClient, repo: string): Promise<View> {
   return (await client.waitFor(b.id, ['succeeded', 'failed', 'canceled'], 120_000)) as unknown as View;
 }
 
-async function manifestDigest(repo: string): Promise<string | null> {
-  const res = await fetch(`http://${registry}/v2/${repo}/manifests/v1`, {
-    method: 'HEAD',
-    headers: {
-      authorization: `Basic ${Buffer.from(`${USER}:${PASSWORD}`).toString('base64')}`,
-      accept: [
-        'application/vnd.oci.image.index.v1+json',
-        'application/vnd.oci.image.manifest.v1+json',
-        'application/vnd.docker.distribution.manifest.v2+json',
-      ].join(', '),
-    },
-  });
-  return res.status === 200 ? res.headers.get('docker-content-digest') : null;
-}
+const manifestDigest = (repo: string) => reg.manifestDigest(repo);
 
 const put = (client: ApiClient, host: string, body: unknown) =>
   client.api(`/v1/registry-credentials/${encodeURIComponent(host)}`, {

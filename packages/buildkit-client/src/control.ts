@@ -1,8 +1,5 @@
-import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
-
-const PROTO_ROOT = fileURLToPath(new URL('../proto/', import.meta.url));
+import { loadProtoService } from './wire/proto-service.js';
 
 /** The Control service as grpc-js builds it from the vendored proto (plain objects in, plain objects out). */
 export type ControlClient = grpc.Client & Record<string, (...args: unknown[]) => unknown>;
@@ -10,21 +7,7 @@ export type ControlClient = grpc.Client & Record<string, (...args: unknown[]) =>
 let controlCtor: grpc.ServiceClientConstructor | undefined;
 
 function loadControl(): grpc.ServiceClientConstructor {
-  if (!controlCtor) {
-    const def = protoLoader.loadSync('moby/buildkit/v1/control.proto', {
-      includeDirs: [PROTO_ROOT],
-      keepCase: true,
-      longs: Number,
-      enums: String,
-      defaults: true,
-      arrays: true,
-      objects: true,
-    });
-    const pkg = grpc.loadPackageDefinition(def) as unknown as {
-      moby: { buildkit: { v1: { Control: grpc.ServiceClientConstructor } } };
-    };
-    controlCtor = pkg.moby.buildkit.v1.Control;
-  }
+  controlCtor ??= loadProtoService('moby/buildkit/v1/control.proto', 'moby.buildkit.v1.Control');
   return controlCtor;
 }
 

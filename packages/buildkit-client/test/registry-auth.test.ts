@@ -4,40 +4,24 @@
 // reports; wrong or missing credentials fail the solve with the registry's refusal, and the
 // provider is asked only for the host being pushed to.
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import fs from 'node:fs/promises';
-import net from 'node:net';
-import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import { type BuildkitClient, connect, type RegistryAuth, SolveError } from '../src/index.js';
 import { makeContext } from '../test-support/context.js';
+import { startRegistry, type TestRegistry } from '../test-support/registry.js';
 
-const run = promisify(execFile);
 const address = process.env.KILN_TEST_BUILDKITD_ADDR;
 if (!address) throw new Error('KILN_TEST_BUILDKITD_ADDR is not set: run through `npm test`');
-const SCRIPT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../scripts/lib/registry.sh');
 const USER = 'builder';
 const PASSWORD = `pw-${process.pid}-${Date.now()}`;
 
-let dir: string;
+let reg: TestRegistry;
 let registry: string;
 let client: BuildkitClient;
 let context: Awaited<ReturnType<typeof makeContext>>;
 
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-
 before(async () => {
-  dir = await fs.mkdtemp('/tmp/kreg-');
-  const { stdout } = await run('bash', [SCRIPT, 'start', dir, String(await freePort()), USER, PASSWORD]);
-  registry = stdout.trim();
+  reg = await startRegistry(USER, PASSWORD);
+  registry = reg.host;
   client = await connect(address);
   context = await makeContext({
     Dockerfile: 'FROM scratch\nCOPY hello.txt /hello.txt\n',
@@ -48,10 +32,7 @@ before(async () => {
 after(async () => {
   client?.close();
   await context?.cleanup();
-  if (dir) {
-    await run('bash', [SCRIPT, 'stop', dir]);
-    await fs.rm(dir, { recursive: true, force: true });
-  }
+  await reg?.stop();
 });
 
 async function push(repo: string, registryAuth?: RegistryAuth) {
@@ -66,20 +47,7 @@ async function push(repo: string, registryAuth?: RegistryAuth) {
   });
 }
 
-async function manifestDigest(repo: string): Promise<string | null> {
-  const res = await fetch(`http://${registry}/v2/${repo}/manifests/v1`, {
-    method: 'HEAD',
-    headers: {
-      authorization: `Basic ${Buffer.from(`${USER}:${PASSWORD}`).toString('base64')}`,
-      accept: [
-        'application/vnd.oci.image.index.v1+json',
-        'application/vnd.oci.image.manifest.v1+json',
-        'application/vnd.docker.distribution.manifest.v2+json',
-      ].join(', '),
-    },
-  });
-  return res.status === 200 ? res.headers.get('docker-content-digest') : null;
-}
+const manifestDigest = (repo: string) => reg.manifestDigest(repo);
 
 describe('registry credentials through the session', () => {
   test('the right credentials: pushed, and the registry holds the digest BuildKit reports', async () => {

@@ -22,6 +22,15 @@ export function buildRoutes(deps: ApiDeps): FastifyPluginAsyncTypebox {
     if (!build) throw new AppError('not_found', `no build ${id}`);
     return build;
   };
+  /** A build whose stored `what` (artifact, provenance) is asked for: 410 once retention took it. */
+  const findStored = async (projectId: string, id: string, what: string) => {
+    const build = await findBuild(projectId, id);
+    if (build.status === 'expired')
+      throw new AppError('gone', `the ${what} of build ${build.id} has expired`);
+    return build;
+  };
+  const signed = (key: string, filename: string) =>
+    storage.signedUrl(key, { expiresInSeconds: config.urlTtlSeconds, filename });
 
   return async (app) => {
     for (const type of RAW_CONTEXT_TYPES) {
@@ -121,9 +130,7 @@ export function buildRoutes(deps: ApiDeps): FastifyPluginAsyncTypebox {
         },
       },
       async (req, reply) => {
-        const build = await findBuild(req.projectId, req.params.id);
-        if (build.status === 'expired')
-          throw new AppError('gone', `the log of build ${build.id} has expired`);
+        const build = await findStored(req.projectId, req.params.id, 'log');
         if ((req.headers.accept ?? '').includes('text/event-stream'))
           return followLogs(deps, build, req, reply);
         return readLogs(deps, build, reply);
@@ -140,19 +147,11 @@ export function buildRoutes(deps: ApiDeps): FastifyPluginAsyncTypebox {
         },
       },
       async (req, reply) => {
-        const build = await findBuild(req.projectId, req.params.id);
-        if (build.status === 'expired')
-          throw new AppError('gone', `the artifact of build ${build.id} has expired`);
+        const build = await findStored(req.projectId, req.params.id, 'artifact');
         if (build.status !== 'succeeded' || !build.artifactKey) {
           throw new AppError('conflict', `build ${build.id} is ${build.status}: there is no artifact`);
         }
-        return reply.redirect(
-          await storage.signedUrl(build.artifactKey, {
-            expiresInSeconds: config.urlTtlSeconds,
-            filename: artifactFilename(build),
-          }),
-          302,
-        );
+        return reply.redirect(await signed(build.artifactKey, artifactFilename(build)), 302);
       },
     );
 
@@ -167,9 +166,7 @@ export function buildRoutes(deps: ApiDeps): FastifyPluginAsyncTypebox {
         },
       },
       async (req, reply) => {
-        const build = await findBuild(req.projectId, req.params.id);
-        if (build.status === 'expired')
-          throw new AppError('gone', `the provenance of build ${build.id} has expired`);
+        const build = await findStored(req.projectId, req.params.id, 'provenance');
         const provenance = provenanceOf(build);
         if (!provenance) {
           throw new AppError(
@@ -177,13 +174,7 @@ export function buildRoutes(deps: ApiDeps): FastifyPluginAsyncTypebox {
             `build ${build.id} is ${build.status}: there is no provenance (it needs a succeeded build whose spec has provenance=min|max and a tar output)`,
           );
         }
-        return reply.redirect(
-          await storage.signedUrl(provenance.key, {
-            expiresInSeconds: config.urlTtlSeconds,
-            filename: 'provenance.json',
-          }),
-          302,
-        );
+        return reply.redirect(await signed(provenance.key, 'provenance.json'), 302);
       },
     );
   };

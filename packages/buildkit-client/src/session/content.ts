@@ -9,12 +9,10 @@
  */
 import { createHash, type Hash } from 'node:crypto';
 import type { Readable, Writable } from 'node:stream';
-import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
+import { loadProtoService } from '../wire/proto-service.js';
 import { failServerStream } from './stream-io.js';
 
-const PROTO_ROOT = fileURLToPath(new URL('../../proto/', import.meta.url));
 const STORE_ID_HEADER = 'buildkit-attachable-store-id';
 /** Size of the chunks a Read answers with (containerd's own copy buffer is 1 MiB). */
 const READ_CHUNK = 1024 * 1024;
@@ -46,21 +44,10 @@ let serviceDef: grpc.ServiceDefinition | undefined;
 
 /** The Content service's definition, from the vendored proto (loaded once). */
 export function contentServiceDefinition(): grpc.ServiceDefinition {
-  if (!serviceDef) {
-    const def = protoLoader.loadSync('containerd/services/content/v1/content.proto', {
-      includeDirs: [PROTO_ROOT],
-      keepCase: true,
-      longs: Number,
-      enums: String,
-      defaults: true,
-      arrays: true,
-      objects: true,
-    });
-    const pkg = grpc.loadPackageDefinition(def) as unknown as {
-      containerd: { services: { content: { v1: { Content: grpc.ServiceClientConstructor } } } };
-    };
-    serviceDef = pkg.containerd.services.content.v1.Content.service;
-  }
+  serviceDef ??= loadProtoService(
+    'containerd/services/content/v1/content.proto',
+    'containerd.services.content.v1.Content',
+  ).service;
   return serviceDef;
 }
 
