@@ -53,15 +53,9 @@ stop_kiln() {
 }
 
 cleanup() {
-	local rc=$? f i
+	local rc=$? i
 	if [[ -n $DIR ]]; then
-		if ((rc != 0)); then
-			for f in "$DIR"/logs/*.log; do
-				[[ -f $f ]] || continue
-				log "last lines of $(basename "$f"):"
-				tail -n 15 "$f" >&2 || true
-			done
-		fi
+		((rc == 0)) || bench_tail_logs "$DIR/logs"
 		stop_kiln || rc=1
 		kiln_redis_stop "$DIR/redis" || rc=1
 		kiln_pg_stop "$DIR/pg" || rc=1

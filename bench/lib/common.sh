@@ -10,13 +10,15 @@ bench_git_state() {
 }
 
 # Removes PROFILE_DIR unless CPU profiles were left in it, then renders RESULTS/NAME.json into
-# RESULTS/NAME.md with bench/lib/REPORT and prints that.
+# RESULTS/NAME.md with bench/lib/REPORT and prints that. Fails when REPORT does (a missed target),
+# after printing.
 bench_report() {
-	local report=$1 name=$2
+	local report=$1 name=$2 rc=0
 	[[ -z $PROFILE_DIR ]] || rmdir "$PROFILE_DIR" 2>/dev/null || log "CPU profiles kept in $PROFILE_DIR"
 	PROFILE_DIR=
-	node "$ROOT/bench/lib/$report" "$RESULTS/$name.json" "$RESULTS/$name.md" "$START_EPOCH"
+	node "$ROOT/bench/lib/$report" "$RESULTS/$name.json" "$RESULTS/$name.md" "$START_EPOCH" || rc=$?
 	cat "$RESULTS/$name.md"
+	return "$rc"
 }
 
 # Start time (clock ticks since boot) of a live, non-zombie PID; fails otherwise.
@@ -59,3 +61,13 @@ free_port() {
 	node -e "const s = require('net').createServer().listen(0, '127.0.0.1', () => { console.log(s.address().port); s.close(); })"
 }
 
+
+# After a failure: the last lines of every LOG_DIR/*.log.
+bench_tail_logs() {
+	local f
+	for f in "$1"/*.log; do
+		[[ -f $f ]] || continue
+		log "last lines of $(basename "$f"):"
+		tail -n 15 "$f" >&2 || true
+	done
+}
