@@ -39,7 +39,7 @@ p(
 p();
 const any = r.runs[0];
 p(
-  `Produced by \`bash bench/fleet.sh\`: PostgreSQL, Redis, standalone buildkitd v0.24.0 daemons of concurrency ${any.builder_concurrency} each, the API and ${any.workers} workers (concurrency ${any.worker_concurrency} each, \`scripts/run-app.sh\`), local storage, all on this machine over loopback. Each run submits ${any.builds} builds round-robin over ${any.projects} new projects (4 POSTs at a time, all before the first finishes); each build is a \`RUN\` that sleeps ${any.sleep_s} s (network none) with its own build arg, so neither BuildKit's cache nor Kiln's result cache answers it, and exports a one-file tar. Throughput is builds / (last finishedAt − first createdAt) from the database.`,
+  `Produced by \`bash bench/fleet.sh\`: PostgreSQL, Redis, standalone buildkitd v0.24.0 daemons of concurrency ${any.builder_concurrency} each, the API and ${any.workers} workers (concurrency ${any.worker_concurrency} each, \`scripts/run-app.sh\`), local storage, all on this machine over loopback. Each run submits ${any.builds} builds round-robin over ${any.projects} new projects (4 POSTs at a time, as fast as the API accepts them); each build is a \`RUN\` that sleeps ${any.sleep_s} s (network none) with its own build arg, so neither BuildKit's cache nor Kiln's result cache answers it, and exports a one-file tar. Throughput is builds / (last finishedAt − first createdAt) from the database.`,
 );
 p();
 p(`| | ${r.runs.map((x) => `${x.builders} builder${x.builders > 1 ? 's' : ''}`).join(' | ')} |`);
