@@ -38,31 +38,6 @@ DIR=
 PROFILE_DIR=
 API_PID= API_START= WORKER_PID= WORKER_START=
 
-# Start time (clock ticks since boot) of a live, non-zombie PID; fails otherwise.
-_start_time() {
-	local stat f
-	read -r stat 2>/dev/null <"/proc/$1/stat" || return 1
-	read -ra f <<<"${stat##*) }"
-	[[ ${f[0]} != Z ]] || return 1
-	echo "${f[19]}"
-}
-
-# SIGTERM the process PID that started at START (never a recycled pid), wait up to GRACE s, then SIGKILL.
-_stop_proc() {
-	local pid=$1 start=$2 grace=$3 i now
-	[[ -n $pid && -n $start ]] || return 0
-	now=$(_start_time "$pid") || return 0
-	[[ $now == "$start" ]] || return 0
-	kill -TERM "$pid" 2>/dev/null || return 0
-	for ((i = 0; i < grace * 10; i++)); do
-		now=$(_start_time "$pid") || return 0
-		[[ $now == "$start" ]] || return 0
-		sleep 0.1
-	done
-	log "pid $pid ignored SIGTERM for ${grace}s, sending SIGKILL"
-	kill -KILL "$pid" 2>/dev/null || true
-}
-
 stop_kiln() {
 	local f pid start
 	_stop_proc "$API_PID" "$API_START" 30
@@ -79,13 +54,7 @@ stop_kiln() {
 cleanup() {
 	local rc=$?
 	if [[ -n $DIR ]]; then
-		if ((rc != 0)); then
-			for f in "$DIR"/logs/*.log; do
-				[[ -f $f ]] || continue
-				log "last lines of $(basename "$f"):"
-				tail -n 15 "$f" >&2 || true
-			done
-		fi
+		((rc == 0)) || bench_tail_logs "$DIR/logs"
 		stop_kiln || rc=1
 		kiln_redis_stop "$DIR/redis" || rc=1
 		kiln_pg_stop "$DIR/pg" || rc=1
@@ -100,21 +69,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-# Two benchmarks must never share the CPU: wait while bench/run.sh (bench/lib/measure.mjs) runs.
-wait_for_other_benchmark() {
-	local waited=0
-	while pgrep -f 'bench/lib/[m]easure\.mjs|bench/[r]un\.sh' >/dev/null; do
-		((waited > 0)) || log 'another benchmark (bench/run.sh) is running: waiting for it to finish, polling every 30 s'
-		sleep 30
-		waited=$((waited + 30))
-	done
-	((waited == 0)) || log "the other benchmark finished; waited about ${waited}s"
-}
-
-free_port() {
-	node -e "const s = require('net').createServer().listen(0, '127.0.0.1', () => { console.log(s.address().port); s.close(); })"
-}
 
 wait_for_other_benchmark
 kiln_ensure_deps

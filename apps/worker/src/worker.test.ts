@@ -538,6 +538,40 @@ describe('KilnWorker', { skip }, () => {
     await worker.stop();
   });
 
+  test('a freed slot wakes the build waiting for it at once, not when its hand-back delay ends', async () => {
+    // A 30-60 s hand-back delay: without the wake-up the second build would start that late.
+    const { worker, queue, prefix } = await startWorker(
+      { builders: [{ address: D1, concurrency: 1 }], workerConcurrency: 2 },
+      { handBackDelayMs: 30_000 },
+    );
+    const first = await submit(
+      queue,
+      spec({ file: 'docker/short-sleep.Dockerfile', buildArgs: { N: freshArg() } }),
+    );
+    await waitForBuild(prisma, first.id, 30_000, (b) => b.status === 'running');
+    const second = await submit(
+      queue,
+      spec({ file: 'docker/short-sleep.Dockerfile', buildArgs: { N: freshArg() } }),
+    );
+    // It found the builder full, stands first in its line and waits, delayed.
+    for (const deadline = Date.now() + 20_000; ; await sleep(100)) {
+      const job = await queue.getJob(second.id);
+      if ((await job?.isDelayed()) && (await redis.zscore(`${prefix}:slot-line:${D1}`, second.id)) !== null)
+        break;
+      assert.ok(Date.now() < deadline, 'the second build never waited in line');
+    }
+    const done1 = await waitForBuild(prisma, first.id, 60_000);
+    const done2 = await waitForBuild(prisma, second.id, 60_000);
+    assert.equal(done1.status, 'succeeded', done1.errorMessage ?? '');
+    assert.equal(done2.status, 'succeeded', done2.errorMessage ?? '');
+    assert.equal(done2.attempts, 1);
+    const gapMs =
+      (done2.startedAt?.getTime() ?? Number.POSITIVE_INFINITY) - (done1.finishedAt?.getTime() ?? 0);
+    process.stdout.write(`# slot freed → waiting build running: ${gapMs} ms\n`);
+    assert.ok(gapMs < 10_000, `the waiting build started ${gapMs} ms after the slot freed`);
+    await worker.stop();
+  });
+
   test('stop() hands running builds back; another worker finishes them', async () => {
     const first = await startWorker({}, { shutdownGraceMs: 300 });
     const row = await submit(

@@ -139,6 +139,11 @@ export class KilnWorker {
       ...(deps.leaseTtlMs !== undefined ? { leaseTtlMs: deps.leaseTtlMs } : {}),
       ...(deps.healthIntervalMs !== undefined ? { healthIntervalMs: deps.healthIntervalMs } : {}),
       ...(deps.connectBuilder ? { connectBuilder: deps.connectBuilder } : {}),
+      // The job id is the build id; a job not delayed (running, gone) is left alone.
+      wakeWaiter: async (buildId) => {
+        const job = await this.queue?.getJob(buildId);
+        if (job && (await job.isDelayed())) await job.promote();
+      },
     });
     await this.poolInstance.start({ initialCheck: deps.initialHealthCheck ?? true });
 

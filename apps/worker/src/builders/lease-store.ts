@@ -13,6 +13,8 @@
  * first build takes the next free slot. Lines are per builder because builds may only use some
  * builders (capabilities): a build waiting for buildkitd must not hold back one that dockerd could
  * run now. A build that takes a slot leaves the lines of every builder it was waiting for.
+ * Releasing a lease names the first build in the builder's line, so that the caller can wake it
+ * (it waits out a hand-back delay meanwhile, and the slot is kept for it).
  */
 import { builderLeaseKey, projectLeaseKey } from '@kiln/core';
 import type { Redis } from 'ioredis';
@@ -145,12 +147,17 @@ export class LeaseStore {
     return Number(existed) === 1;
   }
 
-  async release(address: string, projectId: string, buildId: string): Promise<void> {
-    await this.redis
+  /** Ends the lease; resolves to the best-ranked build in this builder's line, if any. */
+  async release(address: string, projectId: string, buildId: string): Promise<string | undefined> {
+    const replies = await this.redis
       .multi()
       .zrem(this.key(address), buildId)
       .zrem(this.projectKey(projectId), buildId)
+      .zrange(this.lineKeys(address)[0], 0, 0)
       .exec();
+    const [err, first] = replies?.[2] ?? [null, []];
+    if (err) throw err;
+    return (first as string[])[0];
   }
 
   /** Live leases of each address, in the given order (one round trip). */

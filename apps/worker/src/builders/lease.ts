@@ -11,7 +11,13 @@ export class Lease {
   private usedClient: BuildkitClient | undefined;
 
   constructor(
-    private readonly deps: { store: LeaseStore; clients: BuilderClients; logger: Logger },
+    private readonly deps: {
+      store: LeaseStore;
+      clients: BuilderClients;
+      logger: Logger;
+      /** Called with the build first in this builder's line once the slot is free (pool.ts). */
+      wakeWaiter?: (buildId: string) => Promise<void>;
+    },
     readonly address: string,
     readonly projectId: string,
     readonly buildId: string,
@@ -50,6 +56,14 @@ export class Lease {
     clearInterval(this.timer);
     if (this.usedClient) this.deps.clients.unuse(this.usedClient);
     this.usedClient = undefined;
-    await this.deps.store.release(this.address, this.projectId, this.buildId);
+    const next = await this.deps.store.release(this.address, this.projectId, this.buildId);
+    if (next && this.deps.wakeWaiter) {
+      await this.deps.wakeWaiter(next).catch((err: unknown) => {
+        this.deps.logger.debug(
+          { builder: this.address, next, err: errorMessage(err) },
+          'could not wake the next build',
+        );
+      });
+    }
   }
 }

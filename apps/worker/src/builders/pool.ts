@@ -57,6 +57,12 @@ export interface BuilderPoolOptions {
   affinityTtlSeconds?: number;
   /** Dials a builder; default `connect(address, { timeoutMs, tls })` of @kiln/buildkit-client. */
   connectBuilder?: DialBuilder;
+  /**
+   * Called with the build first in a builder's line when a slot of that builder frees. That
+   * build was handed back to wait (1–2 s); the slot is kept for it, so it should run again now
+   * rather than leave the slot idle until its delay ends.
+   */
+  wakeWaiter?: (buildId: string) => Promise<void>;
 }
 
 export interface BuilderStatus {
@@ -90,6 +96,7 @@ export class BuilderPool {
   private readonly health: BuilderHealth;
   private readonly leases: LeaseStore;
   private readonly affinity: ProjectAffinity;
+  private readonly wakeWaiter: ((buildId: string) => Promise<void>) | undefined;
 
   constructor(opts: BuilderPoolOptions) {
     if (opts.builders.length === 0) throw new Error('BuilderPool: no builders configured');
@@ -115,6 +122,7 @@ export class BuilderPool {
     });
     this.leases = new LeaseStore(opts.redis, keyPrefix, this.leaseTtlMs);
     this.affinity = new ProjectAffinity(opts.redis, keyPrefix, opts.affinityTtlSeconds ?? 7 * 24 * 3600);
+    this.wakeWaiter = opts.wakeWaiter;
   }
 
   leaseKey(address: string): string {
@@ -258,7 +266,12 @@ export class BuilderPool {
       }
       if (outcome === 'leased') {
         return new Lease(
-          { store: this.leases, clients: this.clients, logger: this.logger },
+          {
+            store: this.leases,
+            clients: this.clients,
+            logger: this.logger,
+            ...(this.wakeWaiter ? { wakeWaiter: this.wakeWaiter } : {}),
+          },
           b.address,
           claim.projectId,
           req.buildId,
