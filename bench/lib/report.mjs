@@ -51,6 +51,26 @@ function exportProbeNote(m) {
   );
 }
 
+/**
+ * Where bkctl's extra time goes on buildkitd: its client CPU over buildctl's, and why. The figures
+ * are this run's; the mechanism is how the session reaches each daemon.
+ */
+function sessionNote(m) {
+  if (m.daemon !== 'buildkitd') return '';
+  const extra = round(m.bkctl.client_cpu_s.median - m[m.reference].client_cpu_s.median, 2);
+  const fixed = r.diagnosis?.buildkitd?.export_512mib_probe?.fixed_cost_s;
+  return (
+    ` bkctl uses ${extra} s more client CPU than buildctl. buildkitd has no session upgrade endpoint, so ` +
+    'the session (contexts up, exports down) is tunneled through Control.Session as BytesMessages: every byte ' +
+    'crosses two HTTP/2 layers in JavaScript (grpc-js client call, then the session gRPC server on a ' +
+    'JSStreamSocket), in 16-32 KiB frames, where buildctl does the same in Go; on dockerd the /session upgrade ' +
+    'gives the session a socket of its own, one layer. Node start-up, module loading and connecting' +
+    (fixed
+      ? ` cost ${fixed.bkctl_debug_workers.median} s against buildctl's ${fixed.reference.median} s (\`debug workers\`).`
+      : ' cost ~0.25 s against buildctl’s ~0.03 s (`debug workers`).')
+  );
+}
+
 const cores = r.host.cores;
 const lines = [];
 const daemons = [
@@ -128,14 +148,16 @@ for (const m of r.metrics) {
     const b = busy(m, m.bkctl, m.bkctl.median);
     lines.push(
       `- Export 512 MiB on ${m.daemon}: ${m.reference}: ${d.text}; bkctl: ${b.text}. ` +
-        `${bottleneck(m, 'bkctl', b, cores)}; ${bottleneck(m, m.reference, d, cores)}.${exportProbeNote(m)}`,
+        `${bottleneck(m, 'bkctl', b, cores)}; ${bottleneck(m, m.reference, d, cores)}.${exportProbeNote(m)}` +
+        sessionNote(m),
     );
   } else if (m.id.startsWith('upload_context')) {
     const d = busy(m, ref, ref.median);
     const b = busy(m, m.bkctl, m.bkctl.median);
     lines.push(
       `- Context upload on ${m.daemon}: ${m.reference} ${ref.mb_per_s} MB/s, ${d.text}; bkctl ${m.bkctl.mb_per_s} MB/s, ` +
-        `${b.text}. ${bottleneck(m, 'bkctl', b, cores)}; ${bottleneck(m, m.reference, d, cores)}.`,
+        `${b.text}. ${bottleneck(m, 'bkctl', b, cores)}; ${bottleneck(m, m.reference, d, cores)}.` +
+        sessionNote(m),
     );
   } else if (m.id === 'peak_rss_2gib_slow_consumer') {
     const floor = round(2048 / m.sink_mib_per_s, 1);

@@ -307,7 +307,12 @@ if (big) {
       'fetching and extracting the context, the solve, and the export streamed through the worker into the ' +
       `storage file (hashed with sha256 on the way); the ${REF_CLI} writes the same tar straight to its file.` +
       threadsText(big.kiln.threads) +
-      storageProbeText(),
+      storageProbeText() +
+      (DAEMON === 'buildkitd'
+        ? " On buildkitd the worker's session runs through Control.Session (no upgrade endpoint): the export " +
+          'crosses two HTTP/2 layers in JavaScript before the storage path, where buildctl does that in Go ' +
+          '(bench/results/buildkit-client.md measures that part alone).'
+        : ''),
   );
 }
 if (tiny) {
