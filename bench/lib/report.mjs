@@ -46,8 +46,7 @@ function exportProbeNote(m) {
   const size = p.file.common_chunk_sizes[0]?.size;
   return (
     ` Writing the file costs bkctl ${cost} s over a discarding sink (${cost4m} s with a 4 MiB highWaterMark, ` +
-    `see the probe below); the export arrives as ${p.file.chunks} messages of ${size} bytes, each passing ` +
-    'through two HTTP/2 layers in JavaScript (the session tunnel, then the FileSend stream) before it is written.'
+    `see the probe below); the export arrives as ${p.file.chunks} messages of ${size} bytes.`
   );
 }
 
