@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
 # Benchmarks @kiln/buildkit-client (bin/bkctl.js) against the Docker CLI on one private
-# dockerd, and writes bench/results/buildkit-client.{json,md}.
+# dockerd and against buildctl on one standalone buildkitd (scripts/lib/buildkitd.sh), and
+# writes bench/results/buildkit-client.{json,md}.
 #
 #   npm run bench
 #   BENCH_SAMPLES=7 npm run bench          # samples per side (default 5, after one warm-up)
 #   BENCH_PROFILE=always npm run bench     # always CPU-profile one bkctl export
 #   KILN_BENCH_SKIP_BUILD=1 npm run bench  # skip `npm run build`
+#   BENCH_ONLY=buildkitd npm run bench     # only one daemon: dockerd or buildkitd
 #
-# Benchmarks (docker build = /usr/bin/docker with DOCKER_BUILDKIT=1, the reference):
+# On dockerd (docker build = /usr/bin/docker with DOCKER_BUILDKIT=1, the reference):
 #   1. export a 512 MiB tar to a file from a warm cache      target: bkctl/docker <= 1.0
 #   2. upload a cold 50 MB / 2,000-file context               no target
 #   3. peak RSS exporting 2 GiB to a 256 MiB/s stdout reader  target: bkctl <= 150 MiB
+# On buildkitd v0.24 (buildctl with the same flags, the reference):
+#   1. export a 512 MiB tar to a file from a warm cache      target: bkctl/buildctl <= 1.0
+#   2. upload a cold 50 MB / 2,000-file context               target: bkctl/buildctl <= 1.2
+#   3. peak RSS of the client over the export runs            target: bkctl <= 150 MiB
 # Measuring is done by bench/lib/measure.mjs; bench/lib/report.mjs writes the summary.
 set -euo pipefail
 
@@ -21,6 +27,8 @@ RESULTS=$ROOT/bench/results
 source "$ROOT/scripts/lib/ensure-deps.sh"
 # shellcheck source=../scripts/lib/dockerd.sh
 source "$ROOT/scripts/lib/dockerd.sh"
+# shellcheck source=../scripts/lib/buildkitd.sh
+source "$ROOT/scripts/lib/buildkitd.sh"
 # shellcheck source=lib/common.sh
 source "$ROOT/bench/lib/common.sh"
 
@@ -33,6 +41,7 @@ cleanup() {
 	local rc=$?
 	[[ -z $PROFILE_DIR ]] || rmdir "$PROFILE_DIR" 2>/dev/null || true
 	if [[ -n $DAEMON_DIR ]]; then
+		kiln_buildkitd_stop "$DAEMON_DIR/bk" || rc=1
 		kiln_dockerd_stop "$DAEMON_DIR" || rc=1
 		# --one-file-system: never descend into a mount the daemon may have left.
 		rm -rf --one-file-system "$DAEMON_DIR" || rc=1
@@ -44,6 +53,11 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+BENCH_ONLY=${BENCH_ONLY:-}
+[[ $BENCH_ONLY =~ ^(|dockerd|buildkitd)$ ]] || {
+	log "BENCH_ONLY=$BENCH_ONLY: expected dockerd or buildkitd (or unset for both)"
+	exit 2
+}
 kiln_ensure_deps
 if [[ -z ${KILN_BENCH_SKIP_BUILD:-} ]]; then
 	# Only the package under test (and what it depends on): unrelated packages in the
@@ -62,8 +76,19 @@ fi
 
 # Short path: unix socket paths below it must stay under ~107 bytes.
 DAEMON_DIR=$(mktemp -d /tmp/kiln-bench-XXXX)
-log "starting dockerd in $DAEMON_DIR"
-kiln_dockerd_start "$DAEMON_DIR"
+DAEMON_ENV=(BENCH_ONLY="$BENCH_ONLY")
+if [[ $BENCH_ONLY != buildkitd ]]; then
+	log "starting dockerd in $DAEMON_DIR"
+	kiln_dockerd_start "$DAEMON_DIR"
+	DAEMON_ENV+=(BENCH_SOCK="$DAEMON_DIR/docker.sock" BENCH_DOCKERD_PID="$(<"$DAEMON_DIR/spawned/dockerd")")
+fi
+if [[ $BENCH_ONLY != dockerd ]]; then
+	log "starting buildkitd in $DAEMON_DIR/bk"
+	mkdir -p "$DAEMON_DIR/bk"
+	kiln_buildkitd_start "$DAEMON_DIR/bk"
+	DAEMON_ENV+=(BENCH_BK_ADDR="$REPLY" BENCH_BUILDKITD_PID="$(<"$DAEMON_DIR/bk/spawned/buildkitd")"
+		BENCH_BUILDCTL="$(kiln_buildkit_bin_dir)/buildctl")
+fi
 
 # Run a frozen copy of the built client: other work in this checkout (a rebuild, an edit)
 # must not swap the program under test halfway through. Same files as
@@ -79,8 +104,7 @@ log "client: packages/buildkit-client at $GIT_HEAD ($GIT_DIRTY changed paths), s
 PROFILE_DIR=$(mktemp -d /tmp/kiln-bench-prof-XXXX)
 mkdir -p "$RESULTS"
 
-BENCH_SOCK=$DAEMON_DIR/docker.sock \
-	BENCH_DOCKERD_PID=$(<"$DAEMON_DIR/spawned/dockerd") \
+env "${DAEMON_ENV[@]}" \
 	BENCH_WORK=$DAEMON_DIR/work \
 	BENCH_OUT=$RESULTS/buildkit-client.json \
 	BENCH_PROFILE_DIR=$PROFILE_DIR \
@@ -89,7 +113,8 @@ BENCH_SOCK=$DAEMON_DIR/docker.sock \
 	BENCH_GIT_DIRTY=$GIT_DIRTY \
 	node "$ROOT/bench/lib/measure.mjs"
 
-log 'stopping dockerd'
+log 'stopping the daemons'
+kiln_buildkitd_stop "$DAEMON_DIR/bk"
 kiln_dockerd_stop "$DAEMON_DIR"
 rm -rf --one-file-system "$DAEMON_DIR"
 DAEMON_DIR=

@@ -79,12 +79,12 @@ export function writeContext(dir, dockerfile, withBusybox) {
 /**
  * Returns `run(label, producer, opts)`: runs `producer` (an argv) under /usr/bin/time,
  * optionally piped into `consumer` (an argv) through bash, and resolves to the wall time of
- * the whole thing plus the producer's CPU time and peak RSS, dockerd's CPU time over the
- * run, and the CPU everything else on the machine used meanwhile. Scratch files go to `work`.
+ * the whole thing plus the producer's CPU time and peak RSS, the daemon's CPU time over the
+ * run (as `daemonKey`), and the CPU everything else on the machine used meanwhile. Scratch files go to `work`.
  */
-export function makeRunner({ work, dockerdPid, env = process.env }) {
+export function makeRunner({ work, dockerdPid, daemonKey = 'dockerd_cpu_s', env = process.env }) {
   let runCounter = 0;
-  /** dockerd's user+sys CPU seconds so far (BuildKit runs inside dockerd). */
+  /** The daemon's user+sys CPU seconds so far (dockerd's embedded BuildKit, or a buildkitd). */
   const dockerdCpuSeconds = () => procCpuSeconds(dockerdPid);
 
   return async function run(label, producer, { envVars, consumer, stdoutFile, capture } = {}) {
@@ -127,7 +127,7 @@ export function makeRunner({ work, dockerdPid, env = process.env }) {
       client_user_s: Number(user),
       client_sys_s: Number(sys),
       client_peak_rss_mib: round(Number(rssKiB) / 1024, 1),
-      dockerd_cpu_s: round(daemonCpu, 2),
+      [daemonKey]: round(daemonCpu, 2),
       // Everything else the machine did meanwhile: containerd, the kernel, the sink, and any
       // unrelated load (a noise indicator: it should be small).
       other_cpu_s: round(Math.max(0, machineBusy - daemonCpu - Number(user) - Number(sys)), 2),

@@ -3,7 +3,7 @@
 // through the library API, with a choice of Writable, to tell the gRPC receive path apart
 // from the file-writing path. Does not change the client; only what it writes into.
 //
-//   node export-probe.mjs CLIENT_DIR SOCKET CONTEXT_DIR VARIANT DEST
+//   node export-probe.mjs CLIENT_DIR ADDR CONTEXT_DIR VARIANT DEST   (ADDR: docker://SOCK, unix://SOCK)
 //   VARIANT: file        createWriteStream(DEST), as bkctl's cli.ts does (16 KiB highWaterMark)
 //            file-4m     createWriteStream(DEST, { highWaterMark: 4 MiB })
 //            null        a Writable that discards (no file I/O at all)
@@ -14,7 +14,7 @@ import path from 'node:path';
 import { Writable } from 'node:stream';
 import { pathToFileURL } from 'node:url';
 
-const [clientDir, sock, ctx, variant, dest] = process.argv.slice(2);
+const [clientDir, addr, ctx, variant, dest] = process.argv.slice(2);
 const t0 = performance.now();
 const { connect } = await import(pathToFileURL(path.join(clientDir, 'dist/index.js')).href);
 const tImport = performance.now();
@@ -48,7 +48,7 @@ if (variant === 'null') {
   process.exit(2);
 }
 
-const client = await connect(`docker://${sock}`);
+const client = await connect(addr);
 const tConnect = performance.now();
 await client.solve({
   frontend: 'dockerfile.v0',

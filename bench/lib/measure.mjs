@@ -1,8 +1,13 @@
 #!/usr/bin/env node
-// Runs the buildkit-client benchmarks against one private dockerd and writes the raw
-// results as JSON. Driven by bench/run.sh, which starts the daemon and passes:
-//   BENCH_SOCK          the daemon's unix socket
+// Runs the buildkit-client benchmarks against a private dockerd (reference: the docker CLI)
+// and a standalone buildkitd (reference: buildctl) and writes the raw results as JSON.
+// Driven by bench/run.sh, which starts the daemons and passes:
+//   BENCH_ONLY          "" (both daemons) | dockerd | buildkitd
+//   BENCH_SOCK          dockerd's unix socket (unless BENCH_ONLY=buildkitd)
 //   BENCH_DOCKERD_PID   its pid (to account daemon CPU time per run)
+//   BENCH_BK_ADDR       buildkitd's address, unix://SOCK (unless BENCH_ONLY=dockerd)
+//   BENCH_BUILDKITD_PID its pid
+//   BENCH_BUILDCTL      the buildctl binary (same release as the buildkitd)
 //   BENCH_WORK          scratch directory (contexts, outputs, logs); removed by run.sh
 //   BENCH_OUT           where to write the JSON
 //   BENCH_PROFILE_DIR   where a CPU profile of bkctl goes when the export target is missed
@@ -15,10 +20,11 @@
 //   BENCH_GIT_HEAD, BENCH_GIT_DIRTY   recorded with the results to identify the client
 //
 // Every figure is the wall-clock time of a whole command (process start to exit),
-// measured here around the spawn, for `docker build` (the reference) and bkctl alike.
-// Each command runs under /usr/bin/time to also record its CPU time and peak RSS, and
-// dockerd's CPU time is read from /proc before and after, to see which side is busy.
+// measured here around the spawn, for the reference (`docker build`, `buildctl build`) and
+// bkctl alike. Each command runs under /usr/bin/time to also record its CPU time and peak
+// RSS, and the daemon's CPU time is read from /proc before and after, to see which side is busy.
 
+import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -42,19 +48,15 @@ const MiB = 1024 * 1024;
 const env = process.env;
 const CLIENT_DIR = env.BENCH_CLIENT_DIR ?? path.join(ROOT, 'packages/buildkit-client');
 const BKCTL = path.join(CLIENT_DIR, 'bin/bkctl.js');
-const SOCK = need('BENCH_SOCK');
+const ONLY = env.BENCH_ONLY ?? '';
 const WORK = need('BENCH_WORK');
 const OUT = need('BENCH_OUT');
-const DOCKERD_PID = Number(need('BENCH_DOCKERD_PID'));
 const PROFILE_DIR = env.BENCH_PROFILE_DIR;
 const PROFILE = env.BENCH_PROFILE ?? 'auto';
 const SAMPLES = Number(env.BENCH_SAMPLES ?? 5);
 const SINK_MIBPS = Number(env.BENCH_SINK_MIBPS ?? 256);
 /** A run counts as taken on a busy machine when other processes used more than this share of a core. */
 const BUSY_MAX = Number(env.BENCH_BUSY_MAX ?? 0.25);
-
-const dockerEnv = dockerEnvFor(SOCK, env);
-const ADDR = `docker://${SOCK}`;
 
 function need(name) {
   const v = env[name];
@@ -66,17 +68,54 @@ function log(msg) {
   process.stderr.write(`measure: ${msg}\n`);
 }
 
-/** Timed command runner (bench/lib/docker.mjs): wall, client CPU and RSS, dockerd CPU, other CPU. */
-const run = makeRunner({ work: WORK, dockerdPid: DOCKERD_PID, env });
+/**
+ * The daemons under test, each with its reference client and a timed command runner
+ * (bench/lib/docker.mjs: wall, client CPU and RSS, daemon CPU as `daemonKey`, other CPU).
+ * `refRun(label, ctx, output, opts)` runs the reference client's build.
+ */
+function dockerdTarget() {
+  const sock = need('BENCH_SOCK');
+  const dockerEnv = dockerEnvFor(sock, env);
+  const run = makeRunner({ work: WORK, dockerdPid: Number(need('BENCH_DOCKERD_PID')), env });
+  return {
+    daemon: 'dockerd',
+    ref: 'docker',
+    addr: `docker://${sock}`,
+    daemonKey: 'dockerd_cpu_s',
+    run,
+    dockerEnv,
+    refRun: (label, ctx, output, { quiet, ...opts } = {}) =>
+      run(label, dockerBuild(ctx, output, { quiet }), { envVars: dockerEnv, ...opts }),
+    refClient: `${DOCKER} build with DOCKER_BUILDKIT=1 (progress plain; -q for the stdout export)`,
+  };
+}
 
-/** argv for bkctl with the equivalent flags. */
-function bkctlBuild(ctx, output, { quiet = false, nodeFlags = [] } = {}) {
+function buildkitdTarget() {
+  const addr = need('BENCH_BK_ADDR');
+  const buildctl = need('BENCH_BUILDCTL');
+  const daemonKey = 'buildkitd_cpu_s';
+  const run = makeRunner({ work: WORK, dockerdPid: Number(need('BENCH_BUILDKITD_PID')), daemonKey, env });
+  return {
+    daemon: 'buildkitd',
+    ref: 'buildctl',
+    addr,
+    daemonKey,
+    run,
+    // The same flags as bkctlBuild: buildctl is what bkctl's command line copies.
+    refRun: (label, ctx, output, { quiet, ...opts } = {}) =>
+      run(label, [buildctl, '--addr', addr, ...buildArgs(ctx, output, quiet)], opts),
+    refClient: `${buildctl} --addr ${addr} build ... (progress plain; quiet for the stdout export)`,
+  };
+}
+
+const TARGETS = [
+  ...(ONLY === 'buildkitd' ? [] : [dockerdTarget()]),
+  ...(ONLY === 'dockerd' ? [] : [buildkitdTarget()]),
+];
+
+/** The build subcommand and flags bkctl and buildctl share. */
+function buildArgs(ctx, output, quiet) {
   return [
-    process.execPath,
-    ...nodeFlags,
-    BKCTL,
-    '--addr',
-    ADDR,
     'build',
     '--frontend',
     'dockerfile.v0',
@@ -93,75 +132,86 @@ function bkctlBuild(ctx, output, { quiet = false, nodeFlags = [] } = {}) {
   ];
 }
 
+/** argv for bkctl with the equivalent flags. */
+function bkctlBuild(t, ctx, output, { quiet = false, nodeFlags = [] } = {}) {
+  return [process.execPath, ...nodeFlags, BKCTL, '--addr', t.addr, ...buildArgs(ctx, output, quiet)];
+}
+
 /**
- * Interleaved runs, docker first in each pair (bench/lib/interleave.mjs): one warm-up of each
- * side, then SAMPLES pairs; with `retryBusy`, busy pairs are retaken up to 2 x SAMPLES pairs.
+ * Interleaved runs, the reference first in each pair (bench/lib/interleave.mjs): one warm-up of
+ * each side, then SAMPLES pairs; with `retryBusy`, busy pairs are retaken up to 2 x SAMPLES pairs.
  */
-function interleaved(name, once, { retryBusy = false } = {}) {
+function interleaved(t, name, once, { retryBusy = false } = {}) {
   return interleavedRuns(name, once, {
-    sides: ['docker', 'bkctl'],
+    sides: [t.ref, 'bkctl'],
     samples: SAMPLES,
     retryBusy,
     busyMax: BUSY_MAX,
     log,
     describe: (r) =>
-      `client cpu ${r.client_cpu_s}s, rss ${r.client_peak_rss_mib} MiB, dockerd cpu ${r.dockerd_cpu_s}s, ` +
+      `client cpu ${r.client_cpu_s}s, rss ${r.client_peak_rss_mib} MiB, ${t.daemon} cpu ${r[t.daemonKey]}s, ` +
       `other cpu ${r.other_cpu_s}s`,
   });
 }
 
-function detail(runs) {
+function detail(t, runs) {
   return {
     client_cpu_s: side(runs, 'client_cpu_s'),
     client_user_s: side(runs, 'client_user_s'),
     client_sys_s: side(runs, 'client_sys_s'),
     client_peak_rss_mib: side(runs, 'client_peak_rss_mib'),
-    dockerd_cpu_s: side(runs, 'dockerd_cpu_s'),
+    daemon_cpu_s: side(runs, t.daemonKey),
     other_cpu_s: side(runs, 'other_cpu_s'),
   };
 }
 
-// ---------------------------------------------------------------------------------------
-// 1. Export a 512 MiB output (warm cache): docker build vs bkctl, --output type=tar,dest=FILE
+/** Metric ids and titles carry the daemon unless it is dockerd (the ids results had before). */
+const idFor = (t, id) => (t.daemon === 'dockerd' ? id : `${id}_${t.daemon}`);
 
-async function benchExport() {
-  const ctx = path.join(WORK, 'export-512');
+// ---------------------------------------------------------------------------------------
+// 1. Export a 512 MiB output (warm cache): reference vs bkctl, --output type=tar,dest=FILE
+
+async function benchExport(t) {
+  const name = `export-512-${t.daemon}`;
+  const ctx = path.join(WORK, name);
   writeContext(ctx, DOCKERFILE_512, true);
   const dest = path.join(WORK, 'out-512.tar');
-  log('export-512: priming the cache (one docker build)');
-  await run('prime-512', dockerBuild(ctx, `type=tar,dest=${dest}`), { envVars: dockerEnv });
+  log(`${name}: priming the cache (one ${t.ref} build)`);
+  await t.refRun('prime-512', ctx, `type=tar,dest=${dest}`);
   const expectedSize = fs.statSync(dest).size;
   fs.rmSync(dest);
 
   const once = async (which) => {
     const out = `type=tar,dest=${dest}`;
     const r =
-      which === 'docker'
-        ? await run('export-docker', dockerBuild(ctx, out), { envVars: dockerEnv })
-        : await run('export-bkctl', bkctlBuild(ctx, out));
+      which === t.ref
+        ? await t.refRun(`export-${t.ref}`, ctx, out)
+        : await t.run('export-bkctl', bkctlBuild(t, ctx, out));
     const size = fs.statSync(dest).size;
     fs.rmSync(dest);
     if (size !== expectedSize) throw new Error(`${which}: tar is ${size} bytes, expected ${expectedSize}`);
     r.output_bytes = size;
     return r;
   };
-  const { warmup, runs, used, pairs } = await interleaved('export-512', once, { retryBusy: true });
-  const d = side(runs.docker, 'wall_s', used.docker);
+  const { warmup, runs, used, pairs } = await interleaved(t, name, once, { retryBusy: true });
+  const d = side(runs[t.ref], 'wall_s', used[t.ref]);
   const b = side(runs.bkctl, 'wall_s', used.bkctl);
   const ratio = round(b.median / d.median, 3);
   return {
-    id: 'export_512mib_tar',
-    title: 'Export 512 MiB (warm cache) to a tar file',
+    id: idFor(t, 'export_512mib_tar'),
+    daemon: t.daemon,
+    reference: t.ref,
+    title: `Export 512 MiB (warm cache) to a tar file, ${t.daemon}`,
     unit: 's',
     what: 'wall-clock seconds of the whole command, output type=tar,dest=FILE (same filesystem)',
     output_bytes: expectedSize,
-    docker: { ...d, mib_per_s: round(expectedSize / MiB / d.median, 1), ...detail(used.docker) },
-    bkctl: { ...b, mib_per_s: round(expectedSize / MiB / b.median, 1), ...detail(used.bkctl) },
+    [t.ref]: { ...d, mib_per_s: round(expectedSize / MiB / d.median, 1), ...detail(t, used[t.ref]) },
+    bkctl: { ...b, mib_per_s: round(expectedSize / MiB / b.median, 1), ...detail(t, used.bkctl) },
     pairs,
-    warmup: { docker: warmup.docker, bkctl: warmup.bkctl },
+    warmup: { [t.ref]: warmup[t.ref], bkctl: warmup.bkctl },
     runs,
     ratio,
-    ratio_definition: 'median(bkctl) / median(docker)',
+    ratio_definition: `median(bkctl) / median(${t.ref})`,
     target: { ratio_max: 1.0 },
     // Too few quiet pairs: the medians are mostly other processes' doing, so no verdict.
     pass: pairs.medians_over === 'quiet pairs' ? ratio <= 1.0 : null,
@@ -193,7 +243,10 @@ function freshContext(dir) {
   }
 }
 
-async function benchContext() {
+/** bkctl/reference target of the context upload: against buildctl only (docker's CLI is another path). */
+const CONTEXT_RATIO_MAX = { buildkitd: 1.2 };
+
+async function benchContext(t) {
   let n = 0;
   const once = async (which) => {
     const ctx = path.join(WORK, `ctx-${++n}-${which}`);
@@ -201,68 +254,96 @@ async function benchContext() {
     const dest = path.join(WORK, 'out-ctx.tar');
     const out = `type=tar,dest=${dest}`;
     const r =
-      which === 'docker'
-        ? await run('context-docker', dockerBuild(ctx, out), { envVars: dockerEnv })
-        : await run('context-bkctl', bkctlBuild(ctx, out));
+      which === t.ref
+        ? await t.refRun(`context-${t.ref}`, ctx, out)
+        : await t.run('context-bkctl', bkctlBuild(t, ctx, out));
     r.output_bytes = fs.statSync(dest).size;
     fs.rmSync(dest);
     fs.rmSync(ctx, { recursive: true });
     return r;
   };
-  const { warmup, runs, used, pairs } = await interleaved('context-50mb', once, { retryBusy: true });
-  const d = side(runs.docker, 'wall_s', used.docker);
+  const { warmup, runs, used, pairs } = await interleaved(t, `context-50mb-${t.daemon}`, once, {
+    retryBusy: true,
+  });
+  const d = side(runs[t.ref], 'wall_s', used[t.ref]);
   const b = side(runs.bkctl, 'wall_s', used.bkctl);
   const mb = CTX_BYTES / 1e6;
+  const ratio = round(b.median / d.median, 3);
+  const max = CONTEXT_RATIO_MAX[t.daemon];
+  const quiet = pairs.medians_over === 'quiet pairs';
   return {
-    id: 'upload_context_50mb_2000_files',
-    title: 'Upload a 50 MB / 2,000-file context (cold, fresh random content each run)',
+    id: idFor(t, 'upload_context_50mb_2000_files'),
+    daemon: t.daemon,
+    reference: t.ref,
+    title: `Upload a 50 MB / 2,000-file context (cold, fresh random content each run), ${t.daemon}`,
     unit: 's',
     what: 'wall-clock seconds of the whole command; the export is a tiny tar so the context transfer dominates',
     context: { files: CTX_FILES, dirs: CTX_DIRS, bytes: CTX_BYTES },
-    docker: { ...d, mb_per_s: round(mb / d.median, 1), ...detail(used.docker) },
-    bkctl: { ...b, mb_per_s: round(mb / b.median, 1), ...detail(used.bkctl) },
+    [t.ref]: { ...d, mb_per_s: round(mb / d.median, 1), ...detail(t, used[t.ref]) },
+    bkctl: { ...b, mb_per_s: round(mb / b.median, 1), ...detail(t, used.bkctl) },
     pairs,
-    warmup: { docker: warmup.docker, bkctl: warmup.bkctl },
+    warmup: { [t.ref]: warmup[t.ref], bkctl: warmup.bkctl },
     runs,
+    ratio,
+    ratio_definition: `median(bkctl) / median(${t.ref})`,
+    target: max ? { ratio_max: max } : null,
+    pass: max && quiet ? ratio <= max : null,
+    verdict: !max ? 'no target' : !quiet ? 'inconclusive' : ratio <= max ? 'pass' : 'fail',
+    pass_at_face_value: max ? ratio <= max : null,
+  };
+}
+
+/** The client's peak RSS over the 512 MiB export runs (bkctl vs the reference), from /usr/bin/time. */
+function exportRss(t, ex) {
+  const d = side(ex.runs[t.ref], 'client_peak_rss_mib');
+  const b = side(ex.runs.bkctl, 'client_peak_rss_mib');
+  const pass = b.max <= 150;
+  return {
+    id: idFor(t, 'peak_rss_export_512mib'),
+    daemon: t.daemon,
+    reference: t.ref,
+    title: `Peak RSS of the client exporting 512 MiB to a file, ${t.daemon}`,
+    unit: 'MiB',
+    what: 'peak RSS (/usr/bin/time %M) of the client over the export runs above; median, pass on the max',
+    [t.ref]: d,
+    bkctl: b,
     ratio: round(b.median / d.median, 3),
-    ratio_definition: 'median(bkctl) / median(docker)',
-    target: null,
-    pass: null,
-    verdict: 'no target',
+    ratio_definition: `median(bkctl) / median(${t.ref}), for reference only`,
+    target: { bkctl_peak_rss_mib_max: 150 },
+    pass,
+    verdict: pass ? 'pass' : 'fail',
   };
 }
 
 // ---------------------------------------------------------------------------------------
 // 3. Peak RSS of the client while exporting 2 GiB to a slow consumer (stdout pipe)
 
-async function benchRss() {
+async function benchRss(t) {
   const ctx = path.join(WORK, 'export-2g');
   writeContext(ctx, DOCKERFILE_2G, true);
   const sink = [process.execPath, path.join(ROOT, 'bench/lib/slow-sink.mjs'), String(SINK_MIBPS)];
   log('rss-2g: priming the cache (one docker build to /dev/null)');
-  await run('prime-2g', dockerBuild(ctx, 'type=tar,dest=-', { quiet: true }), {
-    envVars: dockerEnv,
-    stdoutFile: '/dev/null',
-  });
+  await t.refRun('prime-2g', ctx, 'type=tar,dest=-', { quiet: true, stdoutFile: '/dev/null' });
   const once = async (which) => {
     const r =
       which === 'docker'
-        ? await run('rss-docker', dockerBuild(ctx, 'type=tar,dest=-', { quiet: true }), {
-            envVars: dockerEnv,
+        ? await t.refRun('rss-docker', ctx, 'type=tar,dest=-', { quiet: true, consumer: sink })
+        : await t.run('rss-bkctl', bkctlBuild(t, ctx, 'type=tar,dest=-', { quiet: true }), {
             consumer: sink,
-          })
-        : await run('rss-bkctl', bkctlBuild(ctx, 'type=tar,dest=-', { quiet: true }), { consumer: sink });
+          });
     if (r.sink.bytes < 2 * 1024 ** 3)
       throw new Error(`${which}: only ${r.sink.bytes} bytes reached the sink`);
     return r;
   };
   // Memory, not time: background load does not disqualify a pair (and the sink's own CPU
   // counts as "other" here).
-  const { warmup, runs, pairs } = await interleaved('rss-2g', once);
+  const { warmup, runs, pairs } = await interleaved(t, 'rss-2g', once);
   const d = side(runs.docker, 'client_peak_rss_mib');
   const b = side(runs.bkctl, 'client_peak_rss_mib');
   return {
     id: 'peak_rss_2gib_slow_consumer',
+    daemon: t.daemon,
+    reference: t.ref,
     title: `Peak RSS of the client exporting 2 GiB to stdout, consumer throttled to ${SINK_MIBPS} MiB/s`,
     unit: 'MiB',
     what: 'peak RSS (/usr/bin/time %M) of the client process; aggregate over runs: median, pass on the max',
@@ -271,7 +352,7 @@ async function benchRss() {
       ...d,
       wall_s: side(runs.docker, 'wall_s'),
       client_cpu_s: side(runs.docker, 'client_cpu_s'),
-      dockerd_cpu_s: side(runs.docker, 'dockerd_cpu_s'),
+      daemon_cpu_s: side(runs.docker, 'dockerd_cpu_s'),
       other_cpu_s: side(runs.docker, 'other_cpu_s'),
       sink: runs.docker.map((r) => r.sink),
     },
@@ -279,7 +360,7 @@ async function benchRss() {
       ...b,
       wall_s: side(runs.bkctl, 'wall_s'),
       client_cpu_s: side(runs.bkctl, 'client_cpu_s'),
-      dockerd_cpu_s: side(runs.bkctl, 'dockerd_cpu_s'),
+      daemon_cpu_s: side(runs.bkctl, 'dockerd_cpu_s'),
       other_cpu_s: side(runs.bkctl, 'other_cpu_s'),
       sink: runs.bkctl.map((r) => r.sink),
     },
@@ -298,14 +379,14 @@ async function benchRss() {
 // Diagnosis: CPU profiles of one bkctl run, for the export when its target is missed and
 // for the context upload when bkctl is much slower than docker there.
 
-async function profileRun(name, ctx, output) {
+async function profileRun(t, name, ctx, output) {
   if (!PROFILE_DIR) return null;
   fs.mkdirSync(PROFILE_DIR, { recursive: true });
-  const file = `bkctl-${name}.cpuprofile`;
-  log(`profiling one bkctl ${name} run (node --cpu-prof, into ${PROFILE_DIR})`);
-  const r = await run(
+  const file = `bkctl-${name}-${t.daemon}.cpuprofile`;
+  log(`profiling one bkctl ${name} run on ${t.daemon} (node --cpu-prof, into ${PROFILE_DIR})`);
+  const r = await t.run(
     `${name}-bkctl-cpuprof`,
-    bkctlBuild(ctx, output, {
+    bkctlBuild(t, ctx, output, {
       nodeFlags: ['--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}`, `--cpu-prof-name=${file}`],
     }),
   );
@@ -319,28 +400,29 @@ async function profileRun(name, ctx, output) {
  * Writables (bench/lib/export-probe.mjs), and the fixed cost of a Node client (start, module
  * loading, connect) next to the Go CLI's.
  */
-async function probeExport(ctx) {
+async function probeExport(t, ctx) {
   const probe = path.join(ROOT, 'bench/lib/export-probe.mjs');
   const dest = path.join(WORK, 'out-512-probe.tar');
   const variants = ['file', 'file-4m', 'null'];
   const runs = Object.fromEntries(variants.map((v) => [v, []]));
   for (let round = 0; round < 3; round++) {
     for (const v of variants) {
-      const r = await run(`probe-${v}`, [process.execPath, probe, CLIENT_DIR, SOCK, ctx, v, dest], {
+      const r = await t.run(`probe-${v}`, [process.execPath, probe, CLIENT_DIR, t.addr, ctx, v, dest], {
         capture: true,
       });
       runs[v].push(r);
       log(`export probe ${v}: ${r.wall_s}s wall, solve ${r.output.solve_ms} ms, ${r.output.chunks} writes`);
     }
   }
-  const fixed = { bkctl_debug_workers: [], docker_version: [] };
+  const fixed = { bkctl_debug_workers: [], reference: [] };
+  // The reference's own fixed cost: one cheap call of its CLI.
+  const refArgv =
+    t.ref === 'docker' ? [DOCKER, 'version'] : [env.BENCH_BUILDCTL, '--addr', t.addr, 'debug', 'workers'];
   for (let i = 0; i < 3; i++) {
     fixed.bkctl_debug_workers.push(
-      (await run('fixed-bkctl', [process.execPath, BKCTL, '--addr', ADDR, 'debug', 'workers'])).wall_s,
+      (await t.run('fixed-bkctl', [process.execPath, BKCTL, '--addr', t.addr, 'debug', 'workers'])).wall_s,
     );
-    fixed.docker_version.push(
-      (await run('fixed-docker', [DOCKER, 'version'], { envVars: dockerEnv })).wall_s,
-    );
+    fixed.reference.push((await t.run('fixed-ref', refArgv, { envVars: t.dockerEnv })).wall_s);
   }
   const summary = (rs) => ({
     wall_s: side(rs, 'wall_s'),
@@ -358,27 +440,29 @@ async function probeExport(ctx) {
     'file-4m': summary(runs['file-4m']),
     null: summary(runs.null),
     fixed_cost_s: {
-      what: 'wall of `bkctl debug workers` (node start, module load, connect, one call) vs `docker version`',
+      what: `wall of \`bkctl debug workers\` (node start, module load, connect, one call) vs \`${refArgv.slice(t.ref === 'docker' ? 1 : 3).join(' ')}\``,
       bkctl_debug_workers: stats(fixed.bkctl_debug_workers),
-      docker_version: stats(fixed.docker_version),
+      reference: stats(fixed.reference),
+      reference_command: `${t.ref} ${refArgv.slice(t.ref === 'docker' ? 1 : 3).join(' ')}`,
     },
   };
 }
 
-async function diagnose(exportMetric, contextMetric) {
+async function diagnose(t, exportMetric, contextMetric) {
   const want = (m, slow) => PROFILE === 'always' || (PROFILE === 'auto' && slow(m));
   const out = {};
   if (want(exportMetric, (m) => m.verdict !== 'pass')) {
     const dest = path.join(WORK, 'out-512-prof.tar');
-    out.export_512mib = await profileRun('export-512', exportMetric.context, `type=tar,dest=${dest}`);
+    out.export_512mib = await profileRun(t, 'export-512', exportMetric.context, `type=tar,dest=${dest}`);
     fs.rmSync(dest, { force: true });
-    out.export_512mib_probe = await probeExport(exportMetric.context);
+    out.export_512mib_probe = await probeExport(t, exportMetric.context);
   }
-  if (want(contextMetric, (m) => m.ratio > 1.5)) {
+  // Against buildctl: whenever its target is missed; against docker (no target): when far off.
+  if (want(contextMetric, (m) => (m.target ? m.verdict !== 'pass' : m.ratio > 1.5))) {
     const ctx = path.join(WORK, 'ctx-prof');
     freshContext(ctx);
     const dest = path.join(WORK, 'out-ctx-prof.tar');
-    out.upload_context = await profileRun('context-50mb', ctx, `type=tar,dest=${dest}`);
+    out.upload_context = await profileRun(t, 'context-50mb', ctx, `type=tar,dest=${dest}`);
     fs.rmSync(dest, { force: true });
     fs.rmSync(ctx, { recursive: true });
   }
@@ -386,6 +470,12 @@ async function diagnose(exportMetric, contextMetric) {
 }
 
 // ---------------------------------------------------------------------------------------
+
+/** `buildkitd --version` of the daemon under test (the binary next to buildctl). */
+function buildkitdVersion() {
+  const bin = path.join(path.dirname(env.BENCH_BUILDCTL), 'buildkitd');
+  return execFileSync(bin, ['--version'], { encoding: 'utf8' }).trim();
+}
 
 /** sha256 over the client's dist files (names and contents), to tell builds apart. */
 function distHash() {
@@ -402,7 +492,14 @@ function distHash() {
 async function main() {
   const startedAt = new Date();
   fs.mkdirSync(WORK, { recursive: true });
-  const host = { node: process.version, ...(await dockerFacts(WORK, dockerEnv)), ...machineFacts() };
+  const dockerd = TARGETS.find((t) => t.daemon === 'dockerd');
+  const buildkitd = TARGETS.find((t) => t.daemon === 'buildkitd');
+  const host = {
+    node: process.version,
+    ...(dockerd ? await dockerFacts(WORK, dockerd.dockerEnv) : {}),
+    ...(buildkitd ? { buildkitd: buildkitdVersion() } : {}),
+    ...machineFacts(),
+  };
   const client = {
     package: 'packages/buildkit-client',
     git_head: env.BENCH_GIT_HEAD ?? 'unknown',
@@ -411,26 +508,35 @@ async function main() {
     ran_from:
       CLIENT_DIR === path.join(ROOT, 'packages/buildkit-client') ? 'checkout' : 'snapshot copied at start',
   };
-  log(`node ${host.node}, docker ${host.docker_client}/${host.docker_server}, ${host.cores} cores`);
+  log(
+    `node ${host.node}, docker ${host.docker_server ?? '-'}, buildkitd ${host.buildkitd ?? '-'}, ${host.cores} cores`,
+  );
 
   const metrics = [];
   const timings = {};
-  for (const [name, fn] of [
-    ['export', benchExport],
-    ['context', benchContext],
-    ['rss', benchRss],
-  ]) {
+  const diagnosis = {};
+  const timed = async (name, fn) => {
     const t0 = performance.now();
     const before = loadavg();
     const metric = await fn();
     metric.loadavg = { before, after: loadavg() };
     metrics.push(metric);
     timings[name] = round((performance.now() - t0) / 1000, 1);
+    return metric;
+  };
+  for (const t of TARGETS) {
+    const ex = await timed(`export_${t.daemon}`, () => benchExport(t));
+    const cx = await timed(`context_${t.daemon}`, () => benchContext(t));
+    // dockerd: the 2 GiB slow-consumer run; buildkitd: the client's peak over the export runs.
+    if (t.daemon === 'dockerd') await timed('rss_dockerd', () => benchRss(t));
+    else metrics.push(exportRss(t, ex));
+    const t0 = performance.now();
+    const d = await diagnose(t, ex, cx);
+    if (d) {
+      diagnosis[t.daemon] = d;
+      timings[`profiles_${t.daemon}`] = round((performance.now() - t0) / 1000, 1);
+    }
   }
-
-  const t0 = performance.now();
-  const diagnosis = await diagnose(metrics[0], metrics[1]);
-  if (diagnosis) timings.profiles = round((performance.now() - t0) / 1000, 1);
 
   const result = {
     benchmark: 'buildkit-client',
@@ -444,18 +550,20 @@ async function main() {
         `timing benchmarks retake a pair when other processes used > ${BUSY_MAX} of a core during ` +
         'either run (up to 2 x samples pairs); medians are over the quiet pairs when at least 3',
       samples_per_side: SAMPLES,
-      reference_client: `${DOCKER} build with DOCKER_BUILDKIT=1 (progress plain; -q for the stdout export)`,
-      client: `node packages/buildkit-client/bin/bkctl.js --addr docker://SOCK build ... (progress plain; quiet for the stdout export)`,
-      daemon:
-        'one private dockerd started by scripts/lib/dockerd.sh (no bridge; RUN steps with network none)',
+      reference_clients: Object.fromEntries(TARGETS.map((t) => [t.daemon, t.refClient])),
+      client: `node packages/buildkit-client/bin/bkctl.js --addr ADDR build ... (the same flags; progress plain; quiet for the stdout export)`,
+      daemons:
+        'one private dockerd started by scripts/lib/dockerd.sh (no bridge; RUN steps with network none) and ' +
+        'one standalone buildkitd started by scripts/lib/buildkitd.sh (OCI worker, overlayfs); each side of a ' +
+        'comparison talks to the same daemon',
       client_cpu_and_rss: '/usr/bin/time -f "%e %U %S %M" around each client command',
-      dockerd_cpu: 'utime+stime of dockerd from /proc/PID/stat before and after each run',
+      daemon_cpu: 'utime+stime of dockerd or buildkitd from /proc/PID/stat before and after each run',
       other_cpu:
-        'machine busy CPU (/proc/stat) during the run minus client and dockerd: containerd, kernel, ' +
+        'machine busy CPU (/proc/stat) during the run minus client and daemon: containerd, runc, kernel, ' +
         'the sink, and any unrelated load on the machine',
     },
     metrics,
-    diagnosis,
+    diagnosis: Object.keys(diagnosis).length ? diagnosis : null,
     phase_seconds: timings,
     all_targets_pass: metrics.every((m) => m.verdict === 'pass' || m.verdict === 'no target'),
   };

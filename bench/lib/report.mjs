@@ -10,7 +10,6 @@ import { round } from './stats.mjs';
 
 const { r, jsonPath, mdPath } = completeResults('report.mjs');
 
-const byId = Object.fromEntries(r.metrics.map((m) => [m.id, m]));
 const pct = (part, whole) => `${Math.round((100 * part) / whole)}%`;
 const verdict = (m) =>
   m.verdict === 'inconclusive'
@@ -19,84 +18,118 @@ const verdict = (m) =>
       ? 'no target'
       : m.verdict.toUpperCase();
 
-/** Which side is busy during a timed run, from client and dockerd CPU seconds per wall second. */
-function busy(s, wall) {
+/** Which side is busy during a timed run, from client and daemon CPU seconds per wall second. */
+function busy(m, s, wall) {
   const client = s.client_cpu_s.median;
-  const daemon = s.dockerd_cpu_s.median;
+  const daemon = s.daemon_cpu_s.median;
   return {
-    text: `client process CPU ${client} s (${pct(client, wall)} of one core, all threads), dockerd CPU ${daemon} s (${pct(daemon, wall)})`,
+    text: `client process CPU ${client} s (${pct(client, wall)} of one core, all threads), ${m.daemon} CPU ${daemon} s (${pct(daemon, wall)})`,
     client: client / wall,
     daemon: daemon / wall,
   };
 }
 
 /** A first guess from CPU shares only; the profiles and the probe below say more. */
-function bottleneck(name, b, cores) {
+function bottleneck(m, name, b, cores) {
   if (b.client + b.daemon >= 0.85 * cores) return `${name}: the ${cores} cores are saturated`;
-  if (b.daemon >= 0.8 && b.daemon > b.client) return `${name}: dockerd is the busy side`;
+  if (b.daemon >= 0.8 && b.daemon > b.client) return `${name}: ${m.daemon} is the busy side`;
   if (b.client >= 0.8) return `${name}: the client process is the busy side`;
   return `${name}: neither side is CPU-saturated (waiting on I/O or round-trips)`;
 }
 
 /** The export probe's verdict on bkctl's file-writing path, when it ran. */
-function exportProbeNote() {
-  const p = r.diagnosis?.export_512mib_probe;
+function exportProbeNote(m) {
+  const p = r.diagnosis?.[m.daemon]?.export_512mib_probe;
   if (!p) return '';
   const cost = round(p.file.solve_s.median - p.null.solve_s.median, 2);
   const cost4m = round(p['file-4m'].solve_s.median - p.null.solve_s.median, 2);
   const size = p.file.common_chunk_sizes[0]?.size;
   return (
     ` Writing the file costs bkctl ${cost} s over a discarding sink (${cost4m} s with a 4 MiB highWaterMark, ` +
-    `see the probe below): the export arrives as ${p.file.chunks} messages of ${size} bytes, above ` +
-    `createWriteStream's default 16 KiB highWaterMark, so every write reports backpressure and the receiver ` +
-    `pauses until that one write has reached the file, one fs.write round trip per message.`
+    `see the probe below); the export arrives as ${p.file.chunks} messages of ${size} bytes.`
+  );
+}
+
+/**
+ * Where bkctl's extra time goes on buildkitd: its client CPU over buildctl's, and why. The figures
+ * are this run's; the mechanism is how the session reaches each daemon.
+ */
+function sessionNote(m) {
+  if (m.daemon !== 'buildkitd') return '';
+  const extra = round(m.bkctl.client_cpu_s.median - m[m.reference].client_cpu_s.median, 2);
+  const fixed = r.diagnosis?.buildkitd?.export_512mib_probe?.fixed_cost_s;
+  return (
+    ` bkctl uses ${extra} s more client CPU than buildctl. buildkitd has no session upgrade endpoint, so ` +
+    'the session (contexts up, exports down) is tunneled through Control.Session as BytesMessages: every byte ' +
+    'crosses two HTTP/2 layers in JavaScript (grpc-js client call, then the session gRPC server on a ' +
+    'JSStreamSocket), in 16-32 KiB frames, where buildctl does the same in Go; on dockerd the /session upgrade ' +
+    'gives the session a socket of its own, one layer. Node start-up, module loading and connecting' +
+    (fixed
+      ? ` cost ${fixed.bkctl_debug_workers.median} s against buildctl's ${fixed.reference.median} s (\`debug workers\`).`
+      : ' cost ~0.25 s against buildctl’s ~0.03 s (`debug workers`).')
   );
 }
 
 const cores = r.host.cores;
 const lines = [];
+const daemons = [
+  r.host.docker_server
+    ? `docker ${r.host.docker_client} (daemon ${r.host.docker_server}, ${r.host.storage_driver})`
+    : null,
+  r.host.buildkitd ? `standalone ${r.host.buildkitd}` : null,
+].filter(Boolean);
 lines.push('# buildkit-client benchmark');
 lines.push('');
 lines.push(
-  `${r.date} · node ${r.host.node} · docker ${r.host.docker_client} (daemon ${r.host.docker_server}, ` +
-    `${r.host.storage_driver}) · ${cores} cores (${r.host.cpu_model}) · ${r.method.samples_per_side} ` +
-    `samples per side after one warm-up each, interleaved · total ${r.total_duration_s} s`,
+  `${r.date} · node ${r.host.node} · ${daemons.join(' · ')} · ${cores} cores (${r.host.cpu_model}) · ` +
+    `${r.method.samples_per_side} samples per side after one warm-up each, interleaved · total ${r.total_duration_s} s`,
 );
 lines.push('');
 lines.push(
   `Client: ${r.client.package} at ${r.client.git_head.slice(0, 12)}` +
     `${r.client.uncommitted_paths ? ` + ${r.client.uncommitted_paths} uncommitted paths` : ''}, ` +
-    `dist sha256 ${r.client.dist_sha256.slice(0, 12)} (${r.client.ran_from}).`,
+    `dist sha256 ${r.client.dist_sha256.slice(0, 12)} (${r.client.ran_from}). Each comparison runs both ` +
+    'clients against the same daemon: `docker build` on dockerd 20.10 (BuildKit 0.8 inside), `buildctl` ' +
+    '(same release, same flags as bkctl) on the standalone buildkitd.',
 );
 lines.push('');
-lines.push('| benchmark | docker build (median) | bkctl (median) | bkctl/docker | target | result |');
-lines.push('| --- | --- | --- | --- | --- | --- |');
+lines.push(
+  '| daemon | benchmark | reference (median) | bkctl (median) | bkctl/reference | target | result |',
+);
+lines.push('| --- | --- | --- | --- | --- | --- | --- |');
 
-const ex = byId.export_512mib_tar;
-const cx = byId.upload_context_50mb_2000_files;
-const rs = byId.peak_rss_2gib_slow_consumer;
-if (ex) {
-  lines.push(
-    `| Export 512 MiB tar to a file, warm cache | ${ex.docker.median} s (${ex.docker.mib_per_s} MiB/s) | ` +
-      `${ex.bkctl.median} s (${ex.bkctl.mib_per_s} MiB/s) | ${ex.ratio} | ≤ ${ex.target.ratio_max} | ${verdict(ex)} |`,
-  );
-}
-if (cx) {
-  lines.push(
-    `| Upload 50 MB / 2,000-file context, cold | ${cx.docker.median} s | ${cx.bkctl.median} s | ${cx.ratio} | ` +
-      `none | ${verdict(cx)} |`,
-  );
-}
-if (rs) {
-  lines.push(
-    `| Peak RSS exporting 2 GiB to a ${rs.sink_mib_per_s} MiB/s consumer | ${rs.docker.median} MiB ` +
-      `(max ${rs.docker.max}) | ${rs.bkctl.median} MiB (max ${rs.bkctl.max}) | ${rs.ratio} | ` +
-      `bkctl ≤ ${rs.target.bkctl_peak_rss_mib_max} MiB (max of runs) | ${verdict(rs)} |`,
-  );
+const sideOf = (m) => m[m.reference];
+const targetText = (m) => (m.target?.ratio_max ? `≤ ${m.target.ratio_max}` : 'none');
+for (const m of r.metrics) {
+  const ref = sideOf(m);
+  const who = `${m.daemon} | `;
+  if (m.id.startsWith('export_512mib_tar')) {
+    lines.push(
+      `| ${who}Export 512 MiB tar to a file, warm cache | ${m.reference} ${ref.median} s (${ref.mib_per_s} MiB/s) | ` +
+        `${m.bkctl.median} s (${m.bkctl.mib_per_s} MiB/s) | ${m.ratio} | ${targetText(m)} | ${verdict(m)} |`,
+    );
+  } else if (m.id.startsWith('upload_context')) {
+    lines.push(
+      `| ${who}Upload 50 MB / 2,000-file context, cold | ${m.reference} ${ref.median} s | ${m.bkctl.median} s | ` +
+        `${m.ratio} | ${targetText(m)} | ${verdict(m)} |`,
+    );
+  } else if (m.id === 'peak_rss_2gib_slow_consumer') {
+    lines.push(
+      `| ${who}Peak RSS exporting 2 GiB to a ${m.sink_mib_per_s} MiB/s consumer | ${m.reference} ${ref.median} MiB ` +
+        `(max ${ref.max}) | ${m.bkctl.median} MiB (max ${m.bkctl.max}) | ${m.ratio} | ` +
+        `bkctl ≤ ${m.target.bkctl_peak_rss_mib_max} MiB (max of runs) | ${verdict(m)} |`,
+    );
+  } else if (m.id.startsWith('peak_rss_export')) {
+    lines.push(
+      `| ${who}Peak RSS of the client, 512 MiB export runs | ${m.reference} ${ref.median} MiB (max ${ref.max}) | ` +
+        `${m.bkctl.median} MiB (max ${m.bkctl.max}) | ${m.ratio} | bkctl ≤ ${m.target.bkctl_peak_rss_mib_max} MiB ` +
+        `(max of runs) | ${verdict(m)} |`,
+    );
+  }
 }
 lines.push('');
-for (const m of [ex, cx]) {
-  if (!m?.pairs) continue;
+for (const m of r.metrics) {
+  if (!m.pairs?.busy_threshold) continue;
   const { taken, quiet, medians_over } = m.pairs;
   if (taken === quiet) continue;
   lines.push(
@@ -107,84 +140,97 @@ for (const m of [ex, cx]) {
 }
 lines.push('What limits each figure (medians per run):');
 lines.push('');
-if (ex) {
-  const d = busy(ex.docker, ex.docker.median);
-  const b = busy(ex.bkctl, ex.bkctl.median);
-  lines.push(
-    `- Export 512 MiB: docker: ${d.text}; bkctl: ${b.text}. ` +
-      `${bottleneck('bkctl', b, cores)}; ${bottleneck('docker', d, cores)}.${exportProbeNote()}`,
-  );
-}
-if (cx) {
-  const d = busy(cx.docker, cx.docker.median);
-  const b = busy(cx.bkctl, cx.bkctl.median);
-  lines.push(
-    `- Context upload: docker ${cx.docker.mb_per_s} MB/s, ${d.text}; bkctl ${cx.bkctl.mb_per_s} MB/s, ` +
-      `${b.text}. ${bottleneck('bkctl', b, cores)}; ${bottleneck('docker', d, cores)}.`,
-  );
-}
-if (rs) {
-  const floor = round(2048 / rs.sink_mib_per_s, 1);
-  const rate = (s) => round(s.sink.reduce((a, x) => a + x.mib_per_s, 0) / s.sink.length, 1);
-  const paused = (s) => s.sink.reduce((a, x) => a + x.pauses, 0) > 0;
-  lines.push(
-    `- Peak RSS: the consumer caps a run at ${floor} s; runs took ${rs.docker.wall_s.median} s (docker) and ` +
-      `${rs.bkctl.wall_s.median} s (bkctl), the sink averaging ${rate(rs.docker)} / ${rate(rs.bkctl)} MiB/s ` +
-      `(${paused(rs.bkctl) ? 'it did pause, so backpressure reached bkctl' : 'it never had to pause: bkctl was slower than the consumer'}). ` +
-      `RSS is what the client buffers between the gRPC stream and a full stdout pipe, plus the runtime ` +
-      `(Node + grpc-js vs a Go binary).`,
-  );
+for (const m of r.metrics) {
+  const ref = sideOf(m);
+  if (m.id.startsWith('export_512mib_tar')) {
+    const d = busy(m, ref, ref.median);
+    const b = busy(m, m.bkctl, m.bkctl.median);
+    lines.push(
+      `- Export 512 MiB on ${m.daemon}: ${m.reference}: ${d.text}; bkctl: ${b.text}. ` +
+        `${bottleneck(m, 'bkctl', b, cores)}; ${bottleneck(m, m.reference, d, cores)}.${exportProbeNote(m)}` +
+        sessionNote(m),
+    );
+  } else if (m.id.startsWith('upload_context')) {
+    const d = busy(m, ref, ref.median);
+    const b = busy(m, m.bkctl, m.bkctl.median);
+    lines.push(
+      `- Context upload on ${m.daemon}: ${m.reference} ${ref.mb_per_s} MB/s, ${d.text}; bkctl ${m.bkctl.mb_per_s} MB/s, ` +
+        `${b.text}. ${bottleneck(m, 'bkctl', b, cores)}; ${bottleneck(m, m.reference, d, cores)}.` +
+        sessionNote(m),
+    );
+  } else if (m.id === 'peak_rss_2gib_slow_consumer') {
+    const floor = round(2048 / m.sink_mib_per_s, 1);
+    const rate = (s) => round(s.sink.reduce((a, x) => a + x.mib_per_s, 0) / s.sink.length, 1);
+    const paused = (s) => s.sink.reduce((a, x) => a + x.pauses, 0) > 0;
+    lines.push(
+      `- Peak RSS on ${m.daemon}: the consumer caps a run at ${floor} s; runs took ${ref.wall_s.median} s (docker) and ` +
+        `${m.bkctl.wall_s.median} s (bkctl), the sink averaging ${rate(ref)} / ${rate(m.bkctl)} MiB/s ` +
+        `(${paused(m.bkctl) ? 'it did pause, so backpressure reached bkctl' : 'it never had to pause: bkctl was slower than the consumer'}). ` +
+        `RSS is what the client buffers between the gRPC stream and a full stdout pipe, plus the runtime ` +
+        `(Node + grpc-js vs a Go binary).`,
+    );
+  }
 }
 lines.push('');
 const others = r.metrics
-  .map((m) => `${m.id.split('_')[0]} ${m.docker.other_cpu_s.median} / ${m.bkctl.other_cpu_s.median} s`)
+  .filter((m) => m[m.reference]?.other_cpu_s)
+  .map(
+    (m) =>
+      `${m.id.split('_')[0]} on ${m.daemon} ${m[m.reference].other_cpu_s.median} / ${m.bkctl.other_cpu_s.median} s`,
+  )
   .join(', ');
 lines.push(
-  `Background: CPU used by everything else on the machine during a run (median, docker / bkctl): ${others}; ` +
-    `load average at start ${r.host.loadavg_at_start.join(' ')}. Large values mean the figures were taken ` +
+  `Background: CPU used by everything else on the machine during a run (median, reference / bkctl): ${others}; ` +
+    `load average at start ${r.host.loadavg_at_start.join(' ')}, per benchmark (1-minute, before → after): ` +
+    `${r.metrics
+      .filter((m) => m.loadavg)
+      .map((m) => `${m.id} ${m.loadavg.before[0]} → ${m.loadavg.after[0]}`)
+      .join(', ')}. Large values mean the figures were taken ` +
     `on a busy machine and are noisier; the interleaving spreads such load over both sides.`,
 );
 const profiles = [
   ['export_512mib', 'one bkctl 512 MiB export'],
   ['upload_context', 'one bkctl 50 MB context upload'],
 ];
-for (const [key, what] of profiles) {
-  const prof = r.diagnosis?.[key];
-  if (!prof) continue;
-  lines.push('');
-  lines.push(
-    `CPU profile of ${what} (\`node --cpu-prof\`, main thread: ${prof.profiled_ms} ms sampled, ` +
-      `${prof.busy_ms} ms not idle; process wall ${prof.run.wall_s} s, CPU ${prof.run.client_cpu_s} s ` +
-      `incl. libuv threads): ${prof.profile}`,
-  );
-  lines.push('');
-  lines.push('| top self time | ms | % of sampled |');
-  lines.push('| --- | --- | --- |');
-  for (const f of prof.top_self_functions.slice(0, 10)) {
-    lines.push(`| \`${f.name}\` | ${f.self_ms} | ${f.pct} |`);
+for (const [daemon, diag] of Object.entries(r.diagnosis ?? {})) {
+  for (const [key, what] of profiles) {
+    const prof = diag[key];
+    if (!prof) continue;
+    lines.push('');
+    lines.push(
+      `CPU profile of ${what} on ${daemon} (\`node --cpu-prof\`, main thread: ${prof.profiled_ms} ms sampled, ` +
+        `${prof.busy_ms} ms not idle; process wall ${prof.run.wall_s} s, CPU ${prof.run.client_cpu_s} s ` +
+        `incl. libuv threads): ${prof.profile}`,
+    );
+    lines.push('');
+    lines.push('| top self time | ms | % of sampled |');
+    lines.push('| --- | --- | --- |');
+    for (const f of prof.top_self_functions.slice(0, 10)) {
+      lines.push(`| \`${f.name}\` | ${f.self_ms} | ${f.pct} |`);
+    }
+    lines.push('');
+    lines.push(
+      `By file: ${prof.top_self_files
+        .slice(0, 8)
+        .map((f) => `\`${f.name}\` ${f.pct}%`)
+        .join(', ')}.`,
+    );
   }
-  lines.push('');
-  lines.push(
-    `By file: ${prof.top_self_files
-      .slice(0, 8)
-      .map((f) => `\`${f.name}\` ${f.pct}%`)
-      .join(', ')}.`,
-  );
-}
-const probe = r.diagnosis?.export_512mib_probe;
-if (probe) {
-  const f = probe.file;
-  const size = f.common_chunk_sizes[0];
-  lines.push('');
-  lines.push(
-    `Where the export time goes (same solve through the library API, median of 3 each, in-process solve ` +
-      `time): into a discarding Writable ${probe.null.solve_s.median} s; into \`createWriteStream(F)\` as ` +
-      `bkctl does ${f.solve_s.median} s (${f.chunks} writes, mostly ${size?.size} bytes); into ` +
-      `\`createWriteStream(F, { highWaterMark: 4 MiB })\` ${probe['file-4m'].solve_s.median} s. Whole-process ` +
-      `wall: ${f.wall_s.median} / ${probe['file-4m'].wall_s.median} / ${probe.null.wall_s.median} s. Fixed cost ` +
-      `of a Node client: \`bkctl debug workers\` ${probe.fixed_cost_s.bkctl_debug_workers.median} s vs ` +
-      `\`docker version\` ${probe.fixed_cost_s.docker_version.median} s.`,
-  );
+  const probe = diag.export_512mib_probe;
+  if (probe) {
+    const f = probe.file;
+    const size = f.common_chunk_sizes[0];
+    lines.push('');
+    lines.push(
+      `Where the export time goes on ${daemon} (same solve through the library API, median of 3 each, in-process ` +
+        `solve time): into a discarding Writable ${probe.null.solve_s.median} s; into \`createWriteStream(F)\` as ` +
+        `bkctl does ${f.solve_s.median} s (${f.chunks} writes, mostly ${size?.size} bytes); into ` +
+        `\`createWriteStream(F, { highWaterMark: 4 MiB })\` ${probe['file-4m'].solve_s.median} s. Whole-process ` +
+        `wall: ${f.wall_s.median} / ${probe['file-4m'].wall_s.median} / ${probe.null.wall_s.median} s. Fixed cost ` +
+        `of a Node client: \`bkctl debug workers\` ${probe.fixed_cost_s.bkctl_debug_workers.median} s vs ` +
+        `\`${probe.fixed_cost_s.reference_command}\` ${probe.fixed_cost_s.reference.median} s.`,
+    );
+  }
 }
 lines.push('');
 lines.push(`Raw samples, CPU and RSS per run: \`${jsonPath.replace(/^.*\/bench\//, 'bench/')}\`.`);

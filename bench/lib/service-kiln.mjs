@@ -211,8 +211,9 @@ export function workerStartedSince(logFile, fromByte) {
  * machine's busy time as `other_cpu_s` (kernel threads, containerd shims, unrelated load).
  */
 export class CpuMeter {
-  constructor({ procs, dockerdPid, containerdPid, postmasterPid, redisPid }) {
-    Object.assign(this, { procs, dockerdPid, containerdPid, postmasterPid, redisPid });
+  /** `daemonPid`: dockerd or buildkitd; `containerdPid`: dockerd's private containerd, absent for buildkitd. */
+  constructor({ procs, daemonPid, containerdPid, postmasterPid, redisPid }) {
+    Object.assign(this, { procs, daemonPid, containerdPid, postmasterPid, redisPid });
   }
 
   /** The postmaster with its exited children, plus the live backends and helpers. */
@@ -231,8 +232,8 @@ export class CpuMeter {
       apiPid: this.procs.api.pid,
       worker: this.procs.worker.alive ? procCpuSecondsOr0(this.procs.worker.pid) : 0,
       workerPid: this.procs.worker.pid,
-      dockerd: procCpuSecondsOr0(this.dockerdPid),
-      containerd: procCpuSecondsOr0(this.containerdPid),
+      daemon: procCpuSecondsOr0(this.daemonPid),
+      containerd: this.containerdPid ? procCpuSecondsOr0(this.containerdPid) : 0,
       postgres: this.postgresCpu(),
       redis: procCpuSecondsOr0(this.redisPid),
       bench: (self.user + self.system) / 1e6,
@@ -247,8 +248,8 @@ export class CpuMeter {
     const out = {
       api_cpu_s: a.apiPid === b.apiPid ? d('api') : null,
       worker_cpu_s: a.workerPid === b.workerPid ? d('worker') : null,
-      dockerd_cpu_s: d('dockerd'),
-      containerd_cpu_s: d('containerd'),
+      daemon_cpu_s: d('daemon'),
+      containerd_cpu_s: this.containerdPid ? d('containerd') : null,
       postgres_cpu_s: d('postgres'),
       redis_cpu_s: d('redis'),
       bench_cpu_s: d('bench'),

@@ -11,6 +11,10 @@ import { round } from './stats.mjs';
 const { r, jsonPath, mdPath } = completeResults('service-report.mjs');
 
 const byId = Object.fromEntries(r.metrics.map((m) => [m.id, m]));
+// The daemon Kiln built on and the reference client on it (results before both existed: dockerd).
+const DAEMON = r.daemon ?? 'dockerd';
+const REF = r.reference ?? 'docker';
+const REF_CLI = `${REF} CLI`;
 const cores = r.host.cores;
 const MiB = 1024 * 1024;
 const pct = (x) => `${Math.round(100 * x)}%`;
@@ -25,7 +29,7 @@ const verdict = (m) =>
 const PROC_NAMES = {
   api_cpu_s: 'API',
   worker_cpu_s: 'worker',
-  dockerd_cpu_s: 'dockerd',
+  daemon_cpu_s: DAEMON,
   containerd_cpu_s: 'containerd',
   postgres_cpu_s: 'PostgreSQL',
   redis_cpu_s: 'Redis',
@@ -145,7 +149,7 @@ const p = (s = '') => lines.push(s);
 p('# Kiln service benchmark');
 p();
 p(
-  `${r.date} · node ${r.host.node} · docker ${r.host.docker_server} (${r.host.storage_driver}) · ` +
+  `${r.date} · node ${r.host.node} · ${r.host.buildkitd ?? `docker ${r.host.docker_server} (${r.host.storage_driver})`} · ` +
     `PostgreSQL ${r.host.postgres.split(' ')[0]} · ${cores} cores (${r.host.cpu_model}), ` +
     `${int(r.host.mem_total_mib)} MiB · ${r.method.samples_per_side} samples per side after one warm-up · ` +
     `total ${r.total_duration_s} s`,
@@ -155,12 +159,16 @@ p(
   `Kiln at ${r.kiln.git_head.slice(0, 12)}` +
     `${r.kiln.uncommitted_paths ? ` + ${r.kiln.uncommitted_paths} uncommitted paths under apps/ packages/ prisma/` : ''}` +
     ` (dist sha256 ${r.kiln.dist_sha256.slice(0, 12)}): API + worker (\`scripts/run-app.sh api|worker\`: 2 MiB V8 semi-spaces, 2 malloc arenas; log level ` +
-    `${r.kiln.log_level}) + PostgreSQL + Redis + one private dockerd whose BuildKit is the builder, all on this ` +
-    'machine over loopback; local storage. The reference is `docker build` on the same daemon. Produced by ' +
-    '`bash bench/service.sh`.',
+    `${r.kiln.log_level}) + PostgreSQL + Redis + ` +
+    (DAEMON === 'dockerd'
+      ? 'one private dockerd whose BuildKit is the builder'
+      : 'one standalone buildkitd (OCI worker, overlayfs) as the builder') +
+    ', all on this machine over loopback; local storage. ' +
+    `The reference is \`${REF} build\` on the same daemon. Produced by ` +
+    `\`bash bench/service.sh\`${DAEMON === 'dockerd' ? '' : ' (`BENCH_ONLY=buildkitd` runs only this part)'}.`,
 );
 p();
-p('| benchmark | docker build (median) | Kiln (median) | figure | target | result |');
+p(`| benchmark | ${REF} build (median) | Kiln (median) | figure | target | result |`);
 p('| --- | --- | --- | --- | --- | --- |');
 const big = byId.e2e_512mib;
 const tiny = byId.e2e_tiny;
@@ -171,14 +179,14 @@ const post = byId.post_build_rps;
 if (big) {
   const mibs = (s) => round(big.output_bytes[0] / MiB / s, 1);
   p(
-    `| End to end, 512 MiB output, warm cache | ${big.docker.median} s (${mibs(big.docker.median)} MiB/s) | ` +
-      `${big.kiln.median} s (${mibs(big.kiln.median)} MiB/s) | Kiln/docker ${big.ratio} | ≤ ${big.target.ratio_max} | ` +
+    `| End to end, 512 MiB output, warm cache | ${big[REF].median} s (${mibs(big[REF].median)} MiB/s) | ` +
+      `${big.kiln.median} s (${mibs(big.kiln.median)} MiB/s) | Kiln/${REF} ${big.ratio} | ≤ ${big.target.ratio_max} | ` +
       `${verdict(big)} |`,
   );
 }
 if (tiny) {
   p(
-    `| End to end, tiny build (one small COPY), warm | ${tiny.docker.median} s | ${tiny.kiln.median} s | ` +
+    `| End to end, tiny build (one small COPY), warm | ${tiny[REF].median} s | ${tiny.kiln.median} s | ` +
       `+${tiny.overhead_s} s | ≤ +${tiny.target.overhead_max_s} s | ${verdict(tiny)} |`,
   );
 }
@@ -209,7 +217,7 @@ p();
 const hits = [tiny, big].filter((m) => m?.result_cache_hit);
 if (hits.length) {
   p(
-    'Every timed Kiln build carries a unique label (docker gets the same `--label`), so that Kiln builds it ' +
+    `Every timed Kiln build carries a unique label (${REF} gets the same), so that Kiln builds it ` +
       'instead of answering from its result cache. The identical POST repeated after a succeeded build is ' +
       `answered from that cache (201, already succeeded, no build) in ${hits
         .map((m) => `${m.result_cache_hit.wall_s.median} s (${m.id === 'e2e_tiny' ? 'tiny' : '512 MiB'})`)
@@ -249,14 +257,12 @@ p();
 for (const m of [tiny, big]) {
   if (!m) continue;
   const mark = (rs) => rs.map((x) => `${fmt(x.wall_s)}${x.busy_machine ? '*' : ''}`).join(', ');
-  p(
-    `- ${m.title} (s, in order; * = busy machine): docker ${mark(m.runs.docker)}; Kiln ${mark(m.runs.kiln)}.`,
-  );
+  p(`- ${m.title} (s, in order; * = busy machine): ${REF} ${mark(m.runs[REF])}; Kiln ${mark(m.runs.kiln)}.`);
   const ph = m.kiln.phases;
   p(
     `  Kiln phases (medians): POST until 202 ${ph.post_s.median} s, created → running ${ph.queued_s.median} s, ` +
       `running → succeeded ${ph.running_s.median} s, succeeded → seen by the 20 ms poll ${ph.seen_after_finish_s.median} s ` +
-      `(${ph.polls.median} polls). Warm-ups: docker ${m.warmup.docker.wall_s} s, Kiln ${m.warmup.kiln.wall_s} s.`,
+      `(${ph.polls.median} polls). Warm-ups: ${REF} ${m.warmup[REF].wall_s} s, Kiln ${m.warmup.kiln.wall_s} s.`,
   );
 }
 for (const m of [wrss, arss]) {
@@ -292,24 +298,29 @@ p(
 );
 p();
 if (big) {
-  const d = shares(big.docker, big.docker.median, { clientName: 'docker CLI' });
+  const d = shares(big[REF], big[REF].median, { clientName: REF_CLI });
   const k = shares(big.kiln, big.kiln.median);
   p(
-    `- End to end 512 MiB. docker: ${sharesText(d)} → ${bound(d)}. Kiln: ${sharesText(k)} → ` +
+    `- End to end 512 MiB. ${REF}: ${sharesText(d)} → ${bound(d)}. Kiln: ${sharesText(k)} → ` +
       `${bound(k, { threads: big.kiln.threads, wall: big.kiln.median })}. ` +
       `Kiln's time is the worker's "running" phase (${big.kiln.phases.running_s.median} s of ${big.kiln.median} s): ` +
       'fetching and extracting the context, the solve, and the export streamed through the worker into the ' +
-      'storage file (hashed with sha256 on the way); the docker CLI writes the same tar straight to its file.' +
+      `storage file (hashed with sha256 on the way); the ${REF_CLI} writes the same tar straight to its file.` +
       threadsText(big.kiln.threads) +
-      storageProbeText(),
+      storageProbeText() +
+      (DAEMON === 'buildkitd'
+        ? " On buildkitd the worker's session runs through Control.Session (no upgrade endpoint): the export " +
+          'crosses two HTTP/2 layers in JavaScript before the storage path, where buildctl does that in Go ' +
+          '(bench/results/buildkit-client.md measures that part alone).'
+        : ''),
   );
 }
 if (tiny) {
-  const d = shares(tiny.docker, tiny.docker.median, { clientName: 'docker CLI' });
+  const d = shares(tiny[REF], tiny[REF].median, { clientName: REF_CLI });
   const k = shares(tiny.kiln, tiny.kiln.median);
   const ph = tiny.kiln.phases;
   p(
-    `- End to end tiny. docker: ${sharesText(d)} → ${bound(d)}. Kiln: ${sharesText(k)} → ` +
+    `- End to end tiny. ${REF}: ${sharesText(d)} → ${bound(d)}. Kiln: ${sharesText(k)} → ` +
       `${bound(k, { threads: tiny.kiln.threads, wall: tiny.kiln.median })}. ` +
       `Of Kiln's ${tiny.kiln.median} s: POST ${ph.post_s.median} s, queue + pick-up + builder lease ` +
       `${ph.queued_s.median} s, running ${ph.running_s.median} s (context fetch and extract, BuildKit session ` +
@@ -431,9 +442,9 @@ if (diag.storage_probe) {
 /** What the 512 MiB figures say about where Kiln's extra time goes. */
 function bigExplanation(m, sp) {
   const workerCpu = med(m.kiln.worker_cpu_s);
-  const cliCpu = med(m.docker.client_cpu_s);
+  const cliCpu = med(m[REF].client_cpu_s);
   const parts = [
-    ` The worker uses ${workerCpu} s of CPU per build, the docker CLI ${cliCpu} s for the same bytes.`,
+    ` The worker uses ${workerCpu} s of CPU per build, the ${REF_CLI} ${cliCpu} s for the same bytes.`,
   ];
   if (sp) {
     const fsync = round(sp['file-32k-flush'] - sp['file-32k'], 2);
@@ -443,9 +454,9 @@ function bigExplanation(m, sp) {
         `${sp['put-32k']} s and ${putCpu} s of CPU for 512 MiB in 32 KiB chunks, the size the export arrives in ` +
         `(${sp['put-1m']} s in 1 MiB chunks), of which sha256 is ${sp['hash-32k']} s and a plain file stream ` +
         `${sp['file-32k']} s; an fsync on close of that plain stream ${fsync > 0.05 ? `adds ${fsync} s` : 'adds no measurable time on this disk'} ` +
-        '(LocalDirStorage syncs as it writes: fdatasync every 32 MiB and once at the end; docker does not sync ' +
+        `(LocalDirStorage syncs as it writes: fdatasync every 32 MiB and once at the end; ${REF} does not sync ` +
         'its file). That is work the ' +
-        'docker CLI does not do (it writes the tar to its file, unhashed), and in the worker its hashing and ' +
+        `${REF_CLI} does not do (it writes the tar to its file, unhashed), and in the worker its hashing and ` +
         'write calls run on the JavaScript thread that also receives the export.',
     );
   }
@@ -529,7 +540,7 @@ if (missed.length) {
       p(
         `- **${m.title}: ${m === big ? `ratio ${m.ratio} vs ≤ ${m.target.ratio_max}` : `+${m.overhead_s} s vs ≤ +${m.target.overhead_max_s} s`}.** ` +
           `Kiln ${m.kiln.median} s = POST ${ph.post_s.median} + queued ${ph.queued_s.median} + running ` +
-          `${ph.running_s.median} + noticed ${ph.seen_after_finish_s.median} s; docker ${m.docker.median} s.` +
+          `${ph.running_s.median} + noticed ${ph.seen_after_finish_s.median} s; ${REF} ${m[REF].median} s.` +
           (t
             ? ` During a build the worker's JavaScript thread ran ${med(t.main_thread_s)} s and its helper ` +
               `threads (libuv pool: file writes; V8: GC) ${med(t.other_threads_s)} s, kernel time included.`

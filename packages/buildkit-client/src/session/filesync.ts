@@ -1,5 +1,5 @@
-import { constants } from 'node:fs';
-import { type FileHandle, open } from 'node:fs/promises';
+import { closeSync, constants, openSync, readSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import * as grpc from '@grpc/grpc-js';
 import { type WalkOptions, walk } from '../fs/index.js';
 import { decodePacket, encodePacket, PacketType, type Stat } from '../wire/messages.js';
@@ -24,6 +24,13 @@ export type SenderFailure = (dirName: string, err: Error) => void;
 const CHUNK = 1024 * 1024;
 /** Files read and sent concurrently, as fsutil's sender does. */
 const SENDERS = 4;
+/**
+ * Files up to this size (by their stat) are read with synchronous calls: a promise-based
+ * open/read/read/close costs ~0.1 ms of CPU per file in thread-pool hand-offs, 2,000 small
+ * files 0.2-0.35 s against 0.03 s (measured), while a 64 KiB read from the page cache
+ * holds the event loop for microseconds.
+ */
+const SMALL_FILE = 64 * 1024;
 const GO_MODE_TYPE = (1 << 31) | (1 << 27) | (1 << 26) | (1 << 25) | (1 << 24) | (1 << 21) | (1 << 19);
 
 /** BuildKit ended the transfer itself: it knows, and the solve reports its own error. */
@@ -74,7 +81,7 @@ async function sendDir(
   dir: LocalDir,
   opts: WalkOptions,
 ): Promise<void> {
-  const files = new Map<number, string>();
+  const files = new Map<number, { path: string; size: number }>();
   const requests: number[] = [];
   let waiters: Array<() => void> = [];
   const notify = () => {
@@ -122,7 +129,7 @@ async function sendDir(
         devmajor: entry.devmajor,
         devminor: entry.devminor,
       };
-      if ((entry.mode & GO_MODE_TYPE) === 0) files.set(index, entry.absPath);
+      if ((entry.mode & GO_MODE_TYPE) === 0) files.set(index, { path: entry.absPath, size: entry.size });
       index++;
       await writeWithBackpressure(call, encodePacket({ type: PacketType.STAT, id: 0, stat }));
     }
@@ -169,37 +176,65 @@ async function sendDir(
  * Reads through one reusable buffer: encodePacket copies the bytes, so nothing is allocated per
  * chunk but the packet. A file that cannot be opened (a socket, a file made unreadable or removed
  * since its stat was sent) goes as an empty file, as fsutil's sender ignores the open error; a
- * failed read ends the transfer, as there.
+ * failed read ends the transfer, as there. Either way it is read to EOF, should it have grown.
  */
 async function sendFile(
   call: grpc.ServerDuplexStream<Buffer, Buffer>,
   id: number,
-  file: string,
+  file: { path: string; size: number },
   scratch: Buffer,
 ): Promise<void> {
   // O_NONBLOCK: a file that became a fifo since its stat opens at once (and reads empty) instead
   // of holding a thread until someone writes to it. It changes nothing for regular files.
-  const handle = await open(file, constants.O_RDONLY | constants.O_NONBLOCK).catch(() => undefined);
-  if (handle) await sendContents(call, id, handle, scratch);
+  const flags = constants.O_RDONLY | constants.O_NONBLOCK;
+  if (file.size <= SMALL_FILE) {
+    const fd = openOrUndefined(file.path, flags);
+    if (fd !== undefined) {
+      try {
+        await sendContents(call, id, scratch, () => readSync(fd, scratch, 0, scratch.length, null));
+      } finally {
+        closeSync(fd);
+      }
+    }
+  } else {
+    const handle = await open(file.path, flags).catch(() => undefined);
+    if (handle) {
+      try {
+        await sendContents(
+          call,
+          id,
+          scratch,
+          async () => (await handle.read(scratch, 0, scratch.length, null)).bytesRead,
+        );
+      } finally {
+        await handle.close();
+      }
+    }
+  }
   await writeWithBackpressure(call, encodePacket({ type: PacketType.DATA, id }));
 }
 
+function openOrUndefined(path: string, flags: number): number | undefined {
+  try {
+    return openSync(path, flags);
+  } catch {
+    return undefined;
+  }
+}
+
+/** DATA packets of what `read` puts at the start of `scratch`, until it reads 0 bytes. */
 async function sendContents(
   call: grpc.ServerDuplexStream<Buffer, Buffer>,
   id: number,
-  handle: FileHandle,
   scratch: Buffer,
+  read: () => number | Promise<number>,
 ): Promise<void> {
-  try {
-    for (;;) {
-      const { bytesRead } = await handle.read(scratch, 0, scratch.length, null);
-      if (bytesRead === 0) break;
-      await writeWithBackpressure(
-        call,
-        encodePacket({ type: PacketType.DATA, id, data: scratch.subarray(0, bytesRead) }),
-      );
-    }
-  } finally {
-    await handle.close();
+  for (;;) {
+    const bytesRead = await read();
+    if (bytesRead === 0) break;
+    await writeWithBackpressure(
+      call,
+      encodePacket({ type: PacketType.DATA, id, data: scratch.subarray(0, bytesRead) }),
+    );
   }
 }
