@@ -13,7 +13,7 @@
 # Which binaries, first found wins:
 #   1. KILN_BUILDKIT_BIN_DIR: a directory holding buildkitd and buildctl (a user's own build);
 #   2. buildkitd and buildctl on PATH;
-#   3. ../shared/buildkit/ next to the repository (this machine kind's pinned v0.24.0);
+#   3. shared/buildkit/ beside the checkout (where Kiln's CI and development machines have v0.24.0);
 #   4. the pinned release tarball, downloaded once into KILN_BUILDKIT_CACHE and checked
 #      against KILN_BUILDKIT_SHA256 (needs internet; refused without a checksum).
 KILN_BUILDKIT_VERSION=${KILN_BUILDKIT_VERSION:-v0.24.0}
@@ -35,7 +35,7 @@ _kiln_bk_download() {
 		return 0
 	fi
 	if [[ -z ${KILN_BUILDKIT_SHA256:-} ]]; then
-		_kiln_bk_log "no buildkitd found (KILN_BUILDKIT_BIN_DIR, PATH, ../shared/buildkit); to download $url set KILN_BUILDKIT_SHA256 to its sha256"
+		_kiln_bk_log "no buildkitd found (KILN_BUILDKIT_BIN_DIR, PATH, shared/buildkit beside the checkout); see docs/buildkit.md, or set KILN_BUILDKIT_SHA256 to the sha256 of $url to download it"
 		return 1
 	fi
 	mkdir -p "$cache"
