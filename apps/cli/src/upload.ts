@@ -62,18 +62,16 @@ export async function submitStoredBuild(
   throw err;
 }
 
-/** The query string the API reads a spec from (docker-style repeated build-arg/label). */
+/** The same fields as a query string (docker-style repeated build-arg/label), for an upload. */
 export function buildQuery(req: BuildRequest): URLSearchParams {
   const q = new URLSearchParams();
-  q.set('output', JSON.stringify({ type: req.output.type, dest: req.output.dest, ...req.output.attrs }));
-  q.set('file', req.file);
-  if (req.target) q.set('target', req.target);
-  if (req.platform) q.set('platform', req.platform);
-  if (req.network) q.set('network', req.network);
-  if (req.noCache) q.set('noCache', 'true');
-  if (req.provenance !== undefined) q.set('provenance', req.provenance);
-  for (const [k, v] of Object.entries(req.buildArgs)) q.append('build-arg', `${k}=${v}`);
-  for (const [k, v] of Object.entries(req.labels)) q.append('label', `${k}=${v}`);
+  for (const [k, v] of Object.entries(buildFields(req))) {
+    if (k === 'buildArgs' || k === 'labels') {
+      const name = k === 'buildArgs' ? 'build-arg' : 'label';
+      for (const [key, value] of Object.entries(v as Record<string, string>))
+        q.append(name, `${key}=${value}`);
+    } else q.set(k, typeof v === 'object' ? JSON.stringify(v) : String(v));
+  }
   return q;
 }
 
