@@ -29,6 +29,16 @@ interface View {
   finishedAt: string | null;
 }
 
+/** The storage kind in the RUN: each pass has its own cache keys on the shared daemons. */
+const dockerfileFor = (storage: string) =>
+  [
+    'FROM scratch',
+    'COPY busybox /bin/busybox',
+    RUN(`/bin/busybox sleep 10 && /bin/busybox mkdir -p /out && echo slow-${storage} > /out/result.txt`),
+    'COPY notes.txt /out/notes.txt',
+    '',
+  ].join('\n');
+
 type Daemon = Awaited<ReturnType<typeof startBuildkitd>>;
 let a: Daemon;
 let b: Daemon;
@@ -54,15 +64,7 @@ for (const storage of ['s3', 'local'] as const) {
     before(async () => {
       if (storage === 's3') s3 = await startS3rver();
       kiln = await startTestKiln({ env: s3 ? s3rverEnv(s3) : {} });
-      // The storage kind in the RUN: each pass has its own cache keys on the shared daemons.
-      const dockerfile = [
-        'FROM scratch',
-        'COPY busybox /bin/busybox',
-        RUN(`/bin/busybox sleep 10 && /bin/busybox mkdir -p /out && echo slow-${storage} > /out/result.txt`),
-        'COPY notes.txt /out/notes.txt',
-        '',
-      ].join('\n');
-      const ctx = await busyboxContext(dockerfile, { 'notes.txt': 'notes\n' });
+      const ctx = await busyboxContext(dockerfileFor(storage), { 'notes.txt': 'notes\n' });
       context = await tgz(ctx.dir);
       await ctx.cleanup();
     });
@@ -142,5 +144,41 @@ for (const storage of ['s3', 'local'] as const) {
       }
       assert.deepEqual(await cacheKeys(), []);
     });
+
+    if (storage === 'local') {
+      test('one build never takes the cache past its bound; the build succeeds without it', async () => {
+        const bound = 64 * 1024; // the busybox layer alone is over 1 MiB
+        const cacheConfig = kiln.config.buildCache ?? assert.fail('no cache config');
+        worker = createWorker({
+          ...kiln.config,
+          buildCache: { ...cacheConfig, maxBytes: bound },
+          builders: [{ address: a.address, concurrency: 1 }],
+        });
+        await worker.start();
+        try {
+          const owner = apiClient(kiln.url, kiln.token);
+          // Other notes than the builds above: the result cache would answer the same context.
+          const ctx = await busyboxContext(dockerfileFor(storage), { 'notes.txt': 'other notes\n' });
+          const other = await tgz(ctx.dir);
+          await ctx.cleanup();
+          const submitted = await owner.submit(other, 'network=none&output=type=tar,dest=app.tar');
+          const view = (await owner.waitFor(
+            submitted.id,
+            ['succeeded', 'failed'],
+            120_000,
+          )) as unknown as View;
+          assert.equal(view.status, 'succeeded', JSON.stringify(view.error));
+          const log = await owner.logs(view.id);
+          assert.match(log, /shared build cache was not exported: .*bounded to 65536 bytes/);
+        } finally {
+          await worker.stop();
+          worker = undefined;
+        }
+        let held = 0;
+        for await (const o of kiln.deps.storage.list('cache/')) held += o.size;
+        assert.ok(held <= bound, `the cache holds ${held} bytes, over ${bound}`);
+        assert.ok(!(await cacheKeys()).some((k) => k.endsWith('latest.json')), 'no manifest recorded');
+      });
+    }
   });
 }

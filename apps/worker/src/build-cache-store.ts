@@ -14,12 +14,54 @@ const DIGEST = /^sha256:([0-9a-f]{64})$/;
 function blobKey(prefix: string, digest: string): string {
   const hex = DIGEST.exec(digest)?.[1];
   // BuildKit names blobs by sha256; anything else is not a key of ours.
-  if (!hex) throw Object.assign(new Error(`unsupported digest "${digest.slice(0, 80)}"`), { code: 3 });
+  if (!hex)
+    throw Object.assign(new Error(`unsupported digest "${digest.slice(0, 80)}"`), { code: INVALID_ARGUMENT });
   return `${prefix}blobs/sha256/${hex}`;
 }
 
-export function storageContentStore(storage: ObjectStorage, prefix: string): ContentStore {
+/** gRPC status codes a store's refusal carries to BuildKit. */
+const INVALID_ARGUMENT = 3;
+const RESOURCE_EXHAUSTED = 8;
+
+export interface BoundedContentStore extends ContentStore {
+  /** Why a blob was refused for want of room, once one was: the export then did not complete. */
+  readonly refusal: string | undefined;
+}
+
+/**
+ * The project's cache under `prefix`, holding at most `maxBytes` (0: no bound) for this build: a
+ * blob that would take it past the bound is refused, so one build cannot grow a cache without
+ * limit between two retention passes (which drop a cache past the bound whole). What the prefix
+ * holds is listed once, at the first write; concurrent builds of one project each see that.
+ */
+export function storageContentStore(
+  storage: ObjectStorage,
+  prefix: string,
+  maxBytes: number,
+): BoundedContentStore {
+  let used: Promise<number> | undefined;
+  let refusal: string | undefined;
+  const held = async () => {
+    let bytes = 0;
+    for await (const o of storage.list(prefix)) bytes += o.size;
+    return bytes;
+  };
+  const reserve = async (digest: string, total: number) => {
+    if (maxBytes <= 0) return;
+    used ??= held();
+    const before = await used;
+    // total 0 (unknown) is not a size a bound can admit.
+    if (total > 0 && before + total <= maxBytes) {
+      used = Promise.resolve(before + total);
+      return;
+    }
+    refusal = `the shared build cache is bounded to ${maxBytes} bytes (KILN_BUILD_CACHE_MAX_BYTES); it holds ${before}, and ${digest} is ${total > 0 ? `${total} bytes` : 'of unknown size'}`;
+    throw Object.assign(new Error(refusal), { code: RESOURCE_EXHAUSTED, details: refusal });
+  };
   return {
+    get refusal() {
+      return refusal;
+    },
     async info(digest) {
       return storage.head(blobKey(prefix, digest));
     },
@@ -30,8 +72,9 @@ export function storageContentStore(storage: ObjectStorage, prefix: string): Con
       });
       return body as Readable;
     },
-    async write(expected) {
+    async write(expected, total) {
       const key = blobKey(prefix, expected);
+      await reserve(expected, total);
       const sink = new PassThrough();
       const stored = storage.put(key, sink).then(async (put) => {
         // The session checked the digest before ending the sink; a store that hashed other bytes

@@ -42,6 +42,7 @@ import {
   BYTE_OUTPUT_TYPES,
   buildCacheOptions,
   buildCachePrefix,
+  CACHE_EXPORT_OPTIONAL,
   type ContextLimits,
   dockerfileInContext,
   extractContext,
@@ -71,7 +72,12 @@ import {
 import { UnrecoverableError } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { type ActiveBuilds, abortOf, BuildAbort } from './active-builds.js';
-import { latestCacheManifest, recordCacheManifest, storageContentStore } from './build-cache-store.js';
+import {
+  type BoundedContentStore,
+  latestCacheManifest,
+  recordCacheManifest,
+  storageContentStore,
+} from './build-cache-store.js';
 import { BuildLog } from './build-log.js';
 import type { Lease } from './builders/lease.js';
 import { type BuilderPool, NoBuilderAvailableError, NoCapableBuilderError } from './builders/pool.js';
@@ -231,6 +237,8 @@ class BuildRun {
   private timer: NodeJS.Timeout | undefined;
   private secrets: BuildSecrets | undefined;
   private quotas: ProjectQuotas | undefined;
+  /** The session cache's store for this build's solve, when the cache goes over the session. */
+  private sessionCache: BoundedContentStore | undefined;
   /** The project's stored bytes when this run read its quotas: what the export may add to. */
   private storedBytes = 0;
 
@@ -456,9 +464,12 @@ class BuildRun {
     this.note(`#0 kiln: shared build cache ${prefix}\n`);
     if (cache.kind === 's3') return buildCacheOptions(cache, this.build.projectId);
     const latest = await latestCacheManifest(this.deps.storage, prefix);
+    this.sessionCache = storageContentStore(this.deps.storage, prefix, cache.maxBytes);
     return {
-      contentStores: { [SESSION_CACHE]: storageContentStore(this.deps.storage, prefix) },
-      cacheExports: [{ type: 'local', attrs: { dest: SESSION_CACHE, mode: 'max' } }],
+      contentStores: { [SESSION_CACHE]: this.sessionCache },
+      cacheExports: [
+        { type: 'local', attrs: { dest: SESSION_CACHE, mode: 'max', ...CACHE_EXPORT_OPTIONAL } },
+      ],
       ...(latest ? { cacheImports: [{ type: 'local', attrs: { src: SESSION_CACHE, digest: latest } }] } : {}),
     };
   }
@@ -466,7 +477,9 @@ class BuildRun {
   /** After a solve: a session cache export's manifest becomes what the next build imports. */
   private async recordCache(result: SolveResult): Promise<void> {
     const manifest = result.exporterResponse['cache.manifest'];
-    if (this.deps.buildCache?.kind !== 'session' || !manifest) return;
+    const refusal = this.sessionCache?.refusal;
+    if (refusal) this.note(`#0 kiln: the shared build cache was not exported: ${refusal}\n`);
+    if (this.deps.buildCache?.kind !== 'session' || !manifest || refusal) return;
     await recordCacheManifest(this.deps.storage, buildCachePrefix(this.build.projectId), manifest).catch(
       (err: unknown) =>
         this.logger.warn({ err: messageOf(err) }, 'recording the build cache manifest failed'),

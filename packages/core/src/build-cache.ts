@@ -57,6 +57,12 @@ export function buildCacheFor(
 }
 
 /**
+ * On every cache export: a cache that cannot be written (storage down, a bound reached) costs
+ * the next build its warm start, never this build its result. BuildKit before v0.12 ignores it.
+ */
+export const CACHE_EXPORT_OPTIONAL = { 'ignore-error': 'true' } as const;
+
+/**
  * BuildKit's `type=s3` cache import and export (mode=max: every stage's layers) of one project.
  * The keys go to the daemon in the solve request, never into a build's containers; without them
  * the daemon uses its own AWS credentials.
@@ -78,6 +84,6 @@ export function buildCacheOptions(
   };
   return {
     cacheImports: [{ type: 's3', attrs }],
-    cacheExports: [{ type: 's3', attrs: { ...attrs, mode: 'max' } }],
+    cacheExports: [{ type: 's3', attrs: { ...attrs, mode: 'max', ...CACHE_EXPORT_OPTIONAL } }],
   };
 }

@@ -37,6 +37,11 @@ test('the shared cache: S3 on S3 storage, the session elsewhere, per-project pre
     },
   ]);
   assert.equal(cacheExports[0]?.attrs.mode, 'max');
+  assert.equal(
+    cacheExports[0]?.attrs['ignore-error'],
+    'true',
+    'a failed cache export does not fail the build',
+  );
   assert.equal(cacheExports[0]?.attrs.prefix, 'cache/p1/');
   const { access_key_id: _a, secret_access_key: _s, ...anonymous } = cacheImports[0]?.attrs ?? {};
   const daemonKeys = buildCacheOptions(

@@ -4,6 +4,7 @@ export {
   type BuildCacheConfig,
   buildCacheOptions,
   buildCachePrefix,
+  CACHE_EXPORT_OPTIONAL,
   type CacheOption,
 } from './build-cache.js';
 export {

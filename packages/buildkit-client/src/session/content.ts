@@ -26,7 +26,9 @@ export interface ContentStore {
   /**
    * Starts storing a blob that should have this digest and size. Bytes go into `sink`; the
    * session ends it once the digest checked out, and `stored` settles when the blob is kept.
-   * Destroying the sink (a failed or abandoned write) must leave nothing behind.
+   * Destroying the sink (a failed or abandoned write) must leave nothing behind. A rejection
+   * with a gRPC `code` and `details` (e.g. RESOURCE_EXHAUSTED from a full store) reaches
+   * BuildKit as that status.
    */
   write(expected: string, total: number): Promise<{ sink: Writable; stored: Promise<void> }>;
 }
