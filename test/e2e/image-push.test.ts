@@ -27,6 +27,7 @@ interface View {
 }
 
 let kiln: TestKiln;
+const LOGINS_PER_PROJECT = 3;
 let reg: TestRegistry;
 let registry: string;
 let owner: ApiClient;
@@ -37,7 +38,11 @@ before(async () => {
   registry = reg.host;
   kiln = await startTestKiln({
     worker: true,
-    env: { KILN_BUILDERS: BUILDKITD, KILN_REGISTRY_ALLOWED_NETWORKS: '127.0.0.0/8' },
+    env: {
+      KILN_BUILDERS: BUILDKITD,
+      KILN_REGISTRY_ALLOWED_NETWORKS: '127.0.0.0/8',
+      KILN_REGISTRY_LOGINS_PER_PROJECT: String(LOGINS_PER_PROJECT),
+    },
   });
   owner = apiClient(kiln.url, kiln.token);
   const ctx = await busyboxContext('FROM scratch\nCOPY busybox /bin/busybox\nCOPY app.txt /app.txt\n', {
@@ -176,6 +181,39 @@ describe('image push', () => {
       assert.equal(body.error.code, 'invalid_spec');
       assert.match(body.error.message, pattern, query);
     }
+  });
+
+  test('a project holds logins to at most KILN_REGISTRY_LOGINS_PER_PROJECT registries', async () => {
+    const other = apiClient(kiln.url, await kiln.newToken('logins'));
+    const hosts = ['a.example', 'b.example', 'c.example', 'd.example'];
+    const statuses = await Promise.all(
+      hosts.map(async (h) => (await put(other, h, { username: 'u', password: 'p' })).status),
+    );
+    assert.deepEqual(
+      statuses.sort(),
+      [200, 200, 200, 409],
+      'concurrent puts of new hosts take exactly the places left',
+    );
+    const listed = (await (await other.api('/v1/registry-credentials')).json()) as {
+      items: { host: string }[];
+    };
+    assert.equal(listed.items.length, LOGINS_PER_PROJECT);
+    const held = listed.items[0]?.host ?? assert.fail('no login');
+    const refused = hosts.find((h) => !listed.items.some((i) => i.host === h)) ?? assert.fail('none refused');
+    const again = await put(other, refused, { username: 'u', password: 'p' });
+    assert.equal(again.status, 409);
+    assert.match(
+      ((await again.json()) as { error: { message: string } }).error.message,
+      /at most 3 registries/,
+    );
+    assert.equal(
+      (await put(other, held, { username: 'u2', password: 'p2' })).status,
+      200,
+      'a held host is updated',
+    );
+    // Another project's places are its own.
+    assert.equal((await put(owner, 'e.example', { username: 'u', password: 'p' })).status, 200);
+    assert.equal((await owner.api(`/v1/registry-credentials/e.example`, { method: 'DELETE' })).status, 204);
   });
 
   test('logins are managed with a manage token only, and deleted for good', async () => {

@@ -77,6 +77,7 @@ const ENV = z.object({
   KILN_REGISTRY_ALLOWED_HOSTS: z.string().default(''),
   KILN_REGISTRY_DENIED_HOSTS: z.string().default(''),
   KILN_REGISTRY_ALLOWED_NETWORKS: z.string().default(''),
+  KILN_REGISTRY_LOGINS_PER_PROJECT: int(1, 10_000).default(50),
   KILN_BUILD_CACHE: z.enum(['auto', 'off']).default('auto'),
   KILN_BUILD_CACHE_S3_ENDPOINT: z.url().optional(),
   KILN_BUILD_CACHE_MAX_BYTES: int(0, 2 ** 50).default(10 * 1024 ** 3),
@@ -193,8 +194,13 @@ export interface KilnConfig {
   git: { allowedHosts: string[]; deniedHosts: string[]; allowedNetworks: Network[] };
   /** The shared build cache (S3 storage only; see build-cache.ts); undefined when off. */
   buildCache?: BuildCacheConfig;
-  /** Registries image outputs may push to; see RegistryPolicy. */
-  registries: { allowedHosts: string[]; deniedHosts: string[]; allowedNetworks: Network[] };
+  /** Registries image outputs may push to (see RegistryPolicy), and how many logins a project holds. */
+  registries: {
+    allowedHosts: string[];
+    deniedHosts: string[];
+    allowedNetworks: Network[];
+    loginsPerProject: number;
+  };
   /**
    * Encrypts registry credentials at rest: from KILN_CREDENTIALS_KEY, else KILN_SIGNING_KEY.
    * Undefined: neither is set, and credentials can be neither stored nor used.
@@ -335,6 +341,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): KilnConfig {
         e.KILN_REGISTRY_ALLOWED_NETWORKS,
         parseNetworks,
       ),
+      loginsPerProject: e.KILN_REGISTRY_LOGINS_PER_PROJECT,
     },
     ...(buildCache ? { buildCache } : {}),
     ...(e.KILN_CREDENTIALS_KEY || e.KILN_SIGNING_KEY

@@ -83,6 +83,9 @@ export interface RegistryCredentialView {
   updatedAt: Date;
 }
 
+/** Advisory lock class of a project's login puts ("KRCL"). */
+const LOGINS_LOCK_CLASS = 0x4b52434c;
+
 /** The only code that reads or writes RegistryCredential rows. */
 export class RegistryCredentialStore {
   constructor(
@@ -101,18 +104,34 @@ export class RegistryCredentialStore {
     return this.key;
   }
 
+  /**
+   * Sets the project's login to `host`; a project holds at most `maxPerProject` hosts (each is
+   * decrypted and served to every build of the project). Puts of one project take turns, so two
+   * new hosts cannot both take the last place.
+   */
   async put(
     projectId: string,
     host: string,
-    username: string,
-    secret: string,
+    login: { username: string; secret: string },
+    maxPerProject: number,
   ): Promise<RegistryCredentialView> {
+    const { username, secret } = login;
     const secretCiphertext = encryptSecret(this.requireKey(), projectId, host, secret);
-    return this.prisma.registryCredential.upsert({
-      where: { projectId_host: { projectId, host } },
-      create: { projectId, host, username, secretCiphertext },
-      update: { username, secretCiphertext },
-      select: { host: true, username: true, updatedAt: true },
+    return this.prisma.$transaction(async (tx) => {
+      await tx.$executeRaw`SELECT pg_advisory_xact_lock(${LOGINS_LOCK_CLASS}::int4, hashtext(${projectId}))`;
+      const others = await tx.registryCredential.count({ where: { projectId, host: { not: host } } });
+      if (others >= maxPerProject) {
+        throw new AppError(
+          'conflict',
+          `a project may hold logins to at most ${maxPerProject} registries (KILN_REGISTRY_LOGINS_PER_PROJECT); delete one first`,
+        );
+      }
+      return tx.registryCredential.upsert({
+        where: { projectId_host: { projectId, host } },
+        create: { projectId, host, username, secretCiphertext },
+        update: { username, secretCiphertext },
+        select: { host: true, username: true, updatedAt: true },
+      });
     });
   }
 

@@ -51,7 +51,8 @@ export function registryRoutes(deps: ApiDeps): FastifyPluginAsyncTypebox {
       },
       async (req) => {
         const host = normalizeRegistryHost(req.params.host);
-        return json(await store.put(req.projectId, host, req.body.username, req.body.password));
+        const login = { username: req.body.username, secret: req.body.password };
+        return json(await store.put(req.projectId, host, login, deps.config.registries.loginsPerProject));
       },
     );
 
