@@ -84,6 +84,13 @@ export const builderCapabilitiesKey = (prefix = 'kiln') => `${prefix}:builder-ca
 export const builderMembersKey = (service: string, prefix = 'kiln') => `${prefix}:builder-members:${service}`;
 
 /**
+ * Redis string with a TTL: the builder is draining (its pod is stopping), so the lease script gives
+ * it no new build. Set, and kept while it drains, by POST /v1/builders/drain.
+ */
+export const builderDrainingKey = (address: string, prefix = 'kiln') =>
+  `${prefix}:builder-draining:${address}`;
+
+/**
  * Redis ZSET of a builder's leases: build id → expiry (Redis server time, ms). Workers add,
  * renew and remove them; the API counts the live ones to show a builder's load.
  */

@@ -86,6 +86,7 @@ const ENV = z.object({
   KILN_CREDENTIALS_KEY: z.string().min(32, 'must be at least 32 characters').optional(),
   KILN_OPERATOR_TOKEN: z.string().min(32, 'must be at least 32 characters').optional(),
   KILN_METRICS_TOKEN: z.string().min(32, 'must be at least 32 characters').optional(),
+  KILN_BUILDER_DRAIN_TOKEN: z.string().min(32, 'must be at least 32 characters').optional(),
   KILN_QUOTA_QUEUED_BUILDS: int(0, 10_000_000).default(500),
   KILN_QUOTA_RUNNING_BUILDS: int(0, 100_000).default(0),
   KILN_QUOTA_ARTIFACT_BYTES: int(0, 2 ** 50).default(16 * 1024 ** 3),
@@ -216,6 +217,11 @@ export interface KilnConfig {
   operatorToken?: string;
   /** Authenticates /metrics (a scraper needs no project); without it /metrics answers 404. */
   metricsToken?: string;
+  /**
+   * Authenticates POST /v1/builders/drain, which builder pods call as they stop; without it that
+   * route answers 404. It can only hold builders back from new builds for a while.
+   */
+  builderDrainToken?: string;
   /** Per-project defaults; a project's own value (set by the operator) wins. 0: no limit. */
   quotas: ProjectQuotas;
   /**
@@ -371,6 +377,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): KilnConfig {
     },
     ...(e.KILN_OPERATOR_TOKEN ? { operatorToken: e.KILN_OPERATOR_TOKEN } : {}),
     ...(e.KILN_METRICS_TOKEN ? { metricsToken: e.KILN_METRICS_TOKEN } : {}),
+    ...(e.KILN_BUILDER_DRAIN_TOKEN ? { builderDrainToken: e.KILN_BUILDER_DRAIN_TOKEN } : {}),
     quotas: {
       queuedBuilds: e.KILN_QUOTA_QUEUED_BUILDS,
       runningBuilds: e.KILN_QUOTA_RUNNING_BUILDS,

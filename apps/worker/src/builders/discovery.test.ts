@@ -13,6 +13,7 @@ import {
   type Relay,
   startRelay,
 } from '../../../../packages/buildkit-client/test-support/relay.js';
+import { freePortOn } from '../../../../packages/core/test-support/services.js';
 import { startTestDns, type TestDnsServer } from '../../test-support/dns-server.js';
 import { testLogger } from '../../test-support/helpers.js';
 import { BuilderPool, type BuilderPoolOptions, NoBuilderAvailableError } from './pool.js';
@@ -52,27 +53,6 @@ async function pipeToUnix(host: string, port: number, socketPath: string): Promi
         server.close(() => resolve());
       }),
   };
-}
-
-/** A port free on every one of `hosts` (members of one Service share the port). */
-async function commonFreePort(hosts: string[]): Promise<number> {
-  for (;;) {
-    const probe = net.createServer();
-    await new Promise<void>((resolve) => probe.listen(0, hosts[0], resolve));
-    const port = (probe.address() as net.AddressInfo).port;
-    await new Promise((resolve) => probe.close(resolve));
-    const free = await Promise.all(
-      hosts.map(
-        (host) =>
-          new Promise<boolean>((resolve) => {
-            const s = net.createServer();
-            s.once('error', () => resolve(false));
-            s.listen(port, host, () => s.close(() => resolve(true)));
-          }),
-      ),
-    );
-    if (free.every(Boolean)) return port;
-  }
 }
 
 describe('builders discovered by DNS', { skip }, () => {
@@ -116,7 +96,7 @@ describe('builders discovered by DNS', { skip }, () => {
   };
 
   test('members join and leave with the DNS answers; a vanished member gets no new build, its running one finishes', async () => {
-    const port = await commonFreePort(['127.0.0.2', '127.0.0.3']);
+    const port = await freePortOn(['127.0.0.2', '127.0.0.3']);
     const a = await pipeToUnix('127.0.0.2', port, buildkitd.slice('unix://'.length));
     const b = await startRelay(dockerSock, { tcp: true, host: '127.0.0.3', port });
     closers.push(a.close, b.close);
@@ -194,7 +174,7 @@ describe('builders discovered by DNS', { skip }, () => {
   test('TLS members are verified against the name, not their address', async () => {
     const pki = makeTestPki();
     closers.push(async () => pki.cleanup());
-    const port = await commonFreePort(['127.0.0.4']);
+    const port = await freePortOn(['127.0.0.4']);
     const relay = await startRelay(dockerSock, {
       tcp: true,
       host: '127.0.0.4',

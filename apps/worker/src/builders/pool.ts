@@ -327,6 +327,8 @@ export class BuilderPool {
           'capacity',
         );
       }
+      // Draining: its pod is stopping (POST /v1/builders/drain); the next builder may take it.
+      if (outcome === 'draining') continue;
       if (outcome === 'leased') {
         return new Lease(
           {
@@ -342,7 +344,7 @@ export class BuilderPool {
       }
     }
     throw new NoBuilderAvailableError(
-      `every healthy builder is at capacity (${usable.map((b) => `${b.address} ${load(b)}/${b.concurrency}`).join(', ')})`,
+      `every healthy builder is at capacity or draining (${usable.map((b) => `${b.address} ${load(b)}/${b.concurrency}`).join(', ')})`,
       'capacity',
     );
   }
