@@ -9,8 +9,8 @@ export interface CurrentBuilder {
 /**
  * The builders as the workers see them now: the listed ones, and in place of each
  * `dns+tcp://` name the members a worker last resolved it to (the API resolves nothing). A name
- * no worker has resolved lately stands for itself: nothing is known about it, so nothing is
- * refused or reused on its account.
+ * no worker has resolved lately, or to no member, stands for itself: nothing is known about it,
+ * so nothing is refused or reused on its account. Never empty.
  */
 export async function currentBuilders(deps: Pick<ApiDeps, 'config' | 'redis'>): Promise<CurrentBuilder[]> {
   const listed = deps.config.builders;
@@ -21,7 +21,10 @@ export async function currentBuilders(deps: Pick<ApiDeps, 'config' | 'redis'>): 
     const i = names.indexOf(b);
     if (i < 0) return [b];
     const members = parseMembers(published[i]);
-    return members ? members.map((address) => ({ address, concurrency: b.concurrency })) : [b];
+    // No member (no ready pod) is as unknown as no answer: the name stands for itself.
+    return members && members.length > 0
+      ? members.map((address) => ({ address, concurrency: b.concurrency }))
+      : [b];
   });
 }
 
