@@ -162,7 +162,10 @@ describe('builders discovered by DNS', { skip }, () => {
     assert.deepEqual(await p.status(), []);
     await assert.rejects(
       p.acquire({ buildId: 'n4', requires: { platforms: ['linux/amd64'], features: [] } }),
-      (err: unknown) => err instanceof NoBuilderAvailableError && err.reason === 'unhealthy',
+      (err: unknown) =>
+        err instanceof NoBuilderAvailableError &&
+        err.reason === 'unhealthy' &&
+        err.message === `no builder: ${service} resolved to no address`,
     );
     // Both pods come back.
     dns.answer(name, ['127.0.0.3', '127.0.0.2']);

@@ -103,6 +103,8 @@ export class BuilderPool {
   private readonly members = new Map<string, Set<string>>();
   /** Addresses listed in the configuration, which never leave. */
   private readonly listed: Set<string>;
+  /** The `dns+tcp://` names. */
+  private readonly names: string[];
   private readonly clients: BuilderClients;
   private readonly health: BuilderHealth;
   private readonly discovery: BuilderDiscovery;
@@ -115,6 +117,7 @@ export class BuilderPool {
     const listed = opts.builders.filter((b) => !isDiscovered(b.address));
     this.builders = listed.map((b) => ({ address: b.address, concurrency: b.concurrency }));
     this.listed = new Set(listed.map((b) => b.address));
+    this.names = opts.builders.filter((b) => isDiscovered(b.address)).map((b) => b.address);
     this.logger = opts.logger;
     this.leaseTtlMs = opts.leaseTtlMs ?? 30_000;
     const keyPrefix = opts.keyPrefix ?? 'kiln';
@@ -278,6 +281,12 @@ export class BuilderPool {
     const healthy = (b: Builder) => this.health.of(b.address)?.healthy;
     const capable = await this.capableBuilders(req.requires);
     const usable = capable.filter((b) => healthy(b) !== false);
+    if (this.builders.length === 0) {
+      throw new NoBuilderAvailableError(
+        `no builder: ${this.names.join(', ')} resolved to no address`,
+        'unhealthy',
+      );
+    }
     if (usable.length === 0) {
       const reasons = capable
         .map((b) => `${b.address}: ${this.health.of(b.address)?.lastError ?? 'unhealthy'}`)
