@@ -1,6 +1,6 @@
 // Builder drain, as a buildkitd pod's preStop does it: deploy/kubernetes/base/buildkitd/drain.sh
 // run by busybox against the API, a worker process, and two dockerds reached over TCP (relays on
-// 127.0.0.5 and 127.0.0.6, one port, as pods behind a Service). The draining builder gets no new
+// 127.0.0.5 and 127.0.0.6, one port, as pods), discovered through a DNS server the test runs. The draining builder gets no new
 // build while another could take it; the script returns once the build it runs is over, or fails
 // at its timeout while a build still runs.
 import assert from 'node:assert/strict';
@@ -9,6 +9,7 @@ import path from 'node:path';
 import { describe, test } from 'node:test';
 import { builderDrainingKey } from '@kiln/core';
 import { Redis } from 'ioredis';
+import { startTestDns } from '../../apps/worker/test-support/dns-server.js';
 import { startRelay } from '../../packages/buildkit-client/test-support/relay.js';
 import { freePortOn, testRedisUrl } from '../../packages/core/test-support/services.js';
 import {
@@ -55,6 +56,9 @@ describe('builder drain (preStop script, API, worker process)', { concurrency: f
     const y = await startRelay(D2.slice('docker://'.length), { tcp: true, host: '127.0.0.6', port });
     addCleanup(x.close);
     addCleanup(y.close);
+    const dns = await startTestDns();
+    dns.answer('x.kiln.test', ['127.0.0.5']);
+    dns.answer('y.kiln.test', ['127.0.0.6']);
     const redisUrl = testRedisUrl();
     const redis = new Redis(redisUrl);
     const sleepy = await busyboxContext(
@@ -66,11 +70,33 @@ describe('builder drain (preStop script, API, worker process)', { concurrency: f
         project: 'drain',
         redisUrl,
         // x has the room: without the drain, the second quick build would go there.
-        env: { KILN_BUILDERS: `${x.address}=3,${y.address}=1`, KILN_BUILDER_DRAIN_TOKEN: TOKEN },
-        release: [() => redis.disconnect(), () => sleepy.cleanup()],
+        // Discovered, as on Kubernetes: two names (x has the room) answered by a DNS server here.
+        env: {
+          KILN_BUILDERS: `dns+tcp://x.kiln.test:${port}=3,dns+tcp://y.kiln.test:${port}=1`,
+          KILN_BUILDER_DNS_SERVERS: dns.server,
+          KILN_BUILDER_DRAIN_TOKEN: TOKEN,
+        },
+        release: [() => redis.disconnect(), () => sleepy.cleanup(), () => dns.close()],
       },
       async ({ api: a, spawn: spawnWorker }) => {
         spawnWorker('w1');
+        await waitUntil(
+          'the API lists both members, healthy',
+          async () => {
+            const res = await a.api('/v1/builders');
+            const { items } = (await res.json()) as {
+              items: Array<{ address: string; healthy: boolean | null }>;
+            };
+            return (
+              JSON.stringify(items.map((b) => [b.address, b.healthy])) ===
+              JSON.stringify([
+                [x.address, true],
+                [y.address, true],
+              ])
+            );
+          },
+          30_000,
+        );
         const drainEnv = (ip: string, timeout: number) => ({
           DRAIN_API_URL: a.base,
           DRAIN_TOKEN: TOKEN,
