@@ -39,7 +39,7 @@ const find = (objects: K8sObject[], kind: string, name: string) => {
   return o;
 };
 
-/** What the metrics-api scaler reads (KEDA's pkg/scalers/metrics_api_scaler.go); anything else is a typo. */
+/** What the metrics-api scaler reads (KEDA 2.15's documentation of it); anything else is a typo. */
 const METRICS_API_FIELDS = {
   required: ['url', 'valueLocation', 'targetValue'],
   allowed: [
@@ -50,6 +50,7 @@ const METRICS_API_FIELDS = {
     'format',
     'authMode',
     'method',
+    'keyParamName',
     'unsafeSsl',
   ],
   format: ['json', 'xml', 'yaml', 'prometheus'],
@@ -264,6 +265,8 @@ for (const overlay of OVERLAYS) {
           false,
           `${p.owner.metadata.name} needs no API token`,
         );
+        // Service links would give every pod KILN_API_PORT and the like, which config.ts does not read.
+        assert.equal(p.spec.enableServiceLinks, false, `${p.owner.metadata.name} gets no service links`);
       }
     });
 
