@@ -54,9 +54,10 @@ export function builderDrainRoutes(deps: ApiDeps): FastifyPluginAsyncTypebox {
         if (!replies || failed) {
           throw new AppError('unavailable', `Redis does not answer: ${failed?.[0]?.message ?? 'no reply'}`);
         }
-        const [sec, micros] = replies[1]?.[1] as [string, string];
-        const now = Number(sec) * 1000 + Math.floor(Number(micros) / 1000);
-        const scores = (replies[2]?.[1] as string[]).filter((_, i) => i % 2 === 1).map(Number);
+        const [, time] = replies[1] as [null, [string, string]];
+        const [, leases] = replies[2] as [null, string[]];
+        const now = Number(time[0]) * 1000 + Math.floor(Number(time[1]) / 1000);
+        const scores = leases.filter((_, i) => i % 2 === 1).map(Number);
         const load = scores.filter((expiry) => expiry > now).length;
         req.log.info({ builder: address, load, seconds }, 'builder draining');
         return { address, load, seconds };
