@@ -23,6 +23,9 @@ _kiln_missing_apt_packages() {
 	[[ -x /usr/bin/git && -x /usr/lib/git-core/git-http-backend ]] || echo git
 	# The dashboard's end-to-end tests drive Debian's headless Chromium through playwright-core.
 	[[ -x /usr/bin/chromium ]] || echo chromium
+	# deploy/kubernetes is rendered with `kubectl kustomize` (kustomize v5 built in; Debian's
+	# older kubernetes-client package has a kustomize too old for components).
+	[[ -x /usr/bin/kubectl ]] || echo kubectl
 }
 
 kiln_ensure_apt_packages() {

@@ -10,6 +10,7 @@ import type { ApiDeps } from './deps.js';
 import { clientErrorHandler, registerErrorHandling } from './errors.js';
 import { RequestLog } from './request-log.js';
 import { adminRoutes } from './routes/admin.js';
+import { builderDrainRoutes } from './routes/builder-drain.js';
 import { builderRoutes } from './routes/builders.js';
 import { buildRoutes } from './routes/builds.js';
 import { endpointRoutes } from './routes/endpoints.js';
@@ -66,6 +67,7 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
   await app.register(webhookRoutes(deps));
   // The operator's routes take KILN_OPERATOR_TOKEN, not a project's.
   await app.register(adminRoutes(deps));
+  await app.register(builderDrainRoutes(deps));
   await app.register(async (authed) => {
     authed.addHook('onRequest', authenticator(deps));
     if (deps.config.rateLimitPerMinute > 0) {

@@ -7,17 +7,20 @@ import {
   specRequirements,
   unmetRequirements,
 } from '@kiln/core';
+import { currentBuilders } from './builder-members.js';
 import type { ApiDeps } from './deps.js';
 import { redactAddress } from './redact.js';
 
 /**
- * The capabilities the workers published for each configured builder (undefined: none yet), in
- * configuration order. The API does not talk to builders.
+ * The capabilities the workers published for each builder (undefined: none yet), beside its
+ * address. The API does not talk to builders.
  */
-export async function publishedCapabilities(deps: ApiDeps): Promise<Array<BuilderCapabilities | undefined>> {
-  const addresses = deps.config.builders.map((b) => b.address);
+export async function publishedCapabilities(
+  deps: ApiDeps,
+): Promise<Array<{ address: string; capabilities: BuilderCapabilities | undefined }>> {
+  const addresses = (await currentBuilders(deps)).map((b) => b.address);
   const raw = await deps.redis.hmget(builderCapabilitiesKey(), ...addresses);
-  return raw.map(parseBuilderCapabilities);
+  return addresses.map((address, i) => ({ address, capabilities: parseBuilderCapabilities(raw[i]) }));
 }
 
 /**
@@ -29,7 +32,7 @@ export async function publishedCapabilities(deps: ApiDeps): Promise<Array<Builde
 export async function checkSomeBuilderCanServe(deps: ApiDeps, spec: BuildSpec): Promise<void> {
   const requires = specRequirements(spec);
   if (requires.platforms.length === 0 && requires.features.length === 0) return;
-  let caps: Array<BuilderCapabilities | undefined>;
+  let caps: Awaited<ReturnType<typeof publishedCapabilities>>;
   try {
     caps = await publishedCapabilities(deps);
   } catch (err) {
@@ -37,13 +40,11 @@ export async function checkSomeBuilderCanServe(deps: ApiDeps, spec: BuildSpec): 
     return;
   }
   const unmet: string[] = [];
-  for (const [i, c] of caps.entries()) {
+  for (const { address, capabilities: c } of caps) {
     if (!c) return;
     const lacks = unmetRequirements(c, requires);
     if (lacks.length === 0) return;
-    unmet.push(
-      `${redactAddress(deps.config.builders[i]?.address ?? '')} (BuildKit ${c.version ?? '< 0.11'}) lacks ${lacks.join(', ')}`,
-    );
+    unmet.push(`${redactAddress(address)} (BuildKit ${c.version ?? '< 0.11'}) lacks ${lacks.join(', ')}`);
   }
   throw new AppError(
     'no_capable_builder',

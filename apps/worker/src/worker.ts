@@ -133,6 +133,8 @@ export class KilnWorker {
     }
     this.poolInstance = new BuilderPool({
       builders: config.builders,
+      dnsServers: config.builderDiscovery.dnsServers,
+      discoveryIntervalMs: config.builderDiscovery.intervalSeconds * 1000,
       redis: this.redis,
       logger,
       ...(deps.keyPrefix !== undefined ? { keyPrefix: deps.keyPrefix } : {}),

@@ -15,10 +15,17 @@ export interface Relay {
   close(): Promise<void>;
 }
 
+/** TCP on `host:port` (default 127.0.0.1 and a free port). */
+interface TcpListen {
+  tcp: true;
+  host?: string;
+  port?: number;
+}
+
 export type RelayListen =
   | { unixPath: string }
-  | { tcp: true }
-  | { tcp: true; tls: { key: Buffer; cert: Buffer; ca: Buffer } };
+  | TcpListen
+  | (TcpListen & { tls: { key: Buffer; cert: Buffer; ca: Buffer } });
 
 export async function startRelay(dockerSocket: string, listen: RelayListen): Promise<Relay> {
   const live = new Set<net.Socket>();
@@ -35,11 +42,13 @@ export async function startRelay(dockerSocket: string, listen: RelayListen): Pro
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     if ('unixPath' in listen) server.listen(listen.unixPath, resolve);
-    else server.listen(0, '127.0.0.1', resolve);
+    else server.listen(listen.port ?? 0, listen.host ?? '127.0.0.1', resolve);
   });
   const addr = server.address();
   const address =
-    'unixPath' in listen ? `unix://${listen.unixPath}` : `tcp://127.0.0.1:${(addr as net.AddressInfo).port}`;
+    'unixPath' in listen
+      ? `unix://${listen.unixPath}`
+      : `tcp://${listen.host ?? '127.0.0.1'}:${(addr as net.AddressInfo).port}`;
   return {
     address,
     close: () =>

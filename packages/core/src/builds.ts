@@ -77,6 +77,20 @@ export const builderPlatformsKey = (prefix = 'kiln') => `${prefix}:builder-platf
 export const builderCapabilitiesKey = (prefix = 'kiln') => `${prefix}:builder-capabilities`;
 
 /**
+ * Redis string (JSON array of `tcp://ip:port`, with a TTL of a few discovery rounds): the members
+ * a `dns+tcp://` builder name resolved to when a worker last asked DNS. The API reads it (it
+ * resolves nothing) to show, count and route on members; gone when no worker resolves the name.
+ */
+export const builderMembersKey = (service: string, prefix = 'kiln') => `${prefix}:builder-members:${service}`;
+
+/**
+ * Redis string with a TTL: the builder is draining (its pod is stopping), so the lease script gives
+ * it no new build. Set, and kept while it drains, by POST /v1/builders/drain.
+ */
+export const builderDrainingKey = (address: string, prefix = 'kiln') =>
+  `${prefix}:builder-draining:${address}`;
+
+/**
  * Redis ZSET of a builder's leases: build id → expiry (Redis server time, ms). Workers add,
  * renew and remove them; the API counts the live ones to show a builder's load.
  */

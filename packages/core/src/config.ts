@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { z } from 'zod';
 import { type BuildCacheConfig, buildCacheFor } from './build-cache.js';
 import { type Network, parseNetworks } from './net/address.js';
@@ -42,6 +43,8 @@ const ENV = z.object({
   KILN_BUILDER_TLS_CERT: z.string().min(1).optional(),
   KILN_BUILDER_TLS_KEY: z.string().min(1).optional(),
   KILN_BUILDER_TLS_SERVER_NAME: z.string().min(1).optional(),
+  KILN_BUILDER_DNS_SERVERS: z.string().default(''),
+  KILN_BUILDER_DISCOVERY_INTERVAL_SECONDS: int(1, 3600).default(10),
   KILN_WORKER_CONCURRENCY: int(1, 256).default(4),
   KILN_BUILD_TIMEOUT_SECONDS: int(10, 86_400).default(3600),
   KILN_BUILD_ATTEMPTS: int(1, 10).default(3),
@@ -84,6 +87,7 @@ const ENV = z.object({
   KILN_CREDENTIALS_KEY: z.string().min(32, 'must be at least 32 characters').optional(),
   KILN_OPERATOR_TOKEN: z.string().min(32, 'must be at least 32 characters').optional(),
   KILN_METRICS_TOKEN: z.string().min(32, 'must be at least 32 characters').optional(),
+  KILN_BUILDER_DRAIN_TOKEN: z.string().min(32, 'must be at least 32 characters').optional(),
   KILN_QUOTA_QUEUED_BUILDS: int(0, 10_000_000).default(500),
   KILN_QUOTA_RUNNING_BUILDS: int(0, 100_000).default(0),
   KILN_QUOTA_ARTIFACT_BYTES: int(0, 2 ** 50).default(16 * 1024 ** 3),
@@ -125,8 +129,17 @@ export interface KilnConfig {
   redisUrl: string;
   dataDir: string;
   storage: StorageConfig;
-  /** BuildKit addresses (`docker://`, `unix://`, `tcp://`), each with its own concurrency; `tcp://` ones with TLS when set. */
+  /**
+   * BuildKit addresses (`docker://`, `unix://`, `tcp://`, `dns+tcp://`), each with its own
+   * concurrency (a `dns+tcp://` name: each member's); `tcp://` and `dns+tcp://` ones with TLS when set.
+   */
   builders: Array<{ address: string; concurrency: number; tls?: BuilderTls }>;
+  /** How `dns+tcp://` builder names are resolved into members (workers only). */
+  builderDiscovery: {
+    /** `ip` or `ip:port` of the DNS servers to ask; empty: the system's resolver configuration. */
+    dnsServers: string[];
+    intervalSeconds: number;
+  };
   workerConcurrency: number;
   buildTimeoutSeconds: number;
   buildAttempts: number;
@@ -210,6 +223,11 @@ export interface KilnConfig {
   operatorToken?: string;
   /** Authenticates /metrics (a scraper needs no project); without it /metrics answers 404. */
   metricsToken?: string;
+  /**
+   * Authenticates POST /v1/builders/drain, which builder pods call as they stop; without it that
+   * route answers 404. It can only hold builders back from new builds for a while.
+   */
+  builderDrainToken?: string;
   /** Per-project defaults; a project's own value (set by the operator) wins. 0: no limit. */
   quotas: ProjectQuotas;
   /**
@@ -296,6 +314,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): KilnConfig {
       e.KILN_BUILDER_CONCURRENCY,
       builderTls(e),
     ),
+    builderDiscovery: {
+      dnsServers: listSetting('KILN_BUILDER_DNS_SERVERS', e.KILN_BUILDER_DNS_SERVERS, parseDnsServers),
+      intervalSeconds: e.KILN_BUILDER_DISCOVERY_INTERVAL_SECONDS,
+    },
     workerConcurrency: e.KILN_WORKER_CONCURRENCY,
     buildTimeoutSeconds: e.KILN_BUILD_TIMEOUT_SECONDS,
     buildAttempts: e.KILN_BUILD_ATTEMPTS,
@@ -362,6 +384,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): KilnConfig {
     },
     ...(e.KILN_OPERATOR_TOKEN ? { operatorToken: e.KILN_OPERATOR_TOKEN } : {}),
     ...(e.KILN_METRICS_TOKEN ? { metricsToken: e.KILN_METRICS_TOKEN } : {}),
+    ...(e.KILN_BUILDER_DRAIN_TOKEN ? { builderDrainToken: e.KILN_BUILDER_DRAIN_TOKEN } : {}),
     quotas: {
       queuedBuilds: e.KILN_QUOTA_QUEUED_BUILDS,
       runningBuilds: e.KILN_QUOTA_RUNNING_BUILDS,
@@ -418,9 +441,28 @@ function builderTls(e: z.infer<typeof ENV>): BuilderTls | undefined {
   return Object.keys(tls).length > 0 ? tls : undefined;
 }
 
+/** `10.96.0.10`, `127.0.0.1:5353`, `[::1]:53`: what dns.Resolver.setServers takes. */
+function parseDnsServers(list: string): string[] {
+  return list
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)
+    .map((server) => {
+      const m = /^(?:\[([^\]]+)\]|([^:]+))(?::(\d{1,5}))?$/.exec(server);
+      const host = m?.[1] ?? m?.[2] ?? '';
+      const port = m?.[3] === undefined ? 53 : Number(m[3]);
+      if (!isIP(host) || port < 1 || port > 65535) {
+        throw new Error(`"${server}" is not an IP address with an optional port`);
+      }
+      return server;
+    });
+}
+
 /**
  * `docker:///var/run/docker.sock,tcp://b:1234=4`: an optional `=N` sets that builder's
- * concurrency. `tls` applies to every `tcp://` builder (the others are local sockets).
+ * concurrency. `dns+tcp://name:port` stands for every address the name resolves to (a headless
+ * Service's pods), each with that concurrency. `tls` applies to every `tcp://` and `dns+tcp://`
+ * builder (the others are local sockets).
  */
 function parseBuilders(
   value: string,
@@ -434,13 +476,21 @@ function parseBuilders(
     .map((item) => {
       const m = /^(.+?)(?:=(\d+))?$/.exec(item);
       const address = m?.[1] ?? item;
-      if (!/^(unix|tcp|docker):\/\//.test(address)) {
-        throw new ConfigError('KILN_BUILDERS', `"${address}" is not a unix://, tcp:// or docker:// address`);
+      if (!/^(unix|tcp|docker|dns\+tcp):\/\//.test(address)) {
+        throw new ConfigError(
+          'KILN_BUILDERS',
+          `"${address}" is not a unix://, tcp://, dns+tcp:// or docker:// address`,
+        );
+      }
+      if (address.startsWith('dns+tcp://') && !/^dns\+tcp:\/\/[A-Za-z0-9.-]+:\d{1,5}$/.test(address)) {
+        throw new ConfigError('KILN_BUILDERS', `"${address}" must be dns+tcp://name:port`);
       }
       const concurrency = m?.[2] ? Number(m[2]) : defaultConcurrency;
       if (concurrency < 1)
         throw new ConfigError('KILN_BUILDERS', `concurrency of ${address} must be at least 1`);
-      return tls && address.startsWith('tcp://') ? { address, concurrency, tls } : { address, concurrency };
+      return tls && /^(dns\+)?tcp:\/\//.test(address)
+        ? { address, concurrency, tls }
+        : { address, concurrency };
     });
   if (builders.length === 0) throw new ConfigError('KILN_BUILDERS', 'no builder address given');
   return builders;

@@ -83,6 +83,36 @@ test('S3 storage when a bucket is set; builders with their own concurrency', () 
   ]);
 });
 
+test('dns+tcp:// builders: a name and port, resolved by the DNS servers set (default the system)', () => {
+  const c = loadConfig({
+    ...base,
+    KILN_BUILDERS: 'dns+tcp://buildkitd.kiln.svc.cluster.local:1234=3',
+    KILN_BUILDER_DNS_SERVERS: '10.96.0.10, 127.0.0.1:5353,[::1]:53',
+    KILN_BUILDER_DISCOVERY_INTERVAL_SECONDS: '5',
+  });
+  assert.deepEqual(c.builders, [
+    { address: 'dns+tcp://buildkitd.kiln.svc.cluster.local:1234', concurrency: 3 },
+  ]);
+  assert.deepEqual(c.builderDiscovery, {
+    dnsServers: ['10.96.0.10', '127.0.0.1:5353', '[::1]:53'],
+    intervalSeconds: 5,
+  });
+  assert.deepEqual(loadConfig(base).builderDiscovery, { dnsServers: [], intervalSeconds: 10 });
+  for (const [variable, value] of [
+    ['KILN_BUILDERS', 'dns+tcp://buildkitd'],
+    ['KILN_BUILDERS', 'dns+tcp://user@buildkitd:1234'],
+    ['KILN_BUILDER_DNS_SERVERS', 'kube-dns.kube-system'],
+    ['KILN_BUILDER_DNS_SERVERS', '10.0.0.1:70000'],
+    ['KILN_BUILDER_DISCOVERY_INTERVAL_SECONDS', '0'],
+  ] as const) {
+    assert.throws(
+      () => loadConfig({ ...base, [variable]: value }),
+      (e: unknown) => e instanceof ConfigError && e.variable === variable,
+      `${variable}=${value}`,
+    );
+  }
+});
+
 test('a bad value names the variable and the value', () => {
   const bad = (env: Record<string, string | undefined>, variable: string, pattern: RegExp) =>
     assert.throws(

@@ -16,7 +16,8 @@ export interface TestDatabase {
   drop(): Promise<void>;
 }
 
-export async function createTestDatabase(): Promise<TestDatabase> {
+/** A fresh database, migrated unless `migrated: false` (to see something migrate it). */
+export async function createTestDatabase({ migrated = true } = {}): Promise<TestDatabase> {
   const base = required('KILN_TEST_DATABASE_URL');
   const name = `kiln_t_${randomBytes(6).toString('hex')}`;
   const admin = async (sql: string) => {
@@ -31,7 +32,7 @@ export async function createTestDatabase(): Promise<TestDatabase> {
   await admin(`CREATE DATABASE ${name}`);
   const url = new URL(base);
   url.pathname = `/${name}`;
-  await migrateDatabase(url.toString());
+  if (migrated) await migrateDatabase(url.toString());
   return { url: url.toString(), drop: () => admin(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`) };
 }
 
@@ -44,6 +45,26 @@ export function testRedisUrl(): string {
 }
 
 /** A loopback port free right now, for a server whose public URL must be known before it listens. */
+/** A port free on every one of `hosts` (loopback addresses standing for pods of one Service). */
+export async function freePortOn(hosts: readonly string[]): Promise<number> {
+  const { createServer } = await import('node:net');
+  const free = (host: string, port: number) =>
+    new Promise<number | undefined>((resolve) => {
+      const s = createServer();
+      s.once('error', () => resolve(undefined));
+      s.listen(port, host, () => {
+        const { port: got } = s.address() as { port: number };
+        s.close(() => resolve(got));
+      });
+    });
+  for (;;) {
+    const port = await free(hosts[0] ?? '127.0.0.1', 0);
+    if (port === undefined) continue;
+    const rest = await Promise.all(hosts.slice(1).map((h) => free(h, port)));
+    if (rest.every((p) => p === port)) return port;
+  }
+}
+
 export async function freePort(): Promise<number> {
   const { createServer } = await import('node:net');
   return new Promise((resolve, reject) => {

@@ -7,12 +7,13 @@ import {
   parseBuilderCapabilities,
 } from '@kiln/core';
 import type { FastifyInstance } from 'fastify';
+import { currentBuilders } from '../builder-members.js';
 import type { ApiDeps } from '../deps.js';
 import { redactAddress } from '../redact.js';
 import { buildErrors } from '../schemas.js';
 
 /**
- * The configured builders as the workers last saw them. The API does not talk to builders: the
+ * The builders (a `dns+tcp://` name: its members) as the workers last saw them. The API does not talk to builders: the
  * health comes from what the workers publish in Redis (absent when none has checked a builder
  * lately: `healthy: null`), the load from the live leases every worker takes there, and the
  * capabilities (BuildKit version, platforms, features) from the last check that reached the
@@ -71,7 +72,9 @@ export function builderRoutes(deps: ApiDeps) {
         },
       },
       async () => {
-        const builders = deps.config.builders;
+        const builders = await currentBuilders(deps).catch((err: Error) => {
+          throw new AppError('unavailable', `Redis does not answer: ${err.message}`);
+        });
         const replies = await deps.redis
           .pipeline([
             ['time'],

@@ -5,6 +5,7 @@ const FINAL_BUILD_STATUSES = ['succeeded', 'failed', 'canceled'] as const;
 import type { FastifyInstance } from 'fastify';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { staticTokenAuthenticator } from '../auth.js';
+import { registerBuilderMetrics } from '../builder-metrics.js';
 import type { ApiDeps } from '../deps.js';
 
 export interface ApiMetrics {
@@ -75,6 +76,7 @@ export function createMetrics(deps: ApiDeps): ApiMetrics {
       this.inc({ kind: 'artifact' }, c.artifactBytes);
     },
   });
+  registerBuilderMetrics(registry, deps);
   return {
     registry,
     uploadSeconds: new Histogram({

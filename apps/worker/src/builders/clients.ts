@@ -29,6 +29,14 @@ export class BuilderClients {
     this.slots = new Map(builders.map(({ address, tls }) => [address, tls ? { tls } : {}]));
   }
 
+  /**
+   * Knows a builder that joined the pool. Slots are never removed: a build may still use the
+   * client of a member that left, and a slot is a few bytes.
+   */
+  add(address: string, tls?: TlsOptions): void {
+    if (!this.slots.has(address)) this.slots.set(address, tls ? { tls } : {});
+  }
+
   /** The connected client of `address` (connecting once, shared by concurrent callers). */
   async clientFor(address: string): Promise<BuildkitClient> {
     const slot = this.slots.get(address);

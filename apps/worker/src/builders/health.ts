@@ -119,6 +119,18 @@ export class BuilderHealth {
     this.timer = undefined;
   }
 
+  /** Starts watching a builder that joined the pool (a discovered member); checks it now. */
+  add(address: string): void {
+    if (this.states.has(address)) return;
+    this.states.set(address, { healthy: undefined });
+    void this.check(address);
+  }
+
+  /** Stops watching a builder that left the pool; its published health expires by itself. */
+  remove(address: string): void {
+    this.states.delete(address);
+  }
+
   async checkAll(): Promise<void> {
     await Promise.all([...this.states.keys()].map((address) => this.check(address)));
   }

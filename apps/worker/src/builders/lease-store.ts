@@ -14,9 +14,10 @@
  * builders (capabilities): a build waiting for buildkitd must not hold back one that dockerd could
  * run now. A build that takes a slot leaves the lines of every builder it was waiting for.
  * Releasing a lease names the first build in the builder's line, so that the caller can wake it
- * (it waits out a hand-back delay meanwhile, and the slot is kept for it).
+ * (it waits out a hand-back delay meanwhile, and the slot is kept for it). A draining builder
+ * (builderDrainingKey) takes no new lease.
  */
-import { builderLeaseKey, projectLeaseKey } from '@kiln/core';
+import { builderDrainingKey, builderLeaseKey, projectLeaseKey } from '@kiln/core';
 import type { Redis } from 'ioredis';
 
 // Redis server time in ms: every worker process agrees on it whatever its own clock says.
@@ -27,10 +28,12 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`;
 const WAITER_STALE_MS = 5000;
 
 /**
- * KEYS builder leases, project leases, this builder's line (buildId → rank) and line seen
- * (buildId → ms), then the lines and line-seen sets of the build's other builders (left on take);
- * ARGV buildId, concurrency, ttlMs, project limit (0: none), rank, staleMs
- * → 1 leased (or already held), 0 no room (now in line), -1 the project is at its quota.
+ * KEYS builder leases, project leases, the builder's draining flag, this builder's line (buildId →
+ * rank) and line seen (buildId → ms), then the lines and line-seen sets of the build's other
+ * builders (left on take); ARGV buildId, concurrency, ttlMs, project limit (0: none), rank, staleMs
+ * → 1 leased (or already held), 0 no room (now in line), -1 the project is at its quota, -2 the
+ * builder is draining. The flag is read here, not before: a drain sets it, then counts leases,
+ * so every lease is either counted or refused.
  */
 const ACQUIRE = `${NOW}
 local id, ttl = ARGV[1], tonumber(ARGV[3])
@@ -39,25 +42,26 @@ redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 local function take()
   redis.call('ZADD', KEYS[1], now + ttl, id)
   redis.call('ZADD', KEYS[2], now + ttl, id)
-  for i = 3, #KEYS do redis.call('ZREM', KEYS[i], id) end
+  for i = 4, #KEYS do redis.call('ZREM', KEYS[i], id) end
   return 1
 end
 if redis.call('ZSCORE', KEYS[1], id) then return take() end
+if redis.call('EXISTS', KEYS[3]) == 1 then return -2 end
 local limit = tonumber(ARGV[4])
 if limit > 0 and not redis.call('ZSCORE', KEYS[2], id) and redis.call('ZCARD', KEYS[2]) >= limit then
   return -1
 end
-for _, w in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now - tonumber(ARGV[6]))) do
-  redis.call('ZREM', KEYS[3], w)
+for _, w in ipairs(redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now - tonumber(ARGV[6]))) do
   redis.call('ZREM', KEYS[4], w)
+  redis.call('ZREM', KEYS[5], w)
 end
 local rank = tonumber(ARGV[5])
-local ahead = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', '(' .. rank, 'LIMIT', 0, 1)
+local ahead = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', '(' .. rank, 'LIMIT', 0, 1)
 if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) and (ahead[1] == nil or ahead[1] == id) then
   return take()
 end
-redis.call('ZADD', KEYS[3], rank, id)
-redis.call('ZADD', KEYS[4], now, id)
+redis.call('ZADD', KEYS[4], rank, id)
+redis.call('ZADD', KEYS[5], now, id)
 return 0`;
 
 /** KEYS builder leases, project leases; ARGV buildId, ttlMs → 1 if the lease still existed, 0 if re-created. */
@@ -77,7 +81,14 @@ export interface LeaseClaim {
   rank: number;
 }
 
-export type AcquireOutcome = 'leased' | 'full' | 'project_quota';
+export type AcquireOutcome = 'leased' | 'full' | 'project_quota' | 'draining';
+
+const OUTCOMES: Record<number, AcquireOutcome> = {
+  1: 'leased',
+  0: 'full',
+  [-1]: 'project_quota',
+  [-2]: 'draining',
+};
 
 /** KEYS[1] lease zset → live leases. */
 const COUNT = `${NOW}
@@ -119,9 +130,10 @@ export class LeaseStore {
     const others = alsoWaitsFor.filter((a) => a !== address).flatMap((a) => this.lineKeys(a));
     const result = await this.redis.eval(
       ACQUIRE,
-      4 + others.length,
+      5 + others.length,
       this.key(address),
       this.projectKey(claim.projectId),
+      builderDrainingKey(address, this.prefix),
       ...this.lineKeys(address),
       ...others,
       buildId,
@@ -131,7 +143,7 @@ export class LeaseStore {
       String(claim.rank),
       String(WAITER_STALE_MS),
     );
-    return Number(result) === 1 ? 'leased' : Number(result) === -1 ? 'project_quota' : 'full';
+    return OUTCOMES[Number(result)] ?? 'full';
   }
 
   /** Extends the lease; false when it had expired and was re-created. */

@@ -15,6 +15,7 @@ import {
 import type { Redis } from 'ioredis';
 import { ProjectAffinity } from './affinity.js';
 import { BuilderClients, type DialBuilder } from './clients.js';
+import { BuilderDiscovery, type BuilderEntry, isDiscovered } from './discovery.js';
 import { BuilderHealth } from './health.js';
 import { Lease } from './lease.js';
 import { LeaseStore } from './lease-store.js';
@@ -42,7 +43,12 @@ export class NoCapableBuilderError extends AppError {
 }
 
 export interface BuilderPoolOptions {
+  /** Builders; a `dns+tcp://` one stands for the members its name resolves to (discovery.ts). */
   builders: ReadonlyArray<{ address: string; concurrency: number; tls?: TlsOptions }>;
+  /** DNS servers for `dns+tcp://` names (`ip[:port]`); default the system's. */
+  dnsServers?: readonly string[];
+  /** How often `dns+tcp://` names are resolved again; default 10 s. */
+  discoveryIntervalMs?: number;
   redis: Redis;
   logger: Logger;
   /** Namespace of the lease and affinity keys; default `kiln`. */
@@ -91,22 +97,33 @@ const compareRanks = (a: number[], b: number[]): number => {
 export class BuilderPool {
   readonly logger: Logger;
   readonly leaseTtlMs: number;
-  private readonly builders: Builder[];
+  /** The builders that may get new builds: the listed ones and the members discovered now. */
+  private builders: Builder[];
+  /** The current members of each `dns+tcp://` name. */
+  private readonly members = new Map<string, Set<string>>();
+  /** Addresses listed in the configuration, which never leave. */
+  private readonly listed: Set<string>;
+  /** The `dns+tcp://` names. */
+  private readonly names: string[];
   private readonly clients: BuilderClients;
   private readonly health: BuilderHealth;
+  private readonly discovery: BuilderDiscovery;
   private readonly leases: LeaseStore;
   private readonly affinity: ProjectAffinity;
   private readonly wakeWaiter: ((buildId: string) => Promise<void>) | undefined;
 
   constructor(opts: BuilderPoolOptions) {
     if (opts.builders.length === 0) throw new Error('BuilderPool: no builders configured');
-    this.builders = opts.builders.map((b) => ({ address: b.address, concurrency: b.concurrency }));
+    const listed = opts.builders.filter((b) => !isDiscovered(b.address));
+    this.builders = listed.map((b) => ({ address: b.address, concurrency: b.concurrency }));
+    this.listed = new Set(listed.map((b) => b.address));
+    this.names = opts.builders.filter((b) => isDiscovered(b.address)).map((b) => b.address);
     this.logger = opts.logger;
     this.leaseTtlMs = opts.leaseTtlMs ?? 30_000;
     const keyPrefix = opts.keyPrefix ?? 'kiln';
     const healthTimeoutMs = opts.healthTimeoutMs ?? 3000;
     this.clients = new BuilderClients(
-      opts.builders,
+      listed,
       opts.connectBuilder ??
         ((address, timeoutMs, tls) => connect(address, { timeoutMs, ...(tls ? { tls } : {}) })),
       healthTimeoutMs,
@@ -119,6 +136,15 @@ export class BuilderPool {
       keyPrefix,
       intervalMs: opts.healthIntervalMs ?? 5000,
       timeoutMs: healthTimeoutMs,
+    });
+    this.discovery = new BuilderDiscovery({
+      services: opts.builders.filter((b) => isDiscovered(b.address)),
+      dnsServers: opts.dnsServers ?? [],
+      intervalMs: opts.discoveryIntervalMs ?? 10_000,
+      redis: opts.redis,
+      keyPrefix,
+      logger: opts.logger,
+      onMembers: (service, members) => this.setMembers(service, members),
     });
     this.leases = new LeaseStore(opts.redis, keyPrefix, this.leaseTtlMs);
     this.affinity = new ProjectAffinity(opts.redis, keyPrefix, opts.affinityTtlSeconds ?? 7 * 24 * 3600);
@@ -137,9 +163,47 @@ export class BuilderPool {
     return this.builders.map((b) => b.address);
   }
 
-  /** Checks every builder once (bounded), then keeps checking in the background. */
-  start(options: { initialCheck?: boolean } = {}): Promise<void> {
-    return this.health.start(options);
+  /** Resolves `dns+tcp://` names and checks every builder once (bounded), then keeps both up in the background. */
+  async start(options: { initialCheck?: boolean } = {}): Promise<void> {
+    await this.discovery.start();
+    await this.health.start(options);
+  }
+
+  /** One round of DNS discovery now (tests; the pool runs them every interval). */
+  discover(): Promise<void> {
+    return this.discovery.resolveAll();
+  }
+
+  /**
+   * The members `service` resolves to now. New ones join (checked at once); vanished ones get no
+   * new builds, while builds they run keep their lease and client and finish or fail over as
+   * on any builder.
+   */
+  private setMembers(service: string, members: readonly BuilderEntry[]): void {
+    const before = this.members.get(service) ?? new Set<string>();
+    const now = new Set(members.map((m) => m.address));
+    const joined = members.filter((m) => !before.has(m.address));
+    const left = [...before].filter((a) => !now.has(a));
+    if (joined.length === 0 && left.length === 0) return;
+    this.members.set(service, now);
+    const stillNamed = (a: string) =>
+      this.listed.has(a) || [...this.members.values()].some((set) => set.has(a));
+    for (const address of left) {
+      if (stillNamed(address)) continue;
+      this.builders = this.builders.filter((b) => b.address !== address);
+      this.health.remove(address);
+      this.clients.replace(address);
+    }
+    for (const m of joined) {
+      if (this.builders.some((b) => b.address === m.address)) continue;
+      this.builders.push({ address: m.address, concurrency: m.concurrency });
+      this.clients.add(m.address, m.tls);
+      this.health.add(m.address);
+    }
+    this.logger.info(
+      { builder: service, members: [...now], joined: joined.map((m) => m.address), left },
+      'builder members changed',
+    );
   }
 
   checkAll(): Promise<void> {
@@ -180,8 +244,9 @@ export class BuilderPool {
   }
 
   async status(): Promise<BuilderStatus[]> {
-    const loads = await this.loads();
-    return this.builders.map((b, i) => {
+    const builders = this.builders;
+    const loads = await this.leases.counts(builders.map((b) => b.address));
+    return builders.map((b, i) => {
       const h = this.health.of(b.address);
       return {
         address: b.address,
@@ -216,6 +281,12 @@ export class BuilderPool {
     const healthy = (b: Builder) => this.health.of(b.address)?.healthy;
     const capable = await this.capableBuilders(req.requires);
     const usable = capable.filter((b) => healthy(b) !== false);
+    if (this.builders.length === 0) {
+      throw new NoBuilderAvailableError(
+        `no builder: ${this.names.join(', ')} resolved to no address`,
+        'unhealthy',
+      );
+    }
     if (usable.length === 0) {
       const reasons = capable
         .map((b) => `${b.address}: ${this.health.of(b.address)?.lastError ?? 'unhealthy'}`)
@@ -226,10 +297,11 @@ export class BuilderPool {
       );
     }
     const [loads, affinity] = await Promise.all([
-      this.loads(),
+      this.leases.counts(usable.map((b) => b.address)),
       req.projectId ? this.affinity.get(req.projectId) : Promise.resolve(null),
     ]);
-    const load = (b: Builder) => loads[this.builders.indexOf(b)] ?? 0;
+    // By position in `usable`: discovery may change the pool while this waits.
+    const load = (b: Builder) => loads[usable.indexOf(b)] ?? 0;
     const rank = (b: Builder): number[] => [
       avoid.has(b.address) ? 1 : 0,
       healthy(b) === true ? 0 : 1,
@@ -264,6 +336,8 @@ export class BuilderPool {
           'capacity',
         );
       }
+      // Draining: its pod is stopping (POST /v1/builders/drain); the next builder may take it.
+      if (outcome === 'draining') continue;
       if (outcome === 'leased') {
         return new Lease(
           {
@@ -279,7 +353,7 @@ export class BuilderPool {
       }
     }
     throw new NoBuilderAvailableError(
-      `every healthy builder is at capacity (${usable.map((b) => `${b.address} ${load(b)}/${b.concurrency}`).join(', ')})`,
+      `every healthy builder is at capacity or draining (${usable.map((b) => `${b.address} ${load(b)}/${b.concurrency}`).join(', ')})`,
       'capacity',
     );
   }
@@ -290,14 +364,20 @@ export class BuilderPool {
    * Throws NoCapableBuilderError when that leaves none.
    */
   private async capableBuilders(requires: SpecRequirements | undefined): Promise<Builder[]> {
-    if (!requires || (requires.platforms.length === 0 && requires.features.length === 0)) {
-      return this.builders;
+    const builders = this.builders;
+    // No members discovered (yet): nothing is known to be incapable, the build waits.
+    if (
+      !requires ||
+      (requires.platforms.length === 0 && requires.features.length === 0) ||
+      builders.length === 0
+    ) {
+      return builders;
     }
-    const caps = await Promise.all(this.builders.map((b) => this.health.capabilitiesOf(b.address)));
+    const caps = await Promise.all(builders.map((b) => this.health.capabilitiesOf(b.address)));
     const unmet = caps.map((c) => (c ? unmetRequirements(c, requires) : []));
-    const capable = this.builders.filter((_, i) => unmet[i]?.length === 0);
+    const capable = builders.filter((_, i) => unmet[i]?.length === 0);
     if (capable.length > 0) return capable;
-    const reasons = this.builders.map((b, i) => `${b.address} lacks ${unmet[i]?.join(', ')}`).join('; ');
+    const reasons = builders.map((b, i) => `${b.address} lacks ${unmet[i]?.join(', ')}`).join('; ');
     throw new NoCapableBuilderError(`no builder can serve this build: ${reasons}`);
   }
 
@@ -317,6 +397,7 @@ export class BuilderPool {
   }
 
   async close(): Promise<void> {
+    this.discovery.stop();
     this.health.stop();
     await this.clients.close();
   }
