@@ -1,7 +1,7 @@
 /** Command lines, docker's way: node:util parseArgs, every mistake a UsageError (exit 2). */
 import path from 'node:path';
 import { type ParseArgsConfig, parseArgs } from 'node:util';
-import { parseCsvAttrs, parseSecretSpec, type SecretSource } from '@kiln/buildkit-client';
+import { parseCsvAttrs, parseSecretSpec, type SecretSource } from '@kiln/buildkit-client/context';
 import {
   BYTE_OUTPUT_TYPES,
   type ByteOutputType,

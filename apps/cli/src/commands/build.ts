@@ -1,7 +1,7 @@
 /** `kiln build PATH --output type=tar,dest=FILE ...`: docker build, run by Kiln. */
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
-import { loadSecrets } from '@kiln/buildkit-client';
+import { loadSecrets } from '@kiln/buildkit-client/context';
 import { FINAL_STATUSES } from '@kiln/contract';
 import { type KilnApi, projectClient } from '../api.js';
 import { BUILD_USAGE, parseBuildOptions, serverDest } from '../args.js';

@@ -1,0 +1,142 @@
+// The packages as users install them (test/install.ts): `kiln` and `bkctl` from their tarballs,
+// outside the repository, building against the services `npm test` provides; and the
+// buildkit-client README's example, run as written from an empty directory.
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { promisify } from 'node:util';
+import { readTarEntries } from '../../../packages/buildkit-client/test-support/tar-entries.js';
+import { type Installed, packAndInstall } from './install.js';
+import { type RunningKiln, startKiln } from './kiln-service.js';
+
+const run = promisify(execFile);
+const ROOT = path.resolve(import.meta.dirname, '../../..');
+const HELLO = 'hello from an installed package\n';
+const sha256 = (text: string) => createHash('sha256').update(text).digest('hex');
+
+/** A context a build needs nothing pulled for. */
+async function helloContext(dir: string): Promise<string> {
+  await mkdir(dir, { recursive: true });
+  await writeFile(path.join(dir, 'Dockerfile'), 'FROM scratch\nCOPY hello.txt /hello.txt\n');
+  await writeFile(path.join(dir, 'hello.txt'), HELLO);
+  return dir;
+}
+
+async function assertHelloTar(file: string): Promise<void> {
+  const hello = (await readTarEntries(file)).find((e) => e.name === 'hello.txt');
+  assert.ok(hello, `${file} has no hello.txt`);
+  assert.equal(hello.sha256, sha256(HELLO));
+}
+
+/** The README's block that follows `marker`, fenced as `lang`. */
+export function readmeBlock(text: string, marker: string, lang: string): string {
+  const at = text.indexOf(marker);
+  assert.ok(at >= 0, `README has no "${marker}"`);
+  const open = text.indexOf(`\`\`\`${lang}\n`, at);
+  assert.ok(open >= 0, `no ${lang} block after "${marker}"`);
+  const start = open + lang.length + 4;
+  return text.slice(start, text.indexOf('\n```', start) + 1);
+}
+
+describe('kiln and bkctl installed from their tarballs', () => {
+  let installed: Installed;
+  let kiln: RunningKiln;
+  const buildkitd = process.env.KILN_TEST_BUILDKITD_ADDR;
+
+  before(async () => {
+    assert.ok(buildkitd, 'KILN_TEST_BUILDKITD_ADDR is not set: run through `npm test`');
+    // Both at once, and both awaited before any failure is thrown, so `after` stops what started.
+    const [i, k] = await Promise.allSettled([packAndInstall(), startKiln()]);
+    if (i.status === 'fulfilled') installed = i.value;
+    if (k.status === 'fulfilled') kiln = k.value;
+    for (const r of [i, k]) if (r.status === 'rejected') throw r.reason;
+  });
+  after(async () => {
+    await kiln?.stop();
+    await installed?.remove();
+  });
+
+  test('the CLI tarball carries one bundled file and needs no package of its own', async () => {
+    const cli = path.join(installed.prefix, 'lib/node_modules/@kiln/cli');
+    const pkg = JSON.parse(await readFile(path.join(cli, 'package.json'), 'utf8')) as Record<string, unknown>;
+    assert.equal(pkg.dependencies, undefined);
+    assert.equal(pkg.private, undefined);
+    for (const field of ['license', 'repository', 'engines', 'files', 'exports', 'bin'])
+      assert.ok(pkg[field], field);
+    assert.deepEqual((await readdir(cli)).sort(), ['README.md', 'bin', 'dist', 'package.json']);
+  });
+
+  test('kiln --version prints the package version', async () => {
+    const { version } = JSON.parse(await readFile(path.join(ROOT, 'apps/cli/package.json'), 'utf8')) as {
+      version: string;
+    };
+    const r = await run('kiln', ['--version'], { env: installed.env(), cwd: installed.home });
+    assert.equal(r.stdout, `kiln version ${version}\n`);
+  });
+
+  test('kiln build against the service writes the tar', async () => {
+    const ctx = await helloContext(path.join(installed.dir, 'kiln-ctx'));
+    const dest = path.join(installed.dir, 'kiln.tar');
+    await run('kiln', ['build', ctx, '--output', `type=tar,dest=${dest}`, '--progress', 'plain'], {
+      env: installed.env({ KILN_URL: kiln.url, KILN_TOKEN: kiln.token }),
+      cwd: installed.home,
+    });
+    await assertHelloTar(dest);
+  });
+
+  test('bkctl build against buildkitd writes the tar', async () => {
+    const ctx = await helloContext(path.join(installed.dir, 'bkctl-ctx'));
+    const dest = path.join(installed.dir, 'bkctl.tar');
+    await run(
+      'bkctl',
+      [
+        '--addr',
+        buildkitd as string,
+        'build',
+        '--local',
+        `context=${ctx}`,
+        '--local',
+        `dockerfile=${ctx}`,
+        '--output',
+        `type=tar,dest=${dest}`,
+      ],
+      { env: installed.env(), cwd: installed.home },
+    );
+    await assertHelloTar(dest);
+  });
+
+  test("the buildkit-client README's example runs as written from an empty directory", async () => {
+    const readme = await readFile(path.join(ROOT, 'packages/buildkit-client/README.md'), 'utf8');
+    const app = path.join(installed.dir, 'app');
+    await mkdir(app);
+    // The README's install line, with the tarball for the registry name it offers as an alternative.
+    const install = readmeBlock(readme, 'Install it into any project', 'sh');
+    assert.match(install, /npm install \.\/kiln-buildkit-client-[\d.]+\.tgz/);
+    await run('npm', ['install', '--no-audit', '--no-fund', installed.tarballs.client], {
+      cwd: app,
+      env: installed.env(),
+    });
+    await writeFile(path.join(app, 'build.mjs'), readmeBlock(readme, 'save this as `build.mjs`', 'js'));
+    await helloContext(app);
+    await writeFile(path.join(app, '.dockerignore'), 'node_modules\n');
+    const command = readme.match(/run `(BUILDKIT_HOST=\S+ node build\.mjs)`/)?.[1];
+    assert.ok(command, 'README names no command for build.mjs');
+    await run('sh', ['-c', command.replace(/^BUILDKIT_HOST=\S+/, 'BUILDKIT_HOST="$ADDR"')], {
+      cwd: app,
+      env: installed.env({ ADDR: buildkitd as string }),
+    });
+    await assertHelloTar(path.join(app, 'app.tar'));
+  });
+
+  test('no document tells users to run npx kiln (outside the repository it is another package)', async () => {
+    const docs = ['README.md', 'apps/cli/README.md', 'packages/buildkit-client/README.md'];
+    for (const name of await readdir(path.join(ROOT, 'docs')))
+      if (name.endsWith('.md')) docs.push(`docs/${name}`);
+    for (const doc of docs) {
+      assert.doesNotMatch(await readFile(path.join(ROOT, doc), 'utf8'), /npx kiln\b/, doc);
+    }
+  });
+});
