@@ -74,7 +74,7 @@ describe('kiln build flags', () => {
       true,
     );
     assert.deepEqual(opts, {
-      context: 'ctx',
+      context: { kind: 'dir', path: 'ctx' },
       file: 'docker/Dockerfile',
       output: { type: 'tar', dest: 'out/app.tar', attrs: {} },
       target: 'builder',
@@ -173,8 +173,12 @@ describe('kiln build flags', () => {
     [['build', '-o', 'type=tar,dest=a', '--secret', 'src=.npmrc', '.'], /invalid --secret "src=.npmrc"/],
     [['build', '-o', 'type=tar,dest=a', '--secret', 'id=a,mode=0400', '.'], /unexpected key "mode"/],
     [['build', '-o', 'type=tar,dest=a', '--ssh', 'default', '.'], /--ssh is not supported yet/],
-    [['build', '-o', 'type=tar,dest=a', '-'], /stdin is not supported yet/],
-    [['build', '-o', 'type=tar,dest=a', 'https://github.com/x/y.git'], /remote build contexts/],
+    [
+      ['build', '-o', 'type=tar,dest=a', '-f', '-', '-'],
+      /stdin cannot be both the build context and the Dockerfile/,
+    ],
+    [['build', '-o', 'type=tar,dest=a', '-f', '-', 'git://h/r'], /-f - cannot be used with a git context/],
+    [['build', '-o', 'type=tar,dest=a', 'https://h/app.tar.gz'], /not remote tarballs or Dockerfiles/],
     [['builds'], /requires a command/],
     [['builds', 'rm', 'x'], /unknown command "kiln builds rm"/],
     [['builds', 'show'], /requires exactly 1 argument/],
