@@ -12,6 +12,7 @@ import {
 import { type ContextArg, parseContextArg } from './context-arg.js';
 import { CliError, EXIT_USAGE, UsageError } from './errors.js';
 import { PROGRESS_MODES, type ProgressMode } from './reporter.js';
+import type { BuildRequest } from './upload.js';
 
 export const BUILD_USAGE = `Usage: kiln build [OPTIONS] PATH | URL | -
 
@@ -253,6 +254,24 @@ export function parseBuildOptions(
       }
     }),
     progress: progress as ProgressMode,
+  };
+}
+
+/** The build's spec as the server takes it, but for `file`, which the context decides. */
+export function buildSpec(opts: BuildOptions): Omit<BuildRequest, 'file'> {
+  return {
+    output: {
+      type: opts.output.type,
+      dest: serverDest(opts.output.dest, opts.output.type),
+      attrs: opts.output.attrs,
+    },
+    target: opts.target,
+    platform: opts.platform,
+    network: opts.network,
+    noCache: opts.noCache,
+    provenance: opts.provenance,
+    buildArgs: opts.buildArgs,
+    labels: opts.labels,
   };
 }
 

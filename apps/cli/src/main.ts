@@ -24,7 +24,7 @@ export const USAGE = `Usage: kiln COMMAND
 docker build --output, run by a Kiln service.
 
 Commands:
-  build PATH --output type=tar,dest=FILE [OPTIONS]   Build and download the result (kiln build --help)
+  build PATH|URL|- --output type=tar,dest=FILE ...  Build and download the result (kiln build --help)
   builds ls|show|logs|cancel                         Look at and control builds (kiln builds --help)
   login --url URL --token TOKEN                      Save where Kiln is and the token to use
   version (-v, --version)                            Print kiln's version

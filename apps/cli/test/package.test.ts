@@ -9,7 +9,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { readTarEntries } from '../../../packages/buildkit-client/test-support/tar-entries.js';
-import { type Installed, packAndInstall } from './install.js';
+import { cleanEnv, type Installed, packAndInstall } from './install.js';
 import { type RunningKiln, startKiln } from './kiln-service.js';
 
 const run = promisify(execFile);
@@ -29,6 +29,21 @@ async function assertHelloTar(file: string): Promise<void> {
   const hello = (await readTarEntries(file)).find((e) => e.name === 'hello.txt');
   assert.ok(hello, `${file} has no hello.txt`);
   assert.equal(hello.sha256, sha256(HELLO));
+}
+
+/** A `- ` list's items under `key:` in a YAML block (two more spaces of indent), one line each. */
+function yamlList(yaml: string, key: string): string[] {
+  const lines = yaml.split('\n');
+  const at = lines.findIndex((l) => l.trim() === `${key}:`);
+  assert.ok(at >= 0, `no ${key}: in\n${yaml}`);
+  const indent = (lines[at] as string).search(/\S/);
+  const items: string[] = [];
+  for (const line of lines.slice(at + 1)) {
+    if (line.search(/\S/) <= indent) break;
+    const item = line.match(/^\s*- (.*)$/)?.[1];
+    if (item) items.push(item);
+  }
+  return items;
 }
 
 /** The README's block that follows `marker`, fenced as `lang`. */
@@ -129,6 +144,69 @@ describe('kiln and bkctl installed from their tarballs', () => {
       env: installed.env({ ADDR: buildkitd as string }),
     });
     await assertHelloTar(path.join(app, 'app.tar'));
+  });
+
+  describe('the CI examples of apps/cli/README.md, their shell steps run as written', () => {
+    let readme = '';
+    before(async () => {
+      readme = await readFile(path.join(ROOT, 'apps/cli/README.md'), 'utf8');
+    });
+
+    /**
+     * Runs `steps` one by one as the CI would (sh -e, in a checkout holding a context), with a
+     * global npm prefix of the job's own, and the variables the CI's secret store provides.
+     */
+    const runSteps = async (name: string, steps: string[]) => {
+      const job = path.join(installed.dir, name);
+      const checkout = await helloContext(path.join(job, 'checkout'));
+      const prefix = path.join(job, 'prefix');
+      const env = cleanEnv(path.join(prefix, 'bin'), {
+        HOME: installed.home,
+        npm_config_cache: path.join(installed.dir, 'cache'),
+        npm_config_prefix: prefix,
+        KILN_CLI_PACKAGE: installed.tarballs.cli,
+        KILN_URL: kiln.url,
+        KILN_TOKEN: kiln.token,
+      });
+      for (const step of steps) await run('sh', ['-ec', step], { cwd: checkout, env });
+      return checkout;
+    };
+
+    test('GitHub Actions: install, build, app.tar kept as the artifact', async () => {
+      const yaml = readmeBlock(readme, 'GitHub Actions (', 'yaml');
+      assert.match(yaml, /KILN_TOKEN: \$\{\{ secrets\.KILN_TOKEN \}\}/);
+      const steps = [...yaml.matchAll(/^\s*- run: (.+)$/gm)].map((m) => m[1] as string);
+      assert.equal(steps.length, 2, yaml);
+      const artifact = yaml.match(/upload-artifact@\S+\n(?:.*\n)*?\s+path: (\S+)/)?.[1];
+      assert.ok(artifact, yaml);
+      await assertHelloTar(path.join(await runSteps('github', steps), artifact));
+    });
+
+    test('GitLab CI: install, build, app.tar kept as the artifact', async () => {
+      const yaml = readmeBlock(readme, 'GitLab CI (', 'yaml');
+      const steps = yamlList(yaml, 'script');
+      assert.equal(steps.length, 2, yaml);
+      const [artifact] = yamlList(yaml, 'paths');
+      assert.ok(artifact, yaml);
+      await assertHelloTar(path.join(await runSteps('gitlab', steps), artifact));
+    });
+  });
+
+  test('exit codes a CI can rely on: 1 build failed, 2 usage, 3 unavailable, 4 auth', async () => {
+    const ctx = path.join(installed.dir, 'failing');
+    await mkdir(ctx);
+    await writeFile(path.join(ctx, 'Dockerfile'), 'FROM scratch\nCOPY missing.txt /\n');
+    const exit = (args: string[], env: Record<string, string>) =>
+      run('kiln', args, { env: installed.env(env), cwd: ctx }).then(
+        () => 0,
+        (err: { code: number }) => err.code,
+      );
+    const build = ['build', '.', '--output', 'type=tar,dest=x.tar', '--progress', 'quiet'];
+    const service = { KILN_URL: kiln.url, KILN_TOKEN: kiln.token };
+    assert.equal(await exit(build, service), 1);
+    assert.equal(await exit([...build, '--network', 'host'], service), 2);
+    assert.equal(await exit(build, { ...service, KILN_URL: 'http://127.0.0.1:1' }), 3);
+    assert.equal(await exit(build, { ...service, KILN_TOKEN: 'not-a-token' }), 4);
   });
 
   test('no document tells users to run npx kiln (outside the repository it is another package)', async () => {

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { loadSecrets } from '@kiln/buildkit-client/context';
 import { FINAL_STATUSES } from '@kiln/contract';
 import { type KilnApi, projectClient } from '../api.js';
-import { BUILD_USAGE, parseBuildOptions, serverDest } from '../args.js';
+import { BUILD_USAGE, buildSpec, parseBuildOptions } from '../args.js';
 import { downloadArtifact } from '../download.js';
 import { CliError, EXIT_INTERRUPTED, EXIT_OK, InterruptedError, messageOf } from '../errors.js';
 import { followLogs, waitForFinal } from '../follow.js';
@@ -42,20 +42,7 @@ export async function buildCommand(argv: string[], io: Io): Promise<number> {
 
     const build = await submitContext(opts.context, {
       api,
-      spec: {
-        output: {
-          type: opts.output.type,
-          dest: serverDest(opts.output.dest, opts.output.type),
-          attrs: opts.output.attrs,
-        },
-        target: opts.target,
-        platform: opts.platform,
-        network: opts.network,
-        noCache: opts.noCache,
-        provenance: opts.provenance,
-        buildArgs: opts.buildArgs,
-        labels: opts.labels,
-      },
+      spec: buildSpec(opts),
       file: opts.file,
       secrets,
       signal,
