@@ -20,6 +20,24 @@ export function exitCodeForStatus(status: number, code: string | undefined): num
   return EXIT_FAILURE;
 }
 
+/**
+ * Why a build ended failed when the service, not the build, was at fault (core's
+ * BUILD_ERROR_CODES: builders down or lost, storage or Redis trouble): another run may succeed.
+ */
+const SERVICE_FAILURES: ReadonlySet<string> = new Set([
+  'infrastructure',
+  'no_builder_available',
+  'worker_lost',
+  'worker_stopped',
+  'context_missing',
+  'secrets_unavailable',
+]);
+
+/** The exit code of a build that ended without success, from its error code. */
+export function exitCodeForBuildError(code: string | undefined): number {
+  return code !== undefined && SERVICE_FAILURES.has(code) ? EXIT_UNAVAILABLE : EXIT_FAILURE;
+}
+
 /** An error to print as `error: <message> (<code>)`, then `hint`, and exit with `exitCode`. */
 export class CliError extends Error {
   constructor(

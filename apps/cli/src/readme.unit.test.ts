@@ -1,5 +1,6 @@
 // The README says what the code does: its reference section is the commands' own --help (see
-// scripts/readme-reference.ts), and its exit-code table is the codes in errors.ts.
+// scripts/readme-reference.ts), every flag its prose names is one of them, and its exit-code
+// table is the codes in errors.ts.
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { test } from 'node:test';
@@ -36,4 +37,29 @@ test('API answers map to the documented codes', () => {
   assert.equal(errors.exitCodeForStatus(429, 'rate_limited'), errors.EXIT_UNAVAILABLE);
   assert.equal(errors.exitCodeForStatus(429, 'quota_exceeded'), errors.EXIT_FAILURE);
   assert.equal(errors.exitCodeForStatus(400, 'invalid_spec'), errors.EXIT_FAILURE);
+});
+
+test('a build that failed for the service (builders down or lost) is 3; for itself, 1', () => {
+  for (const code of ['infrastructure', 'no_builder_available', 'worker_lost', 'secrets_unavailable'])
+    assert.equal(errors.exitCodeForBuildError(code), errors.EXIT_UNAVAILABLE, code);
+  for (const code of [
+    'build_failed',
+    'timeout',
+    'output_too_large',
+    'canceled',
+    'no_capable_builder',
+    undefined,
+  ])
+    assert.equal(errors.exitCodeForBuildError(code), errors.EXIT_FAILURE, code);
+});
+
+test('every --flag the README names outside the reference is one a command takes', async () => {
+  const help = await reference();
+  // Commands of other tools (`node …`, `npm …`) name their own flags.
+  const prose = withReference(await readFile(README, 'utf8'), '').replace(/`(node|npm) [^`]*`/g, '');
+  const named = new Set([...prose.matchAll(/(?<![\w-])--[a-z][a-z-]*/g)].map((m) => m[0]));
+  // Named as what kiln refuses.
+  named.delete('--ssh');
+  const unknown = [...named].filter((flag) => !new RegExp(`(?<![\\w-])${flag}(?![\\w-])`).test(help));
+  assert.deepEqual(unknown, []);
 });

@@ -6,7 +6,14 @@ import { FINAL_STATUSES } from '@kiln/contract';
 import { type KilnApi, projectClient } from '../api.js';
 import { BUILD_USAGE, buildSpec, parseBuildOptions } from '../args.js';
 import { downloadArtifact } from '../download.js';
-import { CliError, EXIT_INTERRUPTED, EXIT_OK, InterruptedError, messageOf } from '../errors.js';
+import {
+  CliError,
+  EXIT_INTERRUPTED,
+  EXIT_OK,
+  exitCodeForBuildError,
+  InterruptedError,
+  messageOf,
+} from '../errors.js';
 import { followLogs, waitForFinal } from '../follow.js';
 import type { Io } from '../io.js';
 import { createReporter } from '../reporter.js';
@@ -64,7 +71,7 @@ export async function buildCommand(argv: string[], io: Io): Promise<number> {
     if (done.status !== 'succeeded') {
       throw new CliError(
         done.error?.message || `build ${done.id} ${done.status}`,
-        1,
+        exitCodeForBuildError(done.error?.code),
         done.error?.code ?? done.status,
       );
     }
