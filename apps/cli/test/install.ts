@@ -26,10 +26,12 @@ export interface Installed {
    * and the system's; no npm_*, KILN_*, NODE_OPTIONS or NODE_PATH of the `npm test` that runs us.
    */
   env(extra?: Record<string, string>): NodeJS.ProcessEnv;
+  /** The same, for a job that installs on its own: `npm install -g` goes into `prefix`. */
+  jobEnv(prefix: string, extra?: Record<string, string>): NodeJS.ProcessEnv;
   remove(): Promise<void>;
 }
 
-export function cleanEnv(prefixBin: string, extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+function cleanEnv(prefixBin: string, extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) {
     if (/^(npm_|NODE_OPTIONS$|NODE_PATH$|KILN_|INIT_CWD$|BUILDKIT_HOST$)/i.test(k)) continue;
@@ -53,8 +55,15 @@ export async function packAndInstall(): Promise<Installed> {
   const prefix = path.join(dir, 'global');
   const home = path.join(dir, 'home');
   await Promise.all([mkdir(packs), mkdir(home)]);
-  const npmEnv = (extra: Record<string, string> = {}) =>
-    cleanEnv(path.join(prefix, 'bin'), { npm_config_cache: path.join(dir, 'cache'), ...extra });
+  const jobEnv = (jobPrefix: string, extra: Record<string, string> = {}) =>
+    cleanEnv(path.join(jobPrefix, 'bin'), {
+      // The user's npm settings (registry, proxy) still apply under the empty HOME.
+      npm_config_userconfig: path.join(os.homedir(), '.npmrc'),
+      npm_config_cache: path.join(dir, 'cache'),
+      npm_config_prefix: jobPrefix,
+      HOME: home,
+      ...extra,
+    });
   // --ignore-scripts: prepack would build again; `npm test` has built dist already.
   await run(
     'npm',
@@ -68,7 +77,7 @@ export async function packAndInstall(): Promise<Installed> {
       '-w',
       '@kiln/buildkit-client',
     ],
-    { cwd: ROOT, env: npmEnv() },
+    { cwd: ROOT, env: jobEnv(prefix) },
   );
   const version = async (p: string) =>
     (JSON.parse(await readFile(path.join(ROOT, p, 'package.json'), 'utf8')) as { version: string }).version;
@@ -81,7 +90,7 @@ export async function packAndInstall(): Promise<Installed> {
     ['install', '-g', '--prefix', prefix, '--no-audit', '--no-fund', tarballs.cli, tarballs.client],
     {
       cwd: dir,
-      env: npmEnv(),
+      env: jobEnv(prefix),
     },
   );
   return {
@@ -89,7 +98,8 @@ export async function packAndInstall(): Promise<Installed> {
     tarballs,
     prefix,
     home,
-    env: (extra = {}) => npmEnv({ HOME: home, ...extra }),
+    env: (extra = {}) => jobEnv(prefix, extra),
+    jobEnv,
     remove: () => rm(dir, { recursive: true, force: true }),
   };
 }

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { readTarEntries } from '../../../packages/buildkit-client/test-support/tar-entries.js';
-import { cleanEnv, type Installed, packAndInstall } from './install.js';
+import { type Installed, packAndInstall } from './install.js';
 import { type RunningKiln, startKiln } from './kiln-service.js';
 
 const run = promisify(execFile);
@@ -74,22 +74,48 @@ describe('kiln and bkctl installed from their tarballs', () => {
     await installed?.remove();
   });
 
-  test('the CLI tarball carries one bundled file and needs no package of its own', async () => {
-    const cli = path.join(installed.prefix, 'lib/node_modules/@kiln/cli');
-    const pkg = JSON.parse(await readFile(path.join(cli, 'package.json'), 'utf8')) as Record<string, unknown>;
-    assert.equal(pkg.dependencies, undefined);
-    assert.equal(pkg.private, undefined);
-    for (const field of ['license', 'repository', 'engines', 'files', 'exports', 'bin'])
-      assert.ok(pkg[field], field);
-    assert.deepEqual((await readdir(cli)).sort(), ['README.md', 'bin', 'dist', 'package.json']);
+  test('both carry what a published package needs; the CLI is one bundled file with no dependency', async () => {
+    const modules = path.join(installed.prefix, 'lib/node_modules/@kiln');
+    const manifest = async (name: string) =>
+      JSON.parse(await readFile(path.join(modules, name, 'package.json'), 'utf8')) as Record<string, unknown>;
+    for (const name of ['cli', 'buildkit-client']) {
+      const pkg = await manifest(name);
+      assert.equal(pkg.private, undefined, name);
+      for (const field of ['license', 'repository', 'engines', 'files', 'exports', 'bin'])
+        assert.ok(pkg[field], `${name}: ${field}`);
+      assert.ok((await readdir(path.join(modules, name))).includes('LICENSE'), name);
+    }
+    assert.equal((await manifest('cli')).dependencies, undefined);
+    assert.deepEqual((await readdir(path.join(modules, 'cli'))).sort(), [
+      'LICENSE',
+      'README.md',
+      'bin',
+      'dist',
+      'package.json',
+    ]);
+    assert.deepEqual(await readdir(path.join(modules, 'cli/dist')), ['main.js', 'main.js.map'].sort());
   });
 
-  test('kiln --version prints the package version', async () => {
+  test("the CLI README's install block, run as written beside the tarball: kiln --version prints the version", async () => {
     const { version } = JSON.parse(await readFile(path.join(ROOT, 'apps/cli/package.json'), 'utf8')) as {
       version: string;
     };
-    const r = await run('kiln', ['--version'], { env: installed.env(), cwd: installed.home });
-    assert.equal(r.stdout, `kiln version ${version}\n`);
+    const block = readmeBlock(
+      await readFile(path.join(ROOT, 'apps/cli/README.md'), 'utf8'),
+      '## Install',
+      'sh',
+    );
+    const env = installed.jobEnv(path.join(installed.dir, 'readme-install'));
+    const r = await run('sh', ['-ec', block], { cwd: path.dirname(installed.tarballs.cli), env });
+    assert.equal(r.stdout.split('\n').at(-2), `kiln version ${version}`);
+  });
+
+  test('bkctl --version prints its package version', async () => {
+    const { version } = JSON.parse(
+      await readFile(path.join(ROOT, 'packages/buildkit-client/package.json'), 'utf8'),
+    ) as { version: string };
+    const r = await run('bkctl', ['--version'], { env: installed.env(), cwd: installed.home });
+    assert.equal(r.stdout, `bkctl version ${version}\n`);
   });
 
   test('kiln build against the service writes the tar', async () => {
@@ -159,11 +185,7 @@ describe('kiln and bkctl installed from their tarballs', () => {
     const runSteps = async (name: string, steps: string[]) => {
       const job = path.join(installed.dir, name);
       const checkout = await helloContext(path.join(job, 'checkout'));
-      const prefix = path.join(job, 'prefix');
-      const env = cleanEnv(path.join(prefix, 'bin'), {
-        HOME: installed.home,
-        npm_config_cache: path.join(installed.dir, 'cache'),
-        npm_config_prefix: prefix,
+      const env = installed.jobEnv(path.join(job, 'prefix'), {
         KILN_CLI_PACKAGE: installed.tarballs.cli,
         KILN_URL: kiln.url,
         KILN_TOKEN: kiln.token,
