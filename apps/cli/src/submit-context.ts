@@ -63,13 +63,21 @@ async function submitStdin(o: SubmitOptions): Promise<BuildView> {
   const input = await readStdinContext(o.io.stdin);
   if (input.kind === 'archive') {
     // Sent as it comes: stdin cannot be read twice, so there is no uncompressed retry.
-    const { build } = await submitBuild(o.api, {
+    const started = Date.now();
+    const { build, sent } = await submitBuild(o.api, {
       query: buildQuery({ ...o.spec, file: o.file ?? DEFAULT_DOCKERFILE }),
       tar: input.body,
       signal: o.signal,
       gzip: false,
       gzipped: input.gzip,
       secrets: o.secrets,
+    });
+    o.reporter.uploaded({
+      files: undefined,
+      bytes: sent,
+      sent,
+      compressed: input.gzip,
+      ms: Date.now() - started,
     });
     return build;
   }

@@ -115,6 +115,7 @@ describe('kiln build with git and stdin contexts', () => {
       test(`kiln build - < ${name}`, async () => {
         const r = await kilnBuild('-', input());
         assert.equal(r.code, 0, r.stderr);
+        assert.match(r.stderr, /kiln: sent the build context from stdin: [\d.]+k?B \((tar|gzip)\) in /);
         const file = (await outEntries()).find((e) => e.name === 'piped.txt');
         assert.equal(file?.sha256, sha256('piped in\n'));
       });
