@@ -1,7 +1,7 @@
 /** The Kiln HTTP API as the CLI uses it: bearer auth, `{error: {code, message}}` turned into ApiError. */
 import type { BuildList, BuildView, TokenScope } from '@kiln/contract';
 import { loadConfig } from './config.js';
-import { ApiError, CliError, InterruptedError, messageOf } from './errors.js';
+import { ApiError, CliError, EXIT_UNAVAILABLE, InterruptedError, messageOf } from './errors.js';
 
 export type { BuildList, BuildView };
 
@@ -86,7 +86,11 @@ export class KilnApi {
       return await fetch(this.url(p), { ...init, headers });
     } catch (err) {
       if (init.signal?.aborted) throw abortReason(init.signal);
-      throw new CliError(`cannot reach Kiln at ${this.baseUrl}: ${messageOf(err)}`, 1, 'unreachable');
+      throw new CliError(
+        `cannot reach Kiln at ${this.baseUrl}: ${messageOf(err)}`,
+        EXIT_UNAVAILABLE,
+        'unreachable',
+      );
     }
   }
 

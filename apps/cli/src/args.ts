@@ -1,7 +1,7 @@
 /** Command lines, docker's way: node:util parseArgs, every mistake a UsageError (exit 2). */
 import path from 'node:path';
 import { type ParseArgsConfig, parseArgs } from 'node:util';
-import { parseCsvAttrs, parseSecretSpec, type SecretSource } from '@kiln/buildkit-client';
+import { parseCsvAttrs, parseSecretSpec, type SecretSource } from '@kiln/buildkit-client/context';
 import {
   BYTE_OUTPUT_TYPES,
   type ByteOutputType,
@@ -9,19 +9,24 @@ import {
   TOKEN_SCOPES,
   type TokenScope,
 } from '@kiln/contract';
+import { type ContextArg, parseContextArg } from './context-arg.js';
 import { CliError, EXIT_USAGE, UsageError } from './errors.js';
 import { PROGRESS_MODES, type ProgressMode } from './reporter.js';
+import type { BuildRequest } from './upload.js';
 
-export const BUILD_USAGE = `Usage: kiln build [OPTIONS] PATH
+export const BUILD_USAGE = `Usage: kiln build [OPTIONS] PATH | URL | -
 
-Build PATH (a directory) on Kiln and write the result where --output says, like
-docker build --output.
+Build on Kiln and write the result where --output says, like docker build --output. The
+context is PATH (a directory), URL (a git repository: https://host/org/repo.git#ref:subdir,
+git://host/repo#ref, git@host:org/repo.git, github.com/org/repo; Kiln fetches it) or - (stdin:
+a tar, a gzip-compressed tar, or a Dockerfile alone with no context).
 
 Options:
   -o, --output type=tar,dest=FILE   Where the result goes (also type=oci|docker; dest=- is stdout;
                                     type=image,name=REGISTRY/REPO:TAG,push=true pushes it and
                                     prints NAME@DIGEST)
-  -f, --file FILE                   The Dockerfile (default PATH/Dockerfile; - reads stdin)
+  -f, --file FILE                   The Dockerfile (default PATH/Dockerfile; - reads stdin; in a
+                                    git or stdin archive context, a path inside it)
       --target STAGE                Build this stage
       --build-arg KEY=VALUE         Build-time variable (KEY alone takes it from the environment)
       --platform OS/ARCH[,OS/ARCH]  Target platform(s), e.g. linux/arm64; several give one
@@ -52,7 +57,7 @@ export interface OutputArg {
 }
 
 export interface BuildOptions {
-  context: string;
+  context: ContextArg;
   file: string | undefined;
   output: OutputArg;
   target: string | undefined;
@@ -185,8 +190,6 @@ function pairs(
   return out;
 }
 
-const REMOTE_CONTEXT = /^(https?:\/\/|git@|git:\/\/|github\.com\/)/;
-
 export function parseBuildOptions(
   argv: string[],
   env: Readonly<Record<string, string | undefined>>,
@@ -198,15 +201,18 @@ export function parseBuildOptions(
     throw new CliError('--ssh is not supported yet: kiln cannot forward SSH agents to builds', EXIT_USAGE);
   }
   if (positionals.length !== 1) {
-    throw new UsageError(`"kiln build" requires exactly 1 argument (the context directory)`, BUILD_USAGE);
+    throw new UsageError(
+      `"kiln build" requires exactly 1 argument (the context: a directory, a git URL or -)`,
+      BUILD_USAGE,
+    );
   }
-  const context = positionals[0] as string;
-  if (context === '-')
-    throw new CliError('reading the build context from stdin is not supported yet', EXIT_USAGE);
-  if (REMOTE_CONTEXT.test(context)) {
-    throw new CliError(
-      `remote build contexts (${context}) are not supported yet: pass a directory`,
-      EXIT_USAGE,
+  const context = parseContextArg(positionals[0] as string);
+  if (values.file === '-' && context.kind !== 'dir') {
+    throw new UsageError(
+      context.kind === 'stdin'
+        ? 'stdin cannot be both the build context and the Dockerfile (-f -)'
+        : `-f - cannot be used with a git context: the Dockerfile comes from the repository (-f names a path in it)`,
+      BUILD_USAGE,
     );
   }
 
@@ -248,6 +254,24 @@ export function parseBuildOptions(
       }
     }),
     progress: progress as ProgressMode,
+  };
+}
+
+/** The build's spec as the server takes it, but for `file`, which the context decides. */
+export function buildSpec(opts: BuildOptions): Omit<BuildRequest, 'file'> {
+  return {
+    output: {
+      type: opts.output.type,
+      dest: serverDest(opts.output.dest, opts.output.type),
+      attrs: opts.output.attrs,
+    },
+    target: opts.target,
+    platform: opts.platform,
+    network: opts.network,
+    noCache: opts.noCache,
+    provenance: opts.provenance,
+    buildArgs: opts.buildArgs,
+    labels: opts.labels,
   };
 }
 

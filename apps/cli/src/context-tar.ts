@@ -9,7 +9,7 @@ import { constants } from 'node:fs';
 import { open, readFile, realpath, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
-import { PatternMatcher, parseDockerignore, type WalkEntry, walk } from '@kiln/buildkit-client';
+import { PatternMatcher, parseDockerignore, type WalkEntry, walk } from '@kiln/buildkit-client/context';
 import { dockerfileInContext } from '@kiln/contract';
 import { CliError } from './errors.js';
 import { END_OF_ARCHIVE, encodeHeader, padding, type TarHeader } from './tar.js';

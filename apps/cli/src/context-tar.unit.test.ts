@@ -10,7 +10,7 @@ import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { after, before, describe, test } from 'node:test';
-import { parseDockerignore, walk } from '@kiln/buildkit-client';
+import { parseDockerignore, walk } from '@kiln/buildkit-client/context';
 import { createContextValidator, extractContext } from '@kiln/core';
 import { makeContext } from '../../../packages/buildkit-client/test-support/context.js';
 import { readTarEntries } from '../../../packages/buildkit-client/test-support/tar-entries.js';

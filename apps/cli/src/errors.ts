@@ -1,8 +1,42 @@
-/** Exit codes: docker's, plus 130 for Ctrl-C as shells report it. */
+/**
+ * Exit codes a CI job can branch on (documented in the README). 0, 1 and 2 are docker's; 3 and 4
+ * tell "retry later" and "fix the token" apart from a build that failed; 130 is Ctrl-C as shells
+ * report it.
+ */
 export const EXIT_OK = 0;
+/** The build failed, or the server refused the request as it was (bad spec, context, quota). */
 export const EXIT_FAILURE = 1;
 export const EXIT_USAGE = 2;
+/** Kiln could not be reached, or answered that it cannot serve now (5xx, 429 rate_limited). */
+export const EXIT_UNAVAILABLE = 3;
+/** The token is missing, wrong, revoked or lacks the scope (401, 403). */
+export const EXIT_AUTH = 4;
 export const EXIT_INTERRUPTED = 130;
+
+/** The exit code of an API answer: the one place HTTP statuses become exit codes. */
+export function exitCodeForStatus(status: number, code: string | undefined): number {
+  if (status === 401 || status === 403) return EXIT_AUTH;
+  if (status >= 500 || code === 'rate_limited') return EXIT_UNAVAILABLE;
+  return EXIT_FAILURE;
+}
+
+/**
+ * Why a build ended failed when the service, not the build, was at fault (core's
+ * BUILD_ERROR_CODES: builders down or lost, storage or Redis trouble): another run may succeed.
+ */
+const SERVICE_FAILURES: ReadonlySet<string> = new Set([
+  'infrastructure',
+  'no_builder_available',
+  'worker_lost',
+  'worker_stopped',
+  'context_missing',
+  'secrets_unavailable',
+]);
+
+/** The exit code of a build that ended without success, from its error code. */
+export function exitCodeForBuildError(code: string | undefined): number {
+  return code !== undefined && SERVICE_FAILURES.has(code) ? EXIT_UNAVAILABLE : EXIT_FAILURE;
+}
 
 /** An error to print as `error: <message> (<code>)`, then `hint`, and exit with `exitCode`. */
 export class CliError extends Error {
@@ -36,7 +70,7 @@ export class ApiError extends CliError {
     readonly status: number,
     hint?: string,
   ) {
-    super(message, EXIT_FAILURE, code, hint);
+    super(message, exitCodeForStatus(status, code), code, hint);
     this.name = 'ApiError';
   }
 }

@@ -1,4 +1,5 @@
 /** The `kiln` command: `main(argv, io)` returns the exit code, so tests can run it in-process. */
+import { readFileSync } from 'node:fs';
 import { buildCommand } from './commands/build.js';
 import { BUILDS_USAGE, buildsCommand } from './commands/builds.js';
 import { loginCommand } from './commands/login.js';
@@ -23,15 +24,27 @@ export const USAGE = `Usage: kiln COMMAND
 docker build --output, run by a Kiln service.
 
 Commands:
-  build PATH --output type=tar,dest=FILE [OPTIONS]   Build and download the result (kiln build --help)
+  build PATH|URL|- --output type=tar,dest=FILE ...  Build and download the result (kiln build --help)
   builds ls|show|logs|cancel                         Look at and control builds (kiln builds --help)
   login --url URL --token TOKEN                      Save where Kiln is and the token to use
+  version (-v, --version)                            Print kiln's version
   tokens ls|create|revoke                            Your project's API tokens (kiln tokens --help)
   projects ls|create|show|set|token                  Projects and quotas, for the operator
                                                      (kiln projects --help)
 
 Environment: KILN_URL and KILN_TOKEN override what kiln login saved; KILN_OPERATOR_TOKEN is
 the operator's token for kiln projects.`;
+
+/**
+ * The package's version. Read from package.json beside src/ or dist/ (the bundle is one file in
+ * dist/), so the number printed is the one npm installed.
+ */
+export function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {
+    version: string;
+  };
+  return pkg.version;
+}
 
 export async function main(argv: string[], io: Io): Promise<number> {
   const [command, ...rest] = argv;
@@ -47,6 +60,11 @@ export async function main(argv: string[], io: Io): Promise<number> {
         return await tokensCommand(rest, io);
       case 'projects':
         return await projectsCommand(rest, io);
+      case '--version':
+      case '-v':
+      case 'version':
+        io.stdout.write(`kiln version ${version()}\n`);
+        return EXIT_OK;
       case undefined:
       case '-h':
       case '--help':

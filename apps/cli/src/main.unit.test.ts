@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { PassThrough, Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
-import { parseBuildOptions, serverDest } from './args.js';
+import { buildSpec, parseBuildOptions, serverDest } from './args.js';
 import { configPath, loadConfig } from './config.js';
 import type { Io } from './io.js';
 import { main } from './main.js';
@@ -74,7 +74,7 @@ describe('kiln build flags', () => {
       true,
     );
     assert.deepEqual(opts, {
-      context: 'ctx',
+      context: { kind: 'dir', path: 'ctx' },
       file: 'docker/Dockerfile',
       output: { type: 'tar', dest: 'out/app.tar', attrs: {} },
       target: 'builder',
@@ -88,17 +88,7 @@ describe('kiln build flags', () => {
       progress: 'json',
     });
     if (opts === 'help') return;
-    const query = buildQuery({
-      output: { ...opts.output, dest: serverDest(opts.output.dest, 'tar') },
-      file: 'docker/Dockerfile',
-      target: opts.target,
-      platform: opts.platform,
-      network: opts.network,
-      noCache: opts.noCache,
-      provenance: opts.provenance,
-      buildArgs: opts.buildArgs,
-      labels: opts.labels,
-    });
+    const query = buildQuery({ ...buildSpec(opts), file: 'docker/Dockerfile' });
     assert.equal(
       query.toString(),
       'output=%7B%22type%22%3A%22tar%22%2C%22dest%22%3A%22app.tar%22%7D&file=docker%2FDockerfile&target=builder&platform=linux%2Farm64&network=none&noCache=true&provenance=mode%3Dmax&build-arg=A%3D1&build-arg=B%3Dx%3Dy&build-arg=FROM_ENV%3Dfrom-env&label=org.example%3D1&label=bare%3D',
@@ -173,8 +163,12 @@ describe('kiln build flags', () => {
     [['build', '-o', 'type=tar,dest=a', '--secret', 'src=.npmrc', '.'], /invalid --secret "src=.npmrc"/],
     [['build', '-o', 'type=tar,dest=a', '--secret', 'id=a,mode=0400', '.'], /unexpected key "mode"/],
     [['build', '-o', 'type=tar,dest=a', '--ssh', 'default', '.'], /--ssh is not supported yet/],
-    [['build', '-o', 'type=tar,dest=a', '-'], /stdin is not supported yet/],
-    [['build', '-o', 'type=tar,dest=a', 'https://github.com/x/y.git'], /remote build contexts/],
+    [
+      ['build', '-o', 'type=tar,dest=a', '-f', '-', '-'],
+      /stdin cannot be both the build context and the Dockerfile/,
+    ],
+    [['build', '-o', 'type=tar,dest=a', '-f', '-', 'git://h/r'], /-f - cannot be used with a git context/],
+    [['build', '-o', 'type=tar,dest=a', 'https://h/app.tar.gz'], /not remote tarballs or Dockerfiles/],
     [['builds'], /requires a command/],
     [['builds', 'rm', 'x'], /unknown command "kiln builds rm"/],
     [['builds', 'show'], /requires exactly 1 argument/],
@@ -241,7 +235,7 @@ describe('config and login', () => {
   test('login checks the token, then writes the file 0600; a bad token writes nothing', async () => {
     const env = { HOME: home };
     const bad = await run(['login', '--url', `${url}/`, '--token', 'bad'], env);
-    assert.equal(bad.code, 1);
+    assert.equal(bad.code, 4);
     assert.equal(
       bad.stderr,
       'error: invalid token (unauthorized)\nhint: run kiln login, or set KILN_TOKEN\n',
@@ -284,17 +278,17 @@ describe('config and login', () => {
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stdout, 'BUILD ID  STATUS  CREATED  DURATION  OUTPUT  SIZE\n');
     const denied = await run(['builds', 'ls'], { ...env, KILN_TOKEN: 'nope' });
-    assert.equal(denied.code, 1);
+    assert.equal(denied.code, 4);
     assert.match(denied.stderr, /^error: invalid token \(unauthorized\)/);
   });
 
-  test('an unreachable server is an error naming it, exit 1', async () => {
+  test('an unreachable server is an error naming it, exit 3', async () => {
     const closed = createServer();
     await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
     const port = (closed.address() as AddressInfo).port;
     await new Promise((resolve) => closed.close(resolve));
     const r = await run(['builds', 'ls'], { HOME: home, KILN_URL: `http://127.0.0.1:${port}` });
-    assert.equal(r.code, 1);
+    assert.equal(r.code, 3);
     assert.equal(
       r.stderr,
       `error: cannot reach Kiln at http://127.0.0.1:${port}: fetch failed: connect ECONNREFUSED 127.0.0.1:${port} (unreachable)\n`,

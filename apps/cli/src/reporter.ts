@@ -29,7 +29,8 @@ export interface UploadProgress {
 }
 
 export interface UploadSummary {
-  files: number;
+  /** Undefined for an archive piped in on stdin, which is sent as it comes, never listed. */
+  files: number | undefined;
   bytes: number;
   sent: number;
   compressed: boolean;
@@ -38,10 +39,16 @@ export interface UploadSummary {
   reused?: string;
 }
 
+/** What was sent, after "sent the build context": the counts, or the piped archive's size. */
+const sentWhat = (p: UploadSummary) =>
+  p.files === undefined
+    ? ` from stdin: ${formatBytes(p.bytes)} (${p.compressed ? 'gzip' : 'tar'}) in ${formatDuration(p.ms)}`
+    : `: ${p.files} files, ${formatBytes(p.bytes)} (${sentText(p)}) in ${formatDuration(p.ms)}`;
+
 const uploadText = (p: UploadSummary) =>
   p.reused
     ? `the build context is unchanged (${p.files} files, ${formatBytes(p.bytes)}, ${p.reused}): not sent again`
-    : `sent the build context: ${p.files} files, ${formatBytes(p.bytes)} (${sentText(p)}) in ${formatDuration(p.ms)}`;
+    : `sent the build context${sentWhat(p)}`;
 
 const sentText = (p: { sent: number; compressed: boolean }) =>
   p.compressed ? `${formatBytes(p.sent)} gzipped` : 'uncompressed';
@@ -145,7 +152,7 @@ class JsonReporter implements Reporter {
   uploadProgress(): void {}
   uploaded(p: UploadSummary): void {
     this.emit('upload', {
-      files: p.files,
+      files: p.files ?? null,
       bytes: p.bytes,
       sentBytes: p.sent,
       compression: p.compressed ? 'gzip' : 'none',
@@ -262,7 +269,7 @@ export class TtyReporter extends PlainReporter {
     this.line(
       p.reused
         ? `[+] Build context unchanged (${p.files} files, ${formatBytes(p.bytes)}): not sent again`
-        : `[+] Sent build context: ${p.files} files, ${formatBytes(p.bytes)} (${sentText(p)}) in ${formatDuration(p.ms)}`,
+        : `[+] Sent build context${sentWhat(p)}`,
     );
   }
 

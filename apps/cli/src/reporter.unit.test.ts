@@ -104,6 +104,8 @@ test('tty: progress rewrites one line, the live region is redrawn and erased, a 
   assert.equal(out.text, '\r\x1b[2K[+] Sending build context 50%  50B / 1…');
   r.uploaded({ files: 1, bytes: 100, sent: 10, compressed: true, ms: 10 });
   assert.ok(out.text.endsWith('\r\x1b[2K[+] Sent build context: 1 files, 100B (10B gzipped) in 0.0s\n'));
+  r.uploaded({ files: undefined, bytes: 2048, sent: 2048, compressed: true, ms: 10 });
+  assert.ok(out.text.endsWith('[+] Sent build context from stdin: 2.05kB (gzip) in 0.0s\n'), out.text);
   out.text = '';
   r.submitted(build('queued'));
   r.log('#1 \x1b[31mred\x1b[0m step\n\n#2 second\n');

@@ -36,6 +36,24 @@ export function buildFields(req: BuildRequest): Record<string, unknown> {
   };
 }
 
+/** POST /v1/builds with a JSON body: a stored context (`context`) or a git one (`git`), the spec beside it. */
+function postJsonBuild(
+  api: KilnApi,
+  source: { context: string } | { git: string },
+  fields: Record<string, unknown>,
+  secrets: Record<string, Buffer> | undefined,
+): Promise<Response> {
+  return api.fetch('/v1/builds', {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'idempotency-key': randomUUID() },
+    body: JSON.stringify({
+      ...source,
+      ...fields,
+      ...(secrets && Object.keys(secrets).length > 0 ? { secrets: secretsField(secrets) } : {}),
+    }),
+  });
+}
+
 /**
  * Builds a context the server already stores for this project, by its digest: the build, or
  * undefined when the server does not hold it (404: the caller uploads).
@@ -46,20 +64,24 @@ export async function submitStoredBuild(
   fields: Record<string, unknown>,
   secrets: Record<string, Buffer> | undefined,
 ): Promise<BuildView | undefined> {
-  const res = await api.fetch('/v1/builds', {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', 'idempotency-key': randomUUID() },
-    body: JSON.stringify({
-      context: digest,
-      ...fields,
-      ...(secrets && Object.keys(secrets).length > 0 ? { secrets: secretsField(secrets) } : {}),
-    }),
-  });
+  const res = await postJsonBuild(api, { context: digest }, fields, secrets);
   if (res.ok) return (await res.json()) as BuildView;
   const err = await apiErrorFrom(res);
   // Not stored for this project (404); a server without builds by digest (400 invalid_context).
   if (res.status === 404 || err.code === 'invalid_context') return undefined;
   throw err;
+}
+
+/** Builds a git repository (`url#ref:subdir`), which BuildKit fetches: nothing is uploaded. */
+export async function submitGitBuild(
+  api: KilnApi,
+  git: string,
+  fields: Record<string, unknown>,
+  secrets: Record<string, Buffer> | undefined,
+): Promise<BuildView> {
+  const res = await postJsonBuild(api, { git }, fields, secrets);
+  if (!res.ok) throw await apiErrorFrom(res);
+  return (await res.json()) as BuildView;
 }
 
 /** The same fields as a query string (docker-style repeated build-arg/label), for an upload. */
@@ -84,6 +106,8 @@ export interface UploadOptions {
   onSent?: (bytes: number) => void;
   /** gzip level, or false to send the tar as it is. */
   gzip?: number | false;
+  /** `tar` is gzip already (a context piped in compressed): sent as it is, as application/gzip. */
+  gzipped?: boolean;
   /** Values for RUN --mount=type=secret, by id. */
   secrets?: Record<string, Buffer>;
 }
@@ -150,7 +174,7 @@ export async function submitBuild(
   const { signal } = opts;
   const onAbort = () => stop(signal ? abortReason(signal) : undefined);
   signal?.addEventListener('abort', onAbort, { once: true });
-  const contextType = opts.gzip === false ? 'application/x-tar' : 'application/gzip';
+  const contextType = opts.gzip === false && !opts.gzipped ? 'application/x-tar' : 'application/gzip';
   const secrets = opts.secrets && Object.keys(opts.secrets).length > 0 ? opts.secrets : undefined;
   const boundary = `kiln-${randomUUID()}`;
   let res: Response;

@@ -495,7 +495,7 @@ describe('kiln CLI against a real Kiln', () => {
     assert.equal(missing.code, 2);
     assert.match(missing.stderr, /^error: the operator token is required/);
     const wrong = await kilnCli(['projects', 'ls', '--operator-token', kiln.token]);
-    assert.equal(wrong.code, 1);
+    assert.equal(wrong.code, 4);
     assert.match(wrong.stderr, /\(unauthorized\)\nhint: pass --operator-token, or set KILN_OPERATOR_TOKEN/);
 
     const issued = await kilnCli([
@@ -536,7 +536,7 @@ describe('kiln CLI against a real Kiln', () => {
       await ctx.cleanup();
     }
     const denied = await kilnCli(['tokens', 'create', 'more', '--scope', 'build'], { env: asCi });
-    assert.equal(denied.code, 1);
+    assert.equal(denied.code, 4);
     assert.equal(
       denied.stderr,
       'error: this needs a token of scope "manage"; this one is "build" (forbidden)\n',
@@ -555,7 +555,7 @@ describe('kiln CLI against a real Kiln', () => {
     assert.equal(revoked.code, 0, revoked.stderr);
     assert.equal(revoked.stdout.toString(), `${readerToken.id} revoked\n`);
     const afterRevoke = await kilnCli(['builds', 'ls'], { env: { KILN_TOKEN: readerToken.token } });
-    assert.equal(afterRevoke.code, 1);
+    assert.equal(afterRevoke.code, 4);
     assert.match(afterRevoke.stderr, /\(unauthorized\)\nhint: run kiln login/);
 
     const projects = await kilnCli(['projects', 'ls'], { env: operator });
@@ -580,7 +580,7 @@ describe('kiln CLI against a real Kiln', () => {
     assert.equal(disabled.code, 0, disabled.stderr);
     assert.match(disabled.stdout.toString(), /\nStatus: +disabled\n(.|\n)*\nDisabled: +\d{4}-/);
     const blocked = await kilnCli(['builds', 'ls'], { env: asCi });
-    assert.equal(blocked.code, 1);
+    assert.equal(blocked.code, 4);
     assert.equal(blocked.stderr, "error: the token's project is disabled (forbidden)\n");
     const enabled = await kilnCli(
       ['projects', 'set', 'web-ci', '--enable', '--max-queued', 'default', '--json'],

@@ -1,4 +1,4 @@
-import { createWriteStream } from 'node:fs';
+import { createWriteStream, readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { connect, type ExportEntry } from './client.js';
 import { BuildkitError } from './errors.js';
@@ -13,6 +13,7 @@ const USAGE = `usage:
         [--secret id=ID,src=FILE|id=ID,env=VAR|id=ID] [--keep-ownership]
   bkctl [--addr ADDR] debug workers
   bkctl [--addr ADDR] du
+  bkctl --version
 Local files go as owned by 0:0, as with buildctl; --keep-ownership sends their uid/gid.
 ADDR: unix:///path, tcp://host:port, docker:///var/run/docker.sock (default $BUILDKIT_HOST)`;
 
@@ -35,8 +36,17 @@ export async function main(argv: string[]): Promise<number> {
       tlskey: { type: 'string' },
       tlsservername: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
+      version: { type: 'boolean' },
     },
   });
+  if (values.version) {
+    // package.json sits one level above both src/ and dist/.
+    const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {
+      version: string;
+    };
+    process.stdout.write(`bkctl version ${pkg.version}\n`);
+    return 0;
+  }
   const command = positionals.join(' ');
   if (values.help || !['build', 'debug workers', 'du'].includes(command)) {
     process.stderr.write(`${USAGE}\n`);

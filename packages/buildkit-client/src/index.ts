@@ -13,6 +13,7 @@ export {
   type UsageRecord,
   type WorkerInfo,
 } from './client.js';
+export * from './context.js';
 export {
   BuildkitConnectionError,
   BuildkitError,
@@ -21,10 +22,7 @@ export {
   SolveError,
   UnsupportedError,
 } from './errors.js';
-export { PatternMatcher, parseDockerignore, type WalkEntry, type WalkOptions, walk } from './fs/index.js';
-export { parseCsvAttrs } from './output-spec.js';
 export { PlainProgressRenderer } from './progress.js';
-export { loadSecrets, MAX_SECRET_SIZE, parseSecretSpec, type SecretSource } from './secret-spec.js';
 export type { RegistryAuth, RegistryCredentials } from './session/auth.js';
 export type { ContentStore } from './session/content.js';
 export type { LocalDir } from './session/filesync.js';

@@ -1,25 +1,23 @@
-/** `kiln build PATH --output type=tar,dest=FILE ...`: docker build, run by Kiln. */
+/** `kiln build PATH|URL|- --output type=tar,dest=FILE ...`: docker build, run by Kiln. */
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
-import { loadSecrets } from '@kiln/buildkit-client';
+import { loadSecrets } from '@kiln/buildkit-client/context';
 import { FINAL_STATUSES } from '@kiln/contract';
 import { type KilnApi, projectClient } from '../api.js';
-import { BUILD_USAGE, parseBuildOptions, serverDest } from '../args.js';
-import { ContextDigestCache, contextFingerprint } from '../context-digests.js';
-import { contextTarStream, planContext } from '../context-tar.js';
+import { BUILD_USAGE, buildSpec, parseBuildOptions } from '../args.js';
 import { downloadArtifact } from '../download.js';
-import { CliError, EXIT_INTERRUPTED, EXIT_OK, InterruptedError, messageOf } from '../errors.js';
-import { followLogs, waitForFinal } from '../follow.js';
-import { type Io, readAll } from '../io.js';
-import { createReporter } from '../reporter.js';
 import {
-  type BuildRequest,
-  buildFields,
-  buildQuery,
-  isRatioRejection,
-  submitBuild,
-  submitStoredBuild,
-} from '../upload.js';
+  CliError,
+  EXIT_INTERRUPTED,
+  EXIT_OK,
+  exitCodeForBuildError,
+  InterruptedError,
+  messageOf,
+} from '../errors.js';
+import { followLogs, waitForFinal } from '../follow.js';
+import type { Io } from '../io.js';
+import { createReporter } from '../reporter.js';
+import { submitContext } from '../submit-context.js';
 
 export async function buildCommand(argv: string[], io: Io): Promise<number> {
   const opts = parseBuildOptions(argv, io.env, Boolean(io.stdout.isTTY));
@@ -49,98 +47,15 @@ export async function buildCommand(argv: string[], io: Io): Promise<number> {
       throw new CliError(messageOf(err));
     });
 
-    const plan = await planContext({
-      contextDir: opts.context,
-      dockerfile: opts.file,
-      cwd: io.cwd,
-      readStdin: () => readAll(io.stdin),
+    const build = await submitContext(opts.context, {
+      api,
+      spec: buildSpec(opts),
+      file: opts.file,
+      secrets,
+      signal,
+      reporter,
+      io,
     });
-    for (const p of plan.skipped)
-      reporter.warn(`${p}: Kiln does not take devices and FIFOs in a build context, left out`);
-    reporter.context({
-      root: plan.root,
-      files: plan.files,
-      bytes: plan.bytes,
-      dockerfile: plan.dockerfile,
-      ignoreFile: plan.ignoreFile,
-    });
-    if (signal.aborted) throw new InterruptedError();
-
-    let read = 0;
-    let sentSoFar = 0;
-    const started = Date.now();
-    const request: BuildRequest = {
-      output: {
-        type: opts.output.type,
-        dest: serverDest(opts.output.dest, opts.output.type),
-        attrs: opts.output.attrs,
-      },
-      file: plan.dockerfile,
-      target: opts.target,
-      platform: opts.platform,
-      network: opts.network,
-      noCache: opts.noCache,
-      provenance: opts.provenance,
-      buildArgs: opts.buildArgs,
-      labels: opts.labels,
-    };
-    const query = buildQuery(request);
-    const upload = (gzip: boolean) => {
-      read = 0;
-      sentSoFar = 0;
-      const tar = contextTarStream(plan, {
-        onProgress: (p) => {
-          read = p.bytes;
-          reporter.uploadProgress({ read, total: plan.bytes, sent: sentSoFar, compressed: gzip });
-        },
-        onWarning: (m) => reporter.warn(m),
-      });
-      return submitBuild(api as KilnApi, {
-        query,
-        tar,
-        signal,
-        gzip: gzip ? 6 : false,
-        secrets,
-        onSent: (bytes) => {
-          sentSoFar = bytes;
-          reporter.uploadProgress({ read, total: plan.bytes, sent: bytes, compressed: gzip });
-        },
-      });
-    };
-    // An unchanged context the server holds for this project is built by digest, not sent again.
-    const digests = ContextDigestCache.at(io.env);
-    const fingerprint = contextFingerprint(plan);
-    const known = await digests.lookup(api.baseUrl, fingerprint);
-    let build = known ? await submitStoredBuild(api, known, buildFields(request), secrets) : undefined;
-    if (build && known) {
-      reporter.uploaded({
-        files: plan.files,
-        bytes: plan.bytes,
-        sent: 0,
-        compressed: false,
-        ms: Date.now() - started,
-        reused: known,
-      });
-    } else {
-      let compressed = true;
-      const uploaded = await upload(true).catch((err: unknown) => {
-        if (!isRatioRejection(err)) throw err;
-        reporter.warn(
-          'the context compresses better than the server accepts from gzip: sending it uncompressed',
-        );
-        compressed = false;
-        return upload(false);
-      });
-      build = uploaded.build;
-      reporter.uploaded({
-        files: plan.files,
-        bytes: plan.bytes,
-        sent: uploaded.sent,
-        compressed,
-        ms: Date.now() - started,
-      });
-      if (build.context) await digests.remember(api.baseUrl, fingerprint, build.context.digest);
-    }
     buildId = build.id;
     reporter.submitted(build);
 
@@ -156,7 +71,7 @@ export async function buildCommand(argv: string[], io: Io): Promise<number> {
     if (done.status !== 'succeeded') {
       throw new CliError(
         done.error?.message || `build ${done.id} ${done.status}`,
-        1,
+        exitCodeForBuildError(done.error?.code),
         done.error?.code ?? done.status,
       );
     }
