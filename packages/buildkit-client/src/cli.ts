@@ -19,26 +19,15 @@ ADDR: unix:///path, tcp://host:port, docker:///var/run/docker.sock (default $BUI
 
 /** buildctl-compatible command line; returns the exit code. */
 export async function main(argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: {
-      addr: { type: 'string' },
-      frontend: { type: 'string', default: 'dockerfile.v0' },
-      local: { type: 'string', multiple: true, default: [] },
-      opt: { type: 'string', multiple: true, default: [] },
-      output: { type: 'string', short: 'o' },
-      progress: { type: 'string', default: 'plain' },
-      secret: { type: 'string', multiple: true, default: [] },
-      'keep-ownership': { type: 'boolean', default: false },
-      tlscacert: { type: 'string' },
-      tlscert: { type: 'string' },
-      tlskey: { type: 'string' },
-      tlsservername: { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
-      version: { type: 'boolean' },
-    },
-  });
+  let parsed: ReturnType<typeof parseCommandLine>;
+  try {
+    parsed = parseCommandLine(argv);
+  } catch (err) {
+    // parseArgs names the unknown or malformed option; a stack trace would bury that.
+    process.stderr.write(`bkctl: ${(err as Error).message}\n${USAGE}\n`);
+    return 2;
+  }
+  const { values, positionals } = parsed;
   if (values.version) {
     // package.json sits one level above both src/ and dist/.
     const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {
@@ -124,4 +113,27 @@ function exportFromSpec(spec: string): ExportEntry {
     return { type, attrs, output };
   }
   return { type, attrs };
+}
+
+function parseCommandLine(argv: string[]) {
+  return parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      addr: { type: 'string' },
+      frontend: { type: 'string', default: 'dockerfile.v0' },
+      local: { type: 'string', multiple: true, default: [] },
+      opt: { type: 'string', multiple: true, default: [] },
+      output: { type: 'string', short: 'o' },
+      progress: { type: 'string', default: 'plain' },
+      secret: { type: 'string', multiple: true, default: [] },
+      'keep-ownership': { type: 'boolean', default: false },
+      tlscacert: { type: 'string' },
+      tlscert: { type: 'string' },
+      tlskey: { type: 'string' },
+      tlsservername: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+      version: { type: 'boolean' },
+    },
+  });
 }
