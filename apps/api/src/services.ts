@@ -22,7 +22,7 @@ import { uploadTmpDir } from './upload.js';
 
 /** Connects what the API needs, from the config; `close()` releases all of it. */
 export async function createApiDeps(config: KilnConfig): Promise<ApiDeps & { close(): Promise<void> }> {
-  const logger = createLogger('kiln-api', config.logLevel);
+  const logger = createLogger('kiln-api', config.logLevel, config.logFormat);
   await migrateDatabase(config.databaseUrl, logger);
   const database = createDatabase(config.databaseUrl, {
     onConnectionError: (err) => logger.warn({ err: err.message }, 'postgresql dropped a connection'),

@@ -92,7 +92,7 @@ export class KilnWorker {
     readonly config: KilnConfig,
     private readonly deps: WorkerDeps = {},
   ) {
-    this.logger = deps.logger ?? createLogger('kiln-worker', config.logLevel);
+    this.logger = deps.logger ?? createLogger('kiln-worker', config.logLevel, config.logFormat);
   }
 
   get pool(): BuilderPool {

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { type BuildCacheConfig, buildCacheFor } from './build-cache.js';
+import type { LogFormatSetting } from './log-format.js';
 import { type Network, parseNetworks } from './net/address.js';
 import { parseHostPatterns } from './net/host-patterns.js';
 import { credentialsKey } from './registry-credentials.js';
@@ -25,6 +26,7 @@ const ENV = z.object({
   KILN_HOST: z.string().min(1).default('0.0.0.0'),
   KILN_PUBLIC_URL: z.url().optional(),
   KILN_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  KILN_LOG_FORMAT: z.enum(['auto', 'json', 'pretty']).default('auto'),
   DATABASE_URL: z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgresql:// URL'),
   REDIS_URL: z.string().regex(/^rediss?:\/\//, 'must be a redis:// URL'),
   KILN_DATA_DIR: z.string().min(1).default('.kiln/data'),
@@ -120,6 +122,8 @@ export interface KilnConfig {
   host: string;
   publicUrl: string;
   logLevel: string;
+  /** `auto`: readable lines when stdout is a terminal, JSON otherwise (`log-format.ts`). */
+  logFormat: LogFormatSetting;
   databaseUrl: string;
   redisUrl: string;
   dataDir: string;
@@ -281,6 +285,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): KilnConfig {
     host: e.KILN_HOST,
     publicUrl,
     logLevel: e.KILN_LOG_LEVEL,
+    logFormat: e.KILN_LOG_FORMAT,
     databaseUrl: e.DATABASE_URL,
     redisUrl: e.REDIS_URL,
     dataDir: e.KILN_DATA_DIR,
