@@ -8,6 +8,7 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { authenticator } from './auth.js';
 import type { ApiDeps } from './deps.js';
 import { clientErrorHandler, registerErrorHandling } from './errors.js';
+import { observeHttpDurations } from './metrics/http.js';
 import { RequestLog } from './request-log.js';
 import { adminRoutes } from './routes/admin.js';
 import { builderRoutes } from './routes/builders.js';
@@ -58,6 +59,7 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
   await app.register(swaggerUi, { routePrefix: '/docs' });
 
   const metrics = createMetrics(deps);
+  observeHttpDurations(app, metrics.registry);
   await app.register(opsRoutes(deps, metrics));
   await app.register(await uiRoutes());
   if (deps.config.storage.kind === 'local')

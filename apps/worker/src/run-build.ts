@@ -26,6 +26,7 @@ import {
   SolveError,
   type SolveOptions,
   type SolveResult,
+  type StatusEvent,
   UnsupportedError,
 } from '@kiln/buildkit-client';
 import {
@@ -43,6 +44,7 @@ import {
   buildCacheOptions,
   buildCachePrefix,
   type ContextLimits,
+  countBuildEvent,
   dockerfileInContext,
   extractContext,
   FINAL_STATUSES,
@@ -56,6 +58,7 @@ import {
   logKey,
   type ObjectStorage,
   type OutputType,
+  observeExport,
   PROVENANCE_MODES,
   type Prisma,
   type ProjectQuotas,
@@ -76,6 +79,7 @@ import { BuildLog } from './build-log.js';
 import type { Lease } from './builders/lease.js';
 import { type BuilderPool, NoBuilderAvailableError, NoCapableBuilderError } from './builders/pool.js';
 import { retryWhileDatabaseDown } from './db-retry.js';
+import { SolveSteps } from './solve-steps.js';
 import { TarFileTap } from './tar-file-tap.js';
 
 export interface RunBuildDeps {
@@ -102,6 +106,8 @@ export interface RunBuildDeps {
   dbRetryMs?: number;
   /** Delay before a handed-back job (builders full, worker stopping) is tried again; default 1 s. */
   handBackDelayMs?: number;
+  /** KILN_METRICS_MAX_PROJECTS (see @kiln/core's build-metrics.ts); default 0. */
+  metricsMaxProjects?: number;
 }
 
 /** Which BullMQ attempt this is: `attemptsMade` failed before it, `attempts` in all. */
@@ -233,6 +239,9 @@ class BuildRun {
   private quotas: ProjectQuotas | undefined;
   /** The project's stored bytes when this run read its quotas: what the export may add to. */
   private storedBytes = 0;
+  private readonly steps = new SolveSteps();
+  /** The export into storage: bytes passed, and performance.now() at its first byte and when storage settled. */
+  private readonly exported = { bytes: 0, first: 0, settled: 0 };
 
   constructor(
     private readonly deps: RunBuildDeps,
@@ -271,6 +280,8 @@ class BuildRun {
         this.logger.warn({ err: messageOf(err) }, 'releasing the builder lease failed (it will expire)');
       });
       this.deps.active.unregister(this.id, this.controller);
+      const { vertices, cached } = this.steps.counts();
+      if (vertices > 0) await countBuildEvent(this.deps.redis, { kind: 'solved', vertices, cached });
       if (this.tmp) {
         await rm(this.tmp, { recursive: true, force: true, maxRetries: 3 }).catch((err: unknown) => {
           this.logger.warn({ dir: this.tmp, err: messageOf(err) }, 'could not remove the build directory');
@@ -480,6 +491,10 @@ class BuildRun {
     const sources = await this.contextSources(spec);
     const client = await lease.client();
     const renderer = new PlainProgressRenderer((text) => this.write(text));
+    const onStatus = (event: StatusEvent) => {
+      renderer.render(event);
+      this.steps.record(event);
+    };
     const registryAuth = await this.registryAuth();
     const cache = await this.cacheOptions(lease);
     const common = {
@@ -495,7 +510,7 @@ class BuildRun {
     if (spec.output.type === 'image') {
       const result = await client.solve(
         { ...common, exports: [{ type: 'image', attrs: spec.output.attrs }] },
-        (event) => renderer.render(event),
+        onStatus,
       );
       await this.recordCache(result);
       const digest = result.exporterResponse['containerimage.digest'];
@@ -509,6 +524,10 @@ class BuildRun {
       contentType: 'application/x-tar',
     });
     let solving = true;
+    const settled = () => {
+      this.exported.settled = performance.now();
+    };
+    put.then(settled, settled);
     put.catch((err: unknown) => {
       // A put failing while BuildKit still sends is an infrastructure error: stop the build.
       if (solving && !signal.aborted) {
@@ -523,7 +542,7 @@ class BuildRun {
           ...common,
           exports: [{ type: spec.output.type as 'tar' | 'oci' | 'docker', attrs: spec.output.attrs, output }],
         },
-        (event) => renderer.render(event),
+        onStatus,
       );
       await this.recordCache(result);
     } catch (err) {
@@ -558,23 +577,24 @@ class BuildRun {
    * The stream the export goes through into storage, shown to `tap` on the way. Past the project's
    * artifact-bytes quota, or past what its stored-bytes quota leaves (read when the run began:
    * builds of one project exporting at once may each use that room), it stops the build (the
-   * daemon sees the session end) and errors, so storage keeps nothing of it.
+   * daemon sees the session end) and errors, so storage keeps nothing of it. It counts the bytes
+   * and times the first one for the export throughput metric.
    */
   private exportStream(tap: TarFileTap | undefined): PassThrough {
     const perBuild = this.quotas?.artifactBytes ?? 0;
     const left = this.quotas ? storedBytesLeft(this.quotas, this.storedBytes) : null;
     const byStored = left !== null && (perBuild === 0 || left < perBuild);
     const limit = byStored ? Math.max(0, left ?? 0) : perBuild;
-    if (limit === 0 && !byStored && !tap) return new PassThrough();
     const why = byStored
       ? `what the project's stored bytes (${this.storedBytes}) leave of its limit (stored bytes: ${this.quotas?.storedBytes})`
       : "the project's limit (artifact bytes per build)";
-    let bytes = 0;
+    const exported = this.exported;
     return new PassThrough({
       transform: (chunk: Buffer, _encoding, done) => {
-        bytes += chunk.length;
+        if (exported.bytes === 0) exported.first = performance.now();
+        exported.bytes += chunk.length;
         tap?.write(chunk);
-        if ((limit === 0 && !byStored) || bytes <= limit) return done(null, chunk);
+        if ((limit === 0 && !byStored) || exported.bytes <= limit) return done(null, chunk);
         const abort = new BuildAbort(
           'output_too_large',
           `the artifact is larger than ${limit} bytes, ${why}; nothing was stored`,
@@ -717,6 +737,14 @@ class BuildRun {
     }
     const { status, errorCode } = result.build;
     this.logger.info({ status, ...(errorCode ? { errorCode } : {}) }, 'build finished');
+    const { bytes, first, settled } = this.exported;
+    if (first > 0 && settled > first) {
+      await observeExport(
+        this.deps.redis,
+        { projectId: this.build.projectId, outcome: status, bytes, seconds: (settled - first) / 1000 },
+        this.deps.metricsMaxProjects ?? 0,
+      );
+    }
     return status;
   }
 

@@ -157,6 +157,7 @@ export class KilnWorker {
     this.eventsInstance = new EventDispatcher({
       prisma: this.prisma,
       connection: this.bullConnection,
+      counters: this.redis,
       logger,
       attempts: config.events.attempts,
       backoffMs: config.events.backoffMs,
@@ -173,8 +174,10 @@ export class KilnWorker {
       redis: this.redis,
       logger,
       events: this.eventsInstance,
+      metricsMaxProjects: config.metricsMaxProjects,
     });
     const runDeps = {
+      metricsMaxProjects: config.metricsMaxProjects,
       lifecycle: this.lifecycle,
       storage: this.storage,
       redis: this.redis,

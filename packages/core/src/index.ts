@@ -54,6 +54,7 @@ export {
 export { checkGitHost, type GitHostPolicy } from './git-hosts.js';
 export { chooseLogFormat, formatLogLine, type LogFormat, type LogFormatSetting } from './log-format.js';
 export { createLogger, type Logger } from './logger.js';
+export * from './metrics/index.js';
 export { type Network, parseIp, parseNetworks, refusedAddress } from './net/address.js';
 export { normalizeHostname } from './net/host.js';
 export {

@@ -1,0 +1,18 @@
+export {
+  BUILD_HISTOGRAMS,
+  type FinishedBuildTimes,
+  metricProjectsKey,
+  OTHER_PROJECTS,
+  observeExport,
+  observeFinishedBuild,
+  projectLabel,
+} from './build-metrics.js';
+export {
+  bucketIndex,
+  type HistogramSeries,
+  type HistogramSpec,
+  metricHistogramsKey,
+  type Observation,
+  observeHistograms,
+  readHistograms,
+} from './histograms.js';
