@@ -3,25 +3,16 @@
 // KILN_METRICS_MAX_PROJECTS share `other`, and every query of the example alert rules and
 // Grafana dashboard under deploy/observability names metrics and labels this /metrics has.
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, test } from 'node:test';
 import { parse } from 'yaml';
-import { busyboxPath, makeContext } from '../../packages/buildkit-client/test-support/context.js';
 import { startTestKiln, type TestKiln, waitForStatus } from '../support/kiln.js';
+import { contextTar, runNonce } from './context.js';
 import { missingFrom, parseScrape } from './promql.js';
 
 const METRICS_TOKEN = 'm'.repeat(40);
-const DOCKERFILE = [
-  'FROM scratch',
-  'COPY busybox /bin/busybox',
-  'ARG N=0',
-  'RUN ["/bin/busybox", "sh", "-c", "/bin/busybox mkdir -p /out && echo $N > /out/n"]',
-  '',
-].join('\n');
-
 let kiln: TestKiln;
 let receiver: Server;
 let received = 0;
@@ -45,11 +36,15 @@ const sample = (text: string, series: string): number => {
   return Number(found.slice(series.length + 1));
 };
 const build = async (token: string, n: number) => {
-  const res = await call(`/v1/builds?output=type=tar,dest=n.tar&network=none&build-arg=N=${n}`, token, {
-    method: 'POST',
-    body: tar,
-    headers: { 'content-type': 'application/gzip' },
-  });
+  const res = await call(
+    `/v1/builds?output=type=tar,dest=n.tar&network=none&build-arg=N=metrics-${runNonce}-${n}`,
+    token,
+    {
+      method: 'POST',
+      body: tar,
+      headers: { 'content-type': 'application/gzip' },
+    },
+  );
   assert.ok(res.ok, await res.clone().text());
   const { id } = (await res.json()) as { id: string };
   return waitForStatus<{ status: string; error?: unknown }>(
@@ -71,12 +66,7 @@ before(async () => {
     project: 'alpha',
     env: { KILN_METRICS_TOKEN: METRICS_TOKEN, KILN_METRICS_MAX_PROJECTS: '1' },
   });
-  const ctx = await makeContext({
-    Dockerfile: DOCKERFILE,
-    busybox: { content: await fs.readFile(busyboxPath()), mode: 0o755 },
-  });
-  tar = execFileSync('tar', ['-C', ctx.dir, '-czf', '-', '.']);
-  await ctx.cleanup();
+  tar = await contextTar();
   const port = (receiver.address() as AddressInfo).port;
   const endpoint = await call('/v1/endpoints', kiln.token, {
     method: 'POST',

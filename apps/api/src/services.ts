@@ -9,6 +9,7 @@ import {
   QUEUE_BUILDS,
   QUEUE_EVENTS,
   removeStaleFiles,
+  startTracing,
   TokenQueries,
 } from '@kiln/core';
 import { Queue } from 'bullmq';
@@ -23,6 +24,7 @@ import { uploadTmpDir } from './upload.js';
 /** Connects what the API needs, from the config; `close()` releases all of it. */
 export async function createApiDeps(config: KilnConfig): Promise<ApiDeps & { close(): Promise<void> }> {
   const logger = createLogger('kiln-api', config.logLevel, config.logFormat);
+  const tracing = await startTracing(config.otlpTracesUrl, 'kiln-api');
   await migrateDatabase(config.databaseUrl, logger);
   const database = createDatabase(config.databaseUrl, {
     onConnectionError: (err) => logger.warn({ err: err.message }, 'postgresql dropped a connection'),
@@ -82,6 +84,7 @@ export async function createApiDeps(config: KilnConfig): Promise<ApiDeps & { clo
     eventQueue,
     logger,
     logHub,
+    tracing,
     followers: new LogFollowers(redis, config.logs.maxFollowersPerProject, (err) =>
       logger.warn({ err: err.message }, 'renewing the log followers in Redis failed'),
     ),
@@ -92,6 +95,7 @@ export async function createApiDeps(config: KilnConfig): Promise<ApiDeps & { clo
       redis.disconnect();
       subscriber.disconnect();
       await database.close();
+      await tracing.shutdown();
     },
   };
 }

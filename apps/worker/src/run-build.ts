@@ -56,6 +56,7 @@ import {
   loadBuildSecrets,
   loadProjectQuotas,
   logKey,
+  NO_TRACING,
   type ObjectStorage,
   type OutputType,
   observeExport,
@@ -70,7 +71,9 @@ import {
   recordsProvenance,
   specRequirements,
   storedBytesLeft,
+  type Tracing,
 } from '@kiln/core';
+import { type Context, SpanStatusCode } from '@opentelemetry/api';
 import { UnrecoverableError } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { type ActiveBuilds, abortOf, BuildAbort } from './active-builds.js';
@@ -108,6 +111,8 @@ export interface RunBuildDeps {
   handBackDelayMs?: number;
   /** KILN_METRICS_MAX_PROJECTS (see @kiln/core's build-metrics.ts); default 0. */
   metricsMaxProjects?: number;
+  /** Spans of each attempt (lease, context, solve and its steps, export); default NO_TRACING. */
+  tracing?: Tracing;
 }
 
 /** Which BullMQ attempt this is: `attemptsMade` failed before it, `attempts` in all. */
@@ -116,6 +121,8 @@ export interface AttemptInfo {
   rank?: number;
   attemptsMade: number;
   attempts: number;
+  /** The trace of the request that queued the build (the job's data), continued here. */
+  traceparent?: string;
 }
 
 export interface RunBuildResult {
@@ -240,8 +247,11 @@ class BuildRun {
   /** The project's stored bytes when this run read its quotas: what the export may add to. */
   private storedBytes = 0;
   private readonly steps = new SolveSteps();
-  /** The export into storage: bytes passed, and performance.now() at its first byte and when storage settled. */
+  /** The export into storage: bytes passed, and the time (ms) of its first byte and of storage settling. */
   private readonly exported = { bytes: 0, first: 0, settled: 0 };
+  private readonly tracing: Tracing;
+  /** The current span's context: the request's, then this attempt's, the solve's while it runs. */
+  private trace: Context;
 
   constructor(
     private readonly deps: RunBuildDeps,
@@ -251,6 +261,8 @@ class BuildRun {
     this.logger = deps.logger.child({ buildId: build.id });
     // Registered first, so a cancel arriving while the builder is leased is not lost.
     this.controller = deps.active.register(build.id);
+    this.tracing = deps.tracing ?? NO_TRACING;
+    this.trace = this.tracing.continueFrom(attempt.traceparent);
   }
 
   private get id(): string {
@@ -258,6 +270,31 @@ class BuildRun {
   }
 
   async run(): Promise<RunBuildResult> {
+    const queued = this.trace;
+    if (this.attempt.attemptsMade === 0) {
+      // The wait from the request to this pick-up (a retry's wait is its backoff, not the queue's).
+      this.tracing.start('queue wait', queued, { startTime: this.build.createdAt }).span.end();
+    }
+    return this.tracing.run(
+      'build attempt',
+      queued,
+      async (span, context) => {
+        this.trace = context;
+        const result = await this.runAttempt();
+        span.setAttribute('kiln.build.result', result.status);
+        return result;
+      },
+      {
+        attributes: {
+          'kiln.build.id': this.id,
+          'kiln.project.id': this.build.projectId,
+          'kiln.attempt': this.attempt.attemptsMade + 1,
+        },
+      },
+    );
+  }
+
+  private async runAttempt(): Promise<RunBuildResult> {
     try {
       // First: the log's budget is one of them.
       ({ quotas: this.quotas, storedBytes: this.storedBytes } = await loadProjectQuotas(
@@ -325,13 +362,18 @@ class BuildRun {
     }
 
     try {
-      this.lease = await this.deps.pool.acquire({
-        buildId: this.id,
-        projectId: this.build.projectId,
-        avoid: await this.failedBuilders(),
-        projectLimit: this.quotas?.runningBuilds ?? 0,
-        rank: this.attempt.rank ?? 1,
-        requires: specRequirements(spec),
+      const avoid = await this.failedBuilders();
+      this.lease = await this.tracing.run('lease builder', this.trace, async (span) => {
+        const lease = await this.deps.pool.acquire({
+          buildId: this.id,
+          projectId: this.build.projectId,
+          avoid,
+          projectLimit: this.quotas?.runningBuilds ?? 0,
+          rank: this.attempt.rank ?? 1,
+          requires: specRequirements(spec),
+        });
+        span.setAttribute('kiln.builder', lease.address);
+        return lease;
       });
     } catch (err) {
       if (err instanceof NoCapableBuilderError) return this.fail('no_capable_builder', err.message);
@@ -484,11 +526,55 @@ class BuildRun {
     );
   }
 
+  /** The solve in a span, with a span per step BuildKit reported and one for the export into storage. */
   private async solve(spec: BuildSpec, lease: Lease, tap?: TarFileTap): Promise<Produced> {
+    const sources = await this.tracing.run('fetch context', this.trace, () => this.contextSources(spec));
+    const attempt = this.trace;
+    try {
+      return await this.tracing.run(
+        'solve',
+        attempt,
+        (_span, context) => {
+          const traceparent = this.tracing.traceparent(context);
+          this.trace = context;
+          return this.solveWith(spec, lease, sources, traceparent ? { traceparent } : undefined, tap);
+        },
+        { attributes: { 'kiln.builder': lease.address } },
+      );
+    } finally {
+      const solveContext = this.trace;
+      this.trace = attempt;
+      this.traceSteps(solveContext);
+    }
+  }
+
+  /** A span for each step the status stream ended (cached ones marked) and one for the export. */
+  private traceSteps(solveContext: Context): void {
+    for (const v of this.steps.list()) {
+      const end = v.completed ?? new Date();
+      const { span } = this.tracing.start(v.name, solveContext, {
+        startTime: v.started ?? end,
+        attributes: { 'buildkit.vertex.digest': v.digest, 'buildkit.cached': v.cached },
+      });
+      if (v.error) span.setStatus({ code: SpanStatusCode.ERROR, message: v.error });
+      span.end(end);
+    }
+    const { bytes, first, settled } = this.exported;
+    if (first > 0 && settled >= first) {
+      const options = { startTime: new Date(first), attributes: { 'kiln.export.bytes': bytes } };
+      this.tracing.start('export to storage', this.trace, options).span.end(new Date(settled));
+    }
+  }
+
+  private async solveWith(
+    spec: BuildSpec,
+    lease: Lease,
+    sources: Awaited<ReturnType<BuildRun['contextSources']>>,
+    metadata: Record<string, string> | undefined,
+    tap?: TarFileTap,
+  ): Promise<Produced> {
     const { storage } = this.deps;
     const signal = this.controller.signal;
-
-    const sources = await this.contextSources(spec);
     const client = await lease.client();
     const renderer = new PlainProgressRenderer((text) => this.write(text));
     const onStatus = (event: StatusEvent) => {
@@ -505,6 +591,7 @@ class BuildRun {
       sharedKey: `kiln-${this.build.projectId}`,
       ...(this.secrets ? { secrets: this.secrets } : {}),
       ...(registryAuth ? { registryAuth } : {}),
+      ...(metadata ? { metadata } : {}),
       signal,
     };
     if (spec.output.type === 'image') {
@@ -525,7 +612,7 @@ class BuildRun {
     });
     let solving = true;
     const settled = () => {
-      this.exported.settled = performance.now();
+      this.exported.settled = Date.now();
     };
     put.then(settled, settled);
     put.catch((err: unknown) => {
@@ -591,7 +678,7 @@ class BuildRun {
     const exported = this.exported;
     return new PassThrough({
       transform: (chunk: Buffer, _encoding, done) => {
-        if (exported.bytes === 0) exported.first = performance.now();
+        if (exported.bytes === 0) exported.first = Date.now();
         exported.bytes += chunk.length;
         tap?.write(chunk);
         if ((limit === 0 && !byStored) || exported.bytes <= limit) return done(null, chunk);

@@ -16,10 +16,13 @@ import {
   type KilnConfig,
   LocalDirStorage,
   type Logger,
+  NO_TRACING,
   type ObjectStorage,
   type PrismaClient,
   QUEUE_BUILDS,
   RegistryCredentialStore,
+  startTracing,
+  type Tracing,
 } from '@kiln/core';
 import { DelayedError, type Job, Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
@@ -79,6 +82,7 @@ export class KilnWorker {
   private prisma: PrismaClient | undefined;
   private lifecycle: BuildLifecycle | undefined;
   private storage: ObjectStorage | undefined;
+  private tracing: Tracing = NO_TRACING;
   private worker: Worker<BuildJobData, RunBuildResult> | undefined;
   private queue: Queue<BuildJobData> | undefined;
   private poolInstance: BuilderPool | undefined;
@@ -122,6 +126,7 @@ export class KilnWorker {
     }
     this.prisma = deps.prisma ?? createPrismaClient(config.databaseUrl);
     this.storage = deps.storage ?? (await createStorage(config.storage));
+    this.tracing = await startTracing(config.otlpTracesUrl, 'kiln-worker');
     if (this.storage instanceof LocalDirStorage) {
       // What killed workers left mid-export; in the background, since the walk reads the whole store.
       void this.storage
@@ -178,6 +183,7 @@ export class KilnWorker {
     });
     const runDeps = {
       metricsMaxProjects: config.metricsMaxProjects,
+      tracing: this.tracing,
       lifecycle: this.lifecycle,
       storage: this.storage,
       redis: this.redis,
@@ -202,6 +208,7 @@ export class KilnWorker {
             ...(job.opts.priority ? { rank: job.opts.priority } : {}),
             attemptsMade: job.attemptsMade,
             attempts: job.opts.attempts ?? 1,
+            ...(job.data?.traceparent ? { traceparent: job.data.traceparent } : {}),
           });
         } catch (err) {
           // Back to the queue without using up an attempt: this worker stops or every builder is
@@ -354,6 +361,7 @@ export class KilnWorker {
       await conn?.quit().catch(() => conn.disconnect());
     }
     if (!this.deps.prisma) await this.prisma?.$disconnect().catch(() => {});
+    await this.tracing.shutdown();
     logger.info('worker stopped');
   }
 }

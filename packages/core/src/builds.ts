@@ -10,6 +10,8 @@ export const QUEUE_BUILDS = 'kiln-builds';
 export const BUILD_JOB_NAME = 'build';
 export interface BuildJobData {
   buildId: string;
+  /** W3C trace context of the request that queued the build, when tracing is on (tracing.ts). */
+  traceparent?: string;
 }
 /** BullMQ's largest priority (lowest precedence). */
 const MAX_PRIORITY = 2 ** 21;

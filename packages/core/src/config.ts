@@ -86,6 +86,9 @@ const ENV = z.object({
   KILN_OPERATOR_TOKEN: z.string().min(32, 'must be at least 32 characters').optional(),
   KILN_METRICS_TOKEN: z.string().min(32, 'must be at least 32 characters').optional(),
   KILN_METRICS_MAX_PROJECTS: int(0, 1000).default(20),
+  KILN_OTLP_TRACES_URL: z
+    .url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL' })
+    .optional(),
   KILN_QUOTA_QUEUED_BUILDS: int(0, 10_000_000).default(500),
   KILN_QUOTA_RUNNING_BUILDS: int(0, 100_000).default(0),
   KILN_QUOTA_ARTIFACT_BYTES: int(0, 2 ** 50).default(16 * 1024 ** 3),
@@ -211,6 +214,8 @@ export interface KilnConfig {
   metricsToken?: string;
   /** Projects with a label of their own in the build histograms (the first ones seen); the rest are `other`. */
   metricsMaxProjects: number;
+  /** The OTLP/HTTP endpoint traces go to (…/v1/traces); unset: no tracing. */
+  otlpTracesUrl?: string;
   /** Per-project defaults; a project's own value (set by the operator) wins. 0: no limit. */
   quotas: ProjectQuotas;
   /**
@@ -364,6 +369,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): KilnConfig {
     ...(e.KILN_OPERATOR_TOKEN ? { operatorToken: e.KILN_OPERATOR_TOKEN } : {}),
     ...(e.KILN_METRICS_TOKEN ? { metricsToken: e.KILN_METRICS_TOKEN } : {}),
     metricsMaxProjects: e.KILN_METRICS_MAX_PROJECTS,
+    ...(e.KILN_OTLP_TRACES_URL ? { otlpTracesUrl: e.KILN_OTLP_TRACES_URL } : {}),
     quotas: {
       queuedBuilds: e.KILN_QUOTA_QUEUED_BUILDS,
       runningBuilds: e.KILN_QUOTA_RUNNING_BUILDS,

@@ -90,3 +90,4 @@ export {
 export { removeStaleFiles } from './stale-files.js';
 export * from './storage/index.js';
 export { generateToken, hashToken, issueToken } from './tokens.js';
+export { NO_TRACING, SpanKind, type SpanOptions, startTracing, Tracing } from './tracing.js';

@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { BuildStatusSchema } from '@kiln/contract/schemas';
-import { AppError, CHANNEL_CANCEL, FINAL_STATUSES } from '@kiln/core';
+import { AppError, CHANNEL_CANCEL, FINAL_STATUSES, SpanKind } from '@kiln/core';
 import { Type } from 'typebox';
 import { buildRequestSchema, RAW_CONTEXT_TYPES, submitBuild } from '../build-request.js';
 import { artifactFilename, buildView, provenanceOf } from '../build-view.js';
@@ -54,11 +54,23 @@ export function buildRoutes(deps: ApiDeps): FastifyPluginAsyncTypebox {
           },
         },
       },
-      async (req, reply) => {
-        const created = await submitBuild(deps, req);
-        reply.header('Location', `/v1/builds/${created.build.id}`);
-        return reply.code(CREATE_STATUS[created.outcome]).send(await view(created.build));
-      },
+      // The root of the build's trace (or a child of the caller's, given a `traceparent` header).
+      (req, reply) =>
+        deps.tracing.run(
+          'POST /v1/builds',
+          deps.tracing.continueFrom(req.headers.traceparent as string | undefined),
+          async (span, context) => {
+            const created = await submitBuild(deps, req, deps.tracing.traceparent(context));
+            span.setAttributes({
+              'kiln.build.id': created.build.id,
+              'kiln.project.id': req.projectId,
+              'kiln.build.outcome': created.outcome,
+            });
+            reply.header('Location', `/v1/builds/${created.build.id}`);
+            return reply.code(CREATE_STATUS[created.outcome]).send(await view(created.build));
+          },
+          { kind: SpanKind.SERVER },
+        ),
     );
 
     app.get(
