@@ -1,11 +1,16 @@
 // One build's trace end to end, with the real OpenTelemetry SDK and OTLP/HTTP exporter (JSON)
 // sending to a receiver this test runs on loopback: the API's POST /v1/builds span, and under it
 // the worker's queue wait and attempt, with the lease, the context fetch, the solve (a span per
-// BuildKit step, cached ones marked) and the export into storage.
+// BuildKit step, cached ones marked) and the export into storage. Then a buildkitd v0.24 of this
+// test's own, tracing to the same receiver (OTLP/HTTP protobuf), joins the build's trace through
+// the traceparent the worker sends in the Solve call's gRPC metadata.
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, test } from 'node:test';
+import { promisify } from 'node:util';
 import { startTestKiln, type TestKiln, waitForStatus } from '../support/kiln.js';
 import { contextTar, runNonce } from './context.js';
 
@@ -44,6 +49,10 @@ interface Span {
 let kiln: TestKiln | undefined;
 let receiver: Server;
 const exports: OtlpExport[] = [];
+/** What buildkitd sent: protobuf, searched for raw trace and span ids. */
+const protobufBodies: Buffer[] = [];
+let receiverUrl = '';
+const execFileAsync = promisify(execFile);
 const contentTypes = new Set<string>();
 
 const otlpValue = (v: OtlpValue) =>
@@ -74,19 +83,19 @@ before(async () => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
-      if (req.method === 'POST' && req.url === '/v1/traces') {
-        contentTypes.add(String(req.headers['content-type']));
+      const type = String(req.headers['content-type']);
+      if (req.method === 'POST' && req.url === '/v1/traces' && type === 'application/x-protobuf') {
+        protobufBodies.push(Buffer.concat(chunks));
+      } else if (req.method === 'POST' && req.url === '/v1/traces') {
+        contentTypes.add(type);
         exports.push(JSON.parse(Buffer.concat(chunks).toString('utf8')) as OtlpExport);
       }
       res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
     });
   });
   await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
-  const port = (receiver.address() as AddressInfo).port;
-  kiln = await startTestKiln({
-    worker: true,
-    env: { KILN_OTLP_TRACES_URL: `http://127.0.0.1:${port}/v1/traces` },
-  });
+  receiverUrl = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/v1/traces`;
+  kiln = await startTestKiln({ worker: true, env: { KILN_OTLP_TRACES_URL: receiverUrl } });
 });
 after(async () => {
   await kiln?.stop();
@@ -178,4 +187,65 @@ test('one trace per build: request, queue wait, attempt, lease, context, solve w
     (s) => s.traceId === roots[0]?.traceId && s.attrs['buildkit.cached'] !== undefined,
   );
   assert.ok(firstSteps.some((s) => s.name.includes('RUN') && s.attrs['buildkit.cached'] === false));
+});
+
+/** The OTLP/JSON exporter writes ids in hex; the protobuf carries their bytes. */
+const idBytes = (id: string) => Buffer.from(id, /^[0-9a-f]+$/.test(id) ? 'hex' : 'base64');
+const repo = new URL('../..', import.meta.url).pathname;
+// Asynchronous: buildkitd (and buildctl, which the script runs) send spans to this process's receiver.
+const buildkitdScript = (fn: string, dir: string, env: NodeJS.ProcessEnv = process.env) =>
+  execFileAsync('bash', ['-c', `source scripts/lib/buildkitd.sh && ${fn} "$1"`, 'bash', dir], {
+    cwd: repo,
+    env,
+  });
+
+test("a buildkitd with tracing on puts its spans in the build's trace, under the worker's solve span", async () => {
+  // Short: the socket path must stay under ~107 bytes.
+  const dir = await mkdtemp('/tmp/kiln-otel-');
+  await buildkitdScript('kiln_buildkitd_start', dir, {
+    ...process.env,
+    OTEL_TRACES_EXPORTER: 'otlp',
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: receiverUrl,
+    OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: 'http/protobuf',
+  });
+  try {
+    const traced = await startTestKiln({
+      worker: true,
+      env: { KILN_OTLP_TRACES_URL: receiverUrl, KILN_BUILDERS: `unix://${dir}/buildkitd.sock` },
+    });
+    const api = (p: string, init: RequestInit = {}) =>
+      fetch(`${traced.url}${p}`, {
+        ...init,
+        headers: { authorization: `Bearer ${traced.token}`, ...init.headers },
+      });
+    let id: string;
+    try {
+      const res = await api(`/v1/builds?output=type=tar,dest=n.tar&network=none&build-arg=N=bk-${runNonce}`, {
+        method: 'POST',
+        body: await contextTar(),
+        headers: { 'content-type': 'application/gzip' },
+      });
+      assert.equal(res.status, 202, await res.clone().text());
+      ({ id } = (await res.json()) as { id: string });
+      const done = await waitForStatus<{ status: string }>(api, id, ['succeeded', 'failed'], 120_000);
+      assert.equal(done.status, 'succeeded');
+    } finally {
+      await traced.stop();
+    }
+    const root = spans().find((s) => s.name === 'POST /v1/builds' && s.attrs['kiln.build.id'] === id);
+    assert.ok(root);
+    const solve = spans().find((s) => s.traceId === root.traceId && s.name === 'solve');
+    assert.ok(solve);
+    // buildkitd batches its spans (every few seconds): wait for one of this trace whose parent
+    // is the worker's solve span (BuildKit's server span of the Solve call).
+    const traceId = idBytes(root.traceId);
+    const parent = idBytes(solve.spanId);
+    const joined = () => protobufBodies.some((b) => b.includes(traceId) && b.includes(parent));
+    for (let i = 0; i < 150 && !joined(); i++) await new Promise((r) => setTimeout(r, 100));
+    assert.ok(protobufBodies.length > 0, 'buildkitd sent no spans');
+    assert.ok(joined(), "no buildkitd span in the build's trace under the solve span");
+  } finally {
+    await buildkitdScript('kiln_buildkitd_stop', dir);
+    await rm(dir, { recursive: true, force: true });
+  }
 });
