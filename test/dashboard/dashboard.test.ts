@@ -267,6 +267,58 @@ describe('dashboard', () => {
     await screenshot('builders');
   });
 
+  test('the status page charts the last hours minute by minute: builds by outcome, duration percentiles', async () => {
+    interface Minute {
+      finished: Record<string, number>;
+      durationP50: number | null;
+    }
+    const outcomes = ['succeeded', 'failed', 'canceled'];
+    const totals = (minutes: Minute[]) =>
+      Object.fromEntries(outcomes.map((k) => [k, minutes.reduce((sum, m) => sum + (m.finished[k] ?? 0), 0)]));
+    // The canceled build's worker records it right after the row says so: wait for it.
+    let minutes: Minute[] = [];
+    for (let i = 0; i < 100; i++) {
+      ({ minutes } = (await (await api('/v1/stats?hours=6')).json()) as { minutes: Minute[] });
+      if ((totals(minutes).canceled ?? 0) > 0) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.equal(minutes.length, 360);
+    const expected = totals(minutes);
+    assert.ok((expected.succeeded ?? 0) >= 2 && (expected.failed ?? 0) >= 1 && (expected.canceled ?? 0) >= 1);
+    assert.ok(minutes.some((m) => m.durationP50 !== null));
+    assert.equal((await api('/v1/stats?hours=0')).status, 400);
+
+    await page.goto(`${kiln.url}/ui/#/status`);
+    await page.waitForSelector('#chart-builds rect.canceled', WAIT);
+    // No named functions inside: tsx's helpers do not exist in the page.
+    const drawn = await page.evaluate(
+      (keys) => ({
+        counts: keys.map((k) =>
+          [...document.querySelectorAll(`#chart-builds rect.${k}`)].map((r) =>
+            Number(r.getAttribute('data-count')),
+          ),
+        ),
+        p50: document.querySelectorAll('#chart-durations circle.p50').length,
+        p90: document.querySelectorAll('#chart-durations circle.p90').length,
+        summary: document.getElementById('status-summary')?.textContent ?? '',
+      }),
+      outcomes,
+    );
+    const drawnTotals = Object.fromEntries(
+      outcomes.map((k, i) => [k, (drawn.counts[i] ?? []).reduce((a, b) => a + b, 0)]),
+    );
+    assert.deepEqual(drawnTotals, expected);
+    assert.ok(drawn.p50 >= 1 && drawn.p90 >= 1, JSON.stringify(drawn));
+    assert.match(drawn.summary, new RegExp(`${expected.succeeded} succeeded, ${expected.failed} failed`));
+    await screenshot('status');
+    // Read back: a PNG of the page's width, taller than the charts alone.
+    const png = await fs.readFile(path.join(SCREENSHOTS, 'status.png'));
+    assert.equal(png.subarray(1, 4).toString('latin1'), 'PNG');
+    assert.equal(png.readUInt32BE(16), 1280);
+    assert.ok(png.readUInt32BE(20) > 400, `height ${png.readUInt32BE(20)}`);
+    assert.deepEqual(cspViolations, []);
+  });
+
   test('signing out forgets the token', async () => {
     await page.locator('#sign-out').click();
     await page.locator('#login').waitFor(WAIT);

@@ -17,6 +17,7 @@ import { endpointRoutes } from './routes/endpoints.js';
 import { fileRoutes } from './routes/files.js';
 import { createMetrics, opsRoutes } from './routes/ops.js';
 import { registryRoutes } from './routes/registries.js';
+import { statsRoutes } from './routes/stats.js';
 import { tokenRoutes } from './routes/tokens.js';
 import { triggerRoutes } from './routes/triggers.js';
 import { uiRoutes } from './routes/ui.js';
@@ -101,6 +102,7 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
     await authed.register(endpointRoutes(deps));
     await authed.register(registryRoutes(deps));
     await authed.register(builderRoutes(deps));
+    await authed.register(statsRoutes(deps));
   });
   return app;
 }

@@ -1,5 +1,6 @@
 // The dashboard's pages. Each takes the element to fill and returns what stops it (timers, streams).
 import { api, followLog, logText } from './api.js';
+import { lines, stackedBars } from './charts.js';
 import { BUILD_STATUSES, FINAL_STATUSES } from './contract.js';
 import { badge, bytes, duration, h, replace, time } from './dom.js';
 
@@ -312,4 +313,56 @@ export function buildersView(root, ctx) {
     }
   };
   return every(5000, load);
+}
+
+const HOURS = 6;
+const OUTCOMES = [
+  { key: 'succeeded', cls: 'succeeded' },
+  { key: 'failed', cls: 'failed' },
+  { key: 'canceled', cls: 'canceled' },
+];
+
+/** The project's builds over the last hours: per minute by outcome, duration percentiles, cache hits. */
+export function statusView(root, ctx) {
+  const summary = h('p', { id: 'status-summary' }, 'Loading…');
+  const charts = h('div', { class: 'charts', id: 'charts' });
+  replace(root, h('div', { class: 'toolbar' }, h('h1', {}, 'Status')), summary, charts);
+  return every(30_000, async () => {
+    try {
+      const { minutes } = await api(`/v1/stats?hours=${HOURS}`);
+      const total = (key) => minutes.reduce((sum, m) => sum + (m.finished[key] ?? 0), 0);
+      const hits = minutes.reduce((sum, m) => sum + m.cacheHits, 0);
+      const lookups = hits + minutes.reduce((sum, m) => sum + m.cacheMisses, 0);
+      replace(
+        summary,
+        `Last ${HOURS} hours: ${OUTCOMES.map(({ key }) => `${total(key)} ${key}`).join(', ')}; result cache `,
+        lookups ? `${Math.round((100 * hits) / lookups)}% of ${lookups} look-ups answered` : 'not asked yet',
+        '.',
+      );
+      replace(
+        charts,
+        h('h2', {}, 'Builds finished per minute'),
+        stackedBars(
+          'chart-builds',
+          'Builds finished per minute',
+          minutes,
+          OUTCOMES,
+          (m, k) => m.finished[k] ?? 0,
+        ),
+        h('h2', {}, 'Build duration, 50th and 90th percentile (bucket bounds)'),
+        lines(
+          'chart-durations',
+          'Build duration percentiles',
+          minutes,
+          [
+            { key: 'durationP50', cls: 'p50' },
+            { key: 'durationP90', cls: 'p90' },
+          ],
+          ' s',
+        ),
+      );
+    } catch (err) {
+      ctx.fail(err);
+    }
+  });
 }

@@ -5,7 +5,9 @@
  * Prometheus' series.
  */
 import type { Redis } from 'ioredis';
+import { BUILD_DURATION_BUCKETS } from './buckets.js';
 import { type HistogramSpec, observeHistograms } from './histograms.js';
+import { countMinute } from './minute-stats.js';
 
 const LABELS = ['outcome', 'project'] as const;
 
@@ -20,7 +22,7 @@ export const BUILD_HISTOGRAMS = {
     name: 'kiln_build_duration_seconds',
     help: 'From the start of its last attempt to the end of a build, by outcome and project',
     labelNames: LABELS,
-    buckets: [1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600],
+    buckets: BUILD_DURATION_BUCKETS,
   },
   exportRate: {
     name: 'kiln_export_bytes_per_second',
@@ -73,17 +75,11 @@ export async function observeFinishedBuild(
       project: await projectLabel(redis, build.projectId, maxProjects),
     };
     const waitEnd = startedAt ?? finishedAt;
+    const seconds = startedAt ? (finishedAt.getTime() - startedAt.getTime()) / 1000 : undefined;
+    await countMinute(redis, { kind: 'finished', projectId: build.projectId, status: build.status, seconds });
     await observeHistograms(redis, [
       { spec: BUILD_HISTOGRAMS.queueWait, labels, value: (waitEnd.getTime() - createdAt.getTime()) / 1000 },
-      ...(startedAt
-        ? [
-            {
-              spec: BUILD_HISTOGRAMS.duration,
-              labels,
-              value: (finishedAt.getTime() - startedAt.getTime()) / 1000,
-            },
-          ]
-        : []),
+      ...(seconds !== undefined ? [{ spec: BUILD_HISTOGRAMS.duration, labels, value: seconds }] : []),
     ]);
   } catch {
     // A lost sample must not fail a transition.

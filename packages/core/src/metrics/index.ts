@@ -16,3 +16,10 @@ export {
   observeHistograms,
   readHistograms,
 } from './histograms.js';
+export {
+  bucketQuantile,
+  countMinute,
+  type MinuteStats,
+  minuteStatsKey,
+  readMinuteStats,
+} from './minute-stats.js';
