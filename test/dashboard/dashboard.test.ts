@@ -207,6 +207,41 @@ describe('dashboard', () => {
     await screenshot('build-failed');
   });
 
+  test("a finished build's page shows its steps as a timeline, as the API lists them, names as text", async () => {
+    interface Step {
+      name: string;
+      cached: boolean;
+      error: string | null;
+    }
+    const { items } = (await (await api(`/v1/builds/${failed.id}/steps`)).json()) as { items: Step[] };
+    assert.ok(
+      items.some((st) => st.error !== null && st.name.includes('RUN')),
+      JSON.stringify(items),
+    );
+    assert.ok(items.some((st) => st.error === null));
+    // The page is the failed build's (previous test); its timeline appears once it has ended.
+    await page.locator('#timeline rect.failed').waitFor(WAIT);
+    const kinds = await page
+      .locator('#timeline rect')
+      .evaluateAll((rs) => rs.map((r) => r.getAttribute('data-kind')));
+    assert.deepEqual(
+      kinds,
+      items.map((st) => (st.error ? 'failed' : st.cached ? 'cached' : 'run')),
+    );
+    assert.equal(await page.locator('#timeline text.step').count(), items.length);
+    // The RUN's name holds the build's <script> and <img onerror>: text in the SVG, never markup.
+    assert.equal(await page.locator('#timeline script, #timeline img, main img, main script').count(), 0);
+    assert.equal(await page.evaluate(() => (window as { __kilnXss?: number }).__kilnXss), undefined);
+    assert.equal(
+      (await (await api('/v1/builds/01NOSUCHBUILD0000000000000/steps')).json()).error.code,
+      'not_found',
+    );
+    await screenshot('build-steps');
+    const png = await fs.readFile(path.join(SCREENSHOTS, 'build-steps.png'));
+    assert.equal(png.subarray(1, 4).toString('latin1'), 'PNG');
+    assert.equal(png.readUInt32BE(16), 1280);
+  });
+
   test('follows a running build live, then downloads its artifact', async () => {
     const build = await submit(
       // $T: the command line (which the log shows too) must not hold the words the output prints.

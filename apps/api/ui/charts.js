@@ -72,3 +72,39 @@ export function lines(id, label, minutes, series, unit) {
   }
   return svg;
 }
+
+const ROW = 22;
+const LABEL = 380;
+
+/** A solve's steps on one time axis, one row each: cached, run or failed (BuildStep[] from the API). */
+export function timeline(id, steps) {
+  const times = steps
+    .flatMap((st) => [st.started, st.completed])
+    .filter(Boolean)
+    .map(Date.parse);
+  const t0 = Math.min(...times);
+  const span = Math.max(1, Math.max(...times) - t0);
+  const svg = s('svg', {
+    id,
+    viewBox: `0 0 ${W} ${steps.length * ROW + 4}`,
+    role: 'img',
+    'aria-label': 'Steps',
+  });
+  steps.forEach((st, i) => {
+    const start = Date.parse(st.started ?? st.completed ?? new Date(t0).toISOString());
+    const end = Date.parse(st.completed ?? st.started ?? new Date(t0).toISOString());
+    const kind = st.error ? 'failed' : st.cached ? 'cached' : 'run';
+    const x = LABEL + ((start - t0) / span) * (W - LABEL);
+    const width = Math.max(3, ((end - start) / span) * (W - LABEL));
+    const name = st.name.length > 52 ? `${st.name.slice(0, 51)}…` : st.name;
+    svg.append(
+      s('text', { class: 'step', x: 0, y: i * ROW + 15 }, name),
+      s(
+        'rect',
+        { class: kind, x: Math.min(x, W - 3), y: i * ROW + 4, width, height: ROW - 8, 'data-kind': kind },
+        s('title', {}, `${st.name}: ${kind}, ${((end - start) / 1000).toFixed(1)} s`),
+      ),
+    );
+  });
+  return svg;
+}

@@ -1,6 +1,6 @@
 // The dashboard's pages. Each takes the element to fill and returns what stops it (timers, streams).
 import { api, followLog, logText } from './api.js';
-import { lines, stackedBars } from './charts.js';
+import { lines, stackedBars, timeline } from './charts.js';
 import { BUILD_STATUSES, FINAL_STATUSES } from './contract.js';
 import { badge, bytes, duration, h, replace, time } from './dom.js';
 
@@ -107,13 +107,21 @@ export function buildsView(root, params, ctx) {
   return every(3000, load);
 }
 
-/** One build: its fields, Cancel and Download, and its log (followed live until the build ends). */
+/**
+ * One build: its fields, Cancel and Download, its steps as a timeline once it has ended, and its
+ * log (followed live until the build ends).
+ */
 export function buildView(root, id, ctx) {
   const controller = new AbortController();
   const signal = controller.signal;
   const fields = h('dl', { class: 'fields', id: 'fields' });
   const log = h('pre', { class: 'log', id: 'log', 'aria-live': 'polite' });
   const logState = h('span', { class: 'muted', id: 'log-state' });
+  const steps = h(
+    'div',
+    { class: 'charts', id: 'steps' },
+    h('p', { class: 'muted' }, 'Shown once the build has ended.'),
+  );
   const cancel = h('button', { type: 'button', id: 'cancel', class: 'danger', hidden: true }, 'Cancel');
   const download = h('button', { type: 'button', id: 'download', hidden: true }, 'Download');
   replace(
@@ -121,12 +129,30 @@ export function buildView(root, id, ctx) {
     h('p', {}, h('a', { href: '#/builds' }, '← Builds')),
     h('div', { class: 'toolbar' }, h('h1', {}, 'Build ', h('span', { class: 'mono' }, id)), cancel, download),
     fields,
+    h('h2', {}, 'Steps'),
+    steps,
     h('h2', {}, 'Log ', logState),
     log,
   );
 
   let build;
   let logStarted = false;
+  let stepsShown = false;
+
+  const showSteps = async () => {
+    stepsShown = true;
+    try {
+      const { items } = await api(`${buildPath(id)}/steps`, { signal });
+      replace(
+        steps,
+        items.length
+          ? timeline('timeline', items)
+          : h('p', { class: 'muted' }, 'No steps recorded (the build never reached BuildKit).'),
+      );
+    } catch (err) {
+      ctx.fail(err);
+    }
+  };
   let stopPolling = () => {};
 
   const appendLog = (text) => {
@@ -214,7 +240,10 @@ export function buildView(root, id, ctx) {
       build = await api(buildPath(id), { signal });
       render(build);
       if (!logStarted) showLog();
-      if (FINAL.has(build.status)) stopPolling();
+      if (FINAL.has(build.status)) {
+        stopPolling();
+        if (!stepsShown) showSteps();
+      }
     } catch (err) {
       ctx.fail(err);
     } finally {

@@ -40,6 +40,7 @@ import {
   type BuildSecrets,
   type BuildSpec,
   type BuildSpecInput,
+  type BuildStep,
   BYTE_OUTPUT_TYPES,
   buildCacheOptions,
   buildCachePrefix,
@@ -70,6 +71,7 @@ import {
   type RegistryCredentialStore,
   recordsProvenance,
   specRequirements,
+  stepsKey,
   storedBytesLeft,
   type Tracing,
 } from '@kiln/core';
@@ -799,6 +801,23 @@ class BuildRun {
     return this.current ? { attemptId: this.current.id, outcome } : null;
   }
 
+  /** Stores the steps of this attempt's solve for the build page's timeline (stepsKey); never throws. */
+  private async storeSteps(): Promise<void> {
+    const steps: BuildStep[] = this.steps.list().map((v) => ({
+      name: v.name,
+      started: v.started?.toISOString() ?? null,
+      completed: v.completed?.toISOString() ?? null,
+      cached: v.cached,
+      error: v.error ?? null,
+    }));
+    if (steps.length === 0) return;
+    await this.deps.storage
+      .put(stepsKey(this.id), Readable.from([Buffer.from(JSON.stringify(steps))]), {
+        contentType: 'application/json',
+      })
+      .catch((err: unknown) => this.logger.warn({ err: messageOf(err) }, 'storing the build steps failed'));
+  }
+
   /** Stores the log object (a later attempt continues it; see BuildLog.continueFrom); its key, or null. */
   private async storeLog(): Promise<string | null> {
     if (!this.log) return null;
@@ -816,6 +835,7 @@ class BuildRun {
    * secrets). Returns the row's final status: another one when it changed meanwhile (a cancel won).
    */
   private async finalize(transition: (change: { logKey?: string }) => Promise<FinalResult>): Promise<string> {
+    await this.storeSteps();
     const stored = await this.storeLog();
     const result = await this.db('final state', () => transition(stored ? { logKey: stored } : {}));
     if (!result.applied) {
