@@ -61,7 +61,7 @@ export interface FinishedBuildTimes {
   finishedAt: Date | null;
 }
 
-/** Queue wait and duration of a build that reached a final state; never throws. */
+/** Queue wait and duration of a build that reached a final state (histograms and the minute counters); never throws. */
 export async function observeFinishedBuild(
   redis: Redis,
   build: FinishedBuildTimes,

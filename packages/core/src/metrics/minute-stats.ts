@@ -20,8 +20,8 @@ type MinuteEvent =
   | { kind: 'result-cache'; projectId: string; hit: boolean };
 
 /** Adds one event to the current minute; never throws. */
-export async function countMinute(redis: Redis, event: MinuteEvent, now = Date.now()): Promise<void> {
-  const key = minuteStatsKey(minuteOf(now));
+export async function countMinute(redis: Redis, event: MinuteEvent): Promise<void> {
+  const key = minuteStatsKey(minuteOf(Date.now()));
   const multi = redis.multi();
   for (const scope of [ALL, event.projectId]) {
     if (event.kind === 'result-cache') multi.hincrby(key, `${scope}|cache|${event.hit ? 'hit' : 'miss'}`, 1);
@@ -66,10 +66,9 @@ export async function readMinuteStats(
   redis: Redis,
   minutes: number,
   projectId?: string,
-  now = Date.now(),
 ): Promise<MinuteStats[]> {
   const scope = projectId ?? ALL;
-  const last = minuteOf(now);
+  const last = minuteOf(Date.now());
   const first = last - minutes + 1;
   const pipeline = redis.pipeline();
   for (let m = first; m <= last; m++) pipeline.hgetall(minuteStatsKey(m));
