@@ -6,7 +6,10 @@ COPY prisma ./prisma
 COPY packages ./packages
 COPY apps ./apps
 COPY scripts/run-app.sh ./scripts/
-RUN npm ci && npm run build && npm prune --omit=dev
+# The root's dependencies include the build tools, since `npm start` builds; the image is built
+# already, so it drops them with the test tools.
+RUN npm ci --omit=dev && npm run build && \
+    rm -rf node_modules/typescript node_modules/turbo node_modules/@turbo node_modules/prisma node_modules/@types
 
 FROM node:20-bookworm-slim
 ENV NODE_ENV=production

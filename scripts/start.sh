@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `npm start`: Kiln on one machine. Installs what is missing, starts what is not configured
+# `npm start`: Kiln on one machine. Installs what is missing for running it (not what only the
+# tests use: scripts/lib/ensure-deps.sh run), starts what is not configured
 # (PostgreSQL, Redis, a private dockerd for BuildKit) with state under .kiln/, runs the API
 # and the worker, prints a token and a ready-to-paste curl line. Ctrl-C stops everything it
 # started; data survives a restart.
@@ -21,7 +22,7 @@ source "$ROOT/scripts/lib/redis.sh"
 
 log() { printf 'kiln: %s\n' "$*" >&2; }
 
-STARTED_PG= STARTED_REDIS= STARTED_DOCKERD= PIDS=()
+STARTED_PG= STARTED_REDIS= STARTED_DOCKERD= PIDS=() STARTED=()
 stop_all() {
 	local rc=$? pid
 	trap - EXIT INT TERM
@@ -39,7 +40,7 @@ trap 'exit 143' TERM
 
 main() {
 	cd "$ROOT"
-	kiln_ensure_deps
+	kiln_ensure_deps run
 	log "building"
 	npm run build --silent >/dev/null
 	mkdir -p "$STATE"
@@ -49,12 +50,14 @@ main() {
 		kiln_pg_start "$STATE/postgres" "${KILN_PG_PORT:-54329}" --durable
 		STARTED_PG=$STATE/postgres
 		export DATABASE_URL=$REPLY
+		STARTED+=("PostgreSQL   $DATABASE_URL  (data: $STATE/postgres)")
 	fi
 	if [[ -z ${REDIS_URL:-} ]]; then
 		mkdir -p "$STATE/redis"
 		kiln_redis_start "$STATE/redis" "${KILN_REDIS_PORT:-63799}" --persist
 		STARTED_REDIS=$STATE/redis
 		export REDIS_URL=$REPLY
+		STARTED+=("Redis        $REDIS_URL  (data: $STATE/redis)")
 	fi
 	if [[ -z ${KILN_BUILDERS:-} && -z ${BUILDKIT_HOST:-} ]]; then
 		# A private daemon beside any system one; its embedded BuildKit serves the builds.
@@ -63,6 +66,7 @@ main() {
 		kiln_dockerd_start "$STATE/docker"
 		STARTED_DOCKERD=$STATE/docker
 		export KILN_BUILDERS=docker://$STATE/docker/docker.sock
+		STARTED+=("dockerd      $KILN_BUILDERS  (BuildKit; data: $STATE/docker)")
 	fi
 	if [[ -z ${KILN_S3_BUCKET:-} && -z ${KILN_SIGNING_KEY:-} ]]; then
 		[[ -s $STATE/signing.key ]] || (umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$STATE/signing.key")
@@ -76,8 +80,10 @@ main() {
 	token=$(node apps/api/dist/bootstrap.js --project "${KILN_PROJECT:-default}" --token-name "npm-start")
 	scripts/run-app.sh api &
 	PIDS+=($!)
+	STARTED+=("API          http://localhost:$port  (pid $!)")
 	scripts/run-app.sh worker &
 	PIDS+=($!)
+	STARTED+=("worker       (pid $!)")
 
 	local i
 	for ((i = 0; i < 100; i++)); do
@@ -88,13 +94,16 @@ main() {
 	printf '\n%s\n' "$token"
 	cat <<TXT
 
-Kiln is listening on http://localhost:$port (API docs: /docs). Try:
+Kiln is listening on http://localhost:$port (API docs: /docs, dashboard: /ui/). Started:
+$(printf '  %s\n' "${STARTED[@]}")
+State: $STATE (artifacts and logs in $KILN_DATA_DIR); it survives a restart, \`rm -rf $STATE\` forgets it.
+Stop: Ctrl-C here, or \`kill $$\`; either stops everything listed above.
+
+Try:
 
   export ${token}
   tar -C myapp -czf ctx.tgz . && curl -sS -H "Authorization: Bearer \$KILN_TOKEN" -H 'Content-Type: application/gzip' \\
        --data-binary @ctx.tgz 'http://localhost:$port/v1/builds?output=type=tar,dest=myapp.tar'
-
-Ctrl-C stops Kiln and the services it started.
 TXT
 	# Whichever process ends first ends the whole service.
 	wait -n "${PIDS[@]}"

@@ -90,7 +90,7 @@ free_port() {
 
 main() {
 	cd "$ROOT"
-	kiln_ensure_deps
+	kiln_ensure_deps test
 	local listing
 	local -a files
 	listing=$(list_test_files "$@")

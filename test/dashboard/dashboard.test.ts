@@ -207,6 +207,41 @@ describe('dashboard', () => {
     await screenshot('build-failed');
   });
 
+  test("a finished build's page shows its steps as a timeline, as the API lists them, names as text", async () => {
+    interface Step {
+      name: string;
+      cached: boolean;
+      error: string | null;
+    }
+    const { items } = (await (await api(`/v1/builds/${failed.id}/steps`)).json()) as { items: Step[] };
+    assert.ok(
+      items.some((st) => st.error !== null && st.name.includes('RUN')),
+      JSON.stringify(items),
+    );
+    assert.ok(items.some((st) => st.error === null));
+    // The page is the failed build's (previous test); its timeline appears once it has ended.
+    await page.locator('#timeline rect.failed').waitFor(WAIT);
+    const kinds = await page
+      .locator('#timeline rect')
+      .evaluateAll((rs) => rs.map((r) => r.getAttribute('data-kind')));
+    assert.deepEqual(
+      kinds,
+      items.map((st) => (st.error ? 'failed' : st.cached ? 'cached' : 'run')),
+    );
+    assert.equal(await page.locator('#timeline text.step').count(), items.length);
+    // The RUN's name holds the build's <script> and <img onerror>: text in the SVG, never markup.
+    assert.equal(await page.locator('#timeline script, #timeline img, main img, main script').count(), 0);
+    assert.equal(await page.evaluate(() => (window as { __kilnXss?: number }).__kilnXss), undefined);
+    assert.equal(
+      (await (await api('/v1/builds/01NOSUCHBUILD0000000000000/steps')).json()).error.code,
+      'not_found',
+    );
+    await screenshot('build-steps');
+    const png = await fs.readFile(path.join(SCREENSHOTS, 'build-steps.png'));
+    assert.equal(png.subarray(1, 4).toString('latin1'), 'PNG');
+    assert.equal(png.readUInt32BE(16), 1280);
+  });
+
   test('follows a running build live, then downloads its artifact', async () => {
     const build = await submit(
       // $T: the command line (which the log shows too) must not hold the words the output prints.
@@ -265,6 +300,58 @@ describe('dashboard', () => {
       /^linux\/amd64, .*cache-export:inline$/,
     );
     await screenshot('builders');
+  });
+
+  test('the status page charts the last hours minute by minute: builds by outcome, duration percentiles', async () => {
+    interface Minute {
+      finished: Record<string, number>;
+      durationP50: number | null;
+    }
+    const outcomes = ['succeeded', 'failed', 'canceled'];
+    const totals = (minutes: Minute[]) =>
+      Object.fromEntries(outcomes.map((k) => [k, minutes.reduce((sum, m) => sum + (m.finished[k] ?? 0), 0)]));
+    // The canceled build's worker records it right after the row says so: wait for it.
+    let minutes: Minute[] = [];
+    for (let i = 0; i < 100; i++) {
+      ({ minutes } = (await (await api('/v1/stats?hours=6')).json()) as { minutes: Minute[] });
+      if ((totals(minutes).canceled ?? 0) > 0) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.equal(minutes.length, 360);
+    const expected = totals(minutes);
+    assert.ok((expected.succeeded ?? 0) >= 2 && (expected.failed ?? 0) >= 1 && (expected.canceled ?? 0) >= 1);
+    assert.ok(minutes.some((m) => m.durationP50 !== null));
+    assert.equal((await api('/v1/stats?hours=0')).status, 400);
+
+    await page.goto(`${kiln.url}/ui/#/status`);
+    await page.waitForSelector('#chart-builds rect.canceled', WAIT);
+    // No named functions inside: tsx's helpers do not exist in the page.
+    const drawn = await page.evaluate(
+      (keys) => ({
+        counts: keys.map((k) =>
+          [...document.querySelectorAll(`#chart-builds rect.${k}`)].map((r) =>
+            Number(r.getAttribute('data-count')),
+          ),
+        ),
+        p50: document.querySelectorAll('#chart-durations circle.p50').length,
+        p90: document.querySelectorAll('#chart-durations circle.p90').length,
+        summary: document.getElementById('status-summary')?.textContent ?? '',
+      }),
+      outcomes,
+    );
+    const drawnTotals = Object.fromEntries(
+      outcomes.map((k, i) => [k, (drawn.counts[i] ?? []).reduce((a, b) => a + b, 0)]),
+    );
+    assert.deepEqual(drawnTotals, expected);
+    assert.ok(drawn.p50 >= 1 && drawn.p90 >= 1, JSON.stringify(drawn));
+    assert.match(drawn.summary, new RegExp(`${expected.succeeded} succeeded, ${expected.failed} failed`));
+    await screenshot('status');
+    // Read back: a PNG of the page's width, taller than the charts alone.
+    const png = await fs.readFile(path.join(SCREENSHOTS, 'status.png'));
+    assert.equal(png.subarray(1, 4).toString('latin1'), 'PNG');
+    assert.equal(png.readUInt32BE(16), 1280);
+    assert.ok(png.readUInt32BE(20) > 400, `height ${png.readUInt32BE(20)}`);
+    assert.deepEqual(cspViolations, []);
   });
 
   test('signing out forgets the token', async () => {

@@ -8,6 +8,7 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { authenticator } from './auth.js';
 import type { ApiDeps } from './deps.js';
 import { clientErrorHandler, registerErrorHandling } from './errors.js';
+import { observeHttpDurations } from './metrics/http.js';
 import { RequestLog } from './request-log.js';
 import { adminRoutes } from './routes/admin.js';
 import { builderDrainRoutes } from './routes/builder-drain.js';
@@ -17,6 +18,7 @@ import { endpointRoutes } from './routes/endpoints.js';
 import { fileRoutes } from './routes/files.js';
 import { createMetrics, opsRoutes } from './routes/ops.js';
 import { registryRoutes } from './routes/registries.js';
+import { statsRoutes } from './routes/stats.js';
 import { tokenRoutes } from './routes/tokens.js';
 import { triggerRoutes } from './routes/triggers.js';
 import { uiRoutes } from './routes/ui.js';
@@ -59,6 +61,7 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
   await app.register(swaggerUi, { routePrefix: '/docs' });
 
   const metrics = createMetrics(deps);
+  observeHttpDurations(app, metrics.registry);
   await app.register(opsRoutes(deps, metrics));
   await app.register(await uiRoutes());
   if (deps.config.storage.kind === 'local')
@@ -101,6 +104,7 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
     await authed.register(endpointRoutes(deps));
     await authed.register(registryRoutes(deps));
     await authed.register(builderRoutes(deps));
+    await authed.register(statsRoutes(deps));
   });
   return app;
 }

@@ -54,20 +54,22 @@ interface Upload {
  * anything else is an upload (a raw tar or gzip body with the spec in the query, or multipart
  * with the spec's fields before the context part), whose temp copy is gone once this returns.
  */
-export async function submitBuild(deps: ApiDeps, req: BuildRequest) {
+export async function submitBuild(deps: ApiDeps, req: BuildRequest, traceparent?: string) {
   const idempotencyKey = checkIdempotencyKey(req.headers['idempotency-key']);
   if (isJsonBody(req) && isStoredContextRequest(req.body)) {
     const { spec, secrets, context } = await storedContextRequest(deps, req.projectId, req.body);
-    return createBuild(deps, req.projectId, spec, { kind: 'upload', context }, idempotencyKey, secrets);
+    const source = { kind: 'upload', context } as const;
+    return createBuild(deps, req.projectId, spec, source, idempotencyKey, secrets, traceparent);
   }
   if (isJsonBody(req)) {
     const { spec, git, secrets } = parseGitBuildRequest(req.body, deps.config.git);
     const source = { kind: 'git', git, origin: 'api' } as const;
-    return createBuild(deps, req.projectId, spec, source, idempotencyKey, secrets);
+    return createBuild(deps, req.projectId, spec, source, idempotencyKey, secrets, traceparent);
   }
   const { spec, secrets, context } = await receiveUpload(deps, req);
   try {
-    return await createBuild(deps, req.projectId, spec, { kind: 'upload', context }, idempotencyKey, secrets);
+    const source = { kind: 'upload', context } as const;
+    return await createBuild(deps, req.projectId, spec, source, idempotencyKey, secrets, traceparent);
   } finally {
     await context.dispose();
   }

@@ -69,6 +69,8 @@ export async function createBuild(
   source: BuildSource,
   idempotencyKey: string | undefined,
   secrets: BuildSecrets = {},
+  /** The request's trace, continued by the worker (core's tracing.ts). */
+  traceparent?: string,
 ): Promise<{ build: Build; outcome: CreateOutcome }> {
   const unset = spec.secrets?.find((id) => !Object.hasOwn(secrets, id));
   if (unset !== undefined) throw new AppError('invalid_spec', `secret ${unset} has no value`);
@@ -122,7 +124,7 @@ export async function createBuild(
   try {
     await deps.queue.add(
       QUEUE_BUILDS,
-      { buildId: build.id },
+      { buildId: build.id, ...(traceparent ? { traceparent } : {}) },
       buildJobOptions(build.id, deps.config.buildAttempts, rank),
     );
   } catch (err) {

@@ -5,6 +5,7 @@ import type {
   Logger,
   ObjectStorage,
   PrismaClient,
+  Tracing,
 } from '@kiln/core';
 import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
@@ -32,4 +33,6 @@ export interface ApiDeps {
   logHub: LogHub;
   /** The open live log streams: the per-project cap, and ending them all on close. */
   followers: LogFollowers;
+  /** Traces (KILN_OTLP_TRACES_URL), or NO_TRACING. */
+  tracing: Tracing;
 }

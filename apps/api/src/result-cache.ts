@@ -10,7 +10,7 @@
  * matches builds recorded with the default platform of the configured builders
  * (defaultBuilderPlatform), or nothing when that is not known for sure.
  */
-import type { Build, Prisma, QueuedBuildInput } from '@kiln/core';
+import { type Build, countBuildEvent, countMinute, type Prisma, type QueuedBuildInput } from '@kiln/core';
 import { defaultBuilderPlatform } from './builder-platforms.js';
 import type { ApiDeps } from './deps.js';
 
@@ -34,6 +34,12 @@ export async function reuseResult(
   // Past its retention it is as good as expired: retention is about to delete it.
   const since = new Date(Date.now() - deps.config.retention.days * DAY_MS);
   const source = await deps.builds.resultCacheSource(data.projectId, data.cacheKey, platform, since);
-  if (!source?.artifactKey) return undefined;
-  return deps.lifecycle.answerFromCache(data, source);
+  const answer = source?.artifactKey ? await deps.lifecycle.answerFromCache(data, source) : undefined;
+  await countBuildEvent(deps.redis, { kind: 'result-cache', hit: answer !== undefined });
+  await countMinute(deps.redis, {
+    kind: 'result-cache',
+    projectId: data.projectId,
+    hit: answer !== undefined,
+  });
+  return answer;
 }

@@ -9,6 +9,7 @@ import {
   QUEUE_BUILDS,
   QUEUE_EVENTS,
   removeStaleFiles,
+  startTracing,
   TokenQueries,
 } from '@kiln/core';
 import { Queue } from 'bullmq';
@@ -22,7 +23,8 @@ import { uploadTmpDir } from './upload.js';
 
 /** Connects what the API needs, from the config; `close()` releases all of it. */
 export async function createApiDeps(config: KilnConfig): Promise<ApiDeps & { close(): Promise<void> }> {
-  const logger = createLogger('kiln-api', config.logLevel);
+  const logger = createLogger('kiln-api', config.logLevel, config.logFormat);
+  const tracing = await startTracing(config.otlpTracesUrl, 'kiln-api');
   await migrateDatabase(config.databaseUrl, logger);
   const database = createDatabase(config.databaseUrl, {
     onConnectionError: (err) => logger.warn({ err: err.message }, 'postgresql dropped a connection'),
@@ -68,7 +70,13 @@ export async function createApiDeps(config: KilnConfig): Promise<ApiDeps & { clo
     config,
     db: database.prisma,
     builds,
-    lifecycle: new BuildLifecycle({ repo: builds, redis, logger, events }),
+    lifecycle: new BuildLifecycle({
+      repo: builds,
+      redis,
+      logger,
+      events,
+      metricsMaxProjects: config.metricsMaxProjects,
+    }),
     tokens,
     storage,
     redis,
@@ -76,6 +84,7 @@ export async function createApiDeps(config: KilnConfig): Promise<ApiDeps & { clo
     eventQueue,
     logger,
     logHub,
+    tracing,
     followers: new LogFollowers(redis, config.logs.maxFollowersPerProject, (err) =>
       logger.warn({ err: err.message }, 'renewing the log followers in Redis failed'),
     ),
@@ -86,6 +95,7 @@ export async function createApiDeps(config: KilnConfig): Promise<ApiDeps & { clo
       redis.disconnect();
       subscriber.disconnect();
       await database.close();
+      await tracing.shutdown();
     },
   };
 }

@@ -1,7 +1,7 @@
 // The dashboard: a hash router over the views, the sign-in form, and the alert line.
 import { ApiError, api, token } from './api.js';
 import { h, replace } from './dom.js';
-import { buildersView, buildsView, buildView } from './views.js';
+import { buildersView, buildsView, buildView, statusView } from './views.js';
 
 const main = document.getElementById('main');
 const alertLine = document.getElementById('alert');
@@ -70,7 +70,7 @@ function loginView(root, message) {
 
 let cleanup = () => {};
 
-/** Shows the view the location's hash names (`#/builds?status=failed`, `#/builds/<id>`, `#/builders`). */
+/** Shows the view the location's hash names (`#/builds?status=failed`, `#/builds/<id>`, `#/builders`, `#/status`). */
 function route(message) {
   cleanup();
   showAlert('');
@@ -85,6 +85,7 @@ function route(message) {
   const build = /^\/builds\/([0-9A-Za-z]{1,64})$/.exec(path ?? '');
   if (build) cleanup = buildView(main, build[1], ctx);
   else if (path === '/builders') cleanup = buildersView(main, ctx);
+  else if (path === '/status') cleanup = statusView(main, ctx);
   else cleanup = buildsView(main, params, ctx);
 }
 

@@ -1,5 +1,6 @@
 // The dashboard's pages. Each takes the element to fill and returns what stops it (timers, streams).
 import { api, followLog, logText } from './api.js';
+import { lines, stackedBars, timeline } from './charts.js';
 import { BUILD_STATUSES, FINAL_STATUSES } from './contract.js';
 import { badge, bytes, duration, h, replace, time } from './dom.js';
 
@@ -106,13 +107,21 @@ export function buildsView(root, params, ctx) {
   return every(3000, load);
 }
 
-/** One build: its fields, Cancel and Download, and its log (followed live until the build ends). */
+/**
+ * One build: its fields, Cancel and Download, its steps as a timeline once it has ended, and its
+ * log (followed live until the build ends).
+ */
 export function buildView(root, id, ctx) {
   const controller = new AbortController();
   const signal = controller.signal;
   const fields = h('dl', { class: 'fields', id: 'fields' });
   const log = h('pre', { class: 'log', id: 'log', 'aria-live': 'polite' });
   const logState = h('span', { class: 'muted', id: 'log-state' });
+  const steps = h(
+    'div',
+    { class: 'charts', id: 'steps' },
+    h('p', { class: 'muted' }, 'Shown once the build has ended.'),
+  );
   const cancel = h('button', { type: 'button', id: 'cancel', class: 'danger', hidden: true }, 'Cancel');
   const download = h('button', { type: 'button', id: 'download', hidden: true }, 'Download');
   replace(
@@ -120,12 +129,30 @@ export function buildView(root, id, ctx) {
     h('p', {}, h('a', { href: '#/builds' }, '← Builds')),
     h('div', { class: 'toolbar' }, h('h1', {}, 'Build ', h('span', { class: 'mono' }, id)), cancel, download),
     fields,
+    h('h2', {}, 'Steps'),
+    steps,
     h('h2', {}, 'Log ', logState),
     log,
   );
 
   let build;
   let logStarted = false;
+  let stepsShown = false;
+
+  const showSteps = async () => {
+    stepsShown = true;
+    try {
+      const { items } = await api(`${buildPath(id)}/steps`, { signal });
+      replace(
+        steps,
+        items.length
+          ? timeline('timeline', items)
+          : h('p', { class: 'muted' }, 'No steps recorded (the build never reached BuildKit).'),
+      );
+    } catch (err) {
+      ctx.fail(err);
+    }
+  };
   let stopPolling = () => {};
 
   const appendLog = (text) => {
@@ -213,7 +240,10 @@ export function buildView(root, id, ctx) {
       build = await api(buildPath(id), { signal });
       render(build);
       if (!logStarted) showLog();
-      if (FINAL.has(build.status)) stopPolling();
+      if (FINAL.has(build.status)) {
+        stopPolling();
+        if (!stepsShown) showSteps();
+      }
     } catch (err) {
       ctx.fail(err);
     } finally {
@@ -312,4 +342,56 @@ export function buildersView(root, ctx) {
     }
   };
   return every(5000, load);
+}
+
+const HOURS = 6;
+const OUTCOMES = [
+  { key: 'succeeded', cls: 'succeeded' },
+  { key: 'failed', cls: 'failed' },
+  { key: 'canceled', cls: 'canceled' },
+];
+
+/** The project's builds over the last hours: per minute by outcome, duration percentiles, cache hits. */
+export function statusView(root, ctx) {
+  const summary = h('p', { id: 'status-summary' }, 'Loading…');
+  const charts = h('div', { class: 'charts', id: 'charts' });
+  replace(root, h('div', { class: 'toolbar' }, h('h1', {}, 'Status')), summary, charts);
+  return every(30_000, async () => {
+    try {
+      const { minutes } = await api(`/v1/stats?hours=${HOURS}`);
+      const total = (key) => minutes.reduce((sum, m) => sum + (m.finished[key] ?? 0), 0);
+      const hits = minutes.reduce((sum, m) => sum + m.cacheHits, 0);
+      const lookups = hits + minutes.reduce((sum, m) => sum + m.cacheMisses, 0);
+      replace(
+        summary,
+        `Last ${HOURS} hours: ${OUTCOMES.map(({ key }) => `${total(key)} ${key}`).join(', ')}; result cache `,
+        lookups ? `${Math.round((100 * hits) / lookups)}% of ${lookups} look-ups answered` : 'not asked yet',
+        '.',
+      );
+      replace(
+        charts,
+        h('h2', {}, 'Builds finished per minute'),
+        stackedBars(
+          'chart-builds',
+          'Builds finished per minute',
+          minutes,
+          OUTCOMES,
+          (m, k) => m.finished[k] ?? 0,
+        ),
+        h('h2', {}, 'Build duration, 50th and 90th percentile (bucket bounds)'),
+        lines(
+          'chart-durations',
+          'Build duration percentiles',
+          minutes,
+          [
+            { key: 'durationP50', cls: 'p50' },
+            { key: 'durationP90', cls: 'p90' },
+          ],
+          ' s',
+        ),
+      );
+    } catch (err) {
+      ctx.fail(err);
+    }
+  });
 }

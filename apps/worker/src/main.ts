@@ -19,7 +19,7 @@ async function main(): Promise<void> {
     }
     throw err;
   }
-  const logger = createLogger('kiln-worker', config.logLevel);
+  const logger = createLogger('kiln-worker', config.logLevel, config.logFormat);
   await migrateDatabase(config.databaseUrl, {
     info: (msg) => logger.info(msg),
     warn: (msg) => logger.warn(msg),

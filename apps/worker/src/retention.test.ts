@@ -14,6 +14,7 @@ import {
   type ObjectStorage,
   type PrismaClient,
   parseBuildSpec,
+  stepsKey,
 } from '@kiln/core';
 import { Redis } from 'ioredis';
 import {
@@ -90,7 +91,10 @@ describe('retention', { skip }, () => {
     const id = `b${randomBytes(10).toString('hex')}`;
     const artifactKey = o.artifactKey ?? (o.status === 'succeeded' ? `artifacts/${id}/app.tar` : undefined);
     if (artifactKey && !o.cachedFromId) await put(artifactKey);
-    if (o.withLog ?? !o.cachedFromId) await put(logKey(id));
+    if (o.withLog ?? !o.cachedFromId) {
+      await put(logKey(id));
+      await put(stepsKey(id));
+    }
     return prisma.build.create({
       data: {
         id,
@@ -172,6 +176,13 @@ describe('retention', { skip }, () => {
     assert.equal(await exists(logKey(s.id)), false);
     assert.equal(await exists(logKey(failed.id)), false);
     assert.ok(await exists(logKey(recent.id)));
+    for (const [b, kept] of [
+      [s, false],
+      [failed, false],
+      [recent, true],
+    ] as const) {
+      assert.equal(await exists(stepsKey(b.id)), kept, `steps of ${b.id}`);
+    }
     const purged = await prisma.build.findMany({ where: { purgedAt: { not: null } }, select: { id: true } });
     assert.deepEqual(new Set(purged.map((p) => p.id)), new Set([s.id, failed.id, canceled.id]));
     // ctxOld: `recent` (10 days) is past the 7-day context retention too; ctxShared: C is 1 day old.

@@ -33,6 +33,7 @@ import {
   logKey,
   type ObjectStorage,
   provenanceKey,
+  stepsKey,
 } from '@kiln/core';
 
 export interface RetentionOptions {
@@ -181,6 +182,7 @@ async function expireOne(o: RetentionOptions, row: ExpiringRow, report: Retentio
   try {
     // The stored log is always at logKey(id) (also the log of an attempt that was retried).
     await storage.delete(logKey(row.id));
+    await storage.delete(stepsKey(row.id));
     if (row.logKey && row.logKey !== logKey(row.id)) await storage.delete(row.logKey);
     if (row.artifactKey) {
       const sharing = await lifecycle.repo.liveBuildsSharing(row.artifactKey);

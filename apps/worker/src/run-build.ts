@@ -26,6 +26,7 @@ import {
   SolveError,
   type SolveOptions,
   type SolveResult,
+  type StatusEvent,
   UnsupportedError,
 } from '@kiln/buildkit-client';
 import {
@@ -39,11 +40,13 @@ import {
   type BuildSecrets,
   type BuildSpec,
   type BuildSpecInput,
+  type BuildStep,
   BYTE_OUTPUT_TYPES,
   buildCacheOptions,
   buildCachePrefix,
   CACHE_EXPORT_OPTIONAL,
   type ContextLimits,
+  countBuildEvent,
   dockerfileInContext,
   extractContext,
   FINAL_STATUSES,
@@ -55,8 +58,10 @@ import {
   loadBuildSecrets,
   loadProjectQuotas,
   logKey,
+  NO_TRACING,
   type ObjectStorage,
   type OutputType,
+  observeExport,
   PROVENANCE_MODES,
   type Prisma,
   type ProjectQuotas,
@@ -67,8 +72,11 @@ import {
   type RegistryCredentialStore,
   recordsProvenance,
   specRequirements,
+  stepsKey,
   storedBytesLeft,
+  type Tracing,
 } from '@kiln/core';
+import { type Context, SpanStatusCode } from '@opentelemetry/api';
 import { UnrecoverableError } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { type ActiveBuilds, abortOf, BuildAbort } from './active-builds.js';
@@ -82,6 +90,7 @@ import { BuildLog } from './build-log.js';
 import type { Lease } from './builders/lease.js';
 import { type BuilderPool, NoBuilderAvailableError, NoCapableBuilderError } from './builders/pool.js';
 import { retryWhileDatabaseDown } from './db-retry.js';
+import { SolveSteps } from './solve-steps.js';
 import { TarFileTap } from './tar-file-tap.js';
 
 export interface RunBuildDeps {
@@ -108,6 +117,10 @@ export interface RunBuildDeps {
   dbRetryMs?: number;
   /** Delay before a handed-back job (builders full, worker stopping) is tried again; default 1 s. */
   handBackDelayMs?: number;
+  /** KILN_METRICS_MAX_PROJECTS (see @kiln/core's build-metrics.ts); default 0. */
+  metricsMaxProjects?: number;
+  /** Spans of each attempt (lease, context, solve and its steps, export); default NO_TRACING. */
+  tracing?: Tracing;
 }
 
 /** Which BullMQ attempt this is: `attemptsMade` failed before it, `attempts` in all. */
@@ -116,6 +129,8 @@ export interface AttemptInfo {
   rank?: number;
   attemptsMade: number;
   attempts: number;
+  /** The trace of the request that queued the build (the job's data), continued here. */
+  traceparent?: string;
 }
 
 export interface RunBuildResult {
@@ -241,6 +256,12 @@ class BuildRun {
   private sessionCache: BoundedContentStore | undefined;
   /** The project's stored bytes when this run read its quotas: what the export may add to. */
   private storedBytes = 0;
+  private readonly steps = new SolveSteps();
+  /** The export into storage: bytes passed, and the time (ms) of its first byte and of storage settling. */
+  private readonly exported = { bytes: 0, first: 0, settled: 0 };
+  private readonly tracing: Tracing;
+  /** The current span's context: the request's, then this attempt's, the solve's while it runs. */
+  private trace: Context;
 
   constructor(
     private readonly deps: RunBuildDeps,
@@ -250,6 +271,8 @@ class BuildRun {
     this.logger = deps.logger.child({ buildId: build.id });
     // Registered first, so a cancel arriving while the builder is leased is not lost.
     this.controller = deps.active.register(build.id);
+    this.tracing = deps.tracing ?? NO_TRACING;
+    this.trace = this.tracing.continueFrom(attempt.traceparent);
   }
 
   private get id(): string {
@@ -257,6 +280,31 @@ class BuildRun {
   }
 
   async run(): Promise<RunBuildResult> {
+    const queued = this.trace;
+    if (this.attempt.attemptsMade === 0) {
+      // The wait from the request to this pick-up (a retry's wait is its backoff, not the queue's).
+      this.tracing.start('queue wait', queued, { startTime: this.build.createdAt }).span.end();
+    }
+    return this.tracing.run(
+      'build attempt',
+      queued,
+      async (span, context) => {
+        this.trace = context;
+        const result = await this.runAttempt();
+        span.setAttribute('kiln.build.result', result.status);
+        return result;
+      },
+      {
+        attributes: {
+          'kiln.build.id': this.id,
+          'kiln.project.id': this.build.projectId,
+          'kiln.attempt': this.attempt.attemptsMade + 1,
+        },
+      },
+    );
+  }
+
+  private async runAttempt(): Promise<RunBuildResult> {
     try {
       // First: the log's budget is one of them.
       ({ quotas: this.quotas, storedBytes: this.storedBytes } = await loadProjectQuotas(
@@ -279,6 +327,8 @@ class BuildRun {
         this.logger.warn({ err: messageOf(err) }, 'releasing the builder lease failed (it will expire)');
       });
       this.deps.active.unregister(this.id, this.controller);
+      const { vertices, cached } = this.steps.counts();
+      if (vertices > 0) await countBuildEvent(this.deps.redis, { kind: 'solved', vertices, cached });
       if (this.tmp) {
         await rm(this.tmp, { recursive: true, force: true, maxRetries: 3 }).catch((err: unknown) => {
           this.logger.warn({ dir: this.tmp, err: messageOf(err) }, 'could not remove the build directory');
@@ -322,13 +372,18 @@ class BuildRun {
     }
 
     try {
-      this.lease = await this.deps.pool.acquire({
-        buildId: this.id,
-        projectId: this.build.projectId,
-        avoid: await this.failedBuilders(),
-        projectLimit: this.quotas?.runningBuilds ?? 0,
-        rank: this.attempt.rank ?? 1,
-        requires: specRequirements(spec),
+      const avoid = await this.failedBuilders();
+      this.lease = await this.tracing.run('lease builder', this.trace, async (span) => {
+        const lease = await this.deps.pool.acquire({
+          buildId: this.id,
+          projectId: this.build.projectId,
+          avoid,
+          projectLimit: this.quotas?.runningBuilds ?? 0,
+          rank: this.attempt.rank ?? 1,
+          requires: specRequirements(spec),
+        });
+        span.setAttribute('kiln.builder', lease.address);
+        return lease;
       });
     } catch (err) {
       if (err instanceof NoCapableBuilderError) return this.fail('no_capable_builder', err.message);
@@ -486,13 +541,61 @@ class BuildRun {
     );
   }
 
+  /** The solve in a span, with a span per step BuildKit reported and one for the export into storage. */
   private async solve(spec: BuildSpec, lease: Lease, tap?: TarFileTap): Promise<Produced> {
+    const sources = await this.tracing.run('fetch context', this.trace, () => this.contextSources(spec));
+    const attempt = this.trace;
+    try {
+      return await this.tracing.run(
+        'solve',
+        attempt,
+        (_span, context) => {
+          const traceparent = this.tracing.traceparent(context);
+          this.trace = context;
+          return this.solveWith(spec, lease, sources, traceparent ? { traceparent } : undefined, tap);
+        },
+        { attributes: { 'kiln.builder': lease.address } },
+      );
+    } finally {
+      const solveContext = this.trace;
+      this.trace = attempt;
+      this.traceSteps(solveContext);
+    }
+  }
+
+  /** A span for each step the status stream ended (cached ones marked) and one for the export. */
+  private traceSteps(solveContext: Context): void {
+    for (const v of this.steps.list()) {
+      const end = v.completed ?? new Date();
+      const { span } = this.tracing.start(v.name, solveContext, {
+        startTime: v.started ?? end,
+        attributes: { 'buildkit.vertex.digest': v.digest, 'buildkit.cached': v.cached },
+      });
+      if (v.error) span.setStatus({ code: SpanStatusCode.ERROR, message: v.error });
+      span.end(end);
+    }
+    const { bytes, first, settled } = this.exported;
+    if (first > 0 && settled >= first) {
+      const options = { startTime: new Date(first), attributes: { 'kiln.export.bytes': bytes } };
+      this.tracing.start('export to storage', this.trace, options).span.end(new Date(settled));
+    }
+  }
+
+  private async solveWith(
+    spec: BuildSpec,
+    lease: Lease,
+    sources: Awaited<ReturnType<BuildRun['contextSources']>>,
+    metadata: Record<string, string> | undefined,
+    tap?: TarFileTap,
+  ): Promise<Produced> {
     const { storage } = this.deps;
     const signal = this.controller.signal;
-
-    const sources = await this.contextSources(spec);
     const client = await lease.client();
     const renderer = new PlainProgressRenderer((text) => this.write(text));
+    const onStatus = (event: StatusEvent) => {
+      renderer.render(event);
+      this.steps.record(event);
+    };
     const registryAuth = await this.registryAuth();
     const cache = await this.cacheOptions(lease);
     const common = {
@@ -503,12 +606,13 @@ class BuildRun {
       sharedKey: `kiln-${this.build.projectId}`,
       ...(this.secrets ? { secrets: this.secrets } : {}),
       ...(registryAuth ? { registryAuth } : {}),
+      ...(metadata ? { metadata } : {}),
       signal,
     };
     if (spec.output.type === 'image') {
       const result = await client.solve(
         { ...common, exports: [{ type: 'image', attrs: spec.output.attrs }] },
-        (event) => renderer.render(event),
+        onStatus,
       );
       await this.recordCache(result);
       const digest = result.exporterResponse['containerimage.digest'];
@@ -522,6 +626,10 @@ class BuildRun {
       contentType: 'application/x-tar',
     });
     let solving = true;
+    const settled = () => {
+      this.exported.settled = Date.now();
+    };
+    put.then(settled, settled);
     put.catch((err: unknown) => {
       // A put failing while BuildKit still sends is an infrastructure error: stop the build.
       if (solving && !signal.aborted) {
@@ -536,7 +644,7 @@ class BuildRun {
           ...common,
           exports: [{ type: spec.output.type as 'tar' | 'oci' | 'docker', attrs: spec.output.attrs, output }],
         },
-        (event) => renderer.render(event),
+        onStatus,
       );
       await this.recordCache(result);
     } catch (err) {
@@ -571,23 +679,24 @@ class BuildRun {
    * The stream the export goes through into storage, shown to `tap` on the way. Past the project's
    * artifact-bytes quota, or past what its stored-bytes quota leaves (read when the run began:
    * builds of one project exporting at once may each use that room), it stops the build (the
-   * daemon sees the session end) and errors, so storage keeps nothing of it.
+   * daemon sees the session end) and errors, so storage keeps nothing of it. It counts the bytes
+   * and times the first one for the export throughput metric.
    */
   private exportStream(tap: TarFileTap | undefined): PassThrough {
     const perBuild = this.quotas?.artifactBytes ?? 0;
     const left = this.quotas ? storedBytesLeft(this.quotas, this.storedBytes) : null;
     const byStored = left !== null && (perBuild === 0 || left < perBuild);
     const limit = byStored ? Math.max(0, left ?? 0) : perBuild;
-    if (limit === 0 && !byStored && !tap) return new PassThrough();
     const why = byStored
       ? `what the project's stored bytes (${this.storedBytes}) leave of its limit (stored bytes: ${this.quotas?.storedBytes})`
       : "the project's limit (artifact bytes per build)";
-    let bytes = 0;
+    const exported = this.exported;
     return new PassThrough({
       transform: (chunk: Buffer, _encoding, done) => {
-        bytes += chunk.length;
+        if (exported.bytes === 0) exported.first = Date.now();
+        exported.bytes += chunk.length;
         tap?.write(chunk);
-        if ((limit === 0 && !byStored) || bytes <= limit) return done(null, chunk);
+        if ((limit === 0 && !byStored) || exported.bytes <= limit) return done(null, chunk);
         const abort = new BuildAbort(
           'output_too_large',
           `the artifact is larger than ${limit} bytes, ${why}; nothing was stored`,
@@ -705,6 +814,23 @@ class BuildRun {
     return this.current ? { attemptId: this.current.id, outcome } : null;
   }
 
+  /** Stores the steps of this attempt's solve for the build page's timeline (stepsKey); never throws. */
+  private async storeSteps(): Promise<void> {
+    const steps: BuildStep[] = this.steps.list().map((v) => ({
+      name: v.name,
+      started: v.started?.toISOString() ?? null,
+      completed: v.completed?.toISOString() ?? null,
+      cached: v.cached,
+      error: v.error ?? null,
+    }));
+    if (steps.length === 0) return;
+    await this.deps.storage
+      .put(stepsKey(this.id), Readable.from([Buffer.from(JSON.stringify(steps))]), {
+        contentType: 'application/json',
+      })
+      .catch((err: unknown) => this.logger.warn({ err: messageOf(err) }, 'storing the build steps failed'));
+  }
+
   /** Stores the log object (a later attempt continues it; see BuildLog.continueFrom); its key, or null. */
   private async storeLog(): Promise<string | null> {
     if (!this.log) return null;
@@ -722,6 +848,7 @@ class BuildRun {
    * secrets). Returns the row's final status: another one when it changed meanwhile (a cancel won).
    */
   private async finalize(transition: (change: { logKey?: string }) => Promise<FinalResult>): Promise<string> {
+    await this.storeSteps();
     const stored = await this.storeLog();
     const result = await this.db('final state', () => transition(stored ? { logKey: stored } : {}));
     if (!result.applied) {
@@ -730,6 +857,14 @@ class BuildRun {
     }
     const { status, errorCode } = result.build;
     this.logger.info({ status, ...(errorCode ? { errorCode } : {}) }, 'build finished');
+    const { bytes, first, settled } = this.exported;
+    if (first > 0 && settled > first) {
+      await observeExport(
+        this.deps.redis,
+        { projectId: this.build.projectId, outcome: status, bytes, seconds: (settled - first) / 1000 },
+        this.deps.metricsMaxProjects ?? 0,
+      );
+    }
     return status;
   }
 

@@ -16,10 +16,13 @@ import {
   type KilnConfig,
   LocalDirStorage,
   type Logger,
+  NO_TRACING,
   type ObjectStorage,
   type PrismaClient,
   QUEUE_BUILDS,
   RegistryCredentialStore,
+  startTracing,
+  type Tracing,
 } from '@kiln/core';
 import { DelayedError, type Job, Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
@@ -79,6 +82,7 @@ export class KilnWorker {
   private prisma: PrismaClient | undefined;
   private lifecycle: BuildLifecycle | undefined;
   private storage: ObjectStorage | undefined;
+  private tracing: Tracing = NO_TRACING;
   private worker: Worker<BuildJobData, RunBuildResult> | undefined;
   private queue: Queue<BuildJobData> | undefined;
   private poolInstance: BuilderPool | undefined;
@@ -92,7 +96,7 @@ export class KilnWorker {
     readonly config: KilnConfig,
     private readonly deps: WorkerDeps = {},
   ) {
-    this.logger = deps.logger ?? createLogger('kiln-worker', config.logLevel);
+    this.logger = deps.logger ?? createLogger('kiln-worker', config.logLevel, config.logFormat);
   }
 
   get pool(): BuilderPool {
@@ -122,6 +126,7 @@ export class KilnWorker {
     }
     this.prisma = deps.prisma ?? createPrismaClient(config.databaseUrl);
     this.storage = deps.storage ?? (await createStorage(config.storage));
+    this.tracing = await startTracing(config.otlpTracesUrl, 'kiln-worker');
     if (this.storage instanceof LocalDirStorage) {
       // What killed workers left mid-export; in the background, since the walk reads the whole store.
       void this.storage
@@ -159,6 +164,7 @@ export class KilnWorker {
     this.eventsInstance = new EventDispatcher({
       prisma: this.prisma,
       connection: this.bullConnection,
+      counters: this.redis,
       logger,
       attempts: config.events.attempts,
       backoffMs: config.events.backoffMs,
@@ -175,8 +181,11 @@ export class KilnWorker {
       redis: this.redis,
       logger,
       events: this.eventsInstance,
+      metricsMaxProjects: config.metricsMaxProjects,
     });
     const runDeps = {
+      metricsMaxProjects: config.metricsMaxProjects,
+      tracing: this.tracing,
       lifecycle: this.lifecycle,
       storage: this.storage,
       redis: this.redis,
@@ -201,6 +210,7 @@ export class KilnWorker {
             ...(job.opts.priority ? { rank: job.opts.priority } : {}),
             attemptsMade: job.attemptsMade,
             attempts: job.opts.attempts ?? 1,
+            ...(job.data?.traceparent ? { traceparent: job.data.traceparent } : {}),
           });
         } catch (err) {
           // Back to the queue without using up an attempt: this worker stops or every builder is
@@ -353,6 +363,7 @@ export class KilnWorker {
       await conn?.quit().catch(() => conn.disconnect());
     }
     if (!this.deps.prisma) await this.prisma?.$disconnect().catch(() => {});
+    await this.tracing.shutdown();
     logger.info('worker stopped');
   }
 }

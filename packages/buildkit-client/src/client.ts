@@ -108,6 +108,11 @@ export interface SolveOptions {
   signal?: AbortSignal;
   /** Build reference; random when omitted. */
   ref?: string;
+  /**
+   * Extra gRPC metadata for the Solve call, e.g. a W3C `traceparent`, which a buildkitd with
+   * tracing continues (its own spans join the caller's trace).
+   */
+  metadata?: Record<string, string>;
 }
 
 export interface SolveResult {
@@ -363,12 +368,15 @@ export class BuildkitClient {
         },
       };
       const response = await new Promise<{ ExporterResponse: Record<string, string> }>((resolve, reject) => {
+        const metadata = new grpc.Metadata();
+        for (const [key, value] of Object.entries(opts.metadata ?? {})) metadata.set(key, value);
         solveCall = (
           this.control.Solve as (
             r: object,
+            md: grpc.Metadata,
             cb: (e: grpc.ServiceError | null, r: { ExporterResponse: Record<string, string> }) => void,
           ) => grpc.ClientUnaryCall
-        ).call(this.control, request, (err, res) => (err ? reject(err) : resolve(res)));
+        ).call(this.control, request, metadata, (err, res) => (err ? reject(err) : resolve(res)));
         if (signal?.aborted) solveCall.cancel();
         // BuildKit normally fails the build at once with the sender's error; if it does not (a
         // lost status, a daemon stuck on the stream), the build is ended here, never left hanging.

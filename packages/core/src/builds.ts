@@ -10,6 +10,8 @@ export const QUEUE_BUILDS = 'kiln-builds';
 export const BUILD_JOB_NAME = 'build';
 export interface BuildJobData {
   buildId: string;
+  /** W3C trace context of the request that queued the build, when tracing is on (tracing.ts). */
+  traceparent?: string;
 }
 /** BullMQ's largest priority (lowest precedence). */
 const MAX_PRIORITY = 2 ** 21;
@@ -58,6 +60,16 @@ export const CONTEXT_KEY_PREFIX = 'contexts/';
 export const contextKey = (sha256: string) => `${CONTEXT_KEY_PREFIX}sha256/${sha256}.tar`;
 export const artifactKey = (buildId: string, dest: string) => `artifacts/${buildId}/${dest}`;
 export const logKey = (buildId: string) => `logs/${buildId}.log`;
+/** The steps of a build's last solve as JSON (BuildStep[]), beside its log: the build page's timeline. */
+export const stepsKey = (buildId: string) => `logs/${buildId}.steps.json`;
+/** One step of a solve as BuildKit's status stream ended it. */
+export interface BuildStep {
+  name: string;
+  started: string | null;
+  completed: string | null;
+  cached: boolean;
+  error: string | null;
+}
 /** Kiln's copy of an artifact's provenance sits beside it, so builds sharing the artifact share it too. */
 export const provenanceKey = (artifactKey: string) => `${artifactKey}.provenance.json`;
 

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { z } from 'zod';
 import { type BuildCacheConfig, buildCacheFor } from './build-cache.js';
+import type { LogFormatSetting } from './log-format.js';
 import { type Network, parseNetworks } from './net/address.js';
 import { parseHostPatterns } from './net/host-patterns.js';
 import { credentialsKey } from './registry-credentials.js';
@@ -26,6 +27,7 @@ const ENV = z.object({
   KILN_HOST: z.string().min(1).default('0.0.0.0'),
   KILN_PUBLIC_URL: z.url().optional(),
   KILN_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  KILN_LOG_FORMAT: z.enum(['auto', 'json', 'pretty']).default('auto'),
   DATABASE_URL: z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgresql:// URL'),
   REDIS_URL: z.string().regex(/^rediss?:\/\//, 'must be a redis:// URL'),
   KILN_DATA_DIR: z.string().min(1).default('.kiln/data'),
@@ -88,6 +90,10 @@ const ENV = z.object({
   KILN_OPERATOR_TOKEN: z.string().min(32, 'must be at least 32 characters').optional(),
   KILN_METRICS_TOKEN: z.string().min(32, 'must be at least 32 characters').optional(),
   KILN_BUILDER_DRAIN_TOKEN: z.string().min(32, 'must be at least 32 characters').optional(),
+  KILN_METRICS_MAX_PROJECTS: int(0, 1000).default(20),
+  KILN_OTLP_TRACES_URL: z
+    .url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL' })
+    .optional(),
   KILN_QUOTA_QUEUED_BUILDS: int(0, 10_000_000).default(500),
   KILN_QUOTA_RUNNING_BUILDS: int(0, 100_000).default(0),
   KILN_QUOTA_ARTIFACT_BYTES: int(0, 2 ** 50).default(16 * 1024 ** 3),
@@ -125,6 +131,8 @@ export interface KilnConfig {
   host: string;
   publicUrl: string;
   logLevel: string;
+  /** `auto`: readable lines when stdout is a terminal, JSON otherwise (`log-format.ts`). */
+  logFormat: LogFormatSetting;
   databaseUrl: string;
   redisUrl: string;
   dataDir: string;
@@ -228,6 +236,10 @@ export interface KilnConfig {
    * route answers 404. It can only hold builders back from new builds for a while.
    */
   builderDrainToken?: string;
+  /** Projects with a label of their own in the build histograms (the first ones seen); the rest are `other`. */
+  metricsMaxProjects: number;
+  /** The OTLP/HTTP endpoint traces go to (…/v1/traces); unset: no tracing. */
+  otlpTracesUrl?: string;
   /** Per-project defaults; a project's own value (set by the operator) wins. 0: no limit. */
   quotas: ProjectQuotas;
   /**
@@ -305,6 +317,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): KilnConfig {
     host: e.KILN_HOST,
     publicUrl,
     logLevel: e.KILN_LOG_LEVEL,
+    logFormat: e.KILN_LOG_FORMAT,
     databaseUrl: e.DATABASE_URL,
     redisUrl: e.REDIS_URL,
     dataDir: e.KILN_DATA_DIR,
@@ -385,6 +398,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): KilnConfig {
     ...(e.KILN_OPERATOR_TOKEN ? { operatorToken: e.KILN_OPERATOR_TOKEN } : {}),
     ...(e.KILN_METRICS_TOKEN ? { metricsToken: e.KILN_METRICS_TOKEN } : {}),
     ...(e.KILN_BUILDER_DRAIN_TOKEN ? { builderDrainToken: e.KILN_BUILDER_DRAIN_TOKEN } : {}),
+    metricsMaxProjects: e.KILN_METRICS_MAX_PROJECTS,
+    ...(e.KILN_OTLP_TRACES_URL ? { otlpTracesUrl: e.KILN_OTLP_TRACES_URL } : {}),
     quotas: {
       queuedBuilds: e.KILN_QUOTA_QUEUED_BUILDS,
       runningBuilds: e.KILN_QUOTA_RUNNING_BUILDS,

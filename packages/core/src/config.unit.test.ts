@@ -210,3 +210,31 @@ test('SSRF settings: networks for event receivers and git, git host lists', () =
     );
   }
 });
+
+test('observability settings: log format, projects with a metrics label, the traces endpoint', () => {
+  const defaults = loadConfig(base);
+  assert.equal(defaults.logFormat, 'auto');
+  assert.equal(defaults.metricsMaxProjects, 20);
+  assert.equal(defaults.otlpTracesUrl, undefined);
+  const c = loadConfig({
+    ...base,
+    KILN_LOG_FORMAT: 'json',
+    KILN_METRICS_MAX_PROJECTS: '0',
+    KILN_OTLP_TRACES_URL: 'http://collector:4318/v1/traces',
+  });
+  assert.equal(c.logFormat, 'json');
+  assert.equal(c.metricsMaxProjects, 0);
+  assert.equal(c.otlpTracesUrl, 'http://collector:4318/v1/traces');
+  for (const [variable, value] of [
+    ['KILN_LOG_FORMAT', 'text'],
+    ['KILN_METRICS_MAX_PROJECTS', '-1'],
+    ['KILN_METRICS_MAX_PROJECTS', '1001'],
+    ['KILN_OTLP_TRACES_URL', 'collector:4318'],
+  ] as const) {
+    assert.throws(
+      () => loadConfig({ ...base, [variable]: value }),
+      (e: unknown) => e instanceof ConfigError && e.variable === variable,
+      `${variable}=${value}`,
+    );
+  }
+});

@@ -53,7 +53,9 @@ export {
   parseGitUrl,
 } from './git-context.js';
 export { checkGitHost, type GitHostPolicy } from './git-hosts.js';
+export { chooseLogFormat, formatLogLine, type LogFormat, type LogFormatSetting } from './log-format.js';
 export { createLogger, type Logger } from './logger.js';
+export * from './metrics/index.js';
 export { type Network, parseIp, parseNetworks, refusedAddress } from './net/address.js';
 export { normalizeHostname } from './net/host.js';
 export {
@@ -89,3 +91,4 @@ export {
 export { removeStaleFiles } from './stale-files.js';
 export * from './storage/index.js';
 export { generateToken, hashToken, issueToken } from './tokens.js';
+export { NO_TRACING, SpanKind, type SpanOptions, startTracing, Tracing } from './tracing.js';

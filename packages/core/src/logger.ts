@@ -1,10 +1,11 @@
 import { type Logger, pino } from 'pino';
+import { chooseLogFormat, type LogFormatSetting, prettyDestination } from './log-format.js';
 
 export type { Logger } from 'pino';
 
-/** Structured JSON logs; signed URLs and tokens never reach them (see `redact`). */
-export function createLogger(name: string, level = 'info'): Logger {
-  return pino({
+/** Structured logs, JSON or readable (`log-format.ts`); signed URLs and tokens never reach them (see `redact`). */
+export function createLogger(name: string, level = 'info', format: LogFormatSetting = 'json'): Logger {
+  const options = {
     name,
     level,
     redact: {
@@ -24,5 +25,8 @@ export function createLogger(name: string, level = 'info'): Logger {
       ],
       censor: '[redacted]',
     },
-  });
+  };
+  return chooseLogFormat(format, process.stdout.isTTY === true) === 'pretty'
+    ? pino(options, prettyDestination())
+    : pino(options);
 }

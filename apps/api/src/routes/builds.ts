@@ -1,6 +1,14 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { BuildStatusSchema } from '@kiln/contract/schemas';
-import { AppError, CHANNEL_CANCEL, FINAL_STATUSES } from '@kiln/core';
+import {
+  AppError,
+  type BuildStep,
+  CHANNEL_CANCEL,
+  FINAL_STATUSES,
+  isAppError,
+  SpanKind,
+  stepsKey,
+} from '@kiln/core';
 import { Type } from 'typebox';
 import { buildRequestSchema, RAW_CONTEXT_TYPES, submitBuild } from '../build-request.js';
 import { artifactFilename, buildView, provenanceOf } from '../build-view.js';
@@ -54,11 +62,23 @@ export function buildRoutes(deps: ApiDeps): FastifyPluginAsyncTypebox {
           },
         },
       },
-      async (req, reply) => {
-        const created = await submitBuild(deps, req);
-        reply.header('Location', `/v1/builds/${created.build.id}`);
-        return reply.code(CREATE_STATUS[created.outcome]).send(await view(created.build));
-      },
+      // The root of the build's trace (or a child of the caller's, given a `traceparent` header).
+      (req, reply) =>
+        deps.tracing.run(
+          'POST /v1/builds',
+          deps.tracing.continueFrom(req.headers.traceparent as string | undefined),
+          async (span, context) => {
+            const created = await submitBuild(deps, req, deps.tracing.traceparent(context));
+            span.setAttributes({
+              'kiln.build.id': created.build.id,
+              'kiln.project.id': req.projectId,
+              'kiln.build.outcome': created.outcome,
+            });
+            reply.header('Location', `/v1/builds/${created.build.id}`);
+            return reply.code(CREATE_STATUS[created.outcome]).send(await view(created.build));
+          },
+          { kind: SpanKind.SERVER },
+        ),
     );
 
     app.get(
@@ -117,6 +137,52 @@ export function buildRoutes(deps: ApiDeps): FastifyPluginAsyncTypebox {
         await deps.redis.publish(CHANNEL_CANCEL, build.id);
         const current = canceled.applied ? canceled.build : await deps.builds.byId(build.id);
         return reply.code(202).send(await view(current ?? build));
+      },
+    );
+
+    app.get(
+      '/v1/builds/:id/steps',
+      {
+        schema: {
+          summary:
+            "The steps of the build's last solve as BuildKit reported them (cached, run, failed), for a timeline",
+          params: idParams,
+          response: {
+            200: {
+              type: 'object',
+              properties: {
+                items: {
+                  type: 'array',
+                  items: {
+                    type: 'object',
+                    properties: {
+                      name: { type: 'string' },
+                      started: { type: ['string', 'null'], format: 'date-time' },
+                      completed: { type: ['string', 'null'], format: 'date-time' },
+                      cached: { type: 'boolean' },
+                      error: { type: ['string', 'null'] },
+                    },
+                    required: ['name', 'started', 'completed', 'cached', 'error'],
+                  },
+                },
+              },
+              required: ['items'],
+            },
+            ...buildErrors,
+          },
+        },
+      },
+      async (req) => {
+        const build = await findBuild(req.projectId, req.params.id);
+        // None yet (queued, running, or a build that never solved): no steps.
+        const object = await deps.storage.get(stepsKey(build.id)).catch((err: unknown) => {
+          if (isAppError(err) && err.code === 'not_found') return undefined;
+          throw err;
+        });
+        if (!object) return { items: [] };
+        const chunks: Buffer[] = [];
+        for await (const chunk of object.body) chunks.push(chunk as Buffer);
+        return { items: JSON.parse(Buffer.concat(chunks).toString('utf8')) as BuildStep[] };
       },
     );
 

@@ -1,12 +1,12 @@
-import { type BuildCounterValues, QUEUE_BUILDS, readBuildCounters } from '@kiln/core';
-
-const FINAL_BUILD_STATUSES = ['succeeded', 'failed', 'canceled'] as const;
-
+import { BUILD_HISTOGRAMS, type BuildCounterValues, QUEUE_BUILDS, readBuildCounters } from '@kiln/core';
 import type { FastifyInstance } from 'fastify';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { staticTokenAuthenticator } from '../auth.js';
 import { registerBuilderMetrics } from '../builder-metrics.js';
 import type { ApiDeps } from '../deps.js';
+import { registerRedisHistograms } from '../metrics/redis-histograms.js';
+
+const FINAL_BUILD_STATUSES = ['succeeded', 'failed', 'canceled'] as const;
 
 export interface ApiMetrics {
   registry: Registry;
@@ -14,8 +14,9 @@ export interface ApiMetrics {
 }
 
 /**
- * Every figure comes from counters kept as things happen (the build counters in Redis, BullMQ's
- * job counts, this process's upload histogram): a scrape never aggregates the Build table.
+ * Every figure comes from counters kept as things happen (the build counters and histograms in
+ * Redis, BullMQ's job counts, this process's upload and request histograms): a scrape never
+ * aggregates the Build table.
  */
 export function createMetrics(deps: ApiDeps): ApiMetrics {
   const registry = new Registry();
@@ -44,17 +45,86 @@ export function createMetrics(deps: ApiDeps): ApiMetrics {
       for (const s of FINAL_BUILD_STATUSES) this.inc({ event: 'finished', status: s }, c.finished[s] ?? 0);
     },
   });
+  // One read of BullMQ's counts per scrape too.
+  let counting: Promise<Record<string, number>> | undefined;
+  const jobCounts = () => {
+    // Every job has a priority (fair scheduling), so waiting ones are `prioritized`.
+    counting ??= deps.queue
+      .getJobCounts('waiting', 'prioritized', 'active', 'delayed', 'failed')
+      .finally(() => {
+        setImmediate(() => {
+          counting = undefined;
+        });
+      });
+    return counting;
+  };
   new Gauge({
     name: 'kiln_queue_jobs',
     help: `Jobs in the ${QUEUE_BUILDS} queue by state`,
     labelNames: ['state'],
     registers: [registry],
     async collect() {
-      // Every job has a priority (fair scheduling), so waiting ones are `prioritized`.
-      const counts = await deps.queue.getJobCounts('waiting', 'prioritized', 'active', 'delayed', 'failed');
-      for (const [state, n] of Object.entries(counts)) this.set({ state }, n);
+      for (const [state, n] of Object.entries(await jobCounts())) this.set({ state }, n);
     },
   });
+  new Gauge({
+    name: 'kiln_builds_waiting',
+    help: 'Builds waiting for a worker: queued jobs, and jobs handed back until a builder has room (delayed)',
+    registers: [registry],
+    async collect() {
+      const c = await jobCounts();
+      this.set((c.waiting ?? 0) + (c.prioritized ?? 0) + (c.delayed ?? 0));
+    },
+  });
+  new Gauge({
+    name: 'kiln_builds_running',
+    help: 'Builds a worker is running (active jobs)',
+    registers: [registry],
+    async collect() {
+      this.set((await jobCounts()).active ?? 0);
+    },
+  });
+  // Counters of one label whose values live in Redis.
+  const redisCounter = (
+    name: string,
+    help: string,
+    label: string,
+    values: (c: BuildCounterValues) => Record<string, number>,
+  ) =>
+    new Counter({
+      name,
+      help,
+      labelNames: [label],
+      registers: [registry],
+      async collect() {
+        const byLabel = values(await counters());
+        this.reset();
+        for (const [value, n] of Object.entries(byLabel)) this.inc({ [label]: value }, n);
+      },
+    });
+  redisCounter(
+    'kiln_buildkit_vertices_total',
+    "Steps (vertices) of solves as BuildKit's status stream ended them, by whether BuildKit's cache had them",
+    'cached',
+    ({ vertices }) => ({ true: vertices.cached, false: vertices.all - vertices.cached }),
+  );
+  redisCounter(
+    'kiln_result_cache_lookups_total',
+    'Result-cache look-ups of new builds the cache could answer, by result',
+    'result',
+    ({ resultCache }) => resultCache,
+  );
+  redisCounter(
+    'kiln_event_deliveries_total',
+    'Completion-event delivery attempts by what became of the delivery: delivered, retrying, failed (gave up)',
+    'status',
+    ({ deliveries }) => ({
+      delivered: deliveries.delivered ?? 0,
+      retrying: deliveries.retrying ?? 0,
+      failed: deliveries.failed ?? 0,
+    }),
+  );
+  registerRedisHistograms(registry, deps, Object.values(BUILD_HISTOGRAMS));
   new Gauge({
     name: 'kiln_build_duration_seconds_last',
     help: 'Duration of the most recently finished build',

@@ -9,6 +9,7 @@
  * try would only give a rebinding name another chance to point somewhere else.
  */
 import {
+  countBuildEvent,
   type EventJobData,
   eventBody,
   eventJobs,
@@ -33,6 +34,8 @@ export interface EventDispatcherOptions {
   prisma: PrismaClient;
   /** A BullMQ connection (maxRetriesPerRequest: null). */
   connection: Redis;
+  /** A commands connection, where each attempt's outcome is counted for /metrics; none: not counted. */
+  counters?: Redis;
   logger: Logger;
   /** Attempts per delivery, the first retry's delay (doubling after), and one POST's deadline. */
   attempts: number;
@@ -198,6 +201,10 @@ export class EventDispatcher implements EventEnqueuer {
       // Another run of this delivery recorded attempt `number` first (a stalled job run twice).
       if (err instanceof Prisma.PrismaClientKnownRequestError && err.code === 'P2002') return;
       throw err;
+    }
+    if (this.o.counters) {
+      const counted = status === 'pending' ? 'retrying' : status;
+      await countBuildEvent(this.o.counters, { kind: 'delivery', status: counted });
     }
     if (outcome.ok) {
       log.info({ attempt: number, statusCode: outcome.statusCode, durationMs }, 'event delivered');

@@ -13,7 +13,13 @@ export type CounterEvent =
   | { kind: 'queued'; contextBytes: number }
   | { kind: 'cached' }
   | { kind: 'started' }
-  | { kind: 'finished'; status: BuildStatusName; artifactBytes: number; seconds: number | undefined };
+  | { kind: 'finished'; status: BuildStatusName; artifactBytes: number; seconds: number | undefined }
+  /** The steps of one solve as its status stream ended them: `cached` of `vertices` came from BuildKit's cache. */
+  | { kind: 'solved'; vertices: number; cached: number }
+  /** A result-cache lookup (a build the cache could answer): answered or not. */
+  | { kind: 'result-cache'; hit: boolean }
+  /** One attempt to deliver a completion event, by what became of the delivery. */
+  | { kind: 'delivery'; status: 'delivered' | 'retrying' | 'failed' };
 
 export interface BuildCounterValues {
   queued: number;
@@ -24,6 +30,9 @@ export interface BuildCounterValues {
   artifactBytes: number;
   /** Seconds the last finished build ran (started to finished); undefined before any. */
   lastSeconds: number | undefined;
+  vertices: { all: number; cached: number };
+  resultCache: { hit: number; miss: number };
+  deliveries: Record<string, number>;
 }
 
 /** Adds one event; never throws (a lost increment must not fail a transition). */
@@ -44,6 +53,15 @@ export async function countBuildEvent(redis: Redis, event: CounterEvent, prefix?
       multi.hincrby(key, `finished:${event.status}`, 1).hincrby(key, 'artifact_bytes', event.artifactBytes);
       if (event.seconds !== undefined) multi.hset(key, 'last_seconds', event.seconds.toFixed(3));
       break;
+    case 'solved':
+      multi.hincrby(key, 'vertices', event.vertices).hincrby(key, 'vertices_cached', event.cached);
+      break;
+    case 'result-cache':
+      multi.hincrby(key, event.hit ? 'result_cache:hit' : 'result_cache:miss', 1);
+      break;
+    case 'delivery':
+      multi.hincrby(key, `delivery:${event.status}`, 1);
+      break;
   }
   await multi.exec().catch(() => undefined);
 }
@@ -52,8 +70,10 @@ export async function readBuildCounters(redis: Redis, prefix?: string): Promise<
   const h = await redis.hgetall(buildCountersKey(prefix));
   const n = (field: string) => Number(h[field] ?? 0);
   const finished: Partial<Record<BuildStatusName, number>> = {};
+  const deliveries: Record<string, number> = {};
   for (const [field, value] of Object.entries(h)) {
     if (field.startsWith('finished:')) finished[field.slice(9) as BuildStatusName] = Number(value);
+    if (field.startsWith('delivery:')) deliveries[field.slice(9)] = Number(value);
   }
   return {
     queued: n('queued'),
@@ -63,5 +83,8 @@ export async function readBuildCounters(redis: Redis, prefix?: string): Promise<
     contextBytes: n('context_bytes'),
     artifactBytes: n('artifact_bytes'),
     lastSeconds: h.last_seconds === undefined ? undefined : Number(h.last_seconds),
+    vertices: { all: n('vertices'), cached: n('vertices_cached') },
+    resultCache: { hit: n('result_cache:hit'), miss: n('result_cache:miss') },
+    deliveries,
   };
 }

@@ -20,6 +20,7 @@ import {
 import type { Build, BuildAttempt, Prisma } from '../db/generated/client.js';
 import { recordBuildEvents } from '../events/outbox.js';
 import type { Logger } from '../logger.js';
+import { observeFinishedBuild } from '../metrics/build-metrics.js';
 import { holdCacheSource } from './artifact-lock.js';
 import { countBuildEvent } from './counters.js';
 import type { AttemptGuard, BuildChange, BuildRepository, QueuedBuildInput } from './repository.js';
@@ -37,6 +38,8 @@ export interface LifecycleDeps {
   logger: Logger;
   /** Without it, deliveries wait for the worker's event sweep. */
   events?: EventEnqueuer;
+  /** KILN_METRICS_MAX_PROJECTS: projects with a label of their own in the build histograms; default 0 (all `other`). */
+  metricsMaxProjects?: number;
 }
 
 /** A final transition's result: the row as it ended, or the status that refused the change. */
@@ -336,6 +339,7 @@ export class BuildLifecycle {
       artifactBytes: status === 'succeeded' ? Number(build.artifactSize ?? 0) : 0,
       seconds: startedAt && finishedAt ? (finishedAt.getTime() - startedAt.getTime()) / 1000 : undefined,
     });
+    await observeFinishedBuild(redis, build, this.deps.metricsMaxProjects ?? 0);
     await this.deps.events?.enqueue(deliveries);
   }
 

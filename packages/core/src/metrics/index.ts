@@ -1,0 +1,25 @@
+export {
+  BUILD_HISTOGRAMS,
+  type FinishedBuildTimes,
+  metricProjectsKey,
+  OTHER_PROJECTS,
+  observeExport,
+  observeFinishedBuild,
+  projectLabel,
+} from './build-metrics.js';
+export {
+  bucketIndex,
+  type HistogramSeries,
+  type HistogramSpec,
+  metricHistogramsKey,
+  type Observation,
+  observeHistograms,
+  readHistograms,
+} from './histograms.js';
+export {
+  bucketQuantile,
+  countMinute,
+  type MinuteStats,
+  minuteStatsKey,
+  readMinuteStats,
+} from './minute-stats.js';
