@@ -67,14 +67,33 @@ export async function startTestKiln(options: TestKilnOptions = {}): Promise<Test
     ...(socket ? { KILN_BUILDERS: `docker://${socket}` } : {}),
     ...options.env,
   });
-  const deps = await createApiDeps(config);
-  const app = await buildApp(deps);
-  await app.listen({ port, host: '127.0.0.1' });
-  const token = await bootstrapProject(db.url, options.project ?? 'test');
+  // A start that fails half-way stops what it started: open connections would keep the test
+  // process (and so `npm test`) alive after the failure.
+  const undo: Array<() => Promise<void>> = [
+    async () => redis.disconnect(),
+    () => db.drop(),
+    () => fs.rm(dataDir, { recursive: true, force: true }),
+  ];
+  let deps: ApiDeps;
+  let app: FastifyInstance;
+  let token: string;
   let worker: KilnWorker | undefined;
-  if (options.worker) {
-    worker = createWorker(config, options.workerDeps);
-    await worker.start();
+  try {
+    deps = await createApiDeps(config);
+    const started = deps;
+    undo.unshift(() => started.close());
+    app = await buildApp(deps);
+    const listening = app;
+    undo.unshift(() => listening.close());
+    await app.listen({ port, host: '127.0.0.1' });
+    token = await bootstrapProject(db.url, options.project ?? 'test');
+    if (options.worker) {
+      worker = createWorker(config, options.workerDeps);
+      await worker.start();
+    }
+  } catch (err) {
+    for (const step of undo) await step().catch(() => undefined);
+    throw err;
   }
   return {
     url,
