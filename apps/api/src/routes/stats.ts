@@ -20,6 +20,23 @@ const hoursQuery = {
   additionalProperties: false,
 } as const;
 
+/** An answer of minutes (`minute`: its extra properties) and of any other `extra` properties. */
+const minutesResponse = (minute: Record<string, unknown> = {}, extra: Record<string, unknown> = {}) => ({
+  type: 'object',
+  properties: {
+    minutes: {
+      type: 'array',
+      items: {
+        type: 'object',
+        properties: { ...minuteProperties, ...minute },
+        required: [...minuteRequired, ...Object.keys(minute)],
+      },
+    },
+    ...extra,
+  },
+  required: ['minutes', ...Object.keys(extra)],
+});
+
 /**
  * The project's builds minute by minute over the last hours, for the dashboard's status charts:
  * from per-minute counters kept as builds finish (@kiln/core's metrics/minute-stats.ts).
@@ -34,16 +51,7 @@ export function statsRoutes(deps: ApiDeps) {
             "The project's builds per minute over the last hours: finished by status, duration percentiles (bucket bounds, s), result-cache look-ups",
           querystring: hoursQuery,
           response: {
-            200: {
-              type: 'object',
-              properties: {
-                minutes: {
-                  type: 'array',
-                  items: { type: 'object', properties: minuteProperties, required: minuteRequired },
-                },
-              },
-              required: ['minutes'],
-            },
+            200: minutesResponse(),
             ...buildErrors,
           },
         },
@@ -69,23 +77,9 @@ export function operatorStatsRoutes(deps: ApiDeps) {
           hide: true,
           querystring: hoursQuery,
           response: {
-            200: {
-              type: 'object',
-              properties: {
-                minutes: {
-                  type: 'array',
-                  items: {
-                    type: 'object',
-                    properties: {
-                      ...minuteProperties,
-                      waiting: sampled,
-                      running: sampled,
-                      slotsUsed: sampled,
-                      slotsCapacity: sampled,
-                    },
-                    required: [...minuteRequired, 'waiting', 'running', 'slotsUsed', 'slotsCapacity'],
-                  },
-                },
+            200: minutesResponse(
+              { waiting: sampled, running: sampled, slotsUsed: sampled, slotsCapacity: sampled },
+              {
                 projects: {
                   type: 'array',
                   items: {
@@ -101,8 +95,7 @@ export function operatorStatsRoutes(deps: ApiDeps) {
                   },
                 },
               },
-              required: ['minutes', 'projects'],
-            },
+            ),
             ...buildErrors,
           },
         },
