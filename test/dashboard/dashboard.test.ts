@@ -6,9 +6,10 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { type Browser, chromium, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { busyboxPath, makeContext } from '../../packages/buildkit-client/test-support/context.js';
 import { startTestKiln, type TestKiln } from '../support/kiln.js';
+import { openPage } from './browser.js';
 
 const socket = process.env.KILN_TEST_DOCKER_SOCK;
 if (!socket) throw new Error('KILN_TEST_DOCKER_SOCK is not set: run through `npm test`');
@@ -104,17 +105,7 @@ describe('dashboard', () => {
     busybox = await fs.readFile(busyboxPath());
     await fs.mkdir(SCREENSHOTS, { recursive: true });
     kiln = await startTestKiln({ worker: true, project: 'dashboard' });
-    browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox'] });
-    const context = await browser.newContext({
-      acceptDownloads: true,
-      viewport: { width: 1280, height: 900 },
-    });
-    page = await context.newPage();
-    page.on('pageerror', (err) => pageErrors.push(err.message));
-    page.on('console', (msg) => {
-      if (msg.type() === 'error' && /Content Security Policy/i.test(msg.text()))
-        cspViolations.push(msg.text());
-    });
+    ({ browser, page } = await openPage(pageErrors, cspViolations));
   });
   after(async () => {
     // Each on its own: a failed close must not keep the other from running.

@@ -18,12 +18,13 @@ import { endpointRoutes } from './routes/endpoints.js';
 import { fileRoutes } from './routes/files.js';
 import { createMetrics, opsRoutes } from './routes/ops.js';
 import { registryRoutes } from './routes/registries.js';
-import { statsRoutes } from './routes/stats.js';
+import { operatorStatsRoutes, statsRoutes } from './routes/stats.js';
 import { tokenRoutes } from './routes/tokens.js';
 import { triggerRoutes } from './routes/triggers.js';
 import { uiRoutes } from './routes/ui.js';
 import { webhookRoutes } from './routes/webhooks.js';
 import { sharedSchemas } from './schemas.js';
+import { startStatsSampler } from './stats-sampler.js';
 
 /** The HTTP API as a Fastify instance, not yet listening (tests use `inject` or `listen({port: 0})`). */
 export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
@@ -60,6 +61,8 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
   });
   await app.register(swaggerUi, { routePrefix: '/docs' });
 
+  const stopSampler = startStatsSampler(deps);
+  app.addHook('onClose', stopSampler);
   const metrics = createMetrics(deps);
   observeHttpDurations(app, metrics.registry);
   await app.register(opsRoutes(deps, metrics));
@@ -70,6 +73,7 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
   await app.register(webhookRoutes(deps));
   // The operator's routes take KILN_OPERATOR_TOKEN, not a project's.
   await app.register(adminRoutes(deps));
+  await app.register(operatorStatsRoutes(deps));
   await app.register(builderDrainRoutes(deps));
   await app.register(async (authed) => {
     authed.addHook('onRequest', authenticator(deps));

@@ -18,7 +18,7 @@ import type { ApiDeps } from './deps.js';
 /** BullMQ states of a build that waits for a worker or a builder slot (hand-backs and retries are delayed). */
 const WAITING_STATES = ['waiting', 'prioritized', 'delayed', 'waiting-children'] as const;
 
-interface BuilderFigures {
+export interface BuilderFigures {
   slotsUsed: number;
   slotsFree: number;
   healthy: number;
@@ -27,7 +27,7 @@ interface BuilderFigures {
   draining: number;
 }
 
-async function builderFigures(deps: ApiDeps): Promise<BuilderFigures> {
+export async function builderFigures(deps: ApiDeps): Promise<BuilderFigures> {
   const builders = await currentBuilders(deps);
   const pipeline = deps.redis.pipeline().time();
   for (const b of builders) {
@@ -71,6 +71,13 @@ function healthOf(raw: unknown): boolean | undefined {
   }
 }
 
+/** Builds waiting for a worker or a builder slot, and builds a worker is running (BullMQ's counts). */
+export async function queueFigures(deps: ApiDeps): Promise<{ waiting: number; running: number }> {
+  const counts = await deps.queue.getJobCounts(...WAITING_STATES, 'active');
+  const waiting = WAITING_STATES.reduce((sum, state) => sum + (counts[state] ?? 0), 0);
+  return { waiting, running: counts.active ?? 0 };
+}
+
 export function registerBuilderMetrics(registry: Registry, deps: ApiDeps): void {
   // One read per scrape, shared by the gauges below.
   let reading: Promise<BuilderFigures> | undefined;
@@ -96,8 +103,7 @@ export function registerBuilderMetrics(registry: Registry, deps: ApiDeps): void 
     help: `Builds waiting for a worker or a builder slot: jobs of ${deps.queue.name} in ${WAITING_STATES.join(', ')}`,
     registers: [registry],
     async collect() {
-      const counts = await deps.queue.getJobCounts(...WAITING_STATES);
-      this.set(Object.values(counts).reduce((a, b) => a + b, 0));
+      this.set((await queueFigures(deps)).waiting);
     },
   });
   new Gauge({
@@ -105,7 +111,7 @@ export function registerBuilderMetrics(registry: Registry, deps: ApiDeps): void 
     help: `Builds a worker is running: active jobs of ${deps.queue.name}`,
     registers: [registry],
     async collect() {
-      this.set((await deps.queue.getJobCounts('active')).active ?? 0);
+      this.set((await queueFigures(deps)).running);
     },
   });
   gauge(

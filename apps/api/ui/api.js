@@ -1,11 +1,23 @@
 // The JSON API with the bearer token the user signed in with (kept for this tab only).
 
 const TOKEN_KEY = 'kiln.token';
+const ROLE_KEY = 'kiln.role';
 
+/**
+ * The token and whose it is: a project's ('project') or the operator's ('operator'). The role only
+ * picks the pages to show; the API decides what each token may read.
+ */
 export const token = {
   get: () => sessionStorage.getItem(TOKEN_KEY),
-  set: (value) => sessionStorage.setItem(TOKEN_KEY, value),
-  clear: () => sessionStorage.removeItem(TOKEN_KEY),
+  role: () => sessionStorage.getItem(ROLE_KEY) ?? 'project',
+  set: (value, role) => {
+    sessionStorage.setItem(TOKEN_KEY, value);
+    sessionStorage.setItem(ROLE_KEY, role);
+  },
+  clear: () => {
+    sessionStorage.removeItem(TOKEN_KEY);
+    sessionStorage.removeItem(ROLE_KEY);
+  },
 };
 
 /** An `{error: {code, message}}` answer, or a network failure (`code: 'network'`). */

@@ -39,7 +39,7 @@ function loginView(root, message) {
     'form',
     { class: 'login', id: 'login' },
     h('h1', {}, 'Sign in'),
-    h('label', { for: 'token' }, 'API token of your project'),
+    h('label', { for: 'token' }, "API token of your project, or the operator's token"),
     input,
     submit,
     error,
@@ -51,10 +51,11 @@ function loginView(root, message) {
     const value = input.value.trim();
     try {
       // Checked before it is kept: a wrong token is an error here, not on the next page.
-      await api('/v1/builds?limit=1', {}, value);
-      token.set(value);
+      const role = await roleOf(value);
+      token.set(value, role);
       // A new hash routes by itself (hashchange); the same one needs a nudge.
-      if (location.hash.startsWith('#/')) route();
+      if (role === 'operator' && location.hash !== '#/status') location.hash = '#/status';
+      else if (location.hash.startsWith('#/')) route();
       else location.hash = '#/builds';
     } catch (err) {
       error.textContent =
@@ -68,9 +69,28 @@ function loginView(root, message) {
   return () => {};
 }
 
+/** A project's token reads its builds; else the operator's reads the operator's stats; else the project's refusal. */
+async function roleOf(value) {
+  try {
+    await api('/v1/builds?limit=1', {}, value);
+    return 'project';
+  } catch (err) {
+    if (!(err instanceof ApiError && err.status === 401)) throw err;
+    try {
+      await api('/v1/admin/stats?hours=1', {}, value);
+      return 'operator';
+    } catch {
+      throw err;
+    }
+  }
+}
+
 let cleanup = () => {};
 
-/** Shows the view the location's hash names (`#/builds?status=failed`, `#/builds/<id>`, `#/builders`, `#/status`). */
+/**
+ * Shows the view the location's hash names (`#/builds?status=failed`, `#/builds/<id>`, `#/builders`,
+ * `#/status`); the operator has the status page only.
+ */
 function route(message) {
   cleanup();
   showAlert('');
@@ -79,9 +99,16 @@ function route(message) {
     return;
   }
   nav.hidden = false;
+  const operator = token.role() === 'operator';
+  // Builds and builders are a project's; the operator has the status of all of them.
+  for (const link of nav.querySelectorAll('[data-project-only]')) link.hidden = operator;
   const [path, query] = location.hash.replace(/^#/, '').split('?');
   const params = new URLSearchParams(query ?? '');
   const ctx = { fail, showAlert };
+  if (operator) {
+    cleanup = statusView(main, ctx, { operator });
+    return;
+  }
   const build = /^\/builds\/([0-9A-Za-z]{1,64})$/.exec(path ?? '');
   if (build) cleanup = buildView(main, build[1], ctx);
   else if (path === '/builders') cleanup = buildersView(main, ctx);

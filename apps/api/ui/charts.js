@@ -65,10 +65,13 @@ export function lines(id, label, minutes, series, unit) {
   const step = (W - PAD) / Math.max(1, minutes.length);
   for (const { key, cls } of series) {
     const points = minutes
-      .map((m, i) => (m[key] === null ? null : [PAD + i * step + step / 2, H - (m[key] / max) * (H - 10)]))
+      .map((m, i) =>
+        m[key] === null ? null : [PAD + i * step + step / 2, H - (m[key] / max) * (H - 10), m[key]],
+      )
       .filter(Boolean);
-    svg.append(s('polyline', { class: cls, points: points.map((p) => p.join(',')).join(' ') }));
-    for (const [x, y] of points) svg.append(s('circle', { class: cls, cx: x, cy: y, r: 3 }));
+    svg.append(s('polyline', { class: cls, points: points.map(([x, y]) => `${x},${y}`).join(' ') }));
+    for (const [x, y, value] of points)
+      svg.append(s('circle', { class: cls, cx: x, cy: y, r: 3, 'data-value': value }));
   }
   return svg;
 }

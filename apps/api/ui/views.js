@@ -351,14 +351,82 @@ const OUTCOMES = [
   { key: 'canceled', cls: 'canceled' },
 ];
 
-/** The project's builds over the last hours: per minute by outcome, duration percentiles, cache hits. */
-export function statusView(root, ctx) {
+/** Builds waiting and builder slots: peaks of the API's samples, drawn for the operator only. */
+const SERVICE_CHARTS = [
+  {
+    id: 'chart-queue',
+    title: 'Queue: builds waiting and running (peak of each minute)',
+    series: [
+      { key: 'waiting', cls: 'waiting' },
+      { key: 'running', cls: 'running' },
+    ],
+  },
+  {
+    id: 'chart-slots',
+    title: 'Builder utilisation: slots used of slots usable (peak of each minute)',
+    series: [
+      { key: 'slotsUsed', cls: 'used' },
+      { key: 'slotsCapacity', cls: 'capacity' },
+    ],
+  },
+];
+const serviceCharts = (minutes) =>
+  SERVICE_CHARTS.flatMap(({ id, title, series }) => [
+    h('h2', {}, title),
+    lines(id, title, minutes, series, ''),
+  ]);
+
+/** Each project's builds over the window (operator). */
+function projectsTable(projects) {
+  const sum = (finished) => Object.values(finished).reduce((a, b) => a + b, 0);
+  return h(
+    'table',
+    { id: 'projects' },
+    h(
+      'thead',
+      {},
+      h(
+        'tr',
+        {},
+        ['Project', ...OUTCOMES.map(({ key }) => key), 'All', 'Result cache'].map((t) => h('th', {}, t)),
+      ),
+    ),
+    h(
+      'tbody',
+      {},
+      projects.map((p) => {
+        const lookups = p.cacheHits + p.cacheMisses;
+        return h(
+          'tr',
+          { 'data-project': p.name ?? p.id },
+          h('td', {}, p.name ?? p.id),
+          OUTCOMES.map(({ key }) => h('td', { 'data-outcome': key }, p.finished[key] ?? 0)),
+          h('td', {}, sum(p.finished)),
+          h('td', {}, lookups ? `${Math.round((100 * p.cacheHits) / lookups)}% of ${lookups}` : '—'),
+        );
+      }),
+    ),
+  );
+}
+
+/**
+ * The builds over the last hours: per minute by outcome, duration percentiles, cache hits; the
+ * project's own with a project token, every project's with the operator's, who also sees the
+ * queue, the builders' utilisation and each project's totals.
+ */
+export function statusView(root, ctx, { operator = false } = {}) {
   const summary = h('p', { id: 'status-summary' }, 'Loading…');
   const charts = h('div', { class: 'charts', id: 'charts' });
-  replace(root, h('div', { class: 'toolbar' }, h('h1', {}, 'Status')), summary, charts);
+  replace(
+    root,
+    h('div', { class: 'toolbar' }, h('h1', {}, operator ? 'Status of every project' : 'Status')),
+    summary,
+    charts,
+  );
   return every(30_000, async () => {
     try {
-      const { minutes } = await api(`/v1/stats?hours=${HOURS}`);
+      const stats = await api(`${operator ? '/v1/admin/stats' : '/v1/stats'}?hours=${HOURS}`);
+      const { minutes } = stats;
       const total = (key) => minutes.reduce((sum, m) => sum + (m.finished[key] ?? 0), 0);
       const hits = minutes.reduce((sum, m) => sum + m.cacheHits, 0);
       const lookups = hits + minutes.reduce((sum, m) => sum + m.cacheMisses, 0);
@@ -389,6 +457,7 @@ export function statusView(root, ctx) {
           ],
           ' s',
         ),
+        operator ? [...serviceCharts(minutes), h('h2', {}, 'Projects'), projectsTable(stats.projects)] : [],
       );
     } catch (err) {
       ctx.fail(err);

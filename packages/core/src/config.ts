@@ -91,6 +91,7 @@ const ENV = z.object({
   KILN_METRICS_TOKEN: z.string().min(32, 'must be at least 32 characters').optional(),
   KILN_BUILDER_DRAIN_TOKEN: z.string().min(32, 'must be at least 32 characters').optional(),
   KILN_METRICS_MAX_PROJECTS: int(0, 1000).default(20),
+  KILN_STATS_SAMPLE_SECONDS: int(1, 60).default(15),
   KILN_OTLP_TRACES_URL: z
     .url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL' })
     .optional(),
@@ -238,6 +239,8 @@ export interface KilnConfig {
   builderDrainToken?: string;
   /** Projects with a label of their own in the build histograms (the first ones seen); the rest are `other`. */
   metricsMaxProjects: number;
+  /** How often each API samples builds waiting and builder slots into the per-minute stats (peaks kept). */
+  statsSampleSeconds: number;
   /** The OTLP/HTTP endpoint traces go to (…/v1/traces); unset: no tracing. */
   otlpTracesUrl?: string;
   /** Per-project defaults; a project's own value (set by the operator) wins. 0: no limit. */
@@ -399,6 +402,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): KilnConfig {
     ...(e.KILN_METRICS_TOKEN ? { metricsToken: e.KILN_METRICS_TOKEN } : {}),
     ...(e.KILN_BUILDER_DRAIN_TOKEN ? { builderDrainToken: e.KILN_BUILDER_DRAIN_TOKEN } : {}),
     metricsMaxProjects: e.KILN_METRICS_MAX_PROJECTS,
+    statsSampleSeconds: e.KILN_STATS_SAMPLE_SECONDS,
     ...(e.KILN_OTLP_TRACES_URL ? { otlpTracesUrl: e.KILN_OTLP_TRACES_URL } : {}),
     quotas: {
       queuedBuilds: e.KILN_QUOTA_QUEUED_BUILDS,

@@ -67,23 +67,6 @@ export function createMetrics(deps: ApiDeps): ApiMetrics {
       for (const [state, n] of Object.entries(await jobCounts())) this.set({ state }, n);
     },
   });
-  new Gauge({
-    name: 'kiln_builds_waiting',
-    help: 'Builds waiting for a worker: queued jobs, and jobs handed back until a builder has room (delayed)',
-    registers: [registry],
-    async collect() {
-      const c = await jobCounts();
-      this.set((c.waiting ?? 0) + (c.prioritized ?? 0) + (c.delayed ?? 0));
-    },
-  });
-  new Gauge({
-    name: 'kiln_builds_running',
-    help: 'Builds a worker is running (active jobs)',
-    registers: [registry],
-    async collect() {
-      this.set((await jobCounts()).active ?? 0);
-    },
-  });
   // Counters of one label whose values live in Redis.
   const redisCounter = (
     name: string,

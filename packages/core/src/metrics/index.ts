@@ -21,5 +21,10 @@ export {
   countMinute,
   type MinuteStats,
   minuteStatsKey,
+  type OperatorMinute,
+  type ProjectTotals,
   readMinuteStats,
+  readOperatorStats,
+  recordSample,
+  type ServiceSample,
 } from './minute-stats.js';
