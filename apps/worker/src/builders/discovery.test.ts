@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
-import { builderMembersKey } from '@kiln/core';
+import { builderCapabilitiesKey, builderMembersKey, builderPlatformsKey } from '@kiln/core';
 import { Redis } from 'ioredis';
 import {
   makeTestPki,
@@ -132,6 +132,15 @@ describe('builders discovered by DNS', { skip }, () => {
     assert.deepEqual(JSON.parse((await redis.get(builderMembersKey(service, keyPrefix))) ?? 'null'), [
       b.address,
     ]);
+    // What a published is withdrawn: pod IPs that come and go leave nothing behind.
+    const published = async (address: string) =>
+      (await redis.hexists(builderCapabilitiesKey(keyPrefix), address)) +
+      (await redis.hexists(builderPlatformsKey(keyPrefix), address));
+    for (let i = 0; (await published(a.address)) > 0; i++) {
+      assert.ok(i < 100, `${a.address} is still published`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.equal(await redis.hexists(builderCapabilitiesKey(keyPrefix), b.address), 1);
     // a still has a free slot, yet every new build goes to b, and past b's capacity none goes to a.
     const leases = [await p.acquire({ buildId: 'n1' }), await p.acquire({ buildId: 'n2' })];
     assert.deepEqual(

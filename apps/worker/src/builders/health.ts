@@ -127,8 +127,21 @@ export class BuilderHealth {
   }
 
   /** Stops watching a builder that left the pool; its published health expires by itself. */
+  /**
+   * Stops checking `address` and withdraws what it published, so that members of a discovered
+   * name that come and go (pod IPs) leave nothing behind in Redis. Best effort: another worker
+   * that still has the member publishes it again at its next check.
+   */
   remove(address: string): void {
     this.states.delete(address);
+    this.o.redis
+      .multi()
+      .hdel(builderCapabilitiesKey(this.o.keyPrefix), address)
+      .hdel(builderPlatformsKey(this.o.keyPrefix), address)
+      .exec()
+      .catch((err: unknown) => {
+        this.o.logger.warn({ builder: address, err: errorMessage(err) }, 'could not withdraw the builder');
+      });
   }
 
   async checkAll(): Promise<void> {
@@ -238,6 +251,8 @@ export class BuilderHealth {
   /** Remembers a builder's capabilities and publishes them, on every check; not awaited. */
   private recordCapabilities(address: string, s: HealthState, caps: BuilderCapabilities): void {
     s.capabilities = caps;
+    // A check that ends after remove() must not publish the builder again.
+    if (this.states.get(address) !== s) return;
     this.o.redis
       .hset(builderCapabilitiesKey(this.o.keyPrefix), address, JSON.stringify(caps))
       .catch((err: unknown) => {
@@ -255,6 +270,7 @@ export class BuilderHealth {
   private recordPlatform(address: string, s: HealthState, platform: string | undefined): void {
     if (!platform) return;
     s.platform = platform;
+    if (this.states.get(address) !== s) return;
     this.o.redis.hset(builderPlatformsKey(this.o.keyPrefix), address, platform).catch((err: unknown) => {
       this.o.logger.warn(
         { builder: address, err: errorMessage(err) },
