@@ -297,6 +297,8 @@ describe('dashboard', () => {
     interface Minute {
       finished: Record<string, number>;
       durationP50: number | null;
+      cacheHits: number;
+      cacheMisses: number;
     }
     const outcomes = ['succeeded', 'failed', 'canceled'];
     const totals = (minutes: Minute[]) =>
@@ -326,6 +328,9 @@ describe('dashboard', () => {
         ),
         p50: document.querySelectorAll('#chart-durations circle.p50').length,
         p90: document.querySelectorAll('#chart-durations circle.p90').length,
+        hits: [...document.querySelectorAll('#chart-cache circle.hits')].map((c) =>
+          Number(c.getAttribute('data-value')),
+        ),
         summary: document.getElementById('status-summary')?.textContent ?? '',
       }),
       outcomes,
@@ -335,6 +340,12 @@ describe('dashboard', () => {
     );
     assert.deepEqual(drawnTotals, expected);
     assert.ok(drawn.p50 >= 1 && drawn.p90 >= 1, JSON.stringify(drawn));
+    // One point per minute with look-ups: the share answered from the result cache.
+    const ratios = minutes
+      .filter((m) => m.cacheHits + m.cacheMisses > 0)
+      .map((m) => Math.round((100 * m.cacheHits) / (m.cacheHits + m.cacheMisses)));
+    assert.ok(ratios.length >= 1, 'the builds above looked the result cache up');
+    assert.deepEqual(drawn.hits, ratios);
     assert.match(drawn.summary, new RegExp(`${expected.succeeded} succeeded, ${expected.failed} failed`));
     await screenshot('status');
     // Read back: a PNG of the page's width, taller than the charts alone.

@@ -409,6 +409,9 @@ function projectsTable(projects) {
   );
 }
 
+/** The share of result-cache look-ups answered, in percent; null for a minute with none. */
+const hitPercent = (hits, misses) => (hits + misses > 0 ? Math.round((100 * hits) / (hits + misses)) : null);
+
 /**
  * The builds over the last hours: per minute by outcome, duration percentiles, cache hits; the
  * project's own with a project token, every project's with the operator's, who also sees the
@@ -433,7 +436,7 @@ export function statusView(root, ctx, { operator = false } = {}) {
       replace(
         summary,
         `Last ${HOURS} hours: ${OUTCOMES.map(({ key }) => `${total(key)} ${key}`).join(', ')}; result cache `,
-        lookups ? `${Math.round((100 * hits) / lookups)}% of ${lookups} look-ups answered` : 'not asked yet',
+        lookups ? `${hitPercent(hits, lookups - hits)}% of ${lookups} look-ups answered` : 'not asked yet',
         '.',
       );
       replace(
@@ -456,6 +459,14 @@ export function statusView(root, ctx, { operator = false } = {}) {
             { key: 'durationP90', cls: 'p90' },
           ],
           ' s',
+        ),
+        h('h2', {}, 'Result cache: look-ups answered per minute'),
+        lines(
+          'chart-cache',
+          'Result-cache hit ratio',
+          minutes.map((m) => ({ ...m, hitPercent: hitPercent(m.cacheHits, m.cacheMisses) })),
+          [{ key: 'hitPercent', cls: 'hits' }],
+          ' %',
         ),
         operator ? [...serviceCharts(minutes), h('h2', {}, 'Projects'), projectsTable(stats.projects)] : [],
       );
