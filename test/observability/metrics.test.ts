@@ -93,10 +93,12 @@ test('builds move the histograms by outcome and project, the cache and delivery 
     assert.equal(done.status, 'succeeded', JSON.stringify(done.error));
   }
   // The worker records a build's samples right after its final state, which the API may show
-  // first; the deliveries come later still.
+  // first; the deliveries come later still, and the queue job completes after the worker has
+  // released its lease (the running gauge reads the queue, not the build rows).
   let text = await scrape();
   for (let i = 0; i < 100; i++) {
     const done = [
+      'kiln_builds_running 0',
       'kiln_event_deliveries_total{status="delivered"} 3',
       'kiln_export_bytes_per_second_count{outcome="succeeded",project="alpha"} 2',
       'kiln_export_bytes_per_second_count{outcome="succeeded",project="other"} 1',
