@@ -204,7 +204,11 @@ describe('dashboard', () => {
       cached: boolean;
       error: string | null;
     }
-    const { items } = (await (await api(`/v1/builds/${failed.id}/steps`)).json()) as { items: Step[] };
+    const { items, omitted } = (await (await api(`/v1/builds/${failed.id}/steps`)).json()) as {
+      items: Step[];
+      omitted: number;
+    };
+    assert.equal(omitted, 0);
     assert.ok(
       items.some((st) => st.error !== null && st.name.includes('RUN')),
       JSON.stringify(items),
@@ -220,6 +224,7 @@ describe('dashboard', () => {
       items.map((st) => (st.error ? 'failed' : st.cached ? 'cached' : 'run')),
     );
     assert.equal(await page.locator('#timeline text.step').count(), items.length);
+    assert.equal(await page.locator('#steps-omitted').count(), 0);
     // The RUN's name holds the build's <script> and <img onerror>: text in the SVG, never markup.
     assert.equal(await page.locator('#timeline script, #timeline img, main img, main script').count(), 0);
     assert.equal(await page.evaluate(() => (window as { __kilnXss?: number }).__kilnXss), undefined);

@@ -142,12 +142,15 @@ export function buildView(root, id, ctx) {
   const showSteps = async () => {
     stepsShown = true;
     try {
-      const { items } = await api(`${buildPath(id)}/steps`, { signal });
+      const { items, omitted } = await api(`${buildPath(id)}/steps`, { signal });
       replace(
         steps,
-        items.length
-          ? timeline('timeline', items)
-          : h('p', { class: 'muted' }, 'No steps recorded (the build never reached BuildKit).'),
+        ...(items.length
+          ? [timeline('timeline', items)]
+          : [h('p', { class: 'muted' }, 'No steps recorded (the build never reached BuildKit).')]),
+        ...(omitted
+          ? [h('p', { class: 'muted', id: 'steps-omitted' }, `${omitted} more steps, not listed.`)]
+          : []),
       );
     } catch (err) {
       ctx.fail(err);

@@ -40,7 +40,6 @@ import {
   type BuildSecrets,
   type BuildSpec,
   type BuildSpecInput,
-  type BuildStep,
   BYTE_OUTPUT_TYPES,
   buildCacheOptions,
   buildCachePrefix,
@@ -121,6 +120,8 @@ export interface RunBuildDeps {
   metricsMaxProjects?: number;
   /** Spans of each attempt (lease, context, solve and its steps, export); default NO_TRACING. */
   tracing?: Tracing;
+  /** Steps a build's timeline lists (the rest are counted); default MAX_LISTED_STEPS. */
+  maxListedSteps?: number;
 }
 
 /** Which BullMQ attempt this is: `attemptsMade` failed before it, `attempts` in all. */
@@ -256,7 +257,7 @@ class BuildRun {
   private sessionCache: BoundedContentStore | undefined;
   /** The project's stored bytes when this run read its quotas: what the export may add to. */
   private storedBytes = 0;
-  private readonly steps = new SolveSteps();
+  private readonly steps: SolveSteps;
   /** The export into storage: bytes passed, and the time (ms) of its first byte and of storage settling. */
   private readonly exported = { bytes: 0, first: 0, settled: 0 };
   private readonly tracing: Tracing;
@@ -272,6 +273,7 @@ class BuildRun {
     // Registered first, so a cancel arriving while the builder is leased is not lost.
     this.controller = deps.active.register(build.id);
     this.tracing = deps.tracing ?? NO_TRACING;
+    this.steps = new SolveSteps(deps.maxListedSteps);
     this.trace = this.tracing.continueFrom(attempt.traceparent);
   }
 
@@ -816,16 +818,10 @@ class BuildRun {
 
   /** Stores the steps of this attempt's solve for the build page's timeline (stepsKey); never throws. */
   private async storeSteps(): Promise<void> {
-    const steps: BuildStep[] = this.steps.list().map((v) => ({
-      name: v.name,
-      started: v.started?.toISOString() ?? null,
-      completed: v.completed?.toISOString() ?? null,
-      cached: v.cached,
-      error: v.error ?? null,
-    }));
-    if (steps.length === 0) return;
+    const stored = this.steps.toStored();
+    if (stored.steps.length === 0) return;
     await this.deps.storage
-      .put(stepsKey(this.id), Readable.from([Buffer.from(JSON.stringify(steps))]), {
+      .put(stepsKey(this.id), Readable.from([Buffer.from(JSON.stringify(stored))]), {
         contentType: 'application/json',
       })
       .catch((err: unknown) => this.logger.warn({ err: messageOf(err) }, 'storing the build steps failed'));

@@ -1,25 +1,75 @@
-import type { StatusEvent, VertexInfo } from '@kiln/buildkit-client';
+import type { StatusEvent } from '@kiln/buildkit-client';
+import { type BuildSteps, MAX_LISTED_STEPS } from '@kiln/core';
+
+/** A RUN step's name is its command line, the tenant's to make as long as the Dockerfile allows. */
+export const MAX_STEP_NAME_CHARS = 1000;
+export const MAX_STEP_ERROR_CHARS = 4000;
+
+/** One ended step, as the timeline and the trace show it. */
+export interface EndedStep {
+  digest: string;
+  name: string;
+  started?: Date;
+  completed?: Date;
+  cached: boolean;
+  error?: string;
+}
+
+const clip = (text: string, max: number) => (text.length > max ? `${text.slice(0, max - 1)}…` : text);
 
 /**
  * The steps (vertices) of one solve as its status stream ended them: cached, completed or failed.
- * The BuildKit cache counters (cached of all) come from here.
+ * The first maxListed are kept (names and errors clipped); the rest are only counted. The BuildKit
+ * cache counters (cached of all) come from here and count every step.
  */
 export class SolveSteps {
-  private readonly ended = new Map<string, VertexInfo>();
+  private readonly listed = new Map<string, EndedStep>();
+  private omitted = 0;
+  private omittedCached = 0;
+
+  constructor(private readonly maxListed = MAX_LISTED_STEPS) {}
 
   record(event: StatusEvent): void {
-    if (event.type === 'vertex' && event.state !== 'started')
-      this.ended.set(event.vertex.digest, event.vertex);
+    if (event.type !== 'vertex' || event.state === 'started') return;
+    const v = event.vertex;
+    // The status tracker ends each vertex once; a digest seen again only refreshes its entry.
+    if (!this.listed.has(v.digest) && this.listed.size >= this.maxListed) {
+      this.omitted += 1;
+      if (v.cached) this.omittedCached += 1;
+      return;
+    }
+    this.listed.set(v.digest, {
+      digest: v.digest,
+      name: clip(v.name, MAX_STEP_NAME_CHARS),
+      ...(v.started ? { started: v.started } : {}),
+      ...(v.completed ? { completed: v.completed } : {}),
+      cached: v.cached,
+      ...(v.error ? { error: clip(v.error, MAX_STEP_ERROR_CHARS) } : {}),
+    });
   }
 
-  /** Ended steps, in the order they ended. */
-  list(): VertexInfo[] {
-    return [...this.ended.values()];
+  /** Listed steps, in the order they ended. */
+  list(): EndedStep[] {
+    return [...this.listed.values()];
+  }
+
+  /** What the build page's timeline gets (stepsKey). */
+  toStored(): BuildSteps {
+    return {
+      steps: this.list().map((v) => ({
+        name: v.name,
+        started: v.started?.toISOString() ?? null,
+        completed: v.completed?.toISOString() ?? null,
+        cached: v.cached,
+        error: v.error ?? null,
+      })),
+      omitted: this.omitted,
+    };
   }
 
   counts(): { vertices: number; cached: number } {
-    let cached = 0;
-    for (const v of this.ended.values()) if (v.cached) cached += 1;
-    return { vertices: this.ended.size, cached };
+    let cached = this.omittedCached;
+    for (const v of this.listed.values()) if (v.cached) cached += 1;
+    return { vertices: this.listed.size + this.omitted, cached };
   }
 }

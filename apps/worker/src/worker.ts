@@ -66,6 +66,8 @@ export interface WorkerDeps {
   /** BullMQ lock duration of a job; default BullMQ's (30 s). */
   lockDurationMs?: number;
   tmpDir?: string;
+  /** Steps a build's timeline lists; default MAX_LISTED_STEPS (tests lower it to see the cap). */
+  maxListedSteps?: number;
 }
 
 /** BullMQ's message for a job whose lock kept expiring (its worker died or hung). */
@@ -198,6 +200,7 @@ export class KilnWorker {
       registryCredentials: new RegistryCredentialStore(this.prisma, config.credentialsKey),
       ...(config.buildCache ? { buildCache: config.buildCache } : {}),
       ...(deps.tmpDir !== undefined ? { tmpDir: deps.tmpDir } : {}),
+      ...(deps.maxListedSteps !== undefined ? { maxListedSteps: deps.maxListedSteps } : {}),
       ...(deps.handBackDelayMs !== undefined ? { handBackDelayMs: deps.handBackDelayMs } : {}),
     };
     this.worker = new Worker<BuildJobData, RunBuildResult>(

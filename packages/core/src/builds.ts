@@ -60,7 +60,7 @@ export const CONTEXT_KEY_PREFIX = 'contexts/';
 export const contextKey = (sha256: string) => `${CONTEXT_KEY_PREFIX}sha256/${sha256}.tar`;
 export const artifactKey = (buildId: string, dest: string) => `artifacts/${buildId}/${dest}`;
 export const logKey = (buildId: string) => `logs/${buildId}.log`;
-/** The steps of a build's last solve as JSON (BuildStep[]), beside its log: the build page's timeline. */
+/** The steps of a build's last solve as JSON (BuildSteps), beside its log: the build page's timeline. */
 export const stepsKey = (buildId: string) => `logs/${buildId}.steps.json`;
 /** One step of a solve as BuildKit's status stream ended it. */
 export interface BuildStep {
@@ -69,6 +69,22 @@ export interface BuildStep {
   completed: string | null;
   cached: boolean;
   error: string | null;
+}
+/**
+ * A solve's steps as stored: the first MAX_LISTED_STEPS it ended and how many more it had. The
+ * graph is the tenant's (a Dockerfile of thousands of instructions), the worker's memory and the
+ * object are not.
+ */
+export interface BuildSteps {
+  steps: BuildStep[];
+  omitted: number;
+}
+export const MAX_LISTED_STEPS = 1000;
+
+/** Reads a stored steps object; objects written before `omitted` existed are a bare array. */
+export function parseBuildSteps(json: string): BuildSteps {
+  const parsed = JSON.parse(json) as BuildSteps | BuildStep[];
+  return Array.isArray(parsed) ? { steps: parsed, omitted: 0 } : parsed;
 }
 /** Kiln's copy of an artifact's provenance sits beside it, so builds sharing the artifact share it too. */
 export const provenanceKey = (artifactKey: string) => `${artifactKey}.provenance.json`;

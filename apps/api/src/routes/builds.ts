@@ -2,10 +2,11 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { BuildStatusSchema } from '@kiln/contract/schemas';
 import {
   AppError,
-  type BuildStep,
   CHANNEL_CANCEL,
   FINAL_STATUSES,
   isAppError,
+  MAX_LISTED_STEPS,
+  parseBuildSteps,
   SpanKind,
   stepsKey,
 } from '@kiln/core';
@@ -165,8 +166,12 @@ export function buildRoutes(deps: ApiDeps): FastifyPluginAsyncTypebox {
                     required: ['name', 'started', 'completed', 'cached', 'error'],
                   },
                 },
+                omitted: {
+                  type: 'integer',
+                  description: `Steps past the first ${MAX_LISTED_STEPS}, counted but not listed`,
+                },
               },
-              required: ['items'],
+              required: ['items', 'omitted'],
             },
             ...buildErrors,
           },
@@ -179,10 +184,11 @@ export function buildRoutes(deps: ApiDeps): FastifyPluginAsyncTypebox {
           if (isAppError(err) && err.code === 'not_found') return undefined;
           throw err;
         });
-        if (!object) return { items: [] };
+        if (!object) return { items: [], omitted: 0 };
         const chunks: Buffer[] = [];
         for await (const chunk of object.body) chunks.push(chunk as Buffer);
-        return { items: JSON.parse(Buffer.concat(chunks).toString('utf8')) as BuildStep[] };
+        const { steps, omitted } = parseBuildSteps(Buffer.concat(chunks).toString('utf8'));
+        return { items: steps, omitted };
       },
     );
 
