@@ -158,7 +158,7 @@ p();
 p(
   `Kiln at ${r.kiln.git_head.slice(0, 12)}` +
     `${r.kiln.uncommitted_paths ? ` + ${r.kiln.uncommitted_paths} uncommitted paths under apps/ packages/ prisma/` : ''}` +
-    ` (dist sha256 ${r.kiln.dist_sha256.slice(0, 12)}): API + worker (\`scripts/run-app.sh api|worker\`: 2 MiB V8 semi-spaces, 2 malloc arenas; log level ` +
+    ` (dist sha256 ${r.kiln.dist_sha256.slice(0, 12)}): API + worker (\`scripts/run-app.sh api|worker\`: 2 MiB V8 semi-spaces, old-generation limit at 2× the live heap, 2 malloc arenas with 128 KiB trim/mmap thresholds; log level ` +
     `${r.kiln.log_level}) + PostgreSQL + Redis + ` +
     (DAEMON === 'dockerd'
       ? 'one private dockerd whose BuildKit is the builder'
