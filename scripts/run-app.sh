@@ -14,8 +14,9 @@
 #   ~70 ms of a transfer (about 130 per 512 MiB; bkctl, with a small heap, runs one);
 # - glibc's trim and mmap thresholds fixed at 128 KiB (instead of its growing dynamic ones), so
 #   freed buffers go back to the system and the larger GC slack does not become resident.
-# Together (buildkitd v0.24.0, 512 MiB end to end): worker CPU per build 7.2 -> 2.8 s, peak RSS
-# exporting 2 GiB 147 -> 145 MiB; the GC flag alone made it 3.2 s but 152 MiB.
+# Together (buildkitd v0.24.0, bench/results/service-buildkitd.md): worker CPU per 512 MiB build
+# 7.2 -> 2.6 s, a 2 GiB export 30 -> 13 s; the price is memory: the worker's peak exporting 2 GiB
+# went from 147 to 157-160 MiB (145 in a shorter run), over the 150 MiB budget.
 # `exec`, so that signals and the process id are node's own.
 set -eu
 case ${1:-} in
