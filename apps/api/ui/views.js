@@ -145,12 +145,10 @@ export function buildView(root, id, ctx) {
       const { items, omitted } = await api(`${buildPath(id)}/steps`, { signal });
       replace(
         steps,
-        ...(items.length
-          ? [timeline('timeline', items)]
-          : [h('p', { class: 'muted' }, 'No steps recorded (the build never reached BuildKit).')]),
-        ...(omitted
-          ? [h('p', { class: 'muted', id: 'steps-omitted' }, `${omitted} more steps, not listed.`)]
-          : []),
+        items.length
+          ? timeline('timeline', items)
+          : h('p', { class: 'muted' }, 'No steps recorded (the build never reached BuildKit).'),
+        omitted > 0 && h('p', { class: 'muted', id: 'steps-omitted' }, `${omitted} more steps, not listed.`),
       );
     } catch (err) {
       ctx.fail(err);

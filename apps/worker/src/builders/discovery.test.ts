@@ -132,7 +132,7 @@ describe('builders discovered by DNS', { skip }, () => {
     assert.deepEqual(JSON.parse((await redis.get(builderMembersKey(service, keyPrefix))) ?? 'null'), [
       b.address,
     ]);
-    // What a published is withdrawn: pod IPs that come and go leave nothing behind.
+    // What the vanished member published is withdrawn: pod IPs that come and go leave nothing behind.
     const published = async (address: string) =>
       (await redis.hexists(builderCapabilitiesKey(keyPrefix), address)) +
       (await redis.hexists(builderPlatformsKey(keyPrefix), address));
