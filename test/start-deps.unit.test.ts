@@ -39,15 +39,42 @@ test('npm start asks for the service dependencies only, npm test for the test on
 
 // package-lock.json marks what `npm ci --omit=dev` leaves out with "dev": true.
 const lock = JSON.parse(readFileSync(path.join(root, 'package-lock.json'), 'utf8')) as {
-  packages: Record<string, { dev?: boolean }>;
+  packages: Record<string, { dev?: boolean; bin?: Record<string, string> }>;
 };
 const isDev = (name: string) => lock.packages[`node_modules/${name}`]?.dev === true;
 
 test('npm ci --omit=dev installs the build tools and none of the test tools', () => {
   for (const name of ['s3rver', 'playwright-core', 'autocannon', '@biomejs/biome', 'tsx'])
     assert.ok(isDev(name), name);
-  for (const name of ['typescript', 'turbo', 'prisma', '@types/node', 'pino', 'fastify'])
+  for (const name of ['typescript', 'turbo', 'prisma', 'esbuild', '@types/node', 'pino', 'fastify'])
     assert.ok(!isDev(name), name);
+});
+
+// npm start runs `npm run build`, so every workspace's build script may call only commands
+// that `npm ci --omit=dev` installs (esbuild was a dev tool of apps/cli, and the build failed).
+test('every build script runs with what npm ci --omit=dev installs', () => {
+  const devBins = new Map<string, string>();
+  for (const [key, entry] of Object.entries(lock.packages))
+    if (entry.dev && key.startsWith('node_modules/'))
+      for (const bin of Object.keys(entry.bin ?? {})) devBins.set(bin, key.slice('node_modules/'.length));
+  assert.ok(devBins.has('tsx'), 'the lock lists dev packages with their commands');
+  const offenders: string[] = [];
+  for (const dir of [
+    '.',
+    ...['apps', 'packages'].flatMap((d) => readdirSync(path.join(root, d)).map((n) => `${d}/${n}`)),
+  ]) {
+    let pkg: { scripts?: Record<string, string> };
+    try {
+      pkg = JSON.parse(readFileSync(path.join(root, dir, 'package.json'), 'utf8'));
+    } catch {
+      continue;
+    }
+    for (const word of (pkg.scripts?.build ?? '').split(/[\s;&|()]+/)) {
+      const tool = devBins.get(word);
+      if (tool) offenders.push(`${dir}: ${word} (${tool})`);
+    }
+  }
+  assert.deepEqual(offenders, []);
 });
 
 test('no runtime module imports a package that npm start does not install', () => {
