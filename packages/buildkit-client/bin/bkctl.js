@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 const FLAG = '--max-semi-space-size';
 const given = [...process.execArgv, process.env.NODE_OPTIONS ?? ''].some((a) => a.includes(FLAG));
 if (given) {
-  const { main } = await import('../dist/cli.js');
+  const { main } = await import('../dist/bkctl.bundle.js');
   process.exitCode = await main(process.argv.slice(2));
 } else {
   const child = spawn(

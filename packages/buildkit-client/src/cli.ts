@@ -3,6 +3,7 @@ import { parseArgs } from 'node:util';
 import { connect, type ExportEntry } from './client.js';
 import { BuildkitError } from './errors.js';
 import { parseCsvAttrs } from './output-spec.js';
+import { PACKAGE_ROOT } from './package-root.js';
 import { PlainProgressRenderer } from './progress.js';
 import { loadSecrets, parseSecretSpec } from './secret-spec.js';
 
@@ -29,8 +30,7 @@ export async function main(argv: string[]): Promise<number> {
   }
   const { values, positionals } = parsed;
   if (values.version) {
-    // package.json sits one level above both src/ and dist/.
-    const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {
+    const pkg = JSON.parse(readFileSync(new URL('package.json', PACKAGE_ROOT), 'utf8')) as {
       version: string;
     };
     process.stdout.write(`bkctl version ${pkg.version}\n`);

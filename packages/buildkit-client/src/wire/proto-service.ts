@@ -1,8 +1,9 @@
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
+import { PACKAGE_ROOT } from '../package-root.js';
 
-const PROTO_ROOT = fileURLToPath(new URL('../../proto/', import.meta.url));
+const PROTO_ROOT = fileURLToPath(new URL('proto/', PACKAGE_ROOT));
 
 /**
  * A service of a vendored proto (`file` under proto/, `name` its full name, e.g.
