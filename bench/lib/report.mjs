@@ -61,9 +61,10 @@ function sessionNote(m) {
   return (
     ` bkctl uses ${extra} s more client CPU than buildctl. buildkitd has no session upgrade endpoint, so ` +
     'the session (contexts up, exports down) is tunneled through Control.Session as BytesMessages: every byte ' +
-    'crosses two HTTP/2 layers in JavaScript (grpc-js client call, then the session gRPC server on a ' +
-    'JSStreamSocket), in 16-32 KiB frames, where buildctl does the same in Go; on dockerd the /session upgrade ' +
-    'gives the session a socket of its own, one layer. Node start-up, module loading and connecting' +
+    'crosses two HTTP/2 layers in JavaScript (the Control.Session stream, framed by the client itself on an ' +
+    'HTTP/2 connection of its own, then the session gRPC server on a JSStreamSocket), in 16-32 KiB frames, ' +
+    'where buildctl does the same in Go; on dockerd the /session upgrade gives the session a socket of its own, ' +
+    'one layer. Node start-up, module loading and connecting' +
     (fixed
       ? ` cost ${fixed.bkctl_debug_workers.median} s against buildctl's ${fixed.reference.median} s (\`debug workers\`).`
       : ' cost ~0.25 s against buildctl’s ~0.03 s (`debug workers`).')

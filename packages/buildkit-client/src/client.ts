@@ -1,6 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
+import net from 'node:net';
 import type { Duplex, Writable } from 'node:stream';
+import tls from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { type BuildkitAddress, parseAddress } from './address.js';
 import { type ControlClient, collect, createControlClient, unary } from './control.js';
@@ -18,11 +20,10 @@ import type { ExportSink } from './session/filesend.js';
 import type { LocalDir } from './session/filesync.js';
 import type { Secrets } from './session/secrets.js';
 import { Session } from './session/session.js';
-import { BytesMessageTunnel } from './session/tunnel.js';
 import { type RawStatusResponse, type StatusEvent, StatusTracker } from './status.js';
+import { ControlSessionStream, type SessionDialer } from './transport/control-session-stream.js';
 import { dockerUpgrade } from './transport/docker-upgrade.js';
 import { startUpgradeProxy, type UpgradeProxy } from './transport/upgrade-proxy.js';
-import { decodeBytesMessage, encodeBytesMessage } from './wire/messages.js';
 
 export interface TlsOptions {
   /** PEM text or a file path. */
@@ -160,13 +161,22 @@ export async function connect(address?: string, options: ConnectOptions = {}): P
     'grpc.max_send_message_length': -1,
     'grpc-node.flow_control_window': 2 * 1024 * 1024,
   };
+  let sessionDialer: SessionDialer;
   if (addr.kind === 'docker') {
     proxy = await startUpgradeProxy(addr.socketPath);
     target = proxy.address;
+    const proxyPath = proxy.socketPath;
+    sessionDialer = { connect: () => net.connect(proxyPath), origin: 'http://localhost' };
   } else if (addr.kind === 'unix') {
     target = `unix://${addr.path}`;
+    sessionDialer = { connect: () => net.connect(addr.path), origin: 'http://localhost' };
   } else {
     target = `${addr.host}:${addr.port}`;
+    const host = addr.host.replace(/^\[(.*)\]$/, '$1');
+    sessionDialer = {
+      connect: () => net.connect(addr.port, host),
+      origin: `http://${addr.host}:${addr.port}`,
+    };
     if (options.tls) {
       const pem = (v: string | Buffer | undefined) =>
         v === undefined
@@ -174,15 +184,30 @@ export async function connect(address?: string, options: ConnectOptions = {}): P
           : Buffer.isBuffer(v) || v.includes('-----BEGIN')
             ? Buffer.from(v)
             : readFileSync(v);
-      credentials = grpc.credentials.createSsl(
-        pem(options.tls.ca),
-        pem(options.tls.key),
-        pem(options.tls.cert),
-      );
-      if (options.tls.serverName) {
-        channelOptions['grpc.ssl_target_name_override'] = options.tls.serverName;
-        channelOptions['grpc.default_authority'] = options.tls.serverName;
+      const ca = pem(options.tls.ca);
+      const key = pem(options.tls.key);
+      const cert = pem(options.tls.cert);
+      credentials = grpc.credentials.createSsl(ca, key, cert);
+      const { serverName } = options.tls;
+      if (serverName) {
+        channelOptions['grpc.ssl_target_name_override'] = serverName;
+        channelOptions['grpc.default_authority'] = serverName;
       }
+      // Verified as grpc-js verifies the control channel: against serverName, else the host.
+      const name = serverName ?? (net.isIP(host) ? undefined : host);
+      sessionDialer = {
+        connect: () =>
+          tls.connect({
+            host,
+            port: addr.port,
+            ALPNProtocols: ['h2'],
+            ...(name !== undefined ? { servername: name } : {}),
+            ...(ca ? { ca } : {}),
+            ...(key ? { key } : {}),
+            ...(cert ? { cert } : {}),
+          }),
+        origin: `https://${serverName ?? addr.host}:${addr.port}`,
+      };
     }
   }
   const control = createControlClient(target, credentials, channelOptions);
@@ -204,7 +229,13 @@ export async function connect(address?: string, options: ConnectOptions = {}): P
     control.close();
     throw new InvalidArgumentError('sessionTransport "upgrade" needs a docker:// address');
   }
-  return new BuildkitClient(addr, control, proxy, transport);
+  const maxReceive = options.maxReceiveMessageBytes ?? DEFAULT_MAX_RECEIVE_MESSAGE_BYTES;
+  return new BuildkitClient(
+    addr,
+    control,
+    proxy,
+    transport === 'upgrade' ? undefined : { sessionDialer, maxReceive },
+  );
 }
 
 function hint(addr: BuildkitAddress): string {
@@ -245,7 +276,8 @@ export class BuildkitClient {
     readonly address: BuildkitAddress,
     private readonly control: ControlClient,
     private readonly proxy: UpgradeProxy | undefined,
-    private readonly sessionTransport: 'control' | 'upgrade',
+    /** How sessions reach the daemon through Control.Session; undefined: by Docker's /session upgrade. */
+    private readonly controlSession: { sessionDialer: SessionDialer; maxReceive: number } | undefined,
   ) {}
 
   async listWorkers(): Promise<WorkerInfo[]> {
@@ -421,20 +453,17 @@ export class BuildkitClient {
   }
 
   private async openSession(session: Session): Promise<Duplex> {
-    if (this.sessionTransport === 'upgrade' && this.address.kind === 'docker') {
+    if (this.controlSession === undefined && this.address.kind === 'docker') {
       return dockerUpgrade({
         socketPath: this.address.socketPath,
         path: '/session',
         headers: session.headers(),
       });
     }
-    const call = this.control.makeBidiStreamRequest(
-      '/moby.buildkit.v1.Control/Session',
-      encodeBytesMessage,
-      decodeBytesMessage,
-      session.metadata(),
-    );
-    return new BytesMessageTunnel(call);
+    const { sessionDialer, maxReceive } = this.controlSession as NonNullable<
+      BuildkitClient['controlSession']
+    >;
+    return new ControlSessionStream(sessionDialer, session.headers(), maxReceive);
   }
 
   private async call<T>(method: string, request: object): Promise<T> {

@@ -8,6 +8,8 @@ import { dockerUpgrade } from './docker-upgrade.js';
 export interface UpgradeProxy {
   /** unix:// address grpc-js can dial. */
   address: string;
+  /** The same socket as a path, for a plain connection. */
+  socketPath: string;
   close(): Promise<void>;
 }
 
@@ -59,6 +61,7 @@ export async function startUpgradeProxy(dockerSocket: string): Promise<UpgradePr
   server.unref();
   return {
     address: `unix://${sockPath}`,
+    socketPath: sockPath,
     close: () =>
       new Promise<void>((resolve) => {
         for (const s of live) s.destroy();

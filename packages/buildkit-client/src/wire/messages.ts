@@ -124,10 +124,6 @@ export function decodePacket(buf: Buffer): Packet {
 }
 
 /** moby.buildkit.v1.BytesMessage / moby.filesync.v1.BytesMessage (field 1: data). */
-export function encodeBytesMessage(data: Buffer): Buffer {
-  return new ProtoWriter().bytes(1, data).finish();
-}
-
 export function decodeBytesMessage(buf: Buffer): Buffer {
   let data: Buffer = Buffer.alloc(0);
   for (const f of readFields(buf)) if (f.field === 1 && f.bytes) data = f.bytes;

@@ -6,12 +6,12 @@ import {
   decodeBytesMessage,
   decodeGetSecretRequest,
   decodePacket,
-  encodeBytesMessage,
   encodeGetSecretResponse,
   encodePacket,
   PacketType,
   type Stat,
 } from './messages.js';
+import { ProtoWriter } from './protobuf.js';
 
 const root = protobuf.loadSync(
   fileURLToPath(new URL('../../proto/fsutil/types/wire.proto', import.meta.url)),
@@ -75,7 +75,7 @@ test('empty STAT packet (end of stats) encodes to zero bytes and decodes without
 
 test('BytesMessage round trip keeps bytes and ignores unknown fields', () => {
   const data = Buffer.alloc(300_000, 7);
-  const enc = encodeBytesMessage(data);
+  const enc = new ProtoWriter().bytes(1, data).finish();
   assert.deepEqual(decodeBytesMessage(enc), data);
   const withId = Buffer.concat([enc, Buffer.from([0x12, 0x02, 0x68, 0x69])]); // field 2 "hi"
   assert.deepEqual(decodeBytesMessage(withId), data);
