@@ -15,8 +15,9 @@
 # - glibc's trim and mmap thresholds fixed at 128 KiB (instead of its growing dynamic ones), so
 #   freed buffers go back to the system and the larger GC slack does not become resident.
 # Together (buildkitd v0.24.0, bench/results/service-buildkitd.md): worker CPU per 512 MiB build
-# 7.2 -> 2.6 s, a 2 GiB export 30 -> 13 s; the price is memory: the worker's peak exporting 2 GiB
-# went from 147 to 157-160 MiB (145 in a shorter run), over the 150 MiB budget.
+# 7.2 -> 2.6 s, a 2 GiB export 30 -> 13 s; the price was memory: the worker's peak exporting 2 GiB
+# went from 147 to 157-160 MiB. Since the client frames Control.Session itself (one copy fewer
+# per chunk) it is 140-142 MiB with these settings, and 2.05 s of CPU per 512 MiB build.
 # `exec`, so that signals and the process id are node's own.
 set -eu
 case ${1:-} in
