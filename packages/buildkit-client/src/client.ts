@@ -229,14 +229,21 @@ export async function connect(address?: string, options: ConnectOptions = {}): P
     control.close();
     throw new InvalidArgumentError('sessionTransport "upgrade" needs a docker:// address');
   }
-  const maxReceive = options.maxReceiveMessageBytes ?? DEFAULT_MAX_RECEIVE_MESSAGE_BYTES;
-  return new BuildkitClient(
-    addr,
-    control,
-    proxy,
-    transport === 'upgrade' ? undefined : { sessionDialer, maxReceive },
-  );
+  const route: SessionRoute =
+    transport === 'upgrade' && addr.kind === 'docker'
+      ? { kind: 'upgrade', dockerSocket: addr.socketPath }
+      : {
+          kind: 'control',
+          dialer: sessionDialer,
+          maxReceiveMessageBytes: options.maxReceiveMessageBytes ?? DEFAULT_MAX_RECEIVE_MESSAGE_BYTES,
+        };
+  return new BuildkitClient(addr, control, proxy, route);
 }
+
+/** How a solve's session reaches the daemon: Docker's `POST /session`, or through Control.Session. */
+type SessionRoute =
+  | { kind: 'upgrade'; dockerSocket: string }
+  | { kind: 'control'; dialer: SessionDialer; maxReceiveMessageBytes: number };
 
 function hint(addr: BuildkitAddress): string {
   switch (addr.kind) {
@@ -276,8 +283,7 @@ export class BuildkitClient {
     readonly address: BuildkitAddress,
     private readonly control: ControlClient,
     private readonly proxy: UpgradeProxy | undefined,
-    /** How sessions reach the daemon through Control.Session; undefined: by Docker's /session upgrade. */
-    private readonly controlSession: { sessionDialer: SessionDialer; maxReceive: number } | undefined,
+    private readonly sessionRoute: SessionRoute,
   ) {}
 
   async listWorkers(): Promise<WorkerInfo[]> {
@@ -453,17 +459,11 @@ export class BuildkitClient {
   }
 
   private async openSession(session: Session): Promise<Duplex> {
-    if (this.controlSession === undefined && this.address.kind === 'docker') {
-      return dockerUpgrade({
-        socketPath: this.address.socketPath,
-        path: '/session',
-        headers: session.headers(),
-      });
+    const route = this.sessionRoute;
+    if (route.kind === 'upgrade') {
+      return dockerUpgrade({ socketPath: route.dockerSocket, path: '/session', headers: session.headers() });
     }
-    const { sessionDialer, maxReceive } = this.controlSession as NonNullable<
-      BuildkitClient['controlSession']
-    >;
-    return new ControlSessionStream(sessionDialer, session.headers(), maxReceive);
+    return new ControlSessionStream(route.dialer, session.headers(), route.maxReceiveMessageBytes);
   }
 
   private async call<T>(method: string, request: object): Promise<T> {

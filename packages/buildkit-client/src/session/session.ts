@@ -139,7 +139,7 @@ export class Session {
     this.methods.push(HEALTH_CHECK);
   }
 
-  /** Headers announcing this session, as gRPC metadata keys (lower case) or HTTP headers. */
+  /** Headers announcing this session: HTTP headers on `/session`, request headers (gRPC metadata) on Control.Session. */
   headers(): Array<[string, string]> {
     return [
       ['X-Docker-Expose-Session-Uuid', this.id],
@@ -147,12 +147,6 @@ export class Session {
       ['X-Docker-Expose-Session-Sharedkey', this.sharedKey],
       ...this.methods.map((m): [string, string] => ['X-Docker-Expose-Session-Grpc-Method', m]),
     ];
-  }
-
-  metadata(): grpc.Metadata {
-    const md = new grpc.Metadata();
-    for (const [k, v] of this.headers()) md.add(k.toLowerCase(), v);
-    return md;
   }
 
   /** Serves the session over a connection on which the daemon is the HTTP/2 client. */
