@@ -362,6 +362,8 @@ export class BuildkitClient {
     if (signal?.aborted) throw new CanceledError();
 
     let connection: Duplex | undefined;
+    let sessionError: Error | undefined;
+    let solveDone = false;
     let statusCall: grpc.ClientReadableStream<RawStatusResponse> | undefined;
     let solveCall: grpc.ClientUnaryCall | undefined;
     let senderTimer: NodeJS.Timeout | undefined;
@@ -373,6 +375,9 @@ export class BuildkitClient {
     signal?.addEventListener('abort', onAbort, { once: true });
     try {
       connection = await this.openSession(session);
+      connection.once('error', (err: Error) => {
+        sessionError = err;
+      });
       session.serve(connection);
 
       const statusCallLocal = (
@@ -414,10 +419,29 @@ export class BuildkitClient {
             md: grpc.Metadata,
             cb: (e: grpc.ServiceError | null, r: { ExporterResponse: Record<string, string> }) => void,
           ) => grpc.ClientUnaryCall
-        ).call(this.control, request, metadata, (err, res) => (err ? reject(err) : resolve(res)));
+        ).call(this.control, request, metadata, (err, res) => {
+          solveDone = true;
+          if (err) reject(err);
+          else resolve(res);
+        });
         if (signal?.aborted) solveCall.cancel();
         // BuildKit normally fails the build at once with the sender's error; if it does not (a
         // lost status, a daemon stuck on the stream), the build is ended here, never left hanging.
+        // The session runs on a connection of its own: should it fail (refused, cut), BuildKit
+        // would wait for a session that never comes, so the build ends here.
+        const sessionConnection = connection as Duplex;
+        sessionConnection.once('close', () => {
+          if (solveDone) return;
+          solveCall?.cancel();
+          const why = sessionError ? `: ${sessionError.message}` : '';
+          reject(
+            new BuildkitConnectionError(
+              `lost the session connection to BuildKit at ${this.address.raw}${why}`,
+              this.address.raw,
+              { cause: sessionError },
+            ),
+          );
+        });
         void session.transferFailed.then((failure) => {
           senderTimer = setTimeout(() => {
             solveCall?.cancel();

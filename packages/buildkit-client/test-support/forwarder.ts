@@ -8,6 +8,8 @@ export interface Forwarder {
   socketPath: string;
   /** Destroys every connection passing through now; new ones are still accepted. */
   cutAll(): void;
+  /** Stops accepting connections; those passing through now go on. */
+  refuseNew(): void;
   close(): Promise<void>;
 }
 
@@ -39,10 +41,12 @@ export async function startForwarder(targetSocket: string, socketPath: string): 
   return {
     socketPath,
     cutAll,
+    refuseNew: () => server.close(),
     close: () =>
       new Promise((resolve) => {
         cutAll();
-        server.close(() => resolve());
+        if (server.listening) server.close(() => resolve());
+        else resolve();
       }),
   };
 }

@@ -163,6 +163,27 @@ describe('sender-side failures end the solve', () => {
         }
       });
 
+      test('a session connection the daemon cannot be reached on ends the solve', async () => {
+        const ctx = await makeContext({ Dockerfile: 'FROM scratch\nCOPY a.txt /a.txt\n', 'a.txt': 'a' });
+        const fwd = await forwarder();
+        const client = await connect(`${g.scheme}://${fwd.socketPath}`);
+        try {
+          // The control channel stays up; each session opens a connection of its own, refused now.
+          fwd.refuseNew();
+          const err = await solveEnds(
+            'refused session',
+            client,
+            { context: ctx.dir, dockerfile: ctx.dir },
+            { type: 'tar', output: createWriteStream(path.join(work, 'refused.tar')) },
+          );
+          assert.ok(err instanceof BuildkitError, err?.stack ?? 'the build succeeded');
+          if (g.scheme === 'unix') assert.match(err.message, /lost the session connection to BuildKit/);
+        } finally {
+          await client.close();
+          await ctx.cleanup();
+        }
+      });
+
       test(`a context directory that vanishes before its walk fails every solve clearly, ${RUNS}x`, async () => {
         const dockerfileCtx = await makeContext({ Dockerfile: 'FROM scratch\nCOPY . /ctx/\n' });
         const client = await connect(`${g.scheme}://${g.socket}`);
