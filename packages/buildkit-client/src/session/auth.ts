@@ -1,5 +1,6 @@
-import * as grpc from '@grpc/grpc-js';
+import { status } from '@grpc/grpc-js';
 import { decodeCredentialsRequest, encodeCredentialsResponse } from '../wire/messages.js';
+import type { UnaryCall, UnaryCallback } from './grpc-server.js';
 
 export interface RegistryCredentials {
   username: string;
@@ -22,20 +23,19 @@ export type RegistryAuth = (
  * without a token seed. Errors name the host at most, never a secret.
  */
 export function credentials(auth: RegistryAuth) {
-  return (call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>): void => {
+  return (call: UnaryCall<Buffer>, callback: UnaryCallback<Buffer>): void => {
     let host: string;
     try {
       ({ host } = decodeCredentialsRequest(call.request));
     } catch {
-      callback({ code: grpc.status.INVALID_ARGUMENT, details: 'malformed CredentialsRequest' });
+      callback({ code: status.INVALID_ARGUMENT, details: 'malformed CredentialsRequest' });
       return;
     }
     Promise.resolve()
       .then(() => auth(host))
       .then(
         (found) => callback(null, encodeCredentialsResponse(found?.username ?? '', found?.secret ?? '')),
-        () =>
-          callback({ code: grpc.status.INTERNAL, details: `the credentials provider failed for ${host}` }),
+        () => callback({ code: status.INTERNAL, details: `the credentials provider failed for ${host}` }),
       );
   };
 }

@@ -9,9 +9,9 @@
  */
 import { createHash, type Hash } from 'node:crypto';
 import type { Readable, Writable } from 'node:stream';
-import * as grpc from '@grpc/grpc-js';
+import { type Metadata, status } from '@grpc/grpc-js';
 import { loadProtoService } from '../wire/proto-service.js';
-import { failServerStream } from './stream-io.js';
+import type { MethodDefinition, MethodHandler, ServerCall, UnaryCall, UnaryCallback } from './grpc-server.js';
 
 const STORE_ID_HEADER = 'buildkit-attachable-store-id';
 /** Size of the chunks a Read answers with (containerd's own copy buffer is 1 MiB). */
@@ -42,10 +42,10 @@ interface WriteRequest {
   data: Buffer;
 }
 
-let serviceDef: grpc.ServiceDefinition | undefined;
+let serviceDef: Record<string, MethodDefinition<unknown, unknown>> | undefined;
 
-/** The Content service's definition, from the vendored proto (loaded once). */
-export function contentServiceDefinition(): grpc.ServiceDefinition {
+/** The Content service's methods by name, from the vendored proto (loaded once). */
+export function contentServiceDefinition(): Record<string, MethodDefinition<unknown, unknown>> {
   serviceDef ??= loadProtoService(
     'containerd/services/content/v1/content.proto',
     'containerd.services.content.v1.Content',
@@ -58,33 +58,31 @@ export function contentMethodPaths(): string[] {
   return Object.values(contentServiceDefinition()).map((m) => m.path);
 }
 
-const failure = (code: grpc.status, details: string) => Object.assign(new Error(details), { code, details });
+const failure = (code: status, details: string) => Object.assign(new Error(details), { code, details });
 const messageOf = (err: unknown) => (err instanceof Error ? err.message : String(err));
 
 /** Handlers of the Content service over the stores a solve offers, by id (`local:<name>`). */
-export function contentHandlers(
-  stores: ReadonlyMap<string, ContentStore>,
-): grpc.UntypedServiceImplementation {
-  const choose = (md: grpc.Metadata): ContentStore => {
+export function contentHandlers(stores: ReadonlyMap<string, ContentStore>): Record<string, MethodHandler> {
+  const choose = (md: Metadata): ContentStore => {
     const id = String(md.get(STORE_ID_HEADER)[0] ?? '');
     const store = stores.get(id);
-    if (!store) throw failure(grpc.status.NOT_FOUND, `unknown content store "${id}"`);
+    if (!store) throw failure(status.NOT_FOUND, `unknown content store "${id}"`);
     return store;
   };
   const unary =
     <Req, Res>(fn: (store: ContentStore, req: Req) => Promise<Res>) =>
-    (call: grpc.ServerUnaryCall<Req, Res>, cb: grpc.sendUnaryData<Res>) => {
+    (call: UnaryCall<Req>, cb: UnaryCallback<Res>) => {
       Promise.resolve()
         .then(() => fn(choose(call.metadata), call.request))
         .then(
           (res) => cb(null, res),
           (err: { code?: number; details?: string }) =>
-            cb({ code: err.code ?? grpc.status.UNAVAILABLE, details: err.details ?? messageOf(err) }),
+            cb({ code: err.code ?? status.UNAVAILABLE, details: err.details ?? messageOf(err) }),
         );
     };
   const infoOf = async (store: ContentStore, digest: string) => {
     const found = await store.info(digest);
-    if (!found) throw failure(grpc.status.NOT_FOUND, `content ${digest}: not found`);
+    if (!found) throw failure(status.NOT_FOUND, `content ${digest}: not found`);
     return { digest, size: found.size, labels: {} };
   };
 
@@ -97,25 +95,23 @@ export function contentHandlers(
     Abort: unary(async () => ({})),
     Delete: unary(async () => ({})),
     Status: unary(async (_store, req: { ref: string }) => {
-      throw failure(grpc.status.NOT_FOUND, `no write in progress for ${req.ref}`);
+      throw failure(status.NOT_FOUND, `no write in progress for ${req.ref}`);
     }),
     ListStatuses: unary(async () => ({ statuses: [] })),
-    List: (call: grpc.ServerWritableStream<unknown, unknown>) => call.end(),
-    Read: (call: grpc.ServerWritableStream<{ digest: string; offset: number; size: number }, unknown>) => {
+    List: (call: ServerCall<unknown, unknown>) => call.end(),
+    Read: (call: ServerCall<{ digest: string; offset: number; size: number }, unknown>) => {
       void read(call).catch((err: { code?: number; details?: string }) => {
-        failServerStream(call, err.code ?? grpc.status.UNAVAILABLE, err.details ?? messageOf(err));
+        call.fail(err.code ?? status.UNAVAILABLE, err.details ?? messageOf(err));
       });
     },
-    Write: (call: grpc.ServerDuplexStream<WriteRequest, unknown>) => {
+    Write: (call: ServerCall<WriteRequest, unknown>) => {
       void write(call).catch((err: { code?: number; details?: string }) => {
-        failServerStream(call, err.code ?? grpc.status.UNAVAILABLE, err.details ?? messageOf(err));
+        call.fail(err.code ?? status.UNAVAILABLE, err.details ?? messageOf(err));
       });
     },
   };
 
-  async function read(
-    call: grpc.ServerWritableStream<{ digest: string; offset: number; size: number }, unknown>,
-  ) {
+  async function read(call: ServerCall<{ digest: string; offset: number; size: number }, unknown>) {
     const store = choose(call.metadata);
     const { digest } = call.request;
     const { size: total } = await infoOf(store, digest);
@@ -142,7 +138,7 @@ export function contentHandlers(
    * ALREADY_EXISTS when the store holds the digest: the writer then skips it), WRITEs append at
    * the offset reached, COMMIT checks size and digest and waits until the store kept it.
    */
-  async function write(call: grpc.ServerDuplexStream<WriteRequest, unknown>) {
+  async function write(call: ServerCall<WriteRequest, unknown>) {
     const store = choose(call.metadata);
     let open:
       | { sink: Writable; stored: Promise<void>; hash: Hash; offset: number; total: number; expected: string }
@@ -168,7 +164,7 @@ export function contentHandlers(
       const req = next.value;
       if (!open) {
         if (req.expected && (await store.info(req.expected))) {
-          throw failure(grpc.status.ALREADY_EXISTS, `content ${req.expected}: already exists`);
+          throw failure(status.ALREADY_EXISTS, `content ${req.expected}: already exists`);
         }
         const { sink, stored } = await store.write(req.expected, req.total);
         stored.catch(() => undefined);
@@ -187,7 +183,7 @@ export function contentHandlers(
       }
       if (req.offset > 0 && req.offset !== open.offset) {
         throw failure(
-          grpc.status.OUT_OF_RANGE,
+          status.OUT_OF_RANGE,
           `write @${req.offset} must occur at the current offset ${open.offset}`,
         );
       }
@@ -202,7 +198,7 @@ export function contentHandlers(
         const digest = `sha256:${open.hash.copy().digest('hex')}`;
         if ((size > 0 && size !== open.offset) || (expected && expected !== digest)) {
           throw failure(
-            grpc.status.FAILED_PRECONDITION,
+            status.FAILED_PRECONDITION,
             `commit of ${expected || digest}: got ${open.offset} bytes with digest ${digest}, expected ${size} bytes`,
           );
         }

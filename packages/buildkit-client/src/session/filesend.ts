@@ -1,8 +1,8 @@
 import type { Writable } from 'node:stream';
-import * as grpc from '@grpc/grpc-js';
+import { status } from '@grpc/grpc-js';
 import { decodeBytesMessage } from '../wire/messages.js';
+import type { ServerCall } from './grpc-server.js';
 import { receiveLocal } from './local-receiver.js';
-import { failServerStream } from './stream-io.js';
 
 /**
  * Bytes of export held for a slow sink before the daemon is made to wait (measured: 16 KiB made
@@ -21,19 +21,16 @@ export type ExportSink =
  * `track` receives a promise that settles once the export is complete on this side.
  */
 export function fileSendDiffCopy(sink: ExportSink, track: (done: Promise<void>) => void) {
-  return (call: grpc.ServerDuplexStream<Buffer, Buffer>) => {
+  return (call: ServerCall) => {
     const done = sink.kind === 'dir' ? receiveLocal(call, sink.dir) : receiveBytes(call, sink);
     track(done);
     done.catch((err: unknown) =>
-      failServerStream(call, grpc.status.INTERNAL, err instanceof Error ? err.message : String(err)),
+      call.fail(status.INTERNAL, err instanceof Error ? err.message : String(err)),
     );
   };
 }
 
-async function receiveBytes(
-  call: grpc.ServerDuplexStream<Buffer, Buffer>,
-  sink: Extract<ExportSink, { kind: 'bytes' }>,
-): Promise<void> {
+async function receiveBytes(call: ServerCall, sink: Extract<ExportSink, { kind: 'bytes' }>): Promise<void> {
   call.pause();
   const md: Record<string, string> = {};
   for (const [k, v] of Object.entries(call.metadata.getMap())) md[k] = String(v);

@@ -1,10 +1,11 @@
 import { closeSync, constants, openSync, readSync } from 'node:fs';
 import { open } from 'node:fs/promises';
-import * as grpc from '@grpc/grpc-js';
+import { status } from '@grpc/grpc-js';
 import { type WalkOptions, walk } from '../fs/index.js';
 import { decodePacket, encodePacket, PacketType, type Stat } from '../wire/messages.js';
+import type { ServerCall } from './grpc-server.js';
 import { readRepeated, readSingle } from './metadata.js';
-import { failServerStream, writeWithBackpressure } from './stream-io.js';
+import { writeWithBackpressure } from './stream-io.js';
 
 export interface LocalDir {
   /** Directory on this machine. */
@@ -42,13 +43,12 @@ class EndedByReceiver extends Error {}
  * file contents on request. Implements the sender half of the fsutil protocol.
  */
 export function fileSyncDiffCopy(dirs: ReadonlyMap<string, LocalDir>, onFailure: SenderFailure) {
-  return (call: grpc.ServerDuplexStream<Buffer, Buffer>) => {
+  return (call: ServerCall) => {
     const dirName = readSingle(call.metadata, 'dir-name') ?? '';
     const dir = dirs.get(dirName);
     if (!dir) {
-      failServerStream(
-        call,
-        grpc.status.NOT_FOUND,
+      call.fail(
+        status.NOT_FOUND,
         `no local directory named "${dirName}" in this session (have: ${[...dirs.keys()].join(', ')})`,
       );
       return;
@@ -64,23 +64,19 @@ export function fileSyncDiffCopy(dirs: ReadonlyMap<string, LocalDir>, onFailure:
       const error = err instanceof Error ? err : new Error(String(err));
       // A write that failed because BuildKit reset the stream is BuildKit's doing too.
       if (error instanceof EndedByReceiver || call.destroyed) {
-        failServerStream(call, grpc.status.CANCELLED, error.message);
+        call.fail(status.CANCELLED, error.message);
         return;
       }
       // As fsutil's sender: an ERR packet (the receiver's "error from sender: ...") and an error status.
       if (!call.destroyed && !call.writableEnded)
         call.write(encodePacket({ type: PacketType.ERR, id: 0, data: Buffer.from(error.message) }));
-      failServerStream(call, grpc.status.UNKNOWN, error.message);
+      call.fail(status.UNKNOWN, error.message);
       onFailure(dirName, error);
     });
   };
 }
 
-async function sendDir(
-  call: grpc.ServerDuplexStream<Buffer, Buffer>,
-  dir: LocalDir,
-  opts: WalkOptions,
-): Promise<void> {
+async function sendDir(call: ServerCall, dir: LocalDir, opts: WalkOptions): Promise<void> {
   const files = new Map<number, { path: string; size: number }>();
   const requests: number[] = [];
   let waiters: Array<() => void> = [];
@@ -179,7 +175,7 @@ async function sendDir(
  * failed read ends the transfer, as there. Either way it is read to EOF, should it have grown.
  */
 async function sendFile(
-  call: grpc.ServerDuplexStream<Buffer, Buffer>,
+  call: ServerCall,
   id: number,
   file: { path: string; size: number },
   scratch: Buffer,
@@ -224,7 +220,7 @@ function openOrUndefined(path: string, flags: number): number | undefined {
 
 /** DATA packets of what `read` puts at the start of `scratch`, until it reads 0 bytes. */
 async function sendContents(
-  call: grpc.ServerDuplexStream<Buffer, Buffer>,
+  call: ServerCall,
   id: number,
   scratch: Buffer,
   read: () => number | Promise<number>,

@@ -1,9 +1,9 @@
 import { createWriteStream, type WriteStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import type * as grpc from '@grpc/grpc-js';
 import { unixModeFromGo } from '../fs/index.js';
 import { decodePacket, encodePacket, PacketType, type Stat } from '../wire/messages.js';
+import type { ServerCall } from './grpc-server.js';
 import { writeWithBackpressure } from './stream-io.js';
 
 /** Files requested from the daemon at once; each holds an open file descriptor. */
@@ -13,10 +13,7 @@ const MAX_IN_FLIGHT = 8;
  * Receiver half of the fsutil protocol for the `local` exporter: the daemon sends one STAT
  * per entry, this side creates the tree under `dest` and requests regular files' contents.
  */
-export async function receiveLocal(
-  call: grpc.ServerDuplexStream<Buffer, Buffer>,
-  dest: string,
-): Promise<void> {
+export async function receiveLocal(call: ServerCall, dest: string): Promise<void> {
   await fs.mkdir(dest, { recursive: true });
   const root = await fs.realpath(dest);
   const stats: Stat[] = [];
@@ -123,7 +120,14 @@ export async function receiveLocal(
         }, fail);
     });
     call.on('error', fail);
-    call.on('end', () => chain.then(() => (failure ? undefined : resolve())));
+    // Only our FIN says every file arrived: an end (or a cancel) before it is a cut export.
+    call.on('end', () =>
+      chain.then(() => {
+        if (failure) return;
+        if (finSent) resolve();
+        else fail(new Error('the daemon ended the local export before it was complete'));
+      }),
+    );
   });
 }
 

@@ -1,5 +1,6 @@
-import * as grpc from '@grpc/grpc-js';
+import { status } from '@grpc/grpc-js';
 import { decodeGetSecretRequest, encodeGetSecretResponse } from '../wire/messages.js';
+import type { UnaryCall, UnaryCallback } from './grpc-server.js';
 
 export type SecretValue = Buffer | string;
 
@@ -25,13 +26,13 @@ function lookupFor(secrets: Secrets): SecretProvider {
  */
 export function getSecret(secrets: Secrets) {
   const lookup = lookupFor(secrets);
-  return (call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>): void => {
+  return (call: UnaryCall<Buffer>, callback: UnaryCallback<Buffer>): void => {
     let id: string;
     let annotations: Record<string, string>;
     try {
       ({ id, annotations } = decodeGetSecretRequest(call.request));
     } catch {
-      callback({ code: grpc.status.INVALID_ARGUMENT, details: 'malformed GetSecretRequest' });
+      callback({ code: status.INVALID_ARGUMENT, details: 'malformed GetSecretRequest' });
       return;
     }
     Promise.resolve()
@@ -39,12 +40,12 @@ export function getSecret(secrets: Secrets) {
       .then(
         (value) => {
           if (value === undefined) {
-            callback({ code: grpc.status.NOT_FOUND, details: `secret ${id} not found` });
+            callback({ code: status.NOT_FOUND, details: `secret ${id} not found` });
           } else {
             callback(null, encodeGetSecretResponse(typeof value === 'string' ? Buffer.from(value) : value));
           }
         },
-        () => callback({ code: grpc.status.INTERNAL, details: `the secret provider failed for ${id}` }),
+        () => callback({ code: status.INTERNAL, details: `the secret provider failed for ${id}` }),
       );
   };
 }

@@ -1,29 +1,22 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { Duplex } from 'node:stream';
-import * as grpc from '@grpc/grpc-js';
 import { HEALTH_SERVING } from '../wire/messages.js';
 import { credentials, type RegistryAuth } from './auth.js';
-import {
-  type ContentStore,
-  contentHandlers,
-  contentMethodPaths,
-  contentServiceDefinition,
-} from './content.js';
+import { type ContentStore, contentHandlers, contentServiceDefinition } from './content.js';
 import { type ExportSink, fileSendDiffCopy } from './filesend.js';
 import { fileSyncDiffCopy, type LocalDir } from './filesync.js';
+import { type MethodDefinition, SessionServer } from './grpc-server.js';
 import { getSecret, type Secrets } from './secrets.js';
 
 const identity = (b: Buffer) => b;
 
-function bidi(path: string): grpc.MethodDefinition<Buffer, Buffer> {
+function method(path: string, streaming: boolean): MethodDefinition {
   return {
     path,
-    requestStream: true,
-    responseStream: true,
-    requestSerialize: identity,
+    requestStream: streaming,
+    responseStream: streaming,
     requestDeserialize: identity,
     responseSerialize: identity,
-    responseDeserialize: identity,
   };
 }
 
@@ -33,9 +26,13 @@ const HEALTH_CHECK = '/grpc.health.v1.Health/Check';
 const SECRETS_GET = '/moby.buildkit.secrets.v1.Secrets/GetSecret';
 const AUTH_CREDENTIALS = '/moby.filesync.v1.Auth/Credentials';
 
-function unary(path: string): grpc.MethodDefinition<Buffer, Buffer> {
-  return { ...bidi(path), requestStream: false, responseStream: false };
-}
+/**
+ * The daemon pushes the whole export through the session, and HTTP/2's default window of 64 KiB
+ * makes it wait for a round trip every 64 KiB (measured: 512 MiB took 4.6 s instead of 2.6 s).
+ * The window also bounds what a slow consumer makes us buffer: 2 MiB exported as fast as 8 MiB
+ * did, and holds a quarter as much while the sink (a disk that is busy syncing) lags.
+ */
+export const SESSION_STREAM_WINDOW = 2 * 1024 * 1024;
 
 export interface SessionOptions {
   name?: string;
@@ -62,16 +59,13 @@ export class Session {
   readonly id = newSessionId();
   readonly name: string;
   readonly sharedKey: string;
-  private readonly server = new grpc.Server({
+  private readonly server = new SessionServer({
     // What the daemon sends the session (export bytes, file requests) comes in small messages;
     // one larger than buildctl's client bound is not from a daemon that means well.
-    'grpc.max_receive_message_length': 16 * 1024 * 1024,
-    'grpc.max_send_message_length': -1,
+    maxReceiveMessageBytes: 16 * 1024 * 1024,
+    streamWindow: SESSION_STREAM_WINDOW,
   });
-  private readonly methods: string[] = [];
   private readonly exportsDone: Array<Promise<void>> = [];
-  private injector: ReturnType<grpc.Server['createConnectionInjector']> | undefined;
-  private connection: Duplex | undefined;
   private failTransfer: (err: Error) => void = () => undefined;
   /**
    * Settles with the first local directory transfer that failed on this side (a walk or read
@@ -80,8 +74,6 @@ export class Session {
   readonly transferFailed = new Promise<Error>((resolve) => {
     this.failTransfer = resolve;
   });
-  /** Whether the HTTP/2 windows could be widened (false would mean a grpc-js change made sessions slow). */
-  windowsWidened = false;
 
   constructor(opts: SessionOptions = {}) {
     this.name = opts.name ?? 'kiln-buildkit-client';
@@ -95,48 +87,36 @@ export class Session {
         .digest('hex');
 
     if (dirs.size > 0) {
-      this.server.addService(
-        { DiffCopy: { ...bidi(FILESYNC_DIFFCOPY), originalName: 'diffCopy' } } as grpc.ServiceDefinition,
-        {
-          DiffCopy: fileSyncDiffCopy(dirs, (dirName, err) =>
-            this.failTransfer(
-              new Error(`error from sender: ${err.message} (local directory "${dirName}")`, { cause: err }),
-            ),
+      this.server.addMethod(
+        method(FILESYNC_DIFFCOPY, true),
+        fileSyncDiffCopy(dirs, (dirName, err) =>
+          this.failTransfer(
+            new Error(`error from sender: ${err.message} (local directory "${dirName}")`, { cause: err }),
           ),
-        },
+        ),
       );
-      this.methods.push(FILESYNC_DIFFCOPY);
     }
     if (opts.exportSink) {
-      this.server.addService({ DiffCopy: bidi(FILESEND_DIFFCOPY) } as grpc.ServiceDefinition, {
-        DiffCopy: fileSendDiffCopy(opts.exportSink, (done) => {
+      this.server.addMethod(
+        method(FILESEND_DIFFCOPY, true),
+        fileSendDiffCopy(opts.exportSink, (done) => {
           done.catch(() => undefined);
           this.exportsDone.push(done);
         }),
-      });
-      this.methods.push(FILESEND_DIFFCOPY);
+      );
     }
-    if (opts.secrets) {
-      this.server.addService({ GetSecret: unary(SECRETS_GET) } as grpc.ServiceDefinition, {
-        GetSecret: getSecret(opts.secrets),
-      });
-      this.methods.push(SECRETS_GET);
-    }
+    if (opts.secrets) this.server.addMethod(method(SECRETS_GET, false), getSecret(opts.secrets));
     if (opts.contentStores && opts.contentStores.size > 0) {
-      this.server.addService(contentServiceDefinition(), contentHandlers(opts.contentStores));
-      this.methods.push(...contentMethodPaths());
+      const handlers = contentHandlers(opts.contentStores);
+      for (const [name, def] of Object.entries(contentServiceDefinition())) {
+        const handler = handlers[name];
+        if (handler) this.server.addMethod(def, handler);
+      }
     }
-    if (opts.registryAuth) {
-      this.server.addService({ Credentials: unary(AUTH_CREDENTIALS) } as grpc.ServiceDefinition, {
-        Credentials: credentials(opts.registryAuth),
-      });
-      this.methods.push(AUTH_CREDENTIALS);
-    }
+    if (opts.registryAuth)
+      this.server.addMethod(method(AUTH_CREDENTIALS, false), credentials(opts.registryAuth));
     // BuildKit polls Health/Check every second and drops the session (and the build) without it.
-    this.server.addService({ Check: unary(HEALTH_CHECK) } as grpc.ServiceDefinition, {
-      Check: (_call: unknown, cb: grpc.sendUnaryData<Buffer>) => cb(null, HEALTH_SERVING),
-    });
-    this.methods.push(HEALTH_CHECK);
+    this.server.addMethod(method(HEALTH_CHECK, false), (_call, cb) => cb(null, HEALTH_SERVING));
   }
 
   /** Headers announcing this session: HTTP headers on `/session`, request headers (gRPC metadata) on Control.Session. */
@@ -145,16 +125,13 @@ export class Session {
       ['X-Docker-Expose-Session-Uuid', this.id],
       ['X-Docker-Expose-Session-Name', this.name],
       ['X-Docker-Expose-Session-Sharedkey', this.sharedKey],
-      ...this.methods.map((m): [string, string] => ['X-Docker-Expose-Session-Grpc-Method', m]),
+      ...this.server.methodPaths.map((m): [string, string] => ['X-Docker-Expose-Session-Grpc-Method', m]),
     ];
   }
 
   /** Serves the session over a connection on which the daemon is the HTTP/2 client. */
   serve(connection: Duplex): void {
-    this.injector = this.server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
-    this.windowsWidened = widenFlowControlWindows(this.server);
-    this.connection = connection;
-    this.injector.injectConnection(connection);
+    this.server.serve(connection);
   }
 
   /** Resolves when every export the daemon started has been fully received. */
@@ -163,33 +140,8 @@ export class Session {
   }
 
   close(): void {
-    this.injector?.destroy();
-    this.connection?.destroy();
-    this.server.forceShutdown();
+    this.server.close();
   }
-}
-
-/**
- * The daemon pushes the whole export through this connection, and Node's HTTP/2 default of a
- * 64 KiB window makes it wait for a round trip every 64 KiB (measured: 512 MiB took 4.6 s
- * instead of 2.6 s). grpc-js offers no server option for the window, so reach the HTTP/2
- * server the injector just created. The window also bounds what a slow consumer makes us buffer:
- * 2 MiB exported as fast as 8 MiB did, and holds a quarter as much while the sink (a disk that is
- * busy syncing) lags.
- */
-export const SESSION_STREAM_WINDOW = 2 * 1024 * 1024;
-
-function widenFlowControlWindows(server: grpc.Server): boolean {
-  const servers = (server as unknown as { http2Servers?: Map<import('node:http2').Http2Server, unknown> })
-    .http2Servers;
-  if (!(servers instanceof Map)) return false;
-  for (const h2 of servers.keys()) {
-    h2.on('session', (session) => {
-      session.settings({ initialWindowSize: SESSION_STREAM_WINDOW });
-      session.setLocalWindowSize(2 * SESSION_STREAM_WINDOW);
-    });
-  }
-  return servers.size > 0;
 }
 
 /** 25 base-36 characters, like BuildKit's identity.NewID. */

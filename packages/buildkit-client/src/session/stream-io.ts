@@ -1,5 +1,4 @@
 import type { Writable } from 'node:stream';
-import type * as grpc from '@grpc/grpc-js';
 
 /** Writes with backpressure; rejects instead of hanging if the stream dies while full or is already gone. */
 export function writeWithBackpressure(stream: Writable, chunk: Buffer): Promise<void> | undefined {
@@ -22,19 +21,4 @@ export function writeWithBackpressure(stream: Writable, chunk: Buffer): Promise<
     stream.on('close', onClose);
     stream.on('error', onError);
   });
-}
-
-/**
- * Ends a server stream with a gRPC error status, after what was already written. grpc-js sends
- * a streaming call's status only from its own 'error' handler: `destroy(err)` drops the queued
- * writes and sends no status at all, which left BuildKit waiting forever for the rest of a
- * context (7 of 12 failed transfers hung on buildkitd v0.24.0).
- */
-export function failServerStream(
-  call: grpc.ServerDuplexStream<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>,
-  code: grpc.status,
-  details: string,
-): void {
-  if (call.destroyed || call.writableEnded) return;
-  call.emit('error', { code, details });
 }

@@ -1,0 +1,354 @@
+import { Duplex, type Duplex as DuplexStream } from 'node:stream';
+import { Metadata, status } from '@grpc/grpc-js';
+import type { HeaderList } from '../h2/hpack.js';
+import { H2Code, H2ServerConnection, type H2ServerStream } from '../h2/server-connection.js';
+
+/**
+ * The gRPC server a session hosts for the daemon, on the session's own HTTP/2 server
+ * (h2/server-connection.ts) instead of grpc-js's: the export and the context cross it as
+ * thousands of messages, and grpc-js's server copies and re-frames each one. Handlers get
+ * calls shaped like grpc-js's (metadata, request, a Duplex of messages, 'cancelled'), plus
+ * `fail(code, details)`, which ends a stream with an error status after what it already wrote.
+ */
+
+export interface MethodDefinition<Req = Buffer, Res = Buffer> {
+  path: string;
+  requestStream: boolean;
+  responseStream: boolean;
+  requestDeserialize(bytes: Buffer): Req;
+  responseSerialize(message: Res): Buffer;
+}
+
+export interface ServiceError {
+  code: number;
+  details: string;
+}
+
+export interface UnaryCall<Req> {
+  metadata: Metadata;
+  request: Req;
+}
+export type UnaryCallback<Res> = (err: ServiceError | null, response?: Res) => void;
+export type UnaryHandler<Req, Res> = (call: UnaryCall<Req>, callback: UnaryCallback<Res>) => void;
+export type StreamHandler<Req, Res> = (call: ServerCall<Req, Res>) => void;
+
+/** Any method's handler, whatever its message types. */
+export type MethodHandler = UnaryHandler<never, unknown> | StreamHandler<never, never>;
+interface Route {
+  def: MethodDefinition<unknown, unknown>;
+  handler: MethodHandler;
+}
+
+export interface SessionServerOptions {
+  /** A message from the daemon larger than this fails its call (RESOURCE_EXHAUSTED). */
+  maxReceiveMessageBytes: number;
+  /** HTTP/2 receive window of each stream: what a slow handler lets the daemon send ahead. */
+  streamWindow: number;
+}
+
+const GRPC_HEADERS: HeaderList = [
+  [':status', '200'],
+  ['content-type', 'application/grpc'],
+];
+/** HTTP/2 and gRPC transport headers, kept out of a call's metadata as grpc-js keeps them. */
+const NOT_METADATA = new Set(['te', 'content-type', 'grpc-timeout', 'grpc-encoding', 'grpc-accept-encoding']);
+
+export class SessionServer {
+  private readonly routes = new Map<string, Route>();
+  private readonly connections = new Set<H2ServerConnection>();
+
+  constructor(private readonly options: SessionServerOptions) {}
+
+  addMethod(def: MethodDefinition<unknown, never>, handler: MethodHandler): void {
+    if (def.requestStream && !def.responseStream)
+      throw new Error(`${def.path}: client-streaming methods are not supported`);
+    this.routes.set(def.path, { def: def as MethodDefinition<unknown, unknown>, handler });
+  }
+
+  get methodPaths(): string[] {
+    return [...this.routes.keys()];
+  }
+
+  /** Serves gRPC on a connection on which the peer is the HTTP/2 client. */
+  serve(socket: DuplexStream): void {
+    const conn = new H2ServerConnection(
+      socket,
+      {
+        streamWindow: this.options.streamWindow,
+        connectionWindow: 2 * this.options.streamWindow,
+        maxConcurrentStreams: 1000,
+        maxHeaderListBytes: 1024 * 1024,
+      },
+      (stream) => this.dispatch(stream),
+    );
+    this.connections.add(conn);
+    socket.once('close', () => this.connections.delete(conn));
+  }
+
+  close(): void {
+    for (const c of this.connections) c.destroy();
+    this.connections.clear();
+  }
+
+  private dispatch(stream: H2ServerStream): void {
+    const path = stream.header(':path') ?? '';
+    const route = this.routes.get(path);
+    if (stream.header(':method') !== 'POST' || !route) {
+      stream.handlers = { data: () => undefined, end: () => undefined, abort: () => undefined };
+      stream.endWithHeaders([
+        ...GRPC_HEADERS,
+        ...statusTrailers(status.UNIMPLEMENTED, `unknown method ${stream.header(':method')} ${path}`),
+      ]);
+      return;
+    }
+    const call = new ServerCall<unknown, unknown>(
+      stream,
+      route.def,
+      metadataOf(stream.headers),
+      this.options,
+    );
+    if (route.def.requestStream) {
+      (route.handler as unknown as StreamHandler<unknown, unknown>)(call);
+      return;
+    }
+    // Unary and server-streaming: the one request message comes first.
+    call.once('data', (request: unknown) => {
+      call.pause();
+      call.request = request;
+      if (route.def.responseStream) {
+        (route.handler as unknown as StreamHandler<unknown, unknown>)(call);
+      } else {
+        (route.handler as unknown as UnaryHandler<unknown, unknown>)(
+          call as UnaryCall<unknown>,
+          (err, response) => {
+            if (err) call.fail(err.code, err.details);
+            else call.end(response);
+          },
+        );
+      }
+    });
+    call.once('end', () => {
+      if (call.request === undefined) call.fail(status.INTERNAL, 'the request has no message');
+    });
+  }
+}
+
+/** One call: its readable side yields the request messages, its writable side takes the responses. */
+export class ServerCall<Req = Buffer, Res = Buffer> extends Duplex {
+  request: Req = undefined as Req;
+  /**
+   * Whole messages received and not yet taken by the reader, with the bytes each will credit the
+   * peer once taken: what the daemon may send ahead is bounded by the stream window, whatever
+   * the messages' size and however long the handler stays paused.
+   */
+  private readonly pending: Array<{ message: Req; credit: number }> = [];
+  private reading = false;
+  private requestsEnded = false;
+  /** Bytes of the message in progress already credited (see onChunk). */
+  private preCredited = 0;
+  private readonly largeMessageBytes: number;
+  private readonly deframer: MessageDeframer;
+  private statusToSend: ServiceError = { code: status.OK, details: '' };
+  private cancelled = false;
+  /** The request stream broke (a bad message): nothing after it is read. */
+  private inputFailed = false;
+
+  constructor(
+    private readonly stream: H2ServerStream,
+    private readonly def: MethodDefinition<Req, Res>,
+    readonly metadata: Metadata,
+    options: SessionServerOptions,
+  ) {
+    super({ objectMode: true, readableHighWaterMark: 1, writableHighWaterMark: 4 });
+    this.deframer = new MessageDeframer(options.maxReceiveMessageBytes);
+    this.largeMessageBytes = options.streamWindow / 2;
+    // Handlers listen for what they need; a cancelled call must not crash the process for want of a listener.
+    this.on('error', () => undefined);
+    stream.handlers = {
+      data: (chunk) => this.onChunk(chunk),
+      end: () => {
+        if (!this.deframer.atBoundary) this.fail(status.INTERNAL, 'the request ended inside a message');
+        this.endRequests();
+      },
+      abort: (reason) => {
+        if (this.cancelled) return;
+        this.cancelled = true;
+        this.emit('cancelled', reason);
+        // What arrived before the reset is still delivered (a daemon may send its last packet
+        // and cancel at once); then the requests end and the call closes.
+        this.endRequests();
+        if (this.readableEnded) this.destroy();
+        else this.once('end', () => this.destroy());
+      },
+    };
+  }
+
+  private onChunk(chunk: Buffer): void {
+    if (this.inputFailed) {
+      this.stream.consumed(chunk.length);
+      return;
+    }
+    try {
+      for (const message of this.deframer.messages(chunk)) {
+        const credit = 5 + message.length - this.preCredited;
+        this.preCredited = 0;
+        this.pending.push({ message: this.def.requestDeserialize(message), credit });
+      }
+    } catch (err) {
+      // The status goes out, then the stream is reset: the peer's unread rest is not wanted.
+      this.inputFailed = true;
+      const tooLarge = err instanceof MessageTooLargeError;
+      this.fail(tooLarge ? status.RESOURCE_EXHAUSTED : status.INTERNAL, (err as Error).message);
+      this.stream.consumed(chunk.length);
+      return;
+    }
+    // A message may be larger than the window: past half of it, its bytes are credited as they
+    // come, or the peer could never finish sending it.
+    const excess = this.deframer.partialBytes - this.largeMessageBytes - this.preCredited;
+    if (excess > 0) {
+      this.stream.consumed(excess);
+      this.preCredited += excess;
+    }
+    this.deliver();
+  }
+
+  private endRequests(): void {
+    this.requestsEnded = true;
+    this.deliver();
+  }
+
+  private deliver(): void {
+    while (this.reading && this.pending.length > 0) {
+      const { message, credit } = this.pending.shift() as { message: Req; credit: number };
+      this.stream.consumed(credit);
+      this.reading = this.push(message);
+    }
+    if (this.requestsEnded && this.pending.length === 0 && !this.readableEnded) this.push(null);
+  }
+
+  override _read(): void {
+    this.reading = true;
+    this.deliver();
+  }
+
+  override _write(message: Res, _enc: BufferEncoding, callback: (err?: Error | null) => void): void {
+    let body: Buffer;
+    try {
+      body = this.def.responseSerialize(message);
+    } catch (err) {
+      callback(err as Error);
+      return;
+    }
+    this.stream.respond(GRPC_HEADERS);
+    const prefix = Buffer.allocUnsafe(5);
+    prefix[0] = 0;
+    prefix.writeUInt32BE(body.length, 1);
+    this.stream.write([prefix, body], () => callback());
+  }
+
+  override _final(callback: (err?: Error | null) => void): void {
+    const { code, details } = this.statusToSend;
+    if (this.stream.respondedHeaders) this.stream.end(statusTrailers(code, details));
+    else this.stream.endWithHeaders([...GRPC_HEADERS, ...statusTrailers(code, details)]);
+    callback();
+  }
+
+  override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
+    // Destroyed before its status went out: the peer learns the stream is over.
+    if (!this.writableFinished) this.stream.reset(H2Code.CANCEL);
+    callback(err);
+  }
+
+  /** Ends the call with an error status, after the responses already written. */
+  fail(code: number, details: string): void {
+    if (this.destroyed || this.writableEnded) return;
+    this.statusToSend = { code, details };
+    this.end();
+  }
+}
+
+class MessageTooLargeError extends Error {}
+
+/** Splits a stream body into gRPC messages: views of the input when a message lies within one chunk. */
+class MessageDeframer {
+  private readonly prefix = Buffer.alloc(5);
+  private prefixFill = 0;
+  private parts: Buffer[] = [];
+  private need = -1;
+  private have = 0;
+
+  constructor(private readonly maxMessageBytes: number) {}
+
+  *messages(chunk: Buffer): Generator<Buffer> {
+    let pos = 0;
+    while (pos < chunk.length || this.need === 0) {
+      if (this.need < 0) {
+        const n = Math.min(5 - this.prefixFill, chunk.length - pos);
+        chunk.copy(this.prefix, this.prefixFill, pos, pos + n);
+        this.prefixFill += n;
+        pos += n;
+        if (this.prefixFill < 5) return;
+        this.prefixFill = 0;
+        if (this.prefix[0] !== 0) throw new Error('compressed gRPC message (no compression was offered)');
+        this.need = this.prefix.readUInt32BE(1);
+        if (this.need > this.maxMessageBytes)
+          throw new MessageTooLargeError(
+            `message of ${this.need} bytes exceeds the limit of ${this.maxMessageBytes}`,
+          );
+        this.have = 0;
+        continue;
+      }
+      const n = Math.min(this.need - this.have, chunk.length - pos);
+      if (n > 0) this.parts.push(chunk.subarray(pos, pos + n));
+      pos += n;
+      this.have += n;
+      if (this.have < this.need) return;
+      const parts = this.parts;
+      this.parts = [];
+      this.need = -1;
+      yield parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts, this.have);
+    }
+  }
+
+  get atBoundary(): boolean {
+    return this.need < 0 && this.prefixFill === 0;
+  }
+
+  /** Bytes of the message in progress received so far, its prefix included. */
+  get partialBytes(): number {
+    return this.need < 0 ? this.prefixFill : 5 + this.have;
+  }
+}
+
+function statusTrailers(code: number, details: string): HeaderList {
+  const trailers: HeaderList = [['grpc-status', String(code)]];
+  if (details) trailers.push(['grpc-message', encodeGrpcMessage(details.slice(0, 8192))]);
+  return trailers;
+}
+
+/** gRPC's percent-encoding of grpc-message: UTF-8, with bytes outside printable ASCII and '%' escaped. */
+function encodeGrpcMessage(text: string): string {
+  let out = '';
+  for (const b of Buffer.from(text, 'utf8')) {
+    out +=
+      b >= 0x20 && b <= 0x7e && b !== 0x25
+        ? String.fromCharCode(b)
+        : `%${b.toString(16).toUpperCase().padStart(2, '0')}`;
+  }
+  return out;
+}
+
+function metadataOf(headers: HeaderList): Metadata {
+  const md = new Metadata();
+  for (const [name, value] of headers) {
+    if (name.startsWith(':') || NOT_METADATA.has(name)) continue;
+    try {
+      if (name.endsWith('-bin')) md.add(name, Buffer.from(value, 'base64'));
+      // HPACK carries octets: a UTF-8 value (a path in an old daemon's followpaths) decodes as such.
+      else md.add(name, Buffer.from(value, 'latin1').toString('utf8'));
+    } catch {
+      // A key grpc-js's Metadata refuses (not a legal gRPC metadata key) is not for any handler.
+    }
+  }
+  return md;
+}
