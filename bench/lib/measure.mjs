@@ -387,10 +387,7 @@ async function profileRun(t, name, ctx, output) {
   const r = await t.run(
     `${name}-bkctl-cpuprof`,
     bkctlBuild(t, ctx, output, {
-      // With the semi-space flag bin/bkctl.js runs in this process instead of starting itself
-      // again with it, so the profile is of the process that does the work (same size as there).
       nodeFlags: [
-        '--max-semi-space-size=1',
         '--cpu-prof',
         `--cpu-prof-dir=${PROFILE_DIR}`,
         `--cpu-prof-name=${file}`,
@@ -441,8 +438,8 @@ async function probeExport(t, ctx) {
   });
   return {
     what:
-      'the export solve through the library API into: file = createWriteStream(F) as bkctl does; ' +
-      'file-4m = createWriteStream(F, {highWaterMark: 4 MiB}); null = a discarding Writable',
+      'the export solve through the library API into: file = createWriteStream(F); ' +
+      'file-4m = createWriteStream(F, {highWaterMark: 4 MiB}) as bkctl does; null = a discarding Writable',
     file: summary(runs.file),
     'file-4m': summary(runs['file-4m']),
     null: summary(runs.null),

@@ -45,8 +45,8 @@ function exportProbeNote(m) {
   const cost4m = round(p['file-4m'].solve_s.median - p.null.solve_s.median, 2);
   const size = p.file.common_chunk_sizes[0]?.size;
   return (
-    ` Writing the file costs bkctl ${cost} s over a discarding sink (${cost4m} s with a 4 MiB highWaterMark, ` +
-    `see the probe below); the export arrives as ${p.file.chunks} messages of ${size} bytes.`
+    ` Writing the file costs bkctl ${cost4m} s over a discarding sink (its 4 MiB highWaterMark; ${cost} s with ` +
+    `the default one, see the probe below); the export arrives as ${p.file.chunks} messages of ${size} bytes.`
   );
 }
 
@@ -62,7 +62,7 @@ function sessionNote(m) {
     ` bkctl uses ${extra} s more client CPU than buildctl. buildkitd has no session upgrade endpoint, so ` +
     'the session (contexts up, exports down) is tunneled through Control.Session as BytesMessages: every byte ' +
     'crosses two HTTP/2 layers in JavaScript (the Control.Session stream, framed by the client itself on an ' +
-    'HTTP/2 connection of its own, then the session gRPC server on a JSStreamSocket), in 16-32 KiB frames, ' +
+    'HTTP/2 connection of its own, then the session\'s own HTTP/2 server and gRPC layer), in 16-32 KiB frames, ' +
     'where buildctl does the same in Go; on dockerd the /session upgrade gives the session a socket of its own, ' +
     'one layer. Node start-up, module loading and connecting' +
     (fixed
@@ -224,9 +224,9 @@ for (const [daemon, diag] of Object.entries(r.diagnosis ?? {})) {
     lines.push('');
     lines.push(
       `Where the export time goes on ${daemon} (same solve through the library API, median of 3 each, in-process ` +
-        `solve time): into a discarding Writable ${probe.null.solve_s.median} s; into \`createWriteStream(F)\` as ` +
-        `bkctl does ${f.solve_s.median} s (${f.chunks} writes, mostly ${size?.size} bytes); into ` +
-        `\`createWriteStream(F, { highWaterMark: 4 MiB })\` ${probe['file-4m'].solve_s.median} s. Whole-process ` +
+        `solve time): into a discarding Writable ${probe.null.solve_s.median} s; into \`createWriteStream(F)\` ` +
+        `${f.solve_s.median} s (${f.chunks} writes, mostly ${size?.size} bytes); into ` +
+        `\`createWriteStream(F, { highWaterMark: 4 MiB })\` as bkctl does ${probe['file-4m'].solve_s.median} s. Whole-process ` +
         `wall: ${f.wall_s.median} / ${probe['file-4m'].wall_s.median} / ${probe.null.wall_s.median} s. Fixed cost ` +
         `of a Node client: \`bkctl debug workers\` ${probe.fixed_cost_s.bkctl_debug_workers.median} s vs ` +
         `\`${probe.fixed_cost_s.reference_command}\` ${probe.fixed_cost_s.reference.median} s.`,
