@@ -476,18 +476,7 @@ export class H2ServerConnection {
   private takeViews(n: number): Buffer[] {
     const views: Buffer[] = [];
     this.inputBytes -= n;
-    while (n > 0) {
-      const first = this.input[0] as Buffer;
-      if (first.length <= n) {
-        views.push(first);
-        this.input.shift();
-        n -= first.length;
-      } else {
-        views.push(first.subarray(0, n));
-        this.input[0] = first.subarray(n);
-        n = 0;
-      }
-    }
+    shiftBytes(this.input, n, (view) => views.push(view));
     return views;
   }
 
@@ -559,19 +548,7 @@ export class H2ServerConnection {
       const size = Math.min(n, this.peerMaxFrame);
       n -= size;
       this.queueOut(frameHeader(size, T.DATA, 0, s.id));
-      let left = size;
-      while (left > 0) {
-        const part = o.parts[0] as Buffer;
-        if (part.length <= left) {
-          this.queueOut(part);
-          o.parts.shift();
-          left -= part.length;
-        } else {
-          this.queueOut(part.subarray(0, left));
-          o.parts[0] = part.subarray(left);
-          left = 0;
-        }
-      }
+      shiftBytes(o.parts, size, (view) => this.queueOut(view));
     }
   }
 
@@ -638,6 +615,22 @@ export class H2ServerConnection {
     for (const b of out) ok = this.socket.write(b);
     this.socket.uncork();
     if (!ok) this.blocked = true;
+  }
+}
+
+/** Takes `n` bytes off the front of `queue`, handing them to `take` as views (no copy). */
+function shiftBytes(queue: Buffer[], n: number, take: (view: Buffer) => void): void {
+  while (n > 0) {
+    const first = queue[0] as Buffer;
+    if (first.length <= n) {
+      take(first);
+      queue.shift();
+      n -= first.length;
+    } else {
+      take(first.subarray(0, n));
+      queue[0] = first.subarray(n);
+      n = 0;
+    }
   }
 }
 

@@ -76,7 +76,7 @@ export class SessionServer {
       {
         streamWindow: this.options.streamWindow,
         connectionWindow: 2 * this.options.streamWindow,
-        maxConcurrentStreams: 1000,
+        maxConcurrentStreams: 256,
         maxHeaderListBytes: 1024 * 1024,
       },
       (stream) => this.dispatch(stream),

@@ -32,7 +32,7 @@ const AUTH_CREDENTIALS = '/moby.filesync.v1.Auth/Credentials';
  * The window also bounds what a slow consumer makes us buffer: 2 MiB exported as fast as 8 MiB
  * did, and holds a quarter as much while the sink (a disk that is busy syncing) lags.
  */
-export const SESSION_STREAM_WINDOW = 2 * 1024 * 1024;
+const SESSION_STREAM_WINDOW = 2 * 1024 * 1024;
 
 export interface SessionOptions {
   name?: string;
