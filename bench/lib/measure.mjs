@@ -387,11 +387,7 @@ async function profileRun(t, name, ctx, output) {
   const r = await t.run(
     `${name}-bkctl-cpuprof`,
     bkctlBuild(t, ctx, output, {
-      nodeFlags: [
-        '--cpu-prof',
-        `--cpu-prof-dir=${PROFILE_DIR}`,
-        `--cpu-prof-name=${file}`,
-      ],
+      nodeFlags: ['--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}`, `--cpu-prof-name=${file}`],
     }),
   );
   const profile = path.join(PROFILE_DIR, file);

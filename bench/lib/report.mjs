@@ -62,7 +62,7 @@ function sessionNote(m) {
     ` bkctl uses ${extra} s more client CPU than buildctl. buildkitd has no session upgrade endpoint, so ` +
     'the session (contexts up, exports down) is tunneled through Control.Session as BytesMessages: every byte ' +
     'crosses two HTTP/2 layers in JavaScript (the Control.Session stream, framed by the client itself on an ' +
-    'HTTP/2 connection of its own, then the session\'s own HTTP/2 server and gRPC layer), in 16-32 KiB frames, ' +
+    "HTTP/2 connection of its own, then the session's own HTTP/2 server and gRPC layer), in 16-32 KiB frames, " +
     'where buildctl does the same in Go; on dockerd the /session upgrade gives the session a socket of its own, ' +
     'one layer. Node start-up, module loading and connecting' +
     (fixed

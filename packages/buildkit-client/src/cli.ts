@@ -111,7 +111,8 @@ function exportFromSpec(spec: string): ExportEntry {
   if (type === 'tar' || type === 'oci' || type === 'docker') {
     // A 4 MiB highWaterMark lets the 32 KiB messages that queue behind a write go down in one
     // writev: a 512 MiB export into a file took 2.05 s instead of 2.39 s (bench's export probe).
-    const output = !dest || dest === '-' ? process.stdout : createWriteStream(dest, { highWaterMark: 4 << 20 });
+    const output =
+      !dest || dest === '-' ? process.stdout : createWriteStream(dest, { highWaterMark: 4 << 20 });
     return { type, attrs, output };
   }
   return { type, attrs };
