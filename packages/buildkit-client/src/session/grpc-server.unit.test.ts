@@ -37,6 +37,10 @@ before(async () => {
     seen.metadata = call.metadata;
     cb(null, Buffer.concat([Buffer.from('echo:'), call.request as Buffer]));
   });
+  // Answers with the request's metadata, as JSON.
+  server.addMethod(def('/t.T/Meta', false), (call, cb) => {
+    cb(null, Buffer.from(JSON.stringify(call.metadata.toJSON())));
+  });
   server.addMethod(def('/t.T/Fail', false), (_call, cb) =>
     cb({ code: grpc.status.NOT_FOUND, details: 'nö 100%' }),
   );
@@ -253,6 +257,47 @@ test("Node's HTTP/2 client sees the announced stream window and gets an answer",
     const trailers = await new Promise<http2.IncomingHttpHeaders>((resolve) => req.on('trailers', resolve));
     assert.equal(trailers['grpc-status'], '0');
     assert.equal(Buffer.concat(chunks).subarray(5).toString(), 'echo:hi');
+  } finally {
+    session.close();
+  }
+});
+
+test("500 requests with random headers from Node's HTTP/2 client (Huffman, a dynamic table that evicts) decode exactly", async () => {
+  const session = http2.connect('http://session', { createConnection: () => net.connect(sock) });
+  // A seeded generator: a failure names the request that broke and can be replayed.
+  let seed = 42;
+  const rand = (n: number) => {
+    seed = (seed * 1103515245 + 12345) % 2 ** 31;
+    return seed % n;
+  };
+  const word = (min: number, max: number, alphabet: string) =>
+    Array.from({ length: min + rand(max - min + 1) }, () => alphabet[rand(alphabet.length)]).join('');
+  const printable = Array.from({ length: 0x7e - 0x21 + 1 }, (_, i) => String.fromCharCode(0x21 + i)).join('');
+  try {
+    for (let i = 0; i < 500; i++) {
+      const sent: Record<string, string[]> = {};
+      const headers: http2.OutgoingHttpHeaders = {
+        ':method': 'POST',
+        ':path': '/t.T/Meta',
+        'content-type': 'application/grpc',
+        te: 'trailers',
+      };
+      for (let h = rand(12); h >= 0; h--) {
+        // Names repeat across requests (table hits) and values vary in length up to 600 bytes (evictions).
+        const name = `x-${word(1, 3, 'abcdef')}`;
+        const value = `${word(0, rand(4) === 0 ? 600 : 20, printable)}v`;
+        sent[name] = [value];
+        headers[name] = value;
+      }
+      const req = session.request(headers);
+      req.end(Buffer.from([0, 0, 0, 0, 0]));
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      await new Promise((resolve) => req.on('end', resolve));
+      const got = JSON.parse(Buffer.concat(chunks).subarray(5).toString()) as Record<string, string[]>;
+      for (const k of Object.keys(got)) if (!k.startsWith('x-')) delete got[k];
+      assert.deepEqual(got, sent, `request ${i}`);
+    }
   } finally {
     session.close();
   }
