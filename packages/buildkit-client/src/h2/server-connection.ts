@@ -172,8 +172,6 @@ export class H2ServerStream {
  */
 export class H2ServerConnection {
   private readonly streams = new Map<number, H2ServerStream>();
-  /** Streams with something to send, in the order they asked. */
-  private readonly sending = new Set<H2ServerStream>();
   private readonly decoder: HpackDecoder;
   private readonly input: Buffer[] = [];
   private inputBytes = 0;
@@ -229,7 +227,6 @@ export class H2ServerConnection {
   private close(reason: string): void {
     if (this.closed) return;
     this.closed = true;
-    this.sending.clear();
     for (const s of this.streams.values()) {
       s.closed = true;
       for (const o of s.queue) o.done?.();
@@ -469,7 +466,8 @@ export class H2ServerConnection {
   }
 
   private skip(n: number): void {
-    this.takeViews(n);
+    this.inputBytes -= n;
+    shiftBytes(this.input, n, () => undefined);
   }
 
   /** The next n bytes as views of the chunks they are in. */
@@ -514,9 +512,8 @@ export class H2ServerConnection {
   /** Sends what the windows allow, stream by stream, then trailers of streams with nothing left. */
   pump(): void {
     if (this.closed) return;
-    for (const s of this.sending) if (s.queue.length === 0 && !s.trailers) this.sending.delete(s);
-    for (const s of this.streams.values()) if (s.queue.length > 0 || s.trailers) this.sending.add(s);
-    for (const s of this.sending) {
+    // Streams in the order they opened; one that ends here leaves the map, which iteration allows.
+    for (const s of this.streams.values()) {
       while (s.queue.length > 0 && !this.blocked) {
         const o = s.queue[0] as Outgoing;
         const room = Math.min(s.sendWindow, this.connSendWindow);
@@ -527,14 +524,11 @@ export class H2ServerConnection {
           o.done?.();
         }
       }
-      if (s.queue.length === 0) {
-        this.sending.delete(s);
-        if (s.trailers) {
-          const trailers = s.trailers;
-          s.trailers = undefined;
-          this.sendHeaders(s.id, trailers, true);
-          this.streamLocalEnded(s);
-        }
+      if (s.queue.length === 0 && s.trailers) {
+        const trailers = s.trailers;
+        s.trailers = undefined;
+        this.sendHeaders(s.id, trailers, true);
+        this.streamLocalEnded(s);
       }
     }
   }
@@ -567,7 +561,6 @@ export class H2ServerConnection {
   private forgetQuietly(s: H2ServerStream): void {
     s.closed = true;
     this.streams.delete(s.id);
-    this.sending.delete(s);
   }
 
   private forget(s: H2ServerStream, reason: string): void {

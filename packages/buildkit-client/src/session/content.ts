@@ -53,11 +53,6 @@ export function contentServiceDefinition(): Record<string, MethodDefinition<unkn
   return serviceDef;
 }
 
-/** The gRPC method paths of the service, for the session's announcement. */
-export function contentMethodPaths(): string[] {
-  return Object.values(contentServiceDefinition()).map((m) => m.path);
-}
-
 const failure = (code: status, details: string) => Object.assign(new Error(details), { code, details });
 const messageOf = (err: unknown) => (err instanceof Error ? err.message : String(err));
 
