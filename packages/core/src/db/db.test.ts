@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { cp, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import pg from 'pg';
 import {
@@ -175,6 +176,55 @@ describe('migrateDatabase', () => {
       timeout: 120_000,
     });
     assert.match(stdout, /Database schema is up to date/);
+  });
+});
+
+describe('Prisma client memory', () => {
+  // The generated client used to import its query compiler from a module holding the wasm as a
+  // 2.5 MB base64 literal, which stayed in the heap for the process's life (5 MiB of V8 heap).
+  // packages/core/scripts/prisma-compiler-wasm.mjs makes it read a .wasm file instead; this
+  // runs a real query in a child process and records every module it resolves.
+  test('the client compiles its query compiler from a file: no module holding the base64 text is loaded', async () => {
+    const url = await createTestDatabase();
+    await migrateDatabase(url);
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'kiln-prisma-wasm-'));
+    try {
+      const seen = path.join(dir, 'resolved.txt');
+      const hooks = path.join(dir, 'hooks.mjs');
+      await writeFile(
+        hooks,
+        `import fs from 'node:fs';
+export async function resolve(specifier, context, next) {
+  const r = await next(specifier, context);
+  fs.appendFileSync(${JSON.stringify(seen)}, r.url + '\\n');
+  return r;
+}`,
+      );
+      const script = `
+import { register } from 'node:module';
+register(${JSON.stringify(pathToFileURL(hooks).href)});
+const { createPrismaClient } = await import(${JSON.stringify(pathToFileURL(path.join(import.meta.dirname, 'index.ts')).href)});
+const prisma = createPrismaClient(process.env.URL);
+console.log(JSON.stringify(await prisma.project.count()));
+await prisma.$disconnect();`;
+      const { stdout } = await promisify(execFile)(
+        process.execPath,
+        ['--import', 'tsx', '--input-type=module', '-e', script],
+        { env: { ...process.env, URL: url }, timeout: 60_000 },
+      );
+      assert.equal(stdout.trim(), '0');
+      const urls = (await readFile(seen, 'utf8')).split('\n');
+      assert.ok(
+        urls.some((u) => u.includes('@prisma/client/runtime/query_compiler_bg.postgresql.mjs')),
+        'the query compiler runtime was loaded (so the hook saw the client at work)',
+      );
+      assert.deepEqual(
+        urls.filter((u) => u.includes('wasm-base64')),
+        [],
+      );
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
 
