@@ -24,18 +24,17 @@ const clip = (text: string, max: number) => (text.length > max ? `${text.slice(0
  */
 export class SolveSteps {
   private readonly listed = new Map<string, EndedStep>();
-  private omitted = 0;
-  private omittedCached = 0;
+  /** Steps past maxListed: digest → cached. */
+  private readonly omitted = new Map<string, boolean>();
 
   constructor(private readonly maxListed = MAX_LISTED_STEPS) {}
 
   record(event: StatusEvent): void {
     if (event.type !== 'vertex' || event.state === 'started') return;
     const v = event.vertex;
-    // The status tracker ends each vertex once; a digest seen again only refreshes its entry.
+    // A vertex BuildKit runs again ends again: a digest seen again only refreshes its entry.
     if (!this.listed.has(v.digest) && this.listed.size >= this.maxListed) {
-      this.omitted += 1;
-      if (v.cached) this.omittedCached += 1;
+      this.omitted.set(v.digest, v.cached);
       return;
     }
     this.listed.set(v.digest, {
@@ -63,13 +62,14 @@ export class SolveSteps {
         cached: v.cached,
         error: v.error ?? null,
       })),
-      omitted: this.omitted,
+      omitted: this.omitted.size,
     };
   }
 
   counts(): { vertices: number; cached: number } {
-    let cached = this.omittedCached;
+    let cached = 0;
     for (const v of this.listed.values()) if (v.cached) cached += 1;
-    return { vertices: this.listed.size + this.omitted, cached };
+    for (const c of this.omitted.values()) if (c) cached += 1;
+    return { vertices: this.listed.size + this.omitted.size, cached };
   }
 }

@@ -49,11 +49,13 @@ test('steps are listed in the order they ended; started events and logs are not 
   });
 });
 
-test('past the cap steps are counted, not kept; a listed step ended again is refreshed in place', () => {
+test('past the cap steps are counted once each, not kept; a listed step ended again is refreshed in place', () => {
   const steps = new SolveSteps(3);
   for (let i = 0; i < 10; i++)
     steps.record(ended(vertex(i, { cached: i % 2 === 0 }), i % 2 ? 'completed' : 'cached'));
   steps.record(ended(vertex(1, { error: 'exit code: 1' }), 'error'));
+  // An omitted step BuildKit ran again and ended again is still one step.
+  steps.record(ended(vertex(7)));
   const stored = steps.toStored();
   assert.deepEqual(
     stored.steps.map((s) => [s.name, s.error]),

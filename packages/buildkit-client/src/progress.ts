@@ -10,6 +10,7 @@ const MAX_PARTIAL_CHARS = 64 * 1024;
 export class PlainProgressRenderer {
   private readonly numbers = new Map<string, number>();
   private readonly partial = new Map<string, string>();
+  private headerWritten = false;
 
   constructor(private readonly write: (text: string) => void) {}
 
@@ -33,8 +34,11 @@ export class PlainProgressRenderer {
       case 'vertex':
         // A step that ended will not finish its last line: write it rather than hold it.
         if (e.state !== 'started') this.flushPartial(e.vertex, n, e.vertex.completed ?? new Date());
-        if (e.state === 'started') this.write(`\n#${n} ${e.vertex.name}\n`);
-        else if (e.state === 'cached') this.write(`#${n} CACHED\n`);
+        if (e.state === 'started') {
+          // A blank line between steps, none before the first.
+          this.write(`${this.headerWritten ? '\n' : ''}#${n} ${e.vertex.name}\n`);
+          this.headerWritten = true;
+        } else if (e.state === 'cached') this.write(`#${n} CACHED\n`);
         else if (e.state === 'error') this.write(`#${n} ERROR: ${e.vertex.error}\n`);
         else this.write(`#${n} DONE ${this.duration(e.vertex)}\n`);
         break;
@@ -49,7 +53,7 @@ export class PlainProgressRenderer {
         break;
       }
       case 'progress':
-        if (e.completed) this.write(`#${n} ${e.name}${e.total > 0 ? ` ${e.current}/${e.total}` : ''} done\n`);
+        if (e.completed) this.write(`#${n} ${e.id}${progressAmount(e)}${progressTime(e)} done\n`);
         break;
       case 'warning':
         this.write(`#${n} WARNING: ${e.message}\n`);
@@ -67,4 +71,31 @@ export class PlainProgressRenderer {
     if (!v.started || !v.completed) return '0.0s';
     return `${((v.completed.getTime() - v.started.getTime()) / 1000).toFixed(1)}s`;
   }
+}
+
+type ProgressEvent = Extract<StatusEvent, { type: 'progress' }>;
+
+/** buildctl's ` 50.10MB` or ` 1.20kB / 3.40MB`: decimal units, as github.com/tonistiigi/units prints them. */
+function progressAmount(e: ProgressEvent): string {
+  if (e.total !== 0) return ` ${decimalBytes(e.current)} / ${decimalBytes(e.total)}`;
+  return e.current !== 0 ? ` ${decimalBytes(e.current)}` : '';
+}
+
+/** ` 0.9s` from the status's start to its last update, left out under 10 ms, as buildctl does. */
+function progressTime(e: ProgressEvent): string {
+  if (!e.started) return '';
+  const seconds = (e.timestamp.getTime() - e.started.getTime()) / 1000;
+  return seconds > 0.01 ? ` ${seconds.toFixed(1)}s` : '';
+}
+
+const DECIMAL_UNITS = ['B', 'kB', 'MB', 'GB', 'TB', 'PB', 'EB'];
+
+function decimalBytes(n: number): string {
+  let unit = 0;
+  let base = 1;
+  while (unit < DECIMAL_UNITS.length - 1 && Math.abs(n) >= base * 1000) {
+    base *= 1000;
+    unit += 1;
+  }
+  return unit === 0 ? `${n}B` : `${(n / base).toFixed(2)}${DECIMAL_UNITS[unit]}`;
 }

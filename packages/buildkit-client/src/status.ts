@@ -19,6 +19,7 @@ export type StatusEvent =
       name: string;
       current: number;
       total: number;
+      started?: Date;
       completed: boolean;
       timestamp: Date;
     }
@@ -47,6 +48,7 @@ export interface RawStatusResponse {
     current: number;
     total: number;
     timestamp?: Timestamp | null;
+    started?: Timestamp | null;
     completed?: Timestamp | null;
   }>;
   logs?: Array<{ vertex: string; timestamp?: Timestamp | null; stream: number; msg: Buffer }>;
@@ -94,8 +96,18 @@ export class StatusTracker {
       v.name = raw.name || v.name;
       v.inputs = raw.inputs ?? v.inputs;
       v.cached = raw.cached;
+      const completed = toDate(raw.completed);
+      if (v.completed && !completed && raw.started) {
+        // Started again after it completed: BuildKit runs some vertices more than once (the
+        // local source behind `[internal] load build context` completes at once, then starts
+        // again for the transfer). It is running, and it will start and end again, as buildctl
+        // shows it.
+        v.completed = undefined;
+        this.reported.delete(`${v.digest}:started`);
+        this.reported.delete(`${v.digest}:completed`);
+      }
       v.started = toDate(raw.started) ?? v.started;
-      v.completed = toDate(raw.completed) ?? v.completed;
+      v.completed = completed ?? v.completed;
       if (raw.error) v.error = raw.error;
       if (v.started || v.cached) once(v, 'started');
       if (v.cached) once(v, 'cached');
@@ -110,6 +122,7 @@ export class StatusTracker {
         name: s.name || s.ID,
         current: Number(s.current),
         total: Number(s.total),
+        started: toDate(s.started),
         completed: Boolean(toDate(s.completed)),
         timestamp: toDate(s.timestamp) ?? new Date(),
       });
