@@ -100,6 +100,38 @@ export class KilnApi {
     }
   }
 
+  /**
+   * Waits the way `kiln build` does: follows the build's log (server-sent events) until its
+   * `end` event, which the worker appends once the final state is committed (the artifact is
+   * stored by then), then GETs the final view. Resolves to the view and the number of log events.
+   * A stream that ends without `end` (an API restart) falls back to polling.
+   */
+  async followToEnd(id) {
+    const res = await fetch(`${this.url}/v1/builds/${id}/logs`, {
+      headers: { ...this.auth, accept: 'text/event-stream' },
+    });
+    if (!res.ok) throw new Error(`GET /v1/builds/${id}/logs: HTTP ${res.status} ${await res.text()}`);
+    const decoder = new TextDecoder();
+    let buffer = '';
+    let logEvents = 0;
+    let ended = false;
+    for await (const chunk of res.body) {
+      buffer += decoder.decode(chunk, { stream: true });
+      let cut = buffer.indexOf('\n\n');
+      while (cut !== -1 && !ended) {
+        const event = /^event: (.*)$/m.exec(buffer.slice(0, cut))?.[1];
+        if (event === 'log') logEvents++;
+        ended = event === 'end';
+        buffer = buffer.slice(cut + 2);
+        cut = buffer.indexOf('\n\n');
+      }
+      if (ended) break;
+    }
+    if (!ended) return { ...(await this.waitFinal(id)), logEvents };
+    await res.body.cancel().catch(() => undefined);
+    return { view: await this.getBuild(id), logEvents };
+  }
+
   async healthy() {
     try {
       const res = await fetch(`${this.url}/readyz`);

@@ -261,8 +261,9 @@ for (const m of [tiny, big]) {
   const ph = m.kiln.phases;
   p(
     `  Kiln phases (medians): POST until 202 ${ph.post_s.median} s, created → running ${ph.queued_s.median} s, ` +
-      `running → succeeded ${ph.running_s.median} s, succeeded → seen by the 20 ms poll ${ph.seen_after_finish_s.median} s ` +
-      `(${ph.polls.median} polls). Warm-ups: ${REF} ${m.warmup[REF].wall_s} s, Kiln ${m.warmup.kiln.wall_s} s.`,
+      `running → succeeded ${ph.running_s.median} s, succeeded → end of its log stream seen and final view read ` +
+      `${ph.seen_after_finish_s.median} s (${ph.log_events.median} log events). ` +
+      `Warm-ups: ${REF} ${m.warmup[REF].wall_s} s, Kiln ${m.warmup.kiln.wall_s} s.`,
   );
 }
 for (const m of [wrss, arss]) {
@@ -324,8 +325,8 @@ if (tiny) {
       `${bound(k, { threads: tiny.kiln.threads, wall: tiny.kiln.median })}. ` +
       `Of Kiln's ${tiny.kiln.median} s: POST ${ph.post_s.median} s, queue + pick-up + builder lease ` +
       `${ph.queued_s.median} s, running ${ph.running_s.median} s (context fetch and extract, BuildKit session ` +
-      `and solve, export, storing, final update), noticing it ${ph.seen_after_finish_s.median} s (half the ` +
-      'poll interval on average).' +
+      `and solve, export, storing, final update), learning it ${ph.seen_after_finish_s.median} s (the log ` +
+      "stream's end event, then the GET of the final view)." +
       threadsText(tiny.kiln.threads),
   );
 }
@@ -471,7 +472,8 @@ function bigExplanation(m, sp) {
     );
   }
   parts.push(
-    ` The 20 ms poller costs the API ${med(m.kiln.api_cpu_s)} s of CPU per build on the same two cores.`,
+    ` Serving the build (POST, the followed log stream, the final GET) costs the API ${med(m.kiln.api_cpu_s)} s ` +
+      'of CPU per build on the same two cores.',
   );
   return parts.join('');
 }
