@@ -19,7 +19,8 @@
 # went from 147 to 157-160 MiB. Since the client frames Control.Session itself (one copy fewer
 # per chunk) it is 140-142 MiB with these settings, and 2.05 s of CPU per 512 MiB build; since
 # Prisma's query compiler is no longer held as base64 text in the heap (5 MiB less live heap),
-# 136 MiB on both daemons.
+# 133.5-148.7 MiB over five runs on both daemons; what varies is glibc's main arena (see
+# docs/architecture.md, "Prisma's query compiler from a file").
 # `exec`, so that signals and the process id are node's own.
 set -eu
 case ${1:-} in
