@@ -6,6 +6,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { parseSse } from '../../apps/cli/dist/follow.js';
 import {
   childrenOf,
   machineBusySeconds,
@@ -111,20 +112,11 @@ export class KilnApi {
       headers: { ...this.auth, accept: 'text/event-stream' },
     });
     if (!res.ok) throw new Error(`GET /v1/builds/${id}/logs: HTTP ${res.status} ${await res.text()}`);
-    const decoder = new TextDecoder();
-    let buffer = '';
     let logEvents = 0;
     let ended = false;
-    for await (const chunk of res.body) {
-      buffer += decoder.decode(chunk, { stream: true });
-      let cut = buffer.indexOf('\n\n');
-      while (cut !== -1 && !ended) {
-        const event = /^event: (.*)$/m.exec(buffer.slice(0, cut))?.[1];
-        if (event === 'log') logEvents++;
-        ended = event === 'end';
-        buffer = buffer.slice(cut + 2);
-        cut = buffer.indexOf('\n\n');
-      }
+    for await (const ev of parseSse(res.body)) {
+      if (ev.event === 'log') logEvents++;
+      ended = ev.event === 'end';
       if (ended) break;
     }
     if (!ended) return { ...(await this.waitFinal(id)), logEvents };

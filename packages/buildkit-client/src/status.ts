@@ -96,8 +96,9 @@ export class StatusTracker {
       v.name = raw.name || v.name;
       v.inputs = raw.inputs ?? v.inputs;
       v.cached = raw.cached;
+      const started = toDate(raw.started);
       const completed = toDate(raw.completed);
-      if (v.completed && !completed && raw.started) {
+      if (v.completed && !completed && started) {
         // Started again after it completed: BuildKit runs some vertices more than once (the
         // local source behind `[internal] load build context` completes at once, then starts
         // again for the transfer). It is running, and it will start and end again, as buildctl
@@ -106,7 +107,7 @@ export class StatusTracker {
         this.reported.delete(`${v.digest}:started`);
         this.reported.delete(`${v.digest}:completed`);
       }
-      v.started = toDate(raw.started) ?? v.started;
+      v.started = started ?? v.started;
       v.completed = completed ?? v.completed;
       if (raw.error) v.error = raw.error;
       if (v.started || v.cached) once(v, 'started');
