@@ -1,5 +1,4 @@
-import type { BigIntStats } from 'node:fs';
-import { lstat, readlink } from 'node:fs/promises';
+import { lstatSync, readlinkSync } from 'node:fs';
 import type { Stat } from '../wire/messages.js';
 import { goFileMode, MODE_DIR, MODE_SOCKET, MODE_SYMLINK, S_IFBLK, S_IFCHR } from './filemode.js';
 
@@ -19,16 +18,16 @@ export interface WalkEntry extends Omit<Stat, 'xattrs'> {
 export type HardlinkMap = Map<bigint, string>;
 
 /**
- * fsutil's `mkstat` for an entry the walk keeps, from `stats` when its lstat was started
- * earlier. Files are recorded in `hardlinks` even when they have a single link, like fsutil does.
+ * fsutil's `mkstat` for an entry the walk keeps. Files are recorded in `hardlinks` even when
+ * they have a single link, like fsutil does.
+ *
+ * Synchronous on purpose: an lstat answered from the dentry cache takes microseconds, while a
+ * promise-based one costs its thread-pool hand-off, 20-60 µs of CPU on the main thread plus
+ * the pool's, and a 2,000-file context spent 0.1 s of main-thread CPU in them (measured with
+ * 64 in flight; one at a time each also waited a round trip).
  */
-export async function statEntry(
-  path: string,
-  absPath: string,
-  hardlinks: HardlinkMap,
-  stats: Promise<BigIntStats> = lstat(absPath, { bigint: true }),
-): Promise<WalkEntry> {
-  const st = await stats;
+export function statEntry(path: string, absPath: string, hardlinks: HardlinkMap): WalkEntry {
+  const st = lstatSync(absPath, { bigint: true });
   const mode = goFileMode(st);
   const entry: WalkEntry = {
     path,
@@ -56,6 +55,6 @@ export async function statEntry(
   else hardlinks.set(st.ino, path);
   // fsutil zeroes a hardlink repeat's size and then overwrites it with the real one.
   entry.size = Number(st.size);
-  if (mode & MODE_SYMLINK) entry.linkname = await readlink(absPath);
+  if (mode & MODE_SYMLINK) entry.linkname = readlinkSync(absPath);
   return entry;
 }

@@ -1,5 +1,5 @@
-import type { BigIntStats, Dirent } from 'node:fs';
-import { lstat, readdir, realpath, stat } from 'node:fs/promises';
+import type { Dirent } from 'node:fs';
+import { readdir, realpath, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { BuildkitError } from '../errors.js';
 import { dedupePaths, followLinks } from './followlinks.js';
@@ -153,28 +153,16 @@ class FilteredWalk {
    * Decides on one entry. Called again for a directory whose listing failed, with `listErr`.
    * `skip` means: do not descend (directory) or drop the rest of the listing (anything else).
    */
-  async visit(
-    path: string,
-    absPath: string,
-    isDir: boolean,
-    stats: Promise<BigIntStats> | undefined,
-    listErr?: unknown,
-  ): Promise<Visit> {
+  visit(path: string, absPath: string, isDir: boolean, listErr?: unknown): Visit {
     try {
-      return await this.decide(path, absPath, isDir, stats, listErr);
+      return this.decide(path, absPath, isDir, listErr);
     } catch (err) {
       if (isNotExist(err)) return SKIP;
       throw err;
     }
   }
 
-  private async decide(
-    path: string,
-    absPath: string,
-    isDir: boolean,
-    stats: Promise<BigIntStats> | undefined,
-    listErr: unknown,
-  ): Promise<Visit> {
+  private decide(path: string, absPath: string, isDir: boolean, listErr: unknown): Visit {
     const { include, exclude } = this.filter;
     let dir: VisitedDir | undefined;
     if (include || exclude) {
@@ -219,12 +207,12 @@ class FilteredWalk {
 
     try {
       if (skip) return CONTINUE;
-      const self = await statEntry(path, absPath, this.hardlinks, stats);
+      const self = statEntry(path, absPath, this.hardlinks);
       // Directories skipped on the way down are sent once something inside them is kept.
       const emit: WalkEntry[] = [];
       for (const p of this.parents) {
         if (p.emitted) continue;
-        emit.push(await statEntry(p.path, p.absPath, this.hardlinks));
+        emit.push(statEntry(p.path, p.absPath, this.hardlinks));
         p.emitted = true;
       }
       if (dir) dir.emitted = true;
@@ -250,40 +238,11 @@ class FilteredWalk {
   }
 }
 
-/**
- * Entries of a listing whose lstat runs ahead of the walk. One at a time, each waits a full
- * thread pool round trip; a few dozen in flight make large trees several times faster. Results
- * are still consumed in order, so only a tree changing under the walk could tell.
- */
-const STAT_AHEAD = 64;
-
 interface Frame {
   path: string;
   absPath: string;
   entries: Dirent[];
   next: number;
-  stats: Array<Promise<BigIntStats> | undefined>;
-  /** Entries below this index have their lstat started. */
-  statted: number;
-}
-
-function newFrame(path: string, absPath: string, entries: Dirent[]): Frame {
-  return { path, absPath, entries, next: 0, stats: [], statted: 0 };
-}
-
-/** The entry's pending lstat, after starting those of the next few. */
-function takeStats(frame: Frame, index: number): Promise<BigIntStats> | undefined {
-  const end = Math.min(frame.entries.length, index + STAT_AHEAD);
-  for (; frame.statted < end; frame.statted++) {
-    const dirent = frame.entries[frame.statted] as Dirent;
-    const pending = lstat(join(frame.absPath, dirent.name), { bigint: true });
-    // Only an entry the walk keeps reports its lstat error, when it gets to it.
-    pending.catch(() => undefined);
-    frame.stats[frame.statted] = pending;
-  }
-  const stats = frame.stats[index];
-  frame.stats[index] = undefined;
-  return stats;
 }
 
 /**
@@ -297,7 +256,7 @@ export async function* walk(root: string, opts: WalkOptions = {}): AsyncGenerato
 
   const stack: Frame[] = [];
   try {
-    stack.push(newFrame('', rootPath, await readSortedDir(rootPath)));
+    stack.push({ path: '', absPath: rootPath, entries: await readSortedDir(rootPath), next: 0 });
   } catch {
     // fsutil never reports a failure to list the root itself: the context is just empty.
     return;
@@ -314,7 +273,7 @@ export async function* walk(root: string, opts: WalkOptions = {}): AsyncGenerato
     const absPath = join(frame.absPath, dirent.name);
     const isDir = dirent.isDirectory();
 
-    const visit = await walker.visit(path, absPath, isDir, takeStats(frame, frame.next - 1));
+    const visit = walker.visit(path, absPath, isDir);
     yield* visit.emit;
     if (visit.action === 'skip') {
       if (!isDir) frame.next = frame.entries.length;
@@ -327,9 +286,9 @@ export async function* walk(root: string, opts: WalkOptions = {}): AsyncGenerato
       entries = await readSortedDir(absPath);
     } catch (err) {
       // Asked again with the error, as Go's WalkDir does; it may tolerate it or fail the walk.
-      await walker.visit(path, absPath, true, undefined, err);
+      walker.visit(path, absPath, true, err);
       continue;
     }
-    stack.push(newFrame(path, absPath, entries));
+    stack.push({ path, absPath, entries, next: 0 });
   }
 }

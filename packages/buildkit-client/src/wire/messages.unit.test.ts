@@ -102,3 +102,37 @@ test('a secret request annotation named __proto__ stays an own property', () => 
   assert.equal(Object.getPrototypeOf(req.annotations), Object.prototype);
   assert.equal(Object.getOwnPropertyDescriptor(req.annotations, '__proto__')?.value, 'x');
 });
+
+test('ProtoWriter writes varints, strings and bytes as protobufjs does', () => {
+  const int64s: Array<bigint | number> = [
+    1,
+    127,
+    128,
+    2 ** 32 - 1,
+    2 ** 32,
+    2 ** 53 - 1,
+    -1,
+    -(2 ** 40),
+    2n ** 63n - 1n,
+    -(2n ** 63n),
+    1_764_000_000_123_456_789n,
+  ];
+  const uint32s = [1, 127, 128, 300, 2 ** 31, 2 ** 32 - 1];
+  // Past the writer's first buffer, so that it grows mid-message.
+  const big = Buffer.alloc(300_000, 7);
+  const text = 'ä/日本/🙂 '.repeat(40);
+
+  const ours = new ProtoWriter();
+  const theirs = protobuf.Writer.create();
+  for (const v of int64s) {
+    ours.int64(5, v);
+    theirs.uint32((5 << 3) | 0).int64(String(v));
+  }
+  for (const v of uint32s) {
+    ours.uint32(2, v);
+    theirs.uint32((2 << 3) | 0).uint32(v);
+  }
+  ours.string(7, text).bytes(4, big).message(9, Buffer.alloc(0));
+  theirs.uint32((7 << 3) | 2).string(text).uint32((4 << 3) | 2).bytes(big).uint32((9 << 3) | 2).bytes(Buffer.alloc(0));
+  assert.deepEqual(ours.finish(), Buffer.from(theirs.finish()));
+});

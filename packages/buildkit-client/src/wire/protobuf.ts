@@ -7,33 +7,41 @@ const WIRE_I64 = 1;
 const WIRE_LEN = 2;
 const WIRE_I32 = 5;
 
+/**
+ * Writes one message into a single growing buffer. Every entry of a context goes through
+ * here (its STAT), so no per-field arrays, BigInt steps or joining: 2,000 stats took 25 ms of
+ * CPU with those, a tenth of the walk's.
+ */
 export class ProtoWriter {
-  private parts: Buffer[] = [];
-  private head: number[] = [];
+  private buf = Buffer.allocUnsafe(128);
+  private pos = 0;
 
-  private flushHead(): void {
-    if (this.head.length > 0) {
-      this.parts.push(Buffer.from(this.head));
-      this.head = [];
-    }
-  }
-
-  private varint(value: bigint | number): void {
-    let v = BigInt.asUintN(64, BigInt(value));
-    while (v > 0x7fn) {
-      this.head.push(Number(v & 0x7fn) | 0x80);
-      v >>= 7n;
-    }
-    this.head.push(Number(v));
+  private reserve(n: number): void {
+    if (this.pos + n <= this.buf.length) return;
+    const next = Buffer.allocUnsafe(Math.max(2 * this.buf.length, this.pos + n));
+    this.buf.copy(next, 0, 0, this.pos);
+    this.buf = next;
   }
 
   private smallVarint(value: number): void {
+    this.reserve(5);
     let v = value >>> 0;
     while (v > 0x7f) {
-      this.head.push((v & 0x7f) | 0x80);
+      this.buf[this.pos++] = (v & 0x7f) | 0x80;
       v >>>= 7;
     }
-    this.head.push(v);
+    this.buf[this.pos++] = v;
+  }
+
+  /** A 64-bit varint from its low and high 32 bits (two's complement for negative values). */
+  private varint64(lo: number, hi: number): void {
+    this.reserve(10);
+    while (hi !== 0) {
+      this.buf[this.pos++] = (lo & 0x7f) | 0x80;
+      lo = ((lo >>> 7) | (hi << 25)) >>> 0;
+      hi >>>= 7;
+    }
+    this.smallVarint(lo);
   }
 
   uint32(field: number, value: number): this {
@@ -45,37 +53,49 @@ export class ProtoWriter {
   }
 
   int64(field: number, value: bigint | number): this {
-    if (value !== 0 && value !== 0n) {
-      this.smallVarint((field << 3) | WIRE_VARINT);
-      if (typeof value === 'number' && value >= 0 && value <= 0xffffffff) this.smallVarint(value);
-      else this.varint(value);
+    if (value === 0 || value === 0n) return this;
+    this.smallVarint((field << 3) | WIRE_VARINT);
+    if (typeof value === 'number' && value >= 0 && value <= Number.MAX_SAFE_INTEGER) {
+      this.varint64(value % 2 ** 32, Math.floor(value / 2 ** 32));
+    } else {
+      const v = BigInt.asUintN(64, BigInt(value));
+      this.varint64(Number(v & 0xffffffffn), Number(v >> 32n));
     }
     return this;
   }
 
   bytes(field: number, value: Buffer | Uint8Array, always = false): this {
     if (value.length > 0 || always) {
-      this.smallVarint((field << 3) | WIRE_LEN);
-      this.smallVarint(value.length);
-      this.flushHead();
-      this.parts.push(
-        Buffer.isBuffer(value) ? value : Buffer.from(value.buffer, value.byteOffset, value.length),
-      );
+      this.lengthPrefix(field, value.length);
+      this.reserve(value.length);
+      this.buf.set(value, this.pos);
+      this.pos += value.length;
     }
     return this;
   }
 
+  /** The tag and length of a length-delimited field, whose `length` bytes come next. */
+  private lengthPrefix(field: number, length: number): this {
+    this.smallVarint((field << 3) | WIRE_LEN);
+    this.smallVarint(length);
+    return this;
+  }
+
   string(field: number, value: string): this {
-    return value.length > 0 ? this.bytes(field, Buffer.from(value, 'utf8')) : this;
+    if (value.length === 0) return this;
+    const length = Buffer.byteLength(value, 'utf8');
+    this.lengthPrefix(field, length).reserve(length);
+    this.pos += this.buf.write(value, this.pos, length, 'utf8');
+    return this;
   }
 
   message(field: number, value: Buffer | undefined): this {
     return value === undefined ? this : this.bytes(field, value, true);
   }
 
+  /** The message: a view of the writer's buffer, which the writer no longer touches. */
   finish(): Buffer {
-    this.flushHead();
-    return this.parts.length === 1 ? (this.parts[0] as Buffer) : Buffer.concat(this.parts);
+    return this.buf.subarray(0, this.pos);
   }
 }
 
