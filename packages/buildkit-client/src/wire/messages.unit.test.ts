@@ -133,6 +133,12 @@ test('ProtoWriter writes varints, strings and bytes as protobufjs does', () => {
     theirs.uint32((2 << 3) | 0).uint32(v);
   }
   ours.string(7, text).bytes(4, big).message(9, Buffer.alloc(0));
-  theirs.uint32((7 << 3) | 2).string(text).uint32((4 << 3) | 2).bytes(big).uint32((9 << 3) | 2).bytes(Buffer.alloc(0));
+  theirs
+    .uint32((7 << 3) | 2)
+    .string(text)
+    .uint32((4 << 3) | 2)
+    .bytes(big)
+    .uint32((9 << 3) | 2)
+    .bytes(Buffer.alloc(0));
   assert.deepEqual(ours.finish(), Buffer.from(theirs.finish()));
 });
