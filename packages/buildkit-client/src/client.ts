@@ -5,7 +5,7 @@ import type { Duplex, Writable } from 'node:stream';
 import tls from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { type BuildkitAddress, parseAddress } from './address.js';
-import { type ControlClient, collect, createControlClient, unary } from './control.js';
+import { ControlClient } from './control.js';
 import {
   BuildkitConnectionError,
   BuildkitError,
@@ -20,10 +20,17 @@ import type { ExportSink } from './session/filesend.js';
 import type { LocalDir } from './session/filesync.js';
 import type { Secrets } from './session/secrets.js';
 import { Session } from './session/session.js';
-import { type RawStatusResponse, type StatusEvent, StatusTracker } from './status.js';
+import { type StatusEvent, StatusTracker } from './status.js';
 import { ControlSessionStream, type SessionDialer } from './transport/control-session-stream.js';
 import { dockerUpgrade } from './transport/docker-upgrade.js';
 import { startUpgradeProxy, type UpgradeProxy } from './transport/upgrade-proxy.js';
+import type {
+  SolveRequest,
+  SolveResponse,
+  StatusResponse,
+  Timestamp,
+  UsageRecord as WireUsageRecord,
+} from './wire/control-messages.js';
 
 export interface TlsOptions {
   /** PEM text or a file path. */
@@ -210,7 +217,7 @@ export async function connect(address?: string, options: ConnectOptions = {}): P
       };
     }
   }
-  const control = createControlClient(target, credentials, channelOptions);
+  const control = new ControlClient(target, credentials, channelOptions);
   try {
     await new Promise<void>((resolve, reject) =>
       control.waitForReady(Date.now() + timeoutMs, (err) => (err ? reject(err) : resolve())),
@@ -287,15 +294,7 @@ export class BuildkitClient {
   ) {}
 
   async listWorkers(): Promise<WorkerInfo[]> {
-    type Raw = {
-      record: Array<{
-        ID: string;
-        Labels: Record<string, string>;
-        platforms: Array<{ OS: string; Architecture: string; Variant: string }>;
-        BuildkitVersion?: { package: string; version: string; revision: string } | null;
-      }>;
-    };
-    const res = await this.call<Raw>('ListWorkers', { filter: [] });
+    const res = await this.call('ListWorkers', () => this.control.listWorkers([]));
     return res.record.map((r) => ({
       id: r.ID,
       labels: r.Labels,
@@ -310,23 +309,23 @@ export class BuildkitClient {
 
   /** Daemon version (Control.Info, BuildKit >= 0.11); UnsupportedError on older daemons such as Docker 20.10's. */
   async info(): Promise<{ buildkitVersion: { package: string; version: string; revision: string } }> {
-    return this.call('Info', {});
+    return this.call('Info', () => this.control.info());
   }
 
   async diskUsage(filter: string[] = []): Promise<UsageRecord[]> {
-    const res = await this.call<{ record: RawUsage[] }>('DiskUsage', { filter });
+    const res = await this.call('DiskUsage', () => this.control.diskUsage(filter));
     return res.record.map(toUsage);
   }
 
   async prune(opts: PruneOptions = {}): Promise<UsageRecord[]> {
-    const records = await collect<RawUsage>(this.control, 'Prune', {
-      filter: opts.filter ?? [],
-      all: opts.all ?? false,
-      keepDuration: (opts.keepDurationSeconds ?? 0) * 1e9,
-      keepBytes: opts.keepBytes ?? 0,
-    }).catch((err: unknown) => {
-      throw this.wrapCallError(err, 'Prune');
-    });
+    const records = await this.call('Prune', () =>
+      this.control.prune({
+        filter: opts.filter ?? [],
+        all: opts.all ?? false,
+        keepDuration: (opts.keepDurationSeconds ?? 0) * 1e9,
+        keepBytes: opts.keepBytes ?? 0,
+      }),
+    );
     return records.map(toUsage);
   }
 
@@ -364,7 +363,7 @@ export class BuildkitClient {
     let connection: Duplex | undefined;
     let sessionError: Error | undefined;
     let solveDone = false;
-    let statusCall: grpc.ClientReadableStream<RawStatusResponse> | undefined;
+    let statusCall: grpc.ClientReadableStream<StatusResponse> | undefined;
     let solveCall: grpc.ClientUnaryCall | undefined;
     let senderTimer: NodeJS.Timeout | undefined;
     let statusEnded: Promise<void> | undefined;
@@ -380,12 +379,10 @@ export class BuildkitClient {
       });
       session.serve(connection);
 
-      const statusCallLocal = (
-        this.control.Status as (r: object) => grpc.ClientReadableStream<RawStatusResponse>
-      ).call(this.control, { Ref: ref });
+      const statusCallLocal = this.control.status(ref);
       statusCall = statusCallLocal;
       statusEnded = new Promise<void>((resolve) => {
-        statusCallLocal.on('data', (res: RawStatusResponse) => {
+        statusCallLocal.on('data', (res: StatusResponse) => {
           for (const ev of tracker.update(res)) onStatus?.(ev);
         });
         statusCallLocal.on('end', resolve);
@@ -393,7 +390,7 @@ export class BuildkitClient {
       });
 
       const imports = (opts.cacheImports ?? []).map((c) => ({ Type: c.type, Attrs: c.attrs ?? {} }));
-      const request = {
+      const request: SolveRequest = {
         Ref: ref,
         Exporter: exp?.type ?? '',
         ExporterAttrs: exp?.attrs ?? {},
@@ -410,18 +407,12 @@ export class BuildkitClient {
           Exports: (opts.cacheExports ?? []).map((c) => ({ Type: c.type, Attrs: c.attrs ?? {} })),
         },
       };
-      const response = await new Promise<{ ExporterResponse: Record<string, string> }>((resolve, reject) => {
+      const response = await new Promise<SolveResponse>((resolve, reject) => {
         const metadata = new grpc.Metadata();
         for (const [key, value] of Object.entries(opts.metadata ?? {})) metadata.set(key, value);
-        solveCall = (
-          this.control.Solve as (
-            r: object,
-            md: grpc.Metadata,
-            cb: (e: grpc.ServiceError | null, r: { ExporterResponse: Record<string, string> }) => void,
-          ) => grpc.ClientUnaryCall
-        ).call(this.control, request, metadata, (err, res) => {
+        solveCall = this.control.solve(request, metadata, (err, res) => {
           solveDone = true;
-          if (err) reject(err);
+          if (err || !res) reject(err);
           else resolve(res);
         });
         if (signal?.aborted) solveCall.cancel();
@@ -490,9 +481,9 @@ export class BuildkitClient {
     return new ControlSessionStream(route.dialer, session.headers(), route.maxReceiveMessageBytes);
   }
 
-  private async call<T>(method: string, request: object): Promise<T> {
+  private async call<T>(method: string, run: () => Promise<T>): Promise<T> {
     try {
-      return await unary<T>(this.control, method, request);
+      return await run();
     } catch (err) {
       throw this.wrapCallError(err, method);
     }
@@ -523,22 +514,8 @@ export class BuildkitClient {
   }
 }
 
-type RawUsage = {
-  ID: string;
-  Mutable: boolean;
-  InUse: boolean;
-  Size: number;
-  Description: string;
-  RecordType: string;
-  Shared: boolean;
-  UsageCount: number;
-  CreatedAt?: { seconds: number; nanos: number } | null;
-  LastUsedAt?: { seconds: number; nanos: number } | null;
-};
-
-function toUsage(r: RawUsage): UsageRecord {
-  const date = (t: RawUsage['CreatedAt']) =>
-    t ? new Date(Number(t.seconds) * 1000 + t.nanos / 1e6) : undefined;
+function toUsage(r: WireUsageRecord): UsageRecord {
+  const date = (t: Timestamp | null) => (t ? new Date(Number(t.seconds) * 1000 + t.nanos / 1e6) : undefined);
   const createdAt = date(r.CreatedAt);
   const lastUsedAt = date(r.LastUsedAt);
   return {

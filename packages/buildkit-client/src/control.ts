@@ -1,51 +1,119 @@
 import * as grpc from '@grpc/grpc-js';
-import { loadProtoService } from './wire/proto-service.js';
+import {
+  decodeDiskUsageResponse,
+  decodeInfoResponse,
+  decodeListWorkersResponse,
+  decodeSolveResponse,
+  decodeStatusResponse,
+  decodeUsageRecord,
+  encodeFilterRequest,
+  encodeInfoRequest,
+  encodePruneRequest,
+  encodeSolveRequest,
+  encodeStatusRequest,
+  type InfoResponse,
+  type PruneRequest,
+  type SolveRequest,
+  type SolveResponse,
+  type StatusResponse,
+  type UsageRecord,
+  type WorkerRecord,
+} from './wire/control-messages.js';
 
-/** The Control service as grpc-js builds it from the vendored proto (plain objects in, plain objects out). */
-export type ControlClient = grpc.Client & Record<string, (...args: unknown[]) => unknown>;
+const CONTROL = '/moby.buildkit.v1.Control/';
 
-let controlCtor: grpc.ServiceClientConstructor | undefined;
+/**
+ * BuildKit's Control service on a grpc-js channel, with the hand-written codecs of
+ * wire/control-messages.ts: nothing is loaded from a .proto file at start-up.
+ */
+export class ControlClient {
+  private readonly client: grpc.Client;
 
-function loadControl(): grpc.ServiceClientConstructor {
-  controlCtor ??= loadProtoService('moby/buildkit/v1/control.proto', 'moby.buildkit.v1.Control');
-  return controlCtor;
-}
+  constructor(target: string, credentials: grpc.ChannelCredentials, options: grpc.ChannelOptions) {
+    this.client = new grpc.Client(target, credentials, options);
+  }
 
-export function createControlClient(
-  target: string,
-  credentials: grpc.ChannelCredentials,
-  options: grpc.ChannelOptions,
-): ControlClient {
-  const Ctor = loadControl();
-  return new Ctor(target, credentials, options) as unknown as ControlClient;
-}
+  waitForReady(deadline: number, callback: (err?: Error) => void): void {
+    this.client.waitForReady(deadline, callback);
+  }
 
-/** Promise wrapper for a unary Control call. */
-export function unary<Res>(
-  client: ControlClient,
-  method: string,
-  request: object,
-  options: grpc.CallOptions = {},
-): Promise<Res> {
-  const fn = client[method] as (
-    req: object,
-    md: grpc.Metadata,
-    opts: grpc.CallOptions,
-    cb: (err: grpc.ServiceError | null, res: Res) => void,
-  ) => grpc.ClientUnaryCall;
-  return new Promise((resolve, reject) => {
-    fn.call(client, request, new grpc.Metadata(), options, (err, res) => (err ? reject(err) : resolve(res)));
-  });
-}
+  close(): void {
+    this.client.close();
+  }
 
-/** Collects a server-streaming Control call into an array. */
-export function collect<Res>(client: ControlClient, method: string, request: object): Promise<Res[]> {
-  const fn = client[method] as (req: object) => grpc.ClientReadableStream<Res>;
-  const out: Res[] = [];
-  return new Promise((resolve, reject) => {
-    const call = fn.call(client, request);
-    call.on('data', (r: Res) => out.push(r));
-    call.on('error', reject);
-    call.on('end', () => resolve(out));
-  });
+  solve(
+    request: SolveRequest,
+    metadata: grpc.Metadata,
+    callback: (err: grpc.ServiceError | null, res?: SolveResponse) => void,
+  ): grpc.ClientUnaryCall {
+    return this.client.makeUnaryRequest(
+      `${CONTROL}Solve`,
+      encodeSolveRequest,
+      decodeSolveResponse,
+      request,
+      metadata,
+      {},
+      callback,
+    );
+  }
+
+  status(ref: string): grpc.ClientReadableStream<StatusResponse> {
+    return this.client.makeServerStreamRequest(
+      `${CONTROL}Status`,
+      encodeStatusRequest,
+      decodeStatusResponse,
+      ref,
+      new grpc.Metadata(),
+      {},
+    );
+  }
+
+  info(): Promise<InfoResponse> {
+    return this.unary('Info', encodeInfoRequest, decodeInfoResponse, undefined);
+  }
+
+  listWorkers(filter: readonly string[]): Promise<{ record: WorkerRecord[] }> {
+    return this.unary('ListWorkers', encodeFilterRequest, decodeListWorkersResponse, filter);
+  }
+
+  diskUsage(filter: readonly string[]): Promise<{ record: UsageRecord[] }> {
+    return this.unary('DiskUsage', encodeFilterRequest, decodeDiskUsageResponse, filter);
+  }
+
+  /** Prune streams the records it removed; they are collected. */
+  prune(request: PruneRequest): Promise<UsageRecord[]> {
+    const call = this.client.makeServerStreamRequest(
+      `${CONTROL}Prune`,
+      encodePruneRequest,
+      decodeUsageRecord,
+      request,
+      new grpc.Metadata(),
+      {},
+    );
+    const out: UsageRecord[] = [];
+    return new Promise((resolve, reject) => {
+      call.on('data', (r: UsageRecord) => out.push(r));
+      call.on('error', reject);
+      call.on('end', () => resolve(out));
+    });
+  }
+
+  private unary<Req, Res>(
+    method: string,
+    encode: (req: Req) => Buffer,
+    decode: (buf: Buffer) => Res,
+    request: Req,
+  ): Promise<Res> {
+    return new Promise((resolve, reject) => {
+      this.client.makeUnaryRequest(
+        `${CONTROL}${method}`,
+        encode,
+        decode,
+        request,
+        new grpc.Metadata(),
+        {},
+        (err, res) => (err ? reject(err) : resolve(res as Res)),
+      );
+    });
+  }
 }

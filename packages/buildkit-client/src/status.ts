@@ -1,3 +1,5 @@
+import type { StatusResponse, Timestamp } from './wire/control-messages.js';
+
 /** A vertex of the build graph as BuildKit reports it (`[builder 2/3] RUN make`, ...). */
 export interface VertexInfo {
   digest: string;
@@ -25,39 +27,9 @@ export type StatusEvent =
     }
   | { type: 'warning'; vertex: VertexInfo; level: number; message: string; detail: string[]; url: string };
 
-interface Timestamp {
-  seconds?: number | string;
-  nanos?: number;
-}
-
-/** The shape grpc-js decodes `moby.buildkit.v1.StatusResponse` into (keepCase, longs as numbers). */
-export interface RawStatusResponse {
-  vertexes?: Array<{
-    digest: string;
-    inputs?: string[];
-    name: string;
-    cached: boolean;
-    started?: Timestamp | null;
-    completed?: Timestamp | null;
-    error?: string;
-  }>;
-  statuses?: Array<{
-    ID: string;
-    vertex: string;
-    name: string;
-    current: number;
-    total: number;
-    timestamp?: Timestamp | null;
-    started?: Timestamp | null;
-    completed?: Timestamp | null;
-  }>;
-  logs?: Array<{ vertex: string; timestamp?: Timestamp | null; stream: number; msg: Buffer }>;
-  warnings?: Array<{ vertex: string; level: number; short: Buffer; detail?: Buffer[]; url: string }>;
-}
-
 function toDate(ts: Timestamp | null | undefined): Date | undefined {
   if (!ts) return undefined;
-  const ms = Number(ts.seconds ?? 0) * 1000 + Math.floor((ts.nanos ?? 0) / 1e6);
+  const ms = ts.seconds * 1000 + Math.floor(ts.nanos / 1e6);
   return ms > 0 ? new Date(ms) : undefined;
 }
 
@@ -83,7 +55,7 @@ export class StatusTracker {
     return [...this.vertices.values()].find((v) => v.error);
   }
 
-  update(res: RawStatusResponse): StatusEvent[] {
+  update(res: StatusResponse): StatusEvent[] {
     const events: StatusEvent[] = [];
     const once = (v: VertexInfo, state: 'started' | 'completed' | 'cached' | 'error') => {
       const key = `${v.digest}:${state}`;

@@ -10,7 +10,20 @@
 import { createHash, type Hash } from 'node:crypto';
 import type { Readable, Writable } from 'node:stream';
 import { type Metadata, status } from '@grpc/grpc-js';
-import { loadProtoService } from '../wire/proto-service.js';
+import {
+  decodeDigestRequest,
+  decodeReadContentRequest,
+  decodeRefRequest,
+  decodeUpdateRequest,
+  decodeWriteContentRequest,
+  encodeEmpty,
+  encodeInfoResponse,
+  encodeReadContentResponse,
+  encodeWriteContentResponse,
+  type ReadContentRequest,
+  type WriteAction,
+  type WriteContentRequest,
+} from '../wire/content-messages.js';
 import type { MethodDefinition, MethodHandler, ServerCall, UnaryCall, UnaryCallback } from './grpc-server.js';
 
 const STORE_ID_HEADER = 'buildkit-attachable-store-id';
@@ -33,25 +46,36 @@ export interface ContentStore {
   write(expected: string, total: number): Promise<{ sink: Writable; stored: Promise<void> }>;
 }
 
-interface WriteRequest {
-  action: 'STAT' | 'WRITE' | 'COMMIT';
-  ref: string;
-  total: number;
-  expected: string;
-  offset: number;
-  data: Buffer;
+const SERVICE = '/containerd.services.content.v1.Content/';
+const ignoreRequest = (): undefined => undefined;
+
+function contentMethod<Req, Res>(
+  name: string,
+  streams: 'unary' | 'server' | 'both',
+  requestDeserialize: (bytes: Buffer) => Req,
+  responseSerialize: (message: Res) => Buffer,
+): MethodDefinition<unknown, unknown> {
+  return {
+    path: `${SERVICE}${name}`,
+    requestStream: streams === 'both',
+    responseStream: streams !== 'unary',
+    requestDeserialize,
+    responseSerialize: responseSerialize as (message: unknown) => Buffer,
+  };
 }
 
-let serviceDef: Record<string, MethodDefinition<unknown, unknown>> | undefined;
-
-/** The Content service's methods by name, from the vendored proto (loaded once). */
-export function contentServiceDefinition(): Record<string, MethodDefinition<unknown, unknown>> {
-  serviceDef ??= loadProtoService(
-    'containerd/services/content/v1/content.proto',
-    'containerd.services.content.v1.Content',
-  ).service;
-  return serviceDef;
-}
+/** The Content service's methods by name, with their codecs (wire/content-messages.ts). */
+export const CONTENT_METHODS: Readonly<Record<string, MethodDefinition<unknown, unknown>>> = {
+  Info: contentMethod('Info', 'unary', decodeDigestRequest, encodeInfoResponse),
+  Update: contentMethod('Update', 'unary', decodeUpdateRequest, encodeInfoResponse),
+  List: contentMethod('List', 'server', ignoreRequest, encodeEmpty),
+  Delete: contentMethod('Delete', 'unary', ignoreRequest, encodeEmpty),
+  Read: contentMethod('Read', 'server', decodeReadContentRequest, encodeReadContentResponse),
+  Status: contentMethod('Status', 'unary', decodeRefRequest, encodeEmpty),
+  ListStatuses: contentMethod('ListStatuses', 'unary', ignoreRequest, encodeEmpty),
+  Write: contentMethod('Write', 'both', decodeWriteContentRequest, encodeWriteContentResponse),
+  Abort: contentMethod('Abort', 'unary', ignoreRequest, encodeEmpty),
+};
 
 const failure = (code: status, details: string) => Object.assign(new Error(details), { code, details });
 const messageOf = (err: unknown) => (err instanceof Error ? err.message : String(err));
@@ -94,19 +118,19 @@ export function contentHandlers(stores: ReadonlyMap<string, ContentStore>): Reco
     }),
     ListStatuses: unary(async () => ({ statuses: [] })),
     List: (call: ServerCall<unknown, unknown>) => call.end(),
-    Read: (call: ServerCall<{ digest: string; offset: number; size: number }, unknown>) => {
+    Read: (call: ServerCall<ReadContentRequest, unknown>) => {
       void read(call).catch((err: { code?: number; details?: string }) => {
         call.fail(err.code ?? status.UNAVAILABLE, err.details ?? messageOf(err));
       });
     },
-    Write: (call: ServerCall<WriteRequest, unknown>) => {
+    Write: (call: ServerCall<WriteContentRequest, unknown>) => {
       void write(call).catch((err: { code?: number; details?: string }) => {
         call.fail(err.code ?? status.UNAVAILABLE, err.details ?? messageOf(err));
       });
     },
   };
 
-  async function read(call: ServerCall<{ digest: string; offset: number; size: number }, unknown>) {
+  async function read(call: ServerCall<ReadContentRequest, unknown>) {
     const store = choose(call.metadata);
     const { digest } = call.request;
     const { size: total } = await infoOf(store, digest);
@@ -133,26 +157,25 @@ export function contentHandlers(stores: ReadonlyMap<string, ContentStore>): Reco
    * ALREADY_EXISTS when the store holds the digest: the writer then skips it), WRITEs append at
    * the offset reached, COMMIT checks size and digest and waits until the store kept it.
    */
-  async function write(call: ServerCall<WriteRequest, unknown>) {
+  async function write(call: ServerCall<WriteContentRequest, unknown>) {
     const store = choose(call.metadata);
     let open:
       | { sink: Writable; stored: Promise<void>; hash: Hash; offset: number; total: number; expected: string }
       | undefined;
     let committed = false;
-    const reply = (action: WriteRequest['action'], extra: object = {}) =>
+    const reply = (action: WriteAction) =>
       call.write({
         action,
         offset: open?.offset ?? 0,
         total: open?.total ?? 0,
         digest: open ? `sha256:${open.hash.copy().digest('hex')}` : '',
-        ...extra,
       });
     call.on('close', () => {
       if (open && !committed) open.sink.destroy(new Error('the write was abandoned before its commit'));
     });
     // Not `for await`: leaving such a loop by an exception destroys the stream, and then no
     // status reaches BuildKit, which waits forever (as it did for an existing blob's ALREADY_EXISTS).
-    const requests = (call as AsyncIterable<WriteRequest>)[Symbol.asyncIterator]();
+    const requests = (call as AsyncIterable<WriteContentRequest>)[Symbol.asyncIterator]();
     for (;;) {
       const next = await requests.next();
       if (next.done) break;

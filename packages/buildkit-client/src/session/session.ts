@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import type { Duplex } from 'node:stream';
 import { HEALTH_SERVING } from '../wire/messages.js';
 import { credentials, type RegistryAuth } from './auth.js';
-import { type ContentStore, contentHandlers, contentServiceDefinition } from './content.js';
+import { CONTENT_METHODS, type ContentStore, contentHandlers } from './content.js';
 import { type ExportSink, fileSendDiffCopy } from './filesend.js';
 import { fileSyncDiffCopy, type LocalDir } from './filesync.js';
 import { type MethodDefinition, SessionServer } from './grpc-server.js';
@@ -108,7 +108,7 @@ export class Session {
     if (opts.secrets) this.server.addMethod(method(SECRETS_GET, false), getSecret(opts.secrets));
     if (opts.contentStores && opts.contentStores.size > 0) {
       const handlers = contentHandlers(opts.contentStores);
-      for (const [name, def] of Object.entries(contentServiceDefinition())) {
+      for (const [name, def] of Object.entries(CONTENT_METHODS)) {
         const handler = handlers[name];
         if (handler) this.server.addMethod(def, handler);
       }

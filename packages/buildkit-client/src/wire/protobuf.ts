@@ -153,3 +153,54 @@ export function* readFields(buf: Buffer): Generator<ProtoField> {
     }
   }
 }
+
+const EMPTY = Buffer.alloc(0);
+
+/** A length-delimited field's bytes (a view), empty when the field came with another wire type. */
+export const fieldBytes = (f: ProtoField): Buffer => f.bytes ?? EMPTY;
+export const fieldString = (f: ProtoField): string => fieldBytes(f).toString('utf8');
+export const fieldInt64 = (f: ProtoField): number => Number(BigInt.asIntN(64, f.varint ?? 0n));
+export const fieldBool = (f: ProtoField): boolean => (f.varint ?? 0n) !== 0n;
+
+/** google.protobuf.Timestamp, seconds as a number (as grpc-js gives it with `longs: Number`). */
+export interface Timestamp {
+  seconds: number;
+  nanos: number;
+}
+
+export function decodeTimestamp(f: ProtoField): Timestamp {
+  const ts: Timestamp = { seconds: 0, nanos: 0 };
+  for (const t of readFields(fieldBytes(f))) {
+    if (t.field === 1) ts.seconds = fieldInt64(t);
+    else if (t.field === 2) ts.nanos = fieldInt64(t);
+  }
+  return ts;
+}
+
+/**
+ * One entry of a `map<string, string>` field into `into` (a later entry for a key wins, as in
+ * Go), as an own property whatever the key, `__proto__` included.
+ */
+export function decodeStringMapEntry(f: ProtoField, into: Record<string, string>): void {
+  let key = '';
+  let value = '';
+  for (const e of readFields(fieldBytes(f))) {
+    if (e.field === 1) key = fieldString(e);
+    else if (e.field === 2) value = fieldString(e);
+  }
+  Object.defineProperty(into, key, { value, enumerable: true, writable: true, configurable: true });
+}
+
+/** A `map<string, string>` field, entries in key order (as Go marshals maps deterministically). */
+export function writeStringMap(w: ProtoWriter, field: number, map: Record<string, string>): ProtoWriter {
+  for (const key of Object.keys(map).sort()) {
+    w.message(
+      field,
+      new ProtoWriter()
+        .string(1, key)
+        .string(2, map[key] as string)
+        .finish(),
+    );
+  }
+  return w;
+}
