@@ -1,5 +1,5 @@
 /**
- * The package's own directory (holding package.json and proto/). This module sits one level
+ * The package's own directory (holding package.json). This module sits one level
  * below it in src/ and in dist/, and bkctl's bundle (dist/bkctl.bundle.js), which inlines it,
  * does too: import.meta.url is then the bundle's.
  */
