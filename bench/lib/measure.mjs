@@ -397,8 +397,7 @@ async function profileRun(t, name, ctx, output) {
 
 /**
  * Where bkctl's export time goes: the same solve through the library API into different
- * Writables (bench/lib/export-probe.mjs), and the fixed cost of a Node client (start, module
- * loading, connect) next to the Go CLI's.
+ * Writables (bench/lib/export-probe.mjs).
  */
 async function probeExport(t, ctx) {
   const probe = path.join(ROOT, 'bench/lib/export-probe.mjs');
@@ -413,16 +412,6 @@ async function probeExport(t, ctx) {
       runs[v].push(r);
       log(`export probe ${v}: ${r.wall_s}s wall, solve ${r.output.solve_ms} ms, ${r.output.chunks} writes`);
     }
-  }
-  const fixed = { bkctl_debug_workers: [], reference: [] };
-  // The reference's own fixed cost: one cheap call of its CLI.
-  const refArgv =
-    t.ref === 'docker' ? [DOCKER, 'version'] : [env.BENCH_BUILDCTL, '--addr', t.addr, 'debug', 'workers'];
-  for (let i = 0; i < 3; i++) {
-    fixed.bkctl_debug_workers.push(
-      (await t.run('fixed-bkctl', [process.execPath, BKCTL, '--addr', t.addr, 'debug', 'workers'])).wall_s,
-    );
-    fixed.reference.push((await t.run('fixed-ref', refArgv, { envVars: t.dockerEnv })).wall_s);
   }
   const summary = (rs) => ({
     wall_s: side(rs, 'wall_s'),
@@ -439,18 +428,32 @@ async function probeExport(t, ctx) {
     file: summary(runs.file),
     'file-4m': summary(runs['file-4m']),
     null: summary(runs.null),
-    fixed_cost_s: {
-      what: `wall of \`bkctl debug workers\` (node start, module load, connect, one call) vs \`${refArgv.slice(t.ref === 'docker' ? 1 : 3).join(' ')}\``,
-      bkctl_debug_workers: stats(fixed.bkctl_debug_workers),
-      reference: stats(fixed.reference),
-      reference_command: `${t.ref} ${refArgv.slice(t.ref === 'docker' ? 1 : 3).join(' ')}`,
-    },
+  };
+}
+
+/** The fixed cost of each client (process start, module loading, connect, one cheap call), 5 runs each. */
+async function fixedCost(t) {
+  const fixed = { bkctl_debug_workers: [], reference: [] };
+  const refArgv =
+    t.ref === 'docker' ? [DOCKER, 'version'] : [env.BENCH_BUILDCTL, '--addr', t.addr, 'debug', 'workers'];
+  for (let i = 0; i < 5; i++) {
+    fixed.bkctl_debug_workers.push(
+      (await t.run('fixed-bkctl', [process.execPath, BKCTL, '--addr', t.addr, 'debug', 'workers'])).wall_s,
+    );
+    fixed.reference.push((await t.run('fixed-ref', refArgv, { envVars: t.dockerEnv })).wall_s);
+  }
+  const command = refArgv.slice(t.ref === 'docker' ? 1 : 3).join(' ');
+  return {
+    what: `wall of \`bkctl debug workers\` (node start, module load, connect, one call) vs \`${command}\``,
+    bkctl_debug_workers: stats(fixed.bkctl_debug_workers),
+    reference: stats(fixed.reference),
+    reference_command: `${t.ref} ${command}`,
   };
 }
 
 async function diagnose(t, exportMetric, contextMetric) {
   const want = (m, slow) => PROFILE === 'always' || (PROFILE === 'auto' && slow(m));
-  const out = {};
+  const out = { fixed_cost_s: await fixedCost(t) };
   if (want(exportMetric, (m) => m.verdict !== 'pass')) {
     const dest = path.join(WORK, 'out-512-prof.tar');
     out.export_512mib = await profileRun(t, 'export-512', exportMetric.context, `type=tar,dest=${dest}`);
@@ -466,7 +469,7 @@ async function diagnose(t, exportMetric, contextMetric) {
     fs.rmSync(dest, { force: true });
     fs.rmSync(ctx, { recursive: true });
   }
-  return Object.keys(out).length ? out : null;
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------

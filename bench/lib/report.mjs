@@ -57,17 +57,18 @@ function exportProbeNote(m) {
 function sessionNote(m) {
   if (m.daemon !== 'buildkitd') return '';
   const extra = round(m.bkctl.client_cpu_s.median - m[m.reference].client_cpu_s.median, 2);
-  const fixed = r.diagnosis?.buildkitd?.export_512mib_probe?.fixed_cost_s;
+  const fixed = r.diagnosis?.buildkitd?.fixed_cost_s;
   return (
     ` bkctl uses ${extra} s more client CPU than buildctl. buildkitd has no session upgrade endpoint, so ` +
     'the session (contexts up, exports down) is tunneled through Control.Session as BytesMessages: every byte ' +
     'crosses two HTTP/2 layers in JavaScript (the Control.Session stream, framed by the client itself on an ' +
     "HTTP/2 connection of its own, then the session's own HTTP/2 server and gRPC layer), in 16-32 KiB frames, " +
     'where buildctl does the same in Go; on dockerd the /session upgrade gives the session a socket of its own, ' +
-    'one layer. Node start-up, module loading and connecting' +
+    'one layer.' +
     (fixed
-      ? ` cost ${fixed.bkctl_debug_workers.median} s against buildctl's ${fixed.reference.median} s (\`debug workers\`).`
-      : ' cost ~0.25 s against buildctl’s ~0.03 s (`debug workers`).')
+      ? ` Node start-up, module loading and connecting cost ${fixed.bkctl_debug_workers.median} s against ` +
+        `buildctl's ${fixed.reference.median} s (\`debug workers\`, median of 5).`
+      : '')
   );
 }
 
@@ -227,9 +228,7 @@ for (const [daemon, diag] of Object.entries(r.diagnosis ?? {})) {
         `solve time): into a discarding Writable ${probe.null.solve_s.median} s; into \`createWriteStream(F)\` ` +
         `${f.solve_s.median} s (${f.chunks} writes, mostly ${size?.size} bytes); into ` +
         `\`createWriteStream(F, { highWaterMark: 4 MiB })\` as bkctl does ${probe['file-4m'].solve_s.median} s. Whole-process ` +
-        `wall: ${f.wall_s.median} / ${probe['file-4m'].wall_s.median} / ${probe.null.wall_s.median} s. Fixed cost ` +
-        `of a Node client: \`bkctl debug workers\` ${probe.fixed_cost_s.bkctl_debug_workers.median} s vs ` +
-        `\`${probe.fixed_cost_s.reference_command}\` ${probe.fixed_cost_s.reference.median} s.`,
+        `wall: ${f.wall_s.median} / ${probe['file-4m'].wall_s.median} / ${probe.null.wall_s.median} s.`,
     );
   }
 }
