@@ -4,9 +4,11 @@
 
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { parseSse } from '../../apps/cli/dist/follow.js';
+import { pathToFileURL } from 'node:url';
+import { build } from 'esbuild';
 import {
   childrenOf,
   machineBusySeconds,
@@ -17,6 +19,31 @@ import {
   procStartTime,
 } from './proc.mjs';
 import { percentile, round } from './stats.mjs';
+
+/**
+ * The CLI's own SSE parser, so that the bench follows a log exactly as `kiln build` does. The
+ * CLI ships as one bundle, so the module is built here from its source, as the CLI's build
+ * resolves it (workspace packages from their sources).
+ */
+async function cliParseSse() {
+  const out = path.join(os.tmpdir(), `kiln-bench-follow-${process.pid}.mjs`);
+  await build({
+    entryPoints: [new URL('../../apps/cli/src/follow.ts', import.meta.url).pathname],
+    outfile: out,
+    bundle: true,
+    platform: 'node',
+    format: 'esm',
+    target: 'node20.11',
+    conditions: ['kiln-source'],
+    logLevel: 'warning',
+  });
+  try {
+    return (await import(pathToFileURL(out).href)).parseSse;
+  } finally {
+    fs.rmSync(out, { force: true });
+  }
+}
+const parseSse = await cliParseSse();
 
 export const MiB = 1024 * 1024;
 
