@@ -30,7 +30,7 @@ const encode = (name: string, obj: object) =>
 const ts = { seconds: 1_764_000_000, nanos: 123_456_789 };
 
 test('SolveRequest: what protobufjs reads from the hand-written encoding', () => {
-  const buf = encodeSolveRequest({
+  const request = {
     Ref: 'ref-1',
     Exporter: 'tar',
     ExporterAttrs: { dest: 'out.tar', 'ä key': 'ü value' },
@@ -44,21 +44,10 @@ test('SolveRequest: what protobufjs reads from the hand-written encoding', () =>
         { Type: 's3', Attrs: {} },
       ],
     },
-  });
-  assert.deepEqual(toObject('SolveRequest', buf), {
-    Ref: 'ref-1',
-    Exporter: 'tar',
-    ExporterAttrs: { dest: 'out.tar', 'ä key': 'ü value' },
-    Session: 'session-1',
-    Frontend: 'dockerfile.v0',
-    FrontendAttrs: { 'build-arg:A': '1', target: 'final', empty: '' },
-    Cache: {
-      Exports: [{ Type: 's3', Attrs: { prefix: 'p/' } }],
-      Imports: [
-        { Type: 'local', Attrs: { src: 'a' } },
-        { Type: 's3', Attrs: {} },
-      ],
-    },
+  };
+  // The fields the client never sets read as their defaults.
+  assert.deepEqual(toObject('SolveRequest', encodeSolveRequest(request)), {
+    ...request,
     Entitlements: [],
     Internal: false,
     Exporters: [],
