@@ -3,6 +3,7 @@
 // CLI a Kiln artifact is compared with (docker build, buildctl) on the same daemon.
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
+import { connect } from '@kiln/buildkit-client';
 import { dockerBuildTar } from '../../packages/buildkit-client/test-support/docker.js';
 
 const run = promisify(execFile);
@@ -66,4 +67,22 @@ export function buildkitdGeneration(): Generation {
 /** Both generations; throws when `npm test` did not provide one (nothing is skipped). */
 export function generations(): Generation[] {
   return [dockerdGeneration(), buildkitdGeneration()];
+}
+
+/**
+ * The platforms a daemon reports (os/arch[/variant], in its order, once each), from its own
+ * ListWorkers answer. They depend on the machine: BuildKit lists linux/386 only where the
+ * kernel runs a 32-bit x86 program it tries, and linux/amd64/v3 only on a CPU with AVX2, so
+ * tests take them from the daemon rather than from a list written for one machine.
+ */
+export async function reportedPlatforms(address: string): Promise<string[]> {
+  const client = await connect(address);
+  try {
+    const names = (await client.listWorkers()).flatMap((w) =>
+      w.platforms.map((p) => [p.os, p.architecture, p.variant].filter(Boolean).join('/')),
+    );
+    return [...new Set(names)];
+  } finally {
+    await client.close();
+  }
 }
