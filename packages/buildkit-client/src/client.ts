@@ -515,7 +515,7 @@ export class BuildkitClient {
 }
 
 function toUsage(r: WireUsageRecord): UsageRecord {
-  const date = (t: Timestamp | null) => (t ? new Date(Number(t.seconds) * 1000 + t.nanos / 1e6) : undefined);
+  const date = (t: Timestamp | null) => (t ? new Date(t.seconds * 1000 + t.nanos / 1e6) : undefined);
   const createdAt = date(r.CreatedAt);
   const lastUsedAt = date(r.LastUsedAt);
   return {

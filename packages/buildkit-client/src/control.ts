@@ -7,7 +7,6 @@ import {
   decodeStatusResponse,
   decodeUsageRecord,
   encodeFilterRequest,
-  encodeInfoRequest,
   encodePruneRequest,
   encodeSolveRequest,
   encodeStatusRequest,
@@ -19,6 +18,7 @@ import {
   type UsageRecord,
   type WorkerRecord,
 } from './wire/control-messages.js';
+import { encodeEmpty } from './wire/protobuf.js';
 
 const CONTROL = '/moby.buildkit.v1.Control/';
 
@@ -69,7 +69,7 @@ export class ControlClient {
   }
 
   info(): Promise<InfoResponse> {
-    return this.unary('Info', encodeInfoRequest, decodeInfoResponse, undefined);
+    return this.unary('Info', encodeEmpty, decodeInfoResponse, undefined);
   }
 
   listWorkers(filter: readonly string[]): Promise<{ record: WorkerRecord[] }> {

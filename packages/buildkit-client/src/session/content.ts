@@ -16,7 +16,6 @@ import {
   decodeRefRequest,
   decodeUpdateRequest,
   decodeWriteContentRequest,
-  encodeEmpty,
   encodeInfoResponse,
   encodeReadContentResponse,
   encodeWriteContentResponse,
@@ -24,6 +23,7 @@ import {
   type WriteAction,
   type WriteContentRequest,
 } from '../wire/content-messages.js';
+import { encodeEmpty } from '../wire/protobuf.js';
 import type { MethodDefinition, MethodHandler, ServerCall, UnaryCall, UnaryCallback } from './grpc-server.js';
 
 const STORE_ID_HEADER = 'buildkit-attachable-store-id';

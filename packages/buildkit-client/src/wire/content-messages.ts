@@ -118,9 +118,6 @@ export function encodeInfoResponse(res: { info: ContentInfo }): Buffer {
   return new ProtoWriter().message(1, encodeInfo(res.info)).finish();
 }
 
-/** google.protobuf.Empty, and the answers this store leaves empty (no listed statuses). */
-export const encodeEmpty = (): Buffer => Buffer.alloc(0);
-
 export function encodeReadContentResponse(res: { offset: number; data: Buffer }): Buffer {
   return new ProtoWriter().int64(1, res.offset).bytes(2, res.data).finish();
 }

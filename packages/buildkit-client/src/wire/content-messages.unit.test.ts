@@ -8,11 +8,11 @@ import {
   decodeRefRequest,
   decodeUpdateRequest,
   decodeWriteContentRequest,
-  encodeEmpty,
   encodeInfoResponse,
   encodeReadContentResponse,
   encodeWriteContentResponse,
 } from './content-messages.js';
+import { encodeEmpty } from './protobuf.js';
 
 // The vendored proto, read by protobufjs: the reference the hand-written codecs must match.
 const root = new protobuf.Root().loadSync(

@@ -150,8 +150,6 @@ export function encodeFilterRequest(filter: readonly string[]): Buffer {
   return w.finish();
 }
 
-export const encodeInfoRequest = (): Buffer => Buffer.alloc(0);
-
 export function encodePruneRequest(r: PruneRequest): Buffer {
   const w = new ProtoWriter();
   for (const f of r.filter) w.string(1, f);

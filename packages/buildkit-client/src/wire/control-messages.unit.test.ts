@@ -10,12 +10,11 @@ import {
   decodeStatusResponse,
   decodeUsageRecord,
   encodeFilterRequest,
-  encodeInfoRequest,
   encodePruneRequest,
   encodeSolveRequest,
   encodeStatusRequest,
 } from './control-messages.js';
-import { ProtoWriter, writeStringMap } from './protobuf.js';
+import { encodeEmpty, ProtoWriter, writeStringMap } from './protobuf.js';
 
 // The vendored proto, read by protobufjs: the reference the hand-written codecs must match.
 const root = protobuf.loadSync(
@@ -60,7 +59,7 @@ test('the other requests: Status, ListWorkers/DiskUsage filters, Prune, Info', (
     filter: ['a==b', 'c'],
   });
   assert.deepEqual(toObject('DiskUsageRequest', encodeFilterRequest([])), { filter: [] });
-  assert.equal(encodeInfoRequest().length, 0);
+  assert.equal(encodeEmpty().length, 0);
   const prune = { filter: ['type==regular'], all: true, keepDuration: 48 * 3600 * 1e9, keepBytes: 2 ** 40 };
   assert.deepEqual(toObject('PruneRequest', encodePruneRequest(prune)), {
     ...prune,

@@ -156,6 +156,9 @@ export function* readFields(buf: Buffer): Generator<ProtoField> {
 
 const EMPTY = Buffer.alloc(0);
 
+/** A message with no fields set: google.protobuf.Empty, InfoRequest, an empty list. */
+export const encodeEmpty = (): Buffer => EMPTY;
+
 /** A length-delimited field's bytes (a view), empty when the field came with another wire type. */
 export const fieldBytes = (f: ProtoField): Buffer => f.bytes ?? EMPTY;
 export const fieldString = (f: ProtoField): string => fieldBytes(f).toString('utf8');
