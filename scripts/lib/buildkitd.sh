@@ -4,6 +4,7 @@
 #   scripts/lib/buildkitd.sh start DIR [CONFIG_TOML]   # DIR short, e.g. mktemp -d /tmp/kiln-bk-XXXX
 #   scripts/lib/buildkitd.sh stop DIR
 #   scripts/lib/buildkitd.sh bin                        # prints the directory holding buildkitd/buildctl
+#   scripts/lib/buildkitd.sh download                   # fetches the pinned release (4. below) now
 # or source it and call kiln_buildkitd_start / kiln_buildkitd_stop / kiln_buildkit_bin_dir.
 #
 # The daemon listens on unix://DIR/buildkitd.sock, keeps its state in DIR/root and its
@@ -15,8 +16,11 @@
 #   2. buildkitd and buildctl on PATH;
 #   3. shared/buildkit/ beside the checkout (where Kiln's CI and development machines have v0.24.0);
 #   4. the pinned release tarball, downloaded once into KILN_BUILDKIT_CACHE and checked
-#      against KILN_BUILDKIT_SHA256 (needs internet; refused without a checksum).
+#      against its pinned sha256, or KILN_BUILDKIT_SHA256 for another version or machine
+#      (needs internet, or KILN_BUILDKIT_RELEASES pointing at a mirror of the release
+#      directory layout; a download that cannot be checked is refused).
 KILN_BUILDKIT_VERSION=${KILN_BUILDKIT_VERSION:-v0.24.0}
+: "${KILN_BUILDKIT_RELEASES:=https://github.com/moby/buildkit/releases/download}"
 : "${KILN_BUILDKITD_START_TIMEOUT:=60}"
 # shellcheck source=process.sh
 source "$(dirname "${BASH_SOURCE[0]}")/process.sh"
@@ -25,30 +29,57 @@ _kiln_bk_log() { printf 'buildkitd.sh: %s\n' "$*" >&2; }
 
 _kiln_bk_has_both() { [[ -x $1/buildkitd && -x $1/buildctl ]]; }
 
-# The release tarball holds bin/buildkitd and bin/buildctl. Its checksum is not knowable
-# offline, so there is no default: a download that cannot be checked is not run.
-_kiln_bk_download() {
+# sha256 of each pinned release tarball, by "version arch". v0.24.0 linux-amd64's is the one a
+# public install script checks that archive against; it could not be read from the release
+# itself on the machines this was written on (no internet). A wrong pin fails closed: the
+# download is refused, never run unchecked.
+_kiln_bk_pinned_sha256() {
+	case "$1 $2" in
+	"v0.24.0 amd64") echo af8064eca16077b4d6937745988ba2d2dfa439540874cdcd918318315f3ba1d3 ;;
+	*) return 1 ;;
+	esac
+}
+
+_kiln_bk_arch() {
+	case $(uname -m) in
+	x86_64) echo amd64 ;;
+	aarch64 | arm64) echo arm64 ;;
+	*) uname -m ;;
+	esac
+}
+
+# The release tarball holds bin/buildkitd and bin/buildctl.
+kiln_buildkit_download() {
 	local cache=${KILN_BUILDKIT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kiln/buildkit-$KILN_BUILDKIT_VERSION}
-	local url="https://github.com/moby/buildkit/releases/download/$KILN_BUILDKIT_VERSION/buildkit-$KILN_BUILDKIT_VERSION.linux-amd64.tar.gz"
+	local arch want
+	arch=$(_kiln_bk_arch)
+	local url="$KILN_BUILDKIT_RELEASES/$KILN_BUILDKIT_VERSION/buildkit-$KILN_BUILDKIT_VERSION.linux-$arch.tar.gz"
 	if _kiln_bk_has_both "$cache/bin"; then
 		echo "$cache/bin"
 		return 0
 	fi
-	if [[ -z ${KILN_BUILDKIT_SHA256:-} ]]; then
-		_kiln_bk_log "no buildkitd found (KILN_BUILDKIT_BIN_DIR, PATH, shared/buildkit beside the checkout); see docs/buildkit.md, or set KILN_BUILDKIT_SHA256 to the sha256 of $url to download it"
+	want=${KILN_BUILDKIT_SHA256:-$(_kiln_bk_pinned_sha256 "$KILN_BUILDKIT_VERSION" "$arch")} || {
+		_kiln_bk_log "no buildkitd found (KILN_BUILDKIT_BIN_DIR, PATH, shared/buildkit beside the checkout), and no sha256 is pinned for $KILN_BUILDKIT_VERSION linux-$arch; see docs/buildkit.md, or set KILN_BUILDKIT_SHA256 to the sha256 of $url to download it"
 		return 1
-	fi
+	}
 	mkdir -p "$cache"
 	local tarball="$cache/release.tar.gz"
 	_kiln_bk_log "downloading $url"
-	curl -fsSL --retry 3 -o "$tarball.part" "$url" || { _kiln_bk_log "download failed"; return 1; }
-	if [[ $(sha256sum "$tarball.part" | cut -d' ' -f1) != "$KILN_BUILDKIT_SHA256" ]]; then
+	curl -fsSL --retry 3 -o "$tarball.part" "$url" || {
 		rm -f "$tarball.part"
-		_kiln_bk_log "sha256 of $url does not match KILN_BUILDKIT_SHA256: not used"
+		_kiln_bk_log "download of $url failed"
+		return 1
+	}
+	if [[ $(sha256sum "$tarball.part" | cut -d' ' -f1) != "$want" ]]; then
+		rm -f "$tarball.part"
+		_kiln_bk_log "sha256 of $url is not $want: not used"
 		return 1
 	fi
 	mv "$tarball.part" "$tarball"
-	tar -xzf "$tarball" -C "$cache" bin/buildkitd bin/buildctl
+	tar -xzf "$tarball" -C "$cache" bin/buildkitd bin/buildctl || {
+		_kiln_bk_log "$tarball has no bin/buildkitd and bin/buildctl"
+		return 1
+	}
 	echo "$cache/bin"
 }
 
@@ -72,7 +103,7 @@ kiln_buildkit_bin_dir() {
 		echo "$shared"
 		return 0
 	fi
-	_kiln_bk_download
+	kiln_buildkit_download
 }
 
 _kiln_bk_pid_is_ours() { kiln_pid_mentions "$1" "$2/"; }
@@ -145,8 +176,9 @@ if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
 		;;
 	stop) kiln_buildkitd_stop "${2:?usage: $0 stop DIR}" ;;
 	bin) kiln_buildkit_bin_dir ;;
+	download) kiln_buildkit_download ;;
 	*)
-		echo "usage: $0 start DIR [CONFIG_TOML] | stop DIR | bin" >&2
+		echo "usage: $0 start DIR [CONFIG_TOML] | stop DIR | bin | download" >&2
 		exit 2
 		;;
 	esac
