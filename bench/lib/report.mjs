@@ -169,7 +169,7 @@ for (const m of r.metrics) {
         `${m.bkctl.wall_s.median} s (bkctl), the sink averaging ${rate(ref)} / ${rate(m.bkctl)} MiB/s ` +
         `(${paused(m.bkctl) ? 'it did pause, so backpressure reached bkctl' : 'it never had to pause: bkctl was slower than the consumer'}). ` +
         `RSS is what the client buffers between the gRPC stream and a full stdout pipe, plus the runtime ` +
-        `(Node + grpc-js vs a Go binary).`,
+        `(Node vs a Go binary).`,
     );
   }
 }

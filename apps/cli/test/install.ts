@@ -2,7 +2,7 @@
 // dist `npm run build` made) and installed from the tarballs into a temp directory outside the
 // repository, with its own npm prefix and cache, so nothing of the workspace's node_modules can
 // stand in for what the packages fail to carry. The registry is still used for their
-// dependencies (grpc-js and the like).
+// dependencies (the CLI's; the BuildKit client has none).
 import { execFile } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';

@@ -55,7 +55,9 @@ export async function main(argv: string[]): Promise<number> {
     try {
       if (command === 'debug workers') {
         for (const w of await client.listWorkers()) {
-          process.stdout.write(`${w.id}\t${w.platforms.map((p) => `${p.os}/${p.architecture}`).join(',')}\n`);
+          process.stdout.write(
+            `${w.id}\t${w.platforms.map((p) => `${p.os}/${p.architecture}${p.variant ? `/${p.variant}` : ''}`).join(',')}\n`,
+          );
         }
         return 0;
       }

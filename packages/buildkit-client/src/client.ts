@@ -3,7 +3,6 @@ import { readFileSync, statSync } from 'node:fs';
 import net from 'node:net';
 import type { Duplex, Writable } from 'node:stream';
 import tls from 'node:tls';
-import * as grpc from '@grpc/grpc-js';
 import { type BuildkitAddress, parseAddress } from './address.js';
 import { ControlClient } from './control.js';
 import {
@@ -14,6 +13,8 @@ import {
   SolveError,
   UnsupportedError,
 } from './errors.js';
+import { type ClientCall, type Dialer, GrpcConnection } from './grpc/client-connection.js';
+import { type GrpcError, status } from './grpc/status.js';
 import type { RegistryAuth } from './session/auth.js';
 import type { ContentStore } from './session/content.js';
 import type { ExportSink } from './session/filesend.js';
@@ -21,7 +22,7 @@ import type { LocalDir } from './session/filesync.js';
 import type { Secrets } from './session/secrets.js';
 import { Session } from './session/session.js';
 import { type StatusEvent, StatusTracker } from './status.js';
-import { ControlSessionStream, type SessionDialer } from './transport/control-session-stream.js';
+import { ControlSessionStream } from './transport/control-session-stream.js';
 import { dockerUpgrade } from './transport/docker-upgrade.js';
 import { startUpgradeProxy, type UpgradeProxy } from './transport/upgrade-proxy.js';
 import type {
@@ -59,6 +60,12 @@ export interface ConnectOptions {
 
 /** How long BuildKit may take to end a build after a local context failed to send, before the client ends it. */
 const SENDER_FAILURE_GRACE_MS = 5000;
+
+/**
+ * HTTP/2 receive window of the Control connection: Status streams a busy build's logs, and
+ * 64 KiB would make the daemon wait a round trip every 64 KiB.
+ */
+const CONTROL_WINDOW_BYTES = 2 * 1024 * 1024;
 
 /** buildctl's own bound on a message from the daemon (defaults.DefaultMaxRecvMsgSize). */
 export const DEFAULT_MAX_RECEIVE_MESSAGE_BYTES = 16 * 1024 * 1024;
@@ -161,48 +168,35 @@ export async function connect(address?: string, options: ConnectOptions = {}): P
   const timeoutMs = options.timeoutMs ?? 5000;
   await precheck(addr, timeoutMs);
   let proxy: UpgradeProxy | undefined;
-  let target: string;
-  let credentials = grpc.credentials.createInsecure();
-  const channelOptions: grpc.ChannelOptions = {
-    'grpc.max_receive_message_length': options.maxReceiveMessageBytes ?? DEFAULT_MAX_RECEIVE_MESSAGE_BYTES,
-    'grpc.max_send_message_length': -1,
-    'grpc-node.flow_control_window': 2 * 1024 * 1024,
-  };
-  let sessionDialer: SessionDialer;
+  // How both the Control calls and a tunneled session reach the daemon.
+  let dialer: Dialer;
   if (addr.kind === 'docker') {
     proxy = await startUpgradeProxy(addr.socketPath);
-    target = proxy.address;
     const proxyPath = proxy.socketPath;
-    sessionDialer = { connect: () => net.connect(proxyPath), origin: 'http://localhost' };
+    dialer = { connect: () => net.connect(proxyPath), origin: 'http://localhost' };
   } else if (addr.kind === 'unix') {
-    target = `unix://${addr.path}`;
-    sessionDialer = { connect: () => net.connect(addr.path), origin: 'http://localhost' };
+    dialer = { connect: () => net.connect(addr.path), origin: 'http://localhost' };
   } else {
-    target = `${addr.host}:${addr.port}`;
     const host = addr.host.replace(/^\[(.*)\]$/, '$1');
-    sessionDialer = {
+    dialer = {
       connect: () => net.connect(addr.port, host),
       origin: `http://${addr.host}:${addr.port}`,
     };
     if (options.tls) {
       const pem = (v: string | Buffer | undefined) =>
         v === undefined
-          ? null
+          ? undefined
           : Buffer.isBuffer(v) || v.includes('-----BEGIN')
             ? Buffer.from(v)
             : readFileSync(v);
       const ca = pem(options.tls.ca);
       const key = pem(options.tls.key);
       const cert = pem(options.tls.cert);
-      credentials = grpc.credentials.createSsl(ca, key, cert);
       const { serverName } = options.tls;
-      if (serverName) {
-        channelOptions['grpc.ssl_target_name_override'] = serverName;
-        channelOptions['grpc.default_authority'] = serverName;
-      }
-      // Verified as grpc-js verifies the control channel: against serverName, else the host.
+      // The certificate is verified against serverName, else the host name (an IP address is
+      // checked against the certificate's IP entries).
       const name = serverName ?? (net.isIP(host) ? undefined : host);
-      sessionDialer = {
+      dialer = {
         connect: () =>
           tls.connect({
             host,
@@ -217,23 +211,27 @@ export async function connect(address?: string, options: ConnectOptions = {}): P
       };
     }
   }
-  const control = new ControlClient(target, credentials, channelOptions);
+  const maxReceiveMessageBytes = options.maxReceiveMessageBytes ?? DEFAULT_MAX_RECEIVE_MESSAGE_BYTES;
+  const connection = new GrpcConnection(dialer, {
+    maxReceiveMessageBytes,
+    windowBytes: CONTROL_WINDOW_BYTES,
+  });
   try {
-    await new Promise<void>((resolve, reject) =>
-      control.waitForReady(Date.now() + timeoutMs, (err) => (err ? reject(err) : resolve())),
-    );
+    await connection.ready(Date.now() + timeoutMs);
   } catch (err) {
-    control.close();
+    connection.close();
     await proxy?.close();
     throw new BuildkitConnectionError(
-      `cannot reach BuildKit at ${addr.raw} within ${timeoutMs} ms: ${(err as Error).message}. ${hint(addr)}`,
+      `cannot reach BuildKit at ${addr.raw} within ${timeoutMs} ms: ${(err as GrpcError).details ?? (err as Error).message}. ${hint(addr)}`,
       addr.raw,
       { cause: err },
     );
   }
+  const control = new ControlClient(connection);
   const transport = options.sessionTransport ?? (addr.kind === 'docker' ? 'upgrade' : 'control');
   if (transport === 'upgrade' && addr.kind !== 'docker') {
-    control.close();
+    connection.close();
+    await proxy?.close();
     throw new InvalidArgumentError('sessionTransport "upgrade" needs a docker:// address');
   }
   const route: SessionRoute =
@@ -241,16 +239,16 @@ export async function connect(address?: string, options: ConnectOptions = {}): P
       ? { kind: 'upgrade', dockerSocket: addr.socketPath }
       : {
           kind: 'control',
-          dialer: sessionDialer,
-          maxReceiveMessageBytes: options.maxReceiveMessageBytes ?? DEFAULT_MAX_RECEIVE_MESSAGE_BYTES,
+          dialer,
+          maxReceiveMessageBytes,
         };
-  return new BuildkitClient(addr, control, proxy, route);
+  return new BuildkitClient(addr, control, connection, proxy, route);
 }
 
 /** How a solve's session reaches the daemon: Docker's `POST /session`, or through Control.Session. */
 type SessionRoute =
   | { kind: 'upgrade'; dockerSocket: string }
-  | { kind: 'control'; dialer: SessionDialer; maxReceiveMessageBytes: number };
+  | { kind: 'control'; dialer: Dialer; maxReceiveMessageBytes: number };
 
 function hint(addr: BuildkitAddress): string {
   switch (addr.kind) {
@@ -289,6 +287,7 @@ export class BuildkitClient {
   constructor(
     readonly address: BuildkitAddress,
     private readonly control: ControlClient,
+    private readonly connection: GrpcConnection,
     private readonly proxy: UpgradeProxy | undefined,
     private readonly sessionRoute: SessionRoute,
   ) {}
@@ -363,8 +362,8 @@ export class BuildkitClient {
     let connection: Duplex | undefined;
     let sessionError: Error | undefined;
     let solveDone = false;
-    let statusCall: grpc.ClientReadableStream<StatusResponse> | undefined;
-    let solveCall: grpc.ClientUnaryCall | undefined;
+    let statusCall: ClientCall<StatusResponse> | undefined;
+    let solveCall: { cancel: () => void } | undefined;
     let senderTimer: NodeJS.Timeout | undefined;
     let statusEnded: Promise<void> | undefined;
     const onAbort = () => {
@@ -408,14 +407,19 @@ export class BuildkitClient {
         },
       };
       const response = await new Promise<SolveResponse>((resolve, reject) => {
-        const metadata = new grpc.Metadata();
-        for (const [key, value] of Object.entries(opts.metadata ?? {})) metadata.set(key, value);
-        solveCall = this.control.solve(request, metadata, (err, res) => {
-          solveDone = true;
-          if (err || !res) reject(err);
-          else resolve(res);
-        });
-        if (signal?.aborted) solveCall.cancel();
+        const call = this.control.solve(request, opts.metadata ?? {});
+        solveCall = call;
+        call.response.then(
+          (res) => {
+            solveDone = true;
+            resolve(res);
+          },
+          (err) => {
+            solveDone = true;
+            reject(err);
+          },
+        );
+        if (signal?.aborted) call.cancel();
         // BuildKit normally fails the build at once with the sender's error; if it does not (a
         // lost status, a daemon stuck on the stream), the build is ended here, never left hanging.
         // The session runs on a connection of its own: should it fail (refused, cut), BuildKit
@@ -448,8 +452,8 @@ export class BuildkitClient {
     } catch (err) {
       if (signal?.aborted) throw new CanceledError('build canceled', { cause: err });
       if (err instanceof BuildkitError) throw err;
-      const se = err as grpc.ServiceError;
-      if (se.code === grpc.status.UNAVAILABLE) {
+      const se = err as GrpcError;
+      if (se.code === status.UNAVAILABLE) {
         throw new BuildkitConnectionError(
           `lost the BuildKit daemon at ${this.address.raw}: ${se.details}`,
           this.address.raw,
@@ -490,13 +494,13 @@ export class BuildkitClient {
   }
 
   private wrapCallError(err: unknown, method: string): Error {
-    const se = err as grpc.ServiceError;
-    if (se.code === grpc.status.UNIMPLEMENTED) {
+    const se = err as GrpcError;
+    if (se.code === status.UNIMPLEMENTED) {
       return new UnsupportedError(`the daemon at ${this.address.raw} does not implement Control.${method}`, {
         cause: err,
       });
     }
-    if (se.code === grpc.status.UNAVAILABLE) {
+    if (se.code === status.UNAVAILABLE) {
       return new BuildkitConnectionError(
         `BuildKit at ${this.address.raw} is unavailable: ${se.details}`,
         this.address.raw,
@@ -509,7 +513,7 @@ export class BuildkitClient {
   }
 
   async close(): Promise<void> {
-    this.control.close();
+    this.connection.close();
     await this.proxy?.close();
   }
 }

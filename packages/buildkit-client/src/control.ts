@@ -1,4 +1,4 @@
-import * as grpc from '@grpc/grpc-js';
+import type { ClientCall, GrpcConnection } from './grpc/client-connection.js';
 import {
   decodeDiskUsageResponse,
   decodeInfoResponse,
@@ -22,50 +22,26 @@ import { encodeEmpty } from './wire/protobuf.js';
 
 const CONTROL = '/moby.buildkit.v1.Control/';
 
-/**
- * BuildKit's Control service on a grpc-js channel, with the hand-written codecs of
- * wire/control-messages.ts: nothing is loaded from a .proto file at start-up.
- */
+/** BuildKit's Control service, with the hand-written codecs of wire/control-messages.ts. */
 export class ControlClient {
-  private readonly client: grpc.Client;
+  constructor(private readonly connection: GrpcConnection) {}
 
-  constructor(target: string, credentials: grpc.ChannelCredentials, options: grpc.ChannelOptions) {
-    this.client = new grpc.Client(target, credentials, options);
-  }
-
-  waitForReady(deadline: number, callback: (err?: Error) => void): void {
-    this.client.waitForReady(deadline, callback);
-  }
-
-  close(): void {
-    this.client.close();
-  }
-
+  /** Solve, with extra metadata (e.g. a W3C `traceparent`); cancel() ends the build. */
   solve(
     request: SolveRequest,
-    metadata: grpc.Metadata,
-    callback: (err: grpc.ServiceError | null, res?: SolveResponse) => void,
-  ): grpc.ClientUnaryCall {
-    return this.client.makeUnaryRequest(
+    metadata: Record<string, string>,
+  ): { response: Promise<SolveResponse>; cancel: () => void } {
+    return this.connection.unary(
       `${CONTROL}Solve`,
       encodeSolveRequest,
       decodeSolveResponse,
       request,
       metadata,
-      {},
-      callback,
     );
   }
 
-  status(ref: string): grpc.ClientReadableStream<StatusResponse> {
-    return this.client.makeServerStreamRequest(
-      `${CONTROL}Status`,
-      encodeStatusRequest,
-      decodeStatusResponse,
-      ref,
-      new grpc.Metadata(),
-      {},
-    );
+  status(ref: string): ClientCall<StatusResponse> {
+    return this.connection.serverStream(`${CONTROL}Status`, encodeStatusRequest, decodeStatusResponse, ref);
   }
 
   info(): Promise<InfoResponse> {
@@ -81,21 +57,16 @@ export class ControlClient {
   }
 
   /** Prune streams the records it removed; they are collected. */
-  prune(request: PruneRequest): Promise<UsageRecord[]> {
-    const call = this.client.makeServerStreamRequest(
+  async prune(request: PruneRequest): Promise<UsageRecord[]> {
+    const out: UsageRecord[] = [];
+    for await (const record of this.connection.serverStream(
       `${CONTROL}Prune`,
       encodePruneRequest,
       decodeUsageRecord,
       request,
-      new grpc.Metadata(),
-      {},
-    );
-    const out: UsageRecord[] = [];
-    return new Promise((resolve, reject) => {
-      call.on('data', (r: UsageRecord) => out.push(r));
-      call.on('error', reject);
-      call.on('end', () => resolve(out));
-    });
+    ))
+      out.push(record as UsageRecord);
+    return out;
   }
 
   private unary<Req, Res>(
@@ -104,16 +75,6 @@ export class ControlClient {
     decode: (buf: Buffer) => Res,
     request: Req,
   ): Promise<Res> {
-    return new Promise((resolve, reject) => {
-      this.client.makeUnaryRequest(
-        `${CONTROL}${method}`,
-        encode,
-        decode,
-        request,
-        new grpc.Metadata(),
-        {},
-        (err, res) => (err ? reject(err) : resolve(res as Res)),
-      );
-    });
+    return this.connection.unary(`${CONTROL}${method}`, encode, decode, request).response;
   }
 }

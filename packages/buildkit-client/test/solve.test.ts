@@ -327,6 +327,19 @@ describe('solve against a real dockerd', () => {
       ]);
       assert.match(stderr, /#\d+ /);
       assert.equal((await fs.readFile(dest)).subarray(0, 1).toString(), 'a');
+      // `debug workers` lists each worker's platforms as buildctl does, variants included.
+      const { stdout } = await run(process.execPath, [
+        bin,
+        '--addr',
+        `docker://${socket}`,
+        'debug',
+        'workers',
+      ]);
+      const expected = (await client.listWorkers()).map(
+        (w) =>
+          `${w.id}\t${w.platforms.map((p) => [p.os, p.architecture, p.variant].filter(Boolean).join('/')).join(',')}`,
+      );
+      assert.deepEqual(stdout.trim().split('\n'), expected);
       const bad = await run(process.execPath, [
         bin,
         '--addr',

@@ -1,4 +1,4 @@
-import { status } from '@grpc/grpc-js';
+import { status } from '../grpc/status.js';
 import { decodeCredentialsRequest, encodeCredentialsResponse } from '../wire/messages.js';
 import type { UnaryCall, UnaryCallback } from './grpc-server.js';
 

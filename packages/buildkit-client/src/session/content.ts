@@ -9,7 +9,8 @@
  */
 import { createHash, type Hash } from 'node:crypto';
 import type { Readable, Writable } from 'node:stream';
-import { type Metadata, status } from '@grpc/grpc-js';
+import type { Metadata } from '../grpc/metadata.js';
+import { type StatusCode, status } from '../grpc/status.js';
 import {
   decodeDigestRequest,
   decodeReadContentRequest,
@@ -77,7 +78,7 @@ export const CONTENT_METHODS: Readonly<Record<string, MethodDefinition<unknown, 
   Abort: contentMethod('Abort', 'unary', ignoreRequest, encodeEmpty),
 };
 
-const failure = (code: status, details: string) => Object.assign(new Error(details), { code, details });
+const failure = (code: StatusCode, details: string) => Object.assign(new Error(details), { code, details });
 const messageOf = (err: unknown) => (err instanceof Error ? err.message : String(err));
 
 /** Handlers of the Content service over the stores a solve offers, by id (`local:<name>`). */

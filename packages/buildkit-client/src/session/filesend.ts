@@ -1,5 +1,5 @@
 import type { Writable } from 'node:stream';
-import { status } from '@grpc/grpc-js';
+import { status } from '../grpc/status.js';
 import { decodeBytesMessage } from '../wire/messages.js';
 import type { ServerCall } from './grpc-server.js';
 import { receiveLocal } from './local-receiver.js';

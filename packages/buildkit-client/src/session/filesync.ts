@@ -1,7 +1,7 @@
 import { closeSync, constants, openSync, readSync } from 'node:fs';
 import { open } from 'node:fs/promises';
-import { status } from '@grpc/grpc-js';
 import { type WalkOptions, walk } from '../fs/index.js';
+import { status } from '../grpc/status.js';
 import { decodePacket, encodePacket, PacketType, type Stat } from '../wire/messages.js';
 import type { ServerCall } from './grpc-server.js';
 import { readRepeated, readSingle } from './metadata.js';

@@ -1,5 +1,7 @@
 import { Duplex, type Duplex as DuplexStream } from 'node:stream';
-import { Metadata, status } from '@grpc/grpc-js';
+import { MessageDeframer, MessageTooLargeError } from '../grpc/message-framing.js';
+import { Metadata } from '../grpc/metadata.js';
+import { status } from '../grpc/status.js';
 import type { HeaderList } from '../h2/hpack.js';
 import { H2Code, H2ServerConnection, type H2ServerStream } from '../h2/server-connection.js';
 
@@ -107,8 +109,16 @@ export class SessionServer {
       metadataOf(stream.headers),
       this.options,
     );
+    // A handler that throws fails its call; the daemon is not left waiting on it.
+    const run = (start: () => void) => {
+      try {
+        start();
+      } catch (err) {
+        call.fail(status.INTERNAL, `the session's ${path} handler failed: ${(err as Error).message}`);
+      }
+    };
     if (route.def.requestStream) {
-      (route.handler as unknown as StreamHandler<unknown, unknown>)(call);
+      run(() => (route.handler as unknown as StreamHandler<unknown, unknown>)(call));
       return;
     }
     // Unary and server-streaming: the one request message comes first.
@@ -116,14 +126,16 @@ export class SessionServer {
       call.pause();
       call.request = request;
       if (route.def.responseStream) {
-        (route.handler as unknown as StreamHandler<unknown, unknown>)(call);
+        run(() => (route.handler as unknown as StreamHandler<unknown, unknown>)(call));
       } else {
-        (route.handler as unknown as UnaryHandler<unknown, unknown>)(
-          call as UnaryCall<unknown>,
-          (err, response) => {
-            if (err) call.fail(err.code, err.details);
-            else call.end(response);
-          },
+        run(() =>
+          (route.handler as unknown as UnaryHandler<unknown, unknown>)(
+            call as UnaryCall<unknown>,
+            (err, response) => {
+              if (err) call.fail(err.code, err.details);
+              else call.end(response);
+            },
+          ),
         );
       }
     });
@@ -267,59 +279,6 @@ export class ServerCall<Req = Buffer, Res = Buffer> extends Duplex {
   }
 }
 
-class MessageTooLargeError extends Error {}
-
-/** Splits a stream body into gRPC messages: views of the input when a message lies within one chunk. */
-class MessageDeframer {
-  private readonly prefix = Buffer.alloc(5);
-  private prefixFill = 0;
-  private parts: Buffer[] = [];
-  private need = -1;
-  private have = 0;
-
-  constructor(private readonly maxMessageBytes: number) {}
-
-  *messages(chunk: Buffer): Generator<Buffer> {
-    let pos = 0;
-    while (pos < chunk.length || this.need === 0) {
-      if (this.need < 0) {
-        const n = Math.min(5 - this.prefixFill, chunk.length - pos);
-        chunk.copy(this.prefix, this.prefixFill, pos, pos + n);
-        this.prefixFill += n;
-        pos += n;
-        if (this.prefixFill < 5) return;
-        this.prefixFill = 0;
-        if (this.prefix[0] !== 0) throw new Error('compressed gRPC message (no compression was offered)');
-        this.need = this.prefix.readUInt32BE(1);
-        if (this.need > this.maxMessageBytes)
-          throw new MessageTooLargeError(
-            `message of ${this.need} bytes exceeds the limit of ${this.maxMessageBytes}`,
-          );
-        this.have = 0;
-        continue;
-      }
-      const n = Math.min(this.need - this.have, chunk.length - pos);
-      if (n > 0) this.parts.push(chunk.subarray(pos, pos + n));
-      pos += n;
-      this.have += n;
-      if (this.have < this.need) return;
-      const parts = this.parts;
-      this.parts = [];
-      this.need = -1;
-      yield parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts, this.have);
-    }
-  }
-
-  get atBoundary(): boolean {
-    return this.need < 0 && this.prefixFill === 0;
-  }
-
-  /** Bytes of the message in progress received so far, its prefix included. */
-  get partialBytes(): number {
-    return this.need < 0 ? this.prefixFill : 5 + this.have;
-  }
-}
-
 function statusTrailers(code: number, details: string): HeaderList {
   const trailers: HeaderList = [['grpc-status', String(code)]];
   if (details) trailers.push(['grpc-message', encodeGrpcMessage(details.slice(0, 8192))]);
@@ -342,13 +301,9 @@ function metadataOf(headers: HeaderList): Metadata {
   const md = new Metadata();
   for (const [name, value] of headers) {
     if (name.startsWith(':') || NOT_METADATA.has(name)) continue;
-    try {
-      if (name.endsWith('-bin')) md.add(name, Buffer.from(value, 'base64'));
-      // HPACK carries octets: a UTF-8 value (a path in an old daemon's followpaths) decodes as such.
-      else md.add(name, Buffer.from(value, 'latin1').toString('utf8'));
-    } catch {
-      // A key grpc-js's Metadata refuses (not a legal gRPC metadata key) is not for any handler.
-    }
+    if (name.endsWith('-bin')) md.add(name, Buffer.from(value, 'base64'));
+    // HPACK carries octets: a UTF-8 value (a path in an old daemon's followpaths) decodes as such.
+    else md.add(name, Buffer.from(value, 'latin1').toString('utf8'));
   }
   return md;
 }

@@ -39,7 +39,14 @@ before(async () => {
   });
   // Answers with the request's metadata, as JSON.
   server.addMethod(def('/t.T/Meta', false), (call, cb) => {
-    cb(null, Buffer.from(JSON.stringify(call.metadata.toJSON())));
+    const map = call.metadata.getMap();
+    cb(
+      null,
+      Buffer.from(JSON.stringify(Object.fromEntries(Object.entries(map).map(([k, v]) => [k, [String(v)]])))),
+    );
+  });
+  server.addMethod(def('/t.T/Throw', false), () => {
+    throw new Error('a bug');
   });
   server.addMethod(def('/t.T/Fail', false), (_call, cb) =>
     cb({ code: grpc.status.NOT_FOUND, details: 'nö 100%' }),
@@ -139,6 +146,11 @@ test('unary calls: the answer, the metadata (text, repeated and binary), and an 
     return true;
   });
   await assert.rejects(unary('/t.T/Nope', Buffer.alloc(0)), { code: grpc.status.UNIMPLEMENTED });
+  // A handler that throws fails its call instead of leaving the caller waiting.
+  await assert.rejects(unary('/t.T/Throw', Buffer.alloc(0)), {
+    code: grpc.status.INTERNAL,
+    details: "the session's /t.T/Throw handler failed: a bug",
+  });
 });
 
 test('a bidi stream carries 24 MiB each way through windows of 256 KiB, byte-exact, with 8 calls at once', async () => {

@@ -1,4 +1,4 @@
-import type { Metadata } from '@grpc/grpc-js';
+import type { Metadata } from '../grpc/metadata.js';
 
 /**
  * Reads a repeated string option from a FileSync/FileSend call's metadata. Node joins repeated

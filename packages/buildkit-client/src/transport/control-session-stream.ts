@@ -1,5 +1,6 @@
 import http2 from 'node:http2';
 import { Duplex } from 'node:stream';
+import type { Dialer } from '../grpc/client-connection.js';
 import { BytesMessageDeframer, bytesMessageHeader } from './bytes-message-framing.js';
 
 const CONTROL_SESSION = '/moby.buildkit.v1.Control/Session';
@@ -10,13 +11,6 @@ const MAX_OUTGOING_MESSAGE = 1024 * 1024;
  * would wait for a round trip every 64 KiB. As the control channel's window.
  */
 const STREAM_WINDOW = 2 * 1024 * 1024;
-
-/** Opens the byte connection to the daemon that the session stream runs on (one per session). */
-export interface SessionDialer {
-  connect: () => Duplex;
-  /** `https:` when `connect` gives a TLS socket; only the request's :scheme and :authority. */
-  origin: string;
-}
 
 export class ControlSessionError extends Error {
   constructor(
@@ -30,10 +24,10 @@ export class ControlSessionError extends Error {
 
 /**
  * The bytes of a `Control.Session` call as a Duplex, for the session's HTTP/2 server to run on.
- * The call is made on an HTTP/2 connection of its own, framed here rather than by grpc-js: an
- * export crosses this stream and then the session's own HTTP/2 layer, and grpc-js would gather
- * every 32 KiB message into a new buffer and run it through its call machinery before the bytes
- * were handed on.
+ * The call is made on an HTTP/2 connection of its own (a second dial of the daemon), framed
+ * here rather than as messages: an export crosses this stream and then the session's own
+ * HTTP/2 layer, and gathering every 32 KiB message into a new buffer before handing its bytes
+ * on would copy the whole export once more.
  */
 export class ControlSessionStream extends Duplex {
   private readonly h2: http2.ClientHttp2Session;
@@ -41,7 +35,7 @@ export class ControlSessionStream extends Duplex {
   private readonly deframer: BytesMessageDeframer;
   private status: { code: number; message: string } | undefined;
 
-  constructor(dialer: SessionDialer, headers: Array<[string, string]>, maxReceiveMessageBytes: number) {
+  constructor(dialer: Dialer, headers: Array<[string, string]>, maxReceiveMessageBytes: number) {
     super({ allowHalfOpen: false });
     this.deframer = new BytesMessageDeframer(maxReceiveMessageBytes);
     this.h2 = http2.connect(dialer.origin, {

@@ -6,17 +6,15 @@ import path from 'node:path';
 import { dockerUpgrade } from './docker-upgrade.js';
 
 export interface UpgradeProxy {
-  /** unix:// address grpc-js can dial. */
-  address: string;
-  /** The same socket as a path, for a plain connection. */
+  /** The private unix socket to dial. */
   socketPath: string;
   close(): Promise<void>;
 }
 
 /**
- * grpc-js has no public hook for a custom dialer, so each connection it opens lands on a
- * private unix socket here and is spliced onto a freshly upgraded `POST /grpc` connection
- * to the Docker daemon.
+ * node:http2 takes its connection synchronously from `createConnection`, while a Docker
+ * daemon's gRPC needs an HTTP/1.1 upgrade first; so each connection lands on a private unix
+ * socket here and is spliced onto a freshly upgraded `POST /grpc` connection to the daemon.
  */
 /**
  * Connects `client` to a freshly upgraded `POST /grpc` connection of the Docker daemon and
@@ -60,7 +58,6 @@ export async function startUpgradeProxy(dockerSocket: string): Promise<UpgradePr
   // Keep the process free to exit when the caller forgets close(); connections hold it open anyway.
   server.unref();
   return {
-    address: `unix://${sockPath}`,
     socketPath: sockPath,
     close: () =>
       new Promise<void>((resolve) => {

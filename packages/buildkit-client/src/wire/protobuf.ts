@@ -165,7 +165,7 @@ export const fieldString = (f: ProtoField): string => fieldBytes(f).toString('ut
 export const fieldInt64 = (f: ProtoField): number => Number(BigInt.asIntN(64, f.varint ?? 0n));
 export const fieldBool = (f: ProtoField): boolean => (f.varint ?? 0n) !== 0n;
 
-/** google.protobuf.Timestamp, seconds as a number (as grpc-js gives it with `longs: Number`). */
+/** google.protobuf.Timestamp, seconds as a number. */
 export interface Timestamp {
   seconds: number;
   nanos: number;
