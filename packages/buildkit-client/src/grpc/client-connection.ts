@@ -131,7 +131,6 @@ export class ClientCall<Res> extends Readable {
 
   /** The stream ended without a status: its connection went away, or the daemon reset it. */
   private onGone(err?: Error): void {
-    if (this.destroyed || this.readableEnded) return;
     const rst = this.req?.rstCode ?? http2.constants.NGHTTP2_NO_ERROR;
     if (this.h2.destroyed || this.h2.closed) {
       this.fail(status.UNAVAILABLE, err?.message ?? 'the connection to the daemon closed', err);
@@ -145,7 +144,7 @@ export class ClientCall<Res> extends Readable {
   }
 
   private fail(code: number, details: string, cause?: unknown): void {
-    if (this.destroyed) return;
+    if (this.destroyed || this.readableEnded) return;
     this.destroy(new GrpcError(code, details, cause === undefined ? undefined : { cause }));
   }
 }
