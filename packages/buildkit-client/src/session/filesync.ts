@@ -2,7 +2,14 @@ import { closeSync, constants, openSync, readSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { type WalkOptions, walk } from '../fs/index.js';
 import { status } from '../grpc/status.js';
-import { decodePacket, encodePacket, PacketType, type Stat } from '../wire/messages.js';
+import {
+  DATA_HEADER_ROOM,
+  dataPacketInPlace,
+  decodePacket,
+  encodePacket,
+  PacketType,
+  type Stat,
+} from '../wire/messages.js';
 import type { ServerCall } from './grpc-server.js';
 import { readRepeated, readSingle } from './metadata.js';
 import { writeWithBackpressure } from './stream-io.js';
@@ -169,10 +176,9 @@ async function sendDir(call: ServerCall, dir: LocalDir, opts: WalkOptions): Prom
 }
 
 /**
- * Reads through one reusable buffer: encodePacket copies the bytes, so nothing is allocated per
- * chunk but the packet. A file that cannot be opened (a socket, a file made unreadable or removed
- * since its stat was sent) goes as an empty file, as fsutil's sender ignores the open error; a
- * failed read ends the transfer, as there. Either way it is read to EOF, should it have grown.
+ * A file that cannot be opened (a socket, a file made unreadable or removed since its stat was
+ * sent) goes as an empty file, as fsutil's sender ignores the open error; a failed read ends the
+ * transfer, as there. Either way it is read to EOF, should it have grown.
  */
 async function sendFile(
   call: ServerCall,
@@ -187,7 +193,9 @@ async function sendFile(
     const fd = openOrUndefined(file.path, flags);
     if (fd !== undefined) {
       try {
-        await sendContents(call, id, scratch, () => readSync(fd, scratch, 0, scratch.length, null));
+        await sendContents(call, id, file.size, scratch, (buf, offset, length) =>
+          readSync(fd, buf, offset, length, null),
+        );
       } finally {
         closeSync(fd);
       }
@@ -199,8 +207,9 @@ async function sendFile(
         await sendContents(
           call,
           id,
+          file.size,
           scratch,
-          async () => (await handle.read(scratch, 0, scratch.length, null)).bytesRead,
+          async (buf, offset, length) => (await handle.read(buf, offset, length, null)).bytesRead,
         );
       } finally {
         await handle.close();
@@ -218,16 +227,30 @@ function openOrUndefined(path: string, flags: number): number | undefined {
   }
 }
 
-/** DATA packets of what `read` puts at the start of `scratch`, until it reads 0 bytes. */
+/**
+ * DATA packets of what `read` gives until it reads 0 bytes. As much as the stat said is read
+ * straight into the buffers the packets go out in (a file as big as its stat ends in a short
+ * read); what it may have grown by since comes through the reused `scratch`, copied.
+ */
 async function sendContents(
   call: ServerCall,
   id: number,
+  statSize: number,
   scratch: Buffer,
-  read: () => number | Promise<number>,
+  read: (buf: Buffer, offset: number, length: number) => number | Promise<number>,
 ): Promise<void> {
+  if (statSize > 0) {
+    const size = Math.min(CHUNK, statSize + 1);
+    for (;;) {
+      const buf = Buffer.allocUnsafe(DATA_HEADER_ROOM + size);
+      const bytesRead = await read(buf, DATA_HEADER_ROOM, size);
+      if (bytesRead > 0) await writeWithBackpressure(call, dataPacketInPlace(buf, id, bytesRead));
+      if (bytesRead < size) break;
+    }
+  }
   for (;;) {
-    const bytesRead = await read();
-    if (bytesRead === 0) break;
+    const bytesRead = await read(scratch, 0, scratch.length);
+    if (bytesRead === 0) return;
     await writeWithBackpressure(
       call,
       encodePacket({ type: PacketType.DATA, id, data: scratch.subarray(0, bytesRead) }),

@@ -3,6 +3,8 @@ import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import protobuf from 'protobufjs';
 import {
+  DATA_HEADER_ROOM,
+  dataPacketInPlace,
   decodeBytesMessage,
   decodeGetSecretRequest,
   decodePacket,
@@ -141,4 +143,20 @@ test('ProtoWriter writes varints, strings and bytes as protobufjs does', () => {
     .uint32((9 << 3) | 2)
     .bytes(Buffer.alloc(0));
   assert.deepEqual(ours.finish(), Buffer.from(theirs.finish()));
+});
+
+test('a DATA packet built around bytes in place is the same as encodePacket makes', () => {
+  for (const id of [0, 1, 127, 128, 16_384, 2 ** 31 - 1, 2 ** 32 - 1]) {
+    for (const length of [1, 127, 128, 25_000, 1024 * 1024]) {
+      const data = Buffer.alloc(length, id % 251);
+      const buf = Buffer.alloc(DATA_HEADER_ROOM + length, 0xee);
+      data.copy(buf, DATA_HEADER_ROOM);
+      const packet = dataPacketInPlace(buf, id, length);
+      assert.ok(
+        encodePacket({ type: PacketType.DATA, id, data }).equals(packet),
+        `id ${id}, ${length} bytes`,
+      );
+      assert.equal(packet.buffer, buf.buffer, 'no copy');
+    }
+  }
 });

@@ -1,0 +1,112 @@
+// The FileSync sender's file contents against a scripted receiver: what BuildKit does with
+// them is tested against real daemons (test/fidelity.test.ts, test/sender-failures.test.ts);
+// here, files that grow between their STAT and their request, which no daemon can be timed to
+// show.
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Duplex } from 'node:stream';
+import { test } from 'node:test';
+import { Metadata } from '../grpc/metadata.js';
+import { decodePacket, encodePacket, PacketType } from '../wire/messages.js';
+import { fileSyncDiffCopy } from './filesync.js';
+import type { ServerCall } from './grpc-server.js';
+
+/**
+ * Plays BuildKit's side of DiffCopy: takes the STATs, calls `beforeRequest` (to change files),
+ * requests every regular file, collects each one's DATA until its empty packet, then ends.
+ */
+function receive(
+  dir: string,
+  beforeRequest: () => void,
+): Promise<{ contents: Map<string, Buffer>; largestPacket: number }> {
+  return new Promise((resolve, reject) => {
+    const ids = new Map<number, string>();
+    const parts = new Map<number, Buffer[]>();
+    let open = 0;
+    let index = 0;
+    let largestPacket = 0;
+    const call = new Duplex({
+      objectMode: true,
+      read() {},
+      write(chunk: Buffer, _enc, cb) {
+        const p = decodePacket(chunk);
+        // Every entry of the test directory is a regular file.
+        if (p.type === PacketType.STAT && p.stat) {
+          ids.set(index++, p.stat.path);
+        } else if (p.type === PacketType.STAT) {
+          beforeRequest();
+          for (const id of ids.keys()) {
+            parts.set(id, []);
+            open++;
+            call.push(encodePacket({ type: PacketType.REQ, id }));
+          }
+        } else if (p.type === PacketType.DATA) {
+          const data = p.data ?? Buffer.alloc(0);
+          largestPacket = Math.max(largestPacket, data.length);
+          if (data.length > 0) parts.get(p.id)?.push(data);
+          else if (--open === 0) call.push(encodePacket({ type: PacketType.FIN, id: 0 }));
+        } else if (p.type === PacketType.FIN) {
+          call.push(null);
+        } else {
+          reject(new Error(`unexpected packet ${JSON.stringify(p)}`));
+        }
+        cb();
+      },
+    });
+    const metadata = new Metadata();
+    metadata.add('dir-name', 'context');
+    Object.assign(call, {
+      metadata,
+      fail: (code: number, details: string) => reject(new Error(`failed ${code}: ${details}`)),
+    });
+    call.on('finish', () =>
+      resolve({
+        contents: new Map([...ids].map(([id, p]) => [p, Buffer.concat(parts.get(id) ?? [])])),
+        largestPacket,
+      }),
+    );
+    fileSyncDiffCopy(new Map([['context', { path: dir }]]), (_name, err) => reject(err))(
+      call as unknown as ServerCall,
+    );
+  });
+}
+
+test('each file goes whole, as it is when requested: grown since its STAT, or exactly its STAT size', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-filesync-'));
+  try {
+    const sizes: Record<string, number> = {
+      empty: 0,
+      one: 1,
+      // Read with synchronous calls up to 64 KiB, with promises above.
+      'small-limit': 64 * 1024,
+      'over-limit': 64 * 1024 + 1,
+      'three-chunks': 2.5 * 1024 * 1024,
+      'grows-small': 30_000,
+      'grows-big': 2 * 1024 * 1024,
+      'grows-empty': 0,
+    };
+    const growth: Record<string, number> = {
+      'grows-small': 5_000,
+      'grows-big': 1024 * 1024 + 3,
+      'grows-empty': 7,
+    };
+    for (const [name, size] of Object.entries(sizes))
+      fs.writeFileSync(path.join(dir, name), randomBytes(size));
+    const { contents, largestPacket } = await receive(dir, () => {
+      for (const [name, extra] of Object.entries(growth))
+        fs.appendFileSync(path.join(dir, name), randomBytes(extra));
+    });
+    assert.deepEqual([...contents.keys()].sort(), Object.keys(sizes).sort());
+    for (const name of Object.keys(sizes)) {
+      const onDisk = fs.readFileSync(path.join(dir, name));
+      assert.equal(contents.get(name)?.length, onDisk.length, name);
+      assert.ok(contents.get(name)?.equals(onDisk), `${name}: the bytes differ`);
+    }
+    assert.ok(largestPacket <= 1024 * 1024, `a DATA packet of ${largestPacket} bytes`);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
