@@ -12,6 +12,8 @@ import { spliceToDockerGrpc } from '../src/transport/upgrade-proxy.js';
 
 export interface Relay {
   address: string;
+  /** Connections accepted so far (TCP connections, before any TLS handshake). */
+  readonly connections: number;
   close(): Promise<void>;
 }
 
@@ -39,6 +41,8 @@ export async function startRelay(dockerSocket: string, listen: RelayListen): Pro
       : net.createServer(onConnection);
   // TLS handshake failures (a client without a certificate) must not crash the relay.
   server.on('tlsClientError', () => undefined);
+  let connections = 0;
+  server.on('connection', () => connections++);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     if ('unixPath' in listen) server.listen(listen.unixPath, resolve);
@@ -51,6 +55,9 @@ export async function startRelay(dockerSocket: string, listen: RelayListen): Pro
       : `tcp://${listen.host ?? '127.0.0.1'}:${(addr as net.AddressInfo).port}`;
   return {
     address,
+    get connections() {
+      return connections;
+    },
     close: () =>
       new Promise((resolve) => {
         for (const s of live) s.destroy();

@@ -80,13 +80,20 @@ describe('transports', () => {
       assert.match(err.message, /TLS/);
       return true;
     });
+    // A certificate that does not verify is named, and not dialed again until the timeout.
+    const dialed = relay.connections;
     await assert.rejects(
       connect(relay.address, {
         tls: { ca: pki.otherCa, cert: pki.otherClientCert, key: pki.otherClientKey },
         timeoutMs: 1500,
       }),
-      BuildkitConnectionError,
+      (err: Error) => {
+        assert.ok(err instanceof BuildkitConnectionError);
+        assert.match(err.message, /certificate|verify|self.signed/i);
+        return true;
+      },
     );
+    assert.equal(relay.connections - dialed, 1);
     // Plain-text client against the TLS port.
     await assert.rejects(connect(relay.address, { timeoutMs: 1500 }), BuildkitConnectionError);
   });

@@ -166,7 +166,9 @@ export class GrpcConnection {
 
   /**
    * Resolves once the daemon has answered with its HTTP/2 settings; tries again (backing off
-   * up to 1 s) until `deadline` (ms since the epoch), then rejects with the last reason.
+   * up to 1 s) until `deadline` (ms since the epoch), then rejects with the last reason. A TLS
+   * refusal (a certificate that does not verify, a handshake the daemon rejects) fails at once:
+   * trying again cannot change it.
    */
   async ready(deadline: number): Promise<void> {
     let delay = 50;
@@ -176,7 +178,7 @@ export class GrpcConnection {
         await this.settled(this.session(), deadline);
         return;
       } catch (err) {
-        if (this.closed || Date.now() + delay >= deadline) throw err;
+        if (this.closed || isTlsRefusal(err) || Date.now() + delay >= deadline) throw err;
       }
       await new Promise((resolve) => setTimeout(resolve, delay));
       delay = Math.min(delay * 2, 1000);
@@ -276,6 +278,14 @@ export class GrpcConnection {
       h2.once('close', onClose);
     });
   }
+}
+
+/** Node's codes for certificate checks and TLS alerts (OpenSSL's X509 names, ERR_TLS_*, ERR_SSL_*). */
+const TLS_REFUSAL = /^(ERR_TLS_|ERR_SSL_|UNABLE_TO_|DEPTH_ZERO_|SELF_SIGNED_|CERT_|HOSTNAME_MISMATCH)/;
+
+function isTlsRefusal(err: unknown): boolean {
+  const code = ((err as Error).cause as NodeJS.ErrnoException | undefined)?.code;
+  return typeof code === 'string' && TLS_REFUSAL.test(code);
 }
 
 /** gRPC's mapping of an HTTP status that is not 200 to a call status. */
