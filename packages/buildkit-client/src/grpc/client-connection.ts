@@ -157,6 +157,11 @@ export class GrpcConnection {
   private h2: http2.ClientHttp2Session | undefined;
   /** Sessions the daemon has sent its SETTINGS on: something that is not an HTTP/2 server never does. */
   private readonly answered = new WeakSet<http2.ClientHttp2Session>();
+  /**
+   * Calls in progress per connection: a connection holds the process open only while it has
+   * some, so a program that forgets close() still exits, as it did with grpc-js.
+   */
+  private readonly active = new WeakMap<http2.ClientHttp2Session, number>();
   private closed = false;
 
   constructor(
@@ -174,11 +179,15 @@ export class GrpcConnection {
     let delay = 50;
     for (;;) {
       if (this.closed) throw new GrpcError(status.UNAVAILABLE, 'the connection is closed');
+      const h2 = this.session();
+      this.hold(h2);
       try {
-        await this.settled(this.session(), deadline);
+        await this.settled(h2, deadline);
         return;
       } catch (err) {
         if (this.closed || isTlsRefusal(err) || Date.now() + delay >= deadline) throw err;
+      } finally {
+        this.release(h2);
       }
       await new Promise((resolve) => setTimeout(resolve, delay));
       delay = Math.min(delay * 2, 1000);
@@ -213,14 +222,18 @@ export class GrpcConnection {
     request: Req,
     metadata: Record<string, string> = {},
   ): ClientCall<Res> {
-    return new ClientCall(
-      this.session(),
+    const h2 = this.session();
+    this.hold(h2);
+    const call = new ClientCall(
+      h2,
       path,
       encode(request),
       decode,
       metadata,
       this.options.maxReceiveMessageBytes,
     );
+    call.once('close', () => this.release(h2));
+    return call;
   }
 
   close(): void {
@@ -240,7 +253,9 @@ export class GrpcConnection {
     // Failures reach the calls on it (their streams error) and ready(); a session with no
     // 'error' listener would take the process down.
     h2.on('error', () => {});
-    h2.once('connect', () => h2.setLocalWindowSize(windowBytes));
+    h2.once('connect', () => {
+      if (!h2.destroyed) h2.setLocalWindowSize(windowBytes);
+    });
     h2.once('remoteSettings', () => this.answered.add(h2));
     const forget = () => {
       if (this.h2 === h2) this.h2 = undefined;
@@ -250,6 +265,18 @@ export class GrpcConnection {
     if (this.closed) h2.destroy();
     else this.h2 = h2;
     return h2;
+  }
+
+  private hold(h2: http2.ClientHttp2Session): void {
+    const n = (this.active.get(h2) ?? 0) + 1;
+    this.active.set(h2, n);
+    if (n === 1 && !h2.destroyed) h2.ref();
+  }
+
+  private release(h2: http2.ClientHttp2Session): void {
+    const n = (this.active.get(h2) ?? 1) - 1;
+    this.active.set(h2, n);
+    if (n === 0 && !h2.destroyed) h2.unref();
   }
 
   private settled(h2: http2.ClientHttp2Session, deadline: number): Promise<void> {

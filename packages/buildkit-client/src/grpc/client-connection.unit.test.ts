@@ -2,12 +2,14 @@
 // misbehaves in each way gRPC defines an answer for. What BuildKit itself answers is tested
 // against real daemons (test/solve.test.ts, test/transports.test.ts and the fidelity corpus).
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import http2 from 'node:http2';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { GrpcConnection } from './client-connection.js';
 import { frameMessage } from './message-framing.js';
 import { GrpcError, status } from './status.js';
@@ -67,6 +69,13 @@ const handlers: Record<string, Handler> = {
   },
   '/t/Refused': (s) => s.close(http2.constants.NGHTTP2_REFUSED_STREAM),
   '/t/Calm': (s) => s.close(http2.constants.NGHTTP2_ENHANCE_YOUR_CALM),
+  // Answers after a while, when nothing in the calling process but the call is waiting.
+  '/t/Slow': (s, body) =>
+    setTimeout(() => {
+      s.respond(ok, { waitForTrailers: true });
+      s.on('wantTrailers', () => s.sendTrailers({ 'grpc-status': '0' }));
+      s.end(frameMessage(Buffer.concat([Buffer.from('slow:'), body.subarray(5)])));
+    }, 300),
   // Answers nothing until the client gives up.
   '/t/Hang': (s) => s.respond(ok),
   '/t/Drop': (s) => s.session?.destroy(),
@@ -245,4 +254,29 @@ test('a closed connection refuses calls instead of dialing again', async () => {
     call.response,
     (err: unknown) => err instanceof GrpcError && err.code === status.UNAVAILABLE,
   );
+});
+
+test('a connection holds the process open while a call is in progress, and not after: a program that forgets close() exits', async () => {
+  const script = path.join(dir, 'forgets-close.mts');
+  const module = fileURLToPath(new URL('./client-connection.ts', import.meta.url));
+  fs.writeFileSync(
+    script,
+    `import net from 'node:net';
+import { GrpcConnection } from ${JSON.stringify(module)};
+const conn = new GrpcConnection({ connect: () => net.connect(${JSON.stringify(sock)}), origin: 'http://localhost' },
+  { maxReceiveMessageBytes: 1024, windowBytes: 1 << 16 });
+await conn.ready(Date.now() + 5000);
+const answer = await conn.unary('/t/Slow', (s) => Buffer.from(s), (b) => b.toString(), 'x').response;
+console.log(answer);
+`,
+  );
+  const { stdout } = await new Promise<{ stdout: string }>((resolve, reject) => {
+    const child = execFile(process.execPath, ['--import', 'tsx', script], { timeout: 20_000 }, (err, out) =>
+      err ? reject(err) : resolve({ stdout: out }),
+    );
+    child.stdin?.end();
+  });
+  // The answer came 300 ms after the call with nothing else keeping the process alive, and the
+  // process then ended by itself with the connection still open.
+  assert.equal(stdout.trim(), 'slow:x');
 });
