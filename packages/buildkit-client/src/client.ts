@@ -242,7 +242,7 @@ export async function connect(address?: string, options: ConnectOptions = {}): P
           dialer,
           maxReceiveMessageBytes,
         };
-  return new BuildkitClient(addr, control, connection, proxy, route);
+  return new BuildkitClient(addr, control, proxy, route);
 }
 
 /** How a solve's session reaches the daemon: Docker's `POST /session`, or through Control.Session. */
@@ -287,7 +287,6 @@ export class BuildkitClient {
   constructor(
     readonly address: BuildkitAddress,
     private readonly control: ControlClient,
-    private readonly connection: GrpcConnection,
     private readonly proxy: UpgradeProxy | undefined,
     private readonly sessionRoute: SessionRoute,
   ) {}
@@ -513,7 +512,7 @@ export class BuildkitClient {
   }
 
   async close(): Promise<void> {
-    this.connection.close();
+    this.control.close();
     await this.proxy?.close();
   }
 }

@@ -26,6 +26,10 @@ const CONTROL = '/moby.buildkit.v1.Control/';
 export class ControlClient {
   constructor(private readonly connection: GrpcConnection) {}
 
+  close(): void {
+    this.connection.close();
+  }
+
   /** Solve, with extra metadata (e.g. a W3C `traceparent`); cancel() ends the build. */
   solve(
     request: SolveRequest,
