@@ -2,6 +2,7 @@
 import type { BuildList, BuildView, TokenScope } from '@kiln/contract';
 import { loadConfig } from './config.js';
 import { ApiError, CliError, EXIT_UNAVAILABLE, InterruptedError, messageOf } from './errors.js';
+import { type HttpResponse, type RequestOptions, request } from './http.js';
 
 export type { BuildList, BuildView };
 
@@ -48,7 +49,7 @@ export interface ProjectView {
 export type HintFor = (err: ApiError) => string | undefined;
 
 /** The error an unsuccessful response stands for, from its `{error}` body when there is one. */
-export async function apiErrorFrom(res: Response): Promise<ApiError> {
+export async function apiErrorFrom(res: HttpResponse): Promise<ApiError> {
   const text = await res.text().catch(() => '');
   try {
     const body = JSON.parse(text) as { error?: { code?: unknown; message?: unknown } };
@@ -78,12 +79,12 @@ export class KilnApi {
     return p.startsWith('http://') || p.startsWith('https://') ? p : `${this.baseUrl}${p}`;
   }
 
-  /** fetch with the token; network failures become a CliError naming the server. */
-  async fetch(p: string, init: RequestInit = {}): Promise<Response> {
-    const headers = new Headers(init.headers);
-    if (this.token) headers.set('authorization', `Bearer ${this.token}`);
+  /** A request with the token; network failures become a CliError naming the server. */
+  async fetch(p: string, init: RequestOptions = {}): Promise<HttpResponse> {
+    const headers = { ...init.headers };
+    if (this.token) headers.authorization = `Bearer ${this.token}`;
     try {
-      return await fetch(this.url(p), { ...init, headers });
+      return await request(this.url(p), { ...init, headers });
     } catch (err) {
       if (init.signal?.aborted) throw abortReason(init.signal);
       throw new CliError(
@@ -95,7 +96,7 @@ export class KilnApi {
   }
 
   /** A request whose unsuccessful answer is thrown as its ApiError. */
-  async call(p: string, init: RequestInit = {}): Promise<Response> {
+  async call(p: string, init: RequestOptions = {}): Promise<HttpResponse> {
     const res = await this.fetch(p, init);
     if (res.ok) return res;
     const err = await apiErrorFrom(res);
@@ -103,10 +104,9 @@ export class KilnApi {
     throw hint ? new ApiError(err.message, err.code ?? `http_${res.status}`, err.status, hint) : err;
   }
 
-  async json<T>(p: string, init: RequestInit = {}): Promise<T> {
-    const headers = new Headers(init.headers);
-    headers.set('accept', 'application/json');
-    if (init.body !== undefined) headers.set('content-type', 'application/json');
+  async json<T>(p: string, init: RequestOptions = {}): Promise<T> {
+    const headers: Record<string, string> = { ...init.headers, accept: 'application/json' };
+    if (init.body !== undefined) headers['content-type'] = 'application/json';
     return (await (await this.call(p, { ...init, headers })).json()) as T;
   }
 

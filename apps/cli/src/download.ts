@@ -7,10 +7,11 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
-import { Readable, Transform, type Writable } from 'node:stream';
+import { Transform, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { abortReason, apiErrorFrom } from './api.js';
 import { CliError, messageOf } from './errors.js';
+import { type HttpResponse, request } from './http.js';
 
 export class DigestMismatchError extends CliError {
   constructor(message: string) {
@@ -59,18 +60,17 @@ export interface DownloadOptions {
 }
 
 export async function downloadArtifact(opts: DownloadOptions): Promise<{ digest: string; size: number }> {
-  let res: Response;
+  let res: HttpResponse;
   try {
-    res = await fetch(opts.url, opts.signal ? { signal: opts.signal } : {});
+    res = await request(opts.url, opts.signal ? { signal: opts.signal } : {});
   } catch (err) {
     if (opts.signal?.aborted) throw abortReason(opts.signal);
     throw new CliError(`downloading the artifact failed: ${messageOf(err)}`);
   }
   if (!res.ok) throw await apiErrorFrom(res);
-  if (!res.body) throw new CliError('downloading the artifact failed: empty response');
   const hash = createHash('sha256');
   let size = 0;
-  const total = opts.size ?? (Number(res.headers.get('content-length')) || undefined);
+  const total = opts.size ?? (Number(res.header('content-length')) || undefined);
   const meter = new Transform({
     transform(chunk: Buffer, _encoding, callback) {
       hash.update(chunk);
@@ -79,7 +79,7 @@ export async function downloadArtifact(opts: DownloadOptions): Promise<{ digest:
       callback(null, chunk);
     },
   });
-  const source = Readable.fromWeb(res.body as import('node:stream/web').ReadableStream<Uint8Array>);
+  const source = res.body;
   const what = opts.dest === '-' ? 'the artifact' : opts.dest;
 
   if (opts.dest === '-') {

@@ -89,10 +89,7 @@ export function formatError(err: CliError): string {
   return `error: ${err.message}${err.code ? ` (${err.code})` : ''}`;
 }
 
-/** The message of anything thrown, with the cause of fetch's "fetch failed" appended. */
+/** The message of anything thrown. */
 export function messageOf(err: unknown): string {
-  if (!(err instanceof Error)) return String(err);
-  const cause = (err as { cause?: unknown }).cause;
-  if (err.message === 'fetch failed' && cause instanceof Error) return `${err.message}: ${cause.message}`;
-  return err.message;
+  return err instanceof Error ? err.message : String(err);
 }

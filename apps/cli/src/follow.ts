@@ -5,6 +5,7 @@
  */
 import { abortReason, apiErrorFrom, type KilnApi } from './api.js';
 import { CliError } from './errors.js';
+import type { HttpResponse } from './http.js';
 
 export interface SseEvent {
   event: string;
@@ -82,7 +83,7 @@ export async function followLogs(api: KilnApi, id: string, opts: FollowOptions):
   let failures = 0;
   let lastError = '';
   for (;;) {
-    let res: Response | undefined;
+    let res: HttpResponse | undefined;
     try {
       res = await api.fetch(`/v1/builds/${encodeURIComponent(id)}/logs`, {
         headers: { accept: 'text/event-stream' },
@@ -96,7 +97,7 @@ export async function followLogs(api: KilnApi, id: string, opts: FollowOptions):
       // 5xx may pass (a restarting API behind a proxy); anything else is the answer.
       if (res.status < 500) throw await apiErrorFrom(res);
       lastError = (await apiErrorFrom(res)).message;
-    } else if (res?.body) {
+    } else if (res) {
       let index = 0;
       try {
         for await (const ev of parseSse(res.body)) {

@@ -291,7 +291,7 @@ describe('config and login', () => {
     assert.equal(r.code, 3);
     assert.equal(
       r.stderr,
-      `error: cannot reach Kiln at http://127.0.0.1:${port}: fetch failed: connect ECONNREFUSED 127.0.0.1:${port} (unreachable)\n`,
+      `error: cannot reach Kiln at http://127.0.0.1:${port}: connect ECONNREFUSED 127.0.0.1:${port} (unreachable)\n`,
     );
   });
 });

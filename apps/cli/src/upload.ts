@@ -8,6 +8,7 @@ import { pipeline, type Readable, Transform } from 'node:stream';
 import { createGzip } from 'node:zlib';
 import { abortReason, apiErrorFrom, type BuildView, type KilnApi } from './api.js';
 import { CliError, messageOf } from './errors.js';
+import type { HttpResponse } from './http.js';
 
 export interface BuildRequest {
   output: { type: string; dest: string; attrs: Record<string, string> };
@@ -42,7 +43,7 @@ function postJsonBuild(
   source: { context: string } | { git: string },
   fields: Record<string, unknown>,
   secrets: Record<string, Buffer> | undefined,
-): Promise<Response> {
+): Promise<HttpResponse> {
   return api.fetch('/v1/builds', {
     method: 'POST',
     headers: { 'content-type': 'application/json', 'idempotency-key': randomUUID() },
@@ -177,7 +178,7 @@ export async function submitBuild(
   const contextType = opts.gzip === false && !opts.gzipped ? 'application/x-tar' : 'application/gzip';
   const secrets = opts.secrets && Object.keys(opts.secrets).length > 0 ? opts.secrets : undefined;
   const boundary = `kiln-${randomUUID()}`;
-  let res: Response;
+  let res: HttpResponse;
   try {
     if (signal?.aborted) throw abortReason(signal);
     res = await api.fetch(`/v1/builds?${opts.query.toString()}`, {
@@ -186,15 +187,13 @@ export async function submitBuild(
         'content-type': secrets ? `multipart/form-data; boundary=${boundary}` : contextType,
         'idempotency-key': randomUUID(),
       },
-      // undici streams an async iterable body; `duplex: 'half'` is required for a streamed request.
-      body: (secrets
-        ? multipartBody(boundary, { secrets: secretsField(secrets) }, body, contextType)
-        : body) as unknown as RequestInit['body'],
-      duplex: 'half',
-    } as RequestInit);
+      body: secrets ? multipartBody(boundary, { secrets: secretsField(secrets) }, body, contextType) : body,
+    });
     if (!res.ok) {
+      // Read before the body stops: stopping it ends the connection the answer is on.
+      const refusal = await apiErrorFrom(res);
       stop();
-      throw await apiErrorFrom(res);
+      throw refusal;
     }
     return { build: (await res.json()) as BuildView, sent };
   } catch (err) {

@@ -119,6 +119,20 @@ describe('submitBuild', () => {
     });
   });
 
+  test('a server that cannot be reached is unreachable (exit 3), not a failure to read the context', async () => {
+    const gone = createServer();
+    await new Promise<void>((resolve) => gone.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(gone.address() as AddressInfo).port}`;
+    await new Promise((resolve) => gone.close(resolve));
+    const tar = Readable.from([Buffer.alloc(100_000, 1)]);
+    await assert.rejects(submitBuild(new KilnApi(url, 'tok'), { query: new URLSearchParams(), tar }), {
+      code: 'unreachable',
+      exitCode: 3,
+      message: new RegExp(`^cannot reach Kiln at ${url}: connect ECONNREFUSED`),
+    });
+    assert.ok(tar.destroyed);
+  });
+
   test('Ctrl-C while uploading rejects with InterruptedError and stops reading', async () => {
     handler = async (_req, body) => [202, { n: await drain(body).catch(() => -1) }];
     const controller = new AbortController();

@@ -1,5 +1,4 @@
 /** `kiln builds ls|show|logs|cancel`. */
-import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { BUILD_STATUSES, FINAL_STATUSES } from '@kiln/contract';
 import { apiErrorFrom, type BuildView, projectClient } from '../api.js';
@@ -171,10 +170,7 @@ async function logs(argv: string[], io: Io): Promise<number> {
       signal: controller.signal,
     });
     if (!res.ok) throw await apiErrorFrom(res);
-    if (res.body) {
-      const body = Readable.fromWeb(res.body as import('node:stream/web').ReadableStream<Uint8Array>);
-      await pipeline(body, io.stdout, { end: false, signal: controller.signal });
-    }
+    await pipeline(res.body, io.stdout, { end: false, signal: controller.signal });
     return EXIT_OK;
   } catch (err) {
     if (controller.signal.aborted) return EXIT_INTERRUPTED;

@@ -1,0 +1,129 @@
+// The CLI's HTTP client against loopback servers: bodies both ways, a server that goes silent,
+// TLS that does not verify, and a process that ends without closing its kept-alive connection.
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import { createServer as createTlsServer } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { makeTestPki } from '../../../packages/buildkit-client/test-support/relay.js';
+import { request } from './http.js';
+
+const listen = async (server: Server) => {
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return `127.0.0.1:${(server.address() as AddressInfo).port}`;
+};
+const close = async (server: Server) => {
+  server.closeAllConnections();
+  await new Promise((resolve) => server.close(resolve));
+};
+
+describe('request', () => {
+  let server: Server;
+  let base = '';
+  before(async () => {
+    server = createServer(async (req, res) => {
+      if (req.url === '/silent') return; // answers nothing, keeps the connection
+      if (req.url === '/stall') {
+        res.writeHead(200);
+        res.write('first bytes');
+        return; // the rest never comes
+      }
+      let length = 0;
+      for await (const chunk of req) length += (chunk as Buffer).length;
+      res.writeHead(201, 'Made', {
+        'x-seen': req.headers['x-kind'] ?? '',
+        'content-type': 'application/json',
+      });
+      res.end(
+        JSON.stringify({ method: req.method, length, chunked: req.headers['transfer-encoding'] ?? null }),
+      );
+    });
+    base = `http://${await listen(server)}`;
+  });
+  after(() => close(server));
+
+  test('a text body is sent with its length, a stream chunked; the answer as it came', async () => {
+    const text = await request(`${base}/x`, { method: 'PUT', headers: { 'x-kind': 'text' }, body: 'héllo' });
+    assert.deepEqual(
+      [text.status, text.statusText, text.ok, text.header('X-Seen')],
+      [201, 'Made', true, 'text'],
+    );
+    assert.deepEqual(await text.json(), { method: 'PUT', length: 6, chunked: null });
+
+    async function* parts() {
+      for (let i = 0; i < 4; i++) yield Buffer.alloc(100_000, i);
+    }
+    const streamed = await request(`${base}/x`, { method: 'POST', body: parts() });
+    assert.deepEqual(await streamed.json(), { method: 'POST', length: 400_000, chunked: 'chunked' });
+  });
+
+  test('a server that goes silent, before or during its answer, fails the request instead of hanging', async () => {
+    const host = new URL(base).host;
+    await assert.rejects(request(`${base}/silent`, { idleTimeoutMs: 200 }), {
+      message: `${host} sent nothing for 0.2 s`,
+    });
+    const res = await request(`${base}/stall`, { idleTimeoutMs: 200 });
+    assert.equal(res.status, 200);
+    await assert.rejects(res.text());
+  });
+
+  test('a refused connection and a foreign scheme are errors that say so', async () => {
+    const gone = createServer();
+    const address = await listen(gone);
+    await close(gone);
+    await assert.rejects(request(`http://${address}/`), { message: `connect ECONNREFUSED ${address}` });
+    await assert.rejects(request('ftp://127.0.0.1/x'), {
+      message: 'unsupported URL scheme ftp: in ftp://127.0.0.1/x',
+    });
+  });
+
+  test('an abort rejects with the abort', async () => {
+    const controller = new AbortController();
+    const pending = request(`${base}/silent`, { signal: controller.signal });
+    controller.abort();
+    await assert.rejects(pending, { name: 'AbortError' });
+  });
+});
+
+test('https is TLS with verification: a certificate from an unknown CA is refused, naming why', async () => {
+  const pki = makeTestPki();
+  const server = createTlsServer(
+    { key: readFileSync(pki.serverKey), cert: readFileSync(pki.serverCert) },
+    (_, res) => res.end('should not be reached'),
+  );
+  try {
+    const address = await listen(server);
+    await assert.rejects(request(`https://${address}/`), /certificate/);
+  } finally {
+    await close(server);
+    pki.cleanup();
+  }
+});
+
+test('a process whose answered requests left their connection open still exits by itself', async () => {
+  const server = createServer((_, res) => res.end('ok'));
+  // The server keeps the connection longer than the child may take.
+  server.keepAliveTimeout = 120_000;
+  try {
+    const address = await listen(server);
+    const module = fileURLToPath(new URL('./http.ts', import.meta.url));
+    const script = `import { request } from ${JSON.stringify(module)};
+      const res = await request('http://${address}/');
+      console.log(res.status, await res.text());`;
+    // Bounded only to prove it ends: kept-alive sockets would hold it forever.
+    const { stdout } = await promisify(execFile)(
+      process.execPath,
+      ['--import', 'tsx', '--input-type=module', '-e', script],
+      {
+        timeout: 20_000,
+      },
+    );
+    assert.equal(stdout, '200 ok\n');
+  } finally {
+    await close(server);
+  }
+});
