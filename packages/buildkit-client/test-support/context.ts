@@ -1,5 +1,6 @@
 // Temporary build contexts for integration tests.
 import { execFile } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import { chmod, link, mkdir, mkdtemp, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -68,12 +69,28 @@ function resolveInside(root: string, path: string): string {
   return join(root, relative);
 }
 
+const leftAtExit = new Set<string>();
+
+/**
+ * Contexts a test did not clean up (most keep theirs to the end of the file) are removed when
+ * the test process exits, so runs do not pile them up in the temporary directory.
+ */
+function removeAtExit(dir: string): void {
+  if (leftAtExit.size === 0) {
+    process.once('exit', () => {
+      for (const d of leftAtExit) rmSync(d, { recursive: true, force: true });
+    });
+  }
+  leftAtExit.add(dir);
+}
+
 /**
  * Creates a temporary directory holding `files` (paths relative to it; parents are
  * created as needed). Hard links are made last so their targets exist.
  */
 export async function makeContext(files: Record<string, ContextFile>): Promise<BuildContext> {
   const dir = await mkdtemp(join(tmpdir(), 'kiln-ctx-'));
+  removeAtExit(dir);
   const cleanup = (): Promise<void> => rm(dir, { recursive: true, force: true });
   try {
     const entries = Object.entries(files).map(([path, file]): [string, ContextEntry] => [
