@@ -433,10 +433,11 @@ async function probeExport(t, ctx) {
 
 /** The fixed cost of each client (process start, module loading, connect, one cheap call), 5 runs each. */
 async function fixedCost(t) {
-  const fixed = { bkctl_debug_workers: [], reference: [] };
+  const fixed = { node_start: [], bkctl_debug_workers: [], reference: [] };
   const refArgv =
     t.ref === 'docker' ? [DOCKER, 'version'] : [env.BENCH_BUILDCTL, '--addr', t.addr, 'debug', 'workers'];
   for (let i = 0; i < 5; i++) {
+    fixed.node_start.push((await t.run('fixed-node', [process.execPath, '-e', '0'])).wall_s);
     fixed.bkctl_debug_workers.push(
       (await t.run('fixed-bkctl', [process.execPath, BKCTL, '--addr', t.addr, 'debug', 'workers'])).wall_s,
     );
@@ -444,7 +445,8 @@ async function fixedCost(t) {
   }
   const command = refArgv.slice(t.ref === 'docker' ? 1 : 3).join(' ');
   return {
-    what: `wall of \`bkctl debug workers\` (node start, module load, connect, one call) vs \`${command}\``,
+    what: `wall of \`bkctl debug workers\` (node start, module load, connect, one call) vs \`${command}\`; node_start: \`node -e 0\``,
+    node_start: stats(fixed.node_start),
     bkctl_debug_workers: stats(fixed.bkctl_debug_workers),
     reference: stats(fixed.reference),
     reference_command: `${t.ref} ${command}`,
@@ -501,6 +503,8 @@ async function main() {
     node: process.version,
     ...(dockerd ? await dockerFacts(WORK, dockerd.dockerEnv) : {}),
     ...(buildkitd ? { buildkitd: buildkitdVersion() } : {}),
+    // Node reads this file at every start, before any JavaScript runs (~40 ms for a system CA bundle).
+    node_extra_ca_certs: env.NODE_EXTRA_CA_CERTS ? 'set' : 'unset',
     ...machineFacts(),
   };
   const client = {
