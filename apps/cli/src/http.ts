@@ -67,11 +67,11 @@ export class HttpResponse {
  */
 export async function request(url: string, opts: RequestOptions = {}): Promise<HttpResponse> {
   const target = new URL(url);
-  // Loaded only for https, so that plain-HTTP commands do not pay for TLS.
-  const transport = target.protocol === 'https:' ? await import('node:https') : http;
   if (target.protocol !== 'https:' && target.protocol !== 'http:') {
     throw new Error(`unsupported URL scheme ${target.protocol} in ${url}`);
   }
+  // Loaded only for https, so that plain-HTTP commands do not pay for TLS.
+  const transport = target.protocol === 'https:' ? await import('node:https') : http;
   const headers: Record<string, string | number> = { ...opts.headers };
   const { body } = opts;
   if (typeof body === 'string' || Buffer.isBuffer(body)) headers['content-length'] = Buffer.byteLength(body);
