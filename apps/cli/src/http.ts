@@ -88,6 +88,16 @@ export async function request(url: string, opts: RequestOptions = {}): Promise<H
       // The body's own errors (a connection lost mid-answer) reach whoever reads it.
       req.off('error', reject);
       req.on('error', () => {});
+      // Node frees a kept-alive socket at the body's end, which an unread body never reaches,
+      // empty or not, and the socket then holds the process open. An empty one is ended here,
+      // so a caller that only needs the status (a 204) need not read it.
+      if (
+        message.statusCode === 204 ||
+        message.statusCode === 304 ||
+        message.headers['content-length'] === '0'
+      ) {
+        message.resume();
+      }
       resolve(new HttpResponse(message));
     });
     if (body === undefined || typeof body === 'string' || Buffer.isBuffer(body)) {
@@ -98,6 +108,11 @@ export async function request(url: string, opts: RequestOptions = {}): Promise<H
       // the request, which rejects above unless the answer came first.
       const source = body instanceof Readable ? body : Readable.from(body);
       source.once('error', (err) => req.destroy(err));
+      // A body its owner stopped (destroyed without an error: the server refused it early)
+      // must not leave the request half-sent on a socket that then holds the process open.
+      source.once('close', () => {
+        if (!source.readableEnded) req.destroy();
+      });
       source.pipe(req);
     }
   });

@@ -104,26 +104,59 @@ test('https is TLS with verification: a certificate from an unknown CA is refuse
   }
 });
 
-test('a process whose answered requests left their connection open still exits by itself', async () => {
-  const server = createServer((_, res) => res.end('ok'));
-  // The server keeps the connection longer than the child may take.
-  server.keepAliveTimeout = 120_000;
-  try {
-    const address = await listen(server);
-    const module = fileURLToPath(new URL('./http.ts', import.meta.url));
-    const script = `import { request } from ${JSON.stringify(module)};
-      const res = await request('http://${address}/');
-      console.log(res.status, await res.text());`;
-    // Bounded only to prove it ends: kept-alive sockets would hold it forever.
-    const { stdout } = await promisify(execFile)(
-      process.execPath,
-      ['--import', 'tsx', '--input-type=module', '-e', script],
-      {
-        timeout: 20_000,
-      },
+describe('a process exits by itself after its requests, with the server keeping connections open', () => {
+  let server: Server;
+  let address = '';
+  before(async () => {
+    server = createServer((req, res) => {
+      if (req.url === '/empty') return res.writeHead(204).end();
+      // Refuses a streamed body before reading it, and keeps the connection.
+      if (req.url === '/early') return res.writeHead(400).end('refused');
+      res.end('ok');
+    });
+    // Longer than a child may take: only the client can end a connection in time.
+    server.keepAliveTimeout = 120_000;
+    address = await listen(server);
+  });
+  after(() => close(server));
+
+  const module = fileURLToPath(new URL('./http.ts', import.meta.url));
+  /** Runs `body` as a module with `request` imported; bounded only to prove it ends. */
+  const run = async (body: string) =>
+    (
+      await promisify(execFile)(
+        process.execPath,
+        [
+          '--import',
+          'tsx',
+          '--input-type=module',
+          '-e',
+          `import { Readable } from 'node:stream';\nimport { request } from ${JSON.stringify(module)};\n${body}`,
+        ],
+        { timeout: 20_000 },
+      )
+    ).stdout;
+
+  test('an answer that was read', async () => {
+    const out = await run(
+      `const res = await request('http://${address}/');\nconsole.log(res.status, await res.text());`,
     );
-    assert.equal(stdout, '200 ok\n');
-  } finally {
-    await close(server);
-  }
+    assert.equal(out, '200 ok\n');
+  });
+
+  test('an empty answer (204) that was not read', async () => {
+    const out = await run(
+      `console.log((await request('http://${address}/empty', { method: 'DELETE' })).status);`,
+    );
+    assert.equal(out, '204\n');
+  });
+
+  test('a streamed body refused early, which its owner then stops', async () => {
+    const out = await run(`const body = new Readable({ read() {} });
+      body.push(Buffer.alloc(65536, 1));
+      const res = await request('http://${address}/early', { method: 'POST', body });
+      console.log(res.status, await res.text());
+      body.destroy();`);
+    assert.equal(out, '400 refused\n');
+  });
 });

@@ -190,7 +190,7 @@ export async function submitBuild(
       body: secrets ? multipartBody(boundary, { secrets: secretsField(secrets) }, body, contextType) : body,
     });
     if (!res.ok) {
-      // Read before the body stops: stopping it ends the connection the answer is on.
+      // Read before the body stops: stopping it ends the request, and the connection with it.
       const refusal = await apiErrorFrom(res);
       stop();
       throw refusal;
