@@ -80,7 +80,7 @@ export class KilnApi {
   }
 
   /** A request with the token; network failures become a CliError naming the server. */
-  async fetch(p: string, init: RequestOptions = {}): Promise<HttpResponse> {
+  async request(p: string, init: RequestOptions = {}): Promise<HttpResponse> {
     const headers = { ...init.headers };
     if (this.token) headers.authorization = `Bearer ${this.token}`;
     try {
@@ -97,7 +97,7 @@ export class KilnApi {
 
   /** A request whose unsuccessful answer is thrown as its ApiError. */
   async call(p: string, init: RequestOptions = {}): Promise<HttpResponse> {
-    const res = await this.fetch(p, init);
+    const res = await this.request(p, init);
     if (res.ok) return res;
     const err = await apiErrorFrom(res);
     const hint = this.hintFor?.(err);

@@ -85,7 +85,7 @@ export async function followLogs(api: KilnApi, id: string, opts: FollowOptions):
   for (;;) {
     let res: HttpResponse | undefined;
     try {
-      res = await api.fetch(`/v1/builds/${encodeURIComponent(id)}/logs`, {
+      res = await api.request(`/v1/builds/${encodeURIComponent(id)}/logs`, {
         headers: { accept: 'text/event-stream' },
         ...(signal ? { signal } : {}),
       });

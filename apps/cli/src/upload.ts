@@ -44,7 +44,7 @@ function postJsonBuild(
   fields: Record<string, unknown>,
   secrets: Record<string, Buffer> | undefined,
 ): Promise<HttpResponse> {
-  return api.fetch('/v1/builds', {
+  return api.request('/v1/builds', {
     method: 'POST',
     headers: { 'content-type': 'application/json', 'idempotency-key': randomUUID() },
     body: JSON.stringify({
@@ -181,7 +181,7 @@ export async function submitBuild(
   let res: HttpResponse;
   try {
     if (signal?.aborted) throw abortReason(signal);
-    res = await api.fetch(`/v1/builds?${opts.query.toString()}`, {
+    res = await api.request(`/v1/builds?${opts.query.toString()}`, {
       method: 'POST',
       headers: {
         'content-type': secrets ? `multipart/form-data; boundary=${boundary}` : contextType,
