@@ -8,6 +8,8 @@
 #   BENCH_PROFILE=always npm run bench     # always CPU-profile one bkctl export
 #   KILN_BENCH_SKIP_BUILD=1 npm run bench  # skip `npm run build`
 #   BENCH_ONLY=buildkitd npm run bench     # only one daemon: dockerd or buildkitd
+#   BENCH_NODE=/opt/node24/bin/node npm run bench  # bkctl on another Node release; results
+#                                          # in buildkit-client-node<major>.{json,md}
 #
 # On dockerd (docker build = /usr/bin/docker with DOCKER_BUILDKIT=1, the reference):
 #   1. export a 512 MiB tar to a file from a warm cache      target: bkctl/docker <= 1.0
@@ -58,6 +60,14 @@ BENCH_ONLY=${BENCH_ONLY:-}
 	log "BENCH_ONLY=$BENCH_ONLY: expected dockerd or buildkitd (or unset for both)"
 	exit 2
 }
+RESULT_NAME=buildkit-client
+if [[ -n ${BENCH_NODE:-} ]]; then
+	major=$("$BENCH_NODE" -p 'process.versions.node.split(".")[0]' 2>/dev/null) || {
+		log "BENCH_NODE=$BENCH_NODE: not a node binary that runs here"
+		exit 2
+	}
+	RESULT_NAME=buildkit-client-node$major
+fi
 kiln_ensure_deps
 if [[ -z ${KILN_BENCH_SKIP_BUILD:-} ]]; then
 	# Only the package under test (and what it depends on): unrelated packages in the
@@ -106,7 +116,8 @@ mkdir -p "$RESULTS"
 
 env "${DAEMON_ENV[@]}" \
 	BENCH_WORK=$DAEMON_DIR/work \
-	BENCH_OUT=$RESULTS/buildkit-client.json \
+	BENCH_OUT=$RESULTS/$RESULT_NAME.json \
+	BENCH_NODE=${BENCH_NODE:-} \
 	BENCH_PROFILE_DIR=$PROFILE_DIR \
 	BENCH_CLIENT_DIR=$CLIENT \
 	BENCH_GIT_HEAD=$GIT_HEAD \
@@ -119,4 +130,4 @@ kiln_dockerd_stop "$DAEMON_DIR"
 rm -rf --one-file-system "$DAEMON_DIR"
 DAEMON_DIR=
 
-bench_report report.mjs buildkit-client
+bench_report report.mjs "$RESULT_NAME"

@@ -17,6 +17,7 @@
 //   BENCH_BUSY_MAX      share of a core other processes may use during a timed run before its
 //                       pair is retaken (default 0.25)
 //   BENCH_CLIENT_DIR    a frozen copy of packages/buildkit-client (bin, dist, proto) to run
+//   BENCH_NODE          the node binary that runs bkctl (default: the one running this script)
 //   BENCH_GIT_HEAD, BENCH_GIT_DIRTY   recorded with the results to identify the client
 //
 // Every figure is the wall-clock time of a whole command (process start to exit),
@@ -48,6 +49,8 @@ const MiB = 1024 * 1024;
 const env = process.env;
 const CLIENT_DIR = env.BENCH_CLIENT_DIR ?? path.join(ROOT, 'packages/buildkit-client');
 const BKCTL = path.join(CLIENT_DIR, 'bin/bkctl.js');
+/** Runs the client under test, so that another Node release can be measured on the same machine. */
+const CLIENT_NODE = env.BENCH_NODE || process.execPath;
 const ONLY = env.BENCH_ONLY ?? '';
 const WORK = need('BENCH_WORK');
 const OUT = need('BENCH_OUT');
@@ -134,7 +137,7 @@ function buildArgs(ctx, output, quiet) {
 
 /** argv for bkctl with the equivalent flags. */
 function bkctlBuild(t, ctx, output, { quiet = false, nodeFlags = [] } = {}) {
-  return [process.execPath, ...nodeFlags, BKCTL, '--addr', t.addr, ...buildArgs(ctx, output, quiet)];
+  return [CLIENT_NODE, ...nodeFlags, BKCTL, '--addr', t.addr, ...buildArgs(ctx, output, quiet)];
 }
 
 /**
@@ -406,7 +409,7 @@ async function probeExport(t, ctx) {
   const runs = Object.fromEntries(variants.map((v) => [v, []]));
   for (let round = 0; round < 3; round++) {
     for (const v of variants) {
-      const r = await t.run(`probe-${v}`, [process.execPath, probe, CLIENT_DIR, t.addr, ctx, v, dest], {
+      const r = await t.run(`probe-${v}`, [CLIENT_NODE, probe, CLIENT_DIR, t.addr, ctx, v, dest], {
         capture: true,
       });
       runs[v].push(r);
@@ -433,20 +436,29 @@ async function probeExport(t, ctx) {
 
 /** The fixed cost of each client (process start, module loading, connect, one cheap call), 5 runs each. */
 async function fixedCost(t) {
-  const fixed = { node_start: [], bkctl_debug_workers: [], reference: [] };
+  const fixed = { node_start: [], node_start_no_extra_ca: [], bkctl_debug_workers: [], reference: [] };
+  const noExtraCa = { ...env };
+  delete noExtraCa.NODE_EXTRA_CA_CERTS;
   const refArgv =
     t.ref === 'docker' ? [DOCKER, 'version'] : [env.BENCH_BUILDCTL, '--addr', t.addr, 'debug', 'workers'];
   for (let i = 0; i < 5; i++) {
-    fixed.node_start.push((await t.run('fixed-node', [process.execPath, '-e', '0'])).wall_s);
+    fixed.node_start.push((await t.run('fixed-node', [CLIENT_NODE, '-e', '0'])).wall_s);
+    if (env.NODE_EXTRA_CA_CERTS) {
+      const r = await t.run('fixed-node-no-extra-ca', [CLIENT_NODE, '-e', '0'], { envVars: noExtraCa });
+      fixed.node_start_no_extra_ca.push(r.wall_s);
+    }
     fixed.bkctl_debug_workers.push(
-      (await t.run('fixed-bkctl', [process.execPath, BKCTL, '--addr', t.addr, 'debug', 'workers'])).wall_s,
+      (await t.run('fixed-bkctl', [CLIENT_NODE, BKCTL, '--addr', t.addr, 'debug', 'workers'])).wall_s,
     );
     fixed.reference.push((await t.run('fixed-ref', refArgv, { envVars: t.dockerEnv })).wall_s);
   }
   const command = refArgv.slice(t.ref === 'docker' ? 1 : 3).join(' ');
   return {
-    what: `wall of \`bkctl debug workers\` (node start, module load, connect, one call) vs \`${command}\`; node_start: \`node -e 0\``,
+    what: `wall of \`bkctl debug workers\` (node start, module load, connect, one call) vs \`${command}\`; node_start: \`node -e 0\`, also with NODE_EXTRA_CA_CERTS unset when it is set`,
     node_start: stats(fixed.node_start),
+    ...(fixed.node_start_no_extra_ca.length > 0
+      ? { node_start_no_extra_ca: stats(fixed.node_start_no_extra_ca) }
+      : {}),
     bkctl_debug_workers: stats(fixed.bkctl_debug_workers),
     reference: stats(fixed.reference),
     reference_command: `${t.ref} ${command}`,
@@ -500,10 +512,11 @@ async function main() {
   const dockerd = TARGETS.find((t) => t.daemon === 'dockerd');
   const buildkitd = TARGETS.find((t) => t.daemon === 'buildkitd');
   const host = {
-    node: process.version,
+    node: execFileSync(CLIENT_NODE, ['--version'], { encoding: 'utf8' }).trim(),
     ...(dockerd ? await dockerFacts(WORK, dockerd.dockerEnv) : {}),
     ...(buildkitd ? { buildkitd: buildkitdVersion() } : {}),
-    // Node reads this file at every start, before any JavaScript runs (~40 ms for a system CA bundle).
+    // Node 20 reads this file at every start, before any JavaScript runs (~40 ms for a system CA
+    // bundle; Node 24 measured no difference). `fixed_cost_s` times node's start both ways.
     node_extra_ca_certs: env.NODE_EXTRA_CA_CERTS ? 'set' : 'unset',
     ...machineFacts(),
   };

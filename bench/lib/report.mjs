@@ -69,8 +69,9 @@ function sessionNote(m) {
       ? ` Node start-up, module loading and connecting cost ${fixed.bkctl_debug_workers.median} s against ` +
         `buildctl's ${fixed.reference.median} s (\`debug workers\`, median of 5), of which ` +
         `\`node -e 0\` takes ${fixed.node_start?.median ?? '?'} s` +
-        (r.host.node_extra_ca_certs === 'set'
-          ? ' (NODE_EXTRA_CA_CERTS is set here: node reads and parses that file at every start).'
+        (fixed.node_start_no_extra_ca
+          ? ` with NODE_EXTRA_CA_CERTS set, as here, and ${fixed.node_start_no_extra_ca.median} s without it ` +
+            '(Node 20 reads and parses that file at every start, before any JavaScript runs).'
           : '.')
       : '')
   );
