@@ -1,6 +1,6 @@
 /** The Kiln HTTP API as the CLI uses it: bearer auth, `{error: {code, message}}` turned into ApiError. */
 import type { BuildList, BuildView, TokenScope } from '@kiln/contract';
-import { loadConfig } from './config.js';
+import { checkToken, configPath, loadConfig } from './config.js';
 import { ApiError, CliError, EXIT_UNAVAILABLE, InterruptedError, messageOf } from './errors.js';
 import { type HttpResponse, type RequestOptions, request } from './http.js';
 
@@ -174,7 +174,8 @@ export class KilnApi {
 /** The client of the project whose token kiln login saved (KILN_URL and KILN_TOKEN override it). */
 export async function projectClient(env: Readonly<Record<string, string | undefined>>): Promise<KilnApi> {
   const config = await loadConfig(env);
-  return new KilnApi(config.url, config.token);
+  const source = config.source.token === 'env' ? 'KILN_TOKEN' : `the token in ${configPath(env)}`;
+  return new KilnApi(config.url, config.token === undefined ? undefined : checkToken(config.token, source));
 }
 
 /** What an aborted signal was aborted with, as an error to throw. */

@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { CliError } from './errors.js';
+import { CliError, EXIT_AUTH, LOGIN_HINT } from './errors.js';
 
 export const DEFAULT_URL = 'http://127.0.0.1:8080';
 
@@ -42,6 +42,35 @@ export function normalizeUrl(raw: string, what = 'the Kiln URL'): string {
     throw new CliError(`${what} "${raw}" must be http:// or https://`);
   }
   return url.toString().replace(/\/+$/, '');
+}
+
+/**
+ * The token as it goes into the Authorization header, checked first: a token pasted with a line
+ * break, or two of them in one variable, would otherwise fail inside the HTTP client and read as
+ * an unreachable server. Surrounding whitespace (a CRLF file's `\r`) is dropped. The message
+ * names where the token came from, never the token.
+ */
+export function checkToken(token: string, source: string): string {
+  const value = token.trim();
+  const bad = /[^\x21-\x7e]/.exec(value);
+  if (bad) {
+    const c = bad[0];
+    const what =
+      c === '\n' || c === '\r'
+        ? 'a line break'
+        : c === ' ' || c === '\t'
+          ? 'whitespace'
+          : c < ' ' || c === '\x7f'
+            ? 'a control character'
+            : 'a character outside ASCII';
+    throw new CliError(
+      `${source} is not a Kiln token: it contains ${what} at character ${bad.index + 1} (a token is one word of printable ASCII)`,
+      EXIT_AUTH,
+      'invalid_token',
+      LOGIN_HINT,
+    );
+  }
+  return value;
 }
 
 async function readStored(file: string): Promise<StoredConfig> {

@@ -282,6 +282,37 @@ describe('config and login', () => {
     assert.match(denied.stderr, /^error: invalid token \(unauthorized\)/);
   });
 
+  test('a token that cannot be a header value is refused naming its source, never shown, exit 4', async () => {
+    const env = { HOME: home, KILN_URL: url };
+    // Two tokens in one variable (a log line grepped twice): not "cannot reach Kiln".
+    const two = await run(['builds', 'ls'], { ...env, KILN_TOKEN: 'kiln_aaa\nkiln_bbb' });
+    assert.equal(two.code, 4);
+    assert.equal(
+      two.stderr,
+      'error: KILN_TOKEN is not a Kiln token: it contains a line break at character 9 (a token is one word of printable ASCII) (invalid_token)\nhint: run kiln login, or set KILN_TOKEN\n',
+    );
+    for (const [token, what] of [
+      ['kiln_a b', 'whitespace'],
+      ['kiln_\u0007', 'a control character'],
+      ['kiln_é', 'a character outside ASCII'],
+    ]) {
+      const r = await run(['builds', 'ls'], { ...env, KILN_TOKEN: token });
+      assert.equal(r.code, 4, token);
+      assert.match(r.stderr, new RegExp(`KILN_TOKEN is not a Kiln token: it contains ${what} at character`));
+      assert.ok(!r.stderr.includes(token), 'the token is not printed');
+    }
+    // Surrounding whitespace, as a CRLF file leaves it, is dropped.
+    const crlf = await run(['builds', 'ls'], { ...env, KILN_TOKEN: ' good-token\r\n' });
+    assert.equal(crlf.code, 0, crlf.stderr);
+
+    const login = await run(['login', '--url', url, '--token-stdin'], { HOME: home }, 'good-token\nsecond\n');
+    assert.equal(login.code, 4);
+    assert.match(login.stderr, /^error: the token on stdin is not a Kiln token: it contains a line break/);
+    const op = await run(['projects', 'ls'], { ...env, KILN_OPERATOR_TOKEN: 'op\ttoken' });
+    assert.equal(op.code, 4);
+    assert.match(op.stderr, /^error: KILN_OPERATOR_TOKEN is not a Kiln token: it contains whitespace/);
+  });
+
   test('an unreachable server is an error naming it, exit 3', async () => {
     const closed = createServer();
     await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));

@@ -4,7 +4,7 @@
  * every project, so it stays where the operator keeps it.
  */
 import { type HintFor, KilnApi } from './api.js';
-import { loadConfig } from './config.js';
+import { checkToken, loadConfig } from './config.js';
 import { UsageError } from './errors.js';
 
 const OPERATOR_HINT =
@@ -19,6 +19,7 @@ export async function operatorClient(
     throw new UsageError('the operator token is required: pass --operator-token or set KILN_OPERATOR_TOKEN');
   }
   const { url } = await loadConfig(env);
+  const checked = checkToken(token, flag ? '--operator-token' : 'KILN_OPERATOR_TOKEN');
   // Without KILN_OPERATOR_TOKEN of its own the server hides these routes: a 404 naming the route.
   const hintFor: HintFor = (err) =>
     err.code === 'unauthorized'
@@ -26,5 +27,5 @@ export async function operatorClient(
       : err.status === 404 && err.message.startsWith('no route ')
         ? `hint: Kiln at ${url} has no operator routes: start it with KILN_OPERATOR_TOKEN set`
         : undefined;
-  return new KilnApi(url, token, hintFor);
+  return new KilnApi(url, checked, hintFor);
 }

@@ -1,7 +1,7 @@
 /** `kiln login --url URL --token TOKEN`: checks the token against the server, then saves both. */
 import { KilnApi } from '../api.js';
 import { parseCommandLine } from '../args.js';
-import { normalizeUrl, saveConfig } from '../config.js';
+import { checkToken, normalizeUrl, saveConfig } from '../config.js';
 import { EXIT_OK, UsageError } from '../errors.js';
 import { type Io, readAll } from '../io.js';
 
@@ -34,9 +34,10 @@ export async function loginCommand(argv: string[], io: Io): Promise<number> {
   const token = values['token-stdin'] ? (await readAll(io.stdin)).toString('utf8').trim() : values.token;
   if (!token) throw new UsageError('--token (or --token-stdin) is required', LOGIN_USAGE);
   const url = normalizeUrl(rawUrl);
+  const checked = checkToken(token, values['token-stdin'] ? 'the token on stdin' : '--token');
   // An authenticated request that changes nothing: a bad token is a 401 here, not on the first build.
-  await new KilnApi(url, token).listBuilds({ limit: 1 });
-  const file = await saveConfig(io.env, { url, token });
+  await new KilnApi(url, checked).listBuilds({ limit: 1 });
+  const file = await saveConfig(io.env, { url, token: checked });
   io.stdout.write(`Login Succeeded: ${url} (saved to ${file})\n`);
   return EXIT_OK;
 }
