@@ -165,7 +165,7 @@ async function logs(argv: string[], io: Io): Promise<number> {
       await followLogs(api, id, { signal: controller.signal, onLog: (text) => io.stdout.write(text) });
       return EXIT_OK;
     }
-    const res = await api.request(`/v1/builds/${id}/logs`, {
+    const res = await api.request(`/v1/builds/${encodeURIComponent(id)}/logs`, {
       headers: { accept: 'text/plain' },
       signal: controller.signal,
     });
