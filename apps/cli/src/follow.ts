@@ -3,8 +3,9 @@
  * `event: end` with the final status). A dropped connection is reopened; the server replays the
  * stream from its start, so the events already shown are skipped.
  */
+import { FINAL_STATUSES } from '@kiln/contract';
 import { abortReason, apiErrorFrom, type KilnApi } from './api.js';
-import { CliError } from './errors.js';
+import { CliError, EXIT_UNAVAILABLE } from './errors.js';
 import type { HttpResponse } from './http.js';
 
 export interface SseEvent {
@@ -115,7 +116,11 @@ export async function followLogs(api: KilnApi, id: string, opts: FollowOptions):
       }
     }
     if (++failures > maxRetries) {
-      throw new CliError(`lost the log stream of build ${id}: ${lastError}`, 1, 'log_stream_lost');
+      throw new CliError(
+        `lost the log stream of build ${id}: ${lastError}`,
+        EXIT_UNAVAILABLE,
+        'log_stream_lost',
+      );
     }
     await sleep(Math.min((opts.retryDelayMs ?? 500) * 2 ** (failures - 1), 5000), signal);
   }
@@ -135,4 +140,28 @@ export async function waitForFinal(
     if (Date.now() > end) throw new CliError(`build ${id} is still ${build.status}`, 1, 'timeout');
     await sleep(opts.intervalMs ?? 500, opts.signal);
   }
+}
+
+/**
+ * Shows the log, then returns the build once final. After the log's end the row may lag it for a
+ * moment, hence a bound; when the log stream is lost (a proxy that cuts event streams, an API
+ * restarting) the build is still running and is waited for as long as it runs, as `onLost` says.
+ */
+export async function followUntilFinal(
+  api: KilnApi,
+  id: string,
+  opts: FollowOptions & { onLost: (err: CliError) => void; pollMs?: number },
+) {
+  const { signal } = opts;
+  try {
+    await followLogs(api, id, opts);
+  } catch (err) {
+    if (signal?.aborted || !(err instanceof CliError) || err.code !== 'log_stream_lost') throw err;
+    opts.onLost(err);
+    return waitForFinal(api, id, FINAL_STATUSES, {
+      ...(signal ? { signal } : {}),
+      intervalMs: opts.pollMs ?? 2000,
+    });
+  }
+  return waitForFinal(api, id, FINAL_STATUSES, { ...(signal ? { signal } : {}), timeoutMs: 60_000 });
 }

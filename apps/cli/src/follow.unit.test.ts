@@ -3,9 +3,9 @@
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { after, before, describe, test } from 'node:test';
+import { after, before, describe, mock, test } from 'node:test';
 import { KilnApi } from './api.js';
-import { followLogs, parseSse } from './follow.js';
+import { followLogs, followUntilFinal, parseSse } from './follow.js';
 
 async function* chunks(text: string, size: number): AsyncGenerator<Uint8Array> {
   const bytes = Buffer.from(text);
@@ -121,4 +121,36 @@ describe('followLogs', () => {
       },
     );
   });
+});
+
+test('a lost log stream: the build is waited for as long as it runs, not 60 s', async () => {
+  // Every log request fails (a proxy that cuts event streams); the build runs on. Each poll
+  // moves the clock 61 s, so a bound of 60 s would give up at the second one.
+  mock.timers.enable({ apis: ['Date'], now: Date.now() });
+  let polls = 0;
+  const server = createServer((req, res) => {
+    res.setHeader('content-type', 'application/json');
+    if (req.url === '/v1/builds/b1/logs') {
+      res.writeHead(503).end(JSON.stringify({ error: { code: 'unavailable', message: 'try later' } }));
+      return;
+    }
+    polls++;
+    mock.timers.tick(61_000);
+    res.end(JSON.stringify({ id: 'b1', status: polls < 4 ? 'running' : 'succeeded' }));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  try {
+    const lost: string[] = [];
+    const done = await followUntilFinal(
+      new KilnApi(`http://127.0.0.1:${(server.address() as AddressInfo).port}`, 't0ken'),
+      'b1',
+      { onLog: () => {}, onLost: (err) => lost.push(err.message), maxRetries: 1, retryDelayMs: 1, pollMs: 1 },
+    );
+    assert.equal(done.status, 'succeeded');
+    assert.equal(polls, 4);
+    assert.deepEqual(lost, ['lost the log stream of build b1: try later']);
+  } finally {
+    mock.timers.reset();
+    await new Promise((resolve) => server.close(resolve));
+  }
 });

@@ -2,7 +2,6 @@
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { loadSecrets } from '@kiln/buildkit-client/context';
-import { FINAL_STATUSES } from '@kiln/contract';
 import { type KilnApi, projectClient } from '../api.js';
 import { BUILD_USAGE, buildSpec, parseBuildOptions } from '../args.js';
 import { downloadArtifact } from '../download.js';
@@ -14,7 +13,7 @@ import {
   InterruptedError,
   messageOf,
 } from '../errors.js';
-import { followLogs, waitForFinal } from '../follow.js';
+import { followUntilFinal } from '../follow.js';
 import type { Io } from '../io.js';
 import { createReporter } from '../reporter.js';
 import { submitContext } from '../submit-context.js';
@@ -59,13 +58,11 @@ export async function buildCommand(argv: string[], io: Io): Promise<number> {
     buildId = build.id;
     reporter.submitted(build);
 
-    try {
-      await followLogs(api, build.id, { signal, onLog: (text) => reporter.log(text) });
-    } catch (err) {
-      if (signal.aborted || !(err instanceof CliError) || err.code !== 'log_stream_lost') throw err;
-      reporter.warn(`${err.message}; waiting for the build to finish`);
-    }
-    const done = await waitForFinal(api, build.id, FINAL_STATUSES, { signal, timeoutMs: 60_000 });
+    const done = await followUntilFinal(api, build.id, {
+      signal,
+      onLog: (text) => reporter.log(text),
+      onLost: (err) => reporter.warn(`${err.message}; waiting for the build to finish`),
+    });
     finished = true;
     reporter.finished(done);
     if (done.status !== 'succeeded') {
