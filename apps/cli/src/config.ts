@@ -30,16 +30,30 @@ export function configPath(env: Env): string {
   return path.join(base, 'kiln', 'config.json');
 }
 
-/** A server URL without trailing slashes; only http(s). */
+/**
+ * A server URL without trailing slashes; only http(s), without credentials, query or fragment.
+ * Paths are appended to it, and it is printed in messages and kept in the context cache: a
+ * password in it would be shown and stored (Kiln takes the token, never URL credentials), and a
+ * query or fragment would swallow every path appended after it.
+ */
 export function normalizeUrl(raw: string, what = 'the Kiln URL'): string {
+  const shown = raw.replace(/\/\/[^/?#]*@/, '//***@');
   let url: URL;
   try {
     url = new URL(raw);
   } catch {
-    throw new CliError(`${what} "${raw}" is not a URL (e.g. http://127.0.0.1:8080)`);
+    throw new CliError(`${what} "${shown}" is not a URL (e.g. http://127.0.0.1:8080)`);
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-    throw new CliError(`${what} "${raw}" must be http:// or https://`);
+    throw new CliError(`${what} "${shown}" must be http:// or https://`);
+  }
+  if (url.username || url.password) {
+    throw new CliError(
+      `${what} "${shown}" holds a user name or password: Kiln authenticates with the token (kiln login, KILN_TOKEN)`,
+    );
+  }
+  if (url.search || url.hash || raw.includes('?') || raw.includes('#')) {
+    throw new CliError(`${what} "${shown}" has a query or fragment: give the server's address only`);
   }
   return url.toString().replace(/\/+$/, '');
 }

@@ -273,6 +273,22 @@ describe('config and login', () => {
       source: { url: 'env', token: 'env' },
     });
     await assert.rejects(loadConfig({ ...env, KILN_URL: 'ftp://x' }), /KILN_URL "ftp:\/\/x" must be http/);
+    // Credentials would be printed and stored with the URL; a query or fragment would swallow the paths.
+    for (const [bad, message] of [
+      ['http://admin:hunter2@h:1/', /^KILN_URL "http:\/\/\*\*\*@h:1\/" holds a user name or password/],
+      ['http://admin@h:1', /holds a user name or password/],
+      ['ftp://admin:hunter2@h/', /^KILN_URL "ftp:\/\/\*\*\*@h\/" must be http/],
+      ['http://h:1/?x=1', /^KILN_URL "http:\/\/h:1\/\?x=1" has a query or fragment/],
+      ['http://h:1/#f', /has a query or fragment/],
+      ['http://h:1/?', /has a query or fragment/],
+    ] as const) {
+      const err = await loadConfig({ ...env, KILN_URL: bad }).then(
+        () => assert.fail(bad),
+        (e: Error) => e,
+      );
+      assert.match(err.message, message, bad);
+      assert.ok(!err.message.includes('hunter2'), bad);
+    }
     // The API answers through the saved login.
     const r = await run(['builds', 'ls'], env);
     assert.equal(r.code, 0, r.stderr);
