@@ -13,8 +13,19 @@ export interface Io {
   onInterrupt(handler: () => void): () => void;
 }
 
-/** The real process. A second Ctrl-C while the first is being handled exits at once. */
+/** Exit status of a process killed by SIGPIPE, which Node ignores: what `git log | head` reports. */
+const EXIT_BROKEN_PIPE = 128 + 13;
+
+/**
+ * The real process. A second Ctrl-C while the first is being handled exits at once. When the
+ * reader of stdout goes away (`kiln builds ls | head -1`), the process ends quietly, as a Unix
+ * tool killed by SIGPIPE does, instead of crashing on the unhandled EPIPE.
+ */
 export function processIo(): Io {
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(EXIT_BROKEN_PIPE);
+    throw err;
+  });
   return {
     stdout: process.stdout,
     stderr: process.stderr,
