@@ -12,11 +12,14 @@ export const EXIT_UNAVAILABLE = 3;
 /** The token is missing, wrong, revoked or lacks the scope (401, 403). */
 export const EXIT_AUTH = 4;
 export const EXIT_INTERRUPTED = 130;
+/** The reader of stdout went away (`| head`): what a process killed by SIGPIPE reports. */
+export const EXIT_BROKEN_PIPE = 141;
 
 /** The exit code of an API answer: the one place HTTP statuses become exit codes. */
 export function exitCodeForStatus(status: number, code: string | undefined): number {
   if (status === 401 || status === 403) return EXIT_AUTH;
-  if (status >= 500 || code === 'rate_limited') return EXIT_UNAVAILABLE;
+  // A 429 that is not Kiln's own quota answer (rate_limited, or a proxy's, without a code) passes.
+  if (status >= 500 || (status === 429 && code !== 'quota_exceeded')) return EXIT_UNAVAILABLE;
   return EXIT_FAILURE;
 }
 

@@ -1,4 +1,5 @@
 import type { Readable, Writable } from 'node:stream';
+import { EXIT_BROKEN_PIPE } from './errors.js';
 
 export type OutStream = Writable & { isTTY?: boolean; columns?: number; rows?: number };
 
@@ -12,9 +13,6 @@ export interface Io {
   /** Calls `handler` on Ctrl-C (SIGINT) until the returned function is called. */
   onInterrupt(handler: () => void): () => void;
 }
-
-/** Exit status of a process killed by SIGPIPE, which Node ignores: what `git log | head` reports. */
-const EXIT_BROKEN_PIPE = 128 + 13;
 
 /**
  * The real process. A second Ctrl-C while the first is being handled exits at once. When the
