@@ -102,7 +102,7 @@ const BUILD_OPTIONS = {
   file: { type: 'string', short: 'f' },
   target: { type: 'string' },
   'build-arg': { type: 'string', multiple: true },
-  platform: { type: 'string' },
+  platform: { type: 'string', multiple: true },
   network: { type: 'string' },
   'no-cache': { type: 'boolean' },
   label: { type: 'string', multiple: true },
@@ -149,7 +149,8 @@ export function parseOutput(value: string, stdoutIsTTY: boolean): OutputArg {
     );
   }
   let target = dest;
-  if (target === undefined || target === '') {
+  if (target === undefined || target === '' || target === '-') {
+    // A tarball on a terminal is noise at best, as buildx says; `-` asks for it no more than nothing.
     if (stdoutIsTTY) {
       throw new UsageError(
         `dest file is required for ${type} exporter. refusing to write to console (e.g. --output type=${type},dest=app.tar)`,
@@ -231,7 +232,9 @@ export function parseBuildOptions(
   if (network !== undefined && network !== 'none' && network !== 'default') {
     throw new UsageError(`--network "${network}" is not supported by kiln: use none or default`, BUILD_USAGE);
   }
-  const platform = values.platform;
+  // Repeated, as buildx takes it: every value counts, not only the last.
+  const platform = values.platform?.join(',');
+  if (platform === '') throw new UsageError('--platform must not be empty', BUILD_USAGE);
   if (values.file === '' || values.target === '') {
     throw new UsageError(`${values.file === '' ? '--file' : '--target'} must not be empty`, BUILD_USAGE);
   }

@@ -24,6 +24,9 @@ function withGitSuffix(url: string): string {
 
 export function parseContextArg(arg: string): ContextArg {
   if (arg === '-') return { kind: 'stdin' };
+  // An unset "$DIR" would otherwise build the current directory; docker refuses it too.
+  if (arg === '')
+    throw new CliError('the context path is empty: name a directory, a git URL or -', EXIT_USAGE);
   if (arg.startsWith('git://')) return { kind: 'git', url: arg };
   const scp = SCP_LIKE.exec(arg);
   if (scp) {

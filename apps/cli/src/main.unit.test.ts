@@ -10,6 +10,7 @@ import { PassThrough, Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { buildSpec, parseBuildOptions, serverDest } from './args.js';
 import { configPath, loadConfig } from './config.js';
+import type { CliError } from './errors.js';
 import type { Io } from './io.js';
 import { main } from './main.js';
 import { buildQuery } from './upload.js';
@@ -104,6 +105,8 @@ describe('kiln build flags', () => {
     assert.deepEqual(out('-'), { type: 'tar', dest: '-', attrs: {} });
     assert.deepEqual(out('type=tar'), { type: 'tar', dest: '-', attrs: {} });
     assert.throws(() => out('type=tar', true), /refusing to write to console/);
+    assert.throws(() => out('-', true), /refusing to write to console/);
+    assert.throws(() => out('type=oci,dest=-', true), /refusing to write to console/);
     assert.deepEqual(out('type=oci,dest=img.tar,name=example/app'), {
       type: 'oci',
       dest: 'img.tar',
@@ -111,6 +114,24 @@ describe('kiln build flags', () => {
     });
     assert.equal(serverDest('/tmp/my app (1).tar', 'tar'), 'my_app__1_.tar');
     assert.equal(serverDest('-', 'tar'), 'output.tar');
+  });
+
+  test('--platform repeated adds up, as buildx takes it; an empty one or an empty context is refused', () => {
+    const opts = parseBuildOptions(
+      ['-o', 'type=tar,dest=x.tar', '--platform', 'linux/amd64', '--platform', 'linux/arm64,linux/386', '.'],
+      {},
+      false,
+    );
+    assert.ok(opts !== 'help');
+    assert.equal(opts.platform, 'linux/amd64,linux/arm64,linux/386');
+    assert.throws(
+      () => parseBuildOptions(['-o', 'type=tar,dest=x.tar', '--platform', '', '.'], {}, false),
+      /--platform must not be empty/,
+    );
+    assert.throws(
+      () => parseBuildOptions(['-o', 'type=tar,dest=x.tar', ''], {}, false),
+      (err: CliError) => err.exitCode === 2 && /the context path is empty/.test(err.message),
+    );
   });
 
   test('--secret takes docker forms; values are read when the build starts', () => {
