@@ -1,7 +1,7 @@
 /** The Kiln HTTP API as the CLI uses it: bearer auth, `{error: {code, message}}` turned into ApiError. */
 import type { BuildList, BuildView, TokenScope } from '@kiln/contract';
 import { checkToken, configPath, loadConfig } from './config.js';
-import { ApiError, CliError, EXIT_UNAVAILABLE, InterruptedError, messageOf } from './errors.js';
+import { ApiError, CliError, EXIT_UNAVAILABLE, InterruptedError, messageOf, UsageError } from './errors.js';
 import { type HttpResponse, type RequestOptions, request } from './http.js';
 
 export type { BuildList, BuildView };
@@ -68,6 +68,15 @@ export async function apiErrorFrom(res: HttpResponse): Promise<ApiError> {
   );
 }
 
+/**
+ * One path segment from what the user typed. `.` and `..` survive encoding and the URL parser
+ * then collapses them (`tokens revoke ..` would send `DELETE /v1/`), so they are refused.
+ */
+export function segment(value: string, what: string): string {
+  if (value === '' || value === '.' || value === '..') throw new UsageError(`"${value}" is not a ${what}`);
+  return encodeURIComponent(value);
+}
+
 export class KilnApi {
   constructor(
     readonly baseUrl: string,
@@ -111,7 +120,7 @@ export class KilnApi {
   }
 
   getBuild(id: string, signal?: AbortSignal): Promise<BuildView> {
-    return this.json<BuildView>(`/v1/builds/${encodeURIComponent(id)}`, signal ? { signal } : {});
+    return this.json<BuildView>(`/v1/builds/${segment(id, 'build ID')}`, signal ? { signal } : {});
   }
 
   listBuilds(q: { status?: string; cursor?: string; limit?: number }): Promise<BuildList> {
@@ -124,7 +133,7 @@ export class KilnApi {
   }
 
   cancelBuild(id: string, signal?: AbortSignal): Promise<BuildView> {
-    return this.json<BuildView>(`/v1/builds/${encodeURIComponent(id)}/cancel`, {
+    return this.json<BuildView>(`/v1/builds/${segment(id, 'build ID')}/cancel`, {
       method: 'POST',
       ...(signal ? { signal } : {}),
     });
@@ -139,7 +148,7 @@ export class KilnApi {
   }
 
   async revokeToken(id: string): Promise<void> {
-    await this.call(`/v1/tokens/${encodeURIComponent(id)}`, { method: 'DELETE' });
+    await this.call(`/v1/tokens/${segment(id, 'token ID')}`, { method: 'DELETE' });
   }
 
   // The operator's routes: a client made with KILN_OPERATOR_TOKEN (operatorClient).
@@ -153,18 +162,18 @@ export class KilnApi {
   }
 
   getProject(ref: string): Promise<ProjectView> {
-    return this.json<ProjectView>(`/v1/admin/projects/${encodeURIComponent(ref)}`);
+    return this.json<ProjectView>(`/v1/admin/projects/${segment(ref, 'project')}`);
   }
 
   updateProject(ref: string, body: { disabled?: boolean; quotas?: QuotaChange }): Promise<ProjectView> {
-    return this.json<ProjectView>(`/v1/admin/projects/${encodeURIComponent(ref)}`, {
+    return this.json<ProjectView>(`/v1/admin/projects/${segment(ref, 'project')}`, {
       method: 'PATCH',
       body: JSON.stringify(body),
     });
   }
 
   createProjectToken(ref: string, body: { name: string; scope?: TokenScope }): Promise<NewToken> {
-    return this.json<NewToken>(`/v1/admin/projects/${encodeURIComponent(ref)}/tokens`, {
+    return this.json<NewToken>(`/v1/admin/projects/${segment(ref, 'project')}/tokens`, {
       method: 'POST',
       body: JSON.stringify(body),
     });

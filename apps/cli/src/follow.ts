@@ -4,7 +4,7 @@
  * stream from its start, so the events already shown are skipped.
  */
 import { FINAL_STATUSES } from '@kiln/contract';
-import { abortReason, apiErrorFrom, type KilnApi } from './api.js';
+import { abortReason, apiErrorFrom, type KilnApi, segment } from './api.js';
 import { CliError, EXIT_UNAVAILABLE } from './errors.js';
 import type { HttpResponse } from './http.js';
 
@@ -86,7 +86,7 @@ export async function followLogs(api: KilnApi, id: string, opts: FollowOptions):
   for (;;) {
     let res: HttpResponse | undefined;
     try {
-      res = await api.request(`/v1/builds/${encodeURIComponent(id)}/logs`, {
+      res = await api.request(`/v1/builds/${segment(id, 'build ID')}/logs`, {
         headers: { accept: 'text/event-stream' },
         ...(signal ? { signal } : {}),
       });

@@ -350,6 +350,19 @@ describe('config and login', () => {
     assert.match(op.stderr, /^error: KILN_OPERATOR_TOKEN is not a Kiln token: it contains whitespace/);
   });
 
+  test('an ID of . or .. is refused before a request (the URL parser would collapse it)', async () => {
+    const env = { HOME: home, KILN_URL: url, KILN_TOKEN: 'good-token', KILN_OPERATOR_TOKEN: 'op' };
+    for (const argv of [
+      ['tokens', 'revoke', '..'],
+      ['projects', 'show', '..'],
+      ['projects', 'token', '.', 'ci'],
+    ]) {
+      const r = await run(argv, env);
+      assert.equal(r.code, 2, `${argv.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, /^error: "\.{1,2}" is not a (token ID|project)/);
+    }
+  });
+
   test('an unreachable server is an error naming it, exit 3', async () => {
     const closed = createServer();
     await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));

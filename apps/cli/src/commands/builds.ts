@@ -1,7 +1,7 @@
 /** `kiln builds ls|show|logs|cancel`. */
 import { pipeline } from 'node:stream/promises';
 import { BUILD_STATUSES, FINAL_STATUSES } from '@kiln/contract';
-import { apiErrorFrom, type BuildView, projectClient } from '../api.js';
+import { apiErrorFrom, type BuildView, projectClient, segment } from '../api.js';
 import { parseCommandLine } from '../args.js';
 import { EXIT_INTERRUPTED, EXIT_OK, InterruptedError, UsageError } from '../errors.js';
 import { followLogs, waitForFinal } from '../follow.js';
@@ -165,7 +165,7 @@ async function logs(argv: string[], io: Io): Promise<number> {
       await followLogs(api, id, { signal: controller.signal, onLog: (text) => io.stdout.write(text) });
       return EXIT_OK;
     }
-    const res = await api.request(`/v1/builds/${encodeURIComponent(id)}/logs`, {
+    const res = await api.request(`/v1/builds/${segment(id, 'build ID')}/logs`, {
       headers: { accept: 'text/plain' },
       signal: controller.signal,
     });
