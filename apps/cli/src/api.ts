@@ -116,7 +116,34 @@ export class KilnApi {
   async json<T>(p: string, init: RequestOptions = {}): Promise<T> {
     const headers: Record<string, string> = { ...init.headers, accept: 'application/json' };
     if (init.body !== undefined) headers['content-type'] = 'application/json';
-    return (await (await this.call(p, { ...init, headers })).json()) as T;
+    return this.readJson<T>(await this.call(p, { ...init, headers }));
+  }
+
+  /**
+   * The JSON of a successful answer. One that breaks off, or is not JSON (a proxy's page, a
+   * KILN_URL naming the dashboard), is an error naming the server, not a parser's message.
+   */
+  async readJson<T>(res: HttpResponse): Promise<T> {
+    let text: string;
+    try {
+      text = await res.text();
+    } catch (err) {
+      throw new CliError(
+        `the answer of Kiln at ${this.baseUrl} broke off: ${messageOf(err)}`,
+        EXIT_UNAVAILABLE,
+        'unreachable',
+      );
+    }
+    try {
+      return JSON.parse(text) as T;
+    } catch {
+      const type = res.header('content-type') ?? 'no content type';
+      throw new CliError(
+        `Kiln at ${this.baseUrl} answered ${res.status} with ${text === '' ? 'an empty body' : type}, not the API's JSON: is it the API's address?`,
+        EXIT_UNAVAILABLE,
+        'bad_answer',
+      );
+    }
   }
 
   getBuild(id: string, signal?: AbortSignal): Promise<BuildView> {

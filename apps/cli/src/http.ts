@@ -24,7 +24,7 @@ export interface RequestOptions {
   idleTimeoutMs?: number;
 }
 
-/** An answer whose headers have come; its body is read from `body` or by text()/json(). */
+/** An answer whose headers have come; its body is read from `body` or by text(). */
 export class HttpResponse {
   constructor(private readonly message: http.IncomingMessage) {}
 
@@ -54,10 +54,6 @@ export class HttpResponse {
     for await (const chunk of this.message) chunks.push(chunk as Buffer);
     return Buffer.concat(chunks).toString('utf8');
   }
-
-  async json(): Promise<unknown> {
-    return JSON.parse(await this.text());
-  }
 }
 
 /**
@@ -82,9 +78,16 @@ export async function request(url: string, opts: RequestOptions = {}): Promise<H
       ...(opts.signal ? { signal: opts.signal } : {}),
     });
     const idle = opts.idleTimeoutMs ?? IDLE_TIMEOUT_MS;
-    req.setTimeout(idle, () => req.destroy(new Error(`${target.host} sent nothing for ${idle / 1000} s`)));
+    let answer: http.IncomingMessage | undefined;
+    req.setTimeout(idle, () => {
+      const err = new Error(`${target.host} sent nothing for ${idle / 1000} s`);
+      // The answer's reader gets this reason, not the bare "aborted" of its torn connection.
+      answer?.destroy(err);
+      req.destroy(err);
+    });
     req.once('error', reject);
     req.once('response', (message) => {
+      answer = message;
       // The body's own errors (a connection lost mid-answer) reach whoever reads it.
       req.off('error', reject);
       req.on('error', () => {});

@@ -363,6 +363,40 @@ describe('config and login', () => {
     }
   });
 
+  test("an answer that is not the API's JSON, or breaks off, names the server: exit 3", async () => {
+    const odd = createServer((req, res) => {
+      if (req.url?.startsWith('/html/'))
+        res.writeHead(200, { 'content-type': 'text/html' }).end('<!doctype html>');
+      else if (req.url?.startsWith('/empty/')) res.writeHead(200).end();
+      else {
+        res.writeHead(200, { 'content-type': 'application/json', 'content-length': '1000' });
+        res.write('{"items":[');
+        setTimeout(() => res.destroy(), 20);
+      }
+    });
+    await new Promise<void>((resolve) => odd.listen(0, '127.0.0.1', resolve));
+    const at = `http://127.0.0.1:${(odd.address() as AddressInfo).port}`;
+    try {
+      const env = { HOME: home, KILN_TOKEN: 'good-token' };
+      for (const [prefix, stderr] of [
+        ['html', `answered 200 with text/html, not the API's JSON: is it the API's address? (bad_answer)`],
+        [
+          'empty',
+          `answered 200 with an empty body, not the API's JSON: is it the API's address? (bad_answer)`,
+        ],
+        ['broken', 'broke off: aborted (unreachable)'],
+      ] as const) {
+        const r = await run(['builds', 'ls'], { ...env, KILN_URL: `${at}/${prefix}` });
+        assert.equal(r.code, 3, r.stderr);
+        assert.ok(r.stderr.startsWith('error: ') && r.stderr.includes(`${at}/${prefix}`), r.stderr);
+        assert.ok(r.stderr.endsWith(`${stderr}\n`), r.stderr);
+      }
+    } finally {
+      odd.closeAllConnections();
+      await new Promise((resolve) => odd.close(resolve));
+    }
+  });
+
   test('an unreachable server is an error naming it, exit 3', async () => {
     const closed = createServer();
     await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));

@@ -66,7 +66,7 @@ export async function submitStoredBuild(
   secrets: Record<string, Buffer> | undefined,
 ): Promise<BuildView | undefined> {
   const res = await postJsonBuild(api, { context: digest }, fields, secrets);
-  if (res.ok) return (await res.json()) as BuildView;
+  if (res.ok) return api.readJson<BuildView>(res);
   const err = await apiErrorFrom(res);
   // Not stored for this project (404); a server without builds by digest (400 invalid_context).
   if (res.status === 404 || err.code === 'invalid_context') return undefined;
@@ -82,7 +82,7 @@ export async function submitGitBuild(
 ): Promise<BuildView> {
   const res = await postJsonBuild(api, { git }, fields, secrets);
   if (!res.ok) throw await apiErrorFrom(res);
-  return (await res.json()) as BuildView;
+  return api.readJson<BuildView>(res);
 }
 
 /** The same fields as a query string (docker-style repeated build-arg/label), for an upload. */
@@ -195,7 +195,7 @@ export async function submitBuild(
       stop();
       throw refusal;
     }
-    return { build: (await res.json()) as BuildView, sent };
+    return { build: await api.readJson<BuildView>(res), sent };
   } catch (err) {
     const readError = streamError;
     stop();
