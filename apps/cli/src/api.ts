@@ -60,6 +60,15 @@ export async function apiErrorFrom(res: HttpResponse): Promise<ApiError> {
   } catch {
     // not JSON: described below
   }
+  const location = res.header('location');
+  if (res.status >= 300 && res.status < 400 && location) {
+    // Not followed (a redirect could take the token elsewhere): the user points KILN_URL there.
+    return new ApiError(
+      `${res.status} ${res.statusText}: redirected to ${location}; the CLI does not follow redirects, set the Kiln URL to the API's own address`,
+      `http_${res.status}`,
+      res.status,
+    );
+  }
   const detail = text.trim().slice(0, 200);
   return new ApiError(
     `${res.status} ${res.statusText}${detail ? `: ${detail}` : ''}`,
@@ -108,9 +117,14 @@ export class KilnApi {
   async call(p: string, init: RequestOptions = {}): Promise<HttpResponse> {
     const res = await this.request(p, init);
     if (res.ok) return res;
+    throw await this.errorFrom(res);
+  }
+
+  /** The error an unsuccessful answer of this server stands for, with this client's hint. */
+  async errorFrom(res: HttpResponse): Promise<ApiError> {
     const err = await apiErrorFrom(res);
     const hint = this.hintFor?.(err);
-    throw hint ? new ApiError(err.message, err.code ?? `http_${res.status}`, err.status, hint) : err;
+    return hint ? new ApiError(err.message, err.code ?? `http_${res.status}`, err.status, hint) : err;
   }
 
   async json<T>(p: string, init: RequestOptions = {}): Promise<T> {
@@ -210,8 +224,18 @@ export class KilnApi {
 /** The client of the project whose token kiln login saved (KILN_URL and KILN_TOKEN override it). */
 export async function projectClient(env: Readonly<Record<string, string | undefined>>): Promise<KilnApi> {
   const config = await loadConfig(env);
-  const source = config.source.token === 'env' ? 'KILN_TOKEN' : `the token in ${configPath(env)}`;
-  return new KilnApi(config.url, config.token === undefined ? undefined : checkToken(config.token, source));
+  const fromEnv = config.source.token === 'env';
+  const source = fromEnv ? 'KILN_TOKEN' : `the token in ${configPath(env)}`;
+  // KILN_TOKEN wins over kiln login: a refused one is fixed there, not by logging in again.
+  const hintFor: HintFor = (err) =>
+    err.code === 'unauthorized' && fromEnv
+      ? 'hint: KILN_TOKEN is set and overrides kiln login: check its value, or unset it'
+      : undefined;
+  return new KilnApi(
+    config.url,
+    config.token === undefined ? undefined : checkToken(config.token, source),
+    hintFor,
+  );
 }
 
 /** What an aborted signal was aborted with, as an error to throw. */

@@ -1,3 +1,5 @@
+import { printable } from './format.js';
+
 /**
  * Exit codes a CI job can branch on (documented in the README). 0, 1 and 2 are docker's; 3 and 4
  * tell "retry later" and "fix the token" apart from a build that failed; 130 is Ctrl-C as shells
@@ -88,8 +90,10 @@ export class InterruptedError extends CliError {
 
 export const LOGIN_HINT = 'hint: run kiln login, or set KILN_TOKEN';
 
+/** How an error is shown: `error: <message> (<code>)`, then its hint; safe for a terminal. */
 export function formatError(err: CliError): string {
-  return `error: ${err.message}${err.code ? ` (${err.code})` : ''}`;
+  const hint = err.hint ?? (err.code === 'unauthorized' ? LOGIN_HINT : undefined);
+  return printable(`error: ${err.message}${err.code ? ` (${err.code})` : ''}${hint ? `\n${hint}` : ''}`);
 }
 
 /** The message of anything thrown. */

@@ -4,7 +4,7 @@
  * stream from its start, so the events already shown are skipped.
  */
 import { FINAL_STATUSES } from '@kiln/contract';
-import { abortReason, apiErrorFrom, type KilnApi, segment } from './api.js';
+import { abortReason, type KilnApi, segment } from './api.js';
 import { CliError, EXIT_UNAVAILABLE } from './errors.js';
 import type { HttpResponse } from './http.js';
 
@@ -96,8 +96,8 @@ export async function followLogs(api: KilnApi, id: string, opts: FollowOptions):
     }
     if (res && !res.ok) {
       // 5xx may pass (a restarting API behind a proxy); anything else is the answer.
-      if (res.status < 500) throw await apiErrorFrom(res);
-      lastError = (await apiErrorFrom(res)).message;
+      if (res.status < 500) throw await api.errorFrom(res);
+      lastError = (await api.errorFrom(res)).message;
     } else if (res) {
       let index = 0;
       try {

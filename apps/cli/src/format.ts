@@ -56,3 +56,15 @@ export function formatFields(fields: [string, string | undefined][]): string {
   const width = Math.max(...shown.map(([k]) => k.length)) + 1;
   return shown.map(([k, v]) => `${`${k}:`.padEnd(width)} ${v}\n`).join('');
 }
+
+// biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what it removes
+const CONTROL = /\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-_]|[\x00-\x08\x0b-\x1f\x7f]/g;
+
+/**
+ * Text from the server or a build, safe for a terminal: escape sequences (which could move the
+ * cursor, retitle the window or hide what precedes them) and control characters other than tab
+ * and newline are removed.
+ */
+export function printable(text: string): string {
+  return text.replace(CONTROL, '');
+}

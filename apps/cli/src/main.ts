@@ -5,16 +5,7 @@ import { BUILDS_USAGE, buildsCommand } from './commands/builds.js';
 import { loginCommand } from './commands/login.js';
 import { projectsCommand } from './commands/projects.js';
 import { tokensCommand } from './commands/tokens.js';
-import {
-  CliError,
-  EXIT_FAILURE,
-  EXIT_OK,
-  EXIT_USAGE,
-  formatError,
-  LOGIN_HINT,
-  messageOf,
-  UsageError,
-} from './errors.js';
+import { CliError, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, formatError, messageOf, UsageError } from './errors.js';
 import type { Io } from './io.js';
 
 export { type Io, processIo } from './io.js';
@@ -81,8 +72,6 @@ export async function main(argv: string[], io: Io): Promise<number> {
     }
     if (err instanceof CliError) {
       io.stderr.write(`${formatError(err)}\n`);
-      const hint = err.hint ?? (err.code === 'unauthorized' ? LOGIN_HINT : undefined);
-      if (hint) io.stderr.write(`${hint}\n`);
       return err.exitCode;
     }
     io.stderr.write(`error: ${messageOf(err)}\n`);

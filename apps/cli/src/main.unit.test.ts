@@ -259,7 +259,7 @@ describe('config and login', () => {
     assert.equal(bad.code, 4);
     assert.equal(
       bad.stderr,
-      'error: invalid token (unauthorized)\nhint: run kiln login, or set KILN_TOKEN\n',
+      `error: invalid token (unauthorized)\nhint: Kiln at ${url} refused this token: make one with kiln tokens create, or ask the operator (kiln projects token)\n`,
     );
     await assert.rejects(stat(configPath(env)), { code: 'ENOENT' });
 
@@ -316,7 +316,11 @@ describe('config and login', () => {
     assert.equal(r.stdout, 'BUILD ID  STATUS  CREATED  DURATION  OUTPUT  SIZE\n');
     const denied = await run(['builds', 'ls'], { ...env, KILN_TOKEN: 'nope' });
     assert.equal(denied.code, 4);
-    assert.match(denied.stderr, /^error: invalid token \(unauthorized\)/);
+    // KILN_TOKEN overrides the saved login: logging in again would not help.
+    assert.equal(
+      denied.stderr,
+      'error: invalid token (unauthorized)\nhint: KILN_TOKEN is set and overrides kiln login: check its value, or unset it\n',
+    );
   });
 
   test('a token that cannot be a header value is refused naming its source, never shown, exit 4', async () => {
@@ -363,12 +367,18 @@ describe('config and login', () => {
     }
   });
 
-  test("an answer that is not the API's JSON, or breaks off, names the server: exit 3", async () => {
+  test("answers that are not the API's own: not JSON or broken off (exit 3), a redirect, escapes", async () => {
     const odd = createServer((req, res) => {
       if (req.url?.startsWith('/html/'))
         res.writeHead(200, { 'content-type': 'text/html' }).end('<!doctype html>');
       else if (req.url?.startsWith('/empty/')) res.writeHead(200).end();
-      else {
+      else if (req.url?.startsWith('/moved/'))
+        res.writeHead(301, { location: 'https://kiln.example/' }).end();
+      else if (req.url?.startsWith('/escapes/')) {
+        const message = 'bad\x1b[2J\x1b]0;pwned\x07 spec\x1b[1A';
+        res.writeHead(400, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ error: { code: 'invalid_spec', message } }));
+      } else {
         res.writeHead(200, { 'content-type': 'application/json', 'content-length': '1000' });
         res.write('{"items":[');
         setTimeout(() => res.destroy(), 20);
@@ -391,6 +401,17 @@ describe('config and login', () => {
         assert.ok(r.stderr.startsWith('error: ') && r.stderr.includes(`${at}/${prefix}`), r.stderr);
         assert.ok(r.stderr.endsWith(`${stderr}\n`), r.stderr);
       }
+      // Not followed, and said where to: the redirect could take the token elsewhere.
+      const moved = await run(['builds', 'ls'], { ...env, KILN_URL: `${at}/moved` });
+      assert.equal(moved.code, 1);
+      assert.match(
+        moved.stderr,
+        /^error: 301 Moved Permanently: redirected to https:\/\/kiln\.example\/; the CLI does not follow redirects/,
+      );
+      // A server's message cannot clear the screen, retitle the window or move the cursor.
+      const escapes = await run(['builds', 'ls'], { ...env, KILN_URL: `${at}/escapes` });
+      assert.equal(escapes.code, 1);
+      assert.equal(escapes.stderr, 'error: bad0;pwned spec (invalid_spec)\n');
     } finally {
       odd.closeAllConnections();
       await new Promise((resolve) => odd.close(resolve));

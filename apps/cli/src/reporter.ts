@@ -4,8 +4,8 @@
  * or errors only (`--progress quiet`).
  */
 import type { BuildView } from './api.js';
-import { type CliError, formatError, LOGIN_HINT } from './errors.js';
-import { formatBytes, formatDuration } from './format.js';
+import { type CliError, formatError } from './errors.js';
+import { formatBytes, formatDuration, printable } from './format.js';
 import type { OutStream } from './io.js';
 
 export type ProgressMode = 'auto' | 'plain' | 'tty' | 'json' | 'quiet';
@@ -126,7 +126,6 @@ export class PlainReporter implements Reporter {
   }
   error(err: CliError): void {
     this.line(formatError(err));
-    if (err.code === 'unauthorized') this.line(LOGIN_HINT);
   }
   close(): void {}
 }
@@ -205,9 +204,6 @@ class JsonReporter implements Reporter {
   close(): void {}
 }
 
-// biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what it removes
-const CONTROL = /\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-_]|[\x00-\x08\x0b-\x1f\x7f]/g;
-
 /**
  * A terminal: progress lines that rewrite themselves, and while building a header with the
  * elapsed time over the last lines of the log. A failed build leaves its last lines on screen.
@@ -228,7 +224,7 @@ export class TtyReporter extends PlainReporter {
   }
 
   private fit(text: string): string {
-    const clean = text.replace(/\t/g, '  ').replace(CONTROL, '');
+    const clean = printable(text.replace(/\t/g, '  '));
     return clean.length > this.width ? `${clean.slice(0, this.width - 1)}…` : clean;
   }
 
@@ -315,7 +311,7 @@ export class TtyReporter extends PlainReporter {
     this.stopBuilding();
     if (build.status !== 'succeeded') {
       const lines = [...this.tail, ...(this.partial ? [this.partial] : [])];
-      for (const l of lines) this.out.write(`${l.replace(CONTROL, '')}\n`);
+      for (const l of lines) this.out.write(`${printable(l)}\n`);
     }
     this.out.write(`[+] Building ${buildDuration(build)} (${build.status})\n`);
   }
@@ -341,7 +337,6 @@ export class TtyReporter extends PlainReporter {
   override error(err: CliError): void {
     this.stopBuilding();
     this.out.write(`${formatError(err)}\n`);
-    if (err.code === 'unauthorized') this.out.write(`${LOGIN_HINT}\n`);
   }
 
   override close(): void {

@@ -6,7 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import { pipeline, type Readable, Transform } from 'node:stream';
 import { createGzip } from 'node:zlib';
-import { abortReason, apiErrorFrom, type BuildView, type KilnApi } from './api.js';
+import { abortReason, type BuildView, type KilnApi } from './api.js';
 import { CliError, messageOf } from './errors.js';
 import type { HttpResponse } from './http.js';
 
@@ -67,7 +67,7 @@ export async function submitStoredBuild(
 ): Promise<BuildView | undefined> {
   const res = await postJsonBuild(api, { context: digest }, fields, secrets);
   if (res.ok) return api.readJson<BuildView>(res);
-  const err = await apiErrorFrom(res);
+  const err = await api.errorFrom(res);
   // Not stored for this project (404); a server without builds by digest (400 invalid_context).
   if (res.status === 404 || err.code === 'invalid_context') return undefined;
   throw err;
@@ -81,7 +81,7 @@ export async function submitGitBuild(
   secrets: Record<string, Buffer> | undefined,
 ): Promise<BuildView> {
   const res = await postJsonBuild(api, { git }, fields, secrets);
-  if (!res.ok) throw await apiErrorFrom(res);
+  if (!res.ok) throw await api.errorFrom(res);
   return api.readJson<BuildView>(res);
 }
 
@@ -191,7 +191,7 @@ export async function submitBuild(
     });
     if (!res.ok) {
       // Read before the body stops: stopping it ends the request, and the connection with it.
-      const refusal = await apiErrorFrom(res);
+      const refusal = await api.errorFrom(res);
       stop();
       throw refusal;
     }

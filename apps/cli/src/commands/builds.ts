@@ -1,7 +1,7 @@
 /** `kiln builds ls|show|logs|cancel`. */
 import { pipeline } from 'node:stream/promises';
 import { BUILD_STATUSES, FINAL_STATUSES } from '@kiln/contract';
-import { apiErrorFrom, type BuildView, projectClient, segment } from '../api.js';
+import { type BuildView, projectClient, segment } from '../api.js';
 import { parseCommandLine } from '../args.js';
 import { EXIT_INTERRUPTED, EXIT_OK, InterruptedError, UsageError } from '../errors.js';
 import { followLogs, waitForFinal } from '../follow.js';
@@ -169,7 +169,7 @@ async function logs(argv: string[], io: Io): Promise<number> {
       headers: { accept: 'text/plain' },
       signal: controller.signal,
     });
-    if (!res.ok) throw await apiErrorFrom(res);
+    if (!res.ok) throw await api.errorFrom(res);
     await pipeline(res.body, io.stdout, { end: false, signal: controller.signal });
     return EXIT_OK;
   } catch (err) {

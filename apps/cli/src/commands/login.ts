@@ -36,7 +36,11 @@ export async function loginCommand(argv: string[], io: Io): Promise<number> {
   const url = normalizeUrl(rawUrl);
   const checked = checkToken(token, values['token-stdin'] ? 'the token on stdin' : '--token');
   // An authenticated request that changes nothing: a bad token is a 401 here, not on the first build.
-  await new KilnApi(url, checked).listBuilds({ limit: 1 });
+  await new KilnApi(url, checked, (err) =>
+    err.code === 'unauthorized'
+      ? `hint: Kiln at ${url} refused this token: make one with kiln tokens create, or ask the operator (kiln projects token)`
+      : undefined,
+  ).listBuilds({ limit: 1 });
   const file = await saveConfig(io.env, { url, token: checked });
   io.stdout.write(`Login Succeeded: ${url} (saved to ${file})\n`);
   return EXIT_OK;
