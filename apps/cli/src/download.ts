@@ -5,12 +5,12 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, rename, rm } from 'node:fs/promises';
+import { mkdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { Transform, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { abortReason, apiErrorFrom } from './api.js';
-import { CliError, messageOf } from './errors.js';
+import { CliError, EXIT_FAILURE, EXIT_UNAVAILABLE, messageOf } from './errors.js';
 import { type HttpResponse, request } from './http.js';
 
 export class DigestMismatchError extends CliError {
@@ -33,6 +33,26 @@ export function verifyDownload(
     throw new DigestMismatchError(
       `${what}: sha256 mismatch: expected ${expected.digest}, got ${actual.digest}`,
     );
+  }
+}
+
+/**
+ * Before a build, whether `dest` can become its artifact: not a directory, and its nearest
+ * existing parent a directory (the rest is created at the download). Found after the build, a
+ * destination like `/etc/passwd/app.tar` would waste it.
+ */
+export async function checkDestination(dest: string, shown: string): Promise<void> {
+  const info = await stat(dest).catch(() => undefined);
+  if (info?.isDirectory()) {
+    throw new CliError(
+      `--output dest "${shown}" is a directory: name a file, e.g. ${path.join(shown, 'app.tar')}`,
+    );
+  }
+  for (let dir = path.dirname(dest); ; dir = path.dirname(dir)) {
+    const parent = await stat(dir).catch(() => undefined);
+    if (parent?.isDirectory()) return;
+    if (parent) throw new CliError(`--output dest "${shown}": ${dir} is not a directory`);
+    if (path.dirname(dir) === dir) return;
   }
 }
 
@@ -65,9 +85,18 @@ export async function downloadArtifact(opts: DownloadOptions): Promise<{ digest:
     res = await request(opts.url, opts.signal ? { signal: opts.signal } : {});
   } catch (err) {
     if (opts.signal?.aborted) throw abortReason(opts.signal);
-    throw new CliError(`downloading the artifact failed: ${messageOf(err)}`);
+    throw new CliError(`downloading the artifact failed: ${messageOf(err)}`, EXIT_UNAVAILABLE, 'unreachable');
   }
-  if (!res.ok) throw await apiErrorFrom(res);
+  if (!res.ok) {
+    // The link's answer, not the API's: a 401/403 is a link that expired or does not verify,
+    // which no other token fixes; a 5xx is storage that may answer later.
+    const refused = await apiErrorFrom(res);
+    throw new CliError(
+      `downloading the artifact failed: ${refused.message}`,
+      res.status >= 500 ? EXIT_UNAVAILABLE : EXIT_FAILURE,
+      refused.code,
+    );
+  }
   const hash = createHash('sha256');
   let size = 0;
   const total = opts.size ?? (Number(res.header('content-length')) || undefined);
@@ -115,7 +144,8 @@ export async function downloadArtifact(opts: DownloadOptions): Promise<{ digest:
     return actual;
   } catch (err) {
     source.destroy();
-    await rm(tmp, { force: true });
+    // Never in place of the reason: with dest under a file, rm fails too (ENOTDIR).
+    await rm(tmp, { force: true }).catch(() => undefined);
     if (opts.signal?.aborted) throw abortReason(opts.signal);
     if (err instanceof CliError) throw err;
     throw new CliError(`downloading the artifact to ${opts.dest} failed: ${messageOf(err)}`);

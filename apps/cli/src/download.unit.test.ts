@@ -10,7 +10,13 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
-import { DigestMismatchError, digestFile, downloadArtifact, verifyDownload } from './download.js';
+import {
+  checkDestination,
+  DigestMismatchError,
+  digestFile,
+  downloadArtifact,
+  verifyDownload,
+} from './download.js';
 
 let work = '';
 let server: Server;
@@ -95,10 +101,31 @@ describe('downloadArtifact', () => {
     assert.deepEqual(await leftovers(work), []);
   });
 
-  test("the server's {error} answer is the message", async () => {
+  test("the link's {error} answer is the message: exit 1, not the token's 4; an unreachable host is 3", async () => {
     await assert.rejects(
       downloadArtifact({ url: `${base}/expired`, digest, size, dest: path.join(work, 'x.tar') }),
-      { message: 'the signature does not match', code: 'forbidden' },
+      {
+        message: 'downloading the artifact failed: the signature does not match',
+        code: 'forbidden',
+        exitCode: 1,
+      },
+    );
+    const gone = createServer();
+    await new Promise<void>((resolve) => gone.listen(0, '127.0.0.1', resolve));
+    const port = (gone.address() as AddressInfo).port;
+    await new Promise((resolve) => gone.close(resolve));
+    await assert.rejects(
+      downloadArtifact({ url: `http://127.0.0.1:${port}/a`, digest, size, dest: path.join(work, 'x.tar') }),
+      { message: /^downloading the artifact failed: connect ECONNREFUSED/, code: 'unreachable', exitCode: 3 },
+    );
+  });
+
+  test('a dest under a file: the reason is the mkdir, not the clean-up after it', async () => {
+    const file = path.join(work, 'plain-file');
+    await writeFile(file, 'x');
+    await assert.rejects(
+      downloadArtifact({ url: `${base}/artifact`, digest, size, dest: path.join(file, 'sub', 'x.tar') }),
+      { message: /failed: ENOTDIR: not a directory, mkdir/ },
     );
   });
 
@@ -137,4 +164,22 @@ test('verifyDownload with a real file', async () => {
   );
   const tampered = await digestFile(file);
   assert.throws(() => verifyDownload(file, { digest: actual.digest, size: 5 }, tampered), /sha256 mismatch/);
+});
+
+test('checkDestination: a directory or a path under a file is refused before the build', async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'kiln-cli-dest-'));
+  try {
+    await writeFile(path.join(dir, 'f'), 'x');
+    await checkDestination(path.join(dir, 'app.tar'), 'app.tar');
+    await checkDestination(path.join(dir, 'new', 'deeper', 'app.tar'), 'new/deeper/app.tar');
+    await checkDestination(path.join(dir, 'f'), 'f');
+    await assert.rejects(checkDestination(dir, 'out'), {
+      message: /--output dest "out" is a directory: name a file/,
+    });
+    await assert.rejects(checkDestination(path.join(dir, 'f', 'sub', 'app.tar'), 'f/sub/app.tar'), {
+      message: `--output dest "f/sub/app.tar": ${path.join(dir, 'f')} is not a directory`,
+    });
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });

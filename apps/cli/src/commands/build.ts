@@ -1,10 +1,9 @@
 /** `kiln build PATH|URL|- --output type=tar,dest=FILE ...`: docker build, run by Kiln. */
-import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { loadSecrets } from '@kiln/buildkit-client/context';
 import { type KilnApi, projectClient } from '../api.js';
 import { BUILD_USAGE, buildSpec, parseBuildOptions } from '../args.js';
-import { downloadArtifact } from '../download.js';
+import { checkDestination, downloadArtifact } from '../download.js';
 import {
   CliError,
   EXIT_INTERRUPTED,
@@ -35,12 +34,7 @@ export async function buildCommand(argv: string[], io: Io): Promise<number> {
     api = await projectClient(io.env);
     const pushed = opts.output.type === 'image';
     const dest = opts.output.dest === '-' || pushed ? '-' : path.resolve(io.cwd, opts.output.dest);
-    // Before the build, not after it: a destination that cannot take a file.
-    if (!pushed && dest !== '-' && (await stat(dest).catch(() => undefined))?.isDirectory()) {
-      throw new CliError(
-        `--output dest "${opts.output.dest}" is a directory: name a file, e.g. ${path.join(opts.output.dest, 'app.tar')}`,
-      );
-    }
+    if (!pushed && dest !== '-') await checkDestination(dest, opts.output.dest);
 
     const secrets = await loadSecrets(opts.secrets, { env: io.env, cwd: io.cwd }).catch((err: unknown) => {
       throw new CliError(messageOf(err));
