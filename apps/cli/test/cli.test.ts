@@ -558,7 +558,8 @@ describe('kiln CLI against a real Kiln', () => {
     assert.equal(revoked.stdout.toString(), `${readerToken.id} revoked\n`);
     const afterRevoke = await kilnCli(['builds', 'ls'], { env: { KILN_TOKEN: readerToken.token } });
     assert.equal(afterRevoke.code, 4);
-    assert.match(afterRevoke.stderr, /\(unauthorized\)\nhint: run kiln login/);
+    // The revoked token came from KILN_TOKEN, which overrides kiln login.
+    assert.match(afterRevoke.stderr, /\(unauthorized\)\nhint: KILN_TOKEN is set and overrides kiln login/);
 
     const projects = await kilnCli(['projects', 'ls'], { env: operator });
     assert.equal(projects.code, 0, projects.stderr);
