@@ -1,7 +1,16 @@
 /** The Kiln HTTP API as the CLI uses it: bearer auth, `{error: {code, message}}` turned into ApiError. */
 import type { BuildList, BuildView, TokenScope } from '@kiln/contract';
 import { checkToken, configPath, loadConfig } from './config.js';
-import { ApiError, CliError, EXIT_UNAVAILABLE, InterruptedError, messageOf, UsageError } from './errors.js';
+import {
+  ApiError,
+  CliError,
+  ENV_TOKEN_HINT,
+  EXIT_UNAVAILABLE,
+  InterruptedError,
+  LOGIN_HINT,
+  messageOf,
+  UsageError,
+} from './errors.js';
 import { type HttpResponse, type RequestOptions, request } from './http.js';
 
 export type { BuildList, BuildView };
@@ -62,9 +71,9 @@ export async function apiErrorFrom(res: HttpResponse): Promise<ApiError> {
   }
   const location = res.header('location');
   if (res.status >= 300 && res.status < 400 && location) {
-    // Not followed (a redirect could take the token elsewhere): the user points KILN_URL there.
+    // Not followed: a redirect could take the token elsewhere.
     return new ApiError(
-      `${res.status} ${res.statusText}: redirected to ${location}; the CLI does not follow redirects, set the Kiln URL to the API's own address`,
+      `${res.status} ${res.statusText}: redirected to ${location}`,
       `http_${res.status}`,
       res.status,
     );
@@ -123,7 +132,12 @@ export class KilnApi {
   /** The error an unsuccessful answer of this server stands for, with this client's hint. */
   async errorFrom(res: HttpResponse): Promise<ApiError> {
     const err = await apiErrorFrom(res);
-    const hint = this.hintFor?.(err);
+    const redirected = res.status >= 300 && res.status < 400;
+    const hint =
+      this.hintFor?.(err) ??
+      (redirected
+        ? `hint: the CLI does not follow redirects: set the Kiln URL to the API's own address`
+        : undefined);
     return hint ? new ApiError(err.message, err.code ?? `http_${res.status}`, err.status, hint) : err;
   }
 
@@ -225,17 +239,13 @@ export class KilnApi {
 export async function projectClient(env: Readonly<Record<string, string | undefined>>): Promise<KilnApi> {
   const config = await loadConfig(env);
   const fromEnv = config.source.token === 'env';
-  const source = fromEnv ? 'KILN_TOKEN' : `the token in ${configPath(env)}`;
   // KILN_TOKEN wins over kiln login: a refused one is fixed there, not by logging in again.
-  const hintFor: HintFor = (err) =>
-    err.code === 'unauthorized' && fromEnv
-      ? 'hint: KILN_TOKEN is set and overrides kiln login: check its value, or unset it'
-      : undefined;
-  return new KilnApi(
-    config.url,
-    config.token === undefined ? undefined : checkToken(config.token, source),
-    hintFor,
-  );
+  const hint = fromEnv ? ENV_TOKEN_HINT : LOGIN_HINT;
+  const token =
+    config.token === undefined
+      ? undefined
+      : checkToken(config.token, fromEnv ? 'KILN_TOKEN' : `the token in ${configPath(env)}`, hint);
+  return new KilnApi(config.url, token, (err) => (err.code === 'unauthorized' ? hint : undefined));
 }
 
 /** What an aborted signal was aborted with, as an error to throw. */

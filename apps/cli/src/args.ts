@@ -234,7 +234,9 @@ export function parseBuildOptions(
   }
   // Repeated, as buildx takes it: every value counts, not only the last.
   const platform = values.platform?.join(',');
-  if (platform === '') throw new UsageError('--platform must not be empty', BUILD_USAGE);
+  if (platform?.split(',').includes('')) {
+    throw new UsageError(`--platform "${platform}" has an empty platform`, BUILD_USAGE);
+  }
   if (values.file === '' || values.target === '') {
     throw new UsageError(`${values.file === '' ? '--file' : '--target'} must not be empty`, BUILD_USAGE);
   }

@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { CliError, EXIT_AUTH, LOGIN_HINT } from './errors.js';
+import { CliError, EXIT_AUTH } from './errors.js';
 
 export const DEFAULT_URL = 'http://127.0.0.1:8080';
 
@@ -37,7 +37,8 @@ export function configPath(env: Env): string {
  * query or fragment would swallow every path appended after it.
  */
 export function normalizeUrl(raw: string, what = 'the Kiln URL'): string {
-  const shown = raw.replace(/\/\/[^/?#]*@/, '//***@');
+  // Up to the last @: a password may hold / ? or # unescaped, and then no parser finds it.
+  const shown = raw.replace(/\/\/.*@/, '//***@');
   let url: URL;
   try {
     url = new URL(raw);
@@ -64,7 +65,7 @@ export function normalizeUrl(raw: string, what = 'the Kiln URL'): string {
  * an unreachable server. Surrounding whitespace (a CRLF file's `\r`) is dropped. The message
  * names where the token came from, never the token.
  */
-export function checkToken(token: string, source: string): string {
+export function checkToken(token: string, source: string, hint?: string): string {
   const value = token.trim();
   const bad = /[^\x21-\x7e]/.exec(value);
   if (bad) {
@@ -81,7 +82,7 @@ export function checkToken(token: string, source: string): string {
       `${source} is not a Kiln token: it contains ${what} at character ${bad.index + 1} (a token is one word of printable ASCII)`,
       EXIT_AUTH,
       'invalid_token',
-      LOGIN_HINT,
+      hint,
     );
   }
   return value;
@@ -117,7 +118,10 @@ export async function loadConfig(env: Env): Promise<CliConfig> {
   const url = envUrl ?? stored.url;
   const token = envToken ?? stored.token;
   return {
-    url: normalizeUrl(url ?? DEFAULT_URL, envUrl ? 'KILN_URL' : 'the Kiln URL'),
+    url: normalizeUrl(
+      url ?? DEFAULT_URL,
+      envUrl ? 'KILN_URL' : `the Kiln URL in ${configPath(env)} (kiln login --url replaces it)`,
+    ),
     token,
     source: {
       url: envUrl ? 'env' : stored.url ? 'file' : 'default',

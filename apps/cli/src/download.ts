@@ -10,7 +10,7 @@ import path from 'node:path';
 import { Transform, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { abortReason, apiErrorFrom } from './api.js';
-import { CliError, EXIT_FAILURE, EXIT_UNAVAILABLE, messageOf } from './errors.js';
+import { CliError, EXIT_UNAVAILABLE, exitCodeForLinkStatus, messageOf } from './errors.js';
 import { type HttpResponse, request } from './http.js';
 
 export class DigestMismatchError extends CliError {
@@ -88,12 +88,10 @@ export async function downloadArtifact(opts: DownloadOptions): Promise<{ digest:
     throw new CliError(`downloading the artifact failed: ${messageOf(err)}`, EXIT_UNAVAILABLE, 'unreachable');
   }
   if (!res.ok) {
-    // The link's answer, not the API's: a 401/403 is a link that expired or does not verify,
-    // which no other token fixes; a 5xx is storage that may answer later.
     const refused = await apiErrorFrom(res);
     throw new CliError(
       `downloading the artifact failed: ${refused.message}`,
-      res.status >= 500 ? EXIT_UNAVAILABLE : EXIT_FAILURE,
+      exitCodeForLinkStatus(res.status, refused.code),
       refused.code,
     );
   }
@@ -110,15 +108,27 @@ export async function downloadArtifact(opts: DownloadOptions): Promise<{ digest:
   });
   const source = res.body;
   const what = opts.dest === '-' ? 'the artifact' : opts.dest;
+  // Which side failed first: the answer (a connection lost mid-download, worth retrying: exit 3)
+  // or the destination (a full disk). pipeline then destroys the other with the same error.
+  let first: 'answer' | 'destination' | undefined;
+  source.once('error', () => {
+    first ??= 'answer';
+  });
+  const watch = (out: Writable) =>
+    out.once('error', () => {
+      first ??= 'destination';
+    });
+  const failure = (message: string) =>
+    first === 'answer' ? new CliError(message, EXIT_UNAVAILABLE, 'unreachable') : new CliError(message);
 
   if (opts.dest === '-') {
     if (!opts.stdout) throw new CliError('no stdout to write the artifact to');
-    await pipeline(source, meter, opts.stdout, {
+    await pipeline(source, meter, watch(opts.stdout), {
       end: false,
       ...(opts.signal ? { signal: opts.signal } : {}),
     }).catch((err: unknown) => {
       if (opts.signal?.aborted) throw abortReason(opts.signal);
-      throw new CliError(`downloading the artifact failed: ${messageOf(err)}`);
+      throw failure(`downloading the artifact failed: ${messageOf(err)}`);
     });
     const actual = { digest: `sha256:${hash.digest('hex')}`, size };
     verifyDownload(what, opts, actual);
@@ -135,7 +145,7 @@ export async function downloadArtifact(opts: DownloadOptions): Promise<{ digest:
     await pipeline(
       source,
       meter,
-      createWriteStream(tmp, { flags: 'wx' }),
+      watch(createWriteStream(tmp, { flags: 'wx' })),
       opts.signal ? { signal: opts.signal } : {},
     );
     const actual = { digest: `sha256:${hash.digest('hex')}`, size };
@@ -148,6 +158,6 @@ export async function downloadArtifact(opts: DownloadOptions): Promise<{ digest:
     await rm(tmp, { force: true }).catch(() => undefined);
     if (opts.signal?.aborted) throw abortReason(opts.signal);
     if (err instanceof CliError) throw err;
-    throw new CliError(`downloading the artifact to ${opts.dest} failed: ${messageOf(err)}`);
+    throw failure(`downloading the artifact to ${opts.dest} failed: ${messageOf(err)}`);
   }
 }

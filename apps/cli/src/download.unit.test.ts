@@ -8,7 +8,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { PassThrough } from 'node:stream';
+import { PassThrough, Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import {
   checkDestination,
@@ -93,9 +93,23 @@ describe('downloadArtifact', () => {
       downloadArtifact({ url: `${base}/artifact`, digest, size: size + 1, dest }),
       /got 3145733 bytes, the build produced 3145734/,
     );
+    // A connection lost mid-download is worth retrying (exit 3); a destination that fails is not.
+    await assert.rejects(downloadArtifact({ url: `${base}/cut`, digest, size, dest }), {
+      message: /^downloading the artifact to .* failed: aborted/,
+      code: 'unreachable',
+      exitCode: 3,
+    });
     await assert.rejects(
-      downloadArtifact({ url: `${base}/cut`, digest, size, dest }),
-      /downloading the artifact/,
+      downloadArtifact({ url: `${base}/cut`, digest, size, dest: '-', stdout: new PassThrough().resume() }),
+      { message: 'downloading the artifact failed: aborted', exitCode: 3 },
+    );
+    const full = new Writable({ write: (_c, _e, cb) => cb(new Error('ENOSPC: no space left on device')) });
+    await assert.rejects(
+      downloadArtifact({ url: `${base}/artifact`, digest, size, dest: '-', stdout: full }),
+      {
+        message: 'downloading the artifact failed: ENOSPC: no space left on device',
+        exitCode: 1,
+      },
     );
     await assert.rejects(stat(dest), { code: 'ENOENT' });
     assert.deepEqual(await leftovers(work), []);

@@ -26,6 +26,14 @@ export function exitCodeForStatus(status: number, code: string | undefined): num
 }
 
 /**
+ * The exit code of a signed download link's answer: its 401 or 403 is a link that expired or does
+ * not verify, which no token fixes; otherwise as the API's.
+ */
+export function exitCodeForLinkStatus(status: number, code: string | undefined): number {
+  return status === 401 || status === 403 ? EXIT_FAILURE : exitCodeForStatus(status, code);
+}
+
+/**
  * Why a build ended failed when the service, not the build, was at fault (core's
  * BUILD_ERROR_CODES: builders down or lost, storage or Redis trouble): another run may succeed.
  */
@@ -89,6 +97,8 @@ export class InterruptedError extends CliError {
 }
 
 export const LOGIN_HINT = 'hint: run kiln login, or set KILN_TOKEN';
+export const ENV_TOKEN_HINT =
+  'hint: KILN_TOKEN is set and overrides kiln login: check its value, or unset it';
 
 /** How an error is shown: `error: <message> (<code>)`, then its hint; safe for a terminal. */
 export function formatError(err: CliError): string {

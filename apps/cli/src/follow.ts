@@ -95,9 +95,11 @@ export async function followLogs(api: KilnApi, id: string, opts: FollowOptions):
       lastError = (err as Error).message;
     }
     if (res && !res.ok) {
-      // 5xx may pass (a restarting API behind a proxy); anything else is the answer.
-      if (res.status < 500) throw await api.errorFrom(res);
-      lastError = (await api.errorFrom(res)).message;
+      // What may pass (a restarting API behind a proxy's 5xx, the follower limit's 429) is
+      // retried; anything else is the answer.
+      const err = await api.errorFrom(res);
+      if (err.exitCode !== EXIT_UNAVAILABLE) throw err;
+      lastError = err.message;
     } else if (res) {
       let index = 0;
       try {
@@ -126,26 +128,39 @@ export async function followLogs(api: KilnApi, id: string, opts: FollowOptions):
   }
 }
 
-/** Polls the build until it is final (the row may lag the end of its log for a moment). */
+/**
+ * Polls the build until it is final (the row may lag the end of its log for a moment). With
+ * `maxUnavailable`, that many failed polls in a row that may pass (exit 3: unreachable, 5xx) are
+ * polled again, backing off to 10 s, before one ends the wait.
+ */
 export async function waitForFinal(
   api: KilnApi,
   id: string,
   finals: ReadonlySet<string>,
-  opts: { signal?: AbortSignal; timeoutMs?: number; intervalMs?: number } = {},
+  opts: { signal?: AbortSignal; timeoutMs?: number; intervalMs?: number; maxUnavailable?: number } = {},
 ) {
   const end = Date.now() + (opts.timeoutMs ?? 24 * 3600_000);
+  const interval = opts.intervalMs ?? 500;
+  let unavailable = 0;
   for (;;) {
-    const build = await api.getBuild(id, opts.signal);
-    if (finals.has(build.status)) return build;
-    if (Date.now() > end) throw new CliError(`build ${id} is still ${build.status}`, 1, 'timeout');
-    await sleep(opts.intervalMs ?? 500, opts.signal);
+    try {
+      const build = await api.getBuild(id, opts.signal);
+      if (finals.has(build.status)) return build;
+      if (Date.now() > end) throw new CliError(`build ${id} is still ${build.status}`, 1, 'timeout');
+      unavailable = 0;
+    } catch (err) {
+      const passing = err instanceof CliError && err.exitCode === EXIT_UNAVAILABLE;
+      if (opts.signal?.aborted || !passing || ++unavailable > (opts.maxUnavailable ?? 0)) throw err;
+    }
+    await sleep(Math.min(interval * 2 ** unavailable, 10_000), opts.signal);
   }
 }
 
 /**
  * Shows the log, then returns the build once final. After the log's end the row may lag it for a
  * moment, hence a bound; when the log stream is lost (a proxy that cuts event streams, an API
- * restarting) the build is still running and is waited for as long as it runs, as `onLost` says.
+ * restarting) the build is still running and is waited for as long as it runs, as `onLost` says,
+ * through failed polls while the outage lasts.
  */
 export async function followUntilFinal(
   api: KilnApi,
@@ -158,9 +173,11 @@ export async function followUntilFinal(
   } catch (err) {
     if (signal?.aborted || !(err instanceof CliError) || err.code !== 'log_stream_lost') throw err;
     opts.onLost(err);
+    // The outage that cut the stream may go on for a while: ~10 minutes of failed polls.
     return waitForFinal(api, id, FINAL_STATUSES, {
       ...(signal ? { signal } : {}),
       intervalMs: opts.pollMs ?? 2000,
+      maxUnavailable: 60,
     });
   }
   return waitForFinal(api, id, FINAL_STATUSES, { ...(signal ? { signal } : {}), timeoutMs: 60_000 });

@@ -123,7 +123,7 @@ describe('followLogs', () => {
   });
 });
 
-test('a lost log stream: the build is waited for as long as it runs, not 60 s', async () => {
+test('a lost log stream: the build is waited for as long as it runs, not 60 s, through failed polls', async () => {
   // Every log request fails (a proxy that cuts event streams); the build runs on. Each poll
   // moves the clock 61 s, so a bound of 60 s would give up at the second one.
   mock.timers.enable({ apis: ['Date'], now: Date.now() });
@@ -131,12 +131,16 @@ test('a lost log stream: the build is waited for as long as it runs, not 60 s', 
   const server = createServer((req, res) => {
     res.setHeader('content-type', 'application/json');
     if (req.url === '/v1/builds/b1/logs') {
-      res.writeHead(503).end(JSON.stringify({ error: { code: 'unavailable', message: 'try later' } }));
+      // The per-project follower limit: retried like a 5xx, then the stream counts as lost.
+      res.writeHead(429).end(JSON.stringify({ error: { code: 'rate_limited', message: 'try later' } }));
       return;
     }
     polls++;
     mock.timers.tick(61_000);
-    res.end(JSON.stringify({ id: 'b1', status: polls < 4 ? 'running' : 'succeeded' }));
+    // The API restarting: its first answers fail, the wait goes on through them.
+    if (polls <= 2)
+      res.writeHead(503).end(JSON.stringify({ error: { code: 'unavailable', message: 'restarting' } }));
+    else res.end(JSON.stringify({ id: 'b1', status: polls < 6 ? 'running' : 'succeeded' }));
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   try {
@@ -147,7 +151,7 @@ test('a lost log stream: the build is waited for as long as it runs, not 60 s', 
       { onLog: () => {}, onLost: (err) => lost.push(err.message), maxRetries: 1, retryDelayMs: 1, pollMs: 1 },
     );
     assert.equal(done.status, 'succeeded');
-    assert.equal(polls, 4);
+    assert.equal(polls, 6);
     assert.deepEqual(lost, ['lost the log stream of build b1: try later']);
   } finally {
     mock.timers.reset();

@@ -58,12 +58,13 @@ export function formatFields(fields: [string, string | undefined][]): string {
 }
 
 // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what it removes
-const CONTROL = /\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-_]|[\x00-\x08\x0b-\x1f\x7f]/g;
+const CONTROL =
+  /\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-_]|[\x00-\x08\x0b-\x1f\x7f-\x9f]/g;
 
 /**
- * Text from the server or a build, safe for a terminal: escape sequences (which could move the
- * cursor, retitle the window or hide what precedes them) and control characters other than tab
- * and newline are removed.
+ * Text from the server or a build, safe for a terminal: escape sequences (CSI, which could move
+ * the cursor or clear the screen; OSC with its text, which could retitle the window) and control
+ * characters other than tab and newline, 8-bit ones included, are removed.
  */
 export function printable(text: string): string {
   return text.replace(CONTROL, '');

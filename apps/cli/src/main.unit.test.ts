@@ -1,7 +1,7 @@
 // The command line in-process through main(argv, io): flags as docker takes them, usage errors
 // (exit 2), the config file written by login (mode 0600, $XDG_CONFIG_HOME or $HOME), env overrides.
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -126,8 +126,12 @@ describe('kiln build flags', () => {
     assert.equal(opts.platform, 'linux/amd64,linux/arm64,linux/386');
     assert.throws(
       () => parseBuildOptions(['-o', 'type=tar,dest=x.tar', '--platform', '', '.'], {}, false),
-      /--platform must not be empty/,
+      /--platform "" has an empty platform/,
     );
+    for (const values of [['linux/amd64', ''], ['linux/amd64,'], [',linux/386']]) {
+      const argv = ['-o', 'type=tar,dest=x.tar', ...values.flatMap((v) => ['--platform', v]), '.'];
+      assert.throws(() => parseBuildOptions(argv, {}, false), /has an empty platform/, values.join(' '));
+    }
     assert.throws(
       () => parseBuildOptions(['-o', 'type=tar,dest=x.tar', ''], {}, false),
       (err: CliError) => err.exitCode === 2 && /the context path is empty/.test(err.message),
@@ -302,14 +306,22 @@ describe('config and login', () => {
       ['http://h:1/?x=1', /^KILN_URL "http:\/\/h:1\/\?x=1" has a query or fragment/],
       ['http://h:1/#f', /has a query or fragment/],
       ['http://h:1/?', /has a query or fragment/],
+      ['http://u:pa/ss@h:1', /^KILN_URL "http:\/\/\*\*\*@h:1" /],
     ] as const) {
       const err = await loadConfig({ ...env, KILN_URL: bad }).then(
         () => assert.fail(bad),
         (e: Error) => e,
       );
       assert.match(err.message, message, bad);
-      assert.ok(!err.message.includes('hunter2'), bad);
+      assert.ok(!/hunter2|pa\/ss/.test(err.message), bad);
     }
+    // One saved by an older kiln login: the message names the file and how to replace it.
+    const old = { HOME: path.join(home, 'old'), XDG_CONFIG_HOME: '' };
+    await mkdir(path.dirname(configPath(old)), { recursive: true });
+    await writeFile(configPath(old), JSON.stringify({ url: 'http://u:hunter2@h:1', token: 'good-token' }));
+    await assert.rejects(loadConfig(old), {
+      message: `the Kiln URL in ${configPath(old)} (kiln login --url replaces it) "http://***@h:1" holds a user name or password: Kiln authenticates with the token (kiln login, KILN_TOKEN)`,
+    });
     // The API answers through the saved login.
     const r = await run(['builds', 'ls'], env);
     assert.equal(r.code, 0, r.stderr);
@@ -330,7 +342,7 @@ describe('config and login', () => {
     assert.equal(two.code, 4);
     assert.equal(
       two.stderr,
-      'error: KILN_TOKEN is not a Kiln token: it contains a line break at character 9 (a token is one word of printable ASCII) (invalid_token)\nhint: run kiln login, or set KILN_TOKEN\n',
+      'error: KILN_TOKEN is not a Kiln token: it contains a line break at character 9 (a token is one word of printable ASCII) (invalid_token)\nhint: KILN_TOKEN is set and overrides kiln login: check its value, or unset it\n',
     );
     for (const [token, what] of [
       ['kiln_a b', 'whitespace'],
@@ -348,10 +360,17 @@ describe('config and login', () => {
 
     const login = await run(['login', '--url', url, '--token-stdin'], { HOME: home }, 'good-token\nsecond\n');
     assert.equal(login.code, 4);
-    assert.match(login.stderr, /^error: the token on stdin is not a Kiln token: it contains a line break/);
+    // No hint to run the command that was just run.
+    assert.match(
+      login.stderr,
+      /^error: the token on stdin is not a Kiln token: it contains a line break[^\n]*\n$/,
+    );
     const op = await run(['projects', 'ls'], { ...env, KILN_OPERATOR_TOKEN: 'op\ttoken' });
     assert.equal(op.code, 4);
-    assert.match(op.stderr, /^error: KILN_OPERATOR_TOKEN is not a Kiln token: it contains whitespace/);
+    assert.match(
+      op.stderr,
+      /^error: KILN_OPERATOR_TOKEN is not a Kiln token: it contains whitespace.*\nhint: pass --operator-token/,
+    );
   });
 
   test('an ID of . or .. is refused before a request (the URL parser would collapse it)', async () => {
@@ -375,7 +394,7 @@ describe('config and login', () => {
       else if (req.url?.startsWith('/moved/'))
         res.writeHead(301, { location: 'https://kiln.example/' }).end();
       else if (req.url?.startsWith('/escapes/')) {
-        const message = 'bad\x1b[2J\x1b]0;pwned\x07 spec\x1b[1A';
+        const message = 'bad\x1b[2J\x1b]0;pwned\x07 spec\x1b[1A\u009b2J\x1b]2;t\x1b\\!';
         res.writeHead(400, { 'content-type': 'application/json' });
         res.end(JSON.stringify({ error: { code: 'invalid_spec', message } }));
       } else {
@@ -404,14 +423,14 @@ describe('config and login', () => {
       // Not followed, and said where to: the redirect could take the token elsewhere.
       const moved = await run(['builds', 'ls'], { ...env, KILN_URL: `${at}/moved` });
       assert.equal(moved.code, 1);
-      assert.match(
+      assert.equal(
         moved.stderr,
-        /^error: 301 Moved Permanently: redirected to https:\/\/kiln\.example\/; the CLI does not follow redirects/,
+        "error: 301 Moved Permanently: redirected to https://kiln.example/ (http_301)\nhint: the CLI does not follow redirects: set the Kiln URL to the API's own address\n",
       );
       // A server's message cannot clear the screen, retitle the window or move the cursor.
       const escapes = await run(['builds', 'ls'], { ...env, KILN_URL: `${at}/escapes` });
       assert.equal(escapes.code, 1);
-      assert.equal(escapes.stderr, 'error: bad0;pwned spec (invalid_spec)\n');
+      assert.equal(escapes.stderr, 'error: bad spec2J! (invalid_spec)\n');
     } finally {
       odd.closeAllConnections();
       await new Promise((resolve) => odd.close(resolve));

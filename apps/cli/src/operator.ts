@@ -19,7 +19,7 @@ export async function operatorClient(
     throw new UsageError('the operator token is required: pass --operator-token or set KILN_OPERATOR_TOKEN');
   }
   const { url } = await loadConfig(env);
-  const checked = checkToken(token, flag ? '--operator-token' : 'KILN_OPERATOR_TOKEN');
+  const checked = checkToken(token, flag ? '--operator-token' : 'KILN_OPERATOR_TOKEN', OPERATOR_HINT);
   // Without KILN_OPERATOR_TOKEN of its own the server hides these routes: a 404 naming the route.
   const hintFor: HintFor = (err) =>
     err.code === 'unauthorized'

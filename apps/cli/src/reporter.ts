@@ -122,7 +122,8 @@ export class PlainReporter implements Reporter {
     );
   }
   warn(message: string): void {
-    this.line(`warning: ${message}`);
+    // Warnings carry the server's words (a lost log stream's last answer, a refused cancel).
+    this.line(printable(`warning: ${message}`));
   }
   error(err: CliError): void {
     this.line(formatError(err));
