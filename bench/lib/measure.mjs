@@ -515,7 +515,7 @@ async function main() {
     node: execFileSync(CLIENT_NODE, ['--version'], { encoding: 'utf8' }).trim(),
     ...(dockerd ? await dockerFacts(WORK, dockerd.dockerEnv) : {}),
     ...(buildkitd ? { buildkitd: buildkitdVersion() } : {}),
-    // Node 20 reads this file at every start, before any JavaScript runs (~40 ms for a system CA
+    // Node 20 reads this file at every start, before any JavaScript runs (40-70 ms for a system CA
     // bundle; Node 24 measured no difference). `fixed_cost_s` times node's start both ways.
     node_extra_ca_certs: env.NODE_EXTRA_CA_CERTS ? 'set' : 'unset',
     ...machineFacts(),

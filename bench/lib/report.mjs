@@ -70,8 +70,10 @@ function sessionNote(m) {
         `buildctl's ${fixed.reference.median} s (\`debug workers\`, median of 5), of which ` +
         `\`node -e 0\` takes ${fixed.node_start?.median ?? '?'} s` +
         (fixed.node_start_no_extra_ca
-          ? ` with NODE_EXTRA_CA_CERTS set, as here, and ${fixed.node_start_no_extra_ca.median} s without it ` +
-            '(Node 20 reads and parses that file at every start, before any JavaScript runs).'
+          ? ` with NODE_EXTRA_CA_CERTS set, as here, and ${fixed.node_start_no_extra_ca.median} s without it` +
+            (/^v(1\d|20)\./.test(r.host.node)
+              ? ' (Node 20 reads and parses that file at every start, before any JavaScript runs).'
+              : '.')
           : '.')
       : '')
   );
