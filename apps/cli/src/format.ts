@@ -57,8 +57,8 @@ export function formatFields(fields: [string, string | undefined][]): string {
   return shown.map(([k, v]) => `${`${k}:`.padEnd(width)} ${v}\n`).join('');
 }
 
-// biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what it removes
 const CONTROL =
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what it removes
   /\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-_]|[\x00-\x08\x0b-\x1f\x7f-\x9f]/g;
 
 /**
