@@ -100,9 +100,12 @@ export const LOGIN_HINT = 'hint: run kiln login, or set KILN_TOKEN';
 export const ENV_TOKEN_HINT =
   'hint: KILN_TOKEN is set and overrides kiln login: check its value, or unset it';
 
-/** How an error is shown: `error: <message> (<code>)`, then its hint; safe for a terminal. */
+/**
+ * How an error is shown: `error: <message> (<code>)`, then its hint; safe for a terminal. Hints
+ * come with the error (each client's `hintFor`), which knows where its token came from.
+ */
 export function formatError(err: CliError): string {
-  const hint = err.hint ?? (err.code === 'unauthorized' ? LOGIN_HINT : undefined);
+  const { hint } = err;
   return printable(`error: ${err.message}${err.code ? ` (${err.code})` : ''}${hint ? `\n${hint}` : ''}`);
 }
 

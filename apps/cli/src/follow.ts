@@ -4,7 +4,7 @@
  * stream from its start, so the events already shown are skipped.
  */
 import { FINAL_STATUSES } from '@kiln/contract';
-import { abortReason, type KilnApi, segment } from './api.js';
+import { abortReason, type BuildView, type KilnApi, segment } from './api.js';
 import { CliError, EXIT_UNAVAILABLE } from './errors.js';
 import type { HttpResponse } from './http.js';
 
@@ -143,15 +143,16 @@ export async function waitForFinal(
   const interval = opts.intervalMs ?? 500;
   let unavailable = 0;
   for (;;) {
+    let build: BuildView | undefined;
     try {
-      const build = await api.getBuild(id, opts.signal);
-      if (finals.has(build.status)) return build;
-      if (Date.now() > end) throw new CliError(`build ${id} is still ${build.status}`, 1, 'timeout');
+      build = await api.getBuild(id, opts.signal);
       unavailable = 0;
     } catch (err) {
       const passing = err instanceof CliError && err.exitCode === EXIT_UNAVAILABLE;
       if (opts.signal?.aborted || !passing || ++unavailable > (opts.maxUnavailable ?? 0)) throw err;
     }
+    if (build && finals.has(build.status)) return build;
+    if (build && Date.now() > end) throw new CliError(`build ${id} is still ${build.status}`, 1, 'timeout');
     await sleep(Math.min(interval * 2 ** unavailable, 10_000), opts.signal);
   }
 }
