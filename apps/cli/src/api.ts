@@ -54,6 +54,39 @@ export interface ProjectView {
   usage: { storedBytes: number };
 }
 
+/**
+ * The fields this CLI reads of an answer without checking for them (and, for a list, of each
+ * item). One missing means that what answered is not the Kiln this CLI speaks to: it is
+ * refused with an error naming the field, not met later as a TypeError.
+ */
+export interface Shape {
+  fields: readonly string[];
+  items?: Shape;
+}
+
+export const BUILD: Shape = { fields: ['id', 'status', 'spec', 'createdAt', 'links'] };
+const TOKEN: Shape = { fields: ['id', 'name', 'scope', 'createdAt'] };
+const NEW_TOKEN: Shape = { fields: ['id', 'name', 'scope', 'token'] };
+const PROJECT: Shape = { fields: ['id', 'name', 'createdAt', 'quotas', 'effectiveQuotas', 'usage'] };
+const listOf = (items: Shape): Shape => ({ fields: ['items'], items });
+
+/** The first field `shape` wants that `value` lacks, as a path (`items[3].status`). */
+export function missingField(value: unknown, shape: Shape, at = ''): string | undefined {
+  const object = value !== null && typeof value === 'object' ? (value as Record<string, unknown>) : undefined;
+  for (const field of shape.fields) {
+    if (object?.[field] === undefined) return `${at}${field}`;
+  }
+  if (shape.items) {
+    const items = object?.items;
+    if (!Array.isArray(items)) return `${at}items`;
+    for (const [i, item] of items.entries()) {
+      const missing = missingField(item, shape.items, `${at}items[${i}].`);
+      if (missing) return missing;
+    }
+  }
+  return undefined;
+}
+
 /** Extra advice for an error answer, printed after it. */
 export type HintFor = (err: ApiError) => string | undefined;
 
@@ -141,17 +174,18 @@ export class KilnApi {
     return hint ? new ApiError(err.message, err.code ?? `http_${res.status}`, err.status, hint) : err;
   }
 
-  async json<T>(p: string, init: RequestOptions = {}): Promise<T> {
+  async json<T>(p: string, shape: Shape, init: RequestOptions = {}): Promise<T> {
     const headers: Record<string, string> = { ...init.headers, accept: 'application/json' };
     if (init.body !== undefined) headers['content-type'] = 'application/json';
-    return this.readJson<T>(await this.call(p, { ...init, headers }));
+    return this.readJson<T>(await this.call(p, { ...init, headers }), shape);
   }
 
   /**
-   * The JSON of a successful answer. One that breaks off, or is not JSON (a proxy's page, a
-   * KILN_URL naming the dashboard), is an error naming the server, not a parser's message.
+   * The JSON of a successful answer, of `shape`. One that breaks off, is not JSON (a proxy's
+   * page, a KILN_URL naming the dashboard) or lacks a field is an error naming the server, not
+   * a parser's message or a TypeError.
    */
-  async readJson<T>(res: HttpResponse): Promise<T> {
+  async readJson<T>(res: HttpResponse, shape: Shape): Promise<T> {
     let text: string;
     try {
       text = await res.text();
@@ -162,8 +196,9 @@ export class KilnApi {
         'unreachable',
       );
     }
+    let value: unknown;
     try {
-      return JSON.parse(text) as T;
+      value = JSON.parse(text);
     } catch {
       const type = res.header('content-type') ?? 'no content type';
       throw new CliError(
@@ -172,10 +207,19 @@ export class KilnApi {
         'bad_answer',
       );
     }
+    const missing = missingField(value, shape);
+    if (missing !== undefined) {
+      throw new CliError(
+        `Kiln at ${this.baseUrl} answered ${res.status} without "${missing}": is it the API's address, and a Kiln of this CLI's version?`,
+        EXIT_UNAVAILABLE,
+        'bad_answer',
+      );
+    }
+    return value as T;
   }
 
   getBuild(id: string, signal?: AbortSignal): Promise<BuildView> {
-    return this.json<BuildView>(`/v1/builds/${segment(id, 'build ID')}`, signal ? { signal } : {});
+    return this.json<BuildView>(`/v1/builds/${segment(id, 'build ID')}`, BUILD, signal ? { signal } : {});
   }
 
   listBuilds(q: { status?: string; cursor?: string; limit?: number }): Promise<BuildList> {
@@ -184,22 +228,22 @@ export class KilnApi {
     if (q.cursor) params.set('cursor', q.cursor);
     if (q.limit !== undefined) params.set('limit', String(q.limit));
     const query = params.toString();
-    return this.json<BuildList>(`/v1/builds${query ? `?${query}` : ''}`);
+    return this.json<BuildList>(`/v1/builds${query ? `?${query}` : ''}`, listOf(BUILD));
   }
 
   cancelBuild(id: string, signal?: AbortSignal): Promise<BuildView> {
-    return this.json<BuildView>(`/v1/builds/${segment(id, 'build ID')}/cancel`, {
+    return this.json<BuildView>(`/v1/builds/${segment(id, 'build ID')}/cancel`, BUILD, {
       method: 'POST',
       ...(signal ? { signal } : {}),
     });
   }
 
   async listTokens(): Promise<TokenView[]> {
-    return (await this.json<{ items: TokenView[] }>('/v1/tokens')).items;
+    return (await this.json<{ items: TokenView[] }>('/v1/tokens', listOf(TOKEN))).items;
   }
 
   createToken(body: { name: string; scope?: TokenScope }): Promise<NewToken> {
-    return this.json<NewToken>('/v1/tokens', { method: 'POST', body: JSON.stringify(body) });
+    return this.json<NewToken>('/v1/tokens', NEW_TOKEN, { method: 'POST', body: JSON.stringify(body) });
   }
 
   async revokeToken(id: string): Promise<void> {
@@ -209,26 +253,29 @@ export class KilnApi {
   // The operator's routes: a client made with KILN_OPERATOR_TOKEN (operatorClient).
 
   async listProjects(): Promise<ProjectView[]> {
-    return (await this.json<{ items: ProjectView[] }>('/v1/admin/projects')).items;
+    return (await this.json<{ items: ProjectView[] }>('/v1/admin/projects', listOf(PROJECT))).items;
   }
 
   createProject(body: { name: string; quotas?: QuotaChange }): Promise<ProjectView> {
-    return this.json<ProjectView>('/v1/admin/projects', { method: 'POST', body: JSON.stringify(body) });
+    return this.json<ProjectView>('/v1/admin/projects', PROJECT, {
+      method: 'POST',
+      body: JSON.stringify(body),
+    });
   }
 
   getProject(ref: string): Promise<ProjectView> {
-    return this.json<ProjectView>(`/v1/admin/projects/${segment(ref, 'project')}`);
+    return this.json<ProjectView>(`/v1/admin/projects/${segment(ref, 'project')}`, PROJECT);
   }
 
   updateProject(ref: string, body: { disabled?: boolean; quotas?: QuotaChange }): Promise<ProjectView> {
-    return this.json<ProjectView>(`/v1/admin/projects/${segment(ref, 'project')}`, {
+    return this.json<ProjectView>(`/v1/admin/projects/${segment(ref, 'project')}`, PROJECT, {
       method: 'PATCH',
       body: JSON.stringify(body),
     });
   }
 
   createProjectToken(ref: string, body: { name: string; scope?: TokenScope }): Promise<NewToken> {
-    return this.json<NewToken>(`/v1/admin/projects/${segment(ref, 'project')}/tokens`, {
+    return this.json<NewToken>(`/v1/admin/projects/${segment(ref, 'project')}/tokens`, NEW_TOKEN, {
       method: 'POST',
       body: JSON.stringify(body),
     });

@@ -7,6 +7,9 @@ import { after, before, describe, mock, test } from 'node:test';
 import { KilnApi } from './api.js';
 import { followLogs, followUntilFinal, parseSse } from './follow.js';
 
+/** What a build answer must carry for the CLI to take it (api.ts BUILD). */
+const VIEW = { id: 'B1', status: 'queued', spec: {}, createdAt: '2024-01-01T00:00:00.000Z', links: {} };
+
 async function* chunks(text: string, size: number): AsyncGenerator<Uint8Array> {
   const bytes = Buffer.from(text);
   for (let i = 0; i < bytes.length; i += size) yield bytes.subarray(i, i + size);
@@ -140,7 +143,7 @@ test('a lost log stream: the build is waited for as long as it runs, not 60 s, t
     // The API restarting: its first answers fail, the wait goes on through them.
     if (polls <= 2)
       res.writeHead(503).end(JSON.stringify({ error: { code: 'unavailable', message: 'restarting' } }));
-    else res.end(JSON.stringify({ id: 'b1', status: polls < 6 ? 'running' : 'succeeded' }));
+    else res.end(JSON.stringify({ ...VIEW, status: polls < 6 ? 'running' : 'succeeded' }));
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   try {

@@ -200,6 +200,10 @@ describe('kiln build flags', () => {
     [['builds', 'show', 'not-an-id!'], /is not a build ID/],
     [['builds', 'ls', '--status', 'done'], /--status "done"/],
     [['builds', 'ls', '--limit', '0'], /--limit "0"/],
+    [['builds', 'ls', '--limit', '1e1'], /--limit "1e1": a number from 1 to 100/],
+    [['builds', 'ls', '--limit', '0x10'], /--limit "0x10"/],
+    [['login', '--url', 'notaurl', '--token', 't'], /--url "notaurl" is not a URL/],
+    [['login', '--url', 'ftp://h', '--token', 't'], /--url "ftp:\/\/h" must be http/],
     [['login', '--token', 't'], /--url is required/],
     [['login', '--url', 'http://x'], /--token .* is required/],
     [['frobnicate'], /unknown command "frobnicate"/],
@@ -283,6 +287,15 @@ describe('config and login', () => {
       JSON.parse(await readFile(path.join(home, 'xdg/kiln/config.json'), 'utf8')).token,
       'good-token',
     );
+  });
+
+  test('login: a bad --url is a usage error, a bad KILN_URL is named as the environment', async () => {
+    const flag = await run(['login', '--url', 'h:1', '--token', 't'], { HOME: home });
+    assert.equal(flag.code, 2, flag.stderr);
+    assert.equal(flag.stderr, 'error: --url "h:1" must be http:// or https://\n');
+    const env = await run(['login', '--token', 't'], { HOME: home, KILN_URL: 'notaurl' });
+    assert.equal(env.code, 1, env.stderr);
+    assert.equal(env.stderr, 'error: KILN_URL "notaurl" is not a URL (e.g. http://127.0.0.1:8080)\n');
   });
 
   test('KILN_URL and KILN_TOKEN override the file', async () => {
@@ -386,11 +399,16 @@ describe('config and login', () => {
     }
   });
 
-  test("answers that are not the API's own: not JSON or broken off (exit 3), a redirect, escapes", async () => {
+  test("answers that are not the API's own: not JSON, lacking a field or broken off (exit 3), a redirect, escapes", async () => {
     const odd = createServer((req, res) => {
       if (req.url?.startsWith('/html/'))
         res.writeHead(200, { 'content-type': 'text/html' }).end('<!doctype html>');
       else if (req.url?.startsWith('/empty/')) res.writeHead(200).end();
+      else if (req.url?.startsWith('/other/')) {
+        // JSON, but not this API's: an item without the status every build has.
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ items: [{ id: 'b1', spec: {}, createdAt: 't', links: {} }] }));
+      } else if (req.url?.startsWith('/null/')) res.writeHead(200).end('null');
       else if (req.url?.startsWith('/moved/'))
         res.writeHead(301, { location: 'https://kiln.example/' }).end();
       else if (req.url?.startsWith('/escapes/')) {
@@ -414,6 +432,14 @@ describe('config and login', () => {
           `answered 200 with an empty body, not the API's JSON: is it the API's address? (bad_answer)`,
         ],
         ['broken', 'broke off: aborted (unreachable)'],
+        [
+          'other',
+          `answered 200 without "items[0].status": is it the API's address, and a Kiln of this CLI's version? (bad_answer)`,
+        ],
+        [
+          'null',
+          `answered 200 without "items": is it the API's address, and a Kiln of this CLI's version? (bad_answer)`,
+        ],
       ] as const) {
         const r = await run(['builds', 'ls'], { ...env, KILN_URL: `${at}/${prefix}` });
         assert.equal(r.code, 3, r.stderr);

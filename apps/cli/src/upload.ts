@@ -6,7 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import { pipeline, type Readable, Transform } from 'node:stream';
 import { createGzip } from 'node:zlib';
-import { abortReason, type BuildView, type KilnApi } from './api.js';
+import { abortReason, BUILD, type BuildView, type KilnApi } from './api.js';
 import { CliError, messageOf } from './errors.js';
 import type { HttpResponse } from './http.js';
 
@@ -66,7 +66,7 @@ export async function submitStoredBuild(
   secrets: Record<string, Buffer> | undefined,
 ): Promise<BuildView | undefined> {
   const res = await postJsonBuild(api, { context: digest }, fields, secrets);
-  if (res.ok) return api.readJson<BuildView>(res);
+  if (res.ok) return api.readJson<BuildView>(res, BUILD);
   const err = await api.errorFrom(res);
   // Not stored for this project (404); a server without builds by digest (400 invalid_context).
   if (res.status === 404 || err.code === 'invalid_context') return undefined;
@@ -82,7 +82,7 @@ export async function submitGitBuild(
 ): Promise<BuildView> {
   const res = await postJsonBuild(api, { git }, fields, secrets);
   if (!res.ok) throw await api.errorFrom(res);
-  return api.readJson<BuildView>(res);
+  return api.readJson<BuildView>(res, BUILD);
 }
 
 /** The same fields as a query string (docker-style repeated build-arg/label), for an upload. */
@@ -195,7 +195,7 @@ export async function submitBuild(
       stop();
       throw refusal;
     }
-    return { build: await api.readJson<BuildView>(res), sent };
+    return { build: await api.readJson<BuildView>(res, BUILD), sent };
   } catch (err) {
     const readError = streamError;
     stop();

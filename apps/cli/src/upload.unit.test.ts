@@ -11,6 +11,9 @@ import { KilnApi } from './api.js';
 import { CliError, InterruptedError } from './errors.js';
 import { isRatioRejection, submitBuild } from './upload.js';
 
+/** What a build answer must carry for the CLI to take it (api.ts BUILD). */
+const VIEW = { id: 'B1', status: 'queued', spec: {}, createdAt: '2024-01-01T00:00:00.000Z', links: {} };
+
 type Handler = (req: IncomingMessage, body: AsyncIterable<Buffer>) => Promise<[number, unknown]>;
 
 describe('submitBuild', () => {
@@ -53,7 +56,7 @@ describe('submitBuild', () => {
         received += c.length;
         if (received >= 512 * 1024) reachedHalf(); // gzip keeps some input in flight
       }
-      return [202, { id: 'B1', status: 'queued', received }];
+      return [202, { ...VIEW, received }];
     };
     const tar = Readable.from(
       (async function* () {
@@ -73,13 +76,16 @@ describe('submitBuild', () => {
   });
 
   test('gzip: false sends application/x-tar as it is', async () => {
-    handler = async (req, body) => [202, { type: req.headers['content-type'], n: await drain(body) }];
+    handler = async (req, body) => [
+      202,
+      { ...VIEW, type: req.headers['content-type'], n: await drain(body) },
+    ];
     const { build, sent } = await submitBuild(api, {
       query: new URLSearchParams(),
       tar: Readable.from([Buffer.alloc(10_000, 1)]),
       gzip: false,
     });
-    assert.deepEqual(build, { type: 'application/x-tar', n: 10_000 });
+    assert.deepEqual(build, { ...VIEW, type: 'application/x-tar', n: 10_000 });
     assert.equal(sent, 10_000);
   });
 

@@ -55,7 +55,9 @@ async function ls(argv: string[], io: Io): Promise<number> {
       BUILDS_USAGE,
     );
   }
-  const limit = values.limit === undefined ? 20 : Number(values.limit);
+  // Digits only: Number() would also take "1e1", "0x10" and " 5".
+  const limit =
+    values.limit === undefined ? 20 : /^\d+$/.test(values.limit) ? Number(values.limit) : Number.NaN;
   if (!Number.isInteger(limit) || limit < 1 || limit > 100) {
     throw new UsageError(`--limit "${values.limit}": a number from 1 to 100`, BUILDS_USAGE);
   }

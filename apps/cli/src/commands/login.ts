@@ -2,7 +2,7 @@
 import { KilnApi } from '../api.js';
 import { parseCommandLine } from '../args.js';
 import { checkToken, normalizeUrl, saveConfig } from '../config.js';
-import { EXIT_OK, UsageError } from '../errors.js';
+import { CliError, EXIT_OK, UsageError } from '../errors.js';
 import { type Io, readAll } from '../io.js';
 
 export const LOGIN_USAGE = `Usage: kiln login --url URL (--token TOKEN | --token-stdin)
@@ -33,7 +33,7 @@ export async function loginCommand(argv: string[], io: Io): Promise<number> {
   }
   const token = values['token-stdin'] ? (await readAll(io.stdin)).toString('utf8').trim() : values.token;
   if (!token) throw new UsageError('--token (or --token-stdin) is required', LOGIN_USAGE);
-  const url = normalizeUrl(rawUrl);
+  const url = loginUrl(values.url, rawUrl);
   const checked = checkToken(token, values['token-stdin'] ? 'the token on stdin' : '--token');
   // An authenticated request that changes nothing: a bad token is a 401 here, not on the first build.
   await new KilnApi(url, checked, (err) =>
@@ -44,4 +44,14 @@ export async function loginCommand(argv: string[], io: Io): Promise<number> {
   const file = await saveConfig(io.env, { url, token: checked });
   io.stdout.write(`Login Succeeded: ${url} (saved to ${file})\n`);
   return EXIT_OK;
+}
+
+/** A bad --url is a usage error (exit 2); a bad KILN_URL is the environment's, named as such. */
+function loginUrl(flag: string | undefined, raw: string): string {
+  if (flag === undefined) return normalizeUrl(raw, 'KILN_URL');
+  try {
+    return normalizeUrl(raw, '--url');
+  } catch (err) {
+    throw err instanceof CliError ? new UsageError(err.message) : err;
+  }
 }
