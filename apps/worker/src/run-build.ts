@@ -13,7 +13,7 @@
  * - every builder full, or this worker stopping → HandBackError: the caller puts the job back
  *   without using up an attempt.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
@@ -89,6 +89,8 @@ import { BuildLog } from './build-log.js';
 import type { Lease } from './builders/lease.js';
 import { type BuilderPool, NoBuilderAvailableError, NoCapableBuilderError } from './builders/pool.js';
 import { retryWhileDatabaseDown } from './db-retry.js';
+import { isProvenancePath, MAX_PROVENANCE_BYTES, PROVENANCE_FILE } from './provenance-files.js';
+import { removeTree } from './remove-tree.js';
 import { SolveSteps } from './solve-steps.js';
 import { TarFileTap } from './tar-file-tap.js';
 
@@ -157,11 +159,6 @@ type Produced = { kind: 'artifact'; stored: PutResult } | { kind: 'image'; diges
 
 /** The name the session cache's content store goes by in the solve (`dest=`/`src=`). */
 const SESSION_CACHE = 'kiln';
-
-/** Where BuildKit's tar exporter writes the provenance of a single-platform result. */
-const PROVENANCE_FILE = 'provenance.json';
-/** Larger than any provenance statement BuildKit writes (mode=max of a big Dockerfile is ~100 KiB). */
-const MAX_PROVENANCE_BYTES = 8 * 1024 * 1024;
 
 const messageOf = (err: unknown): string => (err instanceof Error ? err.message : String(err));
 
@@ -332,7 +329,7 @@ class BuildRun {
       const { vertices, cached } = this.steps.counts();
       if (vertices > 0) await countBuildEvent(this.deps.redis, { kind: 'solved', vertices, cached });
       if (this.tmp) {
-        await rm(this.tmp, { recursive: true, force: true, maxRetries: 3 }).catch((err: unknown) => {
+        await removeTree(this.tmp).catch((err: unknown) => {
           this.logger.warn({ dir: this.tmp, err: messageOf(err) }, 'could not remove the build directory');
         });
       }
@@ -413,10 +410,7 @@ class BuildRun {
 
     let produced: Produced;
     const tap = recordsProvenance(spec)
-      ? new TarFileTap(
-          (name) => name === PROVENANCE_FILE || name.endsWith(`/${PROVENANCE_FILE}`),
-          MAX_PROVENANCE_BYTES,
-        )
+      ? new TarFileTap((name) => isProvenancePath(name, platformsOf(spec).length), MAX_PROVENANCE_BYTES)
       : undefined;
     let failure: string | undefined;
     try {
@@ -427,14 +421,20 @@ class BuildRun {
       return this.handleError(err, this.lease);
     }
     if (failure && produced.kind === 'artifact') {
-      // Nothing of a failed build stays stored.
-      const { key } = produced.stored;
-      await this.deps.storage.delete(key).catch((err: unknown) => {
-        this.logger.warn({ key, err: messageOf(err) }, 'could not delete the artifact');
-      });
+      await this.deleteArtifact(produced.stored.key);
       return this.fail('build_failed', failure);
     }
     return this.succeed(produced, spec, this.lease);
+  }
+
+  /**
+   * Nothing of a build that does not succeed stays stored: its artifact has no row pointing at it,
+   * so retention would never find it and the project's stored bytes would never count it.
+   */
+  private async deleteArtifact(key: string): Promise<void> {
+    await this.deps.storage.delete(key).catch((err: unknown) => {
+      this.logger.warn({ key, err: messageOf(err) }, 'could not delete the artifact');
+    });
   }
 
   private handBackDelay(): number {
@@ -477,7 +477,7 @@ class BuildRun {
     const platforms = platformsOf(spec);
     let statement: Buffer | undefined;
     if (platforms.length > 1) {
-      const byPlatform = [...tap.files].filter(([name]) => name.split('/').length === 2);
+      const byPlatform = [...tap.files];
       if (byPlatform.length === platforms.length) {
         const parts = byPlatform.map(
           ([name, data]) => `${JSON.stringify(name.split('/')[0])}:${data.toString('utf8')}`,
@@ -668,7 +668,10 @@ class BuildRun {
         );
       }
       output.destroy(err instanceof Error ? err : new Error(String(err)));
-      await put.catch(() => {});
+      // The export may have completed before the solve failed: canceled or timed out while
+      // BuildKit exported the cache, or a cache export refused.
+      const stored = await put.catch(() => undefined);
+      if (stored) await this.deleteArtifact(stored.key);
       throw err;
     }
     solving = false;

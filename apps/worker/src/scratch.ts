@@ -4,9 +4,10 @@
  * cannot remove its own, so a worker starting up removes those of worker processes that are gone
  * (no process with that pid, or its own pid: a container restarted with the same pid).
  */
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdtemp, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from '@kiln/core';
+import { removeTree } from './remove-tree.js';
 
 export interface ScratchDir {
   dir: string;
@@ -16,7 +17,7 @@ export interface ScratchDir {
 export async function createScratchDir(parent: string, logger: Logger): Promise<ScratchDir> {
   await removeAbandoned(parent, logger);
   const dir = await mkdtemp(path.join(parent, `kiln-worker-${process.pid}-`));
-  return { dir, remove: () => rm(dir, { recursive: true, force: true, maxRetries: 3 }) };
+  return { dir, remove: () => removeTree(dir) };
 }
 
 async function removeAbandoned(parent: string, logger: Logger): Promise<void> {
@@ -26,7 +27,7 @@ async function removeAbandoned(parent: string, logger: Logger): Promise<void> {
     if (!pid || (pid !== process.pid && isAlive(pid))) continue;
     const dir = path.join(parent, name);
     try {
-      await rm(dir, { recursive: true, force: true, maxRetries: 3 });
+      await removeTree(dir);
       logger.info({ dir }, 'removed the scratch directory of a worker that is gone');
     } catch (err) {
       logger.warn({ dir, err: (err as Error).message }, 'could not remove an abandoned scratch directory');

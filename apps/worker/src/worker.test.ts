@@ -4,6 +4,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { CanceledError, connect } from '@kiln/buildkit-client';
 import {
   type BuildJobData,
   BuildLifecycle,
@@ -44,6 +45,7 @@ import {
   uploadContext,
   waitForBuild,
 } from '../test-support/helpers.js';
+import type { DialBuilder } from './builders/clients.js';
 import { BuilderPool } from './builders/pool.js';
 import { Reconciler } from './reconciler.js';
 import { createWorker, type KilnWorker, type WorkerDeps } from './worker.js';
@@ -157,6 +159,13 @@ describe('KilnWorker', { skip }, () => {
       assert.ok(Date.now() < deadline, `the log of ${buildId} never showed "${text}"`);
       await sleep(100);
     }
+  }
+
+  /** The keys stored under `prefix`. */
+  async function listed(prefix: string): Promise<string[]> {
+    const keys: string[] = [];
+    for await (const object of storage.list(prefix)) keys.push(object.key);
+    return keys;
   }
 
   const attemptsOf = (buildId: string) =>
@@ -492,6 +501,36 @@ describe('KilnWorker', { skip }, () => {
     assert.equal(done.errorCode, 'timeout');
     assert.match(done.errorMessage ?? '', /time limit of 3 s/);
     assert.equal(done.attempts, 1);
+    await worker.stop();
+  });
+
+  test('a build canceled after its export was stored keeps nothing stored', async () => {
+    // The real client, but its solve sees a cancel after the export completed, as one arriving
+    // while BuildKit still exports the cache does.
+    let stored = false;
+    const connectBuilder: DialBuilder = async (address, timeoutMs, tls) => {
+      const client = await connect(address, { timeoutMs, ...(tls ? { tls } : {}) });
+      const solve = client.solve.bind(client);
+      client.solve = async (opts, onStatus) => {
+        const result = await solve(opts, onStatus);
+        stored = (await listed(`artifacts/${target}/`)).length > 0;
+        await redis.publish(CHANNEL_CANCEL, target);
+        const signal = opts.signal;
+        if (signal && !signal.aborted)
+          await new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }));
+        if (signal?.aborted) throw new CanceledError();
+        return result;
+      };
+      return client;
+    };
+    const { worker, queue } = await startWorker({}, { connectBuilder });
+    const row = await submit(queue, spec({ buildArgs: { N: freshArg() } }));
+    const target = row.id;
+    const done = await waitForBuild(prisma, row.id, 60_000);
+    assert.ok(stored, 'the artifact was stored before the cancel');
+    assert.equal(done.status, 'canceled', done.errorMessage ?? '');
+    assert.equal(done.artifactKey, null);
+    assert.deepEqual(await listed(`artifacts/${row.id}/`), []);
     await worker.stop();
   });
 
