@@ -624,7 +624,7 @@ class BuildRun {
 
     // Export → PassThrough → storage.put: backpressure reaches the daemon; put hashes and counts.
     const output = this.exportStream(tap);
-    const put = storage.put(artifactKey(this.id, spec.output.dest), output, {
+    const put = storage.put(artifactKey(this.id, this.current?.number ?? 0, spec.output.dest), output, {
       contentType: 'application/x-tar',
     });
     let solving = true;
@@ -846,13 +846,16 @@ class BuildRun {
    * Stores the log, then applies a final transition (which ends the live log and deletes the
    * secrets). Returns the row's final status: another one when it changed meanwhile (a cancel won).
    */
-  private async finalize(transition: (change: { logKey?: string }) => Promise<FinalResult>): Promise<string> {
+  /** The row's status after `transition`, and whether it was this run's to make. */
+  private async finalize(
+    transition: (change: { logKey?: string }) => Promise<FinalResult>,
+  ): Promise<{ status: string; applied: boolean }> {
     await this.storeSteps();
     const stored = await this.storeLog();
     const result = await this.db('final state', () => transition(stored ? { logKey: stored } : {}));
     if (!result.applied) {
       this.logger.warn({ status: result.status }, 'the build row changed meanwhile; left as it is');
-      return result.status ?? 'unknown';
+      return { status: result.status ?? 'unknown', applied: false };
     }
     const { status, errorCode } = result.build;
     this.logger.info({ status, ...(errorCode ? { errorCode } : {}) }, 'build finished');
@@ -864,7 +867,7 @@ class BuildRun {
         this.deps.metricsMaxProjects ?? 0,
       );
     }
-    return status;
+    return { status, applied: true };
   }
 
   private async succeed(produced: Produced, spec: BuildSpec, lease: Lease): Promise<RunBuildResult> {
@@ -890,11 +893,12 @@ class BuildRun {
           platform: platform ?? null,
         },
         this.attemptEnd('succeeded'),
+        this.current ? { attempts: this.current.number } : undefined,
       ),
     );
-    if (final !== 'succeeded') {
-      // Canceled meanwhile. (Another run of the same build that succeeded first shares the key: keep it.)
-      if (produced.kind === 'artifact') await this.deps.storage.delete(produced.stored.key).catch(() => {});
+    if (!final.applied) {
+      // Canceled meanwhile, or started again by another worker: its own key, so nobody else's.
+      if (produced.kind === 'artifact') await this.deleteArtifact(produced.stored.key);
       return { status: 'skipped', builder: lease.address };
     }
     await this.deps.pool.setAffinity(this.build.projectId, lease.address).catch((err: unknown) => {

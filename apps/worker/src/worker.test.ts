@@ -3,8 +3,9 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
+import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
-import { CanceledError, connect } from '@kiln/buildkit-client';
+import { CanceledError, connect, type SolveOptions } from '@kiln/buildkit-client';
 import {
   type BuildJobData,
   BuildLifecycle,
@@ -185,7 +186,7 @@ describe('KilnWorker', { skip }, () => {
       assert.equal(done.attempts, 1);
       assert.ok(done.builder === D1 || done.builder === D2);
       assert.ok(done.startedAt && done.finishedAt);
-      assert.equal(done.artifactKey, `artifacts/${row.id}/app.tar`);
+      assert.equal(done.artifactKey, `artifacts/${row.id}/1/app.tar`);
       assert.equal(done.logKey, logKey(row.id));
 
       // The artifact: same entries as the docker CLI's export, and size/digest as recorded.
@@ -292,7 +293,7 @@ describe('KilnWorker', { skip }, () => {
       const entries = await redis.xrange(logStreamKey(row.id), '-', '+');
       assert.deepEqual(entries.at(-1)?.[1], ['k', 'end', 'd', 'canceled']);
       assert.equal(done.artifactKey, null);
-      assert.equal(await storage.head(`artifacts/${row.id}/app.tar`), undefined);
+      assert.deepEqual(await listed(`artifacts/${row.id}/`), []);
     });
 
     test('a local output fails with a clear message', async () => {
@@ -504,33 +505,65 @@ describe('KilnWorker', { skip }, () => {
     await worker.stop();
   });
 
-  test('a build canceled after its export was stored keeps nothing stored', async () => {
-    // The real client, but its solve sees a cancel after the export completed, as one arriving
-    // while BuildKit still exports the cache does.
-    let stored = false;
-    const connectBuilder: DialBuilder = async (address, timeoutMs, tls) => {
+  /** Dials the real client, whose every solve runs `then` once BuildKit's solve returned. */
+  const afterSolve =
+    (then: (opts: SolveOptions) => Promise<void>): DialBuilder =>
+    async (address, timeoutMs, tls) => {
       const client = await connect(address, { timeoutMs, ...(tls ? { tls } : {}) });
       const solve = client.solve.bind(client);
       client.solve = async (opts, onStatus) => {
         const result = await solve(opts, onStatus);
-        stored = (await listed(`artifacts/${target}/`)).length > 0;
-        await redis.publish(CHANNEL_CANCEL, target);
-        const signal = opts.signal;
-        if (signal && !signal.aborted)
-          await new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }));
-        if (signal?.aborted) throw new CanceledError();
+        await then(opts);
         return result;
       };
       return client;
     };
+
+  test('a build canceled after its export was stored keeps nothing stored', async () => {
+    // The solve sees a cancel after the export completed, as one arriving while BuildKit still
+    // exports the cache does.
+    let target = '';
+    let stored = false;
+    const connectBuilder = afterSolve(async ({ signal }) => {
+      stored = (await listed(`artifacts/${target}/`)).length > 0;
+      await redis.publish(CHANNEL_CANCEL, target);
+      if (signal && !signal.aborted)
+        await new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }));
+      throw new CanceledError();
+    });
     const { worker, queue } = await startWorker({}, { connectBuilder });
     const row = await submit(queue, spec({ buildArgs: { N: freshArg() } }));
-    const target = row.id;
+    target = row.id;
     const done = await waitForBuild(prisma, row.id, 60_000);
     assert.ok(stored, 'the artifact was stored before the cancel');
     assert.equal(done.status, 'canceled', done.errorMessage ?? '');
     assert.equal(done.artifactKey, null);
     assert.deepEqual(await listed(`artifacts/${row.id}/`), []);
+    await worker.stop();
+  });
+
+  test('an attempt finishing after another worker started the build again neither succeeds it nor touches its artifact', async () => {
+    // What the reconciler and a second worker do to a worker cut off from Redis: the row moves
+    // to attempt 2, whose artifact is being written, while attempt 1 still runs to its end.
+    let target = '';
+    const second = () => `artifacts/${target}/2/app.tar`;
+    const connectBuilder = afterSolve(async () => {
+      await prisma.build.update({ where: { id: target }, data: { attempts: 2, builder: D2 } });
+      await prisma.buildAttempt.create({ data: { buildId: target, number: 2, builder: D2 } });
+      await storage.put(second(), Readable.from([Buffer.from('attempt 2')]));
+    });
+    const { worker, queue } = await startWorker({}, { connectBuilder });
+    const row = await submit(queue, spec({ buildArgs: { N: freshArg() } }));
+    target = row.id;
+    for (const deadline = Date.now() + 60_000; !(await queue.getJob(row.id))?.finishedOn; await sleep(100))
+      assert.ok(Date.now() < deadline, 'attempt 1 never ended');
+    const build = await prisma.build.findUniqueOrThrow({ where: { id: row.id } });
+    assert.equal(build.status, 'running');
+    assert.equal(build.attempts, 2);
+    assert.equal(build.artifactKey, null);
+    // Attempt 1 removed only its own artifact.
+    assert.deepEqual(await listed(`artifacts/${row.id}/`), [second()]);
+    assert.equal(await readObject(storage, second()), 'attempt 2');
     await worker.stop();
   });
 

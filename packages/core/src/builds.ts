@@ -58,7 +58,12 @@ export const logFollowersKey = (projectId: string) => `kiln:log-followers:${proj
 /** Every context object's key starts with this. */
 export const CONTEXT_KEY_PREFIX = 'contexts/';
 export const contextKey = (sha256: string) => `${CONTEXT_KEY_PREFIX}sha256/${sha256}.tar`;
-export const artifactKey = (buildId: string, dest: string) => `artifacts/${buildId}/${dest}`;
+/**
+ * Each attempt stores under its own key: a worker cut off from Redis may still finish an attempt
+ * that another worker has since started again, and neither may replace (or delete) the other's.
+ */
+export const artifactKey = (buildId: string, attempt: number, dest: string) =>
+  `artifacts/${buildId}/${attempt}/${dest}`;
 export const logKey = (buildId: string) => `logs/${buildId}.log`;
 /** The steps of a build's last solve as JSON (BuildSteps), beside its log: the build page's timeline. */
 export const stepsKey = (buildId: string) => `logs/${buildId}.steps.json`;

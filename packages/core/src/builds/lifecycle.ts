@@ -160,16 +160,23 @@ export class BuildLifecycle {
     return attempt;
   }
 
-  /** succeed: the artifact is stored; `change` names it (key, size, digest, platform, logKey). */
-  succeed(id: string, change: BuildChange, attempt: AttemptEndInput | null): Promise<FinalResult> {
+  /**
+   * succeed: the artifact is stored; `change` names it (key, size, digest, platform, logKey).
+   * `guard`: only while the row is still at this attempt, not one a worker that lost its lease
+   * finishes after the build was started again.
+   */
+  succeed(
+    id: string,
+    change: BuildChange,
+    attempt: AttemptEndInput | null,
+    guard?: AttemptGuard,
+  ): Promise<FinalResult> {
     return this.finish(
       id,
       fromStatuses('succeed'),
       'succeeded',
       { ...change, errorCode: null, errorMessage: null },
-      {
-        attempt,
-      },
+      { attempt, ...(guard ? { guard } : {}) },
     );
   }
 
