@@ -146,8 +146,8 @@ describe('webhooks and git contexts', () => {
     assert.deepEqual(await replay.json(), { ignored: true, reason: 'duplicate delivery', delivery });
     assert.deepEqual(await counts(), before);
     assert.equal(await kiln.deps.db.build.count({ where: { triggerId: githubTrigger } }), 1);
-    const recorded = await kiln.deps.db.hookDelivery.findUniqueOrThrow({
-      where: { provider_deliveryId: { provider: 'github', deliveryId: delivery } },
+    const recorded = await kiln.deps.db.hookDelivery.findFirstOrThrow({
+      where: { provider: 'github', deliveryId: delivery },
     });
     assert.equal(recorded.outcome, 'built');
     assert.deepEqual(recorded.buildIds, [build.id]);

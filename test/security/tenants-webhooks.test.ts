@@ -48,7 +48,7 @@ describe('webhook receivers against a hostile tenant', () => {
   });
   const sign = (secret: string, body: string) =>
     `sha256=${createHmac('sha256', secret).update(body).digest('hex')}`;
-  const deliver = (payload: unknown, secret: string) => {
+  const deliver = (payload: unknown, secret: string, delivery = randomUUID()) => {
     const body = JSON.stringify(payload);
     return fetch(`${kiln.url}/v1/hooks/github`, {
       method: 'POST',
@@ -56,7 +56,7 @@ describe('webhook receivers against a hostile tenant', () => {
       headers: {
         'content-type': 'application/json',
         'x-github-event': 'push',
-        'x-github-delivery': randomUUID(),
+        'x-github-delivery': delivery,
         'x-hub-signature-256': sign(secret, body),
       },
     });
@@ -267,6 +267,19 @@ describe('webhook receivers against a hostile tenant', () => {
     assert.equal(await kiln.deps.db.build.count(), before + 1);
   });
 
+  test("a delivery id one project's sender used does not make another project's delivery a replay", async () => {
+    const attacker = await trigger('victim/ids', 'main', await kiln.newToken('tenant-f'));
+    const victim = await trigger('victim/ids', 'main', await kiln.newToken('tenant-g'));
+    const id = randomUUID();
+    assert.equal((await deliver(push('victim/ids'), attacker, id)).status, 202);
+    const res = await deliver(push('victim/ids'), victim, id);
+    assert.equal(res.status, 202, await res.clone().text());
+    // Its own replay still is one.
+    const replay = await deliver(push('victim/ids'), victim, id);
+    assert.equal(replay.status, 200);
+    assert.equal((await json(replay)).reason, 'duplicate delivery');
+  });
+
   test('rate limits: per repository once verified (forgeries do not count), per address before the body', async () => {
     const token = await kiln.newToken('tenant-d');
     const secret = await trigger('victim/busy', 'main', token);
@@ -280,6 +293,10 @@ describe('webhook receivers against a hostile tenant', () => {
     const limited = await deliver(push('victim/busy', 'refs/heads/other'), secret);
     assert.equal(limited.status, 429);
     assert.equal(await code(limited), 'rate_limited');
+    // Another project's trigger on the same repository is not affected: its own allowance.
+    const neighbour = await trigger('victim/busy', 'main', await kiln.newToken('tenant-e'));
+    const unaffected = await deliver(push('victim/busy', 'refs/heads/other'), neighbour);
+    assert.equal(unaffected.status, 200, await unaffected.clone().text());
     // Another repository is not affected.
     const elsewhere = await trigger('victim/quiet', 'main', token);
     assert.equal((await deliver(push('victim/quiet', 'refs/heads/other'), elsewhere)).status, 200);

@@ -13,7 +13,7 @@ declare module 'fastify' {
   interface FastifyRequest {
     /** The push delivery's headers, read (and refused when wrong) before its body. */
     pushHeaders: PushDeliveryHeaders;
-    /** The verified delivery's repository: what the per-repository rate limit counts against. */
+    /** The verified delivery's repository and scope: what the per-repository rate limit counts against. */
     pushRepository: string;
   }
 }
@@ -83,13 +83,13 @@ export function webhookRoutes(deps: ApiDeps) {
         async (req, reply) => {
           const headers = req.pushHeaders;
           const raw = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
-          const { payload, repository, triggers } = await verifying.run(async () => {
+          const { payload, ...verified } = await verifying.run(async () => {
             const payload = parsePayload(req.headers['content-type'], raw);
             return { payload, ...(await verifyPushDelivery(deps, provider, headers, raw, payload)) };
           });
-          req.pushRepository = `${provider.name}:${repository}`;
+          req.pushRepository = `${provider.name}:${verified.repository}:${verified.scope}`;
           await perRepository?.(req);
-          const receipt = await receivePush(deps, provider, headers, payload, triggers);
+          const receipt = await receivePush(deps, provider, headers, payload, verified);
           // `delivery` in the answer is the push delivery id (the API's field name).
           if (receipt.outcome === 'ignored') {
             return reply
@@ -145,7 +145,7 @@ async function registerRateLimits(
     if (!result.isAllowed && result.isExceeded) {
       throw new AppError(
         'rate_limited',
-        `more than ${perRepositoryPerMinute} webhook deliveries a minute for this repository; retry in ${result.ttlInSeconds} s`,
+        `more than ${perRepositoryPerMinute} webhook deliveries a minute for this repository's triggers; retry in ${result.ttlInSeconds} s`,
       );
     }
   };

@@ -3,8 +3,9 @@
  * Order matters:
  * 1. the triggers whose secret verifies the push delivery (verify-delivery.ts, none → 401,
  *    nothing recorded) are the candidates;
- * 2. a webhook receipt is recorded (unique provider + push delivery id) before any build is
- *    created, so a replay finds it and is ignored;
+ * 2. a webhook receipt is recorded (unique provider + scope + push delivery id) before any build
+ *    is created, so a replay finds it and is ignored; per scope (the projects whose triggers
+ *    verified it), so a delivery id one project's sender used does not silence another's;
  * 3. a push to a branch that a trigger's glob matches creates one build per such trigger through
  *    the API's own createBuild, pinned to the pushed commit. Nothing is fetched here: BuildKit
  *    fetches the repository when the build runs, so the answer comes in milliseconds.
@@ -24,7 +25,7 @@ import { createBuild } from '../create-build.js';
 import type { ApiDeps } from '../deps.js';
 import { branchMatches } from './branch-glob.js';
 import type { Provider, Push, PushDeliveryHeaders } from './providers.js';
-import type { CandidateTrigger } from './verify-delivery.js';
+import type { CandidateTrigger, VerifiedDelivery } from './verify-delivery.js';
 
 /** `pushDeliveryId` is the provider's id of the push delivery (or the one Kiln made up). */
 export type PushReceipt =
@@ -44,7 +45,7 @@ export async function receivePush(
   provider: Provider,
   headers: PushDeliveryHeaders,
   payload: Record<string, unknown>,
-  triggers: CandidateTrigger[],
+  { triggers, scope }: VerifiedDelivery,
 ): Promise<PushReceipt> {
   const plan = planBuilds(
     provider,
@@ -62,6 +63,7 @@ export async function receivePush(
     await deps.db.hookDelivery.create({
       data: {
         provider: provider.name,
+        scope,
         deliveryId: pushDeliveryId,
         outcome: plan.builds.length > 0 ? 'built' : 'ignored',
         detail: plan.reason ?? null,
@@ -98,12 +100,12 @@ export async function receivePush(
   } catch (err) {
     // Forget the receipt so that a redelivery is not taken for a replay and builds the rest.
     await deps.db.hookDelivery
-      .deleteMany({ where: { provider: provider.name, deliveryId: pushDeliveryId } })
+      .deleteMany({ where: { provider: provider.name, scope, deliveryId: pushDeliveryId } })
       .catch(() => {});
     throw err;
   }
   await deps.db.hookDelivery.update({
-    where: { provider_deliveryId: { provider: provider.name, deliveryId: pushDeliveryId } },
+    where: { provider_scope_deliveryId: { provider: provider.name, scope, deliveryId: pushDeliveryId } },
     data: { buildIds: builds.map((b) => b.id) },
   });
   deps.logger.info(

@@ -22,6 +22,18 @@ const CANDIDATE_COLUMNS = {
 
 export type CandidateTrigger = Prisma.TriggerGetPayload<{ select: typeof CANDIDATE_COLUMNS }>;
 
+/**
+ * A verified delivery: its repository, the triggers whose secret verifies it, and `scope`, the
+ * projects of those triggers. Several projects may have triggers on one repository, each with its
+ * own secret: what one of them sends (its delivery ids, its rate) is counted in its scope only,
+ * so it can neither use up another's allowance nor replay another's delivery id at it.
+ */
+export interface VerifiedDelivery {
+  repository: string;
+  triggers: CandidateTrigger[];
+  scope: string;
+}
+
 /** The payload's repository and its triggers whose secret verifies the delivery (none → 401). */
 export async function verifyPushDelivery(
   deps: ApiDeps,
@@ -29,7 +41,7 @@ export async function verifyPushDelivery(
   headers: PushDeliveryHeaders,
   rawBody: Buffer,
   payload: Record<string, unknown>,
-): Promise<{ repository: string; triggers: CandidateTrigger[] }> {
+): Promise<VerifiedDelivery> {
   const repository = provider.repositoryOf(payload);
   const candidates = repository
     ? await deps.db.trigger.findMany({
@@ -52,5 +64,6 @@ export async function verifyPushDelivery(
       `no ${provider.name} trigger of this repository accepts the delivery's ${provider.name === 'github' ? 'signature' : 'token'}`,
     );
   }
-  return { repository, triggers };
+  const scope = [...new Set(triggers.map((t) => t.projectId))].sort().join(',');
+  return { repository, triggers, scope };
 }
