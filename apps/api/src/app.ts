@@ -3,7 +3,7 @@ import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import { AppError } from '@kiln/core';
+import { AppError, findUnstorable } from '@kiln/core';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { authenticator } from './auth.js';
 import type { ApiDeps } from './deps.js';
@@ -39,6 +39,7 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
     // Route schemas are TypeBox's: handlers get their params, query, headers and body typed from them.
   }).withTypeProvider<TypeBoxTypeProvider>();
   registerErrorHandling(app);
+  refuseUnstorableJson(app);
   // Live log streams never finish on their own: end them, or close() would wait for them.
   app.addHook('preClose', async () => deps.followers.stopAll());
   for (const schema of sharedSchemas) app.addSchema(schema);
@@ -111,4 +112,24 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
     await authed.register(statsRoutes(deps));
   });
   return app;
+}
+
+/**
+ * Fastify's own JSON parser (prototype poisoning refused as before), then one check for every
+ * JSON body: a string PostgreSQL cannot store (a NUL, a lone surrogate) is the caller's 400
+ * here, whichever route and column it was headed for, not a 500 from the driver.
+ */
+function refuseUnstorableJson(app: FastifyInstance): void {
+  const parse = app.getDefaultJsonParser('error', 'error');
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
+    // parseAs 'string' gives a string; the type also allows the Buffer of parseAs 'buffer'.
+    parse(req, body.toString(), (err, value) => {
+      if (err) return done(err);
+      const found = findUnstorable(value);
+      if (found)
+        return done(new AppError('invalid_request', `the JSON body is not text Kiln can store: ${found}`));
+      done(null, value);
+    });
+  });
 }

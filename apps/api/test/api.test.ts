@@ -171,6 +171,16 @@ describe('API', () => {
       // JSON names a remote context ({git}); anything else in it is not a context.
       ['', '{"context": "x"}', 'application/json', 400, 'invalid_context'],
       ['', 'x', 'text/plain', 415, 'unsupported_media_type'],
+      // Text PostgreSQL cannot store, in a spec from the query or in any JSON body.
+      [`?buildArgs=${encodeURIComponent('{"A":"x\\ud800"}')}`, ctx, 'application/x-tar', 400, 'invalid_spec'],
+      ['?target=a%00b', ctx, 'application/x-tar', 400, 'invalid_spec'],
+      [
+        '',
+        '{"git":"https://h.example/r.git","labels":{"a":"x\\ud800"}}',
+        'application/json',
+        400,
+        'invalid_request',
+      ],
     ];
     for (const [query, body, type, status, code] of cases) {
       const res = await post(query, body, type);
@@ -245,6 +255,37 @@ describe('API', () => {
     };
     assert.ok(doc.paths['/v1/builds']);
     assert.ok(doc.paths['/v1/builds/{id}/cancel']);
+  });
+
+  test('a NUL or a lone surrogate in any JSON body is a 400, not a database error', async () => {
+    for (const name of ['a\\u0000b', 'a\\ud800b']) {
+      const res = await api('/v1/tokens', {
+        method: 'POST',
+        body: `{"name":"${name}"}`,
+        headers: { 'content-type': 'application/json' },
+      });
+      const json = (await res.json()) as { error: { code: string; message: string } };
+      assert.equal(res.status, 400, JSON.stringify(json));
+      assert.equal(json.error.code, 'invalid_request');
+      assert.match(
+        json.error.message,
+        /^the JSON body is not text Kiln can store: \$\.name holds a (NUL character|lone UTF-16 surrogate)/,
+      );
+    }
+    // The webhook receivers, which anyone can reach, parse their own payloads.
+    const hook = await api('/v1/hooks/github', {
+      auth: null,
+      method: 'POST',
+      body: '{"repository":{"full_name":"o\\u0000rg/repo"}}',
+      headers: {
+        'content-type': 'application/json',
+        'x-github-event': 'push',
+        'x-github-delivery': 'd1',
+        'x-hub-signature-256': 'sha256=00',
+      },
+    });
+    assert.equal(hook.status, 400);
+    assert.equal(((await hook.json()) as { error: { code: string } }).error.code, 'invalid_request');
   });
 
   test('unknown route and malformed id give JSON errors', async () => {

@@ -89,6 +89,7 @@ export {
   SPEC_FIELDS,
 } from './spec.js';
 export { removeStaleFiles } from './stale-files.js';
+export { findUnstorable, unstorable } from './storable-text.js';
 export * from './storage/index.js';
 export { generateToken, hashToken, issueToken } from './tokens.js';
 export { NO_TRACING, SpanKind, type SpanOptions, startTracing, Tracing } from './tracing.js';

@@ -2,6 +2,7 @@ import path from 'node:path/posix';
 import { dockerfileInContext, OUTPUT_TYPES, type OutputType, reservedBuildArg } from '@kiln/contract';
 import { parseBuildSecrets } from './build-secrets.js';
 import { AppError } from './errors.js';
+import { unstorable } from './storable-text.js';
 
 export { OUTPUT_TYPES, type OutputType };
 
@@ -103,7 +104,8 @@ function str(value: unknown, field: string, max = 1024): string | undefined {
   if (value === undefined || value === null || value === '') return undefined;
   if (typeof value !== 'string') invalid(`${field} must be a string`);
   if (value.length > max) invalid(`${field} is longer than ${max} characters`);
-  if (value.includes('\0')) invalid(`${field} contains a NUL character`);
+  const why = unstorable(value);
+  if (why) invalid(`${field} contains ${why}`);
   return value;
 }
 

@@ -1,6 +1,6 @@
 import type { IncomingMessage } from 'node:http';
 import rateLimit from '@fastify/rate-limit';
-import { AppError } from '@kiln/core';
+import { AppError, findUnstorable } from '@kiln/core';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { ConcurrencyLimit } from '../concurrency-limit.js';
 import type { ApiDeps } from '../deps.js';
@@ -213,5 +213,9 @@ function parsePayload(contentType: string | undefined, raw: Buffer): Record<stri
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     throw new AppError('invalid_request', 'the payload must be a JSON object');
   }
+  // No provider sends these; refused before any of it reaches a query.
+  const unstorableText = findUnstorable(value);
+  if (unstorableText)
+    throw new AppError('invalid_request', `the payload is not text Kiln can store: ${unstorableText}`);
   return value as Record<string, unknown>;
 }
