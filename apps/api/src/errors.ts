@@ -1,5 +1,5 @@
 import { AppError, type ErrorCode, httpStatusFor, isDatabaseUnavailable } from '@kiln/core';
-import type { FastifyError, FastifyInstance } from 'fastify';
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 
 /** The one place errors become HTTP answers: `{error: {code, message}}`, never a stack. */
 export function registerErrorHandling(app: FastifyInstance): void {
@@ -8,20 +8,30 @@ export function registerErrorHandling(app: FastifyInstance): void {
       .code(404)
       .send({ error: { code: 'not_found', message: `no route ${req.method} ${req.url.split('?')[0]}` } });
   });
-  app.setErrorHandler(async (err: FastifyError | AppError | Error, req, reply) => {
-    const { code, message } = classify(err);
-    const status = httpStatusFor(code);
-    if (status >= 500 && code !== 'unavailable') req.log.error({ err }, 'request failed');
-    else req.log.info({ code, message }, 'request rejected');
-    if (code === 'rate_limited' && !reply.hasHeader('retry-after')) reply.header('Retry-After', '1');
-    // Rejected before the upload was read. A client still writing its body would see the
-    // connection reset instead of this answer, so read (and drop) a bounded remainder first;
-    // if it does not end soon, close the connection after answering so the leftover bytes are
-    // not taken for the next request.
-    if (!req.raw.complete) await drainBriefly(req.raw);
-    if (!req.raw.complete) reply.header('connection', 'close');
-    reply.code(status).send({ error: { code, message } });
-  });
+  app.setErrorHandler(replyWithError);
+}
+
+/**
+ * The answer to a failed request, from the error handler, or from Fastify's `frameworkErrors`
+ * for what its router refuses before any route (a bad URL encoding, a path parameter too long).
+ */
+export async function replyWithError(
+  err: FastifyError | AppError | Error,
+  req: FastifyRequest,
+  reply: FastifyReply,
+): Promise<void> {
+  const { code, message } = classify(err);
+  const status = httpStatusFor(code);
+  if (status >= 500 && code !== 'unavailable') req.log.error({ err }, 'request failed');
+  else req.log.info({ code, message }, 'request rejected');
+  if (code === 'rate_limited' && !reply.hasHeader('retry-after')) reply.header('Retry-After', '1');
+  // Rejected before the upload was read. A client still writing its body would see the
+  // connection reset instead of this answer, so read (and drop) a bounded remainder first;
+  // if it does not end soon, close the connection after answering so the leftover bytes are
+  // not taken for the next request.
+  if (!req.raw.complete) await drainBriefly(req.raw);
+  if (!req.raw.complete) reply.header('connection', 'close');
+  reply.code(status).send({ error: { code, message } });
 }
 
 /**
@@ -89,6 +99,10 @@ function classify(err: FastifyError | AppError | Error): { code: ErrorCode; mess
   if (err instanceof AppError) return { code: err.code, message: err.message };
   const fe = err as FastifyError;
   if (fe.validation) return { code: 'invalid_request', message: fe.message };
+  if (fe.code === 'FST_ERR_MAX_PARAM_LENGTH')
+    return { code: 'invalid_request', message: 'a path parameter (an ID or name) is too long' };
+  if (fe.code === 'FST_ERR_BAD_URL')
+    return { code: 'invalid_request', message: 'the path is not valid percent-encoding' };
   if (fe.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE')
     return { code: 'unsupported_media_type', message: fe.message };
   // Form limits (files, fields, parts) are about the form's shape, not the context's size.

@@ -294,5 +294,15 @@ describe('API', () => {
     assert.equal(((await res.json()) as { error: { code: string } }).error.code, 'not_found');
     const bad = await api('/v1/builds/..%2F..%2Fetc');
     assert.equal(bad.status, 400);
+    // Refused by the router before any route: the same error shape.
+    for (const [p, message] of [
+      [`/v1/builds/${'A'.repeat(101)}`, 'a path parameter (an ID or name) is too long'],
+      [`/ui/${'a'.repeat(101)}`, 'a path parameter (an ID or name) is too long'],
+      ['/v1/builds/%E0%A4%A', 'the path is not valid percent-encoding'],
+    ] as const) {
+      const res = await api(p);
+      assert.equal(res.status, 400, p);
+      assert.deepEqual(await res.json(), { error: { code: 'invalid_request', message } });
+    }
   });
 });
