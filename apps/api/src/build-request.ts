@@ -5,7 +5,6 @@ import {
   AppError,
   type BuildSecrets,
   type BuildSpec,
-  type BuildSpecInput,
   contextLimitsOf,
   parseBuildSecrets,
   parseBuildSpec,
@@ -17,6 +16,7 @@ import { checkSomeBuilderCanServe } from './builder-capabilities.js';
 import { checkIdempotencyKey, createBuild } from './create-build.js';
 import type { ApiDeps } from './deps.js';
 import { parseGitBuildRequest } from './git-request.js';
+import { QUERY, SpecFields } from './spec-fields.js';
 import { type ReceivedContext, receiveContext, uploadTmpDir } from './upload.js';
 
 /** Content types taken as a raw context upload (the body stays a stream for receiveContext). */
@@ -137,12 +137,11 @@ async function readUpload(deps: ApiDeps, req: BuildRequest): Promise<Upload> {
         `send the context as ${RAW_CONTEXT_TYPES.slice(0, 3).join(', ')} or multipart/form-data, or name a git repository in JSON`,
       );
     }
-    const spec = parseBuildSpec(specFromQuery(req.query));
+    const spec = parseBuildSpec(specFromQuery(req.query).spec);
     await checkSomeBuilderCanServe(deps, spec);
     return { spec, secrets: {}, context: await receiveContext(req.body, uploadOptions(deps, spec.file)) };
   }
-  // No prototype: a "__proto__" key in a JSON spec stays a key (and is then rejected as unknown).
-  const fields: Record<string, unknown> = Object.create(null);
+  const fields = specFromQuery(req.query);
   let stored: Upload | undefined;
   try {
     for await (const part of req.parts()) {
@@ -154,7 +153,7 @@ async function readUpload(deps: ApiDeps, req: BuildRequest): Promise<Upload> {
             `unexpected file part "${part.fieldname}": send one part named "context"`,
           );
         }
-        const input: BuildSpecInput = { ...fields, ...specFromQuery(req.query) };
+        const input = fields.spec;
         const spec = parseBuildSpec(input);
         const secrets = parseBuildSecrets(input.secrets);
         await checkSomeBuilderCanServe(deps, spec);
@@ -175,8 +174,8 @@ async function readUpload(deps: ApiDeps, req: BuildRequest): Promise<Upload> {
           if (typeof spec !== 'object' || spec === null || Array.isArray(spec)) {
             throw new AppError('invalid_spec', 'the "spec" field must be a JSON object');
           }
-          for (const [k, v] of Object.entries(spec)) fields[k] = v;
-        } else fields[part.fieldname] = part.value;
+          fields.addAll(spec as Record<string, unknown>, 'the "spec" part');
+        } else fields.add(part.fieldname, part.value, `the form field "${part.fieldname}"`);
       }
     }
   } catch (err) {
@@ -197,10 +196,9 @@ function uploadOptions({ storage, config }: ApiDeps, dockerfilePath: string) {
   };
 }
 
-/** docker-style repeatable `build-arg=K=V` / `label=K=V` query parameters become the spec's maps. */
-function specFromQuery(query: Record<string, unknown>): BuildSpecInput {
-  const spec: Record<string, unknown> = {};
-  const list = (v: unknown) => (Array.isArray(v) ? v : v === undefined ? [] : [v]);
+/** The query's spec fields (docker-style repeatable `build-arg=K=V` / `label=K=V` included). */
+function specFromQuery(query: Record<string, unknown>): SpecFields {
+  const fields = new SpecFields();
   for (const [k, v] of Object.entries(query)) {
     if (k === 'secrets' || k === 'secret') {
       throw new AppError(
@@ -208,14 +206,11 @@ function specFromQuery(query: Record<string, unknown>): BuildSpecInput {
         'secrets are not accepted in the query string (URLs end up in logs): send them in the JSON "spec" part of a multipart request',
       );
     }
-    if (k === 'build-arg') spec.buildArgs = list(v);
-    else if (k === 'label') spec.labels = list(v);
-    else if (SPEC_FIELDS.includes(k)) {
-      if (Array.isArray(v)) throw new AppError('invalid_spec', `${k} is given more than once`);
-      spec[k] = v;
-    } else throw new AppError('invalid_spec', `unknown parameter "${k.slice(0, 100)}"`);
+    if (k !== 'build-arg' && k !== 'label' && !SPEC_FIELDS.includes(k))
+      throw new AppError('invalid_spec', `unknown parameter "${k.slice(0, 100)}"`);
+    fields.add(k, v, QUERY);
   }
-  return spec;
+  return fields;
 }
 
 /** Fastify's JSON parser has run: the body is a remote-context request, not an upload. */

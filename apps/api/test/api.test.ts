@@ -106,6 +106,63 @@ describe('API', () => {
     assert.equal(stored.filter((f) => f.endsWith('.tar')).length, 1);
   });
 
+  test('a spec field given twice (query, form fields, spec part) is refused, never dropped; build-arg and label add up', async () => {
+    const form = (entries: Array<[string, string]>, query = '') => {
+      const body = new FormData();
+      for (const [k, v] of entries) body.append(k, v);
+      body.append('context', new Blob([ctx]), 'ctx.tar');
+      return api(`/v1/builds${query}`, { method: 'POST', body });
+    };
+    const refused: Array<[Promise<Response>, RegExp]> = [
+      [
+        post(`?buildArgs=${encodeURIComponent('{"A":"1"}')}&build-arg=B=2`, ctx),
+        /^buildArgs \(build-arg\) is given more than once in the query$/,
+      ],
+      [post(`?label=a=b&labels=${encodeURIComponent('{"c":"d"}')}`, ctx), /labels is given/],
+      [
+        form([['spec', '{"buildArgs":{"A":"1"}}']], '?build-arg=B=2'),
+        /in the query and again in the "spec" part/,
+      ],
+      [
+        form([['target', 'y']], '?target=x'),
+        /target is given in the query and again in the form field "target"/,
+      ],
+      [
+        form([
+          ['spec', '{"target":"y"}'],
+          ['target', 'z'],
+        ]),
+        /target is given in the "spec" part and again/,
+      ],
+      [
+        form([
+          ['target', 'x'],
+          ['target', 'y'],
+        ]),
+        /target is given more than once in the form field "target"/,
+      ],
+    ];
+    for (const [answer, message] of refused) {
+      const res = await answer;
+      const json = (await res.json()) as { error: { code: string; message: string } };
+      assert.equal(res.status, 400, JSON.stringify(json));
+      assert.equal(json.error.code, 'invalid_spec');
+      assert.match(json.error.message, message);
+    }
+    // As the README says: build-arg=K=V and label=K=V in a form too, repeatable.
+    const ok = await form([
+      ['build-arg', 'A=1'],
+      ['build-arg', 'B=2'],
+      ['label', 'l=v'],
+    ]);
+    assert.equal(ok.status, 202, await ok.clone().text());
+    const view = (await ok.json()) as {
+      spec: { buildArgs: Record<string, string>; labels: Record<string, string> };
+    };
+    assert.deepEqual(view.spec.buildArgs, { A: '1', B: '2' });
+    assert.deepEqual(view.spec.labels, { l: 'v' });
+  });
+
   test("auth: missing, wrong and another project's token", async () => {
     assert.equal((await api('/v1/builds', { auth: null })).status, 401);
     const wrong = await api('/v1/builds', { auth: 'kiln_not-a-real-token' });
