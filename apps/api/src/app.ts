@@ -7,7 +7,7 @@ import { AppError, findUnstorable } from '@kiln/core';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { authenticator } from './auth.js';
 import type { ApiDeps } from './deps.js';
-import { clientErrorHandler, registerErrorHandling, replyWithError } from './errors.js';
+import { clientErrorHandler, MAX_BODY_BYTES, registerErrorHandling, replyWithError } from './errors.js';
 import { observeHttpDurations } from './metrics/http.js';
 import { RequestLog } from './request-log.js';
 import { adminRoutes } from './routes/admin.js';
@@ -35,7 +35,7 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
     connectionTimeout: deps.config.connectionTimeoutSeconds * 1000,
     clientErrorHandler,
     frameworkErrors: replyWithError,
-    bodyLimit: 1024 * 1024,
+    bodyLimit: MAX_BODY_BYTES,
     logController: new RequestLog(),
     // Route schemas are TypeBox's: handlers get their params, query, headers and body typed from them.
   }).withTypeProvider<TypeBoxTypeProvider>();

@@ -1,6 +1,9 @@
 import { AppError, type ErrorCode, httpStatusFor, isDatabaseUnavailable } from '@kiln/core';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 
+/** Fastify's bodyLimit: what a JSON body (or a form field) may hold. */
+export const MAX_BODY_BYTES = 1024 * 1024;
+
 /** The one place errors become HTTP answers: `{error: {code, message}}`, never a stack. */
 export function registerErrorHandling(app: FastifyInstance): void {
   app.setNotFoundHandler((req, reply) => {
@@ -20,7 +23,7 @@ export async function replyWithError(
   req: FastifyRequest,
   reply: FastifyReply,
 ): Promise<void> {
-  const { code, message } = classify(err);
+  const { code, message } = classify(err, req);
   const status = httpStatusFor(code);
   if (status >= 500 && code !== 'unavailable') req.log.error({ err }, 'request failed');
   else req.log.info({ code, message }, 'request rejected');
@@ -95,7 +98,10 @@ function parserMessage(code: string | undefined): string {
   }
 }
 
-function classify(err: FastifyError | AppError | Error): { code: ErrorCode; message: string } {
+function classify(
+  err: FastifyError | AppError | Error,
+  req: FastifyRequest,
+): { code: ErrorCode; message: string } {
   if (err instanceof AppError) return { code: err.code, message: err.message };
   const fe = err as FastifyError;
   if (fe.validation) return { code: 'invalid_request', message: fe.message };
@@ -114,7 +120,11 @@ function classify(err: FastifyError | AppError | Error): { code: ErrorCode; mess
     return { code: 'invalid_request', message: `malformed multipart/form-data: ${fe.message}` };
   }
   if (fe.code === 'FST_ERR_CTP_BODY_TOO_LARGE' || fe.statusCode === 413) {
-    return { code: 'context_too_large', message: fe.message };
+    // A JSON body (a git build, a token, a trigger) is no context, however large.
+    const json = req.headers['content-type']?.split(';')[0]?.trim().toLowerCase() === 'application/json';
+    return json
+      ? { code: 'payload_too_large', message: `a JSON body may be at most ${MAX_BODY_BYTES} bytes` }
+      : { code: 'context_too_large', message: fe.message };
   }
   // Connection-level failures of PostgreSQL (refused, reset, shutting down) are 503s, not 500s.
   if (isDatabaseUnavailable(err))

@@ -228,6 +228,8 @@ describe('API', () => {
       // JSON names a remote context ({git}); anything else in it is not a context.
       ['', '{"context": "x"}', 'application/json', 400, 'invalid_context'],
       ['', 'x', 'text/plain', 415, 'unsupported_media_type'],
+      // A JSON body is no context, however large.
+      ['', `{"git":"${'x'.repeat(1024 * 1024)}"}`, 'application/json', 413, 'payload_too_large'],
       // Text PostgreSQL cannot store, in a spec from the query or in any JSON body.
       [`?buildArgs=${encodeURIComponent('{"A":"x\\ud800"}')}`, ctx, 'application/x-tar', 400, 'invalid_spec'],
       ['?target=a%00b', ctx, 'application/x-tar', 400, 'invalid_spec'],

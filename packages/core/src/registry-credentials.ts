@@ -45,7 +45,9 @@ export function decryptSecret(key: Buffer, projectId: string, host: string, stor
  */
 export function normalizeRegistryHost(raw: string): string {
   const host = raw.trim().toLowerCase().replace(/\/+$/, '');
-  if (!/^([a-z0-9.-]+|\[[0-9a-f:]+\])(:\d{1,5})?$/.test(host) || host.length > 255) {
+  const port = /:(\d{1,5})$/.exec(host)?.[1];
+  const badPort = port !== undefined && (Number(port) < 1 || Number(port) > 65535);
+  if (!/^([a-z0-9.-]+|\[[0-9a-f:]+\])(:\d{1,5})?$/.test(host) || host.length > 255 || badPort) {
     throw new AppError(
       'invalid_request',
       `"${raw.slice(0, 100)}" is not a registry host like registry.example:5000`,

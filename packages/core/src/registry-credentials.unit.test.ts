@@ -29,7 +29,15 @@ describe('registry credentials', () => {
     assert.equal(normalizeRegistryHost('Registry.Example:5000'), 'registry.example:5000');
     assert.equal(normalizeRegistryHost('docker.io'), 'registry-1.docker.io');
     assert.equal(normalizeRegistryHost('[::1]:5000'), '[::1]:5000');
-    for (const bad of ['https://reg.example', 'reg example', '', 'a/b'])
+    for (const bad of [
+      'https://reg.example',
+      'reg example',
+      '',
+      'a/b',
+      'x.com:99999',
+      'x.com:0',
+      '[::1]:70000',
+    ])
       assert.throws(() => normalizeRegistryHost(bad), AppError);
   });
 
