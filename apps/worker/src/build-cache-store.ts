@@ -89,20 +89,63 @@ export function storageContentStore(
   };
 }
 
-/** The manifest descriptor of the project's last cache export, if any. */
+/**
+ * The manifest of the project's last cache export, if any, and only when every blob it names is
+ * still stored. Retention drops a cache whole, and a build exporting meanwhile may then record a
+ * manifest naming blobs just deleted; importing it would fail builds instead of rebuilding.
+ */
 export async function latestCacheManifest(
   storage: ObjectStorage,
   prefix: string,
 ): Promise<string | undefined> {
+  let root: Descriptor;
   try {
-    const { body } = await storage.get(`${prefix}latest.json`);
-    const chunks: Buffer[] = [];
-    for await (const chunk of body as AsyncIterable<Buffer>) chunks.push(chunk);
-    const digest = (JSON.parse(Buffer.concat(chunks).toString('utf8')) as { digest?: unknown }).digest;
-    return typeof digest === 'string' && DIGEST.test(digest) ? digest : undefined;
+    root = await readJson<Descriptor>(storage, `${prefix}latest.json`);
   } catch {
     return undefined; // none yet, or unreadable: build without importing
   }
+  if (typeof root.digest !== 'string' || !DIGEST.test(root.digest)) return undefined;
+  return (await isComplete(storage, prefix, root).catch(() => false)) ? root.digest : undefined;
+}
+
+interface Descriptor {
+  mediaType?: unknown;
+  digest?: unknown;
+  size?: unknown;
+}
+
+/** Manifests and indexes: blobs that name other blobs. */
+const LISTS = /(manifest|index)[.+]|manifest\.list|image\.index/;
+/** More than any cache manifest names, or weighs; a bigger one is not walked (and not imported). */
+const MAX_BLOBS = 10_000;
+const MAX_LIST_BYTES = 4 * 1024 * 1024;
+
+/** Whether `root` and every blob it names, through indexes and manifests, are stored. */
+async function isComplete(storage: ObjectStorage, prefix: string, root: Descriptor): Promise<boolean> {
+  const pending = [root];
+  const seen = new Set<string>();
+  for (let d = pending.pop(); d !== undefined; d = pending.pop()) {
+    if (typeof d.digest !== 'string' || seen.has(d.digest)) continue;
+    seen.add(d.digest);
+    if (seen.size > MAX_BLOBS) return false;
+    const key = blobKey(prefix, d.digest);
+    if (!(await storage.head(key))) return false;
+    if (typeof d.mediaType !== 'string' || !LISTS.test(d.mediaType)) continue;
+    if (typeof d.size !== 'number' || d.size > MAX_LIST_BYTES) return false;
+    const list = await readJson<{ manifests?: Descriptor[]; layers?: Descriptor[]; config?: Descriptor }>(
+      storage,
+      key,
+    );
+    pending.push(...(list.manifests ?? []), ...(list.layers ?? []), ...(list.config ? [list.config] : []));
+  }
+  return true;
+}
+
+async function readJson<T>(storage: ObjectStorage, key: string): Promise<T> {
+  const { body } = await storage.get(key);
+  const chunks: Buffer[] = [];
+  for await (const chunk of body as AsyncIterable<Buffer>) chunks.push(chunk);
+  return JSON.parse(Buffer.concat(chunks).toString('utf8')) as T;
 }
 
 /** Records the export's manifest (`cache.manifest` of the solve's response) for the next build. */

@@ -133,7 +133,8 @@ export async function runRetentionOnce(
  * Drops the shared build cache of every project whose cache exceeds `maxBytes` or was last written
  * before `cutoff`. Whole, not trimmed: BuildKit's cache manifest names its blobs, and a manifest
  * missing some would fail imports rather than rebuild. A build exporting meanwhile may lose what
- * it just wrote; its next build exports again.
+ * it just wrote, and record a manifest naming deleted blobs: the next build does not import that
+ * one (build-cache-store's latestCacheManifest checks every blob first) and exports again.
  */
 async function dropBuildCaches(o: RetentionOptions, maxBytes: number, cutoff: Date, report: RetentionReport) {
   const projects = new Map<string, { bytes: number; newest: number; keys: string[] }>();
