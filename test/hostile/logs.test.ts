@@ -177,6 +177,13 @@ describe('logs never carry tokens or signed URLs', () => {
     addUrl(location, 'the /artifact redirect');
     assert.equal((await go('download', request(api.base, location))).status, 200);
     await go('download with a Range', request(api.base, location, { headers: { range: 'bytes=1-2' } }));
+    // Resuming a download that is complete ('bytes' is 5 bytes): 416 with the size, as wget -c expects.
+    const past = await go(
+      'download past its end',
+      request(api.base, location, { headers: { range: 'bytes=5-' } }),
+    );
+    assert.equal(past.status, 416);
+    assert.equal(past.headers['content-range'], 'bytes */5');
     const tampered = new URL(location);
     tampered.searchParams.set('filename', 'evil.sh');
     assert.equal((await go('tampered download', request(api.base, tampered.toString()))).status, 403);

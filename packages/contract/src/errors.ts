@@ -16,6 +16,7 @@ export const ERROR_CODES = [
   'context_too_large',
   'payload_too_large',
   'unsupported_media_type',
+  'range_not_satisfiable',
   'rate_limited',
   'quota_exceeded',
   'internal',

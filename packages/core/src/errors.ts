@@ -22,6 +22,8 @@ export const ERROR_STATUS = {
   context_too_large: 413,
   payload_too_large: 413,
   unsupported_media_type: 415,
+  /** A download's Range starts past its end (a resumed download that was complete: wget -c stops). */
+  range_not_satisfiable: 416,
   rate_limited: 429,
   /** A project quota (queued builds, ...): the message names the limit. */
   quota_exceeded: 429,

@@ -16,7 +16,14 @@ export function fileRoutes(storage: ObjectStorage, signingKey: string) {
         signingKey,
       );
       const range = parseRange(req.headers.range);
-      const object = await storage.get(verified.key, range ? { range } : {});
+      const object = await storage.get(verified.key, range ? { range } : {}).catch(async (err: unknown) => {
+        // RFC 9110: a 416 names the size, so a client resuming a complete download knows it is.
+        if (err instanceof AppError && err.code === 'range_not_satisfiable') {
+          const info = await storage.head(verified.key).catch(() => undefined);
+          if (info) reply.header('content-range', `bytes */${info.size}`);
+        }
+        throw err;
+      });
       reply.header('accept-ranges', 'bytes');
       reply.type('application/octet-stream');
       if (verified.filename)

@@ -115,7 +115,10 @@ describe('LocalDirStorage', () => {
     assert.deepEqual(await readAll(c.body), data.subarray(95));
     const d = await storage.get('r/data', { range: { start: 0, end: 0 } });
     assert.deepEqual(await readAll(d.body), data.subarray(0, 1));
-    await assert.rejects(storage.get('r/data', { range: { start: 100 } }), isAppError('invalid_request'));
+    await assert.rejects(
+      storage.get('r/data', { range: { start: 100 } }),
+      isAppError('range_not_satisfiable'),
+    );
     await assert.rejects(
       storage.get('r/data', { range: { start: 5, end: 4 } }),
       isAppError('invalid_request'),

@@ -350,7 +350,7 @@ export class S3Storage implements ObjectStorage {
     if (op !== 'put' && isNotFound(err))
       return new AppError('not_found', `object "${key}" not found`, { cause: err });
     if (nameOf(err) === 'InvalidRange' || statusOf(err) === 416) {
-      return new AppError('invalid_request', `byte range not satisfiable for "${key}"`, { cause: err });
+      return new AppError('range_not_satisfiable', `byte range not satisfiable for "${key}"`, { cause: err });
     }
     return new AppError(
       'unavailable',

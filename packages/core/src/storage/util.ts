@@ -89,7 +89,7 @@ export function resolveRange(
   }
   if (start >= size) {
     throw new AppError(
-      'invalid_request',
+      'range_not_satisfiable',
       `byte range ${start}-${end ?? ''} is not satisfiable: the object has ${size} bytes`,
     );
   }
