@@ -236,7 +236,15 @@ describe('service faults (PostgreSQL, storage, API process)', { concurrency: fal
           await tgz(ctx.dir),
           'output=type=tar,dest=big.tar&network=none&noCache=true',
         );
-        const objectFile = path.join(s3.directory, s3.bucket, 'artifacts', b.id, 'big.tar._S3rver_object');
+        // Attempt 1's key: the attempt storage fails under.
+        const objectFile = path.join(
+          s3.directory,
+          s3.bucket,
+          'artifacts',
+          b.id,
+          '1',
+          'big.tar._S3rver_object',
+        );
         // Watch the build and the bucket all along: an artifact (URL) only for a complete, hashed object.
         const views: BuildJson[] = [];
         let partialSeen = false;
@@ -264,6 +272,7 @@ describe('service faults (PostgreSQL, storage, API process)', { concurrency: fal
         assert.ok(seen.partsFailed >= 1 && seen.aborts >= 1, JSON.stringify(seen));
         assert.equal(seen.completes, 1, 'one multipart upload completed');
         assert.equal(partialSeen, false, 'no object under the artifact key while storage failed');
+        assert.equal(await fs.stat(objectFile).catch(() => undefined), undefined, 'attempt 1 left no object');
         for (const v of views) {
           if (v.artifact) assert.equal(v.status, 'succeeded', `artifact shown for a ${v.status} build`);
           if (v.artifact) assert.equal(v.artifact.digest, done.artifact?.digest);

@@ -110,11 +110,12 @@ describe('worker and builder faults (worker processes, real daemons)', { concurr
         );
         // One final state: a single `end` in the live log stream.
         assert.deepEqual(await endsOf(redis, b.id), ['succeeded']);
-        // One artifact object, no multipart upload left behind.
+        // One artifact object, attempt 2's (each attempt stores under its own key), no multipart
+        // upload left behind.
         const objects = (await listFiles(path.join(s3.directory, s3.bucket, 'artifacts', b.id))).filter((f) =>
           f.endsWith('._S3rver_object'),
         );
-        assert.deepEqual(objects, ['s.tar._S3rver_object']);
+        assert.deepEqual(objects, ['2/s.tar._S3rver_object']);
         assert.deepEqual(await listFiles(s3.uploadsDir), [], 'no multipart upload left open');
 
         assert.equal(await w2.stop(), 0);

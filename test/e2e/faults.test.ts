@@ -223,8 +223,10 @@ describe('Kiln under faults (worker processes, real daemons)', { concurrency: fa
           assert.equal(b.status, 'succeeded', `${b.id}: ${JSON.stringify(b.error)}`);
           assert.equal(b.attempts, 1, `${b.id} ran ${b.attempts} times`);
           await checkArtifact(b, 'out/result.txt', `built-${i}\n`);
-          const files = await fs.readdir(path.join(dataDir, 'objects', 'artifacts', b.id));
-          assert.deepEqual(files, [`q${i}.tar`], `one artifact for ${b.id}`);
+          const files = await fs.readdir(path.join(dataDir, 'objects', 'artifacts', b.id), {
+            recursive: true,
+          });
+          assert.deepEqual(files.sort(), ['1', `1/q${i}.tar`], `one artifact for ${b.id}, its attempt's`);
           // The live log stream holds every attempt's output (the stored log only the last one).
           const sse = await a.api(`/v1/builds/${b.id}/logs`, { headers: { accept: 'text/event-stream' } });
           const events = await sse.text();
@@ -289,7 +291,7 @@ describe('Kiln under faults (worker processes, real daemons)', { concurrency: fa
         // An s3rver presigned URL (path style: endpoint/bucket/key?X-Amz-...).
         const url = new URL(done.artifact.url);
         assert.equal(url.origin, s3.endpoint);
-        assert.equal(url.pathname, `/${s3.bucket}/artifacts/${b.id}/big.tar`);
+        assert.equal(url.pathname, `/${s3.bucket}/artifacts/${b.id}/1/big.tar`);
         for (const p of ['X-Amz-Signature', 'X-Amz-Expires', 'X-Amz-Credential']) {
           assert.ok(url.searchParams.has(p), `${p} in ${url}`);
         }
@@ -301,7 +303,7 @@ describe('Kiln under faults (worker processes, real daemons)', { concurrency: fa
 
         // lib-storage multipart: ≥ 3 full 8 MiB parts of this artifact, completed once.
         const ours = parts
-          .filter((p) => p.key === `artifacts/${b.id}/big.tar`)
+          .filter((p) => p.key === `artifacts/${b.id}/1/big.tar`)
           .sort((x, y) => x.part - y.part);
         const full = ours.filter((p) => p.bytes === 8 * MiB);
         assert.ok(full.length >= 3, `parts: ${JSON.stringify(ours)}`);
@@ -313,7 +315,7 @@ describe('Kiln under faults (worker processes, real daemons)', { concurrency: fa
           ours.reduce((n, p) => n + p.bytes, 0),
           done.artifact.size,
         );
-        assert.deepEqual(completes.filter((k) => k === `artifacts/${b.id}/big.tar`).length, 1);
+        assert.deepEqual(completes.filter((k) => k === `artifacts/${b.id}/1/big.tar`).length, 1);
         const leftover = await fs.readdir(s3.uploadsDir).catch(() => [] as string[]);
         assert.deepEqual(leftover, [], 'no multipart upload left open in s3rver');
         log(

@@ -15,6 +15,12 @@ if (!socket) throw new Error('KILN_TEST_DOCKER_SOCK is not set: run through `npm
 const OPERATOR = 'o'.repeat(40);
 const RUN = (script: string) => `RUN ["/bin/busybox", "sh", "-c", ${JSON.stringify(script)}]`;
 
+/** The files below `dir` (none when it does not exist): attempts store under directories of their own. */
+async function filesUnder(dir: string): Promise<string[]> {
+  const entries = await fs.readdir(dir, { recursive: true, withFileTypes: true }).catch(() => []);
+  return entries.filter((e) => !e.isDirectory()).map((e) => path.join(e.parentPath, e.name));
+}
+
 interface BuildJson {
   id: string;
   status: string;
@@ -241,7 +247,7 @@ describe('tenants: the worker enforces running and artifact quotas and schedules
     assert.equal(done.status, 'failed');
     assert.equal(done.error?.code, 'output_too_large');
     assert.match(done.error?.message ?? '', /65536 bytes/);
-    const stored = await fs.readdir(path.join(kiln.dataDir, 'objects', 'artifacts', id)).catch(() => []);
+    const stored = await filesUnder(path.join(kiln.dataDir, 'objects', 'artifacts', id));
     assert.deepEqual(stored, [], 'a partial artifact (or its temp file) was kept');
     // Under the limit, the same project builds.
     const small = await t.post(
@@ -287,7 +293,7 @@ describe('tenants: the worker enforces running and artifact quotas and schedules
     assert.equal(big.status, 'failed');
     assert.equal(big.error?.code, 'output_too_large');
     assert.match(big.error?.message ?? '', new RegExp(`stored bytes: ${limit}`));
-    const stored = await fs.readdir(path.join(kiln.dataDir, 'objects', 'artifacts', big.id)).catch(() => []);
+    const stored = await filesUnder(path.join(kiln.dataDir, 'objects', 'artifacts', big.id));
     assert.deepEqual(stored, [], 'a partial artifact (or its temp file) was kept');
     assert.equal(await usage(), used);
     // What fits still builds, and is charged.

@@ -1,16 +1,16 @@
 // removeTree as the worker runs in its image: not root, so directory permissions apply.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { chmod, lchown, mkdir, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, lchown, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import ts from 'typescript';
 import { removeTree } from './remove-tree.js';
 
 const NOBODY = 65534;
-const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
 
 /** A build directory as a context with read-only and unreadable directories leaves it. */
 async function buildDir(root: string): Promise<string> {
@@ -40,20 +40,27 @@ test('a tree with directories its owner may not write into is removed, as a non-
   try {
     const tree = await buildDir(root);
     if (process.getuid?.() === 0) {
-      // Root ignores permissions: the removal runs as nobody, who owns the tree, as the worker would.
+      // Root ignores permissions: the removal runs as nobody, who owns the tree, as the worker
+      // would. The child gets the module as plain JavaScript beside the tree: it may not be able
+      // to read the checkout (or tsx) at all.
       await chownTree(root, NOBODY);
+      const source = await readFile(fileURLToPath(new URL('./remove-tree.ts', import.meta.url)), 'utf8');
+      const module = ts.transpileModule(source, {
+        compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 },
+      }).outputText;
       const script = path.join(root, 'remove.mjs');
-      const module = pathToFileURL(fileURLToPath(new URL('./remove-tree.ts', import.meta.url))).href;
+      await writeFile(path.join(root, 'remove-tree.mjs'), module);
       await writeFile(
         script,
-        `import { removeTree } from ${JSON.stringify(module)};\nawait removeTree(process.argv[2]);\n`,
+        "import { removeTree } from './remove-tree.mjs';\nawait removeTree(process.argv[2]);\n",
       );
-      await lchown(script, NOBODY, NOBODY);
-      await promisify(execFile)(process.execPath, ['--import', 'tsx', script, tree], {
-        cwd: repoRoot,
+      for (const file of ['remove.mjs', 'remove-tree.mjs'])
+        await lchown(path.join(root, file), NOBODY, NOBODY);
+      await promisify(execFile)(process.execPath, [script, tree], {
+        cwd: root,
         uid: NOBODY,
         gid: NOBODY,
-        env: { ...process.env, HOME: root },
+        env: { PATH: process.env.PATH ?? '', HOME: root },
         timeout: 60_000,
       });
     } else await removeTree(tree);

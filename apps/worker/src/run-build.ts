@@ -408,7 +408,7 @@ class BuildRun {
     }, timeoutS * 1000);
     this.timer.unref();
 
-    let produced: Produced;
+    let produced: Produced | undefined;
     const tap = recordsProvenance(spec)
       ? new TarFileTap((name) => isProvenancePath(name, platformsOf(spec).length), MAX_PROVENANCE_BYTES)
       : undefined;
@@ -418,6 +418,8 @@ class BuildRun {
       if (tap && produced.kind === 'artifact')
         failure = await this.storeProvenance(tap, spec, produced.stored.key);
     } catch (err) {
+      // Stored, but its provenance could not be: this attempt's artifact goes with it.
+      if (produced?.kind === 'artifact') await this.deleteArtifact(produced.stored.key);
       return this.handleError(err, this.lease);
     }
     if (failure && produced.kind === 'artifact') {
@@ -428,13 +430,16 @@ class BuildRun {
   }
 
   /**
-   * Nothing of a build that does not succeed stays stored: its artifact has no row pointing at it,
-   * so retention would never find it and the project's stored bytes would never count it.
+   * Nothing of an attempt that does not succeed the build stays stored, artifact nor provenance:
+   * no row points at them, so retention would never find them and the project's stored bytes
+   * would never count them.
    */
   private async deleteArtifact(key: string): Promise<void> {
-    await this.deps.storage.delete(key).catch((err: unknown) => {
-      this.logger.warn({ key, err: messageOf(err) }, 'could not delete the artifact');
-    });
+    for (const object of [key, provenanceKey(key)]) {
+      await this.deps.storage.delete(object).catch((err: unknown) => {
+        this.logger.warn({ key: object, err: messageOf(err) }, 'could not delete the artifact');
+      });
+    }
   }
 
   private handBackDelay(): number {
