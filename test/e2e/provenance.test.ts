@@ -6,7 +6,12 @@
 // - sourceDateEpoch: the same context and spec, built twice without cache on two different
 //   builders, give byte-identical artifacts (and without it they differ, so the check can fail).
 import assert from 'node:assert/strict';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
+import { LocalDirStorage, type PutOptions } from '@kiln/core';
 import { readTarEntries } from '../../packages/buildkit-client/test-support/tar-entries.js';
 import { startTestKiln, type TestKiln } from '../support/kiln.js';
 import {
@@ -48,12 +53,30 @@ let client: ApiClient;
 let context: Buffer;
 let second: Awaited<ReturnType<typeof startBuildkitd>>;
 
+/** Keys whose next put fails, once each: a storage failing under the worker at one object. */
+const failingPuts = new Set<string>();
+
 before(async () => {
   second = await startBuildkitd();
+  // The worker's storage is the API's directory, through a wrapper that can fail one put.
+  const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'kiln-provenance-'));
+  const real = new LocalDirStorage({
+    root: path.join(dataDir, 'objects'),
+    publicBaseUrl: 'http://127.0.0.1',
+    signingKey: 'k'.repeat(40),
+  });
+  const storage = Object.assign(Object.create(real) as LocalDirStorage, {
+    put: (key: string, body: Readable, opts?: PutOptions) => {
+      if (!failingPuts.delete(key)) return real.put(key, body, opts);
+      body.resume();
+      return Promise.reject(new Error(`injected: storage refused ${key}`));
+    },
+  });
   // Concurrency 1 each: two builds submitted together run on the two daemons.
   kiln = await startTestKiln({
     worker: true,
-    env: { KILN_BUILDERS: `${BUILDKITD}=1,${second.address}=1` },
+    env: { KILN_BUILDERS: `${BUILDKITD}=1,${second.address}=1`, KILN_DATA_DIR: dataDir },
+    workerDeps: { storage },
   });
   client = apiClient(kiln.url, kiln.token);
   const ctx = await busyboxContext(DOCKERFILE, { 'notes.txt': 'notes\n' });
@@ -100,6 +123,24 @@ describe('provenance', () => {
     tampered.searchParams.set(sig, `${tampered.searchParams.get(sig)?.slice(0, -2)}xx`);
     const refused = await fetch(tampered);
     assert.ok(refused.status === 403 || refused.status === 401, `tampered URL answered ${refused.status}`);
+  });
+
+  test('storing the provenance fails on attempt 1: its artifact goes too; attempt 2 keeps its own', async () => {
+    const b = await client.submit(context, 'network=none&output=type=tar,dest=p.tar&provenance=min');
+    failingPuts.add(`artifacts/${b.id}/1/p.tar.provenance.json`);
+    const done = (await client.waitFor(
+      b.id,
+      ['succeeded', 'failed', 'canceled'],
+      120_000,
+    )) as unknown as View;
+    assert.equal(done.status, 'succeeded', JSON.stringify(done.error));
+    assert.equal(failingPuts.size, 0, 'the put failed once');
+    const stored: string[] = [];
+    for await (const o of kiln.deps.storage.list(`artifacts/${b.id}/`)) stored.push(o.key);
+    assert.deepEqual(stored.sort(), [
+      `artifacts/${b.id}/2/p.tar`,
+      `artifacts/${b.id}/2/p.tar.provenance.json`,
+    ]);
   });
 
   test('a build without provenance has none, and the route says why', async () => {
