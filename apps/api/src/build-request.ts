@@ -16,6 +16,7 @@ import { checkSomeBuilderCanServe } from './builder-capabilities.js';
 import { checkIdempotencyKey, createBuild } from './create-build.js';
 import type { ApiDeps } from './deps.js';
 import { parseGitBuildRequest } from './git-request.js';
+import { mediaType } from './media-type.js';
 import { QUERY, SpecFields } from './spec-fields.js';
 import { type ReceivedContext, receiveContext, uploadTmpDir } from './upload.js';
 
@@ -215,7 +216,7 @@ function specFromQuery(query: Record<string, unknown>): SpecFields {
 
 /** Fastify's JSON parser has run: the body is a remote-context request, not an upload. */
 function isJsonBody(req: FastifyRequest): boolean {
-  return (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase() === 'application/json';
+  return mediaType(req.headers['content-type']) === 'application/json';
 }
 
 function isStream(body: unknown): body is Readable {

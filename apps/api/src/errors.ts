@@ -1,5 +1,6 @@
 import { AppError, type ErrorCode, httpStatusFor, isDatabaseUnavailable } from '@kiln/core';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { mediaType } from './media-type.js';
 
 /** Fastify's bodyLimit: what a JSON body (or a form field) may hold. */
 export const MAX_BODY_BYTES = 1024 * 1024;
@@ -121,8 +122,7 @@ function classify(
   }
   if (fe.code === 'FST_ERR_CTP_BODY_TOO_LARGE' || fe.statusCode === 413) {
     // A JSON body (a git build, a token, a trigger) is no context, however large.
-    const json = req.headers['content-type']?.split(';')[0]?.trim().toLowerCase() === 'application/json';
-    return json
+    return mediaType(req.headers['content-type']) === 'application/json'
       ? { code: 'payload_too_large', message: `a JSON body may be at most ${MAX_BODY_BYTES} bytes` }
       : { code: 'context_too_large', message: fe.message };
   }

@@ -160,6 +160,11 @@ type Produced = { kind: 'artifact'; stored: PutResult } | { kind: 'image'; diges
 /** The name the session cache's content store goes by in the solve (`dest=`/`src=`). */
 const SESSION_CACHE = 'kiln';
 
+/** Picks BuildKit's provenance out of a tar export as it passes (the platform count read once, not per entry). */
+function provenanceTap(platformCount: number): TarFileTap {
+  return new TarFileTap((name) => isProvenancePath(name, platformCount), MAX_PROVENANCE_BYTES);
+}
+
 const messageOf = (err: unknown): string => (err instanceof Error ? err.message : String(err));
 
 const SECRETS_GONE =
@@ -409,9 +414,7 @@ class BuildRun {
     this.timer.unref();
 
     let produced: Produced | undefined;
-    const tap = recordsProvenance(spec)
-      ? new TarFileTap((name) => isProvenancePath(name, platformsOf(spec).length), MAX_PROVENANCE_BYTES)
-      : undefined;
+    const tap = recordsProvenance(spec) ? provenanceTap(platformsOf(spec).length) : undefined;
     let failure: string | undefined;
     try {
       produced = await this.solve(spec, this.lease, tap);

@@ -4,6 +4,7 @@ import { AppError, findUnstorable } from '@kiln/core';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { ConcurrencyLimit } from '../concurrency-limit.js';
 import type { ApiDeps } from '../deps.js';
+import { mediaType } from '../media-type.js';
 import { buildErrors } from '../schemas.js';
 import { github, gitlab, type PushDeliveryHeaders } from '../webhooks/providers.js';
 import { receivePush } from '../webhooks/receive-push.js';
@@ -191,7 +192,7 @@ function readLimited(body: IncomingMessage, declared: number, limit: number): Pr
 
 /** JSON, or a form with a `payload` field (GitHub's other content type). */
 function parsePayload(contentType: string | undefined, raw: Buffer): Record<string, unknown> {
-  const type = (contentType ?? '').split(';')[0]?.trim().toLowerCase();
+  const type = mediaType(contentType);
   let json: string;
   if (type === 'application/json') json = raw.toString('utf8');
   else if (type === 'application/x-www-form-urlencoded') {
