@@ -51,6 +51,8 @@ const CLIENT_DIR = env.BENCH_CLIENT_DIR ?? path.join(ROOT, 'packages/buildkit-cl
 const BKCTL = path.join(CLIENT_DIR, 'bin/bkctl.js');
 /** Runs the client under test, so that another Node release can be measured on the same machine. */
 const CLIENT_NODE = env.BENCH_NODE || process.execPath;
+// bkctl runs as its bin, as an installed one does: sh starts the `node` found on PATH (bin/bkctl.js).
+env.PATH = `${path.dirname(CLIENT_NODE)}:${env.PATH ?? ''}`;
 const ONLY = env.BENCH_ONLY ?? '';
 const WORK = need('BENCH_WORK');
 const OUT = need('BENCH_OUT');
@@ -135,9 +137,10 @@ function buildArgs(ctx, output, quiet) {
   ];
 }
 
-/** argv for bkctl with the equivalent flags. */
+/** argv for bkctl with the equivalent flags; Node flags (a CPU profile) start Node directly. */
 function bkctlBuild(t, ctx, output, { quiet = false, nodeFlags = [] } = {}) {
-  return [CLIENT_NODE, ...nodeFlags, BKCTL, '--addr', t.addr, ...buildArgs(ctx, output, quiet)];
+  const bin = nodeFlags.length > 0 ? [CLIENT_NODE, ...nodeFlags, BKCTL] : [BKCTL];
+  return [...bin, '--addr', t.addr, ...buildArgs(ctx, output, quiet)];
 }
 
 /**
@@ -448,7 +451,7 @@ async function fixedCost(t) {
       fixed.node_start_no_extra_ca.push(r.wall_s);
     }
     fixed.bkctl_debug_workers.push(
-      (await t.run('fixed-bkctl', [CLIENT_NODE, BKCTL, '--addr', t.addr, 'debug', 'workers'])).wall_s,
+      (await t.run('fixed-bkctl', [BKCTL, '--addr', t.addr, 'debug', 'workers'])).wall_s,
     );
     fixed.reference.push((await t.run('fixed-ref', refArgv, { envVars: t.dockerEnv })).wall_s);
   }
@@ -571,7 +574,7 @@ async function main() {
         'either run (up to 2 x samples pairs); medians are over the quiet pairs when at least 3',
       samples_per_side: SAMPLES,
       reference_clients: Object.fromEntries(TARGETS.map((t) => [t.daemon, t.refClient])),
-      client: `node packages/buildkit-client/bin/bkctl.js --addr ADDR build ... (the same flags; progress plain; quiet for the stdout export)`,
+      client: `packages/buildkit-client/bin/bkctl.js --addr ADDR build ... (run as an installed bin: sh, then the node on PATH; the same flags; progress plain; quiet for the stdout export)`,
       daemons:
         'one private dockerd started by scripts/lib/dockerd.sh (no bridge; RUN steps with network none) and ' +
         'one standalone buildkitd started by scripts/lib/buildkitd.sh (OCI worker, overlayfs); each side of a ' +

@@ -72,7 +72,8 @@ function sessionNote(m) {
         (fixed.node_start_no_extra_ca
           ? ` with NODE_EXTRA_CA_CERTS set, as here, and ${fixed.node_start_no_extra_ca.median} s without it` +
             (/^v(1\d|20)\./.test(r.host.node)
-              ? ' (Node 20 reads and parses that file at every start, before any JavaScript runs).'
+              ? ' (Node 20 reads and parses that file at every start, before any JavaScript runs; ' +
+                "bkctl's bin starts Node without it when no --tls* flag is given, so bkctl's runs here do not pay it)."
               : '.')
           : '.')
       : '')

@@ -8,6 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import { BuildkitConnectionError, type ConnectOptions, connect } from '../src/index.js';
 import { makeContext } from '../test-support/context.js';
 import { makeTestPki, type Relay, startRelay, type TestPki } from '../test-support/relay.js';
+import { run } from '../test-support/run.js';
 import { tarExport } from '../test-support/tar-export.js';
 
 const socket = process.env.KILN_TEST_DOCKER_SOCK;
@@ -96,5 +97,51 @@ describe('transports', () => {
     assert.equal(relay.connections - dialed, 1);
     // Plain-text client against the TLS port.
     await assert.rejects(connect(relay.address, { timeoutMs: 1500 }), BuildkitConnectionError);
+  });
+
+  // bin/bkctl.js starts as sh, which drops NODE_EXTRA_CA_CERTS unless a --tls* flag is given.
+  test('bkctl bin: NODE_EXTRA_CA_CERTS is not read without a --tls* flag, and is trusted with one', async () => {
+    const bin = path.resolve(import.meta.dirname, '../bin/bkctl.js');
+    const missing = { ...process.env, NODE_EXTRA_CA_CERTS: path.join(pki.dir, 'no-such-ca.pem') };
+    // Node warns at start when it cannot read the file: the warning shows whether it was read.
+    const readWarning = /Ignoring extra certs/;
+    const direct = await run(process.execPath, [bin, '--version'], { env: missing });
+    assert.match(direct.stderr, readWarning);
+    const plain = await run(bin, ['--version'], { env: missing });
+    assert.equal(plain.code, 0, plain.stderr);
+    assert.doesNotMatch(plain.stderr, readWarning);
+    const withTls = await run(bin, ['--tlscert=x', '--version'], { env: missing });
+    assert.match(withTls.stderr, readWarning);
+
+    const relay = await startRelay(socket, {
+      tcp: true,
+      tls: {
+        key: fs.readFileSync(pki.serverKey),
+        cert: fs.readFileSync(pki.serverCert),
+        ca: fs.readFileSync(pki.ca),
+      },
+    });
+    relays.push(relay);
+    // No --tlscacert: the server's certificate verifies only through the CA NODE_EXTRA_CA_CERTS names.
+    const args = [
+      '--addr',
+      relay.address,
+      '--tlscert',
+      pki.clientCert,
+      '--tlskey',
+      pki.clientKey,
+      '--tlsservername',
+      'buildkitd.test',
+      'debug',
+      'workers',
+    ];
+    const trusted = await run(bin, args, { env: { ...process.env, NODE_EXTRA_CA_CERTS: pki.ca } });
+    assert.equal(trusted.code, 0, trusted.stderr);
+    assert.match(trusted.stdout, /\tlinux\/amd64/);
+    const env = { ...process.env };
+    delete env.NODE_EXTRA_CA_CERTS;
+    const untrusted = await run(bin, args, { env });
+    assert.notEqual(untrusted.code, 0);
+    assert.match(untrusted.stderr, /certificate|verify|self.signed/i);
   });
 });
