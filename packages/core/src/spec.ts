@@ -201,9 +201,12 @@ function parseOutput(value: unknown): OutputSpec {
   else return invalid('output must be a string like "type=tar,dest=app.tar" or an object {type, dest}');
 
   const { type = 'tar', dest, ...rest } = raw;
+  if (typeof type !== 'string') return invalid('output.type must be a string');
   const t = OUTPUT_TYPES.find((known) => known === type);
   if (t === undefined) {
-    return invalid(`output type "${String(type)}" is not supported; use one of ${OUTPUT_TYPES.join(', ')}`);
+    return invalid(
+      `output type "${type.slice(0, 64)}" is not supported; use one of ${OUTPUT_TYPES.join(', ')}`,
+    );
   }
   const attrs: Record<string, string> = {};
   for (const [k, v] of Object.entries(rest)) {

@@ -120,6 +120,9 @@ describe('parseBuildSpec', () => {
 
   test('bad input gets a message naming the field', () => {
     rejects({ output: 'type=zip' }, /output type "zip" is not supported/);
+    // Not a string, so not "type tar is not supported" from the array's text.
+    rejects({ output: { type: ['tar'] } }, /output\.type must be a string/);
+    rejects({ output: '{"type":["tar"]}' }, /output\.type must be a string/);
     rejects({ output: 'type=tar,dest=../x.tar' }, /plain file name/);
     rejects({ output: 'type=tar,dest' }, /not key=value/);
     rejects({ output: 42 }, /output must be/);
