@@ -922,79 +922,124 @@ describe('hostile uploads', () => {
       await disconnectMidBody(form.body, form.contentType);
     });
 
-    test('slowloris: an upload that stalls is cut by the socket idle timeout; its temp file goes', async () => {
-      // The app hard-codes connectionTimeout (60 s) and requestTimeout (10 min), see the todo below;
-      // to exercise the path without waiting a minute, new sockets get a 1 s idle timeout here.
-      const server = api.app.server;
-      const saved = server.timeout;
-      const before = await holdings(api);
-      const tmpBefore = new Set(await tmpFiles(api));
-      server.timeout = 1000;
-      const started = Date.now();
-      const closed = new Promise<number>((resolve) => {
-        const socket = net.connect(api.port, '127.0.0.1', () => {
-          socket.write(
-            `POST /v1/builds HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${api.token}\r\n` +
-              `Content-Type: application/x-tar\r\nContent-Length: ${1 * MiB}\r\n\r\n`,
-          );
-          socket.write(GOOD.subarray(0, 700)); // a few bytes, then nothing
+    /** Sends `head` and `body`, then nothing; resolves to what came back and when the connection closed. */
+    function stallAfter(port: number, head: string, body: Buffer, started: number) {
+      return new Promise<{ ms: number; answer: string }>((resolve) => {
+        const got: Buffer[] = [];
+        const socket = net.connect(port, '127.0.0.1', () => {
+          socket.write(head);
+          socket.write(body);
         });
+        socket.on('data', (chunk: Buffer) => got.push(chunk));
         socket.on('error', () => undefined);
-        socket.on('close', () => resolve(Date.now() - started));
-      });
-      try {
-        await waitFor('the upload temp file', async () =>
-          (await tmpFiles(api)).some((f) => !tmpBefore.has(f)),
+        socket.on('close', () =>
+          resolve({ ms: Date.now() - started, answer: Buffer.concat(got).toString() }),
         );
-      } finally {
-        server.timeout = saved;
-      }
-      const ms = await closed;
-      assert.ok(ms < 5000, `closed after ${ms} ms`);
-      await waitFor(
-        'the temp file to go',
-        async () => (await tmpFiles(api)).every((f) => tmpBefore.has(f)),
-        3000,
-      );
-      assert.deepEqual(await holdings(api), before);
-      assert.equal((await request(api.base, '/healthz')).status, 200);
-    });
+        // Only so that a regression fails instead of hanging the suite.
+        setTimeout(() => socket.destroy(), 30_000).unref();
+      });
+    }
 
-    test('slowloris: the request/connection timeouts can be configured', async () => {
-      const variable = CONFIG_VARIABLES.find((v) =>
-        /^KILN_.*(REQUEST|CONNECTION|UPLOAD|IDLE|BODY).*TIMEOUT/.test(v),
-      );
-      assert.ok(variable, `no upload timeout among ${CONFIG_VARIABLES.join(', ')}`);
-      // With it set to 1 (second), a stalled upload is cut within a few seconds.
+    for (const kind of ['raw', 'multipart'] as const) {
+      test(`slowloris: a ${kind} upload that stalls is answered 408 at the socket idle timeout; its temp file goes`, async () => {
+        // connectionTimeout is 60 s; to exercise the path without waiting a minute, new sockets
+        // get a 1 s idle timeout here.
+        const server = api.app.server;
+        const saved = server.timeout;
+        const before = await holdings(api);
+        const tmpBefore = new Set(await tmpFiles(api));
+        const form = multipart([ctxPart(tar([DOCKERFILE, file('s', randomBytes(256 * 1024))]))]);
+        const [type, body] = kind === 'raw' ? [TAR, GOOD] : [form.contentType, form.body];
+        server.timeout = 1000;
+        const started = Date.now();
+        const closed = stallAfter(
+          api.port,
+          `POST /v1/builds HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${api.token}\r\n` +
+            `Content-Type: ${type}\r\nContent-Length: ${body.length + MiB}\r\n\r\n`,
+          // A few bytes (raw), or the form up to the middle of its file part, then nothing.
+          kind === 'raw' ? body.subarray(0, 700) : body.subarray(0, body.length - 64 * 1024),
+          started,
+        );
+        try {
+          await waitFor('the upload temp file', async () =>
+            (await tmpFiles(api)).some((f) => !tmpBefore.has(f)),
+          );
+        } finally {
+          server.timeout = saved;
+        }
+        const { ms, answer } = await closed;
+        assert.match(answer, /^HTTP\/1\.1 408 /);
+        assert.match(answer, /"code":"request_timeout"/);
+        assert.match(answer, /sent nothing for/);
+        assert.ok(ms < 5000, `closed after ${ms} ms`);
+        await waitFor(
+          'the temp file to go',
+          async () => (await tmpFiles(api)).every((f) => tmpBefore.has(f)),
+          3000,
+        );
+        assert.deepEqual(await holdings(api), before);
+        assert.equal((await request(api.base, '/healthz')).status, 200);
+      });
+    }
+
+    /** Runs `fn` against a second API listening with these configuration variables. */
+    async function withConfiguredApi(vars: Record<string, string>, fn: (port: number) => Promise<void>) {
       const config = loadConfig({
         ...Object.fromEntries(Object.entries(process.env)),
         DATABASE_URL: api.deps.config.databaseUrl,
         REDIS_URL: api.deps.config.redisUrl,
         KILN_SIGNING_KEY: 'h'.repeat(40),
         KILN_DATA_DIR: api.dataDir,
-        [variable]: '1',
+        ...vars,
       });
       const app = await buildApp({ ...api.deps, config });
       await app.listen({ port: 0, host: '127.0.0.1' });
       try {
-        const { port } = app.server.address() as net.AddressInfo;
-        const started = Date.now();
-        await new Promise<void>((resolve) => {
-          const socket = net.connect(port, '127.0.0.1', () =>
-            socket.write(
-              `POST /v1/builds HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${api.token}\r\nContent-Type: application/x-tar\r\nContent-Length: 100000\r\n\r\nabc`,
-            ),
-          );
-          socket.on('error', () => undefined);
-          socket.on('close', () => resolve());
-          setTimeout(() => {
-            socket.destroy();
-          }, 5000).unref();
-        });
-        assert.ok(Date.now() - started < 4500, 'the stalled upload was not cut');
+        await fn((app.server.address() as net.AddressInfo).port);
       } finally {
         await app.close();
       }
+    }
+
+    const rawHead = (length: number) =>
+      `POST /v1/builds HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${api.token}\r\nContent-Type: ${TAR}\r\nContent-Length: ${length}\r\n\r\n`;
+
+    test('slowloris: the request/connection timeouts can be configured', async () => {
+      const variable = CONFIG_VARIABLES.find((v) =>
+        /^KILN_.*(REQUEST|CONNECTION|UPLOAD|IDLE|BODY).*TIMEOUT/.test(v),
+      );
+      assert.ok(variable, `no upload timeout among ${CONFIG_VARIABLES.join(', ')}`);
+      // With it set to 1 (second), a stalled upload is answered and cut within a few seconds.
+      await withConfiguredApi({ [variable]: '1' }, async (port) => {
+        const { ms, answer } = await stallAfter(port, rawHead(100000), Buffer.from('abc'), Date.now());
+        assert.ok(ms < 4500, `the stalled upload was cut after ${ms} ms`);
+        assert.match(answer, /^HTTP\/1\.1 408 .*"code":"request_timeout"/s);
+      });
+    });
+
+    test('slowloris: an upload still dripping in at the request deadline is answered 408', async () => {
+      await withConfiguredApi({ KILN_REQUEST_TIMEOUT_SECONDS: '1' }, async (port) => {
+        const started = Date.now();
+        const { ms, answer } = await new Promise<{ ms: number; answer: string }>((resolve) => {
+          const got: Buffer[] = [];
+          let sent = 0;
+          const socket = net.connect(port, '127.0.0.1', () => socket.write(rawHead(GOOD.length)));
+          // One byte every 100 ms: never idle for the connection timeout, always too slow.
+          const drip = setInterval(() => {
+            if (sent < GOOD.length && socket.writable) socket.write(GOOD.subarray(sent, ++sent));
+          }, 100);
+          socket.on('data', (chunk: Buffer) => got.push(chunk));
+          socket.on('error', () => undefined);
+          socket.on('close', () => {
+            clearInterval(drip);
+            resolve({ ms: Date.now() - started, answer: Buffer.concat(got).toString() });
+          });
+          setTimeout(() => socket.destroy(), 30_000).unref();
+        });
+        assert.ok(ms < 5000, `closed after ${ms} ms`);
+        assert.match(answer, /^HTTP\/1\.1 408 /);
+        assert.match(answer, /"code":"request_timeout","message":"the upload took longer than 1 s"/);
+      });
     });
   });
 

@@ -114,19 +114,52 @@ async function storedContextRequest(
   return { spec, secrets, context };
 }
 
-/** The spec and the stored context of an upload, within the request's deadline. */
+/**
+ * The spec and the stored context of an upload. One that stalls for the socket's idle timeout or
+ * is still arriving at the request deadline is answered `408 request_timeout`, and the connection
+ * closed after the answer; before, either cut the connection without one.
+ */
 async function receiveUpload(deps: ApiDeps, req: BuildRequest): Promise<Upload> {
+  const { requestTimeoutSeconds, connectionTimeoutSeconds } = deps.config;
+  let gaveUp: AppError | undefined;
+  let giveUp: (err: AppError) => void = () => undefined;
+  const givenUp = new Promise<never>((_, reject) => {
+    giveUp = (err) => {
+      gaveUp ??= err;
+      reject(err);
+    };
+  });
   // Node's requestTimeout stops counting once a request reaches its handler, so a drip-fed
-  // upload needs its own deadline; the socket idle timeout (connectionTimeout) cuts a stalled one.
-  const seconds = deps.config.requestTimeoutSeconds;
+  // upload needs its own deadline.
   const deadline = setTimeout(
-    () => req.raw.destroy(new AppError('invalid_request', `the upload took longer than ${seconds} s`)),
-    seconds * 1000,
+    () => giveUp(new AppError('request_timeout', `the upload took longer than ${requestTimeoutSeconds} s`)),
+    requestTimeoutSeconds * 1000,
   );
+  // Node tells an unfinished request of its socket's idle timeout (connectionTimeout) first, and
+  // cuts the connection only when nobody listens.
+  const onIdle = () =>
+    giveUp(new AppError('request_timeout', `the upload sent nothing for ${connectionTimeoutSeconds} s`));
+  req.raw.on('timeout', onIdle);
+  const reading = readUpload(deps, req);
   try {
-    return await readUpload(deps, req);
+    return await Promise.race([reading, givenUp]);
+  } catch (err) {
+    if (gaveUp) {
+      // Answered, the connection closes; Node leaves an answered request's unread body open, so
+      // end it then: the read fails, and its temp file goes. A context stored meanwhile goes too.
+      const reason = gaveUp;
+      const socket = req.raw.socket;
+      if (socket.destroyed) req.raw.destroy(reason);
+      else socket.once('close', () => req.raw.destroy(reason));
+      reading.then(
+        (upload) => upload.context.dispose(),
+        () => undefined,
+      );
+    }
+    throw err;
   } finally {
     clearTimeout(deadline);
+    req.raw.off('timeout', onIdle);
   }
 }
 

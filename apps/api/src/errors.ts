@@ -33,7 +33,8 @@ export async function replyWithError(
   // connection reset instead of this answer, so read (and drop) a bounded remainder first;
   // if it does not end soon, close the connection after answering so the leftover bytes are
   // not taken for the next request.
-  if (!req.raw.complete) await drainBriefly(req.raw);
+  // An upload given up on for its time is not read further: it stalled, or has had its time.
+  if (!req.raw.complete && code !== 'request_timeout') await drainBriefly(req.raw);
   if (!req.raw.complete) reply.header('connection', 'close');
   reply.code(status).send({ error: { code, message } });
 }

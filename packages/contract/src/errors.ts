@@ -13,6 +13,7 @@ export const ERROR_CODES = [
   'not_found',
   'conflict',
   'gone',
+  'request_timeout',
   'context_too_large',
   'payload_too_large',
   'unsupported_media_type',

@@ -19,6 +19,8 @@ export const ERROR_STATUS = {
   not_found: 404,
   conflict: 409,
   gone: 410,
+  /** An upload that sent nothing for the idle timeout, or was still arriving at the request deadline. */
+  request_timeout: 408,
   context_too_large: 413,
   payload_too_large: 413,
   unsupported_media_type: 415,
