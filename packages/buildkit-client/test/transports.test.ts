@@ -44,6 +44,19 @@ describe('transports', () => {
     for (const r of relays) await r.close();
     pki.cleanup();
   });
+  /** A tcp:// relay that requires mTLS with the test PKI's certificates. */
+  async function startTlsRelay(): Promise<Relay> {
+    const relay = await startRelay(socket, {
+      tcp: true,
+      tls: {
+        key: fs.readFileSync(pki.serverKey),
+        cert: fs.readFileSync(pki.serverCert),
+        ca: fs.readFileSync(pki.ca),
+      },
+    });
+    relays.push(relay);
+    return relay;
+  }
 
   test('unix:// address', async () => {
     const relay = await startRelay(socket, {
@@ -62,15 +75,7 @@ describe('transports', () => {
   });
 
   test('tcp:// with mTLS: right certificates build; missing or foreign ones are refused with a TLS hint', async () => {
-    const relay = await startRelay(socket, {
-      tcp: true,
-      tls: {
-        key: fs.readFileSync(pki.serverKey),
-        cert: fs.readFileSync(pki.serverCert),
-        ca: fs.readFileSync(pki.ca),
-      },
-    });
-    relays.push(relay);
+    const relay = await startTlsRelay();
     const tar = await buildOnce(relay.address, {
       tls: { ca: pki.ca, cert: pki.clientCert, key: pki.clientKey, serverName: 'buildkitd.test' },
     });
@@ -113,15 +118,7 @@ describe('transports', () => {
     const withTls = await run(bin, ['--tlscert=x', '--version'], { env: missing });
     assert.match(withTls.stderr, readWarning);
 
-    const relay = await startRelay(socket, {
-      tcp: true,
-      tls: {
-        key: fs.readFileSync(pki.serverKey),
-        cert: fs.readFileSync(pki.serverCert),
-        ca: fs.readFileSync(pki.ca),
-      },
-    });
-    relays.push(relay);
+    const relay = await startTlsRelay();
     // No --tlscacert: the server's certificate verifies only through the CA NODE_EXTRA_CA_CERTS names.
     const args = [
       '--addr',
