@@ -34,12 +34,16 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
     requestTimeout: deps.config.requestTimeoutSeconds * 1000,
     connectionTimeout: deps.config.connectionTimeoutSeconds * 1000,
     clientErrorHandler,
+    // Node answers an HTTP/1.1 request without Host with an empty 400; refuseHostless answers it
+    // in the API's error shape instead.
+    http: { requireHostHeader: false },
     frameworkErrors: replyWithError,
     bodyLimit: MAX_BODY_BYTES,
     logController: new RequestLog(),
     // Route schemas are TypeBox's: handlers get their params, query, headers and body typed from them.
   }).withTypeProvider<TypeBoxTypeProvider>();
   registerErrorHandling(app);
+  refuseHostless(app);
   refuseUnstorableJson(app);
   // Live log streams never finish on their own: end them, or close() would wait for them.
   app.addHook('preClose', async () => deps.followers.stopAll());
@@ -113,6 +117,15 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
     await authed.register(statsRoutes(deps));
   });
   return app;
+}
+
+/** HTTP/1.1 requires a Host header (RFC 9112 §3.2): a request without one is a 400, as Node would answer. */
+function refuseHostless(app: FastifyInstance): void {
+  app.addHook('onRequest', async (req) => {
+    if (req.raw.httpVersion === '1.1' && req.headers.host === undefined) {
+      throw new AppError('invalid_request', 'send a Host header: HTTP/1.1 requires one');
+    }
+  });
 }
 
 /**

@@ -129,12 +129,14 @@ async function receiveUpload(deps: ApiDeps, req: BuildRequest): Promise<Upload> 
       reject(err);
     };
   });
-  // Node's requestTimeout stops counting once a request reaches its handler, so a drip-fed
-  // upload needs its own deadline.
-  const deadline = setTimeout(
-    () => giveUp(new AppError('request_timeout', `the upload took longer than ${requestTimeoutSeconds} s`)),
-    requestTimeoutSeconds * 1000,
-  );
+  // Node checks its own requestTimeout only every 30 s (connectionsCheckingInterval), so a
+  // drip-fed upload gets this deadline too. A body that has all arrived is not timed out: what
+  // is left (checks, storing) is the service's time, not the caller's.
+  const deadline = setTimeout(() => {
+    if (!req.raw.complete) {
+      giveUp(new AppError('request_timeout', `the upload took longer than ${requestTimeoutSeconds} s`));
+    }
+  }, requestTimeoutSeconds * 1000);
   // Node tells an unfinished request of its socket's idle timeout (connectionTimeout) first, and
   // cuts the connection only when nobody listens.
   const onIdle = () =>
@@ -152,7 +154,10 @@ async function receiveUpload(deps: ApiDeps, req: BuildRequest): Promise<Upload> 
       if (socket.destroyed) req.raw.destroy(reason);
       else socket.once('close', () => req.raw.destroy(reason));
       reading.then(
-        (upload) => upload.context.dispose(),
+        (upload) =>
+          upload.context
+            .dispose()
+            .catch((e: unknown) => req.log.warn({ err: e }, 'could not remove a timed-out upload')),
         () => undefined,
       );
     }

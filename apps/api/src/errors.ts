@@ -33,8 +33,7 @@ export async function replyWithError(
   // connection reset instead of this answer, so read (and drop) a bounded remainder first;
   // if it does not end soon, close the connection after answering so the leftover bytes are
   // not taken for the next request.
-  // An upload given up on for its time is not read further: it stalled, or has had its time.
-  if (!req.raw.complete && code !== 'request_timeout') await drainBriefly(req.raw);
+  if (!req.raw.complete) await drainBriefly(req.raw);
   if (!req.raw.complete) reply.header('connection', 'close');
   reply.code(status).send({ error: { code, message } });
 }
@@ -49,12 +48,25 @@ export function clientErrorHandler(err: NodeJS.ErrnoException, socket: import('n
     socket.destroy();
     return;
   }
-  const tooLarge = err.code === 'HPE_HEADER_OVERFLOW';
-  const body = JSON.stringify({ error: { code: 'invalid_request', message: parserMessage(err.code) } });
+  const [status, code, message] = clientErrorAnswer(err.code);
+  const body = JSON.stringify({ error: { code, message } });
   socket.end(
-    `HTTP/1.1 ${tooLarge ? '431 Request Header Fields Too Large' : '400 Bad Request'}\r\n` +
+    `HTTP/1.1 ${status}\r\n` +
       `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
   );
+}
+
+/** Status line, error code and message for what Node's HTTP server refused or timed out. */
+function clientErrorAnswer(code: string | undefined): [string, ErrorCode, string] {
+  switch (code) {
+    case 'HPE_HEADER_OVERFLOW':
+      return ['431 Request Header Fields Too Large', 'invalid_request', 'the request headers are too large'];
+    // Node's own requestTimeout (KILN_REQUEST_TIMEOUT_SECONDS), when its check comes first.
+    case 'ERR_HTTP_REQUEST_TIMEOUT':
+      return ['408 Request Timeout', 'request_timeout', 'the request was not received in time'];
+    default:
+      return ['400 Bad Request', 'invalid_request', parserMessage(code)];
+  }
 }
 
 const DRAIN_BYTES = 16 * 1024 * 1024;
@@ -88,8 +100,6 @@ function drainBriefly(body: import('node:http').IncomingMessage): Promise<void> 
 /** What Node's HTTP parser objected to, in words a caller can act on. */
 function parserMessage(code: string | undefined): string {
   switch (code) {
-    case 'HPE_HEADER_OVERFLOW':
-      return 'the request headers are too large';
     case 'HPE_INVALID_HEADER_TOKEN':
       return 'a request header has a character HTTP does not allow';
     case 'HPE_UNEXPECTED_CONTENT_LENGTH':
