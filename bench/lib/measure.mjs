@@ -51,10 +51,15 @@ const CLIENT_DIR = env.BENCH_CLIENT_DIR ?? path.join(ROOT, 'packages/buildkit-cl
 const BKCTL = path.join(CLIENT_DIR, 'bin/bkctl.js');
 /** Runs the client under test, so that another Node release can be measured on the same machine. */
 const CLIENT_NODE = env.BENCH_NODE || process.execPath;
-// bkctl runs as its bin, as an installed one does: sh starts the `node` found on PATH (bin/bkctl.js).
-env.PATH = `${path.dirname(CLIENT_NODE)}:${env.PATH ?? ''}`;
 const ONLY = env.BENCH_ONLY ?? '';
 const WORK = need('BENCH_WORK');
+// bkctl runs as its bin, as an installed one does: sh starts the `node` found on PATH
+// (bin/bkctl.js). A directory of its own makes that CLIENT_NODE whatever its file is named.
+const NODE_ON_PATH = path.join(WORK, 'client-node');
+fs.mkdirSync(NODE_ON_PATH, { recursive: true });
+fs.rmSync(path.join(NODE_ON_PATH, 'node'), { force: true });
+fs.symlinkSync(CLIENT_NODE, path.join(NODE_ON_PATH, 'node'));
+env.PATH = `${NODE_ON_PATH}:${env.PATH ?? ''}`;
 const OUT = need('BENCH_OUT');
 const PROFILE_DIR = env.BENCH_PROFILE_DIR;
 const PROFILE = env.BENCH_PROFILE ?? 'auto';
