@@ -9,7 +9,7 @@ export const EXIT_OK = 0;
 /** The build failed, or the server refused the request as it was (bad spec, context, quota). */
 export const EXIT_FAILURE = 1;
 export const EXIT_USAGE = 2;
-/** Kiln could not be reached, or answered that it cannot serve now (5xx, 429 rate_limited). */
+/** Kiln could not be reached, or answered that it cannot serve now (5xx, 429 rate_limited, 408). */
 export const EXIT_UNAVAILABLE = 3;
 /** The token is missing, wrong, revoked or lacks the scope (401, 403). */
 export const EXIT_AUTH = 4;
@@ -20,8 +20,11 @@ export const EXIT_BROKEN_PIPE = 141;
 /** The exit code of an API answer: the one place HTTP statuses become exit codes. */
 export function exitCodeForStatus(status: number, code: string | undefined): number {
   if (status === 401 || status === 403) return EXIT_AUTH;
-  // A 429 that is not Kiln's own quota answer (rate_limited, or a proxy's, without a code) passes.
-  if (status >= 500 || (status === 429 && code !== 'quota_exceeded')) return EXIT_UNAVAILABLE;
+  // A 429 that is not Kiln's own quota answer (rate_limited, or a proxy's, without a code) passes;
+  // a 408 is an upload that stalled or crawled on the way, as a connection that broke off.
+  if (status >= 500 || status === 408 || (status === 429 && code !== 'quota_exceeded')) {
+    return EXIT_UNAVAILABLE;
+  }
   return EXIT_FAILURE;
 }
 

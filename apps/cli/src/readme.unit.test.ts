@@ -37,6 +37,7 @@ test('API answers map to the documented codes', () => {
   assert.equal(errors.exitCodeForStatus(429, 'rate_limited'), errors.EXIT_UNAVAILABLE);
   assert.equal(errors.exitCodeForStatus(429, 'quota_exceeded'), errors.EXIT_FAILURE);
   assert.equal(errors.exitCodeForStatus(429, 'http_429'), errors.EXIT_UNAVAILABLE);
+  assert.equal(errors.exitCodeForStatus(408, 'request_timeout'), errors.EXIT_UNAVAILABLE);
   assert.equal(errors.exitCodeForStatus(400, 'invalid_spec'), errors.EXIT_FAILURE);
 });
 
