@@ -516,7 +516,8 @@ class BuildRun {
 
   /**
    * The project's shared cache, imported and exported in the solve, on builders whose BuildKit has
-   * the backend (s3 or local, v0.11 on; dockerd 20.10's 0.8 has neither, and builds without it).
+   * the backend (s3 from v0.11, local on any standalone buildkitd; dockerd's moby worker has
+   * neither, and builds without it).
    * With local storage the worker serves the cache over the session (build-cache-store.ts) and
    * imports the manifest the last export recorded.
    */
