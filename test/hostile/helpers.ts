@@ -306,11 +306,20 @@ export function request(base: string, pathAndQuery: string, opts: RequestOptions
   });
 }
 
-/** Bytes written verbatim on a fresh connection; resolves with everything the server sent until it closed. */
-export function rawExchange(port: number, bytes: Buffer, timeoutMs = 5000): Promise<string> {
+/**
+ * Bytes written verbatim on a fresh connection (or whatever `talk` writes on it); resolves with
+ * everything the server sent until it closed.
+ */
+export function rawExchange(
+  port: number,
+  bytes: Buffer | ((socket: net.Socket) => void),
+  timeoutMs = 5000,
+): Promise<string> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
-    const socket = net.connect(port, '127.0.0.1', () => socket.write(bytes));
+    const socket = net.connect(port, '127.0.0.1', () =>
+      typeof bytes === 'function' ? bytes(socket) : socket.write(bytes),
+    );
     socket.on('data', (c: Buffer) => chunks.push(c));
     socket.on('error', () => undefined);
     socket.on('close', () => resolve(Buffer.concat(chunks).toString('latin1')));

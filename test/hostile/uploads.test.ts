@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import http from 'node:http';
-import net from 'node:net';
+import type net from 'node:net';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
@@ -935,29 +935,11 @@ describe('hostile uploads', () => {
       await disconnectMidBody(form.body, form.contentType);
     });
 
-    /** Sends `head` and `body`, then nothing; resolves to what came back and when the connection closed. */
-    function stallAfter(port: number, head: string, body: Buffer) {
-      return exchange(port, (socket) => {
-        socket.write(head);
-        socket.write(body);
-      });
-    }
-
-    /** Runs `talk` on a new connection; resolves to what came back and when the connection closed. */
-    function exchange(port: number, talk: (socket: net.Socket) => void, onClose = () => undefined) {
+    /** rawExchange, and how long until the server closed the connection (at most a minute). */
+    async function timedExchange(port: number, talk: Parameters<typeof rawExchange>[1]) {
       const started = Date.now();
-      return new Promise<{ ms: number; answer: string }>((resolve) => {
-        const got: Buffer[] = [];
-        const socket = net.connect(port, '127.0.0.1', () => talk(socket));
-        socket.on('data', (chunk: Buffer) => got.push(chunk));
-        socket.on('error', () => undefined);
-        socket.on('close', () => {
-          onClose();
-          resolve({ ms: Date.now() - started, answer: Buffer.concat(got).toString() });
-        });
-        // Only so that a regression fails instead of hanging the suite.
-        setTimeout(() => socket.destroy(), 60_000).unref();
-      });
+      const answer = await rawExchange(port, talk, 60_000);
+      return { ms: Date.now() - started, answer };
     }
 
     /** Runs `fn` against a second API listening with these configuration variables. */
@@ -1003,11 +985,13 @@ describe('hostile uploads', () => {
         const [type, body] = kind === 'raw' ? [TAR, GOOD] : [form.contentType, form.body];
         await leavesNothing(() =>
           withConfiguredApi({ KILN_CONNECTION_TIMEOUT_SECONDS: '2' }, async (port) => {
-            const closed = stallAfter(
+            const closed = timedExchange(
               port,
-              rawHead(type, body.length + MiB),
-              // A few bytes (raw), or the form up to the middle of its file part, then nothing.
-              kind === 'raw' ? body.subarray(0, 700) : body.subarray(0, body.length - 64 * 1024),
+              Buffer.concat([
+                Buffer.from(rawHead(type, body.length + MiB)),
+                // A few bytes (raw), or the form up to the middle of its file part, then nothing.
+                kind === 'raw' ? body.subarray(0, 700) : body.subarray(0, body.length - 64 * 1024),
+              ]),
             );
             await waitFor('the upload temp file', async () =>
               (await tmpFiles(api)).some((f) => !tmpBefore.has(f)),
@@ -1030,7 +1014,7 @@ describe('hostile uploads', () => {
       // With it set to 1 (second), a stalled upload is answered and cut within a few seconds.
       await leavesNothing(() =>
         withConfiguredApi({ [variable]: '1' }, async (port) => {
-          const { ms, answer } = await stallAfter(port, rawHead(TAR, 100000), Buffer.from('abc'));
+          const { ms, answer } = await timedExchange(port, Buffer.from(`${rawHead(TAR, 100000)}abc`));
           assert.ok(ms < 20_000, `the stalled upload was cut after ${ms} ms`);
           assert.match(answer, /^HTTP\/1\.1 408 .*"code":"request_timeout"/s);
         }),
@@ -1040,19 +1024,15 @@ describe('hostile uploads', () => {
     test('slowloris: an upload still dripping in at the request deadline is answered 408', async () => {
       await leavesNothing(() =>
         withConfiguredApi({ KILN_REQUEST_TIMEOUT_SECONDS: '1' }, async (port) => {
-          let drip: NodeJS.Timeout | undefined;
-          const { ms, answer } = await exchange(
-            port,
-            (socket) => {
-              socket.write(rawHead(TAR, GOOD.length));
-              // One byte every 100 ms: never idle for the connection timeout, always too slow.
-              let sent = 0;
-              drip = setInterval(() => {
-                if (sent < GOOD.length && socket.writable) socket.write(GOOD.subarray(sent, ++sent));
-              }, 100);
-            },
-            () => clearInterval(drip),
-          );
+          const { ms, answer } = await timedExchange(port, (socket) => {
+            socket.write(rawHead(TAR, GOOD.length));
+            // One byte every 100 ms: never idle for the connection timeout, always too slow.
+            let sent = 0;
+            const drip = setInterval(() => {
+              if (sent < GOOD.length && socket.writable) socket.write(GOOD.subarray(sent, ++sent));
+            }, 100);
+            socket.on('close', () => clearInterval(drip));
+          });
           assert.ok(ms < 20_000, `closed after ${ms} ms`);
           assert.match(answer, /^HTTP\/1\.1 408 /);
           assert.match(answer, /"code":"request_timeout","message":"the upload took longer than 1 s"/);

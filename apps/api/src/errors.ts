@@ -56,16 +56,29 @@ export function clientErrorHandler(err: NodeJS.ErrnoException, socket: import('n
   );
 }
 
-/** Status line, error code and message for what Node's HTTP server refused or timed out. */
+/**
+ * Status line, error code and message for what Node's HTTP server refused (its parser, in words a
+ * caller can act on) or timed out.
+ */
 function clientErrorAnswer(code: string | undefined): [string, ErrorCode, string] {
+  const bad = (message: string): [string, ErrorCode, string] => [
+    '400 Bad Request',
+    'invalid_request',
+    message,
+  ];
   switch (code) {
     case 'HPE_HEADER_OVERFLOW':
       return ['431 Request Header Fields Too Large', 'invalid_request', 'the request headers are too large'];
     // Node's own requestTimeout (KILN_REQUEST_TIMEOUT_SECONDS), when its check comes first.
     case 'ERR_HTTP_REQUEST_TIMEOUT':
       return ['408 Request Timeout', 'request_timeout', 'the request was not received in time'];
+    case 'HPE_INVALID_HEADER_TOKEN':
+      return bad('a request header has a character HTTP does not allow');
+    case 'HPE_UNEXPECTED_CONTENT_LENGTH':
+    case 'HPE_INVALID_TRANSFER_ENCODING':
+      return bad('send either Content-Length or Transfer-Encoding: chunked, not both');
     default:
-      return ['400 Bad Request', 'invalid_request', parserMessage(code)];
+      return bad(`the request is not valid HTTP (${code ?? 'parse error'})`);
   }
 }
 
@@ -95,19 +108,6 @@ function drainBriefly(body: import('node:http').IncomingMessage): Promise<void> 
     body.on('error', done);
     body.resume();
   });
-}
-
-/** What Node's HTTP parser objected to, in words a caller can act on. */
-function parserMessage(code: string | undefined): string {
-  switch (code) {
-    case 'HPE_INVALID_HEADER_TOKEN':
-      return 'a request header has a character HTTP does not allow';
-    case 'HPE_UNEXPECTED_CONTENT_LENGTH':
-    case 'HPE_INVALID_TRANSFER_ENCODING':
-      return 'send either Content-Length or Transfer-Encoding: chunked, not both';
-    default:
-      return `the request is not valid HTTP (${code ?? 'parse error'})`;
-  }
 }
 
 function classify(
