@@ -96,11 +96,7 @@ function dockerdTarget() {
     dockerEnv,
     refRun: (label, ctx, output, { quiet, ...opts } = {}) =>
       run(label, dockerBuild(ctx, output, { quiet }), { envVars: dockerEnv, ...opts }),
-    prune: () =>
-      execFileSync(DOCKER, ['builder', 'prune', '--all', '--force'], {
-        env: dockerEnv,
-        stdio: 'ignore',
-      }),
+    prune: () => housekeeping(DOCKER, ['builder', 'prune', '--all', '--force'], { env: dockerEnv }),
     refClient: `${DOCKER} build with DOCKER_BUILDKIT=1 (progress plain; -q for the stdout export)`,
   };
 }
@@ -119,7 +115,7 @@ function buildkitdTarget() {
     // The same flags as bkctlBuild: buildctl is what bkctl's command line copies.
     refRun: (label, ctx, output, { quiet, ...opts } = {}) =>
       run(label, [buildctl, '--addr', addr, ...buildArgs(ctx, output, quiet)], opts),
-    prune: () => execFileSync(buildctl, ['--addr', addr, 'prune', '--all'], { stdio: 'ignore' }),
+    prune: () => housekeeping(buildctl, ['--addr', addr, 'prune', '--all']),
     refClient: `${buildctl} --addr ${addr} build ... (progress plain; quiet for the stdout export)`,
   };
 }
@@ -260,23 +256,39 @@ function freshContext(dir) {
   }
 }
 
+/**
+ * A new context of fresh content in `dir`, on a daemon that holds no earlier one, with every
+ * write on disk: a cold upload for either client. Without the prune, buildctl's uploads (one
+ * shared key for every directory) diff-copy onto the last one's snapshot while bkctl's (a key
+ * per path) start a new one: the daemon's CPU for the same upload was 1.60 s behind buildctl,
+ * 1.11 s behind bkctl (1.94 s for bkctl with one path every time); snapshots also piled up
+ * 50 MB a run (bkctl 1.1 -> 1.5 s over ~40 runs). Without the sync, writeback of what came
+ * before (this context, the export benchmark's tars) lands in whichever side runs next.
+ */
+function coldContext(t, dir) {
+  t.prune();
+  freshContext(dir);
+  housekeeping('sync', []);
+}
+
+/** Runs an untimed command around the measurements; a failure names it and quotes its stderr. */
+function housekeeping(file, args, opts = {}) {
+  try {
+    execFileSync(file, args, { stdio: ['ignore', 'ignore', 'pipe'], timeout: 120_000, ...opts });
+  } catch (err) {
+    const why = err.stderr?.toString().trim() || err.message;
+    throw new Error(`${[path.basename(file), ...args].join(' ')} failed: ${why}`);
+  }
+}
+
 /** bkctl/reference target of the context upload: against buildctl only (docker's CLI is another path). */
 const CONTEXT_RATIO_MAX = { buildkitd: 1.2 };
 
 async function benchContext(t) {
   let n = 0;
   const once = async (which) => {
-    // Cold for both clients: the daemon holds no earlier context. Without this, buildctl's
-    // uploads (one shared key for every directory) diff against the last one's snapshot while
-    // bkctl's (a key per path) start a new one, and the daemon's CPU for the same upload differs
-    // by half (1.60 against 1.11 s, or 1.94 s for bkctl with one path); snapshots also pile up
-    // 50 MB per run, and both sides slowed by 0.5 s over a run.
-    t.prune();
     const ctx = path.join(WORK, `ctx-${++n}-${which}`);
-    freshContext(ctx);
-    // Writeback of what came before (this context, the export benchmark's 6 GB of tars, the
-    // last upload's snapshot) would otherwise land in the timed run of whichever side is next.
-    execFileSync('sync');
+    coldContext(t, ctx);
     const dest = path.join(WORK, 'out-ctx.tar');
     const out = `type=tar,dest=${dest}`;
     const r =
@@ -493,6 +505,8 @@ async function diagnose(t, exportMetric, contextMetric) {
   const out = { fixed_cost_s: await fixedCost(t) };
   if (want(exportMetric, (m) => m.verdict !== 'pass')) {
     const dest = path.join(WORK, 'out-512-prof.tar');
+    // The upload benchmark pruned the cache this export was measured warm on.
+    await t.refRun('prime-512-prof', exportMetric.context, `type=tar,dest=${dest}`);
     out.export_512mib = await profileRun(t, 'export-512', exportMetric.context, `type=tar,dest=${dest}`);
     fs.rmSync(dest, { force: true });
     out.export_512mib_probe = await probeExport(t, exportMetric.context);
@@ -500,7 +514,7 @@ async function diagnose(t, exportMetric, contextMetric) {
   // Against buildctl: whenever its target is missed; against docker (no target): when far off.
   if (want(contextMetric, (m) => (m.target ? m.verdict !== 'pass' : m.ratio > 1.5))) {
     const ctx = path.join(WORK, 'ctx-prof');
-    freshContext(ctx);
+    coldContext(t, ctx);
     const dest = path.join(WORK, 'out-ctx-prof.tar');
     out.upload_context = await profileRun(t, 'context-50mb', ctx, `type=tar,dest=${dest}`);
     fs.rmSync(dest, { force: true });
@@ -523,7 +537,7 @@ function distHash() {
   const h = createHash('sha256');
   const files = fs
     .readdirSync(dist, { recursive: true })
-    .filter((f) => f.endsWith('.js'))
+    .filter((f) => f.endsWith('.js') || f.endsWith('.cjs'))
     .sort();
   for (const f of files) h.update(`${f}\0`).update(fs.readFileSync(path.join(dist, f)));
   return h.digest('hex');

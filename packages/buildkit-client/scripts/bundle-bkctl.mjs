@@ -12,8 +12,11 @@ await build({
   platform: 'node',
   format: 'cjs',
   target: 'node20.11',
-  // package-root.ts finds package.json from import.meta.url, which CommonJS lacks.
+  // package-root.ts finds package.json from import.meta.url, which CommonJS lacks. The banner
+  // goes before esbuild's own "use strict", which then no longer counts: it says it again.
   define: { 'import.meta.url': '__bkctlBundleUrl' },
-  banner: { js: 'const __bkctlBundleUrl = require("node:url").pathToFileURL(__filename).href;' },
+  banner: {
+    js: '"use strict";\nconst __bkctlBundleUrl = require("node:url").pathToFileURL(__filename).href;',
+  },
   logLevel: 'warning',
 });
