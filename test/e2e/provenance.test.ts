@@ -56,10 +56,12 @@ let second: Awaited<ReturnType<typeof startBuildkitd>>;
 /** Keys whose next put fails, once each: a storage failing under the worker at one object. */
 const failingPuts = new Set<string>();
 
+let dataDir: string | undefined;
+
 before(async () => {
   second = await startBuildkitd();
   // The worker's storage is the API's directory, through a wrapper that can fail one put.
-  const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'kiln-provenance-'));
+  dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'kiln-provenance-'));
   const real = new LocalDirStorage({
     root: path.join(dataDir, 'objects'),
     publicBaseUrl: 'http://127.0.0.1',
@@ -87,6 +89,7 @@ before(async () => {
 after(async () => {
   await kiln?.stop();
   await second?.cleanup();
+  if (dataDir) await fs.rm(dataDir, { recursive: true, force: true });
 });
 
 const build = async (query: string): Promise<View> => {
