@@ -31,11 +31,6 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# What a unit test may not mention: the variables through which `npm test` hands its services
-# to tests, and the helpers and clients that start or reach a service. A test that needs one
-# is a plain *.test.ts.
-SERVICE_USE='KILN_TEST_|test-support/(services|s3rver|docker|relay)\.js|test/support/|kiln-service\.js|from '\''(s3rver|playwright-core|ioredis|bullmq|pg)'\'
-
 # Prints the unit test files to run: the arguments (relative to the caller's directory), each
 # of which must be a *.unit.test.ts, or every one in the workspace.
 list_unit_test_files() {
@@ -67,7 +62,7 @@ main() {
 	listing=$(list_unit_test_files "$@")
 	[[ -n $listing ]] || { log "no unit test files found"; return 1; }
 	mapfile -t files <<<"$listing"
-	if grep -HnE "$SERVICE_USE" "${files[@]}" >&2; then
+	if ! kiln_unit_tests_using_services "${files[@]}" >&2; then
 		log "the unit tests above use a service: rename them to *.test.ts (npm test runs those)"
 		return 1
 	fi

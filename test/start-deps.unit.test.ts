@@ -83,8 +83,10 @@ test('no runtime module imports a package that npm start does not install', () =
     for (const file of readdirSync(path.join(root, dir), { recursive: true, encoding: 'utf8' })) {
       if (!/\/src\/.*\.ts$/.test(file) || /\.test\.ts$/.test(file) || file.includes('node_modules')) continue;
       const source = readFileSync(path.join(root, dir, file), 'utf8');
-      for (const [, spec] of source.matchAll(/(?:from|import\()\s*'([^'.][^']*)'/g)) {
-        const name = spec.startsWith('@') ? spec.split('/').slice(0, 2).join('/') : spec.split('/')[0];
+      for (const [, spec = ''] of source.matchAll(/(?:from|import\()\s*'([^'.][^']*)'/g)) {
+        const name = spec.startsWith('@')
+          ? spec.split('/').slice(0, 2).join('/')
+          : (spec.split('/')[0] ?? '');
         if (isDev(name)) offenders.push(`${dir}/${file}: ${name}`);
       }
     }

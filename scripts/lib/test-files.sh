@@ -11,3 +11,17 @@ kiln_test_files() {
 	((${#roots[@]} > 0)) || return 0
 	find "${roots[@]}" -name node_modules -prune -o -name "*$suffix" -type f -print | sort
 }
+
+# What a unit test may not mention: the variables through which `npm test` hands its services
+# to tests, and the helpers and clients that start or reach a service. A test that needs one
+# is a plain *.test.ts.
+KILN_SERVICE_USE='KILN_TEST_|test-support/(services|s3rver|docker|relay)\.js|test/support/|kiln-service\.js|from '\''(s3rver|playwright-core|ioredis|bullmq|pg)'\'
+
+# Prints file:line:text for each mention of a service in the given unit test files (default:
+# all of them); returns 1 when there is one.
+kiln_unit_tests_using_services() {
+	local -a files
+	if (($# > 0)); then files=("$@"); else mapfile -t files < <(kiln_test_files .unit.test.ts); fi
+	((${#files[@]} > 0)) || return 0
+	! grep -HnE "$KILN_SERVICE_USE" "${files[@]}"
+}

@@ -43,7 +43,8 @@ interface OperatorStats {
 describe('operator status', () => {
   let kiln: TestKiln;
   let betaToken: string;
-  let tar: Buffer;
+  /** A fetch body under the DOM's types, which take no Buffer (its memory may be shared). */
+  let tar: Uint8Array<ArrayBuffer>;
   let browser: Browser;
   let page: Page;
   const cspViolations: string[] = [];
@@ -107,7 +108,7 @@ describe('operator status', () => {
       busybox: { content: await fs.readFile(busyboxPath()), mode: 0o755 },
     });
     try {
-      tar = execFileSync('tar', ['-C', ctx.dir, '-czf', '-', '.']);
+      tar = new Uint8Array(execFileSync('tar', ['-C', ctx.dir, '-czf', '-', '.']));
     } finally {
       await ctx.cleanup();
     }

@@ -74,7 +74,7 @@ export async function startTestKiln(options: TestKilnOptions = {}): Promise<Test
     () => db.drop(),
     () => fs.rm(dataDir, { recursive: true, force: true }),
   ];
-  let deps: ApiDeps;
+  let deps: Awaited<ReturnType<typeof createApiDeps>>;
   let app: FastifyInstance;
   let token: string;
   let worker: KilnWorker | undefined;

@@ -12,6 +12,9 @@ import { startTestKiln, type TestKiln } from '../../../test/support/kiln.js';
 
 const METRICS_TOKEN = 'm'.repeat(40);
 
+/** What fetch takes as a request body (Node's fetch types, not the DOM's). */
+type Body = NonNullable<RequestInit['body']>;
+
 /** A tar of the given files made by GNU tar, as a user's `tar -C dir -cf - .` would. */
 function tarOf(files: Record<string, string>): Buffer {
   const dir = execFileSync('mktemp', ['-d']).toString().trim();
@@ -38,12 +41,8 @@ describe('API', () => {
     if (init.auth !== null) headers.set('authorization', `Bearer ${init.auth ?? token}`);
     return fetch(`${base}${p}`, { ...init, headers, redirect: 'manual' });
   };
-  const post = (
-    query: string,
-    body: BodyInit,
-    type = 'application/x-tar',
-    extra: Record<string, string> = {},
-  ) => api(`/v1/builds${query}`, { method: 'POST', body, headers: { 'content-type': type, ...extra } });
+  const post = (query: string, body: Body, type = 'application/x-tar', extra: Record<string, string> = {}) =>
+    api(`/v1/builds${query}`, { method: 'POST', body, headers: { 'content-type': type, ...extra } });
 
   before(async () => {
     kiln = await startTestKiln({
@@ -204,7 +203,7 @@ describe('API', () => {
 
   test('bad uploads and specs: 4xx with stable codes, nothing enqueued, no temp files left', async () => {
     const before = await queueLength();
-    const cases: Array<[string, BodyInit, string, number, string]> = [
+    const cases: Array<[string, Body, string, number, string]> = [
       [
         '',
         Buffer.from('this is not a tar at all, not even close'.repeat(20)),

@@ -9,7 +9,7 @@ import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { makeTestPki } from '../../../packages/buildkit-client/test-support/relay.js';
+import { makeTestPki } from '../../../packages/buildkit-client/test-support/pki.js';
 import { request } from './http.js';
 
 const listen = async (server: Server) => {

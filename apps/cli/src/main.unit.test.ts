@@ -361,7 +361,7 @@ describe('config and login', () => {
       ['kiln_a b', 'whitespace'],
       ['kiln_\u0007', 'a control character'],
       ['kiln_é', 'a character outside ASCII'],
-    ]) {
+    ] as const) {
       const r = await run(['builds', 'ls'], { ...env, KILN_TOKEN: token });
       assert.equal(r.code, 4, token);
       assert.match(r.stderr, new RegExp(`KILN_TOKEN is not a Kiln token: it contains ${what} at character`));

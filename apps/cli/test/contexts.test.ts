@@ -40,7 +40,7 @@ describe('kiln build with git and stdin contexts', () => {
         },
       );
       let stderr = '';
-      child.stderr.on('data', (c: Buffer) => {
+      child.stderr?.on('data', (c: Buffer) => {
         stderr += c.toString();
       });
       child.stdin?.end(input);

@@ -1,12 +1,8 @@
-// A stand-in for a standalone buildkitd: listens on a unix socket, a loopback TCP port, or
-// TLS with client certificates, and relays each connection to a Docker daemon's embedded
-// BuildKit (POST /grpc upgraded to h2c). No buildkitd binary can be installed here, so this
-// is how the unix://, tcp:// and mTLS paths of the client meet a real BuildKit.
-import { execFileSync } from 'node:child_process';
-import fs from 'node:fs';
+// Listeners in front of a real BuildKit: on a unix socket, a loopback TCP port, or TLS with
+// client certificates. startRelay reaches a Docker daemon's embedded BuildKit (which has no
+// listener of its own), startPipe a standalone buildkitd's socket; so the client's unix://, tcp://
+// and mTLS paths, and addresses a test chooses, all meet a real daemon.
 import net from 'node:net';
-import os from 'node:os';
-import path from 'node:path';
 import tls from 'node:tls';
 import { spliceToDockerGrpc } from '../src/transport/upgrade-proxy.js';
 
@@ -29,9 +25,33 @@ export type RelayListen =
   | TcpListen
   | (TcpListen & { tls: { key: Buffer; cert: Buffer; ca: Buffer } });
 
-export async function startRelay(dockerSocket: string, listen: RelayListen): Promise<Relay> {
+/** Relays each connection to a Docker daemon's embedded BuildKit (POST /grpc upgraded to h2c). */
+export function startRelay(dockerSocket: string, listen: RelayListen): Promise<Relay> {
+  return listenRelay(listen, (client, live) => spliceToDockerGrpc(client, dockerSocket, live));
+}
+
+/** Pipes each connection to a unix socket as it is, e.g. a standalone buildkitd's (h2c on both). */
+export function startPipe(unixSocket: string, listen: RelayListen): Promise<Relay> {
+  return listenRelay(listen, (client, live) => {
+    const upstream = net.connect(unixSocket);
+    for (const s of [client, upstream]) {
+      live.add(s);
+      s.on('error', () => {
+        client.destroy();
+        upstream.destroy();
+      });
+      s.on('close', () => live.delete(s));
+    }
+    client.pipe(upstream).pipe(client);
+  });
+}
+
+async function listenRelay(
+  listen: RelayListen,
+  relay: (client: net.Socket, live: Set<net.Socket>) => void,
+): Promise<Relay> {
   const live = new Set<net.Socket>();
-  const onConnection = (client: net.Socket) => spliceToDockerGrpc(client, dockerSocket, live);
+  const onConnection = (client: net.Socket) => relay(client, live);
   const server =
     'tls' in listen
       ? tls.createServer(
@@ -63,96 +83,5 @@ export async function startRelay(dockerSocket: string, listen: RelayListen): Pro
         for (const s of live) s.destroy();
         server.close(() => resolve());
       }),
-  };
-}
-
-export interface TestPki {
-  dir: string;
-  ca: string;
-  serverCert: string;
-  serverKey: string;
-  clientCert: string;
-  clientKey: string;
-  /** A second CA that signed nothing the server trusts. */
-  otherCa: string;
-  otherClientCert: string;
-  otherClientKey: string;
-  cleanup(): void;
-}
-
-/** A throwaway CA with a server certificate for 127.0.0.1/localhost and client certificates, made by openssl. */
-export function makeTestPki(): TestPki {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bkc-pki-'));
-  const ssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
-  const ca = (name: string) => {
-    ssl(
-      'req',
-      '-x509',
-      '-newkey',
-      'rsa:2048',
-      '-nodes',
-      '-days',
-      '2',
-      '-subj',
-      `/CN=${name}`,
-      '-keyout',
-      `${name}.key`,
-      '-out',
-      `${name}.crt`,
-    );
-  };
-  const leaf = (name: string, signer: string, ext: string) => {
-    fs.writeFileSync(path.join(dir, `${name}.ext`), ext);
-    ssl(
-      'req',
-      '-newkey',
-      'rsa:2048',
-      '-nodes',
-      '-subj',
-      `/CN=${name}`,
-      '-keyout',
-      `${name}.key`,
-      '-out',
-      `${name}.csr`,
-    );
-    ssl(
-      'x509',
-      '-req',
-      '-in',
-      `${name}.csr`,
-      '-CA',
-      `${signer}.crt`,
-      '-CAkey',
-      `${signer}.key`,
-      '-CAcreateserial',
-      '-days',
-      '2',
-      '-extfile',
-      `${name}.ext`,
-      '-out',
-      `${name}.crt`,
-    );
-  };
-  ca('ca');
-  ca('otherca');
-  leaf(
-    'server',
-    'ca',
-    'subjectAltName=DNS:buildkitd.test,DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n',
-  );
-  leaf('client', 'ca', 'extendedKeyUsage=clientAuth\n');
-  leaf('otherclient', 'otherca', 'extendedKeyUsage=clientAuth\n');
-  const p = (f: string) => path.join(dir, f);
-  return {
-    dir,
-    ca: p('ca.crt'),
-    serverCert: p('server.crt'),
-    serverKey: p('server.key'),
-    clientCert: p('client.crt'),
-    clientKey: p('client.key'),
-    otherCa: p('otherca.crt'),
-    otherClientCert: p('otherclient.crt'),
-    otherClientKey: p('otherclient.key'),
-    cleanup: () => fs.rmSync(dir, { recursive: true, force: true }),
   };
 }

@@ -7,11 +7,12 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { BuildkitConnectionError, type ConnectOptions, connect } from '../src/index.js';
 import { makeContext } from '../test-support/context.js';
-import { makeTestPki, type Relay, startRelay, type TestPki } from '../test-support/relay.js';
+import { makeTestPki, type TestPki } from '../test-support/pki.js';
+import { type Relay, startRelay } from '../test-support/relay.js';
 import { run } from '../test-support/run.js';
 import { tarExport } from '../test-support/tar-export.js';
 
-const socket = process.env.KILN_TEST_DOCKER_SOCK;
+const socket = process.env.KILN_TEST_DOCKER_SOCK ?? '';
 if (!socket) throw new Error('KILN_TEST_DOCKER_SOCK is not set: run through `npm test`');
 
 async function buildOnce(address: string, options: ConnectOptions = {}): Promise<Buffer> {
@@ -110,7 +111,7 @@ describe('transports', () => {
     // The bin runs the node on PATH: this one. A module imported before bkctl's says whether the
     // process Node started has the variable.
     const probe = `process.stderr.write('extra-ca:' + (process.env.NODE_EXTRA_CA_CERTS ? 'set' : 'unset') + '\\n')`;
-    const env = {
+    const env: NodeJS.ProcessEnv = {
       ...process.env,
       PATH: `${path.dirname(process.execPath)}:${process.env.PATH ?? ''}`,
       NODE_OPTIONS: `--import=data:text/javascript,${encodeURIComponent(probe)}`,

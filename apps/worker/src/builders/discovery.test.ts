@@ -4,15 +4,11 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { builderCapabilitiesKey, builderMembersKey, builderPlatformsKey } from '@kiln/core';
 import { Redis } from 'ioredis';
-import {
-  makeTestPki,
-  type Relay,
-  startRelay,
-} from '../../../../packages/buildkit-client/test-support/relay.js';
+import { makeTestPki } from '../../../../packages/buildkit-client/test-support/pki.js';
+import { startPipe, startRelay } from '../../../../packages/buildkit-client/test-support/relay.js';
 import { freePortOn } from '../../../../packages/core/test-support/services.js';
 import { startTestDns, type TestDnsServer } from '../../test-support/dns-server.js';
 import { testLogger } from '../../test-support/helpers.js';
@@ -25,35 +21,6 @@ const skip =
   redisUrl && buildkitd.startsWith('unix://') && dockerSock
     ? false
     : 'needs KILN_TEST_REDIS_URL, KILN_TEST_BUILDKITD_ADDR and KILN_TEST_DOCKER_SOCK (npm test)';
-
-/** Plain TCP on host:port relayed to a unix socket (buildkitd speaks h2c on both). */
-async function pipeToUnix(host: string, port: number, socketPath: string): Promise<Relay> {
-  const live = new Set<net.Socket>();
-  const server = net.createServer((c) => {
-    const u = net.connect(socketPath);
-    for (const s of [c, u]) {
-      live.add(s);
-      s.on('error', () => {
-        c.destroy();
-        u.destroy();
-      });
-      s.on('close', () => live.delete(s));
-    }
-    c.pipe(u).pipe(c);
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, resolve);
-  });
-  return {
-    address: `tcp://${host}:${port}`,
-    close: () =>
-      new Promise((resolve) => {
-        for (const s of live) s.destroy();
-        server.close(() => resolve());
-      }),
-  };
-}
 
 describe('builders discovered by DNS', { skip }, () => {
   let redis: Redis;
@@ -97,7 +64,7 @@ describe('builders discovered by DNS', { skip }, () => {
 
   test('members join and leave with the DNS answers; a vanished member gets no new build, its running one finishes', async () => {
     const port = await freePortOn(['127.0.0.2', '127.0.0.3']);
-    const a = await pipeToUnix('127.0.0.2', port, buildkitd.slice('unix://'.length));
+    const a = await startPipe(buildkitd.slice('unix://'.length), { tcp: true, host: '127.0.0.2', port });
     const b = await startRelay(dockerSock, { tcp: true, host: '127.0.0.3', port });
     closers.push(a.close, b.close);
     const name = `builders-${randomBytes(3).toString('hex')}.kiln.test`;

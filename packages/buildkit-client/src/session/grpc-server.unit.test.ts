@@ -7,6 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
+import type { Metadata } from '../grpc/metadata.js';
 import { type MethodDefinition, type ServerCall, SessionServer } from './grpc-server.js';
 
 // The session's gRPC server against the two HTTP/2 + gRPC implementations at hand (grpc-js's
@@ -27,7 +28,7 @@ let sock: string;
 let listener: net.Server;
 let client: grpc.Client;
 const server = new SessionServer({ maxReceiveMessageBytes: 4 * 1024 * 1024, streamWindow: WINDOW });
-const seen: { cancelled: number; metadata?: grpc.Metadata } = { cancelled: 0 };
+const seen: { cancelled: number; metadata?: Metadata } = { cancelled: 0 };
 const stalled: { resume?: () => void } = {};
 /** Bytes the server has read off its connections. */
 let received = 0;

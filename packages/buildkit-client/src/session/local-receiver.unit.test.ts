@@ -4,13 +4,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { Duplex } from 'node:stream';
 import { test } from 'node:test';
-import type * as grpc from '@grpc/grpc-js';
 import { MODE_DIR, MODE_SYMLINK } from '../fs/index.js';
 import { decodePacket, encodePacket, type Packet, PacketType, type Stat } from '../wire/messages.js';
+import type { ServerCall } from './grpc-server.js';
 import { receiveLocal } from './local-receiver.js';
 
 /** Plays the daemon's side of a local export from a script of packets. */
-function fakeDaemon(packets: Packet[]): { call: grpc.ServerDuplexStream<Buffer, Buffer>; sent: Packet[] } {
+function fakeDaemon(packets: Packet[]): { call: ServerCall; sent: Packet[] } {
   const sent: Packet[] = [];
   // Object mode: each gRPC message is one chunk, and an empty STAT packet is zero bytes.
   const call = new Duplex({
@@ -27,7 +27,7 @@ function fakeDaemon(packets: Packet[]): { call: grpc.ServerDuplexStream<Buffer, 
     },
   });
   for (const p of packets) call.push(encodePacket(p));
-  return { call: call as unknown as grpc.ServerDuplexStream<Buffer, Buffer>, sent };
+  return { call: call as unknown as ServerCall, sent };
 }
 
 const stat = (p: Partial<Stat> & { path: string }): Stat => ({

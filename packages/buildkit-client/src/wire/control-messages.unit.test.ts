@@ -13,6 +13,7 @@ import {
   encodePruneRequest,
   encodeSolveRequest,
   encodeStatusRequest,
+  type SolveRequest,
 } from './control-messages.js';
 import { encodeEmpty, ProtoWriter, writeStringMap } from './protobuf.js';
 
@@ -29,7 +30,7 @@ const encode = (name: string, obj: object) =>
 const ts = { seconds: 1_764_000_000, nanos: 123_456_789 };
 
 test('SolveRequest: what protobufjs reads from the hand-written encoding', () => {
-  const request = {
+  const request: SolveRequest = {
     Ref: 'ref-1',
     Exporter: 'tar',
     ExporterAttrs: { dest: 'out.tar', 'ä key': 'ü value' },
