@@ -285,6 +285,12 @@ export class ContextValidationStream extends Transform {
       this.finish(callback);
       return;
     }
+    // zlib ends a gzip stream at the end of its last member and drops what follows that is not
+    // another member (the zero padding some tools add): by now 'end' may have come and gone.
+    if (gunzip.readableEnded) {
+      this.finish(callback);
+      return;
+    }
     gunzip.once('end', () => {
       if (!this.destroyed) this.finish(callback);
     });

@@ -4,7 +4,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { chmod, symlink as fsSymlink, link, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { type Readable, Writable } from 'node:stream';
+import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
@@ -98,6 +98,29 @@ describe('createContextValidator: valid contexts', () => {
     assert.equal((await run(archive, {}, 1)).summary.sha256, sha256(archive));
     assert.equal((await run(gzipSync(archive), {}, 1)).summary.sha256, sha256(archive));
     assert.equal((await run(archive, {}, 700)).summary.entries, 7);
+  });
+
+  // zlib ends the stream at the member's end, before the input ends: this used to hang forever.
+  test('zero padding after the gzip data is dropped: in one chunk, split, or arriving late', {
+    timeout: 20_000,
+  }, async () => {
+    const padded = Buffer.concat([gzipSync(archive), Buffer.alloc(KiB)]);
+    assert.equal((await run(padded)).summary.sha256, sha256(archive));
+    assert.equal((await run(padded, {}, 100)).summary.sha256, sha256(archive));
+    const late = Readable.from(
+      (async function* () {
+        yield gzipSync(archive);
+        await delay(50);
+        yield Buffer.alloc(4 * MiB);
+      })(),
+    );
+    const { summary, output } = await run(late);
+    assert.ok(output.equals(archive));
+    assert.equal(summary.compressedSize, gzipSync(archive).length + 4 * MiB);
+    // Not padding: what follows the gzip data is neither zeros nor another member.
+    await fails(Buffer.concat([gzipSync(archive), Buffer.from('trailing text')]), 'invalid_context', [
+      /^the gzip data is corrupt: /,
+    ]);
   });
 
   test('Dockerfile in a subdirectory; the path is normalized', async () => {
