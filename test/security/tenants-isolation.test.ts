@@ -156,21 +156,23 @@ describe('frontend selection: # syntax= only for images the operator allows', ()
     await kiln?.stop();
     await repo?.stop();
   });
-  const upload = async (text: string) => {
+  /** POSTs a context of busybox and `files`, archived in that order (a later hard link is a link entry). */
+  const uploadFiles = async (files: Record<string, string | { hardlinkTo: string }>) => {
     const ctx = await makeContext({
       busybox: { content: await fs.readFile(busyboxPath()), mode: 0o755 },
-      Dockerfile: text,
+      ...files,
     });
     try {
       return await fetch(`${kiln.url}/v1/builds?output=type=tar,dest=s.tar&network=none&noCache=true`, {
         method: 'POST',
         headers: { authorization: `Bearer ${kiln.token}`, 'content-type': 'application/gzip' },
-        body: execFileSync('tar', ['-C', ctx.dir, '-czf', '-', '.']),
+        body: execFileSync('tar', ['-C', ctx.dir, '-czf', '-', 'busybox', ...Object.keys(files)]),
       });
     } finally {
       await ctx.cleanup();
     }
   };
+  const upload = (text: string) => uploadFiles({ Dockerfile: text });
   const body = dockerfile('RUN ["/bin/busybox", "true"]');
   /** The build an accepted POST made, once final. */
   const finalOf = async (res: Response) => {
@@ -187,13 +189,36 @@ describe('frontend selection: # syntax= only for images the operator allows', ()
       `# escape=\\\n#syntax = evil/frontend\n${body}`,
       `// syntax=evil/frontend\n${body}`,
       JSON.stringify({ syntax: 'evil/frontend' }),
+      // Newer BuildKit skips a #! first line before it reads directives.
+      `#!x\n# syntax=evil/frontend\n${body}`,
+      `#!x\n${JSON.stringify({ syntax: 'evil/frontend' })}`,
+      `# syntax=${ALLOWED}\n# syntax=evil/frontend\n${body}`,
+      `#!${'x'.repeat(70 * 1024)}\n# syntax=evil/frontend\n${body}`,
     ]) {
       const res = await upload(text);
-      assert.equal(res.status, 400, text);
+      const what = text.slice(0, 80);
+      assert.equal(res.status, 400, what);
       const { error } = (await res.json()) as { error: { code: string; message: string } };
-      assert.equal(error.code, 'invalid_spec');
-      assert.match(error.message, /selects the frontend image .*KILN_ALLOWED_FRONTENDS/);
+      assert.equal(error.code, 'invalid_spec', what);
+      assert.match(
+        error.message,
+        /(selects the frontend image|cannot tell which frontend image) .*KILN_ALLOWED_FRONTENDS/,
+        what,
+      );
     }
+  });
+
+  test('a Dockerfile that is a hard link to a file naming another frontend fails as invalid_spec, never handed to it', async () => {
+    // The upload's check sees a link entry; the worker checks the file BuildKit would read.
+    const done = await finalOf(
+      await uploadFiles({
+        evil: `# syntax=kiln.invalid/evil-frontend\n${body}`,
+        Dockerfile: { hardlinkTo: 'evil' },
+      }),
+    );
+    assert.equal(done.status, 'failed');
+    assert.equal(done.error?.code, 'invalid_spec', JSON.stringify(done.error));
+    assert.match(done.error?.message ?? '', /selects the frontend image "kiln\.invalid\/evil-frontend"/);
   });
 
   test("a git build's Dockerfile (never seen by Kiln) is built by BuildKit's own frontend, its # syntax= ignored", async () => {

@@ -6,9 +6,9 @@ import { pipeline } from 'node:stream/promises';
 import {
   AppError,
   type ContextLimits,
+  checkFrontendAllowed,
   contextKey,
   createContextValidator,
-  type FrontendDirective,
   type KilnConfig,
   type ObjectStorage,
 } from '@kiln/core';
@@ -65,7 +65,7 @@ export async function receiveContext(
       throw new AppError('invalid_context', `the upload did not complete: ${(reason as Error).message}`);
     });
     const summary = await validator.result;
-    checkFrontend(summary.frontend, opts.allowedFrontends);
+    checkFrontendAllowed(summary.frontend, opts.allowedFrontends);
     const key = contextKey(summary.sha256);
     const restore = async () => {
       await opts.storage.putFile(key, tmp);
@@ -74,26 +74,5 @@ export async function receiveContext(
   } catch (err) {
     await dispose();
     throw err;
-  }
-}
-
-/**
- * A Dockerfile that selects its frontend (`# syntax=`) makes BuildKit run that image with the
- * build's inputs: only images the operator allows (KILN_ALLOWED_FRONTENDS) may be named.
- */
-function checkFrontend(frontend: FrontendDirective, allowed: readonly string[]): void {
-  if (frontend.kind === 'none') return;
-  const permitted = `this server allows ${allowed.length ? allowed.join(', ') : 'none'} (KILN_ALLOWED_FRONTENDS)`;
-  if (frontend.kind === 'unknown') {
-    throw new AppError(
-      'invalid_spec',
-      `the Dockerfile is JSON too long to tell whether it selects a frontend image ("syntax"); ${permitted}`,
-    );
-  }
-  if (!allowed.includes(frontend.image)) {
-    throw new AppError(
-      'invalid_spec',
-      `the Dockerfile selects the frontend image ${JSON.stringify(frontend.image.slice(0, 200))} (# syntax=); ${permitted}`,
-    );
   }
 }

@@ -45,6 +45,7 @@ import {
   buildCachePrefix,
   CACHE_EXPORT_OPTIONAL,
   type ContextLimits,
+  checkFrontendAllowed,
   countBuildEvent,
   dockerfileInContext,
   extractContext,
@@ -69,6 +70,7 @@ import {
   platformsOf,
   provenanceKey,
   type RegistryCredentialStore,
+  readFrontendDirective,
   recordsProvenance,
   specRequirements,
   stepsKey,
@@ -106,6 +108,8 @@ export interface RunBuildDeps {
   buildTimeoutSeconds: number;
   /** KILN_MAX_CONTEXT_*: what extracting a stored context may take. */
   contextLimits: Partial<ContextLimits>;
+  /** KILN_ALLOWED_FRONTENDS: what a Dockerfile's `# syntax=` may name. */
+  allowedFrontends: readonly string[];
   /** Defaults of the per-project quotas (a project's own values win). */
   quotas: ProjectQuotas;
   /** The project's registry logins, served to BuildKit by host (pushes and private pulls). */
@@ -763,12 +767,19 @@ class BuildRun {
       signal.removeEventListener('abort', stopReading);
     }
     // readSpec made spec.file a normalized path inside the context (dockerfileInContext).
-    const dockerfileDir = path.join(contextDir, ...path.posix.dirname(spec.file).split('/'));
+    // Checked again on the file BuildKit will read: the API's check saw the upload's bytes, and
+    // not what a hard link names; a context reused by digest was checked under older settings.
+    const frontend = await readFrontendDirective(contextDir, spec.file);
+    checkFrontendAllowed(frontend, this.deps.allowedFrontends);
     return {
-      frontendAttrs: frontendAttrsFor(spec, this.build.projectId),
+      frontendAttrs: {
+        ...frontendAttrsFor(spec, this.build.projectId),
+        // No directive that Kiln can see: the frontend must not find one either (see the git case).
+        ...(frontend.kind === 'none' ? { cmdline: '' } : {}),
+      },
       localDirs: {
         context: { path: contextDir },
-        dockerfile: { path: dockerfileDir },
+        dockerfile: { path: path.join(contextDir, ...path.posix.dirname(spec.file).split('/')) },
       },
     };
   }
@@ -804,7 +815,12 @@ class BuildRun {
     if (err instanceof InvalidArgumentError || err instanceof UnsupportedError) {
       return this.fail('build_failed', err.message);
     }
-    if (isAppError(err) && err.code === 'invalid_context') return this.fail('invalid_context', err.message);
+    // The context or its Dockerfile as the worker finds them: the user's to fix, not retried.
+    if (
+      isAppError(err) &&
+      (err.code === 'invalid_context' || err.code === 'context_too_large' || err.code === 'invalid_spec')
+    )
+      return this.fail(err.code, err.message);
     if (isAppError(err) && err.code === 'not_found') {
       return this.fail(
         'context_missing',

@@ -197,6 +197,7 @@ export class KilnWorker {
       buildTimeoutSeconds: config.buildTimeoutSeconds,
       quotas: config.quotas,
       contextLimits: contextLimitsOf(config.limits),
+      allowedFrontends: config.allowedFrontends,
       registryCredentials: new RegistryCredentialStore(this.prisma, config.credentialsKey),
       ...(config.buildCache ? { buildCache: config.buildCache } : {}),
       ...(deps.tmpDir !== undefined ? { tmpDir: deps.tmpDir } : {}),

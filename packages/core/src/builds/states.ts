@@ -35,6 +35,8 @@ export const BUILD_ERROR_CODES = [
   /** The stored spec is unusable (a row written by hand or by an older API). */
   'invalid_spec',
   'invalid_context',
+  /** The stored context is over the worker's KILN_MAX_CONTEXT_* (reused by digest after they were lowered). */
+  'context_too_large',
   /** An output type the worker cannot export. */
   'unsupported_output',
   /** The Dockerfile, a RUN step, a target: the user's build itself failed. Not retried. */

@@ -5,7 +5,12 @@ export {
   DEFAULT_CONTEXT_LIMITS,
   resolveContextLimits,
 } from './limits.js';
-export { type FrontendDirective, frontendDirective } from './syntax-directive.js';
+export {
+  checkFrontendAllowed,
+  type FrontendDirective,
+  frontendDirective,
+  readFrontendDirective,
+} from './syntax-directive.js';
 export type { EntryType, TarEntry } from './tar.js';
 export {
   type ContextSummary,
