@@ -7,6 +7,7 @@ import {
   buildJobOptions,
   buildSecretsTtlSeconds,
   checkRegistryHost,
+  deleteBuildSecrets,
   effectiveQuotas,
   type GitContext,
   gitRefColumn,
@@ -111,6 +112,7 @@ export async function createBuild(
       // A git build stores no context: BuildKit fetches the repository when the build runs.
       source.kind === 'upload' ? source.context : undefined,
       admitted.maxQueued,
+      spec.secrets ? secrets : undefined,
     );
   } catch (err) {
     // Two concurrent requests with one key: the loser answers with the winner's build.
@@ -120,7 +122,6 @@ export async function createBuild(
     }
     throw err;
   }
-  if (spec.secrets) await handOverSecrets(deps, build, secrets);
   try {
     await deps.queue.add(
       QUEUE_BUILDS,
@@ -225,21 +226,25 @@ function sourceFields(source: BuildSource): {
  * unless it is there already (content-addressed: an earlier build sent the same bytes). Once the
  * row is committed, retention sees a recent build using the context and keeps it; a retention
  * pass that held the lock first may have deleted it, and then it is stored again, before the job
- * exists.
+ * exists. The secrets go first: the reconciler enqueues a fresh upload's row only once its
+ * context is stored, and its worker must find them then.
  */
 async function insertQueued(
   deps: ApiDeps,
   data: NewBuildData,
   context: ReceivedContext | undefined,
   maxQueued: number,
+  secrets: BuildSecrets | undefined,
 ): Promise<Build> {
   // The insert took the context's lock: retention no longer deletes the object from here on.
   const build = await deps.lifecycle.queue(data, maxQueued);
   if (!build) throw queuedQuotaExceeded(maxQueued, maxQueued);
+  if (secrets) await handOverSecrets(deps, build, secrets);
   if (context && !(await deps.storage.head(context.key))) {
     await context.restore().catch(async (err: unknown) => {
       // No object, no build (a stored context retention deleted before the insert).
       await deps.builds.deleteQueued(build.id).catch(() => undefined);
+      if (secrets) await deleteBuildSecrets(deps.redis, build.id).catch(() => undefined);
       throw err;
     });
   }
@@ -248,8 +253,9 @@ async function insertQueued(
 
 /**
  * Hands the secret values to the build's worker through Redis (never PostgreSQL): after the insert,
- * whose id names the key, and before the enqueue; the reconciler leaves a fresh queued row alone for
- * a few seconds. If Redis refuses them the row goes again, so the caller can simply retry.
+ * whose id names the key, and before the context is stored and the job added; the reconciler leaves
+ * a fresh queued row alone for a few seconds. If Redis refuses them the row goes again, so the
+ * caller can simply retry.
  */
 async function handOverSecrets(deps: ApiDeps, build: Build, secrets: BuildSecrets): Promise<void> {
   const { buildTimeoutSeconds, buildAttempts } = deps.config;

@@ -1,7 +1,8 @@
 /**
  * Makes the queue agree with the database, so an accepted build is never lost:
  * - a `queued` row (older than a few seconds, so the API had time to enqueue it) whose BullMQ job
- *   is missing — Redis lost it — or already final is enqueued again;
+ *   is missing — Redis lost it — or already final is enqueued again, once its uploaded context is
+ *   stored (the API stores it after the insert, and a large one takes a while);
  * - a `running` row whose builder lease has been gone for longer than the lease TTL — the worker
  *   running it died — goes back to `queued` and is enqueued again (or fails, once it has used up
  *   its attempts).
@@ -10,10 +11,12 @@
  */
 import {
   BUILD_JOB_NAME,
+  type Build,
   type BuildJobData,
   type BuildLifecycle,
   buildJobOptions,
   type Logger,
+  type ObjectStorage,
 } from '@kiln/core';
 import type { Job, Queue } from 'bullmq';
 import type { BuilderPool } from './builders/pool.js';
@@ -30,6 +33,13 @@ export interface ReconcilerOptions {
   intervalMs?: number;
   /** A queued row younger than this is left alone (the API may be enqueueing it); default 5 s. */
   queuedGraceMs?: number;
+  /** Where the API stores contexts: a row whose context is not there yet is still being stored. */
+  storage: ObjectStorage;
+  /**
+   * How long the API may take to store an uploaded context (it enqueues the build once stored);
+   * default 15 minutes. Older rows are enqueued anyway, and their worker reports the context missing.
+   */
+  contextStoreGraceMs?: number;
   /** Rows looked at per pass and state; default 500. */
   batchSize?: number;
 }
@@ -46,7 +56,9 @@ export interface ReconcileReport {
 const FINAL_JOB_STATES = new Set(['completed', 'failed']);
 
 export class Reconciler {
-  private readonly o: Required<Omit<ReconcilerOptions, 'queue' | 'lifecycle' | 'pool' | 'logger'>> &
+  private readonly o: Required<
+    Omit<ReconcilerOptions, 'queue' | 'lifecycle' | 'pool' | 'logger' | 'storage'>
+  > &
     ReconcilerOptions;
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<ReconcileReport> | undefined;
@@ -54,7 +66,13 @@ export class Reconciler {
   private readonly leaseMissingSince = new Map<string, number>();
 
   constructor(options: ReconcilerOptions) {
-    this.o = { intervalMs: 15_000, queuedGraceMs: 5000, batchSize: 500, ...options };
+    this.o = {
+      intervalMs: 15_000,
+      queuedGraceMs: 5000,
+      contextStoreGraceMs: 15 * 60_000,
+      batchSize: 500,
+      ...options,
+    };
   }
 
   /** Passes every interval, and one at once: builds Redis lost while no worker ran need not wait. */
@@ -138,6 +156,7 @@ export class Reconciler {
       this.o.batchSize,
     );
     for (const row of rows) {
+      if (await this.contextBeingStored(row)) continue;
       const { job, state } = await this.jobOf(row.id);
       if (job && !FINAL_JOB_STATES.has(state) && state !== 'unknown') continue;
       // Re-check: the row may have moved on while we looked at the queue.
@@ -157,6 +176,18 @@ export class Reconciler {
       }
       if (await this.enqueue(row.id, job, state)) report.requeued.push(row.id);
     }
+  }
+
+  /**
+   * The API inserts an upload's row, then stores its context (a large one can take minutes),
+   * then enqueues: a job added before the object exists would fail the build as context_missing.
+   */
+  private async contextBeingStored(
+    row: Pick<Build, 'attempts' | 'contextKey' | 'createdAt'>,
+  ): Promise<boolean> {
+    if (!row.contextKey || row.attempts > 0) return false;
+    if (row.createdAt.getTime() < Date.now() - this.o.contextStoreGraceMs) return false;
+    return (await this.o.storage.head(row.contextKey)) === undefined;
   }
 
   private async reconcileRunning(report: ReconcileReport): Promise<void> {

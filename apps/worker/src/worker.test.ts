@@ -319,6 +319,33 @@ describe('KilnWorker', { skip }, () => {
       assert.deepEqual(again, { requeued: [], recovered: [], failed: [] });
     });
 
+    test('the reconciler leaves a queued build alone while the API still stores its context', async () => {
+      // The API inserted the row a minute ago and is still storing a large context.
+      const pending = { ...uploaded, key: `contexts/sha256/${randomBytes(32).toString('hex')}.tar` };
+      const row = await createBuildRow(prisma, projectId, pending, spec(), {
+        createdAt: new Date(Date.now() - 60_000),
+      });
+      assert.deepEqual((await main.worker.reconciler.runOnce()).requeued, []);
+      assert.equal(await main.queue.getJob(row.id), undefined);
+      // Stored: the API would enqueue it now; should that enqueue be lost, the reconciler does it.
+      const { body } = await storage.get(uploaded.key);
+      await storage.put(pending.key, body);
+      assert.deepEqual((await main.worker.reconciler.runOnce()).requeued, [row.id]);
+      const done = await waitForBuild(prisma, row.id);
+      assert.equal(done.status, 'succeeded', done.errorMessage ?? '');
+      // A row older than the API could take: enqueued, and its worker says what is missing.
+      const abandoned = await createBuildRow(
+        prisma,
+        projectId,
+        { ...uploaded, key: `contexts/sha256/${randomBytes(32).toString('hex')}.tar` },
+        spec(),
+        { createdAt: new Date(Date.now() - 20 * 60_000) },
+      );
+      assert.deepEqual((await main.worker.reconciler.runOnce()).requeued, [abandoned.id]);
+      const missing = await waitForBuild(prisma, abandoned.id);
+      assert.equal(missing.errorCode, 'context_missing', missing.errorMessage ?? '');
+    });
+
     /** A build whose attempt 1 is running on D1 (as far as the database knows). */
     async function runningOnD1() {
       const row = await createBuildRow(prisma, projectId, uploaded, spec(), {
@@ -353,6 +380,7 @@ describe('KilnWorker', { skip }, () => {
         logger: testLogger(),
         attempts: 3,
         intervalMs: 0,
+        storage,
       });
       try {
         assert.deepEqual((await reconciler.runOnce()).recovered, []); // first seen without a lease

@@ -254,6 +254,7 @@ export class KilnWorker {
       pool: this.poolInstance,
       logger,
       attempts: config.buildAttempts,
+      storage: this.storage,
       ...(deps.reconcileIntervalMs !== undefined ? { intervalMs: deps.reconcileIntervalMs } : {}),
       ...(deps.queuedGraceMs !== undefined ? { queuedGraceMs: deps.queuedGraceMs } : {}),
     });

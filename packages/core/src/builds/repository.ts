@@ -278,10 +278,13 @@ export class BuildRepository {
   }
 
   /** Reconciler: queued rows created before `before`, oldest first. */
-  queuedBefore(before: Date, limit: number): Promise<Array<Pick<Build, 'id' | 'attempts'>>> {
+  queuedBefore(
+    before: Date,
+    limit: number,
+  ): Promise<Array<Pick<Build, 'id' | 'attempts' | 'contextKey' | 'createdAt'>>> {
     return this.prisma.build.findMany({
       where: { status: 'queued', createdAt: { lt: before } },
-      select: { id: true, attempts: true },
+      select: { id: true, attempts: true, contextKey: true, createdAt: true },
       orderBy: { createdAt: 'asc' },
       take: limit,
     });
