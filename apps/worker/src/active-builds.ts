@@ -26,6 +26,7 @@ export class ActiveBuilds {
   private readonly running = new Map<string, AbortController>();
   private readonly recentCancels = new Map<string, number>();
   private readonly idleWaiters: Array<() => void> = [];
+  private stopping = false;
 
   constructor(private readonly rememberCancelsMs = 10 * 60_000) {}
 
@@ -51,22 +52,35 @@ export class ActiveBuilds {
     if (this.running.size === 0) for (const wake of this.idleWaiters.splice(0)) wake();
   }
 
-  /** Aborts `buildId` if it runs here (true), else remembers the request for a while (false). */
+  /**
+   * Aborts `buildId` if it runs here (true). Remembered for a while either way: a run already
+   * past its last look at the abort (requeueing after an infrastructure failure) goes back to the
+   * queue, and its next attempt, here or elsewhere, must find the cancel at registration.
+   */
   cancel(buildId: string): boolean {
-    const controller = this.running.get(buildId);
-    if (controller) {
-      if (!controller.signal.aborted) controller.abort(new BuildAbort('cancel', 'build canceled'));
-      return true;
-    }
     const now = Date.now();
     for (const [id, at] of this.recentCancels)
       if (now - at > this.rememberCancelsMs) this.recentCancels.delete(id);
     this.recentCancels.set(buildId, now);
-    return false;
+    const controller = this.running.get(buildId);
+    if (!controller) return false;
+    if (!controller.signal.aborted) controller.abort(new BuildAbort('cancel', 'build canceled'));
+    return true;
   }
 
-  abortAll(reason: BuildAbort): void {
+  /** The worker is stopping: every build not aborted already is aborted as `shutdown`. */
+  shutDown(message: string): void {
+    this.stopping = true;
+    const reason = new BuildAbort('shutdown', message);
     for (const controller of this.running.values()) if (!controller.signal.aborted) controller.abort(reason);
+  }
+
+  /**
+   * Since shutDown(): also builds aborted before it (canceled, timed out) must stop retrying
+   * their writes while PostgreSQL is away, or stop() waits for them.
+   */
+  get isStopping(): boolean {
+    return this.stopping;
   }
 
   /** Resolves once nothing runs. */

@@ -28,4 +28,26 @@ describe('cancel helpers', () => {
     await idle;
     assert.equal(active.size, 0);
   });
+
+  test('shutDown aborts what runs as shutdown, leaves a canceled build canceled, and says it is stopping', () => {
+    const active = new ActiveBuilds();
+    const running = active.register('a');
+    const canceled = active.register('b');
+    active.cancel('b');
+    assert.equal(active.isStopping, false);
+    active.shutDown('the worker is shutting down');
+    assert.equal(active.isStopping, true);
+    assert.equal(abortOf(running.signal)?.kind, 'shutdown');
+    assert.equal(abortOf(canceled.signal)?.kind, 'cancel');
+  });
+
+  test('a cancel that reached a running build still applies to its next attempt here', () => {
+    const active = new ActiveBuilds();
+    // Aborted while the run was already requeueing after an infrastructure failure: it does not
+    // look at the abort again, the row goes back to queued, and this worker takes the retry.
+    const first = active.register('a');
+    assert.equal(active.cancel('a'), true);
+    active.unregister('a', first);
+    assert.equal(abortOf(active.register('a').signal)?.kind, 'cancel');
+  });
 });

@@ -80,6 +80,7 @@ describe('retention', { skip }, () => {
 
   /** A build row as the API and worker leave it; objects are stored for what it has. */
   async function row(o: {
+    id?: string;
     status: Build['status'];
     context: string;
     createdAt: Date;
@@ -88,7 +89,7 @@ describe('retention', { skip }, () => {
     cachedFromId?: string;
     withLog?: boolean;
   }): Promise<Build> {
-    const id = `b${randomBytes(10).toString('hex')}`;
+    const id = o.id ?? `b${randomBytes(10).toString('hex')}`;
     const artifactKey = o.artifactKey ?? (o.status === 'succeeded' ? `artifacts/${id}/app.tar` : undefined);
     if (artifactKey && !o.cachedFromId) await put(artifactKey);
     if (o.withLog ?? !o.cachedFromId) {
@@ -241,6 +242,46 @@ describe('retention', { skip }, () => {
     assert.equal(report.failed, 0);
     assert.ok(report.expired.includes(git.id));
     assert.equal(await statusOf(git.id), 'expired');
+  });
+
+  test("an expired build's other attempts' artifacts go too; a shared artifact below its prefix stays", async () => {
+    const now = new Date();
+    const old = { createdAt: daysAgo(now, 40), finishedAt: daysAgo(now, 40) };
+    // Attempt 1 stored its artifact, but its final write never landed; attempt 2 failed.
+    const failed = await row({ status: 'failed', context: await newContext(), ...old });
+    const orphan = `artifacts/${failed.id}/1/app.tar`;
+    await put(orphan);
+    await put(`${orphan}.provenance.json`);
+    // The source of a cached build still live, with an orphan of its own attempt 1.
+    const sourceId = `b${randomBytes(10).toString('hex')}`;
+    const source = await row({
+      id: sourceId,
+      status: 'succeeded',
+      context: await newContext(),
+      artifactKey: `artifacts/${sourceId}/2/app.tar`,
+      ...old,
+    });
+    const sourceOrphan = `artifacts/${sourceId}/1/app.tar`;
+    await put(sourceOrphan);
+    const hit = await row({
+      status: 'succeeded',
+      context: source.contextKey ?? '',
+      artifactKey: `artifacts/${sourceId}/2/app.tar`,
+      cachedFromId: sourceId,
+      createdAt: now,
+      finishedAt: now,
+    });
+
+    const report = await runRetentionOnce(options(), now);
+    assert.equal(report.failed, 0);
+    assert.ok(report.expired.includes(failed.id) && report.expired.includes(sourceId));
+    for (const key of [orphan, `${orphan}.provenance.json`, sourceOrphan]) {
+      assert.ok(report.artifactsDeleted.includes(key), key);
+      assert.equal(await exists(key), false, key);
+    }
+    assert.ok(report.artifactsKept.includes(`artifacts/${sourceId}/2/app.tar`));
+    assert.ok(await exists(`artifacts/${sourceId}/2/app.tar`), 'the live cached build still has it');
+    assert.equal(await statusOf(hit.id), 'succeeded');
   });
 
   test('a delete that fails is retried by the next pass', async () => {

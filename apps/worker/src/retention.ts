@@ -7,8 +7,10 @@
  * build that is not expired has that key: every row expires on its own clock, and the object
  * goes with the last one. (A result that keeps being reused therefore stays; the cached rows
  * are not expired together with their source, which would pull an artifact from under a build
- * the caller got a moment ago.) A row is `purgedAt` once its part is done; an expired row without
- * it (a delete failed) is tried again by the next pass.
+ * the caller got a moment ago.) Whatever else is below the build's own artifact prefix goes too:
+ * the artifacts of attempts whose final write never landed (a run cut off from its database or
+ * its lease), which no row names. A row is `purgedAt` once its part is done; an expired row
+ * without it (a delete failed) is tried again by the next pass.
  *
  * An artifact is never deleted under a cached build made at the same moment: see the protocol in
  * @kiln/core's builds/artifact-lock.ts.
@@ -26,6 +28,7 @@
  * `now` is a parameter so tests can look far into the future.
  */
 import {
+  artifactPrefix,
   BUILD_CACHE_ROOT,
   type Build,
   type BuildLifecycle,
@@ -185,6 +188,7 @@ async function expireOne(o: RetentionOptions, row: ExpiringRow, report: Retentio
     await storage.delete(logKey(row.id));
     await storage.delete(stepsKey(row.id));
     if (row.logKey && row.logKey !== logKey(row.id)) await storage.delete(row.logKey);
+    const kept = new Set<string>();
     if (row.artifactKey) {
       const sharing = await lifecycle.repo.liveBuildsSharing(row.artifactKey);
       if (sharing === 0) {
@@ -195,7 +199,13 @@ async function expireOne(o: RetentionOptions, row: ExpiringRow, report: Retentio
         report.artifactsDeleted.push(row.artifactKey);
       } else {
         report.artifactsKept.push(row.artifactKey);
+        kept.add(row.artifactKey).add(provenanceKey(row.artifactKey));
       }
+    }
+    for await (const object of storage.list(artifactPrefix(row.id))) {
+      if (kept.has(object.key)) continue;
+      await storage.delete(object.key);
+      report.artifactsDeleted.push(object.key);
     }
   } catch (err) {
     report.failed++;

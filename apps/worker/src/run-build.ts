@@ -9,7 +9,9 @@
  * - infrastructure errors (builder unreachable or lost, storage failure, no healthy builder) →
  *   the attempt is recorded and the error rethrown, so BullMQ retries with backoff (on another
  *   builder when there is one); the row goes back to `queued` in between, or ends `failed` on
- *   the last attempt.
+ *   the last attempt (then an UnrecoverableError).
+ * Every final write is guarded by this run's attempt: a run whose build was started again
+ * elsewhere (it lost its lease) changes nothing.
  * - every builder full, or this worker stopping → HandBackError: the caller puts the job back
  *   without using up an attempt.
  */
@@ -31,6 +33,7 @@ import {
 } from '@kiln/buildkit-client';
 import {
   type AttemptEndInput,
+  type AttemptGuard,
   type AttemptOutcome,
   artifactKey,
   type Build,
@@ -49,6 +52,7 @@ import {
   countBuildEvent,
   dockerfileInContext,
   extractContext,
+  type FailureInput,
   FINAL_STATUSES,
   type FinalResult,
   frontendAttrsFor,
@@ -835,13 +839,27 @@ class BuildRun {
     return retryWhileDatabaseDown(what, fn, {
       logger: this.logger,
       ...(this.deps.dbRetryMs !== undefined ? { maxMs: this.deps.dbRetryMs } : {}),
-      giveUp: () => abortOf(this.controller.signal)?.kind === 'shutdown',
+      giveUp: () => this.deps.active.isStopping,
     });
   }
 
   /** How this run's own attempt ended, for a final transition (null: it never started one). */
   private attemptEnd(outcome: AttemptOutcome): AttemptEndInput | null {
     return this.current ? { attemptId: this.current.id, outcome } : null;
+  }
+
+  /**
+   * A final write only while the row is still at this run's attempt: a run that lost its lease
+   * (cut off from Redis) must not end a build another worker has started again.
+   */
+  private attemptGuard(): AttemptGuard | undefined {
+    return this.current ? { attempts: this.current.number } : undefined;
+  }
+
+  /** This run's attempt failed, and with it the build. */
+  private failure(code: BuildErrorCode, message: string): FailureInput {
+    const guard = this.attemptGuard();
+    return { code, message, attempt: this.attemptEnd('failed'), ...(guard ? { guard } : {}) };
   }
 
   /** Stores the steps of this attempt's solve for the build page's timeline (stepsKey); never throws. */
@@ -918,7 +936,7 @@ class BuildRun {
           platform: platform ?? null,
         },
         this.attemptEnd('succeeded'),
-        this.current ? { attempts: this.current.number } : undefined,
+        this.attemptGuard(),
       ),
     );
     if (!final.applied) {
@@ -947,11 +965,7 @@ class BuildRun {
   private async fail(errorCode: BuildErrorCode, errorMessage: string): Promise<never> {
     this.note(`\nERROR: ${errorMessage}\n`);
     await this.finalize((change) =>
-      this.deps.lifecycle.fail(
-        this.id,
-        { code: errorCode, message: errorMessage, attempt: this.attemptEnd('failed') },
-        change,
-      ),
+      this.deps.lifecycle.fail(this.id, this.failure(errorCode, errorMessage), change),
     );
     throw new UnrecoverableError(`${errorCode}: ${errorMessage}`);
   }
@@ -970,14 +984,12 @@ class BuildRun {
       await this.finalize((change) =>
         this.deps.lifecycle.fail(
           this.id,
-          {
-            code: errorCode,
-            message: `${message} (gave up after ${n} attempt${n === 1 ? '' : 's'})`,
-            attempt: this.attemptEnd('failed'),
-          },
+          this.failure(errorCode, `${message} (gave up after ${n} attempt${n === 1 ? '' : 's'})`),
           change,
         ),
       );
+      // Final either way: the row is failed, or a newer attempt owns it (see attemptGuard).
+      throw new UnrecoverableError(`${errorCode}: ${message}`);
     } else {
       this.note(`\n#0 kiln: attempt failed: ${message}; the build will be retried\n`);
       await this.requeue('failed', errorCode, message);

@@ -5,7 +5,7 @@ import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
-import { CanceledError, connect, type SolveOptions } from '@kiln/buildkit-client';
+import { CanceledError, connect, SolveError, type SolveOptions } from '@kiln/buildkit-client';
 import {
   type BuildJobData,
   BuildLifecycle,
@@ -592,6 +592,28 @@ describe('KilnWorker', { skip }, () => {
     // Attempt 1 removed only its own artifact.
     assert.deepEqual(await listed(`artifacts/${row.id}/`), [second()]);
     assert.equal(await readObject(storage, second()), 'attempt 2');
+    await worker.stop();
+  });
+
+  test('an attempt failing after another worker started the build again does not fail it', async () => {
+    // As above, but attempt 1 ends in a build error: its final write must not end attempt 2's build.
+    let target = '';
+    const connectBuilder = afterSolve(async () => {
+      await prisma.build.update({ where: { id: target }, data: { attempts: 2, builder: D2 } });
+      await prisma.buildAttempt.create({ data: { buildId: target, number: 2, builder: D2 } });
+      throw new SolveError('a RUN step failed', undefined, 'exit code: 1');
+    });
+    const { worker, queue } = await startWorker({}, { connectBuilder });
+    const row = await submit(queue, spec({ buildArgs: { N: freshArg() } }));
+    target = row.id;
+    for (const deadline = Date.now() + 60_000; !(await queue.getJob(row.id))?.finishedOn; await sleep(100))
+      assert.ok(Date.now() < deadline, 'attempt 1 never ended');
+    const build = await prisma.build.findUniqueOrThrow({ where: { id: row.id } });
+    assert.equal(build.status, 'running', `${build.errorCode}: ${build.errorMessage}`);
+    assert.equal(build.attempts, 2);
+    assert.equal(build.errorCode, null);
+    const [, second] = await attemptsOf(row.id);
+    assert.equal(second?.outcome, null, 'attempt 2 is still running');
     await worker.stop();
   });
 

@@ -26,7 +26,7 @@ import {
 } from '@kiln/core';
 import { DelayedError, type Job, Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
-import { ActiveBuilds, BuildAbort } from './active-builds.js';
+import { ActiveBuilds } from './active-builds.js';
 import type { DialBuilder } from './builders/clients.js';
 import { BuilderPool, NoBuilderAvailableError } from './builders/pool.js';
 import { CancelListener } from './cancel.js';
@@ -297,13 +297,15 @@ export class KilnWorker {
   }
 
   /**
-   * A job failed for good (attempts used up, unrecoverable, or stalled too often): make sure its
-   * row is final. Normally runBuild already did it and this changes nothing.
+   * A job failed for good (attempts used up, or stalled too often) without runBuild having ended
+   * its row (its own final write failed, or it never got that far): make sure the row is final.
    */
   private async onFailed(job: Job<BuildJobData>, err: Error): Promise<void> {
+    // runBuild wrote the final state itself, or found that a newer attempt owns the row, which
+    // an unguarded write here would end.
+    if (err.name === 'UnrecoverableError') return;
     const attempts = job.opts.attempts ?? 1;
-    const final =
-      err.name === 'UnrecoverableError' || job.attemptsMade >= attempts || job.finishedOn !== undefined;
+    const final = job.attemptsMade >= attempts || job.finishedOn !== undefined;
     const buildId = job.data?.buildId ?? job.id;
     if (!final || !this.lifecycle || !buildId) return;
     const errorCode = err instanceof NoBuilderAvailableError ? 'no_builder_available' : 'infrastructure';
@@ -356,7 +358,7 @@ export class KilnWorker {
         { builds: this.active.ids() },
         'grace period over: handing running builds back to the queue',
       );
-      this.active.abortAll(new BuildAbort('shutdown', 'the worker is shutting down'));
+      this.active.shutDown('the worker is shutting down');
     }
     await closing.catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'closing the worker'));
     // After the builds: the last of them may still have events to enqueue.

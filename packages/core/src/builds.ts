@@ -62,8 +62,10 @@ export const contextKey = (sha256: string) => `${CONTEXT_KEY_PREFIX}sha256/${sha
  * Each attempt stores under its own key: a worker cut off from Redis may still finish an attempt
  * that another worker has since started again, and neither may replace (or delete) the other's.
  */
+/** Everything a build's attempts stored (their artifacts, their provenance) is below this. */
+export const artifactPrefix = (buildId: string) => `artifacts/${buildId}/`;
 export const artifactKey = (buildId: string, attempt: number, dest: string) =>
-  `artifacts/${buildId}/${attempt}/${dest}`;
+  `${artifactPrefix(buildId)}${attempt}/${dest}`;
 export const logKey = (buildId: string) => `logs/${buildId}.log`;
 /** The steps of a build's last solve as JSON (BuildSteps), beside its log: the build page's timeline. */
 export const stepsKey = (buildId: string) => `logs/${buildId}.steps.json`;
