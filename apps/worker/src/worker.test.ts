@@ -553,7 +553,9 @@ describe('KilnWorker', { skip }, () => {
     let target = '';
     let stored = false;
     const connectBuilder = afterSolve(async ({ signal }) => {
-      stored = (await listed(`artifacts/${target}/`)).length > 0;
+      // The solve returns once the export stream ended; storage finishes its put a moment later.
+      for (const deadline = Date.now() + 10_000; !stored && Date.now() < deadline; await sleep(20))
+        stored = (await listed(`artifacts/${target}/`)).length > 0;
       await redis.publish(CHANNEL_CANCEL, target);
       if (signal && !signal.aborted)
         await new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }));
@@ -570,38 +572,17 @@ describe('KilnWorker', { skip }, () => {
     await worker.stop();
   });
 
-  test('an attempt finishing after another worker started the build again neither succeeds it nor touches its artifact', async () => {
-    // What the reconciler and a second worker do to a worker cut off from Redis: the row moves
-    // to attempt 2, whose artifact is being written, while attempt 1 still runs to its end.
-    let target = '';
-    const second = () => `artifacts/${target}/2/app.tar`;
-    const connectBuilder = afterSolve(async () => {
-      await prisma.build.update({ where: { id: target }, data: { attempts: 2, builder: D2 } });
-      await prisma.buildAttempt.create({ data: { buildId: target, number: 2, builder: D2 } });
-      await storage.put(second(), Readable.from([Buffer.from('attempt 2')]));
-    });
-    const { worker, queue } = await startWorker({}, { connectBuilder });
-    const row = await submit(queue, spec({ buildArgs: { N: freshArg() } }));
-    target = row.id;
-    for (const deadline = Date.now() + 60_000; !(await queue.getJob(row.id))?.finishedOn; await sleep(100))
-      assert.ok(Date.now() < deadline, 'attempt 1 never ended');
-    const build = await prisma.build.findUniqueOrThrow({ where: { id: row.id } });
-    assert.equal(build.status, 'running');
-    assert.equal(build.attempts, 2);
-    assert.equal(build.artifactKey, null);
-    // Attempt 1 removed only its own artifact.
-    assert.deepEqual(await listed(`artifacts/${row.id}/`), [second()]);
-    assert.equal(await readObject(storage, second()), 'attempt 2');
-    await worker.stop();
-  });
-
-  test('an attempt failing after another worker started the build again does not fail it', async () => {
-    // As above, but attempt 1 ends in a build error: its final write must not end attempt 2's build.
+  /**
+   * What the reconciler and a second worker do to a worker cut off from Redis: once attempt 1's
+   * solve returned, the row moves to attempt 2 on D2, then `then` runs; attempt 1 runs to its
+   * end. Returns the build's row once attempt 1's job ended, and the worker (to stop).
+   */
+  async function takenOverAfterSolve(then: (buildId: string) => Promise<void>) {
     let target = '';
     const connectBuilder = afterSolve(async () => {
       await prisma.build.update({ where: { id: target }, data: { attempts: 2, builder: D2 } });
       await prisma.buildAttempt.create({ data: { buildId: target, number: 2, builder: D2 } });
-      throw new SolveError('a RUN step failed', undefined, 'exit code: 1');
+      await then(target);
     });
     const { worker, queue } = await startWorker({}, { connectBuilder });
     const row = await submit(queue, spec({ buildArgs: { N: freshArg() } }));
@@ -611,8 +592,29 @@ describe('KilnWorker', { skip }, () => {
     const build = await prisma.build.findUniqueOrThrow({ where: { id: row.id } });
     assert.equal(build.status, 'running', `${build.errorCode}: ${build.errorMessage}`);
     assert.equal(build.attempts, 2);
+    return { build, worker };
+  }
+
+  test('an attempt finishing after another worker started the build again neither succeeds it nor touches its artifact', async () => {
+    // Attempt 2's artifact is being written while attempt 1 stores its own and ends.
+    const second = (id: string) => `artifacts/${id}/2/app.tar`;
+    const { build, worker } = await takenOverAfterSolve(async (id) => {
+      await storage.put(second(id), Readable.from([Buffer.from('attempt 2')]));
+    });
+    assert.equal(build.artifactKey, null);
+    // Attempt 1 removed only its own artifact.
+    assert.deepEqual(await listed(`artifacts/${build.id}/`), [second(build.id)]);
+    assert.equal(await readObject(storage, second(build.id)), 'attempt 2');
+    await worker.stop();
+  });
+
+  test('an attempt failing after another worker started the build again does not fail it', async () => {
+    // Attempt 1 ends in a build error: its final write must not end attempt 2's build.
+    const { build, worker } = await takenOverAfterSolve(async () => {
+      throw new SolveError('a RUN step failed', undefined, 'exit code: 1');
+    });
     assert.equal(build.errorCode, null);
-    const [, second] = await attemptsOf(row.id);
+    const [, second] = await attemptsOf(build.id);
     assert.equal(second?.outcome, null, 'attempt 2 is still running');
     await worker.stop();
   });
