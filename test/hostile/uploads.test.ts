@@ -1006,6 +1006,49 @@ describe('hostile uploads', () => {
       });
     }
 
+    test('a project has at most KILN_MAX_UPLOADS_PER_PROJECT uploads in progress: the next is 429 at once, other projects go on', async () => {
+      await withConfiguredApi({ KILN_MAX_UPLOADS_PER_PROJECT: '1' }, async (port) => {
+        const tmpBefore = new Set(await tmpFiles(api));
+        const slow = http.request({
+          host: '127.0.0.1',
+          port,
+          method: 'POST',
+          path: '/v1/builds?output=type=tar,dest=a.tar',
+          agent: false,
+          headers: { ...auth(), 'content-type': TAR, 'content-length': String(GOOD.length) },
+        });
+        const answered = new Promise<number>((resolve, reject) => {
+          slow.on('response', (res) => {
+            res.resume();
+            resolve(res.statusCode ?? 0);
+          });
+          slow.on('error', reject);
+        });
+        slow.write(GOOD.subarray(0, 700));
+        await waitFor('the upload temp file', async () =>
+          (await tmpFiles(api)).some((f) => !tmpBefore.has(f)),
+        );
+        // Another context than GOOD: the other project's list must not show GOOD's digest (below).
+        const body = new Uint8Array(tar([DOCKERFILE, file('slots.txt', 'upload slots\n')]));
+        const post = (token: string) =>
+          fetch(`http://127.0.0.1:${port}/v1/builds?output=type=tar,dest=b.tar`, {
+            method: 'POST',
+            body,
+            headers: { ...auth(token), 'content-type': TAR },
+          });
+        const refused = await post(api.token);
+        assert.equal(refused.status, 429);
+        const { error } = (await refused.json()) as { error: { code: string; message: string } };
+        assert.equal(error.code, 'rate_limited');
+        assert.match(error.message, /1 context uploads in progress here \(KILN_MAX_UPLOADS_PER_PROJECT\)/);
+        assert.equal((await post(api.otherToken)).status, 202, 'another project is not held up');
+        slow.end(GOOD.subarray(700));
+        assert.equal(await answered, 202);
+        // The slot came back with the answer.
+        assert.equal((await post(api.token)).status, 202);
+      });
+    });
+
     test('slowloris: the request/connection timeouts can be configured', async () => {
       const variable = CONFIG_VARIABLES.find((v) =>
         /^KILN_.*(REQUEST|CONNECTION|UPLOAD|IDLE|BODY).*TIMEOUT/.test(v),

@@ -19,6 +19,7 @@ import { parseGitBuildRequest } from './git-request.js';
 import { mediaType } from './media-type.js';
 import { QUERY, SpecFields } from './spec-fields.js';
 import { type ReceivedContext, receiveContext, uploadTmpDir } from './upload.js';
+import type { UploadSlots } from './upload-slots.js';
 
 /** Content types taken as a raw context upload (the body stays a stream for receiveContext). */
 export const RAW_CONTEXT_TYPES = [
@@ -55,7 +56,12 @@ interface Upload {
  * anything else is an upload (a raw tar or gzip body with the spec in the query, or multipart
  * with the spec's fields before the context part), whose temp copy is gone once this returns.
  */
-export async function submitBuild(deps: ApiDeps, req: BuildRequest, traceparent?: string) {
+export async function submitBuild(
+  deps: ApiDeps,
+  req: BuildRequest,
+  uploads: UploadSlots,
+  traceparent?: string,
+) {
   const idempotencyKey = checkIdempotencyKey(req.headers['idempotency-key']);
   if (isJsonBody(req) && isStoredContextRequest(req.body)) {
     const { spec, secrets, context } = await storedContextRequest(deps, req.projectId, req.body);
@@ -67,12 +73,17 @@ export async function submitBuild(deps: ApiDeps, req: BuildRequest, traceparent?
     const source = { kind: 'git', git, origin: 'api' } as const;
     return createBuild(deps, req.projectId, spec, source, idempotencyKey, secrets, traceparent);
   }
-  const { spec, secrets, context } = await receiveUpload(deps, req);
+  const release = uploads.take(req.projectId);
   try {
-    const source = { kind: 'upload', context } as const;
-    return await createBuild(deps, req.projectId, spec, source, idempotencyKey, secrets, traceparent);
+    const { spec, secrets, context } = await receiveUpload(deps, req);
+    try {
+      const source = { kind: 'upload', context } as const;
+      return await createBuild(deps, req.projectId, spec, source, idempotencyKey, secrets, traceparent);
+    } finally {
+      await context.dispose();
+    }
   } finally {
-    await context.dispose();
+    release();
   }
 }
 

@@ -53,6 +53,7 @@ const ENV = z.object({
   KILN_URL_TTL_SECONDS: int(10, 7 * 86_400).default(900),
   KILN_MAX_CONTEXT_BYTES: int(1024, 64 * 1024 ** 3).default(2 * 1024 ** 3),
   KILN_MAX_CONTEXT_ENTRIES: int(1, 10_000_000).default(200_000),
+  KILN_MAX_UPLOADS_PER_PROJECT: int(1, 10_000).default(4),
   KILN_RATE_LIMIT_PER_MINUTE: int(0, 10_000_000).default(6000),
   KILN_REQUEST_TIMEOUT_SECONDS: int(1, 86_400).default(600),
   KILN_CONNECTION_TIMEOUT_SECONDS: int(1, 86_400).default(60),
@@ -153,7 +154,12 @@ export interface KilnConfig {
   buildTimeoutSeconds: number;
   buildAttempts: number;
   urlTtlSeconds: number;
-  limits: { maxContextBytes: number; maxContextEntries: number };
+  limits: {
+    maxContextBytes: number;
+    maxContextEntries: number;
+    /** Context uploads one project may have in progress on one API process (each holds a temp file). */
+    maxUploadsPerProject: number;
+  };
   /** Requests per minute one API token may make (0: no limit); counted in Redis, so across API replicas. */
   rateLimitPerMinute: number;
   /** Longest an HTTP request (an upload included) may take, and an idle connection may stay open. */
@@ -338,7 +344,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): KilnConfig {
     buildTimeoutSeconds: e.KILN_BUILD_TIMEOUT_SECONDS,
     buildAttempts: e.KILN_BUILD_ATTEMPTS,
     urlTtlSeconds: e.KILN_URL_TTL_SECONDS,
-    limits: { maxContextBytes: e.KILN_MAX_CONTEXT_BYTES, maxContextEntries: e.KILN_MAX_CONTEXT_ENTRIES },
+    limits: {
+      maxContextBytes: e.KILN_MAX_CONTEXT_BYTES,
+      maxContextEntries: e.KILN_MAX_CONTEXT_ENTRIES,
+      maxUploadsPerProject: e.KILN_MAX_UPLOADS_PER_PROJECT,
+    },
     rateLimitPerMinute: e.KILN_RATE_LIMIT_PER_MINUTE,
     requestTimeoutSeconds: e.KILN_REQUEST_TIMEOUT_SECONDS,
     connectionTimeoutSeconds: e.KILN_CONNECTION_TIMEOUT_SECONDS,

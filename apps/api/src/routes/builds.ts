@@ -16,12 +16,14 @@ import { artifactFilename, buildView, provenanceOf } from '../build-view.js';
 import type { ApiDeps } from '../deps.js';
 import { followLogs, readLogs } from '../logs.js';
 import { buildErrors, cursor, idParams, pageLimit } from '../schemas.js';
+import { UploadSlots } from '../upload-slots.js';
 
 /** A queued build is accepted (202); one answered from the result cache is created done (201). */
 const CREATE_STATUS = { queued: 202, cached: 201, existing: 200 } as const;
 
 export function buildRoutes(deps: ApiDeps): FastifyPluginAsyncTypebox {
   const { storage, config } = deps;
+  const uploads = new UploadSlots(config.limits.maxUploadsPerProject);
   const view = (b: Parameters<typeof buildView>[0]) =>
     buildView(b, storage, config.urlTtlSeconds, config.publicUrl);
 
@@ -69,7 +71,7 @@ export function buildRoutes(deps: ApiDeps): FastifyPluginAsyncTypebox {
           'POST /v1/builds',
           deps.tracing.continueFrom(req.headers.traceparent as string | undefined),
           async (span, context) => {
-            const created = await submitBuild(deps, req, deps.tracing.traceparent(context));
+            const created = await submitBuild(deps, req, uploads, deps.tracing.traceparent(context));
             span.setAttributes({
               'kiln.build.id': created.build.id,
               'kiln.project.id': req.projectId,
