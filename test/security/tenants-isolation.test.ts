@@ -19,6 +19,8 @@ import { startTestKiln, type TestKiln, waitForStatus } from '../support/kiln.js'
 
 const socket = process.env.KILN_TEST_DOCKER_SOCK;
 if (!socket) throw new Error('KILN_TEST_DOCKER_SOCK is not set: run through `npm test`');
+const BUILDKITD = process.env.KILN_TEST_BUILDKITD_ADDR;
+if (!BUILDKITD) throw new Error('KILN_TEST_BUILDKITD_ADDR is not set: run through `npm test`');
 
 interface BuildJson {
   id: string;
@@ -141,110 +143,142 @@ describe('projects are isolated from each other', () => {
   });
 });
 
-describe('frontend selection: # syntax= only for images the operator allows', () => {
-  let kiln: TestKiln;
-  let repo: GitRepo;
-  const ALLOWED = 'kiln.invalid/frontend:1';
-  before(async () => {
-    repo = await startGitRepo('syntax');
-    kiln = await startTestKiln({
-      worker: true,
-      env: { KILN_ALLOWED_FRONTENDS: ALLOWED, KILN_GIT_ALLOWED_NETWORKS: '127.0.0.0/8' },
-    });
-  });
-  after(async () => {
-    await kiln?.stop();
-    await repo?.stop();
-  });
-  /** POSTs a context of busybox and `files`, archived in that order (a later hard link is a link entry). */
-  const uploadFiles = async (files: Record<string, string | { hardlinkTo: string }>) => {
-    const ctx = await makeContext({
-      busybox: { content: await fs.readFile(busyboxPath()), mode: 0o755 },
-      ...files,
-    });
-    try {
-      return await fetch(`${kiln.url}/v1/builds?output=type=tar,dest=s.tar&network=none&noCache=true`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${kiln.token}`, 'content-type': 'application/gzip' },
-        body: execFileSync('tar', ['-C', ctx.dir, '-czf', '-', 'busybox', ...Object.keys(files)]),
+// On both generations: they read a Dockerfile's directives differently (which duplicate wins, JSON
+// key case), so what one lets through the other might not.
+for (const [generation, builders] of [
+  ['dockerd 20.10 (BuildKit 0.8)', `docker://${socket}`],
+  ['buildkitd v0.24', BUILDKITD],
+] as const)
+  describe(`frontend selection on ${generation}: # syntax= only for images the operator allows`, () => {
+    let kiln: TestKiln;
+    let repo: GitRepo;
+    const ALLOWED = 'kiln.invalid/frontend:1';
+    before(async () => {
+      repo = await startGitRepo('syntax');
+      kiln = await startTestKiln({
+        worker: true,
+        env: {
+          KILN_ALLOWED_FRONTENDS: ALLOWED,
+          KILN_GIT_ALLOWED_NETWORKS: '127.0.0.0/8',
+          KILN_BUILDERS: builders,
+        },
       });
-    } finally {
-      await ctx.cleanup();
-    }
-  };
-  const upload = (text: string) => uploadFiles({ Dockerfile: text });
-  const body = dockerfile('RUN ["/bin/busybox", "true"]');
-  /** The build an accepted POST made, once final. */
-  const finalOf = async (res: Response) => {
-    assert.equal(res.status, 202, await res.clone().text());
-    const api = (p: string) =>
-      fetch(`${kiln.url}${p}`, { headers: { authorization: `Bearer ${kiln.token}` } });
-    const { id } = (await res.json()) as BuildJson;
-    return waitForStatus<BuildJson>(api, id, ['succeeded', 'failed'], 120_000);
-  };
+    });
+    after(async () => {
+      await kiln?.stop();
+      await repo?.stop();
+    });
+    /** POSTs a context of busybox and `files`, archived in that order (a later hard link is a link entry). */
+    const uploadFiles = async (files: Record<string, string | { hardlinkTo: string }>) => {
+      const ctx = await makeContext({
+        busybox: { content: await fs.readFile(busyboxPath()), mode: 0o755 },
+        ...files,
+      });
+      try {
+        return await fetch(`${kiln.url}/v1/builds?output=type=tar,dest=s.tar&network=none&noCache=true`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${kiln.token}`, 'content-type': 'application/gzip' },
+          body: execFileSync('tar', ['-C', ctx.dir, '-czf', '-', 'busybox', ...Object.keys(files)]),
+        });
+      } finally {
+        await ctx.cleanup();
+      }
+    };
+    const upload = (text: string) => uploadFiles({ Dockerfile: text });
+    const body = dockerfile('RUN ["/bin/busybox", "true"]');
+    /** The build an accepted POST made, once final. */
+    const finalOf = async (res: Response) => {
+      assert.equal(res.status, 202, await res.clone().text());
+      const api = (p: string) =>
+        fetch(`${kiln.url}${p}`, { headers: { authorization: `Bearer ${kiln.token}` } });
+      const { id } = (await res.json()) as BuildJson;
+      return waitForStatus<BuildJson>(api, id, ['succeeded', 'failed'], 120_000);
+    };
 
-  test('a Dockerfile naming another frontend image is 400 invalid_spec, in every form BuildKit reads', async () => {
-    for (const text of [
-      `# syntax=docker/dockerfile:1\n${body}`,
-      `# escape=\\\n#syntax = evil/frontend\n${body}`,
-      `// syntax=evil/frontend\n${body}`,
-      JSON.stringify({ syntax: 'evil/frontend' }),
-      // Newer BuildKit skips a #! first line before it reads directives.
-      `#!x\n# syntax=evil/frontend\n${body}`,
-      `#!x\n${JSON.stringify({ syntax: 'evil/frontend' })}`,
-      `# syntax=${ALLOWED}\n# syntax=evil/frontend\n${body}`,
-      `#!${'x'.repeat(70 * 1024)}\n# syntax=evil/frontend\n${body}`,
-    ]) {
-      const res = await upload(text);
-      const what = text.slice(0, 80);
-      assert.equal(res.status, 400, what);
-      const { error } = (await res.json()) as { error: { code: string; message: string } };
-      assert.equal(error.code, 'invalid_spec', what);
-      assert.match(
-        error.message,
-        /(selects the frontend image|cannot tell which frontend image) .*KILN_ALLOWED_FRONTENDS/,
-        what,
+    test('a Dockerfile naming another frontend image is 400 invalid_spec, in every form BuildKit reads', async () => {
+      for (const text of [
+        `# syntax=docker/dockerfile:1\n${body}`,
+        `# escape=\\\n#syntax = evil/frontend\n${body}`,
+        `// syntax=evil/frontend\n${body}`,
+        JSON.stringify({ syntax: 'evil/frontend' }),
+        // Newer BuildKit skips a #! first line before it reads directives.
+        `#!x\n# syntax=evil/frontend\n${body}`,
+        `#!x\n${JSON.stringify({ syntax: 'evil/frontend' })}`,
+        `# syntax=${ALLOWED}\n# syntax=evil/frontend\n${body}`,
+        `#!${'x'.repeat(70 * 1024)}\n# syntax=evil/frontend\n${body}`,
+      ]) {
+        const res = await upload(text);
+        const what = text.slice(0, 80);
+        assert.equal(res.status, 400, what);
+        const { error } = (await res.json()) as { error: { code: string; message: string } };
+        assert.equal(error.code, 'invalid_spec', what);
+        assert.match(
+          error.message,
+          /(selects the frontend image|cannot tell which frontend image) .*KILN_ALLOWED_FRONTENDS/,
+          what,
+        );
+      }
+    });
+
+    test('a Dockerfile that is a hard link to a file naming another frontend fails as invalid_spec, never handed to it', async () => {
+      // The upload's check sees a link entry; the worker checks the file BuildKit would read.
+      const done = await finalOf(
+        await uploadFiles({
+          evil: `# syntax=kiln.invalid/evil-frontend\n${body}`,
+          Dockerfile: { hardlinkTo: 'evil' },
+        }),
       );
-    }
-  });
-
-  test('a Dockerfile that is a hard link to a file naming another frontend fails as invalid_spec, never handed to it', async () => {
-    // The upload's check sees a link entry; the worker checks the file BuildKit would read.
-    const done = await finalOf(
-      await uploadFiles({
-        evil: `# syntax=kiln.invalid/evil-frontend\n${body}`,
-        Dockerfile: { hardlinkTo: 'evil' },
-      }),
-    );
-    assert.equal(done.status, 'failed');
-    assert.equal(done.error?.code, 'invalid_spec', JSON.stringify(done.error));
-    assert.match(done.error?.message ?? '', /selects the frontend image "kiln\.invalid\/evil-frontend"/);
-  });
-
-  test("a git build's Dockerfile (never seen by Kiln) is built by BuildKit's own frontend, its # syntax= ignored", async () => {
-    const commit = repo.commit({
-      Dockerfile: '# syntax=kiln.invalid/evil-frontend\nFROM scratch\nCOPY Dockerfile /copied\n',
+      assert.equal(done.status, 'failed');
+      assert.equal(done.error?.code, 'invalid_spec', JSON.stringify(done.error));
+      assert.match(done.error?.message ?? '', /selects the frontend image "kiln\.invalid\/evil-frontend"/);
     });
-    const res = await fetch(`${kiln.url}/v1/builds`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${kiln.token}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ git: `${repo.gitUrl}#${commit}`, output: 'type=tar,dest=g.tar', noCache: true }),
-    });
-    const done = await finalOf(res);
-    // Handed to the named image, the build would fail fetching it (as the allowed one does below).
-    assert.equal(done.status, 'succeeded', JSON.stringify(done.error));
-  });
 
-  test('an allowed image goes to BuildKit, which runs the build through it (here: fails to fetch it)', async () => {
-    const done = await finalOf(await upload(`# syntax=${ALLOWED}\n${body}`));
-    // No image can be pulled here: BuildKit failing on the frontend image shows it was asked for.
-    assert.equal(done.status, 'failed');
-    assert.match(done.error?.message ?? '', /kiln\.invalid/);
-    // The control: the same Dockerfile without the directive builds with the built-in frontend.
-    const ok = await finalOf(await upload(body));
-    assert.equal(ok.status, 'succeeded', JSON.stringify(ok.error));
+    test("a git build's Dockerfile (never seen by Kiln) is built by BuildKit's own frontend, its # syntax= ignored", async () => {
+      const commit = repo.commit({
+        Dockerfile: '# syntax=kiln.invalid/evil-frontend\nFROM scratch\nCOPY Dockerfile /copied\n',
+      });
+      const res = await fetch(`${kiln.url}/v1/builds`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${kiln.token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({
+          git: `${repo.gitUrl}#${commit}`,
+          output: 'type=tar,dest=g.tar',
+          noCache: true,
+        }),
+      });
+      const done = await finalOf(res);
+      // Handed to the named image, the build would fail fetching it (as the allowed one does below).
+      assert.equal(done.status, 'succeeded', JSON.stringify(done.error));
+    });
+
+    // Kiln runs the image it checked (the gateway frontend, `cmdline` set): where BuildKit would read
+    // the directive differently from Kiln, it never gets to read it.
+    test('a Dockerfile read one way by Kiln and another by BuildKit runs only the image Kiln allowed', async () => {
+      const evil = 'kiln.invalid/evil-frontend';
+      for (const text of [
+        // A \r inside a line: Kiln skips the line, BuildKit's regexp reads it.
+        `# syntax=${evil} \rx\n# syntax=${ALLOWED}\n${body}`,
+        // JSON keys: BuildKit 0.11-0.13 match them without regard to case, the last one winning.
+        JSON.stringify({ syntax: ALLOWED, Syntax: evil }),
+      ]) {
+        const done = await finalOf(await upload(text));
+        assert.equal(done.status, 'failed');
+        const message = done.error?.message ?? '';
+        assert.match(message, /kiln\.invalid\/frontend/, JSON.stringify(text));
+        assert.doesNotMatch(message, /evil-frontend/, JSON.stringify(text));
+      }
+    });
+
+    test('an allowed image goes to BuildKit, which runs the build through it (here: fails to fetch it)', async () => {
+      const done = await finalOf(await upload(`# syntax=${ALLOWED}\n${body}`));
+      // No image can be pulled here: BuildKit failing on the frontend image shows it was asked for.
+      assert.equal(done.status, 'failed');
+      assert.match(done.error?.message ?? '', /kiln\.invalid/);
+      // The control: the same Dockerfile without the directive builds with the built-in frontend.
+      const ok = await finalOf(await upload(body));
+      assert.equal(ok.status, 'succeeded', JSON.stringify(ok.error));
+    });
   });
-});
 
 describe('tcp:// builders over mutual TLS', () => {
   const pki = makeTestPki();

@@ -156,9 +156,9 @@ export class Reconciler {
       this.o.batchSize,
     );
     for (const row of rows) {
-      if (await this.contextBeingStored(row)) continue;
       const { job, state } = await this.jobOf(row.id);
       if (job && !FINAL_JOB_STATES.has(state) && state !== 'unknown') continue;
+      if (await this.contextBeingStored(row)) continue;
       // Re-check: the row may have moved on while we looked at the queue.
       if ((await lifecycle.repo.statusOf(row.id)) !== 'queued') continue;
       if (state === 'failed' && row.attempts >= this.o.attempts) {
@@ -183,11 +183,19 @@ export class Reconciler {
    * then enqueues: a job added before the object exists would fail the build as context_missing.
    */
   private async contextBeingStored(
-    row: Pick<Build, 'attempts' | 'contextKey' | 'createdAt'>,
+    row: Pick<Build, 'id' | 'attempts' | 'contextKey' | 'createdAt'>,
   ): Promise<boolean> {
     if (!row.contextKey || row.attempts > 0) return false;
     if (row.createdAt.getTime() < Date.now() - this.o.contextStoreGraceMs) return false;
-    return (await this.o.storage.head(row.contextKey)) === undefined;
+    // Storage failing is no reason to skip the rest of the pass: ask again next time.
+    const stored = await this.o.storage.head(row.contextKey).catch((err: unknown) => {
+      this.o.logger.warn(
+        { buildId: row.id, err: (err as Error).message },
+        'reconciler: could not tell whether a context is stored; looking again next pass',
+      );
+      return undefined;
+    });
+    return stored === undefined;
   }
 
   private async reconcileRunning(report: ReconcileReport): Promise<void> {

@@ -95,6 +95,7 @@ import { BuildLog } from './build-log.js';
 import type { Lease } from './builders/lease.js';
 import { type BuilderPool, NoBuilderAvailableError, NoCapableBuilderError } from './builders/pool.js';
 import { retryWhileDatabaseDown } from './db-retry.js';
+import { frontendFor } from './frontend.js';
 import { isProvenancePath, MAX_PROVENANCE_BYTES, PROVENANCE_FILE } from './provenance-files.js';
 import { removeTree } from './remove-tree.js';
 import { SolveSteps } from './solve-steps.js';
@@ -619,7 +620,6 @@ class BuildRun {
     const cache = await this.cacheOptions(lease);
     const common = {
       ...cache,
-      frontend: 'dockerfile.v0',
       ...sources,
       // Same key for a project's builds: BuildKit then transfers only the files that changed.
       sharedKey: `kiln-${this.build.projectId}`,
@@ -736,6 +736,7 @@ class BuildRun {
    * from it, so `filename` is its path in the repository rather than in a local dir.
    */
   private async contextSources(spec: BuildSpec): Promise<{
+    frontend: string;
     frontendAttrs: Record<string, string>;
     localDirs?: Record<string, LocalDir>;
   }> {
@@ -744,15 +745,15 @@ class BuildRun {
       const context = gitContextAttr({ gitUrl, gitRef, gitCommit });
       this.note(`#0 kiln: git context ${context}
 `);
+      // Nobody checked this Dockerfile's `# syntax=` (BuildKit fetches it): built as one without.
+      const { frontend, attrs } = frontendFor({ kind: 'none' });
       return {
+        frontend,
         frontendAttrs: {
           ...frontendAttrsFor(spec, this.build.projectId),
           filename: spec.file,
           context,
-          // Nobody checked this Dockerfile's `# syntax=` (BuildKit fetches it): with `cmdline` set,
-          // the Dockerfile frontend never hands the build to another image (it reads that only
-          // when a gateway started it) and builds with its own parser.
-          cmdline: '',
+          ...attrs,
         },
       };
     }
@@ -773,14 +774,12 @@ class BuildRun {
     // readSpec made spec.file a normalized path inside the context (dockerfileInContext).
     // Checked again on the file BuildKit will read: the API's check saw the upload's bytes, and
     // not what a hard link names; a context reused by digest was checked under older settings.
-    const frontend = await readFrontendDirective(contextDir, spec.file);
-    checkFrontendAllowed(frontend, this.deps.allowedFrontends);
+    const directive = await readFrontendDirective(contextDir, spec.file);
+    checkFrontendAllowed(directive, this.deps.allowedFrontends);
+    const { frontend, attrs } = frontendFor(directive);
     return {
-      frontendAttrs: {
-        ...frontendAttrsFor(spec, this.build.projectId),
-        // No directive that Kiln can see: the frontend must not find one either (see the git case).
-        ...(frontend.kind === 'none' ? { cmdline: '' } : {}),
-      },
+      frontend,
+      frontendAttrs: { ...frontendAttrsFor(spec, this.build.projectId), ...attrs },
       localDirs: {
         context: { path: contextDir },
         dockerfile: { path: path.join(contextDir, ...path.posix.dirname(spec.file).split('/')) },
