@@ -73,7 +73,7 @@ export async function submitBuild(
     const source = { kind: 'git', git, origin: 'api' } as const;
     return createBuild(deps, req.projectId, spec, source, idempotencyKey, secrets, traceparent);
   }
-  const release = uploads.take(req.projectId);
+  const release = await uploads.take(req.projectId);
   try {
     const { spec, secrets, context } = await receiveUpload(deps, req);
     try {

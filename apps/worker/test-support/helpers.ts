@@ -99,7 +99,7 @@ export function testConfig(
     workerConcurrency: 4,
     buildTimeoutSeconds: 120,
     buildAttempts: 3,
-    limits: { maxContextBytes: 1024 ** 3, maxContextEntries: 100_000, maxUploadsPerProject: 4 },
+    limits: { maxContextBytes: 1024 ** 3, maxContextEntries: 100_000, maxUploadsPerProject: 8 },
     events: { ...defaults.events, attempts: 3, backoffMs: 1000, timeoutSeconds: 10 },
     ...over,
   };

@@ -53,7 +53,7 @@ const ENV = z.object({
   KILN_URL_TTL_SECONDS: int(10, 7 * 86_400).default(900),
   KILN_MAX_CONTEXT_BYTES: int(1024, 64 * 1024 ** 3).default(2 * 1024 ** 3),
   KILN_MAX_CONTEXT_ENTRIES: int(1, 10_000_000).default(200_000),
-  KILN_MAX_UPLOADS_PER_PROJECT: int(1, 10_000).default(4),
+  KILN_MAX_UPLOADS_PER_PROJECT: int(1, 10_000).default(8),
   KILN_RATE_LIMIT_PER_MINUTE: int(0, 10_000_000).default(6000),
   KILN_REQUEST_TIMEOUT_SECONDS: int(1, 86_400).default(600),
   KILN_CONNECTION_TIMEOUT_SECONDS: int(1, 86_400).default(60),
