@@ -12,23 +12,42 @@ export class ConcurrencyLimit {
   constructor(
     private readonly active: number,
     private readonly waiting: number,
-    private readonly what: string,
+    what: string,
+    /** The refusal's message, given how many run and wait; default "too many <what> at once". */
+    private readonly refusal: (running: number, waiting: number) => string = () =>
+      `too many ${what} at once; retry shortly`,
   ) {}
 
-  async run<T>(task: () => Promise<T>): Promise<T> {
+  /** Nothing runs and nothing waits. */
+  get idle(): boolean {
+    return this.running === 0 && this.queue.length === 0;
+  }
+
+  /** Takes a slot, waiting for one if need be; the function returned gives it back (once). */
+  async acquire(): Promise<() => void> {
     if (this.running >= this.active) {
       if (this.queue.length >= this.waiting) {
-        throw new AppError('rate_limited', `too many ${this.what} at once; retry shortly`);
+        throw new AppError('rate_limited', this.refusal(this.running, this.queue.length));
       }
       // The slot is handed over by the task that ends, so `running` never drops in between.
       await new Promise<void>((resolve) => this.queue.push(resolve));
     } else this.running++;
-    try {
-      return await task();
-    } finally {
+    let given = false;
+    return () => {
+      if (given) return;
+      given = true;
       const next = this.queue.shift();
       if (next) next();
       else this.running--;
+    };
+  }
+
+  async run<T>(task: () => Promise<T>): Promise<T> {
+    const release = await this.acquire();
+    try {
+      return await task();
+    } finally {
+      release();
     }
   }
 }

@@ -1,4 +1,4 @@
-import { AppError } from '@kiln/core';
+import { ConcurrencyLimit } from './concurrency-limit.js';
 
 /** Uploads that may wait for a slot, per slot: a burst of parallel CI jobs waits, a flood is refused. */
 const WAITING_PER_SLOT = 8;
@@ -10,35 +10,29 @@ const WAITING_PER_SLOT = 8;
  * sender back), in arrival order; past the waiting room it is refused at once (`429`).
  */
 export class UploadSlots {
-  private readonly projects = new Map<string, { running: number; waiting: Array<() => void> }>();
+  private readonly projects = new Map<string, ConcurrencyLimit>();
 
   constructor(private readonly perProject: number) {}
 
   /** Takes a slot of `projectId`, waiting for one if need be; the function returned gives it back (once). */
   async take(projectId: string): Promise<() => void> {
-    let project = this.projects.get(projectId);
-    if (!project) {
-      project = { running: 0, waiting: [] };
-      this.projects.set(projectId, project);
-    }
-    const slots = project;
-    if (slots.running < this.perProject) slots.running++;
-    else if (slots.waiting.length < this.perProject * WAITING_PER_SLOT) {
-      // The slot is handed over by the upload that ends, so `running` never drops in between.
-      await new Promise<void>((resolve) => slots.waiting.push(resolve));
-    } else {
-      throw new AppError(
-        'rate_limited',
-        `this project already has ${slots.running} context uploads in progress here and ${slots.waiting.length} waiting (KILN_MAX_UPLOADS_PER_PROJECT); retry when one has ended`,
+    let limit = this.projects.get(projectId);
+    if (!limit) {
+      limit = new ConcurrencyLimit(
+        this.perProject,
+        this.perProject * WAITING_PER_SLOT,
+        'context uploads',
+        (running, waiting) =>
+          `this project already has ${running} context uploads in progress here and ${waiting} waiting (KILN_MAX_UPLOADS_PER_PROJECT); retry when one has ended`,
       );
+      this.projects.set(projectId, limit);
     }
-    let given = false;
+    const project = limit;
+    const release = await project.acquire();
     return () => {
-      if (given) return;
-      given = true;
-      const next = slots.waiting.shift();
-      if (next) next();
-      else if (--slots.running === 0) this.projects.delete(projectId);
+      release();
+      // Forgotten once idle: the map holds only projects uploading now.
+      if (project.idle && this.projects.get(projectId) === project) this.projects.delete(projectId);
     };
   }
 }

@@ -10,10 +10,10 @@
  *   the attempt is recorded and the error rethrown, so BullMQ retries with backoff (on another
  *   builder when there is one); the row goes back to `queued` in between, or ends `failed` on
  *   the last attempt (then an UnrecoverableError).
- * Every final write is guarded by this run's attempt: a run whose build was started again
- * elsewhere (it lost its lease) changes nothing.
  * - every builder full, or this worker stopping → HandBackError: the caller puts the job back
  *   without using up an attempt.
+ * Every final write is guarded by this run's attempt: a run whose build was started again
+ * elsewhere (it lost its lease) changes nothing.
  */
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -772,6 +772,7 @@ class BuildRun {
       signal.removeEventListener('abort', stopReading);
     }
     // readSpec made spec.file a normalized path inside the context (dockerfileInContext).
+    const dockerfileDir = path.join(contextDir, ...path.posix.dirname(spec.file).split('/'));
     // Checked again on the file BuildKit will read: the API's check saw the upload's bytes, and
     // not what a hard link names; a context reused by digest was checked under older settings.
     const directive = await readFrontendDirective(contextDir, spec.file);
@@ -782,7 +783,7 @@ class BuildRun {
       frontendAttrs: { ...frontendAttrsFor(spec, this.build.projectId), ...attrs },
       localDirs: {
         context: { path: contextDir },
-        dockerfile: { path: path.join(contextDir, ...path.posix.dirname(spec.file).split('/')) },
+        dockerfile: { path: dockerfileDir },
       },
     };
   }
