@@ -3,6 +3,7 @@
 // without checking them. A test double that drifts from the type it stands in for is caught here.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -46,6 +47,17 @@ test('every test file and its support code type-check, the dashboard tests with 
   // A test file in a place neither project includes would silently go unchecked.
   assert.deepEqual(
     tests.filter((file) => !covered.has(path.join(root, file))),
+    [],
+  );
+});
+
+test("the dashboard's browser scripts type-check", async () => {
+  const ui = 'apps/api/ui';
+  const covered = new Set(await typecheck(`${ui}/tsconfig.json`));
+  const scripts = (await readdir(path.join(root, ui))).filter((name) => name.endsWith('.js'));
+  assert.ok(scripts.length >= 5, `${scripts.length} scripts found`);
+  assert.deepEqual(
+    scripts.filter((name) => !covered.has(path.join(root, ui, name))),
     [],
   );
 });

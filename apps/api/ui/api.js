@@ -36,8 +36,8 @@ async function send(path, init = {}, bearer = token.get()) {
   try {
     res = await fetch(path, { ...init, headers });
   } catch (err) {
-    if (err.name === 'AbortError') throw err;
-    throw new ApiError(0, 'network', `the API does not answer (${err.message})`);
+    if (err instanceof Error && err.name === 'AbortError') throw err;
+    throw new ApiError(0, 'network', `the API does not answer (${err instanceof Error ? err.message : err})`);
   }
   if (res.ok) return res;
   let body;
@@ -75,6 +75,7 @@ export async function followLog(id, { onLog, onEnd, signal }) {
     headers: { accept: 'text/event-stream' },
     signal,
   });
+  if (!res.body) throw new ApiError(0, 'network', 'the log stream has no body');
   const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = '';
   let event = 'message';

@@ -1,11 +1,11 @@
 // The dashboard: a hash router over the views, the sign-in form, and the alert line.
 import { ApiError, api, token } from './api.js';
-import { h, replace } from './dom.js';
+import { byId, h, replace } from './dom.js';
 import { buildersView, buildsView, buildView, statusView } from './views.js';
 
-const main = document.getElementById('main');
-const alertLine = document.getElementById('alert');
-const nav = document.querySelector('header nav');
+const main = byId('main');
+const alertLine = byId('alert');
+const nav = byId('nav');
 
 function showAlert(message) {
   alertLine.textContent = message;
@@ -20,7 +20,11 @@ function fail(err) {
     route(`Signed out: ${err.message}`);
     return;
   }
-  showAlert(err instanceof Error ? err.message : String(err));
+  showAlert(errorText(err));
+}
+
+function errorText(err) {
+  return err instanceof Error ? err.message : String(err);
 }
 
 function loginView(root, message) {
@@ -59,7 +63,7 @@ function loginView(root, message) {
       else location.hash = '#/builds';
     } catch (err) {
       error.textContent =
-        err instanceof ApiError && err.status === 401 ? `Not signed in: ${err.message}` : err.message;
+        err instanceof ApiError && err.status === 401 ? `Not signed in: ${err.message}` : errorText(err);
     } finally {
       submit.disabled = false;
     }
@@ -101,7 +105,7 @@ function route(message) {
   nav.hidden = false;
   const operator = token.role() === 'operator';
   // Builds and builders are a project's; the operator has the status of all of them.
-  for (const link of nav.querySelectorAll('[data-project-only]')) link.hidden = operator;
+  for (const link of nav.querySelectorAll('[data-project-only]')) link.toggleAttribute('hidden', operator);
   const [path, query] = location.hash.replace(/^#/, '').split('?');
   const params = new URLSearchParams(query ?? '');
   const ctx = { fail, showAlert };
@@ -116,7 +120,7 @@ function route(message) {
   else cleanup = buildsView(main, params, ctx);
 }
 
-document.getElementById('sign-out').addEventListener('click', () => {
+byId('sign-out').addEventListener('click', () => {
   token.clear();
   route('Signed out.');
 });

@@ -23,6 +23,13 @@ function append(el, children) {
   }
 }
 
+/** The page's element with this id: index.html has each one the scripts name. */
+export function byId(id) {
+  const el = document.getElementById(id);
+  if (!el) throw new Error(`the page has no #${id}`);
+  return el;
+}
+
 /** Empties `el` and fills it with `children`. */
 export function replace(el, ...children) {
   el.replaceChildren();
