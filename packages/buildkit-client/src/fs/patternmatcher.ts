@@ -119,8 +119,7 @@ function buildMatcher(cleaned: string): Matcher {
     case 'suffix':
       return suffixMatcher(cleaned);
     case 'regexp': {
-      const re = compileRe2(source);
-      return (path) => re.test(path);
+      return compileRe2(source);
     }
   }
 }

@@ -102,8 +102,18 @@ const C_ESCAPES = new Map([
   ['v', 11],
 ]);
 
+type Assertion = '^' | '$' | '\\b' | '\\B';
+type RepeatOp = '*' | '?' | '+';
+
+/** The parsed expression: `char` matches one code point (`js` is its JavaScript source). */
+type Node =
+  | { kind: 'char'; js: string }
+  | { kind: 'group'; body: Node[] }
+  | { kind: 'repeat'; op: RepeatOp; node: Node }
+  | { kind: 'assert'; js: Assertion };
+
 // RE2's \b and \B use ASCII word characters, as JavaScript's do without the `i` flag.
-const ASSERTIONS = new Map([
+const ASSERTIONS = new Map<string, Assertion>([
   ['A', '^'],
   ['z', '$'],
   ['b', '\\b'],
@@ -126,9 +136,9 @@ class Parser {
     return this.peek(offset) === ch(c);
   }
 
-  /** Parses a whole expression (or a group's body when `inGroup`), returning JS source. */
-  sequence(inGroup: boolean): string {
-    let out = '';
+  /** Parses a whole expression (or a group's body when `inGroup`). */
+  sequence(inGroup: boolean): Node[] {
+    const out: Node[] = [];
     // What a following repetition operator would apply to.
     let last: 'none' | 'atom' | 'repeat' = 'none';
     while (this.i < this.s.length) {
@@ -140,13 +150,14 @@ class Parser {
       if (c === ch('*') || c === ch('?') || c === ch('+')) {
         if (last === 'none') throw new Re2SyntaxError('missing argument to repetition operator');
         if (last === 'repeat') throw new Re2SyntaxError('invalid nested repetition operator');
-        out += String.fromCodePoint(c);
+        const node = out.pop() as Node;
+        out.push({ kind: 'repeat', op: String.fromCodePoint(c) as RepeatOp, node });
         this.i++;
         last = 'repeat';
         continue;
       }
       if (c === ch('^') || c === ch('$')) {
-        out += String.fromCodePoint(c);
+        out.push({ kind: 'assert', js: String.fromCodePoint(c) as Assertion });
         this.i++;
         last = 'none';
         continue;
@@ -156,25 +167,26 @@ class Parser {
         const body = this.sequence(true);
         if (!this.isAt(')')) throw new Re2SyntaxError('missing closing )');
         this.i++;
-        out += `(?:${body})`;
+        out.push({ kind: 'group', body });
       } else if (c === ch('.')) {
         this.i++;
-        out += '[^\\n]';
+        out.push({ kind: 'char', js: '[^\\n]' });
       } else if (c === ch('[')) {
-        out += this.charClass();
+        out.push({ kind: 'char', js: this.charClass() });
       } else if (c === ch('\\')) {
         const escaped = this.escapeOutsideClass();
         if (escaped.kind === 'assertion') {
-          out += escaped.js;
+          out.push({ kind: 'assert', js: escaped.js });
           last = 'none';
           continue;
         }
         // An empty \Q\E adds nothing; a repetition after it applies to what came before.
-        if (escaped.js === '') continue;
-        out += escaped.js;
+        if (escaped.chars.length === 0) continue;
+        // Each literal is its own atom: a repetition applies to the last one only.
+        for (const js of escaped.chars) out.push({ kind: 'char', js });
       } else {
         this.i++;
-        out += literal(c);
+        out.push({ kind: 'char', js: literal(c) });
       }
       last = 'atom';
     }
@@ -182,7 +194,7 @@ class Parser {
     return out;
   }
 
-  private escapeOutsideClass(): { kind: 'assertion' | 'atom'; js: string } {
+  private escapeOutsideClass(): { kind: 'assertion'; js: Assertion } | { kind: 'atoms'; chars: string[] } {
     const next = this.peek(1);
     const name = next === undefined ? '' : String.fromCodePoint(next);
     const assertion = ASSERTIONS.get(name);
@@ -194,17 +206,16 @@ class Parser {
     if (name === 'Q') {
       // Everything up to \E (or the end) is literal, including what compileGlob appended.
       this.i += 2;
-      let js = '';
+      const chars: string[] = [];
       while (this.i < this.s.length && !(this.isAt('\\') && this.isAt('E', 1))) {
-        js += literal(this.s[this.i++] as number);
+        chars.push(literal(this.s[this.i++] as number));
       }
       if (this.i < this.s.length) this.i += 2;
-      // Each literal is its own atom: a repetition applies to the last one only.
-      return { kind: 'atom', js };
+      return { kind: 'atoms', chars };
     }
     const group = this.groupEscape();
-    if (group !== undefined) return { kind: 'atom', js: group };
-    return { kind: 'atom', js: literal(this.escape()) };
+    if (group !== undefined) return { kind: 'atoms', chars: [group] };
+    return { kind: 'atoms', chars: [literal(this.escape())] };
   }
 
   /** `\pN`, `\p{Name}`, `\d`, `\W`…: a class as JS source, or undefined when not one of those. */
@@ -354,12 +365,187 @@ function literal(c: number): string {
   return isAlnum(c) ? String.fromCodePoint(c) : hex(c);
 }
 
-/** Compiles RE2 source produced by `compileGlob` into an equivalent JavaScript RegExp. */
-export function compileRe2(source: string): RegExp {
-  const js = new Parser(source).sequence(false);
+function toJs(nodes: readonly Node[]): string {
+  return nodes
+    .map((n) => {
+      if (n.kind === 'group') return `(?:${toJs(n.body)})`;
+      if (n.kind === 'repeat') return `${toJs([n.node])}${n.op}`;
+      return n.js;
+    })
+    .join('');
+}
+
+function unboundedRepeats(nodes: readonly Node[]): number {
+  let count = 0;
+  for (const n of nodes) {
+    if (n.kind === 'group') count += unboundedRepeats(n.body);
+    else if (n.kind === 'repeat') count += (n.op === '?' ? 0 : 1) + unboundedRepeats([n.node]);
+  }
+  return count;
+}
+
+/**
+ * Compiles RE2 source produced by `compileGlob` into a test with RE2's meaning and its linear
+ * time. The patterns are the tenant's (.dockerignore), and a JavaScript RegExp backtracks: with
+ * two or more unbounded repetitions (`a*a*a*a*b`, 19 characters) one test can take minutes and
+ * holds the event loop all along. Those run on `pikeVm`; the rest, which cannot blow up beyond
+ * a path's length squared, on a RegExp.
+ */
+export function compileRe2(
+  source: string,
+  /** `auto` as above; the others force one engine (the tests compare them). */
+  engine: 'auto' | 'regexp' | 'vm' = 'auto',
+): (input: string) => boolean {
+  const nodes = new Parser(source).sequence(false);
+  let re: RegExp;
   try {
-    return new RegExp(js, 'v');
+    re = new RegExp(toJs(nodes), 'v');
   } catch (err) {
     throw new Re2SyntaxError(err instanceof Error ? err.message : String(err));
   }
+  if (engine === 'vm' || (engine === 'auto' && unboundedRepeats(nodes) >= 2)) return pikeVm(nodes);
+  return (input) => re.test(input);
+}
+
+type Instruction =
+  | { op: 'char'; test: (code: number) => boolean }
+  | { op: 'split'; x: number; y: number }
+  | { op: 'jmp'; x: number }
+  | { op: 'assert'; kind: Assertion }
+  | { op: 'match' };
+
+/** The code point a `char` node's source stands for, when it is a plain literal. */
+function literalOf(js: string): number | undefined {
+  if (/^[0-9A-Za-z]$/.test(js)) return ch(js);
+  const escaped = /^\\u\{([0-9a-f]+)\}$/.exec(js);
+  return escaped ? Number.parseInt(escaped[1] as string, 16) : undefined;
+}
+
+/** One code point's test: plain comparisons for the common atoms, a RegExp for real classes. */
+function charTest(js: string): (code: number) => boolean {
+  if (js === '[^/]') return (code) => code !== 0x2f;
+  if (js === '[^\\n]') return (code) => code !== 0x0a;
+  const literal = literalOf(js);
+  if (literal !== undefined) return (code) => code === literal;
+  const re = new RegExp(`^(?:${js})$`, 'v');
+  return (code) => re.test(String.fromCodePoint(code));
+}
+
+/**
+ * What any match must contain: the runs of literals at the top level (outside groups and
+ * repetitions), and the one right before a final `$`, which it must end with. Most paths fail
+ * these plain string checks (`**` + `/*.log` needs `.log` at the end), and skip the simulation.
+ */
+function requiredText(nodes: readonly Node[]): { runs: string[]; suffix: string } {
+  const runs: string[] = [];
+  let run = '';
+  for (const n of nodes) {
+    const literal = n.kind === 'char' ? literalOf(n.js) : undefined;
+    if (literal !== undefined) {
+      run += String.fromCodePoint(literal);
+      continue;
+    }
+    if (run !== '') runs.push(run);
+    run = '';
+  }
+  if (run !== '') runs.push(run);
+  const last = nodes.at(-1);
+  let suffix = '';
+  if (last?.kind === 'assert' && last.js === '$') {
+    for (let k = nodes.length - 2; k >= 0; k--) {
+      const n = nodes[k] as Node;
+      const literal = n.kind === 'char' ? literalOf(n.js) : undefined;
+      if (literal === undefined) break;
+      suffix = String.fromCodePoint(literal) + suffix;
+    }
+  }
+  return { runs, suffix };
+}
+
+function emit(nodes: readonly Node[], prog: Instruction[]): void {
+  for (const n of nodes) {
+    if (n.kind === 'char') prog.push({ op: 'char', test: charTest(n.js) });
+    else if (n.kind === 'assert') prog.push({ op: 'assert', kind: n.js });
+    else if (n.kind === 'group') emit(n.body, prog);
+    else if (n.op === '+') {
+      const start = prog.length;
+      emit([n.node], prog);
+      prog.push({ op: 'split', x: start, y: prog.length + 1 });
+    } else {
+      // `?` and `*` split before the atom; where the split's second branch goes is known after it.
+      const at = prog.push({ op: 'jmp', x: 0 }) - 1;
+      emit([n.node], prog);
+      if (n.op === '*') prog.push({ op: 'jmp', x: at });
+      prog[at] = { op: 'split', x: at + 1, y: prog.length };
+    }
+  }
+}
+
+const isWordCode = (code: number): boolean => code === 0x5f || (code >= 0 && code < 0x80 && isAlnum(code));
+
+/**
+ * Thompson's simulation of the expression (as RE2 and Go run it when they must): every
+ * position advances all live states at once, so a test costs at most the input's length times
+ * the program's. `RegExp.test` semantics: a match anywhere (the sources are anchored anyway).
+ */
+function pikeVm(nodes: readonly Node[]): (input: string) => boolean {
+  const prog: Instruction[] = [];
+  emit(nodes, prog);
+  prog.push({ op: 'match' });
+  // Reused by every test: a state is on this position's list when its mark is this step.
+  const marks = new Float64Array(prog.length).fill(-1);
+  let step = 0;
+  const current = new Int32Array(prog.length);
+  const next = new Int32Array(prog.length);
+  const { runs, suffix } = requiredText(nodes);
+  return (input) => {
+    if (!input.endsWith(suffix) || runs.some((run) => !input.includes(run))) return false;
+    let matched = false;
+    let count = 0;
+    let list = current;
+    // The position threads are added at (in code units), and the code points either side of it
+    // (-1: none), for the assertions.
+    let pos = 0;
+    let before = -1;
+    let at = input.length > 0 ? (input.codePointAt(0) as number) : -1;
+    const holds = (kind: Assertion): boolean => {
+      if (kind === '^') return pos === 0;
+      if (kind === '$') return pos === input.length;
+      const boundary = isWordCode(before) !== isWordCode(at);
+      return kind === '\\b' ? boundary : !boundary;
+    };
+    const add = (pc: number): void => {
+      if (marks[pc] === step) return;
+      marks[pc] = step;
+      const ins = prog[pc] as Instruction;
+      if (ins.op === 'jmp') add(ins.x);
+      else if (ins.op === 'split') {
+        add(ins.x);
+        add(ins.y);
+      } else if (ins.op === 'assert') {
+        if (holds(ins.kind)) add(pc + 1);
+      } else if (ins.op === 'match') matched = true;
+      else list[count++] = pc;
+    };
+    step++;
+    add(0);
+    while (pos < input.length && !matched) {
+      const code = at;
+      pos += code > 0xffff ? 2 : 1;
+      before = code;
+      at = pos < input.length ? (input.codePointAt(pos) as number) : -1;
+      const live = count;
+      const from = list;
+      list = from === current ? next : current;
+      count = 0;
+      step++;
+      for (let k = 0; k < live; k++) {
+        const pc = from[k] as number;
+        if ((prog[pc] as Instruction & { op: 'char' }).test(code)) add(pc + 1);
+      }
+      // Unanchored, as RegExp.test: a match may also start further on.
+      add(0);
+    }
+    return matched;
+  };
 }

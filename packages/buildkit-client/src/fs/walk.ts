@@ -27,7 +27,8 @@ export type WalkErrorCode =
   | 'INVALID_INCLUDE_PATTERNS'
   | 'INVALID_EXCLUDE_PATTERNS'
   | 'INCLUDE_MATCH_FAILED'
-  | 'EXCLUDE_MATCH_FAILED';
+  | 'EXCLUDE_MATCH_FAILED'
+  | 'UNDECODABLE_NAME';
 
 /** The walk could not start or a pattern failed while matching; file system errors pass through as is. */
 export class WalkError extends BuildkitError {
@@ -157,8 +158,18 @@ class FilteredWalk {
     try {
       return this.decide(path, absPath, isDir, listErr);
     } catch (err) {
-      if (isNotExist(err)) return SKIP;
-      throw err;
+      if (!isNotExist(err)) throw err;
+      // Node decodes names as UTF-8, so one that is not (Latin-1 from an old archive, say) has
+      // become U+FFFD and names nothing on disk. Skipping it, as a file removed mid-walk is,
+      // would silently drop the rest of its directory; Go would have sent its bytes.
+      if (path.includes('\uFFFD')) {
+        throw new WalkError(
+          'UNDECODABLE_NAME',
+          `${path}: a file name that is not valid UTF-8 (shown with U+FFFD) cannot be sent; rename it, or exclude it`,
+          { cause: err },
+        );
+      }
+      return SKIP;
     }
   }
 

@@ -596,6 +596,28 @@ describe('fsutil walker tests', () => {
     );
   });
 
+  it('fails on a name that is not valid UTF-8 instead of dropping the rest of its directory, unless excluded', async () => {
+    const root = await tree('app.py file', 'main.py file', 'sub dir', 'sub/x file');
+    await writeFile(
+      Buffer.concat([Buffer.from(`${root}/caf`), Buffer.from([0xe9]), Buffer.from('.txt')]),
+      'x',
+    );
+    await mkdir(Buffer.concat([Buffer.from(`${root}/sub/d`), Buffer.from([0xff])]));
+    await assert.rejects(
+      collect(root),
+      (err: unknown) =>
+        err instanceof WalkError &&
+        err.code === 'UNDECODABLE_NAME' &&
+        err.message.startsWith('caf\uFFFD.txt:'),
+    );
+    await assert.rejects(collect(root, { excludePatterns: ['caf*'] }), /^WalkError: sub\/d\uFFFD:/);
+    const kept = await collect(root, { excludePatterns: ['caf*', 'sub/d*'] });
+    assert.deepEqual(
+      kept.map((e) => e.path),
+      ['app.py', 'main.py', 'sub', 'sub/x'],
+    );
+  });
+
   it('rejects a root that is not a directory', async () => {
     const root = await tree('f file');
     await assert.rejects(collect(join(root, 'f')), { code: 'ROOT_NOT_DIRECTORY' });
