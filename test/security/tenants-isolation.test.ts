@@ -1,7 +1,8 @@
 // Builds of different projects are isolated from each other and from the control plane, against
-// a real dockerd (its embedded BuildKit 0.8) and a real Kiln:
+// a real dockerd (its embedded BuildKit 0.8), a standalone buildkitd v0.24 and a real Kiln:
 // - `RUN --mount=type=cache` directories are per project: the same cache id names two directories
-//   (the worker sets BUILDKIT_CACHE_MOUNT_NS), while a project's own builds share theirs;
+//   (the worker sets BUILDKIT_CACHE_MOUNT_NS), while a project's own builds share theirs; and no
+//   RUN step of one project is a cache hit of another's (the scope host the worker adds);
 // - BUILDKIT_* build args are refused naming the arg, wherever a spec arrives; the allow list passes;
 // - a worker dials a tcp:// builder over mutual TLS with KILN_BUILDER_TLS_*; without a client
 //   certificate the builder fails its health checks with an error that says TLS.
@@ -67,6 +68,37 @@ async function seen(b: BuildJson): Promise<{ sha256: string; size: number }> {
   return { sha256: entry.sha256, size: entry.size };
 }
 
+// On both generations: BuildKit 0.13 and later leave a cache mount's id out of a RUN's cache key,
+// so there only the project's scope host (projectScopeHost) keeps the steps apart.
+for (const [generation, builders] of [
+  ['dockerd 20.10 (BuildKit 0.8)', `docker://${socket}`],
+  ['buildkitd v0.24', BUILDKITD],
+] as const)
+  describe(`cache mounts and RUN results are per project on ${generation}`, () => {
+    let kiln: TestKiln;
+    let tokenB = '';
+    before(async () => {
+      kiln = await startTestKiln({ worker: true, project: 'cache-a', env: { KILN_BUILDERS: builders } });
+      tokenB = await kiln.newToken('cache-b');
+    });
+    after(async () => {
+      await kiln?.stop();
+    });
+
+    test("project A's cache mount is not B's of the same id, and A's RUN result never answers B's same step", async () => {
+      // Not noCache: BuildKit hands a no-cache RUN fresh cache mounts, which would prove nothing.
+      // The project ids are new each run, so nothing of an earlier run can answer a step.
+      const q = 'output=type=tar,dest=c.tar&network=none';
+      const wrote = await build(kiln, kiln.token, WRITER, q);
+      assert.equal((await seen(wrote)).size, 'wrote\n'.length);
+      // A's next build sees what it wrote: the mount is kept for the project.
+      assert.equal((await seen(await build(kiln, kiln.token, READER, q))).sha256, sha256('from-a\n'));
+      // B runs the very same step on the same builder: neither A's mount nor A's result (a
+      // cache hit of A's step, which is what A could forge) reaches it.
+      assert.deepEqual(await seen(await build(kiln, tokenB, READER, q)), { sha256: sha256(''), size: 0 });
+    });
+  });
+
 describe('projects are isolated from each other', () => {
   let kiln: TestKiln;
   let tokenB = '';
@@ -83,19 +115,6 @@ describe('projects are isolated from each other', () => {
   });
   after(async () => {
     await kiln?.stop();
-  });
-
-  test("a cache mount written by project A is not in project B's mount of the same id, and is in A's", async () => {
-    // Not noCache: BuildKit hands a no-cache RUN fresh cache mounts, which would prove nothing.
-    // No step of one build is a cache hit of another: the project ids (so the namespaces) are
-    // new each run, and the namespace is part of the RUN's cache key.
-    const q = 'output=type=tar,dest=c.tar&network=none';
-    const wrote = await build(kiln, kiln.token, WRITER, q);
-    assert.equal((await seen(wrote)).size, 'wrote\n'.length);
-    // Both on the one builder the test Kiln has: only the namespace separates them.
-    assert.deepEqual(await seen(await build(kiln, tokenB, READER, q)), { sha256: sha256(''), size: 0 });
-    // The control: A's next build does see it, so the mount is kept, just not shared.
-    assert.equal((await seen(await build(kiln, kiln.token, READER, q))).sha256, sha256('from-a\n'));
   });
 
   test('BUILDKIT_* build args are refused naming the arg: query, JSON git body, webhook trigger', async () => {

@@ -388,8 +388,21 @@ export function cacheMountNamespace(projectId: string): string {
 }
 
 /**
+ * A host name every RUN of a project's builds gets in its /etc/hosts (`add-hosts`), so that no
+ * RUN step of one project is ever a cache hit of another's on a shared builder. BuildKit keys a
+ * RUN on its extra hosts' names (it clears only their addresses), but not on what else can make
+ * two projects' identical steps differ: since v0.13 not on a cache mount's id when the
+ * Dockerfile names one (so not on the namespace either), and never on secrets or proxy args.
+ * Without it, project A could fill its own cache mount with forged content, run the step
+ * project B runs (B's public Dockerfile), and B's next build would get A's result.
+ */
+export function projectScopeHost(projectId: string): string {
+  return `${cacheMountNamespace(projectId).toLowerCase()}.invalid`;
+}
+
+/**
  * The Dockerfile frontend's attributes for a project's build (what `docker build` sends for the
- * same flags, plus the project's cache mount namespace).
+ * same flags, plus the project's cache mount namespace and scope host).
  */
 export function frontendAttrsFor(spec: BuildSpec, projectId: string): Record<string, string> {
   const attrs: Record<string, string> = { filename: path.basename(spec.file) };
@@ -405,5 +418,7 @@ export function frontendAttrsFor(spec: BuildSpec, projectId: string): Record<str
   // Last, so it wins over a stored spec from before BUILDKIT_* args were refused.
   // BuildKit ≥ 0.6 reads it (dockerfile frontend 1.1.2); cache ids become `<ns>/<id>`.
   attrs['build-arg:BUILDKIT_CACHE_MOUNT_NS'] = cacheMountNamespace(projectId);
+  // BuildKit ≥ 0.5 (`host=ip`, as buildx sends --add-host); a loopback address, as it means nothing.
+  attrs['add-hosts'] = `${projectScopeHost(projectId)}=127.0.0.1`;
   return attrs;
 }

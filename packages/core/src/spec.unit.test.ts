@@ -47,6 +47,7 @@ describe('parseBuildSpec', () => {
       'build-arg:A': '1',
       'build-arg:B': 'x=y',
       'build-arg:BUILDKIT_CACHE_MOUNT_NS': 'kiln-p1',
+      'add-hosts': 'kiln-p1.invalid=127.0.0.1',
     });
   });
 
