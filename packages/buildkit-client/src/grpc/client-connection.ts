@@ -354,7 +354,7 @@ function codeForReset(code: number): number {
 }
 
 /** grpc-message is percent-encoded UTF-8; a malformed escape is kept as it came. */
-function decodeGrpcMessage(text: string): string {
+export function decodeGrpcMessage(text: string): string {
   try {
     return decodeURIComponent(text);
   } catch {

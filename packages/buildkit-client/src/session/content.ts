@@ -26,6 +26,7 @@ import {
 } from '../wire/content-messages.js';
 import { encodeEmpty } from '../wire/protobuf.js';
 import type { MethodDefinition, MethodHandler, ServerCall, UnaryCall, UnaryCallback } from './grpc-server.js';
+import { writeWithBackpressure } from './stream-io.js';
 
 const STORE_ID_HEADER = 'buildkit-attachable-store-id';
 /** Size of the chunks a Read answers with (containerd's own copy buffer is 1 MiB). */
@@ -79,6 +80,17 @@ export const CONTENT_METHODS: Readonly<Record<string, MethodDefinition<unknown, 
 };
 
 const failure = (code: StatusCode, details: string) => Object.assign(new Error(details), { code, details });
+
+const DIGEST = /^sha256:[0-9a-f]{64}$/;
+/**
+ * Every digest the daemon names, checked before a store sees it: stores may build paths or keys
+ * from it (`sha256:../../x` would be a path out of a directory store).
+ */
+function checkedDigest(digest: string): string {
+  if (!DIGEST.test(digest))
+    throw failure(status.INVALID_ARGUMENT, `not a sha256 digest: "${digest.slice(0, 100)}"`);
+  return digest;
+}
 const messageOf = (err: unknown) => (err instanceof Error ? err.message : String(err));
 
 /** Handlers of the Content service over the stores a solve offers, by id (`local:<name>`). */
@@ -101,7 +113,7 @@ export function contentHandlers(stores: ReadonlyMap<string, ContentStore>): Reco
         );
     };
   const infoOf = async (store: ContentStore, digest: string) => {
-    const found = await store.info(digest);
+    const found = await store.info(checkedDigest(digest));
     if (!found) throw failure(status.NOT_FOUND, `content ${digest}: not found`);
     return { digest, size: found.size, labels: {} };
   };
@@ -145,7 +157,8 @@ export function contentHandlers(stores: ReadonlyMap<string, ContentStore>): Reco
       for await (const chunk of body as AsyncIterable<Buffer>) {
         for (let i = 0; i < chunk.length; i += READ_CHUNK) {
           const data = chunk.subarray(i, i + READ_CHUNK);
-          if (!call.write({ offset: at, data })) await new Promise((r) => call.once('drain', r));
+          // Rejects when the call is gone (BuildKit canceled it): a 'drain' would never come.
+          await writeWithBackpressure(call, { offset: at, data });
           at += data.length;
         }
       }
@@ -181,8 +194,12 @@ export function contentHandlers(stores: ReadonlyMap<string, ContentStore>): Reco
       const next = await requests.next();
       if (next.done) break;
       const req = next.value;
+      // Into a sink that is already ended, nothing could be written, nor answered.
+      if (committed) throw failure(status.FAILED_PRECONDITION, 'a write request after the commit');
       if (!open) {
-        if (req.expected && (await store.info(req.expected))) {
+        // The blob's name is fixed here: one stored under a digest its bytes do not have would
+        // poison every later import of it.
+        if (await store.info(checkedDigest(req.expected))) {
           throw failure(status.ALREADY_EXISTS, `content ${req.expected}: already exists`);
         }
         const { sink, stored } = await store.write(req.expected, req.total);
@@ -209,16 +226,23 @@ export function contentHandlers(stores: ReadonlyMap<string, ContentStore>): Reco
       if (req.data.length > 0) {
         open.hash.update(req.data);
         open.offset += req.data.length;
-        if (!open.sink.write(req.data)) await new Promise((r) => open?.sink.once('drain', r));
+        // Rejects, so the call fails with a status, when the sink fails or is gone.
+        await writeWithBackpressure(open.sink, req.data);
       }
       if (req.action === 'COMMIT') {
         const size = req.total || open.total;
-        const expected = req.expected || open.expected;
-        const digest = `sha256:${open.hash.copy().digest('hex')}`;
-        if ((size > 0 && size !== open.offset) || (expected && expected !== digest)) {
+        if (req.expected && req.expected !== open.expected) {
           throw failure(
             status.FAILED_PRECONDITION,
-            `commit of ${expected || digest}: got ${open.offset} bytes with digest ${digest}, expected ${size} bytes`,
+            `commit of ${req.expected} on a write opened for ${open.expected}`,
+          );
+        }
+        const { expected } = open;
+        const digest = `sha256:${open.hash.copy().digest('hex')}`;
+        if ((size > 0 && size !== open.offset) || expected !== digest) {
+          throw failure(
+            status.FAILED_PRECONDITION,
+            `commit of ${expected}: got ${open.offset} bytes with digest ${digest}, expected ${size} bytes`,
           );
         }
         open.sink.end();

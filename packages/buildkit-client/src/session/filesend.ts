@@ -44,10 +44,22 @@ async function receiveBytes(call: ServerCall, sink: Extract<ExportSink, { kind: 
       reject(err);
     };
     call.on('data', (msg: Buffer) => {
+      if (settled) return;
+      let bytes: Buffer;
+      try {
+        bytes = decodeBytesMessage(msg);
+      } catch (err) {
+        fail(new Error(`a malformed export message from BuildKit: ${(err as Error).message}`));
+        return;
+      }
+      if (out.destroyed) {
+        fail(new Error('the export sink closed before the export finished'));
+        return;
+      }
       // The daemon waits for more flow-control credit while we are paused: a slow sink slows
       // BuildKit. Pausing at the sink's own high-water mark (16 KiB for a file stream) would
       // stop the flow at every 32 KiB message, so up to EXPORT_BUFFER is held first.
-      if (!out.write(decodeBytesMessage(msg)) && out.writableLength >= EXPORT_BUFFER) {
+      if (!out.write(bytes) && out.writableLength >= EXPORT_BUFFER) {
         call.pause();
         out.once('drain', () => call.resume());
       }
@@ -56,6 +68,10 @@ async function receiveBytes(call: ServerCall, sink: Extract<ExportSink, { kind: 
     call.on('error', (err: Error) => fail(err));
     call.on('cancelled', () => fail(new Error('export canceled by the daemon')));
     out.on('error', (err: Error) => fail(err));
+    // Destroyed without an error (a reader that went away): neither 'error' nor 'finish' comes.
+    out.on('close', () => {
+      if (!out.writableFinished) fail(new Error('the export sink closed before the export finished'));
+    });
     out.on('finish', () => {
       if (settled) return;
       settled = true;

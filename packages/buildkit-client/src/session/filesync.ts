@@ -98,7 +98,15 @@ async function sendDir(call: ServerCall, dir: LocalDir, opts: WalkOptions): Prom
   let failure: Error | undefined;
 
   call.on('data', (buf: Buffer) => {
-    const p = decodePacket(buf);
+    let p: ReturnType<typeof decodePacket>;
+    try {
+      p = decodePacket(buf);
+    } catch (err) {
+      // Thrown from a 'data' listener, it would reach the process (a tick later) or the session.
+      failure ??= new Error(`a malformed packet from BuildKit: ${(err as Error).message}`);
+      notify();
+      return;
+    }
     if (p.type === PacketType.REQ) requests.push(p.id);
     else if (p.type === PacketType.FIN) finished = true;
     else if (p.type === PacketType.ERR)

@@ -110,3 +110,29 @@ test('each file goes whole, as it is when requested: grown since its STAT, or ex
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('a malformed packet from BuildKit fails the transfer, never the process', {
+  timeout: 10_000,
+}, async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-filesync-'));
+  try {
+    fs.writeFileSync(path.join(dir, 'f'), 'x');
+    const call = new Duplex({ objectMode: true, read() {}, write: (_c, _e, cb) => cb() });
+    const metadata = new Metadata();
+    metadata.add('dir-name', 'context');
+    const failed = new Promise<string>((resolve) => {
+      Object.assign(call, { metadata, fail: (_code: number, details: string) => resolve(details) });
+    });
+    const reported = new Promise<Error>((resolve) => {
+      fileSyncDiffCopy(new Map([['context', { path: dir }]]), (_name, err) => resolve(err))(
+        call as unknown as ServerCall,
+      );
+    });
+    // A truncated varint, on a later tick than the call's start (as a DATA frame after its HEADERS).
+    setImmediate(() => call.push(Buffer.from([0x08, 0xff])));
+    assert.match(await failed, /malformed packet/);
+    assert.match((await reported).message, /malformed packet/);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -1,4 +1,4 @@
-import { createWriteStream, type WriteStream } from 'node:fs';
+import { constants, type WriteStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { unixModeFromGo } from '../fs/index.js';
@@ -38,15 +38,28 @@ export async function receiveLocal(call: ServerCall, dest: string): Promise<void
       throw new Error(`export path escapes destination: ${rel}`);
     return p;
   };
+  /**
+   * Clears the way for an entry of another type: an earlier export's (or this one's) symlink,
+   * file or directory there is removed, never followed, so `config -> /etc/x` left in the
+   * destination is not written through. A directory that stays a directory is kept.
+   */
+  const replace = async (abs: string, dir: boolean): Promise<void> => {
+    const old = await fs.lstat(abs).catch(() => undefined);
+    if (old && !(dir && old.isDirectory())) await fs.rm(abs, { recursive: true, force: true });
+  };
 
   const requestMore = async () => {
     while (open.size < MAX_IN_FLIGHT && wanted.length > 0) {
       const next = wanted.shift() as { id: number; target: string };
-      const stream = createWriteStream(next.target);
+      // O_NOFOLLOW: should a symlink appear there after replace(), the open fails.
+      const flags = constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW;
+      const stream = (await fs.open(next.target, flags)).createWriteStream();
       const done = new Promise<void>((resolve, reject) => {
         stream.on('finish', resolve);
         stream.on('error', reject);
       });
+      // Awaited only once the file's last packet came; a failure before is the export's.
+      done.catch((err: Error) => fail(err));
       open.set(next.id, { stream, done });
       await writeWithBackpressure(call, encodePacket({ type: PacketType.REQ, id: next.id }));
     }
@@ -61,13 +74,12 @@ export async function receiveLocal(call: ServerCall, dest: string): Promise<void
         stats.push(p.stat);
         const kind = unixModeFromGo(p.stat.mode);
         const abs = await creatable(p.stat.path);
+        await replace(abs, kind.type === 'dir');
         if (kind.type === 'dir') {
           await fs.mkdir(abs, { recursive: true });
         } else if (kind.type === 'symlink') {
-          await fs.rm(abs, { force: true });
           await fs.symlink(p.stat.linkname, abs);
         } else if (kind.type === 'file' && p.stat.linkname) {
-          await fs.rm(abs, { force: true });
           await fs.link(await creatable(p.stat.linkname), abs);
         } else if (kind.type === 'file') {
           wanted.push({ id, target: abs });
@@ -96,16 +108,28 @@ export async function receiveLocal(call: ServerCall, dest: string): Promise<void
     }
   };
 
+  let fail: (err: Error) => void = () => undefined;
   await new Promise<void>((resolve, reject) => {
-    const fail = (err: Error) => {
+    fail = (err: Error) => {
       failure ??= err;
       for (const f of open.values()) f.stream.destroy();
       reject(failure);
     };
     call.on('data', (buf: Buffer) => {
-      const p = decodePacket(buf);
+      let p: ReturnType<typeof decodePacket>;
+      try {
+        p = decodePacket(buf);
+      } catch (err) {
+        fail(new Error(`a malformed packet from the daemon: ${(err as Error).message}`));
+        return;
+      }
       if (p.type === PacketType.FIN) {
         chain = chain.then(() => {
+          // The daemon's FIN answers ours; one before it ends an export that is not complete.
+          if (!finSent) {
+            fail(new Error('the daemon ended the local export before it was complete'));
+            return;
+          }
           call.end();
           resolve();
         });
@@ -139,7 +163,9 @@ async function applyMetadata(stats: Stat[], target: (rel: string) => string): Pr
     const kind = unixModeFromGo(s.mode);
     const seconds = Number(s.modTime / 1_000_000n) / 1000;
     if (asRoot) await fs.lchown(abs, s.uid, s.gid);
-    if (kind.type === 'symlink') {
+    // What is there now, not what the STAT said: a later STAT of the same path may have made
+    // it a symlink, which chmod and utimes would follow out of the destination.
+    if (kind.type === 'symlink' || (await fs.lstat(abs)).isSymbolicLink()) {
       await fs.lutimes(abs, seconds, seconds);
       continue;
     }

@@ -96,3 +96,61 @@ test('a hostile export cannot write outside the destination, also not through a 
     await fs.rm(base, { recursive: true, force: true });
   }
 });
+
+test('a symlink in the destination, left there or sent first, is replaced and never written or chmodded through', async () => {
+  const base = await fs.mkdtemp(path.join(os.tmpdir(), 'bkc-recv-'));
+  const dest = path.join(base, 'dest');
+  const victim = path.join(base, 'victim');
+  const victimDir = path.join(base, 'victim-dir');
+  await fs.writeFile(victim, 'keep');
+  await fs.chmod(victim, 0o644);
+  await fs.mkdir(victimDir, { mode: 0o700 });
+  await fs.chmod(victimDir, 0o700);
+  try {
+    // An earlier export left `config -> victim`; this one has a regular file `config`.
+    await fs.mkdir(dest);
+    await fs.symlink(victim, path.join(dest, 'config'));
+    const link = (p: string, to: string) =>
+      ({
+        type: PacketType.STAT,
+        id: 0,
+        stat: stat({ path: p, mode: (MODE_SYMLINK | 0o777) >>> 0, linkname: to }),
+      }) as const;
+    const { call } = fakeDaemon([
+      { type: PacketType.STAT, id: 0, stat: stat({ path: 'config', mode: 0o600 }) },
+      // The same path sent twice, first as a symlink out, then as a file or a directory.
+      link('a', victim),
+      { type: PacketType.STAT, id: 0, stat: stat({ path: 'a', mode: 0o600 }) },
+      link('d', victimDir),
+      { type: PacketType.STAT, id: 0, stat: stat({ path: 'd', mode: (MODE_DIR | 0o777) >>> 0 }) },
+      { type: PacketType.STAT, id: 0 },
+    ]);
+    await receiveLocal(call, dest);
+    assert.equal(await fs.readFile(victim, 'utf8'), 'keep');
+    assert.equal((await fs.stat(victim)).mode & 0o777, 0o644);
+    assert.equal((await fs.stat(victimDir)).mode & 0o777, 0o700);
+    assert.equal(await fs.readFile(path.join(dest, 'config'), 'utf8'), 'content 0');
+    assert.ok((await fs.lstat(path.join(dest, 'a'))).isFile());
+    assert.ok((await fs.lstat(path.join(dest, 'd'))).isDirectory());
+  } finally {
+    await fs.rm(base, { recursive: true, force: true });
+  }
+});
+
+test('a malformed packet or an early FIN fails the export, never the process', async () => {
+  const dest = await fs.mkdtemp(path.join(os.tmpdir(), 'bkc-recv-'));
+  try {
+    const cut = fakeDaemon([
+      { type: PacketType.STAT, id: 0, stat: stat({ path: 'x' }) },
+      { type: PacketType.STAT, id: 0, stat: stat({ path: 'y' }) },
+    ]);
+    // No terminating STAT: the daemon says FIN before any file was asked for and sent.
+    (cut.call as unknown as Duplex).push(encodePacket({ type: PacketType.FIN, id: 0 }));
+    await assert.rejects(receiveLocal(cut.call, dest), /before it was complete/);
+    const garbage = fakeDaemon([]);
+    (garbage.call as unknown as Duplex).push(Buffer.from([0x08, 0xff]));
+    await assert.rejects(receiveLocal(garbage.call, dest), /malformed packet/);
+  } finally {
+    await fs.rm(dest, { recursive: true, force: true });
+  }
+});

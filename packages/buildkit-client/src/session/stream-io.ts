@@ -1,7 +1,7 @@
 import type { Writable } from 'node:stream';
 
 /** Writes with backpressure; rejects instead of hanging if the stream dies while full or is already gone. */
-export function writeWithBackpressure(stream: Writable, chunk: Buffer): Promise<void> | undefined {
+export function writeWithBackpressure(stream: Writable, chunk: unknown): Promise<void> | undefined {
   if (stream.destroyed || stream.writableEnded)
     return Promise.reject(new Error('stream closed while writing'));
   if (stream.write(chunk)) return undefined;

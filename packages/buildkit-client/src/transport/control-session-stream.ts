@@ -1,6 +1,6 @@
 import http2 from 'node:http2';
 import { Duplex } from 'node:stream';
-import type { Dialer } from '../grpc/client-connection.js';
+import { type Dialer, decodeGrpcMessage } from '../grpc/client-connection.js';
 import { BytesMessageDeframer, bytesMessageHeader } from './bytes-message-framing.js';
 
 const CONTROL_SESSION = '/moby.buildkit.v1.Control/Session';
@@ -82,7 +82,7 @@ export class ControlSessionStream extends Duplex {
       const message = h['grpc-message'];
       this.status = {
         code: Number(code),
-        message: typeof message === 'string' ? decodeURIComponent(message) : '',
+        message: typeof message === 'string' ? decodeGrpcMessage(message) : '',
       };
     }
   }

@@ -107,6 +107,15 @@ test('an error status ends the stream with its code and message', async () => {
   assert.match(err.message, /unknown method Session \(gRPC status 12\)/);
 });
 
+test('a grpc-message that is not valid percent-encoding is kept as it came, not thrown', async () => {
+  handler = (stream) =>
+    stream.respond(
+      { ':status': 200, 'grpc-status': '13', 'grpc-message': 'session 100% broken' },
+      { endStream: true },
+    );
+  assert.match(String(await drain(open())), /session 100% broken \(gRPC status 13\)/);
+});
+
 test('a trailers-only answer, an HTTP error and a missing status each fail the stream', async () => {
   handler = (stream) => stream.respond({ ':status': 200, 'grpc-status': '14' }, { endStream: true });
   assert.match(String(await drain(open())), /gRPC status 14/);
