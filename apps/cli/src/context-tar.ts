@@ -81,7 +81,19 @@ async function resolveRoot(cwd: string, contextDir: string): Promise<string> {
   return real;
 }
 
-type DockerfileSource = { inside: true; rel: string } | { inside: false; data: Buffer; mode: number };
+interface InlineFile {
+  data: Buffer;
+  mode: number;
+  mtimeNs: bigint;
+}
+
+/**
+ * Inside the context, the Dockerfile's path there. Outside (or stdin), its bytes, and the
+ * `<Dockerfile>.dockerignore` beside it, which BuildKit applies wherever the Dockerfile is.
+ */
+type DockerfileSource =
+  | { inside: true; rel: string }
+  | { inside: false; data: Buffer; mode: number; ignore?: InlineFile & { path: string } };
 
 /** docker's getDockerfileRelPath: `-f` relative to the working directory, symlinks resolved. */
 async function resolveDockerfile(root: string, opts: ContextOptions): Promise<DockerfileSource> {
@@ -108,16 +120,32 @@ async function resolveDockerfile(root: string, opts: ContextOptions): Promise<Do
   const rel = path.relative(root, real);
   // The server's own rule decides; an absolute `rel` (another drive on Windows) is outside too.
   const inContext = path.isAbsolute(rel) ? undefined : dockerfileInContext(toPosix(rel));
-  if (inContext === undefined) return { inside: false, data: await readFile(real), mode: st.mode & 0o7777 };
-  return { inside: true, rel: inContext };
+  if (inContext !== undefined) return { inside: true, rel: inContext };
+  // Beside the Dockerfile as named: docker sends that directory as the Dockerfile's own local.
+  const ignorePath = `${abs}.dockerignore`;
+  const ignoreStat = await stat(ignorePath, { bigint: true }).catch(() => undefined);
+  return {
+    inside: false,
+    data: await readFile(real),
+    mode: st.mode & 0o7777,
+    ...(ignoreStat?.isFile()
+      ? {
+          ignore: {
+            path: ignorePath,
+            data: await readFile(ignorePath),
+            mode: Number(ignoreStat.mode & 0o7777n),
+            mtimeNs: ignoreStat.mtimeNs,
+          },
+        }
+      : {}),
+  };
 }
 
-async function readPatterns(root: string, rel: string): Promise<string[]> {
-  const text = await readFile(path.join(root, ...rel.split('/')), 'utf8');
+function parsePatterns(text: string, source: string): string[] {
   try {
     return parseDockerignore(text);
   } catch (err) {
-    throw new CliError(`${rel}: ${(err as Error).message}`);
+    throw new CliError(`${source}: ${(err as Error).message}`);
   }
 }
 
@@ -135,16 +163,25 @@ export async function planContext(opts: ContextOptions): Promise<ContextPlan> {
   const dockerfile = await resolveDockerfile(root, opts);
 
   // BuildKit's Dockerfile frontend prefers `<Dockerfile>.dockerignore` beside the Dockerfile.
+  const outsideIgnore = dockerfile.inside ? undefined : dockerfile.ignore;
   let ignoreFile: string | undefined;
-  if (dockerfile.inside && (await isFile(path.join(root, `${dockerfile.rel}.dockerignore`)))) {
-    ignoreFile = `${dockerfile.rel}.dockerignore`;
-  } else if (await isFile(path.join(root, DOCKERIGNORE))) ignoreFile = DOCKERIGNORE;
-  const excludePatterns = ignoreFile ? await readPatterns(root, ignoreFile) : [];
+  let excludePatterns: string[] = [];
+  if (outsideIgnore) {
+    excludePatterns = parsePatterns(outsideIgnore.data.toString('utf8'), outsideIgnore.path);
+  } else {
+    if (dockerfile.inside && (await isFile(path.join(root, `${dockerfile.rel}.dockerignore`)))) {
+      ignoreFile = `${dockerfile.rel}.dockerignore`;
+    } else if (await isFile(path.join(root, DOCKERIGNORE))) ignoreFile = DOCKERIGNORE;
+    if (ignoreFile) {
+      const text = await readFile(path.join(root, ...ignoreFile.split('/')), 'utf8');
+      excludePatterns = parsePatterns(text, ignoreFile);
+    }
+  }
 
   // The files the build needs are sent even when the patterns exclude them.
   const select = [...excludePatterns];
   if (select.length > 0) {
-    const matcher = matcherFor(select, ignoreFile);
+    const matcher = matcherFor(select, outsideIgnore?.path ?? ignoreFile);
     const keep = new Set([DOCKERIGNORE, ignoreFile, dockerfile.inside ? dockerfile.rel : undefined]);
     for (const p of keep) if (p && matcher.matchesOrParentMatches(p)) select.push(`!${p}`);
   }
@@ -180,6 +217,25 @@ export async function planContext(opts: ContextOptions): Promise<ContextPlan> {
     file = `.dockerfile.${randomBytes(10).toString('hex')}`;
     const now = BigInt(Date.now()) * 1_000_000n;
     items.push({ kind: 'inline', path: file, data: dockerfile.data, mode: dockerfile.mode, mtimeNs: now });
+    files++;
+    bytes += dockerfile.data.length;
+    if (outsideIgnore) {
+      // Beside the Dockerfile in the archive too, naming both so that the build sees neither;
+      // the context's own .dockerignore is left as it is (it does not apply to this build).
+      ignoreFile = `${file}.dockerignore`;
+      const data = Buffer.concat([outsideIgnore.data, Buffer.from(`\n${file}\n${ignoreFile}\n`)]);
+      items.push({
+        kind: 'inline',
+        path: ignoreFile,
+        data,
+        mode: outsideIgnore.mode,
+        mtimeNs: outsideIgnore.mtimeNs,
+      });
+      files++;
+      bytes += data.length;
+      excludePatterns.push(file, ignoreFile);
+      return { root, dockerfile: file, ignoreFile, excludePatterns, items, files, bytes, skipped };
+    }
     const at = items.findIndex((i) => i.kind === 'walk' && i.entry.path === DOCKERIGNORE);
     const old = at === -1 ? undefined : (items[at] as { kind: 'walk'; entry: WalkEntry }).entry;
     const previous = old ? await readFile(old.absPath) : Buffer.alloc(0);
@@ -192,8 +248,6 @@ export async function planContext(opts: ContextOptions): Promise<ContextPlan> {
     };
     if (at === -1) items.push(ignore);
     else items[at] = ignore;
-    files++;
-    bytes += dockerfile.data.length;
     excludePatterns.push(file);
     ignoreFile = DOCKERIGNORE;
   }

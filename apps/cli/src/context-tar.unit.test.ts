@@ -220,6 +220,39 @@ describe('context selection', () => {
     }
   });
 
+  test("a Dockerfile outside the context with its own .dockerignore: those patterns decide what is sent (BuildKit's rule)", async () => {
+    const ctx = await makeContext({
+      'app/.env': 'TOKEN=secret',
+      'app/.dockerignore': 'main.py\n',
+      'app/main.py': 'print()',
+      'docker/app.Dockerfile': 'FROM scratch\nCOPY . /app\n',
+      'docker/app.Dockerfile.dockerignore': '.env\n',
+    });
+    try {
+      const plan = await planContext({
+        contextDir: 'app',
+        cwd: ctx.dir,
+        dockerfile: 'docker/app.Dockerfile',
+      });
+      const ignoreName = `${plan.dockerfile}.dockerignore`;
+      assert.equal(plan.ignoreFile, ignoreName);
+      assert.deepEqual(plan.excludePatterns, ['.env', plan.dockerfile, ignoreName]);
+      // .env stays on this machine; main.py goes (the context's .dockerignore does not apply),
+      // and that file itself goes unchanged, as docker sends it.
+      assert.deepEqual(
+        pathsOf(plan).sort(),
+        ['.dockerignore', 'main.py', plan.dockerfile, ignoreName].sort(),
+      );
+      const inline = new Map(
+        plan.items.flatMap((i) => (i.kind === 'inline' ? [[i.path, i.data.toString()] as const] : [])),
+      );
+      assert.equal(inline.get(ignoreName), `.env\n\n${plan.dockerfile}\n${ignoreName}\n`);
+      assert.equal(inline.has('.dockerignore'), false);
+    } finally {
+      await ctx.cleanup();
+    }
+  });
+
   test('FIFOs cannot travel in a context: left out and reported', async () => {
     const ctx = await makeContext({ Dockerfile: 'FROM scratch\n', a: 'a' });
     try {

@@ -98,6 +98,22 @@ describe('kiln build with git and stdin contexts', () => {
     assert.match(r.stderr, /credentials in the URL are not supported .*\(invalid_spec\)/);
   });
 
+  test('-f outside the context with its own .dockerignore: what it excludes never leaves this machine', async () => {
+    const app = path.join(dir, 'outside-app');
+    await mkdir(path.join(dir, 'docker'), { recursive: true });
+    await mkdir(app);
+    await writeFile(path.join(app, '.env'), 'TOKEN=secret\n');
+    await writeFile(path.join(app, '.dockerignore'), 'main.py\n');
+    await writeFile(path.join(app, 'main.py'), 'print()\n');
+    await writeFile(path.join(dir, 'docker/app.Dockerfile'), 'FROM scratch\nCOPY . /app/\n');
+    await writeFile(path.join(dir, 'docker/app.Dockerfile.dockerignore'), '.env\n');
+    const r = await kilnBuild('outside-app', undefined, ['-f', 'docker/app.Dockerfile']);
+    assert.equal(r.code, 0, r.stderr);
+    // As docker builds it: the Dockerfile's own ignore file decides, the context's does not.
+    const names = (await outEntries()).map((e) => e.name).sort();
+    assert.deepEqual(names, ['app', 'app/.dockerignore', 'app/main.py']);
+  });
+
   describe('stdin', () => {
     let tar: Buffer;
     before(async () => {
