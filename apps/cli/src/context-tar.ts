@@ -55,6 +55,8 @@ export interface ContextPlan {
   bytes: number;
   /** Entries left out because the service refuses them in a context (devices, FIFOs). */
   skipped: string[];
+  /** When the walk began (ns since the epoch): a change after it may share an entry's timestamps. */
+  walkedAt: bigint;
 }
 
 const toPosix = (p: string): string => p.split(path.sep).join('/');
@@ -186,6 +188,7 @@ export async function planContext(opts: ContextOptions): Promise<ContextPlan> {
     for (const p of keep) if (p && matcher.matchesOrParentMatches(p)) select.push(`!${p}`);
   }
 
+  const walkedAt = BigInt(Date.now()) * 1_000_000n;
   const items: ContextItem[] = [];
   const skipped: string[] = [];
   let files = 0;
@@ -234,7 +237,7 @@ export async function planContext(opts: ContextOptions): Promise<ContextPlan> {
       files++;
       bytes += data.length;
       excludePatterns.push(file, ignoreFile);
-      return { root, dockerfile: file, ignoreFile, excludePatterns, items, files, bytes, skipped };
+      return { root, dockerfile: file, ignoreFile, excludePatterns, items, files, bytes, skipped, walkedAt };
     }
     const at = items.findIndex((i) => i.kind === 'walk' && i.entry.path === DOCKERIGNORE);
     const old = at === -1 ? undefined : (items[at] as { kind: 'walk'; entry: WalkEntry }).entry;
@@ -251,7 +254,7 @@ export async function planContext(opts: ContextOptions): Promise<ContextPlan> {
     excludePatterns.push(file);
     ignoreFile = DOCKERIGNORE;
   }
-  return { root, dockerfile: file, ignoreFile, excludePatterns, items, files, bytes, skipped };
+  return { root, dockerfile: file, ignoreFile, excludePatterns, items, files, bytes, skipped, walkedAt };
 }
 
 /** chmod bits (setuid/setgid/sticky included) of a Go FileMode. */

@@ -12,6 +12,13 @@ import { goFileMode, MODE_DIR, MODE_SOCKET, MODE_SYMLINK, S_IFBLK, S_IFCHR } fro
 export interface WalkEntry extends Omit<Stat, 'xattrs'> {
   /** Absolute path on disk, for reading the data later. */
   absPath: string;
+  /**
+   * Not sent: for callers that judge by metadata whether a file changed since they last saw it.
+   * ctime (ns) cannot be set back the way mtime can (`touch -d`, `cp -p`, `rsync -a`), and a
+   * file replaced by another has another inode.
+   */
+  changeTime: bigint;
+  inode: bigint;
 }
 
 /** Inode number to the path of the first walked entry with it; fsutil keys on the inode alone. */
@@ -41,6 +48,8 @@ export function statEntry(path: string, absPath: string, hardlinks: HardlinkMap)
     linkname: '',
     devmajor: 0,
     devminor: 0,
+    changeTime: st.ctimeNs,
+    inode: st.ino,
   };
   if (mode & MODE_DIR) return entry;
 

@@ -202,6 +202,8 @@ describe('walk order and entry fields', () => {
       linkname: '',
       devmajor: 0,
       devminor: 0,
+      changeTime: aTxt.ctimeNs,
+      inode: aTxt.ino,
     });
     assert.equal(aTxt.mtimeNs, 1577934245000000000n);
     assert.equal(byPath.get('exec')?.mode, 0o755);
