@@ -1,7 +1,8 @@
 /**
  * Following a build's log through the API's server-sent events (`event: log` chunks, then
- * `event: end` with the final status). A dropped connection is reopened; the server replays the
- * stream from its start, so the events already shown are skipped.
+ * `event: end` with the final status). A dropped connection is reopened with `Last-Event-ID`, so
+ * the server sends only what came after; a server whose events carry no ids replays the stream
+ * from its start, and the events already shown are skipped by count.
  */
 import { FINAL_STATUSES } from '@kiln/contract';
 import { abortReason, type BuildView, type KilnApi, segment } from './api.js';
@@ -11,6 +12,8 @@ import type { HttpResponse } from './http.js';
 export interface SseEvent {
   event: string;
   data: string;
+  /** The event's `id:` field, when it has one. */
+  id?: string;
 }
 
 /** Parses an event stream (WHATWG rules: `event:`/`data:` fields, `:` comments, blank line dispatches). */
@@ -19,12 +22,15 @@ export async function* parseSse(body: AsyncIterable<Uint8Array>): AsyncGenerator
   let buffer = '';
   let event = '';
   let data: string[] = [];
+  let id: string | undefined;
   let hasData = false;
   const line = function* (text: string): Generator<SseEvent> {
     if (text === '') {
-      if (hasData) yield { event: event || 'message', data: data.join('\n') };
+      if (hasData)
+        yield { event: event || 'message', data: data.join('\n'), ...(id === undefined ? {} : { id }) };
       event = '';
       data = [];
+      id = undefined;
       hasData = false;
       return;
     }
@@ -34,6 +40,8 @@ export async function* parseSse(body: AsyncIterable<Uint8Array>): AsyncGenerator
     let value = colon === -1 ? '' : text.slice(colon + 1);
     if (value.startsWith(' ')) value = value.slice(1);
     if (field === 'event') event = value;
+    // WHATWG: an id holding NUL is ignored.
+    else if (field === 'id' && !value.includes('\0')) id = value;
     else if (field === 'data') {
       data.push(value);
       hasData = true;
@@ -81,13 +89,20 @@ export async function followLogs(api: KilnApi, id: string, opts: FollowOptions):
   const { signal } = opts;
   const maxRetries = opts.maxRetries ?? 8;
   let shown = 0;
+  // The id of the last event shown. Counting alone is wrong once the server's stream was trimmed
+  // (its replay then starts later than the first connection's did, and lines would be skipped).
+  let lastId: string | undefined;
   let failures = 0;
   let lastError = '';
   for (;;) {
     let res: HttpResponse | undefined;
+    const resumed = lastId !== undefined;
     try {
       res = await api.request(`/v1/builds/${segment(id, 'build ID')}/logs`, {
-        headers: { accept: 'text/event-stream' },
+        headers: {
+          accept: 'text/event-stream',
+          ...(lastId === undefined ? {} : { 'last-event-id': lastId }),
+        },
         ...(signal ? { signal } : {}),
       });
     } catch (err) {
@@ -106,8 +121,9 @@ export async function followLogs(api: KilnApi, id: string, opts: FollowOptions):
         for await (const ev of parseSse(res.body)) {
           if (ev.event === 'end') return ev.data;
           if (ev.event !== 'log') continue;
-          if (index++ < shown) continue;
+          if (!resumed && index++ < shown) continue;
           shown++;
+          if (ev.id !== undefined) lastId = ev.id;
           failures = 0;
           opts.onLog(ev.data);
         }

@@ -1,5 +1,5 @@
 // Following a build log over server-sent events: the parser, and resuming after a dropped
-// connection (the API replays the stream from its start) against a loopback HTTP server.
+// connection (after the last event's id, or by count from a replay) against a loopback HTTP server.
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -87,6 +87,40 @@ describe('followLogs', () => {
     assert.equal(status, 'succeeded');
     assert.deepEqual(seen, events);
     assert.equal(connections, 3);
+  });
+
+  test("resumes after the last event's id (Last-Event-ID): nothing lost when the replay starts later", async () => {
+    // The first connection shows lines 1-5, then asks to reconnect; by then the server's stream
+    // was trimmed, so a replay from its start begins at line 3.
+    const lines = ['#1\n', '#2\n', '#3\n', '#4\n', '#5\n', '#6\n', '#7\n', '#8\n'];
+    const withId = (i: number) => `id: 1-${i}\n${sse('log', lines[i] as string)}`;
+    const asked: Array<string | undefined> = [];
+    const trimmed = createServer((req, res) => {
+      const last = req.headers['last-event-id'] as string | undefined;
+      asked.push(last);
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      if (asked.length === 1) {
+        res.end(`${[0, 1, 2, 3, 4].map(withId).join('')}${sse('reconnect', 'max age')}`);
+        return;
+      }
+      const from = last === undefined ? 2 : Number(last.split('-')[1]) + 1;
+      const replay = [2, 3, 4, 5, 6, 7].filter((i) => i >= from);
+      res.end(`${replay.map(withId).join('')}${sse('end', 'succeeded')}`);
+    });
+    await new Promise<void>((resolve) => trimmed.listen(0, '127.0.0.1', resolve));
+    try {
+      const seen: string[] = [];
+      const url = `http://127.0.0.1:${(trimmed.address() as AddressInfo).port}`;
+      const status = await followLogs(new KilnApi(url, 't0ken'), 'long', {
+        onLog: (t) => seen.push(t),
+        retryDelayMs: 5,
+      });
+      assert.equal(status, 'succeeded');
+      assert.deepEqual(seen, lines);
+      assert.deepEqual(asked, [undefined, '1-4']);
+    } finally {
+      await new Promise((resolve) => trimmed.close(resolve));
+    }
   });
 
   test('an API error is not retried', async () => {
