@@ -17,7 +17,6 @@ import { readStdinContext } from './stdin-context.js';
 import {
   type BuildRequest,
   buildFields,
-  buildQuery,
   isRatioRejection,
   submitBuild,
   submitGitBuild,
@@ -65,7 +64,7 @@ async function submitStdin(o: SubmitOptions): Promise<BuildView> {
     // Sent as it comes: stdin cannot be read twice, so there is no uncompressed retry.
     const started = Date.now();
     const { build, sent } = await submitBuild(o.api, {
-      query: buildQuery({ ...o.spec, file: o.file ?? DEFAULT_DOCKERFILE }),
+      request: { ...o.spec, file: o.file ?? DEFAULT_DOCKERFILE },
       tar: input.body,
       signal: o.signal,
       gzip: false,
@@ -131,7 +130,6 @@ async function submitPlan(
     return stored;
   }
 
-  const query = buildQuery(request);
   let read = 0;
   let sentSoFar = 0;
   const upload = (gzip: boolean) => {
@@ -145,7 +143,7 @@ async function submitPlan(
       onWarning: (m) => reporter.warn(m),
     });
     return submitBuild(api, {
-      query,
+      request,
       tar,
       signal,
       gzip: gzip ? 6 : false,

@@ -1,7 +1,8 @@
 /**
  * `POST /v1/builds`: the context tar, gzip-compressed on the way, streamed as the request body
  * (never held whole), with the spec in the query string. Secrets never go in the URL (URLs get
- * logged): with secrets the body is multipart, a JSON `spec` part holding them, then the context.
+ * logged), and a spec too long for one (a certificate as a build arg; servers take 16 KiB of
+ * headers) does not fit there: then the body is multipart, a JSON `spec` part, then the context.
  */
 import { randomUUID } from 'node:crypto';
 import { pipeline, type Readable, Transform } from 'node:stream';
@@ -98,8 +99,11 @@ export function buildQuery(req: BuildRequest): URLSearchParams {
   return q;
 }
 
+/** Past this, the spec goes in the body: Node's HTTP server refuses more than 16 KiB of headers. */
+const MAX_QUERY_CHARS = 4096;
+
 export interface UploadOptions {
-  query: URLSearchParams;
+  request: BuildRequest;
   /** The uncompressed context tar. */
   tar: Readable;
   signal?: AbortSignal;
@@ -177,17 +181,20 @@ export async function submitBuild(
   signal?.addEventListener('abort', onAbort, { once: true });
   const contextType = opts.gzip === false && !opts.gzipped ? 'application/x-tar' : 'application/gzip';
   const secrets = opts.secrets && Object.keys(opts.secrets).length > 0 ? opts.secrets : undefined;
+  const query = buildQuery(opts.request).toString();
+  const inBody = secrets !== undefined || query.length > MAX_QUERY_CHARS;
+  const spec = { ...buildFields(opts.request), ...(secrets ? { secrets: secretsField(secrets) } : {}) };
   const boundary = `kiln-${randomUUID()}`;
   let res: HttpResponse;
   try {
     if (signal?.aborted) throw abortReason(signal);
-    res = await api.request(`/v1/builds?${opts.query.toString()}`, {
+    res = await api.request(inBody ? '/v1/builds' : `/v1/builds?${query}`, {
       method: 'POST',
       headers: {
-        'content-type': secrets ? `multipart/form-data; boundary=${boundary}` : contextType,
+        'content-type': inBody ? `multipart/form-data; boundary=${boundary}` : contextType,
         'idempotency-key': randomUUID(),
       },
-      body: secrets ? multipartBody(boundary, { secrets: secretsField(secrets) }, body, contextType) : body,
+      body: inBody ? multipartBody(boundary, spec, body, contextType) : body,
     });
     if (!res.ok) {
       // Read before the body stops: stopping it ends the request, and the connection with it.

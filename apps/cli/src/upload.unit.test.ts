@@ -9,10 +9,16 @@ import { after, before, describe, test } from 'node:test';
 import { createGunzip } from 'node:zlib';
 import { KilnApi } from './api.js';
 import { CliError, InterruptedError } from './errors.js';
-import { isRatioRejection, submitBuild } from './upload.js';
+import { type BuildRequest, isRatioRejection, submitBuild } from './upload.js';
 
 /** What a build answer must carry for the CLI to take it (api.ts BUILD). */
 const VIEW = { id: 'B1', status: 'queued', spec: {}, createdAt: '2024-01-01T00:00:00.000Z', links: {} };
+const REQUEST: BuildRequest = {
+  output: { type: 'tar', dest: 'out.tar', attrs: {} },
+  file: 'Dockerfile',
+  buildArgs: {},
+  labels: {},
+};
 
 type Handler = (req: IncomingMessage, body: AsyncIterable<Buffer>) => Promise<[number, unknown]>;
 
@@ -51,7 +57,9 @@ describe('submitBuild', () => {
     });
     handler = async (req, body) => {
       assert.equal(req.headers.authorization, 'Bearer tok');
-      assert.ok(req.url?.startsWith('/v1/builds?file=Dockerfile'));
+      const url = new URL(req.url ?? '', 'http://x');
+      assert.equal(url.pathname, '/v1/builds');
+      assert.equal(url.searchParams.get('file'), 'Dockerfile');
       for await (const c of body) {
         received += c.length;
         if (received >= 512 * 1024) reachedHalf(); // gzip keeps some input in flight
@@ -67,12 +75,44 @@ describe('submitBuild', () => {
       })(),
     );
     const { build, sent } = await submitBuild(api, {
-      query: new URLSearchParams({ file: 'Dockerfile' }),
+      request: REQUEST,
       tar,
     });
     assert.equal(build.id, 'B1');
     assert.equal((build as unknown as { received: number }).received, 2 << 20);
     assert.ok(sent > 2 << 20, `gzipped ${sent} bytes`); // random data grows a little
+  });
+
+  test('a spec too long for a URL (a certificate as a build arg) goes as a JSON spec part', async () => {
+    handler = async (req, body) => {
+      const chunks: Buffer[] = [];
+      for await (const c of body) chunks.push(c);
+      return [
+        202,
+        {
+          ...VIEW,
+          url: req.url,
+          type: req.headers['content-type'],
+          body: Buffer.concat(chunks).toString('latin1'),
+        },
+      ];
+    };
+    const pem = `-----BEGIN CERTIFICATE-----\n${'A'.repeat(16_000)}\n-----END CERTIFICATE-----`;
+    const { build } = await submitBuild(api, {
+      request: { ...REQUEST, buildArgs: { CA: pem } },
+      tar: Readable.from([Buffer.alloc(100, 1)]),
+      gzip: false,
+    });
+    const got = build as unknown as { url: string; type: string; body: string };
+    assert.equal(got.url, '/v1/builds');
+    assert.match(got.type, /^multipart\/form-data; boundary=/);
+    const spec = /name="spec"\r\nContent-Type: application\/json\r\n\r\n(.*)\r\n--/.exec(got.body)?.[1];
+    assert.deepEqual(JSON.parse(spec ?? 'null'), {
+      output: { type: 'tar', dest: 'out.tar' },
+      file: 'Dockerfile',
+      buildArgs: { CA: pem },
+      labels: {},
+    });
   });
 
   test('gzip: false sends application/x-tar as it is', async () => {
@@ -81,7 +121,7 @@ describe('submitBuild', () => {
       { ...VIEW, type: req.headers['content-type'], n: await drain(body) },
     ];
     const { build, sent } = await submitBuild(api, {
-      query: new URLSearchParams(),
+      request: REQUEST,
       tar: Readable.from([Buffer.alloc(10_000, 1)]),
       gzip: false,
     });
@@ -98,7 +138,7 @@ describe('submitBuild', () => {
         this.push(Buffer.alloc(64 * 1024, pulled)); // never ends by itself
       },
     });
-    await assert.rejects(submitBuild(api, { query: new URLSearchParams(), tar }), {
+    await assert.rejects(submitBuild(api, { request: REQUEST, tar }), {
       code: 'invalid_spec',
       message: 'platform "x" is not os/arch',
     });
@@ -120,7 +160,7 @@ describe('submitBuild', () => {
         throw new CliError('cannot read big.bin in the context: EIO');
       })(),
     );
-    await assert.rejects(submitBuild(api, { query: new URLSearchParams(), tar }), {
+    await assert.rejects(submitBuild(api, { request: REQUEST, tar }), {
       message: 'cannot read big.bin in the context: EIO',
     });
   });
@@ -131,7 +171,7 @@ describe('submitBuild', () => {
     const url = `http://127.0.0.1:${(gone.address() as AddressInfo).port}`;
     await new Promise((resolve) => gone.close(resolve));
     const tar = Readable.from([Buffer.alloc(100_000, 1)]);
-    await assert.rejects(submitBuild(new KilnApi(url, 'tok'), { query: new URLSearchParams(), tar }), {
+    await assert.rejects(submitBuild(new KilnApi(url, 'tok'), { request: REQUEST, tar }), {
       code: 'unreachable',
       exitCode: 3,
       message: new RegExp(`^cannot reach Kiln at ${url}: connect ECONNREFUSED`),
@@ -149,7 +189,7 @@ describe('submitBuild', () => {
     });
     setTimeout(() => controller.abort(new InterruptedError()), 100);
     await assert.rejects(
-      submitBuild(api, { query: new URLSearchParams(), tar, signal: controller.signal }),
+      submitBuild(api, { request: REQUEST, tar, signal: controller.signal }),
       InterruptedError,
     );
     assert.ok(tar.destroyed);

@@ -445,6 +445,34 @@ describe('kiln CLI against a real Kiln', () => {
     }
   });
 
+  test('a build arg too long for a URL (16 KB) is sent in the body and reaches the build', async () => {
+    const ctx = await makeContext({ Dockerfile: 'FROM scratch\nARG CA\nLABEL ca=$CA\nCOPY a /a\n', a: 'a' });
+    const value = 'A'.repeat(16_000);
+    try {
+      const r = await kilnCli(
+        [
+          'build',
+          '--progress',
+          'plain',
+          '--build-arg',
+          `CA=${value}`,
+          '-o',
+          `type=tar,dest=${path.join(home, 'ca.tar')}`,
+          '.',
+        ],
+        { cwd: ctx.dir },
+      );
+      assert.equal(r.code, 0, r.stderr.slice(-2000));
+      const id = /kiln: build ([0-9A-Z]+) queued/.exec(r.stderr)?.[1];
+      const view = (await (
+        await fetch(`${kiln.url}/v1/builds/${id}`, { headers: { authorization: `Bearer ${kiln.token}` } })
+      ).json()) as { spec: { buildArgs: Record<string, string> } };
+      assert.equal(view.spec.buildArgs.CA, value);
+    } finally {
+      await ctx.cleanup();
+    }
+  });
+
   test('builds ls / show / logs', async () => {
     const ls = await kilnCli(['builds', 'ls']);
     assert.equal(ls.code, 0, ls.stderr);
