@@ -79,13 +79,41 @@ type Parsed<T extends OptionsConfig> = ReturnType<
 >;
 
 /** parseArgs with its errors turned into UsageErrors carrying `usage`. */
+const GO_TRUE = new Set(['1', 't', 'T', 'TRUE', 'true', 'True']);
+const GO_FALSE = new Set(['0', 'f', 'F', 'FALSE', 'false', 'False']);
+
+/**
+ * docker's flags take `--no-cache=true` and `--no-cache=false` (Go's ParseBool spellings; the
+ * last one given wins), which node's parseArgs refuses: rewritten to the bare flag, or to none.
+ */
+function goBooleans(argv: string[], options: OptionsConfig, usage: string): string[] {
+  const end = argv.indexOf('--');
+  let kept: string[] = [];
+  for (const arg of end === -1 ? argv : argv.slice(0, end)) {
+    const match = /^--([^=]+)=(.*)$/s.exec(arg);
+    const name = match?.[1];
+    const value = match?.[2];
+    if (name === undefined || value === undefined || options[name]?.type !== 'boolean') {
+      kept.push(arg);
+    } else if (GO_TRUE.has(value)) {
+      kept.push(`--${name}`);
+    } else if (GO_FALSE.has(value)) {
+      kept = kept.filter((a) => a !== `--${name}`);
+    } else {
+      throw new UsageError(`invalid argument "${value}" for "--${name}": true or false`, usage);
+    }
+  }
+  return end === -1 ? kept : [...kept, ...argv.slice(end)];
+}
+
 export function parseCommandLine<T extends OptionsConfig>(
   argv: string[],
   options: T,
   usage: string,
 ): Parsed<T> {
+  const args = goBooleans(argv, options, usage);
   try {
-    return parseArgs({ args: argv, options, allowPositionals: true, strict: true });
+    return parseArgs({ args, options, allowPositionals: true, strict: true });
   } catch (err) {
     if (String((err as NodeJS.ErrnoException).code ?? '').startsWith('ERR_PARSE_ARGS')) {
       throw new UsageError(

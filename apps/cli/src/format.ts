@@ -1,3 +1,4 @@
+import type { Writable } from 'node:stream';
 /** Sizes the way docker prints them: decimal units, e.g. `2.048kB`, `12.3MB`. */
 export function formatBytes(n: number): string {
   if (n < 1000) return `${n}B`;
@@ -68,4 +69,12 @@ const CONTROL =
  */
 export function printable(text: string): string {
   return text.replace(CONTROL, '');
+}
+
+/**
+ * What writes the server's or a build's text to `out`: made printable on a terminal; sent as it
+ * is into a file or a pipe, where the bytes are the data (a saved log).
+ */
+export function textWriter(out: Writable & { isTTY?: boolean }): (text: string) => void {
+  return out.isTTY ? (text) => out.write(printable(text)) : (text) => out.write(text);
 }

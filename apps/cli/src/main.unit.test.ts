@@ -96,6 +96,22 @@ describe('kiln build flags', () => {
     );
   });
 
+  test("boolean flags take docker's =true / =false, the last one winning", () => {
+    const noCache = (...flags: string[]) => {
+      const r = parseBuildOptions([...flags, '-o', 'type=tar,dest=a.tar', '.'], {}, false);
+      return r === 'help' ? undefined : r.noCache;
+    };
+    assert.equal(noCache('--no-cache=true'), true);
+    assert.equal(noCache('--no-cache=1'), true);
+    assert.equal(noCache('--no-cache=false'), false);
+    assert.equal(noCache('--no-cache', '--no-cache=false'), false);
+    assert.equal(noCache('--no-cache=False', '--no-cache'), true);
+    assert.throws(() => noCache('--no-cache=yes'), /invalid argument "yes" for "--no-cache": true or false/);
+    // After `--`, nothing is a flag: it is the context's path.
+    const after = parseBuildOptions(['-o', 'type=tar,dest=a.tar', '--', '--no-cache=true'], {}, false);
+    assert.ok(after !== 'help' && !after.noCache && after.context.kind === 'dir');
+  });
+
   test('--output forms: csv with quotes, -, missing dest (stdout unless it is a terminal), oci attrs', () => {
     const out = (o: string, tty = false) => {
       const r = parseBuildOptions(['-o', o, '.'], {}, tty);

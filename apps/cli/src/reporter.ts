@@ -5,7 +5,7 @@
  */
 import type { BuildView } from './api.js';
 import { type CliError, formatError } from './errors.js';
-import { formatBytes, formatDuration, printable } from './format.js';
+import { formatBytes, formatDuration, printable, textWriter } from './format.js';
 import type { OutStream } from './io.js';
 
 export type ProgressMode = 'auto' | 'plain' | 'tty' | 'json' | 'quiet';
@@ -89,7 +89,12 @@ export class PlainReporter implements Reporter {
   /** Whether the last thing written ended a line. */
   protected atLineStart = true;
 
-  constructor(protected readonly out: OutStream) {}
+  /** A build's log lines, printable on a terminal (`--progress plain` there). */
+  private readonly write: (text: string) => void;
+
+  constructor(protected readonly out: OutStream) {
+    this.write = textWriter(out);
+  }
 
   protected line(text: string): void {
     this.out.write(`${this.atLineStart ? '' : '\n'}${text}\n`);
@@ -106,7 +111,7 @@ export class PlainReporter implements Reporter {
   }
   log(text: string): void {
     if (text === '') return;
-    this.out.write(text);
+    this.write(text);
     this.atLineStart = text.endsWith('\n');
   }
   finished(build: BuildView): void {

@@ -118,3 +118,13 @@ test('tty: progress rewrites one line, the live region is redrawn and erased, a 
   );
   r.close();
 });
+
+test('--progress plain shows a build log printable on a terminal, and as it is into a pipe', () => {
+  const hostile = '#3 RUN echo\x1b]0;owned\x07\x1b[2Jdone\n';
+  const tty = new Out(true);
+  createReporter('plain', tty).log(hostile);
+  assert.equal(tty.text, '#3 RUN echodone\n');
+  const pipe = new Out(false);
+  createReporter('plain', pipe).log(hostile);
+  assert.equal(pipe.text, hostile);
+});

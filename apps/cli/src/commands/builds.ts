@@ -5,7 +5,7 @@ import { type BuildView, projectClient, segment } from '../api.js';
 import { parseCommandLine } from '../args.js';
 import { EXIT_INTERRUPTED, EXIT_OK, InterruptedError, UsageError } from '../errors.js';
 import { followLogs, waitForFinal } from '../follow.js';
-import { formatAge, formatBytes, formatDuration, formatFields, formatTable } from '../format.js';
+import { formatAge, formatBytes, formatDuration, formatFields, formatTable, textWriter } from '../format.js';
 import type { Io } from '../io.js';
 
 export const BUILDS_USAGE = `Usage: kiln builds COMMAND
@@ -88,7 +88,7 @@ async function ls(argv: string[], io: Io): Promise<number> {
         b.artifact ? formatBytes(b.artifact.size) : '-',
       ]);
     }
-    io.stdout.write(formatTable(rows));
+    textWriter(io.stdout)(formatTable(rows));
   }
   return EXIT_OK;
 }
@@ -145,7 +145,8 @@ async function show(argv: string[], io: Io): Promise<number> {
   if (values.help) return help(io);
   const id = oneId(positionals, 'show');
   const build = await (await projectClient(io.env)).getBuild(id);
-  io.stdout.write(values.json ? `${JSON.stringify(build, null, 2)}\n` : describe(build));
+  if (values.json) io.stdout.write(`${JSON.stringify(build, null, 2)}\n`);
+  else textWriter(io.stdout)(describe(build));
   return EXIT_OK;
 }
 
@@ -160,11 +161,12 @@ async function logs(argv: string[], io: Io): Promise<number> {
   const api = await projectClient(io.env);
   const controller = new AbortController();
   const removeInterrupt = io.onInterrupt(() => controller.abort(new InterruptedError()));
+  const write = textWriter(io.stdout);
   try {
     // A finished build's log is complete already: no need to wait for the stream's end.
     const live = values.follow && !FINAL_STATUSES.has((await api.getBuild(id, controller.signal)).status);
     if (live) {
-      await followLogs(api, id, { signal: controller.signal, onLog: (text) => io.stdout.write(text) });
+      await followLogs(api, id, { signal: controller.signal, onLog: write });
       return EXIT_OK;
     }
     const res = await api.request(`/v1/builds/${segment(id, 'build ID')}/logs`, {
@@ -172,7 +174,11 @@ async function logs(argv: string[], io: Io): Promise<number> {
       signal: controller.signal,
     });
     if (!res.ok) throw await api.errorFrom(res);
-    await pipeline(res.body, io.stdout, { end: false, signal: controller.signal });
+    if (io.stdout.isTTY) {
+      const decoder = new TextDecoder();
+      for await (const chunk of res.body) write(decoder.decode(chunk as Uint8Array, { stream: true }));
+      write(decoder.decode());
+    } else await pipeline(res.body, io.stdout, { end: false, signal: controller.signal });
     return EXIT_OK;
   } catch (err) {
     if (controller.signal.aborted) return EXIT_INTERRUPTED;
