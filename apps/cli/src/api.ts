@@ -128,6 +128,13 @@ export function segment(value: string, what: string): string {
   return encodeURIComponent(value);
 }
 
+/**
+ * How long a small JSON exchange may stay silent before it fails (and, where that may pass, is
+ * retried): a hung API or a blackholed address otherwise holds each attempt for the transport's
+ * 300 s, and a wait made of dozens of attempts for hours.
+ */
+export const JSON_IDLE_TIMEOUT_MS = 60_000;
+
 export class KilnApi {
   constructor(
     readonly baseUrl: string,
@@ -177,7 +184,8 @@ export class KilnApi {
   async json<T>(p: string, shape: Shape, init: RequestOptions = {}): Promise<T> {
     const headers: Record<string, string> = { ...init.headers, accept: 'application/json' };
     if (init.body !== undefined) headers['content-type'] = 'application/json';
-    return this.readJson<T>(await this.call(p, { ...init, headers }), shape);
+    const options = { idleTimeoutMs: JSON_IDLE_TIMEOUT_MS, ...init, headers };
+    return this.readJson<T>(await this.call(p, options), shape);
   }
 
   /**

@@ -5,7 +5,7 @@
  * from its start, and the events already shown are skipped by count.
  */
 import { FINAL_STATUSES } from '@kiln/contract';
-import { abortReason, type BuildView, type KilnApi, segment } from './api.js';
+import { abortReason, type BuildView, JSON_IDLE_TIMEOUT_MS, type KilnApi, segment } from './api.js';
 import { CliError, EXIT_UNAVAILABLE } from './errors.js';
 import type { HttpResponse } from './http.js';
 
@@ -99,6 +99,8 @@ export async function followLogs(api: KilnApi, id: string, opts: FollowOptions):
     const resumed = lastId !== undefined;
     try {
       res = await api.request(`/v1/builds/${segment(id, 'build ID')}/logs`, {
+        // The API sends a keep-alive every 15 s: a minute without one is a dead connection.
+        idleTimeoutMs: JSON_IDLE_TIMEOUT_MS,
         headers: {
           accept: 'text/event-stream',
           ...(lastId === undefined ? {} : { 'last-event-id': lastId }),
@@ -146,26 +148,32 @@ export async function followLogs(api: KilnApi, id: string, opts: FollowOptions):
 
 /**
  * Polls the build until it is final (the row may lag the end of its log for a moment). With
- * `maxUnavailable`, that many failed polls in a row that may pass (exit 3: unreachable, 5xx) are
- * polled again, backing off to 10 s, before one ends the wait.
+ * `unavailableMs`, polls that fail in a way that may pass (exit 3: unreachable, 5xx) are
+ * repeated, backing off to 10 s, for that long in a row (by the clock: an attempt against a
+ * hung API can itself take a minute) before one ends the wait.
  */
 export async function waitForFinal(
   api: KilnApi,
   id: string,
   finals: ReadonlySet<string>,
-  opts: { signal?: AbortSignal; timeoutMs?: number; intervalMs?: number; maxUnavailable?: number } = {},
+  opts: { signal?: AbortSignal; timeoutMs?: number; intervalMs?: number; unavailableMs?: number } = {},
 ) {
   const end = Date.now() + (opts.timeoutMs ?? 24 * 3600_000);
   const interval = opts.intervalMs ?? 500;
   let unavailable = 0;
+  let unavailableSince: number | undefined;
   for (;;) {
     let build: BuildView | undefined;
     try {
       build = await api.getBuild(id, opts.signal);
       unavailable = 0;
+      unavailableSince = undefined;
     } catch (err) {
       const passing = err instanceof CliError && err.exitCode === EXIT_UNAVAILABLE;
-      if (opts.signal?.aborted || !passing || ++unavailable > (opts.maxUnavailable ?? 0)) throw err;
+      unavailableSince ??= Date.now();
+      const outage = Date.now() - unavailableSince;
+      if (opts.signal?.aborted || !passing || outage >= (opts.unavailableMs ?? 0)) throw err;
+      unavailable++;
     }
     if (build && finals.has(build.status)) return build;
     if (build && Date.now() > end) throw new CliError(`build ${id} is still ${build.status}`, 1, 'timeout');
@@ -182,7 +190,7 @@ export async function waitForFinal(
 export async function followUntilFinal(
   api: KilnApi,
   id: string,
-  opts: FollowOptions & { onLost: (err: CliError) => void; pollMs?: number },
+  opts: FollowOptions & { onLost: (err: CliError) => void; pollMs?: number; unavailableMs?: number },
 ) {
   const { signal } = opts;
   try {
@@ -190,11 +198,11 @@ export async function followUntilFinal(
   } catch (err) {
     if (signal?.aborted || !(err instanceof CliError) || err.code !== 'log_stream_lost') throw err;
     opts.onLost(err);
-    // The outage that cut the stream may go on for a while: ~10 minutes of failed polls.
+    // The outage that cut the stream may go on for a while: 10 minutes of failed polls.
     return waitForFinal(api, id, FINAL_STATUSES, {
       ...(signal ? { signal } : {}),
       intervalMs: opts.pollMs ?? 2000,
-      maxUnavailable: 60,
+      unavailableMs: opts.unavailableMs ?? 10 * 60_000,
     });
   }
   return waitForFinal(api, id, FINAL_STATUSES, { ...(signal ? { signal } : {}), timeoutMs: 60_000 });

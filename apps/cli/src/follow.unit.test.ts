@@ -195,3 +195,39 @@ test('a lost log stream: the build is waited for as long as it runs, not 60 s, t
     await new Promise((resolve) => server.close(resolve));
   }
 });
+
+test('an API that stays down ends the wait after 10 minutes by the clock, however long each poll takes', async () => {
+  mock.timers.enable({ apis: ['Date'], now: Date.now() });
+  let polls = 0;
+  const server = createServer((req, res) => {
+    res.setHeader('content-type', 'application/json');
+    if (req.url !== '/v1/builds/b1/logs') {
+      polls++;
+      // Each poll as slow as one against a hung API: a minute.
+      mock.timers.tick(60_000);
+    }
+    res.writeHead(503).end(JSON.stringify({ error: { code: 'unavailable', message: 'down' } }));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  try {
+    await assert.rejects(
+      followUntilFinal(
+        new KilnApi(`http://127.0.0.1:${(server.address() as AddressInfo).port}`, 't0ken'),
+        'b1',
+        {
+          onLog: () => {},
+          onLost: () => {},
+          maxRetries: 1,
+          retryDelayMs: 1,
+          pollMs: 1,
+        },
+      ),
+      { exitCode: 3 },
+    );
+    // The first failure starts the clock; ten minutes later the next one ends it.
+    assert.equal(polls, 11);
+  } finally {
+    mock.timers.reset();
+    await new Promise((resolve) => server.close(resolve));
+  }
+});

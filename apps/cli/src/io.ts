@@ -1,6 +1,8 @@
 import type { Readable, Writable } from 'node:stream';
 import { EXIT_BROKEN_PIPE } from './errors.js';
 
+const INTERRUPTS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+
 export type OutStream = Writable & { isTTY?: boolean; columns?: number; rows?: number };
 
 /** Everything the CLI touches of its process, so tests can run `main` in-process. */
@@ -10,12 +12,15 @@ export interface Io {
   stdin: Readable;
   env: Readonly<Record<string, string | undefined>>;
   cwd: string;
-  /** Calls `handler` on Ctrl-C (SIGINT) until the returned function is called. */
+  /** Calls `handler` on Ctrl-C (SIGINT), SIGTERM or SIGHUP until the returned function is called. */
   onInterrupt(handler: () => void): () => void;
 }
 
 /**
- * The real process. A second Ctrl-C while the first is being handled exits at once. When the
+ * The real process. SIGTERM (a CI job canceled) and SIGHUP (a closed terminal) are handled as
+ * Ctrl-C: otherwise they would end the process with the remote build still running and a
+ * partial download beside its destination. A second signal while the first is being handled
+ * exits at once. When the
  * reader of stdout goes away (`kiln builds ls | head -1`), the process ends quietly, as a Unix
  * tool killed by SIGPIPE does, instead of crashing on the unhandled EPIPE.
  */
@@ -37,8 +42,10 @@ export function processIo(): Io {
         seen = true;
         handler();
       };
-      process.on('SIGINT', listener);
-      return () => process.off('SIGINT', listener);
+      for (const signal of INTERRUPTS) process.on(signal, listener);
+      return () => {
+        for (const signal of INTERRUPTS) process.off(signal, listener);
+      };
     },
   };
 }

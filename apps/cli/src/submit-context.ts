@@ -42,7 +42,7 @@ export async function submitContext(context: ContextArg, o: SubmitOptions): Prom
     case 'git': {
       if (context.rewritten) o.reporter.warn(context.rewritten);
       const request = { ...o.spec, file: o.file ?? DEFAULT_DOCKERFILE };
-      return submitGitBuild(o.api, context.url, buildFields(request), o.secrets);
+      return submitGitBuild(o.api, context.url, buildFields(request), o.secrets, o.signal);
     }
     case 'stdin':
       return submitStdin(o);
@@ -117,7 +117,9 @@ async function submitPlan(
   const started = Date.now();
   const fingerprint = digests ? contextFingerprint(plan) : undefined;
   const known = digests && fingerprint ? await digests.lookup(api.baseUrl, fingerprint) : undefined;
-  const stored = known ? await submitStoredBuild(api, known, buildFields(request), o.secrets) : undefined;
+  const stored = known
+    ? await submitStoredBuild(api, known, buildFields(request), o.secrets, o.signal)
+    : undefined;
   if (stored && known) {
     reporter.uploaded({
       files: plan.files,

@@ -7,7 +7,7 @@
 import { randomUUID } from 'node:crypto';
 import { pipeline, type Readable, Transform } from 'node:stream';
 import { createGzip } from 'node:zlib';
-import { abortReason, BUILD, type BuildView, type KilnApi } from './api.js';
+import { abortReason, BUILD, type BuildView, JSON_IDLE_TIMEOUT_MS, type KilnApi } from './api.js';
 import { CliError, messageOf } from './errors.js';
 import type { HttpResponse } from './http.js';
 
@@ -44,9 +44,12 @@ function postJsonBuild(
   source: { context: string } | { git: string },
   fields: Record<string, unknown>,
   secrets: Record<string, Buffer> | undefined,
+  signal: AbortSignal | undefined,
 ): Promise<HttpResponse> {
   return api.request('/v1/builds', {
     method: 'POST',
+    idleTimeoutMs: JSON_IDLE_TIMEOUT_MS,
+    ...(signal ? { signal } : {}),
     headers: { 'content-type': 'application/json', 'idempotency-key': randomUUID() },
     body: JSON.stringify({
       ...source,
@@ -65,8 +68,9 @@ export async function submitStoredBuild(
   digest: string,
   fields: Record<string, unknown>,
   secrets: Record<string, Buffer> | undefined,
+  signal?: AbortSignal,
 ): Promise<BuildView | undefined> {
-  const res = await postJsonBuild(api, { context: digest }, fields, secrets);
+  const res = await postJsonBuild(api, { context: digest }, fields, secrets, signal);
   if (res.ok) return api.readJson<BuildView>(res, BUILD);
   const err = await api.errorFrom(res);
   // Not stored for this project (404); a server without builds by digest (400 invalid_context).
@@ -80,8 +84,9 @@ export async function submitGitBuild(
   git: string,
   fields: Record<string, unknown>,
   secrets: Record<string, Buffer> | undefined,
+  signal?: AbortSignal,
 ): Promise<BuildView> {
-  const res = await postJsonBuild(api, { git }, fields, secrets);
+  const res = await postJsonBuild(api, { git }, fields, secrets, signal);
   if (!res.ok) throw await api.errorFrom(res);
   return api.readJson<BuildView>(res, BUILD);
 }

@@ -682,30 +682,45 @@ describe('kiln CLI against a real Kiln', () => {
     }
   });
 
-  test('Ctrl-C (SIGINT) during a sleep RUN cancels the remote build and exits 130', async () => {
-    const ctx = await sleepContext(433);
-    try {
-      const building = start(
-        ['build', '--network', 'none', '--no-cache', '--progress', 'plain', '-o', 'type=tar,dest=s.tar', '.'],
-        {
-          cwd: ctx.dir,
-        },
-      );
-      await waitFor(sleeping(433), 'the RUN step');
-      const id = buildIdFrom(building.stderr());
-      assert.equal((await getBuild(id)).status, 'running');
-      building.child.kill('SIGINT');
-      const r = await building.done;
-      assert.equal(r.code, 130, r.stderr);
-      assert.match(
-        r.stderr,
-        new RegExp(`kiln: canceling build ${id}\nerror: interrupted: build ${id} canceled\n$`),
-      );
-      await waitFor(async () => (await getBuild(id)).status === 'canceled', 'status canceled', 30_000);
-      await waitFor(async () => !(await sleeping(433)()), 'the RUN step to stop', 20_000);
-      await assert.rejects(access(path.join(ctx.dir, 's.tar')));
-    } finally {
-      await ctx.cleanup();
-    }
-  });
+  // SIGTERM: a CI job canceled; handled as Ctrl-C, not left running with a partial download.
+  for (const [signal, seconds] of [
+    ['SIGINT', 433],
+    ['SIGTERM', 434],
+  ] as const)
+    test(`${signal === 'SIGINT' ? 'Ctrl-C (SIGINT)' : signal} during a sleep RUN cancels the remote build and exits 130`, async () => {
+      const ctx = await sleepContext(seconds);
+      try {
+        const building = start(
+          [
+            'build',
+            '--network',
+            'none',
+            '--no-cache',
+            '--progress',
+            'plain',
+            '-o',
+            'type=tar,dest=s.tar',
+            '.',
+          ],
+          {
+            cwd: ctx.dir,
+          },
+        );
+        await waitFor(sleeping(seconds), 'the RUN step');
+        const id = buildIdFrom(building.stderr());
+        assert.equal((await getBuild(id)).status, 'running');
+        building.child.kill(signal);
+        const r = await building.done;
+        assert.equal(r.code, 130, r.stderr);
+        assert.match(
+          r.stderr,
+          new RegExp(`kiln: canceling build ${id}\nerror: interrupted: build ${id} canceled\n$`),
+        );
+        await waitFor(async () => (await getBuild(id)).status === 'canceled', 'status canceled', 30_000);
+        await waitFor(async () => !(await sleeping(seconds)()), 'the RUN step to stop', 20_000);
+        await assert.rejects(access(path.join(ctx.dir, 's.tar')));
+      } finally {
+        await ctx.cleanup();
+      }
+    });
 });
