@@ -345,10 +345,10 @@ async function* tarChunks(plan: ContextPlan, opts: TarStreamOptions): AsyncGener
       if (add(h)) yield take();
       continue;
     }
-    // O_NONBLOCK: a file that became a fifo since the walk cannot hold the open.
-    const fh = await open(e.absPath, constants.O_RDONLY | constants.O_NONBLOCK).catch(
-      (err: NodeJS.ErrnoException) => err,
-    );
+    // O_NONBLOCK: a file that became a fifo since the walk cannot hold the open. O_NOFOLLOW: one
+    // swapped for a symlink since the walk is not followed out of the context.
+    const flags = constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOFOLLOW;
+    const fh = await open(e.absPath, flags).catch((err: NodeJS.ErrnoException) => err);
     if (fh instanceof Error) {
       // As docker build and buildctl (fsutil's sender ignores the open error): a socket, a file
       // this user may not read or one removed since the walk arrives as an empty file.

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
@@ -248,6 +248,25 @@ describe('context selection', () => {
       );
       assert.equal(inline.get(ignoreName), `.env\n\n${plan.dockerfile}\n${ignoreName}\n`);
       assert.equal(inline.has('.dockerignore'), false);
+    } finally {
+      await ctx.cleanup();
+    }
+  });
+
+  test('a file swapped for a symlink after the walk is not followed out of the context', async () => {
+    const ctx = await makeContext({
+      'ctx/Dockerfile': 'FROM scratch\n',
+      'ctx/a': 'a',
+      'outside.txt': 'host secret',
+    });
+    try {
+      const plan = await planContext({ contextDir: 'ctx', cwd: ctx.dir });
+      await rm(path.join(ctx.dir, 'ctx/a'));
+      await symlink(path.join(ctx.dir, 'outside.txt'), path.join(ctx.dir, 'ctx/a'));
+      const warnings: string[] = [];
+      const tar = await tarOf(plan, { onWarning: (w) => warnings.push(w) });
+      assert.equal(tar.includes(Buffer.from('host secret')), false);
+      assert.match(warnings.join('\n'), /^a: cannot be opened \(ELOOP\)/m);
     } finally {
       await ctx.cleanup();
     }
