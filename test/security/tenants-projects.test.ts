@@ -185,6 +185,25 @@ describe('tenants: projects, scopes, quotas and fairness', () => {
     assert.equal(queued.items.length, 10);
   });
 
+  test('an upload takes as long whether or not another project stored the same bytes (no timing oracle)', async () => {
+    const context = await t.context(['COPY busybox /oracle']);
+    const objects = path.join(kiln.dataDir, 'objects', 'contexts', 'sha256');
+    const before = new Set(await fs.readdir(objects).catch(() => []));
+    const first = await t.project('oracle-a');
+    assert.equal((await t.post(first, context)).status, 202);
+    const [name] = (await fs.readdir(objects)).filter((n) => !before.has(n));
+    assert.ok(name, 'the upload was stored');
+    const object = path.join(objects, name);
+    // Each put writes a new file and renames it into place: a new inode says it was written.
+    const inode = async () => (await fs.stat(object)).ino;
+    const stored = await inode();
+    assert.equal((await t.post(first, context)).status, 202);
+    assert.equal(await inode(), stored, 'a context the project stored already is not written again');
+    // Another project's identical upload is written as if new: skipping it would answer sooner.
+    assert.equal((await t.post(await t.project('oracle-b'), context)).status, 202);
+    assert.notEqual(await inode(), stored);
+  });
+
   test('quota: stored bytes count each context once per project, whoever shares it; over it 429', async () => {
     const usage = async (name: string) => {
       const res = await t.call(OPERATOR, `/v1/admin/projects/${name}`);

@@ -119,6 +119,7 @@ async function storedContextRequest(
     size: Number(stored.contextSize),
     key: stored.contextKey,
     // Called when the object is gone once the build row holds it: retention got there first.
+    uploaded: false,
     restore: () => Promise.reject(unknown()),
     dispose: () => Promise.resolve(),
   };

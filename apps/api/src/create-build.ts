@@ -111,7 +111,7 @@ export async function createBuild(
       data,
       // A git build stores no context: BuildKit fetches the repository when the build runs.
       source.kind === 'upload' ? source.context : undefined,
-      admitted.maxQueued,
+      admitted,
       spec.secrets ? secrets : undefined,
     );
   } catch (err) {
@@ -152,7 +152,7 @@ async function admit(
   deps: ApiDeps,
   projectId: string,
   context: ReceivedContext | null,
-): Promise<{ rank: number; maxQueued: number }> {
+): Promise<{ rank: number; maxQueued: number; holdsContext: boolean }> {
   const admission = await deps.builds.projectAdmission(
     projectId,
     deps.config.quotas.queuedBuilds,
@@ -174,7 +174,7 @@ async function admit(
       `the project keeps ${stored} bytes stored${adds > 0 ? ` and this context adds ${adds}` : ''}, over its limit (stored bytes: ${quotas.storedBytes}); builds past retention free theirs`,
     );
   }
-  return { rank: admission.queued + 1, maxQueued: queuedBuilds };
+  return { rank: admission.queued + 1, maxQueued: queuedBuilds, holdsContext: admission.holdsContext };
 }
 
 function queuedQuotaExceeded(queued: number, limit: number): AppError {
@@ -223,7 +223,8 @@ function sourceFields(source: BuildSource): {
  * under a per-project lock, so concurrent POSTs cannot all take the last place), under the
  * context's shared advisory lock (retention deletes contexts
  * under the exclusive one; see context-lock.ts in @kiln/core), then stores the context object
- * unless it is there already (content-addressed: an earlier build sent the same bytes). Once the
+ * unless it is there already and this project stored it before (content-addressed: an earlier
+ * build sent the same bytes). Once the
  * row is committed, retention sees a recent build using the context and keeps it; a retention
  * pass that held the lock first may have deleted it, and then it is stored again, before the job
  * exists. The secrets go first: the reconciler enqueues a fresh upload's row only once its
@@ -233,14 +234,19 @@ async function insertQueued(
   deps: ApiDeps,
   data: NewBuildData,
   context: ReceivedContext | undefined,
-  maxQueued: number,
+  admitted: { maxQueued: number; holdsContext: boolean },
   secrets: BuildSecrets | undefined,
 ): Promise<Build> {
+  const { maxQueued } = admitted;
   // The insert took the context's lock: retention no longer deletes the object from here on.
   const build = await deps.lifecycle.queue(data, maxQueued);
   if (!build) throw queuedQuotaExceeded(maxQueued, maxQueued);
   if (secrets) await handOverSecrets(deps, build, secrets);
-  if (context && !(await deps.storage.head(context.key))) {
+  // An upload this project never stored is stored even when another project's identical one is
+  // there: skipping the put would answer measurably sooner (seconds for a large context), telling
+  // the caller that someone else holds these bytes.
+  const mustStore = context?.uploaded === true && !admitted.holdsContext;
+  if (context && (mustStore || !(await deps.storage.head(context.key)))) {
     await context.restore().catch(async (err: unknown) => {
       // No object, no build (a stored context retention deleted before the insert).
       await deps.builds.deleteQueued(build.id).catch(() => undefined);

@@ -23,6 +23,8 @@ export interface StoredContext {
 }
 
 export interface ReceivedContext extends StoredContext {
+  /** The bytes came with this request (not a build of a stored context by its digest). */
+  uploaded: boolean;
   /** Puts the upload into storage under its content address (done only once a build uses it). */
   restore(): Promise<void>;
   /** Removes the temp copy; call it once the request is answered. */
@@ -70,7 +72,7 @@ export async function receiveContext(
     const restore = async () => {
       await opts.storage.putFile(key, tmp);
     };
-    return { digest: `sha256:${summary.sha256}`, size: summary.size, key, restore, dispose };
+    return { digest: `sha256:${summary.sha256}`, size: summary.size, key, uploaded: true, restore, dispose };
   } catch (err) {
     await dispose();
     throw err;

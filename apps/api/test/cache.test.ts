@@ -251,6 +251,7 @@ describe('result cache and retention', () => {
       digest,
       size: bytes.length,
       key,
+      uploaded: true,
       restore: async () => {
         restored++;
         await apiDeps.storage.put(key, Readable.from([bytes]));
