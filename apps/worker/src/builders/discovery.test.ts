@@ -5,7 +5,12 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
-import { builderCapabilitiesKey, builderMembersKey, builderPlatformsKey } from '@kiln/core';
+import {
+  builderCapabilitiesKey,
+  builderMembersKey,
+  builderPlatformsKey,
+  type SpecRequirements,
+} from '@kiln/core';
 import { Redis } from 'ioredis';
 import { makeTestPki } from '../../../../packages/buildkit-client/test-support/pki.js';
 import { startPipe, startRelay } from '../../../../packages/buildkit-client/test-support/relay.js';
@@ -148,6 +153,41 @@ describe('builders discovered by DNS', { skip }, () => {
     await p.discover();
     await waitHealthy(p, a.address);
     await waitHealthy(p, b.address);
+  });
+
+  test('a name with no members now does not make a build it could serve fail as no builder capable', async () => {
+    const port = await freePortOn(['127.0.0.4']);
+    const member = await startPipe(buildkitd.slice('unix://'.length), { tcp: true, host: '127.0.0.4', port });
+    closers.push(member.close);
+    const name = `rolling-${randomBytes(3).toString('hex')}.kiln.test`;
+    const service = `dns+tcp://${name}:${port}`;
+    const docker = `docker://${dockerSock}`;
+    // A rolling restart: the standalone builders' name has no ready member for now.
+    dns.answer(name, []);
+    const p = pool(
+      [
+        { address: docker, concurrency: 1 },
+        { address: service, concurrency: 1 },
+      ],
+      `kt-disc-${randomBytes(4).toString('hex')}`,
+    );
+    await p.start();
+    await waitHealthy(p, docker);
+    // An oci output: dockerd 20.10's BuildKit has no such exporter; the name's members will.
+    const oci: SpecRequirements = { platforms: [], features: ['exporter:oci'] };
+    await assert.rejects(
+      p.acquire({ buildId: 'o1', requires: oci }),
+      (err: unknown) =>
+        err instanceof NoBuilderAvailableError &&
+        err.reason === 'unhealthy' &&
+        err.message.endsWith(`${service} resolved to no address`),
+    );
+    dns.answer(name, ['127.0.0.4']);
+    await p.discover();
+    await waitHealthy(p, member.address);
+    const lease = await p.acquire({ buildId: 'o1', requires: oci });
+    assert.equal(lease.address, member.address);
+    await lease.release();
   });
 
   test('TLS members are verified against the name, not their address', async () => {

@@ -378,6 +378,15 @@ export class BuilderPool {
     const capable = builders.filter((_, i) => unmet[i]?.length === 0);
     if (capable.length > 0) return capable;
     const reasons = builders.map((b, i) => `${b.address} lacks ${unmet[i]?.join(', ')}`).join('; ');
+    // A `dns+tcp://` name with no members now (a rolling restart) stands for builders that may
+    // serve it once back, as the API judged when it accepted the build: wait, do not fail it.
+    const empty = this.names.filter((n) => (this.members.get(n)?.size ?? 0) === 0);
+    if (empty.length > 0) {
+      throw new NoBuilderAvailableError(
+        `no builder present can serve this build (${reasons}); ${empty.join(', ')} resolved to no address`,
+        'unhealthy',
+      );
+    }
     throw new NoCapableBuilderError(`no builder can serve this build: ${reasons}`);
   }
 
