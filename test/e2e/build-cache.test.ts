@@ -170,6 +170,19 @@ for (const storage of ['s3', 'local'] as const) {
         for await (const o of kiln.deps.storage.list('cache/')) held += o.size;
         assert.ok(held <= bound, `the cache holds ${held} bytes, over ${bound}`);
         assert.ok(!(await cacheKeys()).some((k) => k.endsWith('latest.json')), 'no manifest recorded');
+        // Just under its bound, it would refuse every later export: the next pass drops it.
+        const bounded = createWorker({
+          ...kiln.config,
+          buildCache: { ...(kiln.config.buildCache ?? assert.fail('no cache config')), maxBytes: bound },
+        });
+        await bounded.start();
+        try {
+          const report = await bounded.runRetentionOnce();
+          assert.equal(report.cachesDropped.length, 1, JSON.stringify(report));
+        } finally {
+          await bounded.stop();
+        }
+        assert.deepEqual(await cacheKeys(), []);
       });
     }
   });

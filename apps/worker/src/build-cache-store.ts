@@ -7,7 +7,7 @@
  */
 import { PassThrough, Readable } from 'node:stream';
 import type { ContentStore } from '@kiln/buildkit-client';
-import type { ObjectStorage } from '@kiln/core';
+import { BUILD_CACHE_FULL, type ObjectStorage } from '@kiln/core';
 
 const DIGEST = /^sha256:([0-9a-f]{64})$/;
 
@@ -56,6 +56,8 @@ export function storageContentStore(
       return;
     }
     refusal = `the shared build cache is bounded to ${maxBytes} bytes (KILN_BUILD_CACHE_MAX_BYTES); it holds ${before}, and ${digest} is ${total > 0 ? `${total} bytes` : 'of unknown size'}`;
+    // Marked for retention: left as it is, the cache would refuse every later export too.
+    await storage.put(`${prefix}${BUILD_CACHE_FULL}`, Readable.from([refusal])).catch(() => undefined);
     throw Object.assign(new Error(refusal), { code: RESOURCE_EXHAUSTED, details: refusal });
   };
   return {

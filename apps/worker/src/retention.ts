@@ -29,6 +29,7 @@
  */
 import {
   artifactPrefix,
+  BUILD_CACHE_FULL,
   BUILD_CACHE_ROOT,
   type Build,
   type BuildLifecycle,
@@ -133,24 +134,26 @@ export async function runRetentionOnce(
 }
 
 /**
- * Drops the shared build cache of every project whose cache exceeds `maxBytes` or was last written
- * before `cutoff`. Whole, not trimmed: BuildKit's cache manifest names its blobs, and a manifest
+ * Drops the shared build cache of every project whose cache exceeds `maxBytes`, refused a blob
+ * for want of room (BUILD_CACHE_FULL), or was last written before `cutoff`. Whole, not trimmed: BuildKit's cache manifest names its blobs, and a manifest
  * missing some would fail imports rather than rebuild. A build exporting meanwhile may lose what
  * it just wrote, and record a manifest naming deleted blobs: the next build does not import that
  * one (build-cache-store's latestCacheManifest checks every blob first) and exports again.
  */
 async function dropBuildCaches(o: RetentionOptions, maxBytes: number, cutoff: Date, report: RetentionReport) {
-  const projects = new Map<string, { bytes: number; newest: number; keys: string[] }>();
+  const projects = new Map<string, { bytes: number; newest: number; keys: string[]; full: boolean }>();
   for await (const object of o.storage.list(BUILD_CACHE_ROOT)) {
-    const project = object.key.slice(BUILD_CACHE_ROOT.length).split('/')[0] ?? '';
-    const entry = projects.get(project) ?? { bytes: 0, newest: 0, keys: [] };
+    const [project = '', ...rest] = object.key.slice(BUILD_CACHE_ROOT.length).split('/');
+    const entry = projects.get(project) ?? { bytes: 0, newest: 0, keys: [], full: false };
+    if (rest.join('/') === BUILD_CACHE_FULL) entry.full = true;
     entry.bytes += object.size;
     entry.newest = Math.max(entry.newest, object.lastModified.getTime());
     entry.keys.push(object.key);
     projects.set(project, entry);
   }
   for (const [project, entry] of projects) {
-    if (!((maxBytes > 0 && entry.bytes > maxBytes) || entry.newest < cutoff.getTime())) continue;
+    if (!(entry.full || (maxBytes > 0 && entry.bytes > maxBytes) || entry.newest < cutoff.getTime()))
+      continue;
     try {
       for (const key of entry.keys) await o.storage.delete(key);
       report.cachesDropped.push(project);

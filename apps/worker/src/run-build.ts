@@ -535,7 +535,8 @@ class BuildRun {
     if (!cache) return {};
     const prefix = buildCachePrefix(this.build.projectId);
     const caps = await this.deps.pool.capabilitiesOf(lease.address);
-    if (!caps?.features.includes(cache.kind === 's3' ? 'cache-export:s3' : 'cache-export:local')) return {};
+    const backend = cache.kind === 's3' ? 'cache-export:s3' : 'cache-export:local';
+    if (!caps?.features.includes(backend) || !caps.features.includes('cache-export:ignore-error')) return {};
     this.note(`#0 kiln: shared build cache ${prefix}\n`);
     if (cache.kind === 's3') return buildCacheOptions(cache, this.build.projectId);
     const latest = await latestCacheManifest(this.deps.storage, prefix);

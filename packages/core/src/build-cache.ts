@@ -13,6 +13,12 @@ import type { StorageConfig } from './config.js';
 export const BUILD_CACHE_ROOT = 'cache/';
 /** Where a project's cache objects live in the bucket. */
 export const buildCachePrefix = (projectId: string) => `${BUILD_CACHE_ROOT}${projectId}/`;
+/**
+ * Written under a project's prefix when its cache refused a blob for want of room: the cache
+ * stays just under its bound and takes no new export, so retention drops it whole at its next
+ * pass, and the next build starts a fresh one.
+ */
+export const BUILD_CACHE_FULL = 'full';
 
 export type BuildCacheConfig = S3BuildCache | { kind: 'session'; maxBytes: number };
 

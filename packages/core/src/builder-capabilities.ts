@@ -25,6 +25,12 @@ export const BUILDER_FEATURES = [
   'cache-export:local',
   'cache-export:registry',
   'cache-export:s3',
+  /**
+   * A cache export that fails does not fail the build (`ignore-error`, BuildKit ≥ 0.12). Kiln's
+   * shared build cache is exported only where it holds: before, a full or unreachable cache
+   * failed the whole solve.
+   */
+  'cache-export:ignore-error',
 ] as const;
 export type BuilderFeature = (typeof BUILDER_FEATURES)[number];
 
@@ -50,6 +56,7 @@ const FEATURE_SINCE: Partial<Record<BuilderFeature, readonly [number, number]>> 
   attestations: [0, 11],
   'source-date-epoch': [0, 13],
   'cache-export:s3': [0, 11],
+  'cache-export:ignore-error': [0, 12],
 };
 
 /** Features of moby's own worker (dockerd's embedded BuildKit, ListWorkers id "moby"). */

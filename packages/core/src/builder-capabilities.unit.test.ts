@@ -33,6 +33,7 @@ test('featuresOf: by version, and moby worker (dockerd) exports no oci/docker an
     'cache-export:local',
     'cache-export:registry',
     'cache-export:s3',
+    'cache-export:ignore-error',
   ]);
   assert.deepEqual(featuresOf('v0.12.5', false), [
     'exporter:oci',
@@ -43,7 +44,10 @@ test('featuresOf: by version, and moby worker (dockerd) exports no oci/docker an
     'cache-export:local',
     'cache-export:registry',
     'cache-export:s3',
+    'cache-export:ignore-error',
   ]);
+  // 0.11: an export that fails would fail the build, so Kiln's shared cache is not used there.
+  assert.equal(featuresOf('v0.11.6', false).includes('cache-export:ignore-error'), false);
   // No Info: older than 0.11, so none of the versioned features.
   assert.deepEqual(featuresOf(null, false), [
     'exporter:oci',

@@ -1,5 +1,6 @@
 export { BYTE_OUTPUT_TYPES, dockerfileInContext } from '@kiln/contract';
 export {
+  BUILD_CACHE_FULL,
   BUILD_CACHE_ROOT,
   type BuildCacheConfig,
   buildCacheOptions,
