@@ -284,6 +284,37 @@ describe('retention', { skip }, () => {
     assert.equal(await statusOf(hit.id), 'succeeded');
   });
 
+  test('a dropped cache loses its manifests before its blobs; with the cache off, every cache goes', async () => {
+    const project = `pc${randomBytes(4).toString('hex')}`;
+    const keys = [
+      `cache/${project}/blobs/sha256/${'a'.repeat(64)}`,
+      `cache/${project}/blobs/sha256/${'b'.repeat(64)}`,
+      `cache/${project}/latest.json`,
+      `cache/${project}/manifests/kiln`,
+    ];
+    for (const k of keys) await put(k);
+    const deleted: string[] = [];
+    const recording: ObjectStorage = Object.create(storage, {
+      delete: {
+        value: async (key: string) => {
+          deleted.push(key);
+          return storage.delete(key);
+        },
+      },
+    });
+    const over = await runRetentionOnce(options({ storage: recording, buildCacheMaxBytes: 1 }), new Date());
+    assert.ok(over.cachesDropped.includes(project));
+    const mine = deleted.filter((k) => k.startsWith(`cache/${project}/`));
+    assert.deepEqual(mine.slice(0, 2).sort(), [keys[2], keys[3]]);
+    assert.equal(mine.length, 4);
+
+    // KILN_BUILD_CACHE=off after a while on: what is left is not kept for ever.
+    for (const k of keys) await put(k);
+    const off = await runRetentionOnce(options(), new Date());
+    assert.ok(off.cachesDropped.includes(project));
+    for (const k of keys) assert.equal(await exists(k), false, k);
+  });
+
   test('a delete that fails is retried by the next pass', async () => {
     const now = new Date();
     const b = await row({

@@ -51,7 +51,8 @@ export interface RetentionOptions {
   contextDays: number;
   /**
    * The shared build cache's bound per project (bytes; 0: none). A project's cache past it, or
-   * unused for `days`, is deleted whole: its next build exports a fresh one. Undefined: no cache.
+   * unused for `days`, is deleted whole: its next build exports a fresh one. Undefined: the
+   * cache is off, and what earlier runs left of it goes too.
    */
   buildCacheMaxBytes?: number;
   /** Rows (or context keys) per query; default 500. */
@@ -100,14 +101,12 @@ export async function runRetentionOnce(
   const contextCutoff = new Date(now.getTime() - options.contextDays * DAY_MS);
   await deleteContexts(options, contextCutoff, report);
   await releaseContextCharges(options, contextCutoff, report);
-  if (options.buildCacheMaxBytes !== undefined) {
-    await dropBuildCaches(
-      options,
-      options.buildCacheMaxBytes,
-      new Date(now.getTime() - options.days * DAY_MS),
-      report,
-    );
-  }
+  await dropBuildCaches(
+    options,
+    options.buildCacheMaxBytes,
+    new Date(now.getTime() - options.days * DAY_MS),
+    report,
+  );
   const { logger } = options;
   if (
     report.expired.length +
@@ -140,7 +139,12 @@ export async function runRetentionOnce(
  * it just wrote, and record a manifest naming deleted blobs: the next build does not import that
  * one (build-cache-store's latestCacheManifest checks every blob first) and exports again.
  */
-async function dropBuildCaches(o: RetentionOptions, maxBytes: number, cutoff: Date, report: RetentionReport) {
+async function dropBuildCaches(
+  o: RetentionOptions,
+  maxBytes: number | undefined,
+  cutoff: Date,
+  report: RetentionReport,
+) {
   const projects = new Map<string, { bytes: number; newest: number; keys: string[]; full: boolean }>();
   for await (const object of o.storage.list(BUILD_CACHE_ROOT)) {
     const [project = '', ...rest] = object.key.slice(BUILD_CACHE_ROOT.length).split('/');
@@ -152,8 +156,16 @@ async function dropBuildCaches(o: RetentionOptions, maxBytes: number, cutoff: Da
     projects.set(project, entry);
   }
   for (const [project, entry] of projects) {
-    if (!(entry.full || (maxBytes > 0 && entry.bytes > maxBytes) || entry.newest < cutoff.getTime()))
-      continue;
+    const drop =
+      maxBytes === undefined ||
+      entry.full ||
+      (maxBytes > 0 && entry.bytes > maxBytes) ||
+      entry.newest < cutoff.getTime();
+    if (!drop) continue;
+    // Manifests first (`latest.json`, S3's `manifests/`): a pass cut short leaves blobs that no
+    // manifest names, never a manifest naming blobs that are gone, which every import would trip on.
+    const blobsLast = (key: string) => (key.includes('/blobs/') ? 1 : 0);
+    entry.keys.sort((a, b) => blobsLast(a) - blobsLast(b));
     try {
       for (const key of entry.keys) await o.storage.delete(key);
       report.cachesDropped.push(project);
