@@ -12,6 +12,7 @@ import { builderCapabilitiesKey } from '@kiln/core';
 import { busyboxPath, makeContext } from '../../packages/buildkit-client/test-support/context.js';
 import { readTarEntries } from '../../packages/buildkit-client/test-support/tar-entries.js';
 import { buildkitdGeneration, dockerdGeneration, reportedPlatforms } from '../support/generations.js';
+import { type GitRepo, startGitRepo } from '../support/git-repo.js';
 import { startTestKiln, type TestKiln, waitForStatus } from '../support/kiln.js';
 
 const dockerd = dockerdGeneration();
@@ -82,6 +83,7 @@ function client(kiln: () => TestKiln) {
 
 describe('a mixed pool: dockerd 20.10 (BuildKit 0.8) and buildkitd v0.24.0 behind one worker', () => {
   let kiln: TestKiln;
+  let repo: GitRepo;
   let ctx: Awaited<ReturnType<typeof makeContext>>;
   const { api, post, waitFor } = client(() => kiln);
   let n = 0;
@@ -97,10 +99,12 @@ describe('a mixed pool: dockerd 20.10 (BuildKit 0.8) and buildkitd v0.24.0 behin
       busybox: { content: await fs.readFile(busyboxPath()), mode: 0o755 },
       Dockerfile: DOCKERFILE,
     });
+    repo = await startGitRepo('mixed');
     kiln = await startTestKiln({
       worker: true,
       project: 'mixed',
       env: {
+        KILN_GIT_ALLOWED_NETWORKS: '127.0.0.0/8',
         KILN_BUILDERS: `${dockerd.address}=1,${buildkitd.address}=1`,
         KILN_WORKER_CONCURRENCY: '6',
         KILN_BUILD_ATTEMPTS: '1',
@@ -112,6 +116,30 @@ describe('a mixed pool: dockerd 20.10 (BuildKit 0.8) and buildkitd v0.24.0 behin
   after(async () => {
     await kiln?.stop();
     await ctx?.cleanup();
+    await repo?.stop();
+  });
+
+  test("git builds of a repository's subdirectory run only on buildkitd (BuildKit 0.8 has no git subdir)", async () => {
+    repo.commit({ 'app/Dockerfile': 'FROM scratch\nCOPY hello.txt /hello.txt\n', 'app/hello.txt': 'hi\n' });
+    const submitGit = async (i: number) => {
+      const res = await api('/v1/builds', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({
+          git: `${repo.httpUrl}#main:app`,
+          output: 'type=tar,dest=g.tar',
+          buildArgs: { N: `${i}` },
+        }),
+      });
+      assert.equal(res.status, 202, await res.clone().text());
+      return (await res.json()) as BuildJson;
+    };
+    const done = await Promise.all((await Promise.all([1, 2, 3].map(submitGit))).map((b) => waitFor(b.id)));
+    for (const b of done) assert.equal(b.status, 'succeeded', `${b.id}: ${JSON.stringify(b.error)}`);
+    assert.deepEqual(
+      done.map((b) => b.builder),
+      [buildkitd.address, buildkitd.address, buildkitd.address],
+    );
   });
 
   test('GET /v1/builders: each builder’s BuildKit version, platforms and features', async () => {

@@ -29,8 +29,12 @@ export async function publishedCapabilities(
  * no worker has checked yet may be capable, and then the worker decides (it fails the build
  * with the same code once it knows). When Redis does not answer, the worker decides too.
  */
-export async function checkSomeBuilderCanServe(deps: ApiDeps, spec: BuildSpec): Promise<void> {
-  const requires = specRequirements(spec);
+export async function checkSomeBuilderCanServe(
+  deps: ApiDeps,
+  spec: BuildSpec,
+  source: { gitSubdir?: boolean } = {},
+): Promise<void> {
+  const requires = specRequirements(spec, source);
   if (requires.platforms.length === 0 && requires.features.length === 0) return;
   let caps: Awaited<ReturnType<typeof publishedCapabilities>>;
   try {

@@ -85,7 +85,9 @@ export async function createBuild(
     if (existing) return { build: sameRequest(existing, requestHash), outcome: 'existing' };
   }
   // Uploads were checked before their body was read (build-request.ts); this covers every source.
-  await checkSomeBuilderCanServe(deps, spec);
+  await checkSomeBuilderCanServe(deps, spec, {
+    gitSubdir: source.kind === 'git' && Boolean(source.git.subdir),
+  });
   const data: NewBuildData = {
     projectId,
     spec: spec as unknown as Prisma.InputJsonValue,

@@ -57,6 +57,7 @@ import {
   type FinalResult,
   frontendAttrsFor,
   gitContextAttr,
+  gitSubdirOf,
   isAppError,
   type Logger,
   loadBuildSecrets,
@@ -393,7 +394,7 @@ class BuildRun {
           avoid,
           projectLimit: this.quotas?.runningBuilds ?? 0,
           rank: this.attempt.rank ?? 1,
-          requires: specRequirements(spec),
+          requires: specRequirements(spec, { gitSubdir: gitSubdirOf(this.build.gitRef) !== '' }),
         });
         span.setAttribute('kiln.builder', lease.address);
         return lease;

@@ -31,6 +31,8 @@ export const BUILDER_FEATURES = [
    * failed the whole solve.
    */
   'cache-export:ignore-error',
+  /** A git context's subdirectory (`url#ref:subdir`, BuildKit ≥ 0.9; before: "subdir not supported yet"). */
+  'git-subdir',
 ] as const;
 export type BuilderFeature = (typeof BUILDER_FEATURES)[number];
 
@@ -57,10 +59,11 @@ const FEATURE_SINCE: Partial<Record<BuilderFeature, readonly [number, number]>> 
   'source-date-epoch': [0, 13],
   'cache-export:s3': [0, 11],
   'cache-export:ignore-error': [0, 12],
+  'git-subdir': [0, 9],
 };
 
 /** Features of moby's own worker (dockerd's embedded BuildKit, ListWorkers id "moby"). */
-const MOBY_FEATURES: ReadonlySet<BuilderFeature> = new Set(['cache-export:inline']);
+const MOBY_FEATURES: ReadonlySet<BuilderFeature> = new Set(['cache-export:inline', 'git-subdir']);
 
 function parseVersion(version: string | null): [number, number] | undefined {
   const m = version ? /^v?(\d+)\.(\d+)/.exec(version) : null;
@@ -102,9 +105,13 @@ export function normalizePlatform(platform: string): string {
   return `${os}/${arch}/${variant}`;
 }
 
-/** What `spec` needs of a builder. The one place that maps spec fields to builder features. */
-export function specRequirements(spec: BuildSpec): SpecRequirements {
+/**
+ * What a build needs of a builder: its spec, and of its source whether it is a git context's
+ * subdirectory. The one place that maps what a build asks for to builder features.
+ */
+export function specRequirements(spec: BuildSpec, source: { gitSubdir?: boolean } = {}): SpecRequirements {
   const features: BuilderFeature[] = [];
+  if (source.gitSubdir) features.push('git-subdir');
   if (spec.output.type === 'oci') features.push('exporter:oci');
   if (spec.output.type === 'docker') features.push('exporter:docker');
   if (spec.output.type === 'image') features.push('exporter:image-push');

@@ -34,6 +34,7 @@ test('featuresOf: by version, and moby worker (dockerd) exports no oci/docker an
     'cache-export:registry',
     'cache-export:s3',
     'cache-export:ignore-error',
+    'git-subdir',
   ]);
   assert.deepEqual(featuresOf('v0.12.5', false), [
     'exporter:oci',
@@ -45,6 +46,7 @@ test('featuresOf: by version, and moby worker (dockerd) exports no oci/docker an
     'cache-export:registry',
     'cache-export:s3',
     'cache-export:ignore-error',
+    'git-subdir',
   ]);
   // 0.11: an export that fails would fail the build, so Kiln's shared cache is not used there.
   assert.equal(featuresOf('v0.11.6', false).includes('cache-export:ignore-error'), false);
@@ -57,7 +59,9 @@ test('featuresOf: by version, and moby worker (dockerd) exports no oci/docker an
     'cache-export:local',
     'cache-export:registry',
   ]);
+  // dockerd 20.10 (BuildKit 0.8, no Info): inline cache only, and no git subdirectory.
   assert.deepEqual(featuresOf(null, true), ['cache-export:inline']);
+  assert.deepEqual(featuresOf('v0.12.5', true), ['cache-export:inline', 'git-subdir']);
   assert.deepEqual(featuresOf('v1.0.0', false).includes('source-date-epoch'), true);
   assert.deepEqual(featuresOf('not a version', false).includes('attestations'), false);
 });
@@ -86,6 +90,11 @@ test('specRequirements: the platform asked and the exporter the output needs', (
     features: ['exporter:oci'],
   });
   assert.deepEqual(req({ output: 'type=docker,dest=a.tar' }).features, ['exporter:docker']);
+  // A git context's subdirectory: not on dockerd 20.10's BuildKit 0.8 ("subdir not supported yet").
+  const subdir = specRequirements(parseBuildSpec({}), { gitSubdir: true });
+  assert.deepEqual(subdir.features, ['git-subdir']);
+  assert.deepEqual(unmetRequirements(DOCKERD_2010, subdir), ['feature git-subdir']);
+  assert.deepEqual(unmetRequirements(V024, subdir), []);
 });
 
 test('normalizePlatform: BuildKit names', () => {

@@ -94,6 +94,12 @@ export function gitRefColumn(ctx: GitContext): string | null {
   return `${ctx.ref ?? ''}${ctx.subdir ? `:${ctx.subdir}` : ''}`;
 }
 
+/** The subdirectory a stored git build's gitRef names (`ref:subdir`), or ''. */
+export function gitSubdirOf(gitRef: string | null): string {
+  const colon = (gitRef ?? '').indexOf(':');
+  return colon < 0 ? '' : (gitRef ?? '').slice(colon + 1);
+}
+
 /**
  * The BuildKit `context` attribute of a stored git build: pinned to the commit when known, so a
  * branch that moved after the push still builds the pushed commit.
@@ -106,7 +112,7 @@ export function gitContextAttr(build: {
   const fragment = build.gitRef ?? '';
   const colon = fragment.indexOf(':');
   const ref = colon < 0 ? fragment : fragment.slice(0, colon);
-  const subdir = colon < 0 ? '' : fragment.slice(colon + 1);
+  const subdir = gitSubdirOf(build.gitRef);
   const pin = build.gitCommit ?? ref;
   if (!pin && !subdir) return build.gitUrl;
   return `${build.gitUrl}#${pin}${subdir ? `:${subdir}` : ''}`;

@@ -49,6 +49,7 @@ export {
   type GitContext,
   gitContextAttr,
   gitRefColumn,
+  gitSubdirOf,
   isCommitId,
   parseGitContext,
   parseGitUrl,
