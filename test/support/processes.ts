@@ -512,6 +512,9 @@ export const s3rverEnv = (s3: { bucket: string; endpoint: string }) => ({
   KILN_S3_ENDPOINT: s3.endpoint,
   AWS_ACCESS_KEY_ID: 'S3RVER',
   AWS_SECRET_ACCESS_KEY: 'S3RVER',
+  // The builders' keys for the shared cache, never Kiln's own; s3rver knows one account only.
+  KILN_BUILD_CACHE_S3_ACCESS_KEY_ID: 'S3RVER',
+  KILN_BUILD_CACHE_S3_SECRET_ACCESS_KEY: 'S3RVER',
 });
 
 /** What `withKiln` hands a test. */

@@ -40,12 +40,17 @@ export interface CacheOption {
   attrs: Record<string, string>;
 }
 
-/** The shared cache for this storage, or undefined when it is off. */
+/**
+ * The shared cache for this storage, or undefined when it is off. With S3, the builders get
+ * `builderKeys` (KILN_BUILD_CACHE_S3_*), never the storage's own keys (config.ts says why);
+ * without them, the daemon's own credentials.
+ */
 export function buildCacheFor(
   storage: StorageConfig,
   setting: 'auto' | 'off',
   builderEndpoint: string | undefined,
   maxBytes: number,
+  builderKeys?: { accessKeyId: string; secretAccessKey: string },
 ): BuildCacheConfig | undefined {
   if (setting === 'off') return undefined;
   if (storage.kind !== 's3') return { kind: 'session', maxBytes };
@@ -56,8 +61,7 @@ export function buildCacheFor(
     region: storage.region,
     ...(endpoint ? { endpoint } : {}),
     pathStyle: storage.forcePathStyle,
-    ...(storage.accessKeyId ? { accessKeyId: storage.accessKeyId } : {}),
-    ...(storage.secretAccessKey ? { secretAccessKey: storage.secretAccessKey } : {}),
+    ...(builderKeys ?? {}),
     maxBytes,
   };
 }
@@ -70,8 +74,8 @@ export const CACHE_EXPORT_OPTIONAL = { 'ignore-error': 'true' } as const;
 
 /**
  * BuildKit's `type=s3` cache import and export (mode=max: every stage's layers) of one project.
- * The keys go to the daemon in the solve request, never into a build's containers; without them
- * the daemon uses its own AWS credentials.
+ * The builders' keys, when configured, go to the daemon in the solve request, never into a
+ * build's containers; without them the daemon uses its own AWS credentials.
  */
 export function buildCacheOptions(
   cache: S3BuildCache,

@@ -17,7 +17,15 @@ test('the shared cache: S3 on S3 storage, the session elsewhere, per-project pre
   assert.deepEqual(buildCacheFor(local, 'auto', undefined, 7), { kind: 'session', maxBytes: 7 });
   assert.equal(buildCacheFor(local, 'off', undefined, 7), undefined);
   assert.equal(buildCacheFor(s3, 'off', undefined, 1), undefined);
-  const cache = buildCacheFor(s3, 'auto', 'http://minio:9000', 5);
+  // Kiln's own storage keys (AK/SK) never go to the builders: only theirs, or none.
+  const withoutKeys = buildCacheFor(s3, 'auto', undefined, 5);
+  assert.ok(withoutKeys?.kind === 's3');
+  assert.equal(withoutKeys.accessKeyId, undefined);
+  assert.equal(withoutKeys.secretAccessKey, undefined);
+  const cache = buildCacheFor(s3, 'auto', 'http://minio:9000', 5, {
+    accessKeyId: 'BAK',
+    secretAccessKey: 'BSK',
+  });
   assert.ok(cache?.kind === 's3');
   assert.equal(cache.endpoint, 'http://minio:9000', 'the builders’ endpoint wins');
   const { cacheImports, cacheExports } = buildCacheOptions(cache, 'p1');
@@ -31,8 +39,8 @@ test('the shared cache: S3 on S3 storage, the session elsewhere, per-project pre
         name: 'kiln',
         use_path_style: 'true',
         endpoint_url: 'http://minio:9000',
-        access_key_id: 'AK',
-        secret_access_key: 'SK',
+        access_key_id: 'BAK',
+        secret_access_key: 'BSK',
       },
     },
   ]);

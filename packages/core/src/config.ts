@@ -86,6 +86,8 @@ const ENV = z.object({
   KILN_REGISTRY_LOGINS_PER_PROJECT: int(1, 10_000).default(50),
   KILN_BUILD_CACHE: z.enum(['auto', 'off']).default('auto'),
   KILN_BUILD_CACHE_S3_ENDPOINT: z.url().optional(),
+  KILN_BUILD_CACHE_S3_ACCESS_KEY_ID: z.string().min(1).optional(),
+  KILN_BUILD_CACHE_S3_SECRET_ACCESS_KEY: z.string().min(1).optional(),
   KILN_BUILD_CACHE_MAX_BYTES: int(0, 2 ** 50).default(10 * 1024 ** 3),
   KILN_CREDENTIALS_KEY: z.string().min(32, 'must be at least 32 characters').optional(),
   KILN_OPERATOR_TOKEN: z.string().min(32, 'must be at least 32 characters').optional(),
@@ -320,6 +322,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): KilnConfig {
     e.KILN_BUILD_CACHE,
     e.KILN_BUILD_CACHE_S3_ENDPOINT,
     e.KILN_BUILD_CACHE_MAX_BYTES,
+    builderCacheKeys(e.KILN_BUILD_CACHE_S3_ACCESS_KEY_ID, e.KILN_BUILD_CACHE_S3_SECRET_ACCESS_KEY),
   );
   return {
     port: e.KILN_PORT,
@@ -444,6 +447,32 @@ function readPem(variable: string, file: string | undefined): string | undefined
   }
   if (!text.includes('-----BEGIN ')) throw new ConfigError(variable, `"${file}" is not a PEM file`);
   return text;
+}
+
+/**
+ * The S3 keys builders get for the shared cache: their own, both or neither. Never Kiln's own
+ * storage keys: the solve request carries them, and a daemon keeps its requests in its build
+ * history (anyone who reaches its Control API reads them) and hands a frontend image its
+ * attributes as environment, so they would open every project's contexts and artifacts.
+ * Without them the daemon uses its own credentials (environment, instance role).
+ */
+function builderCacheKeys(
+  accessKeyId: string | undefined,
+  secretAccessKey: string | undefined,
+): { accessKeyId: string; secretAccessKey: string } | undefined {
+  if (accessKeyId && !secretAccessKey) {
+    throw new ConfigError(
+      'KILN_BUILD_CACHE_S3_SECRET_ACCESS_KEY',
+      'required with KILN_BUILD_CACHE_S3_ACCESS_KEY_ID',
+    );
+  }
+  if (secretAccessKey && !accessKeyId) {
+    throw new ConfigError(
+      'KILN_BUILD_CACHE_S3_ACCESS_KEY_ID',
+      'required with KILN_BUILD_CACHE_S3_SECRET_ACCESS_KEY',
+    );
+  }
+  return accessKeyId && secretAccessKey ? { accessKeyId, secretAccessKey } : undefined;
 }
 
 function builderTls(e: z.infer<typeof ENV>): BuilderTls | undefined {

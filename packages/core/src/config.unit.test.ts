@@ -83,6 +83,30 @@ test('S3 storage when a bucket is set; builders with their own concurrency', () 
   ]);
 });
 
+test("the builders' S3 keys for the shared cache are their own, both or neither; never Kiln's", () => {
+  const s3 = {
+    ...base,
+    KILN_SIGNING_KEY: undefined,
+    KILN_S3_BUCKET: 'b',
+    AWS_ACCESS_KEY_ID: 'KILN',
+    AWS_SECRET_ACCESS_KEY: 'KILN-SECRET',
+  };
+  const own = loadConfig(s3).buildCache;
+  assert.ok(own?.kind === 's3');
+  assert.equal(own.accessKeyId, undefined);
+  const theirs = loadConfig({
+    ...s3,
+    KILN_BUILD_CACHE_S3_ACCESS_KEY_ID: 'B',
+    KILN_BUILD_CACHE_S3_SECRET_ACCESS_KEY: 'B-SECRET',
+  }).buildCache;
+  assert.ok(theirs?.kind === 's3');
+  assert.deepEqual([theirs.accessKeyId, theirs.secretAccessKey], ['B', 'B-SECRET']);
+  assert.throws(
+    () => loadConfig({ ...s3, KILN_BUILD_CACHE_S3_ACCESS_KEY_ID: 'B' }),
+    (e: unknown) => e instanceof ConfigError && e.variable === 'KILN_BUILD_CACHE_S3_SECRET_ACCESS_KEY',
+  );
+});
+
 test('dns+tcp:// builders: a name and port, resolved by the DNS servers set (default the system)', () => {
   const c = loadConfig({
     ...base,
