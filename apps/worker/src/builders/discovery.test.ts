@@ -125,6 +125,11 @@ describe('builders discovered by DNS', { skip }, () => {
     );
     // The build running on a keeps its client and lease until it ends.
     assert.ok((await client.listWorkers()).length > 0);
+    // A build that fails there still learns that a answers (a Dockerfile error is not a lost
+    // builder) and what it is, without a being published again.
+    assert.equal(await p.probe(a.address), true);
+    assert.match((await p.capabilitiesOf(a.address))?.version ?? '', /^v0\.24\./);
+    assert.equal(await published(a.address), 0);
     assert.ok((await p.leaseExpiry(a.address, 'r1')) !== undefined);
     await running.release();
     assert.equal(await p.leaseExpiry(a.address, 'r1'), undefined);

@@ -97,8 +97,17 @@ function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
+/** How long a member that left is still known to the builds it ran (at most a build's life). */
+const DEPARTED_KEPT_MS = 24 * 3600_000;
+
 export class BuilderHealth {
   private readonly states: Map<string, CheckedState>;
+  /**
+   * Members that left the pool, kept for the builds they still run: a draining pod leaves DNS at
+   * once, and a build that fails on it must still learn whether the builder answers (a real
+   * Dockerfile error is not a lost builder) and what it is. Not checked nor published.
+   */
+  private readonly departed = new Map<string, { state: CheckedState; at: number }>();
   private timer: NodeJS.Timeout | undefined;
 
   constructor(private readonly o: BuilderHealthOptions) {
@@ -122,6 +131,7 @@ export class BuilderHealth {
   /** Starts watching a builder that joined the pool (a discovered member); checks it now. */
   add(address: string): void {
     if (this.states.has(address)) return;
+    this.departed.delete(address);
     this.states.set(address, { healthy: undefined });
     void this.check(address);
   }
@@ -133,7 +143,11 @@ export class BuilderHealth {
    * that still has the member publishes it again at its next check.
    */
   remove(address: string): void {
+    const state = this.states.get(address);
     this.states.delete(address);
+    const now = Date.now();
+    for (const [a, d] of this.departed) if (now - d.at > DEPARTED_KEPT_MS) this.departed.delete(a);
+    if (state) this.departed.set(address, { state, at: now });
     this.o.redis
       .multi()
       .hdel(builderCapabilitiesKey(this.o.keyPrefix), address)
@@ -155,7 +169,7 @@ export class BuilderHealth {
 
   /** One check of `address` (joining one under way); true when it answered. */
   check(address: string): Promise<boolean> {
-    const s = this.states.get(address);
+    const s = this.stateOf(address);
     if (!s) return Promise.resolve(false);
     if (s.checking) return s.checking;
     s.checking = (async () => {
@@ -179,7 +193,7 @@ export class BuilderHealth {
       } finally {
         s.checkedAt = new Date();
         s.checking = undefined;
-        this.publish(address, s);
+        if (this.states.get(address) === s) this.publish(address, s);
       }
     })();
     return s.checking;
@@ -190,7 +204,7 @@ export class BuilderHealth {
    * checked (a builder that is down is not waited for on every lease: its next check tells).
    */
   async capabilitiesOf(address: string): Promise<BuilderCapabilities | undefined> {
-    const s = this.states.get(address);
+    const s = this.stateOf(address);
     if (!s) return undefined;
     if (s.capabilities === undefined && s.healthy === undefined) await this.check(address);
     return s.capabilities;
@@ -198,7 +212,7 @@ export class BuilderHealth {
 
   /** The default platform of `address` (os/arch[/variant]); asks the daemon when no check has told it yet. */
   async platformOf(address: string): Promise<string | undefined> {
-    const s = this.states.get(address);
+    const s = this.stateOf(address);
     if (!s) return undefined;
     if (s.platform === undefined) await this.check(address);
     return s.platform;
@@ -209,10 +223,15 @@ export class BuilderHealth {
    * now), and its client is replaced.
    */
   reportFailure(address: string, err: unknown): void {
-    const s = this.states.get(address);
+    const s = this.stateOf(address);
     if (!s) return;
     this.markUnhealthy(address, s, err);
     void this.check(address);
+  }
+
+  /** A builder in the pool, or one that left it recently (`departed`). */
+  private stateOf(address: string): CheckedState | undefined {
+    return this.states.get(address) ?? this.departed.get(address)?.state;
   }
 
   private markUnhealthy(address: string, s: CheckedState, err: unknown): void {
