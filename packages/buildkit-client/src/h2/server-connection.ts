@@ -100,6 +100,12 @@ export class H2ServerStream {
   closed = false;
   /** Bytes received the application has consumed but the peer has not been credited for. */
   private credit = 0;
+  /**
+   * What the peer may still send on this stream: the window this side advertised, less what
+   * came, plus what was credited back. A peer that sends past it is refused (the stream reset),
+   * or what it sends ahead of a slow reader would pile up without bound.
+   */
+  recvWindow: number;
 
   constructor(
     private readonly conn: H2ServerConnection,
@@ -108,6 +114,7 @@ export class H2ServerStream {
     sendWindow: number,
   ) {
     this.sendWindow = sendWindow;
+    this.recvWindow = conn.options.streamWindow;
   }
 
   header(name: string): string | undefined {
@@ -121,6 +128,7 @@ export class H2ServerStream {
     // Credit in batches: a WINDOW_UPDATE per 16 KiB frame would cost both sides for nothing.
     if (this.credit >= this.conn.options.streamWindow / 4) {
       this.conn.windowUpdate(this.id, this.credit);
+      this.recvWindow += this.credit;
       this.credit = 0;
     }
   }
@@ -328,6 +336,11 @@ export class H2ServerConnection {
     }
     const s = this.streams.get(streamId);
     if (!s || s.remoteEnded) return;
+    s.recvWindow -= length;
+    if (s.recvWindow < 0) {
+      this.resetStream(s, H2Code.FLOW_CONTROL_ERROR);
+      return;
+    }
     let body = views;
     let padding = 0;
     if (flags & PADDED) {

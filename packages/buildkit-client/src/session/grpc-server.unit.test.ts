@@ -8,6 +8,7 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import type { Metadata } from '../grpc/metadata.js';
+import { encodeHeaders } from '../h2/hpack.js';
 import { type MethodDefinition, type ServerCall, SessionServer } from './grpc-server.js';
 
 // The session's gRPC server against the two HTTP/2 + gRPC implementations at hand (grpc-js's
@@ -387,5 +388,46 @@ test('hostile peers get a GOAWAY with the right code and a closed connection, ne
   inc.writeUInt32BE(0x7fffffff, 0);
   assert.equal(goawayCode(await raw(Buffer.concat([PREFACE, settings, frame(8, 0, 0, inc)]))), 3);
   // The server still answers a well-behaved client.
+  assert.equal((await unary('/t.T/Echo', Buffer.from('ok'))).toString(), 'echo:ok');
+});
+
+test('a peer that sends past the stream window gets the stream reset (FLOW_CONTROL_ERROR), nothing piles up', async () => {
+  const s = net.connect(sock);
+  const got: Buffer[] = [];
+  s.on('data', (c: Buffer) => got.push(c));
+  s.on('error', () => undefined);
+  const headers = encodeHeaders([
+    [':method', 'POST'],
+    [':scheme', 'http'],
+    [':path', '/t.T/Stall'],
+    [':authority', 'x'],
+    ['content-type', 'application/grpc'],
+  ]);
+  // The handler reads nothing: a peer that honoured the window would stop at 256 KiB.
+  const chunk = frame(0, 0, 1, Buffer.alloc(16 * 1024));
+  s.write(
+    Buffer.concat([
+      PREFACE,
+      frame(4, 0, 0, Buffer.alloc(0)),
+      frame(1, 4, 1, headers),
+      ...Array(24).fill(chunk),
+    ]),
+  );
+  const reset = () => {
+    const bytes = Buffer.concat(got);
+    for (let pos = 0; pos + 9 <= bytes.length; pos += 9 + bytes.readUIntBE(pos, 3)) {
+      if (bytes[pos + 3] === 3 && bytes.readUInt32BE(pos + 5) === 1) return bytes.readUInt32BE(pos + 9);
+    }
+    return undefined;
+  };
+  try {
+    for (let i = 0; reset() === undefined; i++) {
+      assert.ok(i < 200, 'no RST_STREAM came');
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    assert.equal(reset(), 3);
+  } finally {
+    s.destroy();
+  }
   assert.equal((await unary('/t.T/Echo', Buffer.from('ok'))).toString(), 'echo:ok');
 });
