@@ -98,7 +98,8 @@ function goBooleans(argv: string[], options: OptionsConfig, usage: string): stri
     } else if (GO_TRUE.has(value)) {
       kept.push(`--${name}`);
     } else if (GO_FALSE.has(value)) {
-      kept = kept.filter((a) => a !== `--${name}`);
+      const short = options[name]?.short;
+      kept = kept.filter((a) => a !== `--${name}` && (short === undefined || a !== `-${short}`));
     } else {
       throw new UsageError(`invalid argument "${value}" for "--${name}": true or false`, usage);
     }

@@ -38,8 +38,11 @@ test('a walk that began right after a change is not fingerprinted: the next chan
   try {
     await writeFile(path.join(ctx.dir, 'fresh'), 'x');
     const plan = await planContext({ contextDir: ctx.dir, cwd: '/' });
-    assert.equal(contextFingerprint(plan), undefined);
-    assert.ok(contextFingerprint({ ...plan, walkedAt: plan.walkedAt + SECOND }));
+    // Timed from the file's own change, not the clock: a loaded machine may take longer than the
+    // window between the write and the walk.
+    const changed = (await stat(path.join(ctx.dir, 'fresh'), { bigint: true })).ctimeNs;
+    assert.equal(contextFingerprint({ ...plan, walkedAt: changed + 1_000_000n }), undefined);
+    assert.ok(contextFingerprint({ ...plan, walkedAt: changed + SECOND }));
   } finally {
     await ctx.cleanup();
   }

@@ -359,12 +359,19 @@ async function* tarChunks(plan: ContextPlan, opts: TarStreamOptions): AsyncGener
       continue;
     }
     try {
-      const st = await fh.stat();
+      const st = await fh.stat({ bigint: true });
       if (!st.isFile()) {
         opts.onWarning?.(`${e.path}: not a regular file, left out`);
         continue;
       }
-      const size = st.size;
+      // Another file than the walk saw: replaced since, or reached through a parent directory
+      // swapped for a symlink (O_NOFOLLOW guards only the last name), possibly out of the context.
+      if (st.ino !== e.inode) {
+        throw new CliError(
+          `${e.path} in the context was replaced while it was being sent: run the build again`,
+        );
+      }
+      const size = Number(st.size);
       add(header({ name: e.path, type: 'file', mode, size, mtimeNs: e.modTime }));
       let left = size;
       while (left > 0) {

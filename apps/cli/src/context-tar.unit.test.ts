@@ -4,7 +4,18 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, symlink, writeFile } from 'node:fs/promises';
+import {
+  lstat,
+  mkdir,
+  mkdtemp,
+  readdir,
+  readFile,
+  readlink,
+  rename,
+  rm,
+  symlink,
+  writeFile,
+} from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
@@ -267,6 +278,22 @@ describe('context selection', () => {
       const tar = await tarOf(plan, { onWarning: (w) => warnings.push(w) });
       assert.equal(tar.includes(Buffer.from('host secret')), false);
       assert.match(warnings.join('\n'), /^a: cannot be opened \(ELOOP\)/m);
+    } finally {
+      await ctx.cleanup();
+    }
+  });
+
+  test('a parent directory swapped for a symlink after the walk fails the upload, nothing read from outside', async () => {
+    const ctx = await makeContext({
+      'ctx/Dockerfile': 'FROM scratch\n',
+      'ctx/conf/secret': 'in the context',
+      'outside/secret': 'host secret',
+    });
+    try {
+      const plan = await planContext({ contextDir: 'ctx', cwd: ctx.dir });
+      await rename(path.join(ctx.dir, 'ctx/conf'), path.join(ctx.dir, 'ctx/conf.old'));
+      await symlink(path.join(ctx.dir, 'outside'), path.join(ctx.dir, 'ctx/conf'));
+      await assert.rejects(tarOf(plan), /conf\/secret in the context was replaced while it was being sent/);
     } finally {
       await ctx.cleanup();
     }

@@ -1,7 +1,11 @@
 import type { Readable, Writable } from 'node:stream';
 import { EXIT_BROKEN_PIPE } from './errors.js';
 
-const INTERRUPTS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+/**
+ * Not SIGHUP: a listener would replace the ignoring that `nohup` sets up, so logging out would
+ * cancel a build the user meant to outlive the terminal.
+ */
+const INTERRUPTS = ['SIGINT', 'SIGTERM'] as const;
 
 export type OutStream = Writable & { isTTY?: boolean; columns?: number; rows?: number };
 
@@ -12,14 +16,13 @@ export interface Io {
   stdin: Readable;
   env: Readonly<Record<string, string | undefined>>;
   cwd: string;
-  /** Calls `handler` on Ctrl-C (SIGINT), SIGTERM or SIGHUP until the returned function is called. */
+  /** Calls `handler` on Ctrl-C (SIGINT) or SIGTERM until the returned function is called. */
   onInterrupt(handler: () => void): () => void;
 }
 
 /**
- * The real process. SIGTERM (a CI job canceled) and SIGHUP (a closed terminal) are handled as
- * Ctrl-C: otherwise they would end the process with the remote build still running and a
- * partial download beside its destination. A second signal while the first is being handled
+ * The real process. SIGTERM (a CI job canceled) is handled as Ctrl-C: otherwise it would end
+ * the process with the remote build still running and a partial download beside its destination. A second signal while the first is being handled
  * exits at once. When the
  * reader of stdout goes away (`kiln builds ls | head -1`), the process ends quietly, as a Unix
  * tool killed by SIGPIPE does, instead of crashing on the unhandled EPIPE.

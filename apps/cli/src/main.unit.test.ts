@@ -106,6 +106,8 @@ describe('kiln build flags', () => {
     assert.equal(noCache('--no-cache=false'), false);
     assert.equal(noCache('--no-cache', '--no-cache=false'), false);
     assert.equal(noCache('--no-cache=False', '--no-cache'), true);
+    const quiet = parseBuildOptions(['-q', '--quiet=false', '-o', 'type=tar,dest=a.tar', '.'], {}, false);
+    assert.ok(quiet !== 'help' && quiet.progress !== 'quiet');
     assert.throws(() => noCache('--no-cache=yes'), /invalid argument "yes" for "--no-cache": true or false/);
     // After `--`, nothing is a flag: it is the context's path.
     const after = parseBuildOptions(['-o', 'type=tar,dest=a.tar', '--', '--no-cache=true'], {}, false);

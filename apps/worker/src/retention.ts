@@ -52,7 +52,8 @@ export interface RetentionOptions {
   /**
    * The shared build cache's bound per project (bytes; 0: none). A project's cache past it, or
    * unused for `days`, is deleted whole: its next build exports a fresh one. Undefined: the
-   * cache is off, and what earlier runs left of it goes too.
+   * cache is off here; what earlier runs left of it still goes once unused for `days` (not at
+   * once: during a rollout another worker may still use it).
    */
   buildCacheMaxBytes?: number;
   /** Rows (or context keys) per query; default 500. */
@@ -156,11 +157,8 @@ async function dropBuildCaches(
     projects.set(project, entry);
   }
   for (const [project, entry] of projects) {
-    const drop =
-      maxBytes === undefined ||
-      entry.full ||
-      (maxBytes > 0 && entry.bytes > maxBytes) ||
-      entry.newest < cutoff.getTime();
+    const overBound = maxBytes !== undefined && maxBytes > 0 && entry.bytes > maxBytes;
+    const drop = entry.full || overBound || entry.newest < cutoff.getTime();
     if (!drop) continue;
     // Manifests first (`latest.json`, S3's `manifests/`): a pass cut short leaves blobs that no
     // manifest names, never a manifest naming blobs that are gone, which every import would trip on.

@@ -86,6 +86,9 @@ export function compileGlob(pattern: string): CompiledGlob {
 
 type Matcher = (path: string) => boolean;
 
+/** The most characters the patterns with wildcards may have together (PatternMatcher). */
+export const MAX_WILDCARD_PATTERN_CHARS = 16 * 1024;
+
 // Go slices "**" off the pattern's bytes. Only a leading byte order mark (skipped by
 // compileGlob) makes that cut land inside a character: Go's suffix is then the mark's last
 // byte, 0xBF, followed by the rest of the pattern, so the path must end with that rest right
@@ -203,6 +206,18 @@ export class PatternMatcher {
         throw new PatternError('BAD_PATTERN', err.message, raw, { cause: err });
       }
       parsed.push(new Pattern(p, exclusion));
+    }
+    // Matching is linear in pattern and path (re2.ts), but the patterns may be a tenant's: a
+    // bound on what every path is matched against keeps one walk from holding a process for
+    // minutes. Far beyond any hand-written .dockerignore.
+    const wildcards = parsed.filter((p) => /[*?[\\]/.test(p.cleaned));
+    const size = wildcards.reduce((n, p) => n + p.cleaned.length, 0);
+    if (size > MAX_WILDCARD_PATTERN_CHARS) {
+      throw new PatternError(
+        'BAD_PATTERN',
+        `the patterns with wildcards add up to ${size} characters, over the ${MAX_WILDCARD_PATTERN_CHARS} this matcher takes`,
+        wildcards.at(-1)?.cleaned ?? '',
+      );
     }
     this.patterns = parsed;
     this.hasExclusions = hasExclusions;

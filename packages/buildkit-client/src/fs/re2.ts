@@ -423,7 +423,8 @@ function literalOf(js: string): number | undefined {
 
 /** One code point's test: plain comparisons for the common atoms, a RegExp for real classes. */
 function charTest(js: string): (code: number) => boolean {
-  if (js === '[^/]') return (code) => code !== 0x2f;
+  // `[^/]` from a glob's `*` and `?`, as the class parser writes it.
+  if (js === '[^\\u{2f}]') return (code) => code !== 0x2f;
   if (js === '[^\\n]') return (code) => code !== 0x0a;
   const literal = literalOf(js);
   if (literal !== undefined) return (code) => code === literal;
@@ -497,6 +498,7 @@ function pikeVm(nodes: readonly Node[]): (input: string) => boolean {
   let step = 0;
   const current = new Int32Array(prog.length);
   const next = new Int32Array(prog.length);
+  const pending: number[] = [];
   const { runs, suffix } = requiredText(nodes);
   return (input) => {
     if (!input.endsWith(suffix) || runs.some((run) => !input.includes(run))) return false;
@@ -514,18 +516,22 @@ function pikeVm(nodes: readonly Node[]): (input: string) => boolean {
       const boundary = isWordCode(before) !== isWordCode(at);
       return kind === '\\b' ? boundary : !boundary;
     };
-    const add = (pc: number): void => {
-      if (marks[pc] === step) return;
-      marks[pc] = step;
-      const ins = prog[pc] as Instruction;
-      if (ins.op === 'jmp') add(ins.x);
-      else if (ins.op === 'split') {
-        add(ins.x);
-        add(ins.y);
-      } else if (ins.op === 'assert') {
-        if (holds(ins.kind)) add(pc + 1);
-      } else if (ins.op === 'match') matched = true;
-      else list[count++] = pc;
+    // Follows the empty moves from `start` with a stack of its own: a long pattern's chain of
+    // splits would overflow the call stack.
+    const add = (start: number): void => {
+      pending.push(start);
+      while (pending.length > 0) {
+        const pc = pending.pop() as number;
+        if (marks[pc] === step) continue;
+        marks[pc] = step;
+        const ins = prog[pc] as Instruction;
+        if (ins.op === 'jmp') pending.push(ins.x);
+        else if (ins.op === 'split') pending.push(ins.y, ins.x);
+        else if (ins.op === 'assert') {
+          if (holds(ins.kind)) pending.push(pc + 1);
+        } else if (ins.op === 'match') matched = true;
+        else list[count++] = pc;
+      }
     };
     step++;
     add(0);

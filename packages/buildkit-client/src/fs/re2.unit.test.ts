@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { compileGlob } from './patternmatcher.js';
+import { compileGlob, MAX_WILDCARD_PATTERN_CHARS, PatternError, PatternMatcher } from './patternmatcher.js';
 import { compileRe2 } from './re2.js';
 
 const PATTERNS = [
@@ -77,5 +77,19 @@ describe('compileRe2', () => {
     const test = compileRe2(source);
     assert.equal(test(`x${'a'.repeat(4000)}`), false);
     assert.equal(test(`x${'a'.repeat(4000)}b`), true);
+  });
+
+  it('bounds what a tenant can make every path be matched against', () => {
+    // One long line of `**/` (a chain of splits that a recursive simulation overflowed on) fits...
+    const long = `${'**/'.repeat(4000)}b`;
+    const matcher = new PatternMatcher([long]);
+    assert.equal(matcher.matchesOrParentMatches(`${'a/'.repeat(100)}b`), true);
+    // ...many of them do not.
+    assert.throws(
+      () => new PatternMatcher(Array.from({ length: 2 }, () => long)),
+      (err: unknown) =>
+        err instanceof PatternError && err.code === 'BAD_PATTERN' && /over the 16384/.test(err.message),
+    );
+    assert.equal(MAX_WILDCARD_PATTERN_CHARS, 16 * 1024);
   });
 });

@@ -161,8 +161,9 @@ class FilteredWalk {
       if (!isNotExist(err)) throw err;
       // Node decodes names as UTF-8, so one that is not (Latin-1 from an old archive, say) has
       // become U+FFFD and names nothing on disk. Skipping it, as a file removed mid-walk is,
-      // would silently drop the rest of its directory; Go would have sent its bytes.
-      if (path.includes('\uFFFD')) {
+      // would silently drop the rest of its directory; Go would have sent its bytes. An excluded
+      // directory walked only for `!` exceptions below it (listErr) is skipped as before.
+      if (listErr === undefined && path.includes('\uFFFD')) {
         throw new WalkError(
           'UNDECODABLE_NAME',
           `${path}: a file name that is not valid UTF-8 (shown with U+FFFD) cannot be sent; rename it, or exclude it`,

@@ -618,6 +618,12 @@ describe('fsutil walker tests', () => {
       kept.map((e) => e.path),
       ['app.py', 'main.py', 'sub', 'sub/x'],
     );
+    // Excluded, though walked for a wildcard `!` exception that might apply below it.
+    const excepted = await collect(root, { excludePatterns: ['caf*', 'sub/d*', '!**/*.keep'] });
+    assert.deepEqual(
+      excepted.map((e) => e.path),
+      ['app.py', 'main.py', 'sub', 'sub/x'],
+    );
   });
 
   it('rejects a root that is not a directory', async () => {

@@ -17,6 +17,7 @@ export async function receiveLocal(call: ServerCall, dest: string): Promise<void
   await fs.mkdir(dest, { recursive: true });
   const root = await fs.realpath(dest);
   const stats: Stat[] = [];
+  const seen = new Set<string>();
   const wanted: Array<{ id: number; target: string }> = [];
   const open = new Map<number, { stream: WriteStream; done: Promise<void> }>();
   let statsDone = false;
@@ -71,6 +72,10 @@ export async function receiveLocal(call: ServerCall, dest: string): Promise<void
         statsDone = true;
       } else {
         const id = index++;
+        // fsutil sends each path once. A second STAT could turn a directory whose files are still
+        // being written, or whose modes are set last, into a symlink out of the destination.
+        if (seen.has(p.stat.path)) throw new Error(`the daemon sent ${p.stat.path} twice`);
+        seen.add(p.stat.path);
         stats.push(p.stat);
         const kind = unixModeFromGo(p.stat.mode);
         const abs = await creatable(p.stat.path);

@@ -97,7 +97,7 @@ test('a hostile export cannot write outside the destination, also not through a 
   }
 });
 
-test('a symlink in the destination, left there or sent first, is replaced and never written or chmodded through', async () => {
+test('a symlink left in the destination is replaced, never written or chmodded through; a path sent twice is refused', async () => {
   const base = await fs.mkdtemp(path.join(os.tmpdir(), 'bkc-recv-'));
   const dest = path.join(base, 'dest');
   const victim = path.join(base, 'victim');
@@ -107,31 +107,41 @@ test('a symlink in the destination, left there or sent first, is replaced and ne
   await fs.mkdir(victimDir, { mode: 0o700 });
   await fs.chmod(victimDir, 0o700);
   try {
-    // An earlier export left `config -> victim`; this one has a regular file `config`.
+    // An earlier export left `config -> victim` and `d -> victim-dir`; this one has a regular
+    // file `config` and a directory `d`.
     await fs.mkdir(dest);
     await fs.symlink(victim, path.join(dest, 'config'));
-    const link = (p: string, to: string) =>
-      ({
-        type: PacketType.STAT,
-        id: 0,
-        stat: stat({ path: p, mode: (MODE_SYMLINK | 0o777) >>> 0, linkname: to }),
-      }) as const;
+    await fs.symlink(victimDir, path.join(dest, 'd'));
     const { call } = fakeDaemon([
       { type: PacketType.STAT, id: 0, stat: stat({ path: 'config', mode: 0o600 }) },
-      // The same path sent twice, first as a symlink out, then as a file or a directory.
-      link('a', victim),
-      { type: PacketType.STAT, id: 0, stat: stat({ path: 'a', mode: 0o600 }) },
-      link('d', victimDir),
       { type: PacketType.STAT, id: 0, stat: stat({ path: 'd', mode: (MODE_DIR | 0o777) >>> 0 }) },
+      { type: PacketType.STAT, id: 0, stat: stat({ path: 'd/x', mode: 0o666 }) },
       { type: PacketType.STAT, id: 0 },
     ]);
     await receiveLocal(call, dest);
     assert.equal(await fs.readFile(victim, 'utf8'), 'keep');
     assert.equal((await fs.stat(victim)).mode & 0o777, 0o644);
     assert.equal((await fs.stat(victimDir)).mode & 0o777, 0o700);
+    assert.deepEqual(await fs.readdir(victimDir), []);
     assert.equal(await fs.readFile(path.join(dest, 'config'), 'utf8'), 'content 0');
-    assert.ok((await fs.lstat(path.join(dest, 'a'))).isFile());
     assert.ok((await fs.lstat(path.join(dest, 'd'))).isDirectory());
+
+    // The same path twice: a directory, then a symlink out of the destination in its place.
+    const link = (p: string, to: string) =>
+      ({
+        type: PacketType.STAT,
+        id: 0,
+        stat: stat({ path: p, mode: (MODE_SYMLINK | 0o777) >>> 0, linkname: to }),
+      }) as const;
+    const twice = fakeDaemon([
+      { type: PacketType.STAT, id: 0, stat: stat({ path: 'e', mode: (MODE_DIR | 0o755) >>> 0 }) },
+      { type: PacketType.STAT, id: 0, stat: stat({ path: 'e/passwd', mode: 0o666 }) },
+      link('e', victimDir),
+      { type: PacketType.STAT, id: 0 },
+    ]);
+    await assert.rejects(receiveLocal(twice.call, dest), /sent e twice/);
+    assert.equal((await fs.stat(victimDir)).mode & 0o777, 0o700);
+    assert.deepEqual(await fs.readdir(victimDir), []);
   } finally {
     await fs.rm(base, { recursive: true, force: true });
   }
