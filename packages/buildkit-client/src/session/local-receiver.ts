@@ -72,13 +72,14 @@ export async function receiveLocal(call: ServerCall, dest: string): Promise<void
         statsDone = true;
       } else {
         const id = index++;
-        // fsutil sends each path once. A second STAT could turn a directory whose files are still
-        // being written, or whose modes are set last, into a symlink out of the destination.
-        if (seen.has(p.stat.path)) throw new Error(`the daemon sent ${p.stat.path} twice`);
-        seen.add(p.stat.path);
+        const abs = await creatable(p.stat.path);
+        // fsutil sends each path once. A second STAT (also spelt `./d` or `d/`) could turn a
+        // directory whose files are still being written, or whose modes are set last, into a
+        // symlink out of the destination.
+        if (seen.has(abs)) throw new Error(`the daemon sent ${p.stat.path} twice`);
+        seen.add(abs);
         stats.push(p.stat);
         const kind = unixModeFromGo(p.stat.mode);
-        const abs = await creatable(p.stat.path);
         await replace(abs, kind.type === 'dir');
         if (kind.type === 'dir') {
           await fs.mkdir(abs, { recursive: true });

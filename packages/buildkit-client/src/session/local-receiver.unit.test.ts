@@ -136,10 +136,10 @@ test('a symlink left in the destination is replaced, never written or chmodded t
     const twice = fakeDaemon([
       { type: PacketType.STAT, id: 0, stat: stat({ path: 'e', mode: (MODE_DIR | 0o755) >>> 0 }) },
       { type: PacketType.STAT, id: 0, stat: stat({ path: 'e/passwd', mode: 0o666 }) },
-      link('e', victimDir),
+      link('./e/', victimDir),
       { type: PacketType.STAT, id: 0 },
     ]);
-    await assert.rejects(receiveLocal(twice.call, dest), /sent e twice/);
+    await assert.rejects(receiveLocal(twice.call, dest), /sent \.\/e\/ twice/);
     assert.equal((await fs.stat(victimDir)).mode & 0o777, 0o700);
     assert.deepEqual(await fs.readdir(victimDir), []);
   } finally {
