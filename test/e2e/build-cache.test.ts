@@ -110,6 +110,20 @@ for (const storage of ['s3', 'local'] as const) {
       }
     }
 
+    /** One retention pass by a worker whose cache bound is `maxBytes`. */
+    async function retentionWith(maxBytes: number) {
+      const bounded = createWorker({
+        ...kiln.config,
+        buildCache: { ...(kiln.config.buildCache ?? assert.fail('no cache config')), maxBytes },
+      });
+      await bounded.start();
+      try {
+        return await bounded.runRetentionOnce();
+      } finally {
+        await bounded.stop();
+      }
+    }
+
     async function cacheKeys(): Promise<string[]> {
       const keys: string[] = [];
       for await (const o of kiln.deps.storage.list('cache/')) keys.push(o.key);
@@ -143,17 +157,8 @@ for (const storage of ['s3', 'local'] as const) {
     test('retention drops a cache past its byte bound, whole', async () => {
       const before = await cacheKeys();
       assert.ok(before.length > 0);
-      const bounded = createWorker({
-        ...kiln.config,
-        buildCache: { ...(kiln.config.buildCache ?? assert.fail('no cache config')), maxBytes: 1 },
-      });
-      await bounded.start();
-      try {
-        const report = await bounded.runRetentionOnce();
-        assert.equal(report.cachesDropped.length, 2, JSON.stringify(report));
-      } finally {
-        await bounded.stop();
-      }
+      const report = await retentionWith(1);
+      assert.equal(report.cachesDropped.length, 2, JSON.stringify(report));
       assert.deepEqual(await cacheKeys(), []);
     });
 
@@ -171,17 +176,8 @@ for (const storage of ['s3', 'local'] as const) {
         assert.ok(held <= bound, `the cache holds ${held} bytes, over ${bound}`);
         assert.ok(!(await cacheKeys()).some((k) => k.endsWith('latest.json')), 'no manifest recorded');
         // Just under its bound, it would refuse every later export: the next pass drops it.
-        const bounded = createWorker({
-          ...kiln.config,
-          buildCache: { ...(kiln.config.buildCache ?? assert.fail('no cache config')), maxBytes: bound },
-        });
-        await bounded.start();
-        try {
-          const report = await bounded.runRetentionOnce();
-          assert.equal(report.cachesDropped.length, 1, JSON.stringify(report));
-        } finally {
-          await bounded.stop();
-        }
+        const report = await retentionWith(bound);
+        assert.equal(report.cachesDropped.length, 1, JSON.stringify(report));
         assert.deepEqual(await cacheKeys(), []);
       });
     }

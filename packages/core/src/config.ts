@@ -460,19 +460,23 @@ function builderCacheKeys(
   accessKeyId: string | undefined,
   secretAccessKey: string | undefined,
 ): { accessKeyId: string; secretAccessKey: string } | undefined {
-  if (accessKeyId && !secretAccessKey) {
-    throw new ConfigError(
-      'KILN_BUILD_CACHE_S3_SECRET_ACCESS_KEY',
-      'required with KILN_BUILD_CACHE_S3_ACCESS_KEY_ID',
-    );
-  }
-  if (secretAccessKey && !accessKeyId) {
-    throw new ConfigError(
-      'KILN_BUILD_CACHE_S3_ACCESS_KEY_ID',
-      'required with KILN_BUILD_CACHE_S3_SECRET_ACCESS_KEY',
-    );
-  }
-  return accessKeyId && secretAccessKey ? { accessKeyId, secretAccessKey } : undefined;
+  const pair = bothOrNeither(
+    ['KILN_BUILD_CACHE_S3_ACCESS_KEY_ID', accessKeyId],
+    ['KILN_BUILD_CACHE_S3_SECRET_ACCESS_KEY', secretAccessKey],
+  );
+  return pair && { accessKeyId: pair[0], secretAccessKey: pair[1] };
+}
+
+/**
+ * Two settings that only work together: both values, or undefined for neither. One without the
+ * other stops start-up naming the missing one, rather than failing later, far from its cause.
+ */
+function bothOrNeither<T>(a: [string, T | undefined], b: [string, T | undefined]): [T, T] | undefined {
+  if (a[1] !== undefined && b[1] === undefined)
+    throw new ConfigError(b[0], `required with ${a[0]} (not set)`);
+  if (b[1] !== undefined && a[1] === undefined)
+    throw new ConfigError(a[0], `required with ${b[0]} (not set)`);
+  return a[1] !== undefined && b[1] !== undefined ? [a[1], b[1]] : undefined;
 }
 
 function builderTls(e: z.infer<typeof ENV>): BuilderTls | undefined {
@@ -480,13 +484,10 @@ function builderTls(e: z.infer<typeof ENV>): BuilderTls | undefined {
   const ca = readPem('KILN_BUILDER_TLS_CA', e.KILN_BUILDER_TLS_CA);
   const cert = readPem('KILN_BUILDER_TLS_CERT', e.KILN_BUILDER_TLS_CERT);
   const key = readPem('KILN_BUILDER_TLS_KEY', e.KILN_BUILDER_TLS_KEY);
-  // One without the other would fail each handshake later, far from its cause.
-  if (cert !== undefined && key === undefined)
-    throw new ConfigError('KILN_BUILDER_TLS_KEY', 'required with KILN_BUILDER_TLS_CERT (not set)');
-  if (key !== undefined && cert === undefined)
-    throw new ConfigError('KILN_BUILDER_TLS_CERT', 'required with KILN_BUILDER_TLS_KEY (not set)');
+  // One without the other would fail each handshake.
+  const pair = bothOrNeither(['KILN_BUILDER_TLS_CERT', cert], ['KILN_BUILDER_TLS_KEY', key]);
   if (ca !== undefined) tls.ca = ca;
-  if (cert !== undefined && key !== undefined) Object.assign(tls, { cert, key });
+  if (pair) Object.assign(tls, { cert: pair[0], key: pair[1] });
   if (e.KILN_BUILDER_TLS_SERVER_NAME !== undefined) {
     if (ca === undefined && cert === undefined) {
       throw new ConfigError(

@@ -397,6 +397,7 @@ export function compileRe2(
   engine: 'auto' | 'regexp' | 'vm' = 'auto',
 ): (input: string) => boolean {
   const nodes = new Parser(source).sequence(false);
+  // Compiled whichever engine runs: it is what refuses what RE2 would refuse and JavaScript too.
   let re: RegExp;
   try {
     re = new RegExp(toJs(nodes), 'v');
