@@ -16,6 +16,14 @@
  * Releasing a lease names the first build in the builder's line, so that the caller can wake it
  * (it waits out a hand-back delay meanwhile, and the slot is kept for it). A draining builder
  * (builderDrainingKey) takes no new lease.
+ *
+ * Holders: a build may run twice at once for a while (a stalled job run again while its first run
+ * still ends), and both runs name the same buildId. Each run takes its lease with a token of its
+ * own, kept in a key beside the ZSET (expiring with the lease); the run that took the lease last
+ * holds it, and only the holder renews or releases it. A release leaves a tombstone for a TTL, so
+ * that the earlier run, renewing every third of it, learns it lost the lease instead of
+ * re-creating it. Without holders, the superseded run's late release freed the slot the new run
+ * was using, and its renewals kept the lease alive after the new run had released it.
  */
 import { builderDrainingKey, builderLeaseKey, projectLeaseKey } from '@kiln/core';
 import type { Redis } from 'ioredis';
@@ -28,12 +36,13 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`;
 const WAITER_STALE_MS = 5000;
 
 /**
- * KEYS builder leases, project leases, the builder's draining flag, this builder's line (buildId →
- * rank) and line seen (buildId → ms), then the lines and line-seen sets of the build's other
- * builders (left on take); ARGV buildId, concurrency, ttlMs, project limit (0: none), rank, staleMs
- * → 1 leased (or already held), 0 no room (now in line), -1 the project is at its quota, -2 the
- * builder is draining. The flag is read here, not before: a drain sets it, then counts leases,
- * so every lease is either counted or refused.
+ * KEYS builder leases, project leases, the build's holder on this builder, the builder's
+ * draining flag, this builder's line (buildId → rank) and line seen (buildId → ms), then the lines
+ * and line-seen sets of the build's other builders (left on take); ARGV buildId, concurrency,
+ * ttlMs, project limit (0: none), rank, staleMs, token → 1 leased (or taken over from an earlier
+ * run of the same build), 0 no room (now in line), -1 the project is at its quota, -2 the builder
+ * is draining. The flag is read here, not before: a drain sets it, then counts leases, so every
+ * lease is either counted or refused.
  */
 const ACQUIRE = `${NOW}
 local id, ttl = ARGV[1], tonumber(ARGV[3])
@@ -42,35 +51,64 @@ redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 local function take()
   redis.call('ZADD', KEYS[1], now + ttl, id)
   redis.call('ZADD', KEYS[2], now + ttl, id)
-  for i = 4, #KEYS do redis.call('ZREM', KEYS[i], id) end
+  redis.call('SET', KEYS[3], ARGV[7], 'PX', ttl)
+  for i = 5, #KEYS do redis.call('ZREM', KEYS[i], id) end
   return 1
 end
 if redis.call('ZSCORE', KEYS[1], id) then return take() end
-if redis.call('EXISTS', KEYS[3]) == 1 then return -2 end
+if redis.call('EXISTS', KEYS[4]) == 1 then return -2 end
 local limit = tonumber(ARGV[4])
 if limit > 0 and not redis.call('ZSCORE', KEYS[2], id) and redis.call('ZCARD', KEYS[2]) >= limit then
   return -1
 end
-for _, w in ipairs(redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now - tonumber(ARGV[6]))) do
-  redis.call('ZREM', KEYS[4], w)
+for _, w in ipairs(redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', now - tonumber(ARGV[6]))) do
   redis.call('ZREM', KEYS[5], w)
+  redis.call('ZREM', KEYS[6], w)
 end
 local rank = tonumber(ARGV[5])
-local ahead = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', '(' .. rank, 'LIMIT', 0, 1)
+local ahead = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', '(' .. rank, 'LIMIT', 0, 1)
 if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) and (ahead[1] == nil or ahead[1] == id) then
   return take()
 end
-redis.call('ZADD', KEYS[4], rank, id)
-redis.call('ZADD', KEYS[5], now, id)
+redis.call('ZADD', KEYS[5], rank, id)
+redis.call('ZADD', KEYS[6], now, id)
 return 0`;
 
-/** KEYS builder leases, project leases; ARGV buildId, ttlMs → 1 if the lease still existed, 0 if re-created. */
+/**
+ * KEYS builder leases, project leases, the build's holder on this builder; ARGV buildId, ttlMs,
+ * token → 1 renewed, 0 re-created (it had expired, and no other run took it meanwhile), -1 another
+ * run of the build took it, or released it. An expired lease is re-created whatever the builder's
+ * load: the build is still running there, and the count should say so.
+ */
 const RENEW = `${NOW}
+local holder = redis.call('GET', KEYS[3])
+if holder and holder ~= ARGV[3] then return -1 end
+local ttl = tonumber(ARGV[2])
 local existed = redis.call('ZSCORE', KEYS[1], ARGV[1])
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
-redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
+redis.call('ZADD', KEYS[2], now + ttl, ARGV[1])
+redis.call('SET', KEYS[3], ARGV[3], 'PX', ttl)
 if existed and tonumber(existed) > now then return 1 end
 return 0`;
+
+/**
+ * KEYS builder leases, project leases, the build's holder on this builder, this builder's line;
+ * ARGV buildId, token, ttlMs → the first build in line (or false). Only the holder frees the slot.
+ */
+const RELEASE = `if redis.call('GET', KEYS[3]) == ARGV[2] then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  redis.call('SET', KEYS[3], 'released', 'PX', tonumber(ARGV[3]))
+end
+return redis.call('ZRANGE', KEYS[4], 0, 0)[1]`;
+
+export type RenewOutcome = 'renewed' | 're-created' | 'superseded';
+
+const RENEW_OUTCOMES: Record<number, RenewOutcome> = {
+  1: 'renewed',
+  0: 're-created',
+  [-1]: 'superseded',
+};
 
 /** What a build asks for beside a slot: its project's running-builds quota, and its place in line. */
 export interface LeaseClaim {
@@ -115,14 +153,20 @@ export class LeaseStore {
     return [`${this.prefix}:slot-line:${address}`, `${this.prefix}:slot-line-seen:${address}`];
   }
 
+  private holderKey(address: string, buildId: string): string {
+    return `${this.prefix}:lease-holder:${address}:${buildId}`;
+  }
+
   /**
    * Leases `address` for `buildId` if it has room, the project is under its quota and no better
-   * ranked build is in its line; or if the build already holds the lease. `alsoWaitsFor`: the
-   * build's other builders, whose lines it leaves when it gets this one.
+   * ranked build is in its line; or if the build already holds the lease (an earlier run of it:
+   * this run, `token`, holds it from now on). `alsoWaitsFor`: the build's other builders, whose
+   * lines it leaves when it gets this one.
    */
   async tryAcquire(
     address: string,
     buildId: string,
+    token: string,
     concurrency: number,
     claim: LeaseClaim,
     alsoWaitsFor: readonly string[] = [],
@@ -130,9 +174,10 @@ export class LeaseStore {
     const others = alsoWaitsFor.filter((a) => a !== address).flatMap((a) => this.lineKeys(a));
     const result = await this.redis.eval(
       ACQUIRE,
-      5 + others.length,
+      6 + others.length,
       this.key(address),
       this.projectKey(claim.projectId),
+      this.holderKey(address, buildId),
       builderDrainingKey(address, this.prefix),
       ...this.lineKeys(address),
       ...others,
@@ -142,34 +187,48 @@ export class LeaseStore {
       String(claim.projectLimit),
       String(claim.rank),
       String(WAITER_STALE_MS),
+      token,
     );
     return OUTCOMES[Number(result)] ?? 'full';
   }
 
-  /** Extends the lease; false when it had expired and was re-created. */
-  async renew(address: string, projectId: string, buildId: string): Promise<boolean> {
-    const existed = await this.redis.eval(
+  /** Extends the lease `token` holds, or re-creates it when it had expired. */
+  async renew(address: string, projectId: string, buildId: string, token: string): Promise<RenewOutcome> {
+    const result = await this.redis.eval(
       RENEW,
-      2,
+      3,
       this.key(address),
       this.projectKey(projectId),
+      this.holderKey(address, buildId),
       buildId,
       String(this.ttlMs),
+      token,
     );
-    return Number(existed) === 1;
+    return RENEW_OUTCOMES[Number(result)] ?? 'superseded';
   }
 
-  /** Ends the lease; resolves to the best-ranked build in this builder's line, if any. */
-  async release(address: string, projectId: string, buildId: string): Promise<string | undefined> {
-    const replies = await this.redis
-      .multi()
-      .zrem(this.key(address), buildId)
-      .zrem(this.projectKey(projectId), buildId)
-      .zrange(this.lineKeys(address)[0], 0, 0)
-      .exec();
-    const [err, first] = replies?.[2] ?? [null, []];
-    if (err) throw err;
-    return (first as string[])[0];
+  /**
+   * Ends the lease if `token` holds it; resolves to the best-ranked build in this builder's line,
+   * if any.
+   */
+  async release(
+    address: string,
+    projectId: string,
+    buildId: string,
+    token: string,
+  ): Promise<string | undefined> {
+    const first = await this.redis.eval(
+      RELEASE,
+      4,
+      this.key(address),
+      this.projectKey(projectId),
+      this.holderKey(address, buildId),
+      this.lineKeys(address)[0],
+      buildId,
+      token,
+      String(this.ttlMs),
+    );
+    return typeof first === 'string' ? first : undefined;
   }
 
   /** Live leases of each address, in the given order (one round trip). */

@@ -21,6 +21,8 @@ export class Lease {
     readonly address: string,
     readonly projectId: string,
     readonly buildId: string,
+    /** This run's own: another run of the same build takes the lease over with another. */
+    private readonly token: string,
   ) {
     // Every third of the TTL: two renewals may fail before the lease expires.
     this.timer = setInterval(() => void this.renew(), Math.max(100, deps.store.ttlMs / 3));
@@ -42,8 +44,13 @@ export class Lease {
     if (this.released) return;
     const where = { builder: this.address, buildId: this.buildId };
     try {
-      if (!(await this.deps.store.renew(this.address, this.projectId, this.buildId))) {
+      const outcome = await this.deps.store.renew(this.address, this.projectId, this.buildId, this.token);
+      if (outcome === 're-created') {
         this.deps.logger.warn(where, 'lease had expired before its renewal; re-created it');
+      } else if (outcome === 'superseded') {
+        // Another run of this build took the lease over (or has ended it): the slot is its own.
+        clearInterval(this.timer);
+        this.deps.logger.warn(where, 'another run of this build holds the lease now; stopped renewing it');
       }
     } catch (err) {
       this.deps.logger.warn({ ...where, err: errorMessage(err) }, 'lease renewal failed');
@@ -56,7 +63,7 @@ export class Lease {
     clearInterval(this.timer);
     if (this.usedClient) this.deps.clients.unuse(this.usedClient);
     this.usedClient = undefined;
-    const next = await this.deps.store.release(this.address, this.projectId, this.buildId);
+    const next = await this.deps.store.release(this.address, this.projectId, this.buildId, this.token);
     if (next && this.deps.wakeWaiter) {
       await this.deps.wakeWaiter(next).catch((err: unknown) => {
         this.deps.logger.debug(

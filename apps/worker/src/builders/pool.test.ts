@@ -93,9 +93,11 @@ describe('BuilderPool', { skip }, () => {
       assert.match(err.message, /x 1\/1/);
       return true;
     });
-    // The holder may acquire again (idempotent), others may not.
-    assert.equal((await a.acquire({ buildId: 'b1' })).address, 'x');
+    // The build may acquire again (a run of it taking over, see below), others may not.
+    const again = await a.acquire({ buildId: 'b1' });
+    assert.equal(again.address, 'x');
     await lease.release();
+    await again.release();
     assert.equal((await b.acquire({ buildId: 'b2' })).address, 'x');
     assert.deepEqual(await a.loads(), [1]);
   });
@@ -151,6 +153,30 @@ describe('BuilderPool', { skip }, () => {
     assert.ok(expiry !== undefined && expiry > (await p.now()), 'the lease was renewed');
     await lease.release();
     assert.equal(await p.leaseExpiry('x', 'live'), undefined);
+  });
+
+  test('a superseded run of a build neither frees nor keeps alive the lease its new run holds', async () => {
+    const keyPrefix = prefix();
+    const p = pool([{ address: 'x', concurrency: 1 }], { keyPrefix, leaseTtlMs: 300 });
+    const first = await p.acquire({ buildId: 'b' });
+    // The job runs again (its worker stalled) while the first run still holds the lease: the new
+    // run takes it over.
+    const second = await p.acquire({ buildId: 'b' });
+    await first.release();
+    assert.ok((await p.leaseExpiry('x', 'b')) !== undefined, "the first run's release left the lease");
+    await assert.rejects(p.acquire({ buildId: 'other' }), NoBuilderAvailableError);
+    await sleep(400);
+    assert.ok((await p.leaseExpiry('x', 'b')) !== undefined, 'the new run renews it');
+    await second.release();
+    assert.equal(await p.leaseExpiry('x', 'b'), undefined);
+    // The new run ends before the first renews again: the first must not bring the lease back
+    // (it renews every third of the TTL).
+    const late = await p.acquire({ buildId: 'c' });
+    await (await p.acquire({ buildId: 'c' })).release();
+    await sleep(400);
+    assert.equal(await p.leaseExpiry('x', 'c'), undefined, 'the first run does not bring it back');
+    await late.release();
+    await (await p.acquire({ buildId: 'other' })).release();
   });
 
   test('unhealthy builders are skipped; none healthy is a typed error', async () => {

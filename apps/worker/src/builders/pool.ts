@@ -4,6 +4,7 @@
  * process (lease-store.ts) and project affinity (affinity.ts). Choice: the least-loaded
  * healthy builder, the project's last builder first, builders that just failed this build last.
  */
+import { randomUUID } from 'node:crypto';
 import { type BuildkitClient, connect, type TlsOptions } from '@kiln/buildkit-client';
 import {
   AppError,
@@ -322,10 +323,12 @@ export class BuilderPool {
       projectLimit: req.projectLimit ?? 0,
       rank: req.rank ?? 1,
     };
+    const token = randomUUID();
     for (const b of ordered) {
       const outcome = await this.leases.tryAcquire(
         b.address,
         req.buildId,
+        token,
         b.concurrency,
         claim,
         ordered.map((o) => o.address),
@@ -349,6 +352,7 @@ export class BuilderPool {
           b.address,
           claim.projectId,
           req.buildId,
+          token,
         );
       }
     }
