@@ -1049,6 +1049,51 @@ describe('hostile uploads', () => {
       });
     });
 
+    test('stored-bytes quota: an upload that can only be refused is answered 429 before it has all arrived; a retry of what the project holds is not', async () => {
+      const name = 'quota-early';
+      const token = await bootstrapProject(api.db.url, name);
+      const setQuota = (bytes: number) =>
+        api.deps.db.project.update({ where: { name }, data: { maxStoredBytes: BigInt(bytes) } });
+      const big = tar([DOCKERFILE, file('big', Buffer.alloc(64 * MiB))]);
+      const form = multipart([ctxPart(big)]);
+      await withConfiguredApi({ KILN_MAX_CONTEXT_BYTES: String(128 * MiB) }, async (port) => {
+        const base = `http://127.0.0.1:${port}`;
+        const post = (body: Buffer, type: string, key?: string) =>
+          request(base, '/v1/builds?output=type=tar,dest=a.tar', {
+            method: 'POST',
+            body,
+            headers: { ...auth(token), 'content-type': type, ...(key ? { 'idempotency-key': key } : {}) },
+          });
+        await setQuota(MiB);
+        const first = await post(GOOD, TAR, 'quota-early-1');
+        assert.equal(first.status, 202, first.text);
+        // Over its quota now: a retry of the same request still gets its build.
+        await setQuota(1);
+        const retry = await post(GOOD, TAR, 'quota-early-1');
+        assert.equal(retry.status, 200, retry.text);
+        for (const [type, body] of [
+          [TAR, big],
+          [form.contentType, form.body],
+        ] as const) {
+          await leavesNothing(async () => {
+            const res = await post(body, type);
+            assert.equal(res.status, 429, res.text);
+            assert.equal(errorOf(res)?.code, 'quota_exceeded');
+            assert.match(
+              errorOf(res)?.message ?? '',
+              /this upload already brings \d+ bytes.*stored bytes: 1\)/,
+            );
+            // The answer waits for up to 16 MiB more to be read and dropped (errors.ts), so that
+            // the client sees it rather than a reset; the rest is never sent.
+            assert.ok(
+              res.bodyBytesSent < body.length / 2,
+              `answered after ${res.bodyBytesSent} of ${body.length} bytes`,
+            );
+          });
+        }
+      });
+    });
+
     test('slowloris: the request/connection timeouts can be configured', async () => {
       const variable = CONFIG_VARIABLES.find((v) =>
         /^KILN_.*(REQUEST|CONNECTION|UPLOAD|IDLE|BODY).*TIMEOUT/.test(v),

@@ -6,9 +6,11 @@ import {
   type BuildSecrets,
   type BuildSpec,
   contextLimitsOf,
+  loadProjectQuotas,
   parseBuildSecrets,
   parseBuildSpec,
   SPEC_FIELDS,
+  storedBytesLeft,
 } from '@kiln/core';
 import type { FastifyRequest, RawServerDefault, RouteGenericInterface } from 'fastify';
 import { Type } from 'typebox';
@@ -18,7 +20,7 @@ import type { ApiDeps } from './deps.js';
 import { parseGitBuildRequest } from './git-request.js';
 import { mediaType } from './media-type.js';
 import { QUERY, SpecFields } from './spec-fields.js';
-import { type ReceivedContext, receiveContext, uploadTmpDir } from './upload.js';
+import { type ReceivedContext, receiveContext, type UploadBudget, uploadTmpDir } from './upload.js';
 import type { UploadSlots } from './upload-slots.js';
 
 /** Content types taken as a raw context upload (the body stays a stream for receiveContext). */
@@ -190,7 +192,8 @@ async function readUpload(deps: ApiDeps, req: BuildRequest): Promise<Upload> {
     }
     const spec = parseBuildSpec(specFromQuery(req.query).spec);
     await checkSomeBuilderCanServe(deps, spec);
-    return { spec, secrets: {}, context: await receiveContext(req.body, uploadOptions(deps, spec.file)) };
+    const options = await uploadOptions(deps, req.projectId, spec.file);
+    return { spec, secrets: {}, context: await receiveContext(req.body, options) };
   }
   const fields = specFromQuery(req.query);
   let stored: Upload | undefined;
@@ -208,7 +211,8 @@ async function readUpload(deps: ApiDeps, req: BuildRequest): Promise<Upload> {
         const spec = parseBuildSpec(input);
         const secrets = parseBuildSecrets(input.secrets);
         await checkSomeBuilderCanServe(deps, spec);
-        stored = { spec, secrets, context: await receiveContext(part.file, uploadOptions(deps, spec.file)) };
+        const options = await uploadOptions(deps, req.projectId, spec.file);
+        stored = { spec, secrets, context: await receiveContext(part.file, options) };
       } else {
         if (stored)
           throw new AppError(
@@ -237,13 +241,38 @@ async function readUpload(deps: ApiDeps, req: BuildRequest): Promise<Upload> {
   return stored;
 }
 
-function uploadOptions({ storage, config }: ApiDeps, dockerfilePath: string) {
+async function uploadOptions(deps: ApiDeps, projectId: string, dockerfilePath: string) {
+  const { storage, config } = deps;
+  const budget = await storedBytesBudget(deps, projectId);
   return {
     storage,
     tmpDir: uploadTmpDir(config),
     limits: contextLimitsOf(config.limits),
     dockerfilePath,
     allowedFrontends: config.allowedFrontends,
+    ...(budget ? { budget } : {}),
+  };
+}
+
+/**
+ * The stored-bytes quota, applied while an upload arrives rather than once it is whole: an upload
+ * larger than what the quota leaves and than every context the project's builds were given can be
+ * neither one it holds already, nor a result-cache answer, nor an idempotent retry, so admission
+ * (create-build.ts) would refuse it. It is refused at that point, and the rest is not read.
+ * Without a quota, there is no budget.
+ */
+async function storedBytesBudget(deps: ApiDeps, projectId: string): Promise<UploadBudget | undefined> {
+  const { quotas, storedBytes } = await loadProjectQuotas(deps.db, deps.config.quotas, projectId);
+  const left = storedBytesLeft(quotas, storedBytes);
+  if (left === null) return undefined;
+  return {
+    bytes: Math.max(left, 0),
+    limit: () => deps.builds.largestContextOf(projectId),
+    refusal: (received) =>
+      new AppError(
+        'quota_exceeded',
+        `the project keeps ${storedBytes} bytes stored and this upload already brings ${received} bytes, over its limit (stored bytes: ${quotas.storedBytes}); builds past retention free theirs`,
+      ),
   };
 }
 

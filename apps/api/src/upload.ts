@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import type { Readable } from 'node:stream';
+import { type Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import {
   AppError,
@@ -32,6 +32,39 @@ export interface ReceivedContext extends StoredContext {
 }
 
 /**
+ * How much an upload may bring before it is refused, without waiting for the rest of it: `bytes`
+ * known at the start, and past them `limit()`, looked up once (the upload waits for it) when
+ * they are passed. Past the larger of both, `refusal` ends the upload.
+ */
+export interface UploadBudget {
+  bytes: number;
+  limit(): Promise<number>;
+  refusal(received: number): AppError;
+}
+
+/** Passes the bytes through until they pass the budget. */
+function budgetGate(budget: UploadBudget): Transform {
+  let received = 0;
+  let limit = budget.bytes;
+  let lookedUp = false;
+  return new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      received += chunk.length;
+      if (received <= limit) return callback(null, chunk);
+      if (lookedUp) return callback(budget.refusal(received));
+      lookedUp = true;
+      budget.limit().then(
+        (more) => {
+          limit = Math.max(limit, more);
+          callback(received <= limit ? null : budget.refusal(received), chunk);
+        },
+        (err: unknown) => callback(err as Error),
+      );
+    },
+  });
+}
+
+/**
  * Streams an upload through validation into a temp file (hashing it on the way). Nothing is
  * held in memory. The temp file is removed on failure, also when the client goes away, and
  * otherwise kept until `dispose()`. Storing is left to `restore()`, called when a build row
@@ -47,6 +80,7 @@ export async function receiveContext(
     dockerfilePath: string;
     /** KILN_ALLOWED_FRONTENDS: what `# syntax=` may name. */
     allowedFrontends: readonly string[];
+    budget?: UploadBudget;
   },
 ): Promise<ReceivedContext> {
   await fs.mkdir(opts.tmpDir, { recursive: true });
@@ -57,15 +91,20 @@ export async function receiveContext(
     validator.result.catch(() => undefined);
     // Created before the stream opens it, so a fast failure's rm cannot run before the open.
     const handle = await fs.open(tmp, 'wx', 0o600);
-    await pipeline(body, validator.stream, handle.createWriteStream()).catch(async (err: unknown) => {
-      // The validator's AppError is the reason; a pipeline error after it is only its echo.
-      const reason = await validator.result.then(
-        () => err,
-        (e: unknown) => e,
-      );
-      if (reason instanceof AppError) throw reason;
-      throw new AppError('invalid_context', `the upload did not complete: ${(reason as Error).message}`);
-    });
+    const gate = opts.budget ? [budgetGate(opts.budget)] : [];
+    await pipeline([body, ...gate, validator.stream, handle.createWriteStream()]).catch(
+      async (err: unknown) => {
+        // The budget's refusal comes before the validator sees those bytes.
+        if (err instanceof AppError) throw err;
+        // The validator's AppError is the reason; a pipeline error after it is only its echo.
+        const reason = await validator.result.then(
+          () => err,
+          (e: unknown) => e,
+        );
+        if (reason instanceof AppError) throw reason;
+        throw new AppError('invalid_context', `the upload did not complete: ${(reason as Error).message}`);
+      },
+    );
     const summary = await validator.result;
     checkFrontendAllowed(summary.frontend, opts.allowedFrontends);
     const key = contextKey(summary.sha256);

@@ -269,6 +269,21 @@ export class BuildRepository {
     return row ? { contextKey: row.contextKey, contextSize: BigInt(row.contextSize) } : undefined;
   }
 
+  /**
+   * The size of the largest context any build of this project was given (0 for none): every
+   * upload the project may bring over its stored-bytes quota (one it holds, a result-cache answer,
+   * an idempotent retry) has the size of one of them. Read only for uploads that pass what the
+   * quota leaves; one index range (projectId).
+   */
+  async largestContextOf(projectId: string): Promise<number> {
+    const { rows } = await this.sql().query<{ largest: string }>({
+      name: 'kiln_largest_context_of',
+      text: `SELECT COALESCE(max("contextSize"), 0)::text AS largest FROM "Build" WHERE "projectId" = $1`,
+      values: [projectId],
+    });
+    return Number(rows[0]?.largest ?? 0);
+  }
+
   async buildersThatFailed(buildId: string): Promise<string[]> {
     const rows = await this.prisma.buildAttempt.findMany({
       where: { buildId, outcome: 'failed', errorCode: 'infrastructure' },
