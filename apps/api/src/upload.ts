@@ -92,9 +92,10 @@ export async function receiveContext(
     // Created before the stream opens it, so a fast failure's rm cannot run before the open.
     const handle = await fs.open(tmp, 'wx', 0o600);
     const gate = opts.budget ? [budgetGate(opts.budget)] : [];
-    await pipeline([body, ...gate, validator.stream, handle.createWriteStream()]).catch(
+    // The gate counts the uncompressed tar, which is what is stored and charged.
+    await pipeline([body, validator.stream, ...gate, handle.createWriteStream()]).catch(
       async (err: unknown) => {
-        // The budget's refusal comes before the validator sees those bytes.
+        // The budget's refusal: the validator only sees its stream cut.
         if (err instanceof AppError) throw err;
         // The validator's AppError is the reason; a pipeline error after it is only its echo.
         const reason = await validator.result.then(
