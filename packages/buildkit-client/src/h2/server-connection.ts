@@ -49,7 +49,16 @@ export const H2Code = {
   REFUSED_STREAM: 7,
   CANCEL: 8,
   COMPRESSION_ERROR: 9,
+  ENHANCE_YOUR_CALM: 11,
 } as const;
+
+/**
+ * Frames other than DATA (PING and SETTINGS acknowledgements, resets, window updates) are answers
+ * a peer can ask for without end while it reads nothing, and DATA's flow control does not bound
+ * them: past this many unsent, the connection is ended, as Go's HTTP/2 server does (its
+ * maxQueuedControlFrames).
+ */
+const MAX_UNSENT_FRAMES = 10_000;
 
 class ConnectionError extends Error {
   constructor(
@@ -191,6 +200,9 @@ export class H2ServerConnection {
   private connCredit = 0;
   private continuation: { streamId: number; flags: number; block: Buffer[]; bytes: number } | undefined;
   private out: Buffer[] = [];
+  /** Frames other than DATA in `out`, and written to the socket but not yet taken by the system. */
+  private outFrames = 0;
+  private unsentFrames = 0;
   private flushScheduled = false;
   private blocked = false;
   private closed = false;
@@ -253,6 +265,11 @@ export class H2ServerConnection {
     this.inputBytes += chunk.length;
     try {
       this.parse();
+      if (this.outFrames + this.unsentFrames > MAX_UNSENT_FRAMES) {
+        // It reads none of them: neither will it read a GOAWAY.
+        this.close('the peer reads none of the answers it asks for');
+        this.socket.destroy();
+      }
     } catch (err) {
       if (err instanceof ConnectionError) this.fail(err.code, err.message);
       else if (err instanceof HpackError) this.fail(H2Code.COMPRESSION_ERROR, err.message);
@@ -597,6 +614,7 @@ export class H2ServerConnection {
   }
 
   private sendFrame(type: number, flags: number, streamId: number, payload: Buffer): void {
+    this.outFrames++;
     this.queueOut(frameHeader(payload.length, type, flags, streamId));
     if (payload.length > 0) this.queueOut(payload);
   }
@@ -616,9 +634,16 @@ export class H2ServerConnection {
     const out = this.out;
     if (out.length === 0 || this.socket.destroyed) return;
     this.out = [];
+    const frames = this.outFrames;
+    this.outFrames = 0;
+    this.unsentFrames += frames;
     this.socket.cork();
-    let ok = true;
-    for (const b of out) ok = this.socket.write(b);
+    const last = out.length - 1;
+    for (let i = 0; i < last; i++) this.socket.write(out[i] as Buffer);
+    // Called once the batch is with the system (a peer that reads nothing never lets it go).
+    const ok = this.socket.write(out[last] as Buffer, () => {
+      this.unsentFrames -= frames;
+    });
     this.socket.uncork();
     if (!ok) this.blocked = true;
   }

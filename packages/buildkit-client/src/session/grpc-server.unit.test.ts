@@ -431,3 +431,24 @@ test('a peer that sends past the stream window gets the stream reset (FLOW_CONTR
   }
   assert.equal((await unary('/t.T/Echo', Buffer.from('ok'))).toString(), 'echo:ok');
 });
+
+test('a peer that asks for PING answers and reads none has its connection ended, not a growing queue', async () => {
+  const s = net.connect(sock);
+  s.on('error', () => undefined);
+  // No 'data' listener: the socket is never read.
+  const closed = new Promise<void>((resolve) => s.once('close', () => resolve()));
+  let ended = false;
+  void closed.then(() => {
+    ended = true;
+  });
+  const ping = frame(6, 0, 0, Buffer.alloc(8));
+  s.write(Buffer.concat([PREFACE, frame(4, 0, 0, Buffer.alloc(0))]));
+  // 200,000 answers (3.4 MB) are far more than the socket buffers between us hold.
+  const batch = Buffer.concat(Array(1000).fill(ping));
+  for (let i = 0; i < 200 && !ended; i++) {
+    if (!s.write(batch)) await new Promise((r) => s.once('drain', r).once('close', r));
+  }
+  const bound = new Promise<string>((r) => setTimeout(() => r('still open'), 10_000).unref());
+  assert.equal(await Promise.race([closed.then(() => 'closed'), bound]), 'closed');
+  assert.equal((await unary('/t.T/Echo', Buffer.from('ok'))).toString(), 'echo:ok');
+});
