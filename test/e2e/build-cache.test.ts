@@ -4,7 +4,7 @@
 // builder A exports its cache under cache/<project>/; the same build on builder B, which never saw
 // the project, runs no RUN step again (the 10 s sleep is not run: the layers come from storage),
 // and another project's build on a fresh builder C does not get that cache. Retention drops a
-// project's cache once it passes its byte bound.
+// project's cache once it passes its byte bound, also while a build that imported it runs.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { createWorker, type KilnWorker } from '@kiln/worker';
@@ -23,6 +23,7 @@ import {
 interface View {
   id: string;
   status: string;
+  attempts: number;
   builder: string | null;
   error?: { message: string };
   startedAt: string | null;
@@ -77,12 +78,13 @@ for (const storage of ['s3', 'local'] as const) {
 
     /**
      * Runs one build (of `body`, else the pass's context) with a worker whose only builder is
-     * `address` (and whose cache holds at most `maxBytes`, when given); the worker stops afterwards.
+     * `address` (and whose cache holds at most `maxBytes`, when given), calling `during` once it is
+     * submitted; the worker stops afterwards.
      */
     async function buildOn(
       client: ApiClient,
       address: string,
-      opts: { body?: Buffer; maxBytes?: number } = {},
+      opts: { body?: Buffer; maxBytes?: number; during?: (id: string) => Promise<void> } = {},
     ): Promise<{ view: View; log: string; ms: number }> {
       const cache = kiln.config.buildCache ?? assert.fail('no cache config');
       worker = createWorker({
@@ -96,6 +98,7 @@ for (const storage of ['s3', 'local'] as const) {
           opts.body ?? context,
           'network=none&output=type=tar,dest=app.tar',
         );
+        await opts.during?.(submitted.id);
         const view = (await client.waitFor(
           submitted.id,
           ['succeeded', 'failed'],
@@ -152,6 +155,54 @@ for (const storage of ['s3', 'local'] as const) {
       const other = apiClient(kiln.url, await kiln.newToken('other'));
       const third = await buildOn(other, c.address);
       assert.ok(third.ms >= 10_000, `another project does not get the cache (${third.ms} ms)`);
+    });
+
+    test('a cache dropped while a build that imported it runs: the build succeeds', async () => {
+      const owner = apiClient(kiln.url, kiln.token);
+      // The first stage is the cached one above; the last RUN mounts it only after the second
+      // stage's 5 s RUN, during which the test drops the cache as retention would. BuildKit v0.24
+      // fetched the imported layers as soon as the cached stage was resolved (not when the mount
+      // needed them), so the build does not depend on the cache from then on. Were that to change,
+      // this test would fail rather than pass with a build that quietly lost its result.
+      const ctx = await busyboxContext(
+        [
+          dockerfileFor(storage).replace('FROM scratch', 'FROM scratch AS cached'),
+          'FROM scratch AS slow',
+          'COPY busybox /bin/busybox',
+          RUN(`/bin/busybox sleep 5 && echo dropped-${storage} > /slow.txt`),
+          'RUN --mount=from=cached,target=/c ["/bin/busybox", "cp", "/c/out/result.txt", "/result.txt"]',
+          '',
+        ].join('\n'),
+        { 'notes.txt': 'notes\n' },
+      );
+      const body = await tgz(ctx.dir);
+      await ctx.cleanup();
+      const fresh = await startBuildkitd();
+      try {
+        const { view, log } = await buildOn(owner, fresh.address, {
+          body,
+          during: async (id) => {
+            for (let i = 0; !(await owner.logs(id)).includes('sleep 5'); i++) {
+              assert.ok(i < 600, 'the slow step never started');
+              await new Promise((r) => setTimeout(r, 100));
+            }
+            const { projectId } = await kiln.deps.db.build.findUniqueOrThrow({ where: { id } });
+            // As retention drops a cache: the manifests first, then the blobs.
+            const keys = (await cacheKeys()).filter((k) => k.startsWith(`cache/${projectId}/`));
+            assert.ok(
+              keys.some((k) => k.includes('/blobs/')),
+              keys.join(', '),
+            );
+            keys.sort((x, y) => Number(x.includes('/blobs/')) - Number(y.includes('/blobs/')));
+            for (const key of keys) await kiln.deps.storage.delete(key);
+          },
+        });
+        assert.equal(view.attempts, 1, log);
+        assert.match(log, /#\d+ \[slow 2\/3\] RUN .*sleep 5/);
+        assert.match(log, /#\d+ \[cached 2\/3\] RUN [^\n]*\n#\d+ CACHED/, 'the cache was imported');
+      } finally {
+        await fresh.cleanup();
+      }
     });
 
     test('retention drops a cache past its byte bound, whole', async () => {
