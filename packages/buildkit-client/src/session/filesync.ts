@@ -124,6 +124,19 @@ async function sendDir(call: ServerCall, dir: LocalDir, opts: WalkOptions): Prom
     call.on('error', stop);
   });
 
+  // The stats listed in one turn go out in one write (the call's _writev), not one each.
+  let corked = false;
+  const writeStat = (packet: Buffer) => {
+    if (!corked) {
+      corked = true;
+      call.cork();
+      process.nextTick(() => {
+        corked = false;
+        call.uncork();
+      });
+    }
+    return writeWithBackpressure(call, packet);
+  };
   const walking = (async () => {
     let index = 0;
     for await (const entry of walk(dir.path, opts)) {
@@ -142,9 +155,9 @@ async function sendDir(call: ServerCall, dir: LocalDir, opts: WalkOptions): Prom
       };
       if ((entry.mode & GO_MODE_TYPE) === 0) files.set(index, { path: entry.absPath, size: entry.size });
       index++;
-      await writeWithBackpressure(call, encodePacket({ type: PacketType.STAT, id: 0, stat }));
+      await writeStat(encodePacket({ type: PacketType.STAT, id: 0, stat }));
     }
-    await writeWithBackpressure(call, encodePacket({ type: PacketType.STAT, id: 0 }));
+    await writeStat(encodePacket({ type: PacketType.STAT, id: 0 }));
   })().then(
     () => {
       walkDone = true;
@@ -167,7 +180,8 @@ async function sendDir(call: ServerCall, dir: LocalDir, opts: WalkOptions): Prom
         const file = files.get(id);
         if (file === undefined) throw new Error(`BuildKit requested unknown file id ${id}`);
         files.delete(id);
-        await sendFile(call, id, file, scratch);
+        const sending = sendFile(call, id, file, scratch);
+        if (sending) await sending;
       } else if (finished && walkDone) {
         return;
       } else {
@@ -186,46 +200,77 @@ async function sendDir(call: ServerCall, dir: LocalDir, opts: WalkOptions): Prom
 /**
  * A file that cannot be opened (a socket, a file made unreadable or removed since its stat was
  * sent) goes as an empty file, as fsutil's sender ignores the open error; a failed read ends the
- * transfer, as there. Either way it is read to EOF, should it have grown.
+ * transfer, as there. Either way it is read to EOF, should it have grown. Resolves at once
+ * (undefined) when nothing had to be waited for: most files are small and sent that way.
  */
-async function sendFile(
+function sendFile(
   call: ServerCall,
   id: number,
   file: { path: string; size: number },
   scratch: Buffer,
-): Promise<void> {
+): Promise<void> | undefined {
   // O_NONBLOCK: a file that became a fifo since its stat opens at once (and reads empty) instead
   // of holding a thread until someone writes to it. It changes nothing for regular files.
   const flags = constants.O_RDONLY | constants.O_NONBLOCK;
-  if (file.size <= SMALL_FILE) {
-    const fd = openOrUndefined(file.path, flags);
-    if (fd !== undefined) {
-      try {
-        await sendContents(call, id, file.size, scratch, (buf, offset, length) =>
-          readSync(fd, buf, offset, length, null),
-        );
-      } finally {
-        closeSync(fd);
-      }
+  if (file.size > SMALL_FILE) return sendLargeFile(call, id, file, flags);
+  const fd = openOrUndefined(file.path, flags);
+  if (fd === undefined) return writeWithBackpressure(call, endOfFile(id));
+  const read = (buf: Buffer, offset: number, length: number) => readSync(fd, buf, offset, length, null);
+  let first: { buf: Buffer; bytesRead: number } | undefined;
+  if (file.size > 0) {
+    const { buf, size } = chunkBuffer(file.size);
+    try {
+      first = { buf, bytesRead: read(buf, DATA_HEADER_ROOM, size) };
+    } catch (err) {
+      closeSync(fd);
+      throw err;
     }
-  } else {
-    const handle = await open(file.path, flags).catch(() => undefined);
-    if (handle) {
-      try {
-        await sendContents(
-          call,
-          id,
-          file.size,
-          scratch,
-          async (buf, offset, length) => (await handle.read(buf, offset, length, null)).bytesRead,
-        );
-      } finally {
-        await handle.close();
-      }
+    if (first.bytesRead < size) {
+      // The usual case: all of it in one read, so its packet and its end go out in one write.
+      closeSync(fd);
+      call.cork();
+      if (first.bytesRead > 0) call.write(dataPacketInPlace(buf, id, first.bytesRead));
+      const written = writeWithBackpressure(call, endOfFile(id));
+      call.uncork();
+      return written;
     }
   }
-  await writeWithBackpressure(call, encodePacket({ type: PacketType.DATA, id }));
+  // Empty by its stat, or grown since: read on to its end.
+  return (async () => {
+    try {
+      if (first) await writeWithBackpressure(call, dataPacketInPlace(first.buf, id, first.bytesRead));
+      await sendRest(call, id, scratch, read);
+    } finally {
+      closeSync(fd);
+    }
+    await writeWithBackpressure(call, endOfFile(id));
+  })();
 }
+
+/** A file read in CHUNKs straight into the buffers its DATA packets go out in, until a short read. */
+async function sendLargeFile(
+  call: ServerCall,
+  id: number,
+  file: { path: string; size: number },
+  flags: number,
+): Promise<void> {
+  const handle = await open(file.path, flags).catch(() => undefined);
+  if (handle) {
+    try {
+      for (;;) {
+        const { buf, size } = chunkBuffer(file.size);
+        const { bytesRead } = await handle.read(buf, DATA_HEADER_ROOM, size, null);
+        if (bytesRead > 0) await writeWithBackpressure(call, dataPacketInPlace(buf, id, bytesRead));
+        if (bytesRead < size) break;
+      }
+    } finally {
+      await handle.close();
+    }
+  }
+  await writeWithBackpressure(call, endOfFile(id));
+}
+
+const endOfFile = (id: number) => encodePacket({ type: PacketType.DATA, id });
 
 function openOrUndefined(path: string, flags: number): number | undefined {
   try {
@@ -236,28 +281,23 @@ function openOrUndefined(path: string, flags: number): number | undefined {
 }
 
 /**
- * DATA packets of what `read` gives until it reads 0 bytes. As much as the stat said is read
- * straight into the buffers the packets go out in (a file as big as its stat ends in a short
- * read); what it may have grown by since comes through the reused `scratch`, copied.
+ * A buffer for one read of `size` bytes after room for the DATA packet's header: up to a CHUNK,
+ * one byte more than the stat says, so that a read short of `size` shows the file ended there.
  */
-async function sendContents(
+function chunkBuffer(statSize: number): { buf: Buffer; size: number } {
+  const size = Math.min(CHUNK, statSize + 1);
+  return { buf: Buffer.allocUnsafe(DATA_HEADER_ROOM + size), size };
+}
+
+/** What a file holds past what was read: DATA packets through the reused `scratch`, copied. */
+async function sendRest(
   call: ServerCall,
   id: number,
-  statSize: number,
   scratch: Buffer,
-  read: (buf: Buffer, offset: number, length: number) => number | Promise<number>,
+  read: (buf: Buffer, offset: number, length: number) => number,
 ): Promise<void> {
-  if (statSize > 0) {
-    const size = Math.min(CHUNK, statSize + 1);
-    for (;;) {
-      const buf = Buffer.allocUnsafe(DATA_HEADER_ROOM + size);
-      const bytesRead = await read(buf, DATA_HEADER_ROOM, size);
-      if (bytesRead > 0) await writeWithBackpressure(call, dataPacketInPlace(buf, id, bytesRead));
-      if (bytesRead < size) break;
-    }
-  }
   for (;;) {
-    const bytesRead = await read(scratch, 0, scratch.length);
+    const bytesRead = read(scratch, 0, scratch.length);
     if (bytesRead === 0) return;
     await writeWithBackpressure(
       call,

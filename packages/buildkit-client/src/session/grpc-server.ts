@@ -171,7 +171,9 @@ export class ServerCall<Req = Buffer, Res = Buffer> extends Duplex {
     readonly metadata: Metadata,
     options: SessionServerOptions,
   ) {
-    super({ objectMode: true, readableHighWaterMark: 1, writableHighWaterMark: 4 });
+    // Up to 16 messages queue while the stream sends; _writev then sends them in one write, so
+    // that small ones (a file's last DATA packet and its end) share frames.
+    super({ objectMode: true, readableHighWaterMark: 1, writableHighWaterMark: 16 });
     this.deframer = new MessageDeframer(options.maxReceiveMessageBytes);
     this.largeMessageBytes = options.streamWindow / 2;
     // Handlers listen for what they need; a cancelled call must not crash the process for want of a listener.
@@ -244,18 +246,33 @@ export class ServerCall<Req = Buffer, Res = Buffer> extends Duplex {
   }
 
   override _write(message: Res, _enc: BufferEncoding, callback: (err?: Error | null) => void): void {
-    let body: Buffer;
+    this.send([message], callback);
+  }
+
+  override _writev(chunks: Array<{ chunk: Res }>, callback: (err?: Error | null) => void): void {
+    this.send(
+      chunks.map((c) => c.chunk),
+      callback,
+    );
+  }
+
+  /** The messages, each behind its 5-byte prefix, in one write to the stream. */
+  private send(messages: Res[], callback: (err?: Error | null) => void): void {
+    const parts: Buffer[] = [];
     try {
-      body = this.def.responseSerialize(message);
+      for (const message of messages) {
+        const body = this.def.responseSerialize(message);
+        const prefix = Buffer.allocUnsafe(5);
+        prefix[0] = 0;
+        prefix.writeUInt32BE(body.length, 1);
+        parts.push(prefix, body);
+      }
     } catch (err) {
       callback(err as Error);
       return;
     }
     this.stream.respond(GRPC_HEADERS);
-    const prefix = Buffer.allocUnsafe(5);
-    prefix[0] = 0;
-    prefix.writeUInt32BE(body.length, 1);
-    this.stream.write([prefix, body], () => callback());
+    this.stream.write(parts, () => callback());
   }
 
   override _final(callback: (err?: Error | null) => void): void {
