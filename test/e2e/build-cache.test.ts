@@ -208,8 +208,11 @@ for (const storage of ['s3', 'local'] as const) {
     test('retention drops a cache past its byte bound, whole', async () => {
       const before = await cacheKeys();
       assert.ok(before.length > 0);
+      // The other project's, and the owner's unless the build above found its cache gone too
+      // early to export a new one.
+      const projects = [...new Set(before.map((k) => k.split('/')[1]))].sort();
       const report = await retentionWith(1);
-      assert.equal(report.cachesDropped.length, 2, JSON.stringify(report));
+      assert.deepEqual(report.cachesDropped.sort(), projects, JSON.stringify(report));
       assert.deepEqual(await cacheKeys(), []);
     });
 
