@@ -58,7 +58,8 @@ function budgetGate(budget: UploadBudget): Transform {
           limit = Math.max(limit, more);
           callback(received <= limit ? null : budget.refusal(received), chunk);
         },
-        (err: unknown) => callback(err as Error),
+        // Not the upload's fault: 503, not the 4xx the pipeline's other errors become.
+        () => callback(new AppError('unavailable', 'the stored-bytes quota could not be checked: try again')),
       );
     },
   });
