@@ -6,6 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, test } from 'node:test';
+import { gzipSync } from 'node:zlib';
 import { AppError, type ObjectStorage } from '@kiln/core';
 import { DOCKERFILE, file, tar } from '../../../packages/core/src/context/test-helpers.js';
 import { receiveContext, type UploadBudget } from './upload.js';
@@ -17,8 +18,8 @@ before(async () => {
 after(() => fs.rm(tmpDir, { recursive: true, force: true }));
 
 const body = tar([DOCKERFILE, file('big', Buffer.alloc(256 * 1024))]);
-const receive = (budget: UploadBudget) =>
-  receiveContext(Readable.from([body]), {
+const receive = (budget: UploadBudget, bytes = body) =>
+  receiveContext(Readable.from([bytes]), {
     storage: {} as ObjectStorage,
     tmpDir,
     limits: {},
@@ -31,6 +32,13 @@ const refusal = (received: number) => new AppError('quota_exceeded', `over, at $
 test('an upload past its budget and past the looked-up limit is refused; its temp file goes', async () => {
   await assert.rejects(receive({ bytes: 1024, limit: async () => 4096, refusal }), /over, at \d+/);
   assert.deepEqual(await fs.readdir(tmpDir), []);
+});
+
+test('the budget counts the uncompressed tar (what is stored and charged), not the gzip received', async () => {
+  const gz = gzipSync(body);
+  const budget = 2 * gz.length;
+  assert.ok(budget < body.length);
+  await assert.rejects(receive({ bytes: budget, limit: async () => budget, refusal }, gz), /over, at \d+/);
 });
 
 test('an upload within the looked-up limit is received whole', async () => {

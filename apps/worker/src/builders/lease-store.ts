@@ -93,13 +93,14 @@ return 0`;
 
 /**
  * KEYS builder leases, project leases, the build's holder on this builder, this builder's line;
- * ARGV buildId, token, ttlMs → the first build in line (or false). Only the holder frees the slot.
+ * ARGV buildId, token, ttlMs → the first build in line (false when nothing was freed). Only the
+ * holder frees the slot; a lease whose holder key is gone (evicted) has none, and is freed too.
  */
-const RELEASE = `if redis.call('GET', KEYS[3]) == ARGV[2] then
-  redis.call('ZREM', KEYS[1], ARGV[1])
-  redis.call('ZREM', KEYS[2], ARGV[1])
-  redis.call('SET', KEYS[3], 'released', 'PX', tonumber(ARGV[3]))
-end
+const RELEASE = `local holder = redis.call('GET', KEYS[3])
+if holder and holder ~= ARGV[2] then return false end
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('SET', KEYS[3], 'released', 'PX', tonumber(ARGV[3]))
 return redis.call('ZRANGE', KEYS[4], 0, 0)[1]`;
 
 export type RenewOutcome = 'renewed' | 're-created' | 'superseded';

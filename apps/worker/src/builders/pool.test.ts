@@ -157,18 +157,28 @@ describe('BuilderPool', { skip }, () => {
 
   test('a superseded run of a build neither frees nor keeps alive the lease its new run holds', async () => {
     const keyPrefix = prefix();
-    const p = pool([{ address: 'x', concurrency: 1 }], { keyPrefix, leaseTtlMs: 300 });
+    const woken: string[] = [];
+    const p = pool([{ address: 'x', concurrency: 1 }], {
+      keyPrefix,
+      leaseTtlMs: 300,
+      wakeWaiter: async (id) => {
+        woken.push(id);
+      },
+    });
     const first = await p.acquire({ buildId: 'b' });
     // The job runs again (its worker stalled) while the first run still holds the lease: the new
     // run takes it over.
     const second = await p.acquire({ buildId: 'b' });
+    // Another build waits in this builder's line.
+    await assert.rejects(p.acquire({ buildId: 'other' }), NoBuilderAvailableError);
     await first.release();
     assert.ok((await p.leaseExpiry('x', 'b')) !== undefined, "the first run's release left the lease");
-    await assert.rejects(p.acquire({ buildId: 'other' }), NoBuilderAvailableError);
+    assert.deepEqual(woken, [], 'a release that freed nothing wakes nobody');
     await sleep(400);
     assert.ok((await p.leaseExpiry('x', 'b')) !== undefined, 'the new run renews it');
     await second.release();
     assert.equal(await p.leaseExpiry('x', 'b'), undefined);
+    assert.deepEqual(woken, ['other']);
     // The new run ends before the first renews again: the first must not bring the lease back
     // (it renews every third of the TTL).
     const late = await p.acquire({ buildId: 'c' });

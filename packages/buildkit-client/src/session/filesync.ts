@@ -172,7 +172,15 @@ async function sendDir(call: ServerCall, dir: LocalDir, opts: WalkOptions): Prom
 
   // Requests are served as they come, also while the walk still streams stats, by a few
   // senders at once so that opening and reading small files overlaps with sending.
-  const serveRequests = async (scratch: Buffer): Promise<void> => {
+  const serveRequests = (scratch: Buffer): Promise<void> =>
+    serveFrom(scratch).catch((err: unknown) => {
+      // The other senders stop too: a request they took meanwhile must not write after the ERR
+      // packet and the status this failure ends the call with.
+      failure ??= err instanceof Error ? err : new Error(String(err));
+      notify();
+      throw err;
+    });
+  const serveFrom = async (scratch: Buffer): Promise<void> => {
     for (;;) {
       if (failure) throw failure;
       const id = requests.shift();
@@ -212,6 +220,9 @@ function sendFile(
   // O_NONBLOCK: a file that became a fifo since its stat opens at once (and reads empty) instead
   // of holding a thread until someone writes to it. It changes nothing for regular files.
   const flags = constants.O_RDONLY | constants.O_NONBLOCK;
+  // The fast path below writes directly: never after the call ended (a write after its end
+  // would destroy it, and its ERR packet and status with it).
+  if (call.destroyed || call.writableEnded) return Promise.reject(new Error('stream closed while writing'));
   if (file.size > SMALL_FILE) return sendLargeFile(call, id, file, flags);
   const fd = openOrUndefined(file.path, flags);
   if (fd === undefined) return writeWithBackpressure(call, endOfFile(id));

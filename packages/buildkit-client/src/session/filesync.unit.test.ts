@@ -136,3 +136,60 @@ test('a malformed packet from BuildKit fails the transfer, never the process', {
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('a file that fails to read ends the transfer with its error: a request taken after it writes nothing', {
+  timeout: 10_000,
+}, async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-filesync-'));
+  try {
+    for (const name of ['a', 'b']) fs.writeFileSync(path.join(dir, name), 'x');
+    const ids = new Map<string, number>();
+    let index = 0;
+    const after: string[] = [];
+    let ended = false;
+    const call = new Duplex({
+      objectMode: true,
+      read() {},
+      write(chunk: Buffer, _enc, cb) {
+        const p = decodePacket(chunk);
+        if (p.type === PacketType.STAT && p.stat) ids.set(p.stat.path, index++);
+        else if (p.type === PacketType.STAT) {
+          // A directory now: it opens, and its read fails (EISDIR).
+          fs.rmSync(path.join(dir, 'a'));
+          fs.mkdirSync(path.join(dir, 'a'));
+          call.push(encodePacket({ type: PacketType.REQ, id: ids.get('a') as number }));
+        } else if (ended) after.push(String(p.type));
+        else if (p.type === PacketType.ERR) {
+          // The daemon had asked for another file before it read the error.
+          call.push(encodePacket({ type: PacketType.REQ, id: ids.get('b') as number }));
+        }
+        cb();
+      },
+    });
+    const errors: Error[] = [];
+    call.on('error', (err: Error) => errors.push(err));
+    const metadata = new Metadata();
+    metadata.add('dir-name', 'context');
+    const failed = new Promise<string>((resolve) => {
+      Object.assign(call, {
+        metadata,
+        // As ServerCall.fail: the status goes after what was written, and the call ends.
+        fail: (_code: number, details: string) => {
+          ended = true;
+          call.end();
+          resolve(details);
+        },
+      });
+    });
+    fileSyncDiffCopy(new Map([['context', { path: dir }]]), () => undefined)(call as unknown as ServerCall);
+    assert.match(await failed, /EISDIR/);
+    await new Promise((r) => setTimeout(r, 100));
+    assert.deepEqual(after, [], 'nothing is written after the call ended');
+    assert.deepEqual(
+      errors.map((e) => e.message),
+      [],
+    );
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

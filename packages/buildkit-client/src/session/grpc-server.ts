@@ -171,9 +171,10 @@ export class ServerCall<Req = Buffer, Res = Buffer> extends Duplex {
     readonly metadata: Metadata,
     options: SessionServerOptions,
   ) {
-    // Up to 16 messages queue while the stream sends; _writev then sends them in one write, so
-    // that small ones (a file's last DATA packet and its end) share frames.
-    super({ objectMode: true, readableHighWaterMark: 1, writableHighWaterMark: 16 });
+    // A count of messages, not bytes: four 1 MiB file packets at most wait behind the stream.
+    // Messages that queue while it sends (or while a sender corks the call) go in one write
+    // (_writev), so that small ones, a file's last DATA packet and its end, share frames.
+    super({ objectMode: true, readableHighWaterMark: 1, writableHighWaterMark: 4 });
     this.deframer = new MessageDeframer(options.maxReceiveMessageBytes);
     this.largeMessageBytes = options.streamWindow / 2;
     // Handlers listen for what they need; a cancelled call must not crash the process for want of a listener.

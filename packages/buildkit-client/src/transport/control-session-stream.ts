@@ -7,9 +7,10 @@ const CONTROL_SESSION = '/moby.buildkit.v1.Control/Session';
 /** BuildKit's Go side rejects gRPC messages over 4 MiB; stay well below while still coalescing. */
 const MAX_OUTGOING_MESSAGE = 1024 * 1024;
 /**
- * Bytes the tunnel takes before it holds its writer back. Node's HTTP/2 stream says "full" past
- * 16 KiB, which made the session wait for a drain on four sends in five; this lets the session's
- * frames of one turn go out together.
+ * Bytes the tunnel takes before it holds its writer back, at each of its two layers (this
+ * stream's buffer and Node's HTTP/2 stream's), so ~2 MiB at most. Node's HTTP/2 stream says
+ * "full" past 16 KiB, which made the session wait for a drain on four sends in five; this lets
+ * the session's frames of one turn go out together.
  */
 const TUNNEL_BUFFER = 1024 * 1024;
 /**

@@ -272,8 +272,8 @@ export class BuildRepository {
   /**
    * The size of the largest context any build of this project was given (0 for none): every
    * upload the project may bring over its stored-bytes quota (one it holds, a result-cache answer,
-   * an idempotent retry) has the size of one of them. Read only for uploads that pass what the
-   * quota leaves; one index range (projectId).
+   * an idempotent retry) has the size of one of them. It reads every build row of the project
+   * (no index holds the size), so it is asked only for uploads that pass what the quota leaves.
    */
   async largestContextOf(projectId: string): Promise<number> {
     const { rows } = await this.sql().query<{ largest: string }>({
