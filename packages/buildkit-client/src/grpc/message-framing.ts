@@ -3,13 +3,17 @@
  * sets nor accepts, and a 4-byte big-endian length) and the message's bytes.
  */
 
+/** The prefix of a message of `length` bytes, to send before it (no copy of the message). */
+export function messagePrefix(length: number): Buffer {
+  const prefix = Buffer.allocUnsafe(5);
+  prefix[0] = 0;
+  prefix.writeUInt32BE(length, 1);
+  return prefix;
+}
+
 /** The prefix and `message` in one buffer. */
 export function frameMessage(message: Buffer): Buffer {
-  const out = Buffer.allocUnsafe(5 + message.length);
-  out[0] = 0;
-  out.writeUInt32BE(message.length, 1);
-  message.copy(out, 5);
-  return out;
+  return Buffer.concat([messagePrefix(message.length), message]);
 }
 
 export class MessageTooLargeError extends Error {}

@@ -1,5 +1,5 @@
 import { Duplex, type Duplex as DuplexStream } from 'node:stream';
-import { MessageDeframer, MessageTooLargeError } from '../grpc/message-framing.js';
+import { MessageDeframer, MessageTooLargeError, messagePrefix } from '../grpc/message-framing.js';
 import { Metadata } from '../grpc/metadata.js';
 import { status } from '../grpc/status.js';
 import type { HeaderList } from '../h2/hpack.js';
@@ -263,10 +263,7 @@ export class ServerCall<Req = Buffer, Res = Buffer> extends Duplex {
     try {
       for (const message of messages) {
         const body = this.def.responseSerialize(message);
-        const prefix = Buffer.allocUnsafe(5);
-        prefix[0] = 0;
-        prefix.writeUInt32BE(body.length, 1);
-        parts.push(prefix, body);
+        parts.push(messagePrefix(body.length), body);
       }
     } catch (err) {
       callback(err as Error);
