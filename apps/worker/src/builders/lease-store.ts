@@ -1,6 +1,6 @@
 /**
  * Builder capacity shared by every worker process: per builder a Redis ZSET of buildId → expiry
- * (Redis server time, ms), and the same per project. Lua scripts drop expired leases and check
+ * (Redis server time, ms), and per project one of buildId@builder → expiry. Lua scripts drop expired leases and check
  * the counts against the builder's concurrency and the project's running-builds quota atomically,
  * so two processes never both take the last slot. A worker that dies leaves leases that expire
  * by themselves.
@@ -39,7 +39,7 @@ const WAITER_STALE_MS = 5000;
  * KEYS builder leases, project leases, the build's holder on this builder, the builder's
  * draining flag, this builder's line (buildId → rank) and line seen (buildId → ms), then the lines
  * and line-seen sets of the build's other builders (left on take); ARGV buildId, concurrency,
- * ttlMs, project limit (0: none), rank, staleMs, token → 1 leased (or taken over from an earlier
+ * ttlMs, project limit (0: none), rank, staleMs, token, project member → 1 leased (or taken over from an earlier
  * run of the same build), 0 no room (now in line), -1 the project is at its quota, -2 the builder
  * is draining. The flag is read here, not before: a drain sets it, then counts leases, so every
  * lease is either counted or refused.
@@ -50,7 +50,7 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 local function take()
   redis.call('ZADD', KEYS[1], now + ttl, id)
-  redis.call('ZADD', KEYS[2], now + ttl, id)
+  redis.call('ZADD', KEYS[2], now + ttl, ARGV[8])
   redis.call('SET', KEYS[3], ARGV[7], 'PX', ttl)
   for i = 5, #KEYS do redis.call('ZREM', KEYS[i], id) end
   return 1
@@ -58,7 +58,7 @@ end
 if redis.call('ZSCORE', KEYS[1], id) then return take() end
 if redis.call('EXISTS', KEYS[4]) == 1 then return -2 end
 local limit = tonumber(ARGV[4])
-if limit > 0 and not redis.call('ZSCORE', KEYS[2], id) and redis.call('ZCARD', KEYS[2]) >= limit then
+if limit > 0 and not redis.call('ZSCORE', KEYS[2], ARGV[8]) and redis.call('ZCARD', KEYS[2]) >= limit then
   return -1
 end
 for _, w in ipairs(redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', now - tonumber(ARGV[6]))) do
@@ -76,7 +76,7 @@ return 0`;
 
 /**
  * KEYS builder leases, project leases, the build's holder on this builder; ARGV buildId, ttlMs,
- * token → 1 renewed, 0 re-created (it had expired, and no other run took it meanwhile), -1 another
+ * token, project member → 1 renewed, 0 re-created (it had expired, and no other run took it meanwhile), -1 another
  * run of the build took it, or released it. An expired lease is re-created whatever the builder's
  * load: the build is still running there, and the count should say so.
  */
@@ -86,22 +86,31 @@ if holder and holder ~= ARGV[3] then return -1 end
 local ttl = tonumber(ARGV[2])
 local existed = redis.call('ZSCORE', KEYS[1], ARGV[1])
 redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
-redis.call('ZADD', KEYS[2], now + ttl, ARGV[1])
+redis.call('ZADD', KEYS[2], now + ttl, ARGV[4])
 redis.call('SET', KEYS[3], ARGV[3], 'PX', ttl)
 if existed and tonumber(existed) > now then return 1 end
 return 0`;
 
 /**
  * KEYS builder leases, project leases, the build's holder on this builder, this builder's line;
- * ARGV buildId, token, ttlMs → the first build in line (false when nothing was freed). Only the
+ * ARGV buildId, token, ttlMs, project member → the first build in line (false when nothing was freed). Only the
  * holder frees the slot; a lease whose holder key is gone (evicted) has none, and is freed too.
  */
 const RELEASE = `local holder = redis.call('GET', KEYS[3])
 if holder and holder ~= ARGV[2] then return false end
 redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[4])
 redis.call('SET', KEYS[3], 'released', 'PX', tonumber(ARGV[3]))
 return redis.call('ZRANGE', KEYS[4], 0, 0)[1]`;
+
+/**
+ * A run's entry in its project's leases: the build on one builder. A build run again on another
+ * builder while its first run still ends holds two slots, and counts twice; were both entries the
+ * build id, either run's release would drop the other's from the count.
+ */
+function projectMember(buildId: string, address: string): string {
+  return `${buildId}@${address}`;
+}
 
 export type RenewOutcome = 'renewed' | 're-created' | 'superseded';
 
@@ -189,6 +198,7 @@ export class LeaseStore {
       String(claim.rank),
       String(WAITER_STALE_MS),
       token,
+      projectMember(buildId, address),
     );
     return OUTCOMES[Number(result)] ?? 'full';
   }
@@ -204,6 +214,7 @@ export class LeaseStore {
       buildId,
       String(this.ttlMs),
       token,
+      projectMember(buildId, address),
     );
     return RENEW_OUTCOMES[Number(result)] ?? 'superseded';
   }
@@ -228,6 +239,7 @@ export class LeaseStore {
       buildId,
       token,
       String(this.ttlMs),
+      projectMember(buildId, address),
     );
     return typeof first === 'string' ? first : undefined;
   }

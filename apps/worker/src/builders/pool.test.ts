@@ -189,6 +189,29 @@ describe('BuilderPool', { skip }, () => {
     await (await p.acquire({ buildId: 'other' })).release();
   });
 
+  test("a build run again on another builder counts twice in its project's running builds, until one run ends", async () => {
+    const keyPrefix = prefix();
+    const p = pool(
+      [
+        { address: 'x', concurrency: 2 },
+        { address: 'y', concurrency: 2 },
+      ],
+      { keyPrefix },
+    );
+    const claim = { projectId: 'proj', projectLimit: 2 };
+    const first = await p.acquire({ buildId: 'b', ...claim });
+    // The job runs again elsewhere (say the first builder failed it) while the first run still ends.
+    const second = await p.acquire({ buildId: 'b', ...claim, avoid: [first.address] });
+    assert.notEqual(second.address, first.address);
+    await assert.rejects(p.acquire({ buildId: 'c', ...claim }), /runs 2 builds, its limit/);
+    // The first run's release leaves the second run counted: one more build of the project fits, not two.
+    await first.release();
+    const c = await p.acquire({ buildId: 'c', ...claim });
+    await assert.rejects(p.acquire({ buildId: 'd', ...claim }), /runs 2 builds, its limit/);
+    await second.release();
+    await c.release();
+  });
+
   test('unhealthy builders are skipped; none healthy is a typed error', async () => {
     const keyPrefix = prefix();
     const f = fakes({ x: 'unreachable', y: 'hang', z: 'ok' });
