@@ -4,9 +4,12 @@
 // builder A exports its cache under cache/<project>/; the same build on builder B, which never saw
 // the project, runs no RUN step again (the 10 s sleep is not run: the layers come from storage),
 // and another project's build on a fresh builder C does not get that cache. Retention drops a
-// project's cache once it passes its byte bound, also while a build that imported it runs.
+// project's cache once it passes its byte bound, also while a build that imported it runs. A cache
+// past its bound (KILN_BUILD_CACHE_MAX_BYTES, or what the project's stored-bytes quota leaves)
+// takes no more exports until then, on S3 too, where the builder writes it itself.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import { gunzipSync } from 'node:zlib';
 import { createWorker, type KilnWorker } from '@kiln/worker';
 import { type StartedS3rver, startS3rver } from '../../packages/core/test-support/s3rver.js';
 import { startTestKiln, type TestKiln } from '../support/kiln.js';
@@ -216,24 +219,95 @@ for (const storage of ['s3', 'local'] as const) {
       assert.deepEqual(await cacheKeys(), []);
     });
 
-    if (storage === 'local') {
-      test('one build never takes the cache past its bound; the build succeeds without it', async () => {
-        const bound = 64 * 1024; // the busybox layer alone is over 1 MiB
-        // Other notes than the builds above: the result cache would answer the same context.
-        const ctx = await busyboxContext(dockerfileFor(storage), { 'notes.txt': 'other notes\n' });
-        const body = await tgz(ctx.dir);
+    /** The pass's context with other notes: the result cache would answer the same context. */
+    async function contextWithNotes(notes: string): Promise<Buffer> {
+      const ctx = await busyboxContext(dockerfileFor(storage), { 'notes.txt': `${notes}\n` });
+      try {
+        return await tgz(ctx.dir);
+      } finally {
         await ctx.cleanup();
-        const { log } = await buildOn(apiClient(kiln.url, kiln.token), a.address, { body, maxBytes: bound });
-        assert.match(log, /shared build cache was not exported: .*bounded to 65536 bytes/);
-        let held = 0;
-        for await (const o of kiln.deps.storage.list('cache/')) held += o.size;
-        assert.ok(held <= bound, `the cache holds ${held} bytes, over ${bound}`);
-        assert.ok(!(await cacheKeys()).some((k) => k.endsWith('latest.json')), 'no manifest recorded');
-        // Just under its bound, it would refuse every later export: the next pass drops it.
-        const report = await retentionWith(bound);
-        assert.equal(report.cachesDropped.length, 1, JSON.stringify(report));
-        assert.deepEqual(await cacheKeys(), []);
-      });
+      }
     }
+
+    const CLOSED = /the shared build cache takes no export until retention drops it: ([^\n]*)/;
+
+    test('a cache past its bound takes no more exports, and the builds succeed without it', async () => {
+      const bound = 64 * 1024; // the busybox layer alone is over 1 MiB
+      const owner = apiClient(kiln.url, kiln.token);
+      const { log } = await buildOn(owner, a.address, {
+        body: await contextWithNotes('bound'),
+        maxBytes: bound,
+      });
+      const held = async () => {
+        let bytes = 0;
+        for await (const o of kiln.deps.storage.list('cache/')) bytes += o.size;
+        return bytes;
+      };
+      if (storage === 'local') {
+        // The session's store refuses the blob that would pass the bound.
+        assert.match(log, /shared build cache was not exported: .*past its bound of 65536 bytes/);
+        assert.ok((await held()) <= bound, `the cache holds ${await held()} bytes, over ${bound}`);
+        assert.ok(!(await cacheKeys()).some((k) => k.endsWith('latest.json')), 'no manifest recorded');
+      } else {
+        // The builder wrote the bucket itself: measured after the build, the cache is closed.
+        assert.match(CLOSED.exec(log)?.[1] ?? '', /^it holds \d+ bytes, past its bound of 65536 bytes/, log);
+        assert.ok((await held()) > bound);
+      }
+      const keys = (await cacheKeys()).sort();
+      assert.ok(
+        keys.some((k) => k.endsWith('/full')),
+        keys.join(', '),
+      );
+
+      // The next build imports what is there but exports nothing into it.
+      const next = await buildOn(owner, a.address, {
+        body: await contextWithNotes('bound 2'),
+        maxBytes: bound,
+      });
+      assert.match(CLOSED.exec(next.log)?.[1] ?? '', /past its bound of 65536 bytes/, next.log);
+      assert.deepEqual((await cacheKeys()).sort(), keys);
+
+      const report = await retentionWith(bound);
+      assert.equal(report.cachesDropped.length, 1, JSON.stringify(report));
+      assert.deepEqual(await cacheKeys(), []);
+    });
+
+    test("a project's stored-bytes quota bounds its cache too", async () => {
+      const client = apiClient(kiln.url, await kiln.newToken(`tight-${storage}`));
+      const body = await contextWithNotes('tight');
+      const { id: projectId } = await kiln.deps.db.project.findUniqueOrThrow({
+        where: { name: `tight-${storage}` },
+      });
+      // Room for the context (stored as its tar) and the artifact (the same busybox and two small
+      // files), not for the cache beside them (its busybox layer alone is over 1 MiB).
+      const quota = 2 * gunzipSync(body).length + 256 * 1024;
+      await kiln.deps.db.project.update({
+        where: { id: projectId },
+        data: { maxStoredBytes: BigInt(quota) },
+      });
+      const first = await buildOn(client, a.address, { body });
+      const limit = new RegExp(
+        `past what the project's limit \\(stored bytes: ${quota}\\) leaves beside the \\d+ bytes`,
+      );
+      // Over the session the store may refuse a blob first; else the cache is measured after.
+      const why =
+        /shared build cache (?:was not exported|takes no export until retention drops it): ([^\n]*)/;
+      assert.match(why.exec(first.log)?.[1] ?? '', limit, first.log);
+      const keys = (await cacheKeys()).filter((k) => k.startsWith(`cache/${projectId}/`));
+      assert.ok(keys.includes(`cache/${projectId}/full`), keys.join(', '));
+      // A cache gives way, never a build: the project's next build runs, and exports nothing
+      // (the quota now has room for its context and artifact; the mark says why it was closed).
+      await kiln.deps.db.project.update({
+        where: { id: projectId },
+        data: { maxStoredBytes: BigInt(quota + 2 * gunzipSync(body).length) },
+      });
+      const second = await buildOn(client, a.address, { body: await contextWithNotes('tight 2') });
+      assert.match(CLOSED.exec(second.log)?.[1] ?? '', limit, second.log);
+      await retentionWith(0);
+      assert.deepEqual(
+        (await cacheKeys()).filter((k) => k.startsWith(`cache/${projectId}/`)),
+        [],
+      );
+    });
   });
 }

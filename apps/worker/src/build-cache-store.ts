@@ -4,10 +4,15 @@
  * reach themselves). Blobs live at `<prefix>blobs/sha256/<hex>`, content-addressed and checked
  * against their digest before they count; `<prefix>latest.json` names the manifest of the last
  * export, which the next build imports.
+ *
+ * Also the cache's bound on either kind of storage (`CacheBound`): a cache that went past it is
+ * marked full (BUILD_CACHE_FULL), takes no export from then on, and is dropped whole by the next
+ * retention pass. A cache gives way, never a build: it is the one stored thing that costs only
+ * time to lose.
  */
 import { PassThrough, Readable } from 'node:stream';
 import type { ContentStore } from '@kiln/buildkit-client';
-import { BUILD_CACHE_FULL, type ObjectStorage } from '@kiln/core';
+import { BUILD_CACHE_FULL, isAppError, type ObjectStorage } from '@kiln/core';
 
 const DIGEST = /^sha256:([0-9a-f]{64})$/;
 
@@ -28,36 +33,38 @@ export interface BoundedContentStore extends ContentStore {
   readonly refusal: string | undefined;
 }
 
+/** How much a project's cache may hold, and which limit says so (for the build log). */
+export interface CacheBound {
+  bytes: number;
+  /** Names the limit: "KILN_BUILD_CACHE_MAX_BYTES (…)" or the stored-bytes quota. */
+  why: string;
+}
+
 /**
- * The project's cache under `prefix`, holding at most `maxBytes` (0: no bound) for this build: a
+ * The project's cache under `prefix`, holding at most `bound` (none: no bound) for this build: a
  * blob that would take it past the bound is refused, so one build cannot grow a cache without
- * limit between two retention passes (which drop a cache past the bound whole). What the prefix
- * holds is listed once, at the first write; concurrent builds of one project each see that.
+ * limit between two retention passes. What the prefix holds is listed once, at the first write;
+ * concurrent builds of one project each see that.
  */
 export function storageContentStore(
   storage: ObjectStorage,
   prefix: string,
-  maxBytes: number,
+  bound: CacheBound | undefined,
 ): BoundedContentStore {
   let used: Promise<number> | undefined;
   let refusal: string | undefined;
-  const held = async () => {
-    let bytes = 0;
-    for await (const o of storage.list(prefix)) bytes += o.size;
-    return bytes;
-  };
   const reserve = async (digest: string, total: number) => {
-    if (maxBytes <= 0) return;
-    used ??= held();
+    if (!bound) return;
+    used ??= cacheHeldBytes(storage, prefix);
     const before = await used;
     // total 0 (unknown) is not a size a bound can admit.
-    if (total > 0 && before + total <= maxBytes) {
+    if (total > 0 && before + total <= bound.bytes) {
       used = Promise.resolve(before + total);
       return;
     }
-    refusal = `the shared build cache is bounded to ${maxBytes} bytes (KILN_BUILD_CACHE_MAX_BYTES); it holds ${before}, and ${digest} is ${total > 0 ? `${total} bytes` : 'of unknown size'}`;
-    // Marked for retention: left as it is, the cache would refuse every later export too.
-    await storage.put(`${prefix}${BUILD_CACHE_FULL}`, Readable.from([refusal])).catch(() => undefined);
+    refusal = `it holds ${before} bytes and ${digest} is ${total > 0 ? `${total} bytes` : 'of unknown size'}, past ${bound.why}`;
+    // Left as it is, the cache would refuse every later export too.
+    await markCacheFull(storage, prefix, refusal).catch(() => undefined);
     throw Object.assign(new Error(refusal), { code: RESOURCE_EXHAUSTED, details: refusal });
   };
   return {
@@ -144,10 +151,36 @@ async function isComplete(storage: ObjectStorage, prefix: string, root: Descript
 }
 
 async function readJson<T>(storage: ObjectStorage, key: string): Promise<T> {
+  return JSON.parse(await readText(storage, key)) as T;
+}
+
+async function readText(storage: ObjectStorage, key: string): Promise<string> {
   const { body } = await storage.get(key);
   const chunks: Buffer[] = [];
   for await (const chunk of body as AsyncIterable<Buffer>) chunks.push(chunk);
-  return JSON.parse(Buffer.concat(chunks).toString('utf8')) as T;
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+/** Bytes every object under `prefix` takes. */
+export async function cacheHeldBytes(storage: ObjectStorage, prefix: string): Promise<number> {
+  let bytes = 0;
+  for await (const o of storage.list(prefix)) bytes += o.size;
+  return bytes;
+}
+
+/** Marks the cache under `prefix` full, saying why: no build exports into it until retention drops it. */
+export async function markCacheFull(storage: ObjectStorage, prefix: string, reason: string): Promise<void> {
+  await storage.put(`${prefix}${BUILD_CACHE_FULL}`, Readable.from([Buffer.from(reason)]));
+}
+
+/** Why the cache under `prefix` takes no export (its full mark's text), if it is marked full. */
+export async function cacheFullReason(storage: ObjectStorage, prefix: string): Promise<string | undefined> {
+  try {
+    return (await readText(storage, `${prefix}${BUILD_CACHE_FULL}`)) || 'it is marked full';
+  } catch (err) {
+    if (isAppError(err) && err.code === 'not_found') return undefined;
+    throw err;
+  }
 }
 
 /** Records the export's manifest (`cache.manifest` of the solve's response) for the next build. */

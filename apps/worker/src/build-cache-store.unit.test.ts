@@ -1,4 +1,5 @@
-// Which recorded cache manifest a build imports: only one whose every blob is still stored.
+// Which recorded cache manifest a build imports (only one whose every blob is still stored), and
+// the cache's bound: a store refuses past it and marks the cache full.
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -7,7 +8,14 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, test } from 'node:test';
 import { LocalDirStorage } from '@kiln/core';
-import { latestCacheManifest, recordCacheManifest } from './build-cache-store.js';
+import {
+  cacheFullReason,
+  cacheHeldBytes,
+  latestCacheManifest,
+  markCacheFull,
+  recordCacheManifest,
+  storageContentStore,
+} from './build-cache-store.js';
 
 const prefix = 'cache/p1/';
 let root = '';
@@ -48,4 +56,39 @@ test('no manifest, or an unreadable one: nothing is imported', async () => {
   assert.equal(await latestCacheManifest(storage, 'cache/none/'), undefined);
   await recordCacheManifest(storage, prefix, 'not json');
   assert.equal(await latestCacheManifest(storage, prefix), undefined);
+});
+
+test('a store refuses the blob that would pass its bound, and marks the cache full saying why', async () => {
+  const p = 'cache/bounded/';
+  assert.equal(await cacheFullReason(storage, p), undefined);
+  const store = storageContentStore(storage, p, { bytes: 10, why: 'a bound of 10 bytes' });
+  const small = Buffer.from('12345678');
+  const digest = `sha256:${createHash('sha256').update(small).digest('hex')}`;
+  const { sink, stored } = await store.write(digest, small.length);
+  sink.end(small);
+  await stored;
+  await assert.rejects(
+    store.write(`sha256:${'0'.repeat(64)}`, 3),
+    /it holds 8 bytes and sha256:0+ is 3 bytes, past a bound of 10 bytes/,
+  );
+  assert.match(store.refusal ?? '', /past a bound of 10 bytes/);
+  assert.equal(await cacheFullReason(storage, p), store.refusal);
+  // The mark counts: it is stored like the blobs.
+  assert.ok((await cacheHeldBytes(storage, p)) > small.length);
+});
+
+test('a cache without a bound takes any blob', async () => {
+  const p = 'cache/unbounded/';
+  const store = storageContentStore(storage, p, undefined);
+  const big = Buffer.alloc(64 * 1024, 1);
+  const { sink, stored } = await store.write(
+    `sha256:${createHash('sha256').update(big).digest('hex')}`,
+    big.length,
+  );
+  sink.end(big);
+  await stored;
+  assert.equal(store.refusal, undefined);
+  assert.equal(await cacheHeldBytes(storage, p), big.length);
+  await markCacheFull(storage, p, '');
+  assert.equal(await cacheFullReason(storage, p), 'it is marked full');
 });

@@ -134,8 +134,9 @@ export async function runRetentionOnce(
 }
 
 /**
- * Drops the shared build cache of every project whose cache exceeds `maxBytes`, refused a blob
- * for want of room (BUILD_CACHE_FULL), or was last written before `cutoff`. Whole, not trimmed: BuildKit's cache manifest names its blobs, and a manifest
+ * Drops the shared build cache of every project whose cache exceeds `maxBytes`, was marked full
+ * (BUILD_CACHE_FULL: past its bound, which may be the project's quota), or was last written
+ * before `cutoff`. Whole, not trimmed: BuildKit's cache manifest names its blobs, and a manifest
  * missing some would fail imports rather than rebuild. A build exporting meanwhile may lose what
  * it just wrote, and record a manifest naming deleted blobs: the next build does not import that
  * one (build-cache-store's latestCacheManifest checks every blob first) and exports again.

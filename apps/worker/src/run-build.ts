@@ -88,7 +88,11 @@ import type { Redis } from 'ioredis';
 import { type ActiveBuilds, abortOf, BuildAbort } from './active-builds.js';
 import {
   type BoundedContentStore,
+  type CacheBound,
+  cacheFullReason,
+  cacheHeldBytes,
   latestCacheManifest,
+  markCacheFull,
   recordCacheManifest,
   storageContentStore,
 } from './build-cache-store.js';
@@ -267,6 +271,8 @@ class BuildRun {
   private quotas: ProjectQuotas | undefined;
   /** The session cache's store for this build's solve, when the cache goes over the session. */
   private sessionCache: BoundedContentStore | undefined;
+  /** Whether this build's solve exports the project's shared cache. */
+  private cacheExported = false;
   /** The project's stored bytes when this run read its quotas: what the export may add to. */
   private storedBytes = 0;
   private readonly steps: SolveSteps;
@@ -529,7 +535,8 @@ class BuildRun {
    * the backend (s3 from v0.11, local on any standalone buildkitd; dockerd's moby worker has
    * neither, and builds without it).
    * With local storage the worker serves the cache over the session (build-cache-store.ts) and
-   * imports the manifest the last export recorded.
+   * imports the manifest the last export recorded. A cache marked full, or one the project's
+   * quota leaves no room for, is imported but not exported.
    */
   private async cacheOptions(lease: Lease): Promise<Partial<SolveOptions>> {
     const cache = this.deps.buildCache;
@@ -539,28 +546,83 @@ class BuildRun {
     const backend = cache.kind === 's3' ? 'cache-export:s3' : 'cache-export:local';
     if (!caps?.features.includes(backend) || !caps.features.includes('cache-export:ignore-error')) return {};
     this.note(`#0 kiln: shared build cache ${prefix}\n`);
-    if (cache.kind === 's3') return buildCacheOptions(cache, this.build.projectId);
+    const bound = this.cacheBound(0);
+    const full = await cacheFullReason(this.deps.storage, prefix).catch(
+      (err: unknown) => `its full mark could not be read (${messageOf(err)})`,
+    );
+    const closed = full ?? (bound && bound.bytes <= 0 ? `no room is left: ${bound.why}` : undefined);
+    if (closed)
+      this.note(`#0 kiln: the shared build cache takes no export until retention drops it: ${closed}\n`);
+    this.cacheExported = !closed;
+    if (cache.kind === 's3') {
+      const { cacheImports, cacheExports } = buildCacheOptions(cache, this.build.projectId);
+      return { cacheImports, ...(closed ? {} : { cacheExports }) };
+    }
     const latest = await latestCacheManifest(this.deps.storage, prefix);
-    this.sessionCache = storageContentStore(this.deps.storage, prefix, cache.maxBytes);
+    this.sessionCache = storageContentStore(this.deps.storage, prefix, bound);
     return {
       contentStores: { [SESSION_CACHE]: this.sessionCache },
-      cacheExports: [
-        { type: 'local', attrs: { dest: SESSION_CACHE, mode: 'max', ...CACHE_EXPORT_OPTIONAL } },
-      ],
+      ...(closed
+        ? {}
+        : {
+            cacheExports: [
+              { type: 'local', attrs: { dest: SESSION_CACHE, mode: 'max', ...CACHE_EXPORT_OPTIONAL } },
+            ],
+          }),
       ...(latest ? { cacheImports: [{ type: 'local', attrs: { src: SESSION_CACHE, digest: latest } }] } : {}),
     };
   }
 
-  /** After a solve: a session cache export's manifest becomes what the next build imports. */
+  /**
+   * What the project's cache may hold: KILN_BUILD_CACHE_MAX_BYTES, and what its stored-bytes quota
+   * leaves beside its contexts and artifacts (as read when this run began, plus `added` bytes
+   * this run exported since). Undefined: no bound.
+   */
+  private cacheBound(added: number): CacheBound | undefined {
+    const bounds: CacheBound[] = [];
+    const maxBytes = this.deps.buildCache?.maxBytes ?? 0;
+    if (maxBytes > 0)
+      bounds.push({ bytes: maxBytes, why: `its bound of ${maxBytes} bytes (KILN_BUILD_CACHE_MAX_BYTES)` });
+    const stored = this.storedBytes + added;
+    const left = this.quotas ? storedBytesLeft(this.quotas, stored) : null;
+    if (left !== null) {
+      bounds.push({
+        bytes: Math.max(0, left),
+        why: `what the project's limit (stored bytes: ${this.quotas?.storedBytes}) leaves beside the ${stored} bytes of its contexts and artifacts`,
+      });
+    }
+    return bounds.sort((x, y) => x.bytes - y.bytes)[0];
+  }
+
+  /**
+   * After a solve: a session cache export's manifest becomes what the next build imports, and a
+   * cache the export took past its bound is marked full. With S3 the builder wrote the cache
+   * itself, so nothing could refuse a blob on the way; this bounds it to one build's export over.
+   */
   private async recordCache(result: SolveResult): Promise<void> {
-    const manifest = result.exporterResponse['cache.manifest'];
+    if (!this.cacheExported) return;
+    const prefix = buildCachePrefix(this.build.projectId);
     const refusal = this.sessionCache?.refusal;
     if (refusal) this.note(`#0 kiln: the shared build cache was not exported: ${refusal}\n`);
-    if (this.deps.buildCache?.kind !== 'session' || !manifest || refusal) return;
-    await recordCacheManifest(this.deps.storage, buildCachePrefix(this.build.projectId), manifest).catch(
-      (err: unknown) =>
+    const manifest = result.exporterResponse['cache.manifest'];
+    if (this.deps.buildCache?.kind === 'session' && manifest && !refusal) {
+      await recordCacheManifest(this.deps.storage, prefix, manifest).catch((err: unknown) =>
         this.logger.warn({ err: messageOf(err) }, 'recording the build cache manifest failed'),
-    );
+      );
+    }
+    // The artifact this run exported is stored now too (an image push stores nothing).
+    const bound = this.cacheBound(this.exported.bytes);
+    if (!bound || refusal) return;
+    try {
+      const held = await cacheHeldBytes(this.deps.storage, prefix);
+      if (held <= bound.bytes) return;
+      const reason = `it holds ${held} bytes, past ${bound.why}`;
+      await markCacheFull(this.deps.storage, prefix, reason);
+      this.note(`#0 kiln: the shared build cache takes no export until retention drops it: ${reason}\n`);
+    } catch (err) {
+      // The next build's check, or retention's pass, bounds it then.
+      this.logger.warn({ err: messageOf(err) }, 'checking the build cache against its bound failed');
+    }
   }
 
   /** The solve in a span, with a span per step BuildKit reported and one for the export into storage. */

@@ -5,7 +5,8 @@
  * storage the worker serves the objects over the build's session (`type=local`, the session's
  * content store; the worker's build-cache-store.ts).
  * One prefix per project: a project imports only its own (cache poisoning and reading across
- * projects would otherwise be one `RUN` away). Retention bounds it (see the worker's retention).
+ * projects would otherwise be one `RUN` away). The worker bounds it (build-cache-store.ts) and
+ * retention drops it (see the worker's retention).
  */
 import type { StorageConfig } from './config.js';
 
@@ -14,9 +15,10 @@ export const BUILD_CACHE_ROOT = 'cache/';
 /** Where a project's cache objects live in the bucket. */
 export const buildCachePrefix = (projectId: string) => `${BUILD_CACHE_ROOT}${projectId}/`;
 /**
- * Written under a project's prefix when its cache refused a blob for want of room: the cache
- * stays just under its bound and takes no new export, so retention drops it whole at its next
- * pass, and the next build starts a fresh one.
+ * Written under a project's prefix, saying why, when its cache went past its bound (the session's
+ * store refused a blob, or the worker measured it after a build): no build exports into it from
+ * then on, retention drops it whole at its next pass, and the build after that starts a fresh one.
+ * The bound is KILN_BUILD_CACHE_MAX_BYTES and what the project's stored-bytes quota leaves.
  */
 export const BUILD_CACHE_FULL = 'full';
 
