@@ -131,7 +131,10 @@ export const builderDrainingKey = (address: string, prefix = 'kiln') =>
  */
 export const builderLeaseKey = (address: string, prefix = 'kiln') => `${prefix}:leases:${address}`;
 
-/** Redis ZSET of a project's builds holding a builder slot: build id → lease expiry (its running-builds quota). */
+/**
+ * Redis ZSET of a project's builds holding a builder slot: `buildId@builder` → lease expiry (its
+ * running-builds quota; a build run again on another builder meanwhile holds two slots).
+ */
 export const projectLeaseKey = (projectId: string, prefix = 'kiln') =>
   `${prefix}:project-leases:${projectId}`;
 

@@ -58,7 +58,7 @@ end
 if redis.call('ZSCORE', KEYS[1], id) then return take() end
 if redis.call('EXISTS', KEYS[4]) == 1 then return -2 end
 local limit = tonumber(ARGV[4])
-if limit > 0 and not redis.call('ZSCORE', KEYS[2], ARGV[8]) and redis.call('ZCARD', KEYS[2]) >= limit then
+if limit > 0 and redis.call('ZCARD', KEYS[2]) >= limit then
   return -1
 end
 for _, w in ipairs(redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', now - tonumber(ARGV[6]))) do

@@ -212,6 +212,25 @@ describe('BuilderPool', { skip }, () => {
     await c.release();
   });
 
+  test("a job run again at its project's limit takes over the lease its dead run left, on a full builder", async () => {
+    const keyPrefix = prefix();
+    const p = pool(
+      [
+        { address: 'x', concurrency: 1 },
+        { address: 'y', concurrency: 1 },
+      ],
+      { keyPrefix },
+    );
+    const claim = { projectId: 'proj', projectLimit: 1 };
+    const first = await p.acquire({ buildId: 'b', ...claim });
+    // Its worker died: the lease lives until its TTL. The other builder, asked first for having
+    // room, refuses the project at its limit; the full one gives the build its own lease back.
+    const again = await p.acquire({ buildId: 'b', ...claim });
+    assert.equal(again.address, first.address);
+    await again.release();
+    await first.release(); // superseded: frees nothing
+  });
+
   test('unhealthy builders are skipped; none healthy is a typed error', async () => {
     const keyPrefix = prefix();
     const f = fakes({ x: 'unreachable', y: 'hang', z: 'ok' });

@@ -324,6 +324,7 @@ export class BuilderPool {
       rank: req.rank ?? 1,
     };
     const token = randomUUID();
+    let atQuota = false;
     for (const b of ordered) {
       const outcome = await this.leases.tryAcquire(
         b.address,
@@ -333,11 +334,11 @@ export class BuilderPool {
         claim,
         ordered.map((o) => o.address),
       );
+      // A builder further on may still be one this build holds a lease on (a job run again after
+      // its worker died), which it takes over without counting again.
       if (outcome === 'project_quota') {
-        throw new NoBuilderAvailableError(
-          `the project already runs ${claim.projectLimit} builds, its limit (running builds)`,
-          'capacity',
-        );
+        atQuota = true;
+        continue;
       }
       // Draining: its pod is stopping (POST /v1/builders/drain); the next builder may take it.
       if (outcome === 'draining') continue;
@@ -355,6 +356,12 @@ export class BuilderPool {
           token,
         );
       }
+    }
+    if (atQuota) {
+      throw new NoBuilderAvailableError(
+        `the project already runs ${claim.projectLimit} builds, its limit (running builds)`,
+        'capacity',
+      );
     }
     throw new NoBuilderAvailableError(
       `every healthy builder is at capacity or draining (${usable.map((b) => `${b.address} ${load(b)}/${b.concurrency}`).join(', ')})`,
