@@ -81,13 +81,21 @@ for (const storage of ['s3', 'local'] as const) {
 
     /**
      * Runs one build (of `body`, else the pass's context) with a worker whose only builder is
-     * `address` (and whose cache holds at most `maxBytes`, when given), calling `during` once it is
-     * submitted; the worker stops afterwards.
+     * `address` (and whose cache holds at most `maxBytes`, when given), calling `queued` once it is
+     * submitted, before that worker starts, and `during` after; the worker stops afterwards. It
+     * must end as `expect` says (succeeded).
      */
     async function buildOn(
       client: ApiClient,
       address: string,
-      opts: { body?: Buffer; maxBytes?: number; during?: (id: string) => Promise<void> } = {},
+      opts: {
+        body?: Buffer;
+        maxBytes?: number;
+        query?: string;
+        expect?: 'succeeded' | 'failed';
+        queued?: (id: string) => Promise<void>;
+        during?: (id: string) => Promise<void>;
+      } = {},
     ): Promise<{ view: View; log: string; ms: number }> {
       const cache = kiln.config.buildCache ?? assert.fail('no cache config');
       worker = createWorker({
@@ -95,19 +103,20 @@ for (const storage of ['s3', 'local'] as const) {
         builders: [{ address, concurrency: 1 }],
         ...(opts.maxBytes !== undefined ? { buildCache: { ...cache, maxBytes: opts.maxBytes } } : {}),
       });
-      await worker.start();
       try {
         const submitted = await client.submit(
           opts.body ?? context,
-          'network=none&output=type=tar,dest=app.tar',
+          `network=none&output=type=tar,dest=app.tar${opts.query ?? ''}`,
         );
+        await opts.queued?.(submitted.id);
+        await worker.start();
         await opts.during?.(submitted.id);
         const view = (await client.waitFor(
           submitted.id,
           ['succeeded', 'failed'],
           120_000,
         )) as unknown as View;
-        assert.equal(view.status, 'succeeded', JSON.stringify(view.error));
+        assert.equal(view.status, opts.expect ?? 'succeeded', JSON.stringify(view.error));
         const ms = Date.parse(view.finishedAt ?? '') - Date.parse(view.startedAt ?? '');
         return { view, log: await client.logs(view.id), ms };
       } finally {
@@ -272,6 +281,44 @@ for (const storage of ['s3', 'local'] as const) {
       assert.deepEqual(await cacheKeys(), []);
     });
 
+    test('a project left with no room gives up its cache: marked for retention to drop', async () => {
+      const name = `full-${storage}`;
+      const client = apiClient(kiln.url, await kiln.newToken(name));
+      const { id: projectId } = await kiln.deps.db.project.findUniqueOrThrow({ where: { name } });
+      const mine = async () => (await cacheKeys()).filter((k) => k.startsWith(`cache/${projectId}/`));
+      const body = await contextWithNotes('no room');
+      await buildOn(client, a.address, { body });
+      assert.ok((await mine()).length > 0, 'the first build exported a cache');
+      assert.ok(!(await mine()).some((k) => k.endsWith('/full')));
+      // The same context built again (another build arg: no result-cache answer), and while it is
+      // queued the operator lowers the limit to what the project stores: when it runs, its cache
+      // has no room left. Its artifact has none either, so the build fails on the quota as it
+      // would without a cache; the cache is closed before the solve.
+      const { storedBytes } = await kiln.deps.db.project.findUniqueOrThrow({ where: { id: projectId } });
+      const { view, log } = await buildOn(client, a.address, {
+        body,
+        query: '&build-arg=AGAIN=1',
+        expect: 'failed',
+        queued: async () => {
+          await kiln.deps.db.project.update({
+            where: { id: projectId },
+            data: { maxStoredBytes: storedBytes },
+          });
+        },
+      });
+      assert.match(JSON.stringify(view.error), /output_too_large/);
+      assert.match(
+        CLOSED.exec(log)?.[1] ?? '',
+        new RegExp(
+          `^it holds \\d+ bytes, past what the project's limit \\(stored bytes: ${storedBytes}\\) leaves`,
+        ),
+        log,
+      );
+      assert.ok((await mine()).some((k) => k.endsWith('/full')));
+      await retentionWith(0);
+      assert.deepEqual(await mine(), []);
+    });
+
     test("a project's stored-bytes quota bounds its cache too", async () => {
       const client = apiClient(kiln.url, await kiln.newToken(`tight-${storage}`));
       const body = await contextWithNotes('tight');
@@ -303,6 +350,10 @@ for (const storage of ['s3', 'local'] as const) {
       });
       const second = await buildOn(client, a.address, { body: await contextWithNotes('tight 2') });
       assert.match(CLOSED.exec(second.log)?.[1] ?? '', limit, second.log);
+      assert.deepEqual(
+        (await cacheKeys()).filter((k) => k.startsWith(`cache/${projectId}/`)),
+        keys,
+      );
       await retentionWith(0);
       assert.deepEqual(
         (await cacheKeys()).filter((k) => k.startsWith(`cache/${projectId}/`)),

@@ -29,7 +29,7 @@ const INVALID_ARGUMENT = 3;
 const RESOURCE_EXHAUSTED = 8;
 
 export interface BoundedContentStore extends ContentStore {
-  /** Why a blob was refused for want of room, once one was: the export then did not complete. */
+  /** Why a blob was refused (past the bound), once one was: the export then did not complete. */
   readonly refusal: string | undefined;
 }
 

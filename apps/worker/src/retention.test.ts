@@ -284,9 +284,10 @@ describe('retention', { skip }, () => {
     assert.equal(await statusOf(hit.id), 'succeeded');
   });
 
-  test('a dropped cache loses its manifests before its blobs; with the cache off, unused caches still go', async () => {
+  test('a dropped cache loses its manifests before its blobs, and its full mark last; with the cache off, unused caches still go', async () => {
     const project = `pc${randomBytes(4).toString('hex')}`;
     const keys = [
+      `cache/${project}/full`,
       `cache/${project}/blobs/sha256/${'a'.repeat(64)}`,
       `cache/${project}/blobs/sha256/${'b'.repeat(64)}`,
       `cache/${project}/latest.json`,
@@ -305,12 +306,14 @@ describe('retention', { skip }, () => {
     const over = await runRetentionOnce(options({ storage: recording, buildCacheMaxBytes: 1 }), new Date());
     assert.ok(over.cachesDropped.includes(project));
     const mine = deleted.filter((k) => k.startsWith(`cache/${project}/`));
-    assert.deepEqual(mine.slice(0, 2).sort(), [keys[2], keys[3]]);
-    assert.equal(mine.length, 4);
+    assert.deepEqual(mine.slice(0, 2).sort(), [keys[3], keys[4]]);
+    // While the mark stands, no build exports into the cache being deleted.
+    assert.equal(mine.at(-1), keys[0]);
+    assert.equal(mine.length, 5);
 
     // KILN_BUILD_CACHE=off after a while on: what is left is not kept for ever, though not
     // dropped at once either (another worker may still use it).
-    for (const k of keys) await put(k);
+    for (const k of keys.slice(1)) await put(k);
     assert.ok(!(await runRetentionOnce(options(), new Date())).cachesDropped.includes(project));
     const off = await runRetentionOnce(options(), new Date(Date.now() + 31 * DAY));
     assert.ok(off.cachesDropped.includes(project));

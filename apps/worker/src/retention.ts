@@ -162,9 +162,11 @@ async function dropBuildCaches(
     const drop = entry.full || overBound || entry.newest < cutoff.getTime();
     if (!drop) continue;
     // Manifests first (`latest.json`, S3's `manifests/`): a pass cut short leaves blobs that no
-    // manifest names, never a manifest naming blobs that are gone, which every import would trip on.
-    const blobsLast = (key: string) => (key.includes('/blobs/') ? 1 : 0);
-    entry.keys.sort((a, b) => blobsLast(a) - blobsLast(b));
+    // manifest names, never a manifest naming blobs that are gone, which every import would trip
+    // on. The full mark last: while it stands, no build exports into what is being deleted.
+    const order = (key: string) =>
+      key.endsWith(`/${BUILD_CACHE_FULL}`) ? 2 : key.includes('/blobs/') ? 1 : 0;
+    entry.keys.sort((a, b) => order(a) - order(b));
     try {
       for (const key of entry.keys) await o.storage.delete(key);
       report.cachesDropped.push(project);

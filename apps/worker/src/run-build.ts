@@ -174,6 +174,10 @@ type Produced = { kind: 'artifact'; stored: PutResult } | { kind: 'image'; diges
 /** The name the session cache's content store goes by in the solve (`dest=`/`src=`). */
 const SESSION_CACHE = 'kiln';
 
+/** The build log's line for a cache marked full. */
+const closedNote = (reason: string) =>
+  `#0 kiln: the shared build cache takes no export until retention drops it: ${reason}\n`;
+
 /** Picks BuildKit's provenance out of a tar export as it passes (the platform count read once, not per entry). */
 function provenanceTap(platformCount: number): TarFileTap {
   return new TarFileTap((name) => isProvenancePath(name, platformCount), MAX_PROVENANCE_BYTES);
@@ -550,9 +554,13 @@ class BuildRun {
     const full = await cacheFullReason(this.deps.storage, prefix).catch(
       (err: unknown) => `its full mark could not be read (${messageOf(err)})`,
     );
-    const closed = full ?? (bound && bound.bytes <= 0 ? `no room is left: ${bound.why}` : undefined);
-    if (closed)
-      this.note(`#0 kiln: the shared build cache takes no export until retention drops it: ${closed}\n`);
+    if (full) this.note(closedNote(full));
+    // No room: the cache gives way (marked, so retention drops what it holds), not the build.
+    const noRoom = !full && bound !== undefined && bound.bytes <= 0;
+    if (noRoom && !(await this.closeCacheIfOver(prefix, bound))) {
+      this.note(`#0 kiln: the shared build cache takes no export: no room is left: ${bound.why}\n`);
+    }
+    const closed = full !== undefined || noRoom;
     this.cacheExported = !closed;
     if (cache.kind === 's3') {
       const { cacheImports, cacheExports } = buildCacheOptions(cache, this.build.projectId);
@@ -612,16 +620,25 @@ class BuildRun {
     }
     // The artifact this run exported is stored now too (an image push stores nothing).
     const bound = this.cacheBound(this.exported.bytes);
-    if (!bound || refusal) return;
+    if (bound && !refusal) await this.closeCacheIfOver(prefix, bound);
+  }
+
+  /**
+   * Marks the cache full, saying why in the build log, when it holds more than `bound`: one LIST
+   * request per 1,000 of its objects. Whether it did; a failure leaves it to the next build's
+   * check or retention's pass.
+   */
+  private async closeCacheIfOver(prefix: string, bound: CacheBound): Promise<boolean> {
     try {
       const held = await cacheHeldBytes(this.deps.storage, prefix);
-      if (held <= bound.bytes) return;
+      if (held <= bound.bytes) return false;
       const reason = `it holds ${held} bytes, past ${bound.why}`;
       await markCacheFull(this.deps.storage, prefix, reason);
-      this.note(`#0 kiln: the shared build cache takes no export until retention drops it: ${reason}\n`);
+      this.note(closedNote(reason));
+      return true;
     } catch (err) {
-      // The next build's check, or retention's pass, bounds it then.
       this.logger.warn({ err: messageOf(err) }, 'checking the build cache against its bound failed');
+      return false;
     }
   }
 

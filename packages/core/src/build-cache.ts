@@ -33,7 +33,10 @@ export interface S3BuildCache {
   pathStyle: boolean;
   accessKeyId?: string;
   secretAccessKey?: string;
-  /** A project's cache past this many bytes is dropped whole by retention (0: no bound). */
+  /**
+   * A project's cache past this many bytes takes no export (marked full) and is dropped whole by
+   * retention (0: no bound).
+   */
   maxBytes: number;
 }
 
