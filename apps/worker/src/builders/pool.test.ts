@@ -79,6 +79,15 @@ describe('BuilderPool', { skip }, () => {
     return p;
   }
   const prefix = () => `kt-pool-${randomBytes(4).toString('hex')}`;
+  /** A fresh pool of builders x and y, `concurrency` each. */
+  const twoBuilders = (concurrency: number) =>
+    pool(
+      [
+        { address: 'x', concurrency },
+        { address: 'y', concurrency },
+      ],
+      { keyPrefix: prefix() },
+    );
 
   test('capacity is shared by every process through Redis', async () => {
     const keyPrefix = prefix();
@@ -103,14 +112,7 @@ describe('BuilderPool', { skip }, () => {
   });
 
   test('the least-loaded builder is chosen, the project’s last builder first', async () => {
-    const keyPrefix = prefix();
-    const p = pool(
-      [
-        { address: 'x', concurrency: 2 },
-        { address: 'y', concurrency: 2 },
-      ],
-      { keyPrefix },
-    );
+    const p = twoBuilders(2);
     await p.checkAll();
     const leases = [];
     for (const id of ['1', '2', '3']) leases.push(await p.acquire({ buildId: id }));
@@ -128,14 +130,7 @@ describe('BuilderPool', { skip }, () => {
   });
 
   test('builders that failed this build are avoided while others have room', async () => {
-    const keyPrefix = prefix();
-    const p = pool(
-      [
-        { address: 'x', concurrency: 1 },
-        { address: 'y', concurrency: 1 },
-      ],
-      { keyPrefix },
-    );
+    const p = twoBuilders(1);
     assert.equal((await p.acquire({ buildId: 'r1', avoid: ['x'] })).address, 'y');
     // Only the avoided builder has room: better there than not at all.
     assert.equal((await p.acquire({ buildId: 'r2', avoid: ['x'] })).address, 'x');
@@ -190,14 +185,7 @@ describe('BuilderPool', { skip }, () => {
   });
 
   test("a build run again on another builder counts twice in its project's running builds, until one run ends", async () => {
-    const keyPrefix = prefix();
-    const p = pool(
-      [
-        { address: 'x', concurrency: 2 },
-        { address: 'y', concurrency: 2 },
-      ],
-      { keyPrefix },
-    );
+    const p = twoBuilders(2);
     const claim = { projectId: 'proj', projectLimit: 2 };
     const first = await p.acquire({ buildId: 'b', ...claim });
     // The job runs again elsewhere (say the first builder failed it) while the first run still ends.
@@ -213,14 +201,7 @@ describe('BuilderPool', { skip }, () => {
   });
 
   test("a job run again at its project's limit takes over the lease its dead run left, on a full builder", async () => {
-    const keyPrefix = prefix();
-    const p = pool(
-      [
-        { address: 'x', concurrency: 1 },
-        { address: 'y', concurrency: 1 },
-      ],
-      { keyPrefix },
-    );
+    const p = twoBuilders(1);
     const claim = { projectId: 'proj', projectLimit: 1 };
     const first = await p.acquire({ buildId: 'b', ...claim });
     // Its worker died: the lease lives until its TTL. The other builder, asked first for having
