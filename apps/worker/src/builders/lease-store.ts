@@ -1,8 +1,8 @@
 /**
  * Builder capacity shared by every worker process: per builder a Redis ZSET of buildId → expiry
- * (Redis server time, ms), and per project one of buildId@builder → expiry. Lua scripts drop expired leases and check
- * the counts against the builder's concurrency and the project's running-builds quota atomically,
- * so two processes never both take the last slot. A worker that dies leaves leases that expire
+ * (Redis server time, ms), and per project one of buildId@builder → expiry. Lua scripts drop
+ * expired leases and check the counts against the builder's concurrency and the project's
+ * running-builds quota atomically, so two processes never both take the last slot. A worker that dies leaves leases that expire
  * by themselves.
  *
  * Fairness: a build that finds no room on a builder joins that builder's line (a ZSET of buildId
@@ -39,9 +39,9 @@ const WAITER_STALE_MS = 5000;
  * KEYS builder leases, project leases, the build's holder on this builder, the builder's
  * draining flag, this builder's line (buildId → rank) and line seen (buildId → ms), then the lines
  * and line-seen sets of the build's other builders (left on take); ARGV buildId, concurrency,
- * ttlMs, project limit (0: none), rank, staleMs, token, project member → 1 leased (or taken over from an earlier
- * run of the same build), 0 no room (now in line), -1 the project is at its quota, -2 the builder
- * is draining. The flag is read here, not before: a drain sets it, then counts leases, so every
+ * ttlMs, project limit (0: none), rank, staleMs, token, project member → 1 leased (or taken over
+ * from an earlier run of the same build), 0 no room (now in line), -1 the project is at its
+ * quota, -2 the builder is draining. The flag is read here, not before: a drain sets it, then counts leases, so every
  * lease is either counted or refused.
  */
 const ACQUIRE = `${NOW}
@@ -76,8 +76,8 @@ return 0`;
 
 /**
  * KEYS builder leases, project leases, the build's holder on this builder; ARGV buildId, ttlMs,
- * token, project member → 1 renewed, 0 re-created (it had expired, and no other run took it meanwhile), -1 another
- * run of the build took it, or released it. An expired lease is re-created whatever the builder's
+ * token, project member → 1 renewed, 0 re-created (it had expired, and no other run took it
+ * meanwhile), -1 another run of the build took it, or released it. An expired lease is re-created whatever the builder's
  * load: the build is still running there, and the count should say so.
  */
 const RENEW = `${NOW}
@@ -93,8 +93,9 @@ return 0`;
 
 /**
  * KEYS builder leases, project leases, the build's holder on this builder, this builder's line;
- * ARGV buildId, token, ttlMs, project member → the first build in line (false when nothing was freed). Only the
- * holder frees the slot; a lease whose holder key is gone (evicted) has none, and is freed too.
+ * ARGV buildId, token, ttlMs, project member → the first build in line (false when nothing was
+ * freed). Only the holder frees the slot; a lease whose holder key is gone (evicted) has none, and
+ * is freed too.
  */
 const RELEASE = `local holder = redis.call('GET', KEYS[3])
 if holder and holder ~= ARGV[2] then return false end
