@@ -215,6 +215,15 @@ for (const storage of ['s3', 'local'] as const) {
       } finally {
         await fresh.cleanup();
       }
+      // Blobs of this build's cache export were seen landing in the bucket after it had
+      // succeeded (in the next test, after retention's pass): let the bucket settle first.
+      let last = '';
+      for (let i = 0; i < 20; i++) {
+        const now = (await cacheKeys()).sort().join('\n');
+        if (now === last) break;
+        last = now;
+        await new Promise((r) => setTimeout(r, 3000));
+      }
     });
 
     test('retention drops a cache past its byte bound, whole', async () => {
