@@ -16,6 +16,7 @@ const TEST_ONLY_APT = [
   'apt docker-compose',
   'apt docker-registry',
   'apt busybox-static',
+  'apt attr',
   'apt runc',
 ];
 

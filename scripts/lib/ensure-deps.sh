@@ -22,6 +22,8 @@ kiln_apt_packages() {
 	# The dynamically linked `busybox` package also ships /usr/bin/busybox, but test
 	# images copy it into FROM scratch, where only the static build runs.
 	echo busybox-static
+	# Extended attributes on test contexts are set and read with setfattr/getfattr (Node has no call).
+	echo attr
 	# Only to validate docker-compose.yml in the tests: no engine runs it on these machines.
 	echo docker-compose
 	# The dashboard's end-to-end tests drive Debian's headless Chromium through playwright-core.
@@ -37,6 +39,7 @@ _kiln_apt_installed() {
 	docker.io) [[ -x /usr/sbin/dockerd && -x /usr/bin/docker && -x /usr/bin/containerd ]] ;;
 	runc) [[ -x /usr/sbin/runc ]] ;;
 	docker-registry) [[ -x /usr/bin/docker-registry ]] ;;
+	attr) [[ -x /usr/bin/setfattr && -x /usr/bin/getfattr ]] ;;
 	busybox-static) dpkg-query -W -f '${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' ;;
 	redis-server) [[ -x /usr/bin/redis-server ]] ;;
 	postgresql) compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null ;;

@@ -12,6 +12,11 @@ import {
   compareTarEntries,
   readTarEntries,
 } from '../../packages/buildkit-client/test-support/tar-entries.js';
+import {
+  file as coreFile,
+  symlink as coreSymlink,
+  tar as coreTar,
+} from '../../packages/core/src/context/test-helpers.js';
 import { generations } from '../support/generations.js';
 import { startTestKiln, type TestKiln, waitForStatus } from '../support/kiln.js';
 
@@ -213,6 +218,66 @@ for (const generation of generations())
         assert.ok(names.includes('bin/busybox') && names.includes('out/app'), names.join(','));
       } finally {
         await ctx.cleanup();
+      }
+    });
+
+    test('extended attributes: the context tar gives those docker build gives from disk; never through a symlink, none of the host namespaces', async () => {
+      const ctx = await makeContext({
+        Dockerfile: 'FROM scratch\nCOPY . /ctx/\n',
+        tool: { content: 'tool', mode: 0o755 },
+        'data/plain.txt': 'plain',
+      });
+      const hostFile = path.join(dataDir, 'xattr-target');
+      try {
+        execFileSync('setfattr', ['-n', 'user.kiln.origin', '-v', 'ctx', path.join(ctx.dir, 'tool')]);
+        execFileSync('setfattr', ['-n', 'user.kiln.dir', '-v', 'd', path.join(ctx.dir, 'data')]);
+        const res = await api('/v1/builds?output=type=tar,dest=x.tar', {
+          method: 'POST',
+          body: execFileSync('tar', ['-C', ctx.dir, '--xattrs', '-cf', '-', '.']),
+          headers: { 'content-type': 'application/x-tar' },
+        });
+        assert.equal(res.status, 202, await res.clone().text());
+        const done = await waitFor(((await res.json()) as BuildJson).id, ['succeeded', 'failed']);
+        assert.equal(done.status, 'succeeded', JSON.stringify(done.error));
+        const ours = await readTarEntries(
+          Buffer.from(await (await fetch(done.artifact?.url ?? '')).arrayBuffer()),
+        );
+        const expected = path.join(dataDir, 'xattrs-reference.tar');
+        await generation.referenceTar({ contextDir: ctx.dir, dest: expected });
+        assert.deepEqual(compareTarEntries(await readTarEntries(expected), ours), []);
+        assert.deepEqual(ours.find((e) => e.name === 'ctx/tool')?.xattrs, ['user.kiln.origin=ctx']);
+        assert.deepEqual(ours.find((e) => e.name === 'ctx/data')?.xattrs, ['user.kiln.dir=d']);
+
+        // A tar no directory could give: attributes on a symlink to a file of the builder's host,
+        // and in namespaces of the host's.
+        await fs.writeFile(hostFile, 'the host file');
+        const pax = (name: string) => ({ [`SCHILY.xattr.${name}`]: '1' });
+        const hostile = await api('/v1/builds?output=type=tar,dest=x.tar', {
+          method: 'POST',
+          body: coreTar([
+            coreFile('Dockerfile', 'FROM scratch\nCOPY . /ctx/\n'),
+            coreSymlink('link', hostFile, { pax: pax('user.kiln.pwned') }),
+            coreFile('f', 'f', {
+              pax: { ...pax('user.kiln.ok'), ...pax('trusted.overlay.opaque'), ...pax('security.selinux') },
+            }),
+          ]),
+          headers: { 'content-type': 'application/x-tar' },
+        });
+        assert.equal(hostile.status, 202, await hostile.clone().text());
+        const built = await waitFor(((await hostile.json()) as BuildJson).id, ['succeeded', 'failed']);
+        assert.equal(built.status, 'succeeded', JSON.stringify(built.error));
+        const entries = await readTarEntries(
+          Buffer.from(await (await fetch(built.artifact?.url ?? '')).arrayBuffer()),
+        );
+        assert.deepEqual(entries.find((e) => e.name === 'ctx/f')?.xattrs, ['user.kiln.ok=1']);
+        assert.deepEqual(entries.find((e) => e.name === 'ctx/link')?.xattrs, []);
+        assert.equal(
+          execFileSync('getfattr', ['--absolute-names', '-d', '-m', '-', hostFile], { encoding: 'utf8' }),
+          '',
+        );
+      } finally {
+        await ctx.cleanup();
+        await fs.rm(hostFile, { force: true });
       }
     });
 

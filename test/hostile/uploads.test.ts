@@ -485,6 +485,24 @@ describe('hostile uploads', () => {
         // At the header of the entry that crosses it, or at the running total: both name the limit.
         message: /(past|larger than) the limit of 4194304 bytes uncompressed \(maxUncompressedBytes\)/,
       },
+      {
+        // The worker holds a context's extended attributes in memory: each PAX header is within
+        // its own limit, their sum is not.
+        name: 'extended attributes over 1 MiB in all (maxXattrBytes)',
+        send: () =>
+          postRaw(
+            '',
+            tar([
+              DOCKERFILE,
+              ...Array.from({ length: 20 }, (_, i) =>
+                file(`x${i}`, '', { pax: { 'SCHILY.xattr.user.blob': randomBytes(60 * KiB) } }),
+              ),
+            ]),
+          ),
+        status: 413,
+        code: 'context_too_large',
+        message: /the extended attributes up to entry "x17" take more than 1048576 bytes \(maxXattrBytes\)/,
+      },
     ]);
   });
 

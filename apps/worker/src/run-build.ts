@@ -51,6 +51,7 @@ import {
   checkFrontendAllowed,
   countBuildEvent,
   dockerfileInContext,
+  type ExtractSummary,
   extractContext,
   type FailureInput,
   FINAL_STATUSES,
@@ -845,10 +846,11 @@ class BuildRun {
     const object = await this.deps.storage.get(contextKey);
     const stopReading = () => object.body.destroy(new Error('build aborted'));
     signal.addEventListener('abort', stopReading, { once: true });
+    let xattrs: ExtractSummary['xattrs'];
     try {
       if (signal.aborted) stopReading();
       // With the operator's limits: an object the API did not validate (or validated under others) stays bounded.
-      await extractContext(object.body, contextDir, { limits: this.deps.contextLimits });
+      ({ xattrs } = await extractContext(object.body, contextDir, { limits: this.deps.contextLimits }));
     } finally {
       signal.removeEventListener('abort', stopReading);
     }
@@ -863,7 +865,7 @@ class BuildRun {
       frontend,
       frontendAttrs: { ...frontendAttrsFor(spec, this.build.projectId), ...attrs },
       localDirs: {
-        context: { path: contextDir },
+        context: { path: contextDir, xattrsOf: (relPath) => xattrs.get(relPath) },
         dockerfile: { path: dockerfileDir },
       },
     };

@@ -20,6 +20,8 @@ export interface TarEntry {
   sha256: string;
   /** Seconds since the epoch; fractional when a PAX header says so. */
   mtime: number;
+  /** `SCHILY.xattr.<name>` records, as `name=value` (values read as UTF-8), sorted. */
+  xattrs: string[];
 }
 
 const BLOCK = 512;
@@ -232,6 +234,10 @@ class TarParser {
       size,
       sha256: '',
       mtime: paxNumber('mtime', readNumber(block, 136, 12)),
+      xattrs: [...pax]
+        .filter(([key]) => key.startsWith('SCHILY.xattr.'))
+        .map(([key, value]) => `${key.slice('SCHILY.xattr.'.length)}=${value}`)
+        .sort(),
     };
     // Only regular files carry data blocks; other types may state a size but have none.
     this.#startData({ kind: 'file', entry, hash: createHash('sha256') }, type === 'file' ? size : 0);
@@ -312,6 +318,7 @@ export function compareTarEntries(
     field('linkname', x.linkname, y.linkname);
     field('size', x.size, y.size);
     field('sha256', x.sha256, y.sha256);
+    field('xattrs', x.xattrs.join(' '), y.xattrs.join(' '));
     if (compareMtime && !(ignoreDirMtime && x.type === 'dir' && y.type === 'dir')) {
       field('mtime', Math.trunc(x.mtime), Math.trunc(y.mtime));
     }

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { readFile, rm } from 'node:fs/promises';
+import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { type BuildContext, makeContext } from './context.js';
@@ -35,7 +36,7 @@ async function gnuTar(dir: string, format: 'gnu' | 'posix' | 'ustar', out: strin
 
 function expectedEntries(withLongLink: boolean): Omit<TarEntry, 'mtime'>[] {
   const empty = sha256('');
-  const base = { uid: 1234, gid: 5678, linkname: '', size: 0, sha256: empty };
+  const base = { uid: 1234, gid: 5678, linkname: '', size: 0, sha256: empty, xattrs: [] };
   return [
     { ...base, name: '.', type: 'dir', mode: 0o700 }, // mkdtemp's mode
     { ...base, name: 'big.bin', type: 'file', mode: 0o644, size: BIG.length, sha256: sha256(BIG) },
@@ -100,6 +101,25 @@ describe('readTarEntries', () => {
     });
   }
 
+  test('reads extended attributes (GNU tar --xattrs)', async () => {
+    const archive = `${context.dir}.xattrs.tar`;
+    try {
+      await run('setfattr', ['-n', 'user.kiln', '-v', 'v1', path.join(context.dir, 'secret.txt')]);
+      await run('/bin/tar', ['-C', context.dir, '-cf', archive, '--xattrs', 'secret.txt', 'big.bin']);
+      const entries = await readTarEntries(archive);
+      assert.deepEqual(
+        entries.map((e) => [e.name, e.xattrs]),
+        [
+          ['secret.txt', ['user.kiln=v1']],
+          ['big.bin', []],
+        ],
+      );
+    } finally {
+      await run('setfattr', ['-x', 'user.kiln', path.join(context.dir, 'secret.txt')]);
+      await rm(archive, { force: true });
+    }
+  });
+
   test('rejects a truncated archive', async () => {
     const archive = `${context.dir}.truncated.tar`;
     try {
@@ -123,6 +143,7 @@ describe('compareTarEntries', () => {
     size: 0,
     sha256: sha256(''),
     mtime: 1,
+    xattrs: [],
     ...extra,
   });
 
@@ -132,13 +153,14 @@ describe('compareTarEntries', () => {
 
   test('reports field, membership and order differences', () => {
     const a = [entry('x'), entry('y'), entry('gone')];
-    const b = [entry('y', { mode: 0o600, uid: 1 }), entry('x'), entry('new')];
+    const b = [entry('y', { mode: 0o600, uid: 1, xattrs: ['user.a=1'] }), entry('x'), entry('new')];
     assert.deepEqual(compareTarEntries(a, b), [
       'gone: only in a',
       'new: only in b',
       'order differs from position 0: a has x, b has y',
       'y: mode 0644 != 0600',
       'y: uid 0 != 1',
+      'y: xattrs  != user.a=1',
     ]);
   });
 

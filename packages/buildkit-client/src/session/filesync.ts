@@ -1,6 +1,6 @@
 import { closeSync, constants, openSync, readSync } from 'node:fs';
 import { open } from 'node:fs/promises';
-import { type WalkOptions, walk } from '../fs/index.js';
+import { MODE_SYMLINK, type WalkOptions, walk } from '../fs/index.js';
 import { status } from '../grpc/status.js';
 import {
   DATA_HEADER_ROOM,
@@ -23,6 +23,13 @@ export interface LocalDir {
    * files whoever owns the checkout, and the cache keys do not depend on it.
    */
   keepOwnership?: boolean;
+  /**
+   * Extended attributes of an entry, by its path in the walk (relative, `/`-separated). Node
+   * cannot read them from disk, so a caller that knows them (say, from the tar the directory was
+   * extracted from) hands them in; without this, none are sent. Never sent for a symlink:
+   * fsutil's receiver sets them with setxattr(2), which follows the link on BuildKit's host.
+   */
+  xattrsOf?: (path: string) => Readonly<Record<string, Buffer>> | undefined;
 }
 
 /** Told once when a transfer fails on this side, so that the solve cannot wait on it forever. */
@@ -153,6 +160,8 @@ async function sendDir(call: ServerCall, dir: LocalDir, opts: WalkOptions): Prom
         devmajor: entry.devmajor,
         devminor: entry.devminor,
       };
+      const xattrs = (entry.mode & MODE_SYMLINK) === 0 ? dir.xattrsOf?.(entry.path) : undefined;
+      if (xattrs) stat.xattrs = xattrs;
       if ((entry.mode & GO_MODE_TYPE) === 0) files.set(index, { path: entry.absPath, size: entry.size });
       index++;
       await writeStat(encodePacket({ type: PacketType.STAT, id: 0, stat }));

@@ -15,7 +15,7 @@ export interface Stat {
   linkname: string;
   devmajor: number;
   devminor: number;
-  xattrs?: Record<string, Buffer>;
+  xattrs?: Readonly<Record<string, Buffer>>;
 }
 
 export interface Packet {

@@ -251,6 +251,39 @@ describe('extractContext: behaviour', () => {
     assert.equal((await lstat(path.join(dest, 'd'))).mode & 0o7777, 0o750);
   });
 
+  test('extended attributes: user.* and security.capability of files and directories, by name', async () => {
+    const cap = Buffer.from('0100000200200000000000000000000000000000', 'hex'); // binary, as setcap writes it
+    const xattrs = (extra: Record<string, string | Buffer>) =>
+      Object.fromEntries(Object.entries(extra).map(([k, v]) => [`SCHILY.xattr.${k}`, v]));
+    const summary = await extractContext(
+      chunked(
+        tar([
+          file('a', 'x', { pax: xattrs({ 'user.kiln': 'a', 'security.capability': cap }) }),
+          dir('d', { pax: xattrs({ 'user.dir': 'd' }) }),
+          // Dropped: namespaces of the builder host, and anything on a symlink.
+          file('b', 'x', {
+            pax: xattrs({
+              'trusted.overlay.opaque': 'y',
+              'security.selinux': 's',
+              'system.posix_acl_access': 'z',
+            }),
+          }),
+          symlink('l', '/etc/passwd', { pax: xattrs({ 'user.kiln': 'l' }) }),
+          hardlink('h', 'a'),
+          file('c', 'x', { pax: xattrs({ 'user.kiln': 'first' }) }),
+          file('c', 'y'), // a later entry replaces the earlier one, attributes included
+        ]),
+      ),
+      dest,
+    );
+    assert.deepEqual(
+      Object.fromEntries([...summary.xattrs].map(([name, x]) => [name, Object.keys(x).sort()])),
+      { a: ['security.capability', 'user.kiln'], d: ['user.dir'], h: ['security.capability', 'user.kiln'] },
+    );
+    assert.deepEqual(summary.xattrs.get('a')?.['security.capability'], cap);
+    assert.equal(summary.xattrs.get('d')?.['user.dir']?.toString(), 'd');
+  });
+
   test('directories implied by names are created 0755; directory mtimes survive their children', async () => {
     await extractContext(
       chunked(tar([dir('d', { mtime: 1_000_000_000 }), file('d/x', 'x'), file('implied/y', 'y')])),

@@ -13,6 +13,12 @@ export interface ContextLimits {
   maxNameBytes: number;
   /** Bytes of PAX extended-header data for one entry (all 'x' headers before it), or of one 'g' header. */
   maxPaxHeaderBytes: number;
+  /**
+   * Bytes of extended attributes (PAX `SCHILY.xattr.*` records, names and values) in the whole
+   * archive. The worker holds them in memory beside the extracted tree, since Node cannot set
+   * them on disk.
+   */
+  maxXattrBytes: number;
   /** Largest tar-bytes / gzip-bytes ratio, checked continuously while inflating. */
   maxDecompressionRatio: number;
   /**
@@ -34,6 +40,7 @@ export const DEFAULT_CONTEXT_LIMITS: Readonly<ContextLimits> = Object.freeze({
   maxEntries: 250_000,
   maxNameBytes: 4096,
   maxPaxHeaderBytes: 64 * KiB,
+  maxXattrBytes: 1 * MiB,
   maxDecompressionRatio: 100,
   ratioGraceBytes: 1 * MiB,
 });

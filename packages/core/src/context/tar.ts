@@ -3,8 +3,8 @@
  * both accept exactly the same archives.
  *
  * Formats: ustar (name + prefix), GNU (long names/links in 'L'/'K' entries, base-256 numbers), PAX
- * ('x' records `path`, `linkpath`, `size`, `uid`, `gid`, `mtime`; 'g' headers checked, not applied) and
- * old v7 headers. Everything that readers disagree about is rejected instead of guessed at, so the
+ * ('x' records `path`, `linkpath`, `size`, `uid`, `gid`, `mtime`, `SCHILY.xattr.*`; 'g' headers
+ * checked, not applied) and old v7 headers. Everything that readers disagree about is rejected instead of guessed at, so the
  * entries we validated are the entries any later reader (GNU tar, Go's archive/tar, ours) sees:
  * a PAX `path` *and* a GNU long name for one entry, data after a header-only entry (directories,
  * links), a lone zero block followed by more headers, non-zero bytes after the end-of-archive marker,
@@ -15,6 +15,8 @@ import { AppError } from '../errors.js';
 import type { ContextLimits } from './limits.js';
 
 export const BLOCK_SIZE = 512;
+/** Go's archive/tar, GNU tar and docker keep an extended attribute as a PAX record under this prefix. */
+const XATTR_RECORD = 'SCHILY.xattr.';
 /** Longest file name (one path component) Linux file systems accept: such a context could not be built. */
 export const NAME_MAX = 255;
 
@@ -38,6 +40,8 @@ export interface TarEntry {
   mtime: number;
   /** Symlink: the target, verbatim. Hard link: the normalized path of an earlier entry. Otherwise ''. */
   linkname: string;
+  /** Extended attributes from PAX `SCHILY.xattr.<name>` records (GNU tar, Go, docker), when any. */
+  xattrs?: Record<string, Buffer>;
 }
 
 export type TarEvent =
@@ -48,7 +52,7 @@ export type TarEvent =
 
 export type TarLimits = Pick<
   ContextLimits,
-  'maxUncompressedBytes' | 'maxEntries' | 'maxNameBytes' | 'maxPaxHeaderBytes'
+  'maxUncompressedBytes' | 'maxEntries' | 'maxNameBytes' | 'maxPaxHeaderBytes' | 'maxXattrBytes'
 >;
 
 export interface TarParserOptions {
@@ -297,6 +301,8 @@ export class TarParser {
   // Meta headers collected for the next entry.
   private pax: Map<string, Buffer> | null = null;
   private paxBytes = 0;
+  /** Bytes of extended attributes in the entries so far (maxXattrBytes). */
+  private xattrBytes = 0;
   private longName: Buffer | null = null;
   private longLink: Buffer | null = null;
   private metaOffset = -1;
@@ -685,7 +691,7 @@ export class TarParser {
       throw invalid(`entry ${quote(name)} has an invalid ${bad} field in its header`);
     }
 
-    return {
+    const entry: TarEntry = {
       index: this.entries,
       offset,
       name,
@@ -697,6 +703,27 @@ export class TarParser {
       mtime,
       linkname,
     };
+    const xattrs = pax && this.readXattrs(pax, name);
+    if (xattrs) entry.xattrs = xattrs;
+    return entry;
+  }
+
+  private readXattrs(pax: Map<string, Buffer>, entry: string): Record<string, Buffer> | undefined {
+    let xattrs: Record<string, Buffer> | undefined;
+    for (const [record, value] of pax) {
+      if (!record.startsWith(XATTR_RECORD)) continue;
+      const name = record.slice(XATTR_RECORD.length);
+      if (name === '') throw invalid(`entry ${quote(entry)} has a PAX xattr record without a name`);
+      this.xattrBytes += Buffer.byteLength(name) + value.length;
+      if (this.xattrBytes > this.limits.maxXattrBytes) {
+        throw tooLarge(
+          `the extended attributes up to entry ${quote(entry)} take more than ${this.limits.maxXattrBytes} bytes (maxXattrBytes)`,
+        );
+      }
+      xattrs ??= {};
+      xattrs[name] = value;
+    }
+    return xattrs;
   }
 
   private decodeName(bytes: Buffer, what: string): string {

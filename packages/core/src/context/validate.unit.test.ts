@@ -476,6 +476,20 @@ describe('createContextValidator: hostile and broken archives', () => {
     await fails(Buffer.alloc(0), 'invalid_context', [/the context is empty \(0 bytes\)/]);
   });
 
+  test('extended attributes are bounded across the whole archive (maxXattrBytes)', async () => {
+    // 20 entries of 60 KiB each: every PAX header is within its own limit, their sum is not.
+    const entries = Array.from({ length: 20 }, (_, i) =>
+      file(`f${i}`, '', { pax: { 'SCHILY.xattr.user.blob': Buffer.alloc(60 * KiB, 1) } }),
+    );
+    await fails(tar([DOCKERFILE, ...entries]), 'context_too_large', [
+      /^the extended attributes up to entry "f17" take more than 1048576 bytes \(maxXattrBytes\)$/,
+    ]);
+    await run(tar([DOCKERFILE, ...entries.slice(0, 17)]));
+    await fails(tar([DOCKERFILE, file('a', '', { pax: { 'SCHILY.xattr.': 'x' } })]), 'invalid_context', [
+      /entry "a" has a PAX xattr record without a name/,
+    ]);
+  });
+
   test('a 1 MiB PAX header is refused at its header, before its data is read', async () => {
     const huge = Buffer.concat([metaEntry('x', paxData({ comment: 'x'.repeat(MiB) })), entry(DOCKERFILE)]);
     const { stream, result } = createContextValidator();
