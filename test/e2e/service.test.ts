@@ -253,6 +253,9 @@ for (const generation of generations())
         // A tar no directory could give: attributes on a symlink to a file of the builder's host,
         // and in namespaces of the host's.
         await fs.writeFile(hostFile, 'the host file');
+        // The host's file system takes user attributes, or the check below could not fail.
+        execFileSync('setfattr', ['-n', 'user.kiln.probe', '-v', '1', hostFile]);
+        execFileSync('setfattr', ['-x', 'user.kiln.probe', hostFile]);
         const pax = (name: string) => ({ [`SCHILY.xattr.${name}`]: '1' });
         const entries = await builtEntries(
           coreTar([
@@ -265,6 +268,18 @@ for (const generation of generations())
         );
         assert.deepEqual(entries.find((e) => e.name === 'ctx/f')?.xattrs, ['user.kiln.ok=1']);
         assert.deepEqual(entries.find((e) => e.name === 'ctx/link')?.xattrs, []);
+
+        // The same file (size, mtime, mode) with another value: BuildKit's copy of the project's
+        // last context must not keep the old one.
+        for (const value of ['one', 'two']) {
+          const again = await builtEntries(
+            coreTar([
+              coreFile('Dockerfile', 'FROM scratch\nCOPY . /ctx/\n'),
+              coreFile('f', 'f', { pax: { 'SCHILY.xattr.user.kiln.v': value } }),
+            ]),
+          );
+          assert.deepEqual(again.find((e) => e.name === 'ctx/f')?.xattrs, [`user.kiln.v=${value}`]);
+        }
         assert.equal(
           execFileSync('getfattr', ['--absolute-names', '-d', '-m', '-', hostFile], { encoding: 'utf8' }),
           '',

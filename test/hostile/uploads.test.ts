@@ -501,7 +501,8 @@ describe('hostile uploads', () => {
           ),
         status: 413,
         code: 'context_too_large',
-        message: /the extended attributes up to entry "x17" take more than 1048576 bytes \(maxXattrBytes\)/,
+        message:
+          /the extended attributes kept up to entry "x17" take more than 1048576 bytes \(maxXattrBytes;/,
       },
     ]);
   });

@@ -100,6 +100,7 @@ import {
 import { BuildLog } from './build-log.js';
 import type { Lease } from './builders/lease.js';
 import { type BuilderPool, NoBuilderAvailableError, NoCapableBuilderError } from './builders/pool.js';
+import { contextSharedKey } from './context-shared-key.js';
 import { retryWhileDatabaseDown } from './db-retry.js';
 import { frontendFor } from './frontend.js';
 import { isProvenancePath, MAX_PROVENANCE_BYTES, PROVENANCE_FILE } from './provenance-files.js';
@@ -703,8 +704,6 @@ class BuildRun {
     const common = {
       ...cache,
       ...sources,
-      // Same key for a project's builds: BuildKit then transfers only the files that changed.
-      sharedKey: `kiln-${this.build.projectId}`,
       ...(this.secrets ? { secrets: this.secrets } : {}),
       ...(registryAuth ? { registryAuth } : {}),
       ...(metadata ? { metadata } : {}),
@@ -821,6 +820,7 @@ class BuildRun {
     frontend: string;
     frontendAttrs: Record<string, string>;
     localDirs?: Record<string, LocalDir>;
+    sharedKey: string;
   }> {
     const { gitUrl, gitRef, gitCommit, contextKey } = this.build;
     if (gitUrl) {
@@ -837,6 +837,7 @@ class BuildRun {
           context,
           ...attrs,
         },
+        sharedKey: contextSharedKey(this.build.projectId),
       };
     }
     // Context: stored tar → private temp dir.
@@ -868,6 +869,7 @@ class BuildRun {
         context: { path: contextDir, xattrsOf: (relPath) => xattrs.get(relPath) },
         dockerfile: { path: dockerfileDir },
       },
+      sharedKey: contextSharedKey(this.build.projectId, xattrs),
     };
   }
 

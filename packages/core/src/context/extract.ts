@@ -14,7 +14,7 @@
  * Metadata, the way docker's own untar does it: permission bits including setuid/setgid/sticky (see
  * the note on `mode` below), mtimes from the header (directories last, after their contents), and
  * numeric uid/gid from the header only when running as root; extended attributes are returned, not
- * set (see the note on them below). File data is streamed to disk chunk by
+ * set (`TarEntry.xattrs`). File data is streamed to disk chunk by
  * chunk with the input's backpressure; nothing is held whole.
  *
  * Expected use: a fresh, private (0700) `destDir` per build. On failure the partial tree is left for
@@ -54,9 +54,9 @@ export interface ExtractSummary {
   /** Bytes of file data written. */
   bytes: number;
   /**
-   * Extended attributes of the extracted files and directories, by entry name, those of the kept
-   * namespaces only (see `keptXattrs`). Node has no call to set them on disk, so they travel
-   * beside the tree, for the sender to put in each entry's stat.
+   * Extended attributes of the extracted files and directories, by entry name: those the context
+   * keeps (`isKeptXattr`). Node has no call to set them on disk, so they travel beside the tree,
+   * for the sender to put in each entry's stat.
    */
   xattrs: Map<string, Readonly<Record<string, Buffer>>>;
 }
@@ -69,27 +69,6 @@ export interface ExtractSummary {
  * private directory: `destDir` is created 0700 and should not be reachable by other local users. As
  * chown clears setuid/setgid on Linux, ownership is applied before the mode.
  */
-
-/*
- * Note on extended attributes: a context keeps `user.*` and `security.capability` (what `setcap`
- * writes, and the one attribute docker's own context tar carries, though BuildKit's receiver
- * loses it when it writes the file's data); the rest is dropped. That receiver sets every
- * attribute it is sent, as root, on its own disk: `trusted.*` is where overlayfs keeps its
- * metadata, `security.selinux` labels and `system.*` ACLs are the builder host's business, not a
- * tenant's. Symlinks keep none: the receiver sets attributes with setxattr(2), which follows a
- * symlink to whatever it names on the builder host (tested). A hard link shares its target's
- * attributes (one inode); a hard-link header's own records, which no writer emits, are ignored.
- */
-function keptXattrs(entry: TarEntry): Record<string, Buffer> | undefined {
-  if (!entry.xattrs || (entry.type !== 'file' && entry.type !== 'directory')) return undefined;
-  let kept: Record<string, Buffer> | undefined;
-  for (const [name, value] of Object.entries(entry.xattrs)) {
-    if (!name.startsWith('user.') && name !== 'security.capability') continue;
-    kept ??= {};
-    kept[name] = value;
-  }
-  return kept;
-}
 
 const OPEN_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | (constants.O_NOFOLLOW ?? 0);
 
@@ -165,7 +144,8 @@ export async function extractContext(
     summary.entries++;
     if (entry.name === '.') return; // the root's metadata stays the caller's
     // A later entry of the same name replaces the earlier one, attributes included.
-    const xattrs = entry.type === 'hardlink' ? summary.xattrs.get(entry.linkname) : keptXattrs(entry);
+    // A hard link shares its target's inode; its own header's records (docker writes them) are the same.
+    const xattrs = entry.type === 'hardlink' ? summary.xattrs.get(entry.linkname) : entry.xattrs;
     if (xattrs) summary.xattrs.set(entry.name, xattrs);
     else summary.xattrs.delete(entry.name);
     await ensureParents(entry.name, entry.name);

@@ -264,10 +264,13 @@ describe('extractContext: behaviour', () => {
           file('b', 'x', {
             pax: xattrs({
               'trusted.overlay.opaque': 'y',
+              'user.overlay.opaque': 'y',
               'security.selinux': 's',
               'system.posix_acl_access': 'z',
             }),
           }),
+          // GNU tar's escapes in a name.
+          file('e', 'x', { pax: xattrs({ 'user.a%3Db%25c': 'e' }) }),
           symlink('l', '/etc/passwd', { pax: xattrs({ 'user.kiln': 'l' }) }),
           hardlink('h', 'a'),
           file('c', 'x', { pax: xattrs({ 'user.kiln': 'first' }) }),
@@ -278,9 +281,17 @@ describe('extractContext: behaviour', () => {
     );
     assert.deepEqual(
       Object.fromEntries([...summary.xattrs].map(([name, x]) => [name, Object.keys(x).sort()])),
-      { a: ['security.capability', 'user.kiln'], d: ['user.dir'], h: ['security.capability', 'user.kiln'] },
+      {
+        a: ['security.capability', 'user.kiln'],
+        d: ['user.dir'],
+        e: ['user.a=b%c'],
+        h: ['security.capability', 'user.kiln'],
+      },
     );
-    assert.deepEqual(summary.xattrs.get('a')?.['security.capability'], cap);
+    const capability = summary.xattrs.get('a')?.['security.capability'];
+    assert.deepEqual(capability, cap);
+    // Memory of its own, not a slice of a shared pool slab the build would keep alive.
+    assert.equal(capability?.buffer.byteLength, cap.length);
     assert.equal(summary.xattrs.get('d')?.['user.dir']?.toString(), 'd');
   });
 

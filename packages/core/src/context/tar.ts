@@ -17,6 +17,31 @@ import type { ContextLimits } from './limits.js';
 export const BLOCK_SIZE = 512;
 /** Go's archive/tar, GNU tar and docker keep an extended attribute as a PAX record under this prefix. */
 const XATTR_RECORD = 'SCHILY.xattr.';
+/**
+ * What a kept entry's attributes are charged against `maxXattrBytes` beyond their names and values:
+ * the worker holds them, by entry name, for the whole build.
+ */
+const XATTR_ENTRY_COST = 128;
+const XATTR_COST = 64;
+/** `user.*` names that overlayfs (rootless, `userxattr`), fuse-overlayfs and containers/storage read. */
+const HOST_USER_XATTR = /^user\.(overlay|fuseoverlayfs|containers)\./;
+
+/**
+ * The extended attributes a context keeps: `user.*` and `security.capability` (what `setcap`
+ * writes, and the one attribute docker's own context tar carries, though BuildKit's receiver
+ * loses it when it writes the file's data). The rest is dropped, unread and uncharged (a tar
+ * made on macOS carries `com.apple.*` on every file): BuildKit's receiver sets every attribute it
+ * is sent, as root, on its own disk, and `trusted.*` or `user.overlay.*` is where overlayfs keeps
+ * its metadata, `security.selinux` labels and `system.*` ACLs are the builder host's business.
+ */
+function isKeptXattr(name: string): boolean {
+  return name === 'security.capability' || (name.startsWith('user.') && !HOST_USER_XATTR.test(name));
+}
+
+/** GNU tar writes `%` and `=` in an attribute's name as `%25` and `%3D`. */
+function decodeXattrName(raw: string): string {
+  return raw.replace(/%(25|3D)/g, (_, code: string) => (code === '25' ? '%' : '='));
+}
 /** Longest file name (one path component) Linux file systems accept: such a context could not be built. */
 export const NAME_MAX = 255;
 
@@ -40,7 +65,12 @@ export interface TarEntry {
   mtime: number;
   /** Symlink: the target, verbatim. Hard link: the normalized path of an earlier entry. Otherwise ''. */
   linkname: string;
-  /** Extended attributes from PAX `SCHILY.xattr.<name>` records (GNU tar, Go, docker), when any. */
+  /**
+   * A file's or directory's extended attributes from PAX `SCHILY.xattr.<name>` records (GNU tar,
+   * Go, docker), those `isKeptXattr` keeps, when any. Never on links: a symlink's would be set
+   * through it on the builder's host (fsutil's receiver uses setxattr(2)), a hard link shares its
+   * target's inode.
+   */
   xattrs?: Record<string, Buffer>;
 }
 
@@ -565,9 +595,15 @@ export class TarParser {
       // GNU tar applies global records to every later entry, Go's archive/tar ignores them: refuse the
       // ones that would change what an entry is. (git archive writes a harmless `comment` here.)
       for (const name of records.keys()) {
-        if (name === 'path' || name === 'linkpath' || name === 'size' || name.startsWith('GNU.sparse.')) {
+        if (
+          name === 'path' ||
+          name === 'linkpath' ||
+          name === 'size' ||
+          name.startsWith('GNU.sparse.') ||
+          name.startsWith(XATTR_RECORD)
+        ) {
           throw invalid(
-            `the PAX global header at offset ${meta.offset} sets "${name}"; global path, linkpath, size and sparse records are not supported`,
+            `the PAX global header at offset ${meta.offset} sets "${name}"; global path, linkpath, size, sparse and xattr records are not supported`,
           );
         }
       }
@@ -703,27 +739,40 @@ export class TarParser {
       mtime,
       linkname,
     };
-    const xattrs = pax && this.readXattrs(pax, name);
+    const xattrs = pax && this.readXattrs(pax, entry);
     if (xattrs) entry.xattrs = xattrs;
     return entry;
   }
 
-  private readXattrs(pax: Map<string, Buffer>, entry: string): Record<string, Buffer> | undefined {
+  private readXattrs(pax: Map<string, Buffer>, entry: TarEntry): Record<string, Buffer> | undefined {
     let xattrs: Record<string, Buffer> | undefined;
     for (const [record, value] of pax) {
       if (!record.startsWith(XATTR_RECORD)) continue;
-      const name = record.slice(XATTR_RECORD.length);
-      if (name === '') throw invalid(`entry ${quote(entry)} has a PAX xattr record without a name`);
-      this.xattrBytes += Buffer.byteLength(name) + value.length;
-      if (this.xattrBytes > this.limits.maxXattrBytes) {
-        throw tooLarge(
-          `the extended attributes up to entry ${quote(entry)} take more than ${this.limits.maxXattrBytes} bytes (maxXattrBytes)`,
-        );
+      const name = decodeXattrName(record.slice(XATTR_RECORD.length));
+      if (name === '') throw invalid(`entry ${quote(entry.name)} has a PAX xattr record without a name`);
+      if ((entry.type !== 'file' && entry.type !== 'directory') || !isKeptXattr(name)) continue;
+      if (!xattrs) {
+        // No prototype: an attribute named `__proto__` is just a name.
+        xattrs = Object.create(null) as Record<string, Buffer>;
+        this.chargeXattrs(Buffer.byteLength(entry.name) + XATTR_ENTRY_COST, entry.name);
       }
-      xattrs ??= {};
-      xattrs[name] = value;
+      this.chargeXattrs(Buffer.byteLength(name) + value.length + XATTR_COST, entry.name);
+      // Memory of its own: a slice of Node's 8 KiB buffer pool would keep the whole slab, and
+      // whatever else the header put there, alive for the build.
+      const own = Buffer.allocUnsafeSlow(value.length);
+      value.copy(own);
+      xattrs[name] = own;
     }
     return xattrs;
+  }
+
+  private chargeXattrs(bytes: number, entry: string): void {
+    this.xattrBytes += bytes;
+    if (this.xattrBytes > this.limits.maxXattrBytes) {
+      throw tooLarge(
+        `the extended attributes kept up to entry ${quote(entry)} take more than ${this.limits.maxXattrBytes} bytes (maxXattrBytes; each entry that has some counts its name and ${XATTR_ENTRY_COST} bytes, each attribute its name, value and ${XATTR_COST} bytes)`,
+      );
+    }
   }
 
   private decodeName(bytes: Buffer, what: string): string {
