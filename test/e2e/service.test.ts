@@ -4,6 +4,7 @@
 // daemon's own CLI (docker build, buildctl).
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -66,8 +67,8 @@ for (const generation of generations())
       return (await res.json()) as BuildJson;
     };
     /** Builds a context tar into a tar artifact and lists the artifact's entries. */
-    const builtEntries = async (context: Buffer) => {
-      const res = await api('/v1/builds?output=type=tar,dest=x.tar', {
+    const builtEntries = async (context: Buffer, query = '') => {
+      const res = await api(`/v1/builds?output=type=tar,dest=x.tar${query}`, {
         method: 'POST',
         body: context,
         headers: { 'content-type': 'application/x-tar' },
@@ -287,6 +288,39 @@ for (const generation of generations())
       } finally {
         await ctx.cleanup();
         await fs.rm(hostFile, { force: true });
+      }
+    });
+
+    test('a file changed in place between two builds is built changed, even with the same size and mtime (reproducible tars)', async () => {
+      // `tar --mtime=@0`, Bazel's pkg_tar, SOURCE_DATE_EPOCH: every build of the project has the
+      // same mtimes. BuildKit's receiver takes an unchanged size, mtime and mode for an unchanged
+      // file and keeps what the project's last context sent.
+      for (const content of ['aaaa', 'bbbb']) {
+        const entries = await builtEntries(
+          coreTar([
+            coreFile('Dockerfile', 'FROM scratch\nCOPY f /f\n', { mtime: 0 }),
+            coreFile('f', content, { mtime: 0 }),
+          ]),
+        );
+        const f = entries.find((e) => e.name === 'f');
+        assert.equal(
+          f?.sha256,
+          createHash('sha256').update(content).digest('hex'),
+          `the build of ${content}`,
+        );
+      }
+      // One tar, two Dockerfiles of the same size and mtime, each alone in its directory.
+      const both = coreTar([
+        coreFile('a/Dockerfile', 'FROM scratch\nCOPY f /a\n', { mtime: 0 }),
+        coreFile('b/Dockerfile', 'FROM scratch\nCOPY f /b\n', { mtime: 0 }),
+        coreFile('f', 'f', { mtime: 0 }),
+      ]);
+      for (const dir of ['a', 'b']) {
+        const entries = await builtEntries(both, `&file=${dir}/Dockerfile`);
+        assert.deepEqual(
+          entries.map((e) => e.name),
+          [dir],
+        );
       }
     });
 

@@ -1,30 +1,17 @@
 /**
- * The session's shared key for a project's build context. One per project, so that BuildKit
- * diff-copies each context onto the project's last one and transfers only the files that
- * changed. fsutil's receiver keeps a file whose size, mtime and mode did not change as it was,
- * extended attributes included, so a context that has attributes gets a key per set of them:
- * otherwise a changed attribute on an unchanged file would build with its old value.
+ * The session's shared key for an uploaded context. BuildKit keeps the last copy of a local
+ * source under its key and diff-copies the next one onto it, and fsutil's receiver takes a file
+ * whose size, mtime (ns) and mode did not change for unchanged: it keeps the old content and
+ * attributes. Tars often carry fixed mtimes (`tar --mtime`, Bazel's pkg_tar, SOURCE_DATE_EPOCH),
+ * so under one key per project a file edited in place, to the same size, would build with its
+ * old content. The key is therefore one per stored context (its storage key is the digest of
+ * every byte of the tar, extended attributes included) and Dockerfile (the `dockerfile` local
+ * holds only the Dockerfile and its ignore file, and one tar can hold several). A context built
+ * again is not sent again; a changed one is sent whole.
  */
 import { createHash } from 'node:crypto';
 
-export function contextSharedKey(
-  projectId: string,
-  xattrs?: ReadonlyMap<string, Readonly<Record<string, Buffer>>>,
-): string {
-  const key = `kiln-${projectId}`;
-  if (!xattrs?.size) return key;
-  const hash = createHash('sha256');
-  // Every name and value goes with its length, so that no two sets hash the same bytes.
-  const add = (bytes: Buffer | string) => hash.update(`${Buffer.byteLength(bytes)}:`).update(bytes);
-  for (const path of [...xattrs.keys()].sort()) {
-    const attrs = xattrs.get(path) ?? {};
-    const names = Object.keys(attrs).sort();
-    add(path);
-    hash.update(`${names.length}:`);
-    for (const name of names) {
-      add(name);
-      add(attrs[name] as Buffer);
-    }
-  }
-  return `${key}-xattrs-${hash.digest('hex').slice(0, 32)}`;
+export function contextSharedKey(projectId: string, contextKey: string, dockerfile: string): string {
+  const hash = createHash('sha256').update(`${contextKey}\0${dockerfile}`).digest('hex');
+  return `kiln-${projectId}-${hash.slice(0, 32)}`;
 }

@@ -820,7 +820,7 @@ class BuildRun {
     frontend: string;
     frontendAttrs: Record<string, string>;
     localDirs?: Record<string, LocalDir>;
-    sharedKey: string;
+    sharedKey?: string;
   }> {
     const { gitUrl, gitRef, gitCommit, contextKey } = this.build;
     if (gitUrl) {
@@ -837,7 +837,6 @@ class BuildRun {
           context,
           ...attrs,
         },
-        sharedKey: contextSharedKey(this.build.projectId),
       };
     }
     // Context: stored tar → private temp dir.
@@ -869,7 +868,7 @@ class BuildRun {
         context: { path: contextDir, xattrsOf: (relPath) => xattrs.get(relPath) },
         dockerfile: { path: dockerfileDir },
       },
-      sharedKey: contextSharedKey(this.build.projectId, xattrs),
+      sharedKey: contextSharedKey(this.build.projectId, contextKey, spec.file),
     };
   }
 
