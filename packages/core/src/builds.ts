@@ -58,12 +58,12 @@ export const logFollowersKey = (projectId: string) => `kiln:log-followers:${proj
 /** Every context object's key starts with this. */
 export const CONTEXT_KEY_PREFIX = 'contexts/';
 export const contextKey = (sha256: string) => `${CONTEXT_KEY_PREFIX}sha256/${sha256}.tar`;
+/** Everything a build's attempts stored (their artifacts, their provenance) is below this. */
+export const artifactPrefix = (buildId: string) => `artifacts/${buildId}/`;
 /**
  * Each attempt stores under its own key: a worker cut off from Redis may still finish an attempt
  * that another worker has since started again, and neither may replace (or delete) the other's.
  */
-/** Everything a build's attempts stored (their artifacts, their provenance) is below this. */
-export const artifactPrefix = (buildId: string) => `artifacts/${buildId}/`;
 export const artifactKey = (buildId: string, attempt: number, dest: string) =>
   `${artifactPrefix(buildId)}${attempt}/${dest}`;
 export const logKey = (buildId: string) => `logs/${buildId}.log`;
