@@ -1,8 +1,13 @@
 import { createHash } from 'node:crypto';
 import type { BuildSpec } from './spec.js';
 
-/** Bumped whenever what takes part in the key changes, so old keys stop matching. */
-const KEY_VERSION = 1;
+/**
+ * Bumped whenever what takes part in the key changes, and whenever a fix changes what the same
+ * inputs build, so that artifacts built before it stop being served. 2: contexts' extended
+ * attributes reach the build (54bf566), and a changed context no longer builds with files of the
+ * project's previous one that have the same size, mtime and mode (752a22e).
+ */
+const KEY_VERSION = 2;
 
 /**
  * The result-cache key of a build: a new build with the same key (in the same project, for the

@@ -41,3 +41,11 @@ test('everything else that shapes the artifact does', () => {
   ];
   assert.equal(new Set([base, ...others]).size, others.length + 1);
 });
+
+test('the key is pinned: changing what goes into it, or what the same inputs build, bumps KEY_VERSION', () => {
+  // Update this value only together with KEY_VERSION (see its comment).
+  assert.equal(
+    key({ output: 'type=tar,dest=app.tar', buildArgs: { A: '1' } }),
+    '5f525fcbe9a3503cd17d536478495db0b9d473e77995518a6eede4328f91c739',
+  );
+});
