@@ -14,6 +14,7 @@ import {
   readTarEntries,
 } from '../../packages/buildkit-client/test-support/tar-entries.js';
 import {
+  dir as coreDir,
   file as coreFile,
   symlink as coreSymlink,
   tar as coreTar,
@@ -322,6 +323,31 @@ for (const generation of generations())
           [dir],
         );
       }
+    });
+
+    test('files and directories their owner may not read are built whole, with their own modes', async () => {
+      // The worker extracts as whatever user it runs as (the image's `node`); such a file used to
+      // go to BuildKit as an empty one.
+      const entries = await builtEntries(
+        coreTar([
+          coreFile('Dockerfile', 'FROM scratch\nCOPY . /ctx/\n'),
+          coreFile('none', 'secret data', { mode: 0o000 }),
+          coreFile('write-only', 'w', { mode: 0o222 }),
+          coreDir('closed', { mode: 0o000 }),
+          coreFile('closed/inside', 'i', { mode: 0o640 }),
+          coreDir('readonly', { mode: 0o555 }),
+        ]),
+      );
+      const sha = (text: string) => createHash('sha256').update(text).digest('hex');
+      const seen = (name: string) => {
+        const e = entries.find((x) => x.name === `ctx/${name}`);
+        return e && [e.mode.toString(8), e.type === 'file' ? e.sha256 : e.type];
+      };
+      assert.deepEqual(seen('none'), ['0', sha('secret data')]);
+      assert.deepEqual(seen('write-only'), ['222', sha('w')]);
+      assert.deepEqual(seen('closed'), ['0', 'dir']);
+      assert.deepEqual(seen('closed/inside'), ['640', sha('i')]);
+      assert.deepEqual(seen('readonly'), ['555', 'dir']);
     });
 
     test('a Dockerfile error ends failed with the line, without retries', async () => {

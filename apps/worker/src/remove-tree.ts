@@ -1,9 +1,11 @@
 /**
- * Removes a directory tree this process wrote from a build's input or output. A context may hold
- * directories without write permission (a tar's 0555 `ro/`), which extraction keeps as they are
- * for BuildKit; a worker that is not root (the image's `node`) then cannot unlink what is inside
- * them, and every such build would leave its files on the worker's disk. So when removal is
- * refused, the tree's directories are made the owner's again (u+rwx) and removal is tried once more.
+ * Removes a directory tree this process wrote from a build's input or output. Extraction gives a
+ * context's directories owner rwx on disk (a tar's 0555 `ro/` goes to BuildKit as 0555 all the
+ * same), but a tree left by an older worker, or one whose modes were changed since, may hold
+ * directories without write permission; a worker that is not root (the image's `node`) then
+ * cannot unlink what is inside them, and the build would leave its files on the worker's disk. So
+ * when removal is refused, the tree's directories are made the owner's again (u+rwx) and removal
+ * is tried once more.
  */
 import { chmod, readdir, rm } from 'node:fs/promises';
 import path from 'node:path';

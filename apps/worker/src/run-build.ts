@@ -846,11 +846,11 @@ class BuildRun {
     const object = await this.deps.storage.get(contextKey);
     const stopReading = () => object.body.destroy(new Error('build aborted'));
     signal.addEventListener('abort', stopReading, { once: true });
-    let xattrs: ExtractSummary['xattrs'];
+    let extracted: ExtractSummary;
     try {
       if (signal.aborted) stopReading();
       // With the operator's limits: an object the API did not validate (or validated under others) stays bounded.
-      ({ xattrs } = await extractContext(object.body, contextDir, { limits: this.deps.contextLimits }));
+      extracted = await extractContext(object.body, contextDir, { limits: this.deps.contextLimits });
     } finally {
       signal.removeEventListener('abort', stopReading);
     }
@@ -865,7 +865,11 @@ class BuildRun {
       frontend,
       frontendAttrs: { ...frontendAttrsFor(spec, this.build.projectId), ...attrs },
       localDirs: {
-        context: { path: contextDir, xattrsOf: (relPath) => xattrs.get(relPath) },
+        context: {
+          path: contextDir,
+          xattrsOf: (relPath) => extracted.xattrs.get(relPath),
+          permissionsOf: (relPath) => extracted.permissions.get(relPath),
+        },
         dockerfile: { path: dockerfileDir },
       },
       sharedKey: contextSharedKey(this.build.projectId, contextKey, spec.file),

@@ -4,8 +4,9 @@ import type { BuildSpec } from './spec.js';
 /**
  * Bumped whenever what takes part in the key changes, and whenever a fix changes what the same
  * inputs build, so that artifacts built before it stop being served. 2: contexts' extended
- * attributes reach the build (54bf566), and a changed context no longer builds with files of the
- * project's previous one that have the same size, mtime and mode (752a22e).
+ * attributes reach the build (54bf566); a changed context no longer builds with files of the
+ * project's previous one that have the same size, mtime and mode (752a22e); a worker that is not
+ * root no longer sends files their owner may not read as empty ones.
  */
 const KEY_VERSION = 2;
 

@@ -30,6 +30,12 @@ export interface LocalDir {
    * fsutil's receiver sets them with setxattr(2), which follows the link on BuildKit's host.
    */
   xattrsOf?: (path: string) => Readonly<Record<string, Buffer>> | undefined;
+  /**
+   * Permission bits (`0o777`) to send for an entry instead of its own, by its path in the walk:
+   * for a caller that keeps files readable on disk that the build must see as they were meant
+   * (a file of mode 0000 its owner could not read would otherwise go as an empty file).
+   */
+  permissionsOf?: (path: string) => number | undefined;
 }
 
 /** Told once when a transfer fails on this side, so that the solve cannot wait on it forever. */
@@ -149,9 +155,10 @@ async function sendDir(call: ServerCall, dir: LocalDir, opts: WalkOptions): Prom
     for await (const entry of walk(dir.path, opts)) {
       // Leaving the loop closes the walk: nothing more is listed once the transfer failed.
       if (failure) return;
+      const permissions = dir.permissionsOf?.(entry.path);
       const stat: Stat = {
         path: entry.path,
-        mode: entry.mode,
+        mode: permissions === undefined ? entry.mode : ((entry.mode & ~0o777) | (permissions & 0o777)) >>> 0,
         uid: dir.keepOwnership ? entry.uid : 0,
         gid: dir.keepOwnership ? entry.gid : 0,
         size: entry.size,

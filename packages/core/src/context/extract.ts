@@ -13,9 +13,10 @@
  *
  * Metadata, the way docker's own untar does it: permission bits including setuid/setgid/sticky (see
  * the note on `mode` below), mtimes from the header (directories last, after their contents), and
- * numeric uid/gid from the header only when running as root; extended attributes are returned, not
- * set (`TarEntry.xattrs`). File data is streamed to disk chunk by
- * chunk with the input's backpressure; nothing is held whole.
+ * numeric uid/gid from the header only when running as root. Two things are returned instead of
+ * set: extended attributes (`TarEntry.xattrs`), and the bits of files and directories whose owner
+ * could not read them (`ExtractSummary.permissions`). File data is streamed to disk chunk by chunk
+ * with the input's backpressure; nothing is held whole.
  *
  * Expected use: a fresh, private (0700) `destDir` per build. On failure the partial tree is left for
  * the caller to remove.
@@ -59,6 +60,13 @@ export interface ExtractSummary {
    * for the sender to put in each entry's stat.
    */
   xattrs: Map<string, Readonly<Record<string, Buffer>>>;
+  /**
+   * The tar's permission bits (`mode & 0o777`) of the entries kept on disk with more: files with
+   * owner read, directories with owner read, write and search added, so that a worker that is
+   * not root can walk and read them (it would send BuildKit an unreadable file as an empty one).
+   * The sender sends these bits instead of the disk's.
+   */
+  permissions: Map<string, number>;
 }
 
 /*
@@ -69,6 +77,10 @@ export interface ExtractSummary {
  * private directory: `destDir` is created 0700 and should not be reachable by other local users. As
  * chown clears setuid/setgid on Linux, ownership is applied before the mode.
  */
+
+/** What files and directories keep on disk beyond the tar's bits (see `ExtractSummary.permissions`). */
+const OWNER_READ = 0o400;
+const OWNER_ALL = 0o700;
 
 const OPEN_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | (constants.O_NOFOLLOW ?? 0);
 
@@ -99,7 +111,13 @@ export async function extractContext(
   const verified = new Set<string>(['']);
   /** Directory metadata applied at the end, deepest first; later duplicates update in place. */
   const dirs = new Map<string, DirMeta>();
-  const summary: ExtractSummary = { entries: 0, files: 0, bytes: 0, xattrs: new Map() };
+  const summary: ExtractSummary = {
+    entries: 0,
+    files: 0,
+    bytes: 0,
+    xattrs: new Map(),
+    permissions: new Map(),
+  };
   /** The regular file being written, between its `entry` and `entry-end` events. */
   const current: { file: { handle: FileHandle; entry: TarEntry } | null } = { file: null };
 
@@ -148,6 +166,10 @@ export async function extractContext(
     const xattrs = entry.type === 'hardlink' ? summary.xattrs.get(entry.linkname) : entry.xattrs;
     if (xattrs) summary.xattrs.set(entry.name, xattrs);
     else summary.xattrs.delete(entry.name);
+    const permissions =
+      entry.type === 'hardlink' ? summary.permissions.get(entry.linkname) : widenedFrom(entry);
+    if (permissions !== undefined) summary.permissions.set(entry.name, permissions);
+    else summary.permissions.delete(entry.name);
     await ensureParents(entry.name, entry.name);
     const abs = absolute(entry.name);
     const existing = await lstatOrNull(abs);
@@ -158,7 +180,13 @@ export async function extractContext(
       }
       verified.add(entry.name);
       // Owner, mode and mtime are applied at the end (a 0555 directory must still take its children).
-      dirs.set(entry.name, { abs, mode: entry.mode, uid: entry.uid, gid: entry.gid, mtime: entry.mtime });
+      dirs.set(entry.name, {
+        abs,
+        mode: entry.mode | OWNER_ALL,
+        uid: entry.uid,
+        gid: entry.gid,
+        mtime: entry.mtime,
+      });
       return;
     }
     if (existing?.isDirectory()) {
@@ -203,7 +231,7 @@ export async function extractContext(
     current.file = null;
     try {
       if (chown) await handle.chown(entry.uid, entry.gid);
-      await handle.chmod(entry.mode);
+      await handle.chmod(entry.mode | OWNER_READ);
       await handle.utimes(entry.mtime, entry.mtime);
     } finally {
       await handle.close();
@@ -249,6 +277,12 @@ export async function extractContext(
     if (meta.mtime !== null) await utimes(meta.abs, meta.mtime, meta.mtime);
   }
   return summary;
+}
+
+/** The tar's permission bits of a file or directory whose bits on disk get more; else undefined. */
+function widenedFrom(entry: TarEntry): number | undefined {
+  const kept = entry.type === 'file' ? OWNER_READ : entry.type === 'directory' ? OWNER_ALL : 0;
+  return (entry.mode & kept) === kept ? undefined : entry.mode & 0o777;
 }
 
 function toBuffer(chunk: unknown): Buffer {

@@ -56,8 +56,11 @@ beforeEach(async () => {
 
 const listing = async (p: string) => (await readdir(p)).sort();
 
-/** type, mode, size, content hash, mtime, link target, owner of every path below `root`, plus hardlink groups. */
-async function describeTree(root: string) {
+/**
+ * type, mode, size, content hash, mtime, link target, owner of every path below `root`, plus
+ * hardlink groups; with `permissions` (an extraction's), the modes as the sender sends them.
+ */
+async function describeTree(root: string, permissions?: ReadonlyMap<string, number>) {
   const out: Record<string, string> = {};
   const inodes = new Map<number, string[]>();
   const walk = async (rel: string) => {
@@ -75,7 +78,9 @@ async function describeTree(root: string) {
         if (st.nlink > 1) inodes.set(st.ino, [...(inodes.get(st.ino) ?? []), r]);
       }
       if (type === 'symlink') extra = await readlink(abs);
-      const mode = type === 'symlink' ? '' : (st.mode & 0o7777).toString(8);
+      const sent = permissions?.get(r);
+      const bits = sent === undefined ? st.mode & 0o7777 : (st.mode & 0o7000) | sent;
+      const mode = type === 'symlink' ? '' : bits.toString(8);
       out[r] =
         `${type} ${mode} ${type === 'file' ? st.size : ''} ${extra} mtime=${Math.floor(st.mtimeMs / 1000)} ${st.uid}:${st.gid}`;
       if (type === 'dir') await walk(r);
@@ -127,8 +132,11 @@ describe('extractContext: round trip of archives made by /bin/tar', () => {
       assert.ok(summary.entries >= 14);
       assert.equal(summary.bytes, 300_000 + 22 + 10 + 2 + 1 + 7); // the hard link carries no data
       const expected = await describeTree(src);
-      const actual = await describeTree(dest);
+      const actual = await describeTree(dest, summary.permissions);
       assert.deepEqual(actual, expected);
+      // On disk the 0555 directory is its owner's to walk and clean up; the sender sends 0555.
+      assert.equal((await lstat(path.join(dest, 'locked'))).mode & 0o7777, 0o755);
+      assert.deepEqual([...summary.permissions], [['locked', 0o555]]);
       assert.equal(actual.hardlinks.length, 1);
       assert.match(actual.entries.sticky ?? '', /^dir 1777 /);
       assert.match(actual.entries['sub/suid'] ?? '', /^file 4755 /);
@@ -249,6 +257,44 @@ describe('extractContext: behaviour', () => {
     assert.equal(await readFile(path.join(dest, 'a'), 'utf8'), 'second');
     assert.equal((await lstat(path.join(dest, 'h'))).ino, (await lstat(path.join(dest, 'a'))).ino);
     assert.equal((await lstat(path.join(dest, 'd'))).mode & 0o7777, 0o750);
+  });
+
+  test('what its owner could not read or walk is kept readable on disk, its own bits returned for the sender', async () => {
+    const summary = await extractContext(
+      chunked(
+        tar([
+          file('none', 'secret data', { mode: 0o000 }),
+          file('write-only', 'w', { mode: 0o222 }),
+          file('group-read', 'g', { mode: 0o044 }),
+          file('setuid-exec', 'x', { mode: 0o4111 }),
+          file('fine', 'f', { mode: 0o644 }),
+          dir('closed', { mode: 0o000 }),
+          file('closed/inside', 'i', { mode: 0o600 }),
+          dir('readonly', { mode: 0o555 }),
+          hardlink('none-link', 'none'),
+          file('replaced', 'r', { mode: 0o000 }),
+          file('replaced', 'r', { mode: 0o600 }), // the later entry's bits count
+        ]),
+      ),
+      dest,
+    );
+    const onDisk = async (name: string) => (await lstat(path.join(dest, name))).mode & 0o7777;
+    // Whatever user the worker runs as, it owns these and may read (and walk) them.
+    assert.deepEqual(
+      await Promise.all(['none', 'write-only', 'group-read', 'setuid-exec', 'fine'].map(onDisk)),
+      [0o400, 0o622, 0o444, 0o4511, 0o644],
+    );
+    assert.deepEqual(await Promise.all(['closed', 'readonly'].map(onDisk)), [0o700, 0o755]);
+    assert.equal(await readFile(path.join(dest, 'none'), 'utf8'), 'secret data');
+    assert.deepEqual(Object.fromEntries(summary.permissions), {
+      none: 0o000,
+      'write-only': 0o222,
+      'group-read': 0o044,
+      'setuid-exec': 0o111,
+      closed: 0o000,
+      readonly: 0o555,
+      'none-link': 0o000,
+    });
   });
 
   test('extended attributes: user.* and security.capability of files and directories, by name', async () => {
