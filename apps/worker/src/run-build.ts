@@ -950,6 +950,19 @@ class BuildRun {
     return { code, message, attempt: this.attemptEnd('failed'), ...(guard ? { guard } : {}) };
   }
 
+  /**
+   * Whether the row has moved on to a newer attempt, another worker's after this one lost its
+   * lease: the log and steps at the build's keys are that attempt's then, not this run's to
+   * overwrite. (Only a newer attempt started and ended between this read and the write could
+   * still lose them.) A failed read counts as not superseded, as before this check.
+   */
+  private async superseded(): Promise<boolean> {
+    const current = this.current;
+    if (!current) return false;
+    const attempts = await this.deps.lifecycle.repo.attemptsOf(this.id).catch(() => null);
+    return attempts !== null && attempts > current.number;
+  }
+
   /** Stores the steps of this attempt's solve for the build page's timeline (stepsKey); never throws. */
   private async storeSteps(): Promise<void> {
     const stored = this.steps.toStored();
@@ -974,15 +987,17 @@ class BuildRun {
   }
 
   /**
-   * Stores the log, then applies a final transition (which ends the live log and deletes the
-   * secrets). Returns the row's final status: another one when it changed meanwhile (a cancel won).
+   * Stores the log and steps (unless a newer attempt has the build), then applies a final
+   * transition (which ends the live log and deletes the secrets). Returns the row's status after
+   * it, and whether it was this run's to make: another status when the row changed meanwhile (a
+   * cancel won, or another worker runs the build again).
    */
-  /** The row's status after `transition`, and whether it was this run's to make. */
   private async finalize(
     transition: (change: { logKey?: string }) => Promise<FinalResult>,
   ): Promise<{ status: string; applied: boolean }> {
-    await this.storeSteps();
-    const stored = await this.storeLog();
+    const mine = !(await this.superseded());
+    if (mine) await this.storeSteps();
+    const stored = mine ? await this.storeLog() : null;
     const result = await this.db('final state', () => transition(stored ? { logKey: stored } : {}));
     if (!result.applied) {
       this.logger.warn({ status: result.status }, 'the build row changed meanwhile; left as it is');
@@ -1095,7 +1110,7 @@ class BuildRun {
   /** Back to `queued` for another attempt (a run that never started one leaves the row queued as it is). */
   private async requeue(outcome: AttemptOutcome, code: BuildErrorCode, message: string): Promise<void> {
     // The next attempt continues this log (see BuildLog.continueFrom).
-    await this.storeLog();
+    if (!(await this.superseded())) await this.storeLog();
     const current = this.current;
     if (!current) return;
     await this.db('back to queued', () =>

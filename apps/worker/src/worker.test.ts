@@ -19,6 +19,7 @@ import {
   type ObjectStorage,
   type PrismaClient,
   QUEUE_BUILDS,
+  stepsKey,
 } from '@kiln/core';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
@@ -595,16 +596,21 @@ describe('KilnWorker', { skip }, () => {
     return { build, worker };
   }
 
-  test('an attempt finishing after another worker started the build again neither succeeds it nor touches its artifact', async () => {
-    // Attempt 2's artifact is being written while attempt 1 stores its own and ends.
+  test('an attempt finishing after another worker started the build again neither succeeds it nor touches its artifact, log or steps', async () => {
+    // Attempt 2's artifact is being written, and its log and steps stored, while attempt 1
+    // stores its own and ends.
     const second = (id: string) => `artifacts/${id}/2/app.tar`;
     const { build, worker } = await takenOverAfterSolve(async (id) => {
       await storage.put(second(id), Readable.from([Buffer.from('attempt 2')]));
+      await storage.put(logKey(id), Readable.from([Buffer.from('attempt 2 log')]));
+      await storage.put(stepsKey(id), Readable.from([Buffer.from('attempt 2 steps')]));
     });
     assert.equal(build.artifactKey, null);
     // Attempt 1 removed only its own artifact.
     assert.deepEqual(await listed(`artifacts/${build.id}/`), [second(build.id)]);
     assert.equal(await readObject(storage, second(build.id)), 'attempt 2');
+    assert.equal(await readObject(storage, logKey(build.id)), 'attempt 2 log');
+    assert.equal(await readObject(storage, stepsKey(build.id)), 'attempt 2 steps');
     await worker.stop();
   });
 

@@ -154,6 +154,12 @@ export class BuildRepository {
     return tx.build.findUnique({ where: { id } });
   }
 
+  /** How many attempts the build has had started (a worker's run is the last one, or superseded). */
+  async attemptsOf(id: string): Promise<number | null> {
+    const row = await this.prisma.build.findUnique({ where: { id }, select: { attempts: true } });
+    return row?.attempts ?? null;
+  }
+
   async statusOf(id: string): Promise<BuildStatusName | null> {
     const row = await this.prisma.build.findUnique({ where: { id }, select: { status: true } });
     return row?.status ?? null;
