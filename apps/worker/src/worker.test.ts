@@ -152,6 +152,19 @@ describe('KilnWorker', { skip }, () => {
     return row;
   }
 
+  /**
+   * The build's live log once its end entry is there (it follows the row's final write, see
+   * BuildLifecycle.afterFinal, so a test that saw the row final may read the stream before it).
+   */
+  async function endedLiveLog(buildId: string, timeoutMs = 10_000) {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const entries = await redis.xrange(logStreamKey(buildId), '-', '+');
+      if (entries.at(-1)?.[1][1] === 'end' || Date.now() >= deadline) return entries;
+      await sleep(50);
+    }
+  }
+
   /** Waits until the build's live log contains `text`. */
   async function waitForLog(buildId: string, text: string, timeoutMs = 30_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
@@ -207,7 +220,7 @@ describe('KilnWorker', { skip }, () => {
       );
 
       // The live log stream: RUN output, then the end entry; it expires.
-      const entries = await redis.xrange(logStreamKey(row.id), '-', '+');
+      const entries = await endedLiveLog(row.id);
       const fields = entries.map(([, f]) =>
         Object.fromEntries([
           [f[0], f[1]],
@@ -291,7 +304,7 @@ describe('KilnWorker', { skip }, () => {
       assert.ok(Date.now() - t0 < 10_000, `cancel took ${Date.now() - t0} ms`);
       const attempts = await attemptsOf(row.id);
       assert.equal(attempts[0]?.outcome, 'canceled');
-      const entries = await redis.xrange(logStreamKey(row.id), '-', '+');
+      const entries = await endedLiveLog(row.id);
       assert.deepEqual(entries.at(-1)?.[1], ['k', 'end', 'd', 'canceled']);
       assert.equal(done.artifactKey, null);
       assert.deepEqual(await listed(`artifacts/${row.id}/`), []);
@@ -518,7 +531,7 @@ describe('KilnWorker', { skip }, () => {
     assert.equal(done.status, 'failed');
     assert.equal(done.errorCode, 'no_builder_available');
     assert.match(done.errorMessage ?? '', /no healthy builder.*does not exist.*gave up after 2 attempts/);
-    const entries = await redis.xrange(logStreamKey(row.id), '-', '+');
+    const entries = await endedLiveLog(row.id);
     assert.deepEqual(entries.at(-1)?.[1], ['k', 'end', 'd', 'failed']);
     await worker.stop();
   });
