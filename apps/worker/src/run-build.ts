@@ -997,7 +997,9 @@ class BuildRun {
   ): Promise<{ status: string; applied: boolean }> {
     const mine = !(await this.superseded());
     if (mine) await this.storeSteps();
-    const stored = mine ? await this.storeLog() : null;
+    // Superseded, the row still names the build's log: the newer attempt stores it there, and a
+    // cancel (unguarded by attempt) may yet apply from this run.
+    const stored = mine ? await this.storeLog() : logKey(this.id);
     const result = await this.db('final state', () => transition(stored ? { logKey: stored } : {}));
     if (!result.applied) {
       this.logger.warn({ status: result.status }, 'the build row changed meanwhile; left as it is');

@@ -6,7 +6,8 @@ import type { BuildSpec } from './spec.js';
  * inputs build, so that artifacts built before it stop being served. 2: contexts' extended
  * attributes reach the build (54bf566); a changed context no longer builds with files of the
  * project's previous one that have the same size, mtime and mode (752a22e); a worker that is not
- * root no longer sends files their owner may not read as empty ones.
+ * root no longer sends files their owner may not read as empty ones. The API computes keys and
+ * workers build: update workers before the API, or new keys may name artifacts of old workers.
  */
 const KEY_VERSION = 2;
 

@@ -9,9 +9,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { Duplex } from 'node:stream';
 import { test } from 'node:test';
+import { MODE_SETUID } from '../fs/filemode.js';
 import { Metadata } from '../grpc/metadata.js';
-import { decodePacket, encodePacket, PacketType } from '../wire/messages.js';
-import { fileSyncDiffCopy } from './filesync.js';
+import { decodePacket, encodePacket, PacketType, type Stat } from '../wire/messages.js';
+import { fileSyncDiffCopy, type LocalDir } from './filesync.js';
 import type { ServerCall } from './grpc-server.js';
 
 /**
@@ -21,10 +22,12 @@ import type { ServerCall } from './grpc-server.js';
 function receive(
   dir: string,
   beforeRequest: () => void,
-): Promise<{ contents: Map<string, Buffer>; largestPacket: number }> {
+  local: Omit<LocalDir, 'path'> = {},
+): Promise<{ contents: Map<string, Buffer>; stats: Map<string, Stat>; largestPacket: number }> {
   return new Promise((resolve, reject) => {
     const ids = new Map<number, string>();
     const parts = new Map<number, Buffer[]>();
+    const stats = new Map<string, Stat>();
     let open = 0;
     let index = 0;
     let largestPacket = 0;
@@ -36,6 +39,7 @@ function receive(
         // Every entry of the test directory is a regular file.
         if (p.type === PacketType.STAT && p.stat) {
           ids.set(index++, p.stat.path);
+          stats.set(p.stat.path, p.stat);
         } else if (p.type === PacketType.STAT) {
           beforeRequest();
           for (const id of ids.keys()) {
@@ -65,10 +69,11 @@ function receive(
     call.on('finish', () =>
       resolve({
         contents: new Map([...ids].map(([id, p]) => [p, Buffer.concat(parts.get(id) ?? [])])),
+        stats,
         largestPacket,
       }),
     );
-    fileSyncDiffCopy(new Map([['context', { path: dir }]]), (_name, err) => reject(err))(
+    fileSyncDiffCopy(new Map([['context', { path: dir, ...local }]]), (_name, err) => reject(err))(
       call as unknown as ServerCall,
     );
   });
@@ -106,6 +111,30 @@ test('each file goes whole, as it is when requested: grown since its STAT, or ex
       assert.ok(contents.get(name)?.equals(onDisk), `${name}: the bytes differ`);
     }
     assert.ok(largestPacket <= 1024 * 1024, `a DATA packet of ${largestPacket} bytes`);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("a caller's permission bits and extended attributes go in the STATs, the file's type and setuid bit kept", async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-filesync-'));
+  try {
+    for (const name of ['suid', 'none', 'plain']) fs.writeFileSync(path.join(dir, name), name);
+    // What an extractor leaves on disk for a tar's 04111 and 0000 files: owner read added.
+    fs.chmodSync(path.join(dir, 'suid'), 0o4511);
+    fs.chmodSync(path.join(dir, 'none'), 0o400);
+    fs.chmodSync(path.join(dir, 'plain'), 0o640);
+    const permissions: Record<string, number> = { suid: 0o111, none: 0o000 };
+    const { stats, contents } = await receive(dir, () => {}, {
+      permissionsOf: (p) => permissions[p],
+      xattrsOf: (p) => (p === 'plain' ? { 'user.k': Buffer.from('v') } : undefined),
+    });
+    assert.equal(stats.get('suid')?.mode, (MODE_SETUID | 0o111) >>> 0);
+    assert.equal(stats.get('none')?.mode, 0);
+    assert.equal(stats.get('plain')?.mode, 0o640);
+    assert.deepEqual(stats.get('plain')?.xattrs, { 'user.k': Buffer.from('v') });
+    assert.equal(stats.get('none')?.xattrs, undefined);
+    assert.equal(contents.get('none')?.toString(), 'none');
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
