@@ -161,15 +161,15 @@ export async function extractContext(
   const onEntry = async (entry: TarEntry): Promise<void> => {
     summary.entries++;
     if (entry.name === '.') return; // the root's metadata stays the caller's
-    // A later entry of the same name replaces the earlier one, attributes included.
-    // A hard link shares its target's inode; its own header's records (docker writes them) are the same.
-    const xattrs = entry.type === 'hardlink' ? summary.xattrs.get(entry.linkname) : entry.xattrs;
-    if (xattrs) summary.xattrs.set(entry.name, xattrs);
-    else summary.xattrs.delete(entry.name);
-    const permissions =
-      entry.type === 'hardlink' ? summary.permissions.get(entry.linkname) : widenedFrom(entry);
-    if (permissions !== undefined) summary.permissions.set(entry.name, permissions);
-    else summary.permissions.delete(entry.name);
+    // A later entry of the same name replaces the earlier one, attributes and bits included; a
+    // hard link shares its target's inode, and so its target's.
+    const target = entry.type === 'hardlink' ? entry.linkname : undefined;
+    setOrDelete(summary.xattrs, entry.name, target ? summary.xattrs.get(target) : entry.xattrs);
+    setOrDelete(
+      summary.permissions,
+      entry.name,
+      target ? summary.permissions.get(target) : widenedFrom(entry),
+    );
     await ensureParents(entry.name, entry.name);
     const abs = absolute(entry.name);
     const existing = await lstatOrNull(abs);
@@ -277,6 +277,11 @@ export async function extractContext(
     if (meta.mtime !== null) await utimes(meta.abs, meta.mtime, meta.mtime);
   }
   return summary;
+}
+
+function setOrDelete<V>(map: Map<string, V>, key: string, value: V | undefined): void {
+  if (value === undefined) map.delete(key);
+  else map.set(key, value);
 }
 
 /** The tar's permission bits of a file or directory whose bits on disk get more; else undefined. */

@@ -14,9 +14,9 @@ export interface ContextLimits {
   /** Bytes of PAX extended-header data for one entry (all 'x' headers before it), or of one 'g' header. */
   maxPaxHeaderBytes: number;
   /**
-   * Bytes of extended attributes (PAX `SCHILY.xattr.*` records, names and values) in the whole
-   * archive. The worker holds them in memory beside the extracted tree, since Node cannot set
-   * them on disk.
+   * Bytes of the extended attributes a context keeps (PAX `SCHILY.xattr.*` records: names and
+   * values, plus a cost per entry and per attribute; see tar.ts) in the whole archive. The worker
+   * holds them in memory beside the extracted tree, since Node cannot set them on disk.
    */
   maxXattrBytes: number;
   /** Largest tar-bytes / gzip-bytes ratio, checked continuously while inflating. */

@@ -4,11 +4,12 @@
  *
  * Formats: ustar (name + prefix), GNU (long names/links in 'L'/'K' entries, base-256 numbers), PAX
  * ('x' records `path`, `linkpath`, `size`, `uid`, `gid`, `mtime`, `SCHILY.xattr.*`; 'g' headers
- * checked, not applied) and old v7 headers. Everything that readers disagree about is rejected instead of guessed at, so the
- * entries we validated are the entries any later reader (GNU tar, Go's archive/tar, ours) sees:
- * a PAX `path` *and* a GNU long name for one entry, data after a header-only entry (directories,
- * links), a lone zero block followed by more headers, non-zero bytes after the end-of-archive marker,
- * 'g' headers that set `path`/`linkpath`/`size`, sparse files.
+ * checked, not applied) and old v7 headers. Everything that readers disagree about is rejected
+ * instead of guessed at, so the entries we validated are the entries any later reader (GNU tar,
+ * Go's archive/tar, ours) sees: a PAX `path` *and* a GNU long name for one entry, data after a
+ * header-only entry (directories, links), a lone zero block followed by more headers, non-zero
+ * bytes after the end-of-archive marker, 'g' headers that set `path`/`linkpath`/`size`/xattrs,
+ * sparse files.
  */
 import { createHash } from 'node:crypto';
 import { AppError } from '../errors.js';
@@ -752,8 +753,7 @@ export class TarParser {
       if (name === '') throw invalid(`entry ${quote(entry.name)} has a PAX xattr record without a name`);
       if ((entry.type !== 'file' && entry.type !== 'directory') || !isKeptXattr(name)) continue;
       if (!xattrs) {
-        // No prototype: an attribute named `__proto__` is just a name.
-        xattrs = Object.create(null) as Record<string, Buffer>;
+        xattrs = {};
         this.chargeXattrs(Buffer.byteLength(entry.name) + XATTR_ENTRY_COST, entry.name);
       }
       this.chargeXattrs(Buffer.byteLength(name) + value.length + XATTR_COST, entry.name);
