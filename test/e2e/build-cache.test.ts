@@ -215,15 +215,6 @@ for (const storage of ['s3', 'local'] as const) {
       } finally {
         await fresh.cleanup();
       }
-      // Blobs of this build's cache export were seen landing in the bucket after it had
-      // succeeded (in the next test, after retention's pass): let the bucket settle first.
-      let last = '';
-      for (let i = 0; i < 20; i++) {
-        const now = (await cacheKeys()).sort().join('\n');
-        if (now === last) break;
-        last = now;
-        await new Promise((r) => setTimeout(r, 3000));
-      }
     });
 
     test('retention drops a cache past its byte bound, whole', async () => {
@@ -235,9 +226,9 @@ for (const storage of ['s3', 'local'] as const) {
       );
       const report = await retentionWith(1);
       // The other project's cache, untouched since the first test, is dropped, as is every cache
-      // the pass finds. The owner's is not required: the build above may not export it again,
-      // and once in a dozen runs objects of it listed here were gone before the pass listed the
-      // prefix (cause not found; only retention deletes under cache/).
+      // the pass finds. The owner's is not required: the build above exports it only in part
+      // (the blobs it imported are gone, and BuildKit cancels the uploads still running when one
+      // fails), maybe not at all.
       assert.ok(report.cachesDropped.includes(other), JSON.stringify(report));
       const projects = new Set(before.map((k) => k.split('/')[1]));
       assert.ok(

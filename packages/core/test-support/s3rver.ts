@@ -10,13 +10,19 @@
  *
  * s3rver checks presigned URLs' expiry (X-Amz-Date + X-Amz-Expires) and that the access key is
  * S3RVER, but not SigV4 signatures.
+ *
+ * A PUT's object appears only once its body has arrived whole, as on S3 (`atomicPuts`).
  */
 
-import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { createHash, randomUUID } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import type { Server } from 'node:http';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { Readable, Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 
 interface KoaContext {
   method: string;
@@ -27,8 +33,22 @@ interface KoaContext {
   type: string;
 }
 type Middleware = (ctx: KoaContext, next: () => Promise<void>) => Promise<void> | void;
+/** What s3rver 3.7's FilesystemStore is given to store, and the two of its methods used here. */
+interface StoredObject {
+  bucket: string;
+  key: string;
+  content: Readable | Buffer;
+  metadata: Record<string, string>;
+}
+interface FilesystemStore {
+  rootDirectory: string;
+  getResourcePath(bucket: string, key: string, resource: 'object'): string;
+  putMetadata(bucket: string, key: string, metadata: Record<string, string>, md5: string): Promise<void>;
+  putObject(object: StoredObject): Promise<{ size: number; md5: string }>;
+}
 interface S3rverInstance {
   middleware: Middleware[];
+  store: FilesystemStore;
   httpServer?: Server;
   run(): Promise<{ port: number; address: string }>;
   close(): Promise<void>;
@@ -63,6 +83,7 @@ export async function startS3rver(
     silent: true,
     configureBuckets: [{ name: bucket }],
   });
+  atomicPuts(server.store);
   if (opts.multipartShims ?? true) server.middleware.unshift(multipartShims(directory));
   let info: { port: number; address: string };
   try {
@@ -87,6 +108,43 @@ export async function startS3rver(
       await server.close().catch(() => undefined);
       await rm(directory, { recursive: true, force: true });
     },
+  };
+}
+
+/**
+ * s3rver streams a PUT's body straight into the object's file, which every listing, HEAD and GET
+ * then shows, partial, and keeps for good when the client goes away mid-body (its handler never
+ * returns). BuildKit's S3 cache exporter does that whenever one blob fails: it cancels the
+ * uploads still running. Here the body goes to a file of its own and is renamed into place once
+ * whole; a body cut short leaves nothing, as on S3.
+ */
+function atomicPuts(store: FilesystemStore): void {
+  store.putObject = async (object) => {
+    const partials = path.join(store.rootDirectory, object.bucket, '._kiln_partial');
+    await mkdir(partials, { recursive: true });
+    const partial = path.join(partials, randomUUID());
+    const md5 = createHash('md5');
+    let size = 0;
+    const count = new Transform({
+      transform(chunk: Buffer, _encoding, done) {
+        md5.update(chunk);
+        size += chunk.length;
+        done(null, chunk);
+      },
+    });
+    const body = Buffer.isBuffer(object.content) ? Readable.from([object.content]) : object.content;
+    try {
+      await pipeline(body, count, createWriteStream(partial));
+      const target = store.getResourcePath(object.bucket, object.key, 'object');
+      await mkdir(path.dirname(target), { recursive: true });
+      await rename(partial, target);
+    } catch (err) {
+      await rm(partial, { force: true });
+      throw err;
+    }
+    const digest = md5.digest('hex');
+    await store.putMetadata(object.bucket, object.key, object.metadata, digest);
+    return { size, md5: digest };
   };
 }
 

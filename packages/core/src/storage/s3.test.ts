@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
-import { createServer, type Socket } from 'node:net';
+import { createServer, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -442,5 +443,72 @@ describe('s3rver as published (no multipart shims)', () => {
       warnings.some((w) => w.msg === 'could not abort multipart upload'),
       JSON.stringify(warnings.map((w) => w.msg)),
     );
+  });
+});
+
+describe("the test harness's s3rver: a PUT's object appears only once its body is whole, as on S3", () => {
+  let s3: StartedS3rver;
+  let storage: S3Storage;
+  before(async () => {
+    s3 = await startS3rver({ bucket: 'kiln' });
+    storage = storageFor(s3);
+  });
+  after(async () => {
+    storage.close();
+    await s3.stop();
+  });
+
+  /** A raw PUT of a 116-byte body of which `sent` bytes are written; resolves with its socket. */
+  async function rawPut(key: string, sent: number): Promise<Socket> {
+    const socket = new Socket();
+    await new Promise<void>((resolve, reject) => {
+      socket.once('error', reject);
+      socket.connect(Number(new URL(s3.endpoint).port), '127.0.0.1', resolve);
+    });
+    socket.write(
+      `PUT /${s3.bucket}/${key} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 116\r\n` +
+        `Content-Type: application/octet-stream\r\n\r\n${'a'.repeat(sent)}`,
+    );
+    return socket;
+  }
+
+  async function wholePut(key: string): Promise<void> {
+    const socket = await rawPut(key, 116);
+    const reply = await new Promise<string>((resolve) =>
+      socket.once('data', (d: Buffer) => resolve(d.toString())),
+    );
+    socket.destroy();
+    assert.match(reply, /^HTTP\/1\.1 200 /);
+  }
+
+  const keysUnder = async (prefix: string) => {
+    const keys: string[] = [];
+    for await (const o of storage.list(prefix)) keys.push(o.key);
+    return keys;
+  };
+
+  test('a body cut short (BuildKit cancelling its uploads does that) leaves no object', async () => {
+    const socket = await rawPut('cut/blob', 50);
+    // A whole PUT on another connection, answered: s3rver has taken the first one's headers.
+    await wholePut('whole/first');
+    assert.deepEqual(await keysUnder('cut/'), [], 'listed while its body is coming');
+    assert.equal(await storage.head('cut/blob'), undefined);
+    socket.destroy();
+    await wholePut('whole/second');
+    const partials = path.join(s3.directory, s3.bucket, '._kiln_partial');
+    for (let i = 0; (await readdir(partials).catch(() => [])).length > 0; i++) {
+      assert.ok(i < 500, 'the cut-short body was never removed');
+      await sleep(10);
+    }
+    assert.deepEqual(await keysUnder('cut/'), []);
+    assert.deepEqual(await listFiles(path.join(s3.directory, s3.bucket, 'cut')), []);
+  });
+
+  test('a whole body is stored, with its size and MD5 ETag', async () => {
+    await wholePut('whole/blob');
+    assert.deepEqual(await storage.head('whole/blob'), { size: 116 });
+    const head = await storage.client.send(new HeadObjectCommand({ Bucket: s3.bucket, Key: 'whole/blob' }));
+    assert.equal(head.ETag, `"${createHash('md5').update('a'.repeat(116)).digest('hex')}"`);
+    assert.equal(head.ContentType, 'application/octet-stream');
   });
 });
