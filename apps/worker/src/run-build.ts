@@ -157,6 +157,18 @@ export interface RunBuildResult {
   builder?: string;
 }
 
+/**
+ * An attempt that failed on infrastructure and was put back to `queued`: BullMQ counts it and
+ * retries. Its own class, carrying only the message, so that nothing in the cause it replaces
+ * (a builder's ECONNRESET, a storage timeout) is taken for PostgreSQL being away.
+ */
+export class AttemptFailedError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'AttemptFailedError';
+  }
+}
+
 /** The job goes back to the queue without counting as an attempt (builders full, worker stopping). */
 export class HandBackError extends Error {
   constructor(
@@ -274,6 +286,7 @@ class BuildRun {
   private current: { id: string; number: number } | undefined;
   private timer: NodeJS.Timeout | undefined;
   private secrets: BuildSecrets | undefined;
+  private registryLogins: RegistryAuth | undefined;
   private quotas: ProjectQuotas | undefined;
   /** The session cache's store for this build's solve, when the cache goes over the session. */
   private sessionCache: BoundedContentStore | undefined;
@@ -396,6 +409,9 @@ class BuildRun {
       }
       if (!this.secrets) return this.fail('secrets_unavailable', SECRETS_GONE);
     }
+    // Read before the attempt starts, like the quotas: PostgreSQL away here hands the job back
+    // uncounted, where inside the solve it would fail the attempt and blame its builder.
+    this.registryLogins = await this.registryAuth();
 
     try {
       const avoid = await this.failedBuilders();
@@ -699,13 +715,12 @@ class BuildRun {
       renderer.render(event);
       this.steps.record(event);
     };
-    const registryAuth = await this.registryAuth();
     const cache = await this.cacheOptions(lease);
     const common = {
       ...cache,
       ...sources,
       ...(this.secrets ? { secrets: this.secrets } : {}),
-      ...(registryAuth ? { registryAuth } : {}),
+      ...(this.registryLogins ? { registryAuth: this.registryLogins } : {}),
       ...(metadata ? { metadata } : {}),
       signal,
     };
@@ -1099,7 +1114,7 @@ class BuildRun {
       this.note(`\n#0 kiln: attempt failed: ${message}; the build will be retried\n`);
       await this.requeue('failed', errorCode, message);
     }
-    throw err;
+    throw new AttemptFailedError(message);
   }
 
   /** This worker is stopping: the build goes back to the queue for another worker. */

@@ -521,6 +521,52 @@ describe('KilnWorker', { skip }, () => {
     }
   });
 
+  test('a builder whose connections are reset mid-build on every attempt: the attempts are used up, then the build fails', async () => {
+    // A daemon killed mid-build leaves ECONNRESET in the error's causes, which once read as
+    // PostgreSQL being away: the job went back uncounted, again and again, and never gave up.
+    const relay = await startRelay(env.dockerSock, { tcp: true });
+    try {
+      const { worker, queue } = await startWorker({ builders: [{ address: relay.address, concurrency: 1 }] });
+      const n = freshArg();
+      const row = await submit(queue, spec({ file: 'docker/sleep.Dockerfile', buildArgs: { N: n } }), 2);
+      // The RUN's own output (its step line shows `echo sleeping $N`, unexpanded).
+      const started = new RegExp(`sleeping ${n}\\b`, 'g');
+      const deadline = Date.now() + 90_000;
+      let resets = 0;
+      for (;;) {
+        const b = await prisma.build.findUniqueOrThrow({ where: { id: row.id } });
+        if (b.status === 'failed' || b.status === 'succeeded') break;
+        assert.ok(Date.now() < deadline, `still ${b.status} at attempt ${b.attempts} after ${resets} resets`);
+        const entries = await redis.xrange(logStreamKey(row.id), '-', '+');
+        const runs =
+          entries
+            .map(([, f]) => String(f[3]))
+            .join('')
+            .match(started)?.length ?? 0;
+        if (runs > resets) {
+          relay.reset();
+          resets++;
+        }
+        await sleep(100);
+      }
+      const done = await prisma.build.findUniqueOrThrow({ where: { id: row.id } });
+      assert.equal(done.status, 'failed');
+      assert.equal(done.errorCode, 'infrastructure');
+      assert.match(done.errorMessage ?? '', /gave up after 2 attempts/);
+      const attempts = await attemptsOf(row.id);
+      assert.deepEqual(
+        attempts.map((a) => [a.number, a.outcome, a.errorCode]),
+        [
+          [1, 'failed', 'infrastructure'],
+          [2, 'failed', 'infrastructure'],
+        ],
+      );
+      await worker.stop();
+    } finally {
+      await relay.close();
+    }
+  });
+
   test('no reachable builder: attempts are used up, the build fails with no_builder_available', async () => {
     const bogus = `unix:///tmp/kiln-no-such-${randomBytes(4).toString('hex')}.sock`;
     const { worker, queue } = await startWorker({ builders: [{ address: bogus, concurrency: 1 }] });

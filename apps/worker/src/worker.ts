@@ -24,7 +24,7 @@ import {
   startTracing,
   type Tracing,
 } from '@kiln/core';
-import { DelayedError, type Job, Queue, Worker } from 'bullmq';
+import { DelayedError, type Job, Queue, UnrecoverableError, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { ActiveBuilds } from './active-builds.js';
 import type { DialBuilder } from './builders/clients.js';
@@ -34,7 +34,7 @@ import { EventDispatcher } from './events/dispatcher.js';
 import { Reconciler } from './reconciler.js';
 import { type RetentionReport, runRetentionOnce } from './retention.js';
 import { RetentionSchedule } from './retention-schedule.js';
-import { HandBackError, type RunBuildResult, runBuild } from './run-build.js';
+import { AttemptFailedError, HandBackError, type RunBuildResult, runBuild } from './run-build.js';
 
 export interface WorkerDeps {
   logger?: Logger;
@@ -219,10 +219,13 @@ export class KilnWorker {
         } catch (err) {
           // Back to the queue without using up an attempt: this worker stops or every builder is
           // full, or PostgreSQL is away (a build that cannot even be read must not fail for good).
+          // An attempt runBuild ended itself (final, or failed and requeued) is BullMQ's to count,
+          // whatever its message says.
           const delayMs =
             err instanceof HandBackError
               ? err.delayMs
-              : isDatabaseUnavailable(err)
+              : !(err instanceof UnrecoverableError || err instanceof AttemptFailedError) &&
+                  isDatabaseUnavailable(err)
                 ? DB_DOWN_DELAY_MS
                 : undefined;
           if (delayMs !== undefined && token) {

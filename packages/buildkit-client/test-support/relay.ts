@@ -11,6 +11,11 @@ export interface Relay {
   /** Connections accepted so far (TCP connections, before any TLS handshake). */
   readonly connections: number;
   close(): Promise<void>;
+  /**
+   * Resets every connection open now (TCP RST where the socket is TCP), as the host of a daemon
+   * that died would; the relay goes on accepting new ones.
+   */
+  reset(): void;
 }
 
 /** TCP on `host:port` (default 127.0.0.1 and a free port). */
@@ -77,6 +82,15 @@ async function listenRelay(
     address,
     get connections() {
       return connections;
+    },
+    reset: () => {
+      for (const s of live) {
+        try {
+          s.resetAndDestroy();
+        } catch {
+          s.destroy(); // a unix socket has no RST
+        }
+      }
     },
     close: () =>
       new Promise((resolve) => {
