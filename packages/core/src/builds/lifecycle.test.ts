@@ -146,6 +146,35 @@ describe('final states', () => {
     assert.deepEqual(entries.at(-1)?.[1], ['k', 'end', 'd', 'succeeded']);
   });
 
+  test("succeed retried after its commit landed (reply lost): applied, the caller's own; another attempt's is refused", async () => {
+    const row = await rowIn('running');
+    const change = { artifactKey: `artifacts/${row.build.id}/1/a.tar`, artifactSize: 3n };
+    const own = { attemptId: row.attempt.id, outcome: 'succeeded' as const };
+    assert.ok((await lifecycle.succeed(row.build.id, change, own)).applied);
+    const again = await lifecycle.succeed(row.build.id, change, own);
+    assert.ok(again.applied, 'the retry of a committed succeed is its own');
+    assert.equal(again.build.artifactKey, change.artifactKey);
+    // Another attempt's run finding it succeeded: refused, as any final row refuses a transition.
+    const other = await database.prisma.buildAttempt.create({
+      data: { buildId: row.build.id, number: 2, builder: 'b2' },
+    });
+    const late = await lifecycle.succeed(
+      row.build.id,
+      { artifactKey: `artifacts/${row.build.id}/2/a.tar` },
+      { attemptId: other.id, outcome: 'succeeded' },
+    );
+    assert.deepEqual(late, { applied: false, status: 'succeeded' });
+    // Nor does a failure take a succeeded attempt for its own.
+    const failed = await lifecycle.fail(row.build.id, {
+      code: 'build_failed',
+      message: 'x',
+      attempt: { attemptId: row.attempt.id, outcome: 'failed' },
+    });
+    assert.deepEqual(failed, { applied: false, status: 'succeeded' });
+    const deliveries = await database.prisma.eventDelivery.count({ where: { buildId: row.build.id } });
+    assert.equal(deliveries, 1, 'the retry records no second event');
+  });
+
   test('fail from BullMQ giving up (no attempt of its own): open attempts take its outcome; secrets deleted', async () => {
     const row = await rowIn('running');
     const result = await lifecycle.fail(row.build.id, {

@@ -314,6 +314,10 @@ export class BuildLifecycle {
     const result = await repo.transaction(async (tx) => {
       const moved = await repo.moveStatus(tx, id, from, to, { ...change, finishedAt: now }, o.guard);
       const build = await repo.byId(id, tx);
+      if (build && !moved && (await this.ownSuccessCommitted(tx, build, to, o.attempt))) {
+        // Its deliveries were recorded then; the worker's event sweep enqueues them.
+        return { applied: true as const, build, deliveries: [] };
+      }
       if (!moved || !build) return { applied: false as const, status: build?.status ?? null };
       const own = o.attempt && {
         outcome: o.attempt.outcome,
@@ -327,6 +331,22 @@ export class BuildLifecycle {
     if (!result.applied) return result;
     await this.afterFinal(result.build, result.deliveries, o.logTail);
     return { applied: true, build: result.build };
+  }
+
+  /**
+   * Whether a succeed that found the row already final is the retry of this caller's own, whose
+   * commit landed but whose reply was lost with the connection (the worker retries final writes
+   * while PostgreSQL is away). Only that succeed ends the caller's attempt as `succeeded`; taken
+   * for refused, the worker would delete the artifact the row names.
+   */
+  private async ownSuccessCommitted(
+    tx: Prisma.TransactionClient,
+    build: Build,
+    to: BuildStatusName,
+    attempt: AttemptEndInput | null,
+  ): Promise<boolean> {
+    if (to !== 'succeeded' || build.status !== 'succeeded' || !attempt?.attemptId) return false;
+    return (await this.deps.repo.attemptOutcome(tx, attempt.attemptId)) === 'succeeded';
   }
 
   /** The Redis side of a final state; each step is idempotent and none may fail the transition. */

@@ -567,6 +567,12 @@ export class BuildRepository {
     });
   }
 
+  /** How an attempt ended (null: still open, or no such attempt). */
+  async attemptOutcome(tx: Tx, attemptId: string): Promise<string | null> {
+    const row = await tx.buildAttempt.findUnique({ where: { id: attemptId }, select: { outcome: true } });
+    return row?.outcome ?? null;
+  }
+
   /** Ends one attempt, if still open. */
   async endAttempt(tx: Tx, attemptId: string, end: AttemptEnd, at = new Date()): Promise<void> {
     await tx.buildAttempt.updateMany({
