@@ -62,7 +62,7 @@ export class Reconciler {
     ReconcilerOptions;
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<ReconcileReport> | undefined;
-  /** Attempts of running builds seen without a lease (`<build id>#<attempt>`): since when (Redis time, ms). */
+  /** Attempts of running builds seen without a live lease (`<build id>#<attempt>`): since when (Redis time, ms). */
   private readonly leaseMissingSince = new Map<string, number>();
 
   constructor(options: ReconcilerOptions) {
@@ -212,8 +212,9 @@ export class Reconciler {
         this.leaseMissingSince.delete(key);
         continue;
       }
-      // An expired lease says since when; a vanished one is timed from when we first missed it.
-      const since = expiry ?? this.leaseMissingSince.get(key) ?? now;
+      // Timed from when this reconciler first found it expired or gone, not from its expiry: after
+      // Redis was away, every lease looks long expired until its worker's next renewal.
+      const since = this.leaseMissingSince.get(key) ?? now;
       this.leaseMissingSince.set(key, since);
       if (now - since <= pool.leaseTtlMs) continue;
       // Only the attempt judged lost (lifecycle.lose guards on attempts and builder): if another

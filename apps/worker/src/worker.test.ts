@@ -412,6 +412,43 @@ describe('KilnWorker', { skip }, () => {
       );
     });
 
+    test('a lease found long expired (as after Redis was away) is timed from then: its worker renewing meanwhile keeps the build', async () => {
+      const row = await runningOnD1();
+      const pool = d1Pool(300);
+      const lifecycle = new BuildLifecycle({
+        repo: new BuildRepository(prisma),
+        redis,
+        logger: testLogger(),
+      });
+      const reconciler = new Reconciler({
+        lifecycle,
+        queue: main.queue,
+        pool,
+        logger: testLogger(),
+        attempts: 3,
+        intervalMs: 0,
+        storage,
+      });
+      try {
+        // The worker's lease, last renewed a minute ago: Redis was away since.
+        const key = pool.leaseKey(D1);
+        await redis.zadd(key, Number(await pool.now()) - 60_000, row.id);
+        const first = await reconciler.runOnce();
+        assert.deepEqual([first.recovered, first.failed], [[], []]);
+        // The worker renews; the next pass, past the TTL, leaves the build alone.
+        await sleep(400);
+        await redis.zadd(key, Number(await pool.now()) + 300, row.id);
+        const report = await reconciler.runOnce();
+        assert.deepEqual([report.recovered, report.failed], [[], []]);
+        const still = await prisma.build.findUniqueOrThrow({ where: { id: row.id } });
+        assert.deepEqual([still.status, still.attempts], ['running', 1]);
+      } finally {
+        await redis.zrem(pool.leaseKey(D1), row.id);
+        await pool.close();
+        await lifecycle.cancel(row.id, 'test over');
+      }
+    });
+
     test('a second job for a build whose attempt holds a live lease does nothing; once the lease is gone, a job takes it over', async () => {
       const row = await runningOnD1();
       // The attempt "running elsewhere": a live lease on its builder, renewing itself.
