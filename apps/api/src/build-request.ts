@@ -65,13 +65,14 @@ export async function submitBuild(
   traceparent?: string,
 ) {
   const idempotencyKey = checkIdempotencyKey(req.headers['idempotency-key']);
-  if (isJsonBody(req) && isStoredContextRequest(req.body)) {
-    const { spec, secrets, context } = await storedContextRequest(deps, req.projectId, req.body);
+  const json = isJsonBody(req) ? withQuerySpec(req) : undefined;
+  if (json !== undefined && isStoredContextRequest(json)) {
+    const { spec, secrets, context } = await storedContextRequest(deps, req.projectId, json);
     const source = { kind: 'upload', context } as const;
     return createBuild(deps, req.projectId, spec, source, idempotencyKey, secrets, traceparent);
   }
-  if (isJsonBody(req)) {
-    const { spec, git, secrets } = parseGitBuildRequest(req.body, deps.config.git);
+  if (json !== undefined) {
+    const { spec, git, secrets } = parseGitBuildRequest(json, deps.config.git);
     const source = { kind: 'git', git, origin: 'api' } as const;
     return createBuild(deps, req.projectId, spec, source, idempotencyKey, secrets, traceparent);
   }
@@ -291,6 +292,19 @@ function specFromQuery(query: Record<string, unknown>): SpecFields {
     fields.add(k, v, QUERY);
   }
   return fields;
+}
+
+/**
+ * A JSON body's fields with the query's spec fields (`?platform=...`) beside them, as an upload
+ * takes them: a field given in both is refused, never one of them dropped. A body that is not an
+ * object is left for its parser to refuse.
+ */
+function withQuerySpec(req: BuildRequest): unknown {
+  const body: unknown = req.body;
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) return body;
+  const fields = specFromQuery(req.query);
+  fields.addAll(body as Record<string, unknown>, 'the JSON body');
+  return fields.spec;
 }
 
 /** Fastify's JSON parser has run: the body is a remote-context request, not an upload. */

@@ -172,6 +172,36 @@ describe('API', () => {
     assert.deepEqual(view.spec.labels, { l: 'v' });
   });
 
+  test('a JSON body takes the spec fields of the query too: none dropped, one given in both refused', async () => {
+    const uploaded = (await (await post('', ctx)).json()) as { context: { digest: string } };
+    const json = (query: string, body: object) =>
+      post(query, JSON.stringify({ context: uploaded.context.digest, ...body }), 'application/json');
+    const ok = await json('?target=stage&build-arg=A=1', {});
+    assert.equal(ok.status, 202, await ok.clone().text());
+    const view = (await ok.json()) as { spec: { target?: string; buildArgs: Record<string, string> } };
+    assert.deepEqual([view.spec.target, view.spec.buildArgs], ['stage', { A: '1' }]);
+    const refused: Array<[Promise<Response>, RegExp]> = [
+      [json('?target=x', { target: 'y' }), /target is given in the query and again in the JSON body/],
+      [json('?secrets=x', {}), /secrets are not accepted in the query string/],
+      [json('?frobnicate=1', {}), /unknown parameter "frobnicate"/],
+      [
+        post(
+          '?target=x',
+          JSON.stringify({ git: 'https://h.example/r.git', target: 'y' }),
+          'application/json',
+        ),
+        /target is given in the query and again in the JSON body/,
+      ],
+    ];
+    for (const [answer, message] of refused) {
+      const res = await answer;
+      const body = (await res.json()) as { error: { code: string; message: string } };
+      assert.equal(res.status, 400, JSON.stringify(body));
+      assert.equal(body.error.code, 'invalid_spec');
+      assert.match(body.error.message, message);
+    }
+  });
+
   test("auth: missing, wrong and another project's token", async () => {
     assert.equal((await api('/v1/builds', { auth: null })).status, 401);
     const wrong = await api('/v1/builds', { auth: 'kiln_not-a-real-token' });
