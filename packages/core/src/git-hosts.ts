@@ -19,7 +19,7 @@ export interface GitHostPolicy {
  * internal addresses out.
  */
 export function checkGitHost(url: string, policy: GitHostPolicy, field = 'git'): void {
-  const host = normalizeHostname(new URL(url).hostname);
+  const host = normalizeHostname(hostnameOf(new URL(url), field));
   const refuse = (why: string) => {
     throw new AppError('invalid_context', `${field}: the git host ${host} ${why}`);
   };
@@ -29,4 +29,18 @@ export function checkGitHost(url: string, policy: GitHostPolicy, field = 'git'):
   }
   const why = refusedHost(host, policy.allowedNetworks);
   if (why) refuse(`is ${why}; this Kiln does not fetch from such addresses`);
+}
+
+/**
+ * The host as a resolver reads it. URL parsing turns `127.1`, `2130706433` or `0x7f.1` into
+ * `127.0.0.1` for http(s), but leaves a git:// host as written, and git's resolver still reads
+ * those as the loopback address: parsed as an http host, it is judged as what it reaches.
+ */
+function hostnameOf(url: URL, field: string): string {
+  if (url.protocol !== 'git:') return url.hostname;
+  try {
+    return new URL(`http://${url.host}`).hostname;
+  } catch {
+    throw new AppError('invalid_context', `${field}: "${url.host.slice(0, 200)}" is not a valid host`);
+  }
 }

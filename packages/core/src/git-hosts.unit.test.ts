@@ -29,6 +29,20 @@ test('no lists: public hosts pass; private, loopback and metadata literals and l
   refused('git://localhost/r.git', open, /localhost is a loopback name/);
 });
 
+test("git:// hosts are judged as the resolver reads them: inet_aton's short, decimal and hex IPv4 forms", () => {
+  const open = policy('', '');
+  refused('git://127.1/r.git', open, /git host 127\.0\.0\.1 is a loopback address/);
+  refused('git://2130706433/r.git', open, /127\.0\.0\.1 is a loopback/);
+  refused('git://0x7f.1:9418/r.git', open, /127\.0\.0\.1 is a loopback/);
+  refused('git://10.1/r.git', open, /10\.0\.0\.1 is a private address/);
+  refused('git://169.254.43518/r.git', open, /169\.254\.169\.254 is the cloud metadata service/);
+  refused('git://0177.0.0.1/r.git', open, /127\.0\.0\.1 is a loopback/);
+  refused('git://[::ffff:7f00:1]/r.git', open, /loopback/);
+  refused('git://a%00b/r.git', open, /is not a valid host/);
+  checkGitHost('git://134744072/r.git', open); // 8.8.8.8
+  checkGitHost('git://GIT.Example.com/r.git', policy('git.example.com', ''));
+});
+
 test('allowed networks let private literals through', () => {
   const p = policy('', '', '127.0.0.0/8');
   checkGitHost('git://127.0.0.1:9418/r.git', p);

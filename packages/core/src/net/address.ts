@@ -5,7 +5,8 @@
  *
  * Inputs are addresses as `new URL().hostname` (brackets allowed) or dns.lookup give them.
  * WHATWG URL parsing already turns `2130706433`, `0x7f.1` or `0177.0.0.1` into `127.0.0.1`, so
- * a URL's hostname is either dotted-decimal, bracketed IPv6, or a name.
+ * an http(s) URL's hostname is either dotted-decimal, bracketed IPv6, or a name (a git:// host is
+ * left as written: git-hosts.ts parses it as an http one first).
  */
 import { isIPv4, isIPv6 } from 'node:net';
 
