@@ -304,7 +304,9 @@ function parseMap(
   for (const [k, v] of entries) {
     if (!keyPattern.test(k)) invalid(`${field} name "${k.slice(0, 100)}" is invalid: ${keyHint}`);
     if (typeof v !== 'string') invalid(`${field}.${k} must be a string`);
-    out[k] = str(v, `${field}.${k}`, MAX_VALUE) ?? '';
+    // Defined, not assigned: `out.__proto__ = v` would set the prototype and drop the entry.
+    const value = str(v, `${field}.${k}`, MAX_VALUE) ?? '';
+    Object.defineProperty(out, k, { value, enumerable: true, writable: true, configurable: true });
   }
   return out;
 }

@@ -23,6 +23,18 @@ describe('parseBuildSpec', () => {
     assert.equal(parseBuildSpec({}).output.dest, 'output.tar');
   });
 
+  test('a build arg named __proto__ is kept as an entry, from a list or an object', () => {
+    const fromList = parseBuildSpec({ output: 'type=tar,dest=a.tar', buildArgs: ['__proto__=x'] });
+    assert.deepEqual(Object.entries(fromList.buildArgs), [['__proto__', 'x']]);
+    assert.equal(Object.getPrototypeOf(fromList.buildArgs), Object.prototype);
+    const fromJson = parseBuildSpec(
+      JSON.parse('{"output":"type=tar,dest=a.tar","buildArgs":{"__proto__":"y"}}'),
+    );
+    assert.deepEqual(Object.entries(fromJson.buildArgs), [['__proto__', 'y']]);
+    assert.equal(frontendAttrsFor(fromList, 'p1')['build-arg:__proto__'], 'x');
+    assert.match(JSON.stringify(fromJson), /"buildArgs":\{"__proto__":"y"\}/);
+  });
+
   test('JSON output object and string, source alias, file normalization, args', () => {
     const s = parseBuildSpec({
       output: '{"type":"oci","dest":"img.tar","name":"x"}',
