@@ -35,9 +35,16 @@ export async function* streamEntries(
   }
 }
 
-/** A Redis stream entry id (`<ms>-<seq>`), as a client may send it back in Last-Event-ID. */
+const MAX_ID_PART = 2n ** 64n - 1n;
+
+/**
+ * A Redis stream entry id (`<ms>-<seq>`, each part a 64-bit unsigned number), as a client may
+ * send it back in Last-Event-ID; anything else is no id (the stream starts from its beginning).
+ * Past 64 bits Redis refuses the id, and the stream would retry that read for ever.
+ */
 export function parseEntryId(text: string | undefined): string | undefined {
-  return text !== undefined && /^\d{1,20}-\d{1,20}$/.test(text) ? text : undefined;
+  if (text === undefined || !/^\d{1,20}-\d{1,20}$/.test(text)) return undefined;
+  return text.split('-').every((part) => BigInt(part) <= MAX_ID_PART) ? text : undefined;
 }
 
 /** True when entry id `a` comes after `b` in the stream. */
