@@ -118,6 +118,12 @@ describe('tenants: projects, scopes, quotas and fairness', () => {
     assert.equal((await t.errorOf(refused)).code, 'forbidden');
     await t.call(OPERATOR, '/v1/admin/projects/ops-a', t.json('PATCH', { disabled: false }));
     assert.equal((await t.call(token, '/v1/builds')).status, 200);
+    // A project named with text PostgreSQL cannot store: 400, not a driver error's 500.
+    for (const ref of ['a%00b', 'a%ED%A0%80b']) {
+      const res = await t.call(OPERATOR, `/v1/admin/projects/${ref}`);
+      assert.equal(res.status, 400, `${ref}: ${await res.clone().text()}`);
+      assert.equal((await t.errorOf(res)).code, 'invalid_request');
+    }
   });
 
   test('scopes: read ⊂ build ⊂ manage; no token mints a wider one', async () => {

@@ -130,10 +130,15 @@ function refuseHostless(app: FastifyInstance): void {
 
 /**
  * Fastify's own JSON parser (prototype poisoning refused as before), then one check for every
- * JSON body: a string PostgreSQL cannot store (a NUL, a lone surrogate) is the caller's 400
- * here, whichever route and column it was headed for, not a 500 from the driver.
+ * JSON body, and one for every request's path parameters: a string PostgreSQL cannot store (a
+ * NUL, a lone surrogate) is the caller's 400 here, whichever route and column it was headed for,
+ * not a 500 from the driver. (Query fields are checked where they are parsed, as spec fields.)
  */
 function refuseUnstorableJson(app: FastifyInstance): void {
+  app.addHook('preValidation', async (req) => {
+    const found = findUnstorable(req.params);
+    if (found) throw new AppError('invalid_request', `the path is not text Kiln can store: ${found}`);
+  });
   const parse = app.getDefaultJsonParser('error', 'error');
   app.removeContentTypeParser('application/json');
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
