@@ -200,10 +200,22 @@ export async function startDockerd(): Promise<Dockerd> {
   return { ...d, cleanup };
 }
 
-/** A private standalone buildkitd of our own (scripts/lib/buildkitd.sh), e.g. a second v0.24.0. */
-export async function startBuildkitd(): Promise<{ address: string; cleanup(): Promise<void> }> {
+/**
+ * A private standalone buildkitd of our own (scripts/lib/buildkitd.sh), e.g. a second v0.24.0.
+ * `freeze` stops the daemon (SIGSTOP: a daemon that hangs, its connections open) until `thaw`.
+ */
+export async function startBuildkitd(): Promise<{
+  address: string;
+  freeze(): Promise<void>;
+  thaw(): Promise<void>;
+  cleanup(): Promise<void>;
+}> {
   const { dir, remove } = await tempDir('/tmp/kb-');
+  const signal = async (sig: 'SIGSTOP' | 'SIGCONT'): Promise<void> => {
+    process.kill(Number(await fs.readFile(path.join(dir, 'spawned/buildkitd'), 'utf8')), sig);
+  };
   const cleanup = once(async () => {
+    await signal('SIGCONT').catch(() => undefined);
     await bash('source scripts/lib/buildkitd.sh && kiln_buildkitd_stop "$1"', dir).catch((err: unknown) =>
       console.error('stopping buildkitd:', err),
     );
@@ -216,7 +228,12 @@ export async function startBuildkitd(): Promise<{ address: string; cleanup(): Pr
     await cleanup();
     throw err;
   }
-  return { address: `unix://${dir}/buildkitd.sock`, cleanup };
+  return {
+    address: `unix://${dir}/buildkitd.sock`,
+    freeze: () => signal('SIGSTOP'),
+    thaw: () => signal('SIGCONT'),
+    cleanup,
+  };
 }
 
 /**

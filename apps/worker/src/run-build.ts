@@ -897,6 +897,14 @@ class BuildRun {
       case 'cancel':
         return this.canceled();
       case 'timeout':
+        // A builder that hung, or left the network without a word, runs out the clock too: ask
+        // it before blaming the build.
+        if (!(await this.deps.pool.probe(lease.address))) {
+          return this.infrastructure(
+            new Error(`the builder ${lease.address} stopped answering during the build (${abort.message})`),
+            'infrastructure',
+          );
+        }
         return this.fail('timeout', abort.message);
       case 'shutdown':
         return this.handBack(abort.message);

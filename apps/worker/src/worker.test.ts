@@ -34,6 +34,7 @@ import {
   compareTarEntries,
   readTarEntries,
 } from '../../../packages/buildkit-client/test-support/tar-entries.js';
+import { startBuildkitd } from '../../../test/support/processes.js';
 import {
   createBuildRow,
   createTestDatabase,
@@ -628,6 +629,37 @@ describe('KilnWorker', { skip }, () => {
     assert.match(done.errorMessage ?? '', /time limit of 3 s/);
     assert.equal(done.attempts, 1);
     await worker.stop();
+  });
+
+  test("a builder that hangs mid-build: the timeout is its failure, not the build's", async () => {
+    const daemon = await startBuildkitd();
+    try {
+      const { worker, queue } = await startWorker({
+        buildTimeoutSeconds: 4,
+        builders: [{ address: daemon.address, concurrency: 1 }],
+      });
+      const n = freshArg();
+      const row = await submit(queue, spec({ file: 'docker/sleep.Dockerfile', buildArgs: { N: n } }), 2);
+      await waitForLog(row.id, `sleeping ${n}`, 60_000);
+      await daemon.freeze();
+      const done = await waitForBuild(prisma, row.id, 60_000);
+      assert.equal(done.status, 'failed');
+      const attempts = await attemptsOf(row.id);
+      assert.deepEqual(
+        attempts.map((a) => [a.number, a.outcome, a.errorCode]),
+        [[1, 'failed', 'infrastructure']],
+      );
+      assert.match(
+        attempts[0]?.errorMessage ?? '',
+        /stopped answering during the build \(.*time limit of 4 s/,
+      );
+      // The frozen builder is unhealthy, so the second attempt found none.
+      assert.equal(done.errorCode, 'no_builder_available');
+      await worker.stop();
+    } finally {
+      await daemon.thaw();
+      await daemon.cleanup();
+    }
   });
 
   /** Dials the real client, whose every solve runs `then` once BuildKit's solve returned. */
