@@ -8,6 +8,7 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { logStreamKey } from '@kiln/core';
 import { busyboxPath, makeContext } from '../../packages/buildkit-client/test-support/context.js';
 import {
   compareTarEntries,
@@ -138,6 +139,17 @@ for (const generation of generations())
         // The plain log is stored; a ranged download resumes.
         const logs = await (await api(`/v1/builds/${queued.id}/logs`)).text();
         assert.match(logs, /compiling-spicy/);
+        // Followed once the live stream has expired (a day after the build), the stored log is
+        // sent whole, then the end.
+        await kiln.redis.del(logStreamKey(queued.id));
+        const later = await (
+          await api(`/v1/builds/${queued.id}/logs`, { headers: { accept: 'text/event-stream' } })
+        ).text();
+        const sent = [...later.matchAll(/event: log\n((?:data: .*\n)+)\n/g)]
+          .map((m) => (m[1] ?? '').replace(/^data: /gm, '').replace(/\n$/, ''))
+          .join('');
+        assert.equal(sent.replace(/[\r\n]/g, ''), logs.replace(/[\r\n]/g, ''));
+        assert.match(later, /event: end\ndata: succeeded\n\n$/);
         const ranged = await fetch(done.artifact.url, { headers: { range: 'bytes=0-99' } });
         assert.equal(ranged.status, 206);
         assert.equal((await ranged.arrayBuffer()).byteLength, 100);

@@ -1,5 +1,5 @@
 import { Readable } from 'node:stream';
-import { type Build, logStreamKey } from '@kiln/core';
+import { type Build, FINAL_STATUSES, logStreamKey } from '@kiln/core';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { ApiDeps } from './deps.js';
 import { entryIdAfter, type LogEntry, parseEntryId, streamEntries } from './log-stream.js';
@@ -29,6 +29,33 @@ export async function readLogs(deps: ApiDeps, build: Build, reply: FastifyReply)
     if (object) return reply.send(object.body);
   }
   return reply.send(Readable.from(logText(deps, build)));
+}
+
+/**
+ * A finished build's stored log, whole, as `log` events (without ids: nothing follows it); false
+ * when there is none to send. The live stream is capped in entries and expires a day after the
+ * build, so replayed from there an old or long log would come back cut, or empty.
+ */
+async function sendStoredLog(
+  deps: ApiDeps,
+  build: Build,
+  out: SseWriter,
+  closed: () => boolean,
+): Promise<boolean> {
+  if (!FINAL_STATUSES.has(build.status) || !build.logKey) return false;
+  const object = await deps.storage.get(build.logKey).catch(() => undefined);
+  if (!object) return false;
+  try {
+    // Text decoded across chunks: a character split between two reads is not mangled.
+    object.body.setEncoding('utf8');
+    for await (const text of object.body as AsyncIterable<string>) {
+      if (closed()) break;
+      await out.sendPaced('log', text);
+    }
+  } finally {
+    object.body.destroy();
+  }
+  return true;
 }
 
 /**
@@ -98,9 +125,21 @@ export async function followLogs(deps: ApiDeps, build: Build, req: FastifyReques
     }),
   );
 
+  const after = parseEntryId(req.headers['last-event-id'] as string | undefined);
+  if (after === undefined) {
+    const sent = await sendStoredLog(deps, build, out, () => finished).catch((err: unknown) => {
+      deps.logger.warn({ buildId: build.id, err: (err as Error).message }, 'reading the stored log failed');
+      stop('reconnect', 'the log is unavailable for a moment; reconnect');
+      return true;
+    });
+    if (sent) {
+      stop('end', build.status);
+      return done;
+    }
+  }
+
   // Entries the hub hands over while the history is still being sent wait here, in order.
   let pending: LogEntry[] | undefined = [];
-  const after = parseEntryId(req.headers['last-event-id'] as string | undefined);
   const deliver = (e: LogEntry) => {
     if (e.kind === 'end') stop('end', e.data);
     else if (after === undefined || entryIdAfter(e.id, after)) out.send('log', e.data, e.id);
