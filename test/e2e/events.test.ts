@@ -574,5 +574,13 @@ describe('completion events', () => {
     }
     await c.api(`/v1/endpoints/${made[0]}`, { method: 'DELETE' });
     assert.equal((await c.post('/v1/endpoints', { url: `${receiver.base}/ok/limit-again` })).status, 201);
+    // Creations at once cannot both take the last place: free one, then race forty for it.
+    await c.api(`/v1/endpoints/${made[1]}`, { method: 'DELETE' });
+    const raced = await Promise.all(
+      Array.from({ length: 40 }, (_, i) => c.post('/v1/endpoints', { url: `${receiver.base}/ok/race-${i}` })),
+    );
+    assert.deepEqual(raced.map((r) => r.status).sort(), [201, ...Array<number>(39).fill(409)]);
+    const listed = await c.json<{ items: Array<{ disabledAt: string | null }> }>('/v1/endpoints?limit=100');
+    assert.equal(listed.items.filter((e) => e.disabledAt === null).length, made.length);
   });
 });

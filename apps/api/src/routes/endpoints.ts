@@ -10,6 +10,9 @@ import { Type } from 'typebox';
 import type { ApiDeps } from '../deps.js';
 import { buildErrors, cursor, idParams, pageLimit } from '../schemas.js';
 
+/** Advisory-lock class ("KEVE"): endpoint creations of one project. */
+const ENDPOINTS_LOCK_CLASS = 0x4b455645;
+
 const time = { type: 'string', format: 'date-time' } as const;
 const nullableTime = { type: ['string', 'null'], format: 'date-time' } as const;
 
@@ -128,17 +131,22 @@ export function endpointRoutes(deps: ApiDeps): FastifyPluginAsyncTypebox {
           );
         }
         const url = checkEndpointUrl(body.url, deps.config.events.allowedNetworks);
-        const active = await db.eventEndpoint.count({
-          where: { projectId: req.projectId, disabledAt: null },
-        });
-        if (active >= MAX_ENDPOINTS_PER_PROJECT) {
-          throw new AppError(
-            'conflict',
-            `this project already has ${MAX_ENDPOINTS_PER_PROJECT} endpoints: delete one first`,
-          );
-        }
         const secret = generateEndpointSecret();
-        const row = await db.eventEndpoint.create({ data: { projectId: req.projectId, url, secret } });
+        // Creations of one project take turns, each counting after its lock is held: two at once
+        // cannot both take the last place.
+        const row = await db.$transaction(async (tx) => {
+          await tx.$executeRaw`SELECT pg_advisory_xact_lock(${ENDPOINTS_LOCK_CLASS}::int4, hashtext(${req.projectId}))`;
+          const active = await tx.eventEndpoint.count({
+            where: { projectId: req.projectId, disabledAt: null },
+          });
+          if (active >= MAX_ENDPOINTS_PER_PROJECT) {
+            throw new AppError(
+              'conflict',
+              `this project already has ${MAX_ENDPOINTS_PER_PROJECT} endpoints: delete one first`,
+            );
+          }
+          return tx.eventEndpoint.create({ data: { projectId: req.projectId, url, secret } });
+        });
         return reply.code(201).send({ ...endpointJson(row), secret });
       },
     );
