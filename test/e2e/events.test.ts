@@ -62,12 +62,20 @@ interface BuildJson {
 
 /**
  * A receiver: `/flaky-<n>/...` answers 500 n times then 200 (counted per path), `/dead` 503,
- * `/redirect` 302 to `/ok`, anything else 200. Every request is kept with its raw body.
+ * `/redirect` 302 to `/ok`, `/hang...` never (until `cutHung`), anything else 200. Every
+ * request is kept with its raw body.
  */
 async function startReceiver() {
   const received: Received[] = [];
   const counts = new Map<string, number>();
+  const hung = new Set<http.ServerResponse>();
   const server = http.createServer((req, res) => {
+    if (req.url?.startsWith('/hang')) {
+      received.push({ path: req.url, headers: req.headers, body: '', answered: 0 });
+      hung.add(res);
+      res.on('close', () => hung.delete(res));
+      return;
+    }
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
@@ -95,7 +103,15 @@ async function startReceiver() {
     base,
     received,
     at: (path: string) => received.filter((r) => r.path === path),
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+    /** Drops the connections of the requests left unanswered. */
+    cutHung: () => {
+      for (const res of hung) res.socket?.destroy();
+    },
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const res of hung) res.socket?.destroy();
+        server.close(() => resolve());
+      }),
   };
 }
 
@@ -582,5 +598,39 @@ describe('completion events', () => {
     assert.deepEqual(raced.map((r) => r.status).sort(), [201, ...Array<number>(39).fill(409)]);
     const listed = await c.json<{ items: Array<{ disabledAt: string | null }> }>('/v1/endpoints?limit=100');
     assert.equal(listed.items.filter((e) => e.disabledAt === null).length, made.length);
+  });
+  test("one project's receivers that never answer hold a few of the delivery places, not all: another project's event goes out meanwhile", async () => {
+    const noisy = client(await kiln.newToken('noisy'));
+    const quiet = client(await kiln.newToken('quiet'));
+    // More endpoints than the worker's 16 places, each a receiver that never answers (10 s).
+    const hanging: string[] = [];
+    for (let i = 0; i < 20; i++) hanging.push((await noisy.endpoint(`${receiver.base}/hang/${i}`)).id);
+    const calm = await quiet.endpoint(`${receiver.base}/ok/quiet`);
+    const canceledBuild = async (c: ReturnType<typeof client>, name: string) => {
+      await kiln.deps.queue.pause();
+      try {
+        const b = await c.submit(
+          { Dockerfile: `FROM scratch\nCOPY ${name} /${name}\n`, [name]: name },
+          `output=type=tar,dest=${name}.tar`,
+        );
+        assert.equal((await c.api(`/v1/builds/${b.id}/cancel`, { method: 'POST' })).status, 202);
+        return b;
+      } finally {
+        await kiln.deps.queue.resume();
+      }
+    };
+    const hangs = () => receiver.received.filter((r) => r.path.startsWith('/hang/')).length;
+    try {
+      // The noisy project's 20 deliveries are queued first, the quiet one's after them.
+      await canceledBuild(noisy, 'n');
+      await until('the noisy deliveries to start', async () => (hangs() > 0 ? true : undefined));
+      const build = await canceledBuild(quiet, 'q');
+      await settled(quiet, calm.id, build.id, 'delivered');
+      // First come, first served, every place would hold a hanging POST before the quiet one.
+      assert.ok(hangs() < 16, `${hangs()} POSTs to the hanging receivers before the quiet one's`);
+    } finally {
+      for (const id of hanging) await noisy.api(`/v1/endpoints/${id}`, { method: 'DELETE' });
+      receiver.cutHung();
+    }
   });
 });

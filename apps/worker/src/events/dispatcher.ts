@@ -19,7 +19,7 @@ import {
   type PrismaClient,
   QUEUE_EVENTS,
 } from '@kiln/core';
-import { type Job, Queue, Worker } from 'bullmq';
+import { DelayedError, type Job, Queue, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Resolve } from './pin-address.js';
 import { postEvent } from './post.js';
@@ -49,6 +49,12 @@ export interface EventDispatcherOptions {
   prefix?: string;
   /** Deliveries POSTed at once by this process; default 16. */
   concurrency?: number;
+  /**
+   * Of those, at most this many for one project; default a quarter of `concurrency` (at least 1).
+   * Another of its deliveries goes back to the queue for a moment, uncounted: one project's
+   * receivers that never answer hold that many places, not every place, while the others' wait.
+   */
+  perProjectConcurrency?: number;
   /** Sweep period; default 15 s; 0 = no timer (sweep() still works). */
   sweepIntervalMs?: number;
   /** Pending rows younger than this are left to their writer, which is enqueueing them; default 5 s. */
@@ -58,14 +64,21 @@ export interface EventDispatcherOptions {
 }
 
 const FINAL_JOB_STATES = new Set(['completed', 'failed', 'unknown']);
+/** How long a delivery waits while its project has all its places taken (plus up to as much again). */
+const PROJECT_BUSY_DELAY_MS = 1000;
 
 export class EventDispatcher implements EventEnqueuer {
   private queue: Queue<EventJobData> | undefined;
   private worker: Worker<EventJobData> | undefined;
   private timer: NodeJS.Timeout | undefined;
   private sweeping: Promise<string[]> | undefined;
+  /** POSTs in flight in this process, per project. */
+  private readonly inFlight = new Map<string, number>();
+  private readonly perProject: number;
 
-  constructor(private readonly o: EventDispatcherOptions) {}
+  constructor(private readonly o: EventDispatcherOptions) {
+    this.perProject = o.perProjectConcurrency ?? Math.max(1, Math.floor((o.concurrency ?? 16) / 4));
+  }
 
   async start(): Promise<void> {
     if (this.worker) return;
@@ -73,7 +86,7 @@ export class EventDispatcher implements EventEnqueuer {
     const prefix = this.o.prefix !== undefined ? { prefix: this.o.prefix } : {};
     this.queue = new Queue<EventJobData>(QUEUE_EVENTS, { connection, ...prefix });
     this.queue.on('error', (err) => logger.warn({ err: err.message }, 'event queue error'));
-    this.worker = new Worker<EventJobData>(QUEUE_EVENTS, (job) => this.deliver(job), {
+    this.worker = new Worker<EventJobData>(QUEUE_EVENTS, (job, token) => this.deliver(job, token), {
       connection,
       concurrency: this.o.concurrency ?? 16,
       ...prefix,
@@ -155,7 +168,7 @@ export class EventDispatcher implements EventEnqueuer {
     return missing;
   }
 
-  private async deliver(job: Job<EventJobData>): Promise<void> {
+  private async deliver(job: Job<EventJobData>, token?: string): Promise<void> {
     const id = job.data?.deliveryId ?? job.id;
     if (!id) return;
     const { prisma, logger } = this.o;
@@ -167,6 +180,13 @@ export class EventDispatcher implements EventEnqueuer {
       await prisma.eventDelivery.updateMany({ where: { id, status: 'pending' }, data: { status: 'failed' } });
       return;
     }
+    const { projectId } = delivery.endpoint;
+    const busy = this.inFlight.get(projectId) ?? 0;
+    if (busy >= this.perProject && token) {
+      await job.moveToDelayed(Date.now() + PROJECT_BUSY_DELAY_MS * (1 + Math.random()), token);
+      throw new DelayedError(`project ${projectId} has ${busy} deliveries in flight`);
+    }
+    this.inFlight.set(projectId, busy + 1);
     const number = delivery.attempts + 1;
     const started = performance.now();
     const outcome = await postEvent({
@@ -177,6 +197,10 @@ export class EventDispatcher implements EventEnqueuer {
       timeoutMs: this.o.timeoutMs,
       allowedNetworks: this.o.allowedNetworks,
       ...(this.o.resolve ? { resolve: this.o.resolve } : {}),
+    }).finally(() => {
+      const left = (this.inFlight.get(projectId) ?? 1) - 1;
+      if (left > 0) this.inFlight.set(projectId, left);
+      else this.inFlight.delete(projectId);
     });
     const durationMs = Math.round(performance.now() - started);
     const last = !outcome.ok && (outcome.refused === true || number >= this.o.attempts);
