@@ -2,6 +2,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { scopeAllows, type TokenScope } from '@kiln/contract';
 import { AppError, hashToken } from '@kiln/core';
 import type { FastifyRequest } from 'fastify';
+import type { Redis } from 'ioredis';
 import type { ApiDeps } from './deps.js';
 
 declare module 'fastify' {
@@ -37,11 +38,20 @@ function neededScope(req: FastifyRequest): TokenScope {
  * TokenCache); revoked tokens, and those of a disabled project, fail.
  */
 export function authenticator(deps: ApiDeps) {
+  const failures = new AuthFailures(deps.redis, deps.config.authFailuresPerMinute);
   return async (req: FastifyRequest): Promise<void> => {
     const match = BEARER.exec(req.headers.authorization ?? '');
     if (!match) throw new AppError('unauthorized', 'send "Authorization: Bearer <token>"');
-    const token = await deps.tokens.resolve(hashToken(match[1] as string));
-    if (!token || token.revokedAt) throw new AppError('unauthorized', 'the token is unknown or revoked');
+    const hash = hashToken(match[1] as string);
+    let token = deps.tokens.cached(hash) ?? null;
+    if (!token) {
+      await failures.check(req.ip);
+      token = await deps.tokens.resolve(hash);
+    }
+    if (!token || token.revokedAt) {
+      await failures.record(req.ip);
+      throw new AppError('unauthorized', 'the token is unknown or revoked');
+    }
     if (token.projectDisabledAt) throw new AppError('forbidden', "the token's project is disabled");
     const needed = neededScope(req);
     if (!scopeAllows(token.scope, needed)) {
@@ -54,6 +64,49 @@ export function authenticator(deps: ApiDeps) {
     req.tokenId = token.id;
     req.tokenScope = token.scope;
   };
+}
+
+/**
+ * Requests with an unknown or revoked token, per address and minute, in Redis (so across API
+ * replicas). Past the limit, a request whose token this API does not hold in its cache is refused
+ * before PostgreSQL is asked: guessing tokens costs the database nothing more, while tokens in use
+ * (cached) go on working from that address. Behind a proxy every client shares its address.
+ * Redis down: nothing is counted or refused.
+ */
+class AuthFailures {
+  constructor(
+    private readonly redis: Redis,
+    private readonly perMinute: number,
+  ) {}
+
+  private key(ip: string): string {
+    return `kiln:auth-failures:${ip}`;
+  }
+
+  async check(ip: string): Promise<void> {
+    if (this.perMinute === 0) return;
+    const [count, ttl] = await Promise.all([
+      this.redis.get(this.key(ip)),
+      this.redis.pttl(this.key(ip)),
+    ]).catch(() => [null, -1] as const);
+    if (Number(count ?? 0) >= this.perMinute) {
+      throw new AppError(
+        'rate_limited',
+        `more than ${this.perMinute} requests a minute with unknown tokens from this address; retry in ${Math.max(1, Math.ceil(Number(ttl) / 1000))} s`,
+      );
+    }
+  }
+
+  async record(ip: string): Promise<void> {
+    if (this.perMinute === 0) return;
+    // The window starts with the first failure; INCR keeps the expiry SET gave it.
+    await this.redis
+      .multi()
+      .set(this.key(ip), '0', 'PX', 60_000, 'NX')
+      .incr(this.key(ip))
+      .exec()
+      .catch(() => undefined);
+  }
 }
 
 /**

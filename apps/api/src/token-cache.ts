@@ -47,10 +47,16 @@ export class TokenCache {
     subscriber.on('error', (err: Error) => opts.logger.warn({ err: err.message }, 'token cache subscriber'));
   }
 
+  /** The live token for this hash if this process holds it, without asking PostgreSQL. */
+  cached(tokenHash: string): TokenRecord | undefined {
+    const hit = this.entries.get(tokenHash);
+    return hit && hit.until > Date.now() ? hit.token : undefined;
+  }
+
   /** The live token for this hash, or null (unknown or revoked). */
   async resolve(tokenHash: string): Promise<TokenRecord | null> {
-    const hit = this.entries.get(tokenHash);
-    if (hit && hit.until > Date.now()) return hit.token;
+    const hit = this.cached(tokenHash);
+    if (hit) return hit;
     const epoch = this.epoch;
     const token = await this.opts.load(tokenHash);
     if (token && !token.revokedAt && this.live && epoch === this.epoch) this.store(tokenHash, token);

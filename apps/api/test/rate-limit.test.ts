@@ -40,6 +40,7 @@ before(async () => {
       KILN_SIGNING_KEY: 'r'.repeat(40),
       KILN_LOG_LEVEL: 'silent',
       KILN_RATE_LIMIT_PER_MINUTE: '6',
+      KILN_AUTH_FAILURES_PER_MINUTE: '5',
     });
     const deps = await createApiDeps(config);
     const app = await buildApp(deps);
@@ -79,4 +80,29 @@ test('a token over its limit gets 429 rate_limited with Retry-After, on every re
   // Unauthenticated requests are refused before they could use anyone's budget.
   assert.equal((await fetch(`${bases[0]}/v1/builds`)).status, 401);
   assert.equal((await fetch(`${bases[0]}/healthz`)).status, 200);
+});
+
+test('an address past its unknown-token limit is refused before any look-up, on every replica; cached tokens go on working', async () => {
+  const get = (base: string, t: string) =>
+    fetch(`${base}/v1/builds`, { headers: { authorization: `Bearer ${t}` } });
+  const [a, b] = bases as [string, string];
+  const inUse = await bootstrapProject(db.url, 'in-use');
+  const unused = await bootstrapProject(db.url, 'unused');
+  assert.equal((await get(a, inUse)).status, 200); // now in replica a's cache
+  const guesses: number[] = [];
+  for (let i = 0; i < 5; i++) guesses.push((await get(i % 2 ? b : a, `kiln_guess-${i}-xxxxxxxx`)).status);
+  assert.deepEqual(guesses, [401, 401, 401, 401, 401]);
+  for (const base of bases) {
+    const res = await get(base, 'kiln_guess-more-xxxxxxxx');
+    assert.equal(res.status, 429);
+    const body = (await res.json()) as { error: { code: string; message: string } };
+    assert.equal(body.error.code, 'rate_limited');
+    assert.match(
+      body.error.message,
+      /more than 5 requests a minute with unknown tokens from this address; retry in \d+ s/,
+    );
+  }
+  assert.equal((await get(a, inUse)).status, 200, 'a token in the cache is not looked up');
+  // One this replica has not seen is looked up, so it waits out the minute too (a proxy's clients share it).
+  assert.equal((await get(b, unused)).status, 429);
 });

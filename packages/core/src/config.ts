@@ -55,6 +55,7 @@ const ENV = z.object({
   KILN_MAX_CONTEXT_ENTRIES: int(1, 10_000_000).default(200_000),
   KILN_MAX_UPLOADS_PER_PROJECT: int(1, 10_000).default(8),
   KILN_RATE_LIMIT_PER_MINUTE: int(0, 10_000_000).default(6000),
+  KILN_AUTH_FAILURES_PER_MINUTE: int(0, 10_000_000).default(120),
   KILN_REQUEST_TIMEOUT_SECONDS: int(1, 86_400).default(600),
   KILN_CONNECTION_TIMEOUT_SECONDS: int(1, 86_400).default(60),
   KILN_RECONCILE_INTERVAL_SECONDS: int(1, 3600).default(15),
@@ -164,6 +165,12 @@ export interface KilnConfig {
   };
   /** Requests per minute one API token may make (0: no limit); counted in Redis, so across API replicas. */
   rateLimitPerMinute: number;
+  /**
+   * Requests with an unknown or revoked token one address may make per minute (0: no limit)
+   * before its requests with tokens not in the API's cache are refused unread (each costs a
+   * PostgreSQL look-up otherwise); counted in Redis.
+   */
+  authFailuresPerMinute: number;
   /** Longest an HTTP request (an upload included) may take, and an idle connection may stay open. */
   requestTimeoutSeconds: number;
   connectionTimeoutSeconds: number;
@@ -353,6 +360,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): KilnConfig {
       maxUploadsPerProject: e.KILN_MAX_UPLOADS_PER_PROJECT,
     },
     rateLimitPerMinute: e.KILN_RATE_LIMIT_PER_MINUTE,
+    authFailuresPerMinute: e.KILN_AUTH_FAILURES_PER_MINUTE,
     requestTimeoutSeconds: e.KILN_REQUEST_TIMEOUT_SECONDS,
     connectionTimeoutSeconds: e.KILN_CONNECTION_TIMEOUT_SECONDS,
     reconcileIntervalSeconds: e.KILN_RECONCILE_INTERVAL_SECONDS,
