@@ -48,6 +48,7 @@ import {
   buildCachePrefix,
   CACHE_EXPORT_OPTIONAL,
   type ContextLimits,
+  cancelRequestKey,
   checkFrontendAllowed,
   countBuildEvent,
   dockerfileInContext,
@@ -358,6 +359,10 @@ class BuildRun {
       await this.log.continueFrom(this.deps.storage, logKey(this.id)).catch((err: unknown) => {
         this.logger.warn({ err: messageOf(err) }, 'could not read the log of earlier attempts');
       });
+      // A cancel asked while no worker ran this build (its worker died) reached nobody.
+      if (await this.deps.redis.exists(cancelRequestKey(this.id))) {
+        this.controller.abort(new BuildAbort('cancel', 'build canceled'));
+      }
       return await this.execute();
     } finally {
       clearTimeout(this.timer);

@@ -13,6 +13,7 @@ import {
   type BuildSpecInput,
   buildJobOptions,
   CHANNEL_CANCEL,
+  cancelRequestKey,
   type KilnConfig,
   logKey,
   logStreamKey,
@@ -411,6 +412,33 @@ describe('KilnWorker', { skip }, () => {
         attempts.map((a) => a.outcome),
         ['lost', 'succeeded'],
       );
+    });
+
+    test('a cancel asked while nobody ran the build (its worker died) is found by its next attempt', async () => {
+      const row = await runningOnD1();
+      // As the API does for a running build: the request kept, then the message, which no worker hears.
+      await redis.set(cancelRequestKey(row.id), '1', 'EX', 600);
+      const pool = d1Pool(300);
+      const reconciler = new Reconciler({
+        lifecycle: new BuildLifecycle({ repo: new BuildRepository(prisma), redis, logger: testLogger() }),
+        queue: main.queue,
+        pool,
+        logger: testLogger(),
+        attempts: 3,
+        intervalMs: 0,
+        storage,
+      });
+      try {
+        await reconciler.runOnce();
+        await sleep(400);
+        assert.deepEqual((await reconciler.runOnce()).recovered, [row.id]);
+      } finally {
+        await pool.close();
+      }
+      const done = await waitForBuild(prisma, row.id);
+      assert.equal(done.status, 'canceled', done.errorMessage ?? '');
+      assert.equal(done.attempts, 1, 'no attempt started');
+      assert.equal(await redis.exists(cancelRequestKey(row.id)), 0, 'the request goes with the final state');
     });
 
     test('a lease found long expired (as after Redis was away) is timed from then: its worker renewing meanwhile keeps the build', async () => {

@@ -37,6 +37,15 @@ export function buildJobOptions(buildId: string, attempts: number, rank = 1) {
 export const CHANNEL_CANCEL = 'kiln:cancel';
 
 /**
+ * A cancel asked of a running build, kept until the build is final: the message on
+ * CHANNEL_CANCEL reaches only the workers listening then, and a build whose worker died is run
+ * again by another, which checks this before its attempt starts.
+ */
+export const cancelRequestKey = (buildId: string) => `kiln:cancel-requested:${buildId}`;
+/** Longer than a build stays queued or running in any sane deployment; deleted once it is final. */
+export const CANCEL_REQUEST_TTL_SECONDS = 7 * 24 * 3600;
+
+/**
  * Redis stream of a build's progress text, for live SSE: entries `{k: 'log', d: text}` while
  * it runs, then one `{k: 'end', d: status}`. Kept a day after the end; the stored log object
  * (logKey) is the permanent copy.

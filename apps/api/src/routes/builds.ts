@@ -2,7 +2,9 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { BuildStatusSchema } from '@kiln/contract/schemas';
 import {
   AppError,
+  CANCEL_REQUEST_TTL_SECONDS,
   CHANNEL_CANCEL,
+  cancelRequestKey,
   FINAL_STATUSES,
   isAppError,
   MAX_LISTED_STEPS,
@@ -137,6 +139,7 @@ export function buildRoutes(deps: ApiDeps): FastifyPluginAsyncTypebox {
         // A queued build is canceled here; a running one by its worker, which aborts the solve.
         const canceled = await deps.lifecycle.cancel(build.id, 'canceled by request', { whileQueued: true });
         if (canceled.applied) await deps.queue.remove(build.id).catch(() => undefined);
+        else await deps.redis.set(cancelRequestKey(build.id), '1', 'EX', CANCEL_REQUEST_TTL_SECONDS);
         await deps.redis.publish(CHANNEL_CANCEL, build.id);
         const current = canceled.applied ? canceled.build : await deps.builds.byId(build.id);
         return reply.code(202).send(await view(current ?? build));

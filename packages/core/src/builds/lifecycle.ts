@@ -13,6 +13,7 @@ import type { Redis } from 'ioredis';
 import { deleteBuildSecrets } from '../build-secrets.js';
 import {
   type BuildStatusName,
+  cancelRequestKey,
   LOG_STREAM_MAX_ENTRIES,
   LOG_STREAM_TTL_SECONDS,
   logStreamKey,
@@ -359,6 +360,7 @@ export class BuildLifecycle {
         'could not delete the build secrets (they expire)',
       );
     });
+    await redis.del(cancelRequestKey(id)).catch(() => undefined);
     await this.appendLog(id, logTail, status);
     await countBuildEvent(redis, {
       kind: 'finished',
