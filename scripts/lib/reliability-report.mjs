@@ -232,9 +232,10 @@ p(
     '(`AbortIncompleteMultipartUpload`). The storage test fails `UploadPart` only, so the abort goes through.',
 );
 p(
-  '- With local storage, a worker killed during an export leaves the temp file of its put ' +
-    '(`.<name>.<random>.tmp` beside the artifact); the retried build writes the artifact anew. S3 (used by the ' +
-    'kill tests and the soak) has no such file.',
+  '- A worker killed during an export leaves what its put had written: with local storage its temp file ' +
+    '(`.<name>.<random>.tmp` beside the artifact), with S3 an open multipart upload. The retried build writes ' +
+    'the artifact anew, and a worker starting later removes such leftovers once older than ' +
+    '`KILN_BUILD_TIMEOUT_SECONDS`; the kill tests do not wait for that.',
 );
 p(
   "- A killed worker's jobs wait for BullMQ's lock (30 s) and stalled check before another worker takes " +

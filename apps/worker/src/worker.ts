@@ -14,7 +14,6 @@ import {
   createStorage,
   isDatabaseUnavailable,
   type KilnConfig,
-  LocalDirStorage,
   type Logger,
   NO_TRACING,
   type ObjectStorage,
@@ -129,15 +128,14 @@ export class KilnWorker {
     this.prisma = deps.prisma ?? createPrismaClient(config.databaseUrl);
     this.storage = deps.storage ?? (await createStorage(config.storage));
     this.tracing = await startTracing(config.otlpTracesUrl, 'kiln-worker');
-    if (this.storage instanceof LocalDirStorage) {
-      // What killed workers left mid-export; in the background, since the walk reads the whole store.
-      void this.storage
-        .removeAbandonedPuts(config.buildTimeoutSeconds * 1000)
-        .then((files) => {
-          if (files.length > 0) logger.warn({ files: files.length }, 'removed temp files of abandoned puts');
-        })
-        .catch((err: Error) => logger.warn({ err: err.message }, 'removing abandoned puts failed'));
-    }
+    // What killed workers left mid-export (temp files, open multipart uploads); in the
+    // background, since it walks the whole store.
+    void this.storage
+      .removeAbandonedPuts(config.buildTimeoutSeconds * 1000)
+      .then((left) => {
+        if (left.length > 0) logger.warn({ puts: left.length }, 'removed what abandoned puts left');
+      })
+      .catch((err: Error) => logger.warn({ err: err.message }, 'removing abandoned puts failed'));
     this.poolInstance = new BuilderPool({
       builders: config.builders,
       dnsServers: config.builderDiscovery.dnsServers,

@@ -9,10 +9,12 @@ import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
   AbortMultipartUploadCommand,
+  CreateMultipartUploadCommand,
   GetObjectCommand,
   HeadObjectCommand,
   ListMultipartUploadsCommand,
   type S3Client,
+  UploadPartCommand,
 } from '@aws-sdk/client-s3';
 import { type StartedS3rver, startS3rver } from '../../test-support/s3rver.js';
 import {
@@ -115,6 +117,28 @@ describe('S3Storage against s3rver', () => {
     assert.ok(figures.arrayBuffersGrowth < 128 * MiB, `arrayBuffers grew ${mib(figures.arrayBuffersGrowth)}`);
     assert.ok(figures.rssGrowth < 128 * MiB, `rss grew ${mib(figures.rssGrowth)}`);
     await storage.delete('big/200m');
+  });
+
+  test('removeAbandonedPuts aborts the multipart uploads a killed process left, once old enough', async () => {
+    const { UploadId } = await storage.client.send(
+      new CreateMultipartUploadCommand({ Bucket: s3.bucket, Key: 'artifacts/killed/app.tar' }),
+    );
+    await storage.client.send(
+      new UploadPartCommand({
+        Bucket: s3.bucket,
+        Key: 'artifacts/killed/app.tar',
+        UploadId,
+        PartNumber: 1,
+        Body: Buffer.alloc(1024, 1),
+      }),
+    );
+    assert.deepEqual(await inProgressUploads(), [`artifacts/killed/app.tar#${UploadId}`]);
+    assert.deepEqual(await storage.removeAbandonedPuts(60_000), [], 'a recent one is left alone');
+    assert.deepEqual(await inProgressUploads(), [`artifacts/killed/app.tar#${UploadId}`]);
+    await sleep(20);
+    assert.deepEqual(await storage.removeAbandonedPuts(10), ['artifacts/killed/app.tar']);
+    assert.deepEqual(await inProgressUploads(), []);
+    assert.deepEqual(await readdir(s3.uploadsDir).catch(() => []), []);
   });
 
   test('check() passes', async () => {
@@ -437,6 +461,8 @@ describe('s3rver as published (no multipart shims)', () => {
       (e) => e === boom,
     );
     assert.equal(await storage.head('fail/mp'), undefined);
+    // Nor can the worker's start-up clean-up list it: an error, which the worker logs.
+    await assert.rejects(storage.removeAbandonedPuts(0), (err) => err instanceof AppError);
     // ...but s3rver keeps the upload's parts on disk, and the failed abort is logged.
     assert.equal((await readdir(s3.uploadsDir)).length, 1);
     assert.ok(

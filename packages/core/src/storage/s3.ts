@@ -8,6 +8,7 @@ import {
   type GetObjectCommandOutput,
   HeadBucketCommand,
   HeadObjectCommand,
+  ListMultipartUploadsCommand,
   ListObjectsV2Command,
   type ListObjectsV2CommandOutput,
   ListPartsCommand,
@@ -285,6 +286,40 @@ export class S3Storage implements ObjectStorage {
     } catch (err) {
       const why = isNotFound(err) ? 'bucket does not exist' : describe(err);
       throw new AppError('unavailable', `object storage ${this.where} is not usable: ${why}`, { cause: err });
+    }
+  }
+
+  /**
+   * Aborts the multipart uploads under this storage's prefix begun more than `olderThanMs` ago:
+   * a worker killed mid-export leaves its upload open, and an open upload's parts are stored
+   * (and billed) until it is aborted. Returns their keys.
+   */
+  async removeAbandonedPuts(olderThanMs: number): Promise<string[]> {
+    const cutoff = Date.now() - olderThanMs;
+    const removed: string[] = [];
+    let markers: { KeyMarker?: string; UploadIdMarker?: string } = {};
+    for (;;) {
+      const out = await this.client
+        .send(
+          new ListMultipartUploadsCommand({
+            Bucket: this.bucket,
+            ...(this.prefix ? { Prefix: `${this.prefix}/` } : {}),
+            ...markers,
+          }),
+        )
+        .catch((err: unknown) => {
+          throw this.backendError('list uploads', this.prefix, err);
+        });
+      for (const u of out.Uploads ?? []) {
+        if (!u.Key || !u.UploadId || !u.Initiated || u.Initiated.getTime() > cutoff) continue;
+        await this.removeMultipartUpload(u.Key, u.UploadId);
+        removed.push(u.Key);
+      }
+      if (!out.IsTruncated) return removed;
+      markers = {
+        ...(out.NextKeyMarker ? { KeyMarker: out.NextKeyMarker } : {}),
+        ...(out.NextUploadIdMarker ? { UploadIdMarker: out.NextUploadIdMarker } : {}),
+      };
     }
   }
 

@@ -61,4 +61,9 @@ export interface ObjectStorage {
   signedUrl(key: string, opts: { expiresInSeconds: number; filename?: string }): Promise<string>;
   /** Readiness probe: throws AppError('unavailable') when the backend can't be used. */
   check(): Promise<void>;
+  /**
+   * Removes what puts of a killed process left (temp files, open multipart uploads) that nothing
+   * touched for `olderThanMs`; returns their keys or files.
+   */
+  removeAbandonedPuts(olderThanMs: number): Promise<string[]>;
 }
