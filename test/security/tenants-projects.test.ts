@@ -140,13 +140,16 @@ describe('tenants: projects, scopes, quotas and fairness', () => {
     const readPost = await t.post(read, body);
     assert.equal(readPost.status, 403);
     assert.match((await t.errorOf(readPost)).message, /scope "build"/);
-    assert.equal((await t.post(build, body)).status, 202);
-    // A build token manages nothing: tokens, triggers, endpoints (reads included).
+    const built = await t.post(build, body);
+    assert.equal(built.status, 202);
+    const { id } = (await built.json()) as { id: string };
+    // A build token manages nothing: tokens, triggers, endpoints and their delivery log (reads included).
     for (const [p, init] of [
       ['/v1/tokens', t.json('POST', { name: 'x', scope: 'read' })],
       ['/v1/tokens', {}],
       ['/v1/endpoints', {}],
       ['/v1/triggers', {}],
+      [`/v1/builds/${id}/events`, {}],
     ] as const) {
       assert.equal((await t.call(build, p, init)).status, 403, p);
     }

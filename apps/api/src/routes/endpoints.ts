@@ -252,6 +252,8 @@ export function endpointRoutes(deps: ApiDeps): FastifyPluginAsyncTypebox {
     app.get(
       '/v1/builds/:id/events',
       {
+        // The endpoints' delivery log, as under /v1/endpoints: its errors can name a receiver's hosts.
+        config: { scope: 'manage' },
         schema: {
           summary: "A build's completion events: one delivery per endpoint, with every attempt",
           params: idParams,
