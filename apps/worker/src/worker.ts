@@ -344,10 +344,11 @@ export class KilnWorker {
   private async shutdown(graceMs: number): Promise<void> {
     const { logger } = this;
     logger.info({ running: this.active.size, graceMs }, 'worker stopping');
-    await this.reconcilerInstance?.stop();
-    await this.retention?.stop();
-    // close() stops fetching and resolves once the running jobs have settled.
+    // close() stops fetching and resolves once the running jobs have settled. First, with the
+    // grace timer: a retention pass against a slow store can take minutes, and waiting for it
+    // here kept taking jobs and delayed the hand-back past what the orchestrator waits.
     const closing = this.worker?.close() ?? Promise.resolve();
+    const maintenance = Promise.all([this.reconcilerInstance?.stop(), this.retention?.stop()]);
     let timer: NodeJS.Timeout | undefined;
     const graceOver = new Promise<'timeout'>((resolve) => {
       timer = setTimeout(() => resolve('timeout'), graceMs);
@@ -362,6 +363,10 @@ export class KilnWorker {
       this.active.shutDown('the worker is shutting down');
     }
     await closing.catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'closing the worker'));
+    // Before the connections they use close; a pass cut short by a kill is redone by the next.
+    await maintenance.catch((err: unknown) =>
+      logger.warn({ err: (err as Error).message }, 'stopping maintenance'),
+    );
     // After the builds: the last of them may still have events to enqueue.
     await this.eventsInstance?.stop();
     await this.cancel?.stop();
