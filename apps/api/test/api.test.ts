@@ -115,6 +115,17 @@ describe('API', () => {
     assert.equal(stored.filter((f) => f.endsWith('.tar')).length, 1);
   });
 
+  /** Each answer is 400 invalid_spec with a message matching its pattern. */
+  async function allInvalidSpec(refused: Array<[Promise<Response>, RegExp]>): Promise<void> {
+    for (const [answer, message] of refused) {
+      const res = await answer;
+      const json = (await res.json()) as { error: { code: string; message: string } };
+      assert.equal(res.status, 400, JSON.stringify(json));
+      assert.equal(json.error.code, 'invalid_spec');
+      assert.match(json.error.message, message);
+    }
+  }
+
   test('a spec field given twice (query, form fields, spec part) is refused, never dropped; build-arg and label add up', async () => {
     const form = (entries: Array<[string, string]>, query = '') => {
       const body = new FormData();
@@ -151,13 +162,7 @@ describe('API', () => {
         /target is given more than once in the form field "target"/,
       ],
     ];
-    for (const [answer, message] of refused) {
-      const res = await answer;
-      const json = (await res.json()) as { error: { code: string; message: string } };
-      assert.equal(res.status, 400, JSON.stringify(json));
-      assert.equal(json.error.code, 'invalid_spec');
-      assert.match(json.error.message, message);
-    }
+    await allInvalidSpec(refused);
     // As the README says: build-arg=K=V and label=K=V in a form too, repeatable.
     const ok = await form([
       ['build-arg', 'A=1'],
@@ -193,13 +198,7 @@ describe('API', () => {
         /target is given in the query and again in the JSON body/,
       ],
     ];
-    for (const [answer, message] of refused) {
-      const res = await answer;
-      const body = (await res.json()) as { error: { code: string; message: string } };
-      assert.equal(res.status, 400, JSON.stringify(body));
-      assert.equal(body.error.code, 'invalid_spec');
-      assert.match(body.error.message, message);
-    }
+    await allInvalidSpec(refused);
   });
 
   test("auth: missing, wrong and another project's token", async () => {

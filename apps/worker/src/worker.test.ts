@@ -385,64 +385,8 @@ describe('KilnWorker', { skip }, () => {
         healthIntervalMs: 0,
       });
 
-    test('the reconciler recovers a running build whose worker vanished', async () => {
-      const row = await runningOnD1();
-      // A reconciler whose lease TTL is short, so the test does not wait 30 s.
-      const pool = d1Pool(300);
-      const reconciler = new Reconciler({
-        lifecycle: new BuildLifecycle({ repo: new BuildRepository(prisma), redis, logger: testLogger() }),
-        queue: main.queue,
-        pool,
-        logger: testLogger(),
-        attempts: 3,
-        intervalMs: 0,
-        storage,
-      });
-      try {
-        assert.deepEqual((await reconciler.runOnce()).recovered, []); // first seen without a lease
-        await sleep(400);
-        assert.deepEqual((await reconciler.runOnce()).recovered, [row.id]);
-      } finally {
-        await pool.close();
-      }
-      const done = await waitForBuild(prisma, row.id);
-      assert.equal(done.status, 'succeeded', done.errorMessage ?? '');
-      const attempts = await attemptsOf(row.id);
-      assert.deepEqual(
-        attempts.map((a) => a.outcome),
-        ['lost', 'succeeded'],
-      );
-    });
-
-    test('a cancel asked while nobody ran the build (its worker died) is found by its next attempt', async () => {
-      const row = await runningOnD1();
-      // As the API does for a running build: the request kept, then the message, which no worker hears.
-      await redis.set(cancelRequestKey(row.id), '1', 'EX', 600);
-      const pool = d1Pool(300);
-      const reconciler = new Reconciler({
-        lifecycle: new BuildLifecycle({ repo: new BuildRepository(prisma), redis, logger: testLogger() }),
-        queue: main.queue,
-        pool,
-        logger: testLogger(),
-        attempts: 3,
-        intervalMs: 0,
-        storage,
-      });
-      try {
-        await reconciler.runOnce();
-        await sleep(400);
-        assert.deepEqual((await reconciler.runOnce()).recovered, [row.id]);
-      } finally {
-        await pool.close();
-      }
-      const done = await waitForBuild(prisma, row.id);
-      assert.equal(done.status, 'canceled', done.errorMessage ?? '');
-      assert.equal(done.attempts, 1, 'no attempt started');
-      assert.equal(await redis.exists(cancelRequestKey(row.id)), 0, 'the request goes with the final state');
-    });
-
-    test('a lease found long expired (as after Redis was away) is timed from then: its worker renewing meanwhile keeps the build', async () => {
-      const row = await runningOnD1();
+    /** A reconciler over D1 whose lease TTL is short, so the tests do not wait 30 s. */
+    const shortTtlReconciler = () => {
       const pool = d1Pool(300);
       const lifecycle = new BuildLifecycle({
         repo: new BuildRepository(prisma),
@@ -458,6 +402,47 @@ describe('KilnWorker', { skip }, () => {
         intervalMs: 0,
         storage,
       });
+      return { pool, lifecycle, reconciler };
+    };
+
+    /** Two passes past the TTL: the build whose worker vanished goes back to the queue. */
+    async function recoverVanished(id: string) {
+      const { pool, reconciler } = shortTtlReconciler();
+      try {
+        assert.deepEqual((await reconciler.runOnce()).recovered, []); // first seen without a lease
+        await sleep(400);
+        assert.deepEqual((await reconciler.runOnce()).recovered, [id]);
+      } finally {
+        await pool.close();
+      }
+    }
+
+    test('the reconciler recovers a running build whose worker vanished', async () => {
+      const row = await runningOnD1();
+      await recoverVanished(row.id);
+      const done = await waitForBuild(prisma, row.id);
+      assert.equal(done.status, 'succeeded', done.errorMessage ?? '');
+      const attempts = await attemptsOf(row.id);
+      assert.deepEqual(
+        attempts.map((a) => a.outcome),
+        ['lost', 'succeeded'],
+      );
+    });
+
+    test('a cancel asked while nobody ran the build (its worker died) is found by its next attempt', async () => {
+      const row = await runningOnD1();
+      // As the API does for a running build: the request kept, then the message, which no worker hears.
+      await redis.set(cancelRequestKey(row.id), '1', 'EX', 600);
+      await recoverVanished(row.id);
+      const done = await waitForBuild(prisma, row.id);
+      assert.equal(done.status, 'canceled', done.errorMessage ?? '');
+      assert.equal(done.attempts, 1, 'no attempt started');
+      assert.equal(await redis.exists(cancelRequestKey(row.id)), 0, 'the request goes with the final state');
+    });
+
+    test('a lease found long expired (as after Redis was away) is timed from then: its worker renewing meanwhile keeps the build', async () => {
+      const row = await runningOnD1();
+      const { pool, lifecycle, reconciler } = shortTtlReconciler();
       try {
         // The worker's lease, last renewed a minute ago: Redis was away since.
         const key = pool.leaseKey(D1);
