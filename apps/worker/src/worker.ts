@@ -13,6 +13,7 @@ import {
   createPrismaClient,
   createStorage,
   isDatabaseUnavailable,
+  KILN_KEY_PREFIXES,
   type KilnConfig,
   type Logger,
   NO_TRACING,
@@ -74,6 +75,8 @@ const STALLED = /stalled more than allowable limit/i;
 
 /** Delay before a job that failed because PostgreSQL was away runs again. */
 const DB_DOWN_DELAY_MS = 3000;
+/** The least idle time after which a put's leftovers count as abandoned (see start). */
+const ABANDONED_PUT_MIN_MS = 3600_000;
 
 export class KilnWorker {
   readonly logger: Logger;
@@ -129,9 +132,13 @@ export class KilnWorker {
     this.storage = deps.storage ?? (await createStorage(config.storage));
     this.tracing = await startTracing(config.otlpTracesUrl, 'kiln-worker');
     // What killed workers left mid-export (temp files, open multipart uploads); in the
-    // background, since it walks the whole store.
+    // background, since it walks the whole store. Idle past a build's time, and an hour at
+    // least: a slow client's context upload on S3 may write no part for minutes.
     void this.storage
-      .removeAbandonedPuts(config.buildTimeoutSeconds * 1000)
+      .removeAbandonedPuts(
+        KILN_KEY_PREFIXES,
+        Math.max(config.buildTimeoutSeconds * 1000, ABANDONED_PUT_MIN_MS),
+      )
       .then((left) => {
         if (left.length > 0) logger.warn({ puts: left.length }, 'removed what abandoned puts left');
       })

@@ -66,6 +66,11 @@ export const logFollowersKey = (projectId: string) => `kiln:log-followers:${proj
 
 /** Every context object's key starts with this. */
 export const CONTEXT_KEY_PREFIX = 'contexts/';
+/**
+ * The key prefixes Kiln writes under (build caches: BUILD_CACHE_ROOT): what its clean-up may
+ * touch in a bucket it may share with others.
+ */
+export const KILN_KEY_PREFIXES = ['artifacts/', CONTEXT_KEY_PREFIX, 'logs/', 'cache/'] as const;
 export const contextKey = (sha256: string) => `${CONTEXT_KEY_PREFIX}sha256/${sha256}.tar`;
 /** Everything a build's attempts stored (their artifacts, their provenance) is below this. */
 export const artifactPrefix = (buildId: string) => `artifacts/${buildId}/`;

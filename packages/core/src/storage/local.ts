@@ -72,8 +72,12 @@ export class LocalDirStorage implements ObjectStorage {
    * Removes the temp files of puts whose process was killed (no write for `olderThanMs`). The
    * worker runs it at start-up, in the background: the walk reads every directory of the store.
    */
-  removeAbandonedPuts(olderThanMs: number): Promise<string[]> {
-    return removeStaleFiles(this.root, PUT_TEMP_FILE, olderThanMs);
+  async removeAbandonedPuts(under: readonly string[], olderThanMs: number): Promise<string[]> {
+    const removed: string[] = [];
+    for (const prefix of under) {
+      removed.push(...(await removeStaleFiles(path.join(this.root, prefix), PUT_TEMP_FILE, olderThanMs)));
+    }
+    return removed;
   }
 
   /** Absolute file path of a key (validated; always inside root). */

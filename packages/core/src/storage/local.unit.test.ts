@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { createReadStream } from 'node:fs';
-import { mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, symlink, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -68,6 +68,27 @@ describe('LocalDirStorage', () => {
     );
     assert.ok(figures.arrayBuffersGrowth < 128 * MiB, `arrayBuffers grew ${mib(figures.arrayBuffersGrowth)}`);
     await storage.delete('big/200m');
+  });
+
+  test('removeAbandonedPuts removes idle put temp files under the prefixes given, nothing else', async () => {
+    const old = new Date(Date.now() - 3_600_000);
+    const files = {
+      idle: path.join(root, 'artifacts/b1/1/.app.tar.0123456789abcdef.tmp'),
+      busy: path.join(root, 'artifacts/b2/1/.app.tar.fedcba9876543210.tmp'),
+      elsewhere: path.join(root, 'other/.x.0123456789abcdef.tmp'),
+      object: path.join(root, 'artifacts/b1/1/app.tar'),
+    };
+    for (const [name, file] of Object.entries(files)) {
+      await mkdir(path.dirname(file), { recursive: true });
+      await writeFile(file, name);
+      if (name !== 'busy') await utimes(file, old, old);
+    }
+    assert.deepEqual(await storage.removeAbandonedPuts(['artifacts/', 'contexts/'], 60_000), [files.idle]);
+    for (const name of ['busy', 'elsewhere', 'object'] as const) {
+      assert.equal(await readFile(files[name], 'utf8'), name);
+    }
+    await rm(path.join(root, 'other'), { recursive: true });
+    await rm(path.join(root, 'artifacts'), { recursive: true });
   });
 
   test('put/get/head/delete round trip', async () => {

@@ -123,6 +123,7 @@ describe('S3Storage against s3rver', () => {
     const { UploadId } = await storage.client.send(
       new CreateMultipartUploadCommand({ Bucket: s3.bucket, Key: 'artifacts/killed/app.tar' }),
     );
+    await sleep(100);
     await storage.client.send(
       new UploadPartCommand({
         Bucket: s3.bucket,
@@ -132,12 +133,28 @@ describe('S3Storage against s3rver', () => {
         Body: Buffer.alloc(1024, 1),
       }),
     );
-    assert.deepEqual(await inProgressUploads(), [`artifacts/killed/app.tar#${UploadId}`]);
-    assert.deepEqual(await storage.removeAbandonedPuts(60_000), [], 'a recent one is left alone');
-    assert.deepEqual(await inProgressUploads(), [`artifacts/killed/app.tar#${UploadId}`]);
-    await sleep(20);
-    assert.deepEqual(await storage.removeAbandonedPuts(10), ['artifacts/killed/app.tar']);
-    assert.deepEqual(await inProgressUploads(), []);
+    // Another application's upload in the same bucket.
+    const foreign = await storage.client.send(
+      new CreateMultipartUploadCommand({ Bucket: s3.bucket, Key: 'backups/db.dump' }),
+    );
+    const open = async () => (await inProgressUploads()).sort();
+    const both = [`artifacts/killed/app.tar#${UploadId}`, `backups/db.dump#${foreign.UploadId}`];
+    assert.deepEqual(await open(), both);
+    const under = ['artifacts/', 'contexts/'];
+    assert.deepEqual(await storage.removeAbandonedPuts(under, 60_000), [], 'a recent one is left alone');
+    // Begun over 50 ms ago, but its part was written since: still at work.
+    assert.deepEqual(await storage.removeAbandonedPuts(under, 50), [], 'a part written lately keeps it');
+    assert.deepEqual(await open(), both);
+    await sleep(100);
+    assert.deepEqual(await storage.removeAbandonedPuts(under, 50), ['artifacts/killed/app.tar']);
+    assert.deepEqual(await open(), [`backups/db.dump#${foreign.UploadId}`], "not Kiln's: left alone");
+    await storage.client.send(
+      new AbortMultipartUploadCommand({
+        Bucket: s3.bucket,
+        Key: 'backups/db.dump',
+        UploadId: foreign.UploadId,
+      }),
+    );
     assert.deepEqual(await readdir(s3.uploadsDir).catch(() => []), []);
   });
 
@@ -462,7 +479,7 @@ describe('s3rver as published (no multipart shims)', () => {
     );
     assert.equal(await storage.head('fail/mp'), undefined);
     // Nor can the worker's start-up clean-up list it: an error, which the worker logs.
-    await assert.rejects(storage.removeAbandonedPuts(0), (err) => err instanceof AppError);
+    await assert.rejects(storage.removeAbandonedPuts(['artifacts/'], 0), (err) => err instanceof AppError);
     // ...but s3rver keeps the upload's parts on disk, and the failed abort is logged.
     assert.equal((await readdir(s3.uploadsDir)).length, 1);
     assert.ok(

@@ -290,37 +290,51 @@ export class S3Storage implements ObjectStorage {
   }
 
   /**
-   * Aborts the multipart uploads under this storage's prefix begun more than `olderThanMs` ago:
-   * a worker killed mid-export leaves its upload open, and an open upload's parts are stored
-   * (and billed) until it is aborted. Returns their keys.
+   * Aborts the multipart uploads under `under` (below this storage's prefix) with no part
+   * written for `olderThanMs`: a worker killed mid-export leaves its upload open, and an open
+   * upload's parts are stored (and billed) until it is aborted. Uploads elsewhere in the bucket
+   * are not Kiln's. Returns their keys.
    */
-  async removeAbandonedPuts(olderThanMs: number): Promise<string[]> {
+  async removeAbandonedPuts(under: readonly string[], olderThanMs: number): Promise<string[]> {
     const cutoff = Date.now() - olderThanMs;
     const removed: string[] = [];
-    let markers: { KeyMarker?: string; UploadIdMarker?: string } = {};
-    for (;;) {
-      const out = await this.client
-        .send(
-          new ListMultipartUploadsCommand({
-            Bucket: this.bucket,
-            ...(this.prefix ? { Prefix: `${this.prefix}/` } : {}),
-            ...markers,
-          }),
-        )
-        .catch((err: unknown) => {
-          throw this.backendError('list uploads', this.prefix, err);
-        });
-      for (const u of out.Uploads ?? []) {
-        if (!u.Key || !u.UploadId || !u.Initiated || u.Initiated.getTime() > cutoff) continue;
-        await this.removeMultipartUpload(u.Key, u.UploadId);
-        removed.push(u.Key);
+    for (const dir of under) {
+      const Prefix = `${this.objectKey(dir.replace(/\/+$/, ''))}/`;
+      let markers: { KeyMarker?: string; UploadIdMarker?: string } = {};
+      for (;;) {
+        const out = await this.client
+          .send(new ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix, ...markers }))
+          .catch((err: unknown) => {
+            throw this.backendError('list uploads', dir, err);
+          });
+        for (const u of out.Uploads ?? []) {
+          if (!u.Key || !u.UploadId || !u.Initiated || u.Initiated.getTime() > cutoff) continue;
+          if ((await this.lastPartWritten(u.Key, u.UploadId)) > cutoff) continue;
+          await this.removeMultipartUpload(u.Key, u.UploadId);
+          removed.push(u.Key);
+        }
+        if (!out.IsTruncated) break;
+        markers = {
+          ...(out.NextKeyMarker ? { KeyMarker: out.NextKeyMarker } : {}),
+          ...(out.NextUploadIdMarker ? { UploadIdMarker: out.NextUploadIdMarker } : {}),
+        };
       }
-      if (!out.IsTruncated) return removed;
-      markers = {
-        ...(out.NextKeyMarker ? { KeyMarker: out.NextKeyMarker } : {}),
-        ...(out.NextUploadIdMarker ? { UploadIdMarker: out.NextUploadIdMarker } : {}),
-      };
     }
+    return removed;
+  }
+
+  /** When the upload's newest part was written (0: none yet), so a slow upload still at work is left alone. */
+  private async lastPartWritten(Key: string, UploadId: string): Promise<number> {
+    let newest = 0;
+    let PartNumberMarker: string | undefined;
+    do {
+      const out = await this.client.send(
+        new ListPartsCommand({ Bucket: this.bucket, Key, UploadId, PartNumberMarker }),
+      );
+      for (const p of out.Parts ?? []) newest = Math.max(newest, p.LastModified?.getTime() ?? 0);
+      PartNumberMarker = out.IsTruncated ? out.NextPartNumberMarker : undefined;
+    } while (PartNumberMarker);
+    return newest;
   }
 
   /** Releases the client's sockets. */

@@ -62,8 +62,9 @@ export interface ObjectStorage {
   /** Readiness probe: throws AppError('unavailable') when the backend can't be used. */
   check(): Promise<void>;
   /**
-   * Removes what puts of a killed process left (temp files, open multipart uploads) that nothing
-   * touched for `olderThanMs`; returns their keys or files.
+   * Removes what puts of a killed process left under the key prefixes `under` (`dir/`; temp
+   * files, open multipart uploads) that nothing touched for `olderThanMs`; returns their keys or
+   * files.
    */
-  removeAbandonedPuts(olderThanMs: number): Promise<string[]>;
+  removeAbandonedPuts(under: readonly string[], olderThanMs: number): Promise<string[]>;
 }
