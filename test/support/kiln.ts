@@ -64,10 +64,6 @@ export async function startTestKiln(options: TestKilnOptions = {}): Promise<Test
     // test/security/tenants-ssrf.test.ts turns this off to see the refusals.
     KILN_EVENT_ALLOWED_NETWORKS: '127.0.0.0/8,::1/128',
     KILN_GIT_ALLOWED_NETWORKS: '127.0.0.0/8,::1/128',
-    // Every test's requests come from 127.0.0.1, and test files share Redis databases: one
-    // file's unknown tokens would count against another's (apps/api/test/rate-limit.test.ts
-    // tests the limit).
-    KILN_AUTH_FAILURES_PER_MINUTE: '0',
     ...(socket ? { KILN_BUILDERS: `docker://${socket}` } : {}),
     ...options.env,
   });

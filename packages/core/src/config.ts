@@ -55,7 +55,7 @@ const ENV = z.object({
   KILN_MAX_CONTEXT_ENTRIES: int(1, 10_000_000).default(200_000),
   KILN_MAX_UPLOADS_PER_PROJECT: int(1, 10_000).default(8),
   KILN_RATE_LIMIT_PER_MINUTE: int(0, 10_000_000).default(6000),
-  KILN_AUTH_FAILURES_PER_MINUTE: int(0, 10_000_000).default(120),
+  KILN_AUTH_FAILURES_PER_MINUTE: int(0, 10_000_000).default(0),
   KILN_REQUEST_TIMEOUT_SECONDS: int(1, 86_400).default(600),
   KILN_CONNECTION_TIMEOUT_SECONDS: int(1, 86_400).default(60),
   KILN_RECONCILE_INTERVAL_SECONDS: int(1, 3600).default(15),
@@ -166,9 +166,10 @@ export interface KilnConfig {
   /** Requests per minute one API token may make (0: no limit); counted in Redis, so across API replicas. */
   rateLimitPerMinute: number;
   /**
-   * Requests with an unknown or revoked token one address may make per minute (0: no limit)
-   * before its requests with tokens not in the API's cache are refused unread (each costs a
-   * PostgreSQL look-up otherwise); counted in Redis.
+   * Requests with an unknown or revoked token one address may make per minute (0, the default:
+   * no limit) before its requests with tokens not in the API's cache are refused unread (each
+   * costs a PostgreSQL look-up otherwise); counted in Redis. Off by default: behind a proxy every
+   * client has its address, and one client's guesses would lock the others out.
    */
   authFailuresPerMinute: number;
   /** Longest an HTTP request (an upload included) may take, and an idle connection may stay open. */
