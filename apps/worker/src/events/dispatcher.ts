@@ -168,9 +168,24 @@ export class EventDispatcher implements EventEnqueuer {
     return missing;
   }
 
+  /** Whether the project has every one of its places in this process taken. */
+  private busy(projectId: string): boolean {
+    return (this.inFlight.get(projectId) ?? 0) >= this.perProject;
+  }
+
+  /** Sends the job back for a moment, uncounted, noting whose it is for its next turn. */
+  private async sendBack(job: Job<EventJobData>, token: string, projectId: string): Promise<never> {
+    if (job.data?.projectId !== projectId) await job.updateData({ ...job.data, projectId });
+    await job.moveToDelayed(Date.now() + PROJECT_BUSY_DELAY_MS * (1 + Math.random()), token);
+    throw new DelayedError(`project ${projectId} has all its delivery places taken`);
+  }
+
   private async deliver(job: Job<EventJobData>, token?: string): Promise<void> {
     const id = job.data?.deliveryId ?? job.id;
     if (!id) return;
+    // One sent back before says whose it is: while that project is still busy, no database read.
+    const known = job.data?.projectId;
+    if (known !== undefined && token && this.busy(known)) await this.sendBack(job, token, known);
     const { prisma, logger } = this.o;
     const delivery = await prisma.eventDelivery.findUnique({ where: { id }, include: { endpoint: true } });
     if (delivery?.status !== 'pending') return;
@@ -181,12 +196,9 @@ export class EventDispatcher implements EventEnqueuer {
       return;
     }
     const { projectId } = delivery.endpoint;
-    const busy = this.inFlight.get(projectId) ?? 0;
-    if (busy >= this.perProject && token) {
-      await job.moveToDelayed(Date.now() + PROJECT_BUSY_DELAY_MS * (1 + Math.random()), token);
-      throw new DelayedError(`project ${projectId} has ${busy} deliveries in flight`);
-    }
-    this.inFlight.set(projectId, busy + 1);
+    // Checked and taken in one step: an await between them would let every job through.
+    if (token && this.busy(projectId)) await this.sendBack(job, token, projectId);
+    this.inFlight.set(projectId, (this.inFlight.get(projectId) ?? 0) + 1);
     const number = delivery.attempts + 1;
     const started = performance.now();
     const outcome = await postEvent({

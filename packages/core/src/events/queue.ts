@@ -3,6 +3,8 @@ export const QUEUE_EVENTS = 'kiln-events';
 export const EVENT_JOB_NAME = 'deliver';
 export interface EventJobData {
   deliveryId: string;
+  /** Set by a worker that sent the job back while its project had every place taken. */
+  projectId?: string;
 }
 
 /**
