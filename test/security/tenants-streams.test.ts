@@ -253,8 +253,9 @@ describe('live log streams across API replicas', { timeout: 600_000 }, () => {
       assert.ok(parts.length >= 2, 'no stream reached its maximum age');
       assert.equal(parts.at(-1)?.at(-1)?.event, 'end');
       const resumed = parts.flatMap((p) => p.filter((e) => e.event === 'log'));
-      // One stream opened after the end replays the whole log: the pieces must add up to it.
-      const whole = follow(api3.base, path, token);
+      // One stream opened after the end, from the start of the live stream (Last-Event-ID 0-0),
+      // replays the whole log: the pieces must add up to it.
+      const whole = follow(api3.base, path, token, { lastEventId: '0-0' });
       await whole.closed;
       const full = eventsOf(whole.text()).filter((e) => e.event === 'log');
       assert.deepEqual(
@@ -263,6 +264,16 @@ describe('live log streams across API replicas', { timeout: 600_000 }, () => {
       );
       assert.equal(resumed.map((e) => e.data).join('\n'), full.map((e) => e.data).join('\n'));
       assert.match(full.map((e) => e.data).join('\n'), /age-line-20/);
+      // Without Last-Event-ID, a finished build's stored log comes whole (no ids): the same text.
+      const stored = follow(api3.base, path, token);
+      await stored.closed;
+      const text = (events: SseEvent[]) =>
+        events
+          .filter((e) => e.event === 'log')
+          .map((e) => e.data)
+          .join('')
+          .replace(/\n/g, '');
+      assert.equal(text(eventsOf(stored.text())), text(full));
       console.log(
         `  [streams] max age 2 s: the log came in ${parts.length} streams (ended ${took.join(', ')} s after the POST), resumed by Last-Event-ID`,
       );
