@@ -85,16 +85,14 @@ class AuthFailures {
 
   async check(ip: string): Promise<void> {
     if (this.perMinute === 0) return;
-    const [count, ttl] = await Promise.all([
-      this.redis.get(this.key(ip)),
-      this.redis.pttl(this.key(ip)),
-    ]).catch(() => [null, -1] as const);
-    if (Number(count ?? 0) >= this.perMinute) {
-      throw new AppError(
-        'rate_limited',
-        `more than ${this.perMinute} requests a minute with unknown tokens from this address; retry in ${Math.max(1, Math.ceil(Number(ttl) / 1000))} s`,
-      );
-    }
+    const count = await this.redis.get(this.key(ip)).catch(() => null);
+    if (Number(count ?? 0) < this.perMinute) return;
+    // Only for a refusal: the window's end, for the message.
+    const ttl = await this.redis.pttl(this.key(ip)).catch(() => -1);
+    throw new AppError(
+      'rate_limited',
+      `more than ${this.perMinute} requests a minute with unknown tokens from this address; retry in ${Math.max(1, Math.ceil(ttl / 1000))} s`,
+    );
   }
 
   async record(ip: string): Promise<void> {
