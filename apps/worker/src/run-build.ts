@@ -445,6 +445,8 @@ class BuildRun {
       this.logger.info('build was finished, canceled or taken by another worker meanwhile: nothing to do');
       return { status: 'skipped' };
     }
+    const attempt = this.current?.number;
+    this.lease.heldFor(async () => (await this.deps.lifecycle.repo.attemptsOf(this.id)) === attempt);
     const timeoutS = this.deps.buildTimeoutSeconds;
     this.timer = setTimeout(() => {
       this.controller.abort(

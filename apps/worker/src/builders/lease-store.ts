@@ -23,7 +23,9 @@
  * holds it, and only the holder renews or releases it. A release leaves a tombstone for a TTL, so
  * that the earlier run, renewing every third of it, learns it lost the lease instead of
  * re-creating it. Without holders, the superseded run's late release freed the slot the new run
- * was using, and its renewals kept the lease alive after the new run had released it.
+ * was using, and its renewals kept the lease alive after the new run had released it. The
+ * database decides which run holds the build (its attempt): a renewal may reclaim the lease for
+ * the run that does (Lease.heldFor).
  */
 import { builderDrainingKey, builderLeaseKey, projectLeaseKey } from '@kiln/core';
 import type { Redis } from 'ioredis';
@@ -76,13 +78,14 @@ return 0`;
 
 /**
  * KEYS builder leases, project leases, the build's holder on this builder; ARGV buildId, ttlMs,
- * token, project member → 1 renewed, 0 re-created (it had expired, and no other run took it
- * meanwhile), -1 another run of the build took it, or released it. An expired lease is re-created whatever the builder's
- * load: the build is still running there, and the count should say so.
+ * token, project member, reclaim ('1': whoever holds it now) → 1 renewed, 0 re-created (it had
+ * expired, and no other run took it meanwhile), -1 another run of the build took it, or released
+ * it. An expired lease is re-created whatever the builder's load: the build is still running
+ * there, and the count should say so.
  */
 const RENEW = `${NOW}
 local holder = redis.call('GET', KEYS[3])
-if holder and holder ~= ARGV[3] then return -1 end
+if holder and holder ~= ARGV[3] and ARGV[5] ~= '1' then return -1 end
 local ttl = tonumber(ARGV[2])
 local existed = redis.call('ZSCORE', KEYS[1], ARGV[1])
 redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
@@ -204,8 +207,17 @@ export class LeaseStore {
     return OUTCOMES[Number(result)] ?? 'full';
   }
 
-  /** Extends the lease `token` holds, or re-creates it when it had expired. */
-  async renew(address: string, projectId: string, buildId: string, token: string): Promise<RenewOutcome> {
+  /**
+   * Extends the lease `token` holds, or re-creates it when it had expired. `reclaim`: takes it
+   * back from whichever run of the build holds it now (or released it), for `token` from now on.
+   */
+  async renew(
+    address: string,
+    projectId: string,
+    buildId: string,
+    token: string,
+    { reclaim = false } = {},
+  ): Promise<RenewOutcome> {
     const result = await this.redis.eval(
       RENEW,
       3,
@@ -216,6 +228,7 @@ export class LeaseStore {
       String(this.ttlMs),
       token,
       projectMember(buildId, address),
+      reclaim ? '1' : '0',
     );
     return RENEW_OUTCOMES[Number(result)] ?? 'superseded';
   }

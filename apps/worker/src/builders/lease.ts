@@ -9,6 +9,7 @@ export class Lease {
   private timer: NodeJS.Timeout | undefined;
   private released = false;
   private usedClient: BuildkitClient | undefined;
+  private holdsBuild: (() => Promise<boolean>) | undefined;
 
   constructor(
     private readonly deps: {
@@ -24,8 +25,13 @@ export class Lease {
     /** This run's own: another run of the same build takes the lease over with another. */
     private readonly token: string,
   ) {
-    // Every third of the TTL: two renewals may fail before the lease expires.
-    this.timer = setInterval(() => void this.renew(), Math.max(100, deps.store.ttlMs / 3));
+    this.renewEveryThirdOfTtl();
+  }
+
+  /** Two renewals may fail before the lease expires. */
+  private renewEveryThirdOfTtl(): void {
+    clearInterval(this.timer);
+    this.timer = setInterval(() => void this.renew(), Math.max(100, this.deps.store.ttlMs / 3));
     this.timer.unref();
   }
 
@@ -40,6 +46,19 @@ export class Lease {
     return client;
   }
 
+  /**
+   * Once this run has started its attempt: `holdsBuild` says whether the build is still this
+   * run's. Another run of the build may take the lease over and then lose the start race (two
+   * jobs for one build, after Redis lost data); its release would leave this running build
+   * without a lease, and the reconciler would take it back. A renewal that finds the lease taken
+   * takes it back while `holdsBuild` says yes; renewals start again if such a take-over had
+   * stopped them before this run started.
+   */
+  heldFor(holdsBuild: () => Promise<boolean>): void {
+    this.holdsBuild = holdsBuild;
+    if (!this.released) this.renewEveryThirdOfTtl();
+  }
+
   private async renew(): Promise<void> {
     if (this.released) return;
     const where = { builder: this.address, buildId: this.buildId };
@@ -48,13 +67,28 @@ export class Lease {
       if (outcome === 're-created') {
         this.deps.logger.warn(where, 'lease had expired before its renewal; re-created it');
       } else if (outcome === 'superseded') {
-        // Another run of this build took the lease over (or has ended it): the slot is its own.
-        clearInterval(this.timer);
-        this.deps.logger.warn(where, 'another run of this build holds the lease now; stopped renewing it');
+        await this.superseded(where);
       }
     } catch (err) {
       this.deps.logger.warn({ ...where, err: errorMessage(err) }, 'lease renewal failed');
     }
+  }
+
+  /** Another run of this build took the lease over (or has ended it). A failed check asks again next time. */
+  private async superseded(where: { builder: string; buildId: string }): Promise<void> {
+    if (this.holdsBuild && (await this.holdsBuild())) {
+      if (this.released) return;
+      await this.deps.store.renew(this.address, this.projectId, this.buildId, this.token, { reclaim: true });
+      this.deps.logger.warn(
+        where,
+        'another run of this build took its lease but does not run it; took the lease back',
+      );
+      return;
+    }
+    // The build went on without this run (started again elsewhere), or this run has not started
+    // it yet: the slot is the other run's.
+    clearInterval(this.timer);
+    this.deps.logger.warn(where, 'another run of this build holds the lease now; stopped renewing it');
   }
 
   async release(): Promise<void> {

@@ -184,6 +184,29 @@ describe('BuilderPool', { skip }, () => {
     await (await p.acquire({ buildId: 'other' })).release();
   });
 
+  test('a running build takes its lease back from a run of it that took the lease over but lost the start race', async () => {
+    const p = pool([{ address: 'x', concurrency: 1 }], { keyPrefix: prefix(), leaseTtlMs: 300 });
+    const running = await p.acquire({ buildId: 'b' });
+    running.heldFor(async () => true);
+    // A second job for the build (Redis lost the lease): it takes the lease over, finds the build
+    // started by the first run, and lets the lease go.
+    await (await p.acquire({ buildId: 'b' })).release();
+    await sleep(400);
+    assert.ok((await p.leaseExpiry('x', 'b')) !== undefined, 'the running build holds its lease again');
+    await assert.rejects(p.acquire({ buildId: 'other' }), NoBuilderAvailableError);
+    await running.release();
+    assert.equal(await p.leaseExpiry('x', 'b'), undefined);
+
+    // A run whose build was started again by another run does not take the lease back.
+    const stale = await p.acquire({ buildId: 'c' });
+    stale.heldFor(async () => false);
+    await (await p.acquire({ buildId: 'c' })).release();
+    await sleep(400);
+    assert.equal(await p.leaseExpiry('x', 'c'), undefined);
+    await stale.release();
+    await (await p.acquire({ buildId: 'other' })).release();
+  });
+
   test("a build run again on another builder counts twice in its project's running builds, until one run ends", async () => {
     const p = twoBuilders(2);
     const claim = { projectId: 'proj', projectLimit: 2 };
