@@ -675,6 +675,35 @@ describe('KilnWorker', { skip }, () => {
     }
   });
 
+  test('a builder that stops answering mid-build is dropped at its first unanswered keepalive PING, not at the build timeout', async () => {
+    const daemon = await startBuildkitd();
+    try {
+      const { worker, queue } = await startWorker({
+        buildTimeoutSeconds: 600,
+        builderKeepaliveSeconds: 1,
+        builders: [{ address: daemon.address, concurrency: 1 }],
+      });
+      const n = freshArg();
+      const row = await submit(queue, spec({ file: 'docker/sleep.Dockerfile', buildArgs: { N: n } }), 2);
+      await waitForLog(row.id, `sleeping ${n}`, 60_000);
+      await daemon.freeze();
+      // Bounded far below the 600 s timeout: without keepalive the build would wait for it.
+      const done = await waitForBuild(prisma, row.id, 60_000);
+      const attempts = await attemptsOf(row.id);
+      assert.deepEqual(
+        attempts.map((a) => [a.number, a.outcome, a.errorCode]),
+        [[1, 'failed', 'infrastructure']],
+      );
+      assert.match(attempts[0]?.errorMessage ?? '', /did not answer an HTTP\/2 PING within 1000 ms/);
+      assert.equal(done.status, 'failed');
+      assert.equal(done.errorCode, 'no_builder_available');
+      await worker.stop();
+    } finally {
+      await daemon.thaw();
+      await daemon.cleanup();
+    }
+  });
+
   /** Dials the real client, whose every solve runs `then` once BuildKit's solve returned. */
   const afterSolve =
     (then: (opts: SolveOptions) => Promise<void>): DialBuilder =>

@@ -147,6 +147,7 @@ export class KilnWorker {
       builders: config.builders,
       dnsServers: config.builderDiscovery.dnsServers,
       discoveryIntervalMs: config.builderDiscovery.intervalSeconds * 1000,
+      keepaliveSeconds: config.builderKeepaliveSeconds,
       redis: this.redis,
       logger,
       ...(deps.keyPrefix !== undefined ? { keyPrefix: deps.keyPrefix } : {}),

@@ -13,7 +13,12 @@ import {
   SolveError,
   UnsupportedError,
 } from './errors.js';
-import { type ClientCall, type Dialer, GrpcConnection } from './grpc/client-connection.js';
+import {
+  type ClientCall,
+  type Dialer,
+  GrpcConnection,
+  type KeepaliveOptions,
+} from './grpc/client-connection.js';
 import { type GrpcError, status } from './grpc/status.js';
 import type { RegistryAuth } from './session/auth.js';
 import type { ContentStore } from './session/content.js';
@@ -56,6 +61,12 @@ export interface ConnectOptions {
    * whatever answers at its address, cannot make the client buffer more than this at once.
    */
   maxReceiveMessageBytes?: number;
+  /**
+   * PINGs on the Control connection while calls are in progress, so that a daemon that stops
+   * answering fails them instead of leaving a solve waiting for ever. Off by default; see
+   * KeepaliveOptions for the interval daemons accept.
+   */
+  keepalive?: KeepaliveOptions;
 }
 
 /** How long BuildKit may take to end a build after a local context failed to send, before the client ends it. */
@@ -215,6 +226,7 @@ export async function connect(address?: string, options: ConnectOptions = {}): P
   const connection = new GrpcConnection(dialer, {
     maxReceiveMessageBytes,
     windowBytes: CONTROL_WINDOW_BYTES,
+    ...(options.keepalive ? { keepalive: options.keepalive } : {}),
   });
   try {
     await connection.ready(Date.now() + timeoutMs);

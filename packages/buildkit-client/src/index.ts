@@ -22,6 +22,7 @@ export {
   SolveError,
   UnsupportedError,
 } from './errors.js';
+export type { KeepaliveOptions } from './grpc/client-connection.js';
 export { PlainProgressRenderer } from './progress.js';
 export type { RegistryAuth, RegistryCredentials } from './session/auth.js';
 export type { ContentStore } from './session/content.js';

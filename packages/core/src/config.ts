@@ -47,6 +47,7 @@ const ENV = z.object({
   KILN_BUILDER_TLS_SERVER_NAME: z.string().min(1).optional(),
   KILN_BUILDER_DNS_SERVERS: z.string().default(''),
   KILN_BUILDER_DISCOVERY_INTERVAL_SECONDS: int(1, 3600).default(10),
+  KILN_BUILDER_KEEPALIVE_SECONDS: int(0, 86_400).default(330),
   KILN_WORKER_CONCURRENCY: int(1, 256).default(4),
   KILN_BUILD_TIMEOUT_SECONDS: int(10, 86_400).default(3600),
   KILN_BUILD_ATTEMPTS: int(1, 10).default(3),
@@ -153,6 +154,13 @@ export interface KilnConfig {
     dnsServers: string[];
     intervalSeconds: number;
   };
+  /**
+   * A builder connection with calls in progress is pinged this often; one that does not answer
+   * within min(20 s, this) is dropped and its builds fail as infrastructure (retried). 0: never.
+   * Go gRPC servers refuse pings more often than every 5 minutes from a client they send nothing
+   * to, so lower values only suit builders configured to accept them.
+   */
+  builderKeepaliveSeconds: number;
   workerConcurrency: number;
   buildTimeoutSeconds: number;
   buildAttempts: number;
@@ -351,6 +359,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): KilnConfig {
       dnsServers: listSetting('KILN_BUILDER_DNS_SERVERS', e.KILN_BUILDER_DNS_SERVERS, parseDnsServers),
       intervalSeconds: e.KILN_BUILDER_DISCOVERY_INTERVAL_SECONDS,
     },
+    builderKeepaliveSeconds: e.KILN_BUILDER_KEEPALIVE_SECONDS,
     workerConcurrency: e.KILN_WORKER_CONCURRENCY,
     buildTimeoutSeconds: e.KILN_BUILD_TIMEOUT_SECONDS,
     buildAttempts: e.KILN_BUILD_ATTEMPTS,

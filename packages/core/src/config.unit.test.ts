@@ -121,6 +121,8 @@ test('dns+tcp:// builders: a name and port, resolved by the DNS servers set (def
     dnsServers: ['10.96.0.10', '127.0.0.1:5353', '[::1]:53'],
     intervalSeconds: 5,
   });
+  assert.equal(c.builderKeepaliveSeconds, 330);
+  assert.equal(loadConfig({ ...base, KILN_BUILDER_KEEPALIVE_SECONDS: '0' }).builderKeepaliveSeconds, 0);
   assert.deepEqual(loadConfig(base).builderDiscovery, { dnsServers: [], intervalSeconds: 10 });
   for (const [variable, value] of [
     ['KILN_BUILDERS', 'dns+tcp://buildkitd'],
@@ -128,6 +130,8 @@ test('dns+tcp:// builders: a name and port, resolved by the DNS servers set (def
     ['KILN_BUILDER_DNS_SERVERS', 'kube-dns.kube-system'],
     ['KILN_BUILDER_DNS_SERVERS', '10.0.0.1:70000'],
     ['KILN_BUILDER_DISCOVERY_INTERVAL_SECONDS', '0'],
+    ['KILN_BUILDER_KEEPALIVE_SECONDS', '-1'],
+    ['KILN_BUILDER_KEEPALIVE_SECONDS', '5m'],
   ] as const) {
     assert.throws(
       () => loadConfig({ ...base, [variable]: value }),

@@ -62,7 +62,12 @@ export interface BuilderPoolOptions {
   healthTimeoutMs?: number;
   /** How long the project → builder affinity is remembered; default 7 days. */
   affinityTtlSeconds?: number;
-  /** Dials a builder; default `connect(address, { timeoutMs, tls })` of @kiln/buildkit-client. */
+  /**
+   * A PING this often on a builder connection while builds use it, unanswered for min(20 s,
+   * this), drops it (KeepaliveOptions of @kiln/buildkit-client); default 0, none.
+   */
+  keepaliveSeconds?: number;
+  /** Dials a builder; default `connect(address, { timeoutMs, tls, keepalive })` of @kiln/buildkit-client. */
   connectBuilder?: DialBuilder;
   /**
    * Called with the build first in a builder's line when a slot of that builder frees. That
@@ -123,10 +128,18 @@ export class BuilderPool {
     this.leaseTtlMs = opts.leaseTtlMs ?? 30_000;
     const keyPrefix = opts.keyPrefix ?? 'kiln';
     const healthTimeoutMs = opts.healthTimeoutMs ?? 3000;
+    const keepaliveMs = (opts.keepaliveSeconds ?? 0) * 1000;
+    const keepalive =
+      keepaliveMs > 0 ? { intervalMs: keepaliveMs, timeoutMs: Math.min(20_000, keepaliveMs) } : undefined;
     this.clients = new BuilderClients(
       listed,
       opts.connectBuilder ??
-        ((address, timeoutMs, tls) => connect(address, { timeoutMs, ...(tls ? { tls } : {}) })),
+        ((address, timeoutMs, tls) =>
+          connect(address, {
+            timeoutMs,
+            ...(tls ? { tls } : {}),
+            ...(keepalive ? { keepalive } : {}),
+          })),
       healthTimeoutMs,
     );
     this.health = new BuilderHealth({

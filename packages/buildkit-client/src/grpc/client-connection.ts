@@ -23,6 +23,21 @@ export interface GrpcConnectionOptions {
   maxReceiveMessageBytes: number;
   /** HTTP/2 receive window of the connection and of each stream. */
   windowBytes: number;
+  /** PINGs while calls are in progress (KeepaliveOptions); none without it. */
+  keepalive?: KeepaliveOptions;
+}
+
+/**
+ * A daemon that stops answering (frozen, or cut off without a reset) leaves calls waiting for
+ * ever; a PING every `intervalMs` while calls are in progress, unanswered for `timeoutMs`, ends
+ * the connection and fails its calls with UNAVAILABLE. gRPC servers in Go answer a client that
+ * pings more often than every 5 minutes while they send nothing with GOAWAY (too_many_pings)
+ * unless configured otherwise; BuildKit configures nothing, so intervals of 5 minutes or more
+ * are safe with any daemon.
+ */
+export interface KeepaliveOptions {
+  intervalMs: number;
+  timeoutMs: number;
 }
 
 /** A call in progress: its messages as an object-mode Readable, which errors with a GrpcError. */
@@ -162,6 +177,7 @@ export class GrpcConnection {
    * some, so a program that forgets close() still exits, as it did with grpc-js.
    */
   private readonly active = new WeakMap<http2.ClientHttp2Session, number>();
+  private readonly keepalives = new WeakMap<http2.ClientHttp2Session, NodeJS.Timeout>();
   private closed = false;
 
   constructor(
@@ -270,13 +286,38 @@ export class GrpcConnection {
   private hold(h2: http2.ClientHttp2Session): void {
     const n = (this.active.get(h2) ?? 0) + 1;
     this.active.set(h2, n);
-    if (n === 1 && !h2.destroyed) h2.ref();
+    if (n === 1 && !h2.destroyed) {
+      h2.ref();
+      this.startKeepalive(h2);
+    }
   }
 
   private release(h2: http2.ClientHttp2Session): void {
     const n = (this.active.get(h2) ?? 1) - 1;
     this.active.set(h2, n);
-    if (n === 0 && !h2.destroyed) h2.unref();
+    if (n === 0) {
+      clearInterval(this.keepalives.get(h2));
+      if (!h2.destroyed) h2.unref();
+    }
+  }
+
+  private startKeepalive(h2: http2.ClientHttp2Session): void {
+    const keepalive = this.options.keepalive;
+    if (!keepalive) return;
+    const { intervalMs, timeoutMs } = keepalive;
+    const ping = () => {
+      if (h2.destroyed || h2.closed) return;
+      const unanswered = setTimeout(() => {
+        h2.destroy(new Error(`the daemon did not answer an HTTP/2 PING within ${timeoutMs} ms`));
+      }, timeoutMs);
+      unanswered.unref();
+      // Answered, or cancelled as the connection closed: either way nothing is left to time.
+      if (!h2.ping(() => clearTimeout(unanswered))) clearTimeout(unanswered);
+    };
+    const timer = setInterval(ping, intervalMs);
+    timer.unref();
+    this.keepalives.set(h2, timer);
+    h2.once('close', () => clearInterval(timer));
   }
 
   private settled(h2: http2.ClientHttp2Session, deadline: number): Promise<void> {

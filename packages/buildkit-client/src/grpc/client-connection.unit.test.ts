@@ -280,3 +280,49 @@ console.log(answer);
   // process then ended by itself with the connection still open.
   assert.equal(stdout.trim(), 'slow:x');
 });
+
+test('keepalive: a daemon that stops answering PINGs fails the calls in progress with UNAVAILABLE; one that answers keeps them', async () => {
+  const keepalive = { intervalMs: 50, timeoutMs: 150 };
+  const answering = new GrpcConnection(
+    { connect: () => net.connect(sock), origin: 'http://localhost' },
+    { maxReceiveMessageBytes: 1024, windowBytes: 1 << 20, keepalive },
+  );
+  try {
+    // Six PINGs go out and are answered while the call waits for its answer.
+    const slow = answering.unary(
+      '/t/Slow',
+      (s: string) => Buffer.from(s),
+      (b) => b.toString(),
+      'x',
+    );
+    assert.equal(await slow.response, 'slow:x');
+  } finally {
+    answering.close();
+  }
+
+  // A peer that sends its SETTINGS, then reads everything and answers nothing: a frozen daemon.
+  const frozenSock = path.join(dir, 'frozen.sock');
+  const frozen = net.createServer((socket) => {
+    socket.write(Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0]));
+    socket.on('data', () => undefined);
+    socket.on('error', () => undefined);
+  });
+  await new Promise<void>((resolve) => frozen.listen(frozenSock, resolve));
+  const silent = new GrpcConnection(
+    { connect: () => net.connect(frozenSock), origin: 'http://localhost' },
+    { maxReceiveMessageBytes: 1024, windowBytes: 1 << 20, keepalive },
+  );
+  try {
+    await silent.ready(Date.now() + 5000);
+    const call = silent.unary(
+      '/t/Hang',
+      (s: string) => Buffer.from(s),
+      (b) => b.toString(),
+      'x',
+    );
+    await rejectsWith(call.response, status.UNAVAILABLE, /did not answer an HTTP\/2 PING within 150 ms/);
+  } finally {
+    silent.close();
+    await new Promise((resolve) => frozen.close(resolve));
+  }
+});
