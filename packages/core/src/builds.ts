@@ -4,6 +4,8 @@
 export type { BuildStatus as BuildStatusName } from '@kiln/contract';
 export { BUILD_STATUSES, FINAL_STATUSES } from '@kiln/contract';
 
+import { BUILD_CACHE_ROOT } from './build-cache.js';
+
 /** BullMQ queue of builds; a job's id is its build's id, so a build is queued at most once. */
 export const QUEUE_BUILDS = 'kiln-builds';
 /** Name of every job in the queue (BullMQ names jobs; the id is what identifies the build). */
@@ -66,23 +68,27 @@ export const logFollowersKey = (projectId: string) => `kiln:log-followers:${proj
 
 /** Every context object's key starts with this. */
 export const CONTEXT_KEY_PREFIX = 'contexts/';
-/**
- * The key prefixes Kiln writes under (build caches: BUILD_CACHE_ROOT): what its clean-up may
- * touch in a bucket it may share with others.
- */
-export const KILN_KEY_PREFIXES = ['artifacts/', CONTEXT_KEY_PREFIX, 'logs/', 'cache/'] as const;
+const ARTIFACT_KEY_PREFIX = 'artifacts/';
+const LOG_KEY_PREFIX = 'logs/';
+/** The key prefixes Kiln writes under: what its clean-up may touch in a bucket it may share with others. */
+export const KILN_KEY_PREFIXES = [
+  ARTIFACT_KEY_PREFIX,
+  CONTEXT_KEY_PREFIX,
+  LOG_KEY_PREFIX,
+  BUILD_CACHE_ROOT,
+] as const;
 export const contextKey = (sha256: string) => `${CONTEXT_KEY_PREFIX}sha256/${sha256}.tar`;
 /** Everything a build's attempts stored (their artifacts, their provenance) is below this. */
-export const artifactPrefix = (buildId: string) => `artifacts/${buildId}/`;
+export const artifactPrefix = (buildId: string) => `${ARTIFACT_KEY_PREFIX}${buildId}/`;
 /**
  * Each attempt stores under its own key: a worker cut off from Redis may still finish an attempt
  * that another worker has since started again, and neither may replace (or delete) the other's.
  */
 export const artifactKey = (buildId: string, attempt: number, dest: string) =>
   `${artifactPrefix(buildId)}${attempt}/${dest}`;
-export const logKey = (buildId: string) => `logs/${buildId}.log`;
+export const logKey = (buildId: string) => `${LOG_KEY_PREFIX}${buildId}.log`;
 /** The steps of a build's last solve as JSON (BuildSteps), beside its log: the build page's timeline. */
-export const stepsKey = (buildId: string) => `logs/${buildId}.steps.json`;
+export const stepsKey = (buildId: string) => `${LOG_KEY_PREFIX}${buildId}.steps.json`;
 /** One step of a solve as BuildKit's status stream ended it. */
 export interface BuildStep {
   name: string;
