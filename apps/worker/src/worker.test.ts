@@ -680,7 +680,9 @@ describe('KilnWorker', { skip }, () => {
     try {
       const { worker, queue } = await startWorker({
         buildTimeoutSeconds: 600,
-        builderKeepaliveSeconds: 1,
+        // Go gRPC sends GOAWAY after 3 pings closer than 5 min with nothing sent between them:
+        // 2 s leaves ~6 s of quiet before the freeze, which follows the RUN's first line.
+        builderKeepaliveSeconds: 2,
         builders: [{ address: daemon.address, concurrency: 1 }],
       });
       const n = freshArg();
@@ -694,7 +696,7 @@ describe('KilnWorker', { skip }, () => {
         attempts.map((a) => [a.number, a.outcome, a.errorCode]),
         [[1, 'failed', 'infrastructure']],
       );
-      assert.match(attempts[0]?.errorMessage ?? '', /did not answer an HTTP\/2 PING within 1000 ms/);
+      assert.match(attempts[0]?.errorMessage ?? '', /did not answer an HTTP\/2 PING within 2000 ms/);
       assert.equal(done.status, 'failed');
       assert.equal(done.errorCode, 'no_builder_available');
       await worker.stop();

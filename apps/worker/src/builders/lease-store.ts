@@ -34,6 +34,9 @@ import type { Redis } from 'ioredis';
 const NOW = `local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`;
 
+/** The holder a release leaves for a TTL (a tombstone): no run's token. */
+const RELEASED = 'released';
+
 /** A build in line that has not asked again for this long has given up (hand-backs retry within ~2 s). */
 const WAITER_STALE_MS = 5000;
 
@@ -78,14 +81,14 @@ return 0`;
 
 /**
  * KEYS builder leases, project leases, the build's holder on this builder; ARGV buildId, ttlMs,
- * token, project member, reclaim ('1': whoever holds it now) → 1 renewed, 0 re-created (it had
- * expired, and no other run took it meanwhile), -1 another run of the build took it, or released
- * it. An expired lease is re-created whatever the builder's load: the build is still running
- * there, and the count should say so.
+ * token, project member, reclaim ('1': also when another run released it) → 1 renewed, 0
+ * re-created (it had expired, and no other run took it meanwhile), -1 another run of the build
+ * holds it, or released it (without reclaim). An expired lease is re-created whatever the
+ * builder's load: the build is still running there, and the count should say so.
  */
 const RENEW = `${NOW}
 local holder = redis.call('GET', KEYS[3])
-if holder and holder ~= ARGV[3] and ARGV[5] ~= '1' then return -1 end
+if holder and holder ~= ARGV[3] and not (ARGV[5] == '1' and holder == '${RELEASED}') then return -1 end
 local ttl = tonumber(ARGV[2])
 local existed = redis.call('ZSCORE', KEYS[1], ARGV[1])
 redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
@@ -104,7 +107,7 @@ const RELEASE = `local holder = redis.call('GET', KEYS[3])
 if holder and holder ~= ARGV[2] then return false end
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[4])
-redis.call('SET', KEYS[3], 'released', 'PX', tonumber(ARGV[3]))
+redis.call('SET', KEYS[3], '${RELEASED}', 'PX', tonumber(ARGV[3]))
 return redis.call('ZRANGE', KEYS[4], 0, 0)[1]`;
 
 /**
@@ -208,8 +211,8 @@ export class LeaseStore {
   }
 
   /**
-   * Extends the lease `token` holds, or re-creates it when it had expired. `reclaim`: takes it
-   * back from whichever run of the build holds it now (or released it), for `token` from now on.
+   * Extends the lease `token` holds, or re-creates it when it had expired. `reclaim`: also when
+   * another run of the build released it (not while one holds it), for `token` from now on.
    */
   async renew(
     address: string,

@@ -7,6 +7,8 @@ import type { LeaseStore } from './lease-store.js';
 
 export class Lease {
   private timer: NodeJS.Timeout | undefined;
+  /** A renewal in progress: the next tick waits for it rather than pile up database reads. */
+  private renewing = false;
   private released = false;
   private usedClient: BuildkitClient | undefined;
   private holdsBuild: (() => Promise<boolean>) | undefined;
@@ -30,9 +32,13 @@ export class Lease {
 
   /** Two renewals may fail before the lease expires. */
   private renewEveryThirdOfTtl(): void {
-    clearInterval(this.timer);
     this.timer = setInterval(() => void this.renew(), Math.max(100, this.deps.store.ttlMs / 3));
     this.timer.unref();
+  }
+
+  private stopRenewing(): void {
+    clearInterval(this.timer);
+    this.timer = undefined;
   }
 
   /** The builder's client, connecting if needed (BuildkitConnectionError when it cannot). */
@@ -50,17 +56,20 @@ export class Lease {
    * Once this run has started its attempt: `holdsBuild` says whether the build is still this
    * run's. Another run of the build may take the lease over and then lose the start race (two
    * jobs for one build, after Redis lost data); its release would leave this running build
-   * without a lease, and the reconciler would take it back. A renewal that finds the lease taken
-   * takes it back while `holdsBuild` says yes; renewals start again if such a take-over had
-   * stopped them before this run started.
+   * without a lease, and the reconciler would take it back. While `holdsBuild` says yes, a
+   * renewal that finds the lease released by another run takes it back; one that finds another
+   * run holding it (that run has not started yet, and may start the build again or let it go)
+   * asks again next time. Renewals start again if such a take-over had stopped them before this
+   * run started.
    */
   heldFor(holdsBuild: () => Promise<boolean>): void {
     this.holdsBuild = holdsBuild;
-    if (!this.released) this.renewEveryThirdOfTtl();
+    if (!this.released && !this.timer) this.renewEveryThirdOfTtl();
   }
 
   private async renew(): Promise<void> {
-    if (this.released) return;
+    if (this.released || this.renewing) return;
+    this.renewing = true;
     const where = { builder: this.address, buildId: this.buildId };
     try {
       const outcome = await this.deps.store.renew(this.address, this.projectId, this.buildId, this.token);
@@ -71,6 +80,8 @@ export class Lease {
       }
     } catch (err) {
       this.deps.logger.warn({ ...where, err: errorMessage(err) }, 'lease renewal failed');
+    } finally {
+      this.renewing = false;
     }
   }
 
@@ -78,23 +89,27 @@ export class Lease {
   private async superseded(where: { builder: string; buildId: string }): Promise<void> {
     if (this.holdsBuild && (await this.holdsBuild())) {
       if (this.released) return;
-      await this.deps.store.renew(this.address, this.projectId, this.buildId, this.token, { reclaim: true });
-      this.deps.logger.warn(
-        where,
-        'another run of this build took its lease but does not run it; took the lease back',
-      );
+      const outcome = await this.deps.store.renew(this.address, this.projectId, this.buildId, this.token, {
+        reclaim: true,
+      });
+      if (outcome !== 'superseded') {
+        this.deps.logger.warn(
+          where,
+          'another run of this build released its lease without running it; took it back',
+        );
+      }
       return;
     }
     // The build went on without this run (started again elsewhere), or this run has not started
     // it yet: the slot is the other run's.
-    clearInterval(this.timer);
+    this.stopRenewing();
     this.deps.logger.warn(where, 'another run of this build holds the lease now; stopped renewing it');
   }
 
   async release(): Promise<void> {
     if (this.released) return;
     this.released = true;
-    clearInterval(this.timer);
+    this.stopRenewing();
     if (this.usedClient) this.deps.clients.unuse(this.usedClient);
     this.usedClient = undefined;
     const next = await this.deps.store.release(this.address, this.projectId, this.buildId, this.token);

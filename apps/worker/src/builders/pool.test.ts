@@ -185,14 +185,22 @@ describe('BuilderPool', { skip }, () => {
   });
 
   test('a running build takes its lease back from a run of it that took the lease over but lost the start race', async () => {
-    const p = pool([{ address: 'x', concurrency: 1 }], { keyPrefix: prefix(), leaseTtlMs: 300 });
+    const keyPrefix = prefix();
+    const p = pool([{ address: 'x', concurrency: 1 }], { keyPrefix, leaseTtlMs: 300 });
+    const holder = () => redis.get(`${keyPrefix}:lease-holder:x:b`);
     const running = await p.acquire({ buildId: 'b' });
     running.heldFor(async () => true);
-    // A second job for the build (Redis lost the lease): it takes the lease over, finds the build
-    // started by the first run, and lets the lease go.
-    await (await p.acquire({ buildId: 'b' })).release();
+    // A second job for the build (Redis lost the lease) takes the lease over. Until it has
+    // started the build or let it go, the lease stays its own.
+    const second = await p.acquire({ buildId: 'b' });
+    const secondToken = await holder();
+    await sleep(400);
+    assert.equal(await holder(), secondToken, 'the running build left the lease to the run holding it');
+    // It finds the build started by the first run, and lets the lease go.
+    await second.release();
     await sleep(400);
     assert.ok((await p.leaseExpiry('x', 'b')) !== undefined, 'the running build holds its lease again');
+    assert.notEqual(await holder(), 'released');
     await assert.rejects(p.acquire({ buildId: 'other' }), NoBuilderAvailableError);
     await running.release();
     assert.equal(await p.leaseExpiry('x', 'b'), undefined);

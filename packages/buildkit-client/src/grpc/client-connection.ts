@@ -276,6 +276,7 @@ export class GrpcConnection {
     const forget = () => {
       if (this.h2 === h2) this.h2 = undefined;
     };
+    h2.once('close', () => clearInterval(this.keepalives.get(h2)));
     h2.once('close', forget);
     h2.once('goaway', forget);
     if (this.closed) h2.destroy();
@@ -305,19 +306,23 @@ export class GrpcConnection {
     const keepalive = this.options.keepalive;
     if (!keepalive) return;
     const { intervalMs, timeoutMs } = keepalive;
+    // A session closing after a GOAWAY still carries its calls: it is pinged until it is gone.
     const ping = () => {
-      if (h2.destroyed || h2.closed) return;
+      if (h2.destroyed) return;
       const unanswered = setTimeout(() => {
         h2.destroy(new Error(`the daemon did not answer an HTTP/2 PING within ${timeoutMs} ms`));
       }, timeoutMs);
       unanswered.unref();
-      // Answered, or cancelled as the connection closed: either way nothing is left to time.
-      if (!h2.ping(() => clearTimeout(unanswered))) clearTimeout(unanswered);
+      try {
+        // Answered, or cancelled as the connection closed: either way nothing is left to time.
+        if (!h2.ping(() => clearTimeout(unanswered))) clearTimeout(unanswered);
+      } catch {
+        clearTimeout(unanswered);
+      }
     };
     const timer = setInterval(ping, intervalMs);
     timer.unref();
     this.keepalives.set(h2, timer);
-    h2.once('close', () => clearInterval(timer));
   }
 
   private settled(h2: http2.ClientHttp2Session, deadline: number): Promise<void> {

@@ -296,6 +296,17 @@ test('keepalive: a daemon that stops answering PINGs fails the calls in progress
       'x',
     );
     assert.equal(await slow.response, 'slow:x');
+    // Each call after an idle spell starts the pings again, on the same connection, and adds nothing to it.
+    const session = (answering as unknown as { h2: http2.ClientHttp2Session }).h2;
+    const listeners = session.listenerCount('close');
+    for (let i = 0; i < 20; i++)
+      await answering.unary(
+        '/t/Echo',
+        (s: string) => Buffer.from(s),
+        (b) => b.toString(),
+        'y',
+      ).response;
+    assert.equal(session.listenerCount('close'), listeners);
   } finally {
     answering.close();
   }
