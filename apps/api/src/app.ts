@@ -40,6 +40,8 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
     frameworkErrors: replyWithError,
     bodyLimit: MAX_BODY_BYTES,
     logController: new RequestLog(),
+    // request.ip: the client's address from X-Forwarded-For only when the peer is a trusted proxy.
+    ...(deps.config.trustedProxies.length > 0 ? { trustProxy: deps.config.trustedProxies } : {}),
     // Route schemas are TypeBox's: handlers get their params, query, headers and body typed from them.
   }).withTypeProvider<TypeBoxTypeProvider>();
   registerErrorHandling(app);

@@ -41,6 +41,8 @@ before(async () => {
       KILN_LOG_LEVEL: 'silent',
       KILN_RATE_LIMIT_PER_MINUTE: '6',
       KILN_AUTH_FAILURES_PER_MINUTE: '5',
+      // Replica b sits behind a proxy on loopback; a is reached directly.
+      ...(i === 1 ? { KILN_TRUSTED_PROXIES: '127.0.0.1' } : {}),
     });
     const deps = await createApiDeps(config);
     const app = await buildApp(deps);
@@ -105,4 +107,24 @@ test('an address past its unknown-token limit is refused before any look-up, on 
   assert.equal((await get(a, inUse)).status, 200, 'a token in the cache is not looked up');
   // One this replica has not seen is looked up, so it waits out the minute too (a proxy's clients share it).
   assert.equal((await get(b, unused)).status, 429);
+});
+
+test("behind a trusted proxy the unknown-token limit counts each client's forwarded address; a direct client's X-Forwarded-For is ignored", async () => {
+  const [a, b] = bases as [string, string];
+  const get = (base: string, t: string, forwardedFor: string) =>
+    fetch(`${base}/v1/builds`, {
+      headers: { authorization: `Bearer ${t}`, 'x-forwarded-for': forwardedFor },
+    });
+  const guesses: number[] = [];
+  for (let i = 0; i < 6; i++)
+    guesses.push((await get(b, `kiln_proxied-${i}-xxxxxxxx`, '203.0.113.7')).status);
+  assert.deepEqual(guesses, [401, 401, 401, 401, 401, 429]);
+  // Another client behind the same proxy is not locked out by the first one's guesses, nor by
+  // the loopback address the test before locked (the proxy's own).
+  const fresh = await bootstrapProject(db.url, 'behind-proxy');
+  assert.equal((await get(b, fresh, '198.51.100.20, 203.0.113.8')).status, 200);
+  // A client reaching replica a directly cannot leave its own address's limit by naming another:
+  // loopback's, used up by the test before, still holds.
+  const unseen = await bootstrapProject(db.url, 'direct');
+  assert.equal((await get(a, unseen, '198.51.100.99')).status, 429);
 });

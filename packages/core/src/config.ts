@@ -57,6 +57,7 @@ const ENV = z.object({
   KILN_MAX_UPLOADS_PER_PROJECT: int(1, 10_000).default(8),
   KILN_RATE_LIMIT_PER_MINUTE: int(0, 10_000_000).default(6000),
   KILN_AUTH_FAILURES_PER_MINUTE: int(0, 10_000_000).default(0),
+  KILN_TRUSTED_PROXIES: z.string().default(''),
   KILN_REQUEST_TIMEOUT_SECONDS: int(1, 86_400).default(600),
   KILN_CONNECTION_TIMEOUT_SECONDS: int(1, 86_400).default(60),
   KILN_RECONCILE_INTERVAL_SECONDS: int(1, 3600).default(15),
@@ -177,9 +178,17 @@ export interface KilnConfig {
    * Requests with an unknown or revoked token one address may make per minute (0, the default:
    * no limit) before its requests with tokens not in the API's cache are refused unread (each
    * costs a PostgreSQL look-up otherwise); counted in Redis. Off by default: behind a proxy every
-   * client has its address, and one client's guesses would lock the others out.
+   * client has its address, and one client's guesses would lock the others out, unless the
+   * proxy is in trustedProxies.
    */
   authFailuresPerMinute: number;
+  /**
+   * Proxies (addresses, CIDR networks) whose X-Forwarded-For the API believes: a request from one
+   * counts against its client's address (the last one in the header no trusted proxy added), in
+   * the unknown-token and webhook limits. Empty (the default): the TCP peer's address, whatever
+   * the request says.
+   */
+  trustedProxies: string[];
   /** Longest an HTTP request (an upload included) may take, and an idle connection may stay open. */
   requestTimeoutSeconds: number;
   connectionTimeoutSeconds: number;
@@ -371,6 +380,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): KilnConfig {
     },
     rateLimitPerMinute: e.KILN_RATE_LIMIT_PER_MINUTE,
     authFailuresPerMinute: e.KILN_AUTH_FAILURES_PER_MINUTE,
+    trustedProxies: listSetting('KILN_TRUSTED_PROXIES', e.KILN_TRUSTED_PROXIES, parseNetworks).map(
+      (n) => n.text,
+    ),
     requestTimeoutSeconds: e.KILN_REQUEST_TIMEOUT_SECONDS,
     connectionTimeoutSeconds: e.KILN_CONNECTION_TIMEOUT_SECONDS,
     reconcileIntervalSeconds: e.KILN_RECONCILE_INTERVAL_SECONDS,

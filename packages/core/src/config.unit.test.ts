@@ -202,7 +202,7 @@ test('builder TLS: PEM files read at start-up, applied to tcp:// builders only',
   }
 });
 
-test('SSRF settings: networks for event receivers and git, git host lists', () => {
+test('network settings: event receivers and git (SSRF), git host lists, trusted proxies', () => {
   assert.deepEqual(loadConfig(base).git, { allowedHosts: [], deniedHosts: [], allowedNetworks: [] });
   const c = loadConfig({
     ...base,
@@ -210,7 +210,10 @@ test('SSRF settings: networks for event receivers and git, git host lists', () =
     KILN_GIT_ALLOWED_HOSTS: 'git.example.com,*.Corp.Example',
     KILN_GIT_DENIED_HOSTS: 'evil.example.com',
     KILN_GIT_ALLOWED_NETWORKS: '127.0.0.1',
+    KILN_TRUSTED_PROXIES: '10.0.0.0/8, ::1',
   });
+  assert.deepEqual(loadConfig(base).trustedProxies, []);
+  assert.deepEqual(c.trustedProxies, ['10.0.0.0/8', '::1']);
   assert.deepEqual(
     c.events.allowedNetworks.map((n) => [n.text, n.prefix]),
     [
@@ -230,6 +233,8 @@ test('SSRF settings: networks for event receivers and git, git host lists', () =
     ['KILN_GIT_ALLOWED_NETWORKS', '::1/129'],
     ['KILN_GIT_ALLOWED_HOSTS', 'a b'],
     ['KILN_GIT_DENIED_HOSTS', 'host/path'],
+    ['KILN_TRUSTED_PROXIES', 'proxy.internal'],
+    ['KILN_TRUSTED_PROXIES', '10.0.0.0/40'],
   ] as const) {
     assert.throws(
       () => loadConfig({ ...base, [variable]: value }),

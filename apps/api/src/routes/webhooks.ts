@@ -111,7 +111,7 @@ export function webhookRoutes(deps: ApiDeps) {
  * Registers the per-address limit (an onRequest hook: counted before the body is read) and
  * returns the per-repository one, for the handler to apply once the delivery is verified. Both
  * count in Redis like the per-token limit (app.ts), so they hold across API replicas. The address
- * is the TCP peer's: behind a proxy, every delivery comes from the proxy's.
+ * is the TCP peer's, or the client's a trusted proxy forwarded (KILN_TRUSTED_PROXIES).
  */
 async function registerRateLimits(
   app: FastifyInstance,
