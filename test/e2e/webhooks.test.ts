@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHmac, randomUUID } from 'node:crypto';
+import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { type GitRepo, startGitRepo } from '../support/git-repo.js';
 import { startTestKiln, type TestKiln } from '../support/kiln.js';
@@ -204,6 +205,51 @@ describe('webhooks and git contexts', () => {
     assert.equal(await errorCode(badDelivery), 'invalid_request');
 
     assert.deepEqual(await counts(), before);
+  });
+
+  test('bodies arriving slowly are bounded before they are verified: two at once per address, the next refused at once, each cut off after 10 s', async () => {
+    const { hostname, port } = new URL(kiln.url);
+    /** A delivery whose headers say 1 MiB and whose body stops after 8 bytes; resolves to its answer. */
+    const sockets: net.Socket[] = [];
+    const slowDelivery = () =>
+      new Promise<string>((resolve, reject) => {
+        const socket = net.connect(Number(port), hostname);
+        sockets.push(socket);
+        let answer = '';
+        socket.on('data', (d: Buffer) => {
+          answer += d.toString('latin1');
+          if (answer.includes('\r\n\r\n')) resolve(answer.split('\r\n')[0] ?? '');
+        });
+        socket.on('error', reject);
+        socket.on('close', () => resolve(answer.split('\r\n')[0] ?? ''));
+        socket.write(
+          [
+            'POST /v1/hooks/github HTTP/1.1',
+            `Host: ${hostname}:${port}`,
+            'Content-Type: application/json',
+            'X-GitHub-Event: push',
+            `X-GitHub-Delivery: ${randomUUID()}`,
+            `X-Hub-Signature-256: sha256=${'0'.repeat(64)}`,
+            `Content-Length: ${1024 * 1024}`,
+            '',
+            '{"ref": ',
+          ].join('\r\n'),
+        );
+      });
+    try {
+      const held = [slowDelivery(), slowDelivery()];
+      // Both are past the rate limit's hook and reading (a Redis round trip each) well before this.
+      await new Promise((r) => setTimeout(r, 1000));
+      assert.match(await slowDelivery(), /^HTTP\/1\.1 429 /);
+      const started = Date.now();
+      for (const answer of await Promise.all(held)) assert.match(answer, /^HTTP\/1\.1 408 /);
+      assert.ok(Date.now() - started < 30_000, 'the held deliveries were cut off');
+      // Their places are free again: a whole delivery from the same address is read and verified.
+      const res = await github(pushPayload(second, 'refs/heads/feature'));
+      assert.equal(res.status, 200, await res.clone().text());
+    } finally {
+      for (const socket of sockets) socket.destroy();
+    }
   });
 
   test('verified deliveries that are not a build are 200 ignored: other branch, tag, deletion, ping', async () => {

@@ -51,3 +51,28 @@ export class ConcurrencyLimit {
     }
   }
 }
+
+/**
+ * A ConcurrencyLimit per key (a project, a client address), made on first use and forgotten once
+ * idle, so the map holds only keys in use now.
+ */
+export class KeyedConcurrencyLimit {
+  private readonly limits = new Map<string, ConcurrencyLimit>();
+
+  constructor(private readonly make: () => ConcurrencyLimit) {}
+
+  /** Takes a slot of `key` (ConcurrencyLimit.acquire); the function returned gives it back (once). */
+  async acquire(key: string): Promise<() => void> {
+    let limit = this.limits.get(key);
+    if (!limit) {
+      limit = this.make();
+      this.limits.set(key, limit);
+    }
+    const mine = limit;
+    const release = await mine.acquire();
+    return () => {
+      release();
+      if (mine.idle && this.limits.get(key) === mine) this.limits.delete(key);
+    };
+  }
+}

@@ -1,4 +1,4 @@
-import { ConcurrencyLimit } from './concurrency-limit.js';
+import { ConcurrencyLimit, KeyedConcurrencyLimit } from './concurrency-limit.js';
 
 /** Uploads that may wait for a slot, per slot: a burst of parallel CI jobs waits, a flood is refused. */
 const WAITING_PER_SLOT = 8;
@@ -10,29 +10,23 @@ const WAITING_PER_SLOT = 8;
  * sender back), in arrival order; past the waiting room it is refused at once (`429`).
  */
 export class UploadSlots {
-  private readonly projects = new Map<string, ConcurrencyLimit>();
+  private readonly projects: KeyedConcurrencyLimit;
 
-  constructor(private readonly perProject: number) {}
+  constructor(perProject: number) {
+    this.projects = new KeyedConcurrencyLimit(
+      () =>
+        new ConcurrencyLimit(
+          perProject,
+          perProject * WAITING_PER_SLOT,
+          'context uploads',
+          (running, waiting) =>
+            `this project already has ${running} context uploads in progress here and ${waiting} waiting (KILN_MAX_UPLOADS_PER_PROJECT); retry when one has ended`,
+        ),
+    );
+  }
 
   /** Takes a slot of `projectId`, waiting for one if need be; the function returned gives it back (once). */
-  async take(projectId: string): Promise<() => void> {
-    let limit = this.projects.get(projectId);
-    if (!limit) {
-      limit = new ConcurrencyLimit(
-        this.perProject,
-        this.perProject * WAITING_PER_SLOT,
-        'context uploads',
-        (running, waiting) =>
-          `this project already has ${running} context uploads in progress here and ${waiting} waiting (KILN_MAX_UPLOADS_PER_PROJECT); retry when one has ended`,
-      );
-      this.projects.set(projectId, limit);
-    }
-    const project = limit;
-    const release = await project.acquire();
-    return () => {
-      release();
-      // Forgotten once idle: the map holds only projects uploading now.
-      if (project.idle && this.projects.get(projectId) === project) this.projects.delete(projectId);
-    };
+  take(projectId: string): Promise<() => void> {
+    return this.projects.acquire(projectId);
   }
 }

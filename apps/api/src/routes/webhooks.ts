@@ -2,7 +2,7 @@ import type { IncomingMessage } from 'node:http';
 import rateLimit from '@fastify/rate-limit';
 import { AppError, findUnstorable } from '@kiln/core';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { ConcurrencyLimit } from '../concurrency-limit.js';
+import { ConcurrencyLimit, KeyedConcurrencyLimit } from '../concurrency-limit.js';
 import type { ApiDeps } from '../deps.js';
 import { mediaType } from '../media-type.js';
 import { buildErrors } from '../schemas.js';
@@ -21,6 +21,11 @@ declare module 'fastify' {
 
 /** GitHub caps payloads at 25 MB, but a push payload lists at most 20 commits in detail. */
 const MAX_PAYLOAD_BYTES = 5 * 1024 * 1024;
+/** Bodies read at once per verification slot (KILN_WEBHOOK_CONCURRENCY), and per client address. */
+const READING_PER_SLOT = 4;
+const READING_PER_ADDRESS = 2;
+/** GitHub gives up on a delivery after 10 s; a body still arriving then is no provider's. */
+const BODY_TIMEOUT_MS = 10_000;
 
 const answer = {
   type: 'object',
@@ -56,12 +61,39 @@ const answer = {
 export function webhookRoutes(deps: ApiDeps) {
   const limits = deps.config.webhooks;
   const verifying = new ConcurrencyLimit(limits.concurrency, 2 * limits.concurrency, 'webhook deliveries');
+  // Bodies are read before they can be verified: bounded in number (each holds up to 5 MiB), per
+  // address and in all, and in time, or anyone could hold gigabytes by sending them slowly.
+  const arriving = new ConcurrencyLimit(
+    READING_PER_SLOT * limits.concurrency,
+    0,
+    'webhook deliveries arriving',
+  );
+  const arrivingFrom = new KeyedConcurrencyLimit(
+    () => new ConcurrencyLimit(READING_PER_ADDRESS, 0, 'webhook deliveries arriving from this address'),
+  );
+  const readBody = async (req: FastifyRequest, payload: IncomingMessage): Promise<Buffer> => {
+    let releases: Array<() => void> = [];
+    try {
+      releases = [await arrivingFrom.acquire(req.ip)];
+      releases.push(await arriving.acquire());
+    } catch (err) {
+      for (const release of releases) release();
+      // Answered at once; what the client still sends is read and dropped.
+      payload.resume();
+      throw err;
+    }
+    try {
+      return await readLimited(payload, Number(req.headers['content-length'] ?? 0), MAX_PAYLOAD_BYTES);
+    } finally {
+      for (const release of releases) release();
+    }
+  };
   return async (app: FastifyInstance) => {
     const perRepository = await registerRateLimits(app, deps);
     // The signature covers the exact bytes: keep them raw, whatever the content type says.
     app.removeAllContentTypeParsers();
     app.addContentTypeParser('*', (req, payload, done) => {
-      readLimited(payload, Number(req.headers['content-length'] ?? 0), MAX_PAYLOAD_BYTES).then(
+      readBody(req, payload).then(
         (body) => done(null, body),
         (err: Error) => done(err),
       );
@@ -153,8 +185,9 @@ async function registerRateLimits(
 }
 
 /**
- * The body, up to `limit` bytes. Past it the stream is left flowing rather than destroyed, so the
- * error handler can still answer 413 instead of the client seeing a reset.
+ * The body, up to `limit` bytes, within BODY_TIMEOUT_MS. Past either the stream is left flowing
+ * rather than destroyed, so the error handler can still answer (413, 408) instead of the client
+ * seeing a reset.
  */
 function readLimited(body: IncomingMessage, declared: number, limit: number): Promise<Buffer> {
   const tooLarge = () =>
@@ -163,7 +196,18 @@ function readLimited(body: IncomingMessage, declared: number, limit: number): Pr
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
+    const timer = setTimeout(() => {
+      stop();
+      body.resume();
+      reject(
+        new AppError(
+          'request_timeout',
+          `the webhook payload did not arrive within ${BODY_TIMEOUT_MS / 1000} s (providers send it at once)`,
+        ),
+      );
+    }, BODY_TIMEOUT_MS);
     const stop = () => {
+      clearTimeout(timer);
       body.off('data', onData);
       body.off('end', onEnd);
       body.off('error', onError);
