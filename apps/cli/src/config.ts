@@ -105,9 +105,9 @@ async function readStored(file: string): Promise<StoredConfig> {
       ...(typeof token === 'string' ? { token } : {}),
     };
   } catch (err) {
-    throw new CliError(
-      `${file} is not a valid config file (${(err as Error).message}): run kiln login again`,
-    );
+    // JSON.parse's message quotes the text around the error, and this file holds the token.
+    const why = err instanceof SyntaxError ? 'not JSON' : (err as Error).message;
+    throw new CliError(`${file} is not a valid config file (${why}): run kiln login again`);
   }
 }
 

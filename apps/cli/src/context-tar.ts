@@ -69,6 +69,24 @@ async function isFile(p: string): Promise<boolean> {
   }
 }
 
+/**
+ * A file of the context (`root`, resolved) by its path there, read only when it is one within
+ * the context, as BuildKit would find it there: a symlink out of it (to /proc/self/environ, say)
+ * would put a file of this machine into the upload.
+ */
+async function contextFile(root: string, rel: string): Promise<Buffer | undefined> {
+  try {
+    const real = await realpath(path.join(root, ...rel.split('/')));
+    const inside = path.relative(root, real);
+    if (inside === '' || inside === '..' || inside.startsWith(`..${path.sep}`) || path.isAbsolute(inside))
+      return undefined;
+    if (!(await stat(real)).isFile()) return undefined;
+    return await readFile(real);
+  } catch {
+    return undefined;
+  }
+}
+
 async function resolveRoot(cwd: string, contextDir: string): Promise<string> {
   const abs = path.resolve(cwd, contextDir);
   let real: string;
@@ -171,12 +189,15 @@ export async function planContext(opts: ContextOptions): Promise<ContextPlan> {
   if (outsideIgnore) {
     excludePatterns = parsePatterns(outsideIgnore.data.toString('utf8'), outsideIgnore.path);
   } else {
-    if (dockerfile.inside && (await isFile(path.join(root, `${dockerfile.rel}.dockerignore`)))) {
-      ignoreFile = `${dockerfile.rel}.dockerignore`;
-    } else if (await isFile(path.join(root, DOCKERIGNORE))) ignoreFile = DOCKERIGNORE;
-    if (ignoreFile) {
-      const text = await readFile(path.join(root, ...ignoreFile.split('/')), 'utf8');
-      excludePatterns = parsePatterns(text, ignoreFile);
+    for (const candidate of [
+      dockerfile.inside ? `${dockerfile.rel}.dockerignore` : undefined,
+      DOCKERIGNORE,
+    ]) {
+      const text = candidate && (await contextFile(root, candidate));
+      if (!candidate || !text) continue;
+      ignoreFile = candidate;
+      excludePatterns = parsePatterns(text.toString('utf8'), ignoreFile);
+      break;
     }
   }
 
@@ -241,7 +262,7 @@ export async function planContext(opts: ContextOptions): Promise<ContextPlan> {
     }
     const at = items.findIndex((i) => i.kind === 'walk' && i.entry.path === DOCKERIGNORE);
     const old = at === -1 ? undefined : (items[at] as { kind: 'walk'; entry: WalkEntry }).entry;
-    const previous = old ? await readFile(old.absPath) : Buffer.alloc(0);
+    const previous = (old && (await contextFile(root, DOCKERIGNORE))) || Buffer.alloc(0);
     const ignore: ContextItem = {
       kind: 'inline',
       path: DOCKERIGNORE,

@@ -231,6 +231,31 @@ describe('context selection', () => {
     }
   });
 
+  test('a .dockerignore that is a symlink out of the context is neither read nor sent; one to a file within it applies', async () => {
+    const ctx = await makeContext({
+      'secret.txt': 'KILN_TOKEN=kiln_secret\n',
+      'ctx/a': 'a',
+      'ctx/.dockerignore': { symlink: '../secret.txt' },
+      'in/a': 'a',
+      'in/b': 'b',
+      'in/ci/ignore': 'b\n',
+      'in/.dockerignore': { symlink: 'ci/ignore' },
+      'outside.Dockerfile': 'FROM scratch\n',
+    });
+    try {
+      const plan = await planContext({ contextDir: 'ctx', cwd: ctx.dir, dockerfile: 'outside.Dockerfile' });
+      const tar = await tarOf(plan);
+      assert.equal(tar.includes('kiln_secret'), false, 'the link target went into the upload');
+      assert.equal(plan.excludePatterns.includes('KILN_TOKEN=kiln_secret'), false);
+
+      const inside = await planContext({ contextDir: 'in', cwd: ctx.dir, dockerfile: 'outside.Dockerfile' });
+      assert.deepEqual(inside.excludePatterns, ['b', inside.dockerfile]);
+      assert.equal(pathsOf(inside).includes('b'), false);
+    } finally {
+      await ctx.cleanup();
+    }
+  });
+
   test("a Dockerfile outside the context with its own .dockerignore: those patterns decide what is sent (BuildKit's rule)", async () => {
     const ctx = await makeContext({
       'app/.env': 'TOKEN=secret',

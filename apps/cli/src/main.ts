@@ -17,7 +17,7 @@ docker build --output, run by a Kiln service.
 Commands:
   build PATH|URL|- --output type=tar,dest=FILE ...  Build and download the result (kiln build --help)
   builds ls|show|logs|cancel                         Look at and control builds (kiln builds --help)
-  login --url URL --token TOKEN                      Save where Kiln is and the token to use
+  login --url URL --token-stdin                      Save where Kiln is and the token to use
   version (-v, --version)                            Print kiln's version
   tokens ls|create|revoke                            Your project's API tokens (kiln tokens --help)
   projects ls|create|show|set|token                  Projects and quotas, for the operator

@@ -316,6 +316,17 @@ describe('config and login', () => {
     assert.equal(env.stderr, 'error: KILN_URL "notaurl" is not a URL (e.g. http://127.0.0.1:8080)\n');
   });
 
+  test('a config file that is not JSON is named, without quoting it (it holds the token)', async () => {
+    const broken = path.join(home, 'broken');
+    const env = { HOME: home, XDG_CONFIG_HOME: broken };
+    await mkdir(path.join(broken, 'kiln'), { recursive: true });
+    await writeFile(path.join(broken, 'kiln/config.json'), `{"url": "${url}", "token": kiln_SECRET_0123}`);
+    const res = await run(['builds', 'ls'], env);
+    assert.equal(res.code, 1);
+    assert.match(res.stderr, /config\.json is not a valid config file \(not JSON\): run kiln login again/);
+    assert.equal(res.stderr.includes('SECRET'), false, res.stderr);
+  });
+
   test('KILN_URL and KILN_TOKEN override the file', async () => {
     const env = { HOME: home };
     assert.deepEqual(await loadConfig(env), {

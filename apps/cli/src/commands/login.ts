@@ -1,14 +1,16 @@
-/** `kiln login --url URL --token TOKEN`: checks the token against the server, then saves both. */
+/** `kiln login --url URL --token-stdin`: checks the token against the server, then saves both. */
 import { KilnApi } from '../api.js';
 import { parseCommandLine } from '../args.js';
 import { checkToken, normalizeUrl, saveConfig } from '../config.js';
 import { CliError, EXIT_OK, UsageError } from '../errors.js';
 import { type Io, readAll } from '../io.js';
 
-export const LOGIN_USAGE = `Usage: kiln login --url URL (--token TOKEN | --token-stdin)
+export const LOGIN_USAGE = `Usage: kiln login --url URL (--token-stdin | --token TOKEN)
 
 Check the token against Kiln at URL and save both to $XDG_CONFIG_HOME/kiln/config.json
-(~/.config/kiln/config.json), readable by you only. KILN_URL and KILN_TOKEN override it.`;
+(~/.config/kiln/config.json), readable by you only. KILN_URL and KILN_TOKEN override it.
+--token-stdin reads the token from standard input; --token puts it where the process list and
+the shell's history show it.`;
 
 export async function loginCommand(argv: string[], io: Io): Promise<number> {
   const { values, positionals } = parseCommandLine(
