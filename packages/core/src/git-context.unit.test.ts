@@ -33,6 +33,7 @@ describe('git contexts', () => {
     refused('https://h/o/r.git#main:../up', /inside the repository/);
     refused('https://h/o/r.git#main:/abs', /inside the repository/);
     refused('https://h/o r.git', /spaces/);
+    refused('http://ok.example\\@127.0.0.1/r.git', /backslashes/);
     refused(42, /must be a string/);
     refused('not a url', /spaces|not a URL/);
   });
