@@ -17,6 +17,8 @@ const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
 const FRAME_HEADER = 9;
 const DEFAULT_WINDOW = 65535;
 const MAX_WINDOW = 2 ** 31 - 1;
+/** What one CONTINUATION fragment counts for at least against the header list bound. */
+const MIN_FRAGMENT_COST = 1024;
 /** SETTINGS_MAX_FRAME_SIZE this side announces: the protocol's default, which is all Go's gRPC sends. */
 const MAX_FRAME = 16384;
 
@@ -396,7 +398,9 @@ export class H2ServerConnection {
     if (!c || c.streamId !== streamId)
       throw new ConnectionError(H2Code.PROTOCOL_ERROR, 'unexpected CONTINUATION');
     c.block.push(payload);
-    c.bytes += payload.length;
+    // Each fragment counts as at least MIN_FRAGMENT_COST: empty CONTINUATIONs would otherwise
+    // pile up without ever reaching the bound (a peer sends full frames but the last).
+    c.bytes += Math.max(payload.length, MIN_FRAGMENT_COST);
     if (c.bytes > this.options.maxHeaderListBytes)
       throw new ConnectionError(H2Code.PROTOCOL_ERROR, 'header block too large');
     if (flags & END_HEADERS) this.headerBlockDone();

@@ -34,7 +34,27 @@ async function receiveBytes(call: ServerCall, sink: Extract<ExportSink, { kind: 
   call.pause();
   const md: Record<string, string> = {};
   for (const [k, v] of Object.entries(call.metadata.getMap())) md[k] = String(v);
-  const out = await sink.open(md);
+  // A cancel while the sink opens must be heard: the stream would then end as if complete.
+  let lost: Error | undefined;
+  const onError = (err: Error) => {
+    lost ??= err;
+  };
+  const onCancelled = () => onError(new Error('export canceled by the daemon'));
+  call.on('error', onError);
+  call.on('cancelled', onCancelled);
+  let out: Writable;
+  try {
+    out = await sink.open(md);
+  } finally {
+    call.off('error', onError);
+    call.off('cancelled', onCancelled);
+  }
+  if (lost) {
+    // The error is thrown here; the sink's own 'error' must not also reach the process.
+    out.on('error', () => undefined);
+    out.destroy(lost);
+    throw lost;
+  }
   await new Promise<void>((resolve, reject) => {
     let settled = false;
     const fail = (err: Error) => {

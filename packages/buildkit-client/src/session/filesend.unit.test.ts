@@ -44,3 +44,30 @@ test('a malformed export message fails the export, never the process', { timeout
   setImmediate(() => (call as unknown as Duplex).push(Buffer.from([0x0a, 0xff])));
   assert.match(await failed, /malformed export message/);
 });
+
+test('an export the daemon cancels while its sink is still opening fails; the sink is not ended as complete', {
+  timeout: 10_000,
+}, async () => {
+  const sink = new PassThrough();
+  let ended = false;
+  sink.on('finish', () => {
+    ended = true;
+  });
+  const { call } = exportCall([bytesMessage(Buffer.alloc(4096, 1))]);
+  let done: Promise<void> | undefined;
+  fileSendDiffCopy(
+    {
+      kind: 'bytes',
+      open: () => new Promise<PassThrough>((resolve) => setTimeout(() => resolve(sink), 100)),
+    },
+    (d) => {
+      done = d;
+    },
+  )(call);
+  // The daemon resets the stream while the sink opens: the requests end after what came.
+  (call as unknown as Duplex).emit('cancelled', 'stream reset (code 8)');
+  (call as unknown as Duplex).push(null);
+  await assert.rejects(done as Promise<void>, /canceled by the daemon/);
+  assert.equal(ended, false);
+  assert.ok(sink.destroyed);
+});

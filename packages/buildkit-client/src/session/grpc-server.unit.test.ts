@@ -383,6 +383,16 @@ test('hostile peers get a GOAWAY with the right code and a closed connection, ne
     goawayCode(await raw(Buffer.concat([PREFACE, settings, frame(9, 4, 1, Buffer.from([0x82]))]))),
     1,
   );
+  // A header block that never ends: empty CONTINUATIONs, which add no bytes, count all the same.
+  const endless = frame(9, 0, 1, Buffer.alloc(0));
+  assert.equal(
+    goawayCode(
+      await raw(
+        Buffer.concat([PREFACE, settings, frame(1, 0, 1, Buffer.from([0x82])), ...Array(2000).fill(endless)]),
+      ),
+    ),
+    1,
+  );
   // A window pushed past 2^31-1.
   const inc = Buffer.alloc(4);
   inc.writeUInt32BE(0x7fffffff, 0);
