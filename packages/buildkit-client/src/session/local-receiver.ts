@@ -18,6 +18,12 @@ export async function receiveLocal(call: ServerCall, dest: string): Promise<void
   const root = await fs.realpath(dest);
   const stats: Stat[] = [];
   const seen = new Set<string>();
+  /**
+   * Directories entries were received in, whether sent or already in `dest`: never replaced by
+   * anything but a directory afterwards. fsutil sends a directory before what it holds; a `d`
+   * turned into a symlink after `d/x` would have `d/x` opened, chmodded and chowned through it.
+   */
+  const parents = new Set<string>();
   const wanted: Array<{ id: number; target: string }> = [];
   const open = new Map<number, { stream: WriteStream; done: Promise<void> }>();
   let statsDone = false;
@@ -80,6 +86,10 @@ export async function receiveLocal(call: ServerCall, dest: string): Promise<void
         seen.add(abs);
         stats.push(p.stat);
         const kind = unixModeFromGo(p.stat.mode);
+        if (kind.type !== 'dir' && parents.has(abs))
+          throw new Error(`the daemon sent ${p.stat.path} after entries inside it`);
+        for (let d = path.dirname(abs); d !== root && inside(d) && !parents.has(d); d = path.dirname(d))
+          parents.add(d);
         await replace(abs, kind.type === 'dir');
         if (kind.type === 'dir') {
           await fs.mkdir(abs, { recursive: true });

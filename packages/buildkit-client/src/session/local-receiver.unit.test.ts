@@ -142,6 +142,23 @@ test('a symlink left in the destination is replaced, never written or chmodded t
     await assert.rejects(receiveLocal(twice.call, dest), /sent \.\/e\/ twice/);
     assert.equal((await fs.stat(victimDir)).mode & 0o777, 0o700);
     assert.deepEqual(await fs.readdir(victimDir), []);
+
+    // A directory already in the destination, never sent: an entry in it, then the directory
+    // as a symlink out. With every file slot taken by the 8 files before, the entry waits and
+    // would be opened (and chmodded) through the symlink.
+    await fs.mkdir(path.join(dest, 'pre'));
+    const after = fakeDaemon([
+      ...Array.from(
+        { length: 8 },
+        (_, i) => ({ type: PacketType.STAT, id: 0, stat: stat({ path: `f${i}` }) }) as const,
+      ),
+      { type: PacketType.STAT, id: 0, stat: stat({ path: 'pre/passwd', mode: 0o666 }) },
+      link('pre', victimDir),
+      { type: PacketType.STAT, id: 0 },
+    ]);
+    await assert.rejects(receiveLocal(after.call, dest), /sent pre after entries inside it/);
+    assert.equal((await fs.stat(victimDir)).mode & 0o777, 0o700);
+    assert.deepEqual(await fs.readdir(victimDir), []);
   } finally {
     await fs.rm(base, { recursive: true, force: true });
   }
