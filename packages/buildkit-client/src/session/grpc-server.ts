@@ -48,6 +48,10 @@ export interface SessionServerOptions {
   streamWindow: number;
 }
 
+/** Received chunks smaller than this are copied together, into buffers of TAIL_BYTES. */
+const SMALL_CHUNK = 1024;
+const TAIL_BYTES = 16 * 1024;
+
 const GRPC_HEADERS: HeaderList = [
   [':status', '200'],
   ['content-type', 'application/grpc'],
@@ -149,16 +153,19 @@ export class SessionServer {
 export class ServerCall<Req = Buffer, Res = Buffer> extends Duplex {
   request: Req = undefined as Req;
   /**
-   * Whole messages received and not yet taken by the reader, with the bytes each will credit the
-   * peer once taken: what the daemon may send ahead is bounded by the stream window, whatever
-   * the messages' size and however long the handler stays paused.
+   * What the peer sent and the reader has not taken yet, kept as the bytes received and credited
+   * back only as the reader takes messages: the stream window bounds it, however long the
+   * handler stays paused. Messages decoded ahead of the reader would not be bounded by it (2 MiB
+   * of empty messages is 400,000 of them), nor would a message larger than the window, which is
+   * credited as it is read only while the reader waits for it. Small chunks are copied together
+   * into `tail`, or as many tiny DATA frames would be as many buffers.
    */
-  private readonly pending: Array<{ message: Req; credit: number }> = [];
+  private readonly input: Buffer[] = [];
+  private tail: { buf: Buffer; used: number } | undefined;
+  /** The deframer's pass over the chunk taken last, and its size, credited once the pass is done. */
+  private pass: { messages: Generator<Buffer>; bytes: number } | undefined;
   private reading = false;
   private requestsEnded = false;
-  /** Bytes of the message in progress already credited (see onChunk). */
-  private preCredited = 0;
-  private readonly largeMessageBytes: number;
   private readonly deframer: MessageDeframer;
   private statusToSend: ServiceError = { code: status.OK, details: '' };
   private cancelled = false;
@@ -176,15 +183,11 @@ export class ServerCall<Req = Buffer, Res = Buffer> extends Duplex {
     // (_writev), so that small ones, a file's last DATA packet and its end, share frames.
     super({ objectMode: true, readableHighWaterMark: 1, writableHighWaterMark: 4 });
     this.deframer = new MessageDeframer(options.maxReceiveMessageBytes);
-    this.largeMessageBytes = options.streamWindow / 2;
     // Handlers listen for what they need; a cancelled call must not crash the process for want of a listener.
     this.on('error', () => undefined);
     stream.handlers = {
       data: (chunk) => this.onChunk(chunk),
-      end: () => {
-        if (!this.deframer.atBoundary) this.fail(status.INTERNAL, 'the request ended inside a message');
-        this.endRequests();
-      },
+      end: () => this.endRequests(),
       abort: (reason) => {
         if (this.cancelled) return;
         this.cancelled = true;
@@ -203,28 +206,51 @@ export class ServerCall<Req = Buffer, Res = Buffer> extends Duplex {
       this.stream.consumed(chunk.length);
       return;
     }
+    if (chunk.length >= SMALL_CHUNK) {
+      this.closeTail();
+      this.input.push(chunk);
+    } else {
+      if (this.tail && this.tail.used + chunk.length > this.tail.buf.length) this.closeTail();
+      this.tail ??= { buf: Buffer.allocUnsafe(TAIL_BYTES), used: 0 };
+      chunk.copy(this.tail.buf, this.tail.used);
+      this.tail.used += chunk.length;
+    }
+    this.deliver();
+  }
+
+  private closeTail(): void {
+    if (this.tail) this.input.push(this.tail.buf.subarray(0, this.tail.used));
+    this.tail = undefined;
+  }
+
+  /** The next whole message, or undefined until more arrives; what the deframer used up is credited. */
+  private nextMessage(): Req | undefined {
     try {
-      for (const message of this.deframer.messages(chunk)) {
-        const credit = 5 + message.length - this.preCredited;
-        this.preCredited = 0;
-        this.pending.push({ message: this.def.requestDeserialize(message), credit });
+      for (;;) {
+        if (this.pass) {
+          const next = this.pass.messages.next();
+          if (!next.done) return this.def.requestDeserialize(next.value);
+          this.stream.consumed(this.pass.bytes);
+          this.pass = undefined;
+        }
+        this.closeTail();
+        const chunk = this.input.shift();
+        if (!chunk) return undefined;
+        this.pass = { messages: this.deframer.messages(chunk), bytes: chunk.length };
       }
     } catch (err) {
       // The status goes out, then the stream is reset: the peer's unread rest is not wanted.
       this.inputFailed = true;
       const tooLarge = err instanceof MessageTooLargeError;
       this.fail(tooLarge ? status.RESOURCE_EXHAUSTED : status.INTERNAL, (err as Error).message);
-      this.stream.consumed(chunk.length);
-      return;
+      this.closeTail();
+      let unread = this.pass?.bytes ?? 0;
+      for (const c of this.input) unread += c.length;
+      this.pass = undefined;
+      this.input.length = 0;
+      this.stream.consumed(unread);
+      return undefined;
     }
-    // A message may be larger than the window: past half of it, its bytes are credited as they
-    // come, or the peer could never finish sending it.
-    const excess = this.deframer.partialBytes - this.largeMessageBytes - this.preCredited;
-    if (excess > 0) {
-      this.stream.consumed(excess);
-      this.preCredited += excess;
-    }
-    this.deliver();
   }
 
   private endRequests(): void {
@@ -233,12 +259,17 @@ export class ServerCall<Req = Buffer, Res = Buffer> extends Duplex {
   }
 
   private deliver(): void {
-    while (this.reading && this.pending.length > 0) {
-      const { message, credit } = this.pending.shift() as { message: Req; credit: number };
-      this.stream.consumed(credit);
+    while (this.reading && !this.inputFailed) {
+      const message = this.nextMessage();
+      if (message === undefined) break;
       this.reading = this.push(message);
     }
-    if (this.requestsEnded && this.pending.length === 0 && !this.readableEnded) this.push(null);
+    const drained = !this.pass && this.input.length === 0 && !this.tail;
+    if (this.requestsEnded && drained && !this.readableEnded) {
+      if (!this.inputFailed && !this.deframer.atBoundary)
+        this.fail(status.INTERNAL, 'the request ended inside a message');
+      this.push(null);
+    }
   }
 
   override _read(): void {
