@@ -206,7 +206,8 @@ export class ServerCall<Req = Buffer, Res = Buffer> extends Duplex {
       this.stream.consumed(chunk.length);
       return;
     }
-    if (chunk.length >= SMALL_CHUNK) {
+    // A reader that takes everything (reading) has left nothing queued: nothing to gather.
+    if (chunk.length >= SMALL_CHUNK || this.reading) {
       this.closeTail();
       this.input.push(chunk);
     } else {
