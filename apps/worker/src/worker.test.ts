@@ -644,11 +644,16 @@ describe('KilnWorker', { skip }, () => {
     await worker.stop();
   });
 
-  test("a builder that hangs mid-build: the timeout is its failure, not the build's", async () => {
+  /**
+   * A standalone buildkitd frozen (SIGSTOP) in a RUN step under a worker configured by `over`:
+   * attempt 1 fails as infrastructure with a message matching `why`, and the retry finds no
+   * healthy builder.
+   */
+  async function frozenMidRun(over: Partial<KilnConfig>, why: RegExp): Promise<void> {
     const daemon = await startBuildkitd();
     try {
       const { worker, queue } = await startWorker({
-        buildTimeoutSeconds: 4,
+        ...over,
         builders: [{ address: daemon.address, concurrency: 1 }],
       });
       const n = freshArg();
@@ -656,47 +661,13 @@ describe('KilnWorker', { skip }, () => {
       await waitForLog(row.id, `sleeping ${n}`, 60_000);
       await daemon.freeze();
       const done = await waitForBuild(prisma, row.id, 60_000);
-      assert.equal(done.status, 'failed');
       const attempts = await attemptsOf(row.id);
       assert.deepEqual(
         attempts.map((a) => [a.number, a.outcome, a.errorCode]),
         [[1, 'failed', 'infrastructure']],
       );
-      assert.match(
-        attempts[0]?.errorMessage ?? '',
-        /stopped answering during the build \(.*time limit of 4 s/,
-      );
+      assert.match(attempts[0]?.errorMessage ?? '', why);
       // The frozen builder is unhealthy, so the second attempt found none.
-      assert.equal(done.errorCode, 'no_builder_available');
-      await worker.stop();
-    } finally {
-      await daemon.thaw();
-      await daemon.cleanup();
-    }
-  });
-
-  test('a builder that stops answering mid-build is dropped at its first unanswered keepalive PING, not at the build timeout', async () => {
-    const daemon = await startBuildkitd();
-    try {
-      const { worker, queue } = await startWorker({
-        buildTimeoutSeconds: 600,
-        // Go gRPC sends GOAWAY after 3 pings closer than 5 min with nothing sent between them:
-        // 2 s leaves ~6 s of quiet before the freeze, which follows the RUN's first line.
-        builderKeepaliveSeconds: 2,
-        builders: [{ address: daemon.address, concurrency: 1 }],
-      });
-      const n = freshArg();
-      const row = await submit(queue, spec({ file: 'docker/sleep.Dockerfile', buildArgs: { N: n } }), 2);
-      await waitForLog(row.id, `sleeping ${n}`, 60_000);
-      await daemon.freeze();
-      // Bounded far below the 600 s timeout: without keepalive the build would wait for it.
-      const done = await waitForBuild(prisma, row.id, 60_000);
-      const attempts = await attemptsOf(row.id);
-      assert.deepEqual(
-        attempts.map((a) => [a.number, a.outcome, a.errorCode]),
-        [[1, 'failed', 'infrastructure']],
-      );
-      assert.match(attempts[0]?.errorMessage ?? '', /did not answer an HTTP\/2 PING within 2000 ms/);
       assert.equal(done.status, 'failed');
       assert.equal(done.errorCode, 'no_builder_available');
       await worker.stop();
@@ -704,7 +675,19 @@ describe('KilnWorker', { skip }, () => {
       await daemon.thaw();
       await daemon.cleanup();
     }
-  });
+  }
+
+  test("a builder that hangs mid-build: the timeout is its failure, not the build's", () =>
+    frozenMidRun({ buildTimeoutSeconds: 4 }, /stopped answering during the build \(.*time limit of 4 s/));
+
+  test('a builder that stops answering mid-build is dropped at its first unanswered keepalive PING, not at the build timeout', () =>
+    // The wait for the build is bounded far below its 600 s timeout, which it would wait for
+    // without keepalive. Go gRPC sends GOAWAY after 3 pings closer than 5 min with nothing sent
+    // between them: 2 s leaves ~6 s of quiet before the freeze, which follows the RUN's first line.
+    frozenMidRun(
+      { buildTimeoutSeconds: 600, builderKeepaliveSeconds: 2 },
+      /did not answer an HTTP\/2 PING within 2000 ms/,
+    ));
 
   /** Dials the real client, whose every solve runs `then` once BuildKit's solve returned. */
   const afterSolve =

@@ -401,18 +401,21 @@ test('hostile peers get a GOAWAY with the right code and a closed connection, ne
   assert.equal((await unary('/t.T/Echo', Buffer.from('ok'))).toString(), 'echo:ok');
 });
 
+/** A request's HEADERS block for the handler that reads nothing until told. */
+const STALL_HEADERS = encodeHeaders([
+  [':method', 'POST'],
+  [':scheme', 'http'],
+  [':path', '/t.T/Stall'],
+  [':authority', 'x'],
+  ['content-type', 'application/grpc'],
+]);
+
 test('a peer that sends past the stream window gets the stream reset (FLOW_CONTROL_ERROR), nothing piles up', async () => {
   const s = net.connect(sock);
   const got: Buffer[] = [];
   s.on('data', (c: Buffer) => got.push(c));
   s.on('error', () => undefined);
-  const headers = encodeHeaders([
-    [':method', 'POST'],
-    [':scheme', 'http'],
-    [':path', '/t.T/Stall'],
-    [':authority', 'x'],
-    ['content-type', 'application/grpc'],
-  ]);
+  const headers = STALL_HEADERS;
   // The handler reads nothing: a peer that honoured the window would stop at 256 KiB.
   const chunk = frame(0, 0, 1, Buffer.alloc(16 * 1024));
   s.write(
@@ -445,13 +448,7 @@ test('a peer that sends past the stream window gets the stream reset (FLOW_CONTR
 test('what a handler has not read is held as the bytes the window let in: tiny messages do not pile up as objects', async () => {
   const s = net.connect(sock);
   s.on('error', () => undefined);
-  const headers = encodeHeaders([
-    [':method', 'POST'],
-    [':scheme', 'http'],
-    [':path', '/t.T/Stall'],
-    [':authority', 'x'],
-    ['content-type', 'application/grpc'],
-  ]);
+  const headers = STALL_HEADERS;
   // 16 streams, each sent a window's worth of empty messages (5 bytes each): 52,000 a stream.
   const empties = Buffer.alloc(16_380);
   const frames = [PREFACE, frame(4, 0, 0, Buffer.alloc(0))];
