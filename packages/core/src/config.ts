@@ -380,8 +380,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): KilnConfig {
     },
     rateLimitPerMinute: e.KILN_RATE_LIMIT_PER_MINUTE,
     authFailuresPerMinute: e.KILN_AUTH_FAILURES_PER_MINUTE,
-    trustedProxies: listSetting('KILN_TRUSTED_PROXIES', e.KILN_TRUSTED_PROXIES, parseNetworks).map(
-      (n) => n.text,
+    // Without brackets: Fastify's matcher refuses `[::1]`, which parseNetworks accepts.
+    trustedProxies: listSetting('KILN_TRUSTED_PROXIES', e.KILN_TRUSTED_PROXIES, parseNetworks).map((n) =>
+      n.text.replace(/^\[([^\]]*)\]/, '$1'),
     ),
     requestTimeoutSeconds: e.KILN_REQUEST_TIMEOUT_SECONDS,
     connectionTimeoutSeconds: e.KILN_CONNECTION_TIMEOUT_SECONDS,

@@ -210,10 +210,10 @@ test('network settings: event receivers and git (SSRF), git host lists, trusted 
     KILN_GIT_ALLOWED_HOSTS: 'git.example.com,*.Corp.Example',
     KILN_GIT_DENIED_HOSTS: 'evil.example.com',
     KILN_GIT_ALLOWED_NETWORKS: '127.0.0.1',
-    KILN_TRUSTED_PROXIES: '10.0.0.0/8, ::1',
+    KILN_TRUSTED_PROXIES: '10.0.0.0/8, ::1, [fd00::1]/128',
   });
   assert.deepEqual(loadConfig(base).trustedProxies, []);
-  assert.deepEqual(c.trustedProxies, ['10.0.0.0/8', '::1']);
+  assert.deepEqual(c.trustedProxies, ['10.0.0.0/8', '::1', 'fd00::1/128']);
   assert.deepEqual(
     c.events.allowedNetworks.map((n) => [n.text, n.prefix]),
     [

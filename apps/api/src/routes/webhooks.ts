@@ -2,7 +2,7 @@ import type { IncomingMessage } from 'node:http';
 import rateLimit from '@fastify/rate-limit';
 import { AppError, findUnstorable } from '@kiln/core';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { ConcurrencyLimit, KeyedConcurrencyLimit } from '../concurrency-limit.js';
+import { ConcurrencyLimit } from '../concurrency-limit.js';
 import type { ApiDeps } from '../deps.js';
 import { mediaType } from '../media-type.js';
 import { buildErrors } from '../schemas.js';
@@ -21,9 +21,8 @@ declare module 'fastify' {
 
 /** GitHub caps payloads at 25 MB, but a push payload lists at most 20 commits in detail. */
 const MAX_PAYLOAD_BYTES = 5 * 1024 * 1024;
-/** Bodies read at once per verification slot (KILN_WEBHOOK_CONCURRENCY), and per client address. */
-const READING_PER_SLOT = 4;
-const READING_PER_ADDRESS = 2;
+/** Bytes of webhook payloads being read at once, per API; past it a payload is refused (429). */
+const MAX_ARRIVING_BYTES = 32 * 1024 * 1024;
 /** GitHub gives up on a delivery after 10 s; a body still arriving then is no provider's. */
 const BODY_TIMEOUT_MS = 10_000;
 
@@ -61,39 +60,16 @@ const answer = {
 export function webhookRoutes(deps: ApiDeps) {
   const limits = deps.config.webhooks;
   const verifying = new ConcurrencyLimit(limits.concurrency, 2 * limits.concurrency, 'webhook deliveries');
-  // Bodies are read before they can be verified: bounded in number (each holds up to 5 MiB), per
-  // address and in all, and in time, or anyone could hold gigabytes by sending them slowly.
-  const arriving = new ConcurrencyLimit(
-    READING_PER_SLOT * limits.concurrency,
-    0,
-    'webhook deliveries arriving',
-  );
-  const arrivingFrom = new KeyedConcurrencyLimit(
-    () => new ConcurrencyLimit(READING_PER_ADDRESS, 0, 'webhook deliveries arriving from this address'),
-  );
-  const readBody = async (req: FastifyRequest, payload: IncomingMessage): Promise<Buffer> => {
-    let releases: Array<() => void> = [];
-    try {
-      releases = [await arrivingFrom.acquire(req.ip)];
-      releases.push(await arriving.acquire());
-    } catch (err) {
-      for (const release of releases) release();
-      // Answered at once; what the client still sends is read and dropped.
-      payload.resume();
-      throw err;
-    }
-    try {
-      return await readLimited(payload, Number(req.headers['content-length'] ?? 0), MAX_PAYLOAD_BYTES);
-    } finally {
-      for (const release of releases) release();
-    }
-  };
+  // Bodies are read before they can be verified: what is being read is bounded in bytes (not in
+  // requests: a provider delivers many at once from few addresses) and in time, or anyone could
+  // hold gigabytes by sending bodies that stop short.
+  const arriving = { bytes: 0 };
   return async (app: FastifyInstance) => {
     const perRepository = await registerRateLimits(app, deps);
     // The signature covers the exact bytes: keep them raw, whatever the content type says.
     app.removeAllContentTypeParsers();
     app.addContentTypeParser('*', (req, payload, done) => {
-      readBody(req, payload).then(
+      readLimited(payload, Number(req.headers['content-length'] ?? 0), arriving).then(
         (body) => done(null, body),
         (err: Error) => done(err),
       );
@@ -185,17 +161,20 @@ async function registerRateLimits(
 }
 
 /**
- * The body, up to `limit` bytes, within BODY_TIMEOUT_MS. Past either the stream is left flowing
- * rather than destroyed, so the error handler can still answer (413, 408) instead of the client
- * seeing a reset.
+ * The body, up to MAX_PAYLOAD_BYTES, within BODY_TIMEOUT_MS, while the bodies being read
+ * (`arriving`, shared) stay under MAX_ARRIVING_BYTES. Past any of them the stream is left flowing
+ * rather than destroyed, so the error handler can still answer (413, 408, 429) instead of the
+ * client seeing a reset.
  */
-function readLimited(body: IncomingMessage, declared: number, limit: number): Promise<Buffer> {
+function readLimited(body: IncomingMessage, declared: number, arriving: { bytes: number }): Promise<Buffer> {
+  const limit = MAX_PAYLOAD_BYTES;
   const tooLarge = () =>
     new AppError('payload_too_large', `a webhook payload may be at most ${limit / (1024 * 1024)} MiB`);
   if (declared > limit) return Promise.reject(tooLarge());
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
+    let held = 0;
     const timer = setTimeout(() => {
       stop();
       body.resume();
@@ -208,6 +187,8 @@ function readLimited(body: IncomingMessage, declared: number, limit: number): Pr
     }, BODY_TIMEOUT_MS);
     const stop = () => {
       clearTimeout(timer);
+      arriving.bytes -= held;
+      held = 0;
       body.off('data', onData);
       body.off('end', onEnd);
       body.off('error', onError);
@@ -218,7 +199,20 @@ function readLimited(body: IncomingMessage, declared: number, limit: number): Pr
         stop();
         body.resume();
         reject(tooLarge());
-      } else chunks.push(chunk);
+      } else if (arriving.bytes + chunk.length > MAX_ARRIVING_BYTES) {
+        stop();
+        body.resume();
+        reject(
+          new AppError(
+            'rate_limited',
+            `more than ${MAX_ARRIVING_BYTES / (1024 * 1024)} MiB of webhook payloads are arriving at once; retry shortly`,
+          ),
+        );
+      } else {
+        arriving.bytes += chunk.length;
+        held += chunk.length;
+        chunks.push(chunk);
+      }
     };
     const onEnd = () => {
       stop();

@@ -18,11 +18,18 @@ export function frameMessage(message: Buffer): Buffer {
 
 export class MessageTooLargeError extends Error {}
 
-/** Splits a stream body into gRPC messages: views of the input when a message lies within one chunk. */
+/** The first buffer a message spread over chunks is gathered into, unless the message is smaller. */
+const GATHER_START_BYTES = 64 * 1024;
+
+/**
+ * Splits a stream body into gRPC messages: views of the input when a message lies within one
+ * chunk; one spread over several is gathered into a buffer of its own, grown as it arrives (kept
+ * as views, a message sent a byte a frame would be as many buffers).
+ */
 export class MessageDeframer {
   private readonly prefix = Buffer.alloc(5);
   private prefixFill = 0;
-  private parts: Buffer[] = [];
+  private body: Buffer | undefined;
   private need = -1;
   private have = 0;
 
@@ -48,15 +55,32 @@ export class MessageDeframer {
         continue;
       }
       const n = Math.min(this.need - this.have, chunk.length - pos);
-      if (n > 0) this.parts.push(chunk.subarray(pos, pos + n));
+      const piece = chunk.subarray(pos, pos + n);
       pos += n;
-      this.have += n;
+      if (this.have === 0 && n === this.need) {
+        this.need = -1;
+        yield piece;
+        continue;
+      }
+      this.gather(piece);
       if (this.have < this.need) return;
-      const parts = this.parts;
-      this.parts = [];
+      const message = (this.body as Buffer).subarray(0, this.have);
+      this.body = undefined;
       this.need = -1;
-      yield parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts, this.have);
+      yield message;
     }
+  }
+
+  /** Appends to the message in progress, growing its buffer by doubling up to its length. */
+  private gather(piece: Buffer): void {
+    const size = this.have + piece.length;
+    if (!this.body || this.body.length < size) {
+      const grown = Buffer.allocUnsafe(Math.min(this.need, Math.max(2 * size, GATHER_START_BYTES)));
+      this.body?.copy(grown, 0, 0, this.have);
+      this.body = grown;
+    }
+    piece.copy(this.body, this.have);
+    this.have = size;
   }
 
   get atBoundary(): boolean {

@@ -207,9 +207,12 @@ export class ServerCall<Req = Buffer, Res = Buffer> extends Duplex {
       return;
     }
     // A reader that takes everything (reading) has left nothing queued: nothing to gather.
-    if (chunk.length >= SMALL_CHUNK || this.reading) {
-      this.closeTail();
+    if (this.reading) {
       this.input.push(chunk);
+    } else if (chunk.length >= SMALL_CHUNK) {
+      this.closeTail();
+      // Kept while the reader is paused: not as a view that keeps a much larger read buffer alive.
+      this.input.push(chunk.length * 2 < chunk.buffer.byteLength ? Buffer.from(chunk) : chunk);
     } else {
       if (this.tail && this.tail.used + chunk.length > this.tail.buf.length) this.closeTail();
       this.tail ??= { buf: Buffer.allocUnsafe(TAIL_BYTES), used: 0 };
@@ -220,7 +223,11 @@ export class ServerCall<Req = Buffer, Res = Buffer> extends Duplex {
   }
 
   private closeTail(): void {
-    if (this.tail) this.input.push(this.tail.buf.subarray(0, this.tail.used));
+    const tail = this.tail;
+    if (!tail) return;
+    const used = tail.buf.subarray(0, tail.used);
+    // Mostly empty (a small chunk, then a large one): its size, not TAIL_BYTES, is kept.
+    this.input.push(tail.used * 2 < tail.buf.length ? Buffer.from(used) : used);
     this.tail = undefined;
   }
 
