@@ -6,7 +6,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
-import { open, readFile, realpath, stat } from 'node:fs/promises';
+import { lstat, open, readFile, realpath, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { PatternMatcher, parseDockerignore, type WalkEntry, walk } from '@kiln/buildkit-client/context';
@@ -55,6 +55,8 @@ export interface ContextPlan {
   bytes: number;
   /** Entries left out because the service refuses them in a context (devices, FIFOs). */
   skipped: string[];
+  /** What the user should know about the selection, e.g. an ignore file that does not apply. */
+  warnings: string[];
   /** When the walk began (ns since the epoch): a change after it may share an entry's timestamps. */
   walkedAt: bigint;
 }
@@ -186,6 +188,7 @@ export async function planContext(opts: ContextOptions): Promise<ContextPlan> {
   const outsideIgnore = dockerfile.inside ? undefined : dockerfile.ignore;
   let ignoreFile: string | undefined;
   let excludePatterns: string[] = [];
+  const warnings: string[] = [];
   if (outsideIgnore) {
     excludePatterns = parsePatterns(outsideIgnore.data.toString('utf8'), outsideIgnore.path);
   } else {
@@ -193,8 +196,16 @@ export async function planContext(opts: ContextOptions): Promise<ContextPlan> {
       dockerfile.inside ? `${dockerfile.rel}.dockerignore` : undefined,
       DOCKERIGNORE,
     ]) {
-      const text = candidate && (await contextFile(root, candidate));
-      if (!candidate || !text) continue;
+      if (!candidate) continue;
+      const text = await contextFile(root, candidate);
+      if (!text) {
+        // There, but not a file of the context: BuildKit would not read it either.
+        if (await lstat(path.join(root, ...candidate.split('/'))).catch(() => undefined))
+          warnings.push(
+            `${candidate} is not a readable file inside the context (a symlink out of it?): its patterns do not apply`,
+          );
+        continue;
+      }
       ignoreFile = candidate;
       excludePatterns = parsePatterns(text.toString('utf8'), ignoreFile);
       break;
@@ -258,7 +269,18 @@ export async function planContext(opts: ContextOptions): Promise<ContextPlan> {
       files++;
       bytes += data.length;
       excludePatterns.push(file, ignoreFile);
-      return { root, dockerfile: file, ignoreFile, excludePatterns, items, files, bytes, skipped, walkedAt };
+      return {
+        root,
+        dockerfile: file,
+        ignoreFile,
+        excludePatterns,
+        items,
+        files,
+        bytes,
+        skipped,
+        warnings,
+        walkedAt,
+      };
     }
     const at = items.findIndex((i) => i.kind === 'walk' && i.entry.path === DOCKERIGNORE);
     const old = at === -1 ? undefined : (items[at] as { kind: 'walk'; entry: WalkEntry }).entry;
@@ -275,7 +297,18 @@ export async function planContext(opts: ContextOptions): Promise<ContextPlan> {
     excludePatterns.push(file);
     ignoreFile = DOCKERIGNORE;
   }
-  return { root, dockerfile: file, ignoreFile, excludePatterns, items, files, bytes, skipped, walkedAt };
+  return {
+    root,
+    dockerfile: file,
+    ignoreFile,
+    excludePatterns,
+    items,
+    files,
+    bytes,
+    skipped,
+    warnings,
+    walkedAt,
+  };
 }
 
 /** chmod bits (setuid/setgid/sticky included) of a Go FileMode. */

@@ -247,9 +247,13 @@ describe('context selection', () => {
       const tar = await tarOf(plan);
       assert.equal(tar.includes('kiln_secret'), false, 'the link target went into the upload');
       assert.equal(plan.excludePatterns.includes('KILN_TOKEN=kiln_secret'), false);
+      assert.deepEqual(plan.warnings, [
+        '.dockerignore is not a readable file inside the context (a symlink out of it?): its patterns do not apply',
+      ]);
 
       const inside = await planContext({ contextDir: 'in', cwd: ctx.dir, dockerfile: 'outside.Dockerfile' });
       assert.deepEqual(inside.excludePatterns, ['b', inside.dockerfile]);
+      assert.deepEqual(inside.warnings, []);
       assert.equal(pathsOf(inside).includes('b'), false);
     } finally {
       await ctx.cleanup();

@@ -104,6 +104,7 @@ async function submitPlan(
   const { api, reporter, signal } = o;
   for (const p of plan.skipped)
     reporter.warn(`${p}: Kiln does not take devices and FIFOs in a build context, left out`);
+  for (const w of plan.warnings) reporter.warn(w);
   reporter.context({
     root: plan.root,
     files: plan.files,
