@@ -269,33 +269,22 @@ export async function planContext(opts: ContextOptions): Promise<ContextPlan> {
       files++;
       bytes += data.length;
       excludePatterns.push(file, ignoreFile);
-      return {
-        root,
-        dockerfile: file,
-        ignoreFile,
-        excludePatterns,
-        items,
-        files,
-        bytes,
-        skipped,
-        warnings,
-        walkedAt,
+    } else {
+      const at = items.findIndex((i) => i.kind === 'walk' && i.entry.path === DOCKERIGNORE);
+      const old = at === -1 ? undefined : (items[at] as { kind: 'walk'; entry: WalkEntry }).entry;
+      const previous = (old && (await contextFile(root, DOCKERIGNORE))) || Buffer.alloc(0);
+      const ignore: ContextItem = {
+        kind: 'inline',
+        path: DOCKERIGNORE,
+        data: Buffer.concat([previous, Buffer.from(`\n${file}\n`)]),
+        mode: old ? goPerm(old.mode) : 0o600,
+        mtimeNs: old ? old.modTime : now,
       };
+      if (at === -1) items.push(ignore);
+      else items[at] = ignore;
+      excludePatterns.push(file);
+      ignoreFile = DOCKERIGNORE;
     }
-    const at = items.findIndex((i) => i.kind === 'walk' && i.entry.path === DOCKERIGNORE);
-    const old = at === -1 ? undefined : (items[at] as { kind: 'walk'; entry: WalkEntry }).entry;
-    const previous = (old && (await contextFile(root, DOCKERIGNORE))) || Buffer.alloc(0);
-    const ignore: ContextItem = {
-      kind: 'inline',
-      path: DOCKERIGNORE,
-      data: Buffer.concat([previous, Buffer.from(`\n${file}\n`)]),
-      mode: old ? goPerm(old.mode) : 0o600,
-      mtimeNs: old ? old.modTime : now,
-    };
-    if (at === -1) items.push(ignore);
-    else items[at] = ignore;
-    excludePatterns.push(file);
-    ignoreFile = DOCKERIGNORE;
   }
   return {
     root,
