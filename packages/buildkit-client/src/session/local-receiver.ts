@@ -24,7 +24,7 @@ export async function receiveLocal(call: ServerCall, dest: string): Promise<void
    * turned into a symlink after `d/x` would have `d/x` opened, chmodded and chowned through it.
    */
   const parents = new Set<string>();
-  const wanted: Array<{ id: number; target: string }> = [];
+  const wanted: Array<{ id: number; rel: string }> = [];
   const open = new Map<number, { stream: WriteStream; done: Promise<void> }>();
   let statsDone = false;
   let finSent = false;
@@ -38,7 +38,12 @@ export async function receiveLocal(call: ServerCall, dest: string): Promise<void
     if (!inside(p)) throw new Error(`export path escapes destination: ${rel}`);
     return p;
   };
-  /** Like target(), and the parent must resolve inside too: nothing is written through a symlink. */
+  /**
+   * Like target(), and the parent must resolve inside too: nothing is written through a symlink.
+   * Checked again whenever the entry is written to, not only at its STAT: a directory can become
+   * a symlink in between under another name for it (`D` for `d` on a case-insensitive filesystem,
+   * or a composed and decomposed spelling on one that normalizes names).
+   */
   const creatable = async (rel: string): Promise<string> => {
     const p = target(rel);
     if (!inside(await fs.realpath(path.dirname(p))))
@@ -57,10 +62,10 @@ export async function receiveLocal(call: ServerCall, dest: string): Promise<void
 
   const requestMore = async () => {
     while (open.size < MAX_IN_FLIGHT && wanted.length > 0) {
-      const next = wanted.shift() as { id: number; target: string };
+      const next = wanted.shift() as { id: number; rel: string };
       // O_NOFOLLOW: should a symlink appear there after replace(), the open fails.
       const flags = constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW;
-      const stream = (await fs.open(next.target, flags)).createWriteStream();
+      const stream = (await fs.open(await creatable(next.rel), flags)).createWriteStream();
       const done = new Promise<void>((resolve, reject) => {
         stream.on('finish', resolve);
         stream.on('error', reject);
@@ -98,7 +103,7 @@ export async function receiveLocal(call: ServerCall, dest: string): Promise<void
         } else if (kind.type === 'file' && p.stat.linkname) {
           await fs.link(await creatable(p.stat.linkname), abs);
         } else if (kind.type === 'file') {
-          wanted.push({ id, target: abs });
+          wanted.push({ id, rel: p.stat.path });
         } else {
           throw new Error(`local export of special file ${p.stat.path} is not supported`);
         }
@@ -119,7 +124,7 @@ export async function receiveLocal(call: ServerCall, dest: string): Promise<void
     await requestMore();
     if (statsDone && !finSent && wanted.length === 0 && open.size === 0) {
       finSent = true;
-      await applyMetadata(stats, target);
+      await applyMetadata(stats, creatable);
       await writeWithBackpressure(call, encodePacket({ type: PacketType.FIN, id: 0 }));
     }
   };
@@ -172,10 +177,10 @@ export async function receiveLocal(call: ServerCall, dest: string): Promise<void
 }
 
 /** Modes, owners and times are set last, deepest first, so writing children does not bump a directory's mtime. */
-async function applyMetadata(stats: Stat[], target: (rel: string) => string): Promise<void> {
+async function applyMetadata(stats: Stat[], creatable: (rel: string) => Promise<string>): Promise<void> {
   const asRoot = process.getuid?.() === 0;
   for (const s of [...stats].reverse()) {
-    const abs = target(s.path);
+    const abs = await creatable(s.path);
     const kind = unixModeFromGo(s.mode);
     const seconds = Number(s.modTime / 1_000_000n) / 1000;
     if (asRoot) await fs.lchown(abs, s.uid, s.gid);

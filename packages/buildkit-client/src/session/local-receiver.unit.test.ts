@@ -9,8 +9,11 @@ import { decodePacket, encodePacket, type Packet, PacketType, type Stat } from '
 import type { ServerCall } from './grpc-server.js';
 import { receiveLocal } from './local-receiver.js';
 
-/** Plays the daemon's side of a local export from a script of packets. */
-function fakeDaemon(packets: Packet[]): { call: ServerCall; sent: Packet[] } {
+/**
+ * Plays the daemon's side of a local export from a script of packets; file contents are sent
+ * once `contents` resolves.
+ */
+function fakeDaemon(packets: Packet[], contents = Promise.resolve()): { call: ServerCall; sent: Packet[] } {
   const sent: Packet[] = [];
   // Object mode: each gRPC message is one chunk, and an empty STAT packet is zero bytes.
   const call = new Duplex({
@@ -20,8 +23,10 @@ function fakeDaemon(packets: Packet[]): { call: ServerCall; sent: Packet[] } {
       const p = decodePacket(chunk);
       sent.push(p);
       if (p.type === PacketType.REQ) {
-        call.push(encodePacket({ type: PacketType.DATA, id: p.id, data: Buffer.from(`content ${p.id}`) }));
-        call.push(encodePacket({ type: PacketType.DATA, id: p.id }));
+        void contents.then(() => {
+          call.push(encodePacket({ type: PacketType.DATA, id: p.id, data: Buffer.from(`content ${p.id}`) }));
+          call.push(encodePacket({ type: PacketType.DATA, id: p.id }));
+        });
       } else if (p.type === PacketType.FIN) call.push(encodePacket({ type: PacketType.FIN, id: 0 }));
       cb();
     },
@@ -159,6 +164,52 @@ test('a symlink left in the destination is replaced, never written or chmodded t
     await assert.rejects(receiveLocal(after.call, dest), /sent pre after entries inside it/);
     assert.equal((await fs.stat(victimDir)).mode & 0o777, 0o700);
     assert.deepEqual(await fs.readdir(victimDir), []);
+  } finally {
+    await fs.rm(base, { recursive: true, force: true });
+  }
+});
+
+test('a directory that becomes a symlink after its entries came (another spelling of its name on a case-insensitive filesystem) is never written or chmodded through', async () => {
+  const base = await fs.mkdtemp(path.join(os.tmpdir(), 'bkc-recv-'));
+  const victimDir = path.join(base, 'victim-dir');
+  await fs.mkdir(victimDir);
+  await fs.writeFile(path.join(victimDir, 'x'), 'keep', { mode: 0o600 });
+  await fs.chmod(path.join(victimDir, 'x'), 0o600);
+  const dir = (p: string) => ({
+    type: PacketType.STAT,
+    id: 0,
+    stat: stat({ path: p, mode: (MODE_DIR | 0o755) >>> 0 }),
+  });
+  const file = (p: string) => ({ type: PacketType.STAT, id: 0, stat: stat({ path: p, mode: 0o666 }) });
+  const end = { type: PacketType.STAT, id: 0 };
+  try {
+    // Linux cannot spell `d` as `D`, so the test swaps `d` itself while the files are awaited:
+    // `d/x` is either opened (every file slot taken by the 8 before it) or chmodded afterwards.
+    for (const [name, packets] of [
+      [
+        'waiting for a slot',
+        [...Array.from({ length: 8 }, (_, i) => file(`f${i}`)), dir('d'), file('d/x'), end],
+      ],
+      ['already open', [dir('d'), file('d/x'), end]],
+    ] as Array<[string, Packet[]]>) {
+      const dest = path.join(base, name.replaceAll(' ', '-'));
+      let release = () => {};
+      const { call, sent } = fakeDaemon(
+        packets,
+        new Promise<void>((resolve) => {
+          release = resolve;
+        }),
+      );
+      const receiving = receiveLocal(call, dest);
+      const requests = packets.filter((p) => p.stat && p.stat.mode === 0o666).length;
+      while (sent.length < Math.min(requests, 8)) await new Promise((resolve) => setTimeout(resolve, 5));
+      await fs.rm(path.join(dest, 'd'), { recursive: true });
+      await fs.symlink(victimDir, path.join(dest, 'd'));
+      release();
+      await assert.rejects(receiving, /escapes destination: d\/x/, name);
+      assert.deepEqual(await fs.readdir(victimDir), ['x'], name);
+      assert.equal((await fs.stat(path.join(victimDir, 'x'))).mode & 0o777, 0o600, name);
+    }
   } finally {
     await fs.rm(base, { recursive: true, force: true });
   }
