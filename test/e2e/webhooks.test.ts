@@ -207,10 +207,10 @@ describe('webhooks and git contexts', () => {
     assert.deepEqual(await counts(), before);
   });
 
-  test('payloads that stop short are bounded before they are verified: 32 MiB arriving at once, each cut off after 10 s', async () => {
+  test('payloads that stop short are bounded before they are verified: 32 MiB arriving at once, giving way after 2 s, cut off after 10 s', async () => {
     const { hostname, port } = new URL(kiln.url);
     const sockets: net.Socket[] = [];
-    /** A delivery that says 5 MiB and sends all of it but the last byte; resolves to its answer's status line. */
+    /** A delivery that says 5 MiB and sends all of it but the last byte; resolves to the whole answer. */
     const stopsShort = () =>
       new Promise<string>((resolve, reject) => {
         const socket = net.connect(Number(port), hostname);
@@ -218,10 +218,12 @@ describe('webhooks and git contexts', () => {
         let answer = '';
         socket.on('data', (d: Buffer) => {
           answer += d.toString('latin1');
-          if (answer.includes('\r\n\r\n')) resolve(answer.split('\r\n')[0] ?? '');
+          const [head, body = ''] = answer.split('\r\n\r\n');
+          const length = /content-length: (\d+)/i.exec(head ?? '');
+          if (length && body.length >= Number(length[1])) resolve(answer);
         });
         socket.on('error', reject);
-        socket.on('close', () => resolve(answer.split('\r\n')[0] ?? ''));
+        socket.on('close', () => resolve(answer));
         const size = 5 * 1024 * 1024;
         socket.write(
           [
@@ -241,17 +243,26 @@ describe('webhooks and git contexts', () => {
     try {
       // Seven of them are 35 MiB: those the API reads past 32 MiB are refused at once.
       const started = Date.now();
-      const answers = await Promise.all(Array.from({ length: 7 }, stopsShort));
+      const held = Promise.all(Array.from({ length: 7 }, stopsShort));
+      // Once they have been arriving for 2 s, a whole delivery takes the room of the oldest: with
+      // 3 MiB of commits listed, more than the ~2 MiB the stopped ones left.
+      await new Promise((resolve) => setTimeout(resolve, 2_500));
+      const commits = [{ id: second, message: 'x'.repeat(3 * 1024 * 1024) }];
+      const res = await github({ ...pushPayload(second, 'refs/heads/feature'), commits });
+      assert.equal(res.status, 200, await res.clone().text());
+      const answers = await held;
+      const summary = answers.map((a) => a.split('\r\n')[0]).join(', ');
       const codes = answers.map((a) => a.split(' ')[1]);
-      assert.ok(codes.includes('429'), answers.join(', '));
+      assert.ok(codes.includes('429'), summary);
       assert.ok(
         codes.every((c) => c === '429' || c === '408'),
-        answers.join(', '),
+        summary,
+      );
+      assert.ok(
+        answers.some((a) => a.includes('gave way to newer ones')),
+        answers.map((a) => a.split('\r\n\r\n')[1]).join('\n'),
       );
       assert.ok(Date.now() - started < 30_000, 'the held deliveries were cut off');
-      // What they held is free again: a whole delivery is read and verified.
-      const res = await github(pushPayload(second, 'refs/heads/feature'));
-      assert.equal(res.status, 200, await res.clone().text());
     } finally {
       for (const socket of sockets) socket.destroy();
     }

@@ -6,6 +6,7 @@ import { ConcurrencyLimit } from '../concurrency-limit.js';
 import type { ApiDeps } from '../deps.js';
 import { mediaType } from '../media-type.js';
 import { buildErrors } from '../schemas.js';
+import { ArrivingBodies } from '../webhooks/arriving-bodies.js';
 import { github, gitlab, type PushDeliveryHeaders } from '../webhooks/providers.js';
 import { receivePush } from '../webhooks/receive-push.js';
 import { verifyPushDelivery } from '../webhooks/verify-delivery.js';
@@ -25,6 +26,8 @@ const MAX_PAYLOAD_BYTES = 5 * 1024 * 1024;
 const MAX_ARRIVING_BYTES = 32 * 1024 * 1024;
 /** GitHub gives up on a delivery after 10 s; a body still arriving then is no provider's. */
 const BODY_TIMEOUT_MS = 10_000;
+/** A body still arriving after this long gives way (408) when a newer one needs its room. */
+const YIELD_AFTER_MS = 2_000;
 
 const answer = {
   type: 'object',
@@ -60,10 +63,8 @@ const answer = {
 export function webhookRoutes(deps: ApiDeps) {
   const limits = deps.config.webhooks;
   const verifying = new ConcurrencyLimit(limits.concurrency, 2 * limits.concurrency, 'webhook deliveries');
-  // Bodies are read before they can be verified: what is being read is bounded in bytes (not in
-  // requests: a provider delivers many at once from few addresses) and in time, or anyone could
-  // hold gigabytes by sending bodies that stop short.
-  const arriving = { bytes: 0 };
+  // Bounded in bytes, not in requests: a provider delivers many at once from few addresses.
+  const arriving = new ArrivingBodies(MAX_ARRIVING_BYTES, YIELD_AFTER_MS);
   return async (app: FastifyInstance) => {
     const perRepository = await registerRateLimits(app, deps);
     // The signature covers the exact bytes: keep them raw, whatever the content type says.
@@ -161,12 +162,12 @@ async function registerRateLimits(
 }
 
 /**
- * The body, up to MAX_PAYLOAD_BYTES, within BODY_TIMEOUT_MS, while the bodies being read
- * (`arriving`, shared) stay under MAX_ARRIVING_BYTES. Past any of them the stream is left flowing
- * rather than destroyed, so the error handler can still answer (413, 408, 429) instead of the
- * client seeing a reset.
+ * The body, up to MAX_PAYLOAD_BYTES, within BODY_TIMEOUT_MS, counted against the bodies being
+ * read (`arriving`), where it may have to give way to a newer one after YIELD_AFTER_MS. Past any
+ * of them the stream is left flowing rather than destroyed, so the error handler can still
+ * answer (413, 408, 429) instead of the client seeing a reset.
  */
-function readLimited(body: IncomingMessage, declared: number, arriving: { bytes: number }): Promise<Buffer> {
+function readLimited(body: IncomingMessage, declared: number, arriving: ArrivingBodies): Promise<Buffer> {
   const limit = MAX_PAYLOAD_BYTES;
   const tooLarge = () =>
     new AppError('payload_too_large', `a webhook payload may be at most ${limit / (1024 * 1024)} MiB`);
@@ -174,45 +175,47 @@ function readLimited(body: IncomingMessage, declared: number, arriving: { bytes:
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
-    let held = 0;
-    const timer = setTimeout(() => {
+    const refuse = (err: AppError) => {
       stop();
       body.resume();
-      reject(
+      reject(err);
+    };
+    const reader = arriving.open(() =>
+      refuse(
         new AppError(
           'request_timeout',
-          `the webhook payload did not arrive within ${BODY_TIMEOUT_MS / 1000} s (providers send it at once)`,
+          `the webhook payload was still arriving after ${YIELD_AFTER_MS / 1000} s and gave way to newer ones (providers send it at once)`,
         ),
-      );
-    }, BODY_TIMEOUT_MS);
+      ),
+    );
+    const timer = setTimeout(
+      () =>
+        refuse(
+          new AppError(
+            'request_timeout',
+            `the webhook payload did not arrive within ${BODY_TIMEOUT_MS / 1000} s (providers send it at once)`,
+          ),
+        ),
+      BODY_TIMEOUT_MS,
+    );
     const stop = () => {
       clearTimeout(timer);
-      arriving.bytes -= held;
-      held = 0;
+      reader.close();
       body.off('data', onData);
       body.off('end', onEnd);
       body.off('error', onError);
     };
     const onData = (chunk: Buffer) => {
       size += chunk.length;
-      if (size > limit) {
-        stop();
-        body.resume();
-        reject(tooLarge());
-      } else if (arriving.bytes + chunk.length > MAX_ARRIVING_BYTES) {
-        stop();
-        body.resume();
-        reject(
+      if (size > limit) refuse(tooLarge());
+      else if (!reader.take(chunk.length))
+        refuse(
           new AppError(
             'rate_limited',
             `more than ${MAX_ARRIVING_BYTES / (1024 * 1024)} MiB of webhook payloads are arriving at once; retry shortly`,
           ),
         );
-      } else {
-        arriving.bytes += chunk.length;
-        held += chunk.length;
-        chunks.push(chunk);
-      }
+      else chunks.push(chunk);
     };
     const onEnd = () => {
       stop();

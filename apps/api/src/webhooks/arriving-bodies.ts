@@ -1,0 +1,68 @@
+/**
+ * Bytes of request bodies being read at once, shared by every reader of one API. Bodies are
+ * read before anything can be verified, so without a bound anyone could hold gigabytes with
+ * bodies that stop short; with a plain bound, anyone who keeps it full refuses every real
+ * delivery. So when a chunk does not fit, the readers that have been reading for longest give
+ * way (oldest first, at least `yieldAfterMs` old): providers send a payload at once, and keeping
+ * the budget full then takes sending all of it again every `yieldAfterMs`, not once per timeout.
+ */
+export class ArrivingBodies {
+  /** In the order the readers started: a Set iterates in insertion order. */
+  private readonly readers = new Set<BodyReader>();
+  private used = 0;
+
+  constructor(
+    private readonly maxBytes: number,
+    private readonly yieldAfterMs: number,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** A new reader; `giveWay` is called (once, then it is closed) if it must make room for another. */
+  open(giveWay: () => void): BodyReader {
+    const reader = new BodyReader(this, this.now(), giveWay);
+    this.readers.add(reader);
+    return reader;
+  }
+
+  /** Room for `bytes` more for `reader`, made by older readers giving way if need be. */
+  take(reader: BodyReader, bytes: number): boolean {
+    if (!this.readers.has(reader)) return false;
+    const oldEnough = this.now() - this.yieldAfterMs;
+    for (const other of this.readers) {
+      if (this.used + bytes <= this.maxBytes) break;
+      if (other === reader || other.held === 0 || other.startedAt > oldEnough) continue;
+      other.close();
+      other.giveWay();
+    }
+    if (this.used + bytes > this.maxBytes) return false;
+    this.used += bytes;
+    reader.held += bytes;
+    return true;
+  }
+
+  /** Frees what `reader` held; it takes nothing more. */
+  close(reader: BodyReader): void {
+    if (!this.readers.delete(reader)) return;
+    this.used -= reader.held;
+    reader.held = 0;
+  }
+}
+
+export class BodyReader {
+  held = 0;
+
+  constructor(
+    private readonly bodies: ArrivingBodies,
+    readonly startedAt: number,
+    readonly giveWay: () => void,
+  ) {}
+
+  /** Counts `bytes` more against the budget; false if they do not fit (nor after older readers gave way). */
+  take(bytes: number): boolean {
+    return this.bodies.take(this, bytes);
+  }
+
+  close(): void {
+    this.bodies.close(this);
+  }
+}
