@@ -3,6 +3,7 @@ import path from 'node:path';
 import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { parseCsvAttrs, parseSecretSpec, type SecretSource } from '@kiln/buildkit-client/context';
 import {
+  ARTIFACT_NAME,
   BYTE_OUTPUT_TYPES,
   type ByteOutputType,
   reservedBuildArg,
@@ -312,12 +313,13 @@ export function buildSpec(opts: BuildOptions): Omit<BuildRequest, 'file'> {
 /** The artifact name the server stores: dest's base name, reduced to what the API accepts. */
 export function serverDest(dest: string, type: string): string {
   const fallback = type === 'tar' ? 'output.tar' : `image-${type}.tar`;
-  if (dest === '-') return fallback;
-  const base = path
-    .basename(dest)
-    .replace(/[^\w.+@-]/g, '_')
+  const name = path.basename(dest);
+  if (dest === '-' || name === '.' || name === '..') return fallback;
+  const base = name
+    .replace(/[^A-Za-z0-9._-]/g, '_')
+    .replace(/^[.-]/, '_')
     .slice(0, 255);
-  return base === '' || base === '.' || base === '..' ? fallback : base;
+  return ARTIFACT_NAME.test(base) ? base : fallback;
 }
 
 /** The positionals of a subcommand that takes exactly `names`, e.g. ['NAME', 'TOKEN_NAME']. */

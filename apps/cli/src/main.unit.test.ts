@@ -132,6 +132,11 @@ describe('kiln build flags', () => {
     });
     assert.equal(serverDest('/tmp/my app (1).tar', 'tar'), 'my_app__1_.tar');
     assert.equal(serverDest('-', 'tar'), 'output.tar');
+    // Only what a storage key takes: no `+` or `@`, nothing hidden or option-like.
+    assert.equal(serverDest('app+1@v2.tar', 'tar'), 'app_1_v2.tar');
+    assert.equal(serverDest('/tmp/.app.tar', 'tar'), '_app.tar');
+    assert.equal(serverDest('-x.tar', 'oci'), '_x.tar');
+    assert.equal(serverDest('..', 'oci'), 'image-oci.tar');
   });
 
   test('--platform repeated adds up, as buildx takes it; an empty one or an empty context is refused', () => {

@@ -1,5 +1,11 @@
 import path from 'node:path/posix';
-import { dockerfileInContext, OUTPUT_TYPES, type OutputType, reservedBuildArg } from '@kiln/contract';
+import {
+  ARTIFACT_NAME,
+  dockerfileInContext,
+  OUTPUT_TYPES,
+  type OutputType,
+  reservedBuildArg,
+} from '@kiln/contract';
 import { parseBuildSecrets } from './build-secrets.js';
 import { AppError } from './errors.js';
 import { unstorable } from './storable-text.js';
@@ -225,14 +231,10 @@ function parseOutput(value: unknown): OutputSpec {
   }
   if (t === 'image') checkImageAttrs(attrs);
   const name = str(dest, 'output.dest', 255) ?? 'output.tar';
-  if (
-    name === '-' ||
-    name !== path.basename(name) ||
-    name === '.' ||
-    name === '..' ||
-    !/^[\w.+@-]+$/.test(name)
-  ) {
-    invalid(`output dest "${name}" must be a plain file name (letters, digits, . _ - + @), e.g. app.tar`);
+  if (!ARTIFACT_NAME.test(name)) {
+    invalid(
+      `output dest "${name}" must be a plain file name of letters, digits, ".", "_" and "-" that starts with a letter, digit or "_", e.g. app.tar`,
+    );
   }
   return { type: t, dest: name, attrs };
 }

@@ -137,6 +137,10 @@ describe('parseBuildSpec', () => {
     rejects({ output: { type: ['tar'] } }, /output\.type must be a string/);
     rejects({ output: '{"type":["tar"]}' }, /output\.type must be a string/);
     rejects({ output: 'type=tar,dest=../x.tar' }, /plain file name/);
+    // What the API takes, storage takes: these used to be accepted, then failed every attempt.
+    for (const dest of ['app+1.tar', 'v@2.tar', '.app.tar', '-x.tar', '..', 'a b.tar'])
+      rejects({ output: `type=tar,dest=${dest}` }, /plain file name/);
+    assert.equal(parseBuildSpec({ output: 'type=tar,dest=_v1.2-rc_3.tar' }).output.dest, '_v1.2-rc_3.tar');
     rejects({ output: 'type=tar,dest' }, /not key=value/);
     rejects({ output: 42 }, /output must be/);
     rejects({ platform: 'amd64' }, /os\/arch/);
