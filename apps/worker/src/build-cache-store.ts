@@ -51,16 +51,19 @@ export function storageContentStore(
   prefix: string,
   bound: CacheBound | undefined,
 ): BoundedContentStore {
-  let used: Promise<number> | undefined;
+  let held: Promise<number> | undefined;
+  /** Blobs this store took since the listing; checked and added in one step, with no await between. */
+  let taken = 0;
   let refusal: string | undefined;
-  const reserve = async (digest: string, total: number) => {
-    if (!bound) return;
-    used ??= cacheHeldBytes(storage, prefix);
-    const before = await used;
+  /** Room for the blob, or a refusal; resolves to what to give back should the blob not be stored. */
+  const reserve = async (digest: string, total: number): Promise<number> => {
+    if (!bound) return 0;
+    held ??= cacheHeldBytes(storage, prefix);
+    const before = (await held) + taken;
     // total 0 (unknown) is not a size a bound can admit.
     if (total > 0 && before + total <= bound.bytes) {
-      used = Promise.resolve(before + total);
-      return;
+      taken += total;
+      return total;
     }
     refusal = `it holds ${before} bytes and ${digest} is ${total > 0 ? `${total} bytes` : 'of unknown size'}, past ${bound.why}`;
     // Left as it is, the cache would refuse every later export too.
@@ -83,16 +86,22 @@ export function storageContentStore(
     },
     async write(expected, total) {
       const key = blobKey(prefix, expected);
-      await reserve(expected, total);
+      const reserved = await reserve(expected, total);
       const sink = new PassThrough();
-      const stored = storage.put(key, sink).then(async (put) => {
-        // The session checked the digest before ending the sink; a store that hashed other bytes
-        // (a torn write) must not keep them under this name.
-        if (`sha256:${put.sha256}` !== expected) {
-          await storage.delete(key);
-          throw new Error(`stored ${key} has digest sha256:${put.sha256}, not ${expected}`);
-        }
-      });
+      const stored = storage
+        .put(key, sink)
+        .then(async (put) => {
+          // The session checked the digest before ending the sink; a store that hashed other bytes
+          // (a torn write) must not keep them under this name.
+          if (`sha256:${put.sha256}` !== expected) {
+            await storage.delete(key);
+            throw new Error(`stored ${key} has digest sha256:${put.sha256}, not ${expected}`);
+          }
+        })
+        .catch((err: unknown) => {
+          taken -= reserved;
+          throw err;
+        });
       return { sink, stored };
     },
   };

@@ -77,6 +77,32 @@ test('a store refuses the blob that would pass its bound, and marks the cache fu
   assert.ok((await cacheHeldBytes(storage, p)) > small.length);
 });
 
+test('blobs written at once are counted together against the bound; one not stored gives its room back', async () => {
+  const p = 'cache/concurrent/';
+  const store = storageContentStore(storage, p, { bytes: 100, why: 'a bound of 100 bytes' });
+  const blobs = ['a', 'b', 'c'].map((c) => {
+    const bytes = Buffer.alloc(60, c);
+    return { bytes, digest: `sha256:${createHash('sha256').update(bytes).digest('hex')}` };
+  });
+  // BuildKit writes several blobs of an export at once over the session.
+  const writes = await Promise.allSettled(blobs.map((b) => store.write(b.digest, b.bytes.length)));
+  assert.deepEqual(
+    writes.map((w) => w.status),
+    ['fulfilled', 'rejected', 'rejected'],
+  );
+  // The one taken is cut short: its 60 bytes are free again for a blob that fits.
+  const first = writes[0] as PromiseFulfilledResult<Awaited<ReturnType<typeof store.write>>>;
+  first.value.sink.destroy(new Error('the session ended'));
+  await assert.rejects(first.value.stored);
+  const small = Buffer.alloc(40, 'd');
+  const { sink, stored } = await store.write(
+    `sha256:${createHash('sha256').update(small).digest('hex')}`,
+    small.length,
+  );
+  sink.end(small);
+  await stored;
+});
+
 test('a cache without a bound takes any blob', async () => {
   const p = 'cache/unbounded/';
   const store = storageContentStore(storage, p, undefined);
