@@ -33,7 +33,8 @@ export function encryptSecret(key: Buffer, projectId: string, host: string, secr
 export function decryptSecret(key: Buffer, projectId: string, host: string, stored: string): string {
   const [version, iv, tag, body] = stored.split(':');
   if (version !== VERSION || !iv || !tag || body === undefined) throw new Error('unknown credential format');
-  const decipher = createDecipheriv('aes-256-gcm', key, Buffer.from(iv, 'base64'));
+  // A whole 16-byte tag only: GCM would otherwise check as few bytes as the row holds.
+  const decipher = createDecipheriv('aes-256-gcm', key, Buffer.from(iv, 'base64'), { authTagLength: 16 });
   decipher.setAAD(aad(projectId, host));
   decipher.setAuthTag(Buffer.from(tag, 'base64'));
   return Buffer.concat([decipher.update(Buffer.from(body, 'base64')), decipher.final()]).toString('utf8');
@@ -65,14 +66,18 @@ export interface RegistryPolicy {
   allowedNetworks: readonly Network[];
 }
 
+/** Docker Hub's names, each pushed to the same registry: a policy naming one names them all. */
+const DOCKER_HUB = ['docker.io', 'index.docker.io', 'registry-1.docker.io'];
+
 /** Throws `invalid_spec` naming the host when the policy refuses a push target. */
 export function checkRegistryHost(hostWithPort: string, policy: RegistryPolicy): void {
   const host = hostWithPort.replace(/:\d+$/, '').replace(/^\[(.*)\]$/, '$1');
+  const names = DOCKER_HUB.includes(host.toLowerCase()) ? DOCKER_HUB : [host];
   const refuse = (why: string) => {
     throw new AppError('invalid_spec', `output name: the registry ${hostWithPort} ${why}`);
   };
-  if (hostMatches(host, policy.deniedHosts)) refuse('is denied by this Kiln');
-  if (policy.allowedHosts.length > 0 && !hostMatches(host, policy.allowedHosts)) {
+  if (names.some((n) => hostMatches(n, policy.deniedHosts))) refuse('is denied by this Kiln');
+  if (policy.allowedHosts.length > 0 && !names.some((n) => hostMatches(n, policy.allowedHosts))) {
     refuse('is not among the registries this Kiln pushes to');
   }
   const why = refusedHost(host, policy.allowedNetworks);

@@ -23,6 +23,10 @@ describe('registry credentials', () => {
     assert.throws(() => decryptSecret(key, 'p2', 'reg.example', stored));
     assert.throws(() => decryptSecret(key, 'p1', 'evil.example', stored));
     assert.throws(() => decryptSecret(credentialsKey('x'.repeat(40)), 'p1', 'reg.example', stored));
+    // A tag cut to 4 bytes: 2^32 guesses would forge one.
+    const [version, iv, tag, body] = stored.split(':') as [string, string, string, string];
+    const cut = [version, iv, Buffer.from(tag, 'base64').subarray(0, 4).toString('base64'), body].join(':');
+    assert.throws(() => decryptSecret(key, 'p1', 'reg.example', cut));
   });
 
   test('hosts as BuildKit asks for them', () => {
@@ -54,6 +58,16 @@ describe('registry credentials', () => {
       () => checkRegistryHost('other.example', { ...policy, allowedHosts: ['registry.example'] }),
       /not among/,
     );
+    // Docker Hub under any of its names.
+    for (const host of ['docker.io', 'index.docker.io', 'registry-1.docker.io']) {
+      assert.throws(() => checkRegistryHost(host, { ...policy, deniedHosts: ['docker.io'] }), /denied/, host);
+      assert.throws(
+        () => checkRegistryHost(host, { ...policy, deniedHosts: ['index.docker.io'] }),
+        /denied/,
+        host,
+      );
+      checkRegistryHost(host, { ...policy, allowedHosts: ['registry-1.docker.io'] });
+    }
   });
 
   test('the hosts an image output pushes to', () => {
@@ -62,6 +76,9 @@ describe('registry credentials', () => {
     assert.deepEqual(hosts('team/app:1'), ['docker.io']);
     assert.deepEqual(hosts('reg.example:5000/team/app:1,team/app:2'), ['reg.example:5000', 'docker.io']);
     assert.deepEqual(hosts('localhost:5000/a'), ['localhost:5000']);
+    // An upper-case first component is a host to docker and BuildKit, so it is to the policy.
+    assert.deepEqual(hosts('Localhost/app:1'), ['localhost']);
+    assert.deepEqual(hosts('Registry/app'), ['registry']);
     assert.deepEqual(imageRegistryHosts(parseBuildSpec({})), []);
   });
 });

@@ -265,8 +265,9 @@ export function imageRegistryHosts(spec: Pick<BuildSpec, 'output'>): string[] {
   if (spec.output.type !== 'image') return [];
   const hosts = (spec.output.attrs.name ?? '').split(',').map((ref) => {
     const host = IMAGE_REFERENCE.exec(ref)?.groups?.host;
-    // docker's rule: a first component is a host only with a dot, a port, or `localhost`.
-    return host && (/[.:[]/.test(host) || host === 'localhost') ? host.toLowerCase() : 'docker.io';
+    // docker's rule (splitDockerDomain), which BuildKit follows: a first component is a host with
+    // a dot, a port, `localhost`, or an upper-case letter (`Registry/app` is pushed to `Registry`).
+    return host && (/[.:[A-Z]/.test(host) || host === 'localhost') ? host.toLowerCase() : 'docker.io';
   });
   return [...new Set(hosts)];
 }
