@@ -309,10 +309,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): KilnConfig {
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
     const variable = String(issue?.path[0] ?? 'environment');
-    const value = env[variable];
     throw new ConfigError(
       variable,
-      `${issue?.message ?? 'invalid'}${value === undefined ? ' (not set)' : ` (got "${value}")`}`,
+      `${issue?.message ?? 'invalid'} (${describeValue(variable, env[variable])})`,
     );
   }
   const e = parsed.data;
@@ -456,6 +455,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): KilnConfig {
       storedBytes: e.KILN_QUOTA_STORED_BYTES,
     },
   };
+}
+
+/** Variables whose values are secrets or may hold one (a password in a URL): never echoed. */
+const SECRET_VARIABLE = /(KEY|KEY_ID|TOKEN|SECRET|PASSWORD)$|_URL$/;
+
+/** What a refused value was, for the start-up error: quoted, unless it may be a secret. */
+function describeValue(variable: string, value: string | undefined): string {
+  if (value === undefined) return 'not set';
+  return SECRET_VARIABLE.test(variable) ? `got ${value.length} characters, not shown` : `got "${value}"`;
 }
 
 /** A comma-separated list setting, its first bad entry stopping start-up with the variable's name. */

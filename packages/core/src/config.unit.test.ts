@@ -153,6 +153,19 @@ test('a bad value names the variable and the value', () => {
   bad({ KILN_SIGNING_KEY: undefined }, 'KILN_SIGNING_KEY', /local directory/);
   bad({ KILN_BUILDERS: 'ftp://x' }, 'KILN_BUILDERS', /not a unix/);
   bad({ KILN_S3_FORCE_PATH_STYLE: 'yes' }, 'KILN_S3_FORCE_PATH_STYLE', /got "yes"/);
+  // Secrets, and URLs that may carry a password, are described, never echoed.
+  for (const [variable, value] of [
+    ['KILN_SIGNING_KEY', 'short-but-real-key'],
+    ['KILN_OPERATOR_TOKEN', 'short-but-real-token'],
+    ['DATABASE_URL', 'postgres+tls://kiln:S3cretPw@db/kiln'],
+    ['REDIS_URL', 'http://:S3cretPw@redis'],
+  ] as const) {
+    bad({ [variable]: value }, variable, /got \d+ characters, not shown/);
+    assert.throws(
+      () => loadConfig({ ...base, [variable]: value }),
+      (e: unknown) => e instanceof Error && !e.message.includes(value) && !e.message.includes('S3cretPw'),
+    );
+  }
 });
 
 test('builder TLS: PEM files read at start-up, applied to tcp:// builders only', () => {
