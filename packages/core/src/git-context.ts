@@ -41,7 +41,9 @@ export function parseGitUrl(value: unknown, field = 'git'): string {
   try {
     url = new URL(value);
   } catch {
-    return invalid(field, `"${value.slice(0, 200)}" is not a URL`);
+    // Quoted without what stands before an `@` in its authority: a token, as often as not.
+    const shown = value.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^/]*@/i, '$1***@').slice(0, 200);
+    return invalid(field, `"${shown}" is not a URL`);
   }
   if (!['http:', 'https:', 'git:'].includes(url.protocol)) {
     invalid(field, `only http, https and git:// repository URLs are supported, not ${url.protocol}`);

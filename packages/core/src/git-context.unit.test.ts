@@ -36,6 +36,11 @@ describe('git contexts', () => {
     refused('http://ok.example\\@127.0.0.1/r.git', /backslashes/);
     refused(42, /must be a string/);
     refused('not a url', /spaces|not a URL/);
+    // A URL that does not parse is quoted without its user info (a token, as often as not).
+    refused(
+      'https://oauth2:glpat-SECRET@gitlab.example:group/repo.git',
+      /^(?!.*glpat-SECRET).*"https:\/\/\*\*\*@gitlab\.example:group\/repo\.git" is not a URL/,
+    );
   });
 
   test('stored form and the BuildKit attribute pin the commit', () => {
