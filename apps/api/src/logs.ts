@@ -1,5 +1,5 @@
 import { Readable } from 'node:stream';
-import { type Build, FINAL_STATUSES, logStreamKey } from '@kiln/core';
+import { type Build, FINAL_STATUSES, getIfStored, logStreamKey } from '@kiln/core';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { ApiDeps } from './deps.js';
 import { entryIdAfter, type LogEntry, parseEntryId, streamEntries } from './log-stream.js';
@@ -24,10 +24,8 @@ async function* logText(deps: ApiDeps, build: Build): AsyncGenerator<string> {
 export async function readLogs(deps: ApiDeps, build: Build, reply: FastifyReply) {
   reply.type('text/plain; charset=utf-8');
   if (build.cachedFromId) return reply.send(cachedNote(build));
-  if (build.logKey) {
-    const object = await deps.storage.get(build.logKey).catch(() => undefined);
-    if (object) return reply.send(object.body);
-  }
+  const object = build.logKey ? await getIfStored(deps.storage, build.logKey) : undefined;
+  if (object) return reply.send(object.body);
   return reply.send(Readable.from(logText(deps, build)));
 }
 
@@ -43,7 +41,7 @@ async function sendStoredLog(
   closed: () => boolean,
 ): Promise<boolean> {
   if (!FINAL_STATUSES.has(build.status) || !build.logKey) return false;
-  const object = await deps.storage.get(build.logKey).catch(() => undefined);
+  const object = await getIfStored(deps.storage, build.logKey);
   if (!object) return false;
   try {
     // Text decoded across chunks: a character split between two reads is not mangled.

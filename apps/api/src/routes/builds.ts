@@ -6,7 +6,7 @@ import {
   CHANNEL_CANCEL,
   cancelRequestKey,
   FINAL_STATUSES,
-  isAppError,
+  getIfStored,
   MAX_LISTED_STEPS,
   parseBuildSteps,
   SpanKind,
@@ -185,10 +185,7 @@ export function buildRoutes(deps: ApiDeps): FastifyPluginAsyncTypebox {
       async (req) => {
         const build = await findBuild(req.projectId, req.params.id);
         // None yet (queued, running, or a build that never solved): no steps.
-        const object = await deps.storage.get(stepsKey(build.id)).catch((err: unknown) => {
-          if (isAppError(err) && err.code === 'not_found') return undefined;
-          throw err;
-        });
+        const object = await getIfStored(deps.storage, stepsKey(build.id));
         if (!object) return { items: [], omitted: 0 };
         const chunks: Buffer[] = [];
         for await (const chunk of object.body) chunks.push(chunk as Buffer);

@@ -5,7 +5,7 @@ export type { LocalDirStorageOptions, LocalSignatureParams } from './local.js';
 export { LOCAL_FILES_PATH, LocalDirStorage, verifyLocalSignature } from './local.js';
 export type { S3Storage, S3StorageOptions, StorageLogger } from './s3.js';
 export type { GetOptions, GetResult, ObjectInfo, ObjectStorage, PutOptions, PutResult } from './types.js';
-export { contentDisposition, MAX_KEY_LENGTH, validateKey } from './util.js';
+export { contentDisposition, getIfStored, MAX_KEY_LENGTH, validateKey } from './util.js';
 
 /** What `createStorage` takes; `KilnConfig['storage']` (config.ts) fits it. */
 export type CreateStorageConfig =

@@ -29,6 +29,7 @@ import {
 } from '../../test-support/streams.js';
 import { AppError } from '../errors.js';
 import { S3Storage, type S3StorageOptions } from './s3.js';
+import { getIfStored } from './util.js';
 
 function isAppError(code: string) {
   return (err: unknown) => {
@@ -374,13 +375,17 @@ describe('S3Storage against s3rver', () => {
     }
   });
 
-  test('check() on a missing bucket is AppError(unavailable)', async () => {
+  test('a missing bucket is AppError(unavailable), never an object not found', async () => {
     const other = storageFor(s3, { bucket: 'no-such-bucket' });
     try {
       await assert.rejects(
         other.check(),
         (err) => isAppError('unavailable')(err) && /bucket does not exist/.test((err as Error).message),
       );
+      // Taken for a missing object, it had downloads answer 404 and queued builds fail for good.
+      await assert.rejects(other.get('contexts/x'), isAppError('unavailable'));
+      await assert.rejects(getIfStored(other, 'contexts/x'), isAppError('unavailable'));
+      assert.equal(await getIfStored(storage, 'contexts/none'), undefined);
     } finally {
       other.close();
     }
@@ -403,6 +408,7 @@ describe('S3Storage when the server is gone', () => {
       await assert.rejects(storage.check(), isAppError('unavailable'));
       await assert.rejects(storage.head('warm/up'), isAppError('unavailable'));
       await assert.rejects(storage.get('warm/up'), isAppError('unavailable'));
+      await assert.rejects(getIfStored(storage, 'warm/up'), isAppError('unavailable'));
       const elapsed = Date.now() - t0;
       t.diagnostic(
         `stopped server: 2 puts, check, head, get all rejected within ${elapsed} ms (default 3 attempts)`,

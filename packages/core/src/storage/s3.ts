@@ -420,9 +420,11 @@ function nameOf(err: unknown): string | undefined {
   return err instanceof Error ? err.name : undefined;
 }
 
+/** The object is not there; a missing bucket is a misconfigured or broken store, not a missing object. */
 function isNotFound(err: unknown): boolean {
   const name = nameOf(err);
-  return name === 'NotFound' || name === 'NoSuchKey' || name === 'NoSuchBucket' || statusOf(err) === 404;
+  if (name === 'NoSuchBucket') return false;
+  return name === 'NotFound' || name === 'NoSuchKey' || statusOf(err) === 404;
 }
 
 function isNoSuchUpload(err: unknown): boolean {

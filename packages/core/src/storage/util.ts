@@ -1,6 +1,20 @@
 import { createHash, type Hash } from 'node:crypto';
 import { type Readable, Transform, type TransformCallback } from 'node:stream';
-import { AppError } from '../errors.js';
+import { AppError, isAppError } from '../errors.js';
+import type { GetResult, ObjectStorage } from './types.js';
+
+/**
+ * The object, or undefined when there is none. Any other failure (storage unreachable) is thrown:
+ * taken for "none", it would answer an empty log or no steps with a 200.
+ */
+export async function getIfStored(storage: ObjectStorage, key: string): Promise<GetResult | undefined> {
+  try {
+    return await storage.get(key);
+  } catch (err) {
+    if (isAppError(err) && err.code === 'not_found') return undefined;
+    throw err;
+  }
+}
 
 /** Longest key accepted (S3's own limit is 1024 bytes; keys here are ASCII). */
 export const MAX_KEY_LENGTH = 1024;
