@@ -306,7 +306,7 @@ describe('webhooks and git contexts', () => {
     assert.equal(await kiln.deps.db.build.count(), beforeBuilds);
   });
 
-  test('GitLab: X-Gitlab-Token, clone over smart HTTP from the payload, dedupe by X-Gitlab-Event-UUID', async () => {
+  test('GitLab: X-Gitlab-Token, clone over smart HTTP from the payload, dedupe by X-Gitlab-Event-UUID', async (t) => {
     const created = await api('/v1/triggers', {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
@@ -326,27 +326,42 @@ describe('webhooks and git contexts', () => {
     assert.equal(listed.items.length, 2);
     assert.ok(listed.items.every((t) => !('secret' in t)));
 
-    const release = repo.commit({ 'hello.txt': 'release\n' }, 'release/1.0');
+    // Served at the repository's own path: the payload's clone URL must name it.
+    const glRepo = await startGitRepo('group/sub/app');
+    t.after(() => glRepo.stop());
+    const release = glRepo.commit({ Dockerfile: DOCKERFILE, 'hello.txt': 'release\n' }, 'release/1.0');
     const payload = {
       object_kind: 'push',
       ref: 'refs/heads/release/1.0',
       before: '0'.repeat(40),
       after: release,
       checkout_sha: release,
-      project: { path_with_namespace: 'group/sub/app', git_http_url: repo.httpUrl },
+      project: { path_with_namespace: 'group/sub/app', git_http_url: glRepo.httpUrl },
     };
     const uuid = randomUUID();
-    const send = (token: string) =>
+    const send = (token: string, body: unknown = payload, delivery = uuid) =>
       fetch(`${kiln.url}/v1/hooks/gitlab`, {
         method: 'POST',
-        body: JSON.stringify(payload),
+        body: JSON.stringify(body),
         headers: {
           'content-type': 'application/json',
           'x-gitlab-event': 'Push Hook',
           'x-gitlab-token': token,
-          'x-gitlab-event-uuid': uuid,
+          'x-gitlab-event-uuid': delivery,
         },
       });
+    // Whoever holds the token cannot have another repository built (and pushed) in its name.
+    const elsewhere = await send(
+      gitlabToken,
+      { ...payload, project: { ...payload.project, git_http_url: repo.httpUrl } },
+      randomUUID(),
+    );
+    assert.equal(elsewhere.status, 200, await elsewhere.clone().text());
+    assert.match(
+      ((await elsewhere.json()) as { reason: string }).reason,
+      /clone URL http:\/\/127\.0\.0\.1:\d+\/app\.git is not one of the repository group\/sub\/app/,
+    );
+    assert.equal(await kiln.deps.db.build.count({ where: { triggerId: trigger.id } }), 0);
     const before = await counts();
     const wrong = await send('wrong-token');
     assert.equal(wrong.status, 401);
@@ -359,7 +374,7 @@ describe('webhooks and git contexts', () => {
     const build = await waitFor(builds[0]?.id ?? '');
     assert.equal(await helloOf(build), 'release\n');
     assert.equal(build.source, 'gitlab');
-    assert.equal(build.git?.url, repo.httpUrl);
+    assert.equal(build.git?.url, glRepo.httpUrl);
     assert.equal(build.git?.commit, release);
 
     const replay = await send(gitlabToken);

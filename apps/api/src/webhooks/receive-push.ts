@@ -12,6 +12,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import {
+  AppError,
   type Build,
   type BuildSpecInput,
   checkGitHost,
@@ -45,13 +46,13 @@ export async function receivePush(
   provider: Provider,
   headers: PushDeliveryHeaders,
   payload: Record<string, unknown>,
-  { triggers, scope }: VerifiedDelivery,
+  { triggers, scope, repository }: VerifiedDelivery,
 ): Promise<PushReceipt> {
   const plan = planBuilds(
     provider,
     headers.event,
     payload,
-    triggers,
+    { triggers, repository },
     deps.config.webhooks.maxAgeSeconds,
     deps.config.git,
   );
@@ -122,12 +123,33 @@ interface PlannedBuild {
   push: Push;
 }
 
+/**
+ * The payload's clone URL, only when its path names the repository the delivery was verified
+ * for: whoever holds a trigger's secret could otherwise have the project build any repository
+ * (and push it with the project's registry logins). Its host stays the sender's word, under the
+ * git host policy; a trigger's own cloneUrl pins it.
+ */
+function payloadCloneUrl(value: string | undefined, repository: string): string {
+  const url = parseGitUrl(value, 'clone URL');
+  const path = new URL(url).pathname
+    .replace(/^\/+/, '')
+    .replace(/\.git$/i, '')
+    .toLowerCase();
+  if (path !== repository) {
+    throw new AppError(
+      'invalid_request',
+      `the payload's clone URL ${url} is not one of the repository ${repository}`,
+    );
+  }
+  return url;
+}
+
 /** Which triggers build this push; when none, why not. */
 function planBuilds(
   provider: Provider,
   event: string,
   payload: Record<string, unknown>,
-  triggers: CandidateTrigger[],
+  { triggers, repository }: Pick<VerifiedDelivery, 'triggers' | 'repository'>,
   maxAgeSeconds: number,
   gitHosts: GitHostPolicy,
 ): { builds: PlannedBuild[]; reason?: string } {
@@ -158,7 +180,9 @@ function planBuilds(
   const problems: string[] = [];
   for (const trigger of matching) {
     try {
-      const url = parseGitUrl(trigger.cloneUrl ?? push.cloneUrl, 'clone URL');
+      const url = trigger.cloneUrl
+        ? parseGitUrl(trigger.cloneUrl, 'clone URL')
+        : payloadCloneUrl(push.cloneUrl, repository);
       // The payload's URL is the sender's choice; a trigger's was checked when created, under
       // the policy of then.
       checkGitHost(url, gitHosts, 'clone URL');
