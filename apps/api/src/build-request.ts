@@ -113,7 +113,8 @@ async function storedContextRequest(
   }
   const spec = parseBuildSpec(fields);
   const secrets = parseBuildSecrets(fields.secrets);
-  const stored = await deps.builds.storedContextOf(projectId, digest, spec.file);
+  const since = new Date(Date.now() - deps.config.retention.contextDays * 24 * 3600 * 1000);
+  const stored = await deps.builds.storedContextOf(projectId, digest, spec.file, since);
   const unknown = () =>
     new AppError('not_found', `this project has no stored context ${digest} with ${spec.file}: upload it`);
   if (!stored) throw unknown();

@@ -123,6 +123,42 @@ test('resultCacheSource: the newest succeeded build with the key and platform, i
   assert.equal(await queries.resultCacheSource(p.id, 'k', 'linux/s390x', since), null);
 });
 
+test("storedContextOf: the project's own build with the digest and Dockerfile, recent or unfinished, its object kept", async () => {
+  const p = await project('ctx-a');
+  const other = await project('ctx-b');
+  const at = (iso: string) => new Date(iso);
+  const digest = `sha256:${'d'.repeat(64)}`;
+  const make = (data: Record<string, unknown>) =>
+    database.prisma.build.create({
+      data: {
+        projectId: p.id,
+        spec: { file: 'Dockerfile' },
+        status: 'succeeded',
+        contextDigest: digest,
+        contextKey: 'contexts/d',
+        contextSize: 42n,
+        createdAt: at('2026-05-01T00:00:00Z'),
+        ...data,
+      },
+    });
+  const since = at('2026-05-10T00:00:00Z');
+  const found = { contextKey: 'contexts/d', contextSize: 42n };
+  // Another project built it within the window (so the object is kept): not this project's.
+  await make({ projectId: other.id, createdAt: at('2026-05-20T00:00:00Z') });
+  // This project built it before the window: the answer must not tell that someone else did since.
+  const old = await make({});
+  assert.equal(await queries.storedContextOf(p.id, digest, 'Dockerfile', since), undefined);
+  // Still queued from then: its context is kept for it.
+  await database.prisma.build.update({ where: { id: old.id }, data: { status: 'queued' } });
+  assert.deepEqual(await queries.storedContextOf(p.id, digest, 'Dockerfile', since), found);
+  await database.prisma.build.update({ where: { id: old.id }, data: { status: 'succeeded' } });
+  const recent = await make({ createdAt: at('2026-05-15T00:00:00Z') });
+  assert.deepEqual(await queries.storedContextOf(p.id, digest, 'Dockerfile', since), found);
+  assert.equal(await queries.storedContextOf(p.id, digest, 'other/Dockerfile', since), undefined);
+  await database.prisma.build.update({ where: { id: recent.id }, data: { contextDeletedAt: new Date() } });
+  assert.equal(await queries.storedContextOf(p.id, digest, 'Dockerfile', since), undefined);
+});
+
 test('PostgreSQL dropping a pooled connection is reported, not a crash, and the pool goes on', async () => {
   const dropped: Error[] = [];
   const other = createDatabase(testDb.url, { onConnectionError: (err) => dropped.push(err) });

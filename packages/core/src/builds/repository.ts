@@ -254,22 +254,27 @@ export class BuildRepository {
   /** Builders on which an earlier attempt of this build failed for infrastructure reasons. */
   /**
    * The stored context object of an earlier build of this project with this digest and Dockerfile
-   * path (so the path is known to be in it), unless retention deleted it: what a build by digest,
-   * without an upload, may use. Only the project's own builds count: another project's contexts
-   * are never revealed, not even their existence. One index range (projectId, contextDigest).
+   * path (so the path is known to be in it), made since `since` (the context retention cutoff) or
+   * not yet finished, unless retention deleted it: what a build by digest, without an upload, may
+   * use. Only the project's own builds count: another project's contexts are never revealed, not
+   * even their existence, and an old build of its own counts only while its context would be kept
+   * for it alone (else the answer would tell whether another project used the same context
+   * since). One index range (projectId, contextDigest).
    */
   async storedContextOf(
     projectId: string,
     digest: string,
     file: string,
+    since: Date,
   ): Promise<{ contextKey: string; contextSize: bigint } | undefined> {
     const { rows } = await this.sql().query<{ contextKey: string; contextSize: string }>({
       name: 'kiln_stored_context_of',
       text: `SELECT "contextKey", "contextSize" FROM "Build"
         WHERE "projectId" = $1 AND "contextDigest" = $2 AND spec->>'file' = $3
           AND "contextKey" IS NOT NULL AND "contextDeletedAt" IS NULL
+          AND ("createdAt" >= $4 OR status IN ('queued', 'running'))
         LIMIT 1`,
-      values: [projectId, digest, file],
+      values: [projectId, digest, file, since],
     });
     const row = rows[0];
     return row ? { contextKey: row.contextKey, contextSize: BigInt(row.contextSize) } : undefined;
