@@ -148,6 +148,7 @@ export class KilnWorker {
       dnsServers: config.builderDiscovery.dnsServers,
       discoveryIntervalMs: config.builderDiscovery.intervalSeconds * 1000,
       keepaliveSeconds: config.builderKeepaliveSeconds,
+      isolation: config.builderIsolation,
       redis: this.redis,
       logger,
       ...(deps.keyPrefix !== undefined ? { keyPrefix: deps.keyPrefix } : {}),

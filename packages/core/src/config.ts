@@ -21,6 +21,10 @@ export class ConfigError extends Error {
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 const bool = z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1');
 
+/** Whether builders serve any project's builds at once, or one project's at a time (KILN_BUILDER_ISOLATION). */
+export const BUILDER_ISOLATIONS = ['shared', 'project'] as const;
+export type BuilderIsolation = (typeof BUILDER_ISOLATIONS)[number];
+
 /** Every variable Kiln reads, with defaults for the one-machine setup. docker-compose sets the same names. */
 const ENV = z.object({
   KILN_PORT: int(1, 65535).default(8080),
@@ -48,6 +52,7 @@ const ENV = z.object({
   KILN_BUILDER_DNS_SERVERS: z.string().default(''),
   KILN_BUILDER_DISCOVERY_INTERVAL_SECONDS: int(1, 3600).default(10),
   KILN_BUILDER_KEEPALIVE_SECONDS: int(0, 86_400).default(330),
+  KILN_BUILDER_ISOLATION: z.enum(BUILDER_ISOLATIONS).default('shared'),
   KILN_WORKER_CONCURRENCY: int(1, 256).default(4),
   KILN_BUILD_TIMEOUT_SECONDS: int(10, 86_400).default(3600),
   KILN_BUILD_ATTEMPTS: int(1, 10).default(3),
@@ -162,6 +167,11 @@ export interface KilnConfig {
    * to, so lower values only suit builders configured to accept them.
    */
   builderKeepaliveSeconds: number;
+  /**
+   * `project`: a builder serves one project's builds at a time, for builders whose RUN steps can
+   * see each other (rootless buildkitd shares its process namespace with them). `shared`: any.
+   */
+  builderIsolation: BuilderIsolation;
   workerConcurrency: number;
   buildTimeoutSeconds: number;
   buildAttempts: number;
@@ -368,6 +378,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): KilnConfig {
       intervalSeconds: e.KILN_BUILDER_DISCOVERY_INTERVAL_SECONDS,
     },
     builderKeepaliveSeconds: e.KILN_BUILDER_KEEPALIVE_SECONDS,
+    builderIsolation: e.KILN_BUILDER_ISOLATION,
     workerConcurrency: e.KILN_WORKER_CONCURRENCY,
     buildTimeoutSeconds: e.KILN_BUILD_TIMEOUT_SECONDS,
     buildAttempts: e.KILN_BUILD_ATTEMPTS,

@@ -153,6 +153,9 @@ test('a bad value names the variable and the value', () => {
   bad({ KILN_SIGNING_KEY: undefined }, 'KILN_SIGNING_KEY', /local directory/);
   bad({ KILN_BUILDERS: 'ftp://x' }, 'KILN_BUILDERS', /not a unix/);
   bad({ KILN_S3_FORCE_PATH_STYLE: 'yes' }, 'KILN_S3_FORCE_PATH_STYLE', /got "yes"/);
+  bad({ KILN_BUILDER_ISOLATION: 'tenant' }, 'KILN_BUILDER_ISOLATION', /got "tenant"/);
+  assert.equal(loadConfig(base).builderIsolation, 'shared');
+  assert.equal(loadConfig({ ...base, KILN_BUILDER_ISOLATION: 'project' }).builderIsolation, 'project');
   // Secrets, and URLs that may carry a password, are described, never echoed.
   for (const [variable, value] of [
     ['KILN_SIGNING_KEY', 'short-but-real-key'],

@@ -33,6 +33,7 @@ export {
 export * from './builds/index.js';
 export * from './builds.js';
 export {
+  type BuilderIsolation,
   type BuilderTls,
   CONFIG_VARIABLES,
   ConfigError,

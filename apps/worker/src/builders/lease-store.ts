@@ -17,6 +17,11 @@
  * (it waits out a hand-back delay meanwhile, and the slot is kept for it). A draining builder
  * (builderDrainingKey) takes no new lease.
  *
+ * Tenants (KILN_BUILDER_ISOLATION=project): a builder serves one project's builds at a time. A
+ * builder's RUN steps may see each other (rootless buildkitd shares its process namespace with
+ * them), so another project's build waits, in the builder's line, until the last lease of the
+ * project there ends; the line's order still holds, so no project keeps a builder for ever.
+ *
  * Holders: a build may run twice at once for a while (a stalled job run again while its first run
  * still ends), and both runs name the same buildId. Each run takes its lease with a token of its
  * own, kept in a key beside the ZSET (expiring with the lease); the run that took the lease last
@@ -42,12 +47,14 @@ const WAITER_STALE_MS = 5000;
 
 /**
  * KEYS builder leases, project leases, the build's holder on this builder, the builder's
- * draining flag, this builder's line (buildId → rank) and line seen (buildId → ms), then the lines
- * and line-seen sets of the build's other builders (left on take); ARGV buildId, concurrency,
- * ttlMs, project limit (0: none), rank, staleMs, token, project member → 1 leased (or taken over
- * from an earlier run of the same build), 0 no room (now in line), -1 the project is at its
- * quota, -2 the builder is draining. The flag is read here, not before: a drain sets it, then counts leases, so every
- * lease is either counted or refused.
+ * draining flag, the builder's tenant, this builder's line (buildId → rank) and line seen
+ * (buildId → ms), then the lines and line-seen sets of the build's other builders (left on take);
+ * ARGV buildId, concurrency, ttlMs, project limit (0: none), rank, staleMs, token, project member,
+ * tenant ('' when builders are shared) → 1 leased (or taken over from an earlier run of the same
+ * build), 0 no room (now in line), -1 the project is at its quota, -2 the builder is draining.
+ * The flag is read here, not before: a drain sets it, then counts leases, so every lease is
+ * either counted or refused. A builder whose leases are another tenant's has no room for this
+ * one until they end; its tenant key lives as long as its newest lease.
  */
 const ACQUIRE = `${NOW}
 local id, ttl = ARGV[1], tonumber(ARGV[3])
@@ -57,7 +64,8 @@ local function take()
   redis.call('ZADD', KEYS[1], now + ttl, id)
   redis.call('ZADD', KEYS[2], now + ttl, ARGV[8])
   redis.call('SET', KEYS[3], ARGV[7], 'PX', ttl)
-  for i = 5, #KEYS do redis.call('ZREM', KEYS[i], id) end
+  if ARGV[9] ~= '' then redis.call('SET', KEYS[5], ARGV[9], 'PX', ttl) end
+  for i = 6, #KEYS do redis.call('ZREM', KEYS[i], id) end
   return 1
 end
 if redis.call('ZSCORE', KEYS[1], id) then return take() end
@@ -66,25 +74,29 @@ local limit = tonumber(ARGV[4])
 if limit > 0 and redis.call('ZCARD', KEYS[2]) >= limit then
   return -1
 end
-for _, w in ipairs(redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', now - tonumber(ARGV[6]))) do
-  redis.call('ZREM', KEYS[5], w)
+for _, w in ipairs(redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', now - tonumber(ARGV[6]))) do
   redis.call('ZREM', KEYS[6], w)
+  redis.call('ZREM', KEYS[7], w)
 end
 local rank = tonumber(ARGV[5])
-local ahead = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', '(' .. rank, 'LIMIT', 0, 1)
-if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) and (ahead[1] == nil or ahead[1] == id) then
+local ahead = redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', '(' .. rank, 'LIMIT', 0, 1)
+local held = redis.call('ZCARD', KEYS[1])
+local ours = ARGV[9] == '' or held == 0 or redis.call('GET', KEYS[5]) == ARGV[9]
+if held < tonumber(ARGV[2]) and ours and (ahead[1] == nil or ahead[1] == id) then
   return take()
 end
-redis.call('ZADD', KEYS[5], rank, id)
-redis.call('ZADD', KEYS[6], now, id)
+redis.call('ZADD', KEYS[6], rank, id)
+redis.call('ZADD', KEYS[7], now, id)
 return 0`;
 
 /**
- * KEYS builder leases, project leases, the build's holder on this builder; ARGV buildId, ttlMs,
- * token, project member, reclaim ('1': also when another run released it) → 1 renewed, 0
- * re-created (it had expired, and no other run took it meanwhile), -1 another run of the build
- * holds it, or released it (without reclaim). An expired lease is re-created whatever the
- * builder's load: the build is still running there, and the count should say so.
+ * KEYS builder leases, project leases, the build's holder on this builder, the builder's tenant;
+ * ARGV buildId, ttlMs, token, project member, reclaim ('1': also when another run released it),
+ * tenant ('' when builders are shared) → 1 renewed, 0 re-created (it had expired, and no other
+ * run took it meanwhile), -1 another run of the build holds it, or released it (without
+ * reclaim). An expired lease is re-created whatever the builder's load: the build is still
+ * running there, and the count should say so. The tenant key is extended with it, unless another
+ * tenant took the builder meanwhile (its lease had expired): that one keeps it.
  */
 const RENEW = `${NOW}
 local holder = redis.call('GET', KEYS[3])
@@ -94,6 +106,10 @@ local existed = redis.call('ZSCORE', KEYS[1], ARGV[1])
 redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
 redis.call('ZADD', KEYS[2], now + ttl, ARGV[4])
 redis.call('SET', KEYS[3], ARGV[3], 'PX', ttl)
+if ARGV[6] ~= '' then
+  local tenant = redis.call('GET', KEYS[4])
+  if not tenant or tenant == ARGV[6] then redis.call('SET', KEYS[4], ARGV[6], 'PX', ttl) end
+end
 if existed and tonumber(existed) > now then return 1 end
 return 0`;
 
@@ -156,7 +172,17 @@ export class LeaseStore {
     private readonly prefix: string,
     /** A lease not renewed for this long is gone. */
     readonly ttlMs: number,
+    /** A builder serves one project's builds at a time (KILN_BUILDER_ISOLATION=project). */
+    private readonly perProject = false,
   ) {}
+
+  private tenantKey(address: string): string {
+    return `${this.prefix}:builder-tenant:${address}`;
+  }
+
+  private tenantOf(projectId: string): string {
+    return this.perProject ? projectId : '';
+  }
 
   key(address: string): string {
     return builderLeaseKey(address, this.prefix);
@@ -191,11 +217,12 @@ export class LeaseStore {
     const others = alsoWaitsFor.filter((a) => a !== address).flatMap((a) => this.lineKeys(a));
     const result = await this.redis.eval(
       ACQUIRE,
-      6 + others.length,
+      7 + others.length,
       this.key(address),
       this.projectKey(claim.projectId),
       this.holderKey(address, buildId),
       builderDrainingKey(address, this.prefix),
+      this.tenantKey(address),
       ...this.lineKeys(address),
       ...others,
       buildId,
@@ -206,6 +233,7 @@ export class LeaseStore {
       String(WAITER_STALE_MS),
       token,
       projectMember(buildId, address),
+      this.tenantOf(claim.projectId),
     );
     return OUTCOMES[Number(result)] ?? 'full';
   }
@@ -223,15 +251,17 @@ export class LeaseStore {
   ): Promise<RenewOutcome> {
     const result = await this.redis.eval(
       RENEW,
-      3,
+      4,
       this.key(address),
       this.projectKey(projectId),
       this.holderKey(address, buildId),
+      this.tenantKey(address),
       buildId,
       String(this.ttlMs),
       token,
       projectMember(buildId, address),
       reclaim ? '1' : '0',
+      this.tenantOf(projectId),
     );
     return RENEW_OUTCOMES[Number(result)] ?? 'superseded';
   }

@@ -129,6 +129,47 @@ describe('BuilderPool', { skip }, () => {
     assert.equal((await p.acquire({ buildId: 'a3', projectId: 'proj' })).address, 'x');
   });
 
+  test("isolation by project: a builder serves one project's builds at a time, in line order", async () => {
+    const keyPrefix = prefix();
+    const p = pool(
+      [
+        { address: 'x', concurrency: 2 },
+        { address: 'y', concurrency: 2 },
+      ],
+      { keyPrefix, isolation: 'project' },
+    );
+    const a1 = await p.acquire({ buildId: 'a1', projectId: 'A' });
+    const b1 = await p.acquire({ buildId: 'b1', projectId: 'B' });
+    assert.notEqual(b1.address, a1.address, "B's build is not placed beside A's");
+    // Both builders taken: A's second build joins A's builder, C's waits for a builder to empty.
+    const a2 = await p.acquire({ buildId: 'a2', projectId: 'A' });
+    assert.equal(a2.address, a1.address);
+    await assert.rejects(p.acquire({ buildId: 'c1', projectId: 'C' }), (err: unknown) => {
+      assert.ok(err instanceof NoBuilderAvailableError);
+      assert.match(err.message, /serving another project's builds/);
+      return true;
+    });
+    await b1.release();
+    const c1 = await p.acquire({ buildId: 'c1', projectId: 'C' });
+    assert.equal(c1.address, b1.address);
+    // D waits in both builders' lines; a slot A frees goes to no later-ranked build of A's, so
+    // A cannot keep its builder for ever: once A's last build there ends, D has it.
+    await assert.rejects(p.acquire({ buildId: 'd1', projectId: 'D' }), NoBuilderAvailableError);
+    await a1.release();
+    await assert.rejects(p.acquire({ buildId: 'a3', projectId: 'A', rank: 2 }), NoBuilderAvailableError);
+    await a2.release();
+    const d1 = await p.acquire({ buildId: 'd1', projectId: 'D' });
+    assert.equal(d1.address, a1.address);
+    for (const l of [c1, d1]) await l.release();
+
+    // Shared builders (the default) put any project's builds side by side.
+    const shared = pool([{ address: 'x', concurrency: 2 }], { keyPrefix: prefix() });
+    const s1 = await shared.acquire({ buildId: 's1', projectId: 'A' });
+    const s2 = await shared.acquire({ buildId: 's2', projectId: 'B' });
+    assert.equal(s1.address, s2.address);
+    for (const l of [s1, s2]) await l.release();
+  });
+
   test('builders that failed this build are avoided while others have room', async () => {
     const p = twoBuilders(1);
     assert.equal((await p.acquire({ buildId: 'r1', avoid: ['x'] })).address, 'y');

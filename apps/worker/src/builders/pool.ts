@@ -9,6 +9,7 @@ import { type BuildkitClient, connect, type TlsOptions } from '@kiln/buildkit-cl
 import {
   AppError,
   type BuilderCapabilities,
+  type BuilderIsolation,
   type Logger,
   type SpecRequirements,
   unmetRequirements,
@@ -56,6 +57,8 @@ export interface BuilderPoolOptions {
   keyPrefix?: string;
   /** A lease not renewed for this long is gone; default 30 s. Renewed every third of it. */
   leaseTtlMs?: number;
+  /** `project`: a builder serves one project's builds at a time (lease-store.ts); default `shared`. */
+  isolation?: BuilderIsolation;
   /** Health check period; default 5 s; 0 turns periodic checks off. */
   healthIntervalMs?: number;
   /** Bound of one health check (connect + ListWorkers); default 3 s. */
@@ -115,6 +118,7 @@ export class BuilderPool {
   private readonly health: BuilderHealth;
   private readonly discovery: BuilderDiscovery;
   private readonly leases: LeaseStore;
+  private readonly isolated: boolean;
   private readonly affinity: ProjectAffinity;
   private readonly wakeWaiter: ((buildId: string) => Promise<void>) | undefined;
 
@@ -160,7 +164,8 @@ export class BuilderPool {
       logger: opts.logger,
       onMembers: (service, members) => this.setMembers(service, members),
     });
-    this.leases = new LeaseStore(opts.redis, keyPrefix, this.leaseTtlMs);
+    this.leases = new LeaseStore(opts.redis, keyPrefix, this.leaseTtlMs, opts.isolation === 'project');
+    this.isolated = opts.isolation === 'project';
     this.affinity = new ProjectAffinity(opts.redis, keyPrefix, opts.affinityTtlSeconds ?? 7 * 24 * 3600);
     this.wakeWaiter = opts.wakeWaiter;
   }
@@ -377,7 +382,7 @@ export class BuilderPool {
       );
     }
     throw new NoBuilderAvailableError(
-      `every healthy builder is at capacity or draining (${usable.map((b) => `${b.address} ${load(b)}/${b.concurrency}`).join(', ')})`,
+      `every healthy builder is at capacity${this.isolated ? ", serving another project's builds" : ''} or draining (${usable.map((b) => `${b.address} ${load(b)}/${b.concurrency}`).join(', ')})`,
       'capacity',
     );
   }
