@@ -147,14 +147,14 @@ async function dropBuildCaches(
   cutoff: Date,
   report: RetentionReport,
 ) {
-  const projects = new Map<string, { bytes: number; newest: number; keys: string[]; full: boolean }>();
+  // Sums only: every project's keys at once could be millions (mode=max caches of many projects).
+  const projects = new Map<string, { bytes: number; newest: number; full: boolean }>();
   for await (const object of o.storage.list(BUILD_CACHE_ROOT)) {
     const [project = '', ...rest] = object.key.slice(BUILD_CACHE_ROOT.length).split('/');
-    const entry = projects.get(project) ?? { bytes: 0, newest: 0, keys: [], full: false };
+    const entry = projects.get(project) ?? { bytes: 0, newest: 0, full: false };
     if (rest.join('/') === BUILD_CACHE_FULL) entry.full = true;
     entry.bytes += object.size;
     entry.newest = Math.max(entry.newest, object.lastModified.getTime());
-    entry.keys.push(object.key);
     projects.set(project, entry);
   }
   for (const [project, entry] of projects) {
@@ -166,9 +166,11 @@ async function dropBuildCaches(
     // on. The full mark last: while it stands, no build exports into what is being deleted.
     const order = (key: string) =>
       key.endsWith(`/${BUILD_CACHE_FULL}`) ? 2 : key.includes('/blobs/') ? 1 : 0;
-    entry.keys.sort((a, b) => order(a) - order(b));
     try {
-      for (const key of entry.keys) await o.storage.delete(key);
+      const keys: string[] = [];
+      for await (const object of o.storage.list(`${BUILD_CACHE_ROOT}${project}/`)) keys.push(object.key);
+      keys.sort((a, b) => order(a) - order(b));
+      for (const key of keys) await o.storage.delete(key);
       report.cachesDropped.push(project);
     } catch (err) {
       report.failed++;
