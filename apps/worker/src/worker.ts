@@ -131,18 +131,9 @@ export class KilnWorker {
     this.prisma = deps.prisma ?? createPrismaClient(config.databaseUrl);
     this.storage = deps.storage ?? (await createStorage(config.storage));
     this.tracing = await startTracing(config.otlpTracesUrl, 'kiln-worker');
-    // What killed workers left mid-export (temp files, open multipart uploads); in the
-    // background, since it walks the whole store. Idle past a build's time, and an hour at
-    // least: a slow client's context upload on S3 may write no part for minutes.
-    void this.storage
-      .removeAbandonedPuts(
-        KILN_KEY_PREFIXES,
-        Math.max(config.buildTimeoutSeconds * 1000, ABANDONED_PUT_MIN_MS),
-      )
-      .then((left) => {
-        if (left.length > 0) logger.warn({ puts: left.length }, 'removed what abandoned puts left');
-      })
-      .catch((err: Error) => logger.warn({ err: err.message }, 'removing abandoned puts failed'));
+    // In the background, since it walks the whole store; again at each retention pass, as
+    // processes die between restarts too.
+    void this.removeAbandonedPuts();
     this.poolInstance = new BuilderPool({
       builders: config.builders,
       dnsServers: config.builderDiscovery.dnsServers,
@@ -274,7 +265,7 @@ export class KilnWorker {
       redis: this.redis,
       logger,
       intervalMs: deps.retentionIntervalMs ?? config.retention.intervalSeconds * 1000,
-      run: () => this.runRetentionOnce(),
+      run: () => Promise.all([this.runRetentionOnce(), this.removeAbandonedPuts()]),
       ...(deps.keyPrefix !== undefined ? { keyPrefix: deps.keyPrefix } : {}),
     });
     this.retention.start();
@@ -285,6 +276,22 @@ export class KilnWorker {
       },
       'worker started',
     );
+  }
+
+  /**
+   * Removes what killed processes left mid-put (temp files, open multipart uploads): idle past a
+   * build's time, and an hour at least, since a slow client's context upload on S3 may write no
+   * part for minutes. Never rejects.
+   */
+  private async removeAbandonedPuts(): Promise<void> {
+    if (!this.storage) return;
+    const idleMs = Math.max(this.config.buildTimeoutSeconds * 1000, ABANDONED_PUT_MIN_MS);
+    try {
+      const left = await this.storage.removeAbandonedPuts(KILN_KEY_PREFIXES, idleMs);
+      if (left.length > 0) this.logger.warn({ puts: left.length }, 'removed what abandoned puts left');
+    } catch (err) {
+      this.logger.warn({ err: (err as Error).message }, 'removing abandoned puts failed');
+    }
   }
 
   /**

@@ -13,6 +13,7 @@ import {
   GetObjectCommand,
   HeadObjectCommand,
   ListMultipartUploadsCommand,
+  ListPartsCommand,
   type S3Client,
   UploadPartCommand,
 } from '@aws-sdk/client-s3';
@@ -157,6 +158,38 @@ describe('S3Storage against s3rver', () => {
       }),
     );
     assert.deepEqual(await readdir(s3.uploadsDir).catch(() => []), []);
+  });
+
+  test('removeAbandonedPuts goes on past an upload completed or aborted while it looks (NoSuchUpload)', async () => {
+    const begin = async (Key: string) => {
+      const { UploadId } = await storage.client.send(
+        new CreateMultipartUploadCommand({ Bucket: s3.bucket, Key }),
+      );
+      return UploadId as string;
+    };
+    const gone = await begin('artifacts/raced/app.tar');
+    await begin('artifacts/left/app.tar');
+    await sleep(100);
+    // The real server's answer, timed: the first upload ends just before its parts are listed.
+    const send = storage.client.send.bind(storage.client);
+    storage.client.send = (async (command: { input?: { Key?: string } }) => {
+      if (command instanceof ListPartsCommand && command.input.Key === 'artifacts/raced/app.tar') {
+        await send(
+          new AbortMultipartUploadCommand({
+            Bucket: s3.bucket,
+            Key: 'artifacts/raced/app.tar',
+            UploadId: gone,
+          }),
+        );
+      }
+      return send(command as never);
+    }) as typeof storage.client.send;
+    try {
+      assert.deepEqual(await storage.removeAbandonedPuts(['artifacts/'], 50), ['artifacts/left/app.tar']);
+    } finally {
+      storage.client.send = send;
+    }
+    assert.deepEqual(await inProgressUploads(), []);
   });
 
   test('check() passes', async () => {

@@ -309,7 +309,12 @@ export class S3Storage implements ObjectStorage {
           });
         for (const u of out.Uploads ?? []) {
           if (!u.Key || !u.UploadId || !u.Initiated || u.Initiated.getTime() > cutoff) continue;
-          if ((await this.lastPartWritten(u.Key, u.UploadId)) > cutoff) continue;
+          // Completed or aborted since it was listed: nothing left to remove, the others still are.
+          const last = await this.lastPartWritten(u.Key, u.UploadId).catch((err: unknown) => {
+            if (isNoSuchUpload(err)) return undefined;
+            throw this.backendError('list parts', u.Key ?? dir, err);
+          });
+          if (last === undefined || last > cutoff) continue;
           await this.removeMultipartUpload(u.Key, u.UploadId);
           removed.push(u.Key);
         }
