@@ -1068,6 +1068,58 @@ describe('hostile uploads', () => {
       });
     });
 
+    test("KILN_UPLOAD_SPOOL_BYTES bounds the temp files of uploads in progress, of which one project takes half: its next upload is 429, another project's goes on", async () => {
+      await withConfiguredApi(
+        { KILN_MAX_CONTEXT_BYTES: String(MiB), KILN_UPLOAD_SPOOL_BYTES: String(2 * MiB) },
+        async (port) => {
+          const big = tar([DOCKERFILE, file('spool.bin', randomBytes(900 * 1024))]);
+          const tmpBefore = new Set(await tmpFiles(api));
+          const slow = http.request({
+            host: '127.0.0.1',
+            port,
+            method: 'POST',
+            path: '/v1/builds?output=type=tar,dest=a.tar',
+            agent: false,
+            headers: { ...auth(), 'content-type': TAR, 'content-length': String(big.length) },
+          });
+          const answered = new Promise<number>((resolve, reject) => {
+            slow.on('response', (res) => {
+              res.resume();
+              resolve(res.statusCode ?? 0);
+            });
+            slow.on('error', reject);
+          });
+          slow.write(big.subarray(0, big.length - 1024));
+          // Most of it in its temp file: ~0.9 of the project's 1 MiB half.
+          await waitFor('the upload temp file', async () => {
+            for (const f of await tmpFiles(api)) {
+              if (tmpBefore.has(f)) continue;
+              const size = (await fs.stat(path.join(api.tmpDir, f)).catch(() => undefined))?.size ?? 0;
+              if (size > 800 * 1024) return true;
+            }
+            return false;
+          });
+          const body = new Uint8Array(tar([DOCKERFILE, file('spool-small.bin', randomBytes(300 * 1024))]));
+          const post = (token: string) =>
+            request(`http://127.0.0.1:${port}`, '/v1/builds?output=type=tar,dest=b.tar', {
+              method: 'POST',
+              body: Buffer.from(body),
+              headers: { ...auth(token), 'content-type': TAR },
+            });
+          const mine = await post(api.token);
+          assert.equal(mine.status, 429, mine.text);
+          assert.equal(errorOf(mine)?.code, 'rate_limited');
+          assert.match(errorOf(mine)?.message ?? '', /take half the room for them \(KILN_UPLOAD_SPOOL_BYTES/);
+          const theirs = await post(api.otherToken);
+          assert.equal(theirs.status, 202, theirs.text);
+          slow.end(big.subarray(big.length - 1024));
+          assert.equal(await answered, 202);
+          // The room is given back with the upload: the same one now fits.
+          assert.equal((await post(api.token)).status, 202);
+        },
+      );
+    });
+
     test('stored-bytes quota: an upload that can only be refused is answered 429 before it has all arrived; a retry of what the project holds is not', async () => {
       const name = 'quota-early';
       const token = await bootstrapProject(api.db.url, name);

@@ -21,7 +21,7 @@ import { parseGitBuildRequest } from './git-request.js';
 import { mediaType } from './media-type.js';
 import { QUERY, SpecFields } from './spec-fields.js';
 import { type ReceivedContext, receiveContext, type UploadBudget, uploadTmpDir } from './upload.js';
-import type { UploadSlots } from './upload-slots.js';
+import type { UploadSlot, UploadSlots } from './upload-slots.js';
 
 /** Content types taken as a raw context upload (the body stays a stream for receiveContext). */
 export const RAW_CONTEXT_TYPES = [
@@ -76,9 +76,9 @@ export async function submitBuild(
     const source = { kind: 'git', git, origin: 'api' } as const;
     return createBuild(deps, req.projectId, spec, source, idempotencyKey, secrets, traceparent);
   }
-  const release = await uploads.take(req.projectId);
+  const slot = await uploads.take(req.projectId);
   try {
-    const { spec, secrets, context } = await receiveUpload(deps, req);
+    const { spec, secrets, context } = await receiveUpload(deps, req, slot);
     try {
       const source = { kind: 'upload', context } as const;
       return await createBuild(deps, req.projectId, spec, source, idempotencyKey, secrets, traceparent);
@@ -86,7 +86,7 @@ export async function submitBuild(
       await context.dispose();
     }
   } finally {
-    release();
+    slot.release();
   }
 }
 
@@ -135,7 +135,7 @@ async function storedContextRequest(
  * is still arriving at the request deadline is answered `408 request_timeout`, and the connection
  * closed after the answer; before, either cut the connection without one.
  */
-async function receiveUpload(deps: ApiDeps, req: BuildRequest): Promise<Upload> {
+async function receiveUpload(deps: ApiDeps, req: BuildRequest, slot: UploadSlot): Promise<Upload> {
   const { requestTimeoutSeconds, connectionTimeoutSeconds } = deps.config;
   let gaveUp: AppError | undefined;
   let giveUp: (err: AppError) => void = () => undefined;
@@ -158,7 +158,7 @@ async function receiveUpload(deps: ApiDeps, req: BuildRequest): Promise<Upload> 
   const onIdle = () =>
     giveUp(new AppError('request_timeout', `the upload sent nothing for ${connectionTimeoutSeconds} s`));
   req.raw.on('timeout', onIdle);
-  const reading = readUpload(deps, req);
+  const reading = readUpload(deps, req, slot);
   try {
     return await Promise.race([reading, givenUp]);
   } catch (err) {
@@ -184,7 +184,7 @@ async function receiveUpload(deps: ApiDeps, req: BuildRequest): Promise<Upload> 
   }
 }
 
-async function readUpload(deps: ApiDeps, req: BuildRequest): Promise<Upload> {
+async function readUpload(deps: ApiDeps, req: BuildRequest, slot: UploadSlot): Promise<Upload> {
   if (!req.isMultipart()) {
     if (!isStream(req.body)) {
       throw new AppError(
@@ -195,7 +195,7 @@ async function readUpload(deps: ApiDeps, req: BuildRequest): Promise<Upload> {
     const spec = parseBuildSpec(specFromQuery(req.query).spec);
     await checkSomeBuilderCanServe(deps, spec);
     const options = await uploadOptions(deps, req.projectId, spec.file);
-    return { spec, secrets: {}, context: await receiveContext(req.body, options) };
+    return { spec, secrets: {}, context: await receiveContext(req.body, { ...options, slot }) };
   }
   const fields = specFromQuery(req.query);
   let stored: Upload | undefined;
@@ -214,7 +214,7 @@ async function readUpload(deps: ApiDeps, req: BuildRequest): Promise<Upload> {
         const secrets = parseBuildSecrets(input.secrets);
         await checkSomeBuilderCanServe(deps, spec);
         const options = await uploadOptions(deps, req.projectId, spec.file);
-        stored = { spec, secrets, context: await receiveContext(part.file, options) };
+        stored = { spec, secrets, context: await receiveContext(part.file, { ...options, slot }) };
       } else {
         if (stored)
           throw new AppError(

@@ -12,6 +12,7 @@ import {
   type KilnConfig,
   type ObjectStorage,
 } from '@kiln/core';
+import type { UploadSlot } from './upload-slots.js';
 
 /** Where uploads are received before they are stored (removed at start-up when stale). */
 export const uploadTmpDir = (config: Pick<KilnConfig, 'dataDir'>): string => path.join(config.dataDir, 'tmp');
@@ -40,6 +41,20 @@ export interface UploadBudget {
   bytes: number;
   limit(): Promise<number>;
   refusal(received: number): AppError;
+}
+
+/** Passes the bytes through while the slot's spool takes them. */
+function spoolGate(slot: Pick<UploadSlot, 'spool'>): Transform {
+  return new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      try {
+        slot.spool(chunk.length);
+        callback(null, chunk);
+      } catch (err) {
+        callback(err as Error);
+      }
+    },
+  });
 }
 
 /** Passes the bytes through until they pass the budget. */
@@ -82,6 +97,8 @@ export async function receiveContext(
     /** KILN_ALLOWED_FRONTENDS: what `# syntax=` may name. */
     allowedFrontends: readonly string[];
     budget?: UploadBudget;
+    /** The upload's slot: counts the temp file's bytes, and runs its put into storage. */
+    slot?: Pick<UploadSlot, 'spool' | 'storing'>;
   },
 ): Promise<ReceivedContext> {
   await fs.mkdir(opts.tmpDir, { recursive: true });
@@ -92,9 +109,12 @@ export async function receiveContext(
     validator.result.catch(() => undefined);
     // Created before the stream opens it, so a fast failure's rm cannot run before the open.
     const handle = await fs.open(tmp, 'wx', 0o600);
-    const gate = opts.budget ? [budgetGate(opts.budget)] : [];
-    // The gate counts the uncompressed tar, which is what is stored and charged.
-    await pipeline([body, validator.stream, ...gate, handle.createWriteStream()]).catch(
+    const gates = [
+      ...(opts.budget ? [budgetGate(opts.budget)] : []),
+      ...(opts.slot ? [spoolGate(opts.slot)] : []),
+    ];
+    // The gates count the uncompressed tar, which is what is stored, charged and spooled.
+    await pipeline([body, validator.stream, ...gates, handle.createWriteStream()]).catch(
       async (err: unknown) => {
         // The budget's refusal: the validator only sees its stream cut.
         if (err instanceof AppError) throw err;
@@ -110,8 +130,9 @@ export async function receiveContext(
     const summary = await validator.result;
     checkFrontendAllowed(summary.frontend, opts.allowedFrontends);
     const key = contextKey(summary.sha256);
+    const put = () => opts.storage.putFile(key, tmp);
     const restore = async () => {
-      await opts.storage.putFile(key, tmp);
+      await (opts.slot ? opts.slot.storing(put) : put());
     };
     return { digest: `sha256:${summary.sha256}`, size: summary.size, key, uploaded: true, restore, dispose };
   } catch (err) {

@@ -99,7 +99,12 @@ export function testConfig(
     workerConcurrency: 4,
     buildTimeoutSeconds: 120,
     buildAttempts: 3,
-    limits: { maxContextBytes: 1024 ** 3, maxContextEntries: 100_000, maxUploadsPerProject: 8 },
+    limits: {
+      maxContextBytes: 1024 ** 3,
+      maxContextEntries: 100_000,
+      maxUploadsPerProject: 8,
+      uploadSpoolBytes: 2 * 1024 ** 3,
+    },
     events: { ...defaults.events, attempts: 3, backoffMs: 1000, timeoutSeconds: 10 },
     ...over,
   };

@@ -60,6 +60,7 @@ const ENV = z.object({
   KILN_MAX_CONTEXT_BYTES: int(1024, 64 * 1024 ** 3).default(2 * 1024 ** 3),
   KILN_MAX_CONTEXT_ENTRIES: int(1, 10_000_000).default(200_000),
   KILN_MAX_UPLOADS_PER_PROJECT: int(1, 10_000).default(8),
+  KILN_UPLOAD_SPOOL_BYTES: int(2048, 2 ** 50).default(8 * 1024 ** 3),
   KILN_RATE_LIMIT_PER_MINUTE: int(0, 10_000_000).default(6000),
   KILN_AUTH_FAILURES_PER_MINUTE: int(0, 10_000_000).default(0),
   KILN_TRUSTED_PROXIES: z.string().default(''),
@@ -181,6 +182,12 @@ export interface KilnConfig {
     maxContextEntries: number;
     /** Context uploads one project may have in progress on one API process (each holds a temp file). */
     maxUploadsPerProject: number;
+    /**
+     * Bytes the temp files of uploads in progress may take on one API process, all projects
+     * together; one project may take half. At least twice KILN_MAX_CONTEXT_BYTES, so the largest
+     * context fits.
+     */
+    uploadSpoolBytes: number;
   };
   /** Requests per minute one API token may make (0: no limit); counted in Redis, so across API replicas. */
   rateLimitPerMinute: number;
@@ -325,6 +332,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): KilnConfig {
     );
   }
   const e = parsed.data;
+  // One project may take half the spool: the largest context must fit in that half.
+  if (e.KILN_UPLOAD_SPOOL_BYTES < 2 * e.KILN_MAX_CONTEXT_BYTES) {
+    throw new ConfigError(
+      'KILN_UPLOAD_SPOOL_BYTES',
+      `must be at least twice KILN_MAX_CONTEXT_BYTES (${2 * e.KILN_MAX_CONTEXT_BYTES}), got ${e.KILN_UPLOAD_SPOOL_BYTES}`,
+    );
+  }
   const publicUrl = (e.KILN_PUBLIC_URL ?? `http://localhost:${e.KILN_PORT}`).replace(/\/$/, '');
   let storage: StorageConfig;
   if (e.KILN_S3_BUCKET) {
@@ -387,6 +401,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): KilnConfig {
       maxContextBytes: e.KILN_MAX_CONTEXT_BYTES,
       maxContextEntries: e.KILN_MAX_CONTEXT_ENTRIES,
       maxUploadsPerProject: e.KILN_MAX_UPLOADS_PER_PROJECT,
+      uploadSpoolBytes: e.KILN_UPLOAD_SPOOL_BYTES,
     },
     rateLimitPerMinute: e.KILN_RATE_LIMIT_PER_MINUTE,
     authFailuresPerMinute: e.KILN_AUTH_FAILURES_PER_MINUTE,

@@ -25,7 +25,7 @@ const CREATE_STATUS = { queued: 202, cached: 201, existing: 200 } as const;
 
 export function buildRoutes(deps: ApiDeps): FastifyPluginAsyncTypebox {
   const { storage, config } = deps;
-  const uploads = new UploadSlots(config.limits.maxUploadsPerProject);
+  const uploads = new UploadSlots(config.limits.maxUploadsPerProject, config.limits.uploadSpoolBytes);
   const view = (b: Parameters<typeof buildView>[0]) =>
     buildView(b, storage, config.urlTtlSeconds, config.publicUrl);
 
