@@ -20,7 +20,8 @@
  * Tenants (KILN_BUILDER_ISOLATION=project): a builder serves one project's builds at a time. A
  * builder's RUN steps may see each other (rootless buildkitd shares its process namespace with
  * them), so another project's build waits, in the builder's line, until the last lease of the
- * project there ends; the line's order still holds, so no project keeps a builder for ever.
+ * project there ends. Meanwhile the project's next builds stand aside for it when they rank no
+ * better (ties go to the older build id), so the builder drains: no project keeps it for ever.
  *
  * Holders: a build may run twice at once for a while (a stalled job run again while its first run
  * still ends), and both runs name the same buildId. Each run takes its lease with a token of its
@@ -64,7 +65,13 @@ local function take()
   redis.call('ZADD', KEYS[1], now + ttl, id)
   redis.call('ZADD', KEYS[2], now + ttl, ARGV[8])
   redis.call('SET', KEYS[3], ARGV[7], 'PX', ttl)
-  if ARGV[9] ~= '' then redis.call('SET', KEYS[5], ARGV[9], 'PX', ttl) end
+  if ARGV[9] ~= '' then
+    -- Not from a project whose build takes its own lease back beside another's builds.
+    local tenant = redis.call('GET', KEYS[5])
+    if not tenant or tenant == ARGV[9] or redis.call('ZCARD', KEYS[1]) == 1 then
+      redis.call('SET', KEYS[5], ARGV[9], 'PX', ttl)
+    end
+  end
   for i = 6, #KEYS do redis.call('ZREM', KEYS[i], id) end
   return 1
 end
@@ -79,7 +86,11 @@ for _, w in ipairs(redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', now - tonumber(A
   redis.call('ZREM', KEYS[7], w)
 end
 local rank = tonumber(ARGV[5])
-local ahead = redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', '(' .. rank, 'LIMIT', 0, 1)
+-- Shared builders: only a better-ranked build is ahead. One project per builder: an equal-ranked
+-- one too (the oldest id first), or a project whose builds overlap would keep the builder, every
+-- one of its builds being its first queued.
+local upTo = ARGV[9] == '' and ('(' .. rank) or rank
+local ahead = redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', upTo, 'LIMIT', 0, 1)
 local held = redis.call('ZCARD', KEYS[1])
 local ours = ARGV[9] == '' or held == 0 or redis.call('GET', KEYS[5]) == ARGV[9]
 if held < tonumber(ARGV[2]) and ours and (ahead[1] == nil or ahead[1] == id) then

@@ -129,7 +129,7 @@ describe('BuilderPool', { skip }, () => {
     assert.equal((await p.acquire({ buildId: 'a3', projectId: 'proj' })).address, 'x');
   });
 
-  test("isolation by project: a builder serves one project's builds at a time, in line order", async () => {
+  test("isolation by project: a builder serves one project's builds at a time, and drains for a waiting one", async () => {
     const keyPrefix = prefix();
     const p = pool(
       [
@@ -138,27 +138,29 @@ describe('BuilderPool', { skip }, () => {
       ],
       { keyPrefix, isolation: 'project' },
     );
-    const a1 = await p.acquire({ buildId: 'a1', projectId: 'A' });
-    const b1 = await p.acquire({ buildId: 'b1', projectId: 'B' });
+    // Ids sort as they were made, as ULIDs do: ties in a line go to the older build.
+    const a1 = await p.acquire({ buildId: '1-a', projectId: 'A' });
+    const b1 = await p.acquire({ buildId: '2-b', projectId: 'B' });
     assert.notEqual(b1.address, a1.address, "B's build is not placed beside A's");
     // Both builders taken: A's second build joins A's builder, C's waits for a builder to empty.
-    const a2 = await p.acquire({ buildId: 'a2', projectId: 'A' });
+    const a2 = await p.acquire({ buildId: '3-a', projectId: 'A' });
     assert.equal(a2.address, a1.address);
-    await assert.rejects(p.acquire({ buildId: 'c1', projectId: 'C' }), (err: unknown) => {
+    await assert.rejects(p.acquire({ buildId: '4-c', projectId: 'C' }), (err: unknown) => {
       assert.ok(err instanceof NoBuilderAvailableError);
       assert.match(err.message, /serving another project's builds/);
       return true;
     });
     await b1.release();
-    const c1 = await p.acquire({ buildId: 'c1', projectId: 'C' });
+    const c1 = await p.acquire({ buildId: '4-c', projectId: 'C' });
     assert.equal(c1.address, b1.address);
-    // D waits in both builders' lines; a slot A frees goes to no later-ranked build of A's, so
-    // A cannot keep its builder for ever: once A's last build there ends, D has it.
-    await assert.rejects(p.acquire({ buildId: 'd1', projectId: 'D' }), NoBuilderAvailableError);
+    // D waits in both builders' lines. A's next build, also the first A has queued (rank 1),
+    // stands aside for it on A's builder: else a project whose builds overlap keeps the builder.
+    await assert.rejects(p.acquire({ buildId: '5-d', projectId: 'D' }), NoBuilderAvailableError);
     await a1.release();
-    await assert.rejects(p.acquire({ buildId: 'a3', projectId: 'A', rank: 2 }), NoBuilderAvailableError);
+    await assert.rejects(p.acquire({ buildId: '6-a', projectId: 'A' }), NoBuilderAvailableError);
     await a2.release();
-    const d1 = await p.acquire({ buildId: 'd1', projectId: 'D' });
+    await assert.rejects(p.acquire({ buildId: '6-a', projectId: 'A' }), NoBuilderAvailableError);
+    const d1 = await p.acquire({ buildId: '5-d', projectId: 'D' });
     assert.equal(d1.address, a1.address);
     for (const l of [c1, d1]) await l.release();
 
