@@ -92,7 +92,12 @@ describe('webhooks and git contexts', () => {
     repo = await startGitRepo('app');
     first = repo.commit({ Dockerfile: DOCKERFILE, 'hello.txt': 'first\n' });
     second = repo.commit({ 'hello.txt': 'second\n' });
-    kiln = await startTestKiln({ worker: true, project: 'hooks' });
+    // The GitLab test's payload names its repository on this machine's git server.
+    kiln = await startTestKiln({
+      worker: true,
+      project: 'hooks',
+      env: { KILN_WEBHOOK_CLONE_HOSTS: '127.0.0.1' },
+    });
 
     const created = await api('/v1/triggers', {
       method: 'POST',
@@ -350,17 +355,26 @@ describe('webhooks and git contexts', () => {
           'x-gitlab-event-uuid': delivery,
         },
       });
-    // Whoever holds the token cannot have another repository built (and pushed) in its name.
-    const elsewhere = await send(
-      gitlabToken,
-      { ...payload, project: { ...payload.project, git_http_url: repo.httpUrl } },
-      randomUUID(),
-    );
-    assert.equal(elsewhere.status, 200, await elsewhere.clone().text());
-    assert.match(
-      ((await elsewhere.json()) as { reason: string }).reason,
-      /clone URL http:\/\/127\.0\.0\.1:\d+\/app\.git is not one of the repository group\/sub\/app/,
-    );
+    // Whoever holds the token cannot have another repository built (and pushed) in its name:
+    // neither another path on the trusted host, nor the same path on a host of its own.
+    for (const [url, reason] of [
+      [
+        repo.httpUrl,
+        /clone URL http:\/\/127\.0\.0\.1:\d+\/app\.git is not one of the repository group\/sub\/app/,
+      ],
+      [
+        'https://attacker.example/group/sub/app.git',
+        /is on attacker\.example, not a host .*KILN_WEBHOOK_CLONE_HOSTS/,
+      ],
+    ] as const) {
+      const elsewhere = await send(
+        gitlabToken,
+        { ...payload, project: { ...payload.project, git_http_url: url } },
+        randomUUID(),
+      );
+      assert.equal(elsewhere.status, 200, await elsewhere.clone().text());
+      assert.match(((await elsewhere.json()) as { reason: string }).reason, reason);
+    }
     assert.equal(await kiln.deps.db.build.count({ where: { triggerId: trigger.id } }), 0);
     const before = await counts();
     const wrong = await send('wrong-token');

@@ -92,6 +92,8 @@ describe('webhook receivers against a hostile tenant', () => {
         KILN_TRIGGERS_PER_PROJECT_REPOSITORY: String(PER_PROJECT_REPOSITORY),
         KILN_WEBHOOK_RATE_LIMIT_PER_MINUTE: String(PER_ADDRESS_PER_MINUTE),
         KILN_WEBHOOK_REPOSITORY_RATE_LIMIT_PER_MINUTE: String(PER_REPOSITORY_PER_MINUTE),
+        // The payloads' clone URLs: this suite's GitHub.
+        KILN_WEBHOOK_CLONE_HOSTS: 'github.invalid',
       },
     });
   });

@@ -84,6 +84,7 @@ const ENV = z.object({
   KILN_WEBHOOK_REPOSITORY_RATE_LIMIT_PER_MINUTE: int(0, 10_000_000).default(120),
   KILN_WEBHOOK_CONCURRENCY: int(1, 64).default(4),
   KILN_WEBHOOK_MAX_AGE_SECONDS: int(0, 30 * 86_400).default(600),
+  KILN_WEBHOOK_CLONE_HOSTS: z.string().default('github.com,gitlab.com'),
   KILN_EVENT_ALLOWED_NETWORKS: z.string().default(''),
   KILN_GIT_ALLOWED_HOSTS: z.string().default(''),
   KILN_ALLOWED_FRONTENDS: z.string().default(''),
@@ -261,6 +262,12 @@ export interface KilnConfig {
     concurrency: number;
     /** A GitHub push whose `repository.pushed_at` is older than this is ignored (0: no check). */
     maxAgeSeconds: number;
+    /**
+     * Hosts whose clone URLs a push payload may name for a trigger without its own cloneUrl
+     * (host patterns): the payload is the sender's word, and whoever holds a trigger's secret
+     * could otherwise have any repository built.
+     */
+    cloneHosts: string[];
   };
   /** Hosts of git contexts (builds and triggers); see GitHostPolicy. */
   git: { allowedHosts: string[]; deniedHosts: string[]; allowedNetworks: Network[] };
@@ -466,6 +473,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): KilnConfig {
       perRepositoryPerMinute: e.KILN_WEBHOOK_REPOSITORY_RATE_LIMIT_PER_MINUTE,
       concurrency: e.KILN_WEBHOOK_CONCURRENCY,
       maxAgeSeconds: e.KILN_WEBHOOK_MAX_AGE_SECONDS,
+      cloneHosts: listSetting('KILN_WEBHOOK_CLONE_HOSTS', e.KILN_WEBHOOK_CLONE_HOSTS, parseHostPatterns),
     },
     ...(e.KILN_OPERATOR_TOKEN ? { operatorToken: e.KILN_OPERATOR_TOKEN } : {}),
     ...(e.KILN_METRICS_TOKEN ? { metricsToken: e.KILN_METRICS_TOKEN } : {}),

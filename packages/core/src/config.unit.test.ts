@@ -155,6 +155,7 @@ test('a bad value names the variable and the value', () => {
   bad({ KILN_S3_FORCE_PATH_STYLE: 'yes' }, 'KILN_S3_FORCE_PATH_STYLE', /got "yes"/);
   bad({ KILN_BUILDER_ISOLATION: 'tenant' }, 'KILN_BUILDER_ISOLATION', /got "tenant"/);
   assert.equal(loadConfig(base).builderIsolation, 'shared');
+  assert.deepEqual(loadConfig(base).webhooks.cloneHosts, ['github.com', 'gitlab.com']);
   assert.equal(loadConfig({ ...base, KILN_BUILDER_ISOLATION: 'project' }).builderIsolation, 'project');
   // Secrets, and URLs that may carry a password, are described, never echoed.
   for (const [variable, value] of [

@@ -61,6 +61,7 @@ export { createLogger, type Logger } from './logger.js';
 export * from './metrics/index.js';
 export { type Network, parseIp, parseNetworks, refusedAddress } from './net/address.js';
 export { normalizeHostname } from './net/host.js';
+export { hostMatches } from './net/host-patterns.js';
 export {
   effectiveQuotas,
   loadProjectQuotas,

@@ -16,8 +16,9 @@ import {
   type Build,
   type BuildSpecInput,
   checkGitHost,
-  type GitHostPolicy,
+  hostMatches,
   isCommitId,
+  type KilnConfig,
   Prisma,
   parseBuildSpec,
   parseGitUrl,
@@ -48,14 +49,7 @@ export async function receivePush(
   payload: Record<string, unknown>,
   { triggers, scope, repository }: VerifiedDelivery,
 ): Promise<PushReceipt> {
-  const plan = planBuilds(
-    provider,
-    headers.event,
-    payload,
-    { triggers, repository },
-    deps.config.webhooks.maxAgeSeconds,
-    deps.config.git,
-  );
+  const plan = planBuilds(provider, headers.event, payload, { triggers, repository }, deps.config);
   // Without a push delivery id (older GitLab) there is nothing to dedupe on; the receipt is kept
   // as a record.
   const pushDeliveryId = headers.pushDeliveryId ?? `unidentified:${randomUUID()}`;
@@ -124,24 +118,35 @@ interface PlannedBuild {
 }
 
 /**
- * The payload's clone URL, only when its path names the repository the delivery was verified
- * for: whoever holds a trigger's secret could otherwise have the project build any repository
- * (and push it with the project's registry logins). Its host stays the sender's word, under the
- * git host policy; a trigger's own cloneUrl pins it.
+ * The payload's clone URL, only on a host of KILN_WEBHOOK_CLONE_HOSTS and when its path names the
+ * repository the delivery was verified for: whoever holds a trigger's secret could otherwise have
+ * the project build any repository (and push it with the project's registry logins), from
+ * anywhere. As parsed (dot segments resolved), so that what is fetched is what was checked.
+ * Elsewhere (a self-hosted GitLab or GitHub Enterprise) the trigger names its cloneUrl.
  */
-function payloadCloneUrl(value: string | undefined, repository: string): string {
-  const url = parseGitUrl(value, 'clone URL');
-  const path = new URL(url).pathname
+function payloadCloneUrl(
+  value: string | undefined,
+  repository: string,
+  cloneHosts: readonly string[],
+): string {
+  const url = new URL(parseGitUrl(value, 'clone URL'));
+  if (!hostMatches(url.hostname, cloneHosts)) {
+    throw new AppError(
+      'invalid_request',
+      `the payload's clone URL is on ${url.host}, not a host whose payloads name clone URLs (KILN_WEBHOOK_CLONE_HOSTS): give the trigger a cloneUrl`,
+    );
+  }
+  const path = url.pathname
     .replace(/^\/+/, '')
     .replace(/\.git$/i, '')
     .toLowerCase();
   if (path !== repository) {
     throw new AppError(
       'invalid_request',
-      `the payload's clone URL ${url} is not one of the repository ${repository}`,
+      `the payload's clone URL ${url.href} is not one of the repository ${repository}`,
     );
   }
-  return url;
+  return url.href;
 }
 
 /** Which triggers build this push; when none, why not. */
@@ -150,9 +155,9 @@ function planBuilds(
   event: string,
   payload: Record<string, unknown>,
   { triggers, repository }: Pick<VerifiedDelivery, 'triggers' | 'repository'>,
-  maxAgeSeconds: number,
-  gitHosts: GitHostPolicy,
+  config: Pick<KilnConfig, 'webhooks' | 'git'>,
 ): { builds: PlannedBuild[]; reason?: string } {
+  const { maxAgeSeconds, cloneHosts } = config.webhooks;
   if (!provider.isPush(event)) return { builds: [], reason: `event "${event.slice(0, 64)}" is not a push` };
   const push = provider.pushOf(payload);
   if (Buffer.byteLength(push.ref) > MAX_REF_BYTES) {
@@ -182,10 +187,10 @@ function planBuilds(
     try {
       const url = trigger.cloneUrl
         ? parseGitUrl(trigger.cloneUrl, 'clone URL')
-        : payloadCloneUrl(push.cloneUrl, repository);
+        : payloadCloneUrl(push.cloneUrl, repository, cloneHosts);
       // The payload's URL is the sender's choice; a trigger's was checked when created, under
       // the policy of then.
-      checkGitHost(url, gitHosts, 'clone URL');
+      checkGitHost(url, config.git, 'clone URL');
       const spec = parseBuildSpec(trigger.spec as BuildSpecInput);
       builds.push({ trigger, spec, url, push });
     } catch (err) {
