@@ -1,6 +1,12 @@
 import type { BuildView } from '@kiln/contract';
-import { type Build, type BuildSpec, type ObjectStorage, provenanceKey, recordsProvenance } from '@kiln/core';
-import { redactAddress } from './redact.js';
+import {
+  type Build,
+  type BuildSpec,
+  type ObjectStorage,
+  provenanceKey,
+  recordsProvenance,
+  redactAddress,
+} from '@kiln/core';
 
 /** The name a build's artifact downloads as: its spec's `output.dest`. */
 export function artifactFilename(build: Build): string {

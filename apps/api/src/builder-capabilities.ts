@@ -4,12 +4,12 @@ import {
   type BuildSpec,
   builderCapabilitiesKey,
   parseBuilderCapabilities,
+  redactAddress,
   specRequirements,
   unmetRequirements,
 } from '@kiln/core';
 import { currentBuilders } from './builder-members.js';
 import type { ApiDeps } from './deps.js';
-import { redactAddress } from './redact.js';
 
 /**
  * The capabilities the workers published for each builder (undefined: none yet), beside its

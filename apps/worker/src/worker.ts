@@ -265,7 +265,12 @@ export class KilnWorker {
       redis: this.redis,
       logger,
       intervalMs: deps.retentionIntervalMs ?? config.retention.intervalSeconds * 1000,
-      run: () => Promise.all([this.runRetentionOnce(), this.removeAbandonedPuts()]),
+      // The round ends when both have: rounds never overlap in a process.
+      run: async () => {
+        const [retention] = await Promise.allSettled([this.runRetentionOnce(), this.removeAbandonedPuts()]);
+        if (retention.status === 'rejected') throw retention.reason;
+        return retention.value;
+      },
       ...(deps.keyPrefix !== undefined ? { keyPrefix: deps.keyPrefix } : {}),
     });
     this.retention.start();

@@ -5,6 +5,7 @@ import { type BuildCacheConfig, buildCacheFor } from './build-cache.js';
 import type { LogFormatSetting } from './log-format.js';
 import { type Network, parseNetworks } from './net/address.js';
 import { parseHostPatterns } from './net/host-patterns.js';
+import { redactAddress } from './net/redact-address.js';
 import { credentialsKey } from './registry-credentials.js';
 
 /** A bad or missing environment variable; start-up stops with this message. */
@@ -494,10 +495,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): KilnConfig {
 /** Variables whose values are secrets or may hold one (a password in a URL): never echoed. */
 const SECRET_VARIABLE = /(KEY|KEY_ID|TOKEN|SECRET|PASSWORD)$|_URL$/;
 
-/** What a refused value was, for the start-up error: quoted, unless it may be a secret. */
+/** What a refused value was, for the start-up error: quoted without credentials, unless it may be a secret. */
 function describeValue(variable: string, value: string | undefined): string {
   if (value === undefined) return 'not set';
-  return SECRET_VARIABLE.test(variable) ? `got ${value.length} characters, not shown` : `got "${value}"`;
+  return SECRET_VARIABLE.test(variable)
+    ? `got ${value.length} characters, not shown`
+    : `got "${redactAddress(value)}"`;
 }
 
 /** A comma-separated list setting, its first bad entry stopping start-up with the variable's name. */
@@ -608,18 +611,20 @@ function parseBuilders(
     .map((item) => {
       const m = /^(.+?)(?:=(\d+))?$/.exec(item);
       const address = m?.[1] ?? item;
+      // Quoted without credentials: an address may carry some.
+      const shown = redactAddress(address);
       if (!/^(unix|tcp|docker|dns\+tcp):\/\//.test(address)) {
         throw new ConfigError(
           'KILN_BUILDERS',
-          `"${address}" is not a unix://, tcp://, dns+tcp:// or docker:// address`,
+          `"${shown}" is not a unix://, tcp://, dns+tcp:// or docker:// address`,
         );
       }
       if (address.startsWith('dns+tcp://') && !/^dns\+tcp:\/\/[A-Za-z0-9.-]+:\d{1,5}$/.test(address)) {
-        throw new ConfigError('KILN_BUILDERS', `"${address}" must be dns+tcp://name:port`);
+        throw new ConfigError('KILN_BUILDERS', `"${shown}" must be dns+tcp://name:port`);
       }
       const concurrency = m?.[2] ? Number(m[2]) : defaultConcurrency;
       if (concurrency < 1)
-        throw new ConfigError('KILN_BUILDERS', `concurrency of ${address} must be at least 1`);
+        throw new ConfigError('KILN_BUILDERS', `concurrency of ${shown} must be at least 1`);
       return tls && /^(dns\+)?tcp:\/\//.test(address)
         ? { address, concurrency, tls }
         : { address, concurrency };

@@ -154,6 +154,13 @@ test('a bad value names the variable and the value', () => {
   bad({ KILN_BUILDERS: 'ftp://x' }, 'KILN_BUILDERS', /not a unix/);
   bad({ KILN_S3_FORCE_PATH_STYLE: 'yes' }, 'KILN_S3_FORCE_PATH_STYLE', /got "yes"/);
   bad({ KILN_BUILDER_ISOLATION: 'tenant' }, 'KILN_BUILDER_ISOLATION', /got "tenant"/);
+  // Credentials in an address another variable names are not echoed either.
+  bad(
+    { KILN_BUILDERS: 'tcp://u:S3cretPw@b:1234=0' },
+    'KILN_BUILDERS',
+    /concurrency of tcp:\/\/\*\*\*@b:1234 must/,
+  );
+  bad({ KILN_S3_ENDPOINT: 'http://u:S3cretPw@' }, 'KILN_S3_ENDPOINT', /got "http:\/\/\*\*\*@"/);
   assert.equal(loadConfig(base).builderIsolation, 'shared');
   assert.deepEqual(loadConfig(base).webhooks.cloneHosts, ['github.com', 'gitlab.com']);
   assert.equal(loadConfig({ ...base, KILN_BUILDER_ISOLATION: 'project' }).builderIsolation, 'project');

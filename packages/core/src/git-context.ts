@@ -1,5 +1,6 @@
 import path from 'node:path/posix';
 import { AppError } from './errors.js';
+import { redactAddress } from './net/redact-address.js';
 
 /**
  * A remote build context that BuildKit fetches itself: `url#ref:subdir` in docker's syntax.
@@ -41,9 +42,8 @@ export function parseGitUrl(value: unknown, field = 'git'): string {
   try {
     url = new URL(value);
   } catch {
-    // Quoted without what stands before an `@` in its authority: a token, as often as not.
-    const shown = value.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^/]*@/i, '$1***@').slice(0, 200);
-    return invalid(field, `"${shown}" is not a URL`);
+    // Quoted without its credentials: a token, as often as not.
+    return invalid(field, `"${redactAddress(value).slice(0, 200)}" is not a URL`);
   }
   if (!['http:', 'https:', 'git:'].includes(url.protocol)) {
     invalid(field, `only http, https and git:// repository URLs are supported, not ${url.protocol}`);

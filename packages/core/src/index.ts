@@ -62,6 +62,7 @@ export * from './metrics/index.js';
 export { type Network, parseIp, parseNetworks, refusedAddress } from './net/address.js';
 export { normalizeHostname } from './net/host.js';
 export { hostMatches } from './net/host-patterns.js';
+export { redactAddress } from './net/redact-address.js';
 export {
   effectiveQuotas,
   loadProjectQuotas,

@@ -5,11 +5,11 @@ import {
   builderLeaseKey,
   type PublishedBuilderHealth,
   parseBuilderCapabilities,
+  redactAddress,
 } from '@kiln/core';
 import type { FastifyInstance } from 'fastify';
 import { currentBuilders } from '../builder-members.js';
 import type { ApiDeps } from '../deps.js';
-import { redactAddress } from '../redact.js';
 import { buildErrors } from '../schemas.js';
 
 /**

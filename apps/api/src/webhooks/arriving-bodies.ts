@@ -27,14 +27,20 @@ export class ArrivingBodies {
   /** Room for `bytes` more for `reader`, made by older readers giving way if need be. */
   take(reader: BodyReader, bytes: number): boolean {
     if (!this.readers.has(reader)) return false;
-    const oldEnough = this.now() - this.yieldAfterMs;
-    for (const other of this.readers) {
-      if (this.used + bytes <= this.maxBytes) break;
-      if (other === reader || other.held === 0 || other.startedAt > oldEnough) continue;
-      other.close();
-      other.giveWay();
+    if (this.used + bytes > this.maxBytes) {
+      const oldEnough = this.now() - this.yieldAfterMs;
+      const yielding = [...this.readers].filter(
+        (r) => r !== reader && r.held > 0 && r.startedAt <= oldEnough,
+      );
+      // None gives way for nothing: only when those that may would make room.
+      const room = this.maxBytes - this.used + yielding.reduce((sum, r) => sum + r.held, 0);
+      if (bytes > room) return false;
+      for (const other of yielding) {
+        if (this.used + bytes <= this.maxBytes) break;
+        other.close();
+        other.giveWay();
+      }
     }
-    if (this.used + bytes > this.maxBytes) return false;
     this.used += bytes;
     reader.held += bytes;
     return true;

@@ -47,3 +47,15 @@ test('a body reading for longer than the grace gives way, oldest first, only as 
   assert.ok(open('d').take(30));
   assert.equal(open('e').take(1), false);
 });
+
+test('no body gives way for nothing: only when those old enough would make room', () => {
+  const { gaveWay, open, advance } = clocked();
+  assert.ok(open('old').take(30));
+  advance(2_500);
+  assert.ok(open('young').take(70));
+  // 30 bytes free once `old` gives way: not enough for 40, so it keeps reading.
+  assert.equal(open('big').take(40), false);
+  assert.deepEqual(gaveWay, []);
+  assert.ok(open('fits').take(30));
+  assert.deepEqual(gaveWay, ['old']);
+});
