@@ -278,6 +278,7 @@ describe('webhooks and git contexts', () => {
     const cases: Array<[unknown, string | undefined, RegExp]> = [
       [pushPayload(second, 'refs/heads/feature'), undefined, /branch "feature" matches no trigger/],
       [pushPayload(second, 'refs/tags/v1'), undefined, /not a branch/],
+      [pushPayload(second, 'refs/heads/main:../up'), undefined, /has a ":", which git forbids/],
       [{ ...pushPayload('0'.repeat(40)), deleted: true }, undefined, /deleted the branch/],
       [
         { zen: 'Keep it simple.', hook_id: 1, repository: { full_name: 'acme/app' } },

@@ -177,6 +177,8 @@ function planBuilds(
     return { builds: [], reason: 'the payload has no valid commit id' };
   }
   const branch = push.ref.slice(BRANCH_PREFIX.length);
+  // git forbids it in a ref; the stored ref's `:` would start a subdirectory (gitSubdirOf).
+  if (branch.includes(':')) return { builds: [], reason: 'the branch name has a ":", which git forbids' };
   const matching = triggers.filter((t) => branchMatches(t.branch, branch));
   if (matching.length === 0) {
     return { builds: [], reason: `branch "${branch.slice(0, 200)}" matches no trigger` };
