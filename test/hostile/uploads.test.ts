@@ -980,6 +980,26 @@ describe('hostile uploads', () => {
       }
     }
 
+    /** An upload of `body` (a tar) whose bytes the caller writes; `answered` is its status. */
+    function startUpload(port: number, body: Buffer) {
+      const slow = http.request({
+        host: '127.0.0.1',
+        port,
+        method: 'POST',
+        path: '/v1/builds?output=type=tar,dest=a.tar',
+        agent: false,
+        headers: { ...auth(), 'content-type': TAR, 'content-length': String(body.length) },
+      });
+      const answered = new Promise<number>((resolve, reject) => {
+        slow.on('response', (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        });
+        slow.on('error', reject);
+      });
+      return { slow, answered };
+    }
+
     const rawHead = (type: string, length: number) =>
       `POST /v1/builds HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${api.token}\r\nContent-Type: ${type}\r\nContent-Length: ${length}\r\n\r\n`;
 
@@ -1028,21 +1048,7 @@ describe('hostile uploads', () => {
     test('a project has at most KILN_MAX_UPLOADS_PER_PROJECT uploads in progress: the next waits its turn, other projects go on', async () => {
       await withConfiguredApi({ KILN_MAX_UPLOADS_PER_PROJECT: '1' }, async (port) => {
         const tmpBefore = new Set(await tmpFiles(api));
-        const slow = http.request({
-          host: '127.0.0.1',
-          port,
-          method: 'POST',
-          path: '/v1/builds?output=type=tar,dest=a.tar',
-          agent: false,
-          headers: { ...auth(), 'content-type': TAR, 'content-length': String(GOOD.length) },
-        });
-        const answered = new Promise<number>((resolve, reject) => {
-          slow.on('response', (res) => {
-            res.resume();
-            resolve(res.statusCode ?? 0);
-          });
-          slow.on('error', reject);
-        });
+        const { slow, answered } = startUpload(port, GOOD);
         slow.write(GOOD.subarray(0, 700));
         await waitFor('the upload temp file', async () =>
           (await tmpFiles(api)).some((f) => !tmpBefore.has(f)),
@@ -1074,21 +1080,7 @@ describe('hostile uploads', () => {
         async (port) => {
           const big = tar([DOCKERFILE, file('spool.bin', randomBytes(900 * 1024))]);
           const tmpBefore = new Set(await tmpFiles(api));
-          const slow = http.request({
-            host: '127.0.0.1',
-            port,
-            method: 'POST',
-            path: '/v1/builds?output=type=tar,dest=a.tar',
-            agent: false,
-            headers: { ...auth(), 'content-type': TAR, 'content-length': String(big.length) },
-          });
-          const answered = new Promise<number>((resolve, reject) => {
-            slow.on('response', (res) => {
-              res.resume();
-              resolve(res.statusCode ?? 0);
-            });
-            slow.on('error', reject);
-          });
+          const { slow, answered } = startUpload(port, big);
           slow.write(big.subarray(0, big.length - 1024));
           // Most of it in its temp file: ~0.9 of the project's 1 MiB half.
           await waitFor('the upload temp file', async () => {
