@@ -273,6 +273,7 @@ async function handOverSecrets(deps: ApiDeps, build: Build, secrets: BuildSecret
       build.id,
       secrets,
       buildSecretsTtlSeconds(buildTimeoutSeconds, buildAttempts),
+      deps.config.credentialsKey,
     );
   } catch (err) {
     deps.logger.warn({ buildId: build.id, err: (err as Error).message }, 'storing the build secrets failed');

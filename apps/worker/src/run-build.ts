@@ -129,6 +129,8 @@ export interface RunBuildDeps {
   registryCredentials: RegistryCredentialStore;
   /** The shared build cache (KILN_BUILD_CACHE with S3 storage), if on. */
   buildCache?: BuildCacheConfig;
+  /** What build secrets are sealed with in Redis (KilnConfig.credentialsKey), if set. */
+  credentialsKey?: Buffer;
   /** Where per-build temp directories go; default os.tmpdir(). */
   tmpDir?: string;
   /** How long writes of a finished attempt are retried while PostgreSQL is away; default 10 minutes. */
@@ -408,7 +410,12 @@ class BuildRun {
     if (spec.secrets) {
       // Before a builder is leased; a build never runs without the secrets it names.
       try {
-        this.secrets = await loadBuildSecrets(this.deps.redis, this.id, spec.secrets);
+        this.secrets = await loadBuildSecrets(
+          this.deps.redis,
+          this.id,
+          spec.secrets,
+          this.deps.credentialsKey,
+        );
       } catch (err) {
         return this.infrastructure(err, 'infrastructure');
       }

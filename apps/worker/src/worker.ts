@@ -198,6 +198,7 @@ export class KilnWorker {
       allowedFrontends: config.allowedFrontends,
       registryCredentials: new RegistryCredentialStore(this.prisma, config.credentialsKey),
       ...(config.buildCache ? { buildCache: config.buildCache } : {}),
+      ...(config.credentialsKey ? { credentialsKey: config.credentialsKey } : {}),
       ...(deps.tmpDir !== undefined ? { tmpDir: deps.tmpDir } : {}),
       ...(deps.maxListedSteps !== undefined ? { maxListedSteps: deps.maxListedSteps } : {}),
       ...(deps.handBackDelayMs !== undefined ? { handBackDelayMs: deps.handBackDelayMs } : {}),

@@ -3,8 +3,12 @@
  * form field, never the query string), are validated here, and travel API → worker through one
  * Redis hash per build (`kiln:build:<id>:secrets`, with a TTL, deleted once the build is final).
  * They are never part of the stored spec (only their ids are), the request hash, the result-cache
- * key, logs or errors: messages here name ids, never values.
+ * key, logs or errors: messages here name ids, never values. With a credentials key (the one
+ * registry logins are encrypted with), each value is sealed (AES-256-GCM, bound to the build and
+ * the id) before it reaches Redis, whose snapshots and append-only file are written to disk and
+ * backed up; without one, values go as they are.
  */
+import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { AppError } from './errors.js';
 
@@ -87,21 +91,53 @@ export function buildSecretsTtlSeconds(buildTimeoutSeconds: number, attempts: nu
   return 24 * 3600 + buildTimeoutSeconds * Math.max(1, attempts);
 }
 
+/** The hash field that says the values are sealed: no secret id has a `:`. */
+const SEALED = ':sealed';
+
+/** The key values are sealed with, from the credentials key (KilnConfig.credentialsKey). */
+function sealingKey(credentialsKey: Buffer): Buffer {
+  return Buffer.from(hkdfSync('sha256', credentialsKey, 'kiln', 'build-secrets', 32));
+}
+
+const aad = (buildId: string, id: string) => Buffer.from(`${buildId}\0${id}`);
+
+function seal(key: Buffer, buildId: string, id: string, value: Buffer): Buffer {
+  const iv = randomBytes(12);
+  const cipher = createCipheriv('aes-256-gcm', key, iv);
+  cipher.setAAD(aad(buildId, id));
+  const body = Buffer.concat([cipher.update(value), cipher.final()]);
+  return Buffer.concat([iv, cipher.getAuthTag(), body]);
+}
+
+/** The value, or undefined when it was not sealed under this key for this build and id. */
+function open(key: Buffer, buildId: string, id: string, sealed: Buffer): Buffer | undefined {
+  if (sealed.length < 28) return undefined;
+  try {
+    const decipher = createDecipheriv('aes-256-gcm', key, sealed.subarray(0, 12), { authTagLength: 16 });
+    decipher.setAAD(aad(buildId, id));
+    decipher.setAuthTag(sealed.subarray(12, 28));
+    return Buffer.concat([decipher.update(sealed.subarray(28)), decipher.final()]);
+  } catch {
+    return undefined;
+  }
+}
+
 export async function storeBuildSecrets(
   redis: Redis,
   buildId: string,
   secrets: BuildSecrets,
   ttlSeconds: number,
+  credentialsKey: Buffer | undefined,
 ): Promise<void> {
   const key = buildSecretsKey(buildId);
+  const sealing = credentialsKey && sealingKey(credentialsKey);
+  const fields = new Map<string, Buffer>(
+    Object.entries(secrets).map(([id, value]) => [id, sealing ? seal(sealing, buildId, id, value) : value]),
+  );
+  if (sealing) fields.set(SEALED, Buffer.from('1'));
   let failure: unknown;
   try {
-    const results = await redis
-      .multi()
-      .del(key)
-      .hset(key, new Map(Object.entries(secrets)))
-      .expire(key, ttlSeconds)
-      .exec();
+    const results = await redis.multi().del(key).hset(key, fields).expire(key, ttlSeconds).exec();
     failure = results ? results.find(([err]) => err)?.[0] : new Error('the transaction was discarded');
   } catch (err) {
     failure = err;
@@ -110,16 +146,26 @@ export async function storeBuildSecrets(
   if (failure) throw new Error(`storing the build secrets failed: ${(failure as Error).message}`);
 }
 
-/** The secrets with these ids; undefined when any is missing (Redis lost them, or they expired). */
+/**
+ * The secrets with these ids; undefined when any is missing (Redis lost them, or they expired),
+ * or sealed under another key (or none here).
+ */
 export async function loadBuildSecrets(
   redis: Redis,
   buildId: string,
   ids: readonly string[],
+  credentialsKey: Buffer | undefined,
 ): Promise<BuildSecrets | undefined> {
   if (ids.length === 0) return {};
-  const values = await redis.hmgetBuffer(buildSecretsKey(buildId), ...ids);
-  if (values.some((v) => v === null)) return undefined;
-  return Object.fromEntries(ids.map((id, i) => [id, values[i] as Buffer]));
+  const [sealed, ...values] = await redis.hmgetBuffer(buildSecretsKey(buildId), SEALED, ...ids);
+  const opening = sealed && (credentialsKey ? sealingKey(credentialsKey) : undefined);
+  if (sealed && !opening) return undefined;
+  const opened = ids.map((id, i) => {
+    const value = values[i];
+    return value && opening ? open(opening, buildId, id, value) : (value ?? undefined);
+  });
+  if (opened.some((v) => v === undefined)) return undefined;
+  return Object.fromEntries(ids.map((id, i) => [id, opened[i] as Buffer]));
 }
 
 export async function deleteBuildSecrets(redis: Redis, buildId: string): Promise<void> {

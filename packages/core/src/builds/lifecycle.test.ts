@@ -54,7 +54,7 @@ async function rowIn(status: BuildStatusName) {
   const attempt = await database.prisma.buildAttempt.create({
     data: { buildId: build.id, number: 1, builder: 'b1' },
   });
-  await storeBuildSecrets(redis, build.id, { s: Buffer.from('v') }, 600);
+  await storeBuildSecrets(redis, build.id, { s: Buffer.from('v') }, 600, undefined);
   return { build, attempt };
 }
 
