@@ -8,8 +8,9 @@
  * the id) before it reaches Redis, whose snapshots and append-only file are written to disk and
  * backed up; without one, values go as they are.
  */
-import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
+import { hkdfSync } from 'node:crypto';
 import type { Redis } from 'ioredis';
+import * as aead from './aead.js';
 import { AppError } from './errors.js';
 
 /** Secret values by id. */
@@ -101,22 +102,18 @@ function sealingKey(credentialsKey: Buffer): Buffer {
 
 const aad = (buildId: string, id: string) => Buffer.from(`${buildId}\0${id}`);
 
+/** Nonce, tag and ciphertext in one field value. */
 function seal(key: Buffer, buildId: string, id: string, value: Buffer): Buffer {
-  const iv = randomBytes(12);
-  const cipher = createCipheriv('aes-256-gcm', key, iv);
-  cipher.setAAD(aad(buildId, id));
-  const body = Buffer.concat([cipher.update(value), cipher.final()]);
-  return Buffer.concat([iv, cipher.getAuthTag(), body]);
+  const { iv, tag, body } = aead.seal(key, aad(buildId, id), value);
+  return Buffer.concat([iv, tag, body]);
 }
 
 /** The value, or undefined when it was not sealed under this key for this build and id. */
 function open(key: Buffer, buildId: string, id: string, sealed: Buffer): Buffer | undefined {
   if (sealed.length < 28) return undefined;
   try {
-    const decipher = createDecipheriv('aes-256-gcm', key, sealed.subarray(0, 12), { authTagLength: 16 });
-    decipher.setAAD(aad(buildId, id));
-    decipher.setAuthTag(sealed.subarray(12, 28));
-    return Buffer.concat([decipher.update(sealed.subarray(28)), decipher.final()]);
+    const parts = { iv: sealed.subarray(0, 12), tag: sealed.subarray(12, 28), body: sealed.subarray(28) };
+    return aead.open(key, aad(buildId, id), parts);
   } catch {
     return undefined;
   }

@@ -3,7 +3,8 @@
  * to the project and host, so a ciphertext copied to another row does not decrypt), handed in
  * clear only to the worker, which serves them to BuildKit over the build's session.
  */
-import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
+import { hkdfSync } from 'node:crypto';
+import { open, seal } from './aead.js';
 import type { PrismaClient } from './db/index.js';
 import { AppError } from './errors.js';
 import type { Network } from './net/address.js';
@@ -20,24 +21,20 @@ export function credentialsKey(secret: string): Buffer {
 const aad = (projectId: string, host: string) => Buffer.from(`${projectId}\0${host}`);
 
 export function encryptSecret(key: Buffer, projectId: string, host: string, secret: string): string {
-  const iv = randomBytes(12);
-  const cipher = createCipheriv('aes-256-gcm', key, iv);
-  cipher.setAAD(aad(projectId, host));
-  const body = Buffer.concat([cipher.update(secret, 'utf8'), cipher.final()]);
-  return [VERSION, iv, cipher.getAuthTag(), body]
-    .map((p) => (typeof p === 'string' ? p : p.toString('base64')))
-    .join(':');
+  const { iv, tag, body } = seal(key, aad(projectId, host), Buffer.from(secret, 'utf8'));
+  return [VERSION, ...[iv, tag, body].map((p) => p.toString('base64'))].join(':');
 }
 
 /** Throws when the ciphertext is not this key's, or not for this project and host. */
 export function decryptSecret(key: Buffer, projectId: string, host: string, stored: string): string {
   const [version, iv, tag, body] = stored.split(':');
   if (version !== VERSION || !iv || !tag || body === undefined) throw new Error('unknown credential format');
-  // A whole 16-byte tag only: GCM would otherwise check as few bytes as the row holds.
-  const decipher = createDecipheriv('aes-256-gcm', key, Buffer.from(iv, 'base64'), { authTagLength: 16 });
-  decipher.setAAD(aad(projectId, host));
-  decipher.setAuthTag(Buffer.from(tag, 'base64'));
-  return Buffer.concat([decipher.update(Buffer.from(body, 'base64')), decipher.final()]).toString('utf8');
+  const [ivBytes, tagBytes, bodyBytes] = [iv, tag, body].map((p) => Buffer.from(p, 'base64')) as [
+    Buffer,
+    Buffer,
+    Buffer,
+  ];
+  return open(key, aad(projectId, host), { iv: ivBytes, tag: tagBytes, body: bodyBytes }).toString('utf8');
 }
 
 /**
