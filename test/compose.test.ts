@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { CONFIG_VARIABLES, loadConfig } from '@kiln/core';
+import { CONFIG_VARIABLES, credentialsKeysOf, loadConfig } from '@kiln/core';
 
 const compose = fileURLToPath(new URL('../docker-compose.yml', import.meta.url));
 
@@ -16,6 +16,7 @@ const PASSWORDS = {
   POSTGRES_PASSWORD: 'pg-pass-from-env',
   REDIS_PASSWORD: 'redis-pass-from-env',
   MINIO_ROOT_PASSWORD: 'minio-pass-from-env',
+  KILN_CREDENTIALS_KEY: 'credentials-key-from-env-0123456789',
 };
 
 /** `docker-compose config` with `env` (and no .env file of the caller's). */
@@ -54,6 +55,8 @@ test('docker-compose.yml is valid and its Kiln environment is what the config re
     assert.deepEqual(parsed.builders, [{ address: 'tcp://buildkitd:1234', concurrency: 4 }]);
     assert.equal(parsed.databaseUrl, `postgresql://kiln:${PASSWORDS.POSTGRES_PASSWORD}@postgres:5432/kiln`);
     assert.equal(parsed.redisUrl, `redis://:${PASSWORDS.REDIS_PASSWORD}@redis:6379`);
+    // Registry logins and build secrets are accepted only with it.
+    assert.deepEqual(parsed.credentialsKeys, credentialsKeysOf(PASSWORDS.KILN_CREDENTIALS_KEY));
   }
   assert.ok(config.services.redis?.command?.includes(PASSWORDS.REDIS_PASSWORD), 'redis-server --requirepass');
   const networks = (service: string) => Object.keys(config.services[service]?.networks ?? {});

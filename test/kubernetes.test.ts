@@ -112,6 +112,7 @@ for (const overlay of OVERLAYS) {
               KILN_BUILDER_DRAIN_TOKEN: 'd'.repeat(32),
               KILN_OPERATOR_TOKEN: 'o'.repeat(32),
               KILN_CREDENTIALS_KEY: 'c'.repeat(32),
+              KILN_CREDENTIALS_PREVIOUS_KEYS: 'p'.repeat(32),
             });
             assert.equal(config.storage.kind, 's3');
             // The workers' builder name is the headless Service, with its port.

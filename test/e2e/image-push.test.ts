@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { credentialsKeysOf, RegistryCredentialStore } from '@kiln/core';
 import { startRegistry, type TestRegistry } from '../../packages/buildkit-client/test-support/registry.js';
 import { startTestKiln, type TestKiln } from '../support/kiln.js';
 import { type ApiClient, apiClient, busyboxContext, pgQuery, ROOT, tgz } from '../support/processes.js';
@@ -158,6 +159,37 @@ describe('image push', () => {
     assert.equal(b.error?.code, 'build_failed');
     assert.match(b.error?.message ?? '', /401|unauthorized|authoriz/i);
     assert.equal(await manifestDigest('other/app'), null);
+  });
+
+  test("a login this Kiln's key no longer opens: listed unusable, the build's log says why, set again it works", async () => {
+    const lost = apiClient(kiln.url, await kiln.newToken('key-changed'));
+    const [row] = await pgQuery<{ id: string }>(kiln.db.url, 'SELECT id FROM "Project" WHERE name = $1', [
+      'key-changed',
+    ]);
+    const projectId = row?.id ?? assert.fail('no project');
+    // Sealed under a key this Kiln neither has nor lists in KILN_CREDENTIALS_PREVIOUS_KEYS.
+    await new RegistryCredentialStore(kiln.deps.db, credentialsKeysOf('o'.repeat(40))).put(
+      projectId,
+      registry,
+      { username: USER, secret: PASSWORD },
+      LOGINS_PER_PROJECT,
+    );
+    const usable = async () =>
+      (
+        (await (await lost.api('/v1/registry-credentials')).json()) as { items: { usable: boolean }[] }
+      ).items.map((i) => i.usable);
+    assert.deepEqual(await usable(), [false]);
+    const b = await build(lost, 'lost/app');
+    assert.equal(b.status, 'failed');
+    assert.match(b.error?.message ?? '', /401|unauthorized|authoriz/i);
+    assert.match(
+      await lost.logs(b.id),
+      new RegExp(`login to ${registry.replace(/\./g, '\\.')} cannot be read .*PUT /v1/registry-credentials/`),
+    );
+
+    assert.equal((await put(lost, registry, { username: USER, password: PASSWORD })).status, 200);
+    assert.deepEqual(await usable(), [true]);
+    assert.equal((await build(lost, 'lost/app')).status, 'succeeded');
   });
 
   test('bad image outputs and internal registries are refused before anything runs', async () => {

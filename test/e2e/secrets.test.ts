@@ -18,6 +18,7 @@ import pg from 'pg';
 import { pino } from 'pino';
 import { busyboxPath, makeContext } from '../../packages/buildkit-client/test-support/context.js';
 import { readTarEntries } from '../../packages/buildkit-client/test-support/tar-entries.js';
+import { type StartedS3rver, startS3rver } from '../../packages/core/test-support/s3rver.js';
 import { generations } from '../support/generations.js';
 import { startTestKiln, type TestKiln, waitForStatus } from '../support/kiln.js';
 
@@ -245,3 +246,51 @@ for (const generation of generations())
       leaks(logText, 'the API or worker log');
     });
   });
+
+describe('a Kiln without a credentials key (S3 storage, no KILN_CREDENTIALS_KEY or KILN_SIGNING_KEY)', () => {
+  let s3: StartedS3rver;
+  let kiln: TestKiln;
+  before(async () => {
+    s3 = await startS3rver();
+    kiln = await startTestKiln({
+      project: 'no-key',
+      env: {
+        KILN_SIGNING_KEY: undefined,
+        KILN_S3_BUCKET: s3.bucket,
+        KILN_S3_ENDPOINT: s3.endpoint,
+        KILN_S3_REGION: s3.region,
+        KILN_S3_FORCE_PATH_STYLE: 'true',
+        AWS_ACCESS_KEY_ID: s3.accessKeyId,
+        AWS_SECRET_ACCESS_KEY: s3.secretAccessKey,
+      },
+    });
+  });
+  after(async () => {
+    await kiln?.stop();
+    await s3?.stop();
+  });
+
+  test('refuses build secrets (409, naming the setting) before reading the context: in clear they would reach Redis files', async () => {
+    assert.equal(kiln.config.credentialsKeys, undefined);
+    const submit = (spec: object) => {
+      const form = new FormData();
+      form.set('spec', JSON.stringify(spec));
+      // Not a tar at all: a refusal that came after reading it would say so instead.
+      form.set('context', new Blob([Buffer.from('not a tarball')]), 'context.tar');
+      return fetch(`${kiln.url}/v1/builds`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${kiln.token}` },
+        body: form,
+      });
+    };
+    const refused = await submit({ output: 'type=tar,dest=app.tar', secrets: { npm: TEXT } });
+    const body = (await refused.json()) as { error: { code: string; message: string } };
+    assert.equal(refused.status, 409, JSON.stringify(body));
+    assert.equal(body.error.code, 'conflict');
+    assert.match(body.error.message, /KILN_CREDENTIALS_KEY/);
+    assert.deepEqual(await kiln.redis.keys('*secrets*'), [], 'nothing of them reached Redis');
+    // Without secrets the same request is read on (and refused for its context, not the key).
+    const plain = await submit({ output: 'type=tar,dest=app.tar' });
+    assert.equal(plain.status, 400, await plain.text());
+  });
+});

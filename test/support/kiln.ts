@@ -34,8 +34,8 @@ export interface TestKiln {
 }
 
 export interface TestKilnOptions {
-  /** Extra or overriding environment for loadConfig. */
-  env?: Record<string, string>;
+  /** Extra or overriding environment for loadConfig (undefined unsets a default). */
+  env?: Record<string, string | undefined>;
   /** Also run a worker (builders: `KILN_TEST_DOCKER_SOCK`, unless env sets KILN_BUILDERS). */
   worker?: boolean;
   /** The worker's own settings (intervals and the like). */

@@ -9,6 +9,7 @@ import {
   loadProjectQuotas,
   parseBuildSecrets,
   parseBuildSpec,
+  requireSecretsKey,
   SPEC_FIELDS,
   storedBytesLeft,
 } from '@kiln/core';
@@ -212,6 +213,8 @@ async function readUpload(deps: ApiDeps, req: BuildRequest, slot: UploadSlot): P
         const input = fields.spec;
         const spec = parseBuildSpec(input);
         const secrets = parseBuildSecrets(input.secrets);
+        // createBuild refuses them too; here before the context is read.
+        if (spec.secrets) requireSecretsKey(deps.config.credentialsKeys);
         await checkSomeBuilderCanServe(deps, spec);
         const options = await uploadOptions(deps, req.projectId, spec.file);
         stored = { spec, secrets, context: await receiveContext(part.file, { ...options, slot }) };

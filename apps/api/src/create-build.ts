@@ -16,6 +16,7 @@ import {
   isUniqueViolation,
   type Prisma,
   QUEUE_BUILDS,
+  requireSecretsKey,
   resultCacheKey,
   storeBuildSecrets,
   storedBytesLeft,
@@ -75,6 +76,7 @@ export async function createBuild(
 ): Promise<{ build: Build; outcome: CreateOutcome }> {
   const unset = spec.secrets?.find((id) => !Object.hasOwn(secrets, id));
   if (unset !== undefined) throw new AppError('invalid_spec', `secret ${unset} has no value`);
+  if (spec.secrets) requireSecretsKey(deps.config.credentialsKeys);
   for (const host of imageRegistryHosts(spec)) checkRegistryHost(host, deps.config.registries);
   const fields = sourceFields(source);
   const requestHash = createHash('sha256')
@@ -273,7 +275,7 @@ async function handOverSecrets(deps: ApiDeps, build: Build, secrets: BuildSecret
       build.id,
       secrets,
       buildSecretsTtlSeconds(buildTimeoutSeconds, buildAttempts),
-      deps.config.credentialsKey,
+      requireSecretsKey(deps.config.credentialsKeys),
     );
   } catch (err) {
     deps.logger.warn({ buildId: build.id, err: (err as Error).message }, 'storing the build secrets failed');

@@ -48,6 +48,7 @@ import {
   buildCachePrefix,
   CACHE_EXPORT_OPTIONAL,
   type ContextLimits,
+  type CredentialsKeys,
   cancelRequestKey,
   checkFrontendAllowed,
   countBuildEvent,
@@ -129,8 +130,8 @@ export interface RunBuildDeps {
   registryCredentials: RegistryCredentialStore;
   /** The shared build cache (KILN_BUILD_CACHE with S3 storage), if on. */
   buildCache?: BuildCacheConfig;
-  /** What build secrets are sealed with in Redis (KilnConfig.credentialsKey), if set. */
-  credentialsKey?: Buffer;
+  /** What build secrets are sealed with in Redis (KilnConfig.credentialsKeys), if set. */
+  credentialsKeys?: CredentialsKeys;
   /** Where per-build temp directories go; default os.tmpdir(). */
   tmpDir?: string;
   /** How long writes of a finished attempt are retried while PostgreSQL is away; default 10 minutes. */
@@ -414,7 +415,7 @@ class BuildRun {
           this.deps.redis,
           this.id,
           spec.secrets,
-          this.deps.credentialsKey,
+          this.deps.credentialsKeys,
         );
       } catch (err) {
         return this.infrastructure(err, 'infrastructure');
@@ -560,9 +561,13 @@ class BuildRun {
    * Loaded once per build: a login changed meanwhile applies from the next build.
    */
   private async registryAuth(): Promise<RegistryAuth | undefined> {
-    const logins = await this.deps.registryCredentials.forBuild(this.build.projectId, (host) =>
-      this.logger.warn({ host }, 'registry credentials do not decrypt (was the credentials key changed?)'),
-    );
+    const logins = await this.deps.registryCredentials.forBuild(this.build.projectId, (host) => {
+      this.logger.warn({ host }, 'registry credentials do not decrypt (was the credentials key changed?)');
+      // The owner sees why a push or a private FROM is refused, and what mends it.
+      this.note(
+        `#0 kiln: the project's login to ${host} cannot be read (this Kiln's credentials key changed): going to ${host} without it; set it again with PUT /v1/registry-credentials/${host}\n`,
+      );
+    });
     return logins.size > 0 ? (host) => logins.get(host) : undefined;
   }
 

@@ -183,6 +183,7 @@ export class KilnWorker {
       events: this.eventsInstance,
       metricsMaxProjects: config.metricsMaxProjects,
     });
+    const registryCredentials = new RegistryCredentialStore(this.prisma, config.credentialsKeys);
     const runDeps = {
       metricsMaxProjects: config.metricsMaxProjects,
       tracing: this.tracing,
@@ -196,9 +197,9 @@ export class KilnWorker {
       quotas: config.quotas,
       contextLimits: contextLimitsOf(config.limits),
       allowedFrontends: config.allowedFrontends,
-      registryCredentials: new RegistryCredentialStore(this.prisma, config.credentialsKey),
+      registryCredentials,
       ...(config.buildCache ? { buildCache: config.buildCache } : {}),
-      ...(config.credentialsKey ? { credentialsKey: config.credentialsKey } : {}),
+      ...(config.credentialsKeys ? { credentialsKeys: config.credentialsKeys } : {}),
       ...(deps.tmpDir !== undefined ? { tmpDir: deps.tmpDir } : {}),
       ...(deps.maxListedSteps !== undefined ? { maxListedSteps: deps.maxListedSteps } : {}),
       ...(deps.handBackDelayMs !== undefined ? { handBackDelayMs: deps.handBackDelayMs } : {}),
@@ -249,6 +250,7 @@ export class KilnWorker {
       if (job) void this.onFailed(job, err);
     });
     await this.worker.waitUntilReady();
+    void this.resealLogins(registryCredentials);
 
     this.reconcilerInstance = new Reconciler({
       lifecycle: this.lifecycle,
@@ -297,6 +299,28 @@ export class KilnWorker {
       if (left.length > 0) this.logger.warn({ puts: left.length }, 'removed what abandoned puts left');
     } catch (err) {
       this.logger.warn({ err: (err as Error).message }, 'removing abandoned puts failed');
+    }
+  }
+
+  /**
+   * Logins a previous credentials key sealed go under the current one, so the operator can drop
+   * that key (credentials-keys.ts). Every worker does it at start; a second pass finds nothing.
+   * Never rejects.
+   */
+  private async resealLogins(store: RegistryCredentialStore): Promise<void> {
+    try {
+      const { resealed, unreadable } = await store.resealStale();
+      if (resealed > 0) {
+        this.logger.info({ resealed }, 'registry logins sealed again under the current credentials key');
+      }
+      if (unreadable > 0) {
+        this.logger.warn(
+          { unreadable },
+          'registry logins no credentials key opens (KILN_CREDENTIALS_PREVIOUS_KEYS): builds go without them until their owners set them again',
+        );
+      }
+    } catch (err) {
+      this.logger.warn({ err: (err as Error).message }, 'sealing registry logins again failed');
     }
   }
 

@@ -3,14 +3,15 @@
  * form field, never the query string), are validated here, and travel API → worker through one
  * Redis hash per build (`kiln:build:<id>:secrets`, with a TTL, deleted once the build is final).
  * They are never part of the stored spec (only their ids are), the request hash, the result-cache
- * key, logs or errors: messages here name ids, never values. With a credentials key (the one
- * registry logins are encrypted with), each value is sealed (AES-256-GCM, bound to the build and
- * the id) before it reaches Redis, whose snapshots and append-only file are written to disk and
- * backed up; without one, values go as they are.
+ * key, logs or errors: messages here name ids, never values. Each value is sealed under the
+ * credentials key (AES-256-GCM, bound to the build and the id) before it reaches Redis, whose
+ * snapshots and append-only file are written to disk and backed up: a Kiln without that key
+ * refuses build secrets (requireSecretsKey).
  */
 import { hkdfSync } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import * as aead from './aead.js';
+import { type CredentialsKeys, openUnderAny } from './credentials-keys.js';
 import { AppError } from './errors.js';
 
 /** Secret values by id. */
@@ -92,7 +93,24 @@ export function buildSecretsTtlSeconds(buildTimeoutSeconds: number, attempts: nu
   return 24 * 3600 + buildTimeoutSeconds * Math.max(1, attempts);
 }
 
-/** The hash field that says the values are sealed: no secret id has a `:`. */
+/**
+ * The key build secrets are sealed under, or `conflict` when the operator set none: in clear they
+ * would reach Redis's files on disk.
+ */
+export function requireSecretsKey(keys: CredentialsKeys | undefined): Buffer {
+  if (!keys) {
+    throw new AppError(
+      'conflict',
+      'build secrets need KILN_CREDENTIALS_KEY (or KILN_SIGNING_KEY) set on this Kiln: they are sealed before they are queued',
+    );
+  }
+  return keys.current;
+}
+
+/**
+ * The hash field that says the values are sealed: no secret id has a `:`. Always written (workers
+ * of the release before it took values without it as they were).
+ */
 const SEALED = ':sealed';
 
 /** The key values are sealed with, from the credentials key (KilnConfig.credentialsKey). */
@@ -124,14 +142,14 @@ export async function storeBuildSecrets(
   buildId: string,
   secrets: BuildSecrets,
   ttlSeconds: number,
-  credentialsKey: Buffer | undefined,
+  credentialsKey: Buffer,
 ): Promise<void> {
   const key = buildSecretsKey(buildId);
-  const sealing = credentialsKey && sealingKey(credentialsKey);
+  const sealing = sealingKey(credentialsKey);
   const fields = new Map<string, Buffer>(
-    Object.entries(secrets).map(([id, value]) => [id, sealing ? seal(sealing, buildId, id, value) : value]),
+    Object.entries(secrets).map(([id, value]) => [id, seal(sealing, buildId, id, value)]),
   );
-  if (sealing) fields.set(SEALED, Buffer.from('1'));
+  fields.set(SEALED, Buffer.from('1'));
   let failure: unknown;
   try {
     const results = await redis.multi().del(key).hset(key, fields).expire(key, ttlSeconds).exec();
@@ -145,21 +163,21 @@ export async function storeBuildSecrets(
 
 /**
  * The secrets with these ids; undefined when any is missing (Redis lost them, or they expired),
- * or sealed under another key (or none here).
+ * or was not sealed under one of these keys for this build and id.
  */
 export async function loadBuildSecrets(
   redis: Redis,
   buildId: string,
   ids: readonly string[],
-  credentialsKey: Buffer | undefined,
+  keys: CredentialsKeys | undefined,
 ): Promise<BuildSecrets | undefined> {
   if (ids.length === 0) return {};
   const [sealed, ...values] = await redis.hmgetBuffer(buildSecretsKey(buildId), SEALED, ...ids);
-  const opening = sealed && (credentialsKey ? sealingKey(credentialsKey) : undefined);
-  if (sealed && !opening) return undefined;
+  if (!sealed || !keys) return undefined;
+  const sealingKeys = { current: sealingKey(keys.current), previous: keys.previous.map(sealingKey) };
   const opened = ids.map((id, i) => {
     const value = values[i];
-    return value && opening ? open(opening, buildId, id, value) : (value ?? undefined);
+    return value ? openUnderAny(sealingKeys, (key) => open(key, buildId, id, value))?.value : undefined;
   });
   if (opened.some((v) => v === undefined)) return undefined;
   return Object.fromEntries(ids.map((id, i) => [id, opened[i] as Buffer]));

@@ -2,11 +2,11 @@ import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { z } from 'zod';
 import { type BuildCacheConfig, buildCacheFor } from './build-cache.js';
+import { type CredentialsKeys, credentialsKeysOf } from './credentials-keys.js';
 import type { LogFormatSetting } from './log-format.js';
 import { type Network, parseNetworks } from './net/address.js';
 import { parseHostPatterns } from './net/host-patterns.js';
 import { redactAddress } from './net/redact-address.js';
-import { credentialsKey } from './registry-credentials.js';
 
 /** A bad or missing environment variable; start-up stops with this message. */
 export class ConfigError extends Error {
@@ -101,6 +101,7 @@ const ENV = z.object({
   KILN_BUILD_CACHE_S3_SECRET_ACCESS_KEY: z.string().min(1).optional(),
   KILN_BUILD_CACHE_MAX_BYTES: int(0, 2 ** 50).default(10 * 1024 ** 3),
   KILN_CREDENTIALS_KEY: z.string().min(32, 'must be at least 32 characters').optional(),
+  KILN_CREDENTIALS_PREVIOUS_KEYS: z.string().default(''),
   KILN_OPERATOR_TOKEN: z.string().min(32, 'must be at least 32 characters').optional(),
   KILN_METRICS_TOKEN: z.string().min(32, 'must be at least 32 characters').optional(),
   KILN_BUILDER_DRAIN_TOKEN: z.string().min(32, 'must be at least 32 characters').optional(),
@@ -282,10 +283,11 @@ export interface KilnConfig {
     loginsPerProject: number;
   };
   /**
-   * Encrypts registry credentials at rest: from KILN_CREDENTIALS_KEY, else KILN_SIGNING_KEY.
-   * Undefined: neither is set, and credentials can be neither stored nor used.
+   * Seals registry logins and build secrets at rest: KILN_CREDENTIALS_KEY, else KILN_SIGNING_KEY;
+   * what the keys in KILN_CREDENTIALS_PREVIOUS_KEYS sealed still opens. Undefined: neither is
+   * set, and neither logins nor build secrets are accepted.
    */
-  credentialsKey?: Buffer;
+  credentialsKeys?: CredentialsKeys;
   /** Authenticates /v1/admin (projects, quotas); without it those routes answer 404. */
   operatorToken?: string;
   /** Authenticates /metrics (a scraper needs no project); without it /metrics answers 404. */
@@ -459,9 +461,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): KilnConfig {
       loginsPerProject: e.KILN_REGISTRY_LOGINS_PER_PROJECT,
     },
     ...(buildCache ? { buildCache } : {}),
-    ...(e.KILN_CREDENTIALS_KEY || e.KILN_SIGNING_KEY
-      ? { credentialsKey: credentialsKey(e.KILN_CREDENTIALS_KEY ?? (e.KILN_SIGNING_KEY as string)) }
-      : {}),
+    ...credentialsKeysSetting(e.KILN_CREDENTIALS_KEY ?? e.KILN_SIGNING_KEY, e.KILN_CREDENTIALS_PREVIOUS_KEYS),
     logs: {
       maxFollowersPerProject: e.KILN_MAX_LOG_FOLLOWERS_PER_PROJECT,
       maxStreamSeconds: e.KILN_MAX_LOG_STREAM_SECONDS,
@@ -493,7 +493,31 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): KilnConfig {
 }
 
 /** Variables whose values are secrets or may hold one (a password in a URL): never echoed. */
-const SECRET_VARIABLE = /(KEY|KEY_ID|TOKEN|SECRET|PASSWORD)$|_URL$/;
+const SECRET_VARIABLE = /(KEYS?|KEY_ID|TOKEN|SECRET|PASSWORD)$|_URL$/;
+
+/**
+ * The credentials key and the comma-separated keys it replaced. A previous key without a current
+ * one would open what nothing can seal again: start-up stops instead. Messages never quote keys.
+ */
+function credentialsKeysSetting(
+  current: string | undefined,
+  previousList: string,
+): { credentialsKeys?: CredentialsKeys } {
+  const variable = 'KILN_CREDENTIALS_PREVIOUS_KEYS';
+  const previous = previousList
+    .split(',')
+    .map((k) => k.trim())
+    .filter((k) => k !== '');
+  const short = previous.findIndex((k) => k.length < 32);
+  if (short >= 0) throw new ConfigError(variable, `key ${short + 1} must be at least 32 characters`);
+  if (previous.length > 0 && current === undefined) {
+    throw new ConfigError(
+      variable,
+      'needs KILN_CREDENTIALS_KEY (or KILN_SIGNING_KEY) set: the current key seals again what they open',
+    );
+  }
+  return current === undefined ? {} : { credentialsKeys: credentialsKeysOf(current, previous) };
+}
 
 /** What a refused value was, for the start-up error: quoted without credentials, unless it may be a secret. */
 function describeValue(variable: string, value: string | undefined): string {

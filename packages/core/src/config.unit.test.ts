@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { ConfigError, loadConfig } from './config.js';
+import { credentialsKeysOf } from './credentials-keys.js';
 
 const base = {
   DATABASE_URL: 'postgresql://u@127.0.0.1:5432/kiln',
@@ -294,4 +295,29 @@ test('observability settings: log format, projects with a metrics label, the tra
       `${variable}=${value}`,
     );
   }
+});
+
+test('credentials keys: KILN_CREDENTIALS_KEY, else the signing key; the keys they replaced open only', () => {
+  const [current, p1, p2] = ['c'.repeat(32), 'p'.repeat(32), 'q'.repeat(40)];
+  assert.deepEqual(
+    loadConfig({ ...base, KILN_CREDENTIALS_KEY: current, KILN_CREDENTIALS_PREVIOUS_KEYS: ` ${p1}, ${p2} ` })
+      .credentialsKeys,
+    credentialsKeysOf(current, [p1, p2]),
+  );
+  assert.deepEqual(loadConfig(base).credentialsKeys, credentialsKeysOf(base.KILN_SIGNING_KEY));
+  const s3 = { ...base, KILN_SIGNING_KEY: undefined, KILN_S3_BUCKET: 'b' };
+  assert.equal(loadConfig(s3).credentialsKeys, undefined);
+  const refused = (env: Record<string, string | undefined>, pattern: RegExp) =>
+    assert.throws(
+      () => loadConfig(env),
+      (e: unknown) =>
+        e instanceof ConfigError &&
+        e.variable === 'KILN_CREDENTIALS_PREVIOUS_KEYS' &&
+        pattern.test(e.message) &&
+        !e.message.includes('short-old-key') &&
+        !e.message.includes(p1),
+    );
+  refused({ ...base, KILN_CREDENTIALS_PREVIOUS_KEYS: `${p1},short-old-key` }, /key 2 must be at least 32/);
+  // Nothing would seal again what they open.
+  refused({ ...s3, KILN_CREDENTIALS_PREVIOUS_KEYS: p1 }, /needs KILN_CREDENTIALS_KEY/);
 });

@@ -17,6 +17,7 @@ export {
   MAX_SECRET_BYTES,
   MAX_SECRETS,
   parseBuildSecrets,
+  requireSecretsKey,
   storeBuildSecrets,
 } from './build-secrets.js';
 export {
@@ -43,6 +44,7 @@ export {
   type StorageConfig,
 } from './config.js';
 export * from './context/index.js';
+export { type CredentialsKeys, credentialsKeysOf } from './credentials-keys.js';
 export * from './db/index.js';
 export { AppError, ERROR_STATUS, type ErrorCode, httpStatusFor, isAppError } from './errors.js';
 export * from './events/index.js';

@@ -3,8 +3,8 @@
  * to the project and host, so a ciphertext copied to another row does not decrypt), handed in
  * clear only to the worker, which serves them to BuildKit over the build's session.
  */
-import { hkdfSync } from 'node:crypto';
 import { open, seal } from './aead.js';
+import { type CredentialsKeys, openUnderAny } from './credentials-keys.js';
 import type { PrismaClient } from './db/index.js';
 import { AppError } from './errors.js';
 import type { Network } from './net/address.js';
@@ -12,11 +12,6 @@ import { refusedHost } from './net/host.js';
 import { hostMatches } from './net/host-patterns.js';
 
 const VERSION = 'v1';
-
-/** The 32-byte key credentials are encrypted with, derived from the operator's secret. */
-export function credentialsKey(secret: string): Buffer {
-  return Buffer.from(hkdfSync('sha256', secret, 'kiln', 'registry-credentials', 32));
-}
 
 const aad = (projectId: string, host: string) => Buffer.from(`${projectId}\0${host}`);
 
@@ -35,6 +30,17 @@ export function decryptSecret(key: Buffer, projectId: string, host: string, stor
     Buffer,
   ];
   return open(key, aad(projectId, host), { iv: ivBytes, tag: tagBytes, body: bodyBytes }).toString('utf8');
+}
+
+/** The secret under whichever of the keys sealed it; undefined when none did. */
+function openStored(keys: CredentialsKeys, projectId: string, host: string, stored: string) {
+  return openUnderAny(keys, (key) => {
+    try {
+      return decryptSecret(key, projectId, host, stored);
+    } catch {
+      return undefined;
+    }
+  });
 }
 
 /**
@@ -85,6 +91,8 @@ export interface RegistryCredentialView {
   host: string;
   username: string;
   updatedAt: Date;
+  /** False when no credentials key of this Kiln opens it (the key changed): builds go without it. */
+  usable: boolean;
 }
 
 /** Advisory lock class of a project's login puts ("KRCL"). */
@@ -95,17 +103,17 @@ export class RegistryCredentialStore {
   constructor(
     private readonly prisma: PrismaClient,
     /** Undefined when the operator set no key: credentials can be neither stored nor used. */
-    private readonly key: Buffer | undefined,
+    private readonly keys: CredentialsKeys | undefined,
   ) {}
 
   private requireKey(): Buffer {
-    if (!this.key) {
+    if (!this.keys) {
       throw new AppError(
         'conflict',
         'registry credentials need KILN_CREDENTIALS_KEY (or KILN_SIGNING_KEY) set on this Kiln',
       );
     }
-    return this.key;
+    return this.keys.current;
   }
 
   /**
@@ -121,30 +129,37 @@ export class RegistryCredentialStore {
   ): Promise<RegistryCredentialView> {
     const { username, secret } = login;
     const secretCiphertext = encryptSecret(this.requireKey(), projectId, host, secret);
-    return this.prisma.$transaction(async (tx) => {
-      await tx.$executeRaw`SELECT pg_advisory_xact_lock(${LOGINS_LOCK_CLASS}::int4, hashtext(${projectId}))`;
-      const others = await tx.registryCredential.count({ where: { projectId, host: { not: host } } });
-      if (others >= maxPerProject) {
-        throw new AppError(
-          'conflict',
-          `a project may hold logins to at most ${maxPerProject} registries (KILN_REGISTRY_LOGINS_PER_PROJECT); delete one first`,
-        );
-      }
-      return tx.registryCredential.upsert({
-        where: { projectId_host: { projectId, host } },
-        create: { projectId, host, username, secretCiphertext },
-        update: { username, secretCiphertext },
-        select: { host: true, username: true, updatedAt: true },
-      });
-    });
+    return this.prisma
+      .$transaction(async (tx) => {
+        await tx.$executeRaw`SELECT pg_advisory_xact_lock(${LOGINS_LOCK_CLASS}::int4, hashtext(${projectId}))`;
+        const others = await tx.registryCredential.count({ where: { projectId, host: { not: host } } });
+        if (others >= maxPerProject) {
+          throw new AppError(
+            'conflict',
+            `a project may hold logins to at most ${maxPerProject} registries (KILN_REGISTRY_LOGINS_PER_PROJECT); delete one first`,
+          );
+        }
+        return tx.registryCredential.upsert({
+          where: { projectId_host: { projectId, host } },
+          create: { projectId, host, username, secretCiphertext },
+          update: { username, secretCiphertext },
+          select: { host: true, username: true, updatedAt: true },
+        });
+      })
+      .then((row) => ({ ...row, usable: true }));
   }
 
-  list(projectId: string): Promise<RegistryCredentialView[]> {
-    return this.prisma.registryCredential.findMany({
+  async list(projectId: string): Promise<RegistryCredentialView[]> {
+    const rows = await this.prisma.registryCredential.findMany({
       where: { projectId },
-      select: { host: true, username: true, updatedAt: true },
+      select: { host: true, username: true, updatedAt: true, secretCiphertext: true },
       orderBy: { host: 'asc' },
     });
+    const keys = this.keys;
+    return rows.map(({ secretCiphertext, ...view }) => ({
+      ...view,
+      usable: keys !== undefined && openStored(keys, projectId, view.host, secretCiphertext) !== undefined,
+    }));
   }
 
   async delete(projectId: string, host: string): Promise<boolean> {
@@ -153,26 +168,60 @@ export class RegistryCredentialStore {
   }
 
   /**
-   * The project's credentials in clear, by host, for one build. A row that does not decrypt (the
-   * key changed) is left out and reported, so the build goes anonymous to that host.
+   * The project's credentials in clear, by host, for one build. A row no key opens (the key
+   * changed without KILN_CREDENTIALS_PREVIOUS_KEYS) is left out and reported, so the build goes
+   * anonymous to that host.
    */
   async forBuild(
     projectId: string,
     onUnreadable: (host: string) => void,
   ): Promise<Map<string, { username: string; secret: string }>> {
     const out = new Map<string, { username: string; secret: string }>();
-    if (!this.key) return out;
+    const keys = this.keys;
+    if (!keys) return out;
     const rows = await this.prisma.registryCredential.findMany({ where: { projectId } });
     for (const row of rows) {
-      try {
-        out.set(row.host, {
-          username: row.username,
-          secret: decryptSecret(this.key, projectId, row.host, row.secretCiphertext),
-        });
-      } catch {
-        onUnreadable(row.host);
-      }
+      const opened = openStored(keys, projectId, row.host, row.secretCiphertext);
+      if (opened) out.set(row.host, { username: row.username, secret: opened.value });
+      else onUnreadable(row.host);
     }
     return out;
   }
+
+  /**
+   * Seals under the current key every login a previous key sealed, so that key can be dropped
+   * from KILN_CREDENTIALS_PREVIOUS_KEYS. A login put meanwhile is left as it is (it is the
+   * current key's already). Counts what it sealed again, and what no key opens.
+   */
+  async resealStale(): Promise<{ resealed: number; unreadable: number }> {
+    const counts = { resealed: 0, unreadable: 0 };
+    const keys = this.keys;
+    if (!keys) return counts;
+    let after = '';
+    for (;;) {
+      const rows = await this.prisma.registryCredential.findMany({
+        where: { id: { gt: after } },
+        orderBy: { id: 'asc' },
+        take: RESEAL_PAGE,
+      });
+      for (const row of rows) {
+        const opened = openStored(keys, row.projectId, row.host, row.secretCiphertext);
+        if (!opened) counts.unreadable++;
+        if (!opened?.stale) continue;
+        const { count } = await this.prisma.registryCredential.updateMany({
+          where: { id: row.id, secretCiphertext: row.secretCiphertext },
+          data: {
+            secretCiphertext: encryptSecret(keys.current, row.projectId, row.host, opened.value),
+            // The login did not change: its owner's "last set" stays.
+            updatedAt: row.updatedAt,
+          },
+        });
+        counts.resealed += count;
+      }
+      if (rows.length < RESEAL_PAGE) return counts;
+      after = (rows.at(-1) as { id: string }).id;
+    }
+  }
 }
+
+const RESEAL_PAGE = 500;

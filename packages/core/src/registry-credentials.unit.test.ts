@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { credentialsKey } from './credentials-keys.js';
 import { AppError } from './errors.js';
 import { parseNetworks } from './net/address.js';
 import {
   checkRegistryHost,
-  credentialsKey,
   decryptSecret,
   encryptSecret,
   normalizeRegistryHost,

@@ -16,6 +16,8 @@ const credentialView = Type.Object({
   host: Type.String(),
   username: Type.String(),
   updatedAt: Type.String({ format: 'date-time' }),
+  /** False: this Kiln's credentials key no longer opens it (builds go without it); set it again. */
+  usable: Type.Boolean(),
 });
 const hostParams = Type.Object({ host: Type.String({ minLength: 1, maxLength: 300 }) });
 
@@ -23,6 +25,7 @@ const json = (c: RegistryCredentialView) => ({
   host: c.host,
   username: c.username,
   updatedAt: c.updatedAt.toISOString(),
+  usable: c.usable,
 });
 
 /**
@@ -31,7 +34,7 @@ const json = (c: RegistryCredentialView) => ({
  * pulls of private base images).
  */
 export function registryRoutes(deps: ApiDeps): FastifyPluginAsyncTypebox {
-  const store = new RegistryCredentialStore(deps.db, deps.config.credentialsKey);
+  const store = new RegistryCredentialStore(deps.db, deps.config.credentialsKeys);
   return async (app) => {
     app.put(
       '/v1/registry-credentials/:host',

@@ -2,6 +2,7 @@
 // exactly when TRANSITIONS allows it, and a final state always has its events, its attempts
 // ended, its secrets gone and its live log ended.
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
 import pino from 'pino';
@@ -54,7 +55,7 @@ async function rowIn(status: BuildStatusName) {
   const attempt = await database.prisma.buildAttempt.create({
     data: { buildId: build.id, number: 1, builder: 'b1' },
   });
-  await storeBuildSecrets(redis, build.id, { s: Buffer.from('v') }, 600, undefined);
+  await storeBuildSecrets(redis, build.id, { s: Buffer.from('v') }, 600, randomBytes(32));
   return { build, attempt };
 }
 
