@@ -11,9 +11,10 @@ import { Writable } from 'node:stream';
 const SYNC_EVERY = 32 * 1024 * 1024;
 
 /**
- * Writes a stream into a new file (`wx`: never an existing one) while hashing it with sha256
- * and counting its bytes, and finishes only once the data is on disk. Chunks that queue up
- * while a write is in flight go down in one `writev`.
+ * Writes a stream into a new file (`wx`: never an existing one), or into a handle its caller
+ * opened so, while hashing it with sha256 and counting its bytes, and finishes only once the data
+ * is on disk. Chunks that queue up while a write is in flight go down in one `writev`. The sink
+ * closes the handle.
  */
 export class HashingFileSink extends Writable {
   private readonly hash = createHash('sha256');
@@ -24,14 +25,16 @@ export class HashingFileSink extends Writable {
   bytes = 0;
 
   constructor(
-    private readonly file: string,
+    private readonly file: string | FileHandle,
     private readonly mode = 0o644,
   ) {
     super({ highWaterMark: 1024 * 1024 });
   }
 
   override _construct(callback: (err?: Error | null) => void): void {
-    open(this.file, 'wx', this.mode).then(
+    const opening =
+      typeof this.file === 'string' ? open(this.file, 'wx', this.mode) : Promise.resolve(this.file);
+    opening.then(
       (fh) => {
         this.fh = fh;
         callback();

@@ -9,6 +9,7 @@ import {
   realpath,
   rename,
   rm,
+  rmdir,
   unlink,
   writeFile,
 } from 'node:fs/promises';
@@ -44,6 +45,9 @@ export const LOCAL_FILES_PATH = '/v1/files/';
 /** A put's temp file: `.<name>.<16 hex>.tmp` beside its target. */
 const PUT_TEMP_SUFFIX = '.tmp';
 const PUT_TEMP_FILE = /^\..+\.[0-9a-f]{16}\.tmp$/;
+
+/** Tries at making a put's directory and temp file, should deletes keep emptying the directory. */
+const TEMP_ATTEMPTS = 5;
 
 /** Chunk size of putFile's copy. */
 const COPY_BUFFER = 1024 * 1024;
@@ -155,22 +159,20 @@ export class LocalDirStorage implements ObjectStorage {
       dropSource();
       throw abortReason(signal);
     }
-    const dir = path.dirname(file);
+    let temp: { tmp: string; fh: FileHandle };
     try {
-      await mkdir(dir, { recursive: true });
-      await this.assertInsideRoot(dir);
+      temp = await this.createTempBeside(file);
     } catch (err) {
       dropSource();
       throw this.backendError('put', key, err);
     }
-    const tmp = path.join(dir, `.${path.basename(file)}.${randomBytes(8).toString('hex')}${PUT_TEMP_SUFFIX}`);
-    const sink = new HashingFileSink(tmp);
+    const { tmp } = temp;
+    const sink = new HashingFileSink(temp.fh);
     try {
       await fill(sink, signal);
       await rename(tmp, file);
     } catch (err) {
-      // The sink opens its file in the background: a fill that failed before its first write (a
-      // source that cannot be opened) would otherwise leave the file created after this rm.
+      // The sink holds the temp file's handle, also when the fill failed before its first write.
       await closeSink(sink);
       await rm(tmp, { force: true }).catch(() => undefined);
       if (signal?.aborted) throw abortReason(signal);
@@ -178,6 +180,26 @@ export class LocalDirStorage implements ObjectStorage {
       throw this.backendError('put', key, err);
     }
     return { key, size: sink.bytes, sha256: sink.digest() };
+  }
+
+  /**
+   * The put's temp file, created (`wx`) in the object's directory, made first. A delete removes
+   * the directories it empties (rmdir: never one holding a file), which may take this one between
+   * the two steps: then both again. Once the temp file is in, the directory stays until the
+   * rename.
+   */
+  private async createTempBeside(file: string): Promise<{ tmp: string; fh: FileHandle }> {
+    const dir = path.dirname(file);
+    const tmp = path.join(dir, `.${path.basename(file)}.${randomBytes(8).toString('hex')}${PUT_TEMP_SUFFIX}`);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await mkdir(dir, { recursive: true });
+        await this.assertInsideRoot(dir);
+        return { tmp, fh: await open(tmp, 'wx', 0o644) };
+      } catch (err) {
+        if (!isNoEntry(err) || attempt === TEMP_ATTEMPTS) throw err;
+      }
+    }
   }
 
   async get(key: string, opts: GetOptions = {}): Promise<GetResult> {
@@ -239,6 +261,7 @@ export class LocalDirStorage implements ObjectStorage {
     const file = this.pathFor(key);
     try {
       await unlink(file);
+      await this.removeEmptiedDirs(path.dirname(file));
     } catch (err) {
       if (isNoEntry(err)) return;
       const code = errnoCode(err);
@@ -252,6 +275,23 @@ export class LocalDirStorage implements ObjectStorage {
       )
         return;
       throw this.backendError('delete', key, err);
+    }
+  }
+
+  /**
+   * Removes `dir` and the directories above it, up to the root, while they are empty: each build
+   * leaves a directory per artifact otherwise. rmdir refuses one that holds anything, a put's
+   * temp file included (createTempBeside).
+   */
+  private async removeEmptiedDirs(dir: string): Promise<void> {
+    for (let d = dir; d.startsWith(this.root + path.sep); d = path.dirname(d)) {
+      if (
+        !(await rmdir(d).then(
+          () => true,
+          () => false,
+        ))
+      )
+        return;
     }
   }
 

@@ -3,7 +3,7 @@ import { createReadStream } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rm, symlink, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { Readable } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import {
   describeMemory,
@@ -330,6 +330,47 @@ describe('LocalDirStorage', () => {
     assert.doesNotThrow(() => verifyLocalSignature(pq, SIGNING_KEY));
     assert.throws(() => verifyLocalSignature({ ...pq, filename: 'x.tar' }, SIGNING_KEY), forbidden);
     assert.throws(() => verifyLocalSignature(pq, SIGNING_KEY, Date.now() + 10_000), forbidden);
+  });
+
+  test('a delete removes the directories it empties, up to the root, and no more', async () => {
+    await storage.put('gc/b1/app.tar', Readable.from(['a']));
+    await storage.put('gc/b1/prov/p.json', Readable.from(['p']));
+    await storage.put('gc/b2/app.tar', Readable.from(['b']));
+    await storage.delete('gc/b1/prov/p.json');
+    assert.deepEqual(await readdir(path.join(root, 'gc/b1')), ['app.tar']);
+    await storage.delete('gc/b1/app.tar');
+    assert.deepEqual(await readdir(path.join(root, 'gc')), ['b2']);
+    await storage.delete('gc/b2/app.tar');
+    assert.ok(!(await readdir(root)).includes('gc'));
+    await storage.delete('gc/b2/app.tar'); // gone already: still no error
+    await readdir(root); // the root stays
+  });
+
+  test('a put beside a delete that empties its directory still lands', async () => {
+    // A put in progress holds its temp file in the directory: the delete leaves it.
+    const slow = new PassThrough();
+    slow.write('first half ');
+    await storage.put('race/slow/a', Readable.from(['a']));
+    const putting = storage.put('race/slow/b', slow);
+    await new Promise((r) => setTimeout(r, 50));
+    await storage.delete('race/slow/a');
+    slow.end('second half');
+    await putting;
+    assert.equal(
+      (await readAll((await storage.get('race/slow/b')).body)).toString(),
+      'first half second half',
+    );
+    // The window between making the directory and creating the temp file in it, raced.
+    for (let i = 0; i < 300; i++) {
+      await storage.put(`race/${i}/a`, Readable.from(['a']));
+      const [, put] = await Promise.all([
+        storage.delete(`race/${i}/a`),
+        storage.put(`race/${i}/b`, Readable.from(['b'])),
+      ]);
+      assert.equal(put.size, 1);
+      assert.deepEqual(await readdir(path.join(root, `race/${i}`)), ['b']);
+      await storage.delete(`race/${i}/b`);
+    }
   });
 
   test('check(): passes on a writable root, AppError(unavailable) otherwise', async () => {
