@@ -23,6 +23,18 @@ const OLD = 'o'.repeat(40);
 const NEW = 'n'.repeat(40);
 const login = (secret: string) => ({ username: 'ci', secret });
 
+/** A project whose login to reg.example was set while OLD was the key. */
+async function projectWithLoginUnderOld(name: string, secret: string): Promise<string> {
+  const { id } = await database.prisma.project.create({ data: { name } });
+  await new RegistryCredentialStore(database.prisma, credentialsKeysOf(OLD)).put(
+    id,
+    'reg.example',
+    login(secret),
+    50,
+  );
+  return id;
+}
+
 test('a key change with the old key listed: logins keep working and are sealed again at start', async () => {
   const { id: projectId } = await database.prisma.project.create({ data: { name: 'rotate' } });
   const before = new RegistryCredentialStore(database.prisma, credentialsKeysOf(OLD));
@@ -64,13 +76,7 @@ test('a key change with the old key listed: logins keep working and are sealed a
 });
 
 test('a key change without the old key: the login is unusable, left out of builds, and set again mends it', async () => {
-  const { id: projectId } = await database.prisma.project.create({ data: { name: 'lost' } });
-  await new RegistryCredentialStore(database.prisma, credentialsKeysOf(OLD)).put(
-    projectId,
-    'reg.example',
-    login('tok-1'),
-    50,
-  );
+  const projectId = await projectWithLoginUnderOld('lost', 'tok-1');
   const store = new RegistryCredentialStore(database.prisma, credentialsKeysOf(NEW));
   assert.deepEqual(
     (await store.list(projectId)).map(({ host, usable }) => ({ host, usable })),
@@ -94,13 +100,7 @@ test('a key change without the old key: the login is unusable, left out of build
 });
 
 test('a login put while the pass seals again is kept, not overwritten with the old secret', async () => {
-  const { id: projectId } = await database.prisma.project.create({ data: { name: 'race' } });
-  await new RegistryCredentialStore(database.prisma, credentialsKeysOf(OLD)).put(
-    projectId,
-    'reg.example',
-    login('tok-old'),
-    50,
-  );
+  const projectId = await projectWithLoginUnderOld('race', 'tok-old');
   const rotated = new RegistryCredentialStore(database.prisma, credentialsKeysOf(NEW, [OLD]));
   // The pass read the row, then the owner set a new secret before its update: the update's
   // condition on the ciphertext it read no longer holds.
