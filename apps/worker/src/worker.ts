@@ -268,9 +268,13 @@ export class KilnWorker {
       redis: this.redis,
       logger,
       intervalMs: deps.retentionIntervalMs ?? config.retention.intervalSeconds * 1000,
-      // The round ends when both have: rounds never overlap in a process.
+      // The round ends when all have: rounds never overlap in a process.
       run: async () => {
-        const [retention] = await Promise.allSettled([this.runRetentionOnce(), this.removeAbandonedPuts()]);
+        const [retention] = await Promise.allSettled([
+          this.runRetentionOnce(),
+          this.removeAbandonedPuts(),
+          this.resealLogins(registryCredentials),
+        ]);
         if (retention.status === 'rejected') throw retention.reason;
         return retention.value;
       },
@@ -304,8 +308,9 @@ export class KilnWorker {
 
   /**
    * Logins a previous credentials key sealed go under the current one, so the operator can drop
-   * that key (credentials-keys.ts). Every worker does it at start; a second pass finds nothing.
-   * Never rejects.
+   * that key (credentials-keys.ts): at every worker's start, and at each retention round (an API
+   * still on the old key may have set one since). A pass with nothing to seal only reads. Never
+   * rejects.
    */
   private async resealLogins(store: RegistryCredentialStore): Promise<void> {
     try {

@@ -2,8 +2,10 @@
  * The credentials key (KILN_CREDENTIALS_KEY, else KILN_SIGNING_KEY) and the ones it replaced
  * (KILN_CREDENTIALS_PREVIOUS_KEYS): what Kiln seals at rest goes under the current key, and opens
  * under any of them, so the operator can change the key without losing what the old one sealed.
- * Registry logins are sealed again under the current key when a worker starts
- * (RegistryCredentialStore.resealStale); build secrets live a day at most.
+ * Registry logins are sealed again under the current key when a worker starts and at each
+ * retention round (RegistryCredentialStore.resealStale); build secrets wait in Redis for a day
+ * plus every attempt's timeout at most. The steps of a change, in which no process ever meets a
+ * value it cannot open, are in the README ("Image push").
  */
 import { hkdfSync } from 'node:crypto';
 

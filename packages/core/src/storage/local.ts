@@ -241,19 +241,24 @@ export class LocalDirStorage implements ObjectStorage {
   async *list(prefix: string): AsyncIterable<ListedObject> {
     // A prefix is a directory here: `cache/p1/` lists everything below root/cache/p1.
     const base = prefix.replace(/\/+$/, '');
-    const dir = this.pathFor(base);
-    const entries = await readdir(dir, { recursive: true, withFileTypes: true }).catch((err: unknown) => {
-      if (isNoEntry(err)) return [];
-      throw this.backendError('list', prefix, err);
-    });
-    for (const e of entries) {
-      // Half-written puts are not objects yet.
-      if (!e.isFile() || PUT_TEMP_FILE.test(e.name)) continue;
-      const file = path.join(e.parentPath, e.name);
-      const st = await lstat(file).catch(() => undefined);
-      if (!st) continue; // deleted meanwhile
-      const key = path.relative(this.root, file).split(path.sep).join('/');
-      yield { key, size: st.size, lastModified: st.mtime };
+    const dirs = [this.pathFor(base)];
+    for (let dir = dirs.pop(); dir !== undefined; dir = dirs.pop()) {
+      // One directory at a time: a delete removes the directories it empties, and a recursive
+      // readdir fails whole when one goes while it walks.
+      const entries = await readdir(dir, { withFileTypes: true }).catch((err: unknown) => {
+        if (isNoEntry(err)) return [];
+        throw this.backendError('list', prefix, err);
+      });
+      for (const e of entries) {
+        const file = path.join(dir, e.name);
+        if (e.isDirectory()) dirs.push(file);
+        // Half-written puts are not objects yet.
+        if (!e.isFile() || PUT_TEMP_FILE.test(e.name)) continue;
+        const st = await lstat(file).catch(() => undefined);
+        if (!st) continue; // deleted meanwhile
+        const key = path.relative(this.root, file).split(path.sep).join('/');
+        yield { key, size: st.size, lastModified: st.mtime };
+      }
     }
   }
 

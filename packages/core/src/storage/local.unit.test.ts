@@ -373,6 +373,23 @@ describe('LocalDirStorage', () => {
     }
   });
 
+  test('a list while deletes empty directories under it still lists everything else', async () => {
+    const keys = Array.from({ length: 20 }, (_, i) => `walk/d${i}/sub/o`);
+    for (let round = 0; round < 50; round++) {
+      for (const k of keys) await storage.put(k, Readable.from(['x']));
+      const gone = keys[round % keys.length] as string;
+      const listing = (async () => {
+        const out: string[] = [];
+        for await (const o of storage.list('walk/')) out.push(o.key);
+        return out;
+      })();
+      await storage.delete(gone);
+      const listed = await listing;
+      for (const k of keys) if (k !== gone) assert.ok(listed.includes(k), `round ${round}: ${k} not listed`);
+      for (const k of keys) await storage.delete(k);
+    }
+  });
+
   test('check(): passes on a writable root, AppError(unavailable) otherwise', async () => {
     await storage.check();
     assert.deepEqual(
