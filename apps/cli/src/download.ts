@@ -1,11 +1,12 @@
 /**
  * Fetching the artifact from its signed URL into `dest`: written to a temporary file beside it
- * while hashing, checked against the build's sha256 digest (and size), then renamed into place.
- * A mismatch deletes the download and fails. `dest` `-` streams to stdout (checked at the end).
+ * while hashing, checked against the build's sha256 digest (and size), then renamed into place
+ * (through a symbolic link, onto the file it names). A mismatch deletes the download and fails.
+ * `dest` `-` streams to stdout, and a device or FIFO is written into (both checked at the end).
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, rename, rm, stat } from 'node:fs/promises';
+import { chmod, lstat, mkdir, realpath, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { Transform, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -135,13 +136,34 @@ export async function downloadArtifact(opts: DownloadOptions): Promise<{ digest:
     return actual;
   }
 
-  const dest = path.resolve(opts.dest);
-  const tmp = path.join(
-    path.dirname(dest),
-    `.${path.basename(dest)}.${randomBytes(6).toString('hex')}.kiln-part`,
-  );
+  const into = await destinationOf(path.resolve(opts.dest));
+  const failed = (err: unknown) => {
+    if (opts.signal?.aborted) return abortReason(opts.signal);
+    if (err instanceof CliError) return err;
+    return failure(`downloading the artifact to ${opts.dest} failed: ${messageOf(err)}`);
+  };
+  if (into.kind === 'through') {
+    // A device, a FIFO or a link to nowhere: written into as docker does (`dest=/dev/null`);
+    // what a wrong digest wrote there cannot be taken back, only reported.
+    try {
+      await pipeline(
+        source,
+        meter,
+        watch(createWriteStream(into.path)),
+        opts.signal ? { signal: opts.signal } : {},
+      );
+      const actual = { digest: `sha256:${hash.digest('hex')}`, size };
+      verifyDownload(what, opts, actual);
+      return actual;
+    } catch (err) {
+      source.destroy();
+      throw failed(err);
+    }
+  }
+  // Short, whatever the length of the name: a name near the limit still gets its temp file.
+  const tmp = path.join(path.dirname(into.path), `.${randomBytes(6).toString('hex')}.kiln-part`);
   try {
-    await mkdir(path.dirname(dest), { recursive: true });
+    await mkdir(path.dirname(into.path), { recursive: true });
     await pipeline(
       source,
       meter,
@@ -150,14 +172,30 @@ export async function downloadArtifact(opts: DownloadOptions): Promise<{ digest:
     );
     const actual = { digest: `sha256:${hash.digest('hex')}`, size };
     verifyDownload(what, opts, actual);
-    await rename(tmp, dest);
+    // The file it replaces keeps its permissions, as a file written over in place would.
+    if (into.mode !== undefined) await chmod(tmp, into.mode);
+    await rename(tmp, into.path);
     return actual;
   } catch (err) {
     source.destroy();
     // Never in place of the reason: with dest under a file, rm fails too (ENOTDIR).
     await rm(tmp, { force: true }).catch(() => undefined);
-    if (opts.signal?.aborted) throw abortReason(opts.signal);
-    if (err instanceof CliError) throw err;
-    throw failure(`downloading the artifact to ${opts.dest} failed: ${messageOf(err)}`);
+    throw failed(err);
   }
+}
+
+/**
+ * Where the artifact goes for `dest`: a regular file (or none yet) is replaced whole once the
+ * download checks out; through a symbolic link, the file it names is, and the link stays. Anything
+ * else (a device, a FIFO, a socket, a dangling link) is written into, as docker's os.Create would.
+ */
+async function destinationOf(
+  dest: string,
+): Promise<{ kind: 'replace'; path: string; mode: number | undefined } | { kind: 'through'; path: string }> {
+  const link = await lstat(dest).catch(() => undefined);
+  const info = await stat(dest).catch(() => undefined);
+  if (link?.isSymbolicLink() && !info) return { kind: 'through', path: dest };
+  if (info && !info.isFile()) return { kind: 'through', path: dest };
+  const target = link?.isSymbolicLink() ? await realpath(dest) : dest;
+  return { kind: 'replace', path: target, mode: info ? info.mode & 0o7777 : undefined };
 }

@@ -1,9 +1,21 @@
 // The artifact download: a real file served over loopback HTTP, checked against its sha256.
 // A wrong digest or size deletes the download (and leaves an older file at dest alone).
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import {
+  chmod,
+  lstat,
+  mkdir,
+  mkdtemp,
+  readdir,
+  readFile,
+  rm,
+  stat,
+  symlink,
+  writeFile,
+} from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -53,6 +65,12 @@ after(async () => {
   await new Promise((resolve) => server.close(resolve));
   await rm(work, { recursive: true, force: true });
 });
+
+async function digestStream(stream: NodeJS.ReadableStream): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of stream) hash.update(chunk as Buffer);
+  return `sha256:${hash.digest('hex')}`;
+}
 
 const leftovers = async (dir: string) => (await readdir(dir)).filter((n) => n.endsWith('.kiln-part'));
 
@@ -141,6 +159,40 @@ describe('downloadArtifact', () => {
       downloadArtifact({ url: `${base}/artifact`, digest, size, dest: path.join(file, 'sub', 'x.tar') }),
       { message: /failed: ENOTDIR: not a directory, mkdir/ },
     );
+  });
+
+  test('dest through a symbolic link: the file it names gets the artifact, the link stays', async () => {
+    const dir = await mkdtemp(path.join(work, 'link-'));
+    await mkdir(path.join(dir, 'real'));
+    const target = path.join(dir, 'real', 'out.tar');
+    await writeFile(target, 'older');
+    await symlink('real/out.tar', path.join(dir, 'link.tar'));
+    await downloadArtifact({ url: `${base}/artifact`, digest, size, dest: path.join(dir, 'link.tar') });
+    assert.ok((await lstat(path.join(dir, 'link.tar'))).isSymbolicLink());
+    assert.deepEqual(await digestFile(target), { digest, size });
+    assert.deepEqual([...(await leftovers(dir)), ...(await leftovers(path.join(dir, 'real')))], []);
+  });
+
+  test('dest a FIFO (as /dev/null or /dev/stdout may be): written into, still a FIFO', async () => {
+    const fifo = path.join(await mkdtemp(path.join(work, 'fifo-')), 'out');
+    execFileSync('mkfifo', [fifo]);
+    const reader = (async () => digestStream(createReadStream(fifo)))();
+    await downloadArtifact({ url: `${base}/artifact`, digest, size, dest: fifo });
+    assert.equal(await reader, digest);
+    assert.ok((await lstat(fifo)).isFIFO());
+    assert.deepEqual(await leftovers(path.dirname(fifo)), []);
+  });
+
+  test('a file written over keeps its mode; a name at the length limit still gets its temp file', async () => {
+    const dir = await mkdtemp(path.join(work, 'mode-'));
+    const dest = path.join(dir, 'private.tar');
+    await writeFile(dest, 'older', { mode: 0o600 });
+    await chmod(dest, 0o600);
+    await downloadArtifact({ url: `${base}/artifact`, digest, size, dest });
+    assert.equal((await stat(dest)).mode & 0o777, 0o600);
+    const long = path.join(dir, `${'n'.repeat(251)}.tar`);
+    await downloadArtifact({ url: `${base}/artifact`, digest, size, dest: long });
+    assert.deepEqual(await digestFile(long), { digest, size });
   });
 
   test('dest - streams to stdout and still checks the digest at the end', async () => {

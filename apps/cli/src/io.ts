@@ -24,14 +24,22 @@ export interface Io {
  * The real process. SIGTERM (a CI job canceled) is handled as Ctrl-C: otherwise it would end
  * the process with the remote build still running and a partial download beside its destination. A second signal while the first is being handled
  * exits at once. When the
- * reader of stdout goes away (`kiln builds ls | head -1`), the process ends quietly, as a Unix
- * tool killed by SIGPIPE does, instead of crashing on the unhandled EPIPE.
+ * reader of stdout or stderr goes away (`kiln builds ls | head -1`, `2>&1 | head`), the process
+ * ends quietly, as a Unix tool killed by SIGPIPE does, instead of crashing on the unhandled
+ * EPIPE; another failure to write them (a full disk behind `> file`) ends it with 1 and a line
+ * saying so, never a stack trace.
  */
 export function processIo(): Io {
-  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
-    if (err.code === 'EPIPE') process.exit(EXIT_BROKEN_PIPE);
-    throw err;
-  });
+  for (const [name, stream] of [
+    ['stdout', process.stdout],
+    ['stderr', process.stderr],
+  ] as const) {
+    stream.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'EPIPE') process.exit(EXIT_BROKEN_PIPE);
+      if (name === 'stdout') process.stderr.write(`kiln: writing to stdout failed: ${err.message}\n`);
+      process.exit(1);
+    });
+  }
   return {
     stdout: process.stdout,
     stderr: process.stderr,

@@ -2,11 +2,15 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { closeSync, openSync } from 'node:fs';
+import type { Readable } from 'node:stream';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
-test('stdout closed by its reader (| head): a quiet exit 141, no stack trace', async () => {
-  const module = fileURLToPath(new URL('./io.ts', import.meta.url));
+const module = fileURLToPath(new URL('./io.ts', import.meta.url));
+
+/** A process writing to `stream` for ever through processIo(); stdout piped unless given. */
+function writer(stream: 'stdout' | 'stderr', stdout: 'pipe' | number = 'pipe') {
   const child = spawn(
     process.execPath,
     [
@@ -16,17 +20,48 @@ test('stdout closed by its reader (| head): a quiet exit 141, no stack trace', a
       '-e',
       `import { processIo } from ${JSON.stringify(module)};
       const io = processIo();
-      for (;;) if (!io.stdout.write('x'.repeat(65536))) await new Promise((r) => io.stdout.once('drain', r));`,
+      for (;;) if (!io.${stream}.write('x'.repeat(65536))) await new Promise((r) => io.${stream}.once('drain', r));`,
     ],
-    { stdio: ['ignore', 'pipe', 'pipe'], timeout: 20_000 },
+    { stdio: ['ignore', stdout, 'pipe'], timeout: 20_000 },
   );
+  return { child, out: child.stdout as Readable, err: child.stderr as Readable };
+}
+
+test('stderr closed by its reader (2>&1 | head): exit 141 too, not a crash', async () => {
+  const { child, out, err } = writer('stderr');
+  let stdout = '';
+  out.on('data', (d: Buffer) => {
+    stdout += d.toString();
+  });
+  await once(err, 'data');
+  err.destroy();
+  const [code] = await once(child, 'exit');
+  assert.equal(stdout, '');
+  assert.equal(code, 141);
+});
+
+test('stdout closed by its reader (| head): a quiet exit 141, no stack trace', async () => {
+  const { child, out, err } = writer('stdout');
   let stderr = '';
-  child.stderr.on('data', (d: Buffer) => {
+  err.on('data', (d: Buffer) => {
     stderr += d.toString();
   });
-  await once(child.stdout, 'data');
-  child.stdout.destroy();
+  await once(out, 'data');
+  out.destroy();
   const [code] = await once(child, 'exit');
   assert.equal(stderr, '');
   assert.equal(code, 141);
+});
+
+test('stdout on a full disk (> /dev/full): exit 1 with one line saying so, no stack trace', async () => {
+  const full = openSync('/dev/full', 'w');
+  const { child, err } = writer('stdout', full);
+  closeSync(full); // the child has its own
+  let stderr = '';
+  err.on('data', (d: Buffer) => {
+    stderr += d.toString();
+  });
+  const [code] = await once(child, 'exit');
+  assert.equal(code, 1);
+  assert.match(stderr, /^kiln: writing to stdout failed: ENOSPC[^\n]*\n$/);
 });
