@@ -11,7 +11,7 @@ import {
   messageOf,
   UsageError,
 } from './errors.js';
-import { type HttpResponse, type RequestOptions, request } from './http.js';
+import { AnswerTooLargeError, type HttpResponse, type RequestOptions, request } from './http.js';
 
 export type { BuildList, BuildView };
 
@@ -198,6 +198,13 @@ export class KilnApi {
     try {
       text = await res.text();
     } catch (err) {
+      if (err instanceof AnswerTooLargeError) {
+        throw new CliError(
+          `Kiln at ${this.baseUrl} answered ${res.status} with more than ${err.maxBytes} bytes: is it the API's address?`,
+          EXIT_UNAVAILABLE,
+          'bad_answer',
+        );
+      }
       throw new CliError(
         `the answer of Kiln at ${this.baseUrl} broke off: ${messageOf(err)}`,
         EXIT_UNAVAILABLE,

@@ -16,12 +16,19 @@ export interface SseEvent {
   id?: string;
 }
 
+/**
+ * Characters one event may hold, its lines together: far above a log chunk (a whole build log is
+ * 4 MiB by default), so only a stream that never ends its event or line gets there.
+ */
+export const MAX_SSE_EVENT_CHARS = 32 * 1024 * 1024;
+
 /** Parses an event stream (WHATWG rules: `event:`/`data:` fields, `:` comments, blank line dispatches). */
 export async function* parseSse(body: AsyncIterable<Uint8Array>): AsyncGenerator<SseEvent> {
   const decoder = new TextDecoder();
   let buffer = '';
   let event = '';
   let data: string[] = [];
+  let dataChars = 0;
   let id: string | undefined;
   let hasData = false;
   const line = function* (text: string): Generator<SseEvent> {
@@ -30,6 +37,7 @@ export async function* parseSse(body: AsyncIterable<Uint8Array>): AsyncGenerator
         yield { event: event || 'message', data: data.join('\n'), ...(id === undefined ? {} : { id }) };
       event = '';
       data = [];
+      dataChars = 0;
       id = undefined;
       hasData = false;
       return;
@@ -44,18 +52,25 @@ export async function* parseSse(body: AsyncIterable<Uint8Array>): AsyncGenerator
     else if (field === 'id' && !value.includes('\0')) id = value;
     else if (field === 'data') {
       data.push(value);
+      dataChars += value.length;
       hasData = true;
     }
   };
+  const tooLarge = () =>
+    new Error(`an event of the log stream is larger than ${MAX_SSE_EVENT_CHARS} characters`);
   for await (const chunk of body) {
+    // Only the new text can hold the next line break: a long line is not scanned again per chunk.
+    let nl = buffer.length;
     buffer += decoder.decode(chunk, { stream: true });
-    let nl = buffer.indexOf('\n');
+    nl = buffer.indexOf('\n', nl);
     while (nl !== -1) {
       const text = buffer.slice(0, nl).replace(/\r$/, '');
       buffer = buffer.slice(nl + 1);
       yield* line(text);
+      if (dataChars > MAX_SSE_EVENT_CHARS) throw tooLarge();
       nl = buffer.indexOf('\n');
     }
+    if (buffer.length + dataChars > MAX_SSE_EVENT_CHARS) throw tooLarge();
   }
   buffer += decoder.decode();
   if (buffer !== '') yield* line(buffer.replace(/\r$/, ''));
@@ -193,17 +208,24 @@ export async function followUntilFinal(
   opts: FollowOptions & { onLost: (err: CliError) => void; pollMs?: number; unavailableMs?: number },
 ) {
   const { signal } = opts;
+  // An outage may go on for a while: 10 minutes of failed polls.
+  const unavailableMs = opts.unavailableMs ?? 10 * 60_000;
   try {
     await followLogs(api, id, opts);
   } catch (err) {
     if (signal?.aborted || !(err instanceof CliError) || err.code !== 'log_stream_lost') throw err;
     opts.onLost(err);
-    // The outage that cut the stream may go on for a while: 10 minutes of failed polls.
     return waitForFinal(api, id, FINAL_STATUSES, {
       ...(signal ? { signal } : {}),
       intervalMs: opts.pollMs ?? 2000,
-      unavailableMs: opts.unavailableMs ?? 10 * 60_000,
+      unavailableMs,
     });
   }
-  return waitForFinal(api, id, FINAL_STATUSES, { ...(signal ? { signal } : {}), timeoutMs: 60_000 });
+  // An API restarting just as the log ends (a proxy's one 502) must not fail a finished build.
+  return waitForFinal(api, id, FINAL_STATUSES, {
+    ...(signal ? { signal } : {}),
+    timeoutMs: 60_000,
+    ...(opts.pollMs !== undefined ? { intervalMs: opts.pollMs } : {}),
+    unavailableMs,
+  });
 }

@@ -5,7 +5,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, mock, test } from 'node:test';
 import { KilnApi } from './api.js';
-import { followLogs, followUntilFinal, parseSse } from './follow.js';
+import { followLogs, followUntilFinal, MAX_SSE_EVENT_CHARS, parseSse } from './follow.js';
 
 /** What a build answer must carry for the CLI to take it (api.ts BUILD). */
 const VIEW = { id: 'B1', status: 'queued', spec: {}, createdAt: '2024-01-01T00:00:00.000Z', links: {} };
@@ -230,4 +230,45 @@ test('an API that stays down ends the wait after 10 minutes by the clock, howeve
     mock.timers.reset();
     await new Promise((resolve) => server.close(resolve));
   }
+});
+
+test('a failed poll just after the log ended (an API restarting) does not fail the finished build', async () => {
+  let polls = 0;
+  const server = createServer((req, res) => {
+    if (req.url === '/v1/builds/b1/logs') {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.end('event: end\ndata: succeeded\n\n');
+      return;
+    }
+    polls++;
+    res.setHeader('content-type', 'application/json');
+    if (polls === 1)
+      res.writeHead(502).end(JSON.stringify({ error: { code: 'unavailable', message: 'bad gateway' } }));
+    else res.end(JSON.stringify({ ...VIEW, status: 'succeeded' }));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  try {
+    const done = await followUntilFinal(
+      new KilnApi(`http://127.0.0.1:${(server.address() as AddressInfo).port}`, 't0ken'),
+      'b1',
+      { onLog: () => {}, onLost: () => assert.fail('the stream was not lost'), pollMs: 1 },
+    );
+    assert.equal(done.status, 'succeeded');
+    assert.equal(polls, 2);
+  } finally {
+    await new Promise((resolve) => server.close(resolve));
+  }
+});
+
+test('an event that never ends (no line break, or data lines without the blank line) stops the parse', async () => {
+  const MiB = 1024 * 1024;
+  async function* endless(unit: string) {
+    const chunk = Buffer.from(unit.repeat(MiB / unit.length));
+    for (let sent = 0; sent <= 2 * MAX_SSE_EVENT_CHARS; sent += chunk.length) yield chunk;
+  }
+  const drain = async (body: AsyncIterable<Uint8Array>) => {
+    for await (const _ of parseSse(body));
+  };
+  await assert.rejects(drain(endless('x')), /larger than 33554432 characters/);
+  await assert.rejects(drain(endless('data: yyyyyyyyyyyyyyyyyyyyyyyyyy\n')), /larger than/);
 });

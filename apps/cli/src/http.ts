@@ -12,6 +12,19 @@ import { Readable } from 'node:stream';
 /** How long a request waits for the next bytes of its answer by default (as fetch does). */
 const IDLE_TIMEOUT_MS = 300_000;
 
+/**
+ * Bytes of an answer read whole (JSON, an error): far above a page of 100 builds, so only a
+ * server that never stops sending gets there, instead of the CLI's memory.
+ */
+export const MAX_ANSWER_BYTES = 16 * 1024 * 1024;
+
+export class AnswerTooLargeError extends Error {
+  constructor(readonly maxBytes: number) {
+    super(`the answer is larger than ${maxBytes} bytes`);
+    this.name = 'AnswerTooLargeError';
+  }
+}
+
 export type RequestBody = string | Buffer | AsyncIterable<Buffer>;
 
 export interface RequestOptions {
@@ -49,9 +62,18 @@ export class HttpResponse {
     return this.message;
   }
 
-  async text(): Promise<string> {
+  /** The whole body as text; AnswerTooLargeError past `maxBytes` (the rest is not read). */
+  async text(maxBytes = MAX_ANSWER_BYTES): Promise<string> {
     const chunks: Buffer[] = [];
-    for await (const chunk of this.message) chunks.push(chunk as Buffer);
+    let bytes = 0;
+    for await (const chunk of this.message) {
+      bytes += (chunk as Buffer).length;
+      if (bytes > maxBytes) {
+        this.message.destroy();
+        throw new AnswerTooLargeError(maxBytes);
+      }
+      chunks.push(chunk as Buffer);
+    }
     return Buffer.concat(chunks).toString('utf8');
   }
 }

@@ -445,7 +445,19 @@ describe('config and login', () => {
       } else if (req.url?.startsWith('/null/')) res.writeHead(200).end('null');
       else if (req.url?.startsWith('/moved/'))
         res.writeHead(301, { location: 'https://kiln.example/' }).end();
-      else if (req.url?.startsWith('/escapes/')) {
+      else if (req.url?.startsWith('/huge/')) {
+        // A server that never stops: the CLI stops reading past 16 MiB.
+        res.writeHead(200, { 'content-type': 'application/json' });
+        const chunk = Buffer.alloc(1024 * 1024, 0x20);
+        const more = () => {
+          while (!res.destroyed && res.write(chunk));
+          if (!res.destroyed) res.once('drain', more);
+        };
+        more();
+      } else if (req.url?.startsWith('/cycle/')) {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ items: [], nextCursor: 'c1' }));
+      } else if (req.url?.startsWith('/escapes/')) {
         const message = 'bad\x1b[2J\x1b]0;pwned\x07 spec\x1b[1A\u009b2J\x1b]2;t\x1b\\!';
         res.writeHead(400, { 'content-type': 'application/json' });
         res.end(JSON.stringify({ error: { code: 'invalid_spec', message } }));
@@ -474,8 +486,10 @@ describe('config and login', () => {
           'null',
           `answered 200 without "items": is it the API's address, and a Kiln of this CLI's version? (bad_answer)`,
         ],
+        ['huge', `answered 200 with more than 16777216 bytes: is it the API's address? (bad_answer)`],
+        ['cycle', `gave the build list's cursor c1 again: stopped paging (bad_answer)`],
       ] as const) {
-        const r = await run(['builds', 'ls'], { ...env, KILN_URL: `${at}/${prefix}` });
+        const r = await run(['builds', 'ls', '--all'], { ...env, KILN_URL: `${at}/${prefix}` });
         assert.equal(r.code, 3, r.stderr);
         assert.ok(r.stderr.startsWith('error: ') && r.stderr.includes(`${at}/${prefix}`), r.stderr);
         assert.ok(r.stderr.endsWith(`${stderr}\n`), r.stderr);
@@ -494,6 +508,47 @@ describe('config and login', () => {
     } finally {
       odd.closeAllConnections();
       await new Promise((resolve) => odd.close(resolve));
+    }
+  });
+
+  test("names other members chose, and the server's ids, reach a terminal without escapes", async () => {
+    const evil = 'ci\x1b]52;c;cm0gLXJmIH4=\x07\x1b[2J';
+    const server = createServer((req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      if (req.url === '/v1/tokens') {
+        res.end(
+          JSON.stringify({
+            items: [{ id: 't1', name: evil, scope: 'build', createdAt: new Date().toISOString() }],
+          }),
+        );
+      } else {
+        res.end(
+          JSON.stringify({
+            items: [{ id: `b1${evil}`, status: 'queued', spec: {}, createdAt: 't', links: {} }],
+          }),
+        );
+      }
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const env = {
+      HOME: home,
+      KILN_TOKEN: 'good-token',
+      KILN_URL: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    };
+    try {
+      for (const argv of [
+        ['tokens', 'ls'],
+        ['builds', 'ls', '-q'],
+      ]) {
+        const { io, stdout } = fakeIo(env);
+        stdout.isTTY = true;
+        assert.equal(await main(argv, io), 0);
+        assert.ok(!/[\x1b\x07]/.test(stdout.text), `${argv.join(' ')}: ${JSON.stringify(stdout.text)}`);
+        assert.ok(stdout.text.includes(argv[0] === 'tokens' ? 't1        ci' : 'b1ci\n'), stdout.text);
+      }
+    } finally {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
     }
   });
 

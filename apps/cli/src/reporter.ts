@@ -96,8 +96,9 @@ export class PlainReporter implements Reporter {
     this.write = textWriter(out);
   }
 
+  /** Kiln's own line; what it quotes of the server (ids, statuses) is made printable. */
   protected line(text: string): void {
-    this.out.write(`${this.atLineStart ? '' : '\n'}${text}\n`);
+    this.out.write(`${this.atLineStart ? '' : '\n'}${printable(text)}\n`);
     this.atLineStart = true;
   }
 
@@ -319,7 +320,7 @@ export class TtyReporter extends PlainReporter {
       const lines = [...this.tail, ...(this.partial ? [this.partial] : [])];
       for (const l of lines) this.out.write(`${printable(l)}\n`);
     }
-    this.out.write(`[+] Building ${buildDuration(build)} (${build.status})\n`);
+    this.out.write(`[+] Building ${buildDuration(build)} (${printable(build.status)})\n`);
   }
 
   override canceling(id: string): void {

@@ -13,6 +13,7 @@ import {
   messageOf,
 } from '../errors.js';
 import { followUntilFinal } from '../follow.js';
+import { textWriter } from '../format.js';
 import type { Io } from '../io.js';
 import { createReporter } from '../reporter.js';
 import { submitContext } from '../submit-context.js';
@@ -68,7 +69,8 @@ export async function buildCommand(argv: string[], io: Io): Promise<number> {
     }
     if (done.image) {
       // What docker's --push leaves to look up: the names and the digest the registry holds.
-      for (const name of done.image.name.split(',')) io.stdout.write(`${name}@${done.image.digest}\n`);
+      const say = textWriter(io.stdout);
+      for (const name of done.image.name.split(',')) say(`${name}@${done.image.digest}\n`);
       return EXIT_OK;
     }
     if (!done.artifact) throw new CliError(`build ${done.id} succeeded but has no artifact`);

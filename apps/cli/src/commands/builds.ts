@@ -3,9 +3,24 @@ import { pipeline } from 'node:stream/promises';
 import { BUILD_STATUSES, FINAL_STATUSES } from '@kiln/contract';
 import { type BuildView, projectClient, segment } from '../api.js';
 import { parseCommandLine } from '../args.js';
-import { EXIT_INTERRUPTED, EXIT_OK, InterruptedError, UsageError } from '../errors.js';
+import {
+  CliError,
+  EXIT_INTERRUPTED,
+  EXIT_OK,
+  EXIT_UNAVAILABLE,
+  InterruptedError,
+  UsageError,
+} from '../errors.js';
 import { followLogs, waitForFinal } from '../follow.js';
-import { formatAge, formatBytes, formatDuration, formatFields, formatTable, textWriter } from '../format.js';
+import {
+  formatAge,
+  formatBytes,
+  formatDuration,
+  formatFields,
+  formatTable,
+  printable,
+  textWriter,
+} from '../format.js';
 import type { Io } from '../io.js';
 
 export const BUILDS_USAGE = `Usage: kiln builds COMMAND
@@ -64,6 +79,7 @@ async function ls(argv: string[], io: Io): Promise<number> {
   const api = await projectClient(io.env);
   const items: BuildView[] = [];
   let cursor: string | undefined;
+  const seen = new Set<string>();
   do {
     const page = await api.listBuilds({
       ...(values.status ? { status: values.status } : {}),
@@ -72,10 +88,19 @@ async function ls(argv: string[], io: Io): Promise<number> {
     });
     items.push(...page.items);
     cursor = page.nextCursor ?? undefined;
+    // A cursor that comes back would page for ever: the server's fault, said so.
+    if (cursor !== undefined && seen.has(cursor)) {
+      throw new CliError(
+        `Kiln at ${api.baseUrl} gave the build list's cursor ${printable(cursor)} again: stopped paging`,
+        EXIT_UNAVAILABLE,
+        'bad_answer',
+      );
+    }
+    if (cursor !== undefined) seen.add(cursor);
   } while (values.all && cursor);
 
   if (values.json) io.stdout.write(`${JSON.stringify(items, null, 2)}\n`);
-  else if (values.quiet) io.stdout.write(items.map((b) => `${b.id}\n`).join(''));
+  else if (values.quiet) textWriter(io.stdout)(items.map((b) => `${b.id}\n`).join(''));
   else {
     const rows = [['BUILD ID', 'STATUS', 'CREATED', 'DURATION', 'OUTPUT', 'SIZE']];
     for (const b of items) {
@@ -201,7 +226,7 @@ async function cancel(argv: string[], io: Io): Promise<number> {
   if (values.wait && !FINAL_STATUSES.has(build.status)) {
     build = await waitForFinal(api, id, FINAL_STATUSES, { timeoutMs: 120_000 });
   }
-  io.stdout.write(`${build.id} ${FINAL_STATUSES.has(build.status) ? build.status : 'canceling'}\n`);
+  textWriter(io.stdout)(`${build.id} ${FINAL_STATUSES.has(build.status) ? build.status : 'canceling'}\n`);
   return EXIT_OK;
 }
 

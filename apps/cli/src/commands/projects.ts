@@ -3,7 +3,7 @@ import { TOKEN_SCOPES, type TokenScope } from '@kiln/contract';
 import type { ProjectQuotas, ProjectView, QuotaChange } from '../api.js';
 import { exactPositionals, parseCommandLine, parseQuota, parseScope } from '../args.js';
 import { EXIT_OK, UsageError } from '../errors.js';
-import { formatAge, formatBytes, formatFields, formatTable } from '../format.js';
+import { formatAge, formatBytes, formatFields, formatTable, textWriter } from '../format.js';
 import type { Io } from '../io.js';
 import { operatorClient } from '../operator.js';
 import { printNewToken } from './tokens.js';
@@ -211,7 +211,7 @@ export async function projectsCommand(argv: string[], io: Io): Promise<number> {
   }
   const api = await operatorClient(args.operatorToken, io.env);
   const print = <T>(value: T, text: (v: T) => string) =>
-    io.stdout.write(args.json ? `${JSON.stringify(value, null, 2)}\n` : text(value));
+    args.json ? io.stdout.write(`${JSON.stringify(value, null, 2)}\n`) : textWriter(io.stdout)(text(value));
   switch (args.command) {
     case 'ls':
       print(await api.listProjects(), table);

@@ -3,7 +3,7 @@ import { TOKEN_SCOPES, type TokenScope } from '@kiln/contract';
 import { type NewToken, projectClient } from '../api.js';
 import { exactPositionals, parseCommandLine, parseScope } from '../args.js';
 import { EXIT_OK, UsageError } from '../errors.js';
-import { formatAge, formatTable } from '../format.js';
+import { formatAge, formatTable, textWriter } from '../format.js';
 import type { Io } from '../io.js';
 
 export const TOKENS_USAGE = `Usage: kiln tokens COMMAND
@@ -62,7 +62,8 @@ async function ls(argv: string[], io: Io): Promise<number> {
     for (const t of tokens) {
       rows.push([t.id, t.name, t.scope, formatAge(t.createdAt), t.revokedAt ? formatAge(t.revokedAt) : '-']);
     }
-    io.stdout.write(formatTable(rows));
+    // Token names are any member's text: never terminal escapes on another's screen.
+    textWriter(io.stdout)(formatTable(rows));
   }
   return EXIT_OK;
 }
