@@ -38,25 +38,44 @@ export function buildFields(req: BuildRequest): Record<string, unknown> {
   };
 }
 
-/** POST /v1/builds with a JSON body: a stored context (`context`) or a git one (`git`), the spec beside it. */
-function postJsonBuild(
+/** How long a JSON POST may still answer after Ctrl-C. */
+export const ANSWER_GRACE_MS = 10_000;
+
+/**
+ * POST /v1/builds with a JSON body: a stored context (`context`) or a git one (`git`), the spec
+ * beside it. Ctrl-C leaves the request ANSWER_GRACE_MS to answer: the server may have created
+ * the build already, and the caller cancels a build it knows of instead of leaving it running.
+ */
+async function postJsonBuild(
   api: KilnApi,
   source: { context: string } | { git: string },
   fields: Record<string, unknown>,
   secrets: Record<string, Buffer> | undefined,
   signal: AbortSignal | undefined,
 ): Promise<HttpResponse> {
-  return api.request('/v1/builds', {
-    method: 'POST',
-    idleTimeoutMs: JSON_IDLE_TIMEOUT_MS,
-    ...(signal ? { signal } : {}),
-    headers: { 'content-type': 'application/json', 'idempotency-key': randomUUID() },
-    body: JSON.stringify({
-      ...source,
-      ...fields,
-      ...(secrets && Object.keys(secrets).length > 0 ? { secrets: secretsField(secrets) } : {}),
-    }),
-  });
+  if (signal?.aborted) throw abortReason(signal);
+  const late = new AbortController();
+  let timer: NodeJS.Timeout | undefined;
+  const onAbort = () => {
+    timer = setTimeout(() => late.abort(signal?.reason), ANSWER_GRACE_MS);
+  };
+  signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    return await api.request('/v1/builds', {
+      method: 'POST',
+      idleTimeoutMs: JSON_IDLE_TIMEOUT_MS,
+      signal: late.signal,
+      headers: { 'content-type': 'application/json', 'idempotency-key': randomUUID() },
+      body: JSON.stringify({
+        ...source,
+        ...fields,
+        ...(secrets && Object.keys(secrets).length > 0 ? { secrets: secretsField(secrets) } : {}),
+      }),
+    });
+  } finally {
+    signal?.removeEventListener('abort', onAbort);
+    clearTimeout(timer);
+  }
 }
 
 /**

@@ -9,7 +9,7 @@ import { after, before, describe, test } from 'node:test';
 import { createGunzip } from 'node:zlib';
 import { KilnApi } from './api.js';
 import { CliError, InterruptedError } from './errors.js';
-import { type BuildRequest, isRatioRejection, submitBuild } from './upload.js';
+import { type BuildRequest, isRatioRejection, submitBuild, submitGitBuild } from './upload.js';
 
 /** What a build answer must carry for the CLI to take it (api.ts BUILD). */
 const VIEW = { id: 'B1', status: 'queued', spec: {}, createdAt: '2024-01-01T00:00:00.000Z', links: {} };
@@ -194,4 +194,34 @@ describe('submitBuild', () => {
     );
     assert.ok(tar.destroyed);
   });
+});
+
+test('Ctrl-C while a JSON POST waits for its answer: the build it created comes back (to be canceled)', async () => {
+  let posted = 0;
+  const server = createServer((req, res) => {
+    posted++;
+    req.resume();
+    // The server creates the build, then answers after the interrupt.
+    setTimeout(
+      () => res.writeHead(202, { 'content-type': 'application/json' }).end(JSON.stringify(VIEW)),
+      300,
+    );
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  try {
+    const api = new KilnApi(`http://127.0.0.1:${(server.address() as AddressInfo).port}`, 'tok');
+    const controller = new AbortController();
+    setTimeout(() => controller.abort(new InterruptedError()), 50);
+    const build = await submitGitBuild(api, 'https://git.example/app.git', {}, undefined, controller.signal);
+    assert.equal(build.id, VIEW.id);
+    assert.ok(controller.signal.aborted);
+    // Already interrupted: nothing is sent.
+    await assert.rejects(
+      submitGitBuild(api, 'https://git.example/app.git', {}, undefined, controller.signal),
+      InterruptedError,
+    );
+    assert.equal(posted, 1);
+  } finally {
+    await new Promise((resolve) => server.close(resolve));
+  }
 });
