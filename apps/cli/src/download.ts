@@ -5,11 +5,13 @@
  * `dest` `-` streams to stdout, and a device or FIFO is written into (both checked at the end).
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
-import { chmod, lstat, mkdir, realpath, rename, rm, stat } from 'node:fs/promises';
+import { constants, createReadStream, createWriteStream, open } from 'node:fs';
+import { access, chmod, lstat, mkdir, realpath, rename, rm, stat } from 'node:fs/promises';
+import { Socket } from 'node:net';
 import path from 'node:path';
 import { Transform, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { setTimeout as delay } from 'node:timers/promises';
 import { abortReason, apiErrorFrom } from './api.js';
 import { CliError, EXIT_UNAVAILABLE, exitCodeForLinkStatus, messageOf } from './errors.js';
 import { type HttpResponse, request } from './http.js';
@@ -37,24 +39,52 @@ export function verifyDownload(
   }
 }
 
+/** How the artifact reaches `dest`. */
+export type Destination =
+  /** A regular file, or none yet: a temp file beside it, renamed over it once it checks out. */
+  | { kind: 'replace'; path: string; mode: number | undefined }
+  /** A FIFO or a pipe (`/dev/stdout` into `| tar x`): written into once someone reads it. */
+  | { kind: 'fifo'; path: string }
+  /** A character device (`/dev/null`), or any file named under /dev or /proc: written into. */
+  | { kind: 'device'; path: string };
+
 /**
- * Before a build, whether `dest` can become its artifact: not a directory, and its nearest
- * existing parent a directory (the rest is created at the download). Found after the build, a
- * destination like `/etc/passwd/app.tar` would waste it.
+ * Where the artifact of `dest` (absolute) goes, or a CliError saying why it cannot go there. Asked
+ * before the build, so that `/etc/passwd/app.tar` or a link to nowhere does not waste one, and
+ * again at the download. Through a symbolic link, the file it names is replaced and the link
+ * stays. docker opens `dest` before its build; what it would write into, Kiln does too.
  */
+export async function destinationOf(dest: string, shown: string): Promise<Destination> {
+  const refuse = (why: string): never => {
+    throw new CliError(`--output dest "${shown}"${why}`);
+  };
+  const link = await lstat(dest).catch(() => undefined);
+  if (!link) {
+    for (let dir = path.dirname(dest); ; dir = path.dirname(dir)) {
+      const parent = await stat(dir).catch(() => undefined);
+      if (parent?.isDirectory()) return { kind: 'replace', path: dest, mode: undefined };
+      if (parent) refuse(`: ${dir} is not a directory`);
+      if (path.dirname(dir) === dir) return { kind: 'replace', path: dest, mode: undefined };
+    }
+  }
+  const info = await stat(dest).catch((err: NodeJS.ErrnoException) =>
+    refuse(` is a symbolic link to nowhere (${err.code}): name a file, or make its target`),
+  );
+  if (info.isDirectory()) refuse(` is a directory: name a file, e.g. ${path.join(shown, 'app.tar')}`);
+  if (info.isFIFO()) return { kind: 'fifo', path: dest };
+  if (info.isCharacterDevice() || /^\/(dev|proc)\//.test(dest)) return { kind: 'device', path: dest };
+  if (!info.isFile()) refuse(' is neither a file, a FIFO nor a character device');
+  const target = link.isSymbolicLink() ? await realpath(dest) : dest;
+  await access(path.dirname(target), constants.W_OK).catch(() =>
+    refuse(`: its directory ${path.dirname(target)} is not writable`),
+  );
+  // The file it replaces keeps its permissions (not set-id bits), as one written over in place would.
+  return { kind: 'replace', path: target, mode: info.mode & 0o1777 };
+}
+
+/** Before a build: a CliError when `dest` cannot take its artifact (destinationOf). */
 export async function checkDestination(dest: string, shown: string): Promise<void> {
-  const info = await stat(dest).catch(() => undefined);
-  if (info?.isDirectory()) {
-    throw new CliError(
-      `--output dest "${shown}" is a directory: name a file, e.g. ${path.join(shown, 'app.tar')}`,
-    );
-  }
-  for (let dir = path.dirname(dest); ; dir = path.dirname(dir)) {
-    const parent = await stat(dir).catch(() => undefined);
-    if (parent?.isDirectory()) return;
-    if (parent) throw new CliError(`--output dest "${shown}": ${dir} is not a directory`);
-    if (path.dirname(dir) === dir) return;
-  }
+  await destinationOf(dest, shown);
 }
 
 /** `sha256:<hex>` and size of a file. */
@@ -136,22 +166,18 @@ export async function downloadArtifact(opts: DownloadOptions): Promise<{ digest:
     return actual;
   }
 
-  const into = await destinationOf(path.resolve(opts.dest));
+  const into = await destinationOf(path.resolve(opts.dest), opts.dest);
   const failed = (err: unknown) => {
     if (opts.signal?.aborted) return abortReason(opts.signal);
     if (err instanceof CliError) return err;
     return failure(`downloading the artifact to ${opts.dest} failed: ${messageOf(err)}`);
   };
-  if (into.kind === 'through') {
-    // A device, a FIFO or a link to nowhere: written into as docker does (`dest=/dev/null`);
-    // what a wrong digest wrote there cannot be taken back, only reported.
+  if (into.kind !== 'replace') {
+    // What a wrong digest wrote into a device or a FIFO cannot be taken back, only reported.
     try {
-      await pipeline(
-        source,
-        meter,
-        watch(createWriteStream(into.path)),
-        opts.signal ? { signal: opts.signal } : {},
-      );
+      const out =
+        into.kind === 'fifo' ? await openFifo(into.path, opts.signal) : createWriteStream(into.path);
+      await pipeline(source, meter, watch(out), opts.signal ? { signal: opts.signal } : {});
       const actual = { digest: `sha256:${hash.digest('hex')}`, size };
       verifyDownload(what, opts, actual);
       return actual;
@@ -172,7 +198,6 @@ export async function downloadArtifact(opts: DownloadOptions): Promise<{ digest:
     );
     const actual = { digest: `sha256:${hash.digest('hex')}`, size };
     verifyDownload(what, opts, actual);
-    // The file it replaces keeps its permissions, as a file written over in place would.
     if (into.mode !== undefined) await chmod(tmp, into.mode);
     await rename(tmp, into.path);
     return actual;
@@ -185,17 +210,23 @@ export async function downloadArtifact(opts: DownloadOptions): Promise<{ digest:
 }
 
 /**
- * Where the artifact goes for `dest`: a regular file (or none yet) is replaced whole once the
- * download checks out; through a symbolic link, the file it names is, and the link stays. Anything
- * else (a device, a FIFO, a socket, a dangling link) is written into, as docker's os.Create would.
+ * The FIFO at `file` open for writing, once a reader has it open: tried without blocking every
+ * 100 ms (docker waits in its open; a blocking open here would hold a thread that even
+ * process.exit waits for), until `signal` says stop. Written through a pipe handle, which takes
+ * the non-blocking descriptor as the event loop wants it.
  */
-async function destinationOf(
-  dest: string,
-): Promise<{ kind: 'replace'; path: string; mode: number | undefined } | { kind: 'through'; path: string }> {
-  const link = await lstat(dest).catch(() => undefined);
-  const info = await stat(dest).catch(() => undefined);
-  if (link?.isSymbolicLink() && !info) return { kind: 'through', path: dest };
-  if (info && !info.isFile()) return { kind: 'through', path: dest };
-  const target = link?.isSymbolicLink() ? await realpath(dest) : dest;
-  return { kind: 'replace', path: target, mode: info ? info.mode & 0o7777 : undefined };
+async function openFifo(file: string, signal: AbortSignal | undefined): Promise<Writable> {
+  for (;;) {
+    try {
+      const fd = await new Promise<number>((resolve, reject) =>
+        open(file, constants.O_WRONLY | constants.O_NONBLOCK, (err, got) =>
+          err ? reject(err) : resolve(got),
+        ),
+      );
+      return new Socket({ fd, readable: false, writable: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENXIO') throw err;
+    }
+    await delay(100, undefined, signal ? { signal } : {});
+  }
 }

@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
+import { once } from 'node:events';
 import { createReadStream } from 'node:fs';
 import {
   chmod,
@@ -18,6 +19,7 @@ import {
 } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { createServer as createNetServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { PassThrough, Writable } from 'node:stream';
@@ -29,6 +31,7 @@ import {
   downloadArtifact,
   verifyDownload,
 } from './download.js';
+import { InterruptedError } from './errors.js';
 
 let work = '';
 let server: Server;
@@ -65,12 +68,6 @@ after(async () => {
   await new Promise((resolve) => server.close(resolve));
   await rm(work, { recursive: true, force: true });
 });
-
-async function digestStream(stream: NodeJS.ReadableStream): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of stream) hash.update(chunk as Buffer);
-  return `sha256:${hash.digest('hex')}`;
-}
 
 const leftovers = async (dir: string) => (await readdir(dir)).filter((n) => n.endsWith('.kiln-part'));
 
@@ -152,12 +149,12 @@ describe('downloadArtifact', () => {
     );
   });
 
-  test('a dest under a file: the reason is the mkdir, not the clean-up after it', async () => {
+  test('a dest under a file: the reason names the file, not the clean-up after it', async () => {
     const file = path.join(work, 'plain-file');
     await writeFile(file, 'x');
     await assert.rejects(
       downloadArtifact({ url: `${base}/artifact`, digest, size, dest: path.join(file, 'sub', 'x.tar') }),
-      { message: /failed: ENOTDIR: not a directory, mkdir/ },
+      { message: new RegExp(`: ${file} is not a directory$`) },
     );
   });
 
@@ -173,14 +170,32 @@ describe('downloadArtifact', () => {
     assert.deepEqual([...(await leftovers(dir)), ...(await leftovers(path.join(dir, 'real')))], []);
   });
 
-  test('dest a FIFO (as /dev/null or /dev/stdout may be): written into, still a FIFO', async () => {
+  test('dest a FIFO (as /dev/stdout piped on may be): written into once read, still a FIFO', {
+    timeout: 30_000,
+  }, async () => {
     const fifo = path.join(await mkdtemp(path.join(work, 'fifo-')), 'out');
     execFileSync('mkfifo', [fifo]);
-    const reader = (async () => digestStream(createReadStream(fifo)))();
-    await downloadArtifact({ url: `${base}/artifact`, digest, size, dest: fifo });
-    assert.equal(await reader, digest);
+    const downloading = downloadArtifact({ url: `${base}/artifact`, digest, size, dest: fifo });
+    // Its reader comes later, as with `kiln build -o dest=p & tar x < p`.
+    await new Promise((r) => setTimeout(r, 300));
+    const read = digestFile(fifo);
+    await downloading;
+    assert.deepEqual(await read, { digest, size });
     assert.ok((await lstat(fifo)).isFIFO());
     assert.deepEqual(await leftovers(path.dirname(fifo)), []);
+  });
+
+  test('a FIFO nobody reads: waited for, and Ctrl-C ends the wait (no thread held in open)', {
+    timeout: 30_000,
+  }, async () => {
+    const fifo = path.join(await mkdtemp(path.join(work, 'fifo-')), 'out');
+    execFileSync('mkfifo', [fifo]);
+    const controller = new AbortController();
+    setTimeout(() => controller.abort(new InterruptedError()), 300);
+    await assert.rejects(
+      downloadArtifact({ url: `${base}/artifact`, digest, size, dest: fifo, signal: controller.signal }),
+      InterruptedError,
+    );
   });
 
   test('a file written over keeps its mode; a name at the length limit still gets its temp file', async () => {
@@ -211,6 +226,48 @@ describe('downloadArtifact', () => {
       DigestMismatchError,
     );
   });
+});
+
+test('refused before the build: a link to nowhere, a link loop, a socket, a file in a directory not writable', async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'kiln-cli-refused-'));
+  try {
+    await symlink('missing/out.tar', path.join(dir, 'dangling'));
+    await symlink('loop-b', path.join(dir, 'loop-a'));
+    await symlink('loop-a', path.join(dir, 'loop-b'));
+    const sock = createNetServer().listen(path.join(dir, 'sock'));
+    await once(sock, 'listening');
+    try {
+      for (const [name, why] of [
+        ['dangling', /is a symbolic link to nowhere \(ENOENT\)/],
+        ['loop-a', /is a symbolic link to nowhere \(ELOOP\)/],
+        ['sock', /is neither a file, a FIFO nor a character device/],
+      ] as const) {
+        await assert.rejects(checkDestination(path.join(dir, name), name), { message: why }, name);
+      }
+    } finally {
+      sock.close();
+    }
+    if (process.getuid?.() !== 0) {
+      // Root writes anywhere: the check only means something for other users.
+      await mkdir(path.join(dir, 'ro'));
+      await writeFile(path.join(dir, 'ro', 'out.tar'), 'x');
+      await chmod(path.join(dir, 'ro'), 0o555);
+      await assert.rejects(
+        checkDestination(path.join(dir, 'ro', 'out.tar'), 'ro/out.tar'),
+        /is not writable/,
+      );
+    }
+    // A character device is written into, never replaced. Root gets a null device of its own, so
+    // that a regression could not replace the machine's /dev/null; others cannot write in /dev.
+    const devNull = process.getuid?.() === 0 ? path.join(dir, 'null') : '/dev/null';
+    if (devNull !== '/dev/null') execFileSync('mknod', [devNull, 'c', '1', '3']);
+    const got = await downloadArtifact({ url: `${base}/artifact`, digest, size, dest: devNull });
+    assert.deepEqual(got, { digest, size });
+    assert.ok((await stat(devNull)).isCharacterDevice());
+    assert.deepEqual(await leftovers(path.dirname(devNull)), []);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });
 
 test('verifyDownload with a real file', async () => {

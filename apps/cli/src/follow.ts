@@ -22,6 +22,14 @@ export interface SseEvent {
  */
 export const MAX_SSE_EVENT_CHARS = 32 * 1024 * 1024;
 
+/** A stream whose event passes MAX_SSE_EVENT_CHARS: not worth reopening, it is broken. */
+export class EventTooLargeError extends Error {
+  constructor() {
+    super(`an event of the log stream is larger than ${MAX_SSE_EVENT_CHARS} characters`);
+    this.name = 'EventTooLargeError';
+  }
+}
+
 /** Parses an event stream (WHATWG rules: `event:`/`data:` fields, `:` comments, blank line dispatches). */
 export async function* parseSse(body: AsyncIterable<Uint8Array>): AsyncGenerator<SseEvent> {
   const decoder = new TextDecoder();
@@ -56,10 +64,9 @@ export async function* parseSse(body: AsyncIterable<Uint8Array>): AsyncGenerator
       hasData = true;
     }
   };
-  const tooLarge = () =>
-    new Error(`an event of the log stream is larger than ${MAX_SSE_EVENT_CHARS} characters`);
+  const tooLarge = () => new EventTooLargeError();
   for await (const chunk of body) {
-    // Only the new text can hold the next line break: a long line is not scanned again per chunk.
+    // The search starts in the new text: a long line is not searched again from its start.
     let nl = buffer.length;
     buffer += decoder.decode(chunk, { stream: true });
     nl = buffer.indexOf('\n', nl);
@@ -148,6 +155,8 @@ export async function followLogs(api: KilnApi, id: string, opts: FollowOptions):
       } catch (err) {
         if (signal?.aborted) throw abortReason(signal);
         lastError = (err as Error).message;
+        // Lost at once: the build is then polled until it ends (followUntilFinal).
+        if (err instanceof EventTooLargeError) failures = maxRetries;
       }
     }
     if (++failures > maxRetries) {

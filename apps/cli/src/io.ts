@@ -26,8 +26,9 @@ export interface Io {
  * exits at once. When the
  * reader of stdout or stderr goes away (`kiln builds ls | head -1`, `2>&1 | head`), the process
  * ends quietly, as a Unix tool killed by SIGPIPE does, instead of crashing on the unhandled
- * EPIPE; another failure to write them (a full disk behind `> file`) ends it with 1 and a line
- * saying so, never a stack trace.
+ * EPIPE; another failure to write them (a full disk behind `> file`) ends it with 1, never a
+ * stack trace, and with a line on stderr saying so when it was stdout that failed. Either way the
+ * remote build goes on, as docker's does when SIGPIPE ends it.
  */
 export function processIo(): Io {
   for (const [name, stream] of [

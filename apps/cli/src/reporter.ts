@@ -257,7 +257,7 @@ export class TtyReporter extends PlainReporter {
 
   protected override line(text: string): void {
     this.clear();
-    this.out.write(`${text}\n`);
+    this.out.write(`${printable(text)}\n`);
     if (this.building) this.draw();
   }
 
@@ -325,7 +325,7 @@ export class TtyReporter extends PlainReporter {
 
   override canceling(id: string): void {
     this.stopBuilding();
-    this.out.write(`[+] Canceling build ${id}\n`);
+    this.out.write(`[+] Canceling build ${printable(id)}\n`);
   }
 
   override downloadProgress(p: { bytes: number; total: number | undefined }): void {

@@ -128,3 +128,14 @@ test('--progress plain shows a build log printable on a terminal, and as it is i
   createReporter('plain', pipe).log(hostile);
   assert.equal(pipe.text, hostile);
 });
+
+test("the build lines quote the server's id and status without escapes, on a terminal or not", () => {
+  for (const progress of ['tty', 'plain'] as const) {
+    const out = new Out(progress === 'tty');
+    const r = createReporter(progress, out);
+    r.submitted(build('queued', { id: 'B1\x1b]0;pwned\x07\x1b[2J' }));
+    r.canceling('B1\x1b]52;c;eA==\x07');
+    assert.ok(!/\x1b\]|\x07|\x1b\[2J/.test(out.text), `${progress}: ${JSON.stringify(out.text)}`);
+    assert.match(out.text, /B1/);
+  }
+});

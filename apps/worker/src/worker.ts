@@ -93,6 +93,8 @@ export class KilnWorker {
   private cancel: CancelListener | undefined;
   private reconcilerInstance: Reconciler | undefined;
   private retention: RetentionSchedule | undefined;
+  /** The logins pass of start(), waited for before the database connection closes. */
+  private startupReseal: Promise<void> | undefined;
   private eventsInstance: EventDispatcher | undefined;
   private stopping: Promise<void> | undefined;
 
@@ -250,7 +252,7 @@ export class KilnWorker {
       if (job) void this.onFailed(job, err);
     });
     await this.worker.waitUntilReady();
-    void this.resealLogins(registryCredentials);
+    this.startupReseal = this.resealLogins(registryCredentials);
 
     this.reconcilerInstance = new Reconciler({
       lifecycle: this.lifecycle,
@@ -399,7 +401,11 @@ export class KilnWorker {
     // grace timer: a retention pass against a slow store can take minutes, and waiting for it
     // here kept taking jobs and delayed the hand-back past what the orchestrator waits.
     const closing = this.worker?.close() ?? Promise.resolve();
-    const maintenance = Promise.all([this.reconcilerInstance?.stop(), this.retention?.stop()]);
+    const maintenance = Promise.all([
+      this.reconcilerInstance?.stop(),
+      this.retention?.stop(),
+      this.startupReseal,
+    ]);
     let timer: NodeJS.Timeout | undefined;
     const graceOver = new Promise<'timeout'>((resolve) => {
       timer = setTimeout(() => resolve('timeout'), graceMs);

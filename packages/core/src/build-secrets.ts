@@ -113,7 +113,7 @@ export function requireSecretsKey(keys: CredentialsKeys | undefined): Buffer {
  */
 const SEALED = ':sealed';
 
-/** The key values are sealed with, from the credentials key (KilnConfig.credentialsKey). */
+/** The key values are sealed with, from the credentials key (KilnConfig.credentialsKeys). */
 function sealingKey(credentialsKey: Buffer): Buffer {
   return Buffer.from(hkdfSync('sha256', credentialsKey, 'kiln', 'build-secrets', 32));
 }
