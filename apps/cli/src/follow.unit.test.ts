@@ -272,3 +272,38 @@ test('an event that never ends (no line break, or data lines without the blank l
   await assert.rejects(drain(endless('x')), /larger than 33554432 characters/);
   await assert.rejects(drain(endless('data: yyyyyyyyyyyyyyyyyyyyyyyyyy\n')), /larger than/);
 });
+
+test('a log event past the limit loses the stream at once (no reconnects), and the build is polled', async () => {
+  let logRequests = 0;
+  const server = createServer((req, res) => {
+    if (req.url === '/v1/builds/b1/logs') {
+      logRequests++;
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      const chunk = Buffer.alloc(1024 * 1024, 0x78);
+      const more = () => {
+        while (!res.destroyed && res.write(chunk));
+        if (!res.destroyed) res.once('drain', more);
+      };
+      more();
+      return;
+    }
+    res
+      .writeHead(200, { 'content-type': 'application/json' })
+      .end(JSON.stringify({ ...VIEW, status: 'succeeded' }));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  try {
+    const lost: string[] = [];
+    const done = await followUntilFinal(
+      new KilnApi(`http://127.0.0.1:${(server.address() as AddressInfo).port}`, 't0ken'),
+      'b1',
+      { onLog: () => {}, onLost: (err) => lost.push(err.message), retryDelayMs: 1, pollMs: 1 },
+    );
+    assert.equal(done.status, 'succeeded');
+    assert.equal(logRequests, 1);
+    assert.match(lost[0] ?? '', /larger than 33554432 characters/);
+  } finally {
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
+  }
+});
