@@ -336,16 +336,14 @@ describe('result cache and retention', () => {
     const stale = await fetch(hitUrl);
     assert.equal(stale.status, 404);
     assert.equal(((await stale.json()) as { error: { code: string } }).error.code, 'not_found');
-    assert.deepEqual(
-      await fs
-        .readdir(path.join(dataDir, 'objects/artifacts'), { recursive: true })
-        .then((entries) => entries.filter((e) => e.endsWith('.tar'))),
-      [],
-    );
-    assert.deepEqual(
-      (await fs.readdir(path.join(dataDir, 'objects/contexts/sha256'))).filter((f) => f.endsWith('.tar')),
-      [],
-    );
+    // No tar is left; the directories emptied went with them (local storage removes those).
+    const tars = (dir: string) =>
+      fs
+        .readdir(path.join(dataDir, 'objects', dir), { recursive: true })
+        .then((entries) => entries.filter((e) => e.endsWith('.tar')))
+        .catch((err: NodeJS.ErrnoException) => (err.code === 'ENOENT' ? [] : Promise.reject(err)));
+    assert.deepEqual(await tars('artifacts'), []);
+    assert.deepEqual(await tars('contexts/sha256'), []);
     // No build is left that the cache could answer from.
     await assertMiss(await post(Q), 'after retention');
   });

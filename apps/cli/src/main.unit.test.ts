@@ -543,7 +543,10 @@ describe('config and login', () => {
         const { io, stdout } = fakeIo(env);
         stdout.isTTY = true;
         assert.equal(await main(argv, io), 0);
-        assert.ok(!/[\x1b\x07]/.test(stdout.text), `${argv.join(' ')}: ${JSON.stringify(stdout.text)}`);
+        assert.ok(
+          !stdout.text.includes('\x1b') && !stdout.text.includes('\x07'),
+          `${argv.join(' ')}: ${JSON.stringify(stdout.text)}`,
+        );
         assert.ok(stdout.text.includes(argv[0] === 'tokens' ? 't1        ci' : 'b1ci\n'), stdout.text);
       }
     } finally {

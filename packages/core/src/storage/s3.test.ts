@@ -122,41 +122,51 @@ describe('S3Storage against s3rver', () => {
   });
 
   test('removeAbandonedPuts aborts the multipart uploads a killed process left, once old enough', async () => {
+    // Ages in whole seconds: "written lately" must hold however slow the machine is meanwhile.
+    const idleMs = 1000;
     const { UploadId } = await storage.client.send(
       new CreateMultipartUploadCommand({ Bucket: s3.bucket, Key: 'artifacts/killed/app.tar' }),
-    );
-    await sleep(100);
-    await storage.client.send(
-      new UploadPartCommand({
-        Bucket: s3.bucket,
-        Key: 'artifacts/killed/app.tar',
-        UploadId,
-        PartNumber: 1,
-        Body: Buffer.alloc(1024, 1),
-      }),
     );
     // Another application's upload in the same bucket.
     const foreign = await storage.client.send(
       new CreateMultipartUploadCommand({ Bucket: s3.bucket, Key: 'backups/db.dump' }),
     );
-    const open = async () => (await inProgressUploads()).sort();
-    const both = [`artifacts/killed/app.tar#${UploadId}`, `backups/db.dump#${foreign.UploadId}`];
-    assert.deepEqual(await open(), both);
-    const under = ['artifacts/', 'contexts/'];
-    assert.deepEqual(await storage.removeAbandonedPuts(under, 60_000), [], 'a recent one is left alone');
-    // Begun over 50 ms ago, but its part was written since: still at work.
-    assert.deepEqual(await storage.removeAbandonedPuts(under, 50), [], 'a part written lately keeps it');
-    assert.deepEqual(await open(), both);
-    await sleep(100);
-    assert.deepEqual(await storage.removeAbandonedPuts(under, 50), ['artifacts/killed/app.tar']);
-    assert.deepEqual(await open(), [`backups/db.dump#${foreign.UploadId}`], "not Kiln's: left alone");
-    await storage.client.send(
-      new AbortMultipartUploadCommand({
-        Bucket: s3.bucket,
-        Key: 'backups/db.dump',
-        UploadId: foreign.UploadId,
-      }),
-    );
+    try {
+      await sleep(idleMs + 100);
+      await storage.client.send(
+        new UploadPartCommand({
+          Bucket: s3.bucket,
+          Key: 'artifacts/killed/app.tar',
+          UploadId,
+          PartNumber: 1,
+          Body: Buffer.alloc(1024, 1),
+        }),
+      );
+      const open = async () => (await inProgressUploads()).sort();
+      const both = [`artifacts/killed/app.tar#${UploadId}`, `backups/db.dump#${foreign.UploadId}`];
+      assert.deepEqual(await open(), both);
+      const under = ['artifacts/', 'contexts/'];
+      assert.deepEqual(await storage.removeAbandonedPuts(under, 60_000), [], 'a recent one is left alone');
+      // Begun over idleMs ago, but its part was written since: still at work.
+      assert.deepEqual(
+        await storage.removeAbandonedPuts(under, idleMs),
+        [],
+        'a part written lately keeps it',
+      );
+      assert.deepEqual(await open(), both);
+      await sleep(idleMs + 100);
+      assert.deepEqual(await storage.removeAbandonedPuts(under, idleMs), ['artifacts/killed/app.tar']);
+      assert.deepEqual(await open(), [`backups/db.dump#${foreign.UploadId}`], "not Kiln's: left alone");
+    } finally {
+      // Whatever failed above, the next tests find no upload of this one's.
+      await storage.client.send(
+        new AbortMultipartUploadCommand({
+          Bucket: s3.bucket,
+          Key: 'backups/db.dump',
+          UploadId: foreign.UploadId,
+        }),
+      );
+    }
     assert.deepEqual(await readdir(s3.uploadsDir).catch(() => []), []);
   });
 
