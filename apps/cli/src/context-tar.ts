@@ -33,6 +33,8 @@ export interface ContextOptions {
   cwd: string;
   /** Reads all of stdin, for `-f -`. */
   readStdin?: () => Promise<Buffer>;
+  /** Ctrl-C: the walk stops at the next entry (a large tree takes a while), throwing its reason. */
+  signal?: AbortSignal | undefined;
 }
 
 export type ContextItem =
@@ -227,6 +229,7 @@ export async function planContext(opts: ContextOptions): Promise<ContextPlan> {
   let bytes = 0;
   try {
     for await (const entry of walk(root, select.length > 0 ? { excludePatterns: select } : {})) {
+      opts.signal?.throwIfAborted();
       // The service refuses these in a context (the worker extracts it as root). Sockets are not
       // among them: the walk reports them as regular files, sent empty as docker does.
       if (entry.mode & (MODE_DEVICE | MODE_NAMED_PIPE)) {
@@ -240,7 +243,7 @@ export async function planContext(opts: ContextOptions): Promise<ContextPlan> {
       }
     }
   } catch (err) {
-    if (err instanceof CliError) throw err;
+    if (err instanceof CliError || opts.signal?.aborted) throw err;
     throw new CliError(`reading the context ${root}: ${(err as Error).message}`);
   }
 

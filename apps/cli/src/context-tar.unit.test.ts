@@ -414,6 +414,20 @@ describe('context selection', () => {
       await ctx.cleanup();
     }
   });
+
+  test('Ctrl-C stops the walk at the next entry, with its reason', async () => {
+    const files = Object.fromEntries(Array.from({ length: 200 }, (_, i) => [`f${i}`, 'x']));
+    const ctx = await makeContext({ Dockerfile: 'FROM scratch\n', ...files });
+    try {
+      const reason = new Error('interrupted');
+      const controller = new AbortController();
+      const planning = planContext({ contextDir: ctx.dir, cwd: '/', signal: controller.signal });
+      controller.abort(reason);
+      await assert.rejects(planning, (err) => err === reason);
+    } finally {
+      await ctx.cleanup();
+    }
+  });
 });
 
 /** type, mode, size, content hash, link target and mtime (ns) of everything below `root`. */

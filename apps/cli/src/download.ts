@@ -5,7 +5,7 @@
  * `dest` `-` streams to stdout, and a device or FIFO is written into (both checked at the end).
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { constants, createReadStream, createWriteStream, open } from 'node:fs';
+import { constants, createReadStream, createWriteStream, open, rmSync } from 'node:fs';
 import { access, chmod, lstat, mkdir, realpath, rename, rm, stat } from 'node:fs/promises';
 import { Socket } from 'node:net';
 import path from 'node:path';
@@ -80,11 +80,6 @@ export async function destinationOf(dest: string, shown: string): Promise<Destin
   );
   // The file it replaces keeps its permissions (not set-id bits), as one written over in place would.
   return { kind: 'replace', path: target, mode: info.mode & 0o1777 };
-}
-
-/** Before a build: a CliError when `dest` cannot take its artifact (destinationOf). */
-export async function checkDestination(dest: string, shown: string): Promise<void> {
-  await destinationOf(dest, shown);
 }
 
 /** `sha256:<hex>` and size of a file. */
@@ -188,6 +183,7 @@ export async function downloadArtifact(opts: DownloadOptions): Promise<{ digest:
   }
   // Short, whatever the length of the name: a name near the limit still gets its temp file.
   const tmp = path.join(path.dirname(into.path), `.${randomBytes(6).toString('hex')}.kiln-part`);
+  const forget = removedAtExit(tmp);
   try {
     await mkdir(path.dirname(into.path), { recursive: true });
     await pipeline(
@@ -206,7 +202,19 @@ export async function downloadArtifact(opts: DownloadOptions): Promise<{ digest:
     // Never in place of the reason: with dest under a file, rm fails too (ENOTDIR).
     await rm(tmp, { force: true }).catch(() => undefined);
     throw failed(err);
+  } finally {
+    forget();
   }
+}
+
+/**
+ * Removes `file` if the process exits while it may exist: a second Ctrl-C exits at once (io.ts),
+ * before the first one's clean-up has run, and 'exit' listeners are what still runs then.
+ */
+function removedAtExit(file: string): () => void {
+  const remove = () => rmSync(file, { force: true });
+  process.once('exit', remove);
+  return () => process.off('exit', remove);
 }
 
 /**

@@ -1,7 +1,7 @@
 // The artifact download: a real file served over loopback HTTP, checked against its sha256.
 // A wrong digest or size deletes the download (and leaves an older file at dest alone).
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { createReadStream } from 'node:fs';
@@ -24,9 +24,11 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { PassThrough, Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
+import { setTimeout as delay } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
 import {
-  checkDestination,
   DigestMismatchError,
+  destinationOf,
   digestFile,
   downloadArtifact,
   verifyDownload,
@@ -51,6 +53,10 @@ before(async () => {
     if (req.url === '/artifact') {
       res.writeHead(200, { 'content-type': 'application/x-tar', 'content-length': String(size) });
       createReadStream(artifact).pipe(res);
+    } else if (req.url === '/stall') {
+      // Promises the whole file, sends a part, then nothing more (the connection stays open).
+      res.writeHead(200, { 'content-length': String(size) });
+      res.write(Buffer.alloc(64 * 1024));
     } else if (req.url === '/cut') {
       // Promises the whole file, sends half, then drops the connection.
       res.writeHead(200, { 'content-length': String(size) });
@@ -65,6 +71,7 @@ before(async () => {
   base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 });
 after(async () => {
+  server.closeAllConnections();
   await new Promise((resolve) => server.close(resolve));
   await rm(work, { recursive: true, force: true });
 });
@@ -198,6 +205,36 @@ describe('downloadArtifact', () => {
     );
   });
 
+  test('a second Ctrl-C exits at once, and the temp file goes with the process', {
+    timeout: 30_000,
+  }, async () => {
+    const dir = await mkdtemp(path.join(work, 'twice-'));
+    const here = (name: string) => JSON.stringify(fileURLToPath(new URL(name, import.meta.url)));
+    // The first interrupt is still being handled (its handler here does nothing) when the second comes.
+    const child = spawn(
+      process.execPath,
+      [
+        '--conditions=kiln-source',
+        '--import',
+        'tsx',
+        '--input-type=module',
+        '-e',
+        `import { processIo } from ${here('./io.ts')};
+        import { downloadArtifact } from ${here('./download.ts')};
+        processIo().onInterrupt(() => {});
+        await downloadArtifact({ url: ${JSON.stringify(`${base}/stall`)}, digest: null, dest: ${JSON.stringify(path.join(dir, 'app.tar'))} });`,
+      ],
+      { stdio: 'inherit', timeout: 25_000 },
+    );
+    while ((await leftovers(dir)).length === 0) await delay(20);
+    child.kill('SIGINT');
+    await delay(200);
+    child.kill('SIGINT');
+    const [code] = await once(child, 'exit');
+    assert.equal(code, 130);
+    assert.deepEqual(await readdir(dir), []);
+  });
+
   test('a file written over keeps its mode; a name at the length limit still gets its temp file', async () => {
     const dir = await mkdtemp(path.join(work, 'mode-'));
     const dest = path.join(dir, 'private.tar');
@@ -242,7 +279,7 @@ test('refused before the build: a link to nowhere, a link loop, a socket, a file
         ['loop-a', /is a symbolic link to nowhere \(ELOOP\)/],
         ['sock', /is neither a file, a FIFO nor a character device/],
       ] as const) {
-        await assert.rejects(checkDestination(path.join(dir, name), name), { message: why }, name);
+        await assert.rejects(destinationOf(path.join(dir, name), name), { message: why }, name);
       }
     } finally {
       sock.close();
@@ -252,10 +289,7 @@ test('refused before the build: a link to nowhere, a link loop, a socket, a file
       await mkdir(path.join(dir, 'ro'));
       await writeFile(path.join(dir, 'ro', 'out.tar'), 'x');
       await chmod(path.join(dir, 'ro'), 0o555);
-      await assert.rejects(
-        checkDestination(path.join(dir, 'ro', 'out.tar'), 'ro/out.tar'),
-        /is not writable/,
-      );
+      await assert.rejects(destinationOf(path.join(dir, 'ro', 'out.tar'), 'ro/out.tar'), /is not writable/);
     }
     // A character device is written into, never replaced. Root gets a null device of its own, so
     // that a regression could not replace the machine's /dev/null; others cannot write in /dev.
@@ -289,17 +323,17 @@ test('verifyDownload with a real file', async () => {
   assert.throws(() => verifyDownload(file, { digest: actual.digest, size: 5 }, tampered), /sha256 mismatch/);
 });
 
-test('checkDestination: a directory or a path under a file is refused before the build', async () => {
+test('destinationOf: a directory or a path under a file is refused before the build', async () => {
   const dir = await mkdtemp(path.join(tmpdir(), 'kiln-cli-dest-'));
   try {
     await writeFile(path.join(dir, 'f'), 'x');
-    await checkDestination(path.join(dir, 'app.tar'), 'app.tar');
-    await checkDestination(path.join(dir, 'new', 'deeper', 'app.tar'), 'new/deeper/app.tar');
-    await checkDestination(path.join(dir, 'f'), 'f');
-    await assert.rejects(checkDestination(dir, 'out'), {
+    await destinationOf(path.join(dir, 'app.tar'), 'app.tar');
+    await destinationOf(path.join(dir, 'new', 'deeper', 'app.tar'), 'new/deeper/app.tar');
+    await destinationOf(path.join(dir, 'f'), 'f');
+    await assert.rejects(destinationOf(dir, 'out'), {
       message: /--output dest "out" is a directory: name a file/,
     });
-    await assert.rejects(checkDestination(path.join(dir, 'f', 'sub', 'app.tar'), 'f/sub/app.tar'), {
+    await assert.rejects(destinationOf(path.join(dir, 'f', 'sub', 'app.tar'), 'f/sub/app.tar'), {
       message: `--output dest "f/sub/app.tar": ${path.join(dir, 'f')} is not a directory`,
     });
   } finally {

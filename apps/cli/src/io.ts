@@ -1,4 +1,4 @@
-import type { Readable, Writable } from 'node:stream';
+import { addAbortSignal, type Readable, type Writable } from 'node:stream';
 import { EXIT_BROKEN_PIPE } from './errors.js';
 
 /**
@@ -62,9 +62,18 @@ export function processIo(): Io {
   };
 }
 
-export async function readAll(stream: Readable): Promise<Buffer> {
+/**
+ * All of `stream`. With `signal`, an abort destroys the stream and rejects with its reason:
+ * stdin from a terminal or a stalled pipe may never end, and Ctrl-C must not wait for it.
+ */
+export async function readAll(stream: Readable, signal?: AbortSignal): Promise<Buffer> {
+  if (signal) addAbortSignal(signal, stream);
   const chunks: Buffer[] = [];
-  for await (const chunk of stream)
-    chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as string));
+  try {
+    for await (const chunk of stream)
+      chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as string));
+  } catch (err) {
+    throw signal?.aborted ? signal.reason : err;
+  }
   return Buffer.concat(chunks);
 }

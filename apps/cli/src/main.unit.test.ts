@@ -568,3 +568,40 @@ describe('config and login', () => {
     );
   });
 });
+
+describe('kiln build: Ctrl-C before anything is sent', () => {
+  // stdin that never sends a byte (a stalled pipe): reading it must not outlast the interrupt.
+  for (const argv of [
+    ['build', '-'],
+    ['build', '-f', '-', '.'],
+  ])
+    test(`kiln ${argv.join(' ')} with stdin stalled: exit 130 at the interrupt`, {
+      timeout: 20_000,
+    }, async () => {
+      const dir = await mkdtemp(path.join(tmpdir(), 'kiln-cli-stdin-'));
+      try {
+        const stdout = new Capture();
+        const stderr = new Capture();
+        const stdin = new PassThrough();
+        let interrupt = () => {};
+        const io: Io = {
+          stdout,
+          stderr,
+          stdin,
+          env: { HOME: dir, KILN_URL: 'http://127.0.0.1:9', KILN_TOKEN: 'kiln_test' },
+          cwd: dir,
+          onInterrupt: (handler) => {
+            interrupt = handler;
+            return () => {};
+          },
+        };
+        const code = main([...argv, '-o', 'type=tar,dest=out.tar'], io);
+        setTimeout(() => interrupt(), 100);
+        assert.equal(await code, 130);
+        assert.equal(stderr.text, 'error: interrupted\n');
+        assert.ok(stdin.destroyed);
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
+    });
+});

@@ -4,7 +4,7 @@
  * is an archive; anything else is the Dockerfile). The archive streams on to the server as it
  * comes; only its first two blocks are held to look at.
  */
-import { Readable } from 'node:stream';
+import { addAbortSignal, Readable } from 'node:stream';
 import { CliError, EXIT_USAGE } from './errors.js';
 import { BLOCK } from './tar.js';
 
@@ -38,7 +38,24 @@ export function isTarHeader(block: Buffer): boolean {
   return sum === Number.parseInt(field, 8);
 }
 
-export async function readStdinContext(stdin: Readable & { isTTY?: boolean }): Promise<StdinContext> {
+/**
+ * What stdin holds. With `signal`, an abort destroys stdin and rejects with its reason (a pipe
+ * whose writer stalls may never send the two blocks looked at); the archive's body then ends
+ * in that error too.
+ */
+export async function readStdinContext(
+  stdin: Readable & { isTTY?: boolean },
+  signal?: AbortSignal,
+): Promise<StdinContext> {
+  if (signal) addAbortSignal(signal, stdin);
+  try {
+    return await classify(stdin);
+  } catch (err) {
+    throw signal?.aborted ? signal.reason : err;
+  }
+}
+
+async function classify(stdin: Readable & { isTTY?: boolean }): Promise<StdinContext> {
   if (stdin.isTTY) {
     throw new CliError(
       'kiln build -: stdin is a terminal; pipe the context into it: kiln build - < context.tar (a tar, a gzip-compressed tar, or a Dockerfile)',

@@ -51,7 +51,8 @@ export async function submitContext(context: ContextArg, o: SubmitOptions): Prom
         contextDir: context.path,
         dockerfile: o.file,
         cwd: o.io.cwd,
-        readStdin: () => readAll(o.io.stdin),
+        readStdin: () => readAll(o.io.stdin, o.signal),
+        signal: o.signal,
       });
       return submitPlan(plan, o, ContextDigestCache.at(o.io.env));
     }
@@ -59,7 +60,7 @@ export async function submitContext(context: ContextArg, o: SubmitOptions): Prom
 }
 
 async function submitStdin(o: SubmitOptions): Promise<BuildView> {
-  const input = await readStdinContext(o.io.stdin);
+  const input = await readStdinContext(o.io.stdin, o.signal);
   if (input.kind === 'archive') {
     // Sent as it comes: stdin cannot be read twice, so there is no uncompressed retry.
     const started = Date.now();
@@ -88,6 +89,7 @@ async function submitStdin(o: SubmitOptions): Promise<BuildView> {
       dockerfile: '-',
       cwd: o.io.cwd,
       readStdin: async () => input.data,
+      signal: o.signal,
     });
     return await submitPlan(plan, o, undefined);
   } finally {

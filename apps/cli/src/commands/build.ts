@@ -3,7 +3,7 @@ import path from 'node:path';
 import { loadSecrets } from '@kiln/buildkit-client/context';
 import { type KilnApi, projectClient } from '../api.js';
 import { BUILD_USAGE, buildSpec, parseBuildOptions } from '../args.js';
-import { checkDestination, downloadArtifact } from '../download.js';
+import { destinationOf, downloadArtifact } from '../download.js';
 import {
   CliError,
   EXIT_INTERRUPTED,
@@ -35,7 +35,8 @@ export async function buildCommand(argv: string[], io: Io): Promise<number> {
     api = await projectClient(io.env);
     const pushed = opts.output.type === 'image';
     const dest = opts.output.dest === '-' || pushed ? '-' : path.resolve(io.cwd, opts.output.dest);
-    if (!pushed && dest !== '-') await checkDestination(dest, opts.output.dest);
+    // Refused before the build when it could not take the artifact (asked again at the download).
+    if (!pushed && dest !== '-') await destinationOf(dest, opts.output.dest);
 
     const secrets = await loadSecrets(opts.secrets, { env: io.env, cwd: io.cwd }).catch((err: unknown) => {
       throw new CliError(messageOf(err));
