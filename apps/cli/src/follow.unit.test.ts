@@ -1,7 +1,7 @@
 // Following a build log over server-sent events: the parser, and resuming after a dropped
 // connection (after the last event's id, or by count from a replay) against a loopback HTTP server.
 import assert from 'node:assert/strict';
-import { createServer, type Server } from 'node:http';
+import { createServer, type RequestListener, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, mock, test } from 'node:test';
 import { KilnApi } from './api.js';
@@ -19,6 +19,22 @@ async function collect(text: string, size: number) {
   const out = [];
   for await (const ev of parseSse(chunks(text, size))) out.push(ev);
   return out;
+}
+
+/** followUntilFinal of build b1 against a loopback server answering with `handler`, closed after. */
+async function followOn(handler: RequestListener, opts: Parameters<typeof followUntilFinal>[2]) {
+  const server = createServer(handler);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  try {
+    return await followUntilFinal(
+      new KilnApi(`http://127.0.0.1:${(server.address() as AddressInfo).port}`, 't0ken'),
+      'b1',
+      opts,
+    );
+  } finally {
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
+  }
 }
 
 test('parseSse: events, multi-line data, comments, CRLF, split anywhere (even inside UTF-8)', async () => {
@@ -165,26 +181,23 @@ test('a lost log stream: the build is waited for as long as it runs, not 60 s, t
   // moves the clock 61 s, so a bound of 60 s would give up at the second one.
   mock.timers.enable({ apis: ['Date'], now: Date.now() });
   let polls = 0;
-  const server = createServer((req, res) => {
-    res.setHeader('content-type', 'application/json');
-    if (req.url === '/v1/builds/b1/logs') {
-      // The per-project follower limit: retried like a 5xx, then the stream counts as lost.
-      res.writeHead(429).end(JSON.stringify({ error: { code: 'rate_limited', message: 'try later' } }));
-      return;
-    }
-    polls++;
-    mock.timers.tick(61_000);
-    // The API restarting: its first answers fail, the wait goes on through them.
-    if (polls <= 2)
-      res.writeHead(503).end(JSON.stringify({ error: { code: 'unavailable', message: 'restarting' } }));
-    else res.end(JSON.stringify({ ...VIEW, status: polls < 6 ? 'running' : 'succeeded' }));
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   try {
     const lost: string[] = [];
-    const done = await followUntilFinal(
-      new KilnApi(`http://127.0.0.1:${(server.address() as AddressInfo).port}`, 't0ken'),
-      'b1',
+    const done = await followOn(
+      (req, res) => {
+        res.setHeader('content-type', 'application/json');
+        if (req.url === '/v1/builds/b1/logs') {
+          // The per-project follower limit: retried like a 5xx, then the stream counts as lost.
+          res.writeHead(429).end(JSON.stringify({ error: { code: 'rate_limited', message: 'try later' } }));
+          return;
+        }
+        polls++;
+        mock.timers.tick(61_000);
+        // The API restarting: its first answers fail, the wait goes on through them.
+        if (polls <= 2)
+          res.writeHead(503).end(JSON.stringify({ error: { code: 'unavailable', message: 'restarting' } }));
+        else res.end(JSON.stringify({ ...VIEW, status: polls < 6 ? 'running' : 'succeeded' }));
+      },
       { onLog: () => {}, onLost: (err) => lost.push(err.message), maxRetries: 1, retryDelayMs: 1, pollMs: 1 },
     );
     assert.equal(done.status, 'succeeded');
@@ -192,35 +205,25 @@ test('a lost log stream: the build is waited for as long as it runs, not 60 s, t
     assert.deepEqual(lost, ['lost the log stream of build b1: try later']);
   } finally {
     mock.timers.reset();
-    await new Promise((resolve) => server.close(resolve));
   }
 });
 
 test('an API that stays down ends the wait after 10 minutes by the clock, however long each poll takes', async () => {
   mock.timers.enable({ apis: ['Date'], now: Date.now() });
   let polls = 0;
-  const server = createServer((req, res) => {
-    res.setHeader('content-type', 'application/json');
-    if (req.url !== '/v1/builds/b1/logs') {
-      polls++;
-      // Each poll as slow as one against a hung API: a minute.
-      mock.timers.tick(60_000);
-    }
-    res.writeHead(503).end(JSON.stringify({ error: { code: 'unavailable', message: 'down' } }));
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   try {
     await assert.rejects(
-      followUntilFinal(
-        new KilnApi(`http://127.0.0.1:${(server.address() as AddressInfo).port}`, 't0ken'),
-        'b1',
-        {
-          onLog: () => {},
-          onLost: () => {},
-          maxRetries: 1,
-          retryDelayMs: 1,
-          pollMs: 1,
+      followOn(
+        (req, res) => {
+          res.setHeader('content-type', 'application/json');
+          if (req.url !== '/v1/builds/b1/logs') {
+            polls++;
+            // Each poll as slow as one against a hung API: a minute.
+            mock.timers.tick(60_000);
+          }
+          res.writeHead(503).end(JSON.stringify({ error: { code: 'unavailable', message: 'down' } }));
         },
+        { onLog: () => {}, onLost: () => {}, maxRetries: 1, retryDelayMs: 1, pollMs: 1 },
       ),
       { exitCode: 3 },
     );
@@ -228,36 +231,28 @@ test('an API that stays down ends the wait after 10 minutes by the clock, howeve
     assert.equal(polls, 11);
   } finally {
     mock.timers.reset();
-    await new Promise((resolve) => server.close(resolve));
   }
 });
 
 test('a failed poll just after the log ended (an API restarting) does not fail the finished build', async () => {
   let polls = 0;
-  const server = createServer((req, res) => {
-    if (req.url === '/v1/builds/b1/logs') {
-      res.writeHead(200, { 'content-type': 'text/event-stream' });
-      res.end('event: end\ndata: succeeded\n\n');
-      return;
-    }
-    polls++;
-    res.setHeader('content-type', 'application/json');
-    if (polls === 1)
-      res.writeHead(502).end(JSON.stringify({ error: { code: 'unavailable', message: 'bad gateway' } }));
-    else res.end(JSON.stringify({ ...VIEW, status: 'succeeded' }));
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  try {
-    const done = await followUntilFinal(
-      new KilnApi(`http://127.0.0.1:${(server.address() as AddressInfo).port}`, 't0ken'),
-      'b1',
-      { onLog: () => {}, onLost: () => assert.fail('the stream was not lost'), pollMs: 1 },
-    );
-    assert.equal(done.status, 'succeeded');
-    assert.equal(polls, 2);
-  } finally {
-    await new Promise((resolve) => server.close(resolve));
-  }
+  const done = await followOn(
+    (req, res) => {
+      if (req.url === '/v1/builds/b1/logs') {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.end('event: end\ndata: succeeded\n\n');
+        return;
+      }
+      polls++;
+      res.setHeader('content-type', 'application/json');
+      if (polls === 1)
+        res.writeHead(502).end(JSON.stringify({ error: { code: 'unavailable', message: 'bad gateway' } }));
+      else res.end(JSON.stringify({ ...VIEW, status: 'succeeded' }));
+    },
+    { onLog: () => {}, onLost: () => assert.fail('the stream was not lost'), pollMs: 1 },
+  );
+  assert.equal(done.status, 'succeeded');
+  assert.equal(polls, 2);
 });
 
 test('an event that never ends (no line break, or data lines without the blank line) stops the parse', async () => {
@@ -275,35 +270,27 @@ test('an event that never ends (no line break, or data lines without the blank l
 
 test('a log event past the limit loses the stream at once (no reconnects), and the build is polled', async () => {
   let logRequests = 0;
-  const server = createServer((req, res) => {
-    if (req.url === '/v1/builds/b1/logs') {
-      logRequests++;
-      res.writeHead(200, { 'content-type': 'text/event-stream' });
-      const chunk = Buffer.alloc(1024 * 1024, 0x78);
-      const more = () => {
-        while (!res.destroyed && res.write(chunk));
-        if (!res.destroyed) res.once('drain', more);
-      };
-      more();
-      return;
-    }
-    res
-      .writeHead(200, { 'content-type': 'application/json' })
-      .end(JSON.stringify({ ...VIEW, status: 'succeeded' }));
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  try {
-    const lost: string[] = [];
-    const done = await followUntilFinal(
-      new KilnApi(`http://127.0.0.1:${(server.address() as AddressInfo).port}`, 't0ken'),
-      'b1',
-      { onLog: () => {}, onLost: (err) => lost.push(err.message), retryDelayMs: 1, pollMs: 1 },
-    );
-    assert.equal(done.status, 'succeeded');
-    assert.equal(logRequests, 1);
-    assert.match(lost[0] ?? '', /larger than 33554432 characters/);
-  } finally {
-    server.closeAllConnections();
-    await new Promise((resolve) => server.close(resolve));
-  }
+  const lost: string[] = [];
+  const done = await followOn(
+    (req, res) => {
+      if (req.url === '/v1/builds/b1/logs') {
+        logRequests++;
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        const chunk = Buffer.alloc(1024 * 1024, 0x78);
+        const more = () => {
+          while (!res.destroyed && res.write(chunk));
+          if (!res.destroyed) res.once('drain', more);
+        };
+        more();
+        return;
+      }
+      res
+        .writeHead(200, { 'content-type': 'application/json' })
+        .end(JSON.stringify({ ...VIEW, status: 'succeeded' }));
+    },
+    { onLog: () => {}, onLost: (err) => lost.push(err.message), retryDelayMs: 1, pollMs: 1 },
+  );
+  assert.equal(done.status, 'succeeded');
+  assert.equal(logRequests, 1);
+  assert.match(lost[0] ?? '', /larger than 33554432 characters/);
 });
