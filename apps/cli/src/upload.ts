@@ -1,8 +1,9 @@
 /**
  * `POST /v1/builds`: the context tar, gzip-compressed on the way, streamed as the request body
- * (never held whole), with the spec in the query string. Secrets never go in the URL (URLs get
- * logged), and a spec too long for one (a certificate as a build arg; servers take 16 KiB of
- * headers) does not fit there: then the body is multipart, a JSON `spec` part, then the context.
+ * (never held whole), with the spec in the query string. Secrets and build args never go in the
+ * URL (URLs get logged, and a build arg is where many pass a token), and a spec too long for one
+ * (servers take 16 KiB of headers) does not fit there: then the body is multipart, a JSON `spec`
+ * part, then the context.
  */
 import { randomUUID } from 'node:crypto';
 import { pipeline, type Readable, Transform } from 'node:stream';
@@ -206,7 +207,8 @@ export async function submitBuild(
   const contextType = opts.gzip === false && !opts.gzipped ? 'application/x-tar' : 'application/gzip';
   const secrets = opts.secrets && Object.keys(opts.secrets).length > 0 ? opts.secrets : undefined;
   const query = buildQuery(opts.request).toString();
-  const inBody = secrets !== undefined || query.length > MAX_QUERY_CHARS;
+  const inBody =
+    secrets !== undefined || Object.keys(opts.request.buildArgs).length > 0 || query.length > MAX_QUERY_CHARS;
   const spec = { ...buildFields(opts.request), ...(secrets ? { secrets: secretsField(secrets) } : {}) };
   const boundary = `kiln-${randomUUID()}`;
   let res: HttpResponse;

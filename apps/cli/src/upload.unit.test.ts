@@ -20,6 +20,8 @@ const REQUEST: BuildRequest = {
   labels: {},
 };
 
+const PEM = `-----BEGIN CERTIFICATE-----\n${'A'.repeat(16_000)}\n-----END CERTIFICATE-----`;
+
 type Handler = (req: IncomingMessage, body: AsyncIterable<Buffer>) => Promise<[number, unknown]>;
 
 describe('submitBuild', () => {
@@ -83,37 +85,41 @@ describe('submitBuild', () => {
     assert.ok(sent > 2 << 20, `gzipped ${sent} bytes`); // random data grows a little
   });
 
-  test('a spec too long for a URL (a certificate as a build arg) goes as a JSON spec part', async () => {
-    handler = async (req, body) => {
-      const chunks: Buffer[] = [];
-      for await (const c of body) chunks.push(c);
-      return [
-        202,
-        {
-          ...VIEW,
-          url: req.url,
-          type: req.headers['content-type'],
-          body: Buffer.concat(chunks).toString('latin1'),
-        },
-      ];
-    };
-    const pem = `-----BEGIN CERTIFICATE-----\n${'A'.repeat(16_000)}\n-----END CERTIFICATE-----`;
-    const { build } = await submitBuild(api, {
-      request: { ...REQUEST, buildArgs: { CA: pem } },
-      tar: Readable.from([Buffer.alloc(100, 1)]),
-      gzip: false,
+  for (const [what, request] of [
+    ['a build arg (where a token may be)', { ...REQUEST, buildArgs: { NPM_TOKEN: 'npm_s3cr3t' } }],
+    ['a certificate as a build arg', { ...REQUEST, buildArgs: { CA: PEM } }],
+    ['a spec too long for a URL (labels)', { ...REQUEST, labels: { CA: PEM } }],
+  ] as const)
+    test(`${what} goes as a JSON spec part, never in the URL`, async () => {
+      handler = async (req, body) => {
+        const chunks: Buffer[] = [];
+        for await (const c of body) chunks.push(c);
+        return [
+          202,
+          {
+            ...VIEW,
+            url: req.url,
+            type: req.headers['content-type'],
+            body: Buffer.concat(chunks).toString('latin1'),
+          },
+        ];
+      };
+      const { build } = await submitBuild(api, {
+        request,
+        tar: Readable.from([Buffer.alloc(100, 1)]),
+        gzip: false,
+      });
+      const got = build as unknown as { url: string; type: string; body: string };
+      assert.equal(got.url, '/v1/builds');
+      assert.match(got.type, /^multipart\/form-data; boundary=/);
+      const spec = /name="spec"\r\nContent-Type: application\/json\r\n\r\n(.*)\r\n--/.exec(got.body)?.[1];
+      assert.deepEqual(JSON.parse(spec ?? 'null'), {
+        output: { type: 'tar', dest: 'out.tar' },
+        file: 'Dockerfile',
+        buildArgs: request.buildArgs,
+        labels: request.labels,
+      });
     });
-    const got = build as unknown as { url: string; type: string; body: string };
-    assert.equal(got.url, '/v1/builds');
-    assert.match(got.type, /^multipart\/form-data; boundary=/);
-    const spec = /name="spec"\r\nContent-Type: application\/json\r\n\r\n(.*)\r\n--/.exec(got.body)?.[1];
-    assert.deepEqual(JSON.parse(spec ?? 'null'), {
-      output: { type: 'tar', dest: 'out.tar' },
-      file: 'Dockerfile',
-      buildArgs: { CA: pem },
-      labels: {},
-    });
-  });
 
   test('gzip: false sends application/x-tar as it is', async () => {
     handler = async (req, body) => [
