@@ -99,6 +99,19 @@ export class InterruptedError extends CliError {
   }
 }
 
+/** The reader of stdout or stderr went away: the command ends as one killed by SIGPIPE would. */
+export class BrokenPipeError extends CliError {
+  constructor(stream: 'stdout' | 'stderr') {
+    super(`${stream} closed`, EXIT_BROKEN_PIPE);
+    this.name = 'BrokenPipeError';
+  }
+}
+
+/** Why a command's signal was aborted: Ctrl-C unless a broken pipe (or a caller's error) did it. */
+export function interruptionOf(signal: AbortSignal): CliError {
+  return signal.reason instanceof CliError ? signal.reason : new InterruptedError();
+}
+
 export const LOGIN_HINT = 'hint: run kiln login, or set KILN_TOKEN';
 export const ENV_TOKEN_HINT =
   'hint: KILN_TOKEN is set and overrides kiln login: check its value, or unset it';

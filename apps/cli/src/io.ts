@@ -1,5 +1,5 @@
 import { addAbortSignal, type Readable, type Writable } from 'node:stream';
-import { EXIT_BROKEN_PIPE } from './errors.js';
+import { BrokenPipeError, type CliError, EXIT_BROKEN_PIPE, InterruptedError } from './errors.js';
 
 /**
  * Not SIGHUP: a listener would replace the ignoring that `nohup` sets up, so logging out would
@@ -16,27 +16,36 @@ export interface Io {
   stdin: Readable;
   env: Readonly<Record<string, string | undefined>>;
   cwd: string;
-  /** Calls `handler` on Ctrl-C (SIGINT) or SIGTERM until the returned function is called. */
-  onInterrupt(handler: () => void): () => void;
+  /**
+   * Calls `handler` on Ctrl-C (SIGINT) or SIGTERM, or when the reader of stdout or stderr goes
+   * away, with why, until the returned function is called.
+   */
+  onInterrupt(handler: (reason: CliError) => void): () => void;
 }
 
 /**
  * The real process. SIGTERM (a CI job canceled) is handled as Ctrl-C: otherwise it would end
- * the process with the remote build still running and a partial download beside its destination. A second signal while the first is being handled
- * exits at once. When the
- * reader of stdout or stderr goes away (`kiln builds ls | head -1`, `2>&1 | head`), the process
- * ends quietly, as a Unix tool killed by SIGPIPE does, instead of crashing on the unhandled
- * EPIPE; another failure to write them (a full disk behind `> file`) ends it with 1, never a
- * stack trace, and with a line on stderr saying so when it was stdout that failed. Either way the
- * remote build goes on, as docker's does when SIGPIPE ends it.
+ * the process with the remote build still running and a partial download beside its
+ * destination. A second signal while the first is being handled exits at once.
+ *
+ * When the reader of stdout or stderr goes away (`kiln builds ls | head -1`, `2>&1 | head`), the
+ * command ends quietly with 141, as a Unix tool killed by SIGPIPE does, instead of crashing on the
+ * unhandled EPIPE. While a command handles interrupts, that goes through its handler, so that
+ * `kiln build` cancels its remote build first, as docker's build ends with its client. Another
+ * failure to write them (a full disk behind `> file`) ends the process with 1, never a stack
+ * trace, and with a line on stderr saying so when it was stdout that failed.
  */
 export function processIo(): Io {
+  let current: ((reason: CliError) => void) | undefined;
   for (const [name, stream] of [
     ['stdout', process.stdout],
     ['stderr', process.stderr],
   ] as const) {
     stream.on('error', (err: NodeJS.ErrnoException) => {
-      if (err.code === 'EPIPE') process.exit(EXIT_BROKEN_PIPE);
+      if (err.code === 'EPIPE') {
+        if (current) return current(new BrokenPipeError(name));
+        process.exit(EXIT_BROKEN_PIPE);
+      }
       if (name === 'stdout') process.stderr.write(`kiln: writing to stdout failed: ${err.message}\n`);
       process.exit(1);
     });
@@ -49,14 +58,18 @@ export function processIo(): Io {
     cwd: process.cwd(),
     onInterrupt(handler) {
       let seen = false;
-      const listener = () => {
-        if (seen) process.exit(130);
-        seen = true;
-        handler();
+      const interrupt = (reason: CliError) => {
+        if (!seen) {
+          seen = true;
+          handler(reason);
+        } else if (!(reason instanceof BrokenPipeError)) process.exit(reason.exitCode);
       };
-      for (const signal of INTERRUPTS) process.on(signal, listener);
+      const onSignal = () => interrupt(new InterruptedError());
+      for (const signal of INTERRUPTS) process.on(signal, onSignal);
+      current = interrupt;
       return () => {
-        for (const signal of INTERRUPTS) process.off(signal, listener);
+        for (const signal of INTERRUPTS) process.off(signal, onSignal);
+        if (current === interrupt) current = undefined;
       };
     },
   };

@@ -1,8 +1,13 @@
-// The process's own streams: what happens when the reader of stdout goes away.
+// The process's own streams: what happens when the reader of stdout or stderr goes away.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { closeSync, openSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -57,4 +62,67 @@ test('stdout on a full disk (> /dev/full): exit 1 with one line saying so, no st
   const [code] = await once(child, 'exit');
   assert.equal(code, 1);
   assert.match(stderr, /^kiln: writing to stdout failed: ENOSPC[^\n]*\n$/);
+});
+
+test('stderr closed during kiln build: the remote build is canceled, then a quiet exit 141', {
+  timeout: 30_000,
+}, async () => {
+  const VIEW = { id: 'B1', status: 'running', spec: {}, createdAt: '2024-01-01T00:00:00.000Z', links: {} };
+  const seen: string[] = [];
+  const server = createServer((req, res) => {
+    seen.push(`${req.method} ${req.url}`);
+    req.resume();
+    if (req.url === '/v1/builds/B1/logs') {
+      // A build that logs for ever, until the client goes.
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      let n = 0;
+      const timer = setInterval(() => res.write(`id: ${++n}\nevent: log\ndata: line ${n}\n\n`), 5);
+      res.on('close', () => clearInterval(timer));
+      return;
+    }
+    const canceled = req.url === '/v1/builds/B1/cancel';
+    res.writeHead(canceled ? 200 : 202, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ ...VIEW, status: canceled ? 'canceled' : 'queued' }));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const ctx = await mkdtemp(path.join(tmpdir(), 'kiln-cli-pipe-'));
+  try {
+    await writeFile(path.join(ctx, 'Dockerfile'), 'FROM scratch\n');
+    const main = JSON.stringify(fileURLToPath(new URL('./main.ts', import.meta.url)));
+    const child = spawn(
+      process.execPath,
+      [
+        '--conditions=kiln-source',
+        '--import',
+        'tsx',
+        '--input-type=module',
+        '-e',
+        `import { main, processIo } from ${main};
+        process.exitCode = await main(${JSON.stringify(['build', '--progress', 'plain', '-o', `type=tar,dest=${ctx}/out.tar`, ctx])}, processIo());`,
+      ],
+      {
+        env: {
+          ...process.env,
+          HOME: ctx,
+          KILN_URL: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+          KILN_TOKEN: 'kiln_test',
+        },
+        stdio: ['ignore', 'ignore', 'pipe'],
+        timeout: 25_000,
+      },
+    );
+    const err = child.stderr as Readable;
+    let said = '';
+    err.on('data', (d: Buffer) => {
+      said += d.toString();
+      if (said.includes('line 3')) err.destroy();
+    });
+    const [code] = await once(child, 'exit');
+    assert.equal(code, 141, said);
+    assert.ok(seen.includes('POST /v1/builds/B1/cancel'), seen.join(', '));
+  } finally {
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
+    await rm(ctx, { recursive: true, force: true });
+  }
 });

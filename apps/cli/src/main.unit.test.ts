@@ -10,7 +10,7 @@ import { PassThrough, Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { buildSpec, parseBuildOptions, serverDest } from './args.js';
 import { configPath, loadConfig } from './config.js';
-import type { CliError } from './errors.js';
+import { type CliError, InterruptedError } from './errors.js';
 import type { Io } from './io.js';
 import { main } from './main.js';
 import { buildQuery } from './upload.js';
@@ -583,7 +583,7 @@ describe('kiln build: Ctrl-C before anything is sent', () => {
         const stdout = new Capture();
         const stderr = new Capture();
         const stdin = new PassThrough();
-        let interrupt = () => {};
+        let interrupt: (reason: CliError) => void = () => {};
         const io: Io = {
           stdout,
           stderr,
@@ -596,7 +596,7 @@ describe('kiln build: Ctrl-C before anything is sent', () => {
           },
         };
         const code = main([...argv, '-o', 'type=tar,dest=out.tar'], io);
-        setTimeout(() => interrupt(), 100);
+        setTimeout(() => interrupt(new InterruptedError()), 100);
         assert.equal(await code, 130);
         assert.equal(stderr.text, 'error: interrupted\n');
         assert.ok(stdin.destroyed);

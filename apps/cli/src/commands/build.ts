@@ -5,11 +5,11 @@ import { type KilnApi, projectClient } from '../api.js';
 import { BUILD_USAGE, buildSpec, parseBuildOptions } from '../args.js';
 import { destinationOf, downloadArtifact } from '../download.js';
 import {
+  BrokenPipeError,
   CliError,
-  EXIT_INTERRUPTED,
   EXIT_OK,
   exitCodeForBuildError,
-  InterruptedError,
+  interruptionOf,
   messageOf,
 } from '../errors.js';
 import { followUntilFinal } from '../follow.js';
@@ -27,7 +27,7 @@ export async function buildCommand(argv: string[], io: Io): Promise<number> {
   const reporter = createReporter(opts.progress, io.stderr);
   const controller = new AbortController();
   const signal = controller.signal;
-  const removeInterrupt = io.onInterrupt(() => controller.abort(new InterruptedError()));
+  const removeInterrupt = io.onInterrupt((reason) => controller.abort(reason));
   let api: KilnApi | undefined;
   let buildId: string | undefined;
   let finished = false;
@@ -96,6 +96,7 @@ export async function buildCommand(argv: string[], io: Io): Promise<number> {
     return EXIT_OK;
   } catch (err) {
     if (signal.aborted) {
+      const reason = interruptionOf(signal);
       if (api && buildId && !finished) {
         reporter.canceling(buildId);
         try {
@@ -104,10 +105,12 @@ export async function buildCommand(argv: string[], io: Io): Promise<number> {
           reporter.warn(`could not cancel build ${buildId}: ${messageOf(cancelErr)}`);
         }
       }
-      reporter.error(
-        new InterruptedError(buildId && !finished ? `interrupted: build ${buildId} canceled` : 'interrupted'),
-      );
-      return EXIT_INTERRUPTED;
+      // A closed stdout or stderr ends quietly, as SIGPIPE would have.
+      if (!(reason instanceof BrokenPipeError)) {
+        const canceled = buildId && !finished ? `: build ${buildId} canceled` : '';
+        reporter.error(new CliError(`${reason.message}${canceled}`, reason.exitCode));
+      }
+      return reason.exitCode;
     }
     const e = err instanceof CliError ? err : new CliError(messageOf(err));
     reporter.error(e);

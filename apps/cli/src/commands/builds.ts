@@ -3,14 +3,7 @@ import { pipeline } from 'node:stream/promises';
 import { BUILD_STATUSES, FINAL_STATUSES } from '@kiln/contract';
 import { type BuildView, projectClient, segment } from '../api.js';
 import { parseCommandLine } from '../args.js';
-import {
-  CliError,
-  EXIT_INTERRUPTED,
-  EXIT_OK,
-  EXIT_UNAVAILABLE,
-  InterruptedError,
-  UsageError,
-} from '../errors.js';
+import { CliError, EXIT_OK, EXIT_UNAVAILABLE, interruptionOf, UsageError } from '../errors.js';
 import { followLogs, waitForFinal } from '../follow.js';
 import {
   formatAge,
@@ -185,7 +178,7 @@ async function logs(argv: string[], io: Io): Promise<number> {
   const id = oneId(positionals, 'logs');
   const api = await projectClient(io.env);
   const controller = new AbortController();
-  const removeInterrupt = io.onInterrupt(() => controller.abort(new InterruptedError()));
+  const removeInterrupt = io.onInterrupt((reason) => controller.abort(reason));
   const write = textWriter(io.stdout);
   try {
     // A finished build's log is complete already: no need to wait for the stream's end.
@@ -206,7 +199,7 @@ async function logs(argv: string[], io: Io): Promise<number> {
     } else await pipeline(res.body, io.stdout, { end: false, signal: controller.signal });
     return EXIT_OK;
   } catch (err) {
-    if (controller.signal.aborted) return EXIT_INTERRUPTED;
+    if (controller.signal.aborted) return interruptionOf(controller.signal).exitCode;
     throw err;
   } finally {
     removeInterrupt();
