@@ -380,6 +380,25 @@ for (const generation of generations())
       }
     });
 
+    if (generation.address.startsWith('docker://'))
+      test('a RUN on the default network of a dockerd without a bridge: failed, saying to build with network=none', async () => {
+        const ctx = await makeContext({
+          busybox: { content: busybox, mode: 0o755 },
+          Dockerfile: 'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "true"]\n',
+        });
+        try {
+          const b = await submit(ctx.dir, 'output=type=tar,dest=x.tar&noCache=true');
+          const done = await waitFor(b.id, ['succeeded', 'failed']);
+          assert.equal(done.error?.code, 'build_failed');
+          assert.match(
+            done.error?.message ?? '',
+            /network bridge not found \(this builder has no bridge network: build with network=none/,
+          );
+        } finally {
+          await ctx.cleanup();
+        }
+      });
+
     test('cancel a running sleep build: canceled, and the RUN is gone from the host', async () => {
       const ctx = await makeContext({
         busybox: { content: busybox, mode: 0o755 },

@@ -940,7 +940,7 @@ class BuildRun {
           'infrastructure',
         );
       }
-      return this.fail('build_failed', err.message);
+      return this.fail('build_failed', explainSolveFailure(err.message));
     }
     if (err instanceof BuildkitConnectionError) {
       this.deps.pool.reportFailure(lease.address, err);
@@ -1167,4 +1167,13 @@ class BuildRun {
       }),
     );
   }
+}
+
+/** A solve failure in BuildKit's words, with how to get past it where that is a builder's limit. */
+function explainSolveFailure(message: string): string {
+  // A dockerd run with --bridge=none (the private one of `npm start` and the tests) has no
+  // default network for RUN steps; docker users know the way out by its flag.
+  if (message.includes('network bridge not found'))
+    return `${message} (this builder has no bridge network: build with network=none, docker's --network none)`;
+  return message;
 }
