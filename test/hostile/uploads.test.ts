@@ -1190,6 +1190,38 @@ describe('hostile uploads', () => {
         }),
       );
     });
+
+    test('an upload answered 408 while it still arrives gives back all its room once read: the next one fits', async () => {
+      const vars = {
+        KILN_REQUEST_TIMEOUT_SECONDS: '1',
+        KILN_MAX_CONTEXT_BYTES: String(MiB),
+        KILN_UPLOAD_SPOOL_BYTES: String(2 * MiB),
+      };
+      await withConfiguredApi(vars, async (port) => {
+        const tmpBefore = new Set(await tmpFiles(api));
+        const big = tar([DOCKERFILE, file('drip.bin', randomBytes(MiB - 16 * 1024))]);
+        const { answer } = await timedExchange(port, (socket) => {
+          socket.write(rawHead(TAR, big.length));
+          // 24 KiB every 100 ms: ~0.25 MiB by the deadline, ~0.5 MiB more while the 408 goes out.
+          let sent = 0;
+          const drip = setInterval(() => {
+            if (sent < big.length && socket.writable) socket.write(big.subarray(sent, (sent += 24 * 1024)));
+          }, 100);
+          socket.on('close', () => clearInterval(drip));
+        });
+        assert.match(answer, /^HTTP\/1\.1 408 /);
+        await waitFor('the temp file to go', async () =>
+          (await tmpFiles(api)).every((f) => tmpBefore.has(f)),
+        );
+        // 0.9 MiB fits in the project's half (1 MiB) only when none of the first is still counted.
+        const res = await request(`http://127.0.0.1:${port}`, '/v1/builds?output=type=tar,dest=b.tar', {
+          method: 'POST',
+          body: tar([DOCKERFILE, file('after.bin', randomBytes(900 * 1024))]),
+          headers: { ...auth(api.token), 'content-type': TAR },
+        });
+        assert.equal(res.status, 202, res.text);
+      });
+    });
   });
 
   describe('auth', () => {

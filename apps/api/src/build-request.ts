@@ -167,6 +167,7 @@ async function receiveUpload(deps: ApiDeps, req: BuildRequest, slot: UploadSlot)
       // Answered, the connection closes; Node leaves an answered request's unread body open, so
       // end it then: the read fails, and its temp file goes. A context stored meanwhile goes too.
       const reason = gaveUp;
+      slot.releaseAfter(reading);
       const socket = req.raw.socket;
       if (socket.destroyed) req.raw.destroy(reason);
       else socket.once('close', () => req.raw.destroy(reason));

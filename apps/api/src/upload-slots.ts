@@ -17,6 +17,11 @@ export interface UploadSlot {
   storing<T>(put: () => Promise<T>): Promise<T>;
   /** Gives the slot, and the spool bytes its upload took, back (once); after its temp file is gone. */
   release(): void;
+  /**
+   * Holds the slot until `reading` settles, whenever release() is called: an upload answered
+   * before its body was read (a timeout) still writes its temp file while the answer goes out.
+   */
+  releaseAfter(reading: Promise<unknown>): void;
 }
 
 /**
@@ -57,8 +62,20 @@ export class UploadSlots {
     const release = await this.projects.acquire(projectId);
     let held = 0;
     let given = false;
+    let releasing = false;
+    let until: Promise<unknown> | undefined;
+    const giveBack = () => {
+      given = true;
+      this.spooled -= held;
+      const left = (this.spooledBy.get(projectId) ?? 0) - held;
+      if (left > 0) this.spooledBy.set(projectId, left);
+      else this.spooledBy.delete(projectId);
+      release();
+    };
     return {
       spool: (bytes) => {
+        // Never counted once given back: nothing would take it off again.
+        if (given) throw new Error('the upload slot was given back');
         const mine = this.spooledBy.get(projectId) ?? 0;
         if (this.spooled + bytes > this.spoolBytes) {
           throw new AppError(
@@ -78,13 +95,13 @@ export class UploadSlots {
       },
       storing: (put) => this.puts.run(put),
       release: () => {
-        if (given) return;
-        given = true;
-        this.spooled -= held;
-        const left = (this.spooledBy.get(projectId) ?? 0) - held;
-        if (left > 0) this.spooledBy.set(projectId, left);
-        else this.spooledBy.delete(projectId);
-        release();
+        if (releasing) return;
+        releasing = true;
+        if (until) void until.then(giveBack, giveBack);
+        else giveBack();
+      },
+      releaseAfter: (reading) => {
+        until = reading;
       },
     };
   }

@@ -73,3 +73,27 @@ test('puts into storage: a few at once, the rest wait their turn', async () => {
   assert.equal(most, 4);
   slot.release();
 });
+
+test('an upload answered before its body was read keeps its slot and room until the read ends', async () => {
+  const slots = new UploadSlots(1, 1000);
+  const timedOut = await slots.take('a');
+  timedOut.spool(400);
+  let endRead: () => void = () => {};
+  timedOut.releaseAfter(new Promise<void>((resolve) => (endRead = resolve)));
+  timedOut.release();
+  // Still reading after the answer: what arrives is counted, and the next upload waits.
+  timedOut.spool(100);
+  let taken = false;
+  const waiting = slots.take('a').then((slot) => {
+    taken = true;
+    return slot;
+  });
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(taken, false);
+  endRead();
+  const next = await waiting;
+  // All of it given back: the project's whole half fits again; the old slot counts nothing more.
+  next.spool(500);
+  assert.throws(() => timedOut.spool(1), /given back/);
+  next.release();
+});
