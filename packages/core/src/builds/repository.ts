@@ -274,7 +274,8 @@ export class BuildRepository {
           AND "contextKey" IS NOT NULL AND "contextDeletedAt" IS NULL
           AND ("createdAt" >= $4 OR status IN ('queued', 'running'))
         LIMIT 1`,
-      values: [projectId, digest, file, since],
+      // The column has no time zone and holds UTC; pg would send the Date in local time.
+      values: [projectId, digest, file, since.toISOString()],
     });
     const row = rows[0];
     return row ? { contextKey: row.contextKey, contextSize: BigInt(row.contextSize) } : undefined;
