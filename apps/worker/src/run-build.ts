@@ -807,8 +807,16 @@ class BuildRun {
       throw err;
     }
     solving = false;
-    // The client ends `output` when the export is complete; an exporter that sent nothing leaves it open.
-    if (!output.writableEnded) output.end();
+    // The client ends `output` when the export is complete. A tar, oci or docker export always
+    // holds something (a tar's end blocks at least), so a solve answered without one is the
+    // daemon's fault (it ignored the exporter, or lost the export), retried elsewhere: never a
+    // succeeded build with an empty artifact.
+    if (!output.writableEnded) {
+      output.end();
+      const stored = await put.catch(() => undefined);
+      if (stored) await this.deleteArtifact(stored.key);
+      throw new ExportMissingError(`the builder ${lease.address} finished the build without exporting it`);
+    }
     return { kind: 'artifact', stored: await put };
   }
 
@@ -946,6 +954,7 @@ class BuildRun {
       this.deps.pool.reportFailure(lease.address, err);
       return this.infrastructure(err, 'infrastructure');
     }
+    if (err instanceof ExportMissingError) return this.infrastructure(err, 'infrastructure');
     if (err instanceof InvalidArgumentError || err instanceof UnsupportedError) {
       return this.fail('build_failed', err.message);
     }
@@ -1167,6 +1176,11 @@ class BuildRun {
       }),
     );
   }
+}
+
+/** The daemon answered the solve but never sent the export: its fault, not the build's. */
+class ExportMissingError extends Error {
+  override name = 'ExportMissingError';
 }
 
 /** A solve failure in BuildKit's words, with how to get past it where that is a builder's limit. */

@@ -728,6 +728,28 @@ describe('KilnWorker', { skip }, () => {
     await worker.stop();
   });
 
+  test('a solve answered without the export fails the attempt, not the build: retried, never an empty artifact', async () => {
+    // The first solve is answered as by a daemon that ignored the exporter: OK, nothing sent.
+    let solves = 0;
+    const connectBuilder: DialBuilder = async (address, timeoutMs, tls) => {
+      const client = await connect(address, { timeoutMs, ...(tls ? { tls } : {}) });
+      const solve = client.solve.bind(client);
+      client.solve = async (opts, onStatus) =>
+        ++solves === 1 ? { ref: 'r', exporterResponse: {} } : solve(opts, onStatus);
+      return client;
+    };
+    const { worker, queue } = await startWorker({}, { connectBuilder });
+    const row = await submit(queue, spec({ buildArgs: { N: freshArg() } }));
+    const done = await waitForBuild(prisma, row.id, 60_000);
+    assert.equal(done.status, 'succeeded', done.errorMessage ?? '');
+    assert.ok(Number(done.artifactSize) > 0);
+    const [first] = await attemptsOf(row.id);
+    assert.equal(first?.errorCode, 'infrastructure');
+    assert.match(first?.errorMessage ?? '', /finished the build without exporting it/);
+    assert.deepEqual(await listed(`artifacts/${row.id}/1/`), []);
+    await worker.stop();
+  });
+
   /**
    * What the reconciler and a second worker do to a worker cut off from Redis: once attempt 1's
    * solve returned, the row moves to attempt 2 on D2, then `then` runs; attempt 1 runs to its
