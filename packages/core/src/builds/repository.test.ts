@@ -149,7 +149,10 @@ test("storedContextOf: the project's own build with the digest and Dockerfile, r
   const old = await make({});
   assert.equal(await queries.storedContextOf(p.id, digest, 'Dockerfile', since), undefined);
   // Two hours before the cutoff: a cutoff compared in New York's time (4 h behind) would let it in.
-  await database.prisma.build.update({ where: { id: old.id }, data: { createdAt: at('2026-05-09T22:00:00Z') } });
+  await database.prisma.build.update({
+    where: { id: old.id },
+    data: { createdAt: at('2026-05-09T22:00:00Z') },
+  });
   assert.equal(await queries.storedContextOf(p.id, digest, 'Dockerfile', since), undefined);
   // Still queued from then: its context is kept for it.
   await database.prisma.build.update({ where: { id: old.id }, data: { status: 'queued' } });

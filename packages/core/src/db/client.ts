@@ -5,7 +5,19 @@ import { PrismaClient } from './generated/client.js';
 export interface PrismaClientOptions {
   /** Most connections the pool opens (pg's default: 10). */
   maxConnections?: number;
+  /** How long a query may go unanswered before it fails (default QUERY_TIMEOUT_MS). */
+  queryTimeoutMs?: number;
 }
+
+/**
+ * A PostgreSQL that stops answering without closing its connections (its host gone, a
+ * failover's old address black-holed, the server frozen) must fail calls, which the worker
+ * retries and the API answers 503, not hold them for ever: a final write waiting on it kept its
+ * build "running" while its lease went on being renewed. Both are far above what any of Kiln's
+ * queries take (they are indexed, retention pages); migrations use a client of their own.
+ */
+const CONNECT_TIMEOUT_MS = 10_000;
+const QUERY_TIMEOUT_MS = 60_000;
 
 export interface DatabaseOptions extends PrismaClientOptions {
   /**
@@ -61,6 +73,10 @@ function poolConfig(databaseUrl: string, options: PrismaClientOptions): pg.PoolC
   return {
     connectionString: databaseUrl,
     application_name: 'kiln',
+    connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
+    query_timeout: options.queryTimeoutMs ?? QUERY_TIMEOUT_MS,
+    // Found out by the kernel when nothing is being asked.
+    keepAlive: true,
     ...(options.maxConnections === undefined ? {} : { max: options.maxConnections }),
   };
 }

@@ -25,7 +25,7 @@ const SOCKET_CODES = new Set([
 // SQLSTATE class 08 (connection exception), 57P01-57P03 (admin/crash shutdown, cannot connect now), 53300 (too many connections).
 const SQLSTATE = /^(08[0-9A-Z]{3}|57P0[1-3]|53300)$/;
 const MESSAGES =
-  /Connection terminated|Can't reach database server|Server has closed the connection|the database system is (starting up|shutting down|in recovery)|terminating connection due to administrator command|timeout exceeded when trying to connect|Client has encountered a connection error/i;
+  /Connection terminated|Can't reach database server|Server has closed the connection|the database system is (starting up|shutting down|in recovery)|terminating connection due to administrator command|timeout exceeded when trying to connect|Query read timeout|Client has encountered a connection error/i;
 
 export function isDatabaseUnavailable(err: unknown, depth = 0): boolean {
   if (typeof err !== 'object' || err === null || depth > 4) return false;
