@@ -1074,6 +1074,34 @@ describe('hostile uploads', () => {
       });
     });
 
+    test('an upload waiting its turn longer than KILN_CONNECTION_TIMEOUT_SECONDS gets its answer (it was cut without one)', async () => {
+      await withConfiguredApi(
+        { KILN_MAX_UPLOADS_PER_PROJECT: '1', KILN_CONNECTION_TIMEOUT_SECONDS: '2' },
+        async (port) => {
+          const tmpBefore = new Set(await tmpFiles(api));
+          const { slow, answered } = startUpload(port, GOOD);
+          slow.write(GOOD.subarray(0, 700));
+          await waitFor('the upload temp file', async () =>
+            (await tmpFiles(api)).some((f) => !tmpBefore.has(f)),
+          );
+          // The first upload goes on sending, a byte a second, for 5 s: never idle itself.
+          let sent = 700;
+          const drip = setInterval(() => slow.write(GOOD.subarray(sent, ++sent)), 1000);
+          const waiting = request(`http://127.0.0.1:${port}`, '/v1/builds?output=type=tar,dest=w.tar', {
+            method: 'POST',
+            body: GOOD,
+            headers: { ...auth(api.token), 'content-type': TAR },
+          });
+          await delay(5000);
+          clearInterval(drip);
+          slow.end(GOOD.subarray(sent));
+          assert.equal(await answered, 202);
+          const res = await waiting;
+          assert.equal(res.status, 202, res.text);
+        },
+      );
+    });
+
     test("KILN_UPLOAD_SPOOL_BYTES bounds the temp files of uploads in progress, of which one project takes half: its next upload is 429, another project's goes on", async () => {
       await withConfiguredApi(
         { KILN_MAX_CONTEXT_BYTES: String(MiB), KILN_UPLOAD_SPOOL_BYTES: String(2 * MiB) },

@@ -77,17 +77,35 @@ export async function submitBuild(
     const source = { kind: 'git', git, origin: 'api' } as const;
     return createBuild(deps, req.projectId, spec, source, idempotencyKey, secrets, traceparent);
   }
-  const slot = await uploads.take(req.projectId);
+  const slot = await servicesTurn(req, deps, () => uploads.take(req.projectId));
   try {
     const { spec, secrets, context } = await receiveUpload(deps, req, slot);
     try {
       const source = { kind: 'upload', context } as const;
-      return await createBuild(deps, req.projectId, spec, source, idempotencyKey, secrets, traceparent);
+      return await servicesTurn(req, deps, () =>
+        createBuild(deps, req.projectId, spec, source, idempotencyKey, secrets, traceparent),
+      );
     } finally {
       await context.dispose();
     }
   } finally {
     slot.release();
+  }
+}
+
+/**
+ * Runs `wait`, which is the service's (a slot for the upload, storing its context), with the
+ * socket's idle timer off: the caller is only waiting for the answer, and Node would cut a
+ * connection idle for KILN_CONNECTION_TIMEOUT_SECONDS without one (the build created all the
+ * same). A wait for a slot is bounded by KILN_REQUEST_TIMEOUT_SECONDS still (its body is unread).
+ */
+async function servicesTurn<T>(req: BuildRequest, deps: ApiDeps, wait: () => Promise<T>): Promise<T> {
+  const socket = req.raw.socket;
+  socket.setTimeout(0);
+  try {
+    return await wait();
+  } finally {
+    if (!socket.destroyed) socket.setTimeout(deps.config.connectionTimeoutSeconds * 1000);
   }
 }
 
