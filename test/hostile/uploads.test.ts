@@ -1233,7 +1233,9 @@ describe('hostile uploads', () => {
           // 24 KiB every 100 ms: ~0.25 MiB by the deadline, ~0.5 MiB more while the 408 goes out.
           let sent = 0;
           const drip = setInterval(() => {
-            if (sent < big.length && socket.writable) socket.write(big.subarray(sent, (sent += 24 * 1024)));
+            if (sent >= big.length || !socket.writable) return;
+            socket.write(big.subarray(sent, sent + 24 * 1024));
+            sent += 24 * 1024;
           }, 100);
           socket.on('close', () => clearInterval(drip));
         });
