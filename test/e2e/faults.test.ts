@@ -206,8 +206,16 @@ describe('Kiln under faults (worker processes, real daemons)', { concurrency: fa
         for (const b of queued) {
           assert.equal(await probe.exists(`bull:${QUEUE_BUILDS}:${b.id}`), 1, `job of ${b.id} in Redis`);
         }
+        const extra = await a.submit(context, 'output=type=tar,dest=x.tar&network=none&build-arg=N=extra');
         const tRestart = Date.now();
         await redis.stop();
+        // Down: a queued build is canceled all the same (in PostgreSQL); what needs Redis is a 503.
+        const cancel = await a.api(`/v1/builds/${extra.id}/cancel`, { method: 'POST' });
+        assert.equal(cancel.status, 202, await cancel.clone().text());
+        assert.equal(((await cancel.json()) as { status: string }).status, 'canceled');
+        const stats = await a.api('/v1/stats?hours=1');
+        assert.equal(stats.status, 503);
+        assert.deepEqual(((await stats.json()) as { error: { code: string } }).error.code, 'unavailable');
         await redis.start();
         assert.equal(await probe.dbsize(), 0, 'the restarted Redis is empty');
         log(`redis restarted in ${secs(Date.now() - tRestart)}; its data is gone`);

@@ -110,6 +110,17 @@ function drainBriefly(body: import('node:http').IncomingMessage): Promise<void> 
   });
 }
 
+/**
+ * What ioredis rejects with while Redis cannot be reached: the API's connection neither queues
+ * commands nor retries them long (services.ts), so these arrive at once, and are 503s.
+ */
+const REDIS_UNAVAILABLE =
+  /^(Stream isn't writeable and enableOfflineQueue options is false|Connection is closed\.|Reached the max retries per request limit)/;
+
+function isRedisUnavailable(err: Error): boolean {
+  return err.name === 'MaxRetriesPerRequestError' || REDIS_UNAVAILABLE.test(err.message);
+}
+
 function classify(
   err: FastifyError | AppError | Error,
   req: FastifyRequest,
@@ -137,6 +148,8 @@ function classify(
       ? { code: 'payload_too_large', message: `a JSON body may be at most ${MAX_BODY_BYTES} bytes` }
       : { code: 'context_too_large', message: fe.message };
   }
+  if (isRedisUnavailable(err))
+    return { code: 'unavailable', message: 'Redis is unavailable; try again shortly' };
   // Connection-level failures of PostgreSQL (refused, reset, shutting down) are 503s, not 500s.
   if (isDatabaseUnavailable(err))
     return { code: 'unavailable', message: 'the database is unavailable; try again shortly' };

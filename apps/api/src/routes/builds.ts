@@ -138,9 +138,17 @@ export function buildRoutes(deps: ApiDeps): FastifyPluginAsyncTypebox {
         }
         // A queued build is canceled here; a running one by its worker, which aborts the solve.
         const canceled = await deps.lifecycle.cancel(build.id, 'canceled by request', { whileQueued: true });
-        if (canceled.applied) await deps.queue.remove(build.id).catch(() => undefined);
-        else await deps.redis.set(cancelRequestKey(build.id), '1', 'EX', CANCEL_REQUEST_TTL_SECONDS);
-        await deps.redis.publish(CHANNEL_CANCEL, build.id);
+        if (canceled.applied) {
+          // Canceled already: the job and the notice only spare a worker a look at the row.
+          await deps.queue.remove(build.id).catch(() => undefined);
+          await deps.redis
+            .publish(CHANNEL_CANCEL, build.id)
+            .catch((err: Error) => req.log.warn({ err: err.message }, 'cancel notice not published'));
+        } else {
+          // Its worker learns of it only through Redis: without it, 503 (unavailable) says so.
+          await deps.redis.set(cancelRequestKey(build.id), '1', 'EX', CANCEL_REQUEST_TTL_SECONDS);
+          await deps.redis.publish(CHANNEL_CANCEL, build.id);
+        }
         const current = canceled.applied ? canceled.build : await deps.builds.byId(build.id);
         return reply.code(202).send(await view(current ?? build));
       },
