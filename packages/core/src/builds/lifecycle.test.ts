@@ -285,6 +285,17 @@ describe('attempt guards', () => {
     assert.deepEqual([attempt.outcome, attempt.errorCode], ['lost', 'worker_lost']);
     assert.equal(await redis.exists(buildSecretsKey(last.build.id)), 0);
   });
+
+  test('lose: attempts handed back by stopping workers use up none of the build', async () => {
+    const row = await rowIn('running');
+    // Two hand-backs (a rolling deploy), then the third worker is killed.
+    await database.prisma.build.update({ where: { id: row.build.id }, data: { attempts: 3 } });
+    for (const number of [2, 3])
+      await database.prisma.buildAttempt.create({
+        data: { buildId: row.build.id, number, builder: 'b1', outcome: 'lost', errorCode: 'worker_stopped' },
+      });
+    assert.equal(await lifecycle.lose({ ...row.build, attempts: 3 }, 'lease expired', 3), 'requeued');
+  });
 });
 
 describe('creations', () => {

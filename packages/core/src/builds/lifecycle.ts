@@ -256,8 +256,9 @@ export class BuildLifecycle {
   /**
    * lose: the worker of a running build vanished (the reconciler saw its builder lease expire).
    * Its attempt ends `lost`; the build goes back to `queued`, or fails once `maxAttempts` are used
-   * up. Only the attempt judged lost (`guard`). Returns what happened, or undefined when the row
-   * had moved on.
+   * up, not counting attempts stopping workers handed back (a rolling deploy is no failure of the
+   * build's, nor of BullMQ's count). Only the attempt judged lost (`guard`). Returns what
+   * happened, or undefined when the row had moved on.
    */
   async lose(
     row: Pick<Build, 'id' | 'attempts' | 'builder'>,
@@ -265,13 +266,14 @@ export class BuildLifecycle {
     maxAttempts: number,
   ): Promise<'requeued' | 'failed' | undefined> {
     const guard = { attempts: row.attempts, builder: row.builder };
-    if (row.attempts >= maxAttempts) {
+    const used = row.attempts - (await this.deps.repo.handedBack(row.id));
+    if (used >= maxAttempts) {
       const result = await this.fail(row.id, {
         code: 'infrastructure',
-        message: `${message}; gave up after ${row.attempts} attempts`,
+        message: `${message}; gave up after ${used} attempts`,
         attempt: { outcome: 'lost' },
         guard,
-        logTail: `\nERROR: ${message}; gave up after ${row.attempts} attempts\n`,
+        logTail: `\nERROR: ${message}; gave up after ${used} attempts\n`,
       });
       return result.applied ? 'failed' : undefined;
     }

@@ -296,6 +296,11 @@ export class BuildRepository {
     return Number(rows[0]?.largest ?? 0);
   }
 
+  /** How many attempts of the build a stopping worker handed back (they use up no attempt). */
+  handedBack(buildId: string): Promise<number> {
+    return this.prisma.buildAttempt.count({ where: { buildId, errorCode: 'worker_stopped' } });
+  }
+
   async buildersThatFailed(buildId: string): Promise<string[]> {
     const rows = await this.prisma.buildAttempt.findMany({
       where: { buildId, outcome: 'failed', errorCode: 'infrastructure' },
