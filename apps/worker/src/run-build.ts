@@ -192,6 +192,12 @@ type Produced = { kind: 'artifact'; stored: PutResult } | { kind: 'image'; diges
 /** The name the session cache's content store goes by in the solve (`dest=`/`src=`). */
 const SESSION_CACHE = 'kiln';
 
+/**
+ * How often a running build looks for a cancel request it did not hear of: the message goes to
+ * subscribers connected at that moment only (a Redis restart, a partition of this worker).
+ */
+const CANCEL_CHECK_MS = 5000;
+
 /** The build log's line for a cache marked full. */
 const closedNote = (reason: string) =>
   `#0 kiln: the shared build cache takes no export until retention drops it: ${reason}\n`;
@@ -348,6 +354,7 @@ class BuildRun {
   }
 
   private async runAttempt(): Promise<RunBuildResult> {
+    let cancelCheck: NodeJS.Timeout | undefined;
     try {
       // First: the log's budget is one of them.
       ({ quotas: this.quotas, storedBytes: this.storedBytes } = await loadProjectQuotas(
@@ -362,12 +369,21 @@ class BuildRun {
       await this.log.continueFrom(this.deps.storage, logKey(this.id)).catch((err: unknown) => {
         this.logger.warn({ err: messageOf(err) }, 'could not read the log of earlier attempts');
       });
-      // A cancel asked while no worker ran this build (its worker died) reached nobody.
-      if (await this.deps.redis.exists(cancelRequestKey(this.id))) {
-        this.controller.abort(new BuildAbort('cancel', 'build canceled'));
-      }
+      // A cancel asked while no worker ran this build (its worker died) reached nobody; one
+      // published while this worker's subscriber was reconnecting did not reach it either.
+      const cancelAsked = async () => {
+        if (await this.deps.redis.exists(cancelRequestKey(this.id))) {
+          this.controller.abort(new BuildAbort('cancel', 'build canceled'));
+        }
+      };
+      await cancelAsked();
+      cancelCheck = setInterval(() => {
+        cancelAsked().catch(() => {});
+      }, CANCEL_CHECK_MS);
+      cancelCheck.unref();
       return await this.execute();
     } finally {
+      clearInterval(cancelCheck);
       clearTimeout(this.timer);
       await this.log?.close().catch(() => {});
       await this.lease?.release().catch((err: unknown) => {

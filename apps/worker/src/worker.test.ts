@@ -312,6 +312,18 @@ describe('KilnWorker', { skip }, () => {
       assert.deepEqual(await listed(`artifacts/${row.id}/`), []);
     });
 
+    test('a cancel asked while the worker heard no message (its subscriber away) is found while the build runs', async () => {
+      const row = await submit(
+        main.queue,
+        spec({ file: 'docker/sleep.Dockerfile', buildArgs: { N: freshArg() } }),
+      );
+      await waitForLog(row.id, 'sleeping');
+      // What the API keeps for a running build; the message it publishes reaches nobody here.
+      await redis.set(cancelRequestKey(row.id), '1', 'EX', 600);
+      const done = await waitForBuild(prisma, row.id, 30_000);
+      assert.equal(done.status, 'canceled', done.errorMessage ?? '');
+    });
+
     test('a local output fails with a clear message', async () => {
       const row = await submit(main.queue, spec({ output: 'type=local,dest=out' }));
       const done = await waitForBuild(prisma, row.id);
