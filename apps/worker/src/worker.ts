@@ -25,13 +25,14 @@ import {
   type Tracing,
 } from '@kiln/core';
 import { DelayedError, type Job, Queue, UnrecoverableError, Worker } from 'bullmq';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { ActiveBuilds } from './active-builds.js';
 import type { DialBuilder } from './builders/clients.js';
 import { BuilderPool, NoBuilderAvailableError } from './builders/pool.js';
 import { CancelListener } from './cancel.js';
 import { EventDispatcher } from './events/dispatcher.js';
 import { Reconciler } from './reconciler.js';
+import { bullConnection, commandConnection } from './redis-connections.js';
 import { type RetentionReport, runRetentionOnce } from './retention.js';
 import { RetentionSchedule } from './retention-schedule.js';
 import { AttemptFailedError, HandBackError, type RunBuildResult, runBuild } from './run-build.js';
@@ -123,10 +124,8 @@ export class KilnWorker {
   async start(): Promise<void> {
     if (this.worker) return;
     const { config, deps, logger } = this;
-    // BullMQ's connections must retry forever (maxRetriesPerRequest: null); our own commands
-    // (logs, leases) fail instead of hanging while Redis is away.
-    this.bullConnection = new Redis(config.redisUrl, { maxRetriesPerRequest: null });
-    this.redis = new Redis(config.redisUrl);
+    this.bullConnection = bullConnection(config.redisUrl);
+    this.redis = commandConnection(config.redisUrl);
     for (const conn of [this.bullConnection, this.redis]) {
       conn.on('error', (err) => logger.warn({ err: err.message }, 'redis connection error'));
     }
