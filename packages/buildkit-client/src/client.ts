@@ -19,7 +19,7 @@ import {
   GrpcConnection,
   type KeepaliveOptions,
 } from './grpc/client-connection.js';
-import { type GrpcError, status } from './grpc/status.js';
+import { GrpcError, status } from './grpc/status.js';
 import type { RegistryAuth } from './session/auth.js';
 import type { ContentStore } from './session/content.js';
 import type { ExportSink } from './session/filesend.js';
@@ -463,16 +463,9 @@ export class BuildkitClient {
     } catch (err) {
       if (signal?.aborted) throw new CanceledError('build canceled', { cause: err });
       if (err instanceof BuildkitError) throw err;
+      const lost = daemonFault(err, this.address.raw);
+      if (lost) throw lost;
       const se = err as GrpcError;
-      if (se.code === status.UNAVAILABLE) {
-        throw new BuildkitConnectionError(
-          `lost the BuildKit daemon at ${this.address.raw}: ${se.details}`,
-          this.address.raw,
-          {
-            cause: err,
-          },
-        );
-      }
       // The failed step's name comes on the status stream, which may trail Solve's answer.
       await settleStatus(statusEnded, 1000);
       const failed = tracker.failedVertex();
@@ -570,4 +563,27 @@ function sinkFor(exp: ExportEntry): { exportSink?: ExportSink } {
     );
   }
   return {};
+}
+
+/**
+ * The daemon, not the build, when Solve fails this way: the connection went (UNAVAILABLE), or
+ * the call broke without a status the daemon sent (an answer that is no gRPC, cut inside a
+ * message, a stream reset, as a proxy between may cause). A status the daemon sent is the
+ * build's failure, as BuildKit words it.
+ */
+export function daemonFault(err: unknown, address: string): BuildkitConnectionError | undefined {
+  if (!(err instanceof GrpcError)) return undefined;
+  if (err.code === status.UNAVAILABLE)
+    return new BuildkitConnectionError(`lost the BuildKit daemon at ${address}: ${err.details}`, address, {
+      cause: err,
+    });
+  if (!err.sentByPeer)
+    return new BuildkitConnectionError(
+      `the BuildKit daemon at ${address} broke the call: ${err.details}`,
+      address,
+      {
+        cause: err,
+      },
+    );
+  return undefined;
 }

@@ -139,7 +139,7 @@ export class ClientCall<Res> extends Readable {
   private onEnd(): void {
     const result = this.result;
     if (result === undefined) this.onGone();
-    else if (result.code !== status.OK) this.fail(result.code, result.details);
+    else if (result.code !== status.OK) this.fail(result.code, result.details, undefined, true);
     else if (!this.deframer.atBoundary) this.fail(status.INTERNAL, 'the answer ended inside a message');
     else if (!this.destroyed) this.push(null);
   }
@@ -158,9 +158,9 @@ export class ClientCall<Res> extends Readable {
     }
   }
 
-  private fail(code: number, details: string, cause?: unknown): void {
+  private fail(code: number, details: string, cause?: unknown, sentByPeer = false): void {
     if (this.destroyed || this.readableEnded) return;
-    this.destroy(new GrpcError(code, details, cause === undefined ? undefined : { cause }));
+    this.destroy(new GrpcError(code, details, { ...(cause === undefined ? {} : { cause }), sentByPeer }));
   }
 }
 

@@ -129,10 +129,16 @@ const unary = (method: string, body = 'hi', md: Record<string, string> = {}) =>
     md,
   ).response;
 
-function rejectsWith(promise: Promise<unknown>, code: number, details: RegExp | string): Promise<void> {
+function rejectsWith(
+  promise: Promise<unknown>,
+  code: number,
+  details: RegExp | string,
+  sentByPeer?: boolean,
+): Promise<void> {
   return assert.rejects(promise, (err: unknown) => {
     assert.ok(err instanceof GrpcError, String(err));
     assert.equal(err.code, code, err.message);
+    if (sentByPeer !== undefined) assert.equal(err.sentByPeer, sentByPeer, err.message);
     if (typeof details === 'string') assert.equal(err.details, details);
     else assert.match(err.details, details);
     return true;
@@ -158,18 +164,18 @@ test('a server stream yields each message in order, however the frames split the
 });
 
 test('a status in the trailers, or alone in the headers, fails the call with its code and decoded text', async () => {
-  await rejectsWith(unary('Fail'), status.NOT_FOUND, 'nö 100%');
-  await rejectsWith(unary('TrailersOnly'), status.UNIMPLEMENTED, 'unknown service');
+  await rejectsWith(unary('Fail'), status.NOT_FOUND, 'nö 100%', true);
+  await rejectsWith(unary('TrailersOnly'), status.UNIMPLEMENTED, 'unknown service', true);
 });
 
-test('answers that are not gRPC fail with the code gRPC maps them to', async () => {
-  await rejectsWith(unary('Http503'), status.UNAVAILABLE, 'the daemon answered HTTP 503');
-  await rejectsWith(unary('NotGrpc'), status.UNKNOWN, /content-type "text\/html"/);
-  await rejectsWith(unary('NoStatus'), status.INTERNAL, /without a gRPC status/);
-  await rejectsWith(unary('TwoForUnary'), status.INTERNAL, /answered 2 messages/);
-  await rejectsWith(unary('Cut'), status.INTERNAL, /inside a message/);
-  await rejectsWith(unary('Refused'), status.UNAVAILABLE, /reset the stream/);
-  await rejectsWith(unary('Calm'), status.RESOURCE_EXHAUSTED, /reset the stream/);
+test('answers that are not gRPC fail with the code gRPC maps them to, as no status the daemon sent', async () => {
+  await rejectsWith(unary('Http503'), status.UNAVAILABLE, 'the daemon answered HTTP 503', false);
+  await rejectsWith(unary('NotGrpc'), status.UNKNOWN, /content-type "text\/html"/, false);
+  await rejectsWith(unary('NoStatus'), status.INTERNAL, /without a gRPC status/, false);
+  await rejectsWith(unary('TwoForUnary'), status.INTERNAL, /answered 2 messages/, false);
+  await rejectsWith(unary('Cut'), status.INTERNAL, /inside a message/, false);
+  await rejectsWith(unary('Refused'), status.UNAVAILABLE, /reset the stream/, false);
+  await rejectsWith(unary('Calm'), status.RESOURCE_EXHAUSTED, /reset the stream/, false);
 });
 
 test('a message over the limit fails the call (RESOURCE_EXHAUSTED) and the connection serves on', async () => {

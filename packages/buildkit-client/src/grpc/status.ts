@@ -25,12 +25,19 @@ const NAMES = new Map<number, string>(Object.entries(status).map(([name, code]) 
 
 /** A call that ended with a status other than OK: `code` is the gRPC status, `details` its message. */
 export class GrpcError extends Error {
+  /**
+   * The peer's own status (grpc-status it sent), rather than one this side gave a call it could
+   * not complete: an answer that was no gRPC, broke off, or a stream reset.
+   */
+  readonly sentByPeer: boolean;
+
   constructor(
     readonly code: number,
     readonly details: string,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; sentByPeer?: boolean },
   ) {
     super(`${code} ${NAMES.get(code) ?? 'UNKNOWN'}: ${details}`, options);
     this.name = 'GrpcError';
+    this.sentByPeer = options?.sentByPeer ?? false;
   }
 }
