@@ -18,20 +18,24 @@ export function abortOf(signal: AbortSignal): BuildAbort | undefined {
 }
 
 /**
- * The builds this process runs, by build id, each with its AbortController. A cancel that
- * arrives just before its build registers (the job was being picked up) is remembered for a
- * while and applied at registration.
+ * The builds this process runs, by build id, each run with its AbortController: one build may
+ * have two runs here for a while (its job delivered again while the first still ran), and a
+ * cancel or a shutdown must reach both. A cancel that arrives just before its build registers
+ * (the job was being picked up) is remembered for a while and applied at registration.
  */
 export class ActiveBuilds {
-  private readonly running = new Map<string, AbortController>();
+  private readonly running = new Map<string, Set<AbortController>>();
   private readonly recentCancels = new Map<string, number>();
   private readonly idleWaiters: Array<() => void> = [];
   private stopping = false;
 
   constructor(private readonly rememberCancelsMs = 10 * 60_000) {}
 
+  /** Runs in progress. */
   get size(): number {
-    return this.running.size;
+    let n = 0;
+    for (const runs of this.running.values()) n += runs.size;
+    return n;
   }
 
   ids(): string[] {
@@ -40,7 +44,9 @@ export class ActiveBuilds {
 
   register(buildId: string): AbortController {
     const controller = new AbortController();
-    this.running.set(buildId, controller);
+    const runs = this.running.get(buildId) ?? new Set();
+    runs.add(controller);
+    this.running.set(buildId, runs);
     if (this.recentCancels.delete(buildId)) {
       controller.abort(new BuildAbort('cancel', 'build canceled'));
     }
@@ -48,7 +54,8 @@ export class ActiveBuilds {
   }
 
   unregister(buildId: string, controller: AbortController): void {
-    if (this.running.get(buildId) === controller) this.running.delete(buildId);
+    const runs = this.running.get(buildId);
+    if (runs?.delete(controller) && runs.size === 0) this.running.delete(buildId);
     if (this.running.size === 0) for (const wake of this.idleWaiters.splice(0)) wake();
   }
 
@@ -62,9 +69,10 @@ export class ActiveBuilds {
     for (const [id, at] of this.recentCancels)
       if (now - at > this.rememberCancelsMs) this.recentCancels.delete(id);
     this.recentCancels.set(buildId, now);
-    const controller = this.running.get(buildId);
-    if (!controller) return false;
-    if (!controller.signal.aborted) controller.abort(new BuildAbort('cancel', 'build canceled'));
+    const runs = this.running.get(buildId);
+    if (!runs) return false;
+    for (const controller of runs)
+      if (!controller.signal.aborted) controller.abort(new BuildAbort('cancel', 'build canceled'));
     return true;
   }
 
@@ -72,7 +80,8 @@ export class ActiveBuilds {
   shutDown(message: string): void {
     this.stopping = true;
     const reason = new BuildAbort('shutdown', message);
-    for (const controller of this.running.values()) if (!controller.signal.aborted) controller.abort(reason);
+    for (const runs of this.running.values())
+      for (const controller of runs) if (!controller.signal.aborted) controller.abort(reason);
   }
 
   /**

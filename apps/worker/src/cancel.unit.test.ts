@@ -41,6 +41,23 @@ describe('cancel helpers', () => {
     assert.equal(abortOf(canceled.signal)?.kind, 'cancel');
   });
 
+  test('two runs of one build (its job delivered again meanwhile): cancel and shutdown reach both', () => {
+    const active = new ActiveBuilds();
+    const first = active.register('a');
+    const second = active.register('a');
+    assert.equal(active.size, 2);
+    assert.deepEqual(active.ids(), ['a']);
+    // The second ends first: the first is still known here.
+    active.unregister('a', second);
+    assert.equal(active.size, 1);
+    assert.equal(active.cancel('a'), true);
+    assert.equal(abortOf(first.signal)?.kind, 'cancel');
+    const other = new ActiveBuilds();
+    const [x, y] = [other.register('x'), other.register('x')];
+    other.shutDown('stopping');
+    assert.deepEqual([abortOf(x.signal)?.kind, abortOf(y.signal)?.kind], ['shutdown', 'shutdown']);
+  });
+
   test('a cancel that reached a running build still applies to its next attempt here', () => {
     const active = new ActiveBuilds();
     // Aborted while the run was already requeueing after an infrastructure failure: it does not
