@@ -165,6 +165,29 @@ test("storedContextOf: the project's own build with the digest and Dockerfile, r
   assert.equal(await queries.storedContextOf(p.id, digest, 'Dockerfile', since), undefined);
 });
 
+test("deleteQueued takes the context's charge back, unless another build of the project uses it", async () => {
+  const p = await project('charge-back');
+  const make = (contextKey: string) =>
+    database.prisma.build.create({
+      data: { projectId: p.id, spec: {}, status: 'queued', contextKey, contextSize: 100n },
+    });
+  const storedBytes = async () =>
+    (await database.prisma.project.findUniqueOrThrow({ where: { id: p.id } })).storedBytes;
+  const alone = await make('contexts/alone');
+  assert.equal(await storedBytes(), 100n);
+  await queries.deleteQueued(alone.id);
+  assert.equal(await storedBytes(), 0n);
+  assert.equal(await database.prisma.projectObject.count({ where: { projectId: p.id } }), 0);
+  const kept = await make('contexts/shared');
+  const dropped = await make('contexts/shared');
+  await queries.deleteQueued(dropped.id);
+  assert.equal(await storedBytes(), 100n, 'still used by another build of the project');
+  // Not queued any more: left as it is.
+  await database.prisma.build.update({ where: { id: kept.id }, data: { status: 'running' } });
+  await queries.deleteQueued(kept.id);
+  assert.equal(await database.prisma.build.count({ where: { id: kept.id } }), 1);
+});
+
 test('PostgreSQL dropping a pooled connection is reported, not a crash, and the pool goes on', async () => {
   const dropped: Error[] = [];
   const other = createDatabase(testDb.url, { onConnectionError: (err) => dropped.push(err) });

@@ -541,9 +541,27 @@ export class BuildRepository {
     return tx.build.create({ data });
   }
 
-  /** Deletes a queued row nobody was told about (its secrets could not be handed over). */
+  /**
+   * Deletes a queued row nobody was told about (its secrets could not be handed over, its context
+   * not stored), and the charge for its context its insert made, unless another build of the
+   * project uses that context too. Under the context's exclusive lock, as retention drops
+   * charges: an insert of the same context meanwhile commits first, and keeps it charged.
+   */
   async deleteQueued(id: string): Promise<void> {
-    await this.prisma.build.deleteMany({ where: { id, status: 'queued' } });
+    await this.transaction(async (tx) => {
+      const row = await tx.build.findFirst({
+        where: { id, status: 'queued' },
+        select: { projectId: true, contextKey: true },
+      });
+      if (!row) return;
+      if (row.contextKey) await lockContextObject(tx, row.contextKey, 'exclusive');
+      const { count } = await tx.build.deleteMany({ where: { id, status: 'queued' } });
+      if (count === 0 || !row.contextKey) return;
+      await tx.$executeRaw`
+        DELETE FROM "ProjectObject" o
+        WHERE o."projectId" = ${row.projectId} AND o.key = ${row.contextKey} AND NOT EXISTS (
+          SELECT 1 FROM "Build" n WHERE n."projectId" = o."projectId" AND n."contextKey" = o.key)`;
+    });
   }
 
   /**
