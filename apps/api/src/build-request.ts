@@ -16,7 +16,7 @@ import {
 import type { FastifyRequest, RawServerDefault, RouteGenericInterface } from 'fastify';
 import { Type } from 'typebox';
 import { checkSomeBuilderCanServe } from './builder-capabilities.js';
-import { checkIdempotencyKey, createBuild } from './create-build.js';
+import { checkIdempotencyKey, contextCutoff, createBuild } from './create-build.js';
 import type { ApiDeps } from './deps.js';
 import { parseGitBuildRequest } from './git-request.js';
 import { mediaType } from './media-type.js';
@@ -78,6 +78,11 @@ export async function submitBuild(
     return createBuild(deps, req.projectId, spec, source, idempotencyKey, secrets, traceparent);
   }
   const slot = await servicesTurn(req, deps, () => uploads.take(req.projectId));
+  if (req.raw.socket.destroyed || req.raw.socket.writableEnded) {
+    // Node answered it 408 (KILN_REQUEST_TIMEOUT_SECONDS) while it waited: nothing is built.
+    slot.release();
+    throw new AppError('request_timeout', 'the upload waited for its turn past the request timeout');
+  }
   try {
     const { spec, secrets, context } = await receiveUpload(deps, req, slot);
     try {
@@ -97,7 +102,8 @@ export async function submitBuild(
  * Runs `wait`, which is the service's (a slot for the upload, storing its context), with the
  * socket's idle timer off: the caller is only waiting for the answer, and Node would cut a
  * connection idle for KILN_CONNECTION_TIMEOUT_SECONDS without one (the build created all the
- * same). A wait for a slot is bounded by KILN_REQUEST_TIMEOUT_SECONDS still (its body is unread).
+ * same). A wait for a slot is bounded by KILN_REQUEST_TIMEOUT_SECONDS still (its body is unread:
+ * Node answers 408, and the caller checks the socket before reading).
  */
 async function servicesTurn<T>(req: BuildRequest, deps: ApiDeps, wait: () => Promise<T>): Promise<T> {
   const socket = req.raw.socket;
@@ -132,7 +138,7 @@ async function storedContextRequest(
   }
   const spec = parseBuildSpec(fields);
   const secrets = parseBuildSecrets(fields.secrets);
-  const since = new Date(Date.now() - deps.config.retention.contextDays * 24 * 3600 * 1000);
+  const since = contextCutoff(deps);
   const stored = await deps.builds.storedContextOf(projectId, digest, spec.file, since);
   const unknown = () =>
     new AppError('not_found', `this project has no stored context ${digest} with ${spec.file}: upload it`);

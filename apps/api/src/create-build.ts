@@ -253,7 +253,7 @@ async function insertQueued(
   if (context && (mustStore || !(await deps.storage.head(context.key)))) {
     await context.restore().catch(async (err: unknown) => {
       // No object, no build (a stored context retention deleted before the insert).
-      await deps.builds.deleteQueued(build.id).catch(() => undefined);
+      await deps.builds.deleteQueued(build.id, contextCutoff(deps)).catch(() => undefined);
       if (secrets) await deleteBuildSecrets(deps.redis, build.id).catch(() => undefined);
       throw err;
     });
@@ -280,7 +280,7 @@ async function handOverSecrets(deps: ApiDeps, build: Build, secrets: BuildSecret
   } catch (err) {
     deps.logger.warn({ buildId: build.id, err: (err as Error).message }, 'storing the build secrets failed');
     // Left queued (PostgreSQL down too), the worker fails it with secrets_unavailable.
-    await deps.builds.deleteQueued(build.id).catch(() => undefined);
+    await deps.builds.deleteQueued(build.id, contextCutoff(deps)).catch(() => undefined);
     throw new AppError('unavailable', 'the build secrets could not be stored: try again');
   }
 }
@@ -290,4 +290,9 @@ function sameRequest(build: Build, requestHash: string): Build {
     throw new AppError('conflict', 'this Idempotency-Key was already used with a different request');
   }
   return build;
+}
+
+/** Before this, a build's context is kept (and charged) only while an unfinished build uses it. */
+export function contextCutoff(deps: ApiDeps): Date {
+  return new Date(Date.now() - deps.config.retention.contextDays * 24 * 3600 * 1000);
 }

@@ -20,6 +20,7 @@ export interface UploadSlot {
   /**
    * Holds the slot until `reading` settles, whenever release() is called: an upload answered
    * before its body was read (a timeout) still writes its temp file while the answer goes out.
+   * The read settles once that file stopped growing; its removal may still be under way.
    */
   releaseAfter(reading: Promise<unknown>): void;
 }

@@ -1,7 +1,7 @@
 // The artifact download: a real file served over loopback HTTP, checked against its sha256.
 // A wrong digest or size deletes the download (and leaves an older file at dest alone).
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { createReadStream } from 'node:fs';
@@ -25,7 +25,7 @@ import path from 'node:path';
 import { PassThrough, Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
+import { moduleAt, spawnModule } from '../test/module-child.js';
 import {
   DigestMismatchError,
   destinationOf,
@@ -209,21 +209,12 @@ describe('downloadArtifact', () => {
     timeout: 30_000,
   }, async () => {
     const dir = await mkdtemp(path.join(work, 'twice-'));
-    const here = (name: string) => JSON.stringify(fileURLToPath(new URL(name, import.meta.url)));
     // The first interrupt is still being handled (its handler here does nothing) when the second comes.
-    const child = spawn(
-      process.execPath,
-      [
-        '--conditions=kiln-source',
-        '--import',
-        'tsx',
-        '--input-type=module',
-        '-e',
-        `import { processIo } from ${here('./io.ts')};
-        import { downloadArtifact } from ${here('./download.ts')};
-        processIo().onInterrupt(() => {});
-        await downloadArtifact({ url: ${JSON.stringify(`${base}/stall`)}, digest: null, dest: ${JSON.stringify(path.join(dir, 'app.tar'))} });`,
-      ],
+    const child = spawnModule(
+      `import { processIo } from ${moduleAt('./io.ts', import.meta.url)};
+      import { downloadArtifact } from ${moduleAt('./download.ts', import.meta.url)};
+      processIo().onInterrupt(() => {});
+      await downloadArtifact({ url: ${JSON.stringify(`${base}/stall`)}, digest: null, dest: ${JSON.stringify(path.join(dir, 'app.tar'))} });`,
       { stdio: 'inherit', timeout: 25_000 },
     );
     while ((await leftovers(dir)).length === 0) await delay(20);

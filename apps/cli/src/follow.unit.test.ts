@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { createServer, type RequestListener, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, mock, test } from 'node:test';
+import { sendForever } from '../test/endless-answer.js';
 import { KilnApi } from './api.js';
 import { followLogs, followUntilFinal, MAX_SSE_EVENT_CHARS, parseSse } from './follow.js';
 
@@ -276,12 +277,7 @@ test('a log event past the limit loses the stream at once (no reconnects), and t
       if (req.url === '/v1/builds/b1/logs') {
         logRequests++;
         res.writeHead(200, { 'content-type': 'text/event-stream' });
-        const chunk = Buffer.alloc(1024 * 1024, 0x78);
-        const more = () => {
-          while (!res.destroyed && res.write(chunk));
-          if (!res.destroyed) res.once('drain', more);
-        };
-        more();
+        sendForever(res, 0x78);
         return;
       }
       res

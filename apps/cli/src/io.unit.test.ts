@@ -1,6 +1,5 @@
 // The process's own streams: what happens when the reader of stdout or stderr goes away.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { closeSync, openSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -10,23 +9,14 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { test } from 'node:test';
-import { fileURLToPath } from 'node:url';
-
-const module = fileURLToPath(new URL('./io.ts', import.meta.url));
+import { moduleAt, spawnModule } from '../test/module-child.js';
 
 /** A process writing to `stream` for ever through processIo(); stdout piped unless given. */
 function writer(stream: 'stdout' | 'stderr', stdout: 'pipe' | number = 'pipe') {
-  const child = spawn(
-    process.execPath,
-    [
-      '--import',
-      'tsx',
-      '--input-type=module',
-      '-e',
-      `import { processIo } from ${JSON.stringify(module)};
-      const io = processIo();
-      for (;;) if (!io.${stream}.write('x'.repeat(65536))) await new Promise((r) => io.${stream}.once('drain', r));`,
-    ],
+  const child = spawnModule(
+    `import { processIo } from ${moduleAt('./io.ts', import.meta.url)};
+    const io = processIo();
+    for (;;) if (!io.${stream}.write('x'.repeat(65536))) await new Promise((r) => io.${stream}.once('drain', r));`,
     { stdio: ['ignore', stdout, 'pipe'], timeout: 20_000 },
   );
   return { child, out: child.stdout as Readable, err: child.stderr as Readable };
@@ -88,18 +78,9 @@ test('stderr closed during kiln build: the remote build is canceled, then a quie
   const ctx = await mkdtemp(path.join(tmpdir(), 'kiln-cli-pipe-'));
   try {
     await writeFile(path.join(ctx, 'Dockerfile'), 'FROM scratch\n');
-    const main = JSON.stringify(fileURLToPath(new URL('./main.ts', import.meta.url)));
-    const child = spawn(
-      process.execPath,
-      [
-        '--conditions=kiln-source',
-        '--import',
-        'tsx',
-        '--input-type=module',
-        '-e',
-        `import { main, processIo } from ${main};
-        process.exitCode = await main(${JSON.stringify(['build', '--progress', 'plain', '-o', `type=tar,dest=${ctx}/out.tar`, ctx])}, processIo());`,
-      ],
+    const child = spawnModule(
+      `import { main, processIo } from ${moduleAt('./main.ts', import.meta.url)};
+      process.exitCode = await main(${JSON.stringify(['build', '--progress', 'plain', '-o', `type=tar,dest=${ctx}/out.tar`, ctx])}, processIo());`,
       {
         env: {
           ...process.env,

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { PassThrough, Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
+import { sendForever } from '../test/endless-answer.js';
 import { buildSpec, parseBuildOptions, serverDest } from './args.js';
 import { configPath, loadConfig } from './config.js';
 import { type CliError, InterruptedError } from './errors.js';
@@ -448,12 +449,7 @@ describe('config and login', () => {
       else if (req.url?.startsWith('/huge/')) {
         // A server that never stops: the CLI stops reading past 16 MiB.
         res.writeHead(200, { 'content-type': 'application/json' });
-        const chunk = Buffer.alloc(1024 * 1024, 0x20);
-        const more = () => {
-          while (!res.destroyed && res.write(chunk));
-          if (!res.destroyed) res.once('drain', more);
-        };
-        more();
+        sendForever(res, 0x20);
       } else if (req.url?.startsWith('/cycle/')) {
         res.writeHead(200, { 'content-type': 'application/json' });
         res.end(JSON.stringify({ items: [], nextCursor: 'c1' }));

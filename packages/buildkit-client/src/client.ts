@@ -569,7 +569,7 @@ function sinkFor(exp: ExportEntry): { exportSink?: ExportSink } {
  * The daemon, not the build, when Solve fails this way: the connection went (UNAVAILABLE), or
  * the call broke without a status the daemon sent (an answer that is no gRPC, cut inside a
  * message, a stream reset, as a proxy between may cause). A status the daemon sent is the
- * build's failure, as BuildKit words it.
+ * build's failure, as BuildKit words it, and so is an answer over the message limit.
  */
 export function daemonFault(err: unknown, address: string): BuildkitConnectionError | undefined {
   if (!(err instanceof GrpcError)) return undefined;
@@ -577,7 +577,8 @@ export function daemonFault(err: unknown, address: string): BuildkitConnectionEr
     return new BuildkitConnectionError(`lost the BuildKit daemon at ${address}: ${err.details}`, address, {
       cause: err,
     });
-  if (!err.sentByPeer)
+  // An answer too large to take may be of the build's making (its metadata): not the daemon's.
+  if (!err.sentByPeer && err.code !== status.RESOURCE_EXHAUSTED)
     return new BuildkitConnectionError(
       `the BuildKit daemon at ${address} broke the call: ${err.details}`,
       address,

@@ -11,6 +11,10 @@ test("a status the daemon sent is the build's; a lost connection or a broken cal
   });
   assert.equal(daemonFault(sent, 'unix:///d.sock'), undefined);
   assert.equal(daemonFault(new Error('other'), 'unix:///d.sock'), undefined);
+  assert.equal(
+    daemonFault(new GrpcError(status.RESOURCE_EXHAUSTED, 'a message of 20 MiB'), 'unix:///d.sock'),
+    undefined,
+  );
   for (const [err, text] of [
     [
       new GrpcError(status.UNAVAILABLE, 'the connection to the daemon closed'),

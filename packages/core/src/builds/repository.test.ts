@@ -175,16 +175,28 @@ test("deleteQueued takes the context's charge back, unless another build of the 
     (await database.prisma.project.findUniqueOrThrow({ where: { id: p.id } })).storedBytes;
   const alone = await make('contexts/alone');
   assert.equal(await storedBytes(), 100n);
-  await queries.deleteQueued(alone.id);
+  await queries.deleteQueued(alone.id, new Date(0));
   assert.equal(await storedBytes(), 0n);
   assert.equal(await database.prisma.projectObject.count({ where: { projectId: p.id } }), 0);
   const kept = await make('contexts/shared');
   const dropped = await make('contexts/shared');
-  await queries.deleteQueued(dropped.id);
+  await queries.deleteQueued(dropped.id, new Date(0));
   assert.equal(await storedBytes(), 100n, 'still used by another build of the project');
+  // Only an old finished build of the project uses it besides: that keeps no charge (retention's rule).
+  const old = await make('contexts/old');
+  await database.prisma.build.update({
+    where: { id: old.id },
+    data: { status: 'succeeded', createdAt: new Date('2026-01-01T00:00:00Z') },
+  });
+  const again = await make('contexts/old');
+  await queries.deleteQueued(again.id, new Date('2026-02-01T00:00:00Z'));
+  assert.equal(
+    await database.prisma.projectObject.count({ where: { projectId: p.id, key: 'contexts/old' } }),
+    0,
+  );
   // Not queued any more: left as it is.
   await database.prisma.build.update({ where: { id: kept.id }, data: { status: 'running' } });
-  await queries.deleteQueued(kept.id);
+  await queries.deleteQueued(kept.id, new Date(0));
   assert.equal(await database.prisma.build.count({ where: { id: kept.id } }), 1);
 });
 

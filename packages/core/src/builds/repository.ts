@@ -101,6 +101,9 @@ const INSERT_LOCKED_CAPPED = insertWithContextLockSql(
 );
 const INSERT_PLAIN_CAPPED = `INSERT INTO "Build" (${INSERT_COLUMN_LIST}) SELECT ${insertParams(1)}
   ${underQueuedCap('$2', `$${CAP_PARAM}`)} RETURNING *`;
+/** How long deleteQueued may wait for a context's lock (retention holds it during a delete). */
+const DELETE_QUEUED_TIMEOUT_MS = 20_000;
+
 /** Advisory-lock class ("KQUE") of a project's capped inserts: they take turns, so the cap is exact. */
 const QUEUE_LOCK_CLASS = 0x4b515545;
 
@@ -543,25 +546,36 @@ export class BuildRepository {
 
   /**
    * Deletes a queued row nobody was told about (its secrets could not be handed over, its context
-   * not stored), and the charge for its context its insert made, unless another build of the
-   * project uses that context too. Under the context's exclusive lock, as retention drops
-   * charges: an insert of the same context meanwhile commits first, and keeps it charged.
+   * not stored), and the charge for its context its insert made, as retention would drop it: no
+   * other build of the project created since `contextCutoff`, nor an unfinished one, uses that
+   * context. Under the context's exclusive lock, as retention takes it: an insert of the same
+   * context meanwhile commits first, and keeps it charged. When that cannot be done (the lock
+   * held past the timeout, PostgreSQL failing), the row still goes; retention drops the charge.
    */
-  async deleteQueued(id: string): Promise<void> {
-    await this.transaction(async (tx) => {
-      const row = await tx.build.findFirst({
-        where: { id, status: 'queued' },
-        select: { projectId: true, contextKey: true },
-      });
-      if (!row) return;
-      if (row.contextKey) await lockContextObject(tx, row.contextKey, 'exclusive');
-      const { count } = await tx.build.deleteMany({ where: { id, status: 'queued' } });
-      if (count === 0 || !row.contextKey) return;
-      await tx.$executeRaw`
-        DELETE FROM "ProjectObject" o
-        WHERE o."projectId" = ${row.projectId} AND o.key = ${row.contextKey} AND NOT EXISTS (
-          SELECT 1 FROM "Build" n WHERE n."projectId" = o."projectId" AND n."contextKey" = o.key)`;
-    });
+  async deleteQueued(id: string, contextCutoff: Date): Promise<void> {
+    try {
+      await this.transaction(
+        async (tx) => {
+          const row = await tx.build.findFirst({
+            where: { id, status: 'queued' },
+            select: { projectId: true, contextKey: true },
+          });
+          if (!row) return;
+          if (row.contextKey) await lockContextObject(tx, row.contextKey, 'exclusive');
+          const { count } = await tx.build.deleteMany({ where: { id, status: 'queued' } });
+          if (count === 0 || !row.contextKey) return;
+          await tx.$executeRaw`
+            DELETE FROM "ProjectObject" o
+            WHERE o."projectId" = ${row.projectId} AND o.key = ${row.contextKey} AND NOT EXISTS (
+              SELECT 1 FROM "Build" n
+              WHERE n."contextKey" = o.key AND n."projectId" = o."projectId"
+                AND (n."createdAt" >= ${contextCutoff} OR n.status IN ('queued', 'running')))`;
+        },
+        { timeoutMs: DELETE_QUEUED_TIMEOUT_MS },
+      );
+    } catch {
+      await this.prisma.build.deleteMany({ where: { id, status: 'queued' } });
+    }
   }
 
   /**

@@ -13,11 +13,53 @@ export interface PrismaClientOptions {
  * A PostgreSQL that stops answering without closing its connections (its host gone, a
  * failover's old address black-holed, the server frozen) must fail calls, which the worker
  * retries and the API answers 503, not hold them for ever: a final write waiting on it kept its
- * build "running" while its lease went on being renewed. Both are far above what any of Kiln's
- * queries take (they are indexed, retention pages); migrations use a client of their own.
+ * build "running" while its lease went on being renewed. The query timeout is far above what
+ * any of Kiln's queries take (they are indexed, retention pages; migrations use a client of
+ * their own). pg-pool applies the connect timeout to a wait for a free connection too: a pool
+ * busy for that long answers 503 as well.
  */
-const CONNECT_TIMEOUT_MS = 10_000;
+const CONNECT_TIMEOUT_MS = 30_000;
 const QUERY_TIMEOUT_MS = 60_000;
+/** Idle connections are probed by TCP keepalive after this, not after the kernel's two hours. */
+const KEEPALIVE_DELAY_MS = 30_000;
+const QUERY_TIMED_OUT = 'Query read timeout';
+
+/**
+ * pg's query timeout fails the call but leaves the statement running on the connection, and
+ * what was queued behind it (a ROLLBACK) unsent: back in the pool, the connection would carry
+ * its open transaction into the next caller's queries once the server answers again. A
+ * connection whose query timed out is ended instead (the server rolls back what it held).
+ */
+class EndedOnTimeoutClient extends pg.Client {
+  constructor(config?: string | pg.ClientConfig) {
+    super(config);
+    const query = this.query.bind(this) as (...args: unknown[]) => unknown;
+    const watch = (err: unknown) => {
+      if (err instanceof Error && err.message === QUERY_TIMED_OUT) this.endAfterTimeout();
+    };
+    Object.assign(this, {
+      query: (...args: unknown[]) => {
+        const last = args.at(-1);
+        if (typeof last === 'function') {
+          args[args.length - 1] = (err: unknown, ...rest: unknown[]) => {
+            watch(err);
+            return (last as (...a: unknown[]) => unknown)(err, ...rest);
+          };
+          return query(...args);
+        }
+        const result = query(...args);
+        if (result instanceof Promise) result.catch(watch);
+        return result;
+      },
+    });
+  }
+
+  private endAfterTimeout(): void {
+    // end() marks it ending, so the pool drops it when it comes back; the socket goes now.
+    this.end().catch(() => {});
+    (this as unknown as { connection: { stream: { destroy(): void } } }).connection.stream.destroy();
+  }
+}
 
 export interface DatabaseOptions extends PrismaClientOptions {
   /**
@@ -73,10 +115,11 @@ function poolConfig(databaseUrl: string, options: PrismaClientOptions): pg.PoolC
   return {
     connectionString: databaseUrl,
     application_name: 'kiln',
+    Client: EndedOnTimeoutClient,
     connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
     query_timeout: options.queryTimeoutMs ?? QUERY_TIMEOUT_MS,
-    // Found out by the kernel when nothing is being asked.
     keepAlive: true,
+    keepAliveInitialDelayMillis: KEEPALIVE_DELAY_MS,
     ...(options.maxConnections === undefined ? {} : { max: options.maxConnections }),
   };
 }
