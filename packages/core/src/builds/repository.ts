@@ -11,7 +11,7 @@
  */
 import type pg from 'pg';
 import { type BuildStatusName, CONTEXT_KEY_PREFIX } from '../builds.js';
-import type { Build, BuildAttempt, Prisma, PrismaClient } from '../db/generated/client.js';
+import { type Build, type BuildAttempt, Prisma, type PrismaClient } from '../db/generated/client.js';
 import { prismaRowTypes } from '../db/row-types.js';
 import { newUlid } from '../db/ulid.js';
 import type { ProjectQuotaRow } from '../quotas.js';
@@ -101,6 +101,15 @@ const INSERT_LOCKED_CAPPED = insertWithContextLockSql(
 );
 const INSERT_PLAIN_CAPPED = `INSERT INTO "Build" (${INSERT_COLUMN_LIST}) SELECT ${insertParams(1)}
   ${underQueuedCap('$2', `$${CAP_PARAM}`)} RETURNING *`;
+/**
+ * Retention's rule for a context charge (`ProjectObject o`): no build of its project created since
+ * `cutoff`, nor an unfinished one, uses the context any more.
+ */
+const chargeUnused = (cutoff: Date) => Prisma.sql`NOT EXISTS (
+  SELECT 1 FROM "Build" n
+  WHERE n."contextKey" = o.key AND n."projectId" = o."projectId"
+    AND (n."createdAt" >= ${cutoff} OR n.status IN ('queued', 'running')))`;
+
 /** How long deleteQueued may wait for a context's lock (retention holds it during a delete). */
 const DELETE_QUEUED_TIMEOUT_MS = 20_000;
 
@@ -378,11 +387,7 @@ export class BuildRepository {
   async contextChargesToRelease(cutoff: Date, limit: number): Promise<string[]> {
     const rows = await this.prisma.$queryRaw<Array<{ key: string }>>`
       SELECT DISTINCT o.key FROM "ProjectObject" o
-      WHERE o.key LIKE ${`${CONTEXT_KEY_PREFIX}%`}
-        AND NOT EXISTS (
-          SELECT 1 FROM "Build" n
-          WHERE n."contextKey" = o.key AND n."projectId" = o."projectId"
-            AND (n."createdAt" >= ${cutoff} OR n.status IN ('queued', 'running')))
+      WHERE o.key LIKE ${`${CONTEXT_KEY_PREFIX}%`} AND ${chargeUnused(cutoff)}
       LIMIT ${limit}`;
     return rows.map((r) => r.key);
   }
@@ -395,12 +400,7 @@ export class BuildRepository {
   releaseContextCharges(key: string, cutoff: Date): Promise<number> {
     return this.transaction(async (tx) => {
       await lockContextObject(tx, key, 'exclusive');
-      return tx.$executeRaw`
-        DELETE FROM "ProjectObject" o
-        WHERE o.key = ${key} AND NOT EXISTS (
-          SELECT 1 FROM "Build" n
-          WHERE n."contextKey" = o.key AND n."projectId" = o."projectId"
-            AND (n."createdAt" >= ${cutoff} OR n.status IN ('queued', 'running')))`;
+      return tx.$executeRaw`DELETE FROM "ProjectObject" o WHERE o.key = ${key} AND ${chargeUnused(cutoff)}`;
     });
   }
 
@@ -566,10 +566,7 @@ export class BuildRepository {
           if (count === 0 || !row.contextKey) return;
           await tx.$executeRaw`
             DELETE FROM "ProjectObject" o
-            WHERE o."projectId" = ${row.projectId} AND o.key = ${row.contextKey} AND NOT EXISTS (
-              SELECT 1 FROM "Build" n
-              WHERE n."contextKey" = o.key AND n."projectId" = o."projectId"
-                AND (n."createdAt" >= ${contextCutoff} OR n.status IN ('queued', 'running')))`;
+            WHERE o."projectId" = ${row.projectId} AND o.key = ${row.contextKey} AND ${chargeUnused(contextCutoff)}`;
         },
         { timeoutMs: DELETE_QUEUED_TIMEOUT_MS },
       );
