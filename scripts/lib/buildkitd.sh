@@ -29,13 +29,16 @@ _kiln_bk_log() { printf 'buildkitd.sh: %s\n' "$*" >&2; }
 
 _kiln_bk_has_both() { [[ -x $1/buildkitd && -x $1/buildctl ]]; }
 
-# sha256 of each pinned release tarball, by "version arch". v0.24.0 linux-amd64's is the one a
-# public install script checks that archive against; it could not be read from the release
-# itself on the machines this was written on (no internet). A wrong pin fails closed: the
-# download is refused, never run unchecked.
+# sha256 of each pinned release tarball, by "version arch". The machines this was written on
+# have no internet, so the values are not read from the release page: they are the ones
+# containerd/nerdctl pinned for these archives (Dockerfile.d/SHA256SUMS.d/buildkit-v0.24.0,
+# commit 3c9e07a5, which its Dockerfile checks each download against with sha256sum -c); a
+# public install script pins the same linux-amd64 value. A wrong pin fails closed: the download
+# is refused, never run unchecked.
 _kiln_bk_pinned_sha256() {
 	case "$1 $2" in
 	"v0.24.0 amd64") echo af8064eca16077b4d6937745988ba2d2dfa439540874cdcd918318315f3ba1d3 ;;
+	"v0.24.0 arm64") echo 38dc4433d220bb43c198df2070e49d5dde5ed44ee31fb80d6b13722eec21d4ea ;;
 	*) return 1 ;;
 	esac
 }
