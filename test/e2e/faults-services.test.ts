@@ -5,7 +5,9 @@
 //      finished meanwhile once it is back, each once;
 //   2. storage failing mid-upload (a proxy in front of s3rver fails UploadPart): the multipart
 //      upload is aborted, no partial object is visible, the build is retried and succeeds;
-//   3. SIGTERM to the API process with uploads in flight: they complete (202), the process exits
+//   3. storage that stops answering after the solve: the build's time limit ends the attempt as
+//      storage's failure (retried), not the build's;
+//   4. SIGTERM to the API process with uploads in flight: they complete (202), the process exits
 //      0, no half-stored context, every accepted build runs.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -295,6 +297,51 @@ describe('service faults (PostgreSQL, storage, API process)', { concurrency: fal
             `succeeded on attempt 2 after ${secs(tDone - t0)}; ${views.length} polls, none showed an artifact before success`,
         );
         log(`worker warnings: ${summarizeLog(workers[0]?.output() ?? '')}`);
+      },
+    );
+  });
+
+  test("storage that stops answering once the solve is done: the attempt ends at the build's time limit, as storage's failure, and the retry succeeds", {
+    timeout: 180_000,
+  }, async () => {
+    const s3 = await startS3rver();
+    addCleanup(() => s3.stop());
+    // A store that takes attempt 1's artifact request and never answers it (the SDK's socket
+    // timeout, 30 s a try, is longer than the build's time limit here).
+    let held = 0;
+    const proxy = await startS3Proxy(s3.endpoint, {
+      intercept: ({ key }, req) => {
+        if (!/^artifacts\/[^/]+\/1\//.test(key)) return false;
+        held++;
+        req.resume();
+        return true;
+      },
+    });
+    const ctx = await busyboxContext(RESULT_DOCKERFILE);
+    await withKiln(
+      {
+        project: 'faults-storage-silent',
+        env: { ...s3rverEnv(s3), KILN_BUILDERS: `${D1}=2`, KILN_BUILD_TIMEOUT_SECONDS: '15' },
+        release: [() => ctx.cleanup(), () => proxy.close(), () => s3.stop()],
+      },
+      async ({ api: a, env, workers, spawn }) => {
+        spawn('w', { ...env, KILN_S3_ENDPOINT: proxy.endpoint });
+        const b = await a.submit(await tgz(ctx.dir), 'output=type=tar,dest=app.tar&network=none');
+        const done = await a.waitFor(b.id, FINAL, 150_000);
+        assert.equal(done.status, 'succeeded', JSON.stringify(done.error));
+        await checkArtifact(done, 'out/result.txt', 'built-0\n');
+        assert.ok(held >= 1, 'attempt 1 sent its artifact');
+        const attempts = await attemptsOf(env.DATABASE_URL as string, [b.id]);
+        assert.deepEqual(
+          attempts.map((r) => [r.number, r.outcome, r.errorCode]),
+          [
+            [1, 'failed', 'infrastructure'],
+            [2, 'succeeded', null],
+          ],
+        );
+        assert.match(await a.logs(b.id), /storing the artifact did not end within the build's time limit/);
+        assert.deepEqual(await listFiles(s3.uploadsDir), [], 'no multipart upload left open');
+        assert.equal(await workers[0]?.stop(), 0);
       },
     );
   });

@@ -1,5 +1,5 @@
 /** Why a running build's AbortController was aborted. */
-export type AbortKind = 'cancel' | 'timeout' | 'shutdown' | 'storage' | 'output_too_large';
+export type AbortKind = 'cancel' | 'timeout' | 'shutdown' | 'storage' | 'output_too_large' | 'superseded';
 
 export class BuildAbort extends Error {
   constructor(

@@ -302,6 +302,8 @@ class BuildRun {
   private sessionCache: BoundedContentStore | undefined;
   /** Whether this build's solve exports the project's shared cache. */
   private cacheExported = false;
+  /** The solve has returned; storage still has the artifact's last bytes to take. */
+  private storing = false;
   /** The project's stored bytes when this run read its quotas: what the export may add to. */
   private storedBytes = 0;
   private readonly steps: SolveSteps;
@@ -470,7 +472,13 @@ class BuildRun {
       return { status: 'skipped' };
     }
     const attempt = this.current?.number;
-    this.lease.heldFor(async () => (await this.deps.lifecycle.repo.attemptsOf(this.id)) === attempt);
+    this.lease.heldFor(
+      async () => (await this.deps.lifecycle.repo.attemptsOf(this.id)) === attempt,
+      () =>
+        this.controller.abort(
+          new BuildAbort('superseded', `attempt ${attempt} was superseded: the build was started again`),
+        ),
+    );
     const timeoutS = this.deps.buildTimeoutSeconds;
     this.timer = setTimeout(() => {
       this.controller.abort(
@@ -567,6 +575,7 @@ class BuildRun {
     }
     await this.deps.storage.put(provenanceKey(artifact), Readable.from([statement]), {
       contentType: 'application/json',
+      signal: this.controller.signal,
     });
     this.note(`#0 kiln: kept the provenance (${statement.length} bytes)\n`);
     return undefined;
@@ -772,8 +781,10 @@ class BuildRun {
 
     // Export → PassThrough → storage.put: backpressure reaches the daemon; put hashes and counts.
     const output = this.exportStream(tap);
+    // The signal: the build's time limit and a cancel also bound what storage takes after the solve.
     const put = storage.put(artifactKey(this.id, this.current?.number ?? 0, spec.output.dest), output, {
       contentType: 'application/x-tar',
+      signal,
     });
     let solving = true;
     const settled = () => {
@@ -823,6 +834,7 @@ class BuildRun {
       throw err;
     }
     solving = false;
+    this.storing = true;
     // The client ends `output` when the export is complete. A tar, oci or docker export always
     // holds something (a tar's end blocks at least), so a solve answered without one is the
     // daemon's fault (it ignored the exporter, or lost the export), retried elsewhere: never a
@@ -940,6 +952,13 @@ class BuildRun {
       case 'cancel':
         return this.canceled();
       case 'timeout':
+        // The build was done in time; storage was not.
+        if (this.storing) {
+          return this.infrastructure(
+            new Error(`storing the artifact did not end within the build's time limit (${abort.message})`),
+            'infrastructure',
+          );
+        }
         // A builder that hung, or left the network without a word, runs out the clock too: ask
         // it before blaming the build.
         if (!(await this.deps.pool.probe(lease.address))) {
@@ -955,6 +974,10 @@ class BuildRun {
         return this.infrastructure(abort, 'infrastructure');
       case 'output_too_large':
         return this.fail('output_too_large', abort.message);
+      case 'superseded':
+        // The build, its log and its final state are the newer attempt's.
+        this.logger.warn({ builder: lease.address }, abort.message);
+        return { status: 'skipped', builder: lease.address };
     }
     if (err instanceof SolveError) {
       // A daemon that died mid-build can also surface as a failed solve: ask it before blaming the build.

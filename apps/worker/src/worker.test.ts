@@ -11,6 +11,7 @@ import {
   BuildLifecycle,
   BuildRepository,
   type BuildSpecInput,
+  builderLeaseKey,
   buildJobOptions,
   CHANNEL_CANCEL,
   cancelRequestKey,
@@ -22,7 +23,7 @@ import {
   QUEUE_BUILDS,
   stepsKey,
 } from '@kiln/core';
-import { Queue } from 'bullmq';
+import { Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import {
   type BuildContext,
@@ -811,6 +812,66 @@ describe('KilnWorker', { skip }, () => {
     assert.equal(build.errorCode, null);
     const [, second] = await attemptsOf(build.id);
     assert.equal(second?.outcome, null, 'attempt 2 is still running');
+    await worker.stop();
+  });
+
+  test('a run cut off for a lease TTL, its build started again elsewhere meanwhile, stops its solve and frees its builder', async () => {
+    const { worker, queue, prefix } = await startWorker({}, { leaseTtlMs: 600 });
+    const row = await submit(queue, spec({ file: 'docker/sleep.Dockerfile', buildArgs: { N: freshArg() } }));
+    await waitForLog(row.id, 'sleeping');
+    const builder = (await prisma.build.findUniqueOrThrow({ where: { id: row.id } })).builder ?? '';
+    const other = builder === D1 ? D2 : D1;
+    // What the run finds when it renews again: its lease expired, and the reconciler and another
+    // worker have started attempt 2 on the other builder.
+    await prisma.build.update({ where: { id: row.id }, data: { attempts: 2, builder: other } });
+    await prisma.buildAttempt.create({ data: { buildId: row.id, number: 2, builder: other } });
+    await redis.zadd(builderLeaseKey(builder, prefix), 1, row.id);
+    await redis.del(`${prefix}:lease-holder:${builder}:${row.id}`);
+    const job = await queue.getJob(row.id);
+    for (const deadline = Date.now() + 30_000; (await job?.getState()) !== 'completed'; await sleep(100))
+      assert.ok(Date.now() < deadline, 'the first run never stopped (its RUN sleeps 60 s)');
+    const build = await prisma.build.findUniqueOrThrow({ where: { id: row.id } });
+    assert.deepEqual([build.status, build.attempts, build.builder], ['running', 2, other]);
+    const [, second] = await attemptsOf(row.id);
+    assert.equal(second?.outcome, null, 'attempt 2 is still running');
+    assert.equal(await redis.zscore(builderLeaseKey(builder, prefix), row.id), null, 'its slot is free');
+    await worker.stop();
+  });
+
+  test('a job BullMQ gives up on for stalling too often fails its build', async () => {
+    const prefix = `kt-${randomBytes(4).toString('hex')}`;
+    const queue = new Queue<BuildJobData>(QUEUE_BUILDS, { connection: { url: env.redisUrl }, prefix });
+    queues.push(queue);
+    const row = await submit(queue, spec());
+    // Processes that take the job and die with it: its lock expires, BullMQ's stalled check
+    // puts it back, twice, one more than BullMQ's default limit.
+    const dying = new Worker<BuildJobData>(QUEUE_BUILDS, null, {
+      connection: { url: env.redisUrl },
+      prefix,
+      autorun: false,
+      lockDuration: 300,
+      stalledInterval: 300,
+    });
+    try {
+      void dying.startStalledCheckTimer();
+      for (let stall = 1; stall <= 2; stall++) {
+        const job = await dying.getNextJob(`dead-${stall}`);
+        assert.equal(job?.id, row.id);
+        for (
+          const deadline = Date.now() + 20_000;
+          (await queue.getJob(row.id))?.stalledCounter !== stall;
+          await sleep(100)
+        )
+          assert.ok(Date.now() < deadline, `stall ${stall} never counted`);
+      }
+    } finally {
+      await dying.close();
+    }
+    // The next worker to take it fails it at once, without running it.
+    const { worker } = await startWorker({}, { queuePrefix: prefix });
+    const done = await waitForBuild(prisma, row.id, 20_000);
+    assert.deepEqual([done.status, done.errorCode], ['failed', 'infrastructure']);
+    assert.match(done.errorMessage ?? '', /stalled more than allowable limit/);
     await worker.stop();
   });
 

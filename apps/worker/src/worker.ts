@@ -355,8 +355,9 @@ export class KilnWorker {
    */
   private async onFailed(job: Job<BuildJobData>, err: Error): Promise<void> {
     // runBuild wrote the final state itself, or found that a newer attempt owns the row, which
-    // an unguarded write here would end.
-    if (err.name === 'UnrecoverableError') return;
+    // an unguarded write here would end. BullMQ fails a job that stalled too often with an
+    // UnrecoverableError of its own, at its next pick-up, before runBuild is called.
+    if (err.name === 'UnrecoverableError' && !STALLED.test(err.message)) return;
     const attempts = job.opts.attempts ?? 1;
     const final = job.attemptsMade >= attempts || job.finishedOn !== undefined;
     const buildId = job.data?.buildId ?? job.id;

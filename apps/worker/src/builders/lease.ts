@@ -12,6 +12,9 @@ export class Lease {
   private released = false;
   private usedClient: BuildkitClient | undefined;
   private holdsBuild: (() => Promise<boolean>) | undefined;
+  private onLost: (() => void) | undefined;
+  /** The lease had expired (this process was cut off): whether the build is still this run's is unknown. */
+  private unsure = false;
 
   constructor(
     private readonly deps: {
@@ -61,9 +64,14 @@ export class Lease {
    * run holding it (that run has not started yet, and may start the build again or let it go)
    * asks again next time. Renewals start again if such a take-over had stopped them before this
    * run started.
+   * `onLost` is called once `holdsBuild` says no, after a take-over or after the lease was found
+   * expired (this process was away for a TTL, and the build may have been started again
+   * elsewhere): the run must stop, or it keeps solving, and holds a builder's slot, for a build
+   * whose result it may no longer write.
    */
-  heldFor(holdsBuild: () => Promise<boolean>): void {
+  heldFor(holdsBuild: () => Promise<boolean>, onLost: () => void): void {
     this.holdsBuild = holdsBuild;
+    this.onLost = onLost;
     if (!this.released && !this.timer) this.renewEveryThirdOfTtl();
   }
 
@@ -75,8 +83,15 @@ export class Lease {
       const outcome = await this.deps.store.renew(this.address, this.projectId, this.buildId, this.token);
       if (outcome === 're-created') {
         this.deps.logger.warn(where, 'lease had expired before its renewal; re-created it');
+        this.unsure = true;
       } else if (outcome === 'superseded') {
         await this.superseded(where);
+        return;
+      }
+      // Until a check succeeds: a database away now must not leave the question unasked.
+      if (this.unsure && this.holdsBuild) {
+        if (await this.holdsBuild()) this.unsure = false;
+        else this.lost(where);
       }
     } catch (err) {
       this.deps.logger.warn({ ...where, err: errorMessage(err) }, 'lease renewal failed');
@@ -87,7 +102,8 @@ export class Lease {
 
   /** Another run of this build took the lease over (or has ended it). A failed check asks again next time. */
   private async superseded(where: { builder: string; buildId: string }): Promise<void> {
-    if (this.holdsBuild && (await this.holdsBuild())) {
+    if (this.holdsBuild) {
+      if (!(await this.holdsBuild())) return this.lost(where);
       if (this.released) return;
       const outcome = await this.deps.store.renew(this.address, this.projectId, this.buildId, this.token, {
         reclaim: true,
@@ -100,10 +116,17 @@ export class Lease {
       }
       return;
     }
-    // The build went on without this run (started again elsewhere), or this run has not started
-    // it yet: the slot is the other run's.
+    // This run has not started the build yet: the slot is the other run's.
     this.stopRenewing();
     this.deps.logger.warn(where, 'another run of this build holds the lease now; stopped renewing it');
+  }
+
+  /** The build went on without this run (started again elsewhere). */
+  private lost(where: { builder: string; buildId: string }): void {
+    this.stopRenewing();
+    this.unsure = false;
+    this.deps.logger.warn(where, 'another run of this build started it again: stopping this run');
+    this.onLost?.();
   }
 
   async release(): Promise<void> {

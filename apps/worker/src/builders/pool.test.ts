@@ -232,7 +232,10 @@ describe('BuilderPool', { skip }, () => {
     const p = pool([{ address: 'x', concurrency: 1 }], { keyPrefix, leaseTtlMs: 300 });
     const holder = () => redis.get(`${keyPrefix}:lease-holder:x:b`);
     const running = await p.acquire({ buildId: 'b' });
-    running.heldFor(async () => true);
+    running.heldFor(
+      async () => true,
+      () => assert.fail('a run whose build is its own is not stopped'),
+    );
     // A second job for the build (Redis lost the lease) takes the lease over. Until it has
     // started the build or let it go, the lease stays its own.
     const second = await p.acquire({ buildId: 'b' });
@@ -248,14 +251,69 @@ describe('BuilderPool', { skip }, () => {
     await running.release();
     assert.equal(await p.leaseExpiry('x', 'b'), undefined);
 
-    // A run whose build was started again by another run does not take the lease back.
+    // A run whose build was started again by another run does not take the lease back: it is
+    // told to stop.
     const stale = await p.acquire({ buildId: 'c' });
-    stale.heldFor(async () => false);
+    let lost = 0;
+    stale.heldFor(
+      async () => false,
+      () => lost++,
+    );
     await (await p.acquire({ buildId: 'c' })).release();
     await sleep(400);
     assert.equal(await p.leaseExpiry('x', 'c'), undefined);
+    assert.equal(lost, 1);
     await stale.release();
     await (await p.acquire({ buildId: 'other' })).release();
+  });
+
+  test('a run that finds its lease expired (its process was away) stops once its build was started again, and only then', async () => {
+    const keyPrefix = prefix();
+    const p = pool([{ address: 'x', concurrency: 2 }], { keyPrefix, leaseTtlMs: 300 });
+    /** What a TTL without renewals does to `id`'s lease. */
+    const expire = async (id: string) => {
+      await redis.zadd(`${keyPrefix}:leases:x`, 1, id);
+      await redis.del(`${keyPrefix}:lease-holder:x:${id}`);
+    };
+    const mine = await p.acquire({ buildId: 'b' });
+    let asked = 0;
+    mine.heldFor(
+      async () => {
+        asked++;
+        return true;
+      },
+      () => assert.fail('its build is still its own'),
+    );
+    await sleep(250);
+    assert.equal(asked, 0, 'a renewal that finds its lease live asks nothing');
+    await expire('b');
+    await sleep(250);
+    assert.equal(asked, 1, 'the build is still its own: it goes on');
+    assert.ok((await p.leaseExpiry('x', 'b')) !== undefined, 'its lease re-created');
+
+    // Started again elsewhere while this process was away; the first check fails (the database away).
+    const away = await p.acquire({ buildId: 'c' });
+    const answers: Array<boolean | Error> = [new Error('database unreachable'), false];
+    let lost = 0;
+    away.heldFor(
+      async () => {
+        const answer = answers.shift() ?? false;
+        if (answer instanceof Error) throw answer;
+        return answer;
+      },
+      () => lost++,
+    );
+    await expire('c');
+    for (let i = 0; lost === 0; i++) {
+      assert.ok(i < 50, 'never told to stop');
+      await sleep(50);
+    }
+    assert.deepEqual(answers, [], 'asked again after the failed check');
+    await sleep(250);
+    assert.equal(lost, 1, 'told once');
+    await away.release();
+    assert.equal(await p.leaseExpiry('x', 'c'), undefined);
+    await mine.release();
   });
 
   test("a build run again on another builder counts twice in its project's running builds, until one run ends", async () => {

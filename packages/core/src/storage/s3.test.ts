@@ -496,6 +496,42 @@ describe('S3Storage when the server is gone', () => {
       await new Promise((resolve) => blackHole.close(resolve));
     }
   });
+
+  test('an abort while the server holds a request rejects within its grace, not after the SDK gives up', {
+    timeout: 60_000,
+  }, async () => {
+    const sockets = new Set<Socket>();
+    const blackHole = createServer((sock) => {
+      sockets.add(sock);
+      sock.on('error', () => undefined);
+    });
+    await new Promise<void>((resolve) => blackHole.listen(0, '127.0.0.1', resolve));
+    const { port } = blackHole.address() as { port: number };
+    const storage = new S3Storage({
+      endpoint: `http://127.0.0.1:${port}`,
+      region: 'us-east-1',
+      bucket: 'kiln',
+      accessKeyId: 'S3RVER',
+      secretAccessKey: 'S3RVER',
+      forcePathStyle: true,
+      socketTimeoutMs: 600_000,
+    });
+    try {
+      const ac = new AbortController();
+      const reason = new Error('the build exceeded its time limit');
+      const put = storage.put('held/x', Readable.from(['x']), { signal: ac.signal });
+      for (let i = 0; sockets.size === 0; i++) {
+        assert.ok(i < 100, 'the put never reached the server');
+        await sleep(50);
+      }
+      ac.abort(reason);
+      await assert.rejects(put, (e) => e === reason);
+    } finally {
+      storage.close();
+      for (const s of sockets) s.destroy();
+      await new Promise((resolve) => blackHole.close(resolve));
+    }
+  });
 });
 
 describe('s3rver as published (no multipart shims)', () => {

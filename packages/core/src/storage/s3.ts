@@ -63,6 +63,9 @@ export interface S3StorageOptions {
 
 export const DEFAULT_PART_SIZE = 8 * 1024 * 1024;
 
+/** How long an aborted put waits for its requests in flight before it drops them. */
+const ABORT_GRACE_MS = 5_000;
+
 /**
  * Objects in an S3 bucket (AWS, MinIO, any S3-compatible server). Puts go through lib-storage's
  * multipart `Upload`, streaming with memory bounded by `(queueSize + 1) × partSize`; a failed put
@@ -140,14 +143,6 @@ export class S3Storage implements ObjectStorage {
     });
     // A source error (or a premature close) destroys `hasher` with that error, which fails the upload.
     pipeline(body, hasher, () => undefined);
-    // Aborting ends the input with an error rather than calling upload.abort() first: that way
-    // done() settles only after in-flight parts finished and the multipart upload was aborted.
-    const onAbort = () => {
-      const reason = signal ? abortReason(signal) : undefined;
-      hasher.destroy(reason instanceof Error ? reason : new Error(String(reason)));
-    };
-    signal?.addEventListener('abort', onAbort, { once: true });
-
     const upload = new Upload({
       client: this.client,
       params: {
@@ -160,6 +155,17 @@ export class S3Storage implements ObjectStorage {
       queueSize: this.queueSize,
       leavePartsOnError: false,
     });
+    // Aborting ends the input with an error rather than calling upload.abort() first: that way
+    // done() settles once in-flight parts have landed, and the multipart abort below finds them.
+    // A store that stopped answering gets ABORT_GRACE_MS, not the SDK's timeouts and retries
+    // (minutes), before the upload is dropped.
+    let grace: NodeJS.Timeout | undefined;
+    const onAbort = () => {
+      const reason = signal ? abortReason(signal) : undefined;
+      hasher.destroy(reason instanceof Error ? reason : new Error(String(reason)));
+      grace = setTimeout(() => void upload.abort(), ABORT_GRACE_MS);
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
     try {
       await upload.done();
     } catch (err) {
@@ -171,6 +177,7 @@ export class S3Storage implements ObjectStorage {
       if (inputError !== undefined) throw inputError;
       throw this.backendError('put', key, err);
     } finally {
+      clearTimeout(grace);
       signal?.removeEventListener('abort', onAbort);
     }
 
