@@ -48,6 +48,7 @@ export interface BuildLogOptions {
 
 export class BuildLog {
   private pending = '';
+  private detached = false;
   private timer: NodeJS.Timeout | undefined;
   private chain: Promise<void> = Promise.resolve();
   private readonly file: WriteStream;
@@ -79,6 +80,17 @@ export class BuildLog {
     return logStreamKey(this.buildId);
   }
 
+  /**
+   * Sends nothing more to the live stream, what is pending included: another run of the build
+   * owns it now. The file goes on (it is this run's, and not stored).
+   */
+  detach(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    this.pending = '';
+    this.detached = true;
+  }
+
   /** Build output: kept while within the budget; the first text past it becomes the truncation marker. */
   write(text: string): void {
     if (this.closed || this.truncated || text === '') return;
@@ -108,6 +120,7 @@ export class BuildLog {
   private append(text: string, size: number): void {
     this.bytes += size;
     this.file.write(text);
+    if (this.detached) return;
     this.pending += text;
     if (this.pending.length >= MAX_ENTRY_CHARS) void this.flush();
     else if (!this.timer) {

@@ -270,20 +270,27 @@ export async function runBuild(
     deps.logger.info({ buildId, status: build.status }, 'build already finished: nothing to do');
     return { status: 'skipped' };
   }
-  if (build.status === 'running' && build.builder) {
-    // A second job for a build another worker is running (e.g. the reconciler re-enqueued it while
-    // Redis had lost its job): running it too would complete it twice. Should that worker die,
-    // its lease expires and the reconciler takes the build back.
-    const expiry = await deps.pool.leaseExpiry(build.builder, buildId);
-    if (expiry !== undefined && expiry > (await deps.pool.now())) {
-      deps.logger.info(
-        { buildId, attempt: build.attempts, builder: build.builder },
-        'build is running on another worker (its builder lease is live): nothing to do',
-      );
-      return { status: 'skipped' };
-    }
+  // A second job for a build another worker is running (e.g. the reconciler re-enqueued it while
+  // Redis had lost its job): running it too would complete it twice. Should that worker die,
+  // its lease expires and the reconciler takes the build back.
+  if (await runsWithLiveLease(deps.pool, build)) {
+    deps.logger.info(
+      { buildId, attempt: build.attempts, builder: build.builder },
+      'build is running on another worker (its builder lease is live): nothing to do',
+    );
+    return { status: 'skipped' };
   }
   return new BuildRun(deps, build, attempt).run();
+}
+
+/** Whether a run holds the build now: it is running, and its builder's lease of it is live. */
+export async function runsWithLiveLease(
+  pool: Pick<BuilderPool, 'leaseExpiry' | 'now'>,
+  build: Pick<Build, 'id' | 'status' | 'builder'>,
+): Promise<boolean> {
+  if (build.status !== 'running' || !build.builder) return false;
+  const expiry = await pool.leaseExpiry(build.builder, build.id);
+  return expiry !== undefined && expiry > (await pool.now());
 }
 
 class BuildRun {
@@ -471,13 +478,19 @@ class BuildRun {
       this.logger.info('build was finished, canceled or taken by another worker meanwhile: nothing to do');
       return { status: 'skipped' };
     }
-    const attempt = this.current?.number;
+    const attempt = this.current?.number ?? 0;
     this.lease.heldFor(
-      async () => (await this.deps.lifecycle.repo.attemptsOf(this.id)) === attempt,
-      () =>
+      () => this.deps.lifecycle.repo.runsAttempt(this.id, attempt),
+      () => {
+        // The live log is the build's, and the newer attempt's now.
+        this.log?.detach();
         this.controller.abort(
-          new BuildAbort('superseded', `attempt ${attempt} was superseded: the build was started again`),
-        ),
+          new BuildAbort(
+            'superseded',
+            `attempt ${attempt} is no longer the build's (started again, or taken back): stopped`,
+          ),
+        );
+      },
     );
     const timeoutS = this.deps.buildTimeoutSeconds;
     this.timer = setTimeout(() => {

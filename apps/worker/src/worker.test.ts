@@ -838,13 +838,13 @@ describe('KilnWorker', { skip }, () => {
     await worker.stop();
   });
 
-  test('a job BullMQ gives up on for stalling too often fails its build', async () => {
+  /** A queued build whose job processes took and died with twice: one stall more than BullMQ's limit. */
+  async function stalledTwice() {
     const prefix = `kt-${randomBytes(4).toString('hex')}`;
     const queue = new Queue<BuildJobData>(QUEUE_BUILDS, { connection: { url: env.redisUrl }, prefix });
     queues.push(queue);
     const row = await submit(queue, spec());
-    // Processes that take the job and die with it: its lock expires, BullMQ's stalled check
-    // puts it back, twice, one more than BullMQ's default limit.
+    // Their lock expires, and BullMQ's stalled check puts the job back.
     const dying = new Worker<BuildJobData>(QUEUE_BUILDS, null, {
       connection: { url: env.redisUrl },
       prefix,
@@ -867,12 +867,47 @@ describe('KilnWorker', { skip }, () => {
     } finally {
       await dying.close();
     }
+    return { prefix, queue, row };
+  }
+
+  test('a job BullMQ gives up on for stalling too often fails its build', async () => {
+    const { prefix, row } = await stalledTwice();
     // The next worker to take it fails it at once, without running it.
     const { worker } = await startWorker({}, { queuePrefix: prefix });
     const done = await waitForBuild(prisma, row.id, 20_000);
     assert.deepEqual([done.status, done.errorCode], ['failed', 'infrastructure']);
     assert.match(done.errorMessage ?? '', /stalled more than allowable limit/);
     await worker.stop();
+  });
+
+  test('a job BullMQ gives up on leaves its build to the run that holds it (a worker that stalled but lives)', async () => {
+    const { prefix, queue, row } = await stalledTwice();
+    // That worker's attempt: the row running on D1, its lease live and renewed.
+    await prisma.build.update({
+      where: { id: row.id },
+      data: { status: 'running', attempts: 1, builder: D1 },
+    });
+    const pool = new BuilderPool({
+      builders: [{ address: D1, concurrency: 2 }],
+      redis,
+      logger: testLogger(),
+      keyPrefix: prefix,
+      healthIntervalMs: 0,
+    });
+    const lease = await pool.acquire({ buildId: row.id });
+    try {
+      const { worker } = await startWorker({}, { queuePrefix: prefix });
+      const job = await queue.getJob(row.id);
+      for (const deadline = Date.now() + 20_000; (await job?.getState()) !== 'failed'; await sleep(100))
+        assert.ok(Date.now() < deadline, `the job is ${await job?.getState()}`);
+      await sleep(500); // onFailed runs after the job is failed
+      const still = await prisma.build.findUniqueOrThrow({ where: { id: row.id } });
+      assert.deepEqual([still.status, still.attempts], ['running', 1]);
+      await worker.stop();
+    } finally {
+      await lease.release();
+      await pool.close();
+    }
   });
 
   test('six builds over two builders of concurrency 1 all succeed, on both builders', async () => {

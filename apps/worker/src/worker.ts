@@ -35,7 +35,13 @@ import { Reconciler } from './reconciler.js';
 import { bullConnection, commandConnection } from './redis-connections.js';
 import { type RetentionReport, runRetentionOnce } from './retention.js';
 import { RetentionSchedule } from './retention-schedule.js';
-import { AttemptFailedError, HandBackError, type RunBuildResult, runBuild } from './run-build.js';
+import {
+  AttemptFailedError,
+  HandBackError,
+  type RunBuildResult,
+  runBuild,
+  runsWithLiveLease,
+} from './run-build.js';
 
 export interface WorkerDeps {
   logger?: Logger;
@@ -70,9 +76,6 @@ export interface WorkerDeps {
   /** Steps a build's timeline lists; default MAX_LISTED_STEPS (tests lower it to see the cap). */
   maxListedSteps?: number;
 }
-
-/** BullMQ's message for a job whose lock kept expiring (its worker died or hung). */
-const STALLED = /stalled more than allowable limit/i;
 
 /** Delay before a job that failed because PostgreSQL was away runs again. */
 const DB_DOWN_DELAY_MS = 3000;
@@ -354,21 +357,28 @@ export class KilnWorker {
    * its row (its own final write failed, or it never got that far): make sure the row is final.
    */
   private async onFailed(job: Job<BuildJobData>, err: Error): Promise<void> {
-    // runBuild wrote the final state itself, or found that a newer attempt owns the row, which
-    // an unguarded write here would end. BullMQ fails a job that stalled too often with an
-    // UnrecoverableError of its own, at its next pick-up, before runBuild is called.
-    if (err.name === 'UnrecoverableError' && !STALLED.test(err.message)) return;
+    // BullMQ fails a job that stalled too often with an UnrecoverableError of its own, at its
+    // next pick-up, before runBuild is called: its message is the job's deferred failure.
+    const stalled = job.deferredFailure !== undefined && err.message === job.deferredFailure;
+    // runBuild wrote the final state itself, or found that a newer attempt owns the row.
+    if (err.name === 'UnrecoverableError' && !stalled) return;
     const attempts = job.opts.attempts ?? 1;
     const final = job.attemptsMade >= attempts || job.finishedOn !== undefined;
     const buildId = job.data?.buildId ?? job.id;
-    if (!final || !this.lifecycle || !buildId) return;
+    if (!final || !this.lifecycle || !this.poolInstance || !buildId) return;
     const errorCode = err instanceof NoBuilderAvailableError ? 'no_builder_available' : 'infrastructure';
     try {
+      const build = await this.lifecycle.repo.byId(buildId);
+      // A worker that stalled (its event loop blocked, its BullMQ connection gone) may still be
+      // running the build: its own final write ends it, or the reconciler once its lease expires.
+      if (!build || (await runsWithLiveLease(this.poolInstance, build))) return;
       const result = await this.lifecycle.fail(buildId, {
         code: errorCode,
         message: err.message,
         // BullMQ gives up on a job whose worker kept vanishing (stalled): that attempt was lost.
-        attempt: { outcome: STALLED.test(err.message) ? 'lost' : 'failed' },
+        attempt: { outcome: stalled ? 'lost' : 'failed' },
+        // Only from the attempt read here, not one another worker starts meanwhile.
+        guard: { attempts: build.attempts },
         logTail: `\nERROR: ${err.message}\n`,
       });
       if (result.applied) {

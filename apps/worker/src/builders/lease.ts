@@ -13,8 +13,11 @@ export class Lease {
   private usedClient: BuildkitClient | undefined;
   private holdsBuild: (() => Promise<boolean>) | undefined;
   private onLost: (() => void) | undefined;
-  /** The lease had expired (this process was cut off): whether the build is still this run's is unknown. */
-  private unsure = false;
+  /**
+   * The lease had expired (this process was cut off): from then on every renewal asks whether
+   * the build is still this run's, since the reconciler may take it back after a first yes.
+   */
+  private cutOff = false;
 
   constructor(
     private readonly deps: {
@@ -64,10 +67,10 @@ export class Lease {
    * run holding it (that run has not started yet, and may start the build again or let it go)
    * asks again next time. Renewals start again if such a take-over had stopped them before this
    * run started.
-   * `onLost` is called once `holdsBuild` says no, after a take-over or after the lease was found
-   * expired (this process was away for a TTL, and the build may have been started again
-   * elsewhere): the run must stop, or it keeps solving, and holds a builder's slot, for a build
-   * whose result it may no longer write.
+   * `onLost` is called once `holdsBuild` says no, after a take-over or at any renewal after the
+   * lease was found expired (this process was away for a TTL: the build may have been taken back
+   * or started again elsewhere): the run must stop, or it keeps solving, and holds a builder's
+   * slot, for a build whose result it may no longer write.
    */
   heldFor(holdsBuild: () => Promise<boolean>, onLost: () => void): void {
     this.holdsBuild = holdsBuild;
@@ -83,16 +86,12 @@ export class Lease {
       const outcome = await this.deps.store.renew(this.address, this.projectId, this.buildId, this.token);
       if (outcome === 're-created') {
         this.deps.logger.warn(where, 'lease had expired before its renewal; re-created it');
-        this.unsure = true;
+        this.cutOff = true;
       } else if (outcome === 'superseded') {
         await this.superseded(where);
         return;
       }
-      // Until a check succeeds: a database away now must not leave the question unasked.
-      if (this.unsure && this.holdsBuild) {
-        if (await this.holdsBuild()) this.unsure = false;
-        else this.lost(where);
-      }
+      if (this.cutOff && this.holdsBuild && !(await this.holdsBuild())) this.lost(where);
     } catch (err) {
       this.deps.logger.warn({ ...where, err: errorMessage(err) }, 'lease renewal failed');
     } finally {
@@ -121,11 +120,15 @@ export class Lease {
     this.deps.logger.warn(where, 'another run of this build holds the lease now; stopped renewing it');
   }
 
-  /** The build went on without this run (started again elsewhere). */
+  /** The build went on without this run (started again, or taken back). */
   private lost(where: { builder: string; buildId: string }): void {
+    // A renewal under way when the run ended and released its lease: nothing left to stop.
+    if (this.released) return;
     this.stopRenewing();
-    this.unsure = false;
-    this.deps.logger.warn(where, 'another run of this build started it again: stopping this run');
+    this.deps.logger.warn(
+      where,
+      'this build is no longer this run’s (started again or taken back): stopping this run',
+    );
     this.onLost?.();
   }
 

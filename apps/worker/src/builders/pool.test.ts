@@ -232,9 +232,10 @@ describe('BuilderPool', { skip }, () => {
     const p = pool([{ address: 'x', concurrency: 1 }], { keyPrefix, leaseTtlMs: 300 });
     const holder = () => redis.get(`${keyPrefix}:lease-holder:x:b`);
     const running = await p.acquire({ buildId: 'b' });
+    let stopped = 0;
     running.heldFor(
       async () => true,
-      () => assert.fail('a run whose build is its own is not stopped'),
+      () => stopped++,
     );
     // A second job for the build (Redis lost the lease) takes the lease over. Until it has
     // started the build or let it go, the lease stays its own.
@@ -250,6 +251,7 @@ describe('BuilderPool', { skip }, () => {
     await assert.rejects(p.acquire({ buildId: 'other' }), NoBuilderAvailableError);
     await running.release();
     assert.equal(await p.leaseExpiry('x', 'b'), undefined);
+    assert.equal(stopped, 0, 'a run whose build is its own is not stopped');
 
     // A run whose build was started again by another run does not take the lease back: it is
     // told to stop.
@@ -267,7 +269,7 @@ describe('BuilderPool', { skip }, () => {
     await (await p.acquire({ buildId: 'other' })).release();
   });
 
-  test('a run that finds its lease expired (its process was away) stops once its build was started again, and only then', async () => {
+  test('a run that found its lease expired (its process was away) asks at every renewal, and stops once its build is no longer its own', async () => {
     const keyPrefix = prefix();
     const p = pool([{ address: 'x', concurrency: 2 }], { keyPrefix, leaseTtlMs: 300 });
     /** What a TTL without renewals does to `id`'s lease. */
@@ -277,19 +279,31 @@ describe('BuilderPool', { skip }, () => {
     };
     const mine = await p.acquire({ buildId: 'b' });
     let asked = 0;
+    let yours = true;
+    let stopped = 0;
     mine.heldFor(
       async () => {
         asked++;
-        return true;
+        return yours;
       },
-      () => assert.fail('its build is still its own'),
+      () => stopped++,
     );
     await sleep(250);
     assert.equal(asked, 0, 'a renewal that finds its lease live asks nothing');
     await expire('b');
     await sleep(250);
-    assert.equal(asked, 1, 'the build is still its own: it goes on');
+    assert.ok(asked >= 1, 'asked once its lease was found expired');
+    assert.equal(stopped, 0, 'the build is still its own: it goes on');
     assert.ok((await p.leaseExpiry('x', 'b')) !== undefined, 'its lease re-created');
+    // The reconciler takes the build back after that first yes: the next renewals ask again.
+    const before = asked;
+    await sleep(250);
+    assert.ok(asked > before, 'asked again at the next renewals');
+    yours = false;
+    for (let i = 0; stopped === 0; i++) {
+      assert.ok(i < 50, 'never told to stop');
+      await sleep(50);
+    }
 
     // Started again elsewhere while this process was away; the first check fails (the database away).
     const away = await p.acquire({ buildId: 'c' });

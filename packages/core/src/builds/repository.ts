@@ -172,6 +172,15 @@ export class BuildRepository {
     return row?.attempts ?? null;
   }
 
+  /** Whether the build is running at attempt `attempt`: that attempt's run still has it. */
+  async runsAttempt(id: string, attempt: number): Promise<boolean> {
+    const row = await this.prisma.build.findUnique({
+      where: { id },
+      select: { status: true, attempts: true },
+    });
+    return row?.status === 'running' && row.attempts === attempt;
+  }
+
   async statusOf(id: string): Promise<BuildStatusName | null> {
     const row = await this.prisma.build.findUnique({ where: { id }, select: { status: true } });
     return row?.status ?? null;

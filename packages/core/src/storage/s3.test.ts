@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { createServer as createHttpServer, request as httpRequest, type ServerResponse } from 'node:http';
 import { createServer, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -339,6 +340,62 @@ describe('S3Storage against s3rver', () => {
       storage.put('abort/again', Readable.from(['x']), { signal: ac.signal }),
       (e) => e === reason,
     );
+  });
+
+  test('abort while the store holds the parts and the abort of the upload: rejects within its graces', {
+    timeout: 60_000,
+  }, async () => {
+    // In front of s3rver: CreateMultipartUpload goes through, UploadPart and
+    // AbortMultipartUpload are taken and never answered (a store that stopped answering).
+    const held: string[] = [];
+    const open = new Set<ServerResponse>();
+    const target = new URL(s3.endpoint);
+    const proxy = createHttpServer((req, res) => {
+      const url = new URL(req.url ?? '/', 'http://proxy');
+      if (url.searchParams.has('uploadId') && (req.method === 'PUT' || req.method === 'DELETE')) {
+        held.push(req.method);
+        open.add(res);
+        req.resume();
+        return;
+      }
+      const up = httpRequest(
+        { host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers },
+        (answer) => {
+          res.writeHead(answer.statusCode ?? 502, answer.headers);
+          answer.pipe(res);
+        },
+      );
+      up.on('error', (err) => res.destroy(err));
+      req.pipe(up);
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    const { port } = proxy.address() as { port: number };
+    const stalled = new S3Storage({
+      endpoint: `http://127.0.0.1:${port}`,
+      region: s3.region,
+      bucket: s3.bucket,
+      accessKeyId: s3.accessKeyId,
+      secretAccessKey: s3.secretAccessKey,
+      forcePathStyle: true,
+      socketTimeoutMs: 600_000,
+    });
+    try {
+      const ac = new AbortController();
+      const reason = new Error('the build exceeded its time limit');
+      const put = stalled.put('held/mp', pseudoRandomStream(24 * MiB), { signal: ac.signal });
+      for (let i = 0; !held.includes('PUT'); i++) {
+        assert.ok(i < 200, 'no part was sent');
+        await sleep(50);
+      }
+      ac.abort(reason);
+      await assert.rejects(put, (e) => e === reason);
+      assert.ok(held.includes('DELETE'), `the upload's abort was sent: ${held.join()}`);
+    } finally {
+      stalled.close();
+      for (const res of open) res.destroy();
+      proxy.closeAllConnections();
+      await new Promise((resolve) => proxy.close(resolve));
+    }
   });
 
   test('range get', async () => {

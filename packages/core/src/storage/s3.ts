@@ -171,8 +171,19 @@ export class S3Storage implements ObjectStorage {
     } catch (err) {
       hasher.destroy(); // stop reading the caller's stream (pipeline destroys it too)
       await upload.abort().catch(() => undefined);
-      await this.removeMultipartUpload(Key, upload.uploadId);
-      if (signal?.aborted) throw abortReason(signal);
+      const removed = this.removeMultipartUpload(Key, upload.uploadId);
+      if (signal?.aborted) {
+        // Against a store that stopped answering this takes minutes: it goes on unawaited past
+        // the grace, and what it leaves, removeAbandonedPuts finds.
+        let waited: NodeJS.Timeout | undefined;
+        await Promise.race([
+          removed,
+          new Promise((resolve) => (waited = setTimeout(resolve, ABORT_GRACE_MS))),
+        ]);
+        clearTimeout(waited);
+        throw abortReason(signal);
+      }
+      await removed;
       if (sourceError !== undefined) throw sourceError;
       if (inputError !== undefined) throw inputError;
       throw this.backendError('put', key, err);
