@@ -208,6 +208,26 @@ describe('webhooks and git contexts', () => {
     assert.equal(await errorCode(tooLarge), 'payload_too_large');
     const badDelivery = await raw({ ...full, 'x-github-delivery': 'x'.repeat(500) });
     assert.equal(await errorCode(badDelivery), 'invalid_request');
+    // Shapes that would cost the parser seconds are refused before it runs, signed or not.
+    const refusedAs = async (res: Response, message: RegExp) => {
+      assert.equal(res.status, 400);
+      const { error } = (await res.json()) as { error: { code: string; message: string } };
+      assert.equal(error.code, 'invalid_request');
+      assert.match(error.message, message);
+    };
+    const n = 1_000_000;
+    await refusedAs(await github(`{"a":${'['.repeat(n)}${']'.repeat(n)}}`), /nests deeper than 32 levels/);
+    await refusedAs(await github(`{"a":[${'[],'.repeat(n / 2)}[]]}`), /more than 100000 objects and arrays/);
+    // Text PostgreSQL cannot hold: in the repository name (queried before the signature is
+    // checked) and anywhere in a signed payload.
+    await refusedAs(
+      await github(pushPayload(second, 'refs/heads/main', 'acme/\u0000app')),
+      /not text Kiln can store/,
+    );
+    await refusedAs(
+      await github({ ...payload, head_commit: { id: second, message: 'a\u0000b' } }),
+      /not text Kiln can store: \$\.head_commit\.message/,
+    );
 
     assert.deepEqual(await counts(), before);
   });

@@ -282,6 +282,39 @@ describe('webhook receivers against a hostile tenant', () => {
     assert.equal((await json(replay)).reason, 'duplicate delivery');
   });
 
+  test('one project refusing a build does not stop the other triggers a delivery verifies; all refusing fails it', async () => {
+    const secret = 'one-secret-for-both-0123456789';
+    for (const project of ['tenant-partial-ok', 'tenant-partial-off']) {
+      const res = await createTrigger({ repository: 'shared/partial', secret }, await kiln.newToken(project));
+      assert.equal(res.status, 201, await res.clone().text());
+    }
+    const disable = (name: string) =>
+      kiln.deps.db.project.update({ where: { name }, data: { disabledAt: new Date() } });
+    await disable('tenant-partial-off');
+    type Answer = { builds: Array<{ id: string }>; refused?: Array<{ error: { code: string } }> };
+    const id = randomUUID();
+    const res = await deliver(push('shared/partial'), secret, id);
+    assert.equal(res.status, 202, await res.clone().text());
+    const first = (await json(res)) as Answer;
+    assert.equal(first.builds.length, 1);
+    assert.deepEqual(
+      first.refused?.map((r) => r.error.code),
+      ['forbidden'],
+    );
+    // The receipt is forgotten: a redelivery finds the build made and tries the refused trigger again.
+    const again = await deliver(push('shared/partial'), secret, id);
+    assert.equal(again.status, 202, await again.clone().text());
+    assert.deepEqual(
+      ((await json(again)) as Answer).builds.map((b) => b.id),
+      first.builds.map((b) => b.id),
+    );
+    // Every trigger refusing: the delivery fails as the refusal did, for its sender to see.
+    await disable('tenant-partial-ok');
+    const none = await deliver(push('shared/partial'), secret);
+    assert.equal(none.status, 403);
+    assert.equal(await code(none), 'forbidden');
+  });
+
   test('rate limits: per repository once verified (forgeries do not count), per address before the body', async () => {
     const token = await kiln.newToken('tenant-d');
     const secret = await trigger('victim/busy', 'main', token);

@@ -28,7 +28,7 @@ function invalid(field: string, message: string): never {
 
 /**
  * Checks a repository URL BuildKit can fetch without credentials: http, https (path ending in
- * .git, no query) or git://; no user info, which BuildKit would print into the build log.
+ * .git) or git://, none with a query; no user info, which BuildKit would print into the build log.
  */
 export function parseGitUrl(value: unknown, field = 'git'): string {
   if (typeof value !== 'string' || value === '') invalid(field, 'must be a repository URL');
@@ -52,7 +52,12 @@ export function parseGitUrl(value: unknown, field = 'git'): string {
   if (url.username || url.password) {
     invalid(field, 'credentials in the URL are not supported (they would show in the build log)');
   }
-  if (url.protocol !== 'git:' && (url.search !== '' || !url.pathname.endsWith('.git'))) {
+  // BuildKit reads ref, subdir, keep-git-dir and more from a query, of any scheme: they would
+  // pass by the checks made here on `#ref:subdir`. `?` alone is a query too.
+  if (url.search !== '' || value.includes('?')) {
+    invalid(field, 'must not have a query (?...): name the ref and subdirectory as url#ref:subdir');
+  }
+  if (url.protocol !== 'git:' && !url.pathname.endsWith('.git')) {
     invalid(field, 'an http(s) repository URL must end in .git (e.g. https://host/org/repo.git)');
   }
   return value;

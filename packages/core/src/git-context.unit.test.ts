@@ -26,7 +26,11 @@ describe('git contexts', () => {
   test('what BuildKit would misread or leak is refused', () => {
     refused('file:///etc/x.git', /only http, https and git/);
     refused('https://h/o/r', /must end in \.git/);
-    refused('https://h/o/r.git?x=1', /must end in \.git/);
+    refused('https://h/o/r.git?x=1', /must not have a query/);
+    // BuildKit reads these from any scheme's query, past the checks on #ref:subdir.
+    refused('git://h/o/r.git?subdir=../../..&ref=-x&keep-git-dir=1#main', /must not have a query/);
+    refused('git://h/o/r.git?#main', /must not have a query/);
+    refused('http://h/o/r.git?', /must not have a query/);
     refused('https://u:token@h/o/r.git', /credentials/);
     refused('https://h/o/r.git#--upload-pack=x', /not a valid branch/);
     refused('https://h/o/r.git#a..b', /not a valid branch/);

@@ -7,6 +7,7 @@ import type { ApiDeps } from '../deps.js';
 import { mediaType } from '../media-type.js';
 import { buildErrors } from '../schemas.js';
 import { ArrivingBodies } from '../webhooks/arriving-bodies.js';
+import { checkJsonShape } from '../webhooks/json-shape.js';
 import { github, gitlab, type PushDeliveryHeaders } from '../webhooks/providers.js';
 import { receivePush } from '../webhooks/receive-push.js';
 import { verifyPushDelivery } from '../webhooks/verify-delivery.js';
@@ -22,6 +23,11 @@ declare module 'fastify' {
 
 /** GitHub caps payloads at 25 MB, but a push payload lists at most 20 commits in detail. */
 const MAX_PAYLOAD_BYTES = 5 * 1024 * 1024;
+/**
+ * What a payload may nest and hold, checked before it is parsed (json-shape.ts): push payloads
+ * nest about 5 levels and list at most 20 commits in detail (GitLab's too).
+ */
+const PAYLOAD_SHAPE = { maxDepth: 32, maxContainers: 100_000 };
 /** Bytes of webhook payloads being read at once, per API; past it a payload is refused (429). */
 const MAX_ARRIVING_BYTES = 32 * 1024 * 1024;
 /** GitHub gives up on a delivery after 10 s; a body still arriving then is no provider's. */
@@ -43,6 +49,21 @@ const answer = {
           id: { type: 'string' },
           status: { type: 'string' },
           trigger: { type: ['string', 'null'] },
+        },
+      },
+    },
+    // Triggers whose project refused the build while others built (one refusing alone fails
+    // the delivery with its error).
+    refused: {
+      type: 'array',
+      items: {
+        type: 'object',
+        properties: {
+          trigger: { type: 'string' },
+          error: {
+            type: 'object',
+            properties: { code: { type: 'string' }, message: { type: 'string' } },
+          },
         },
       },
     },
@@ -97,6 +118,7 @@ export function webhookRoutes(deps: ApiDeps) {
             const payload = parsePayload(req.headers['content-type'], raw);
             return { payload, ...(await verifyPushDelivery(deps, provider, headers, raw, payload)) };
           });
+          checkStorable(payload);
           req.pushRepository = `${provider.name}:${verified.repository}:${verified.scope}`;
           await perRepository?.(req);
           const receipt = await receivePush(deps, provider, headers, payload, verified);
@@ -109,6 +131,14 @@ export function webhookRoutes(deps: ApiDeps) {
           return reply.code(202).send({
             delivery: receipt.pushDeliveryId,
             builds: receipt.builds.map((b) => ({ id: b.id, status: b.status, trigger: b.triggerId })),
+            ...(receipt.refused.length > 0
+              ? {
+                  refused: receipt.refused.map(({ triggerId, error }) => ({
+                    trigger: triggerId,
+                    error: { code: error.code, message: error.message },
+                  })),
+                }
+              : {}),
           });
         },
       );
@@ -246,6 +276,7 @@ function parsePayload(contentType: string | undefined, raw: Buffer): Record<stri
       `send the payload as application/json (or a form with a "payload" field), not ${type || 'no content type'}`,
     );
   }
+  checkJsonShape(json, PAYLOAD_SHAPE);
   let value: unknown;
   try {
     value = JSON.parse(json);
@@ -255,9 +286,16 @@ function parsePayload(contentType: string | undefined, raw: Buffer): Record<stri
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     throw new AppError('invalid_request', 'the payload must be a JSON object');
   }
-  // No provider sends these; refused before any of it reaches a query.
-  const unstorableText = findUnstorable(value);
+  return value as Record<string, unknown>;
+}
+
+/**
+ * No provider sends text PostgreSQL cannot store; refused before any of it reaches a query. The
+ * walk visits every value, so it runs once the delivery is verified: only the repository name is
+ * queried before (verifyPushDelivery checks it).
+ */
+function checkStorable(payload: Record<string, unknown>): void {
+  const unstorableText = findUnstorable(payload);
   if (unstorableText)
     throw new AppError('invalid_request', `the payload is not text Kiln can store: ${unstorableText}`);
-  return value as Record<string, unknown>;
 }

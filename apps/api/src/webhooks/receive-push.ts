@@ -17,6 +17,8 @@ import {
   type BuildSpecInput,
   checkGitHost,
   hostMatches,
+  httpStatusFor,
+  isAppError,
   isCommitId,
   type KilnConfig,
   Prisma,
@@ -31,8 +33,14 @@ import type { CandidateTrigger, VerifiedDelivery } from './verify-delivery.js';
 
 /** `pushDeliveryId` is the provider's id of the push delivery (or the one Kiln made up). */
 export type PushReceipt =
-  | { outcome: 'built'; pushDeliveryId: string; builds: Build[] }
+  | { outcome: 'built'; pushDeliveryId: string; builds: Build[]; refused: RefusedTrigger[] }
   | { outcome: 'ignored'; pushDeliveryId?: string; reason: string };
+
+/** A trigger whose project refused the build (its quota, no builder for its spec, ...). */
+export interface RefusedTrigger {
+  triggerId: string;
+  error: AppError;
+}
 
 const BRANCH_PREFIX = 'refs/heads/';
 /**
@@ -74,30 +82,51 @@ export async function receivePush(
     return { outcome: 'ignored', pushDeliveryId, reason: plan.reason ?? 'nothing to build' };
   }
   const builds: Build[] = [];
-  try {
-    for (const { trigger, spec, url, push } of plan.builds) {
-      const { build } = await createBuild(
-        deps,
-        trigger.projectId,
-        spec,
-        {
-          kind: 'git',
-          git: { url, ref: push.ref },
-          commit: push.commit as string,
-          origin: provider.name,
-          triggerId: trigger.id,
-        },
-        // Per push delivery and trigger: a redelivery after a failure part-way finds the builds made.
-        headers.pushDeliveryId ? `${provider.name}:${headers.pushDeliveryId}:${trigger.id}` : undefined,
-      );
-      builds.push(build);
-    }
-  } catch (err) {
-    // Forget the receipt so that a redelivery is not taken for a replay and builds the rest.
-    await deps.db.hookDelivery
+  const refused: RefusedTrigger[] = [];
+  // Forgotten, a redelivery is not taken for a replay: it builds what is missing, and finds the
+  // builds made (by their idempotency keys).
+  const forgetReceipt = () =>
+    deps.db.hookDelivery
       .deleteMany({ where: { provider: provider.name, scope, deliveryId: pushDeliveryId } })
       .catch(() => {});
+  try {
+    for (const { trigger, spec, url, push } of plan.builds) {
+      try {
+        const { build } = await createBuild(
+          deps,
+          trigger.projectId,
+          spec,
+          {
+            kind: 'git',
+            git: { url, ref: push.ref },
+            commit: push.commit as string,
+            origin: provider.name,
+            triggerId: trigger.id,
+          },
+          // Per push delivery and trigger: a redelivery after a failure part-way finds the builds made.
+          headers.pushDeliveryId ? `${provider.name}:${headers.pushDeliveryId}:${trigger.id}` : undefined,
+        );
+        builds.push(build);
+      } catch (err) {
+        // One project's refusal (its quota, no builder for its spec) is its own: the other
+        // triggers still build. The service's own failures end the delivery (5xx: redelivered).
+        if (!isAppError(err) || httpStatusFor(err.code) >= 500) throw err;
+        refused.push({ triggerId: trigger.id, error: err });
+      }
+    }
+  } catch (err) {
+    await forgetReceipt();
     throw err;
+  }
+  if (refused.length > 0) {
+    await forgetReceipt();
+    // Every trigger refused: the delivery fails as the first did, for its sender to see.
+    if (builds.length === 0) throw refused[0]?.error;
+    deps.logger.info(
+      { provider: provider.name, pushDelivery: pushDeliveryId, refused: refused.map((r) => r.triggerId) },
+      'webhook push: some triggers refused the build',
+    );
+    return { outcome: 'built', pushDeliveryId, builds, refused };
   }
   await deps.db.hookDelivery.update({
     where: { provider_scope_deliveryId: { provider: provider.name, scope, deliveryId: pushDeliveryId } },
@@ -107,7 +136,7 @@ export async function receivePush(
     { provider: provider.name, pushDelivery: pushDeliveryId, builds: builds.map((b) => b.id) },
     'webhook push: builds queued',
   );
-  return { outcome: 'built', pushDeliveryId, builds };
+  return { outcome: 'built', pushDeliveryId, builds, refused };
 }
 
 interface PlannedBuild {

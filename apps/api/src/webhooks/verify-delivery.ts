@@ -7,7 +7,7 @@
  * milliseconds, and other requests (/healthz included) go on meanwhile.
  */
 import { setImmediate as nextTurn } from 'node:timers/promises';
-import { AppError, type Prisma } from '@kiln/core';
+import { AppError, findUnstorable, type Prisma } from '@kiln/core';
 import type { ApiDeps } from '../deps.js';
 import type { Provider, PushDeliveryHeaders } from './providers.js';
 
@@ -43,6 +43,13 @@ export async function verifyPushDelivery(
   payload: Record<string, unknown>,
 ): Promise<VerifiedDelivery> {
   const repository = provider.repositoryOf(payload);
+  const unstorable = repository ? findUnstorable(repository) : undefined;
+  if (unstorable) {
+    throw new AppError(
+      'invalid_request',
+      `the payload's repository is not text Kiln can store: ${unstorable}`,
+    );
+  }
   const candidates = repository
     ? await deps.db.trigger.findMany({
         where: { provider: provider.name, repository },
