@@ -3,6 +3,7 @@ import { scopeAllows, type TokenScope } from '@kiln/contract';
 import { AppError, hashToken } from '@kiln/core';
 import type { FastifyRequest } from 'fastify';
 import type { Redis } from 'ioredis';
+import { clientAddressKey } from './client-address.js';
 import type { ApiDeps } from './deps.js';
 
 declare module 'fastify' {
@@ -45,11 +46,11 @@ export function authenticator(deps: ApiDeps) {
     const hash = hashToken(match[1] as string);
     let token = deps.tokens.cached(hash) ?? null;
     if (!token) {
-      await failures.check(req.ip);
+      await failures.check(clientAddressKey(req.ip));
       token = await deps.tokens.resolve(hash);
     }
     if (!token || token.revokedAt) {
-      await failures.record(req.ip);
+      await failures.record(clientAddressKey(req.ip));
       throw new AppError('unauthorized', 'the token is unknown or revoked');
     }
     if (token.projectDisabledAt) throw new AppError('forbidden', "the token's project is disabled");

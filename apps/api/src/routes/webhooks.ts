@@ -2,6 +2,7 @@ import type { IncomingMessage } from 'node:http';
 import rateLimit from '@fastify/rate-limit';
 import { AppError, findUnstorable } from '@kiln/core';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { clientAddressKey } from '../client-address.js';
 import { ConcurrencyLimit } from '../concurrency-limit.js';
 import type { ApiDeps } from '../deps.js';
 import { mediaType } from '../media-type.js';
@@ -164,7 +165,7 @@ async function registerRateLimits(
     max: perAddressPerMinute,
     timeWindow: 60_000,
     hook: 'onRequest',
-    keyGenerator: (req) => `address:${req.ip}`,
+    keyGenerator: (req) => `address:${clientAddressKey(req.ip)}`,
     redis: deps.redis,
     nameSpace: 'kiln:ratelimit:hooks:',
     // Redis down must not take the receivers down with it.
