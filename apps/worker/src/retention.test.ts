@@ -201,6 +201,7 @@ describe('retention', { skip }, () => {
       contextsDeleted: [],
       cachesDropped: [],
       contextChargesReleased: 0,
+      hookReceiptsDeleted: 0,
       failed: 0,
     });
 
@@ -242,6 +243,24 @@ describe('retention', { skip }, () => {
     assert.equal(report.failed, 0);
     assert.ok(report.expired.includes(git.id));
     assert.equal(await statusOf(git.id), 'expired');
+  });
+
+  test('webhook receipts older than the retention go, in batches; newer ones stay', async () => {
+    const now = new Date();
+    const receipt = (deliveryId: string, receivedAt: Date) =>
+      prisma.hookDelivery.create({
+        data: { provider: 'github', scope: projectId, deliveryId, receivedAt, outcome: 'built' },
+      });
+    for (let i = 0; i < 5; i++) await receipt(`old-${i}`, daysAgo(now, 31));
+    await receipt('recent', daysAgo(now, 29));
+    const report = await runRetentionOnce(options({ batchSize: 2 }), now);
+    assert.equal(report.failed, 0);
+    assert.equal(report.hookReceiptsDeleted, 5);
+    const left = await prisma.hookDelivery.findMany({ where: { scope: projectId } });
+    assert.deepEqual(
+      left.map((r) => r.deliveryId),
+      ['recent'],
+    );
   });
 
   test("an expired build's other attempts' artifacts go too; a shared artifact below its prefix stays", async () => {

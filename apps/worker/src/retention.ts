@@ -75,6 +75,8 @@ export interface RetentionReport {
   cachesDropped: string[];
   /** Charges for contexts dropped from projects that no longer use them (stored bytes). */
   contextChargesReleased: number;
+  /** Webhook receipts (HookDelivery) older than the builds' retention, deleted. */
+  hookReceiptsDeleted: number;
   /** Deletions that failed (retried by the next pass). */
   failed: number;
 }
@@ -96,24 +98,23 @@ export async function runRetentionOnce(
     contextsDeleted: [],
     cachesDropped: [],
     contextChargesReleased: 0,
+    hookReceiptsDeleted: 0,
     failed: 0,
   };
-  await expireBuilds(options, new Date(now.getTime() - options.days * DAY_MS), report);
+  const buildCutoff = new Date(now.getTime() - options.days * DAY_MS);
+  await expireBuilds(options, buildCutoff, report);
   const contextCutoff = new Date(now.getTime() - options.contextDays * DAY_MS);
   await deleteContexts(options, contextCutoff, report);
   await releaseContextCharges(options, contextCutoff, report);
-  await dropBuildCaches(
-    options,
-    options.buildCacheMaxBytes,
-    new Date(now.getTime() - options.days * DAY_MS),
-    report,
-  );
+  await dropBuildCaches(options, options.buildCacheMaxBytes, buildCutoff, report);
+  await deleteHookReceipts(options, buildCutoff, report);
   const { logger } = options;
   if (
     report.expired.length +
       report.contextsDeleted.length +
       report.cachesDropped.length +
       report.contextChargesReleased +
+      report.hookReceiptsDeleted +
       report.failed >
     0
   ) {
@@ -125,6 +126,7 @@ export async function runRetentionOnce(
         contextsDeleted: report.contextsDeleted.length,
         cachesDropped: report.cachesDropped,
         contextChargesReleased: report.contextChargesReleased,
+        hookReceiptsDeleted: report.hookReceiptsDeleted,
         failed: report.failed,
       },
       'retention pass',
@@ -264,6 +266,25 @@ async function releaseContextCharges(
       }
     },
   );
+}
+
+/**
+ * Webhook receipts are what tells a redelivered push from a new one; GitHub's signed push time
+ * refuses old ones anyway (KILN_WEBHOOK_MAX_AGE_SECONDS), so they are kept as long as builds,
+ * not for ever: each verified delivery adds one, up to a repository's rate limit a minute.
+ */
+async function deleteHookReceipts(o: RetentionOptions, cutoff: Date, report: RetentionReport): Promise<void> {
+  const batchSize = o.batchSize ?? 500;
+  try {
+    for (let batch = 0; batch < (o.maxBatches ?? 100); batch++) {
+      const deleted = await o.lifecycle.repo.deleteHookReceiptsBefore(cutoff, batchSize);
+      report.hookReceiptsDeleted += deleted;
+      if (deleted < batchSize) return;
+    }
+  } catch (err) {
+    report.failed++;
+    o.logger.warn({ err: messageOf(err) }, 'retention: deleting webhook receipts failed');
+  }
 }
 
 /** Batches of keys from `next` to `handle`, each key once per pass, until a batch brings nothing new. */

@@ -181,6 +181,14 @@ export class BuildRepository {
     return row?.status === 'running' && row.attempts === attempt;
   }
 
+  /** Deletes up to `limit` webhook receipts received before `cutoff`; how many. */
+  deleteHookReceiptsBefore(cutoff: Date, limit: number): Promise<number> {
+    return this.prisma.$executeRaw`
+      DELETE FROM "HookDelivery" WHERE id IN (
+        SELECT id FROM "HookDelivery" WHERE "receivedAt" < ${cutoff} LIMIT ${limit}
+      )`;
+  }
+
   async statusOf(id: string): Promise<BuildStatusName | null> {
     const row = await this.prisma.build.findUnique({ where: { id }, select: { status: true } });
     return row?.status ?? null;
