@@ -6,6 +6,7 @@
  * share it. Between two checks the event loop is given back: an HMAC over 5 MiB takes
  * milliseconds, and other requests (/healthz included) go on meanwhile.
  */
+import { randomBytes } from 'node:crypto';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { AppError, findUnstorable, type Prisma } from '@kiln/core';
 import type { ApiDeps } from '../deps.js';
@@ -19,6 +20,9 @@ const CANDIDATE_COLUMNS = {
   cloneUrl: true,
   secret: true,
 } as const satisfies Prisma.TriggerSelect;
+
+/** No trigger's secret: what a delivery for a repository without triggers is checked against. */
+const NO_SECRET = randomBytes(32).toString('hex');
 
 export type CandidateTrigger = Prisma.TriggerGetPayload<{ select: typeof CANDIDATE_COLUMNS }>;
 
@@ -59,7 +63,10 @@ export async function verifyPushDelivery(
       })
     : [];
   const accepted = new Set<string>();
-  for (const secret of new Set(candidates.map((t) => t.secret))) {
+  // A repository without triggers costs one check too: how long the answer takes must not tell
+  // which repositories (private ones included) have triggers here.
+  const secrets = candidates.length > 0 ? new Set(candidates.map((t) => t.secret)) : [NO_SECRET];
+  for (const secret of secrets) {
     if (provider.verify(secret, rawBody, headers.credential)) accepted.add(secret);
     await nextTurn();
   }
