@@ -6,6 +6,11 @@ test('IPv4 addresses count alone, also when mapped into IPv6', () => {
   assert.equal(clientAddressKey('203.0.113.7'), '203.0.113.7');
   assert.equal(clientAddressKey('::ffff:203.0.113.7'), '203.0.113.7');
   assert.equal(clientAddressKey('::FFFF:203.0.113.8'), '203.0.113.8');
+  // Any spelling of ::ffff:0:0/96 is the IPv4 address it maps, not one shared /64.
+  assert.equal(clientAddressKey('::ffff:cb00:7107'), '203.0.113.7');
+  assert.equal(clientAddressKey('0:0:0:0:0:ffff:203.0.113.9'), '203.0.113.9');
+  assert.equal(clientAddressKey('::ffff:203.0.113.7%eth0'), '203.0.113.7');
+  assert.equal(clientAddressKey('::ffff:0:203.0.113.7'), '0:0:0:0::/64'); // SIIT, not mapped
 });
 
 test('IPv6 addresses count by their /64, however they are written', () => {

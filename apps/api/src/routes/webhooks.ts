@@ -8,8 +8,8 @@ import type { ApiDeps } from '../deps.js';
 import { mediaType } from '../media-type.js';
 import { buildErrors } from '../schemas.js';
 import { ArrivingBodies } from '../webhooks/arriving-bodies.js';
-import { checkJsonShape } from '../webhooks/json-shape.js';
-import { github, gitlab, type PushDeliveryHeaders } from '../webhooks/providers.js';
+import { PayloadFields } from '../webhooks/payload-fields.js';
+import { github, gitlab, type Provider, type PushDeliveryHeaders } from '../webhooks/providers.js';
 import { receivePush } from '../webhooks/receive-push.js';
 import { verifyPushDelivery } from '../webhooks/verify-delivery.js';
 
@@ -25,10 +25,11 @@ declare module 'fastify' {
 /** GitHub caps payloads at 25 MB, but a push payload lists at most 20 commits in detail. */
 const MAX_PAYLOAD_BYTES = 5 * 1024 * 1024;
 /**
- * What a payload may nest and hold, checked before it is parsed (json-shape.ts): push payloads
- * nest about 5 levels and list at most 20 commits in detail (GitLab's too).
+ * What a payload may nest and hold, and how long reading it may take (payload-fields.ts): push
+ * payloads nest about 5 levels and hold some thousands of objects (up to 2,048 commits), and a
+ * 5 MiB one parses in tens of milliseconds.
  */
-const PAYLOAD_SHAPE = { maxDepth: 32, maxContainers: 100_000 };
+const PAYLOAD_LIMITS = { maxDepth: 32, maxContainers: 100_000, timeoutMs: 5_000 };
 /** Bytes of webhook payloads being read at once, per API; past it a payload is refused (429). */
 const MAX_ARRIVING_BYTES = 32 * 1024 * 1024;
 /** GitHub gives up on a delivery after 10 s; a body still arriving then is no provider's. */
@@ -87,7 +88,10 @@ export function webhookRoutes(deps: ApiDeps) {
   const verifying = new ConcurrencyLimit(limits.concurrency, 2 * limits.concurrency, 'webhook deliveries');
   // Bounded in bytes, not in requests: a provider delivers many at once from few addresses.
   const arriving = new ArrivingBodies(MAX_ARRIVING_BYTES, YIELD_AFTER_MS);
+  // One thread per read `verifying` lets run at once, made when first needed.
+  const fields = new PayloadFields(PAYLOAD_LIMITS);
   return async (app: FastifyInstance) => {
+    app.addHook('onClose', () => fields.close());
     const perRepository = await registerRateLimits(app, deps);
     // The signature covers the exact bytes: keep them raw, whatever the content type says.
     app.removeAllContentTypeParsers();
@@ -116,10 +120,10 @@ export function webhookRoutes(deps: ApiDeps) {
           const headers = req.pushHeaders;
           const raw = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
           const { payload, ...verified } = await verifying.run(async () => {
-            const payload = parsePayload(req.headers['content-type'], raw);
+            const payload = await readPayload(fields, provider, req.headers['content-type'], raw);
+            checkStorable(payload);
             return { payload, ...(await verifyPushDelivery(deps, provider, headers, raw, payload)) };
           });
-          checkStorable(payload);
           req.pushRepository = `${provider.name}:${verified.repository}:${verified.scope}`;
           await perRepository?.(req);
           const receipt = await receivePush(deps, provider, headers, payload, verified);
@@ -262,39 +266,27 @@ function readLimited(body: IncomingMessage, declared: number, arriving: Arriving
   });
 }
 
-/** JSON, or a form with a `payload` field (GitHub's other content type). */
-function parsePayload(contentType: string | undefined, raw: Buffer): Record<string, unknown> {
+/**
+ * The fields of the payload `provider` reads, from JSON or a form with a `payload` field (GitHub's
+ * other content type), read off the event loop (payload-fields.ts).
+ */
+async function readPayload(
+  fields: PayloadFields,
+  provider: Provider,
+  contentType: string | undefined,
+  raw: Buffer,
+): Promise<Record<string, unknown>> {
   const type = mediaType(contentType);
-  let json: string;
-  if (type === 'application/json') json = raw.toString('utf8');
-  else if (type === 'application/x-www-form-urlencoded') {
-    const field = new URLSearchParams(raw.toString('utf8')).get('payload');
-    if (field === null) throw new AppError('invalid_request', 'the form has no "payload" field');
-    json = field;
-  } else {
+  if (type !== 'application/json' && type !== 'application/x-www-form-urlencoded') {
     throw new AppError(
       'unsupported_media_type',
       `send the payload as application/json (or a form with a "payload" field), not ${type || 'no content type'}`,
     );
   }
-  checkJsonShape(json, PAYLOAD_SHAPE);
-  let value: unknown;
-  try {
-    value = JSON.parse(json);
-  } catch {
-    throw new AppError('invalid_request', 'the payload is not valid JSON');
-  }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    throw new AppError('invalid_request', 'the payload must be a JSON object');
-  }
-  return value as Record<string, unknown>;
+  return fields.read(raw, type === 'application/x-www-form-urlencoded', provider.fields);
 }
 
-/**
- * No provider sends text PostgreSQL cannot store; refused before any of it reaches a query. The
- * walk visits every value, so it runs once the delivery is verified: only the repository name is
- * queried before (verifyPushDelivery checks it).
- */
+/** No provider sends text PostgreSQL cannot store; refused before any of it reaches a query. */
 function checkStorable(payload: Record<string, unknown>): void {
   const unstorableText = findUnstorable(payload);
   if (unstorableText)

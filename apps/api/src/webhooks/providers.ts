@@ -5,6 +5,7 @@
  */
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import { AppError } from '@kiln/core';
+import type { FieldPath } from './payload-fields.js';
 
 export type ProviderName = 'github' | 'gitlab';
 
@@ -31,6 +32,8 @@ export interface Push {
 export interface Provider {
   name: ProviderName;
   readHeaders(headers: Record<string, string | string[] | undefined>): PushDeliveryHeaders;
+  /** The payload's fields the methods below read: all that is read of a payload (payload-fields.ts). */
+  fields: readonly FieldPath[];
   /** The repository the payload is about, as triggers store it (lowercase). */
   repositoryOf(payload: Record<string, unknown>): string | undefined;
   verify(secret: string, rawBody: Buffer, credential: string): boolean;
@@ -89,6 +92,14 @@ export const github: Provider = {
     const credential = header(headers, 'X-Hub-Signature-256', 'invalid_signature') as string;
     return { event, ...(id ? { pushDeliveryId: id } : {}), credential };
   },
+  fields: [
+    ['repository', 'full_name'],
+    ['repository', 'pushed_at'],
+    ['repository', 'clone_url'],
+    ['ref'],
+    ['after'],
+    ['deleted'],
+  ],
   repositoryOf: (payload) => text(field(payload.repository, 'full_name'))?.toLowerCase(),
   verify(secret, rawBody, credential) {
     const match = /^sha256=([0-9a-f]{64})$/i.exec(credential);
@@ -118,6 +129,14 @@ export const gitlab: Provider = {
     const credential = header(headers, 'X-Gitlab-Token', 'invalid_signature') as string;
     return { event, ...(id ? { pushDeliveryId: id } : {}), credential };
   },
+  fields: [
+    ['project', 'path_with_namespace'],
+    ['project', 'git_http_url'],
+    ['repository', 'git_http_url'],
+    ['ref'],
+    ['checkout_sha'],
+    ['after'],
+  ],
   repositoryOf: (payload) => text(field(payload.project, 'path_with_namespace'))?.toLowerCase(),
   verify: (secret, _rawBody, credential) => sameSecret(credential, secret),
   isPush: (event) => event === 'Push Hook',

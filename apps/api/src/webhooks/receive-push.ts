@@ -59,7 +59,7 @@ export async function receivePush(
 ): Promise<PushReceipt> {
   const plan = planBuilds(provider, headers.event, payload, { triggers, repository }, deps.config);
   // Without a push delivery id (older GitLab) there is nothing to dedupe on; the receipt is kept
-  // as a record.
+  // as a record (unless it is forgotten for a redelivery, below).
   const pushDeliveryId = headers.pushDeliveryId ?? `unidentified:${randomUUID()}`;
   try {
     // HookDelivery rows are webhook receipts (inbound), not completion-event deliveries.

@@ -8,7 +8,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { setImmediate as nextTurn } from 'node:timers/promises';
-import { AppError, findUnstorable, type Prisma } from '@kiln/core';
+import { AppError, type Prisma } from '@kiln/core';
 import type { ApiDeps } from '../deps.js';
 import type { Provider, PushDeliveryHeaders } from './providers.js';
 
@@ -47,13 +47,6 @@ export async function verifyPushDelivery(
   payload: Record<string, unknown>,
 ): Promise<VerifiedDelivery> {
   const repository = provider.repositoryOf(payload);
-  const unstorable = repository ? findUnstorable(repository) : undefined;
-  if (unstorable) {
-    throw new AppError(
-      'invalid_request',
-      `the payload's repository is not text Kiln can store: ${unstorable}`,
-    );
-  }
   const candidates = repository
     ? await deps.db.trigger.findMany({
         where: { provider: provider.name, repository },
@@ -63,8 +56,9 @@ export async function verifyPushDelivery(
       })
     : [];
   const accepted = new Set<string>();
-  // A repository without triggers costs one check too: how long the answer takes must not tell
-  // which repositories (private ones included) have triggers here.
+  // A repository without triggers costs one check too, so the answer's time does not tell an
+  // outsider which repositories have triggers here. It still grows with the count of distinct
+  // secrets: a tenant with a trigger of its own on a repository can tell whether others have one.
   const secrets = candidates.length > 0 ? new Set(candidates.map((t) => t.secret)) : [NO_SECRET];
   for (const secret of secrets) {
     if (provider.verify(secret, rawBody, headers.credential)) accepted.add(secret);

@@ -1,0 +1,72 @@
+// PayloadFields on real worker threads.
+import assert from 'node:assert/strict';
+import { after, test } from 'node:test';
+import { isAppError } from '@kiln/core';
+import { PayloadFields } from './payload-fields.js';
+
+const fields = new PayloadFields({ maxDepth: 4, maxContainers: 6, timeoutMs: 10_000 });
+after(() => fields.close());
+
+const PATHS = [['repository', 'full_name'], ['repository', 'pushed_at'], ['ref'], ['deleted']] as const;
+const read = (text: string, form = false) => fields.read(Buffer.from(text), form, PATHS);
+const refused = (pattern: RegExp) => (err: unknown) =>
+  isAppError(err) && err.code === 'invalid_request' && pattern.test(err.message);
+
+test('only the fields asked for come back, those that are strings, numbers, booleans or null', async () => {
+  const payload = {
+    repository: { full_name: 'Acme/App', pushed_at: 1700000000, owner: { name: 'x' } },
+    ref: 'refs/heads/main',
+    deleted: null,
+    commits: [{ id: 'a' }],
+  };
+  assert.deepEqual(await read(JSON.stringify(payload)), {
+    repository: { full_name: 'Acme/App', pushed_at: 1700000000 },
+    ref: 'refs/heads/main',
+    deleted: null,
+  });
+  // Missing, or an object or array where a value was asked for: left out.
+  assert.deepEqual(await read('{"repository": "flat", "ref": ["x"], "deleted": {"a": 1}}'), {});
+  assert.deepEqual(await read('{"repository": {"full_name": {"deep": "x"}}}'), { repository: {} });
+  // A form's payload field.
+  assert.deepEqual(await read(`payload=${encodeURIComponent('{"ref": "refs/heads/x"}')}`, true), {
+    ref: 'refs/heads/x',
+  });
+});
+
+test('what is not a JSON object is refused', async () => {
+  await assert.rejects(read('{"ref": '), refused(/not valid JSON/));
+  await assert.rejects(read('[1, 2]'), refused(/must be a JSON object/));
+  await assert.rejects(read('a=1', true), refused(/no "payload" field/));
+});
+
+test('nesting and containers past the limits are refused before parsing; brackets inside strings do not count', async () => {
+  await read('{"a": [{"b": [1]}]}');
+  await read('{"a": "[[[[[[[[{{{{{{", "b": "\\"[[[[[[\\\\"}');
+  await assert.rejects(read('{"a": [[[[1]]]]}'), refused(/nests deeper than 4 levels/));
+  // An escaped quote does not end a string; an escaped backslash before a quote does.
+  await read('{"a": "\\"[[[[[[["}');
+  await assert.rejects(read('{"a": "\\\\", "b": [[[[]]]]}'), refused(/deeper than 4/));
+  await read('{"a": [[], [], [], []]}');
+  await assert.rejects(read('{"a": [[], [], [], [], [], []]}'), refused(/more than 6 objects and arrays/));
+});
+
+test('a read over its budget is refused and its thread replaced; the event loop turns meanwhile', async () => {
+  const slow = new PayloadFields({ maxDepth: 32, maxContainers: 1_000_000, timeoutMs: 50 });
+  try {
+    // Hundreds of thousands of distinct keys: about a second of JSON.parse.
+    const keys = Array.from({ length: 300_000 }, (_, i) => `"key${i}": ${i}`).join(', ');
+    let turns = 0;
+    let turning = true;
+    const turn = () => {
+      turns++;
+      if (turning) setImmediate(turn);
+    };
+    setImmediate(turn);
+    await assert.rejects(slow.read(Buffer.from(`{${keys}}`), false, [['ref']]), refused(/within 50 ms/));
+    turning = false;
+    assert.ok(turns > 5, `the event loop turned ${turns} times during the read`);
+    assert.deepEqual(await slow.read(Buffer.from('{"ref": "r"}'), false, [['ref']]), { ref: 'r' });
+  } finally {
+    await slow.close();
+  }
+});
