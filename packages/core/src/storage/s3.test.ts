@@ -520,14 +520,15 @@ describe('S3Storage when the server is gone', () => {
     }
   });
 
-  test('a server that accepts connections but never answers: bounded by the socket timeout', async (t) => {
+  /** S3Storage against a server that accepts connections and never answers. */
+  async function blackHole(extra: Partial<S3StorageOptions>) {
     const sockets = new Set<Socket>();
-    const blackHole = createServer((sock) => {
+    const server = createServer((sock) => {
       sockets.add(sock);
       sock.on('error', () => undefined);
     });
-    await new Promise<void>((resolve) => blackHole.listen(0, '127.0.0.1', resolve));
-    const { port } = blackHole.address() as { port: number };
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const { port } = server.address() as { port: number };
     const storage = new S3Storage({
       endpoint: `http://127.0.0.1:${port}`,
       region: 'us-east-1',
@@ -535,9 +536,18 @@ describe('S3Storage when the server is gone', () => {
       accessKeyId: 'S3RVER',
       secretAccessKey: 'S3RVER',
       forcePathStyle: true,
-      socketTimeoutMs: 500,
-      maxAttempts: 2,
+      ...extra,
     });
+    const close = async () => {
+      storage.close();
+      for (const s of sockets) s.destroy();
+      await new Promise((resolve) => server.close(resolve));
+    };
+    return { storage, sockets, close };
+  }
+
+  test('a server that accepts connections but never answers: bounded by the socket timeout', async (t) => {
+    const { storage, close } = await blackHole({ socketTimeoutMs: 500, maxAttempts: 2 });
     try {
       const t0 = Date.now();
       await assert.rejects(storage.check(), isAppError('unavailable'));
@@ -548,31 +558,14 @@ describe('S3Storage when the server is gone', () => {
       );
       assert.ok(elapsed < 10_000, `took ${elapsed} ms`);
     } finally {
-      storage.close();
-      for (const s of sockets) s.destroy();
-      await new Promise((resolve) => blackHole.close(resolve));
+      await close();
     }
   });
 
   test('an abort while the server holds a request rejects within its grace, not after the SDK gives up', {
     timeout: 60_000,
   }, async () => {
-    const sockets = new Set<Socket>();
-    const blackHole = createServer((sock) => {
-      sockets.add(sock);
-      sock.on('error', () => undefined);
-    });
-    await new Promise<void>((resolve) => blackHole.listen(0, '127.0.0.1', resolve));
-    const { port } = blackHole.address() as { port: number };
-    const storage = new S3Storage({
-      endpoint: `http://127.0.0.1:${port}`,
-      region: 'us-east-1',
-      bucket: 'kiln',
-      accessKeyId: 'S3RVER',
-      secretAccessKey: 'S3RVER',
-      forcePathStyle: true,
-      socketTimeoutMs: 600_000,
-    });
+    const { storage, sockets, close } = await blackHole({ socketTimeoutMs: 600_000 });
     try {
       const ac = new AbortController();
       const reason = new Error('the build exceeded its time limit');
@@ -584,9 +577,7 @@ describe('S3Storage when the server is gone', () => {
       ac.abort(reason);
       await assert.rejects(put, (e) => e === reason);
     } finally {
-      storage.close();
-      for (const s of sockets) s.destroy();
-      await new Promise((resolve) => blackHole.close(resolve));
+      await close();
     }
   });
 });
