@@ -27,9 +27,9 @@ const MAX_PAYLOAD_BYTES = 5 * 1024 * 1024;
 /**
  * What a payload may nest and hold, and how long reading it may take (payload-fields.ts): push
  * payloads nest about 5 levels and hold some thousands of objects (up to 2,048 commits), and a
- * 5 MiB one parses in tens of milliseconds.
+ * 5 MiB one parses in tens of milliseconds, within a few tens of MiB of heap.
  */
-const PAYLOAD_LIMITS = { maxDepth: 32, maxContainers: 100_000, timeoutMs: 5_000 };
+const PAYLOAD_LIMITS = { maxDepth: 32, maxContainers: 100_000, timeoutMs: 5_000, maxHeapMb: 128 };
 /** Bytes of webhook payloads being read at once, per API; past it a payload is refused (429). */
 const MAX_ARRIVING_BYTES = 32 * 1024 * 1024;
 /** GitHub gives up on a delivery after 10 s; a body still arriving then is no provider's. */

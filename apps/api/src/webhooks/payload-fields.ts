@@ -11,7 +11,7 @@
  */
 import { once } from 'node:events';
 import { Worker } from 'node:worker_threads';
-import { AppError } from '@kiln/core';
+import { AppError, isAppError } from '@kiln/core';
 
 /** Object keys from the payload's root to a field, e.g. ['repository', 'full_name']. */
 export type FieldPath = readonly string[];
@@ -23,6 +23,8 @@ export interface PayloadLimits {
   maxContainers: number;
   /** The time a read may take, from the thread's start on it. */
   timeoutMs: number;
+  /** The heap a thread may grow to (MiB): a payload that needs more is refused. */
+  maxHeapMb: number;
 }
 
 interface ReadRequest {
@@ -87,13 +89,18 @@ parentPort.on('message', (request) => parentPort.postMessage(read(request)));
 
 /** One worker thread, reused while it answers in time; one that does not is terminated. */
 class FieldReader {
-  private readonly worker = new Worker(WORKER_SOURCE, { eval: true });
+  private readonly worker: Worker;
   private waiting: ((answer: ReadAnswer | Error) => void) | undefined;
   dead = false;
 
-  private readonly online = once(this.worker, 'online');
+  private readonly online: Promise<unknown>;
 
-  constructor() {
+  constructor(maxHeapMb: number) {
+    this.worker = new Worker(WORKER_SOURCE, {
+      eval: true,
+      resourceLimits: { maxOldGenerationSizeMb: maxHeapMb },
+    });
+    this.online = once(this.worker, 'online');
     this.worker.unref();
     this.worker.on('message', (answer: ReadAnswer) => this.settle(answer));
     this.worker.on('error', (err) => this.settle(err));
@@ -143,11 +150,18 @@ export class PayloadFields {
    * budget. Callers bound how many reads run at once: each takes a thread.
    */
   async read(body: Buffer, form: boolean, paths: readonly FieldPath[]): Promise<Record<string, unknown>> {
-    const reader = this.idle.pop() ?? new FieldReader();
+    const { maxDepth, maxContainers, timeoutMs, maxHeapMb } = this.limits;
+    const reader = this.idle.pop() ?? new FieldReader(maxHeapMb);
     this.busy.add(reader);
     try {
-      const { maxDepth, maxContainers, timeoutMs } = this.limits;
-      const answer = await reader.read({ body, form, paths, maxDepth, maxContainers }, timeoutMs);
+      let answer: ReadAnswer;
+      try {
+        answer = await reader.read({ body, form, paths, maxDepth, maxContainers }, timeoutMs);
+      } catch (err) {
+        if (isAppError(err)) throw err;
+        // The thread died on it (its heap limit, as a rule): the payload's doing.
+        throw new AppError('invalid_request', `the payload could not be read: ${(err as Error).message}`);
+      }
       if ('refused' in answer) throw new AppError('invalid_request', answer.refused);
       return answer.fields;
     } finally {

@@ -4,7 +4,7 @@ import { after, test } from 'node:test';
 import { isAppError } from '@kiln/core';
 import { PayloadFields } from './payload-fields.js';
 
-const fields = new PayloadFields({ maxDepth: 4, maxContainers: 6, timeoutMs: 10_000 });
+const fields = new PayloadFields({ maxDepth: 4, maxContainers: 6, timeoutMs: 10_000, maxHeapMb: 64 });
 after(() => fields.close());
 
 const PATHS = [['repository', 'full_name'], ['repository', 'pushed_at'], ['ref'], ['deleted']] as const;
@@ -51,7 +51,7 @@ test('nesting and containers past the limits are refused before parsing; bracket
 });
 
 test('a read over its budget is refused and its thread replaced; the event loop turns meanwhile', async () => {
-  const slow = new PayloadFields({ maxDepth: 32, maxContainers: 1_000_000, timeoutMs: 50 });
+  const slow = new PayloadFields({ maxDepth: 32, maxContainers: 1_000_000, timeoutMs: 50, maxHeapMb: 64 });
   try {
     // Hundreds of thousands of distinct keys: about a second of JSON.parse.
     const keys = Array.from({ length: 300_000 }, (_, i) => `"key${i}": ${i}`).join(', ');
@@ -68,5 +68,24 @@ test('a read over its budget is refused and its thread replaced; the event loop 
     assert.deepEqual(await slow.read(Buffer.from('{"ref": "r"}'), false, [['ref']]), { ref: 'r' });
   } finally {
     await slow.close();
+  }
+});
+
+test('a payload needing more heap than a thread may have is refused, and the next read gets a new thread', async () => {
+  const small = new PayloadFields({
+    maxDepth: 32,
+    maxContainers: 1_000_000,
+    timeoutMs: 60_000,
+    maxHeapMb: 8,
+  });
+  try {
+    const objects = Array.from({ length: 400_000 }, (_, i) => `{"k${i}": ${i}}`).join(', ');
+    await assert.rejects(
+      small.read(Buffer.from(`{"a": [${objects}]}`), false, [['ref']]),
+      refused(/could not be read/),
+    );
+    assert.deepEqual(await small.read(Buffer.from('{"ref": "r"}'), false, [['ref']]), { ref: 'r' });
+  } finally {
+    await small.close();
   }
 });
