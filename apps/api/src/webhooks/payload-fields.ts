@@ -100,7 +100,14 @@ class FieldReader {
       eval: true,
       resourceLimits: { maxOldGenerationSizeMb: maxHeapMb },
     });
-    this.online = once(this.worker, 'online');
+    // Also settled when the thread ends before it started (close() during start-up).
+    this.online = Promise.race([
+      once(this.worker, 'online'),
+      once(this.worker, 'exit').then(() => {
+        throw new Error('the payload reader thread exited');
+      }),
+    ]);
+    this.online.catch(() => {});
     this.worker.unref();
     this.worker.on('message', (answer: ReadAnswer) => this.settle(answer));
     this.worker.on('error', (err) => this.settle(err));
@@ -137,9 +144,12 @@ class FieldReader {
   }
 }
 
+const STOPPING = () => new AppError('unavailable', 'the API is stopping; deliver again');
+
 export class PayloadFields {
   private readonly idle: FieldReader[] = [];
   private readonly busy = new Set<FieldReader>();
+  private closed = false;
 
   constructor(private readonly limits: PayloadLimits) {}
 
@@ -150,8 +160,12 @@ export class PayloadFields {
    * budget. Callers bound how many reads run at once: each takes a thread.
    */
   async read(body: Buffer, form: boolean, paths: readonly FieldPath[]): Promise<Record<string, unknown>> {
+    if (this.closed) throw STOPPING();
     const { maxDepth, maxContainers, timeoutMs, maxHeapMb } = this.limits;
-    const reader = this.idle.pop() ?? new FieldReader(maxHeapMb);
+    let reader = this.idle.pop();
+    // One that ended while idle (say, at its heap limit after it answered) is not reused.
+    while (reader?.dead) reader = this.idle.pop();
+    reader ??= new FieldReader(maxHeapMb);
     this.busy.add(reader);
     try {
       let answer: ReadAnswer;
@@ -159,18 +173,26 @@ export class PayloadFields {
         answer = await reader.read({ body, form, paths, maxDepth, maxContainers }, timeoutMs);
       } catch (err) {
         if (isAppError(err)) throw err;
-        // The thread died on it (its heap limit, as a rule): the payload's doing.
-        throw new AppError('invalid_request', `the payload could not be read: ${(err as Error).message}`);
+        if (this.closed) throw STOPPING();
+        // The thread ended on it (its heap limit, as a rule): the payload's doing.
+        throw new AppError(
+          'invalid_request',
+          'the payload could not be read: it needs more memory than a payload may',
+          {
+            cause: err,
+          },
+        );
       }
       if ('refused' in answer) throw new AppError('invalid_request', answer.refused);
       return answer.fields;
     } finally {
       this.busy.delete(reader);
-      if (!reader.dead) this.idle.push(reader);
+      if (!reader.dead && !this.closed) this.idle.push(reader);
     }
   }
 
   async close(): Promise<void> {
+    this.closed = true;
     const readers = [...this.idle, ...this.busy];
     this.idle.length = 0;
     this.busy.clear();

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
 import { isAppError } from '@kiln/core';
 import { PayloadFields } from './payload-fields.js';
+import { github, gitlab } from './providers.js';
 
 const fields = new PayloadFields({ maxDepth: 4, maxContainers: 6, timeoutMs: 10_000, maxHeapMb: 64 });
 after(() => fields.close());
@@ -87,5 +88,51 @@ test('a payload needing more heap than a thread may have is refused, and the nex
     assert.deepEqual(await small.read(Buffer.from('{"ref": "r"}'), false, [['ref']]), { ref: 'r' });
   } finally {
     await small.close();
+  }
+});
+
+test('close() during a read, or before one, answers unavailable: never a hang', async () => {
+  const closing = new PayloadFields({
+    maxDepth: 32,
+    maxContainers: 1_000_000,
+    timeoutMs: 60_000,
+    maxHeapMb: 64,
+  });
+  const keys = Array.from({ length: 300_000 }, (_, i) => `"key${i}": ${i}`).join(', ');
+  const unavailable = (err: unknown) => isAppError(err) && err.code === 'unavailable';
+  const reading = closing.read(Buffer.from(`{${keys}}`), false, [['ref']]);
+  await closing.close();
+  await assert.rejects(reading, unavailable);
+  await assert.rejects(closing.read(Buffer.from('{}'), false, [['ref']]), unavailable);
+});
+
+test('each provider reads nothing of a payload but its listed fields', async () => {
+  const full = {
+    ref: 'refs/heads/main',
+    before: '0'.repeat(40),
+    after: 'a'.repeat(40),
+    checkout_sha: 'b'.repeat(40),
+    deleted: false,
+    repository: {
+      full_name: 'Acme/App',
+      pushed_at: 1_700_000_000,
+      clone_url: 'https://github.example/acme/app.git',
+      git_http_url: 'https://gitlab.example/acme/app.git',
+      owner: { name: 'acme' },
+    },
+    project: { path_with_namespace: 'Acme/App', git_http_url: 'https://gitlab.example/acme/app.git' },
+    head_commit: { id: 'a'.repeat(40), message: 'x' },
+    commits: [{ id: 'a'.repeat(40) }],
+  };
+  const roomy = new PayloadFields({ maxDepth: 32, maxContainers: 1000, timeoutMs: 10_000, maxHeapMb: 64 });
+  try {
+    for (const provider of [github, gitlab]) {
+      const sparse = await roomy.read(Buffer.from(JSON.stringify(full)), false, provider.fields);
+      assert.equal(provider.repositoryOf(sparse), provider.repositoryOf(full), provider.name);
+      assert.deepEqual(provider.pushOf(sparse), provider.pushOf(full), provider.name);
+      assert.ok(provider.repositoryOf(sparse), provider.name);
+    }
+  } finally {
+    await roomy.close();
   }
 });
