@@ -87,6 +87,8 @@ function read({ body, form, paths, maxDepth, maxContainers }) {
 parentPort.on('message', (request) => parentPort.postMessage(read(request)));
 `;
 
+const exited = () => new Error('the payload reader thread exited');
+
 /** One worker thread, reused while it answers in time; one that does not is terminated. */
 class FieldReader {
   private readonly worker: Worker;
@@ -104,14 +106,14 @@ class FieldReader {
     this.online = Promise.race([
       once(this.worker, 'online'),
       once(this.worker, 'exit').then(() => {
-        throw new Error('the payload reader thread exited');
+        throw exited();
       }),
     ]);
     this.online.catch(() => {});
     this.worker.unref();
     this.worker.on('message', (answer: ReadAnswer) => this.settle(answer));
     this.worker.on('error', (err) => this.settle(err));
-    this.worker.on('exit', () => this.settle(new Error('the payload reader thread exited')));
+    this.worker.on('exit', () => this.settle(exited()));
   }
 
   private settle(outcome: ReadAnswer | Error): void {

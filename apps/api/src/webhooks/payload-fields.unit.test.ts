@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
 import { isAppError } from '@kiln/core';
-import { PayloadFields } from './payload-fields.js';
+import { PayloadFields, type PayloadLimits } from './payload-fields.js';
 import { github, gitlab } from './providers.js';
 
 const fields = new PayloadFields({ maxDepth: 4, maxContainers: 6, timeoutMs: 10_000, maxHeapMb: 64 });
@@ -12,6 +12,16 @@ const PATHS = [['repository', 'full_name'], ['repository', 'pushed_at'], ['ref']
 const read = (text: string, form = false) => fields.read(Buffer.from(text), form, PATHS);
 const refused = (pattern: RegExp) => (err: unknown) =>
   isAppError(err) && err.code === 'invalid_request' && pattern.test(err.message);
+
+/** A reader with room for large payloads; `over` changes its limits. */
+const roomyReader = (over: Partial<PayloadLimits> = {}) =>
+  new PayloadFields({ maxDepth: 32, maxContainers: 1_000_000, timeoutMs: 60_000, maxHeapMb: 64, ...over });
+/** Hundreds of thousands of distinct keys: hundreds of milliseconds of JSON.parse. */
+const manyKeys = () =>
+  Buffer.from(`{${Array.from({ length: 300_000 }, (_, i) => `"key${i}": ${i}`).join(', ')}}`);
+/** A small read the reader answers, as after a thread was replaced. */
+const readsAgain = async (reader: PayloadFields) =>
+  assert.deepEqual(await reader.read(Buffer.from('{"ref": "r"}'), false, [['ref']]), { ref: 'r' });
 
 test('only the fields asked for come back, those that are strings, numbers, booleans or null', async () => {
   const payload = {
@@ -52,10 +62,8 @@ test('nesting and containers past the limits are refused before parsing; bracket
 });
 
 test('a read over its budget is refused and its thread replaced; the event loop turns meanwhile', async () => {
-  const slow = new PayloadFields({ maxDepth: 32, maxContainers: 1_000_000, timeoutMs: 50, maxHeapMb: 64 });
+  const slow = roomyReader({ timeoutMs: 50 });
   try {
-    // Hundreds of thousands of distinct keys: about a second of JSON.parse.
-    const keys = Array.from({ length: 300_000 }, (_, i) => `"key${i}": ${i}`).join(', ');
     let turns = 0;
     let turning = true;
     const turn = () => {
@@ -63,44 +71,33 @@ test('a read over its budget is refused and its thread replaced; the event loop 
       if (turning) setImmediate(turn);
     };
     setImmediate(turn);
-    await assert.rejects(slow.read(Buffer.from(`{${keys}}`), false, [['ref']]), refused(/within 50 ms/));
+    await assert.rejects(slow.read(manyKeys(), false, [['ref']]), refused(/within 50 ms/));
     turning = false;
     assert.ok(turns > 5, `the event loop turned ${turns} times during the read`);
-    assert.deepEqual(await slow.read(Buffer.from('{"ref": "r"}'), false, [['ref']]), { ref: 'r' });
+    await readsAgain(slow);
   } finally {
     await slow.close();
   }
 });
 
 test('a payload needing more heap than a thread may have is refused, and the next read gets a new thread', async () => {
-  const small = new PayloadFields({
-    maxDepth: 32,
-    maxContainers: 1_000_000,
-    timeoutMs: 60_000,
-    maxHeapMb: 8,
-  });
+  const small = roomyReader({ maxHeapMb: 8 });
   try {
     const objects = Array.from({ length: 400_000 }, (_, i) => `{"k${i}": ${i}}`).join(', ');
     await assert.rejects(
       small.read(Buffer.from(`{"a": [${objects}]}`), false, [['ref']]),
       refused(/could not be read/),
     );
-    assert.deepEqual(await small.read(Buffer.from('{"ref": "r"}'), false, [['ref']]), { ref: 'r' });
+    await readsAgain(small);
   } finally {
     await small.close();
   }
 });
 
 test('close() during a read, or before one, answers unavailable: never a hang', async () => {
-  const closing = new PayloadFields({
-    maxDepth: 32,
-    maxContainers: 1_000_000,
-    timeoutMs: 60_000,
-    maxHeapMb: 64,
-  });
-  const keys = Array.from({ length: 300_000 }, (_, i) => `"key${i}": ${i}`).join(', ');
+  const closing = roomyReader();
   const unavailable = (err: unknown) => isAppError(err) && err.code === 'unavailable';
-  const reading = closing.read(Buffer.from(`{${keys}}`), false, [['ref']]);
+  const reading = closing.read(manyKeys(), false, [['ref']]);
   await closing.close();
   await assert.rejects(reading, unavailable);
   await assert.rejects(closing.read(Buffer.from('{}'), false, [['ref']]), unavailable);
@@ -124,7 +121,7 @@ test('each provider reads nothing of a payload but its listed fields', async () 
     head_commit: { id: 'a'.repeat(40), message: 'x' },
     commits: [{ id: 'a'.repeat(40) }],
   };
-  const roomy = new PayloadFields({ maxDepth: 32, maxContainers: 1000, timeoutMs: 10_000, maxHeapMb: 64 });
+  const roomy = roomyReader();
   try {
     for (const provider of [github, gitlab]) {
       const sparse = await roomy.read(Buffer.from(JSON.stringify(full)), false, provider.fields);
